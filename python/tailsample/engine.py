@@ -1,0 +1,61 @@
+"""The tail-sampling engine: OTLP bytes in, whole traces buffered, policies decide, kept spans out as OTLP bytes.
+
+All the work happens in the Rust core (`tailsample._native`), with the GIL released, so several Python threads
+may feed one engine at once. This wrapper supplies the clock and keeps the API typed.
+"""
+
+from __future__ import annotations
+
+import time
+
+from tailsample import _native
+from tailsample.config import Config
+
+
+class Engine:
+    """A tail-sampling engine for one configuration.
+
+    `now` is seconds on the engine's clock, `time.monotonic()` unless given, so tests and replays control time.
+    Time never runs backwards inside the engine: a `now` earlier than one already seen counts as that one.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._native = _native.NativeEngine(config._native)
+
+    def ingest(self, payload: bytes, *, now: float | None = None) -> None:
+        """Take one ExportTraceServiceRequest (protobuf bytes), whole or not at all.
+
+        Raises `DecodeError` for a malformed payload and `BackpressureError` when a limit is reached; in both
+        cases nothing of the payload was taken and every buffered trace is unaffected.
+        """
+        self._native.ingest(payload, time.monotonic() if now is None else now)
+
+    def poll(self, *, now: float | None = None) -> list[bytes]:
+        """Decide every trace that is due; return the kept spans (and late spans of kept traces) as payloads."""
+        return self._native.poll(time.monotonic() if now is None else now)
+
+    def flush(self, *, now: float | None = None) -> list[bytes]:
+        """Decide everything pending, as at shutdown (or drop it, with `drop_pending_traces_on_shutdown`)."""
+        return self._native.flush(time.monotonic() if now is None else now)
+
+    def stats(self) -> dict[str, int]:
+        """Counters and gauges: spans_received, traces_sampled, traces_in_memory, traces_evicted, ..."""
+        return self._native.stats()
+
+    def policy_stats(self) -> dict[str, dict[str, int]]:
+        """Per policy, in order: traces it voted `sampled`, `not_sampled`, `errors`, and `decided` (kept first)."""
+        return self._native.policy_stats()
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return (f"Engine(policies={self.config.policy_names!r}, in_memory={s['traces_in_memory']}, "
+                f"sampled={s['traces_sampled']})")
+
+
+def inspect_payload(payload: bytes) -> dict[str, int]:
+    """Validate a payload without an engine and describe it: spans, traces, resources, min start, max end (ns)."""
+    return _native.inspect_payload(payload)
+
+
+__all__ = ["Engine", "inspect_payload"]

@@ -1,0 +1,616 @@
+"""The trace files the OpenTelemetry Collector's `file` exporter writes, read and written.
+
+Two formats, as the exporter (collector-contrib `exporter/fileexporter`) writes them:
+
+* `json` (its default): one OTLP/JSON `ExportTraceServiceRequest` per line, `{"resourceSpans":[...]}`.
+* `proto`: each `ExportTraceServiceRequest` as a 4-byte big-endian length followed by the protobuf bytes.
+
+gzip-compressed files are read transparently and written when the output name ends in `.gz`. The exporter's
+`compression: zstd` is recognised (a file starting with the zstd magic, or length-prefixed messages that are
+zstd frames) and refused with a clear error: Python before 3.14 has no zstd decoder and we add no dependency
+for it.
+
+The OTLP/JSON mapping (opentelemetry-proto, "JSON Protobuf Encoding") is the proto3 JSON mapping with these
+differences, all handled here: trace and span IDs (spans, parents, links) are hex strings, not base64; enums
+are integers (names are accepted on read); keys are lowerCamelCase (the proto field names are accepted on
+read); 64-bit integers are written as decimal strings (numbers or strings are accepted on read); unknown
+fields are ignored on read.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import gzip
+import io
+import json
+import os
+import re
+import sys
+import zlib
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf.message import DecodeError as _ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tailsample.errors import DecodeError
+
+FORMATS = ("json", "proto")
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_JSON_WHITESPACE = b" \t\r\n"
+_UTF8_BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 20  # read long messages in pieces: a corrupt length must not allocate gigabytes up front
+_MAX_DOCUMENT = 256 << 20  # largest pretty-printed JSON file we are willing to parse as a whole
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+# (camelCase key, proto field name, size in bytes, what it is) for every ID field of a span and of a link.
+_SPAN_IDS = (("traceId", "trace_id", 16, "trace id"), ("spanId", "span_id", 8, "span id"),
+             ("parentSpanId", "parent_span_id", 8, "parent span id"))
+_LINK_IDS = (("traceId", "trace_id", 16, "trace id"), ("spanId", "span_id", 8, "span id"))
+_OTHER_SIGNALS = {"resourceMetrics": "metrics", "resource_metrics": "metrics", "resourceLogs": "logs",
+                  "resource_logs": "logs", "resourceProfiles": "profiles", "resource_profiles": "profiles"}
+# Collectors before OTLP 0.15 wrote these; they are the same messages under their old names.
+_LEGACY_SCOPE_SPANS = ("instrumentationLibrarySpans", "instrumentation_library_spans")
+_LEGACY_SCOPE = ("instrumentationLibrary", "instrumentation_library")
+
+
+# -- OTLP/JSON <-> protobuf --------------------------------------------------------------------------------
+
+
+class _OtherSignalError(DecodeError):
+    """Valid OTLP/JSON of another signal (metrics, logs, profiles): skippable when reading a shared file."""
+
+
+def json_to_proto(obj: str | bytes | Mapping[str, Any]) -> bytes:
+    """Encode one OTLP/JSON `ExportTraceServiceRequest` (text or already parsed) as protobuf bytes.
+
+    Raises `DecodeError` for invalid JSON, for JSON that is not an ExportTraceServiceRequest and for a
+    malformed ID (`field` is then its path, e.g. `resourceSpans[0].scopeSpans[0].spans[2].traceId`). IDs are
+    hex; base64 IDs of the right length (what a plain proto3 JSON encoder writes) are accepted too, as the two
+    cannot be confused: 16 bytes are 32 hex digits but 24 base64 characters.
+    """
+    if isinstance(obj, str | bytes | bytearray):
+        try:
+            obj = json.loads(obj)
+        except json.JSONDecodeError as exc:
+            raise DecodeError(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+                              offset=exc.pos) from None
+        except (ValueError, RecursionError) as exc:  # not UTF-8, or nested beyond Python's stack
+            raise DecodeError(f"invalid JSON: {exc}") from None
+    return bytes(_request_from_json(obj).SerializeToString())
+
+
+def proto_to_json(payload: bytes) -> str:
+    """Decode protobuf `ExportTraceServiceRequest` bytes to compact, one-line OTLP/JSON."""
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(payload)
+    except _ProtobufDecodeError as exc:
+        raise DecodeError(f"not a protobuf ExportTraceServiceRequest: {exc}") from None
+    obj = json_format.MessageToDict(request, use_integers_for_enums=True)
+    for rs in obj.get("resourceSpans", ()):
+        for ss in rs.get("scopeSpans", ()):
+            for span in ss.get("spans", ()):
+                _ids_to_hex(span, _SPAN_IDS)
+                for link in span.get("links", ()):
+                    _ids_to_hex(link, _LINK_IDS)
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _request_from_json(obj: Any) -> ExportTraceServiceRequest:
+    """Build the message from a parsed OTLP/JSON value; see `json_to_proto`."""
+    if not isinstance(obj, Mapping):
+        raise DecodeError(f"not an ExportTraceServiceRequest: expected a JSON object, got {_json_kind(obj)}")
+    if not any(k in obj for k in ("resourceSpans", "resource_spans")) and obj:
+        others = sorted({_OTHER_SIGNALS[k] for k in obj if k in _OTHER_SIGNALS})
+        if others:
+            raise _OtherSignalError(f"not an ExportTraceServiceRequest: it holds {' and '.join(others)}, "
+                                    "not traces")
+        keys = ", ".join(sorted(str(k) for k in obj)[:5])
+        raise DecodeError(f"not an ExportTraceServiceRequest: no resourceSpans (keys: {keys})")
+    converted = _ids_to_base64_request(obj)
+    request = ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(converted, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        raise DecodeError(f"not an ExportTraceServiceRequest: {exc}") from None
+    return request
+
+
+def _ids_to_base64_request(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the request whose span and link IDs are base64, as json_format expects; the input is kept."""
+    out = dict(obj)
+    for key in ("resourceSpans", "resource_spans"):
+        resource_spans = out.get(key)
+        if not isinstance(resource_spans, list):
+            continue  # absent, or wrong: json_format reports it with its path
+        fixed = []
+        for i, rs in enumerate(resource_spans):
+            if not isinstance(rs, Mapping):
+                fixed.append(rs)
+                continue
+            rs = _upgrade_legacy(dict(rs))
+            for skey in ("scopeSpans", "scope_spans"):
+                if isinstance(rs.get(skey), list):
+                    rs[skey] = [_fix_scope_spans(ss, f"{key}[{i}].{skey}[{j}]")
+                                for j, ss in enumerate(rs[skey])]
+            fixed.append(rs)
+        out[key] = fixed
+    return out
+
+
+def _upgrade_legacy(rs: dict[str, Any]) -> dict[str, Any]:
+    """Rename `instrumentationLibrarySpans`/`instrumentationLibrary` (old collectors) to scopeSpans/scope."""
+    for old in _LEGACY_SCOPE_SPANS:
+        legacy = rs.pop(old, None)
+        if not isinstance(legacy, list):
+            continue
+        upgraded = []
+        for ss in legacy:
+            if isinstance(ss, Mapping):
+                ss = dict(ss)
+                for old_scope in _LEGACY_SCOPE:
+                    if old_scope in ss:
+                        ss.setdefault("scope", ss.pop(old_scope))
+            upgraded.append(ss)
+        target = "scope_spans" if "scope_spans" in rs else "scopeSpans"
+        existing = rs.get(target)
+        rs[target] = (existing if isinstance(existing, list) else []) + upgraded
+    return rs
+
+
+def _fix_scope_spans(ss: Any, path: str) -> Any:
+    if not isinstance(ss, Mapping):
+        return ss
+    ss = dict(ss)
+    for key in ("spans",):
+        spans = ss.get(key)
+        if not isinstance(spans, list):
+            continue
+        fixed = []
+        for k, span in enumerate(spans):
+            if isinstance(span, Mapping):
+                span = _ids_to_base64(dict(span), _SPAN_IDS, f"{path}.{key}[{k}]")
+                for lkey in ("links",):
+                    links = span.get(lkey)
+                    if isinstance(links, list):
+                        span[lkey] = [
+                            _ids_to_base64(dict(link), _LINK_IDS, f"{path}.{key}[{k}].{lkey}[{n}]")
+                            if isinstance(link, Mapping) else link
+                            for n, link in enumerate(links)
+                        ]
+            fixed.append(span)
+        ss[key] = fixed
+    return ss
+
+
+_IdFields = tuple[tuple[str, str, int, str], ...]
+
+
+def _ids_to_base64(obj: dict[str, Any], fields: _IdFields, path: str) -> dict[str, Any]:
+    for camel, snake, size, what in fields:
+        for key in (camel, snake):
+            value = obj.get(key)
+            if isinstance(value, str):
+                obj[key] = base64.b64encode(_decode_id(value, size, what, f"{path}.{key}")).decode("ascii")
+    return obj
+
+
+def _decode_id(value: str, size: int, what: str, field: str) -> bytes:
+    """Hex per the spec; base64 of the right length as a fallback; empty means absent (a root's parent)."""
+    if value == "":
+        return b""
+    if len(value) == 2 * size and _HEX.fullmatch(value):
+        return bytes.fromhex(value)
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) == size:
+        return raw
+    shown = value if len(value) <= 48 else value[:45] + "..."
+    raise DecodeError(f"{field}: invalid {what} {shown!r}: expected {2 * size} hex digits", field=field)
+
+
+def _ids_to_hex(obj: dict[str, Any], fields: _IdFields) -> None:
+    for camel, _, _, _ in fields:
+        value = obj.get(camel)
+        if isinstance(value, str):
+            obj[camel] = base64.b64decode(value).hex()
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else type(value).__name__
+
+
+# -- reading ----------------------------------------------------------------------------------------------
+
+
+class _Source(Protocol):
+    def read(self, size: int = ..., /) -> bytes: ...
+    def readline(self, size: int = ..., /) -> bytes: ...
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+_Records = Generator["bytes | DecodeError", None, None]
+
+
+class _Stream:
+    """A binary stream with look-ahead that counts the bytes handed out, for error offsets."""
+
+    def __init__(self, f: _Source) -> None:
+        self._f = f
+        self._ahead = b""
+        self.offset = 0
+
+    def peek(self, n: int) -> bytes:
+        while len(self._ahead) < n:
+            chunk = self._f.read(n - len(self._ahead))
+            if not chunk:
+                break
+            self._ahead += chunk
+        return self._ahead[:n]
+
+    def read(self, n: int) -> bytes:
+        """Up to `n` bytes, fewer only at the end of the stream."""
+        parts = []
+        if self._ahead:
+            parts.append(self._ahead[:n])
+            self._ahead = self._ahead[n:]
+            n -= len(parts[0])
+        while n > 0:
+            chunk = self._f.read(min(n, _CHUNK))
+            if not chunk:
+                break
+            parts.append(chunk)
+            n -= len(chunk)
+        data = b"".join(parts)
+        self.offset += len(data)
+        return data
+
+    def unread(self, data: bytes) -> None:
+        """Put back bytes just read, to be read again."""
+        self._ahead = data + self._ahead
+        self.offset -= len(data)
+
+    def readline(self) -> bytes:
+        if self._ahead:
+            end = self._ahead.find(b"\n")
+            if end >= 0:
+                line, self._ahead = self._ahead[:end + 1], self._ahead[end + 1:]
+            else:
+                line, self._ahead = self._ahead + self._f.readline(), b""
+        else:
+            line = self._f.readline()
+        self.offset += len(line)
+        return line
+
+
+class PayloadReader:
+    """The messages of one file as protobuf `ExportTraceServiceRequest` bytes; an iterator, a context manager.
+
+    The format is `fmt` when given, else detected from the content (see `detect_format`). Proto messages are
+    handed out exactly as stored. Errors are `DecodeError`s naming the file, the line (json) or byte offset
+    (proto; in the uncompressed data) and the problem. A bad JSON line does not end the iteration: the next
+    `next()` goes on with the following line. Errors that leave the rest of the file unreadable (truncated
+    proto, corrupt gzip) do: the next `next()` raises StopIteration.
+
+    With `skip_other_signals`, JSON lines holding metrics, logs or profiles (a collector may write every
+    signal to one file) are skipped and counted in `skipped` instead of raising.
+
+    `index` is the 1-based number of the last message handed out or refused, `location` where it starts
+    (`line 12`, `byte 4711`), `format` the format read, `position` the bytes consumed from the file on disk
+    (compressed, for progress) and `size` the file's size.
+    """
+
+    def __init__(self, path: Path | str, fmt: str | None = None, *, skip_other_signals: bool = False) -> None:
+        if fmt is not None and fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        self.path = Path(path)
+        self.skip_other_signals = skip_other_signals
+        self.index = 0
+        self.location = ""
+        self.skipped = 0
+        self._raw = open(self.path, "rb")  # closed by close()
+        try:
+            self.size = _file_size(self._raw)
+            self.gzipped = self._raw.peek(2)[:2] == _GZIP_MAGIC
+            inner: _Source = gzip.GzipFile(fileobj=self._raw, mode="rb") if self.gzipped else self._raw
+            self._stream = _Stream(inner)
+            detected = self._sniff()
+            self.format = fmt or detected
+        except BaseException:
+            self._raw.close()
+            raise
+        self._records = self._json_records() if self.format == "json" else self._proto_records()
+
+    @property
+    def position(self) -> int:
+        """Bytes consumed from the file on disk (compressed bytes for a gzip file)."""
+        return self.size if self._raw.closed else self._raw.tell()
+
+    def __iter__(self) -> PayloadReader:
+        return self
+
+    def __next__(self) -> bytes:
+        item = next(self._records)
+        if isinstance(item, DecodeError):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._records.close()
+        self._raw.close()
+
+    def __enter__(self) -> PayloadReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- detection ------------------------------------------------------------------------------------------
+    def _sniff(self) -> str:
+        """`json` when the data starts with `{` (after whitespace), else `proto`; refuse zstd."""
+        try:
+            head = self._stream.peek(4)
+            if head == _ZSTD_MAGIC:
+                raise DecodeError(f"{self.path}: the file is zstd-compressed (the file exporter's "
+                                  "`compression: zstd`); zstd is not supported yet: decompress it first "
+                                  "(`zstd -d`)", offset=0)
+            n = 64
+            while True:
+                window = self._stream.peek(n)
+                stripped = window.removeprefix(_UTF8_BOM).lstrip(_JSON_WHITESPACE)
+                if stripped or len(window) < n:
+                    # A proto length prefix starts with `{` only for a message of 2 GB or more.
+                    return "json" if stripped[:1] in (b"{", b"") else "proto"
+                n *= 4
+        except (OSError, EOFError, zlib.error) as exc:
+            raise self._gzip_error(exc) from None
+
+    def _gzip_error(self, exc: BaseException) -> DecodeError:
+        return DecodeError(f"{self.path}: corrupt or truncated gzip data after {self._stream.offset} "
+                           f"uncompressed bytes: {exc}", offset=self._stream.offset)
+
+    # -- proto ----------------------------------------------------------------------------------------------
+    def _proto_records(self) -> _Records:
+        stream = self._stream
+        while True:
+            start = stream.offset
+            try:
+                prefix = stream.read(4)
+                if not prefix:
+                    return
+                self.index += 1
+                self.location = f"byte {start}"
+                if len(prefix) < 4:
+                    yield self._error(f"truncated length prefix: {len(prefix)} of 4 bytes", start)
+                    return
+                length = int.from_bytes(prefix, "big")
+                payload = stream.read(length)
+            except (OSError, EOFError, zlib.error) as exc:
+                yield self._gzip_error(exc)
+                return
+            if len(payload) < length:
+                hint = " (this looks like a JSON file: use format json)" if prefix[:1] == b"{" else ""
+                yield self._error(f"message {self.index} declares {length} bytes but the file ends after "
+                                  f"{len(payload)}{hint}", start)
+                return
+            if payload[:4] == _ZSTD_MAGIC:
+                yield self._error("the message is zstd-compressed (the file exporter's `compression: zstd`); "
+                                  "zstd is not supported yet", start)
+                return
+            yield payload
+
+    # -- json -----------------------------------------------------------------------------------------------
+    def _json_records(self) -> _Records:
+        stream = self._stream
+        line_no = 0
+        first = True
+        while True:
+            start = stream.offset
+            try:
+                line = stream.readline()
+            except (OSError, EOFError, zlib.error) as exc:
+                yield self._gzip_error(exc)
+                return
+            if not line:
+                return
+            line_no += 1
+            if first:
+                line = line.removeprefix(_UTF8_BOM)
+            if not line.strip():
+                continue
+            self.index += 1
+            self.location = f"line {line_no}"
+            try:
+                obj = json.loads(line)
+            except (ValueError, RecursionError) as exc:
+                if first and isinstance(exc, json.JSONDecodeError) and exc.pos >= len(line.rstrip()):
+                    # The line is the start of a longer document: maybe one pretty-printed request (like the
+                    # spec's example) rather than JSON lines.
+                    docs = self._whole_documents(line)
+                    if docs is not None:
+                        for item in docs:
+                            if item is not None:
+                                yield item
+                        return
+                detail = (f"{exc.msg} (column {exc.colno})" if isinstance(exc, json.JSONDecodeError)
+                          else str(exc))
+                yield self._error(f"invalid JSON: {detail}", start)
+                first = False
+                continue
+            first = False
+            item = self._convert(obj, start)
+            if item is not None:
+                yield item
+
+    def _whole_documents(self, first_line: bytes) -> Iterator[bytes | DecodeError | None] | None:
+        """Parse the rest of the file as concatenated JSON documents; None (nothing consumed) if it is not."""
+        if self.size > _MAX_DOCUMENT and not self.gzipped:
+            return None
+        start = self._stream.offset - len(first_line)
+        try:
+            rest = self._stream.read(_MAX_DOCUMENT)
+        except (OSError, EOFError, zlib.error):
+            return None  # the line-by-line reading will meet the same error and report it
+        docs: list[tuple[Any, int]] = []
+        try:
+            text = (first_line + rest).decode("utf-8")
+            decoder = json.JSONDecoder()
+            pos = 0
+            while True:
+                while pos < len(text) and text[pos] in " \t\r\n":
+                    pos += 1
+                if pos == len(text):
+                    break
+                obj, end = decoder.raw_decode(text, pos)
+                docs.append((obj, pos))
+                pos = end
+        except (ValueError, RecursionError):
+            self._stream.unread(rest)
+            return None
+
+        def items() -> Iterator[bytes | DecodeError | None]:
+            line, offset, prev = 1, start, 0  # counted from one document to the next, not from the start
+            for n, (obj, at) in enumerate(docs):
+                line += text.count("\n", prev, at)
+                offset += len(text[prev:at].encode("utf-8"))
+                prev = at
+                self.index = n + 1
+                self.location = f"line {line}"
+                yield self._convert(obj, offset)
+
+        return items()
+
+    def _convert(self, obj: Any, start: int) -> bytes | DecodeError | None:
+        """The request's protobuf bytes, the error to raise, or None for another signal's line to skip."""
+        try:
+            return bytes(_request_from_json(obj).SerializeToString())
+        except _OtherSignalError as exc:
+            if self.skip_other_signals:
+                self.skipped += 1
+                return None
+            return DecodeError(f"{self.path}: {self.location}: {exc}", offset=start)
+        except DecodeError as exc:
+            return DecodeError(f"{self.path}: {self.location}: {exc}", field=exc.field, offset=start)
+
+    def _error(self, problem: str, offset: int) -> DecodeError:
+        return DecodeError(f"{self.path}: {self.location}: {problem}", offset=offset)
+
+
+def _file_size(f: io.BufferedReader) -> int:
+    try:
+        return os.fstat(f.fileno()).st_size
+    except (OSError, io.UnsupportedOperation):
+        return 0
+
+
+def detect_format(path: Path | str) -> str:
+    """`json` or `proto`, from the content: after gzip decompression, data whose first byte other than JSON
+    whitespace is `{` is JSON (a proto length prefix starts so only for a message of 2 GB or more), anything
+    else proto; an empty file counts as JSON. Raises `DecodeError` for a zstd-compressed file."""
+    with PayloadReader(path) as reader:
+        return reader.format
+
+
+def read_payloads(path: Path, fmt: str | None = None) -> Iterator[bytes]:
+    """Yield each message of a file-exporter file as protobuf `ExportTraceServiceRequest` bytes.
+
+    `fmt` is `json`, `proto` or None to detect it: after gzip decompression (gzip files, `.gz` or not, are
+    recognised by their magic bytes), data whose first non-whitespace byte is `{` is JSON lines, anything else
+    length-prefixed protobuf. Proto messages are yielded untouched; JSON lines are converted
+    (`json_to_proto`); blank lines are skipped. A file holding one pretty-printed JSON document (or several,
+    concatenated) is read too. The first problem raises `DecodeError` naming the file, the line or byte
+    offset, and what is wrong; use `PayloadReader` to go on past bad JSON lines.
+    """
+    with PayloadReader(path, fmt) as reader:
+        yield from reader
+
+
+# -- writing ----------------------------------------------------------------------------------------------
+
+
+class PayloadWriter:
+    """Write protobuf `ExportTraceServiceRequest` payloads to a file in `json` or `proto` format.
+
+    `path` `-` is standard output (proto only when it is not a terminal); a name ending in `.gz` is
+    gzip-compressed. Counts what it wrote in `payloads` and `bytes_written` (before compression).
+    """
+
+    def __init__(self, path: Path | str, fmt: str = "json") -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
+        self.path = path if str(path) == "-" else Path(path)
+        self.format = fmt
+        self.payloads = 0
+        self.bytes_written = 0
+        self._own = str(path) != "-"
+        if not self._own:
+            if fmt == "proto" and sys.stdout.isatty():
+                raise ValueError("refusing to write binary protobuf to a terminal: use format json or a file")
+            self._f: _Sink = sys.stdout.buffer
+        elif Path(path).suffix == ".gz":
+            self._f = gzip.open(path, "wb")  # closed by close()
+        else:
+            self._f = open(path, "wb")  # closed by close()
+
+    def write(self, payload: bytes) -> None:
+        """Append one message (protobuf bytes)."""
+        if self.format == "json":
+            data = proto_to_json(payload).encode("utf-8") + b"\n"
+        else:
+            if len(payload) >= 1 << 32:
+                raise ValueError(f"a message of {len(payload)} bytes does not fit the 4-byte length prefix")
+            data = len(payload).to_bytes(4, "big") + payload
+        self._f.write(data)
+        self.payloads += 1
+        self.bytes_written += len(data)
+
+    def write_all(self, payloads: Iterable[bytes]) -> None:
+        for payload in payloads:
+            self.write(payload)
+
+    def close(self) -> None:
+        if self._own:
+            self._f.close()
+        else:
+            self._f.flush()
+
+    def __enter__(self) -> PayloadWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+__all__ = [
+    "FORMATS",
+    "PayloadReader",
+    "PayloadWriter",
+    "detect_format",
+    "json_to_proto",
+    "proto_to_json",
+    "read_payloads",
+]

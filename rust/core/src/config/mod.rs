@@ -1,0 +1,294 @@
+//! The `tail_sampling` configuration, with the reference processor's keys and defaults, validated with the YAML
+//! path of every value. tailsample-only options live under a `tailsample:` key of the block.
+
+pub mod node;
+
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::otlp::decode::AttrKeys;
+use crate::policy::{Kind, Policy, MAX_FOLDING_POLICIES, SUPPORTED};
+use node::{describe, Node};
+
+/// Output payloads are cut at this size by default: the default maximum message size of gRPC servers.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 << 20;
+/// Late spans of kept traces wait for the next `poll` in a buffer of at most this many bytes by default.
+pub const DEFAULT_LATE_SPAN_BUFFER_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub decision_wait_ns: i64,
+    pub num_traces: usize,
+    pub expected_new_traces_per_sec: u64,
+    pub sampled_cache_size: usize,
+    pub non_sampled_cache_size: usize,
+    pub sample_on_first_match: bool,
+    pub drop_pending_traces_on_shutdown: bool,
+    pub block_on_overflow: bool,
+    /// 0 means off.
+    pub decision_wait_after_root_received_ns: i64,
+    /// 0 means off.
+    pub maximum_trace_size_bytes: u64,
+    pub num_shards: usize,
+    pub policies: Vec<Policy>,
+    /// Every attribute key some policy reads; the scanner extracts only these.
+    pub attr_keys: AttrKeys,
+    /// tailsample: output payloads are cut at about this size (never inside a span).
+    pub max_payload_bytes: usize,
+    /// tailsample: limit of the buffer of late spans waiting for `poll`.
+    pub late_span_buffer_bytes: u64,
+    blocks: Vec<Value>,
+}
+
+const TOP_LEVEL_NOT_YET: &[(&str, &str)] = &[("tail_storage", "durable buffering")];
+
+impl EngineConfig {
+    /// Parses a `tail_sampling` block given as JSON text (the Python layer turns YAML into JSON).
+    pub fn from_json(text: &str) -> Result<Self> {
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::config("", format!("not valid JSON: {e}")))?;
+        Self::from_value(&v)
+    }
+
+    pub fn from_value(v: &Value) -> Result<Self> {
+        let root = Node::new(v, "");
+        let mut m = root.mapping()?;
+        for (key, what) in TOP_LEVEL_NOT_YET {
+            if m.has(key) {
+                return Err(Error::config(*key, format!("{what} is not supported by tailsample yet")));
+            }
+        }
+        let decision_wait_ns = m.duration("decision_wait", 30_000_000_000)?;
+        if decision_wait_ns <= 0 {
+            return Err(Error::config("decision_wait", "must be a positive duration"));
+        }
+        let num_traces = m.int_at_least("num_traces", 50_000, 1)? as usize;
+        let expected_new_traces_per_sec = m.int_at_least("expected_new_traces_per_sec", 0, 0)? as u64;
+        let (sampled_cache_size, non_sampled_cache_size) = match m.value("decision_cache") {
+            None => (0, 0),
+            Some(v) => {
+                let mut c = Node::new(v, "decision_cache").mapping()?;
+                let s = c.int_at_least("sampled_cache_size", 0, 0)? as usize;
+                let n = c.int_at_least("non_sampled_cache_size", 0, 0)? as usize;
+                c.finish()?;
+                (s, n)
+            }
+        };
+        let sample_on_first_match = m.boolean("sample_on_first_match", false)?;
+        let drop_pending_traces_on_shutdown = m.boolean("drop_pending_traces_on_shutdown", false)?;
+        let block_on_overflow = m.boolean("block_on_overflow", false)?;
+        let root_wait = m.duration("decision_wait_after_root_received", 0)?;
+        if root_wait < 0 {
+            return Err(Error::config("decision_wait_after_root_received", "must not be negative"));
+        }
+        let maximum_trace_size_bytes = m.bytes("maximum_trace_size_bytes", 0)?;
+        let strategy = m.string("sampling_strategy", "trace-complete")?;
+        match strategy.as_str() {
+            "trace-complete" => {}
+            "span-ingest" => {
+                return Err(Error::config("sampling_strategy", "\"span-ingest\" is not supported by tailsample yet; supported: trace-complete"))
+            }
+            other => return Err(Error::config("sampling_strategy", format!("unknown strategy {other:?}; supported: trace-complete"))),
+        }
+        let num_shards = m.int("num_shards", 1)?;
+        if !(1..=256).contains(&num_shards) {
+            return Err(Error::config("num_shards", format!("must be between 1 and 256, got {num_shards}")));
+        }
+        let (max_payload_bytes, late_span_buffer_bytes) = match m.value("tailsample") {
+            None => (DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_LATE_SPAN_BUFFER_BYTES),
+            Some(v) => {
+                let mut t = Node::new(v, "tailsample").mapping()?;
+                let p = t.int_at_least("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES as i64, 1024)? as usize;
+                let l = t.bytes("late_span_buffer_bytes", DEFAULT_LATE_SPAN_BUFFER_BYTES)?;
+                t.finish()?;
+                (p, l)
+            }
+        };
+        let (mut policies, blocks) = match m.value("policies") {
+            None => return Err(Error::config("policies", "is required: a list of policies, each with a name and a type")),
+            Some(v) => parse_policies(v)?,
+        };
+        m.finish()?;
+
+        let keys = AttrKeys::new(policies.iter().flat_map(|p| p.kind.attribute_keys()));
+        let mut next_slot = 0usize;
+        for (i, p) in policies.iter_mut().enumerate() {
+            p.kind.bind(&keys);
+            if p.kind.folds() {
+                if next_slot >= MAX_FOLDING_POLICIES {
+                    return Err(Error::config(
+                        format!("policies[{i}]"),
+                        format!("at most {MAX_FOLDING_POLICIES} attribute policies per processor"),
+                    ));
+                }
+                p.slot = Some(next_slot as u8);
+                next_slot += 1;
+            }
+        }
+        Ok(EngineConfig {
+            decision_wait_ns,
+            num_traces,
+            expected_new_traces_per_sec,
+            sampled_cache_size,
+            non_sampled_cache_size,
+            sample_on_first_match,
+            drop_pending_traces_on_shutdown,
+            block_on_overflow,
+            decision_wait_after_root_received_ns: root_wait,
+            maximum_trace_size_bytes,
+            num_shards: num_shards as usize,
+            policies,
+            attr_keys: keys,
+            max_payload_bytes,
+            late_span_buffer_bytes,
+            blocks,
+        })
+    }
+
+    pub fn policy_names(&self) -> Vec<&str> {
+        self.policies.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// The configuration as the engine runs it, every default filled in.
+    pub fn normalized(&self) -> Value {
+        let dur = |ns: i64| format!("{}ms", ns / 1_000_000);
+        json!({
+            "decision_wait": dur(self.decision_wait_ns),
+            "num_traces": self.num_traces,
+            "expected_new_traces_per_sec": self.expected_new_traces_per_sec,
+            "decision_cache": {
+                "sampled_cache_size": self.sampled_cache_size,
+                "non_sampled_cache_size": self.non_sampled_cache_size,
+            },
+            "sample_on_first_match": self.sample_on_first_match,
+            "drop_pending_traces_on_shutdown": self.drop_pending_traces_on_shutdown,
+            "block_on_overflow": self.block_on_overflow,
+            "decision_wait_after_root_received": dur(self.decision_wait_after_root_received_ns),
+            "maximum_trace_size_bytes": self.maximum_trace_size_bytes,
+            "sampling_strategy": "trace-complete",
+            "num_shards": self.num_shards,
+            "tailsample": {
+                "max_payload_bytes": self.max_payload_bytes,
+                "late_span_buffer_bytes": self.late_span_buffer_bytes,
+            },
+            "policies": self.blocks,
+        })
+    }
+}
+
+fn parse_policies(v: &Value) -> Result<(Vec<Policy>, Vec<Value>)> {
+    let Value::Array(items) = v else {
+        return Err(Error::config("policies", format!("expected a list of policies, got {}", describe(v))));
+    };
+    if items.is_empty() {
+        return Err(Error::config("policies", "expected at least one policy"));
+    }
+    let mut policies: Vec<Policy> = Vec::with_capacity(items.len());
+    let mut blocks = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("policies[{i}]");
+        let mut m = Node::new(item, &path).mapping()?;
+        let name = m.required_string("name")?;
+        if let Some(j) = policies.iter().position(|p| p.name == name) {
+            return Err(Error::config(format!("{path}.name"), format!("duplicate policy name {name:?} (also policies[{j}])")));
+        }
+        let type_name = m.required_string("type")?;
+        // A policy entry may carry blocks for other types (the reference ignores them); only its own is read.
+        let mut own: Option<&Value> = None;
+        for t in SUPPORTED.iter().chain(OTHER_TYPES.iter()) {
+            let v = m.value(t);
+            if *t == type_name {
+                own = v;
+            }
+        }
+        m.finish()?;
+        let null = Value::Null;
+        let block_path = format!("{path}.{type_name}");
+        let kind = Kind::parse(&type_name, Node::new(own.unwrap_or(&null), &block_path), &format!("{path}.type"))?;
+        blocks.push(json!({"name": name, "type": type_name, type_name.clone(): own.cloned().unwrap_or(json!({}))}));
+        policies.push(Policy { name, kind, slot: None });
+    }
+    Ok((policies, blocks))
+}
+
+/// Policy-type keys of the reference that may appear in an entry.
+const OTHER_TYPES: &[&str] = &[
+    "rate_limiting",
+    "bytes_limiting",
+    "trace_state",
+    "trace_flags",
+    "ottl_condition",
+    "and",
+    "not",
+    "drop",
+    "composite",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(v: Value) -> Result<EngineConfig> {
+        EngineConfig::from_value(&v)
+    }
+
+    /// Scenario: the seed document's four policies. Guarantees: they load with the reference's defaults.
+    #[test]
+    fn seed_policies_load() {
+        let c = load(json!({
+            "decision_wait": "10s", "num_traces": 100000, "expected_new_traces_per_sec": 10000,
+            "policies": [
+                {"name": "errors-policy", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+                {"name": "latency-policy", "type": "latency", "latency": {"threshold_ms": 1000}},
+                {"name": "forced-sampling-policy", "type": "string_attribute",
+                 "string_attribute": {"key": "http.request.header.x-force-trace", "values": ["true"]}},
+                {"name": "probabilistic-policy", "type": "probabilistic", "probabilistic": {"sampling_percentage": 1}},
+            ]
+        }))
+        .unwrap();
+        assert_eq!(c.decision_wait_ns, 10_000_000_000);
+        assert_eq!(c.num_traces, 100_000);
+        assert_eq!(c.policy_names(), ["errors-policy", "latency-policy", "forced-sampling-policy", "probabilistic-policy"]);
+        assert_eq!(c.attr_keys.len(), 1);
+        assert_eq!(c.policies[2].slot, Some(0));
+    }
+
+    macro_rules! config_errors {
+        ($($name:ident: $cfg:expr => $msg:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let e = load($cfg).unwrap_err();
+                assert_eq!(e.to_string(), $msg);
+            }
+        )*};
+    }
+
+    config_errors! {
+        threshold_must_be_an_integer:
+            json!({"policies": [{"name": "a", "type": "always_sample"}, {"name": "b", "type": "latency", "latency": {"threshold_ms": "1s"}}]})
+            => "policies[1].latency.threshold_ms: expected an integer, got the string \"1s\"";
+        unknown_type_lists_supported:
+            json!({"policies": [{"name": "a", "type": "sometimes"}]})
+            => "policies[0].type: unknown policy type \"sometimes\"; supported: always_sample, status_code, latency, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count";
+        later_type_says_not_yet:
+            json!({"policies": [{"name": "a", "type": "and", "and": {}}]})
+            => "policies[0].type: policy type \"and\" is not supported by tailsample yet; supported: always_sample, status_code, latency, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count";
+        duplicate_names:
+            json!({"policies": [{"name": "a", "type": "always_sample"}, {"name": "a", "type": "always_sample"}]})
+            => "policies[1].name: duplicate policy name \"a\" (also policies[0])";
+        missing_policies:
+            json!({"decision_wait": "1s"})
+            => "policies: is required: a list of policies, each with a name and a type";
+        bad_duration:
+            json!({"decision_wait": "10", "policies": [{"name": "a", "type": "always_sample"}]})
+            => "decision_wait: invalid duration \"10\": missing unit (ns, us, ms, s, m or h)";
+        unknown_top_level_key:
+            json!({"decision_wiat": "10s", "policies": [{"name": "a", "type": "always_sample"}]})
+            => "decision_wiat: unknown key; known keys here: block_on_overflow, decision_cache, decision_wait, decision_wait_after_root_received, drop_pending_traces_on_shutdown, expected_new_traces_per_sec, maximum_trace_size_bytes, num_shards, num_traces, policies, sample_on_first_match, sampling_strategy, tailsample";
+        zero_num_traces:
+            json!({"num_traces": 0, "policies": [{"name": "a", "type": "always_sample"}]})
+            => "num_traces: must be at least 1, got 0";
+        missing_name:
+            json!({"policies": [{"type": "always_sample"}]})
+            => "policies[0].name: is required";
+    }
+}

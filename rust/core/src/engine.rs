@@ -1,0 +1,276 @@
+//! The engine: OTLP payloads in, whole traces buffered in shards, policies decide, kept spans out as payloads.
+//!
+//! A payload is decoded and validated whole before any shard is touched, then its spans are routed to shards
+//! by a seeded hash of the trace ID. The shards it touches are locked in ascending order (so concurrent callers
+//! cannot deadlock), each checks its limits, and only when all accept are the spans taken: a payload is taken
+//! whole or not at all. Encoding kept spans happens outside the locks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ahash::RandomState;
+
+use crate::config::EngineConfig;
+use crate::error::{Error, Result};
+use crate::otlp::decode::decode;
+use crate::otlp::encode::{encode_requests, OutChunk};
+use crate::store::stats::ShardGauges;
+use crate::store::{Chunk, PolicyCounters, Shard, ShardStats};
+
+pub struct Engine {
+    cfg: Arc<EngineConfig>,
+    shards: Box<[Mutex<Shard>]>,
+    router: RandomState,
+    payloads_received: AtomicU64,
+    payloads_rejected: AtomicU64,
+    payloads_refused: AtomicU64,
+    payloads_emitted: AtomicU64,
+}
+
+/// Splits `total` into `n` shares that add up to it.
+fn share(total: usize, n: usize, i: usize) -> usize {
+    total / n + usize::from(i < total % n)
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic inside a shard is a bug, and the engine does not panic on input; if it ever happens, the shard's
+    // state is still memory-safe and the engine keeps serving rather than failing every later call.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        let cfg = Arc::new(cfg);
+        let n = cfg.num_shards;
+        let shards = (0..n)
+            .map(|i| {
+                Mutex::new(Shard::new(
+                    cfg.clone(),
+                    share(cfg.num_traces, n, i).max(1),
+                    share(cfg.sampled_cache_size, n, i),
+                    share(cfg.non_sampled_cache_size, n, i),
+                ))
+            })
+            .collect();
+        Engine {
+            cfg,
+            shards,
+            router: RandomState::new(),
+            payloads_received: AtomicU64::new(0),
+            payloads_rejected: AtomicU64::new(0),
+            payloads_refused: AtomicU64::new(0),
+            payloads_emitted: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Takes one `ExportTraceServiceRequest`, whole or not at all. `now` is in nanoseconds on the engine clock.
+    pub fn ingest(&self, payload: &[u8], now: i64) -> Result<()> {
+        let d = match decode(payload, &self.cfg.attr_keys) {
+            Ok(d) => d,
+            Err(e) => {
+                self.payloads_rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
+        let n = self.shards.len();
+        let mut per_shard: Vec<Vec<(u128, u32)>> = vec![Vec::new(); n];
+        for (i, span) in d.spans.iter().enumerate() {
+            let id = u128::from_be_bytes(span.trace_id);
+            let shard = if n == 1 { 0 } else { (self.router.hash_one(id) % n as u64) as usize };
+            per_shard[shard].push((id, i as u32));
+        }
+        for order in &mut per_shard {
+            // By trace, then by span index: a trace's spans are contiguous, each scope's in wire order.
+            order.sort_unstable();
+        }
+        let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> = per_shard
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| !o.is_empty())
+            .map(|(i, _)| (i, lock(&self.shards[i])))
+            .collect();
+        for (i, g) in guards.iter_mut() {
+            if let Err(e) = g.admit(&per_shard[*i]) {
+                self.payloads_refused.fetch_add(1, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        for (i, g) in guards.iter_mut() {
+            g.ingest(&d, &per_shard[*i], now);
+        }
+        self.payloads_received.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Decides what is due at `now`; returns kept spans as `ExportTraceServiceRequest` payloads.
+    pub fn poll(&self, now: i64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            lock(s).poll(now, &mut out);
+        }
+        self.encode(out)
+    }
+
+    /// Decides (or drops, per `drop_pending_traces_on_shutdown`) everything buffered.
+    pub fn flush(&self, now: i64) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            lock(s).flush(now, &mut out);
+        }
+        self.encode(out)
+    }
+
+    fn encode(&self, chunks: Vec<Chunk>) -> Vec<Vec<u8>> {
+        if chunks.is_empty() {
+            return Vec::new();
+        }
+        let refs: Vec<OutChunk<'_>> = chunks.iter().map(|c| OutChunk { origin: &c.origin, framed: &c.framed }).collect();
+        let payloads = encode_requests(&refs, self.cfg.max_payload_bytes);
+        self.payloads_emitted.fetch_add(payloads.len() as u64, Ordering::Relaxed);
+        payloads
+    }
+
+    /// Counters, gauges and limits, summed over shards.
+    pub fn stats(&self) -> Vec<(&'static str, u64)> {
+        let mut s = ShardStats::default();
+        let mut g = ShardGauges::default();
+        let mut limit_num_traces = 0u64;
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            add_stats(&mut s, &shard.stats);
+            add_gauges(&mut g, &shard.gauges());
+            limit_num_traces += shard.limit() as u64;
+        }
+        let c = &self.cfg;
+        vec![
+            ("payloads_received", self.payloads_received.load(Ordering::Relaxed)),
+            ("payloads_rejected", self.payloads_rejected.load(Ordering::Relaxed)),
+            ("payloads_refused", self.payloads_refused.load(Ordering::Relaxed)),
+            ("payloads_emitted", self.payloads_emitted.load(Ordering::Relaxed)),
+            ("spans_received", s.spans_received),
+            ("traces_received", s.traces_received),
+            ("traces_sampled", s.traces_sampled),
+            ("traces_not_sampled", s.traces_not_sampled),
+            ("traces_dropped", s.traces_dropped),
+            ("traces_dropped_too_large", s.traces_dropped_too_large),
+            ("traces_dropped_on_shutdown", s.traces_dropped_on_shutdown),
+            ("traces_evicted", s.traces_evicted),
+            ("traces_in_memory", g.traces_in_memory),
+            ("spans_in_memory", g.spans_in_memory),
+            ("span_bytes_in_memory", g.span_bytes_in_memory),
+            ("memory_bytes", g.memory_bytes),
+            ("spans_sampled", s.spans_sampled),
+            ("spans_not_sampled", s.spans_not_sampled),
+            ("spans_dropped", s.spans_dropped),
+            ("spans_evicted", s.spans_evicted),
+            ("late_spans_forwarded", s.late_spans_forwarded),
+            ("late_spans_dropped", s.late_spans_dropped),
+            ("late_span_buffer_bytes", g.late_span_buffer_bytes),
+            ("policy_evaluation_errors", s.policy_evaluation_errors),
+            ("decisions_after_root", s.decisions_after_root),
+            ("decisions_on_flush", s.decisions_on_flush),
+            ("decision_lag_ns_total", s.decision_lag_ns_total),
+            ("decisions_timed", s.decisions_timed),
+            ("refused_num_traces", s.refused_num_traces),
+            ("refused_late_span_buffer", s.refused_late_span_buffer),
+            ("sampled_cache_entries", g.sampled_cache_entries),
+            ("non_sampled_cache_entries", g.non_sampled_cache_entries),
+            ("non_sampled_cache_bytes", g.non_sampled_cache_bytes),
+            ("interned_origins", g.interned_origins),
+            ("limit_num_traces", limit_num_traces),
+            ("limit_sampled_cache_size", c.sampled_cache_size as u64),
+            ("limit_non_sampled_cache_size", c.non_sampled_cache_size as u64),
+            ("limit_maximum_trace_size_bytes", c.maximum_trace_size_bytes),
+            ("limit_late_span_buffer_bytes", c.late_span_buffer_bytes),
+            ("limit_max_payload_bytes", c.max_payload_bytes as u64),
+            ("num_shards", self.shards.len() as u64),
+        ]
+    }
+
+    /// Per-policy counters, in configuration order.
+    pub fn policy_stats(&self) -> Vec<(String, PolicyCounters)> {
+        let mut totals: Vec<PolicyCounters> = vec![PolicyCounters::default(); self.cfg.policies.len()];
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            for (t, p) in totals.iter_mut().zip(&shard.policy_stats) {
+                t.sampled += p.sampled;
+                t.not_sampled += p.not_sampled;
+                t.errors += p.errors;
+                t.decided += p.decided;
+            }
+        }
+        self.cfg.policies.iter().map(|p| p.name.clone()).zip(totals).collect()
+    }
+}
+
+fn add_stats(a: &mut ShardStats, b: &ShardStats) {
+    a.spans_received += b.spans_received;
+    a.traces_received += b.traces_received;
+    a.traces_sampled += b.traces_sampled;
+    a.traces_not_sampled += b.traces_not_sampled;
+    a.traces_dropped += b.traces_dropped;
+    a.traces_dropped_too_large += b.traces_dropped_too_large;
+    a.traces_dropped_on_shutdown += b.traces_dropped_on_shutdown;
+    a.traces_evicted += b.traces_evicted;
+    a.spans_evicted += b.spans_evicted;
+    a.spans_sampled += b.spans_sampled;
+    a.spans_not_sampled += b.spans_not_sampled;
+    a.spans_dropped += b.spans_dropped;
+    a.late_spans_forwarded += b.late_spans_forwarded;
+    a.late_spans_dropped += b.late_spans_dropped;
+    a.policy_evaluation_errors += b.policy_evaluation_errors;
+    a.decisions_after_root += b.decisions_after_root;
+    a.decisions_on_flush += b.decisions_on_flush;
+    a.refused_num_traces += b.refused_num_traces;
+    a.refused_late_span_buffer += b.refused_late_span_buffer;
+    a.decision_lag_ns_total += b.decision_lag_ns_total;
+    a.decisions_timed += b.decisions_timed;
+}
+
+fn add_gauges(a: &mut ShardGauges, b: &ShardGauges) {
+    a.traces_in_memory += b.traces_in_memory;
+    a.spans_in_memory += b.spans_in_memory;
+    a.span_bytes_in_memory += b.span_bytes_in_memory;
+    a.memory_bytes += b.memory_bytes;
+    a.late_span_buffer_bytes += b.late_span_buffer_bytes;
+    a.sampled_cache_entries += b.sampled_cache_entries;
+    a.non_sampled_cache_entries += b.non_sampled_cache_entries;
+    a.non_sampled_cache_bytes += b.non_sampled_cache_bytes;
+    a.interned_origins += b.interned_origins;
+}
+
+/// A quick look at a payload without an engine: validates it and summarises it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PayloadSummary {
+    pub spans: u64,
+    pub traces: u64,
+    pub resource_spans: u64,
+    pub min_start_unix_nano: u64,
+    pub max_end_unix_nano: u64,
+}
+
+pub fn inspect(payload: &[u8]) -> Result<PayloadSummary> {
+    let d = decode(payload, &Default::default())?;
+    let mut ids: Vec<[u8; 16]> = d.spans.iter().map(|s| s.trace_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok(PayloadSummary {
+        spans: d.spans.len() as u64,
+        traces: ids.len() as u64,
+        resource_spans: d.resources.len() as u64,
+        min_start_unix_nano: d.spans.iter().map(|s| s.start_time_unix_nano).filter(|&t| t != 0).min().unwrap_or(0),
+        max_end_unix_nano: d.spans.iter().map(|s| s.end_time_unix_nano).max().unwrap_or(0),
+    })
+}
+
+/// Seconds (as Python's clocks give them) to engine nanoseconds.
+pub fn seconds_to_ns(now: f64) -> Result<i64> {
+    if !now.is_finite() || now.abs() > 9.0e9 {
+        return Err(Error::config("now", format!("must be a finite number of seconds, got {now}")));
+    }
+    Ok((now * 1e9).round() as i64)
+}

@@ -1,0 +1,708 @@
+//! A zero-copy scanner for `ExportTraceServiceRequest`.
+//!
+//! One pass over the payload validates everything a protobuf parser would (wire types, lengths, UTF-8 of every
+//! string, nested messages down to attribute values, ID lengths) and extracts, per span, only what the engine
+//! needs: IDs, name, kind, times, status code, trace state, flags, and the attributes whose keys configured
+//! policies read (`AttrKeys`). Everything else stays in the raw bytes, which are kept and re-emitted as they came.
+//! Why a hand-written scanner rather than prost types: see `benches/decode.rs` and the README (it is ~4× faster
+//! than decoding into owned structs, and it keeps each span's exact bytes, which prost would have to re-encode).
+
+use std::borrow::Cow;
+
+use super::wire::{utf8, wrong_type, Fail, Reader, WireResult, WireType, MAX_DEPTH};
+use crate::error::Error;
+
+/// The attribute keys that configured policies read; the scanner extracts only these.
+#[derive(Debug, Clone, Default)]
+pub struct AttrKeys {
+    keys: Vec<Box<[u8]>>,
+}
+
+impl AttrKeys {
+    pub fn new<S: AsRef<str>>(keys: impl IntoIterator<Item = S>) -> Self {
+        let mut out: Vec<Box<[u8]>> = Vec::new();
+        for k in keys {
+            let k = k.as_ref().as_bytes();
+            if !out.iter().any(|x| &**x == k) {
+                out.push(k.into());
+            }
+        }
+        AttrKeys { keys: out }
+    }
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+    /// Index of `key`, if a policy reads it. Linear: policies read a handful of keys.
+    #[inline]
+    pub fn index_of(&self, key: &[u8]) -> Option<usize> {
+        self.keys.iter().position(|k| **k == *key)
+    }
+    pub fn index_of_str(&self, key: &str) -> Option<usize> {
+        self.index_of(key.as_bytes())
+    }
+}
+
+/// An attribute value as the reference's `pcommon.Value` sees it: `Str()` of a non-string is "", `Int()` of a
+/// non-int is 0, `Bool()` of a non-bool is false. `Absent` means the key is not there at all.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum AttrValue<'a> {
+    #[default]
+    Absent,
+    Empty,
+    Str(&'a str),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Bytes(&'a [u8]),
+    Array,
+    Map,
+}
+
+impl<'a> AttrValue<'a> {
+    #[inline]
+    pub fn is_present(&self) -> bool {
+        !matches!(self, AttrValue::Absent)
+    }
+    /// `pcommon.Value.Str()`.
+    #[inline]
+    pub fn str_or_empty(&self) -> &'a str {
+        match self {
+            AttrValue::Str(s) => s,
+            _ => "",
+        }
+    }
+    /// `pcommon.Value.Int()`.
+    #[inline]
+    pub fn int_or_zero(&self) -> i64 {
+        match self {
+            AttrValue::Int(i) => *i,
+            _ => 0,
+        }
+    }
+    /// `pcommon.Value.Bool()`.
+    #[inline]
+    pub fn bool_or_false(&self) -> bool {
+        matches!(self, AttrValue::Bool(true))
+    }
+}
+
+/// One `ResourceSpans`: its resource (raw, possibly absent) and schema URL.
+#[derive(Debug, Clone)]
+pub struct ResourceView<'a> {
+    /// Raw `Resource` message bytes; a field repeated on the wire is merged by concatenation, as protobuf does.
+    pub raw: Option<Cow<'a, [u8]>>,
+    pub schema_url: &'a str,
+}
+
+/// One `ScopeSpans`: its scope (raw, possibly absent), schema URL and owning resource.
+#[derive(Debug, Clone)]
+pub struct ScopeView<'a> {
+    pub resource: u32,
+    pub raw: Option<Cow<'a, [u8]>>,
+    pub name: &'a str,
+    pub schema_url: &'a str,
+}
+
+/// What the engine reads of one span; `raw` is the span's exact bytes.
+#[derive(Debug, Clone)]
+pub struct SpanView<'a> {
+    pub scope: u32,
+    pub raw: &'a [u8],
+    /// Absolute offset of the span's bytes in the payload.
+    pub offset: usize,
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// `None` for a root span (empty or all-zero parent span ID).
+    pub parent_span_id: Option<[u8; 8]>,
+    pub name: &'a str,
+    pub kind: i32,
+    pub start_time_unix_nano: u64,
+    pub end_time_unix_nano: u64,
+    pub status_code: i32,
+    pub trace_state: &'a str,
+    pub flags: u32,
+}
+
+/// A validated request: resources, scopes and spans in wire order, and the extracted attributes
+/// (`attrs[i * keys + k]` for span `i`, `resource_attrs[r * keys + k]` for resource `r`).
+#[derive(Debug, Default)]
+pub struct Decoded<'a> {
+    pub resources: Vec<ResourceView<'a>>,
+    pub scopes: Vec<ScopeView<'a>>,
+    pub spans: Vec<SpanView<'a>>,
+    pub span_attrs: Vec<AttrValue<'a>>,
+    pub resource_attrs: Vec<AttrValue<'a>>,
+    pub keys: usize,
+}
+
+impl<'a> Decoded<'a> {
+    #[inline]
+    pub fn span_attr(&self, span: usize, key: usize) -> AttrValue<'a> {
+        self.span_attrs[span * self.keys + key]
+    }
+    #[inline]
+    pub fn resource_attr(&self, resource: usize, key: usize) -> AttrValue<'a> {
+        self.resource_attrs[resource * self.keys + key]
+    }
+    pub fn span_attrs_of(&self, span: usize) -> &[AttrValue<'a>] {
+        &self.span_attrs[span * self.keys..(span + 1) * self.keys]
+    }
+    pub fn resource_attrs_of(&self, resource: usize) -> &[AttrValue<'a>] {
+        &self.resource_attrs[resource * self.keys..(resource + 1) * self.keys]
+    }
+}
+
+/// Scans and validates a whole `ExportTraceServiceRequest`.
+pub fn decode<'a>(payload: &'a [u8], keys: &AttrKeys) -> Result<Decoded<'a>, Error> {
+    let mut out = Decoded { keys: keys.len(), ..Default::default() };
+    scan_request(payload, keys, &mut out).map_err(|f| Error::Decode { field: f.field, offset: f.offset, message: f.message })?;
+    Ok(out)
+}
+
+fn scan_request<'a>(payload: &'a [u8], keys: &AttrKeys, out: &mut Decoded<'a>) -> WireResult<()> {
+    let mut r = Reader::new(payload, 0);
+    let mut index = 0usize;
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        if field == 1 {
+            expect(at, wt, WireType::Len).map_err(|e| e.within(format!("resource_spans[{index}]")))?;
+            let (bytes, off) = r.read_len().map_err(|e| e.within(format!("resource_spans[{index}]")))?;
+            scan_resource_spans(bytes, off, keys, out).map_err(|e| e.within(format!("resource_spans[{index}]")))?;
+            index += 1;
+        } else {
+            r.skip(field, wt)?;
+        }
+    }
+    Ok(())
+}
+
+#[inline]
+fn expect(at: usize, got: WireType, want: WireType) -> WireResult<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(wrong_type(at, want, got))
+    }
+}
+
+/// Merges a repeated singular message field the protobuf way: by concatenating its encodings.
+fn merge<'a>(slot: &mut Option<Cow<'a, [u8]>>, bytes: &'a [u8]) {
+    *slot = Some(match slot.take() {
+        None => Cow::Borrowed(bytes),
+        Some(prev) => {
+            let mut v = prev.into_owned();
+            v.extend_from_slice(bytes);
+            Cow::Owned(v)
+        }
+    });
+}
+
+fn scan_resource_spans<'a>(buf: &'a [u8], base: usize, keys: &AttrKeys, out: &mut Decoded<'a>) -> WireResult<()> {
+    let rid = out.resources.len();
+    out.resources.push(ResourceView { raw: None, schema_url: "" });
+    out.resource_attrs.extend(std::iter::repeat_n(AttrValue::Absent, keys.len()));
+    let mut r = Reader::new(buf, base);
+    let mut scope_index = 0usize;
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        match field {
+            1 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("resource"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("resource"))?;
+                let attrs = &mut out.resource_attrs[rid * keys.len()..(rid + 1) * keys.len()];
+                scan_resource(bytes, off, keys, attrs).map_err(|e| e.within("resource"))?;
+                merge(&mut out.resources[rid].raw, bytes);
+            }
+            // 1000 is the deprecated `instrumentation_library_spans`, wire-compatible with `scope_spans`.
+            2 | 1000 => {
+                let name = if field == 2 { "scope_spans" } else { "instrumentation_library_spans" };
+                let label = format!("{name}[{scope_index}]");
+                expect(at, wt, WireType::Len).map_err(|e| e.within(&label))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.within(&label))?;
+                scan_scope_spans(bytes, off, rid as u32, keys, out).map_err(|e| e.within(&label))?;
+                scope_index += 1;
+            }
+            3 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("schema_url"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("schema_url"))?;
+                out.resources[rid].schema_url = utf8(bytes, off).map_err(|e| e.at_field("schema_url"))?;
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(())
+}
+
+fn scan_resource<'a>(buf: &'a [u8], base: usize, keys: &AttrKeys, attrs: &mut [AttrValue<'a>]) -> WireResult<()> {
+    let mut r = Reader::new(buf, base);
+    let mut index = 0usize;
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        match field {
+            1 => {
+                index = scan_attribute(&mut r, at, wt, index, keys, attrs)?;
+            }
+            2 => {
+                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("dropped_attributes_count"))?;
+                r.read_varint().map_err(|e| e.at_field("dropped_attributes_count"))?;
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(())
+}
+
+/// Reads one `attributes` entry (a KeyValue); records its value if a policy reads its key and it is the first
+/// occurrence of that key (as `pcommon.Map.Get` returns the first). Returns the next attribute index.
+#[inline]
+fn scan_attribute<'a>(
+    r: &mut Reader<'a>,
+    at: usize,
+    wt: WireType,
+    index: usize,
+    keys: &AttrKeys,
+    attrs: &mut [AttrValue<'a>],
+) -> WireResult<usize> {
+    let label = || format!("attributes[{index}]");
+    expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
+    let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
+    let (key, value) = scan_key_value(bytes, off, 0).map_err(|e| e.within(label()))?;
+    if !keys.is_empty() {
+        if let Some(k) = keys.index_of(key.as_bytes()) {
+            if !attrs[k].is_present() {
+                attrs[k] = value;
+            }
+        }
+    }
+    Ok(index + 1)
+}
+
+fn scan_key_value(buf: &[u8], base: usize, depth: usize) -> WireResult<(&str, AttrValue<'_>)> {
+    let mut r = Reader::new(buf, base);
+    let mut key = "";
+    let mut value = AttrValue::Empty;
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        match field {
+            1 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("key"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("key"))?;
+                key = utf8(bytes, off).map_err(|e| e.at_field("key"))?;
+            }
+            2 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("value"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("value"))?;
+                value = scan_any_value(bytes, off, depth).map_err(|e| e.within("value"))?;
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok((key, value))
+}
+
+fn scan_any_value(buf: &[u8], base: usize, depth: usize) -> WireResult<AttrValue<'_>> {
+    if depth >= MAX_DEPTH {
+        return Err(Fail::new(base, format!("attribute values nested deeper than {MAX_DEPTH}")));
+    }
+    let mut r = Reader::new(buf, base);
+    let mut value = AttrValue::Empty;
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        value = match field {
+            1 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("string_value"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("string_value"))?;
+                AttrValue::Str(utf8(bytes, off).map_err(|e| e.at_field("string_value"))?)
+            }
+            2 => {
+                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("bool_value"))?;
+                AttrValue::Bool(r.read_varint().map_err(|e| e.at_field("bool_value"))? != 0)
+            }
+            3 => {
+                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("int_value"))?;
+                AttrValue::Int(r.read_varint().map_err(|e| e.at_field("int_value"))? as i64)
+            }
+            4 => {
+                expect(at, wt, WireType::I64).map_err(|e| e.at_field("double_value"))?;
+                AttrValue::Double(f64::from_bits(r.read_fixed64().map_err(|e| e.at_field("double_value"))?))
+            }
+            5 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("array_value"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("array_value"))?;
+                scan_array(bytes, off, depth + 1).map_err(|e| e.within("array_value"))?;
+                AttrValue::Array
+            }
+            6 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("kvlist_value"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("kvlist_value"))?;
+                scan_kvlist(bytes, off, depth + 1).map_err(|e| e.within("kvlist_value"))?;
+                AttrValue::Map
+            }
+            7 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("bytes_value"))?;
+                let (bytes, _) = r.read_len().map_err(|e| e.at_field("bytes_value"))?;
+                AttrValue::Bytes(bytes)
+            }
+            _ => {
+                r.skip(field, wt)?;
+                value
+            }
+        };
+    }
+    Ok(value)
+}
+
+fn scan_array(buf: &[u8], base: usize, depth: usize) -> WireResult<()> {
+    let mut r = Reader::new(buf, base);
+    let mut index = 0usize;
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        if field == 1 {
+            let label = format!("values[{index}]");
+            expect(at, wt, WireType::Len).map_err(|e| e.within(&label))?;
+            let (bytes, off) = r.read_len().map_err(|e| e.within(&label))?;
+            scan_any_value(bytes, off, depth).map_err(|e| e.within(&label))?;
+            index += 1;
+        } else {
+            r.skip(field, wt)?;
+        }
+    }
+    Ok(())
+}
+
+fn scan_kvlist(buf: &[u8], base: usize, depth: usize) -> WireResult<()> {
+    let mut r = Reader::new(buf, base);
+    let mut index = 0usize;
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        if field == 1 {
+            let label = format!("values[{index}]");
+            expect(at, wt, WireType::Len).map_err(|e| e.within(&label))?;
+            let (bytes, off) = r.read_len().map_err(|e| e.within(&label))?;
+            scan_key_value(bytes, off, depth).map_err(|e| e.within(&label))?;
+            index += 1;
+        } else {
+            r.skip(field, wt)?;
+        }
+    }
+    Ok(())
+}
+
+/// Validates the attributes of a message we do not extract from (events, links, scopes).
+fn scan_plain_attribute(r: &mut Reader<'_>, at: usize, wt: WireType, index: usize) -> WireResult<()> {
+    let label = || format!("attributes[{index}]");
+    expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
+    let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
+    scan_key_value(bytes, off, 0).map_err(|e| e.within(label()))?;
+    Ok(())
+}
+
+fn scan_scope_spans<'a>(buf: &'a [u8], base: usize, rid: u32, keys: &AttrKeys, out: &mut Decoded<'a>) -> WireResult<()> {
+    let sid = out.scopes.len();
+    out.scopes.push(ScopeView { resource: rid, raw: None, name: "", schema_url: "" });
+    let mut r = Reader::new(buf, base);
+    let mut span_index = 0usize;
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        match field {
+            1 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("scope"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("scope"))?;
+                let name = scan_scope(bytes, off).map_err(|e| e.within("scope"))?;
+                let scope = &mut out.scopes[sid];
+                if let Some(name) = name {
+                    scope.name = name;
+                }
+                merge(&mut scope.raw, bytes);
+            }
+            2 => {
+                let label = format!("spans[{span_index}]");
+                expect(at, wt, WireType::Len).map_err(|e| e.within(&label))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.within(&label))?;
+                let first_attr = out.span_attrs.len();
+                out.span_attrs.extend(std::iter::repeat_n(AttrValue::Absent, keys.len()));
+                let span = scan_span(bytes, off, sid as u32, keys, &mut out.span_attrs[first_attr..])
+                    .map_err(|e| e.within(&label))?;
+                out.spans.push(span);
+                span_index += 1;
+            }
+            3 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("schema_url"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("schema_url"))?;
+                out.scopes[sid].schema_url = utf8(bytes, off).map_err(|e| e.at_field("schema_url"))?;
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(())
+}
+
+/// Validates an `InstrumentationScope`; returns its name if set.
+fn scan_scope(buf: &[u8], base: usize) -> WireResult<Option<&str>> {
+    let mut r = Reader::new(buf, base);
+    let mut name = None;
+    let mut index = 0usize;
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        match field {
+            1 | 2 => {
+                let label = if field == 1 { "name" } else { "version" };
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field(label))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field(label))?;
+                let s = utf8(bytes, off).map_err(|e| e.at_field(label))?;
+                if field == 1 {
+                    name = Some(s);
+                }
+            }
+            3 => {
+                scan_plain_attribute(&mut r, at, wt, index)?;
+                index += 1;
+            }
+            4 => {
+                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("dropped_attributes_count"))?;
+                r.read_varint().map_err(|e| e.at_field("dropped_attributes_count"))?;
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(name)
+}
+
+fn read_id<const N: usize>(bytes: &[u8], off: usize, name: &str, allow_empty: bool) -> WireResult<Option<[u8; N]>> {
+    if bytes.is_empty() && allow_empty {
+        return Ok(None);
+    }
+    match <[u8; N]>::try_from(bytes) {
+        Ok(id) => Ok(Some(id)),
+        Err(_) => Err(Fail::new(
+            off,
+            format!("{name} must be {N} bytes{}, got {}", if allow_empty { " or empty" } else { "" }, bytes.len()),
+        )),
+    }
+}
+
+fn scan_span<'a>(buf: &'a [u8], base: usize, sid: u32, keys: &AttrKeys, attrs: &mut [AttrValue<'a>]) -> WireResult<SpanView<'a>> {
+    let mut r = Reader::new(buf, base);
+    // IDs are remembered as raw slices and checked at the end: a repeated field's last occurrence wins.
+    let mut trace_id: (&[u8], usize) = (&[], base);
+    let mut span_id: (&[u8], usize) = (&[], base);
+    let mut parent: (&[u8], usize) = (&[], base);
+    let mut span = SpanView {
+        scope: sid,
+        raw: buf,
+        offset: base,
+        trace_id: [0; 16],
+        span_id: [0; 8],
+        parent_span_id: None,
+        name: "",
+        kind: 0,
+        start_time_unix_nano: 0,
+        end_time_unix_nano: 0,
+        status_code: 0,
+        trace_state: "",
+        flags: 0,
+    };
+    let mut attr_index = 0usize;
+    let mut event_index = 0usize;
+    let mut link_index = 0usize;
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        match field {
+            1 | 2 | 4 => {
+                let label = match field {
+                    1 => "trace_id",
+                    2 => "span_id",
+                    _ => "parent_span_id",
+                };
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field(label))?;
+                let v = r.read_len().map_err(|e| e.at_field(label))?;
+                match field {
+                    1 => trace_id = v,
+                    2 => span_id = v,
+                    _ => parent = v,
+                }
+            }
+            3 | 5 => {
+                let label = if field == 3 { "trace_state" } else { "name" };
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field(label))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field(label))?;
+                let s = utf8(bytes, off).map_err(|e| e.at_field(label))?;
+                if field == 3 {
+                    span.trace_state = s;
+                } else {
+                    span.name = s;
+                }
+            }
+            6 => {
+                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("kind"))?;
+                span.kind = r.read_varint().map_err(|e| e.at_field("kind"))? as i32;
+            }
+            7 => {
+                expect(at, wt, WireType::I64).map_err(|e| e.at_field("start_time_unix_nano"))?;
+                span.start_time_unix_nano = r.read_fixed64().map_err(|e| e.at_field("start_time_unix_nano"))?;
+            }
+            8 => {
+                expect(at, wt, WireType::I64).map_err(|e| e.at_field("end_time_unix_nano"))?;
+                span.end_time_unix_nano = r.read_fixed64().map_err(|e| e.at_field("end_time_unix_nano"))?;
+            }
+            9 => {
+                attr_index = scan_attribute(&mut r, at, wt, attr_index, keys, attrs)?;
+            }
+            10 | 12 | 14 => {
+                let label = match field {
+                    10 => "dropped_attributes_count",
+                    12 => "dropped_events_count",
+                    _ => "dropped_links_count",
+                };
+                expect(at, wt, WireType::Varint).map_err(|e| e.at_field(label))?;
+                r.read_varint().map_err(|e| e.at_field(label))?;
+            }
+            11 => {
+                let label = format!("events[{event_index}]");
+                expect(at, wt, WireType::Len).map_err(|e| e.within(&label))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.within(&label))?;
+                scan_event(bytes, off).map_err(|e| e.within(&label))?;
+                event_index += 1;
+            }
+            13 => {
+                let label = format!("links[{link_index}]");
+                expect(at, wt, WireType::Len).map_err(|e| e.within(&label))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.within(&label))?;
+                scan_link(bytes, off).map_err(|e| e.within(&label))?;
+                link_index += 1;
+            }
+            15 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("status"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("status"))?;
+                if let Some(code) = scan_status(bytes, off).map_err(|e| e.within("status"))? {
+                    span.status_code = code;
+                }
+            }
+            16 => {
+                expect(at, wt, WireType::I32).map_err(|e| e.at_field("flags"))?;
+                span.flags = r.read_fixed32().map_err(|e| e.at_field("flags"))?;
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    let tid: [u8; 16] = read_id(trace_id.0, trace_id.1, "trace_id", false).map_err(|e| e.at_field("trace_id"))?.unwrap_or_default();
+    if tid == [0; 16] {
+        return Err(Fail::new(trace_id.1, "trace_id is all zeros (an invalid trace ID)").at_field("trace_id"));
+    }
+    span.trace_id = tid;
+    span.span_id = read_id(span_id.0, span_id.1, "span_id", false).map_err(|e| e.at_field("span_id"))?.unwrap_or_default();
+    let p: Option<[u8; 8]> = read_id(parent.0, parent.1, "parent_span_id", true).map_err(|e| e.at_field("parent_span_id"))?;
+    // An all-zero parent is an invalid span ID, which pdata treats as empty: the span is a root.
+    span.parent_span_id = p.filter(|id| *id != [0; 8]);
+    Ok(span)
+}
+
+fn scan_event(buf: &[u8], base: usize) -> WireResult<()> {
+    let mut r = Reader::new(buf, base);
+    let mut index = 0usize;
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        match field {
+            1 => {
+                expect(at, wt, WireType::I64).map_err(|e| e.at_field("time_unix_nano"))?;
+                r.read_fixed64().map_err(|e| e.at_field("time_unix_nano"))?;
+            }
+            2 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("name"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("name"))?;
+                utf8(bytes, off).map_err(|e| e.at_field("name"))?;
+            }
+            3 => {
+                scan_plain_attribute(&mut r, at, wt, index)?;
+                index += 1;
+            }
+            4 => {
+                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("dropped_attributes_count"))?;
+                r.read_varint().map_err(|e| e.at_field("dropped_attributes_count"))?;
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(())
+}
+
+fn scan_link(buf: &[u8], base: usize) -> WireResult<()> {
+    let mut r = Reader::new(buf, base);
+    let mut index = 0usize;
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        match field {
+            1 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("trace_id"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("trace_id"))?;
+                read_id::<16>(bytes, off, "trace_id", true).map_err(|e| e.at_field("trace_id"))?;
+            }
+            2 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("span_id"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("span_id"))?;
+                read_id::<8>(bytes, off, "span_id", true).map_err(|e| e.at_field("span_id"))?;
+            }
+            3 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("trace_state"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("trace_state"))?;
+                utf8(bytes, off).map_err(|e| e.at_field("trace_state"))?;
+            }
+            4 => {
+                scan_plain_attribute(&mut r, at, wt, index)?;
+                index += 1;
+            }
+            5 => {
+                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("dropped_attributes_count"))?;
+                r.read_varint().map_err(|e| e.at_field("dropped_attributes_count"))?;
+            }
+            6 => {
+                expect(at, wt, WireType::I32).map_err(|e| e.at_field("flags"))?;
+                r.read_fixed32().map_err(|e| e.at_field("flags"))?;
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(())
+}
+
+/// Validates a `Status`; returns its code if set.
+fn scan_status(buf: &[u8], base: usize) -> WireResult<Option<i32>> {
+    let mut r = Reader::new(buf, base);
+    let mut code = None;
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        match field {
+            1 => {
+                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("deprecated_code"))?;
+                r.read_varint().map_err(|e| e.at_field("deprecated_code"))?;
+            }
+            2 => {
+                expect(at, wt, WireType::Len).map_err(|e| e.at_field("message"))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.at_field("message"))?;
+                utf8(bytes, off).map_err(|e| e.at_field("message"))?;
+            }
+            3 => {
+                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("code"))?;
+                code = Some(r.read_varint().map_err(|e| e.at_field("code"))? as i32);
+            }
+            _ => r.skip(field, wt)?,
+        }
+    }
+    Ok(code)
+}

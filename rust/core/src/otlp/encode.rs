@@ -1,0 +1,149 @@
+//! Re-encoding kept spans as `ExportTraceServiceRequest` payloads.
+//!
+//! Spans are stored already framed as `ScopeSpans.spans` entries (tag, length, the span's exact bytes), so
+//! encoding is copying: chunks are grouped under their resource and scope (first appearance first), and each
+//! `ResourceSpans`/`ScopeSpans` gets its original resource/scope bytes and schema URLs. Payloads are cut before
+//! they would pass `max_bytes` (never inside a chunk; a single larger chunk gets a payload of its own).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::wire::{len_field_size, put_len_header};
+use crate::store::intern::{Origin, Resource};
+
+/// A run of framed spans that share an origin.
+pub struct OutChunk<'a> {
+    pub origin: &'a Arc<Origin>,
+    pub framed: &'a [u8],
+}
+
+/// Upper bound of a length-delimited header (1 tag byte for fields < 16, ≤ 5 length bytes).
+const HEADER_MAX: usize = 6;
+
+struct ScopeGroup<'a> {
+    origin: &'a Origin,
+    chunks: Vec<&'a [u8]>,
+    content: usize,
+}
+
+struct ResourceGroup<'a> {
+    resource: &'a Resource,
+    scopes: Vec<ScopeGroup<'a>>,
+}
+
+fn scope_content(o: &Origin, spans: usize) -> usize {
+    let mut n = spans;
+    if let Some(raw) = &o.raw {
+        n += len_field_size(1, raw.len());
+    }
+    if !o.schema_url.is_empty() {
+        n += len_field_size(3, o.schema_url.len());
+    }
+    n
+}
+
+fn resource_content(r: &Resource, scopes: &[ScopeGroup<'_>]) -> usize {
+    let mut n = 0;
+    if let Some(raw) = &r.raw {
+        n += len_field_size(1, raw.len());
+    }
+    for s in scopes {
+        n += len_field_size(2, scope_content(s.origin, s.content));
+    }
+    if !r.schema_url.is_empty() {
+        n += len_field_size(3, r.schema_url.len());
+    }
+    n
+}
+
+fn write_payload(groups: &[ResourceGroup<'_>]) -> Vec<u8> {
+    let total: usize = groups.iter().map(|g| len_field_size(1, resource_content(g.resource, &g.scopes))).sum();
+    let mut out = Vec::with_capacity(total);
+    for g in groups {
+        put_len_header(&mut out, 1, resource_content(g.resource, &g.scopes));
+        if let Some(raw) = &g.resource.raw {
+            put_len_header(&mut out, 1, raw.len());
+            out.extend_from_slice(raw);
+        }
+        for s in &g.scopes {
+            put_len_header(&mut out, 2, scope_content(s.origin, s.content));
+            if let Some(raw) = &s.origin.raw {
+                put_len_header(&mut out, 1, raw.len());
+                out.extend_from_slice(raw);
+            }
+            for c in &s.chunks {
+                out.extend_from_slice(c);
+            }
+            if !s.origin.schema_url.is_empty() {
+                put_len_header(&mut out, 3, s.origin.schema_url.len());
+                out.extend_from_slice(s.origin.schema_url.as_bytes());
+            }
+        }
+        if !g.resource.schema_url.is_empty() {
+            put_len_header(&mut out, 3, g.resource.schema_url.len());
+            out.extend_from_slice(g.resource.schema_url.as_bytes());
+        }
+    }
+    debug_assert_eq!(out.len(), total);
+    out
+}
+
+/// Encodes chunks into payloads of at most about `max_bytes` each, grouped by resource then scope.
+pub fn encode_requests(chunks: &[OutChunk<'_>], max_bytes: usize) -> Vec<Vec<u8>> {
+    let mut payloads = Vec::new();
+    let mut groups: Vec<ResourceGroup<'_>> = Vec::new();
+    // Where each resource and origin sits in `groups`, for the payload being built.
+    let mut res_index: HashMap<*const Resource, usize> = HashMap::new();
+    let mut origin_index: HashMap<*const Origin, (usize, usize)> = HashMap::new();
+    let mut estimate = 0usize;
+    for c in chunks {
+        let origin: &Origin = c.origin;
+        let resource: &Resource = &origin.resource;
+        let new_res = !res_index.contains_key(&(resource as *const _));
+        let new_origin = !origin_index.contains_key(&(origin as *const _));
+        let mut added = c.framed.len();
+        if new_origin {
+            added += HEADER_MAX + scope_content(origin, 0);
+        }
+        if new_res {
+            added += HEADER_MAX + resource_content(resource, &[]);
+        }
+        if !groups.is_empty() && estimate + added > max_bytes {
+            payloads.push(write_payload(&groups));
+            groups.clear();
+            res_index.clear();
+            origin_index.clear();
+            estimate = 0;
+            added = c.framed.len() + 2 * HEADER_MAX + scope_content(origin, 0) + resource_content(resource, &[]);
+        }
+        estimate += added;
+        let ri = *res_index.entry(resource as *const _).or_insert_with(|| {
+            groups.push(ResourceGroup { resource, scopes: Vec::new() });
+            groups.len() - 1
+        });
+        let (gi, si) = *origin_index.entry(origin as *const _).or_insert_with(|| {
+            groups[ri].scopes.push(ScopeGroup { origin, chunks: Vec::new(), content: 0 });
+            (ri, groups[ri].scopes.len() - 1)
+        });
+        let s = &mut groups[gi].scopes[si];
+        s.chunks.push(c.framed);
+        s.content += c.framed.len();
+    }
+    if !groups.is_empty() {
+        payloads.push(write_payload(&groups));
+    }
+    payloads
+}
+
+/// Frames one span as a `ScopeSpans.spans` entry, appending to `out`.
+#[inline]
+pub fn frame_span(out: &mut Vec<u8>, raw: &[u8]) {
+    put_len_header(out, 2, raw.len());
+    out.extend_from_slice(raw);
+}
+
+/// Size of a framed span.
+#[inline]
+pub fn framed_size(raw_len: usize) -> usize {
+    len_field_size(2, raw_len)
+}

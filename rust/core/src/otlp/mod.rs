@@ -1,0 +1,7 @@
+//! OTLP protobuf in and out: the wire format, the request scanner and the encoder of kept spans.
+
+pub mod decode;
+pub mod encode;
+pub mod wire;
+
+pub use decode::{decode, AttrKeys, AttrValue, Decoded, ResourceView, ScopeView, SpanView};

@@ -1,0 +1,303 @@
+//! The protobuf wire format, read with bounds checks and absolute byte offsets for error messages.
+
+/// Wire types of the protobuf encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireType {
+    Varint,
+    I64,
+    Len,
+    StartGroup,
+    EndGroup,
+    I32,
+}
+
+impl WireType {
+    pub fn name(self) -> &'static str {
+        match self {
+            WireType::Varint => "varint",
+            WireType::I64 => "fixed64",
+            WireType::Len => "length-delimited",
+            WireType::StartGroup => "start-group",
+            WireType::EndGroup => "end-group",
+            WireType::I32 => "fixed32",
+        }
+    }
+}
+
+/// Where a wire-level problem happened, before the caller names the field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fail {
+    /// Field path relative to the message being read (filled in by callers on the way out).
+    pub field: String,
+    pub offset: usize,
+    pub message: String,
+}
+
+impl Fail {
+    pub fn new(offset: usize, message: impl Into<String>) -> Self {
+        Fail { field: String::new(), offset, message: message.into() }
+    }
+    /// Prefix the field path with the enclosing field (`spans[3]` + `trace_id`).
+    pub fn within(mut self, outer: impl AsRef<str>) -> Self {
+        let outer = outer.as_ref();
+        self.field = if self.field.is_empty() {
+            outer.to_string()
+        } else if self.field.starts_with('[') {
+            format!("{outer}{}", self.field)
+        } else {
+            format!("{outer}.{}", self.field)
+        };
+        self
+    }
+    pub fn at_field(mut self, name: &str) -> Self {
+        if self.field.is_empty() {
+            self.field = name.to_string();
+        }
+        self
+    }
+}
+
+pub type WireResult<T> = Result<T, Fail>;
+
+/// A cursor over one message's bytes. `base` is the absolute offset of `buf[0]` in the whole payload.
+#[derive(Clone)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    base: usize,
+}
+
+/// Nesting deeper than this (groups, AnyValue arrays and maps) is refused rather than recursed into.
+pub const MAX_DEPTH: usize = 32;
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8], base: usize) -> Self {
+        Reader { buf, pos: 0, base }
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    /// Absolute offset of the next byte to read.
+    #[inline]
+    pub fn offset(&self) -> usize {
+        self.base + self.pos
+    }
+
+    #[inline]
+    pub fn read_varint(&mut self) -> WireResult<u64> {
+        // Fast path: one byte.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        let start = self.offset();
+        let mut value: u64 = 0;
+        for i in 0..10 {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Err(Fail::new(start, "truncated varint"));
+            };
+            self.pos += 1;
+            if i == 9 && b > 1 {
+                return Err(Fail::new(start, "varint longer than 64 bits"));
+            }
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(value);
+            }
+        }
+        Err(Fail::new(start, "varint longer than 10 bytes"))
+    }
+
+    /// Reads a field tag: its number and wire type.
+    #[inline]
+    pub fn read_tag(&mut self) -> WireResult<(u32, WireType)> {
+        let at = self.offset();
+        let tag = self.read_varint()?;
+        let field = tag >> 3;
+        if field == 0 || field > (1 << 29) - 1 {
+            return Err(Fail::new(at, format!("invalid field number {field}")));
+        }
+        let wt = match tag & 7 {
+            0 => WireType::Varint,
+            1 => WireType::I64,
+            2 => WireType::Len,
+            3 => WireType::StartGroup,
+            4 => WireType::EndGroup,
+            5 => WireType::I32,
+            other => return Err(Fail::new(at, format!("invalid wire type {other}"))),
+        };
+        Ok((field as u32, wt))
+    }
+
+    /// Reads a length-delimited field's content; returns it with its absolute offset.
+    #[inline]
+    pub fn read_len(&mut self) -> WireResult<(&'a [u8], usize)> {
+        let at = self.offset();
+        let len = self.read_varint()?;
+        let start = self.pos;
+        let remaining = (self.buf.len() - start) as u64;
+        if len > remaining {
+            return Err(Fail::new(at, format!("length {len} runs past the end of its message ({remaining} bytes left)")));
+        }
+        let end = start + len as usize;
+        self.pos = end;
+        Ok((&self.buf[start..end], self.base + start))
+    }
+
+    #[inline]
+    pub fn read_fixed64(&mut self) -> WireResult<u64> {
+        let at = self.offset();
+        let Some(bytes) = self.buf.get(self.pos..self.pos + 8) else {
+            return Err(Fail::new(at, "truncated fixed64"));
+        };
+        self.pos += 8;
+        Ok(u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+    }
+
+    #[inline]
+    pub fn read_fixed32(&mut self) -> WireResult<u32> {
+        let at = self.offset();
+        let Some(bytes) = self.buf.get(self.pos..self.pos + 4) else {
+            return Err(Fail::new(at, "truncated fixed32"));
+        };
+        self.pos += 4;
+        Ok(u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+    }
+
+    /// Skips a field of an unknown number, validating its framing (groups included, depth-limited).
+    pub fn skip(&mut self, field: u32, wt: WireType) -> WireResult<()> {
+        self.skip_at_depth(field, wt, 0)
+    }
+
+    fn skip_at_depth(&mut self, field: u32, wt: WireType, depth: usize) -> WireResult<()> {
+        match wt {
+            WireType::Varint => self.read_varint().map(|_| ()),
+            WireType::I64 => self.read_fixed64().map(|_| ()),
+            WireType::I32 => self.read_fixed32().map(|_| ()),
+            WireType::Len => self.read_len().map(|_| ()),
+            WireType::StartGroup => {
+                if depth >= MAX_DEPTH {
+                    return Err(Fail::new(self.offset(), "groups nested too deeply"));
+                }
+                let start = self.offset();
+                loop {
+                    if self.is_empty() {
+                        return Err(Fail::new(start, format!("group {field} is not closed")));
+                    }
+                    let (f, w) = self.read_tag()?;
+                    if w == WireType::EndGroup {
+                        if f != field {
+                            return Err(Fail::new(self.offset(), format!("end of group {f} closes group {field}")));
+                        }
+                        return Ok(());
+                    }
+                    self.skip_at_depth(f, w, depth + 1)?;
+                }
+            }
+            WireType::EndGroup => Err(Fail::new(self.offset(), format!("end-group for field {field} without a start"))),
+        }
+    }
+}
+
+/// A field had the wrong wire type for its declared type.
+pub fn wrong_type(offset: usize, expected: WireType, got: WireType) -> Fail {
+    Fail::new(offset, format!("wrong wire type: expected {}, got {}", expected.name(), got.name()))
+}
+
+/// Checks that `bytes` are valid UTF-8, as proto3 requires of `string` fields.
+#[inline]
+pub fn utf8(bytes: &[u8], offset: usize) -> WireResult<&str> {
+    std::str::from_utf8(bytes).map_err(|e| Fail::new(offset + e.valid_up_to(), "string is not valid UTF-8"))
+}
+
+// ---- writing ------------------------------------------------------------------------------------------
+
+#[inline]
+pub fn varint_len(v: u64) -> usize {
+    // 1 byte per 7 bits, at least one byte.
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+#[inline]
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Writes the tag and length prefix of a length-delimited field.
+#[inline]
+pub fn put_len_header(out: &mut Vec<u8>, field: u32, len: usize) {
+    put_varint(out, (u64::from(field) << 3) | 2);
+    put_varint(out, len as u64);
+}
+
+/// Size of a length-delimited field with `len` content bytes, header included.
+#[inline]
+pub fn len_field_size(field: u32, len: usize) -> usize {
+    varint_len((u64::from(field) << 3) | 2) + varint_len(len as u64) + len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip() {
+        for v in [0u64, 1, 127, 128, 300, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(out.len(), varint_len(v), "{v}");
+            let mut r = Reader::new(&out, 0);
+            assert_eq!(r.read_varint().unwrap(), v);
+            assert!(r.is_empty());
+        }
+    }
+
+    #[test]
+    fn overlong_varint_is_refused() {
+        let bytes = [0xffu8; 11];
+        let err = Reader::new(&bytes, 5).read_varint().unwrap_err();
+        assert_eq!(err.offset, 5);
+        let bytes = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        assert!(Reader::new(&bytes, 0).read_varint().unwrap_err().message.contains("64 bits"));
+    }
+
+    #[test]
+    fn truncated_length_reports_its_offset() {
+        let bytes = [0x0a, 0x05, 1, 2];
+        let mut r = Reader::new(&bytes, 100);
+        let (f, wt) = r.read_tag().unwrap();
+        assert_eq!((f, wt), (1, WireType::Len));
+        let err = r.read_len().unwrap_err();
+        assert_eq!(err.offset, 101);
+        assert!(err.message.contains("runs past the end"));
+    }
+
+    #[test]
+    fn groups_are_skipped_and_checked() {
+        // field 3 start-group, field 1 varint 5, field 3 end-group
+        let ok = [0x1b, 0x08, 0x05, 0x1c];
+        let mut r = Reader::new(&ok, 0);
+        let (f, wt) = r.read_tag().unwrap();
+        r.skip(f, wt).unwrap();
+        assert!(r.is_empty());
+        let bad = [0x1b, 0x08, 0x05, 0x24];
+        let mut r = Reader::new(&bad, 0);
+        let (f, wt) = r.read_tag().unwrap();
+        assert!(r.skip(f, wt).is_err());
+    }
+
+    #[test]
+    fn invalid_wire_types_and_field_zero() {
+        assert!(Reader::new(&[0x0e], 0).read_tag().unwrap_err().message.contains("wire type 6"));
+        assert!(Reader::new(&[0x02], 0).read_tag().unwrap_err().message.contains("field number 0"));
+    }
+}

@@ -1,0 +1,250 @@
+//! Decision caches: late spans of a decided trace follow its decision while its ID is remembered.
+//!
+//! - `SampledCache` remembers kept trace IDs exactly (16 B per ID plus its index, ~45 B per entry), first in,
+//!   first out.
+//! - `NotSampledFilter` remembers dropped trace IDs in a generational cuckoo filter: 32-bit fingerprints in
+//!   buckets of 4 at up to 95 % load, three generations of half the configured size each, so that at least the
+//!   last `size` IDs are remembered for at most 6.3 bytes per ID. A lookup can say "dropped" for an ID that never
+//!   was with probability about 3 × 8 / 2^32 ≈ 5.6e-9 (two buckets of four slots in each of three generations).
+
+use std::collections::HashMap;
+use std::collections::VecDeque;
+
+use ahash::RandomState;
+
+pub struct SampledCache {
+    capacity: usize,
+    set: HashMap<u128, (), RandomState>,
+    order: VecDeque<u128>,
+}
+
+impl SampledCache {
+    pub fn new(capacity: usize) -> Self {
+        SampledCache { capacity, set: HashMap::default(), order: VecDeque::new() }
+    }
+    pub fn insert(&mut self, id: u128) {
+        if self.capacity == 0 || self.set.contains_key(&id) {
+            return;
+        }
+        if self.order.len() >= self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        self.set.insert(id, ());
+        self.order.push_back(id);
+    }
+    #[inline]
+    pub fn contains(&self, id: u128) -> bool {
+        self.capacity != 0 && self.set.contains_key(&id)
+    }
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
+const BUCKET: usize = 4;
+const MAX_KICKS: usize = 500;
+const GENERATIONS: usize = 3;
+
+/// One cuckoo filter: `buckets` × 4 slots of 32-bit fingerprints (0 = empty).
+struct Cuckoo {
+    slots: Vec<u32>,
+    buckets: usize,
+    count: usize,
+    capacity: usize,
+    kick_state: u64,
+}
+
+impl Cuckoo {
+    fn new(capacity: usize) -> Self {
+        // Sized for 95 % load at `capacity`, with an exact bucket count (no rounding to a power of two).
+        let buckets = ((capacity as f64 / (BUCKET as f64 * 0.95)).ceil() as usize).max(2);
+        Cuckoo { slots: vec![0; buckets * BUCKET], buckets, count: 0, capacity, kick_state: 0x2545f4914f6cdd1d }
+    }
+
+    #[inline]
+    fn home(&self, h: u64) -> usize {
+        (h % self.buckets as u64) as usize
+    }
+
+    /// The other bucket of `fp`: (H(fp) − i) mod buckets, so that alt(alt(i)) == i for any bucket count.
+    #[inline]
+    fn alt(&self, i: usize, fp: u32) -> usize {
+        let hf = (u64::from(fp).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 17) % self.buckets as u64;
+        ((hf as usize) + self.buckets - i) % self.buckets
+    }
+
+    #[inline]
+    fn bucket(&self, i: usize) -> &[u32] {
+        &self.slots[i * BUCKET..(i + 1) * BUCKET]
+    }
+
+    #[inline]
+    fn contains(&self, i1: usize, fp: u32) -> bool {
+        self.bucket(i1).contains(&fp) || self.bucket(self.alt(i1, fp)).contains(&fp)
+    }
+
+    fn try_put(&mut self, i: usize, fp: u32) -> bool {
+        for s in &mut self.slots[i * BUCKET..(i + 1) * BUCKET] {
+            if *s == 0 {
+                *s = fp;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Inserts; false when the filter is too full (the caller starts a new generation).
+    fn insert(&mut self, i1: usize, fp: u32) -> bool {
+        if self.count >= self.capacity {
+            return false;
+        }
+        let i2 = self.alt(i1, fp);
+        if self.try_put(i1, fp) || self.try_put(i2, fp) {
+            self.count += 1;
+            return true;
+        }
+        // Kick a random resident to its alternate bucket, a bounded number of times.
+        let mut i = if self.kick_state & 1 == 0 { i1 } else { i2 };
+        let mut fp = fp;
+        let mut undo: Vec<(usize, u32)> = Vec::with_capacity(32);
+        for _ in 0..MAX_KICKS {
+            self.kick_state ^= self.kick_state << 13;
+            self.kick_state ^= self.kick_state >> 7;
+            self.kick_state ^= self.kick_state << 17;
+            let slot = i * BUCKET + (self.kick_state as usize) % BUCKET;
+            undo.push((slot, self.slots[slot]));
+            std::mem::swap(&mut fp, &mut self.slots[slot]);
+            i = self.alt(i, fp);
+            if self.try_put(i, fp) {
+                self.count += 1;
+                return true;
+            }
+        }
+        // Undo the kicks in reverse: a failed insert loses nothing that was there.
+        for (slot, old) in undo.into_iter().rev() {
+            self.slots[slot] = old;
+        }
+        false
+    }
+
+    fn clear(&mut self) {
+        self.slots.iter_mut().for_each(|s| *s = 0);
+        self.count = 0;
+    }
+
+    fn bytes(&self) -> usize {
+        self.slots.len() * 4
+    }
+}
+
+pub struct NotSampledFilter {
+    size: usize,
+    gens: Vec<Cuckoo>,
+    current: usize,
+    hasher: RandomState,
+}
+
+impl NotSampledFilter {
+    pub fn new(size: usize) -> Self {
+        let per_gen = size.div_ceil(GENERATIONS - 1);
+        let gens = if size == 0 { Vec::new() } else { (0..GENERATIONS).map(|_| Cuckoo::new(per_gen)).collect() };
+        NotSampledFilter { size, gens, current: 0, hasher: RandomState::new() }
+    }
+
+    #[inline]
+    fn locate(&self, id: u128) -> (u64, u32) {
+        let h = self.hasher.hash_one(id);
+        let fp = ((h >> 32) as u32).max(1);
+        (h, fp)
+    }
+
+    pub fn insert(&mut self, id: u128) {
+        if self.size == 0 {
+            return;
+        }
+        let (h, fp) = self.locate(id);
+        let i1 = self.gens[self.current].home(h);
+        if self.gens[self.current].insert(i1, fp) {
+            return;
+        }
+        // The current generation is full: the oldest is forgotten and becomes the current one.
+        self.current = (self.current + 1) % GENERATIONS;
+        self.gens[self.current].clear();
+        let i1 = self.gens[self.current].home(h);
+        let inserted = self.gens[self.current].insert(i1, fp);
+        debug_assert!(inserted, "an empty generation takes any insert");
+    }
+
+    #[inline]
+    pub fn contains(&self, id: u128) -> bool {
+        if self.size == 0 {
+            return false;
+        }
+        let (h, fp) = self.locate(id);
+        self.gens.iter().any(|g| g.contains(g.home(h), fp))
+    }
+
+    pub fn len(&self) -> usize {
+        self.gens.iter().map(|g| g.count).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.gens.iter().map(Cuckoo::bytes).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> u128 {
+        (u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)) | 1
+    }
+
+    #[test]
+    fn sampled_cache_is_exact_and_fifo() {
+        let mut c = SampledCache::new(3);
+        for n in 0..5 {
+            c.insert(id(n));
+        }
+        assert!(!c.contains(id(0)) && !c.contains(id(1)));
+        assert!(c.contains(id(2)) && c.contains(id(3)) && c.contains(id(4)));
+        assert_eq!(c.len(), 3);
+        let off = SampledCache::new(0);
+        assert!(!off.contains(id(2)));
+    }
+
+    /// Scenario: a filter sized for 100k IDs takes a million. Guarantees: the last 100k are all remembered,
+    /// memory stays under 8 bytes per configured ID, and false positives are rare.
+    #[test]
+    fn not_sampled_filter_remembers_the_recent_ids() {
+        let size = 100_000;
+        let mut f = NotSampledFilter::new(size);
+        for n in 0..1_000_000 {
+            f.insert(id(n));
+        }
+        for n in (1_000_000 - size as u64)..1_000_000 {
+            assert!(f.contains(id(n)), "recent id {n} forgotten");
+        }
+        assert!(f.bytes() <= 8 * size, "{} bytes for {size}", f.bytes());
+        let false_positives = (2_000_000..3_000_000).filter(|n| f.contains(id(*n))).count();
+        assert!(false_positives <= 5, "{false_positives} false positives in 1M lookups");
+    }
+
+    #[test]
+    fn filter_off_remembers_nothing() {
+        let mut f = NotSampledFilter::new(0);
+        f.insert(id(1));
+        assert!(!f.contains(id(1)));
+        assert_eq!(f.bytes(), 0);
+    }
+}

@@ -1,0 +1,513 @@
+//! One shard of the store: a share of `num_traces`, its own table, queues, caches and policy instances.
+//!
+//! Timing needs no wheel: every trace is due `decision_wait` after its first span, and first-seen times only
+//! grow, so due times come in insertion order and a FIFO queue holds them exactly (0 ms granularity, O(1) per
+//! trace). The same holds for root-received decisions (`decision_wait_after_root_received` after the root), in
+//! a second FIFO. Entries of traces decided or evicted in the meantime go stale (slot generation) and are
+//! skipped; the queues are compacted when stale entries outnumber live ones.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use ahash::RandomState;
+
+use super::decision_cache::{NotSampledFilter, SampledCache};
+use super::intern::{Interner, Origin, Resource};
+use super::stats::{PolicyCounters, ShardGauges, ShardStats};
+use crate::config::EngineConfig;
+use crate::error::Error;
+use crate::otlp::decode::Decoded;
+use crate::otlp::encode::{frame_span, framed_size};
+use crate::policy::{status_bits, Policy, TraceView, Vote};
+
+/// A run of one trace's spans from one payload under one origin, framed as `ScopeSpans.spans` entries.
+#[derive(Debug)]
+pub struct Chunk {
+    pub origin: Arc<Origin>,
+    pub framed: Box<[u8]>,
+    pub spans: u32,
+}
+
+#[derive(Debug, Default)]
+struct Trace {
+    generation: u32,
+    live: bool,
+    first_seen: i64,
+    view: TraceView,
+    chunks: Vec<Chunk>,
+    framed_bytes: u64,
+}
+
+/// How a trace left the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Sampled,
+    NotSampled,
+}
+
+pub struct Shard {
+    cfg: Arc<EngineConfig>,
+    policies: Vec<Policy>,
+    /// Indices of the policies that fold spans at ingest.
+    folding: Vec<usize>,
+    limit: usize,
+    table: HashMap<u128, u32, RandomState>,
+    traces: Vec<Trace>,
+    free: Vec<u32>,
+    /// (slot, generation) in first-seen order.
+    due: VecDeque<(u32, u32)>,
+    /// (slot, generation, due time) in root-arrival order.
+    root_due: VecDeque<(u32, u32, i64)>,
+    sampled: SampledCache,
+    not_sampled: NotSampledFilter,
+    interner: Interner,
+    late: Vec<Chunk>,
+    late_bytes: u64,
+    clock: i64,
+    span_bytes: u64,
+    spans: u64,
+    chunks: u64,
+    pub stats: ShardStats,
+    pub policy_stats: Vec<PolicyCounters>,
+}
+
+impl Shard {
+    /// A shard holding `limit` traces and caches of the given sizes (its shares of the configured ones).
+    pub fn new(cfg: Arc<EngineConfig>, limit: usize, sampled_cache: usize, non_sampled_cache: usize) -> Self {
+        let policies = cfg.policies.clone();
+        let folding = policies.iter().enumerate().filter(|(_, p)| p.slot.is_some()).map(|(i, _)| i).collect();
+        let n = policies.len();
+        Shard {
+            cfg,
+            policies,
+            folding,
+            limit,
+            table: HashMap::default(),
+            traces: Vec::new(),
+            free: Vec::new(),
+            due: VecDeque::new(),
+            root_due: VecDeque::new(),
+            sampled: SampledCache::new(sampled_cache),
+            not_sampled: NotSampledFilter::new(non_sampled_cache),
+            interner: Interner::new(),
+            late: Vec::new(),
+            late_bytes: 0,
+            clock: i64::MIN,
+            span_bytes: 0,
+            spans: 0,
+            chunks: 0,
+            stats: ShardStats::default(),
+            policy_stats: vec![PolicyCounters::default(); n],
+        }
+    }
+
+    /// The shard's clock never runs backwards.
+    fn tick(&mut self, now: i64) -> i64 {
+        self.clock = self.clock.max(now);
+        self.clock
+    }
+
+    #[inline]
+    fn is_live(&self, slot: u32, generation: u32) -> bool {
+        let t = &self.traces[slot as usize];
+        t.live && t.generation == generation
+    }
+
+    /// Checks, before anything is taken, that this shard can take its part of a payload.
+    /// `order` holds (trace ID, span index) sorted by trace ID.
+    pub fn admit(&mut self, order: &[(u128, u32)]) -> Result<(), Error> {
+        if self.late_bytes >= self.cfg.late_span_buffer_bytes {
+            self.stats.refused_late_span_buffer += 1;
+            return Err(Error::Backpressure {
+                limit: "late_span_buffer_bytes",
+                message: format!(
+                    "late spans of kept traces fill their buffer ({} bytes, limit {}); call poll() to drain it, then retry",
+                    self.late_bytes, self.cfg.late_span_buffer_bytes
+                ),
+            });
+        }
+        if self.cfg.block_on_overflow {
+            let mut new = 0usize;
+            let mut prev = None;
+            for &(id, _) in order {
+                if prev == Some(id) {
+                    continue;
+                }
+                prev = Some(id);
+                if !self.table.contains_key(&id) && !self.sampled.contains(id) && !self.not_sampled.contains(id) {
+                    new += 1;
+                }
+            }
+            if self.table.len() + new > self.limit {
+                self.stats.refused_num_traces += 1;
+                return Err(Error::Backpressure {
+                    limit: "num_traces",
+                    message: format!(
+                        "num_traces reached ({} buffered, limit {}, {} new in this payload) and block_on_overflow is on; retry after the next decisions",
+                        self.table.len(),
+                        self.limit,
+                        new
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes this shard's spans of a decoded payload. `admit` must have accepted `order` first.
+    pub fn ingest(&mut self, d: &Decoded<'_>, order: &[(u128, u32)], now: i64) {
+        let now = self.tick(now);
+        self.stats.spans_received += order.len() as u64;
+        // Origins of this payload's scopes, interned on first use.
+        let mut resources: Vec<Option<Arc<Resource>>> = vec![None; d.resources.len()];
+        let mut origins: Vec<Option<Arc<Origin>>> = vec![None; d.scopes.len()];
+        let mut start = 0;
+        while start < order.len() {
+            let id = order[start].0;
+            let mut end = start + 1;
+            while end < order.len() && order[end].0 == id {
+                end += 1;
+            }
+            self.ingest_trace(d, id, &order[start..end], now, &mut resources, &mut origins);
+            start = end;
+        }
+    }
+
+    fn origin_of(
+        &mut self,
+        d: &Decoded<'_>,
+        scope: u32,
+        resources: &mut [Option<Arc<Resource>>],
+        origins: &mut [Option<Arc<Origin>>],
+    ) -> Arc<Origin> {
+        if let Some(o) = &origins[scope as usize] {
+            return o.clone();
+        }
+        let sv = &d.scopes[scope as usize];
+        let rid = sv.resource as usize;
+        let resource = match &resources[rid] {
+            Some(r) => r.clone(),
+            None => {
+                let attrs = d.resource_attrs_of(rid);
+                let (policies, folding) = (&self.policies, &self.folding);
+                let r = self.interner.resource(&d.resources[rid], || {
+                    let mut bits = 0u64;
+                    for &i in folding {
+                        let p = &policies[i];
+                        if p.kind.resource_matches(attrs) {
+                            bits |= 1u64 << p.slot.expect("folding policy has a slot");
+                        }
+                    }
+                    bits
+                });
+                resources[rid] = Some(r.clone());
+                r
+            }
+        };
+        let o = self.interner.origin(&resource, sv);
+        origins[scope as usize] = Some(o.clone());
+        o
+    }
+
+    /// Cuts a trace's spans (sorted by span index, so each scope's spans are contiguous) into framed chunks.
+    fn chunks_of(
+        &mut self,
+        d: &Decoded<'_>,
+        group: &[(u128, u32)],
+        resources: &mut [Option<Arc<Resource>>],
+        origins: &mut [Option<Arc<Origin>>],
+        mut each: impl FnMut(&mut Self, Chunk),
+    ) {
+        let mut i = 0;
+        while i < group.len() {
+            let scope = d.spans[group[i].1 as usize].scope;
+            let mut j = i;
+            let mut size = 0usize;
+            while j < group.len() && d.spans[group[j].1 as usize].scope == scope {
+                size += framed_size(d.spans[group[j].1 as usize].raw.len());
+                j += 1;
+            }
+            let mut framed = Vec::with_capacity(size);
+            for &(_, s) in &group[i..j] {
+                frame_span(&mut framed, d.spans[s as usize].raw);
+            }
+            let origin = self.origin_of(d, scope, resources, origins);
+            each(self, Chunk { origin, framed: framed.into_boxed_slice(), spans: (j - i) as u32 });
+            i = j;
+        }
+    }
+
+    fn ingest_trace(
+        &mut self,
+        d: &Decoded<'_>,
+        id: u128,
+        group: &[(u128, u32)],
+        now: i64,
+        resources: &mut [Option<Arc<Resource>>],
+        origins: &mut [Option<Arc<Origin>>],
+    ) {
+        let slot = match self.table.get(&id) {
+            Some(&slot) => slot,
+            None if self.sampled.contains(id) => {
+                // A late span of a kept trace: out at the next poll.
+                self.stats.late_spans_forwarded += group.len() as u64;
+                self.chunks_of(d, group, resources, origins, |s, c| {
+                    s.late_bytes += c.framed.len() as u64;
+                    s.late.push(c);
+                });
+                return;
+            }
+            None if self.not_sampled.contains(id) => {
+                self.stats.late_spans_dropped += group.len() as u64;
+                return;
+            }
+            None => self.new_trace(id, now),
+        };
+        // Fold the summary: counts, times, status, flags, root, and the folding policies' bits.
+        let s = slot as usize;
+        let first_root = {
+            let t = &mut self.traces[s];
+            let v = &mut t.view;
+            let had_root = v.root_seen;
+            for &(_, si) in group {
+                let span = &d.spans[si as usize];
+                v.span_count = v.span_count.saturating_add(1);
+                v.bytes += span.raw.len() as u64;
+                if span.start_time_unix_nano != 0 && (v.min_start_unix_nano == 0 || span.start_time_unix_nano < v.min_start_unix_nano) {
+                    v.min_start_unix_nano = span.start_time_unix_nano;
+                }
+                v.max_end_unix_nano = v.max_end_unix_nano.max(span.end_time_unix_nano);
+                v.status_mask |= status_bits::of(span.status_code);
+                v.sampled_flag |= span.flags & 1 == 1;
+                v.root_seen |= span.parent_span_id.is_none();
+                for &pi in &self.folding {
+                    let p = &self.policies[pi];
+                    let bit = 1u64 << p.slot.expect("folding policy has a slot");
+                    if v.matched & bit == 0 && p.kind.span_matches(span, d.span_attrs_of(si as usize)) {
+                        v.matched |= bit;
+                    }
+                }
+            }
+            !had_root && v.root_seen
+        };
+        self.chunks_of(d, group, resources, origins, |sh, c| {
+            let t = &mut sh.traces[s];
+            t.view.matched |= c.origin.resource.matched;
+            t.framed_bytes += c.framed.len() as u64;
+            sh.span_bytes += c.framed.len() as u64;
+            sh.spans += u64::from(c.spans);
+            sh.chunks += 1;
+            t.chunks.push(c);
+        });
+        if first_root && self.cfg.decision_wait_after_root_received_ns > 0 {
+            let generation = self.traces[s].generation;
+            self.root_due.push_back((slot, generation, now.saturating_add(self.cfg.decision_wait_after_root_received_ns)));
+        }
+        let max = self.cfg.maximum_trace_size_bytes;
+        if max > 0 && self.traces[s].view.bytes > max {
+            // Too large: not sampled at once; late spans follow through the non-sampled cache.
+            self.stats.traces_dropped += 1;
+            self.stats.traces_dropped_too_large += 1;
+            self.stats.spans_dropped += u64::from(self.traces[s].view.span_count);
+            self.not_sampled.insert(id);
+            self.free_slot(slot);
+        }
+    }
+
+    fn new_trace(&mut self, id: u128, now: i64) -> u32 {
+        if self.table.len() >= self.limit {
+            self.evict_oldest();
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.traces.push(Trace::default());
+                (self.traces.len() - 1) as u32
+            }
+        };
+        let t = &mut self.traces[slot as usize];
+        t.live = true;
+        t.first_seen = now;
+        t.view = TraceView { trace_id: id.to_be_bytes(), ..Default::default() };
+        t.framed_bytes = 0;
+        let generation = t.generation;
+        self.table.insert(id, slot);
+        self.due.push_back((slot, generation));
+        self.stats.traces_received += 1;
+        self.compact_queues();
+        slot
+    }
+
+    /// Pushes out the oldest first-seen undecided trace (its spans are lost, and counted).
+    fn evict_oldest(&mut self) {
+        while let Some((slot, generation)) = self.due.pop_front() {
+            if self.is_live(slot, generation) {
+                self.stats.traces_evicted += 1;
+                self.stats.spans_evicted += u64::from(self.traces[slot as usize].view.span_count);
+                self.free_slot(slot);
+                return;
+            }
+        }
+    }
+
+    fn free_slot(&mut self, slot: u32) {
+        let t = &mut self.traces[slot as usize];
+        let id = u128::from_be_bytes(t.view.trace_id);
+        t.live = false;
+        t.generation = t.generation.wrapping_add(1);
+        self.span_bytes -= t.framed_bytes;
+        self.spans -= u64::from(t.view.span_count);
+        self.chunks -= t.chunks.len() as u64;
+        t.chunks = Vec::new();
+        t.framed_bytes = 0;
+        self.table.remove(&id);
+        self.free.push(slot);
+    }
+
+    /// Drops stale queue entries once they outnumber the live traces.
+    fn compact_queues(&mut self) {
+        let live = self.table.len().max(1024);
+        if self.due.len() > 2 * live {
+            let traces = &self.traces;
+            self.due.retain(|&(s, g)| traces[s as usize].live && traces[s as usize].generation == g);
+        }
+        if self.root_due.len() > 2 * live {
+            let traces = &self.traces;
+            self.root_due.retain(|&(s, g, _)| traces[s as usize].live && traces[s as usize].generation == g);
+        }
+    }
+
+    /// Decides one trace: every policy votes (in order), the precedence rule picks the outcome.
+    fn decide(&mut self, slot: u32, due: i64, now: i64, out: &mut Vec<Chunk>) -> Outcome {
+        let s = slot as usize;
+        let view = self.traces[s].view;
+        let mut first_sampled: Option<usize> = None;
+        for (i, p) in self.policies.iter_mut().enumerate() {
+            match p.evaluate(&view) {
+                Ok(Vote::Sampled) => {
+                    self.policy_stats[i].sampled += 1;
+                    if first_sampled.is_none() {
+                        first_sampled = Some(i);
+                        if self.cfg.sample_on_first_match {
+                            break;
+                        }
+                    }
+                }
+                Ok(Vote::NotSampled) => self.policy_stats[i].not_sampled += 1,
+                Err(_) => {
+                    self.policy_stats[i].errors += 1;
+                    self.stats.policy_evaluation_errors += 1;
+                }
+            }
+        }
+        let id = u128::from_be_bytes(view.trace_id);
+        let spans = u64::from(view.span_count);
+        self.stats.decision_lag_ns_total += now.saturating_sub(due).max(0) as u64;
+        self.stats.decisions_timed += 1;
+        let outcome = if let Some(i) = first_sampled {
+            self.policy_stats[i].decided += 1;
+            self.stats.traces_sampled += 1;
+            self.stats.spans_sampled += spans;
+            self.sampled.insert(id);
+            // The chunks move to the output; `free_slot` then counts none for this trace.
+            self.chunks -= self.traces[s].chunks.len() as u64;
+            out.append(&mut self.traces[s].chunks);
+            Outcome::Sampled
+        } else {
+            self.stats.traces_not_sampled += 1;
+            self.stats.spans_not_sampled += spans;
+            self.not_sampled.insert(id);
+            Outcome::NotSampled
+        };
+        self.free_slot(slot);
+        outcome
+    }
+
+    /// Decides every trace that is due at `now`; appends kept chunks (and late spans of kept traces) to `out`.
+    pub fn poll(&mut self, now: i64, out: &mut Vec<Chunk>) {
+        let now = self.tick(now);
+        let wait = self.cfg.decision_wait_ns;
+        while let Some(&(slot, generation)) = self.due.front() {
+            if !self.is_live(slot, generation) {
+                self.due.pop_front();
+                continue;
+            }
+            let due = self.traces[slot as usize].first_seen.saturating_add(wait);
+            if due > now {
+                break;
+            }
+            self.due.pop_front();
+            self.decide(slot, due, now, out);
+        }
+        while let Some(&(slot, generation, due)) = self.root_due.front() {
+            if !self.is_live(slot, generation) {
+                self.root_due.pop_front();
+                continue;
+            }
+            if due > now {
+                break;
+            }
+            self.root_due.pop_front();
+            self.stats.decisions_after_root += 1;
+            self.decide(slot, due, now, out);
+        }
+        self.drain_late(out);
+    }
+
+    /// Decides (or, with `drop_pending_traces_on_shutdown`, drops) every buffered trace.
+    pub fn flush(&mut self, now: i64, out: &mut Vec<Chunk>) {
+        let now = self.tick(now);
+        let wait = self.cfg.decision_wait_ns;
+        while let Some((slot, generation)) = self.due.pop_front() {
+            if !self.is_live(slot, generation) {
+                continue;
+            }
+            if self.cfg.drop_pending_traces_on_shutdown {
+                let spans = u64::from(self.traces[slot as usize].view.span_count);
+                self.stats.traces_dropped += 1;
+                self.stats.traces_dropped_on_shutdown += 1;
+                self.stats.spans_dropped += spans;
+                self.free_slot(slot);
+            } else {
+                let due = self.traces[slot as usize].first_seen.saturating_add(wait);
+                self.stats.decisions_on_flush += 1;
+                self.decide(slot, due.min(now), now, out);
+            }
+        }
+        self.root_due.clear();
+        self.drain_late(out);
+        self.interner.sweep();
+    }
+
+    fn drain_late(&mut self, out: &mut Vec<Chunk>) {
+        out.append(&mut self.late);
+        self.late_bytes = 0;
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn gauges(&self) -> ShardGauges {
+        let per_trace = std::mem::size_of::<Trace>() + 16 + 4 + 1 + 8; // slot, table entry, queue entry
+        let per_chunk = std::mem::size_of::<Chunk>() + 16; // allocation header
+        ShardGauges {
+            traces_in_memory: self.table.len() as u64,
+            spans_in_memory: self.spans,
+            span_bytes_in_memory: self.span_bytes,
+            memory_bytes: self.span_bytes
+                + (self.traces.len() * per_trace) as u64
+                + self.chunks * per_chunk as u64
+                + (self.interner.len() * 256) as u64,
+            late_span_buffer_bytes: self.late_bytes,
+            sampled_cache_entries: self.sampled.len() as u64,
+            non_sampled_cache_entries: self.not_sampled.len() as u64,
+            non_sampled_cache_bytes: self.not_sampled.bytes() as u64,
+            interned_origins: self.interner.len() as u64,
+        }
+    }
+
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+}

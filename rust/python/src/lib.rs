@@ -1,0 +1,169 @@
+//! `tailsample._native`: the PyO3 binding of tailsample-core. It fills the core's inputs, releases the GIL
+//! while the core works, and maps the core's one error type to the Python exceptions of `tailsample.errors`.
+//! Nothing else lives here.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+use tailsample_core::{seconds_to_ns, Engine, EngineConfig, Error};
+
+/// Maps a core error to its Python exception (classes defined in `tailsample/errors.py`).
+fn to_py(py: Python<'_>, e: Error) -> PyErr {
+    let message = e.to_string();
+    let made = (|| -> PyResult<PyErr> {
+        let errors = py.import("tailsample.errors")?;
+        let value = match e {
+            Error::Decode { field, offset, .. } => errors.getattr("DecodeError")?.call1((message, field, offset))?,
+            Error::Config { path, .. } => errors.getattr("ConfigError")?.call1((message, path))?,
+            Error::Backpressure { limit, .. } => errors.getattr("BackpressureError")?.call1((message, limit))?,
+        };
+        Ok(PyErr::from_value(value))
+    })();
+    made.unwrap_or_else(|err| err)
+}
+
+/// Runs core work without the GIL; a panic (a bug, never expected) becomes a TailsampleError, not an abort.
+fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> PyResult<T> {
+    py.detach(|| catch_unwind(AssertUnwindSafe(f))).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        internal(py, &what)
+    })
+}
+
+fn internal(py: Python<'_>, what: &str) -> PyErr {
+    match py.import("tailsample.errors").and_then(|m| m.getattr("TailsampleError")) {
+        Ok(cls) => match cls.call1((format!("internal error in the tailsample engine (please report): {what}"),)) {
+            Ok(v) => PyErr::from_value(v),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    }
+}
+
+fn now_ns(py: Python<'_>, now: f64) -> PyResult<i64> {
+    seconds_to_ns(now).map_err(|_| {
+        let _ = py;
+        PyValueError::new_err(format!("now must be a finite number of seconds, got {now}"))
+    })
+}
+
+/// A validated configuration (the `tail_sampling` block as JSON text).
+#[pyclass(frozen, module = "tailsample._native")]
+struct NativeConfig {
+    config: EngineConfig,
+}
+
+#[pymethods]
+impl NativeConfig {
+    #[new]
+    fn new(py: Python<'_>, json: &str) -> PyResult<Self> {
+        EngineConfig::from_json(json).map(|config| NativeConfig { config }).map_err(|e| to_py(py, e))
+    }
+
+    #[getter]
+    fn policy_names(&self) -> Vec<String> {
+        self.config.policy_names().into_iter().map(String::from).collect()
+    }
+
+    #[getter]
+    fn decision_wait(&self) -> f64 {
+        self.config.decision_wait_ns as f64 / 1e9
+    }
+
+    fn to_json(&self) -> String {
+        self.config.normalized().to_string()
+    }
+}
+
+#[pyclass(frozen, module = "tailsample._native")]
+struct NativeEngine {
+    engine: Engine,
+}
+
+fn payloads_to_list<'py>(py: Python<'py>, payloads: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyList>> {
+    PyList::new(py, payloads.iter().map(|p| PyBytes::new(py, p)))
+}
+
+#[pymethods]
+impl NativeEngine {
+    #[new]
+    fn new(config: &NativeConfig) -> Self {
+        NativeEngine { engine: Engine::new(config.config.clone()) }
+    }
+
+    /// Takes one ExportTraceServiceRequest, whole or not at all.
+    fn ingest(&self, py: Python<'_>, payload: &[u8], now: f64) -> PyResult<()> {
+        let now = now_ns(py, now)?;
+        run(py, || self.engine.ingest(payload, now))?.map_err(|e| to_py(py, e))
+    }
+
+    fn poll<'py>(&self, py: Python<'py>, now: f64) -> PyResult<Bound<'py, PyList>> {
+        let now = now_ns(py, now)?;
+        let payloads = run(py, || self.engine.poll(now))?;
+        payloads_to_list(py, payloads)
+    }
+
+    fn flush<'py>(&self, py: Python<'py>, now: f64) -> PyResult<Bound<'py, PyList>> {
+        let now = now_ns(py, now)?;
+        let payloads = run(py, || self.engine.flush(now))?;
+        payloads_to_list(py, payloads)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = run(py, || self.engine.stats())?;
+        let d = PyDict::new(py);
+        for (k, v) in stats {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
+
+    fn policy_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = run(py, || self.engine.policy_stats())?;
+        let d = PyDict::new(py);
+        for (name, c) in stats {
+            let p = PyDict::new(py);
+            p.set_item("sampled", c.sampled)?;
+            p.set_item("not_sampled", c.not_sampled)?;
+            p.set_item("errors", c.errors)?;
+            p.set_item("decided", c.decided)?;
+            d.set_item(name, p)?;
+        }
+        Ok(d)
+    }
+}
+
+/// Validates a payload and describes it (spans, traces, resource_spans, min start, max end).
+#[pyfunction]
+fn inspect_payload<'py>(py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyDict>> {
+    let s = run(py, || tailsample_core::inspect(payload))?.map_err(|e| to_py(py, e))?;
+    let d = PyDict::new(py);
+    d.set_item("spans", s.spans)?;
+    d.set_item("traces", s.traces)?;
+    d.set_item("resource_spans", s.resource_spans)?;
+    d.set_item("min_start_unix_nano", s.min_start_unix_nano)?;
+    d.set_item("max_end_unix_nano", s.max_end_unix_nano)?;
+    Ok(d)
+}
+
+/// The error classes the core can raise, for the test that keeps Python and Rust in step.
+#[pyfunction]
+fn error_classes() -> Vec<&'static str> {
+    vec!["DecodeError", "ConfigError", "BackpressureError", "TailsampleError"]
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<NativeConfig>()?;
+    m.add_class::<NativeEngine>()?;
+    m.add_function(wrap_pyfunction!(inspect_payload, m)?)?;
+    m.add_function(wrap_pyfunction!(error_classes, m)?)?;
+    Ok(())
+}
