@@ -143,8 +143,8 @@ def _locate(exc: ConfigError, source: str, prefix: str, lines: dict[str, int] | 
     message = str(exc)
     if path and message.startswith(path):
         message = message[len(path):].lstrip(": ")
-    label = f"{full}{where}: " if full else ""
-    return ConfigError(f"{source}: {label}{message}", path=full or None)
+    label = f"{full}: " if full else ""
+    return ConfigError(f"{source}: {label}{message}{where}", path=full or None)
 
 
 def _line_index(node: yaml.Node) -> dict[str, int]:

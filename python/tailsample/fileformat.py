@@ -386,6 +386,8 @@ class PayloadReader:
                     return "json" if stripped[:1] in (b"{", b"") else "proto"
                 n *= 4
         except (OSError, EOFError, zlib.error) as exc:
+            if not self.gzipped:
+                raise
             raise self._gzip_error(exc) from None
 
     def _gzip_error(self, exc: BaseException) -> DecodeError:
@@ -409,6 +411,8 @@ class PayloadReader:
                 length = int.from_bytes(prefix, "big")
                 payload = stream.read(length)
             except (OSError, EOFError, zlib.error) as exc:
+                if not self.gzipped:
+                    raise  # a real I/O error, not bad data
                 yield self._gzip_error(exc)
                 return
             if len(payload) < length:
@@ -432,6 +436,8 @@ class PayloadReader:
             try:
                 line = stream.readline()
             except (OSError, EOFError, zlib.error) as exc:
+                if not self.gzipped:
+                    raise  # a real I/O error, not bad data
                 yield self._gzip_error(exc)
                 return
             if not line:

@@ -247,28 +247,31 @@ class TrafficGenerator:
         delay[late] += rng.uniform(1.0, 3.0, int(late.sum()))
         ready = trace_start[trace_of] + (rel + dur) / 1e9 + delay
 
-        # One record per span, already in (exporter, ready) order.
-        o = np.lexsort((ready, exporter))
-        rec = np.empty(n, _RECORD)
-        rec["ready"] = ready[o]
-        rec["vkey"] = _variant_key(op, is_root, span_error, span_forced)[o]
-        rec["scope"] = cat.op_scope[op[o]]
+        # One record per span, in (exporter, ready) order: one sort on a combined key (ready < 1e6 s apart).
+        o = np.argsort(exporter * 1e6 + (ready - t0))
         to = trace_of[o]
-        rec["trace_id"] = tid.view(np.complex128).ravel()[to].view(np.uint8).reshape(n, 16)
-        rec["span_id"] = sid[o].view(np.uint8).reshape(n, 8)
-        rec["parent_id"] = sid[parent[o]].view(np.uint8).reshape(n, 8)
-        rec["start"] = start_ns[o].view(np.uint8).reshape(n, 8)
-        rec["end"] = end_ns[o].view(np.uint8).reshape(n, 8)
-        rec["http_status"] = _varint_columns(status[o], 2)
-        rec["port"] = _varint_columns(port[o], 3)
-        rec["cache_hit"] = hit[o].view(np.uint8).reshape(n, 1)
-        rec["amount"] = amount[o].view(np.uint8).reshape(n, 8)
-        rec["user"] = user[to].view(np.uint8).reshape(n, 8)
-        rec["item"] = item[to].view(np.uint8).reshape(n, 8)
+        rec = np.empty((n, _RECORD_WIDTH), np.uint8)
+        for name, column in (
+            ("trace_id", tid.view(np.complex128).ravel()[to]),  # 16-byte rows, gathered as one value each
+            ("span_id", sid[o]),
+            ("parent_id", sid[parent[o]]),
+            ("start", start_ns[o]),
+            ("end", end_ns[o]),
+            ("http_status", _varint_columns(status[o], 2)),
+            ("port", _varint_columns(port[o], 3)),
+            ("cache_hit", hit[o]),
+            ("amount", amount[o]),
+            ("user", user[to]),
+            ("item", item[to]),
+        ):
+            off, size = _COLUMNS[name]
+            rec[:, off:off + size] = column.view(np.uint8).reshape(n, size)
+        vkey = _variant_key(op, is_root, span_error, span_forced)[o]
+        ready = ready[o]
         ex = exporter[o]
         cuts = np.flatnonzero(np.diff(ex)) + 1
         for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, n].tolist(), strict=True):
-            queues[int(ex[lo])].add(rec[lo:hi])
+            queues[int(ex[lo])].add(ready[lo:hi], vkey[lo:hi], rec[lo:hi])
 
     # -- exporters -----------------------------------------------------------------------------------------
     def _drain(self, queues: list[_Queue], horizon: float) -> Iterator[Batch]:
@@ -280,31 +283,33 @@ class TrafficGenerator:
             return
         found.sort(key=itemgetter(0, 1))
         # Take the batched records out of the queues (each queue gives its batches in order, from its head).
-        parts: list[_Records] = []
+        vkeys: list[npt.NDArray[np.int16]] = []
+        parts: list[U8] = []
         taken = [0] * len(queues)
         for _, ex, count in found:
-            parts.append(queues[ex].records[taken[ex]:taken[ex] + count])
+            q, i = queues[ex], taken[ex]
+            vkeys.append(q.vkey[i:i + count])
+            parts.append(q.records[i:i + count])
             taken[ex] += count
         for ex, count in enumerate(taken):
             if count:
                 queues[ex].drop(count)
-        records = np.concatenate(parts)
         batch_of = np.repeat(np.arange(len(found)), [count for _, _, count in found])
-        runs = self._encode(records, batch_of, len(found))
+        runs = self._encode(np.concatenate(vkeys), np.concatenate(parts), batch_of, len(found))
         for (close, ex, count), batch_runs in zip(found, runs, strict=True):
             yield Batch(self._catalog.exporters[ex].payload(batch_runs), count, close)
 
-    def _encode(self, records: _Records, batch_of: I64, n_batches: int) -> list[list[tuple[int, memoryview]]]:
+    def _encode(self, vkey: npt.NDArray[np.int16], records: U8, batch_of: I64, n_batches: int
+                ) -> list[list[tuple[int, memoryview]]]:
         """Span bytes, per batch a list of (scope, run of whole `spans` fields), from patched templates.
 
-        Sorting by (variant, batch) makes each variant's spans of one batch a contiguous run of rows, so a
-        payload is a join of a few dozen runs, never of one Python object per span.
+        Records come in batch order; a stable sort by variant makes each variant's spans of one batch a
+        contiguous run of rows, so a payload is a join of a few dozen runs, never of one object per span.
         """
-        order = np.lexsort((batch_of, records["vkey"]))
-        srt = records[order]
+        order = np.argsort(vkey, kind="stable")  # a radix sort on int16
+        srt = np.take(records, order, axis=0)
         batches = batch_of[order]
-        keys = srt["vkey"]
-        cols = {name: srt[name] for name in _HOLES}
+        keys = vkey[order]
         runs: list[list[tuple[int, memoryview]]] = [[] for _ in range(n_batches)]
         cuts = np.flatnonzero(np.diff(keys)) + 1
         for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(keys)].tolist(), strict=True):
@@ -313,7 +318,8 @@ class TrafficGenerator:
             rows = np.empty((hi - lo, width), np.uint8)
             rows[:] = var.template
             for kind, off, size in var.holes:
-                rows[:, off:off + size] = cols[kind][lo:hi]
+                col = _COLUMNS[kind][0]
+                rows[:, off:off + size] = srt[lo:hi, col:col + size]
             flat = memoryview(rows).cast("B")
             group_batches = batches[lo:hi]
             bcuts = np.flatnonzero(np.diff(group_batches)) + 1
@@ -498,9 +504,9 @@ def _digit_columns(values: I64, width: int) -> U8:
 
 
 def _variant_key(op: I64, is_root: npt.NDArray[np.bool_], error: npt.NDArray[np.bool_],
-                 forced: npt.NDArray[np.bool_]) -> I64:
-    return ((op.astype(np.int64) << 3) | (is_root.astype(np.int64) << 2) | (error.astype(np.int64) << 1)
-            | forced.astype(np.int64))
+                 forced: npt.NDArray[np.bool_]) -> npt.NDArray[np.int16]:
+    key = (op << 3) | (is_root.astype(np.int64) << 2) | (error.astype(np.int64) << 1) | forced.astype(np.int64)
+    return key.astype(np.int16)  # int16 so that a stable argsort is a radix sort
 
 
 @dataclass
@@ -510,17 +516,12 @@ class _Variant:
     scope: int
 
 
-# A span before encoding: when it reaches its exporter, its variant (op, root, error, forced), and the bytes
-# of every hole. Fields named as hole kinds are copied into the template as they are.
-_RECORD = np.dtype([
-    ("ready", np.float64), ("vkey", np.int64), ("scope", np.int8),
-    ("trace_id", np.uint8, (16,)), ("span_id", np.uint8, (8,)), ("parent_id", np.uint8, (8,)),
-    ("start", np.uint8, (8,)), ("end", np.uint8, (8,)), ("http_status", np.uint8, (2,)),
-    ("port", np.uint8, (3,)), ("cache_hit", np.uint8, (1,)), ("amount", np.uint8, (8,)),
-    ("user", np.uint8, (8,)), ("item", np.uint8, (8,)),
-])
-_HOLES = _RECORD.names[3:] if _RECORD.names else ()
-_Records = npt.NDArray[np.void]
+# A span before encoding is its variant (op, root, error, forced), when it reaches its exporter, and a row of
+# bytes holding every hole's value as it goes into the template: (offset, size) per hole kind.
+_COLUMNS = {"trace_id": (0, 16), "span_id": (16, 8), "parent_id": (24, 8), "start": (32, 8), "end": (40, 8),
+            "http_status": (48, 2), "port": (50, 3), "cache_hit": (53, 1), "amount": (54, 8), "user": (62, 8),
+            "item": (70, 8)}
+_RECORD_WIDTH = 80
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -1030,23 +1031,36 @@ class _Queue:
     """Span records handed to one exporter and not yet sent, sorted by the time they were handed over."""
 
     def __init__(self) -> None:
-        self.records: _Records = np.zeros(0, _RECORD)
+        self.ready: F64 = np.zeros(0)
+        self.vkey: npt.NDArray[np.int16] = np.zeros(0, np.int16)
+        self.records: U8 = np.zeros((0, _RECORD_WIDTH), np.uint8)
 
-    def add(self, records: _Records) -> None:
-        if len(self.records) == 0:
-            self.records = records
+    def add(self, ready: F64, vkey: npt.NDArray[np.int16], records: U8) -> None:
+        """Merge spans sorted by `ready` into the queue."""
+        if len(self.ready) == 0 or self.ready[-1] <= ready[0]:
+            self.ready = np.concatenate([self.ready, ready])
+            self.vkey = np.concatenate([self.vkey, vkey])
+            self.records = np.concatenate([self.records, records])
             return
-        merged = np.concatenate([self.records, records])
-        if self.records["ready"][-1] > records["ready"][0]:  # late spans still waiting: interleave
-            merged = merged[np.argsort(merged["ready"], kind="stable")]
-        self.records = merged
+        # Late spans are still waiting: merge two sorted runs (the waiting one is short).
+        n_old, n_new = len(self.ready), len(ready)
+        pos_new = np.arange(n_new) + np.searchsorted(self.ready, ready, side="right")
+        pos_old = np.arange(n_old) + np.searchsorted(ready, self.ready, side="left")
+        merged_ready = np.empty(n_old + n_new)
+        merged_vkey = np.empty(n_old + n_new, np.int16)
+        merged = np.empty((n_old + n_new, _RECORD_WIDTH), np.uint8)
+        for dst, old, new in ((merged_ready, self.ready, ready), (merged_vkey, self.vkey, vkey),
+                              (merged, self.records, records)):
+            dst[pos_old] = old
+            dst[pos_new] = new
+        self.ready, self.vkey, self.records = merged_ready, merged_vkey, merged
 
     def batch_bounds(self, horizon: float, size: int) -> list[tuple[float, int, int]]:
         """(close time, first, end) of the batches that close before `horizon`, from the head of the queue.
 
         A batch is full at `size` spans, or goes out when the timer started by its first span fires.
         """
-        r = self.records["ready"]
+        r = self.ready
         out: list[tuple[float, int, int]] = []
         i, n = 0, len(r)
         while i < n:
@@ -1064,4 +1078,4 @@ class _Queue:
         return out
 
     def drop(self, count: int) -> None:
-        self.records = self.records[count:]
+        self.ready, self.vkey, self.records = self.ready[count:], self.vkey[count:], self.records[count:]
