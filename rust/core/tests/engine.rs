@@ -1,0 +1,345 @@
+//! The engine end to end, in Rust: timing, bounds, caches, re-emission and the accounting invariant.
+
+mod common;
+
+use common::otlp_prost::*;
+use prost::Message;
+use serde_json::json;
+use tailsample_core::{Engine, EngineConfig, Error};
+
+const S: i64 = 1_000_000_000;
+
+fn engine(extra: serde_json::Value, policies: serde_json::Value) -> Engine {
+    let mut cfg = json!({"decision_wait": "10s", "num_traces": 1000, "policies": policies});
+    for (k, v) in extra.as_object().unwrap() {
+        cfg[k] = v.clone();
+    }
+    Engine::new(EngineConfig::from_value(&cfg).expect("valid config"))
+}
+
+fn always() -> serde_json::Value {
+    json!([{"name": "all", "type": "always_sample"}])
+}
+
+fn stat(e: &Engine, name: &str) -> u64 {
+    e.stats().into_iter().find(|(k, _)| *k == name).unwrap_or_else(|| panic!("no stat {name}")).1
+}
+
+/// (trace_id, span_id) of every span in the payloads.
+fn span_ids(payloads: &[Vec<u8>]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    for p in payloads {
+        let req = ExportTraceServiceRequest::decode(p.as_slice()).expect("output parses");
+        for rs in req.resource_spans {
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    out.push((s.trace_id, s.span_id));
+                }
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn one_trace(rng: &mut Rng, spans: usize) -> (Vec<u8>, Vec<u8>) {
+    let req = request(rng, spans, spans, "svc");
+    let tid = req.resource_spans[0].scope_spans[0].spans[0].trace_id.clone();
+    (tid, req.encode_to_vec())
+}
+
+fn invariant(e: &Engine) {
+    let got = stat(e, "traces_sampled") + stat(e, "traces_not_sampled") + stat(e, "traces_dropped") + stat(e, "traces_evicted") + stat(e, "traces_in_memory");
+    assert_eq!(stat(e, "traces_received"), got, "traces_received = sampled + not_sampled + dropped + evicted + in_memory");
+}
+
+/// Scenario: a trace first seen at t=100 s with decision_wait 10 s. Guarantees: not decided at 109.9 s,
+/// decided at 110 s.
+#[test]
+fn decided_exactly_at_decision_wait() {
+    let e = engine(json!({}), always());
+    let (_, p) = one_trace(&mut Rng(1), 3);
+    e.ingest(&p, 100 * S).unwrap();
+    assert!(e.poll(100 * S + 9_900_000_000).is_empty());
+    let out = e.poll(110 * S);
+    assert_eq!(span_ids(&out).len(), 3);
+    assert!(e.poll(200 * S).is_empty(), "decided once");
+    invariant(&e);
+}
+
+/// Scenario: the root span arrives 1 s after the first span, with a 2 s root wait. Guarantees: decided at 3 s,
+/// not at 10 s; a trace without root waits the full decision_wait.
+#[test]
+fn root_received_decides_early() {
+    let e = engine(json!({"decision_wait_after_root_received": "2s"}), always());
+    let mut rng = Rng(2);
+    let req = request(&mut rng, 2, 2, "svc");
+    let mut child_only = req.clone();
+    child_only.resource_spans[0].scope_spans[0].spans.remove(0);
+    let mut root_only = req.clone();
+    root_only.resource_spans[0].scope_spans[0].spans.truncate(1);
+    let (_, rootless) = one_trace(&mut rng, 1);
+    let rootless_req = ExportTraceServiceRequest::decode(rootless.as_slice()).unwrap();
+    let mut rootless_req = rootless_req;
+    rootless_req.resource_spans[0].scope_spans[0].spans[0].parent_span_id = vec![9; 8];
+    e.ingest(&child_only.encode_to_vec(), 0).unwrap();
+    e.ingest(&rootless_req.encode_to_vec(), 0).unwrap();
+    e.ingest(&root_only.encode_to_vec(), S).unwrap();
+    assert!(e.poll(2_900_000_000).is_empty());
+    assert_eq!(span_ids(&e.poll(3 * S)).len(), 2);
+    assert_eq!(stat(&e, "decisions_after_root"), 1);
+    assert!(e.poll(9 * S).is_empty());
+    assert_eq!(span_ids(&e.poll(10 * S)).len(), 1);
+}
+
+/// Scenario: num_traces 3 and a fourth trace. Guarantees: the oldest first-seen trace is evicted and counted;
+/// the others are decided normally.
+#[test]
+fn eviction_takes_the_oldest() {
+    let e = engine(json!({"num_traces": 3}), always());
+    let mut rng = Rng(3);
+    let mut ids = Vec::new();
+    for t in 0..4 {
+        let (tid, p) = one_trace(&mut rng, 2);
+        e.ingest(&p, t * S).unwrap();
+        ids.push(tid);
+    }
+    assert_eq!(stat(&e, "traces_evicted"), 1);
+    assert_eq!(stat(&e, "spans_evicted"), 2);
+    assert_eq!(stat(&e, "traces_in_memory"), 3);
+    let out = span_ids(&e.flush(100 * S));
+    assert!(out.iter().all(|(t, _)| *t != ids[0]), "the oldest was evicted");
+    assert_eq!(out.len(), 6);
+    invariant(&e);
+}
+
+/// Scenario: block_on_overflow at num_traces. Guarantees: BackpressureError, nothing of the payload taken
+/// (not even spans of known traces), and after the buffered traces are decided the same payload goes in.
+#[test]
+fn block_on_overflow_refuses_whole_payload() {
+    let e = engine(json!({"num_traces": 2, "block_on_overflow": true}), always());
+    let mut rng = Rng(4);
+    let (_, a) = one_trace(&mut rng, 1);
+    let (_, b) = one_trace(&mut rng, 1);
+    e.ingest(&a, 0).unwrap();
+    e.ingest(&b, 0).unwrap();
+    let (_, c) = one_trace(&mut rng, 3);
+    match e.ingest(&c, S) {
+        Err(Error::Backpressure { limit, .. }) => assert_eq!(limit, "num_traces"),
+        other => panic!("expected backpressure, got {other:?}"),
+    }
+    assert_eq!(stat(&e, "spans_received"), 2);
+    assert_eq!(stat(&e, "payloads_refused"), 1);
+    assert_eq!(span_ids(&e.poll(10 * S)).len(), 2);
+    e.ingest(&c, 11 * S).unwrap();
+    assert_eq!(span_ids(&e.flush(30 * S)).len(), 3);
+    assert_eq!(stat(&e, "traces_evicted"), 0);
+    invariant(&e);
+}
+
+/// Scenario: decision caches on; late spans after the decision. Guarantees: late spans of a kept trace come out
+/// at the next poll; those of a dropped trace are discarded; both counted.
+#[test]
+fn late_spans_follow_the_cached_decision() {
+    let policies = json!([{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]);
+    let e = engine(json!({"decision_cache": {"sampled_cache_size": 100, "non_sampled_cache_size": 100}}), policies);
+    let mut rng = Rng(5);
+    let mut kept = request(&mut rng, 2, 2, "svc");
+    kept.resource_spans[0].scope_spans[0].spans[1].status = Some(Status { message: String::new(), code: 2 });
+    let mut late_kept = kept.clone();
+    late_kept.resource_spans[0].scope_spans[0].spans.truncate(1);
+    late_kept.resource_spans[0].scope_spans[0].spans[0].span_id = vec![42; 8];
+    let mut dropped = request(&mut rng, 2, 2, "svc");
+    dropped.resource_spans[0].scope_spans[0].spans.iter_mut().for_each(|s| s.status = None);
+    let mut late_dropped = dropped.clone();
+    late_dropped.resource_spans[0].scope_spans[0].spans.truncate(1);
+    late_dropped.resource_spans[0].scope_spans[0].spans[0].span_id = vec![43; 8];
+    e.ingest(&kept.encode_to_vec(), 0).unwrap();
+    e.ingest(&dropped.encode_to_vec(), 0).unwrap();
+    assert_eq!(span_ids(&e.poll(10 * S)).len(), 2);
+    e.ingest(&late_kept.encode_to_vec(), 11 * S).unwrap();
+    e.ingest(&late_dropped.encode_to_vec(), 11 * S).unwrap();
+    let late = span_ids(&e.poll(11 * S));
+    assert_eq!(late, vec![(kept.resource_spans[0].scope_spans[0].spans[0].trace_id.clone(), vec![42; 8])]);
+    assert_eq!(stat(&e, "late_spans_forwarded"), 1);
+    assert_eq!(stat(&e, "late_spans_dropped"), 1);
+    assert_eq!(stat(&e, "traces_in_memory"), 0);
+    invariant(&e);
+}
+
+/// Scenario: caches off; a span arrives after its trace was decided. Guarantees: it starts a new trace.
+#[test]
+fn without_caches_a_late_span_starts_a_new_trace() {
+    let e = engine(json!({}), always());
+    let (_, p) = one_trace(&mut Rng(6), 1);
+    e.ingest(&p, 0).unwrap();
+    assert_eq!(span_ids(&e.poll(10 * S)).len(), 1);
+    e.ingest(&p, 11 * S).unwrap();
+    assert_eq!(stat(&e, "traces_received"), 2);
+    assert_eq!(span_ids(&e.poll(21 * S)).len(), 1);
+}
+
+/// Scenario: maximum_trace_size_bytes smaller than a trace. Guarantees: not sampled at once, counted, its
+/// later spans dropped through the non-sampled cache.
+#[test]
+fn too_large_trace_is_dropped_at_once() {
+    let e = engine(json!({"maximum_trace_size_bytes": 600, "decision_cache": {"non_sampled_cache_size": 10}}), always());
+    let mut rng = Rng(7);
+    let req = request(&mut rng, 3, 3, "svc");
+    let bytes = req.encode_to_vec();
+    e.ingest(&bytes, 0).unwrap();
+    assert_eq!(stat(&e, "traces_dropped_too_large"), 1);
+    assert_eq!(stat(&e, "traces_in_memory"), 0);
+    e.ingest(&bytes, S).unwrap();
+    assert_eq!(stat(&e, "late_spans_dropped"), 3);
+    assert!(e.flush(20 * S).is_empty());
+    invariant(&e);
+}
+
+/// Scenario: flush with and without drop_pending_traces_on_shutdown. Guarantees: decided vs dropped, counted.
+#[test]
+fn flush_decides_or_drops_pending() {
+    for drop in [false, true] {
+        let e = engine(json!({"drop_pending_traces_on_shutdown": drop}), always());
+        let (_, p) = one_trace(&mut Rng(8), 4);
+        e.ingest(&p, 0).unwrap();
+        let out = e.flush(S);
+        assert_eq!(span_ids(&out).len(), if drop { 0 } else { 4 });
+        assert_eq!(stat(&e, "traces_dropped_on_shutdown"), u64::from(drop));
+        invariant(&e);
+    }
+}
+
+/// Scenario: spans of many traces spread over payloads, two resources and three scopes, four shards.
+/// Guarantees: output payloads group spans under their own resource and scope, byte-identical, schema URLs
+/// kept, every span exactly once.
+#[test]
+fn re_emission_is_byte_for_byte_under_own_origin() {
+    let e = engine(json!({"num_shards": 4}), always());
+    let mut rng = Rng(9);
+    let a = request(&mut rng, 300, 6, "checkout");
+    let mut b = request(&mut rng, 200, 4, "payment");
+    b.resource_spans[0].scope_spans.push(ScopeSpans {
+        scope: Some(InstrumentationScope { name: "db".into(), version: "1".into(), ..Default::default() }),
+        spans: request(&mut rng, 50, 5, "x").resource_spans[0].scope_spans[0].spans.clone(),
+        schema_url: "https://example.com/db-schema".into(),
+    });
+    b.resource_spans[0].schema_url = "https://example.com/payment-schema".into();
+    // Half of each request now, half 2 s later: traces span payloads.
+    let (a1, a2) = split(&a);
+    let (b1, b2) = split(&b);
+    e.ingest(&a1.encode_to_vec(), 0).unwrap();
+    e.ingest(&b1.encode_to_vec(), 0).unwrap();
+    e.ingest(&a2.encode_to_vec(), 2 * S).unwrap();
+    e.ingest(&b2.encode_to_vec(), 2 * S).unwrap();
+    let out = e.poll(12 * S);
+    let mut want: Vec<Vec<u8>> = [&a, &b].iter().flat_map(|r| r.resource_spans.iter().flat_map(|rs| rs.scope_spans.iter().flat_map(|ss| ss.spans.iter().map(|s| s.encode_to_vec())))).collect();
+    let mut got = Vec::new();
+    for p in &out {
+        let req = ExportTraceServiceRequest::decode(p.as_slice()).unwrap();
+        for rs in &req.resource_spans {
+            let svc = rs.resource.as_ref().unwrap().attributes[0].clone();
+            let source = if svc == kv_str("service.name", "checkout") { &a } else { &b };
+            assert_eq!(rs.resource, source.resource_spans[0].resource, "resource bytes kept");
+            assert_eq!(rs.schema_url, source.resource_spans[0].schema_url);
+            for ss in &rs.scope_spans {
+                let src = source.resource_spans[0].scope_spans.iter().find(|s| s.scope == ss.scope).expect("own scope");
+                assert_eq!(ss.schema_url, src.schema_url);
+                for s in &ss.spans {
+                    assert!(src.spans.contains(s), "span under its own scope");
+                    let raw = s.encode_to_vec();
+                    assert!(p.windows(raw.len()).any(|w| w == raw.as_slice()), "raw bytes present");
+                    got.push(raw);
+                }
+            }
+        }
+    }
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    invariant(&e);
+}
+
+fn split(r: &ExportTraceServiceRequest) -> (ExportTraceServiceRequest, ExportTraceServiceRequest) {
+    let mut first = r.clone();
+    let mut second = r.clone();
+    for (rs1, rs2) in first.resource_spans.iter_mut().zip(second.resource_spans.iter_mut()) {
+        for (s1, s2) in rs1.scope_spans.iter_mut().zip(rs2.scope_spans.iter_mut()) {
+            let all = std::mem::take(&mut s1.spans);
+            let (x, y): (Vec<_>, Vec<_>) = all.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+            s1.spans = x.into_iter().map(|(_, s)| s).collect();
+            s2.spans = y.into_iter().map(|(_, s)| s).collect();
+        }
+    }
+    (first, second)
+}
+
+/// Scenario: output is cut into payloads of bounded size. Guarantees: each payload under the limit (or a
+/// single chunk), all spans present.
+#[test]
+fn output_payloads_respect_the_size_limit() {
+    let e = engine(json!({"tailsample": {"max_payload_bytes": 4096}}), always());
+    let mut rng = Rng(10);
+    let req = request(&mut rng, 400, 1, "svc");
+    e.ingest(&req.encode_to_vec(), 0).unwrap();
+    let out = e.flush(S);
+    assert!(out.len() > 10);
+    assert!(out.iter().all(|p| p.len() <= 4096), "{:?}", out.iter().map(Vec::len).max());
+    assert_eq!(span_ids(&out).len(), 400);
+}
+
+/// Scenario: a rejected payload between good ones. Guarantees: counted, nothing of it buffered, the others'
+/// decisions unchanged.
+#[test]
+fn rejected_payload_leaves_the_store_untouched() {
+    let e = engine(json!({}), always());
+    let mut rng = Rng(11);
+    let (_, good) = one_trace(&mut rng, 3);
+    e.ingest(&good, 0).unwrap();
+    let mut bad = request(&mut rng, 5, 5, "svc");
+    bad.resource_spans[0].scope_spans[0].spans[4].span_id = vec![1; 7];
+    assert!(matches!(e.ingest(&bad.encode_to_vec(), 0), Err(Error::Decode { .. })));
+    assert_eq!(stat(&e, "payloads_rejected"), 1);
+    assert_eq!(stat(&e, "traces_in_memory"), 1);
+    assert_eq!(span_ids(&e.flush(S)).len(), 3);
+}
+
+/// Scenario: the seed policies on a mixed workload. Guarantees: every error and slow trace is kept, policy
+/// counters add up.
+#[test]
+fn seed_policies_keep_errors_and_slow_traces() {
+    let policies = json!([
+        {"name": "errors-policy", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+        {"name": "latency-policy", "type": "latency", "latency": {"threshold_ms": 1000}},
+        {"name": "forced-sampling-policy", "type": "string_attribute", "string_attribute": {"key": "http.request.header.x-force-trace", "values": ["true"]}},
+        {"name": "probabilistic-policy", "type": "probabilistic", "probabilistic": {"sampling_percentage": 1}},
+    ]);
+    let e = engine(json!({}), policies);
+    let mut rng = Rng(12);
+    let mut must_keep = Vec::new();
+    for i in 0..300 {
+        let mut req = request(&mut rng, 4, 4, "svc");
+        let spans = &mut req.resource_spans[0].scope_spans[0].spans;
+        match i % 10 {
+            0 => spans[2].status = Some(Status { message: String::new(), code: 2 }),
+            1 => spans[3].end_time_unix_nano = spans[0].start_time_unix_nano + 1_500_000_000,
+            2 => spans[1].attributes.push(kv_str("http.request.header.x-force-trace", "true")),
+            _ => spans.iter_mut().for_each(|s| s.status = None),
+        }
+        if i % 10 < 3 {
+            must_keep.push(spans[0].trace_id.clone());
+        }
+        e.ingest(&req.encode_to_vec(), 0).unwrap();
+    }
+    let kept: std::collections::HashSet<Vec<u8>> = span_ids(&e.poll(10 * S)).into_iter().map(|(t, _)| t).collect();
+    for t in &must_keep {
+        assert!(kept.contains(t));
+    }
+    let ps = e.policy_stats();
+    let decided: u64 = ps.iter().map(|(_, c)| c.decided).sum();
+    assert_eq!(decided, stat(&e, "traces_sampled"));
+    assert_eq!(ps[0].1.sampled, 30);
+    assert_eq!(ps[1].1.sampled, 30);
+    assert_eq!(ps[2].1.sampled, 30);
+    invariant(&e);
+}
