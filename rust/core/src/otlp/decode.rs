@@ -158,7 +158,10 @@ impl<'a> Decoded<'a> {
 /// Scans and validates a whole `ExportTraceServiceRequest`.
 pub fn decode<'a>(payload: &'a [u8], keys: &AttrKeys) -> Result<Decoded<'a>, Error> {
     let mut out = Decoded { keys: keys.len(), ..Default::default() };
-    scan_request(payload, keys, &mut out).map_err(|f| Error::Decode { field: f.field, offset: f.offset, message: f.message })?;
+    scan_request(payload, keys, &mut out).map_err(|f| {
+        let f = f.into_info();
+        Error::Decode { field: f.field, offset: f.offset, message: f.message }
+    })?;
     Ok(out)
 }
 
@@ -221,10 +224,10 @@ fn scan_resource_spans<'a>(buf: &'a [u8], base: usize, keys: &AttrKeys, out: &mu
             // 1000 is the deprecated `instrumentation_library_spans`, wire-compatible with `scope_spans`.
             2 | 1000 => {
                 let name = if field == 2 { "scope_spans" } else { "instrumentation_library_spans" };
-                let label = format!("{name}[{scope_index}]");
-                expect(at, wt, WireType::Len).map_err(|e| e.within(&label))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.within(&label))?;
-                scan_scope_spans(bytes, off, rid as u32, keys, out).map_err(|e| e.within(&label))?;
+                let label = || format!("{name}[{scope_index}]");
+                expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
+                scan_scope_spans(bytes, off, rid as u32, keys, out).map_err(|e| e.within(label()))?;
                 scope_index += 1;
             }
             3 => {
@@ -367,10 +370,10 @@ fn scan_array(buf: &[u8], base: usize, depth: usize) -> WireResult<()> {
         let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if field == 1 {
-            let label = format!("values[{index}]");
-            expect(at, wt, WireType::Len).map_err(|e| e.within(&label))?;
-            let (bytes, off) = r.read_len().map_err(|e| e.within(&label))?;
-            scan_any_value(bytes, off, depth).map_err(|e| e.within(&label))?;
+            let label = || format!("values[{index}]");
+            expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
+            let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
+            scan_any_value(bytes, off, depth).map_err(|e| e.within(label()))?;
             index += 1;
         } else {
             r.skip(field, wt)?;
@@ -386,10 +389,10 @@ fn scan_kvlist(buf: &[u8], base: usize, depth: usize) -> WireResult<()> {
         let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if field == 1 {
-            let label = format!("values[{index}]");
-            expect(at, wt, WireType::Len).map_err(|e| e.within(&label))?;
-            let (bytes, off) = r.read_len().map_err(|e| e.within(&label))?;
-            scan_key_value(bytes, off, depth).map_err(|e| e.within(&label))?;
+            let label = || format!("values[{index}]");
+            expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
+            let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
+            scan_key_value(bytes, off, depth).map_err(|e| e.within(label()))?;
             index += 1;
         } else {
             r.skip(field, wt)?;
@@ -427,13 +430,13 @@ fn scan_scope_spans<'a>(buf: &'a [u8], base: usize, rid: u32, keys: &AttrKeys, o
                 merge(&mut scope.raw, bytes);
             }
             2 => {
-                let label = format!("spans[{span_index}]");
-                expect(at, wt, WireType::Len).map_err(|e| e.within(&label))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.within(&label))?;
+                let label = || format!("spans[{span_index}]");
+                expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
                 let first_attr = out.span_attrs.len();
                 out.span_attrs.extend(std::iter::repeat_n(AttrValue::Absent, keys.len()));
                 let span = scan_span(bytes, off, sid as u32, keys, &mut out.span_attrs[first_attr..])
-                    .map_err(|e| e.within(&label))?;
+                    .map_err(|e| e.within(label()))?;
                 out.spans.push(span);
                 span_index += 1;
             }
@@ -571,17 +574,17 @@ fn scan_span<'a>(buf: &'a [u8], base: usize, sid: u32, keys: &AttrKeys, attrs: &
                 r.read_varint().map_err(|e| e.at_field(label))?;
             }
             11 => {
-                let label = format!("events[{event_index}]");
-                expect(at, wt, WireType::Len).map_err(|e| e.within(&label))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.within(&label))?;
-                scan_event(bytes, off).map_err(|e| e.within(&label))?;
+                let label = || format!("events[{event_index}]");
+                expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
+                scan_event(bytes, off).map_err(|e| e.within(label()))?;
                 event_index += 1;
             }
             13 => {
-                let label = format!("links[{link_index}]");
-                expect(at, wt, WireType::Len).map_err(|e| e.within(&label))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.within(&label))?;
-                scan_link(bytes, off).map_err(|e| e.within(&label))?;
+                let label = || format!("links[{link_index}]");
+                expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
+                scan_link(bytes, off).map_err(|e| e.within(label()))?;
                 link_index += 1;
             }
             15 => {

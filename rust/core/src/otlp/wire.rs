@@ -26,18 +26,41 @@ impl WireType {
 
 /// Where a wire-level problem happened, before the caller names the field path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fail {
+pub struct FailInfo {
     /// Field path relative to the message being read (filled in by callers on the way out).
     pub field: String,
     pub offset: usize,
     pub message: String,
 }
 
+/// A boxed `FailInfo`: one pointer, so that every `WireResult` in the hot path stays register-sized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fail(Box<FailInfo>);
+
+impl std::ops::Deref for Fail {
+    type Target = FailInfo;
+    fn deref(&self) -> &FailInfo {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Fail {
+    fn deref_mut(&mut self) -> &mut FailInfo {
+        &mut self.0
+    }
+}
+
 impl Fail {
+    #[cold]
+    #[inline(never)]
     pub fn new(offset: usize, message: impl Into<String>) -> Self {
-        Fail { field: String::new(), offset, message: message.into() }
+        Fail(Box::new(FailInfo { field: String::new(), offset, message: message.into() }))
+    }
+    pub fn into_info(self) -> FailInfo {
+        *self.0
     }
     /// Prefix the field path with the enclosing field (`spans[3]` + `trace_id`).
+    #[cold]
     pub fn within(mut self, outer: impl AsRef<str>) -> Self {
         let outer = outer.as_ref();
         self.field = if self.field.is_empty() {
@@ -49,6 +72,7 @@ impl Fail {
         };
         self
     }
+    #[cold]
     pub fn at_field(mut self, name: &str) -> Self {
         if self.field.is_empty() {
             self.field = name.to_string();
@@ -86,15 +110,20 @@ impl<'a> Reader<'a> {
         self.base + self.pos
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn read_varint(&mut self) -> WireResult<u64> {
-        // Fast path: one byte.
+        // Fast path: one byte (tags, small lengths, enums).
         if let Some(&b) = self.buf.get(self.pos) {
             if b < 0x80 {
                 self.pos += 1;
                 return Ok(u64::from(b));
             }
         }
+        self.read_varint_slow()
+    }
+
+    #[inline(never)]
+    fn read_varint_slow(&mut self) -> WireResult<u64> {
         let start = self.offset();
         let mut value: u64 = 0;
         for i in 0..10 {
@@ -114,7 +143,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a field tag: its number and wire type.
-    #[inline]
+    #[inline(always)]
     pub fn read_tag(&mut self) -> WireResult<(u32, WireType)> {
         let at = self.offset();
         let tag = self.read_varint()?;
@@ -135,7 +164,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reads a length-delimited field's content; returns it with its absolute offset.
-    #[inline]
+    #[inline(always)]
     pub fn read_len(&mut self) -> WireResult<(&'a [u8], usize)> {
         let at = self.offset();
         let len = self.read_varint()?;
@@ -209,10 +238,29 @@ pub fn wrong_type(offset: usize, expected: WireType, got: WireType) -> Fail {
     Fail::new(offset, format!("wrong wire type: expected {}, got {}", expected.name(), got.name()))
 }
 
-/// Checks that `bytes` are valid UTF-8, as proto3 requires of `string` fields.
+/// Checks that `bytes` are valid UTF-8, as proto3 requires of `string` fields. Most strings in telemetry are
+/// ASCII: a word-at-a-time check settles those, the full validator runs only on the rest.
 #[inline]
 pub fn utf8(bytes: &[u8], offset: usize) -> WireResult<&str> {
+    if is_ascii(bytes) {
+        // SAFETY: every byte is below 0x80, so the bytes are valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
     std::str::from_utf8(bytes).map_err(|e| Fail::new(offset + e.valid_up_to(), "string is not valid UTF-8"))
+}
+
+#[inline(always)]
+fn is_ascii(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut acc = 0u64;
+    for c in &mut chunks {
+        acc |= u64::from_le_bytes(c.try_into().expect("8 bytes"));
+    }
+    let mut tail = 0u8;
+    for &b in chunks.remainder() {
+        tail |= b;
+    }
+    acc & 0x8080_8080_8080_8080 == 0 && tail < 0x80
 }
 
 // ---- writing ------------------------------------------------------------------------------------------
