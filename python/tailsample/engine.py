@@ -44,7 +44,8 @@ class Engine:
         return self._native.stats()
 
     def policy_stats(self) -> dict[str, dict[str, int]]:
-        """Per policy, in order: traces it voted `sampled`, `not_sampled`, `errors`, and `decided` (kept first)."""
+        """Per policy, in order: traces it voted `sampled`, `not_sampled`, its `errors`, and `decided`
+        (kept traces it was the first, in order, to sample)."""
         return self._native.policy_stats()
 
     def __repr__(self) -> str:
@@ -54,7 +55,10 @@ class Engine:
 
 
 def inspect_payload(payload: bytes) -> dict[str, int]:
-    """Validate a payload without an engine and describe it: spans, traces, resources, min start, max end (ns)."""
+    """Validate a payload without an engine and describe it.
+
+    Keys: spans, traces, resource_spans, min_start_unix_nano, max_end_unix_nano.
+    """
     return _native.inspect_payload(payload)
 
 

@@ -29,39 +29,69 @@ fn best_of<F: FnMut() -> usize>(rounds: usize, mut f: F) -> f64 {
 
 fn main() {
     let mut rng = Rng(0x5eed);
-    let payloads: Vec<Vec<u8>> = (0..200).map(|i| request(&mut rng, 1000, 10, &format!("svc-{}", i % 7)).encode_to_vec()).collect();
+    let payloads: Vec<Vec<u8>> = (0..200)
+        .map(|i| request(&mut rng, 1000, 10, &format!("svc-{}", i % 7)).encode_to_vec())
+        .collect();
     let total_spans = 200 * 1000;
     let bytes: usize = payloads.iter().map(Vec::len).sum();
-    println!("workload: {} payloads, {total_spans} spans, {:.0} bytes/span on the wire", payloads.len(), bytes as f64 / total_spans as f64);
+    println!(
+        "workload: {} payloads, {total_spans} spans, {:.0} bytes/span on the wire",
+        payloads.len(),
+        bytes as f64 / total_spans as f64
+    );
     let keys = AttrKeys::new(["http.request.header.x-force-trace"]);
 
     // TAILSAMPLE_BENCH_ONLY=scanner runs just the scanner (for profiling it).
     if std::env::var("TAILSAMPLE_BENCH_ONLY").as_deref() == Ok("scanner") {
-        let rate = best_of(30, || payloads.iter().map(|p| black_box(decode(p, &keys).unwrap()).spans.len()).sum());
+        let rate = best_of(30, || {
+            payloads
+                .iter()
+                .map(|p| black_box(decode(p, &keys).unwrap()).spans.len())
+                .sum()
+        });
         println!("scanner: {rate:.0} spans/s");
         return;
     }
-    let scanner = best_of(7, || payloads.iter().map(|p| black_box(decode(p, &keys).unwrap()).spans.len()).sum());
+    let scanner = best_of(7, || {
+        payloads
+            .iter()
+            .map(|p| black_box(decode(p, &keys).unwrap()).spans.len())
+            .sum()
+    });
     let prost_decode = best_of(7, || {
-        payloads.iter().map(|p| {
-            let r = black_box(ExportTraceServiceRequest::decode(p.as_slice()).unwrap());
-            r.resource_spans.iter().map(|rs| rs.scope_spans.iter().map(|ss| ss.spans.len()).sum::<usize>()).sum::<usize>()
-        }).sum()
+        payloads
+            .iter()
+            .map(|p| {
+                let r = black_box(ExportTraceServiceRequest::decode(p.as_slice()).unwrap());
+                r.resource_spans
+                    .iter()
+                    .map(|rs| {
+                        rs.scope_spans
+                            .iter()
+                            .map(|ss| ss.spans.len())
+                            .sum::<usize>()
+                    })
+                    .sum::<usize>()
+            })
+            .sum()
     });
     let prost_roundtrip = best_of(7, || {
-        payloads.iter().map(|p| {
-            let r = ExportTraceServiceRequest::decode(p.as_slice()).unwrap();
-            let mut n = 0;
-            for rs in &r.resource_spans {
-                for ss in &rs.scope_spans {
-                    for s in &ss.spans {
-                        black_box(s.encode_to_vec());
-                        n += 1;
+        payloads
+            .iter()
+            .map(|p| {
+                let r = ExportTraceServiceRequest::decode(p.as_slice()).unwrap();
+                let mut n = 0;
+                for rs in &r.resource_spans {
+                    for ss in &rs.scope_spans {
+                        for s in &ss.spans {
+                            black_box(s.encode_to_vec());
+                            n += 1;
+                        }
                     }
                 }
-            }
-            n
-        }).sum()
+                n
+            })
+            .sum()
     });
     let cfg = serde_json::json!({
         "decision_wait": "10s", "num_traces": 100000,
@@ -83,9 +113,25 @@ fn main() {
         total_spans
     });
     println!("{:<58} {:>12}", "path", "spans/s");
-    println!("{:<58} {:>12.0}", "scanner: validate + extract (tailsample)", scanner);
-    println!("{:<58} {:>12.0}", "prost: decode into owned structs", prost_decode);
-    println!("{:<58} {:>12.0}", "prost: decode + re-encode every span", prost_roundtrip);
-    println!("{:<58} {:>12.0}", "engine: ingest + decide + re-encode kept (seed policies)", end_to_end);
-    println!("scanner / prost decode = {:.2}x; scanner / prost decode+re-encode = {:.2}x", scanner / prost_decode, scanner / prost_roundtrip);
+    println!(
+        "{:<58} {:>12.0}",
+        "scanner: validate + extract (tailsample)", scanner
+    );
+    println!(
+        "{:<58} {:>12.0}",
+        "prost: decode into owned structs", prost_decode
+    );
+    println!(
+        "{:<58} {:>12.0}",
+        "prost: decode + re-encode every span", prost_roundtrip
+    );
+    println!(
+        "{:<58} {:>12.0}",
+        "engine: ingest + decide + re-encode kept (seed policies)", end_to_end
+    );
+    println!(
+        "scanner / prost decode = {:.2}x; scanner / prost decode+re-encode = {:.2}x",
+        scanner / prost_decode,
+        scanner / prost_roundtrip
+    );
 }

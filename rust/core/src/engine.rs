@@ -80,7 +80,11 @@ impl Engine {
         let mut per_shard: Vec<Vec<(u128, u32)>> = vec![Vec::new(); n];
         for (i, span) in d.spans.iter().enumerate() {
             let id = u128::from_be_bytes(span.trace_id);
-            let shard = if n == 1 { 0 } else { (self.router.hash_one(id) % n as u64) as usize };
+            let shard = if n == 1 {
+                0
+            } else {
+                (self.router.hash_one(id) % n as u64) as usize
+            };
             per_shard[shard].push((id, i as u32));
         }
         for order in &mut per_shard {
@@ -128,9 +132,16 @@ impl Engine {
         if chunks.is_empty() {
             return Vec::new();
         }
-        let refs: Vec<OutChunk<'_>> = chunks.iter().map(|c| OutChunk { origin: &c.origin, framed: &c.framed }).collect();
+        let refs: Vec<OutChunk<'_>> = chunks
+            .iter()
+            .map(|c| OutChunk {
+                origin: &c.origin,
+                framed: &c.framed,
+            })
+            .collect();
         let payloads = encode_requests(&refs, self.cfg.max_payload_bytes);
-        self.payloads_emitted.fetch_add(payloads.len() as u64, Ordering::Relaxed);
+        self.payloads_emitted
+            .fetch_add(payloads.len() as u64, Ordering::Relaxed);
         payloads
     }
 
@@ -147,10 +158,22 @@ impl Engine {
         }
         let c = &self.cfg;
         vec![
-            ("payloads_received", self.payloads_received.load(Ordering::Relaxed)),
-            ("payloads_rejected", self.payloads_rejected.load(Ordering::Relaxed)),
-            ("payloads_refused", self.payloads_refused.load(Ordering::Relaxed)),
-            ("payloads_emitted", self.payloads_emitted.load(Ordering::Relaxed)),
+            (
+                "payloads_received",
+                self.payloads_received.load(Ordering::Relaxed),
+            ),
+            (
+                "payloads_rejected",
+                self.payloads_rejected.load(Ordering::Relaxed),
+            ),
+            (
+                "payloads_refused",
+                self.payloads_refused.load(Ordering::Relaxed),
+            ),
+            (
+                "payloads_emitted",
+                self.payloads_emitted.load(Ordering::Relaxed),
+            ),
             ("spans_received", s.spans_received),
             ("traces_received", s.traces_received),
             ("traces_sampled", s.traces_sampled),
@@ -183,7 +206,10 @@ impl Engine {
             ("interned_origins", g.interned_origins),
             ("limit_num_traces", limit_num_traces),
             ("limit_sampled_cache_size", c.sampled_cache_size as u64),
-            ("limit_non_sampled_cache_size", c.non_sampled_cache_size as u64),
+            (
+                "limit_non_sampled_cache_size",
+                c.non_sampled_cache_size as u64,
+            ),
             ("limit_maximum_trace_size_bytes", c.maximum_trace_size_bytes),
             ("limit_late_span_buffer_bytes", c.late_span_buffer_bytes),
             ("limit_max_payload_bytes", c.max_payload_bytes as u64),
@@ -193,7 +219,8 @@ impl Engine {
 
     /// Per-policy counters, in configuration order.
     pub fn policy_stats(&self) -> Vec<(String, PolicyCounters)> {
-        let mut totals: Vec<PolicyCounters> = vec![PolicyCounters::default(); self.cfg.policies.len()];
+        let mut totals: Vec<PolicyCounters> =
+            vec![PolicyCounters::default(); self.cfg.policies.len()];
         for shard in self.shards.iter() {
             let shard = lock(shard);
             for (t, p) in totals.iter_mut().zip(&shard.policy_stats) {
@@ -203,7 +230,12 @@ impl Engine {
                 t.decided += p.decided;
             }
         }
-        self.cfg.policies.iter().map(|p| p.name.clone()).zip(totals).collect()
+        self.cfg
+            .policies
+            .iter()
+            .map(|p| p.name.clone())
+            .zip(totals)
+            .collect()
     }
 }
 
@@ -262,15 +294,29 @@ pub fn inspect(payload: &[u8]) -> Result<PayloadSummary> {
         spans: d.spans.len() as u64,
         traces: ids.len() as u64,
         resource_spans: d.resources.len() as u64,
-        min_start_unix_nano: d.spans.iter().map(|s| s.start_time_unix_nano).filter(|&t| t != 0).min().unwrap_or(0),
-        max_end_unix_nano: d.spans.iter().map(|s| s.end_time_unix_nano).max().unwrap_or(0),
+        min_start_unix_nano: d
+            .spans
+            .iter()
+            .map(|s| s.start_time_unix_nano)
+            .filter(|&t| t != 0)
+            .min()
+            .unwrap_or(0),
+        max_end_unix_nano: d
+            .spans
+            .iter()
+            .map(|s| s.end_time_unix_nano)
+            .max()
+            .unwrap_or(0),
     })
 }
 
 /// Seconds (as Python's clocks give them) to engine nanoseconds.
 pub fn seconds_to_ns(now: f64) -> Result<i64> {
     if !now.is_finite() || now.abs() > 9.0e9 {
-        return Err(Error::config("now", format!("must be a finite number of seconds, got {now}")));
+        return Err(Error::config(
+            "now",
+            format!("must be a finite number of seconds, got {now}"),
+        ));
     }
     Ok((now * 1e9).round() as i64)
 }

@@ -6,27 +6,47 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
     /// A payload is not a valid `ExportTraceServiceRequest`; nothing of it was taken.
-    Decode { field: String, offset: usize, message: String },
+    Decode {
+        field: String,
+        offset: usize,
+        message: String,
+    },
     /// The configuration is invalid at `path` (a YAML path such as `policies[1].latency.threshold_ms`).
     Config { path: String, message: String },
     /// A limit is reached; nothing of the payload was taken, and the caller should retry later.
-    Backpressure { limit: &'static str, message: String },
+    Backpressure {
+        limit: &'static str,
+        message: String,
+    },
 }
 
 impl Error {
     pub fn config(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Config { path: path.into(), message: message.into() }
+        Error::Config {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Decode { field, offset, message } => {
+            Error::Decode {
+                field,
+                offset,
+                message,
+            } => {
                 if field.is_empty() {
-                    write!(f, "invalid ExportTraceServiceRequest at byte {offset}: {message}")
+                    write!(
+                        f,
+                        "invalid ExportTraceServiceRequest at byte {offset}: {message}"
+                    )
                 } else {
-                    write!(f, "invalid ExportTraceServiceRequest: {field} at byte {offset}: {message}")
+                    write!(
+                        f,
+                        "invalid ExportTraceServiceRequest: {field} at byte {offset}: {message}"
+                    )
                 }
             }
             Error::Config { path, message } if path.is_empty() => write!(f, "{message}"),

@@ -9,7 +9,14 @@ use tailsample_core::otlp::{decode, AttrKeys, AttrValue};
 use tailsample_core::Error;
 
 fn keys() -> AttrKeys {
-    AttrKeys::new(["http.response.status_code", "user.id", "cache.hit", "payment.amount", "service.name", "absent.key"])
+    AttrKeys::new([
+        "http.response.status_code",
+        "user.id",
+        "cache.hit",
+        "payment.amount",
+        "service.name",
+        "absent.key",
+    ])
 }
 
 /// Scenario: realistic requests of several sizes and shapes. Guarantees: every extracted field equals prost's
@@ -21,7 +28,13 @@ fn extraction_matches_prost() {
         let mut req = request(&mut rng, spans, per_trace, "checkout");
         // A second resource with two scopes, one without schema URL.
         let mut second = request(&mut rng, 7, 2, "payment").resource_spans.remove(0);
-        second.scope_spans.push(ScopeSpans { scope: None, spans: request(&mut rng, 3, 3, "x").resource_spans[0].scope_spans[0].spans.clone(), schema_url: String::new() });
+        second.scope_spans.push(ScopeSpans {
+            scope: None,
+            spans: request(&mut rng, 3, 3, "x").resource_spans[0].scope_spans[0]
+                .spans
+                .clone(),
+            schema_url: String::new(),
+        });
         req.resource_spans.push(second);
         let bytes = req.encode_to_vec();
         let k = keys();
@@ -30,15 +43,27 @@ fn extraction_matches_prost() {
             .resource_spans
             .iter()
             .enumerate()
-            .flat_map(|(ri, rs)| rs.scope_spans.iter().enumerate().flat_map(move |(si, ss)| ss.spans.iter().map(move |s| (ri, si, s))))
+            .flat_map(|(ri, rs)| {
+                rs.scope_spans
+                    .iter()
+                    .enumerate()
+                    .flat_map(move |(si, ss)| ss.spans.iter().map(move |s| (ri, si, s)))
+            })
             .collect();
         assert_eq!(d.spans.len(), expected.len());
         assert_eq!(d.resources.len(), req.resource_spans.len());
         for (i, (got, (ri, _, want))) in d.spans.iter().zip(expected.iter()).enumerate() {
-            assert_eq!(got.raw, want.encode_to_vec().as_slice(), "span {i} raw bytes");
+            assert_eq!(
+                got.raw,
+                want.encode_to_vec().as_slice(),
+                "span {i} raw bytes"
+            );
             assert_eq!(&got.trace_id[..], &want.trace_id[..]);
             assert_eq!(&got.span_id[..], &want.span_id[..]);
-            assert_eq!(got.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(), want.parent_span_id);
+            assert_eq!(
+                got.parent_span_id.map(|p| p.to_vec()).unwrap_or_default(),
+                want.parent_span_id
+            );
             assert_eq!(got.name, want.name);
             assert_eq!(got.kind, want.kind);
             assert_eq!(got.start_time_unix_nano, want.start_time_unix_nano);
@@ -47,9 +72,20 @@ fn extraction_matches_prost() {
             assert_eq!(got.trace_state, want.trace_state);
             assert_eq!(got.flags, want.flags);
             assert_eq!(d.scopes[got.scope as usize].resource as usize, *ri);
-            let find = |key: &str| want.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.clone());
+            let find = |key: &str| {
+                want.attributes
+                    .iter()
+                    .find(|kv| kv.key == key)
+                    .and_then(|kv| kv.value.clone())
+            };
             use any_value::Value as V;
-            assert_eq!(d.span_attr(i, 0), match find("http.response.status_code").and_then(|v| v.value) { Some(V::IntValue(n)) => AttrValue::Int(n), _ => AttrValue::Absent });
+            assert_eq!(
+                d.span_attr(i, 0),
+                match find("http.response.status_code").and_then(|v| v.value) {
+                    Some(V::IntValue(n)) => AttrValue::Int(n),
+                    _ => AttrValue::Absent,
+                }
+            );
             match (d.span_attr(i, 1), find("user.id").and_then(|v| v.value)) {
                 (AttrValue::Str(s), Some(V::StringValue(w))) => assert_eq!(s, w),
                 other => panic!("user.id: {other:?}"),
@@ -58,17 +94,34 @@ fn extraction_matches_prost() {
                 (AttrValue::Bool(b), Some(V::BoolValue(w))) => assert_eq!(b, w),
                 other => panic!("cache.hit: {other:?}"),
             }
-            match (d.span_attr(i, 3), find("payment.amount").and_then(|v| v.value)) {
+            match (
+                d.span_attr(i, 3),
+                find("payment.amount").and_then(|v| v.value),
+            ) {
                 (AttrValue::Double(x), Some(V::DoubleValue(w))) => assert_eq!(x, w),
                 other => panic!("payment.amount: {other:?}"),
             }
-            assert_eq!(d.span_attr(i, 4), AttrValue::Absent, "a resource key is not a span attribute");
+            assert_eq!(
+                d.span_attr(i, 4),
+                AttrValue::Absent,
+                "a resource key is not a span attribute"
+            );
             assert_eq!(d.span_attr(i, 5), AttrValue::Absent);
         }
         for (ri, rs) in req.resource_spans.iter().enumerate() {
-            assert_eq!(d.resources[ri].raw.as_deref(), rs.resource.as_ref().map(|r| r.encode_to_vec()).as_deref());
+            assert_eq!(
+                d.resources[ri].raw.as_deref(),
+                rs.resource.as_ref().map(|r| r.encode_to_vec()).as_deref()
+            );
             assert_eq!(d.resources[ri].schema_url, rs.schema_url);
-            let svc = rs.resource.as_ref().unwrap().attributes.iter().find(|kv| kv.key == "service.name").unwrap();
+            let svc = rs
+                .resource
+                .as_ref()
+                .unwrap()
+                .attributes
+                .iter()
+                .find(|kv| kv.key == "service.name")
+                .unwrap();
             match (d.resource_attr(ri, 4), &svc.value.as_ref().unwrap().value) {
                 (AttrValue::Str(s), Some(any_value::Value::StringValue(w))) => assert_eq!(s, w),
                 other => panic!("service.name: {other:?}"),
@@ -86,11 +139,36 @@ fn nested_values_and_duplicates() {
     let s = &mut req.resource_spans[0].scope_spans[0].spans[0];
     let nested = AnyValue {
         value: Some(any_value::Value::KvlistValue(KeyValueList {
-            values: vec![KeyValue { key: "inner".into(), value: Some(AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![AnyValue { value: Some(any_value::Value::BytesValue(vec![0, 255])) }, AnyValue { value: None }] })) }) }],
+            values: vec![KeyValue {
+                key: "inner".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::ArrayValue(ArrayValue {
+                        values: vec![
+                            AnyValue {
+                                value: Some(any_value::Value::BytesValue(vec![0, 255])),
+                            },
+                            AnyValue { value: None },
+                        ],
+                    })),
+                }),
+            }],
         })),
     };
-    s.attributes.insert(0, KeyValue { key: "user.id".into(), value: Some(nested) });
-    s.links.push(Link { trace_id: rng.id16(), span_id: rng.id8(), trace_state: "a=b".into(), attributes: vec![kv_int("n", 1)], dropped_attributes_count: 0, flags: 1 });
+    s.attributes.insert(
+        0,
+        KeyValue {
+            key: "user.id".into(),
+            value: Some(nested),
+        },
+    );
+    s.links.push(Link {
+        trace_id: rng.id16(),
+        span_id: rng.id8(),
+        trace_state: "a=b".into(),
+        attributes: vec![kv_int("n", 1)],
+        dropped_attributes_count: 0,
+        flags: 1,
+    });
     let bytes = req.encode_to_vec();
     let d = decode(&bytes, &keys()).unwrap();
     assert_eq!(d.span_attr(0, 1), AttrValue::Map, "first occurrence wins");
@@ -98,7 +176,11 @@ fn nested_values_and_duplicates() {
 
 fn err(bytes: &[u8]) -> (String, usize, String) {
     match decode(bytes, &keys()) {
-        Err(Error::Decode { field, offset, message }) => (field, offset, message),
+        Err(Error::Decode {
+            field,
+            offset,
+            message,
+        }) => (field, offset, message),
         other => panic!("expected a decode error, got {other:?}"),
     }
 }
@@ -139,10 +221,11 @@ macro_rules! malformed {
     ($($name:ident: $bytes:expr => ($field:expr, $msg:expr);)*) => {$(
         #[test]
         fn $name() {
-            let (field, offset, message) = err(&$bytes);
+            let bytes: Vec<u8> = $bytes;
+            let (field, offset, message) = err(&bytes);
             assert_eq!(field, $field, "field path ({message} at {offset})");
             assert!(message.contains($msg), "message {message:?} should contain {:?}", $msg);
-            assert!(offset <= $bytes.len());
+            assert!(offset <= bytes.len());
         }
     )*};
 }
@@ -191,24 +274,44 @@ fn every_truncation_is_an_error() {
     let mut rng = Rng(7);
     let bytes = request(&mut rng, 20, 4, "svc").encode_to_vec();
     for cut in 1..bytes.len() {
-        assert!(matches!(decode(&bytes[..cut], &keys()), Err(Error::Decode { .. })), "cut at {cut}");
+        assert!(
+            matches!(decode(&bytes[..cut], &keys()), Err(Error::Decode { .. })),
+            "cut at {cut}"
+        );
     }
-    assert!(decode(&bytes[..0], &keys()).unwrap().spans.is_empty(), "an empty request is valid");
+    assert!(
+        decode(&bytes[..0], &keys()).unwrap().spans.is_empty(),
+        "an empty request is valid"
+    );
 }
 
 /// Scenario: attribute values nested deeper than the limit. Guarantees: an error, not a stack overflow.
 #[test]
 fn deep_nesting_is_refused() {
-    let mut v = AnyValue { value: Some(any_value::Value::IntValue(1)) };
+    let mut v = AnyValue {
+        value: Some(any_value::Value::IntValue(1)),
+    };
     for _ in 0..200 {
-        v = AnyValue { value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![v] })) };
+        v = AnyValue {
+            value: Some(any_value::Value::ArrayValue(ArrayValue { values: vec![v] })),
+        };
     }
     let mut rng = Rng(3);
     let mut req = request(&mut rng, 1, 1, "svc");
-    req.resource_spans[0].scope_spans[0].spans[0].attributes.push(KeyValue { key: "deep".into(), value: Some(v) });
+    req.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .push(KeyValue {
+            key: "deep".into(),
+            value: Some(v),
+        });
     let (field, _, message) = err(&req.encode_to_vec());
     assert!(message.contains("nested deeper"), "{message}");
-    assert!(field.starts_with("resource_spans[0].scope_spans[0].spans[0].attributes[10].value.array_value"), "{field}");
+    assert!(
+        field.starts_with(
+            "resource_spans[0].scope_spans[0].spans[0].attributes[10].value.array_value"
+        ),
+        "{field}"
+    );
 }
 
 /// Scenario: random byte flips in a valid payload. Guarantees: decode returns Ok or a Decode error, never

@@ -22,7 +22,11 @@ fn always() -> serde_json::Value {
 }
 
 fn stat(e: &Engine, name: &str) -> u64 {
-    e.stats().into_iter().find(|(k, _)| *k == name).unwrap_or_else(|| panic!("no stat {name}")).1
+    e.stats()
+        .into_iter()
+        .find(|(k, _)| *k == name)
+        .unwrap_or_else(|| panic!("no stat {name}"))
+        .1
 }
 
 /// (trace_id, span_id) of every span in the payloads.
@@ -44,13 +48,23 @@ fn span_ids(payloads: &[Vec<u8>]) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 fn one_trace(rng: &mut Rng, spans: usize) -> (Vec<u8>, Vec<u8>) {
     let req = request(rng, spans, spans, "svc");
-    let tid = req.resource_spans[0].scope_spans[0].spans[0].trace_id.clone();
+    let tid = req.resource_spans[0].scope_spans[0].spans[0]
+        .trace_id
+        .clone();
     (tid, req.encode_to_vec())
 }
 
 fn invariant(e: &Engine) {
-    let got = stat(e, "traces_sampled") + stat(e, "traces_not_sampled") + stat(e, "traces_dropped") + stat(e, "traces_evicted") + stat(e, "traces_in_memory");
-    assert_eq!(stat(e, "traces_received"), got, "traces_received = sampled + not_sampled + dropped + evicted + in_memory");
+    let got = stat(e, "traces_sampled")
+        + stat(e, "traces_not_sampled")
+        + stat(e, "traces_dropped")
+        + stat(e, "traces_evicted")
+        + stat(e, "traces_in_memory");
+    assert_eq!(
+        stat(e, "traces_received"),
+        got,
+        "traces_received = sampled + not_sampled + dropped + evicted + in_memory"
+    );
 }
 
 /// Scenario: a trace first seen at t=100 s with decision_wait 10 s. Guarantees: not decided at 109.9 s,
@@ -108,7 +122,10 @@ fn eviction_takes_the_oldest() {
     assert_eq!(stat(&e, "spans_evicted"), 2);
     assert_eq!(stat(&e, "traces_in_memory"), 3);
     let out = span_ids(&e.flush(100 * S));
-    assert!(out.iter().all(|(t, _)| *t != ids[0]), "the oldest was evicted");
+    assert!(
+        out.iter().all(|(t, _)| *t != ids[0]),
+        "the oldest was evicted"
+    );
     assert_eq!(out.len(), 6);
     invariant(&e);
 }
@@ -117,7 +134,10 @@ fn eviction_takes_the_oldest() {
 /// (not even spans of known traces), and after the buffered traces are decided the same payload goes in.
 #[test]
 fn block_on_overflow_refuses_whole_payload() {
-    let e = engine(json!({"num_traces": 2, "block_on_overflow": true}), always());
+    let e = engine(
+        json!({"num_traces": 2, "block_on_overflow": true}),
+        always(),
+    );
     let mut rng = Rng(4);
     let (_, a) = one_trace(&mut rng, 1);
     let (_, b) = one_trace(&mut rng, 1);
@@ -142,17 +162,28 @@ fn block_on_overflow_refuses_whole_payload() {
 #[test]
 fn late_spans_follow_the_cached_decision() {
     let policies = json!([{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]);
-    let e = engine(json!({"decision_cache": {"sampled_cache_size": 100, "non_sampled_cache_size": 100}}), policies);
+    let e = engine(
+        json!({"decision_cache": {"sampled_cache_size": 100, "non_sampled_cache_size": 100}}),
+        policies,
+    );
     let mut rng = Rng(5);
     let mut kept = request(&mut rng, 2, 2, "svc");
-    kept.resource_spans[0].scope_spans[0].spans[1].status = Some(Status { message: String::new(), code: 2 });
+    kept.resource_spans[0].scope_spans[0].spans[1].status = Some(Status {
+        message: String::new(),
+        code: 2,
+    });
     let mut late_kept = kept.clone();
     late_kept.resource_spans[0].scope_spans[0].spans.truncate(1);
     late_kept.resource_spans[0].scope_spans[0].spans[0].span_id = vec![42; 8];
     let mut dropped = request(&mut rng, 2, 2, "svc");
-    dropped.resource_spans[0].scope_spans[0].spans.iter_mut().for_each(|s| s.status = None);
+    dropped.resource_spans[0].scope_spans[0]
+        .spans
+        .iter_mut()
+        .for_each(|s| s.status = None);
     let mut late_dropped = dropped.clone();
-    late_dropped.resource_spans[0].scope_spans[0].spans.truncate(1);
+    late_dropped.resource_spans[0].scope_spans[0]
+        .spans
+        .truncate(1);
     late_dropped.resource_spans[0].scope_spans[0].spans[0].span_id = vec![43; 8];
     e.ingest(&kept.encode_to_vec(), 0).unwrap();
     e.ingest(&dropped.encode_to_vec(), 0).unwrap();
@@ -160,7 +191,15 @@ fn late_spans_follow_the_cached_decision() {
     e.ingest(&late_kept.encode_to_vec(), 11 * S).unwrap();
     e.ingest(&late_dropped.encode_to_vec(), 11 * S).unwrap();
     let late = span_ids(&e.poll(11 * S));
-    assert_eq!(late, vec![(kept.resource_spans[0].scope_spans[0].spans[0].trace_id.clone(), vec![42; 8])]);
+    assert_eq!(
+        late,
+        vec![(
+            kept.resource_spans[0].scope_spans[0].spans[0]
+                .trace_id
+                .clone(),
+            vec![42; 8]
+        )]
+    );
     assert_eq!(stat(&e, "late_spans_forwarded"), 1);
     assert_eq!(stat(&e, "late_spans_dropped"), 1);
     assert_eq!(stat(&e, "traces_in_memory"), 0);
@@ -183,7 +222,10 @@ fn without_caches_a_late_span_starts_a_new_trace() {
 /// later spans dropped through the non-sampled cache.
 #[test]
 fn too_large_trace_is_dropped_at_once() {
-    let e = engine(json!({"maximum_trace_size_bytes": 600, "decision_cache": {"non_sampled_cache_size": 10}}), always());
+    let e = engine(
+        json!({"maximum_trace_size_bytes": 600, "decision_cache": {"non_sampled_cache_size": 10}}),
+        always(),
+    );
     let mut rng = Rng(7);
     let req = request(&mut rng, 3, 3, "svc");
     let bytes = req.encode_to_vec();
@@ -220,8 +262,14 @@ fn re_emission_is_byte_for_byte_under_own_origin() {
     let a = request(&mut rng, 300, 6, "checkout");
     let mut b = request(&mut rng, 200, 4, "payment");
     b.resource_spans[0].scope_spans.push(ScopeSpans {
-        scope: Some(InstrumentationScope { name: "db".into(), version: "1".into(), ..Default::default() }),
-        spans: request(&mut rng, 50, 5, "x").resource_spans[0].scope_spans[0].spans.clone(),
+        scope: Some(InstrumentationScope {
+            name: "db".into(),
+            version: "1".into(),
+            ..Default::default()
+        }),
+        spans: request(&mut rng, 50, 5, "x").resource_spans[0].scope_spans[0]
+            .spans
+            .clone(),
         schema_url: "https://example.com/db-schema".into(),
     });
     b.resource_spans[0].schema_url = "https://example.com/payment-schema".into();
@@ -233,22 +281,45 @@ fn re_emission_is_byte_for_byte_under_own_origin() {
     e.ingest(&a2.encode_to_vec(), 2 * S).unwrap();
     e.ingest(&b2.encode_to_vec(), 2 * S).unwrap();
     let out = e.poll(12 * S);
-    let mut want: Vec<Vec<u8>> = [&a, &b].iter().flat_map(|r| r.resource_spans.iter().flat_map(|rs| rs.scope_spans.iter().flat_map(|ss| ss.spans.iter().map(|s| s.encode_to_vec())))).collect();
+    let mut want: Vec<Vec<u8>> = [&a, &b]
+        .iter()
+        .flat_map(|r| {
+            r.resource_spans.iter().flat_map(|rs| {
+                rs.scope_spans
+                    .iter()
+                    .flat_map(|ss| ss.spans.iter().map(|s| s.encode_to_vec()))
+            })
+        })
+        .collect();
     let mut got = Vec::new();
     for p in &out {
         let req = ExportTraceServiceRequest::decode(p.as_slice()).unwrap();
         for rs in &req.resource_spans {
             let svc = rs.resource.as_ref().unwrap().attributes[0].clone();
-            let source = if svc == kv_str("service.name", "checkout") { &a } else { &b };
-            assert_eq!(rs.resource, source.resource_spans[0].resource, "resource bytes kept");
+            let source = if svc == kv_str("service.name", "checkout") {
+                &a
+            } else {
+                &b
+            };
+            assert_eq!(
+                rs.resource, source.resource_spans[0].resource,
+                "resource bytes kept"
+            );
             assert_eq!(rs.schema_url, source.resource_spans[0].schema_url);
             for ss in &rs.scope_spans {
-                let src = source.resource_spans[0].scope_spans.iter().find(|s| s.scope == ss.scope).expect("own scope");
+                let src = source.resource_spans[0]
+                    .scope_spans
+                    .iter()
+                    .find(|s| s.scope == ss.scope)
+                    .expect("own scope");
                 assert_eq!(ss.schema_url, src.schema_url);
                 for s in &ss.spans {
                     assert!(src.spans.contains(s), "span under its own scope");
                     let raw = s.encode_to_vec();
-                    assert!(p.windows(raw.len()).any(|w| w == raw.as_slice()), "raw bytes present");
+                    assert!(
+                        p.windows(raw.len()).any(|w| w == raw.as_slice()),
+                        "raw bytes present"
+                    );
                     got.push(raw);
                 }
             }
@@ -263,10 +334,15 @@ fn re_emission_is_byte_for_byte_under_own_origin() {
 fn split(r: &ExportTraceServiceRequest) -> (ExportTraceServiceRequest, ExportTraceServiceRequest) {
     let mut first = r.clone();
     let mut second = r.clone();
-    for (rs1, rs2) in first.resource_spans.iter_mut().zip(second.resource_spans.iter_mut()) {
+    for (rs1, rs2) in first
+        .resource_spans
+        .iter_mut()
+        .zip(second.resource_spans.iter_mut())
+    {
         for (s1, s2) in rs1.scope_spans.iter_mut().zip(rs2.scope_spans.iter_mut()) {
             let all = std::mem::take(&mut s1.spans);
-            let (x, y): (Vec<_>, Vec<_>) = all.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+            let (x, y): (Vec<_>, Vec<_>) =
+                all.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
             s1.spans = x.into_iter().map(|(_, s)| s).collect();
             s2.spans = y.into_iter().map(|(_, s)| s).collect();
         }
@@ -284,7 +360,11 @@ fn output_payloads_respect_the_size_limit() {
     e.ingest(&req.encode_to_vec(), 0).unwrap();
     let out = e.flush(S);
     assert!(out.len() > 10);
-    assert!(out.iter().all(|p| p.len() <= 4096), "{:?}", out.iter().map(Vec::len).max());
+    assert!(
+        out.iter().all(|p| p.len() <= 4096),
+        "{:?}",
+        out.iter().map(Vec::len).max()
+    );
     assert_eq!(span_ids(&out).len(), 400);
 }
 
@@ -298,7 +378,10 @@ fn rejected_payload_leaves_the_store_untouched() {
     e.ingest(&good, 0).unwrap();
     let mut bad = request(&mut rng, 5, 5, "svc");
     bad.resource_spans[0].scope_spans[0].spans[4].span_id = vec![1; 7];
-    assert!(matches!(e.ingest(&bad.encode_to_vec(), 0), Err(Error::Decode { .. })));
+    assert!(matches!(
+        e.ingest(&bad.encode_to_vec(), 0),
+        Err(Error::Decode { .. })
+    ));
     assert_eq!(stat(&e, "payloads_rejected"), 1);
     assert_eq!(stat(&e, "traces_in_memory"), 1);
     assert_eq!(span_ids(&e.flush(S)).len(), 3);
@@ -321,9 +404,16 @@ fn seed_policies_keep_errors_and_slow_traces() {
         let mut req = request(&mut rng, 4, 4, "svc");
         let spans = &mut req.resource_spans[0].scope_spans[0].spans;
         match i % 10 {
-            0 => spans[2].status = Some(Status { message: String::new(), code: 2 }),
+            0 => {
+                spans[2].status = Some(Status {
+                    message: String::new(),
+                    code: 2,
+                })
+            }
             1 => spans[3].end_time_unix_nano = spans[0].start_time_unix_nano + 1_500_000_000,
-            2 => spans[1].attributes.push(kv_str("http.request.header.x-force-trace", "true")),
+            2 => spans[1]
+                .attributes
+                .push(kv_str("http.request.header.x-force-trace", "true")),
             _ => spans.iter_mut().for_each(|s| s.status = None),
         }
         if i % 10 < 3 {
@@ -331,7 +421,10 @@ fn seed_policies_keep_errors_and_slow_traces() {
         }
         e.ingest(&req.encode_to_vec(), 0).unwrap();
     }
-    let kept: std::collections::HashSet<Vec<u8>> = span_ids(&e.poll(10 * S)).into_iter().map(|(t, _)| t).collect();
+    let kept: std::collections::HashSet<Vec<u8>> = span_ids(&e.poll(10 * S))
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
     for t in &must_keep {
         assert!(kept.contains(t));
     }

@@ -15,9 +15,13 @@ fn to_py(py: Python<'_>, e: Error) -> PyErr {
     let made = (|| -> PyResult<PyErr> {
         let errors = py.import("tailsample.errors")?;
         let value = match e {
-            Error::Decode { field, offset, .. } => errors.getattr("DecodeError")?.call1((message, field, offset))?,
+            Error::Decode { field, offset, .. } => errors
+                .getattr("DecodeError")?
+                .call1((message, field, offset))?,
             Error::Config { path, .. } => errors.getattr("ConfigError")?.call1((message, path))?,
-            Error::Backpressure { limit, .. } => errors.getattr("BackpressureError")?.call1((message, limit))?,
+            Error::Backpressure { limit, .. } => errors
+                .getattr("BackpressureError")?
+                .call1((message, limit))?,
         };
         Ok(PyErr::from_value(value))
     })();
@@ -26,19 +30,26 @@ fn to_py(py: Python<'_>, e: Error) -> PyErr {
 
 /// Runs core work without the GIL; a panic (a bug, never expected) becomes a TailsampleError, not an abort.
 fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> PyResult<T> {
-    py.detach(|| catch_unwind(AssertUnwindSafe(f))).map_err(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        internal(py, &what)
-    })
+    py.detach(|| catch_unwind(AssertUnwindSafe(f)))
+        .map_err(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            internal(py, &what)
+        })
 }
 
 fn internal(py: Python<'_>, what: &str) -> PyErr {
-    match py.import("tailsample.errors").and_then(|m| m.getattr("TailsampleError")) {
-        Ok(cls) => match cls.call1((format!("internal error in the tailsample engine (please report): {what}"),)) {
+    match py
+        .import("tailsample.errors")
+        .and_then(|m| m.getattr("TailsampleError"))
+    {
+        Ok(cls) => match cls.call1((format!(
+            "internal error in the tailsample engine (please report): {what}"
+        ),))
+        {
             Ok(v) => PyErr::from_value(v),
             Err(e) => e,
         },
@@ -63,12 +74,18 @@ struct NativeConfig {
 impl NativeConfig {
     #[new]
     fn new(py: Python<'_>, json: &str) -> PyResult<Self> {
-        EngineConfig::from_json(json).map(|config| NativeConfig { config }).map_err(|e| to_py(py, e))
+        EngineConfig::from_json(json)
+            .map(|config| NativeConfig { config })
+            .map_err(|e| to_py(py, e))
     }
 
     #[getter]
     fn policy_names(&self) -> Vec<String> {
-        self.config.policy_names().into_iter().map(String::from).collect()
+        self.config
+            .policy_names()
+            .into_iter()
+            .map(String::from)
+            .collect()
     }
 
     #[getter]
@@ -94,7 +111,9 @@ fn payloads_to_list<'py>(py: Python<'py>, payloads: Vec<Vec<u8>>) -> PyResult<Bo
 impl NativeEngine {
     #[new]
     fn new(config: &NativeConfig) -> Self {
-        NativeEngine { engine: Engine::new(config.config.clone()) }
+        NativeEngine {
+            engine: Engine::new(config.config.clone()),
+        }
     }
 
     /// Takes one ExportTraceServiceRequest, whole or not at all.
@@ -155,7 +174,12 @@ fn inspect_payload<'py>(py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, 
 /// The error classes the core can raise, for the test that keeps Python and Rust in step.
 #[pyfunction]
 fn error_classes() -> Vec<&'static str> {
-    vec!["DecodeError", "ConfigError", "BackpressureError", "TailsampleError"]
+    vec![
+        "DecodeError",
+        "ConfigError",
+        "BackpressureError",
+        "TailsampleError",
+    ]
 }
 
 #[pymodule]

@@ -45,7 +45,8 @@ const TOP_LEVEL_NOT_YET: &[(&str, &str)] = &[("tail_storage", "durable buffering
 impl EngineConfig {
     /// Parses a `tail_sampling` block given as JSON text (the Python layer turns YAML into JSON).
     pub fn from_json(text: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text).map_err(|e| Error::config("", format!("not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| Error::config("", format!("not valid JSON: {e}")))?;
         Self::from_value(&v)
     }
 
@@ -54,15 +55,22 @@ impl EngineConfig {
         let mut m = root.mapping()?;
         for (key, what) in TOP_LEVEL_NOT_YET {
             if m.has(key) {
-                return Err(Error::config(*key, format!("{what} is not supported by tailsample yet")));
+                return Err(Error::config(
+                    *key,
+                    format!("{what} is not supported by tailsample yet"),
+                ));
             }
         }
         let decision_wait_ns = m.duration("decision_wait", 30_000_000_000)?;
         if decision_wait_ns <= 0 {
-            return Err(Error::config("decision_wait", "must be a positive duration"));
+            return Err(Error::config(
+                "decision_wait",
+                "must be a positive duration",
+            ));
         }
         let num_traces = m.int_at_least("num_traces", 50_000, 1)? as usize;
-        let expected_new_traces_per_sec = m.int_at_least("expected_new_traces_per_sec", 0, 0)? as u64;
+        let expected_new_traces_per_sec =
+            m.int_at_least("expected_new_traces_per_sec", 0, 0)? as u64;
         let (sampled_cache_size, non_sampled_cache_size) = match m.value("decision_cache") {
             None => (0, 0),
             Some(v) => {
@@ -74,37 +82,59 @@ impl EngineConfig {
             }
         };
         let sample_on_first_match = m.boolean("sample_on_first_match", false)?;
-        let drop_pending_traces_on_shutdown = m.boolean("drop_pending_traces_on_shutdown", false)?;
+        let drop_pending_traces_on_shutdown =
+            m.boolean("drop_pending_traces_on_shutdown", false)?;
         let block_on_overflow = m.boolean("block_on_overflow", false)?;
         let root_wait = m.duration("decision_wait_after_root_received", 0)?;
         if root_wait < 0 {
-            return Err(Error::config("decision_wait_after_root_received", "must not be negative"));
+            return Err(Error::config(
+                "decision_wait_after_root_received",
+                "must not be negative",
+            ));
         }
         let maximum_trace_size_bytes = m.bytes("maximum_trace_size_bytes", 0)?;
         let strategy = m.string("sampling_strategy", "trace-complete")?;
         match strategy.as_str() {
             "trace-complete" => {}
             "span-ingest" => {
-                return Err(Error::config("sampling_strategy", "\"span-ingest\" is not supported by tailsample yet; supported: trace-complete"))
+                return Err(Error::config(
+                    "sampling_strategy",
+                    "\"span-ingest\" is not supported by tailsample yet; supported: trace-complete",
+                ))
             }
-            other => return Err(Error::config("sampling_strategy", format!("unknown strategy {other:?}; supported: trace-complete"))),
+            other => {
+                return Err(Error::config(
+                    "sampling_strategy",
+                    format!("unknown strategy {other:?}; supported: trace-complete"),
+                ))
+            }
         }
         let num_shards = m.int("num_shards", 1)?;
         if !(1..=256).contains(&num_shards) {
-            return Err(Error::config("num_shards", format!("must be between 1 and 256, got {num_shards}")));
+            return Err(Error::config(
+                "num_shards",
+                format!("must be between 1 and 256, got {num_shards}"),
+            ));
         }
         let (max_payload_bytes, late_span_buffer_bytes) = match m.value("tailsample") {
             None => (DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_LATE_SPAN_BUFFER_BYTES),
             Some(v) => {
                 let mut t = Node::new(v, "tailsample").mapping()?;
-                let p = t.int_at_least("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES as i64, 1024)? as usize;
+                let p =
+                    t.int_at_least("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES as i64, 1024)?
+                        as usize;
                 let l = t.bytes("late_span_buffer_bytes", DEFAULT_LATE_SPAN_BUFFER_BYTES)?;
                 t.finish()?;
                 (p, l)
             }
         };
         let (mut policies, blocks) = match m.value("policies") {
-            None => return Err(Error::config("policies", "is required: a list of policies, each with a name and a type")),
+            None => {
+                return Err(Error::config(
+                    "policies",
+                    "is required: a list of policies, each with a name and a type",
+                ))
+            }
             Some(v) => parse_policies(v)?,
         };
         m.finish()?;
@@ -177,7 +207,10 @@ impl EngineConfig {
 
 fn parse_policies(v: &Value) -> Result<(Vec<Policy>, Vec<Value>)> {
     let Value::Array(items) = v else {
-        return Err(Error::config("policies", format!("expected a list of policies, got {}", describe(v))));
+        return Err(Error::config(
+            "policies",
+            format!("expected a list of policies, got {}", describe(v)),
+        ));
     };
     if items.is_empty() {
         return Err(Error::config("policies", "expected at least one policy"));
@@ -189,7 +222,10 @@ fn parse_policies(v: &Value) -> Result<(Vec<Policy>, Vec<Value>)> {
         let mut m = Node::new(item, &path).mapping()?;
         let name = m.required_string("name")?;
         if let Some(j) = policies.iter().position(|p| p.name == name) {
-            return Err(Error::config(format!("{path}.name"), format!("duplicate policy name {name:?} (also policies[{j}])")));
+            return Err(Error::config(
+                format!("{path}.name"),
+                format!("duplicate policy name {name:?} (also policies[{j}])"),
+            ));
         }
         let type_name = m.required_string("type")?;
         // A policy entry may carry blocks for other types (the reference ignores them); only its own is read.
@@ -203,9 +239,17 @@ fn parse_policies(v: &Value) -> Result<(Vec<Policy>, Vec<Value>)> {
         m.finish()?;
         let null = Value::Null;
         let block_path = format!("{path}.{type_name}");
-        let kind = Kind::parse(&type_name, Node::new(own.unwrap_or(&null), &block_path), &format!("{path}.type"))?;
+        let kind = Kind::parse(
+            &type_name,
+            Node::new(own.unwrap_or(&null), &block_path),
+            &format!("{path}.type"),
+        )?;
         blocks.push(json!({"name": name, "type": type_name, type_name.clone(): own.cloned().unwrap_or(json!({}))}));
-        policies.push(Policy { name, kind, slot: None });
+        policies.push(Policy {
+            name,
+            kind,
+            slot: None,
+        });
     }
     Ok((policies, blocks))
 }
@@ -247,7 +291,15 @@ mod tests {
         .unwrap();
         assert_eq!(c.decision_wait_ns, 10_000_000_000);
         assert_eq!(c.num_traces, 100_000);
-        assert_eq!(c.policy_names(), ["errors-policy", "latency-policy", "forced-sampling-policy", "probabilistic-policy"]);
+        assert_eq!(
+            c.policy_names(),
+            [
+                "errors-policy",
+                "latency-policy",
+                "forced-sampling-policy",
+                "probabilistic-policy"
+            ]
+        );
         assert_eq!(c.attr_keys.len(), 1);
         assert_eq!(c.policies[2].slot, Some(0));
     }

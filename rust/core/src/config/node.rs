@@ -52,8 +52,16 @@ impl<'a> Node<'a> {
     pub fn mapping(&self) -> Result<Mapping<'a>> {
         static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
         match self.value {
-            Value::Object(map) => Ok(Mapping { map, path: self.path.to_string(), known: Vec::new() }),
-            Value::Null => Ok(Mapping { map: EMPTY.get_or_init(Map::new), path: self.path.to_string(), known: Vec::new() }),
+            Value::Object(map) => Ok(Mapping {
+                map,
+                path: self.path.to_string(),
+                known: Vec::new(),
+            }),
+            Value::Null => Ok(Mapping {
+                map: EMPTY.get_or_init(Map::new),
+                path: self.path.to_string(),
+                known: Vec::new(),
+            }),
             other => Err(self.err(format!("expected a mapping, got {}", describe(other)))),
         }
     }
@@ -89,7 +97,9 @@ impl<'a> Mapping<'a> {
                     self.fail(key, format!("expected an integer, got {n}"))
                 }
             }),
-            Some(other) => Err(self.fail(key, format!("expected an integer, got {}", describe(other)))),
+            Some(other) => {
+                Err(self.fail(key, format!("expected an integer, got {}", describe(other))))
+            }
         }
     }
 
@@ -105,8 +115,12 @@ impl<'a> Mapping<'a> {
     pub fn float(&mut self, key: &'static str, default: f64) -> Result<f64> {
         match self.take(key) {
             None => Ok(default),
-            Some(Value::Number(n)) => n.as_f64().ok_or_else(|| self.fail(key, "expected a number")),
-            Some(other) => Err(self.fail(key, format!("expected a number, got {}", describe(other)))),
+            Some(Value::Number(n)) => n
+                .as_f64()
+                .ok_or_else(|| self.fail(key, "expected a number")),
+            Some(other) => {
+                Err(self.fail(key, format!("expected a number, got {}", describe(other))))
+            }
         }
     }
 
@@ -114,7 +128,10 @@ impl<'a> Mapping<'a> {
         match self.take(key) {
             None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(other) => Err(self.fail(key, format!("expected true or false, got {}", describe(other)))),
+            Some(other) => Err(self.fail(
+                key,
+                format!("expected true or false, got {}", describe(other)),
+            )),
         }
     }
 
@@ -122,7 +139,9 @@ impl<'a> Mapping<'a> {
         match self.take(key) {
             None => Ok(default.to_string()),
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(self.fail(key, format!("expected a string, got {}", describe(other)))),
+            Some(other) => {
+                Err(self.fail(key, format!("expected a string, got {}", describe(other))))
+            }
         }
     }
 
@@ -131,7 +150,14 @@ impl<'a> Mapping<'a> {
         let present = self.has(key);
         let s = self.string(key, "")?;
         if s.is_empty() {
-            return Err(self.fail(key, if present { "must not be empty" } else { "is required" }));
+            return Err(self.fail(
+                key,
+                if present {
+                    "must not be empty"
+                } else {
+                    "is required"
+                },
+            ));
         }
         Ok(s)
     }
@@ -145,10 +171,16 @@ impl<'a> Mapping<'a> {
                 .enumerate()
                 .map(|(i, v)| match v {
                     Value::String(s) => Ok(s.clone()),
-                    other => Err(Error::config(format!("{}[{i}]", self.key_path(key)), format!("expected a string, got {}", describe(other)))),
+                    other => Err(Error::config(
+                        format!("{}[{i}]", self.key_path(key)),
+                        format!("expected a string, got {}", describe(other)),
+                    )),
                 })
                 .collect(),
-            Some(other) => Err(self.fail(key, format!("expected a list of strings, got {}", describe(other)))),
+            Some(other) => Err(self.fail(
+                key,
+                format!("expected a list of strings, got {}", describe(other)),
+            )),
         }
     }
 
@@ -158,7 +190,13 @@ impl<'a> Mapping<'a> {
             None => Ok(default_ns),
             Some(Value::String(s)) => parse_go_duration(s).map_err(|m| self.fail(key, m)),
             Some(Value::Number(n)) if n.as_i64() == Some(0) => Ok(0),
-            Some(other) => Err(self.fail(key, format!("expected a duration such as \"10s\" or \"500ms\", got {}", describe(other)))),
+            Some(other) => Err(self.fail(
+                key,
+                format!(
+                    "expected a duration such as \"10s\" or \"500ms\", got {}",
+                    describe(other)
+                ),
+            )),
         }
     }
 
@@ -170,7 +208,11 @@ impl<'a> Mapping<'a> {
 
     /// Rejects keys nobody read, naming them and the keys that are known here.
     pub fn finish(self) -> Result<()> {
-        let mut unknown: Vec<&String> = self.map.keys().filter(|k| !self.known.contains(&k.as_str())).collect();
+        let mut unknown: Vec<&String> = self
+            .map
+            .keys()
+            .filter(|k| !self.known.contains(&k.as_str()))
+            .collect();
         if unknown.is_empty() {
             return Ok(());
         }
@@ -179,7 +221,11 @@ impl<'a> Mapping<'a> {
         known.sort_unstable();
         known.dedup();
         let first = unknown[0];
-        let others = if unknown.len() > 1 { format!(" (and {} more)", unknown.len() - 1) } else { String::new() };
+        let others = if unknown.len() > 1 {
+            format!(" (and {} more)", unknown.len() - 1)
+        } else {
+            String::new()
+        };
         Err(Error::config(
             join(&self.path, first),
             format!("unknown key{others}; known keys here: {}", known.join(", ")),
@@ -189,7 +235,9 @@ impl<'a> Mapping<'a> {
 
 /// Parses a Go `time.Duration` string: a sequence of decimal numbers with units `ns us µs ms s m h`.
 pub fn parse_go_duration(text: &str) -> std::result::Result<i64, String> {
-    let bad = || format!("invalid duration {text:?}: expected a number with a unit, such as \"10s\", \"500ms\" or \"1m30s\"");
+    let bad = || {
+        format!("invalid duration {text:?}: expected a number with a unit, such as \"10s\", \"500ms\" or \"1m30s\"")
+    };
     let mut s = text.trim();
     let negative = s.starts_with('-');
     if s.starts_with('-') || s.starts_with('+') {
@@ -205,31 +253,48 @@ pub fn parse_go_duration(text: &str) -> std::result::Result<i64, String> {
     let mut exact: i128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return Err(bad());
         }
         let number = &rest[..num_len];
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let scale: i128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "" => return Err(format!("invalid duration {text:?}: missing unit (ns, us, ms, s, m or h)")),
-            other => return Err(format!("invalid duration {text:?}: unknown unit {other:?} (use ns, us, ms, s, m or h)")),
-        };
+        let scale: i128 =
+            match unit {
+                "ns" => 1,
+                "us" | "µs" | "μs" => 1_000,
+                "ms" => 1_000_000,
+                "s" => 1_000_000_000,
+                "m" => 60_000_000_000,
+                "h" => 3_600_000_000_000,
+                "" => {
+                    return Err(format!(
+                        "invalid duration {text:?}: missing unit (ns, us, ms, s, m or h)"
+                    ))
+                }
+                other => return Err(format!(
+                    "invalid duration {text:?}: unknown unit {other:?} (use ns, us, ms, s, m or h)"
+                )),
+            };
         let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
         if int_part.is_empty() && frac_part.is_empty() {
             return Err(bad());
         }
-        let whole: i128 = if int_part.is_empty() { 0 } else { int_part.parse::<i128>().map_err(|_| bad())? };
-        exact = exact.checked_add(whole.checked_mul(scale).ok_or_else(bad)?).ok_or_else(bad)?;
+        let whole: i128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part.parse::<i128>().map_err(|_| bad())?
+        };
+        exact = exact
+            .checked_add(whole.checked_mul(scale).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
         if !frac_part.is_empty() {
             let frac: f64 = format!("0.{frac_part}").parse().map_err(|_| bad())?;
             total += frac * scale as f64;
@@ -273,16 +338,30 @@ mod tests {
         let node = Node::new(&v, "policies[1].latency");
         let mut m = node.mapping().unwrap();
         let e = m.int("threshold_ms", 0).unwrap_err();
-        assert_eq!(e.to_string(), "policies[1].latency.threshold_ms: expected an integer, got the string \"1s\"");
+        assert_eq!(
+            e.to_string(),
+            "policies[1].latency.threshold_ms: expected an integer, got the string \"1s\""
+        );
         let e = m.finish().unwrap_err();
-        assert_eq!(e.to_string(), "policies[1].latency.extra: unknown key; known keys here: threshold_ms");
+        assert_eq!(
+            e.to_string(),
+            "policies[1].latency.extra: unknown key; known keys here: threshold_ms"
+        );
     }
 
     #[test]
     fn floats_are_not_integers() {
         let v = json!({"n": 1.5, "big": 18446744073709551615u64});
         let mut m = Node::new(&v, "").mapping().unwrap();
-        assert!(m.int("n", 0).unwrap_err().to_string().contains("expected an integer, got 1.5"));
-        assert!(m.int("big", 0).unwrap_err().to_string().contains("too large"));
+        assert!(m
+            .int("n", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("expected an integer, got 1.5"));
+        assert!(m
+            .int("big", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("too large"));
     }
 }

@@ -157,10 +157,17 @@ impl<'a> Decoded<'a> {
 
 /// Scans and validates a whole `ExportTraceServiceRequest`.
 pub fn decode<'a>(payload: &'a [u8], keys: &AttrKeys) -> Result<Decoded<'a>, Error> {
-    let mut out = Decoded { keys: keys.len(), ..Default::default() };
+    let mut out = Decoded {
+        keys: keys.len(),
+        ..Default::default()
+    };
     scan_request(payload, keys, &mut out).map_err(|f| {
         let f = f.into_info();
-        Error::Decode { field: f.field, offset: f.offset, message: f.message }
+        Error::Decode {
+            field: f.field,
+            offset: f.offset,
+            message: f.message,
+        }
     })?;
     Ok(out)
 }
@@ -172,9 +179,13 @@ fn scan_request<'a>(payload: &'a [u8], keys: &AttrKeys, out: &mut Decoded<'a>) -
         let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if field == 1 {
-            expect(at, wt, WireType::Len).map_err(|e| e.within(format!("resource_spans[{index}]")))?;
-            let (bytes, off) = r.read_len().map_err(|e| e.within(format!("resource_spans[{index}]")))?;
-            scan_resource_spans(bytes, off, keys, out).map_err(|e| e.within(format!("resource_spans[{index}]")))?;
+            expect(at, wt, WireType::Len)
+                .map_err(|e| e.within(format!("resource_spans[{index}]")))?;
+            let (bytes, off) = r
+                .read_len()
+                .map_err(|e| e.within(format!("resource_spans[{index}]")))?;
+            scan_resource_spans(bytes, off, keys, out)
+                .map_err(|e| e.within(format!("resource_spans[{index}]")))?;
             index += 1;
         } else {
             r.skip(field, wt)?;
@@ -204,10 +215,19 @@ fn merge<'a>(slot: &mut Option<Cow<'a, [u8]>>, bytes: &'a [u8]) {
     });
 }
 
-fn scan_resource_spans<'a>(buf: &'a [u8], base: usize, keys: &AttrKeys, out: &mut Decoded<'a>) -> WireResult<()> {
+fn scan_resource_spans<'a>(
+    buf: &'a [u8],
+    base: usize,
+    keys: &AttrKeys,
+    out: &mut Decoded<'a>,
+) -> WireResult<()> {
     let rid = out.resources.len();
-    out.resources.push(ResourceView { raw: None, schema_url: "" });
-    out.resource_attrs.extend(std::iter::repeat_n(AttrValue::Absent, keys.len()));
+    out.resources.push(ResourceView {
+        raw: None,
+        schema_url: "",
+    });
+    out.resource_attrs
+        .extend(std::iter::repeat_n(AttrValue::Absent, keys.len()));
     let mut r = Reader::new(buf, base);
     let mut scope_index = 0usize;
     while !r.is_empty() {
@@ -223,17 +243,23 @@ fn scan_resource_spans<'a>(buf: &'a [u8], base: usize, keys: &AttrKeys, out: &mu
             }
             // 1000 is the deprecated `instrumentation_library_spans`, wire-compatible with `scope_spans`.
             2 | 1000 => {
-                let name = if field == 2 { "scope_spans" } else { "instrumentation_library_spans" };
+                let name = if field == 2 {
+                    "scope_spans"
+                } else {
+                    "instrumentation_library_spans"
+                };
                 let label = || format!("{name}[{scope_index}]");
                 expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-                scan_scope_spans(bytes, off, rid as u32, keys, out).map_err(|e| e.within(label()))?;
+                scan_scope_spans(bytes, off, rid as u32, keys, out)
+                    .map_err(|e| e.within(label()))?;
                 scope_index += 1;
             }
             3 => {
                 expect(at, wt, WireType::Len).map_err(|e| e.at_field("schema_url"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("schema_url"))?;
-                out.resources[rid].schema_url = utf8(bytes, off).map_err(|e| e.at_field("schema_url"))?;
+                out.resources[rid].schema_url =
+                    utf8(bytes, off).map_err(|e| e.at_field("schema_url"))?;
             }
             _ => r.skip(field, wt)?,
         }
@@ -241,7 +267,12 @@ fn scan_resource_spans<'a>(buf: &'a [u8], base: usize, keys: &AttrKeys, out: &mu
     Ok(())
 }
 
-fn scan_resource<'a>(buf: &'a [u8], base: usize, keys: &AttrKeys, attrs: &mut [AttrValue<'a>]) -> WireResult<()> {
+fn scan_resource<'a>(
+    buf: &'a [u8],
+    base: usize,
+    keys: &AttrKeys,
+    attrs: &mut [AttrValue<'a>],
+) -> WireResult<()> {
     let mut r = Reader::new(buf, base);
     let mut index = 0usize;
     while !r.is_empty() {
@@ -252,8 +283,10 @@ fn scan_resource<'a>(buf: &'a [u8], base: usize, keys: &AttrKeys, attrs: &mut [A
                 index = scan_attribute(&mut r, at, wt, index, keys, attrs)?;
             }
             2 => {
-                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("dropped_attributes_count"))?;
-                r.read_varint().map_err(|e| e.at_field("dropped_attributes_count"))?;
+                expect(at, wt, WireType::Varint)
+                    .map_err(|e| e.at_field("dropped_attributes_count"))?;
+                r.read_varint()
+                    .map_err(|e| e.at_field("dropped_attributes_count"))?;
             }
             _ => r.skip(field, wt)?,
         }
@@ -312,7 +345,10 @@ fn scan_key_value(buf: &[u8], base: usize, depth: usize) -> WireResult<(&str, At
 
 fn scan_any_value(buf: &[u8], base: usize, depth: usize) -> WireResult<AttrValue<'_>> {
     if depth >= MAX_DEPTH {
-        return Err(Fail::new(base, format!("attribute values nested deeper than {MAX_DEPTH}")));
+        return Err(Fail::new(
+            base,
+            format!("attribute values nested deeper than {MAX_DEPTH}"),
+        ));
     }
     let mut r = Reader::new(buf, base);
     let mut value = AttrValue::Empty;
@@ -335,7 +371,9 @@ fn scan_any_value(buf: &[u8], base: usize, depth: usize) -> WireResult<AttrValue
             }
             4 => {
                 expect(at, wt, WireType::I64).map_err(|e| e.at_field("double_value"))?;
-                AttrValue::Double(f64::from_bits(r.read_fixed64().map_err(|e| e.at_field("double_value"))?))
+                AttrValue::Double(f64::from_bits(
+                    r.read_fixed64().map_err(|e| e.at_field("double_value"))?,
+                ))
             }
             5 => {
                 expect(at, wt, WireType::Len).map_err(|e| e.at_field("array_value"))?;
@@ -402,7 +440,12 @@ fn scan_kvlist(buf: &[u8], base: usize, depth: usize) -> WireResult<()> {
 }
 
 /// Validates the attributes of a message we do not extract from (events, links, scopes).
-fn scan_plain_attribute(r: &mut Reader<'_>, at: usize, wt: WireType, index: usize) -> WireResult<()> {
+fn scan_plain_attribute(
+    r: &mut Reader<'_>,
+    at: usize,
+    wt: WireType,
+    index: usize,
+) -> WireResult<()> {
     let label = || format!("attributes[{index}]");
     expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
     let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
@@ -410,9 +453,20 @@ fn scan_plain_attribute(r: &mut Reader<'_>, at: usize, wt: WireType, index: usiz
     Ok(())
 }
 
-fn scan_scope_spans<'a>(buf: &'a [u8], base: usize, rid: u32, keys: &AttrKeys, out: &mut Decoded<'a>) -> WireResult<()> {
+fn scan_scope_spans<'a>(
+    buf: &'a [u8],
+    base: usize,
+    rid: u32,
+    keys: &AttrKeys,
+    out: &mut Decoded<'a>,
+) -> WireResult<()> {
     let sid = out.scopes.len();
-    out.scopes.push(ScopeView { resource: rid, raw: None, name: "", schema_url: "" });
+    out.scopes.push(ScopeView {
+        resource: rid,
+        raw: None,
+        name: "",
+        schema_url: "",
+    });
     let mut r = Reader::new(buf, base);
     let mut span_index = 0usize;
     while !r.is_empty() {
@@ -434,16 +488,24 @@ fn scan_scope_spans<'a>(buf: &'a [u8], base: usize, rid: u32, keys: &AttrKeys, o
                 expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
                 let first_attr = out.span_attrs.len();
-                out.span_attrs.extend(std::iter::repeat_n(AttrValue::Absent, keys.len()));
-                let span = scan_span(bytes, off, sid as u32, keys, &mut out.span_attrs[first_attr..])
-                    .map_err(|e| e.within(label()))?;
+                out.span_attrs
+                    .extend(std::iter::repeat_n(AttrValue::Absent, keys.len()));
+                let span = scan_span(
+                    bytes,
+                    off,
+                    sid as u32,
+                    keys,
+                    &mut out.span_attrs[first_attr..],
+                )
+                .map_err(|e| e.within(label()))?;
                 out.spans.push(span);
                 span_index += 1;
             }
             3 => {
                 expect(at, wt, WireType::Len).map_err(|e| e.at_field("schema_url"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("schema_url"))?;
-                out.scopes[sid].schema_url = utf8(bytes, off).map_err(|e| e.at_field("schema_url"))?;
+                out.scopes[sid].schema_url =
+                    utf8(bytes, off).map_err(|e| e.at_field("schema_url"))?;
             }
             _ => r.skip(field, wt)?,
         }
@@ -474,8 +536,10 @@ fn scan_scope(buf: &[u8], base: usize) -> WireResult<Option<&str>> {
                 index += 1;
             }
             4 => {
-                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("dropped_attributes_count"))?;
-                r.read_varint().map_err(|e| e.at_field("dropped_attributes_count"))?;
+                expect(at, wt, WireType::Varint)
+                    .map_err(|e| e.at_field("dropped_attributes_count"))?;
+                r.read_varint()
+                    .map_err(|e| e.at_field("dropped_attributes_count"))?;
             }
             _ => r.skip(field, wt)?,
         }
@@ -483,7 +547,12 @@ fn scan_scope(buf: &[u8], base: usize) -> WireResult<Option<&str>> {
     Ok(name)
 }
 
-fn read_id<const N: usize>(bytes: &[u8], off: usize, name: &str, allow_empty: bool) -> WireResult<Option<[u8; N]>> {
+fn read_id<const N: usize>(
+    bytes: &[u8],
+    off: usize,
+    name: &str,
+    allow_empty: bool,
+) -> WireResult<Option<[u8; N]>> {
     if bytes.is_empty() && allow_empty {
         return Ok(None);
     }
@@ -491,12 +560,22 @@ fn read_id<const N: usize>(bytes: &[u8], off: usize, name: &str, allow_empty: bo
         Ok(id) => Ok(Some(id)),
         Err(_) => Err(Fail::new(
             off,
-            format!("{name} must be {N} bytes{}, got {}", if allow_empty { " or empty" } else { "" }, bytes.len()),
+            format!(
+                "{name} must be {N} bytes{}, got {}",
+                if allow_empty { " or empty" } else { "" },
+                bytes.len()
+            ),
         )),
     }
 }
 
-fn scan_span<'a>(buf: &'a [u8], base: usize, sid: u32, keys: &AttrKeys, attrs: &mut [AttrValue<'a>]) -> WireResult<SpanView<'a>> {
+fn scan_span<'a>(
+    buf: &'a [u8],
+    base: usize,
+    sid: u32,
+    keys: &AttrKeys,
+    attrs: &mut [AttrValue<'a>],
+) -> WireResult<SpanView<'a>> {
     let mut r = Reader::new(buf, base);
     // IDs are remembered as raw slices and checked at the end: a repeated field's last occurrence wins.
     let mut trace_id: (&[u8], usize) = (&[], base);
@@ -555,11 +634,15 @@ fn scan_span<'a>(buf: &'a [u8], base: usize, sid: u32, keys: &AttrKeys, attrs: &
             }
             7 => {
                 expect(at, wt, WireType::I64).map_err(|e| e.at_field("start_time_unix_nano"))?;
-                span.start_time_unix_nano = r.read_fixed64().map_err(|e| e.at_field("start_time_unix_nano"))?;
+                span.start_time_unix_nano = r
+                    .read_fixed64()
+                    .map_err(|e| e.at_field("start_time_unix_nano"))?;
             }
             8 => {
                 expect(at, wt, WireType::I64).map_err(|e| e.at_field("end_time_unix_nano"))?;
-                span.end_time_unix_nano = r.read_fixed64().map_err(|e| e.at_field("end_time_unix_nano"))?;
+                span.end_time_unix_nano = r
+                    .read_fixed64()
+                    .map_err(|e| e.at_field("end_time_unix_nano"))?;
             }
             9 => {
                 attr_index = scan_attribute(&mut r, at, wt, attr_index, keys, attrs)?;
@@ -601,13 +684,21 @@ fn scan_span<'a>(buf: &'a [u8], base: usize, sid: u32, keys: &AttrKeys, attrs: &
             _ => r.skip(field, wt)?,
         }
     }
-    let tid: [u8; 16] = read_id(trace_id.0, trace_id.1, "trace_id", false).map_err(|e| e.at_field("trace_id"))?.unwrap_or_default();
+    let tid: [u8; 16] = read_id(trace_id.0, trace_id.1, "trace_id", false)
+        .map_err(|e| e.at_field("trace_id"))?
+        .unwrap_or_default();
     if tid == [0; 16] {
-        return Err(Fail::new(trace_id.1, "trace_id is all zeros (an invalid trace ID)").at_field("trace_id"));
+        return Err(
+            Fail::new(trace_id.1, "trace_id is all zeros (an invalid trace ID)")
+                .at_field("trace_id"),
+        );
     }
     span.trace_id = tid;
-    span.span_id = read_id(span_id.0, span_id.1, "span_id", false).map_err(|e| e.at_field("span_id"))?.unwrap_or_default();
-    let p: Option<[u8; 8]> = read_id(parent.0, parent.1, "parent_span_id", true).map_err(|e| e.at_field("parent_span_id"))?;
+    span.span_id = read_id(span_id.0, span_id.1, "span_id", false)
+        .map_err(|e| e.at_field("span_id"))?
+        .unwrap_or_default();
+    let p: Option<[u8; 8]> = read_id(parent.0, parent.1, "parent_span_id", true)
+        .map_err(|e| e.at_field("parent_span_id"))?;
     // An all-zero parent is an invalid span ID, which pdata treats as empty: the span is a root.
     span.parent_span_id = p.filter(|id| *id != [0; 8]);
     Ok(span)
@@ -634,8 +725,10 @@ fn scan_event(buf: &[u8], base: usize) -> WireResult<()> {
                 index += 1;
             }
             4 => {
-                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("dropped_attributes_count"))?;
-                r.read_varint().map_err(|e| e.at_field("dropped_attributes_count"))?;
+                expect(at, wt, WireType::Varint)
+                    .map_err(|e| e.at_field("dropped_attributes_count"))?;
+                r.read_varint()
+                    .map_err(|e| e.at_field("dropped_attributes_count"))?;
             }
             _ => r.skip(field, wt)?,
         }
@@ -670,8 +763,10 @@ fn scan_link(buf: &[u8], base: usize) -> WireResult<()> {
                 index += 1;
             }
             5 => {
-                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("dropped_attributes_count"))?;
-                r.read_varint().map_err(|e| e.at_field("dropped_attributes_count"))?;
+                expect(at, wt, WireType::Varint)
+                    .map_err(|e| e.at_field("dropped_attributes_count"))?;
+                r.read_varint()
+                    .map_err(|e| e.at_field("dropped_attributes_count"))?;
             }
             6 => {
                 expect(at, wt, WireType::I32).map_err(|e| e.at_field("flags"))?;

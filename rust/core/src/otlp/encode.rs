@@ -57,7 +57,10 @@ fn resource_content(r: &Resource, scopes: &[ScopeGroup<'_>]) -> usize {
 }
 
 fn write_payload(groups: &[ResourceGroup<'_>]) -> Vec<u8> {
-    let total: usize = groups.iter().map(|g| len_field_size(1, resource_content(g.resource, &g.scopes))).sum();
+    let total: usize = groups
+        .iter()
+        .map(|g| len_field_size(1, resource_content(g.resource, &g.scopes)))
+        .sum();
     let mut out = Vec::with_capacity(total);
     for g in groups {
         put_len_header(&mut out, 1, resource_content(g.resource, &g.scopes));
@@ -114,15 +117,25 @@ pub fn encode_requests(chunks: &[OutChunk<'_>], max_bytes: usize) -> Vec<Vec<u8>
             res_index.clear();
             origin_index.clear();
             estimate = 0;
-            added = c.framed.len() + 2 * HEADER_MAX + scope_content(origin, 0) + resource_content(resource, &[]);
+            added = c.framed.len()
+                + 2 * HEADER_MAX
+                + scope_content(origin, 0)
+                + resource_content(resource, &[]);
         }
         estimate += added;
         let ri = *res_index.entry(resource as *const _).or_insert_with(|| {
-            groups.push(ResourceGroup { resource, scopes: Vec::new() });
+            groups.push(ResourceGroup {
+                resource,
+                scopes: Vec::new(),
+            });
             groups.len() - 1
         });
         let (gi, si) = *origin_index.entry(origin as *const _).or_insert_with(|| {
-            groups[ri].scopes.push(ScopeGroup { origin, chunks: Vec::new(), content: 0 });
+            groups[ri].scopes.push(ScopeGroup {
+                origin,
+                chunks: Vec::new(),
+                content: 0,
+            });
             (ri, groups[ri].scopes.len() - 1)
         });
         let s = &mut groups[gi].scopes[si];

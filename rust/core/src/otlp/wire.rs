@@ -54,7 +54,11 @@ impl Fail {
     #[cold]
     #[inline(never)]
     pub fn new(offset: usize, message: impl Into<String>) -> Self {
-        Fail(Box::new(FailInfo { field: String::new(), offset, message: message.into() }))
+        Fail(Box::new(FailInfo {
+            field: String::new(),
+            offset,
+            message: message.into(),
+        }))
     }
     pub fn into_info(self) -> FailInfo {
         *self.0
@@ -171,7 +175,10 @@ impl<'a> Reader<'a> {
         let start = self.pos;
         let remaining = (self.buf.len() - start) as u64;
         if len > remaining {
-            return Err(Fail::new(at, format!("length {len} runs past the end of its message ({remaining} bytes left)")));
+            return Err(Fail::new(
+                at,
+                format!("length {len} runs past the end of its message ({remaining} bytes left)"),
+            ));
         }
         let end = start + len as usize;
         self.pos = end;
@@ -221,21 +228,34 @@ impl<'a> Reader<'a> {
                     let (f, w) = self.read_tag()?;
                     if w == WireType::EndGroup {
                         if f != field {
-                            return Err(Fail::new(self.offset(), format!("end of group {f} closes group {field}")));
+                            return Err(Fail::new(
+                                self.offset(),
+                                format!("end of group {f} closes group {field}"),
+                            ));
                         }
                         return Ok(());
                     }
                     self.skip_at_depth(f, w, depth + 1)?;
                 }
             }
-            WireType::EndGroup => Err(Fail::new(self.offset(), format!("end-group for field {field} without a start"))),
+            WireType::EndGroup => Err(Fail::new(
+                self.offset(),
+                format!("end-group for field {field} without a start"),
+            )),
         }
     }
 }
 
 /// A field had the wrong wire type for its declared type.
 pub fn wrong_type(offset: usize, expected: WireType, got: WireType) -> Fail {
-    Fail::new(offset, format!("wrong wire type: expected {}, got {}", expected.name(), got.name()))
+    Fail::new(
+        offset,
+        format!(
+            "wrong wire type: expected {}, got {}",
+            expected.name(),
+            got.name()
+        ),
+    )
 }
 
 /// Checks that `bytes` are valid UTF-8, as proto3 requires of `string` fields. Most strings in telemetry are
@@ -246,7 +266,8 @@ pub fn utf8(bytes: &[u8], offset: usize) -> WireResult<&str> {
         // SAFETY: every byte is below 0x80, so the bytes are valid UTF-8.
         return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
     }
-    std::str::from_utf8(bytes).map_err(|e| Fail::new(offset + e.valid_up_to(), "string is not valid UTF-8"))
+    std::str::from_utf8(bytes)
+        .map_err(|e| Fail::new(offset + e.valid_up_to(), "string is not valid UTF-8"))
 }
 
 #[inline(always)]
@@ -268,7 +289,7 @@ fn is_ascii(bytes: &[u8]) -> bool {
 #[inline]
 pub fn varint_len(v: u64) -> usize {
     // 1 byte per 7 bits, at least one byte.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 #[inline]
@@ -299,7 +320,17 @@ mod tests {
 
     #[test]
     fn varints_round_trip() {
-        for v in [0u64, 1, 127, 128, 300, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, v);
             assert_eq!(out.len(), varint_len(v), "{v}");
@@ -315,7 +346,11 @@ mod tests {
         let err = Reader::new(&bytes, 5).read_varint().unwrap_err();
         assert_eq!(err.offset, 5);
         let bytes = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
-        assert!(Reader::new(&bytes, 0).read_varint().unwrap_err().message.contains("64 bits"));
+        assert!(Reader::new(&bytes, 0)
+            .read_varint()
+            .unwrap_err()
+            .message
+            .contains("64 bits"));
     }
 
     #[test]
@@ -345,7 +380,15 @@ mod tests {
 
     #[test]
     fn invalid_wire_types_and_field_zero() {
-        assert!(Reader::new(&[0x0e], 0).read_tag().unwrap_err().message.contains("wire type 6"));
-        assert!(Reader::new(&[0x02], 0).read_tag().unwrap_err().message.contains("field number 0"));
+        assert!(Reader::new(&[0x0e], 0)
+            .read_tag()
+            .unwrap_err()
+            .message
+            .contains("wire type 6"));
+        assert!(Reader::new(&[0x02], 0)
+            .read_tag()
+            .unwrap_err()
+            .message
+            .contains("field number 0"));
     }
 }

@@ -24,7 +24,10 @@ mod tests {
     /// Scenario: any trace, even one with a single unremarkable span. Guarantees: sampled.
     #[test]
     fn samples_everything() {
-        let t = TraceView { span_count: 1, ..Default::default() };
+        let t = TraceView {
+            span_count: 1,
+            ..Default::default()
+        };
         assert_eq!(AlwaysSample.evaluate(&t), Vote::Sampled);
     }
 }

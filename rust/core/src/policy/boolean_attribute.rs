@@ -20,7 +20,12 @@ impl BooleanAttribute {
         let value = m.boolean("value", false)?;
         let invert_match = invert_match(&mut m)?;
         m.finish()?;
-        Ok(BooleanAttribute { key, key_index: 0, value, invert_match })
+        Ok(BooleanAttribute {
+            key,
+            key_index: 0,
+            value,
+            invert_match,
+        })
     }
 
     #[inline]

@@ -23,10 +23,15 @@ impl Latency {
         if upper_threshold_ms != 0 && upper_threshold_ms <= threshold_ms {
             return Err(Error::config(
                 upper_path,
-                format!("must be greater than threshold_ms ({threshold_ms}), got {upper_threshold_ms}"),
+                format!(
+                    "must be greater than threshold_ms ({threshold_ms}), got {upper_threshold_ms}"
+                ),
             ));
         }
-        Ok(Latency { threshold_ms, upper_threshold_ms })
+        Ok(Latency {
+            threshold_ms,
+            upper_threshold_ms,
+        })
     }
 
     /// The trace's duration in whole milliseconds (truncated toward zero).
@@ -38,7 +43,8 @@ impl Latency {
 
     pub fn evaluate(&self, t: &TraceView) -> Vote {
         let d = Self::duration_ms(t);
-        let hit = d > self.threshold_ms && (self.upper_threshold_ms == 0 || d <= self.upper_threshold_ms);
+        let hit =
+            d > self.threshold_ms && (self.upper_threshold_ms == 0 || d <= self.upper_threshold_ms);
         super::vote(hit, false)
     }
 }
@@ -48,7 +54,12 @@ mod tests {
     use super::*;
 
     fn trace(start: u64, end: u64) -> TraceView {
-        TraceView { min_start_unix_nano: start, max_end_unix_nano: end, span_count: 2, ..Default::default() }
+        TraceView {
+            min_start_unix_nano: start,
+            max_end_unix_nano: end,
+            span_count: 2,
+            ..Default::default()
+        }
     }
     const MS: u64 = 1_000_000;
 
@@ -75,7 +86,10 @@ mod tests {
 
     #[test]
     fn end_before_start_is_a_negative_duration() {
-        let p = Latency { threshold_ms: 0, upper_threshold_ms: 0 };
+        let p = Latency {
+            threshold_ms: 0,
+            upper_threshold_ms: 0,
+        };
         assert_eq!(p.evaluate(&trace(10 * MS, 5 * MS)), Vote::NotSampled);
     }
 }

@@ -135,9 +135,15 @@ impl Kind {
             "status_code" => Kind::StatusCode(status_code::StatusCode::parse(m)?),
             "latency" => Kind::Latency(latency::Latency::parse(m)?),
             "probabilistic" => Kind::Probabilistic(probabilistic::Probabilistic::parse(m)?),
-            "string_attribute" => Kind::StringAttribute(string_attribute::StringAttribute::parse(m)?),
-            "numeric_attribute" => Kind::NumericAttribute(numeric_attribute::NumericAttribute::parse(m)?),
-            "boolean_attribute" => Kind::BooleanAttribute(boolean_attribute::BooleanAttribute::parse(m)?),
+            "string_attribute" => {
+                Kind::StringAttribute(string_attribute::StringAttribute::parse(m)?)
+            }
+            "numeric_attribute" => {
+                Kind::NumericAttribute(numeric_attribute::NumericAttribute::parse(m)?)
+            }
+            "boolean_attribute" => {
+                Kind::BooleanAttribute(boolean_attribute::BooleanAttribute::parse(m)?)
+            }
             "span_count" => Kind::SpanCount(span_count::SpanCount::parse(m)?),
             other if NOT_YET.contains(&other) => {
                 return Err(Error::config(
@@ -151,7 +157,10 @@ impl Kind {
             other => {
                 return Err(Error::config(
                     type_path,
-                    format!("unknown policy type {other:?}; supported: {}", SUPPORTED.join(", ")),
+                    format!(
+                        "unknown policy type {other:?}; supported: {}",
+                        SUPPORTED.join(", ")
+                    ),
                 ))
             }
         })
@@ -170,16 +179,25 @@ impl Kind {
     /// Resolves attribute keys to their index in the scanner's key set.
     pub fn bind(&mut self, keys: &AttrKeys) {
         match self {
-            Kind::StringAttribute(p) => p.key_index = keys.index_of_str(&p.key).expect("key registered"),
-            Kind::NumericAttribute(p) => p.key_index = keys.index_of_str(&p.key).expect("key registered"),
-            Kind::BooleanAttribute(p) => p.key_index = keys.index_of_str(&p.key).expect("key registered"),
+            Kind::StringAttribute(p) => {
+                p.key_index = keys.index_of_str(&p.key).expect("key registered")
+            }
+            Kind::NumericAttribute(p) => {
+                p.key_index = keys.index_of_str(&p.key).expect("key registered")
+            }
+            Kind::BooleanAttribute(p) => {
+                p.key_index = keys.index_of_str(&p.key).expect("key registered")
+            }
             _ => {}
         }
     }
 
     /// Whether this policy folds resources and spans into a summary bit at ingest.
     pub fn folds(&self) -> bool {
-        matches!(self, Kind::StringAttribute(_) | Kind::NumericAttribute(_) | Kind::BooleanAttribute(_))
+        matches!(
+            self,
+            Kind::StringAttribute(_) | Kind::NumericAttribute(_) | Kind::BooleanAttribute(_)
+        )
     }
 
     /// Folding: does this resource (its extracted attributes) match?

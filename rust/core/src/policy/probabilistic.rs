@@ -39,7 +39,11 @@ pub fn threshold_for(percentage: f64) -> u64 {
     let bits = ratio.to_bits();
     let exp = ((bits >> 52) & 0x7ff) as i32;
     let frac = bits & ((1u64 << 52) - 1);
-    let (mantissa, e) = if exp == 0 { (frac, -1074) } else { (frac | (1u64 << 52), exp - 1075) };
+    let (mantissa, e) = if exp == 0 {
+        (frac, -1074)
+    } else {
+        (frac | (1u64 << 52), exp - 1075)
+    };
     let mut n: u128 = u128::from(u64::MAX) * u128::from(mantissa);
     let bit_len = 128 - n.leading_zeros() as i32;
     if bit_len > 64 {
@@ -47,7 +51,11 @@ pub fn threshold_for(percentage: f64) -> u64 {
         let q = n >> shift;
         let rem = n & ((1u128 << shift) - 1);
         let half = 1u128 << (shift - 1);
-        let q = if rem > half || (rem == half && q & 1 == 1) { q + 1 } else { q };
+        let q = if rem > half || (rem == half && q & 1 == 1) {
+            q + 1
+        } else {
+            q
+        };
         n = q << shift;
     }
     // ratio < 1 so e < 0 here.
@@ -58,7 +66,11 @@ pub fn threshold_for(percentage: f64) -> u64 {
 
 impl Probabilistic {
     pub fn new(sampling_percentage: f64, hash_salt: &str) -> Self {
-        let hash_salt = if hash_salt.is_empty() { DEFAULT_SALT } else { hash_salt };
+        let hash_salt = if hash_salt.is_empty() {
+            DEFAULT_SALT
+        } else {
+            hash_salt
+        };
         Probabilistic {
             sampling_percentage,
             hash_salt: hash_salt.to_string(),
@@ -73,7 +85,10 @@ impl Probabilistic {
         let salt = m.string("hash_salt", "")?;
         m.finish()?;
         if !pct.is_finite() || pct < 0.0 {
-            return Err(Error::config(path, format!("must be a percentage of at least 0, got {pct}")));
+            return Err(Error::config(
+                path,
+                format!("must be a percentage of at least 0, got {pct}"),
+            ));
         }
         Ok(Probabilistic::new(pct, &salt))
     }
@@ -136,7 +151,10 @@ mod tests {
             let mut id = [0u8; 16];
             id[..8].copy_from_slice(&x.to_le_bytes());
             id[8..].copy_from_slice(&i.to_le_bytes());
-            let t = TraceView { trace_id: id, ..Default::default() };
+            let t = TraceView {
+                trace_id: id,
+                ..Default::default()
+            };
             hits += usize::from(p.evaluate(&t) == Vote::Sampled);
         }
         assert!((9_000..11_000).contains(&hits), "{hits}");

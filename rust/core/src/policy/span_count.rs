@@ -18,14 +18,23 @@ impl SpanCount {
         let max_spans = m.int_at_least("max_spans", 0, 0)?;
         m.finish()?;
         if max_spans != 0 && max_spans < min_spans {
-            return Err(Error::config(max_path, format!("must be at least min_spans ({min_spans}), got {max_spans}")));
+            return Err(Error::config(
+                max_path,
+                format!("must be at least min_spans ({min_spans}), got {max_spans}"),
+            ));
         }
-        Ok(SpanCount { min_spans, max_spans })
+        Ok(SpanCount {
+            min_spans,
+            max_spans,
+        })
     }
 
     pub fn evaluate(&self, t: &TraceView) -> Vote {
         let n = i64::from(t.span_count);
-        super::vote(n >= self.min_spans && (self.max_spans == 0 || n <= self.max_spans), false)
+        super::vote(
+            n >= self.min_spans && (self.max_spans == 0 || n <= self.max_spans),
+            false,
+        )
     }
 }
 

@@ -16,7 +16,10 @@ impl StatusCode {
         let codes = m.strings("status_codes")?;
         m.finish()?;
         if codes.is_empty() {
-            return Err(Error::config(path, "expected at least one status code to filter on"));
+            return Err(Error::config(
+                path,
+                "expected at least one status code to filter on",
+            ));
         }
         let mut mask = 0u8;
         for (i, code) in codes.iter().enumerate() {
@@ -71,7 +74,10 @@ mod tests {
     #[test]
     fn empty_list_is_an_error() {
         let e = policy(json!([])).unwrap_err();
-        assert_eq!(e.to_string(), "policies[0].status_code.status_codes: expected at least one status code to filter on");
+        assert_eq!(
+            e.to_string(),
+            "policies[0].status_code.status_codes: expected at least one status code to filter on"
+        );
     }
 
     #[test]

@@ -38,14 +38,27 @@ impl StringAttribute {
         let matcher = if regex {
             for (i, v) in values.iter().enumerate() {
                 if let Err(e) = regex::Regex::new(v) {
-                    return Err(Error::config(format!("{values_path}[{i}]"), format!("invalid regular expression {v:?}: {}", first_line(&e.to_string()))));
+                    return Err(Error::config(
+                        format!("{values_path}[{i}]"),
+                        format!(
+                            "invalid regular expression {v:?}: {}",
+                            first_line(&e.to_string())
+                        ),
+                    ));
                 }
             }
-            Matcher::Regex(RegexSet::new(&values).map_err(|e| Error::config(values_path, e.to_string()))?)
+            Matcher::Regex(
+                RegexSet::new(&values).map_err(|e| Error::config(values_path, e.to_string()))?,
+            )
         } else {
             Matcher::Exact(values.into_iter().filter(|v| !v.is_empty()).collect())
         };
-        Ok(StringAttribute { key, key_index: 0, invert_match, matcher })
+        Ok(StringAttribute {
+            key,
+            key_index: 0,
+            invert_match,
+            matcher,
+        })
     }
 
     #[inline]
@@ -74,7 +87,11 @@ impl StringAttribute {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or(s).trim().to_string()
+    s.lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -84,7 +101,11 @@ mod tests {
     use serde_json::json;
 
     fn policy(v: serde_json::Value) -> Result<StringAttribute> {
-        StringAttribute::parse(Node::new(&v, "policies[2].string_attribute").mapping().unwrap())
+        StringAttribute::parse(
+            Node::new(&v, "policies[2].string_attribute")
+                .mapping()
+                .unwrap(),
+        )
     }
 
     macro_rules! span_cases {
@@ -109,7 +130,8 @@ mod tests {
 
     #[test]
     fn resource_values_are_not_skipped_when_empty() {
-        let p = policy(json!({"key": "k", "values": ["^$"], "enabled_regex_matching": true})).unwrap();
+        let p =
+            policy(json!({"key": "k", "values": ["^$"], "enabled_regex_matching": true})).unwrap();
         assert!(p.resource_matches(&[AttrValue::Bool(true)]));
         assert!(!p.resource_matches(&[AttrValue::Absent]));
     }
@@ -123,13 +145,24 @@ mod tests {
 
     #[test]
     fn bad_regex_names_the_value() {
-        let e = policy(json!({"key": "k", "values": ["ok", "(unclosed"], "enabled_regex_matching": true})).unwrap_err();
-        assert!(e.to_string().starts_with("policies[2].string_attribute.values[1]: invalid regular expression \"(unclosed\""), "{e}");
+        let e = policy(
+            json!({"key": "k", "values": ["ok", "(unclosed"], "enabled_regex_matching": true}),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().starts_with(
+                "policies[2].string_attribute.values[1]: invalid regular expression \"(unclosed\""
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn key_is_required() {
         let e = policy(json!({"values": ["a"]})).unwrap_err();
-        assert_eq!(e.to_string(), "policies[2].string_attribute.key: is required");
+        assert_eq!(
+            e.to_string(),
+            "policies[2].string_attribute.key: is required"
+        );
     }
 }

@@ -20,7 +20,11 @@ pub struct SampledCache {
 
 impl SampledCache {
     pub fn new(capacity: usize) -> Self {
-        SampledCache { capacity, set: HashMap::default(), order: VecDeque::new() }
+        SampledCache {
+            capacity,
+            set: HashMap::default(),
+            order: VecDeque::new(),
+        }
     }
     pub fn insert(&mut self, id: u128) {
         if self.capacity == 0 || self.set.contains_key(&id) {
@@ -63,7 +67,13 @@ impl Cuckoo {
     fn new(capacity: usize) -> Self {
         // Sized for 95 % load at `capacity`, with an exact bucket count (no rounding to a power of two).
         let buckets = ((capacity as f64 / (BUCKET as f64 * 0.95)).ceil() as usize).max(2);
-        Cuckoo { slots: vec![0; buckets * BUCKET], buckets, count: 0, capacity, kick_state: 0x2545f4914f6cdd1d }
+        Cuckoo {
+            slots: vec![0; buckets * BUCKET],
+            buckets,
+            count: 0,
+            capacity,
+            kick_state: 0x2545f4914f6cdd1d,
+        }
     }
 
     #[inline]
@@ -152,8 +162,17 @@ pub struct NotSampledFilter {
 impl NotSampledFilter {
     pub fn new(size: usize) -> Self {
         let per_gen = size.div_ceil(GENERATIONS - 1);
-        let gens = if size == 0 { Vec::new() } else { (0..GENERATIONS).map(|_| Cuckoo::new(per_gen)).collect() };
-        NotSampledFilter { size, gens, current: 0, hasher: RandomState::new() }
+        let gens = if size == 0 {
+            Vec::new()
+        } else {
+            (0..GENERATIONS).map(|_| Cuckoo::new(per_gen)).collect()
+        };
+        NotSampledFilter {
+            size,
+            gens,
+            current: 0,
+            hasher: RandomState::new(),
+        }
     }
 
     #[inline]
@@ -236,8 +255,13 @@ mod tests {
             assert!(f.contains(id(n)), "recent id {n} forgotten");
         }
         assert!(f.bytes() <= 8 * size, "{} bytes for {size}", f.bytes());
-        let false_positives = (2_000_000..3_000_000).filter(|n| f.contains(id(*n))).count();
-        assert!(false_positives <= 5, "{false_positives} false positives in 1M lookups");
+        let false_positives = (2_000_000..3_000_000)
+            .filter(|n| f.contains(id(*n)))
+            .count();
+        assert!(
+            false_positives <= 5,
+            "{false_positives} false positives in 1M lookups"
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ pub struct Origin {
 impl Origin {
     /// Approximate bytes held, for memory accounting.
     pub fn size(&self) -> usize {
-        self.raw.as_ref().map_or(0, |r| r.len()) + self.schema_url.len() + std::mem::size_of::<Self>()
+        self.raw.as_ref().map_or(0, |r| r.len())
+            + self.schema_url.len()
+            + std::mem::size_of::<Self>()
     }
 }
 
@@ -58,11 +60,18 @@ const MIN_SWEEP: usize = 1024;
 
 impl Interner {
     pub fn new() -> Self {
-        Interner { sweep_at: MIN_SWEEP, ..Default::default() }
+        Interner {
+            sweep_at: MIN_SWEEP,
+            ..Default::default()
+        }
     }
 
     /// The interned resource for `view`; `matched` is computed only when it is new.
-    pub fn resource(&mut self, view: &ResourceView<'_>, matched: impl FnOnce() -> u64) -> Arc<Resource> {
+    pub fn resource(
+        &mut self,
+        view: &ResourceView<'_>,
+        matched: impl FnOnce() -> u64,
+    ) -> Arc<Resource> {
         let key = key_of(view.raw.as_deref(), view.schema_url, 0);
         if let Some(r) = self.resources.get(&key) {
             return r.clone();
@@ -78,7 +87,11 @@ impl Interner {
     }
 
     pub fn origin(&mut self, resource: &Arc<Resource>, view: &ScopeView<'_>) -> Arc<Origin> {
-        let key = key_of(view.raw.as_deref(), view.schema_url, Arc::as_ptr(resource) as usize);
+        let key = key_of(
+            view.raw.as_deref(),
+            view.schema_url,
+            Arc::as_ptr(resource) as usize,
+        );
         if let Some(o) = self.origins.get(&key) {
             return o.clone();
         }
@@ -125,7 +138,10 @@ mod tests {
     use std::borrow::Cow;
 
     fn rv(raw: &[u8]) -> ResourceView<'_> {
-        ResourceView { raw: Some(Cow::Borrowed(raw)), schema_url: "s" }
+        ResourceView {
+            raw: Some(Cow::Borrowed(raw)),
+            schema_url: "s",
+        }
     }
 
     #[test]
@@ -136,9 +152,18 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         let c = i.resource(&rv(b"abd"), || 0);
         assert!(!Arc::ptr_eq(&a, &c));
-        let absent = i.resource(&ResourceView { raw: None, schema_url: "s" }, || 0);
+        let absent = i.resource(
+            &ResourceView {
+                raw: None,
+                schema_url: "s",
+            },
+            || 0,
+        );
         let empty = i.resource(&rv(b""), || 0);
-        assert!(!Arc::ptr_eq(&absent, &empty), "an absent resource is not an empty one");
+        assert!(
+            !Arc::ptr_eq(&absent, &empty),
+            "an absent resource is not an empty one"
+        );
     }
 
     #[test]

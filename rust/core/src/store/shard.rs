@@ -73,9 +73,19 @@ pub struct Shard {
 
 impl Shard {
     /// A shard holding `limit` traces and caches of the given sizes (its shares of the configured ones).
-    pub fn new(cfg: Arc<EngineConfig>, limit: usize, sampled_cache: usize, non_sampled_cache: usize) -> Self {
+    pub fn new(
+        cfg: Arc<EngineConfig>,
+        limit: usize,
+        sampled_cache: usize,
+        non_sampled_cache: usize,
+    ) -> Self {
         let policies = cfg.policies.clone();
-        let folding = policies.iter().enumerate().filter(|(_, p)| p.slot.is_some()).map(|(i, _)| i).collect();
+        let folding = policies
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.slot.is_some())
+            .map(|(i, _)| i)
+            .collect();
         let n = policies.len();
         Shard {
             cfg,
@@ -134,7 +144,10 @@ impl Shard {
                     continue;
                 }
                 prev = Some(id);
-                if !self.table.contains_key(&id) && !self.sampled.contains(id) && !self.not_sampled.contains(id) {
+                if !self.table.contains_key(&id)
+                    && !self.sampled.contains(id)
+                    && !self.not_sampled.contains(id)
+                {
                     new += 1;
                 }
             }
@@ -232,7 +245,14 @@ impl Shard {
                 frame_span(&mut framed, d.spans[s as usize].raw);
             }
             let origin = self.origin_of(d, scope, resources, origins);
-            each(self, Chunk { origin, framed: framed.into_boxed_slice(), spans: (j - i) as u32 });
+            each(
+                self,
+                Chunk {
+                    origin,
+                    framed: framed.into_boxed_slice(),
+                    spans: (j - i) as u32,
+                },
+            );
             i = j;
         }
     }
@@ -273,7 +293,10 @@ impl Shard {
                 let span = &d.spans[si as usize];
                 v.span_count = v.span_count.saturating_add(1);
                 v.bytes += span.raw.len() as u64;
-                if span.start_time_unix_nano != 0 && (v.min_start_unix_nano == 0 || span.start_time_unix_nano < v.min_start_unix_nano) {
+                if span.start_time_unix_nano != 0
+                    && (v.min_start_unix_nano == 0
+                        || span.start_time_unix_nano < v.min_start_unix_nano)
+                {
                     v.min_start_unix_nano = span.start_time_unix_nano;
                 }
                 v.max_end_unix_nano = v.max_end_unix_nano.max(span.end_time_unix_nano);
@@ -283,7 +306,9 @@ impl Shard {
                 for &pi in &self.folding {
                     let p = &self.policies[pi];
                     let bit = 1u64 << p.slot.expect("folding policy has a slot");
-                    if v.matched & bit == 0 && p.kind.span_matches(span, d.span_attrs_of(si as usize)) {
+                    if v.matched & bit == 0
+                        && p.kind.span_matches(span, d.span_attrs_of(si as usize))
+                    {
                         v.matched |= bit;
                     }
                 }
@@ -301,7 +326,11 @@ impl Shard {
         });
         if first_root && self.cfg.decision_wait_after_root_received_ns > 0 {
             let generation = self.traces[s].generation;
-            self.root_due.push_back((slot, generation, now.saturating_add(self.cfg.decision_wait_after_root_received_ns)));
+            self.root_due.push_back((
+                slot,
+                generation,
+                now.saturating_add(self.cfg.decision_wait_after_root_received_ns),
+            ));
         }
         let max = self.cfg.maximum_trace_size_bytes;
         if max > 0 && self.traces[s].view.bytes > max {
@@ -328,7 +357,10 @@ impl Shard {
         let t = &mut self.traces[slot as usize];
         t.live = true;
         t.first_seen = now;
-        t.view = TraceView { trace_id: id.to_be_bytes(), ..Default::default() };
+        t.view = TraceView {
+            trace_id: id.to_be_bytes(),
+            ..Default::default()
+        };
         t.framed_bytes = 0;
         let generation = t.generation;
         self.table.insert(id, slot);
@@ -369,11 +401,13 @@ impl Shard {
         let live = self.table.len().max(1024);
         if self.due.len() > 2 * live {
             let traces = &self.traces;
-            self.due.retain(|&(s, g)| traces[s as usize].live && traces[s as usize].generation == g);
+            self.due
+                .retain(|&(s, g)| traces[s as usize].live && traces[s as usize].generation == g);
         }
         if self.root_due.len() > 2 * live {
             let traces = &self.traces;
-            self.root_due.retain(|&(s, g, _)| traces[s as usize].live && traces[s as usize].generation == g);
+            self.root_due
+                .retain(|&(s, g, _)| traces[s as usize].live && traces[s as usize].generation == g);
         }
     }
 

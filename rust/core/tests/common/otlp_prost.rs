@@ -1,6 +1,6 @@
 //! OTLP trace messages as prost types (field numbers from opentelemetry-proto), for tests and benchmarks:
 //! the reference decoder to compare the scanner with, and a way to build payloads.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::enum_variant_names)] // names mirror the .proto files
 
 use prost::Message;
 
@@ -169,16 +169,36 @@ pub struct KeyValueList {
 }
 
 pub fn kv_str(key: &str, v: &str) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }) }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+    }
 }
 pub fn kv_int(key: &str, v: i64) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }) }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(v)),
+        }),
+    }
 }
 pub fn kv_bool(key: &str, v: bool) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::BoolValue(v)) }) }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::BoolValue(v)),
+        }),
+    }
 }
 pub fn kv_double(key: &str, v: f64) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::DoubleValue(v)) }) }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::DoubleValue(v)),
+        }),
+    }
 }
 
 /// A small deterministic generator (xorshift) so tests and benchmarks need no rand crate.
@@ -204,11 +224,25 @@ impl Rng {
 }
 
 /// A realistic span: ~10 attributes, some events and links now and then.
-pub fn span(rng: &mut Rng, trace_id: &[u8], parent: &[u8], name: &str, start: u64, dur: u64, error: bool) -> Span {
+pub fn span(
+    rng: &mut Rng,
+    trace_id: &[u8],
+    parent: &[u8],
+    name: &str,
+    start: u64,
+    dur: u64,
+    error: bool,
+) -> Span {
     let attrs = vec![
-        kv_str("http.request.method", ["GET", "POST", "PUT"][rng.below(3) as usize]),
+        kv_str(
+            "http.request.method",
+            ["GET", "POST", "PUT"][rng.below(3) as usize],
+        ),
         kv_str("http.route", "/api/v1/orders/{id}"),
-        kv_str("url.path", &format!("/api/v1/orders/{}", rng.below(100_000))),
+        kv_str(
+            "url.path",
+            &format!("/api/v1/orders/{}", rng.below(100_000)),
+        ),
         kv_int("http.response.status_code", if error { 500 } else { 200 }),
         kv_str("server.address", "orders.internal"),
         kv_int("server.port", 8080),
@@ -218,14 +252,23 @@ pub fn span(rng: &mut Rng, trace_id: &[u8], parent: &[u8], name: &str, start: u6
         kv_str("db.system.name", "postgresql"),
     ];
     let events = if rng.below(10) == 0 {
-        vec![Event { time_unix_nano: start + dur / 2, name: "validation_complete".into(), attributes: vec![kv_int("record_count", 12)], dropped_attributes_count: 0 }]
+        vec![Event {
+            time_unix_nano: start + dur / 2,
+            name: "validation_complete".into(),
+            attributes: vec![kv_int("record_count", 12)],
+            dropped_attributes_count: 0,
+        }]
     } else {
         Vec::new()
     };
     Span {
         trace_id: trace_id.to_vec(),
         span_id: rng.id8(),
-        trace_state: if rng.below(20) == 0 { "vendor=abc,ot=th:fd70a4".into() } else { String::new() },
+        trace_state: if rng.below(20) == 0 {
+            "vendor=abc,ot=th:fd70a4".into()
+        } else {
+            String::new()
+        },
         parent_span_id: parent.to_vec(),
         name: name.into(),
         kind: (1 + rng.below(5)) as i32,
@@ -233,7 +276,10 @@ pub fn span(rng: &mut Rng, trace_id: &[u8], parent: &[u8], name: &str, start: u6
         end_time_unix_nano: start + dur,
         attributes: attrs,
         events,
-        status: Some(Status { message: if error { "boom".into() } else { String::new() }, code: if error { 2 } else { 0 } }),
+        status: Some(Status {
+            message: if error { "boom".into() } else { String::new() },
+            code: if error { 2 } else { 0 },
+        }),
         flags: 0x101,
         ..Default::default()
     }
@@ -253,7 +299,12 @@ pub fn resource(service: &str) -> Resource {
 }
 
 /// One request of `spans` spans in traces of `per_trace` spans, under one resource and scope.
-pub fn request(rng: &mut Rng, spans: usize, per_trace: usize, service: &str) -> ExportTraceServiceRequest {
+pub fn request(
+    rng: &mut Rng,
+    spans: usize,
+    per_trace: usize,
+    service: &str,
+) -> ExportTraceServiceRequest {
     let mut out = Vec::with_capacity(spans);
     let base = 1_700_000_000_000_000_000u64;
     while out.len() < spans {
@@ -261,7 +312,15 @@ pub fn request(rng: &mut Rng, spans: usize, per_trace: usize, service: &str) -> 
         let mut root = Vec::new();
         let error = rng.below(100) == 0;
         for i in 0..per_trace.min(spans - out.len()) {
-            let s = span(rng, &tid, if i == 0 { &[] } else { &root }, "GET /api/v1/orders/{id}", base + i as u64 * 1000, 5_000_000, error && i == 1);
+            let s = span(
+                rng,
+                &tid,
+                if i == 0 { &[] } else { &root },
+                "GET /api/v1/orders/{id}",
+                base + i as u64 * 1000,
+                5_000_000,
+                error && i == 1,
+            );
             if i == 0 {
                 root = s.span_id.clone();
             }
@@ -272,7 +331,11 @@ pub fn request(rng: &mut Rng, spans: usize, per_trace: usize, service: &str) -> 
         resource_spans: vec![ResourceSpans {
             resource: Some(resource(service)),
             scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope { name: "io.opentelemetry.http".into(), version: "2.1.0".into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: "io.opentelemetry.http".into(),
+                    version: "2.1.0".into(),
+                    ..Default::default()
+                }),
                 spans: out,
                 schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
             }],

@@ -1,0 +1,71 @@
+# tailsample: every task starts here. `make help` lists them.
+# The two commands of the README: `make demo` (set up, run the main job) and `make test` (set up, run every test).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.tailsample-deps
+# Where CI keeps pip's cache between runs on one machine (harmless elsewhere).
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.DEFAULT_GOAL := help
+.PHONY: help setup build demo test test-rust lint test-python bench wheel wheel-check format clean all
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q "maturin>=1.7,<2"
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv with maturin (dependencies come with the build)
+
+build: setup ## build the Rust extension (release) and install the package, editable, with its test extras
+	$(BIN)/maturin develop --release -q -E test
+
+demo: build ## the main job on defaults: 30 s of synthetic traffic through the seed policies
+	$(BIN)/tailsample demo
+
+test-rust: ## cargo test of the core
+	cargo test -p tailsample-core --quiet
+
+lint: build ## cargo clippy -D warnings, cargo fmt --check, ruff, mypy --strict, stubtest
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	cargo fmt --all --check
+	$(BIN)/ruff check python tests bench
+	$(BIN)/mypy
+	$(BIN)/python -m mypy.stubtest tailsample._native --mypy-config-file pyproject.toml
+
+test-python: build ## pytest (exit 5, nothing collected, is reported and not counted as a failure)
+	$(BIN)/python -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+
+test: test-rust lint test-python ## every test: cargo test, clippy, fmt, ruff, mypy, pytest
+
+bench: build ## benchmarks: the Rust scanner vs prost, and the Python API (pytest-benchmark)
+	cargo bench -p tailsample-core --bench decode
+	$(BIN)/python -m pytest bench -q --benchmark-only
+
+wheel: setup ## an abi3 manylinux wheel in dist/
+	$(BIN)/maturin build --release -o dist
+
+wheel-check: wheel ## install the wheel in a fresh venv and run the command from it
+	rm -rf /tmp/tailsample-wheel-venv && $(PYTHON) -m venv /tmp/tailsample-wheel-venv
+	ls dist/tailsample-*-abi3-manylinux*.whl
+	/tmp/tailsample-wheel-venv/bin/pip install -q dist/tailsample-*-abi3-manylinux*.whl
+	/tmp/tailsample-wheel-venv/bin/tailsample check-config python/tailsample/data/seed-config.yaml
+	/tmp/tailsample-wheel-venv/bin/tailsample demo --seconds 3
+
+format: setup ## format Rust and Python
+	cargo fmt --all
+	$(BIN)/ruff format python tests bench || true
+	$(BIN)/ruff check --fix python tests bench || true
+
+clean: ## remove build output and the venv
+	rm -rf target dist $(VENV) python/tailsample/_native*.so
+
+all: test bench wheel-check ## everything

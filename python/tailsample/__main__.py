@@ -1,0 +1,7 @@
+"""`python -m tailsample` runs the command line."""
+
+import sys
+
+from tailsample.cli import main
+
+sys.exit(main())

@@ -1,0 +1,110 @@
+"""The `tailsample` command: check-config, replay, demo.
+
+Exit codes: 0 success; 2 bad usage or invalid configuration; 1 any other failure (an unreadable input, say).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from tailsample import __version__
+from tailsample.config import Config
+from tailsample.errors import ConfigError, TailsampleError
+
+
+def _load(path: str, name: str | None) -> Config:
+    return Config.from_file(path, name=name)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.file, args.name)
+    console = Console()
+    n = cfg.normalized()
+    console.print(f"[green]ok[/]: {args.file}: {len(cfg.policy_names)} policies, decision_wait "
+                  f"{n['decision_wait']}, num_traces {n['num_traces']}")
+    table = Table("#", "policy", "type", box=None)
+    for i, p in enumerate(n["policies"]):
+        table.add_row(str(i), p["name"], p["type"])
+    console.print(table)
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from tailsample.replay import replay
+
+    cfg = _load(args.config, args.name) if args.config else Config.default()
+    output = None if args.output is None else Path(args.output)
+    report = replay(cfg, [Path(p) for p in args.inputs], output, fmt=args.format, out_fmt=args.output_format,
+                    clock=args.clock, progress=not args.no_progress)
+    return 0 if report.payloads_rejected == 0 or args.allow_rejected else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tailsample.demo import run_demo
+
+    cfg = _load(args.config, args.name) if args.config else None
+    report = run_demo(seconds=args.seconds, rate=args.rate, seed=args.seed, config=cfg)
+    return 0 if report.all_must_keep_kept or args.config else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `tailsample` command."""
+    parser = argparse.ArgumentParser(prog="tailsample", description="Tail-based sampling for OpenTelemetry "
+                                     "traces: a Rust engine with a Python front.")
+    parser.add_argument("--version", action="version", version=f"tailsample {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-config", help="validate a collector YAML or a tail_sampling block")
+    p.add_argument("file")
+    p.add_argument("--name", help="which tail_sampling/<name> processor, when the file has several")
+    p.set_defaults(run=_check_config)
+
+    p = sub.add_parser("replay", help="run recorded OTLP traffic (the collector file exporter's formats) "
+                       "through the engine")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files written by the collector's file exporter "
+                   "(json lines or length-prefixed proto, optionally gzipped)")
+    p.add_argument("--config", help="collector YAML or tail_sampling block (default: the bundled seed config)")
+    p.add_argument("--name", help="which tail_sampling/<name> processor, when the file has several")
+    p.add_argument("--output", "-o", help="where kept traces go (same format as the input; '-' for stdout)")
+    p.add_argument("--format", choices=["json", "proto"], help="input format (default: detected per file)")
+    p.add_argument("--output-format", choices=["json", "proto"], help="output format (default: the input's)")
+    p.add_argument("--clock", choices=["event", "wall"], default="event",
+                   help="event: decision_wait runs in span time (default); wall: the real clock")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-rejected", action="store_true", help="exit 0 even if some messages were rejected")
+    p.set_defaults(run=_replay)
+
+    p = sub.add_parser("demo", help="the main job on defaults: synthetic traffic through the seed policies")
+    p.add_argument("--seconds", type=float, default=30.0, help="simulated seconds of traffic (default 30)")
+    p.add_argument("--rate", type=float, default=50_000, help="offered spans per second (default 50,000)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--config", help="collector YAML or tail_sampling block (default: the seed config)")
+    p.add_argument("--name", help="which tail_sampling/<name> processor, when the file has several")
+    p.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `tailsample` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except ConfigError as exc:
+        print(f"tailsample: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    except (TailsampleError, OSError, ValueError) as exc:
+        print(f"tailsample: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
