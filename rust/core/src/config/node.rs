@@ -266,23 +266,24 @@ pub fn parse_go_duration(text: &str) -> std::result::Result<i64, String> {
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let scale: i128 =
-            match unit {
-                "ns" => 1,
-                "us" | "µs" | "μs" => 1_000,
-                "ms" => 1_000_000,
-                "s" => 1_000_000_000,
-                "m" => 60_000_000_000,
-                "h" => 3_600_000_000_000,
-                "" => {
-                    return Err(format!(
-                        "invalid duration {text:?}: missing unit (ns, us, ms, s, m or h)"
-                    ))
-                }
-                other => return Err(format!(
+        let scale: i128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "" => {
+                return Err(format!(
+                    "invalid duration {text:?}: missing unit (ns, us, ms, s, m or h)"
+                ))
+            }
+            other => {
+                return Err(format!(
                     "invalid duration {text:?}: unknown unit {other:?} (use ns, us, ms, s, m or h)"
-                )),
-            };
+                ))
+            }
+        };
         let (int_part, frac_part) = number.split_once('.').unwrap_or((number, ""));
         if int_part.is_empty() && frac_part.is_empty() {
             return Err(bad());
