@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from google.protobuf import json_format
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -21,6 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
+from tailsample import fileformat
 from tailsample.errors import DecodeError
 from tailsample.fileformat import (
     PayloadReader,
@@ -125,17 +127,41 @@ def parse(payload: bytes) -> ExportTraceServiceRequest:
     return ExportTraceServiceRequest.FromString(payload)
 
 
+def reference_json(payload: bytes) -> str:
+    """proto_to_json done with json_format, the reference: MessageToDict, then the IDs base64 -> hex."""
+    obj = json_format.MessageToDict(parse(payload), use_integers_for_enums=True)
+    for rs in obj.get("resourceSpans", ()):
+        for ss in rs.get("scopeSpans", ()):
+            for span in ss.get("spans", ()):
+                for o in [span, *span.get("links", ())]:
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        if key in o:
+                            o[key] = base64.b64decode(o[key]).hex()
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+@pytest.fixture(params=["fast", "reference"])
+def json_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with json_to_proto's fast path, and again with json_format (its fallback) only."""
+    if request.param == "reference":
+        def refuse(*_: object) -> None:
+            raise RuntimeError("fast path disabled")
+
+        monkeypatch.setattr(fileformat, "_json_to_fields", refuse)
+    return str(request.param)
+
+
 # -- conversion ------------------------------------------------------------------------------------
 
 
-def test_proto_json_proto_round_trip_is_byte_identical() -> None:
+def test_proto_json_proto_round_trip_is_byte_identical(json_path: str) -> None:
     payload = full_request().SerializeToString()
     text = proto_to_json(payload)
     assert "\n" not in text
     assert json_to_proto(text) == payload
 
 
-def test_json_proto_json_round_trip() -> None:
+def test_json_proto_json_round_trip(json_path: str) -> None:
     text = proto_to_json(full_request().SerializeToString())
     again = proto_to_json(json_to_proto(text))
     assert again == text
@@ -252,14 +278,14 @@ def spec_example_proto() -> ExportTraceServiceRequest:
     )])
 
 
-def test_parity_with_the_spec_example() -> None:
+def test_parity_with_the_spec_example(json_path: str) -> None:
     expected = spec_example_proto().SerializeToString()
     assert json_to_proto(SPEC_EXAMPLE) == expected
     assert proto_to_json(expected) == SPEC_EXAMPLE_LINE
     assert json_to_proto(SPEC_EXAMPLE_LINE) == expected
 
 
-def test_read_accepts_field_names_enum_names_numbers_and_unknown_fields() -> None:
+def test_read_accepts_field_names_enum_names_numbers_and_unknown_fields(json_path: str) -> None:
     lenient = {
         "resource_spans": [{
             "resource": {"attributes": [{"key": "service.name", "value": {"string_value": "my.service"}}]},
@@ -285,7 +311,7 @@ def test_read_accepts_field_names_enum_names_numbers_and_unknown_fields() -> Non
     assert json_to_proto(lenient) == spec_example_proto().SerializeToString()
 
 
-def test_enum_names_and_numbers_are_equivalent() -> None:
+def test_enum_names_and_numbers_are_equivalent(json_path: str) -> None:
     def one(kind: object, code: object) -> bytes:
         return json_to_proto({"resourceSpans": [{"scopeSpans": [{"spans": [
             {"traceId": TRACE_A.hex(), "spanId": SPAN_1.hex(), "kind": kind, "status": {"code": code}}]}]}]})
@@ -296,7 +322,7 @@ def test_enum_names_and_numbers_are_equivalent() -> None:
     assert span.status.code == Status.StatusCode.STATUS_CODE_ERROR
 
 
-def test_ids_in_base64_are_accepted_too() -> None:
+def test_ids_in_base64_are_accepted_too(json_path: str) -> None:
     hexed = json.loads(proto_to_json(full_request().SerializeToString()))
     b64 = json.loads(json.dumps(hexed))
     for rs in b64["resourceSpans"]:
@@ -309,7 +335,7 @@ def test_ids_in_base64_are_accepted_too() -> None:
     assert json_to_proto(b64) == json_to_proto(hexed)
 
 
-def test_empty_parent_id_and_null_ids() -> None:
+def test_empty_parent_id_and_null_ids(json_path: str) -> None:
     payload = json_to_proto({"resourceSpans": [{"scopeSpans": [{"spans": [
         {"traceId": TRACE_A.hex(), "spanId": SPAN_1.hex(), "parentSpanId": ""},
         {"traceId": TRACE_A.hex(), "spanId": SPAN_2.hex(), "parentSpanId": None}]}]}]})
@@ -317,7 +343,7 @@ def test_empty_parent_id_and_null_ids() -> None:
     assert [s.parent_span_id for s in spans] == [b"", b""]
 
 
-def test_legacy_instrumentation_library_spans() -> None:
+def test_legacy_instrumentation_library_spans(json_path: str) -> None:
     legacy = {"resourceSpans": [{"instrumentationLibrarySpans": [{
         "instrumentationLibrary": {"name": "old.lib", "version": "0.1"},
         "spans": [{"traceId": TRACE_A.hex(), "spanId": SPAN_1.hex(), "name": "old"}]}]}]}
@@ -345,7 +371,7 @@ def test_input_mapping_is_not_modified() -> None:
       "links": [{"traceId": TRACE_B.hex(), "spanId": "g" * 16}]},
      "spans[0].links[0].spanId", "invalid span id"),
 ])
-def test_bad_ids_name_their_field(span: dict[str, object], field: str, message: str) -> None:
+def test_bad_ids_name_their_field(span: dict[str, object], field: str, message: str, json_path: str) -> None:
     with pytest.raises(DecodeError) as info:
         json_to_proto({"resourceSpans": [{"scopeSpans": [{}, {"spans": [span]}]}]})
     assert info.value.field == f"resourceSpans[0].scopeSpans[1].{field}"
@@ -365,15 +391,45 @@ def test_bad_ids_name_their_field(span: dict[str, object], field: str, message: 
      "not an ExportTraceServiceRequest"),
     (b"\xff\xfe{}", "invalid JSON"),
 ])
-def test_not_a_request(value: str | bytes, message: str) -> None:
+def test_not_a_request(value: str | bytes, message: str, json_path: str) -> None:
     with pytest.raises(DecodeError, match=None) as info:
         json_to_proto(value)
     assert message in str(info.value)
 
 
-def test_empty_object_is_an_empty_request() -> None:
+def test_empty_object_is_an_empty_request(json_path: str) -> None:
     assert json_to_proto("{}") == b""
     assert proto_to_json(b"") == "{}"
+
+
+def test_fast_paths_match_json_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    payloads = [full_request().SerializeToString(), spec_example_proto().SerializeToString(), b""]
+    for payload in payloads:
+        assert proto_to_json(payload) == reference_json(payload)
+
+    # The fast path alone reads what we write (json_format is not even called).
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("json_format used")
+
+    monkeypatch.setattr(json_format, "ParseDict", refuse)
+    for payload in payloads:
+        assert json_to_proto(proto_to_json(payload)) == payload
+    assert json_to_proto(SPEC_EXAMPLE) == payloads[1]
+
+
+def test_fast_path_refuses_what_json_format_should_judge() -> None:
+    span = {"traceId": TRACE_A.hex(), "spanId": SPAN_1.hex()}
+    # Two members of a oneof: json_format refuses it; the fast path must not pick one.
+    with pytest.raises(DecodeError, match="not an ExportTraceServiceRequest"):
+        json_to_proto({"resourceSpans": [{"scopeSpans": [{"spans": [
+            {**span, "attributes": [{"key": "k", "value": {"stringValue": "a", "intValue": "1"}}]}]}]}]})
+    # Odd but valid spellings are taken, by the reference path.
+    attributes = [{"key": "d", "value": {"doubleValue": "1.5"}}]
+    odd = json_to_proto({"resourceSpans": [{"scopeSpans": [{"spans": [
+        {**span, "startTimeUnixNano": 1e9, "attributes": attributes}]}]}]})
+    got = parse(odd).resource_spans[0].scope_spans[0].spans[0]
+    assert got.start_time_unix_nano == 10**9
+    assert got.attributes[0].value.double_value == 1.5
 
 
 def test_proto_to_json_rejects_garbage() -> None:
@@ -413,7 +469,9 @@ def test_round_trip_property(values: list[AnyValue], times: tuple[int, int],
                 links=[Span.Link(trace_id=ids[0], span_id=ids[1])])
     scope = ScopeSpans(spans=[span])
     data = ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[scope])]).SerializeToString()
-    assert json_to_proto(proto_to_json(data)) == data
+    text = proto_to_json(data)
+    assert text == reference_json(data)
+    assert json_to_proto(text) == data
 
 
 # -- files -----------------------------------------------------------------------------------------

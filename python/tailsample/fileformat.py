@@ -24,6 +24,7 @@ import binascii
 import gzip
 import io
 import json
+import math
 import os
 import re
 import sys
@@ -34,6 +35,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf.descriptor import FieldDescriptor  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.message import DecodeError as _ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -87,24 +89,26 @@ def json_to_proto(obj: str | bytes | Mapping[str, Any]) -> bytes:
 
 
 def proto_to_json(payload: bytes) -> str:
-    """Decode protobuf `ExportTraceServiceRequest` bytes to compact, one-line OTLP/JSON."""
+    """Decode protobuf `ExportTraceServiceRequest` bytes to compact, one-line OTLP/JSON.
+
+    The same JSON as `json_format.MessageToDict(use_integers_for_enums=True)` with hex IDs (the tests hold
+    the two equal), about twice as fast: a walk over the fields present with per-type tables.
+    """
     request = ExportTraceServiceRequest()
     try:
         request.ParseFromString(payload)
     except _ProtobufDecodeError as exc:
         raise DecodeError(f"not a protobuf ExportTraceServiceRequest: {exc}") from None
-    obj = json_format.MessageToDict(request, use_integers_for_enums=True)
-    for rs in obj.get("resourceSpans", ()):
-        for ss in rs.get("scopeSpans", ()):
-            for span in ss.get("spans", ()):
-                _ids_to_hex(span, _SPAN_IDS)
-                for link in span.get("links", ()):
-                    _ids_to_hex(link, _LINK_IDS)
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(_message_to_json(request), separators=(",", ":"), ensure_ascii=False)
 
 
 def _request_from_json(obj: Any) -> ExportTraceServiceRequest:
-    """Build the message from a parsed OTLP/JSON value; see `json_to_proto`."""
+    """Build the message from a parsed OTLP/JSON value; see `json_to_proto`.
+
+    A fast path maps the JSON straight to constructor arguments, about five times faster than json_format;
+    whatever it does not expect (a type mismatch, a bad ID, an unknown enum name, a legacy field name) sends
+    the value to json_format, the reference, which either takes it or says precisely what is wrong.
+    """
     if not isinstance(obj, Mapping):
         raise DecodeError(f"not an ExportTraceServiceRequest: expected a JSON object, got {_json_kind(obj)}")
     if not any(k in obj for k in ("resourceSpans", "resource_spans")) and obj:
@@ -114,6 +118,10 @@ def _request_from_json(obj: Any) -> ExportTraceServiceRequest:
                                     "not traces")
         keys = ", ".join(sorted(str(k) for k in obj)[:5])
         raise DecodeError(f"not an ExportTraceServiceRequest: no resourceSpans (keys: {keys})")
+    try:
+        return ExportTraceServiceRequest(**_json_to_fields(_from_json_table(_REQUEST), obj))
+    except Exception:  # anything unexpected: the reference path below decides
+        pass
     converted = _ids_to_base64_request(obj)
     request = ExportTraceServiceRequest()
     try:
@@ -218,11 +226,169 @@ def _decode_id(value: str, size: int, what: str, field: str) -> bytes:
     raise DecodeError(f"{field}: invalid {what} {shown!r}: expected {2 * size} hex digits", field=field)
 
 
-def _ids_to_hex(obj: dict[str, Any], fields: _IdFields) -> None:
-    for camel, _, _, _ in fields:
-        value = obj.get(camel)
-        if isinstance(value, str):
-            obj[camel] = base64.b64decode(value).hex()
+# -- the fast paths: tables per message type, built once from the descriptors --------------------------------
+
+_REQUEST = ExportTraceServiceRequest.DESCRIPTOR
+# Field kinds of the tables.
+_MESSAGE, _INT, _INT64, _ID, _BYTES, _ENUM, _FLOAT, _STRING, _BOOL, _LEGACY = range(10)
+_FD = FieldDescriptor
+_INT64_TYPES = frozenset({_FD.TYPE_INT64, _FD.TYPE_UINT64, _FD.TYPE_FIXED64, _FD.TYPE_SFIXED64,
+                          _FD.TYPE_SINT64})
+_INT32_TYPES = frozenset({_FD.TYPE_INT32, _FD.TYPE_UINT32, _FD.TYPE_FIXED32, _FD.TYPE_SFIXED32,
+                          _FD.TYPE_SINT32})
+_FLOAT_TYPES = frozenset({_FD.TYPE_DOUBLE, _FD.TYPE_FLOAT})
+_ID_FIELDS = {"opentelemetry.proto.trace.v1.Span": {f[1]: f for f in _SPAN_IDS},
+              "opentelemetry.proto.trace.v1.Span.Link": {f[1]: f for f in _LINK_IDS}}
+_FLOAT_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+_INT_TEXT = re.compile(r"-?[0-9]+")
+
+# Per message type, JSON key (camelCase and proto name) -> (field name, repeated, kind, detail, oneof name).
+_FromJson = dict[str, tuple[str, bool, int, Any, "str | None"]]
+# Per message type, field number -> (JSON key, kind).
+_ToJson = dict[int, tuple[str, int]]
+_from_json_tables: dict[str, _FromJson] = {}
+_to_json_tables: dict[str, _ToJson] = {}
+
+
+def _repeated(field: Any) -> bool:
+    flag = getattr(field, "is_repeated", None)  # protobuf >= 6; `label` before
+    return bool(flag) if flag is not None else bool(field.label == FieldDescriptor.LABEL_REPEATED)
+
+
+def _kind(field: Any, ids: Mapping[str, Any]) -> tuple[int, Any]:
+    t = field.type
+    if t == FieldDescriptor.TYPE_MESSAGE:
+        return _MESSAGE, field.message_type
+    if t == FieldDescriptor.TYPE_BYTES:
+        return (_ID, ids[field.name]) if field.name in ids else (_BYTES, None)
+    if t == FieldDescriptor.TYPE_ENUM:
+        return _ENUM, field.enum_type
+    if t in _INT64_TYPES:
+        return _INT64, None
+    if t in _INT32_TYPES:
+        return _INT, None
+    if t in _FLOAT_TYPES:
+        return _FLOAT, None
+    return (_BOOL, None) if t == FieldDescriptor.TYPE_BOOL else (_STRING, None)
+
+
+def _from_json_table(desc: Any) -> _FromJson:
+    """The table of a message type; a message field's detail is its type's table (linked, cycles included)."""
+    table = _from_json_tables.get(desc.full_name)
+    if table is None:
+        table = _from_json_tables[desc.full_name] = {}  # registered first: AnyValue's tables refer to it
+        ids = _ID_FIELDS.get(desc.full_name, {})
+        for field in desc.fields:
+            kind, detail = _kind(field, ids)
+            if kind == _MESSAGE:
+                detail = _from_json_table(detail)
+            oneof = field.containing_oneof.name if field.containing_oneof is not None else None
+            table[field.json_name] = table[field.name] = (field.name, _repeated(field), kind, detail, oneof)
+        if desc.full_name == "opentelemetry.proto.trace.v1.ResourceSpans":
+            for key in _LEGACY_SCOPE_SPANS:
+                table[key] = (key, False, _LEGACY, None, None)
+    return table
+
+
+def _json_to_fields(table: _FromJson, obj: Any) -> dict[str, Any]:
+    """Constructor arguments for a message from its JSON; raises (anything) on what it does not expect."""
+    if type(obj) is not dict:
+        raise TypeError("not an object")
+    out: dict[str, Any] = {}
+    oneofs: set[str] | None = None
+    for key, value in obj.items():
+        entry = table.get(key)
+        if entry is None or value is None:
+            continue  # unknown fields are ignored; null is the default
+        name, repeated, kind, detail, oneof = entry
+        if name in out or kind == _LEGACY:
+            raise ValueError(f"{key}: twice, or legacy")
+        if oneof is not None:
+            if oneofs is None:
+                oneofs = set()
+            elif oneof in oneofs:
+                raise ValueError(f"{key}: a second member of oneof {oneof}")
+            oneofs.add(oneof)
+        # The common cases inline: this loop is the cost of reading JSON.
+        if kind == _STRING and type(value) is str and not repeated:
+            out[name] = value
+        elif repeated:
+            if type(value) is not list:
+                raise TypeError(f"{key}: not a list")
+            if kind == _MESSAGE:
+                out[name] = [_json_to_fields(detail, v) for v in value]
+            else:
+                out[name] = [_json_value(kind, detail, v) for v in value]
+        elif kind == _MESSAGE:
+            out[name] = _json_to_fields(detail, value)
+        else:
+            out[name] = _json_value(kind, detail, value)
+    return out
+
+
+def _json_value(kind: int, detail: Any, value: Any) -> Any:
+    if kind == _MESSAGE:
+        return _json_to_fields(detail, value)
+    vtype = type(value)
+    if (kind == _STRING and vtype is str) or (kind == _BOOL and vtype is bool):
+        return value
+    if kind == _INT or kind == _INT64:
+        if vtype is int:
+            return value
+        if vtype is str and _INT_TEXT.fullmatch(value):
+            return int(value)
+    elif kind == _ID and vtype is str:
+        return _decode_id(value, detail[2], detail[3], detail[0])
+    elif kind == _BYTES and vtype is str:
+        return base64.b64decode(value, validate=True)
+    elif kind == _ENUM:
+        if vtype is int:
+            return value
+        if vtype is str:
+            return detail.values_by_name[value].number
+    elif kind == _FLOAT:
+        if vtype is float or vtype is int:
+            return value
+        if vtype is str:
+            return _FLOAT_NAMES[value]
+    raise TypeError(f"unexpected {vtype.__name__}")
+
+
+def _to_json_table(desc: Any) -> _ToJson:
+    table = _to_json_tables.get(desc.full_name)
+    if table is None:
+        ids = _ID_FIELDS.get(desc.full_name, {})
+        table = {field.number: (field.json_name, _kind(field, ids)[0]) for field in desc.fields}
+        _to_json_tables[desc.full_name] = table
+    return table
+
+
+def _message_to_json(message: Any) -> dict[str, Any]:
+    """The OTLP/JSON object of a message: the fields present, in field-number order, as MessageToDict."""
+    table = _to_json_table(message.DESCRIPTOR)
+    out: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        key, kind = table[field.number]
+        if kind == _MESSAGE:
+            out[key] = [_message_to_json(v) for v in value] if _repeated(field) else _message_to_json(value)
+        elif kind == _INT64:  # 64-bit integers are strings
+            out[key] = [str(v) for v in value] if _repeated(field) else str(value)
+        elif kind == _ID:
+            out[key] = value.hex()
+        elif kind == _BYTES:
+            out[key] = ([base64.b64encode(v).decode("ascii") for v in value] if _repeated(field)
+                        else base64.b64encode(value).decode("ascii"))
+        elif kind == _FLOAT:
+            out[key] = [_float_json(v) for v in value] if _repeated(field) else _float_json(value)
+        else:
+            out[key] = list(value) if _repeated(field) else value
+    return out
+
+
+def _float_json(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 def _json_kind(value: Any) -> str:
