@@ -180,7 +180,7 @@ impl EngineConfig {
 
     /// The configuration as the engine runs it, every default filled in.
     pub fn normalized(&self) -> Value {
-        let dur = |ns: i64| format!("{}ms", ns / 1_000_000);
+        let dur = go_duration;
         json!({
             "decision_wait": dur(self.decision_wait_ns),
             "num_traces": self.num_traces,
@@ -202,6 +202,27 @@ impl EngineConfig {
             },
             "policies": self.blocks,
         })
+    }
+}
+
+/// A duration as Go prints the common cases: `10s`, `1m30s`, `500ms`, `250us`, `7ns`.
+pub fn go_duration(ns: i64) -> String {
+    const S: i64 = 1_000_000_000;
+    if ns == 0 {
+        "0s".into()
+    } else if ns % S == 0 {
+        let s = ns / S;
+        match (s / 3600, s % 3600 / 60, s % 60) {
+            (0, 0, sec) => format!("{sec}s"),
+            (0, m, sec) => format!("{m}m{sec}s"),
+            (h, m, sec) => format!("{h}h{m}m{sec}s"),
+        }
+    } else if ns % 1_000_000 == 0 {
+        format!("{}ms", ns / 1_000_000)
+    } else if ns % 1_000 == 0 {
+        format!("{}us", ns / 1_000)
+    } else {
+        format!("{ns}ns")
     }
 }
 
@@ -302,6 +323,20 @@ mod tests {
         );
         assert_eq!(c.attr_keys.len(), 1);
         assert_eq!(c.policies[2].slot, Some(0));
+    }
+
+    #[test]
+    fn durations_print_as_go_does_and_parse_back() {
+        for (ns, text) in [
+            (10_000_000_000i64, "10s"),
+            (90_000_000_000, "1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (500_000_000, "500ms"),
+            (0, "0s"),
+        ] {
+            assert_eq!(go_duration(ns), text);
+            assert_eq!(node::parse_go_duration(text), Ok(ns));
+        }
     }
 
     macro_rules! config_errors {
