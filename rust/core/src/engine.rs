@@ -5,7 +5,7 @@
 //! cannot deadlock), each checks its limits, and only when all accept are the spans taken: a payload is taken
 //! whole or not at all. Encoding kept spans happens outside the locks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ahash::RandomState;
@@ -21,6 +21,9 @@ pub struct Engine {
     cfg: Arc<EngineConfig>,
     shards: Box<[Mutex<Shard>]>,
     router: RandomState,
+    /// The engine's clock: the largest `now` seen. Shards read time from here, so it never runs backwards,
+    /// whichever shard a call touches.
+    clock: AtomicI64,
     payloads_received: AtomicU64,
     payloads_rejected: AtomicU64,
     payloads_refused: AtomicU64,
@@ -41,12 +44,13 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
         let cfg = Arc::new(cfg);
-        let n = cfg.num_shards;
+        // Never more shards than traces, so each shard's share of num_traces is at least one and they add up.
+        let n = cfg.num_shards.min(cfg.num_traces).max(1);
         let shards = (0..n)
             .map(|i| {
                 Mutex::new(Shard::new(
                     cfg.clone(),
-                    share(cfg.num_traces, n, i).max(1),
+                    share(cfg.num_traces, n, i),
                     share(cfg.sampled_cache_size, n, i),
                     share(cfg.non_sampled_cache_size, n, i),
                 ))
@@ -56,6 +60,7 @@ impl Engine {
             cfg,
             shards,
             router: RandomState::new(),
+            clock: AtomicI64::new(i64::MIN),
             payloads_received: AtomicU64::new(0),
             payloads_rejected: AtomicU64::new(0),
             payloads_refused: AtomicU64::new(0),
@@ -67,8 +72,15 @@ impl Engine {
         &self.cfg
     }
 
+    /// Advances the engine clock to `now` if it is later; returns the clock.
+    fn tick(&self, now: i64) -> i64 {
+        let before = self.clock.fetch_max(now, Ordering::AcqRel);
+        before.max(now)
+    }
+
     /// Takes one `ExportTraceServiceRequest`, whole or not at all. `now` is in nanoseconds on the engine clock.
     pub fn ingest(&self, payload: &[u8], now: i64) -> Result<()> {
+        let now = self.tick(now);
         let d = match decode(payload, &self.cfg.attr_keys) {
             Ok(d) => d,
             Err(e) => {
@@ -112,6 +124,7 @@ impl Engine {
 
     /// Decides what is due at `now`; returns kept spans as `ExportTraceServiceRequest` payloads.
     pub fn poll(&self, now: i64) -> Vec<Vec<u8>> {
+        let now = self.tick(now);
         let mut out = Vec::new();
         for s in self.shards.iter() {
             lock(s).poll(now, &mut out);
@@ -121,6 +134,7 @@ impl Engine {
 
     /// Decides (or drops, per `drop_pending_traces_on_shutdown`) everything buffered.
     pub fn flush(&self, now: i64) -> Vec<Vec<u8>> {
+        let now = self.tick(now);
         let mut out = Vec::new();
         for s in self.shards.iter() {
             lock(s).flush(now, &mut out);

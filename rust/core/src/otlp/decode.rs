@@ -275,6 +275,7 @@ fn scan_resource<'a>(
 ) -> WireResult<()> {
     let mut r = Reader::new(buf, base);
     let mut index = 0usize;
+    let mut entity_index = 0usize;
     while !r.is_empty() {
         let at = r.offset();
         let (field, wt) = r.read_tag()?;
@@ -288,8 +289,38 @@ fn scan_resource<'a>(
                 r.read_varint()
                     .map_err(|e| e.at_field("dropped_attributes_count"))?;
             }
+            3 => {
+                let label = || format!("entity_refs[{entity_index}]");
+                expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
+                let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
+                scan_entity_ref(bytes, off).map_err(|e| e.within(label()))?;
+                entity_index += 1;
+            }
             _ => r.skip(field, wt)?,
         }
+    }
+    Ok(())
+}
+
+/// Validates an `EntityRef` (schema_url, type, id_keys, description_keys: all strings).
+fn scan_entity_ref(buf: &[u8], base: usize) -> WireResult<()> {
+    let mut r = Reader::new(buf, base);
+    while !r.is_empty() {
+        let at = r.offset();
+        let (field, wt) = r.read_tag()?;
+        let label = match field {
+            1 => "schema_url",
+            2 => "type",
+            3 => "id_keys",
+            4 => "description_keys",
+            _ => {
+                r.skip(field, wt)?;
+                continue;
+            }
+        };
+        expect(at, wt, WireType::Len).map_err(|e| e.at_field(label))?;
+        let (bytes, off) = r.read_len().map_err(|e| e.at_field(label))?;
+        utf8(bytes, off).map_err(|e| e.at_field(label))?;
     }
     Ok(())
 }

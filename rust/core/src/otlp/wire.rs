@@ -225,11 +225,12 @@ impl<'a> Reader<'a> {
                     if self.is_empty() {
                         return Err(Fail::new(start, format!("group {field} is not closed")));
                     }
+                    let tag_at = self.offset();
                     let (f, w) = self.read_tag()?;
                     if w == WireType::EndGroup {
                         if f != field {
                             return Err(Fail::new(
-                                self.offset(),
+                                tag_at,
                                 format!("end of group {f} closes group {field}"),
                             ));
                         }
@@ -238,8 +239,10 @@ impl<'a> Reader<'a> {
                     self.skip_at_depth(f, w, depth + 1)?;
                 }
             }
+            // The tag was just read: point at it, not past it.
             WireType::EndGroup => Err(Fail::new(
-                self.offset(),
+                self.offset()
+                    .saturating_sub(varint_len((u64::from(field) << 3) | 4)),
                 format!("end-group for field {field} without a start"),
             )),
         }

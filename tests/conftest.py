@@ -1,0 +1,23 @@
+"""Shared setup of the tailsample test suite.
+
+The helpers module `otlp_builders` sits beside the tests; it is put on the path here so that every test file
+can `import otlp_builders` whatever pytest's rootdir and import mode are.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:
+    sys.path.insert(0, str(TESTS))
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """A random generator seeded by the test's name: reproducible, and different from test to test."""
+    return random.Random(request.node.nodeid)
