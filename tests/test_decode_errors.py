@@ -144,7 +144,7 @@ def payload_cases() -> dict[str, Bad]:
     c["unclosed-group"] = in_span(GOOD + enc_tag(50, SGROUP) + enc_uint(1, 1), "", end_of(GOOD, 2),
                                   "group 50 is not closed")
     # offset: the start of the 2-byte end-group tag itself
-    c["end-group-without-start"] = in_span(GOOD + enc_tag(50, EGROUP), "", end_of(GOOD, 2) - 2, "without a start")
+    c["end-group-without-start"] = in_span(GOOD + enc_tag(50, EGROUP), "", end_of(GOOD, 0), "without a start")
     # -- invalid UTF-8 (offset: the first bad byte)
     c["span-name-invalid-utf8"] = in_span(raw_span(name=b"ok\xff"), "name", find(b"ok\xff", 2), "not valid UTF-8")
     c["span-name-bad-first-byte"] = in_span(raw_span(name=b"\xc3\x28"), "name", find(b"\xc3\x28"),
