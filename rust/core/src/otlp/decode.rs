@@ -835,3 +835,53 @@ fn scan_status(buf: &[u8], base: usize) -> WireResult<Option<i32>> {
     }
     Ok(code)
 }
+
+/// Calls `f(name, attributes)` for each event of an already validated span (its raw bytes), with the event
+/// attributes whose keys are in `keys` (`Absent` for the others). Used by policies that look at span events;
+/// the span was validated at ingest, so a malformed event here is skipped rather than reported.
+pub fn for_each_event<'a>(
+    span_raw: &'a [u8],
+    keys: &AttrKeys,
+    mut f: impl FnMut(&'a str, &[AttrValue<'a>]),
+) {
+    let mut attrs: Vec<AttrValue<'a>> = vec![AttrValue::Absent; keys.len()];
+    let mut r = Reader::new(span_raw, 0);
+    while !r.is_empty() {
+        let Ok((field, wt)) = r.read_tag() else {
+            return;
+        };
+        if field != 11 || wt != WireType::Len {
+            if r.skip(field, wt).is_err() {
+                return;
+            }
+            continue;
+        }
+        let Ok((event, off)) = r.read_len() else {
+            return;
+        };
+        attrs.iter_mut().for_each(|a| *a = AttrValue::Absent);
+        let mut name = "";
+        let mut e = Reader::new(event, off);
+        let mut index = 0usize;
+        while !e.is_empty() {
+            let at = e.offset();
+            let Ok((ef, ewt)) = e.read_tag() else { break };
+            match ef {
+                2 if ewt == WireType::Len => match e.read_len() {
+                    Ok((b, o)) => name = utf8(b, o).unwrap_or(""),
+                    Err(_) => break,
+                },
+                3 => match scan_attribute(&mut e, at, ewt, index, keys, &mut attrs) {
+                    Ok(next) => index = next,
+                    Err(_) => break,
+                },
+                _ => {
+                    if e.skip(ef, ewt).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        f(name, &attrs);
+    }
+}

@@ -16,6 +16,7 @@ pub mod probabilistic;
 pub mod span_count;
 pub mod status_code;
 pub mod string_attribute;
+pub mod trace_state;
 
 use crate::config::node::{Mapping, Node};
 use crate::error::{Error, Result};
