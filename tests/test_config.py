@@ -25,10 +25,10 @@ DEEP_DIVE = REPO.parent / "shared" / "reference" / "tracing-deep-dive.txt"
 SEED_POLICIES = ["errors-policy", "latency-policy", "forced-sampling-policy", "probabilistic-policy"]
 SUPPORTED = [
     "always_sample", "status_code", "latency", "probabilistic", "string_attribute", "numeric_attribute",
-    "boolean_attribute", "span_count",
+    "boolean_attribute", "span_count", "trace_state", "trace_flags", "rate_limiting", "bytes_limiting", "and",
+    "not", "drop", "composite",
 ]
-NOT_YET = ["rate_limiting", "bytes_limiting", "trace_state", "trace_flags", "ottl_condition", "and", "not",
-           "drop", "composite"]
+NOT_YET = ["ottl_condition"]
 
 ALWAYS_BLOCK = "policies:\n  - {name: keep-all, type: always_sample}\n"
 

@@ -497,9 +497,9 @@ def test_sample_on_first_match_stops_at_the_first(rng):
         eng.ingest(one_trace(rng, 2, **kw)[1], now=0.0)
     assert len(out_traces(eng.poll(now=1.2))) == 3
     ps = eng.policy_stats()
-    assert ps["errors"] == {"sampled": 1, "not_sampled": 2, "errors": 0, "decided": 1}
-    assert ps["slow"] == {"sampled": 1, "not_sampled": 1, "errors": 0, "decided": 1}
-    assert ps["always"] == {"sampled": 1, "not_sampled": 0, "errors": 0, "decided": 1}
+    assert ps["errors"] == {"sampled": 1, "not_sampled": 2, "errors": 0, "decided": 1, "dropped": 0}
+    assert ps["slow"] == {"sampled": 1, "not_sampled": 1, "errors": 0, "decided": 1, "dropped": 0}
+    assert ps["always"] == {"sampled": 1, "not_sampled": 0, "errors": 0, "decided": 1, "dropped": 0}
 
 
 def test_attributes_of_one_trace_do_not_leak_into_another(rng):

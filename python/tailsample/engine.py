@@ -46,8 +46,8 @@ class Engine:
         return self._native.stats()
 
     def policy_stats(self) -> dict[str, dict[str, int]]:
-        """Per policy, in order: traces it voted `sampled`, `not_sampled`, its `errors`, and `decided`
-        (kept traces it was the first, in order, to sample)."""
+        """Per top-level policy, in order: traces it voted `sampled`, `not_sampled`, `dropped` (drop policies), its
+        `errors` (no vote), and `decided` (kept traces it was the first, in order, to sample)."""
         return self._native.policy_stats()
 
     def __repr__(self) -> str:

@@ -195,6 +195,7 @@ impl Engine {
             ("traces_dropped", s.traces_dropped),
             ("traces_dropped_too_large", s.traces_dropped_too_large),
             ("traces_dropped_on_shutdown", s.traces_dropped_on_shutdown),
+            ("traces_dropped_by_policy", s.traces_dropped_by_policy),
             ("traces_evicted", s.traces_evicted),
             ("traces_in_memory", g.traces_in_memory),
             ("spans_in_memory", g.spans_in_memory),
@@ -240,6 +241,7 @@ impl Engine {
             for (t, p) in totals.iter_mut().zip(&shard.policy_stats) {
                 t.sampled += p.sampled;
                 t.not_sampled += p.not_sampled;
+                t.dropped += p.dropped;
                 t.errors += p.errors;
                 t.decided += p.decided;
             }
@@ -261,6 +263,7 @@ fn add_stats(a: &mut ShardStats, b: &ShardStats) {
     a.traces_dropped += b.traces_dropped;
     a.traces_dropped_too_large += b.traces_dropped_too_large;
     a.traces_dropped_on_shutdown += b.traces_dropped_on_shutdown;
+    a.traces_dropped_by_policy += b.traces_dropped_by_policy;
     a.traces_evicted += b.traces_evicted;
     a.spans_evicted += b.spans_evicted;
     a.spans_sampled += b.spans_sampled;

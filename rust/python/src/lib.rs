@@ -150,6 +150,7 @@ impl NativeEngine {
             let p = PyDict::new(py);
             p.set_item("sampled", c.sampled)?;
             p.set_item("not_sampled", c.not_sampled)?;
+            p.set_item("dropped", c.dropped)?;
             p.set_item("errors", c.errors)?;
             p.set_item("decided", c.decided)?;
             d.set_item(name, p)?;

@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::otlp::decode::AttrKeys;
-use crate::policy::{Kind, Policy, MAX_FOLDING_POLICIES, SUPPORTED};
-use node::{describe, Node};
+use crate::policy::{Kind, Policy, MAX_FOLDING_POLICIES};
+use node::Node;
 
 /// Output payloads are cut at this size by default: the default maximum message size of gRPC servers.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 << 20;
@@ -37,6 +37,11 @@ pub struct EngineConfig {
     pub max_payload_bytes: usize,
     /// tailsample: limit of the buffer of late spans waiting for `poll`.
     pub late_span_buffer_bytes: u64,
+    /// tailsample: add `tailsampling.policy`, `tailsampling.composite_policy` and `tailsampling.cached_decision`
+    /// to kept spans (rewrites their bytes: appends the attributes).
+    pub record_policy: bool,
+    /// Every folding policy of the tree (any depth), flattened, with its slot: what ingest evaluates per span.
+    pub folders: Vec<(u8, Kind)>,
     blocks: Vec<Value>,
 }
 
@@ -116,43 +121,63 @@ impl EngineConfig {
                 format!("must be between 1 and 256, got {num_shards}"),
             ));
         }
-        let (max_payload_bytes, late_span_buffer_bytes) = match m.value("tailsample") {
-            None => (DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_LATE_SPAN_BUFFER_BYTES),
+        let (max_payload_bytes, late_span_buffer_bytes, record_policy) = match m.value("tailsample")
+        {
+            None => (
+                DEFAULT_MAX_PAYLOAD_BYTES,
+                DEFAULT_LATE_SPAN_BUFFER_BYTES,
+                false,
+            ),
             Some(v) => {
                 let mut t = Node::new(v, "tailsample").mapping()?;
                 let p =
                     t.int_at_least("max_payload_bytes", DEFAULT_MAX_PAYLOAD_BYTES as i64, 1024)?
                         as usize;
                 let l = t.bytes("late_span_buffer_bytes", DEFAULT_LATE_SPAN_BUFFER_BYTES)?;
+                let r = t.boolean("record_policy", false)?;
                 t.finish()?;
-                (p, l)
+                (p, l, r)
             }
         };
-        let (mut policies, blocks) = match m.value("policies") {
+        let mut policies = match m.value("policies") {
             None => {
                 return Err(Error::config(
                     "policies",
                     "is required: a list of policies, each with a name and a type",
                 ))
             }
-            Some(v) => parse_policies(v)?,
+            Some(v) => Policy::parse_list(Some(v), "policies")?,
         };
         m.finish()?;
+        let blocks = policies_json(v);
 
-        let keys = AttrKeys::new(policies.iter().flat_map(|p| p.kind.attribute_keys()));
-        let mut next_slot = 0usize;
-        for (i, p) in policies.iter_mut().enumerate() {
-            p.kind.bind(&keys);
-            if p.kind.folds() {
-                if next_slot >= MAX_FOLDING_POLICIES {
-                    return Err(Error::config(
-                        format!("policies[{i}]"),
-                        format!("at most {MAX_FOLDING_POLICIES} attribute policies per processor"),
-                    ));
+        // Attribute keys of every policy at any depth; then slots for every folding policy.
+        let mut names: Vec<String> = Vec::new();
+        for p in &policies {
+            p.walk(&mut |q| names.extend(q.kind.attribute_keys().into_iter().map(String::from)));
+        }
+        let keys = AttrKeys::new(names);
+        let mut folders: Vec<(u8, Kind)> = Vec::new();
+        let mut too_many = false;
+        for p in policies.iter_mut() {
+            p.walk_mut(&mut |q| {
+                q.kind.bind(&keys);
+                if q.kind.folds() {
+                    if folders.len() >= MAX_FOLDING_POLICIES {
+                        too_many = true;
+                        return;
+                    }
+                    let slot = folders.len() as u8;
+                    q.slot = Some(slot);
+                    folders.push((slot, q.kind.clone()));
                 }
-                p.slot = Some(next_slot as u8);
-                next_slot += 1;
-            }
+            });
+        }
+        if too_many {
+            return Err(Error::config(
+                "policies",
+                format!("at most {MAX_FOLDING_POLICIES} attribute, trace_state and ottl_condition policies per processor"),
+            ));
         }
         Ok(EngineConfig {
             decision_wait_ns,
@@ -170,6 +195,8 @@ impl EngineConfig {
             attr_keys: keys,
             max_payload_bytes,
             late_span_buffer_bytes,
+            record_policy,
+            folders,
             blocks,
         })
     }
@@ -199,6 +226,7 @@ impl EngineConfig {
             "tailsample": {
                 "max_payload_bytes": self.max_payload_bytes,
                 "late_span_buffer_bytes": self.late_span_buffer_bytes,
+                "record_policy": self.record_policy,
             },
             "policies": self.blocks,
         })
@@ -226,67 +254,13 @@ pub fn go_duration(ns: i64) -> String {
     }
 }
 
-fn parse_policies(v: &Value) -> Result<(Vec<Policy>, Vec<Value>)> {
-    let Value::Array(items) = v else {
-        return Err(Error::config(
-            "policies",
-            format!("expected a list of policies, got {}", describe(v)),
-        ));
-    };
-    if items.is_empty() {
-        return Err(Error::config("policies", "expected at least one policy"));
+/// The `policies` list as given, for `normalized()`.
+fn policies_json(root: &Value) -> Vec<Value> {
+    match root.get("policies") {
+        Some(Value::Array(items)) => items.clone(),
+        _ => Vec::new(),
     }
-    let mut policies: Vec<Policy> = Vec::with_capacity(items.len());
-    let mut blocks = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let path = format!("policies[{i}]");
-        let mut m = Node::new(item, &path).mapping()?;
-        let name = m.required_string("name")?;
-        if let Some(j) = policies.iter().position(|p| p.name == name) {
-            return Err(Error::config(
-                format!("{path}.name"),
-                format!("duplicate policy name {name:?} (also policies[{j}])"),
-            ));
-        }
-        let type_name = m.required_string("type")?;
-        // A policy entry may carry blocks for other types (the reference ignores them); only its own is read.
-        let mut own: Option<&Value> = None;
-        for t in SUPPORTED.iter().chain(OTHER_TYPES.iter()) {
-            let v = m.value(t);
-            if *t == type_name {
-                own = v;
-            }
-        }
-        m.finish()?;
-        let null = Value::Null;
-        let block_path = format!("{path}.{type_name}");
-        let kind = Kind::parse(
-            &type_name,
-            Node::new(own.unwrap_or(&null), &block_path),
-            &format!("{path}.type"),
-        )?;
-        blocks.push(json!({"name": name, "type": type_name, type_name.clone(): own.cloned().unwrap_or(json!({}))}));
-        policies.push(Policy {
-            name,
-            kind,
-            slot: None,
-        });
-    }
-    Ok((policies, blocks))
 }
-
-/// Policy-type keys of the reference that may appear in an entry.
-const OTHER_TYPES: &[&str] = &[
-    "rate_limiting",
-    "bytes_limiting",
-    "trace_state",
-    "trace_flags",
-    "ottl_condition",
-    "and",
-    "not",
-    "drop",
-    "composite",
-];
 
 #[cfg(test)]
 mod tests {
@@ -355,10 +329,10 @@ mod tests {
             => "policies[1].latency.threshold_ms: expected an integer, got the string \"1s\"";
         unknown_type_lists_supported:
             json!({"policies": [{"name": "a", "type": "sometimes"}]})
-            => "policies[0].type: unknown policy type \"sometimes\"; supported: always_sample, status_code, latency, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count";
+            => "policies[0].type: unknown policy type \"sometimes\"; supported: always_sample, status_code, latency, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, trace_flags, rate_limiting, bytes_limiting, and, not, drop, composite";
         later_type_says_not_yet:
-            json!({"policies": [{"name": "a", "type": "and", "and": {}}]})
-            => "policies[0].type: policy type \"and\" is not supported by tailsample yet; supported: always_sample, status_code, latency, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count";
+            json!({"policies": [{"name": "a", "type": "ottl_condition", "ottl_condition": {}}]})
+            => "policies[0].type: policy type \"ottl_condition\" is not supported by tailsample yet; supported: always_sample, status_code, latency, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, trace_flags, rate_limiting, bytes_limiting, and, not, drop, composite";
         duplicate_names:
             json!({"policies": [{"name": "a", "type": "always_sample"}, {"name": "a", "type": "always_sample"}]})
             => "policies[1].name: duplicate policy name \"a\" (also policies[0])";

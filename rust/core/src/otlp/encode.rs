@@ -160,3 +160,47 @@ pub fn frame_span(out: &mut Vec<u8>, raw: &[u8]) {
 pub fn framed_size(raw_len: usize) -> usize {
     len_field_size(2, raw_len)
 }
+
+/// A span attribute (`Span.attributes`, field 9) holding a string, encoded for appending to a span.
+pub fn string_attribute(key: &str, value: &str) -> Vec<u8> {
+    let any = len_field_size(1, value.len());
+    let kv = len_field_size(1, key.len()) + len_field_size(2, any);
+    let mut out = Vec::with_capacity(len_field_size(9, kv));
+    put_len_header(&mut out, 9, kv);
+    put_len_header(&mut out, 1, key.len());
+    out.extend_from_slice(key.as_bytes());
+    put_len_header(&mut out, 2, any);
+    put_len_header(&mut out, 1, value.len());
+    out.extend_from_slice(value.as_bytes());
+    out
+}
+
+/// A span attribute holding a boolean, encoded for appending to a span.
+pub fn bool_attribute(key: &str, value: bool) -> Vec<u8> {
+    let any = 2; // field 2 (bool_value), varint
+    let kv = len_field_size(1, key.len()) + len_field_size(2, any);
+    let mut out = Vec::with_capacity(len_field_size(9, kv));
+    put_len_header(&mut out, 9, kv);
+    put_len_header(&mut out, 1, key.len());
+    out.extend_from_slice(key.as_bytes());
+    put_len_header(&mut out, 2, any);
+    out.extend_from_slice(&[0x10, u8::from(value)]);
+    out
+}
+
+/// Appends encoded attributes to every framed span of a chunk. A protobuf message may be extended by
+/// appending fields, so each span keeps its bytes and gains the attributes at its end; only the framing
+/// (the span's length) changes. Costs one copy of the kept spans.
+pub fn append_attributes(framed: &[u8], attrs: &[u8]) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(framed.len() + 16 * attrs.len());
+    let mut r = super::wire::Reader::new(framed, 0);
+    while !r.is_empty() {
+        // Chunks are framed by this crate (tag 2, length, span), so these reads cannot fail.
+        let Ok((_, _)) = r.read_tag() else { break };
+        let Ok((span, _)) = r.read_len() else { break };
+        put_len_header(&mut out, 2, span.len() + attrs.len());
+        out.extend_from_slice(span);
+        out.extend_from_slice(attrs);
+    }
+    out.into_boxed_slice()
+}

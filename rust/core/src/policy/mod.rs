@@ -6,27 +6,38 @@
 //! - at decision time, `evaluate` reads the summary (`TraceView`) and votes.
 //!
 //! Precedence of votes, written once (`decide` in `store::shard`): any `drop` → dropped; else any sampled →
-//! sampled; else not sampled. An evaluation error counts as no vote.
+//! sampled; else not sampled. An evaluation error counts as no vote. Combinators (`and`, `not`, `drop`,
+//! `composite`) hold sub-policies of the same type; an error in a sub-policy is the combinator's error.
 
 pub mod always_sample;
+pub mod and;
 pub mod boolean_attribute;
+pub mod bytes_limiting;
+pub mod composite;
+pub mod drop;
 pub mod latency;
+pub mod not;
 pub mod numeric_attribute;
 pub mod probabilistic;
+pub mod rate_limiting;
 pub mod span_count;
 pub mod status_code;
 pub mod string_attribute;
+pub mod trace_flags;
 pub mod trace_state;
 
-use crate::config::node::{Mapping, Node};
+use crate::config::node::{describe, Mapping, Node};
 use crate::error::{Error, Result};
 use crate::otlp::decode::{AttrKeys, AttrValue, SpanView};
+use serde_json::Value;
 
 /// A policy's vote on a trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Vote {
     Sampled,
     NotSampled,
+    /// A `drop` policy fired: a veto over every other vote.
+    Dropped,
 }
 
 /// Bits of `TraceView::status_mask`: which status codes the trace's spans carry.
@@ -52,7 +63,11 @@ pub mod status_bits {
 pub struct TraceView {
     pub trace_id: [u8; 16],
     pub span_count: u32,
+    /// The spans' own bytes.
     pub bytes: u64,
+    /// The trace's size as the reference measures it for `bytes_limiting` (`ptrace.ProtoMarshaler.TracesSize`
+    /// of its received batches: each payload's share under its resource and scopes, without schema URLs).
+    pub otlp_bytes: u64,
     /// Smallest non-zero span start time (0 when every span's start is unset).
     pub min_start_unix_nano: u64,
     pub max_end_unix_nano: u64,
@@ -62,10 +77,30 @@ pub struct TraceView {
     pub root_seen: bool,
     /// Bit `slot` is set when a resource or span matched the folding policy with that slot.
     pub matched: u64,
+    /// Bit `slot` is set when evaluating the folding policy with that slot failed on some span.
+    pub errors: u64,
 }
 
 /// Folding policies per engine: each takes one bit of `TraceView::matched`.
 pub const MAX_FOLDING_POLICIES: usize = 64;
+
+/// What a folding policy reads of one span at ingest.
+pub struct SpanFacts<'a, 'b> {
+    pub span: &'b SpanView<'a>,
+    pub attrs: &'b [AttrValue<'a>],
+    pub resource_attrs: &'b [AttrValue<'a>],
+    pub scope_name: &'a str,
+    pub keys: &'b AttrKeys,
+}
+
+/// A folding policy's verdict on one span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fold {
+    Match,
+    NoMatch,
+    /// Evaluation failed (an `ottl_condition` with `error_mode: propagate`, say).
+    Error,
+}
 
 /// One configured policy of any type.
 #[derive(Debug, Clone)]
@@ -78,6 +113,14 @@ pub enum Kind {
     NumericAttribute(numeric_attribute::NumericAttribute),
     BooleanAttribute(boolean_attribute::BooleanAttribute),
     SpanCount(span_count::SpanCount),
+    TraceState(trace_state::TraceState),
+    TraceFlags(trace_flags::TraceFlags),
+    RateLimiting(rate_limiting::RateLimiting),
+    BytesLimiting(bytes_limiting::BytesLimiting),
+    And(and::And),
+    Not(not::Not),
+    Drop(drop::Drop),
+    Composite(composite::Composite),
 }
 
 /// The policy types tailsample runs, as written in the YAML.
@@ -90,20 +133,18 @@ pub const SUPPORTED: &[&str] = &[
     "numeric_attribute",
     "boolean_attribute",
     "span_count",
-];
-
-/// Types the reference has that tailsample does not run yet: a clear error rather than "unknown".
-const NOT_YET: &[&str] = &[
-    "rate_limiting",
-    "bytes_limiting",
     "trace_state",
     "trace_flags",
-    "ottl_condition",
+    "rate_limiting",
+    "bytes_limiting",
     "and",
     "not",
     "drop",
     "composite",
 ];
+
+/// Types the reference has that tailsample does not run yet: a clear error rather than "unknown".
+pub const NOT_YET: &[&str] = &["ottl_condition"];
 
 /// A named policy with its place in the trace summary.
 #[derive(Debug, Clone)]
@@ -112,6 +153,95 @@ pub struct Policy {
     pub kind: Kind,
     /// The bit of `TraceView::matched` this policy folds into, if it folds.
     pub slot: Option<u8>,
+}
+
+impl Policy {
+    /// Reads one policy entry (`name`, `type`, and the block named like the type) at `path`.
+    pub fn parse(v: &Value, path: &str) -> Result<Policy> {
+        let mut m = Node::new(v, path).mapping()?;
+        let name = m.required_string("name")?;
+        let type_name = m.required_string("type")?;
+        // An entry may carry blocks for other types (the reference ignores them); only its own is read.
+        let mut own: Option<&Value> = None;
+        for t in SUPPORTED.iter().chain(NOT_YET.iter()) {
+            let v = m.value(t);
+            if *t == type_name {
+                own = v;
+            }
+        }
+        m.finish()?;
+        let null = Value::Null;
+        let block_path = format!("{path}.{type_name}");
+        let kind = Kind::parse(
+            &type_name,
+            Node::new(own.unwrap_or(&null), &block_path),
+            &format!("{path}.type"),
+        )?;
+        Ok(Policy {
+            name,
+            kind,
+            slot: None,
+        })
+    }
+
+    /// Reads a list of sub-policies (for `and`, `drop`, `composite`), with unique names.
+    pub fn parse_list(v: Option<&Value>, path: &str) -> Result<Vec<Policy>> {
+        let Some(v) = v else {
+            return Err(Error::config(
+                path,
+                "expected a list of policies, each with a name and a type",
+            ));
+        };
+        let Value::Array(items) = v else {
+            return Err(Error::config(
+                path,
+                format!("expected a list of policies, got {}", describe(v)),
+            ));
+        };
+        if items.is_empty() {
+            return Err(Error::config(path, "expected at least one policy"));
+        }
+        let mut out: Vec<Policy> = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let p = Policy::parse(item, &format!("{path}[{i}]"))?;
+            if let Some(j) = out.iter().position(|q| q.name == p.name) {
+                return Err(Error::config(
+                    format!("{path}[{i}].name"),
+                    format!("duplicate policy name {:?} (also {path}[{j}])", p.name),
+                ));
+            }
+            out.push(p);
+        }
+        Ok(out)
+    }
+
+    /// The vote on a decided trace; `now` is the engine clock (ns), for the stateful policies.
+    pub fn evaluate(&mut self, t: &TraceView, now: i64) -> std::result::Result<Vote, String> {
+        let (matched, failed) = match self.slot {
+            Some(s) => (t.matched & (1u64 << s) != 0, t.errors & (1u64 << s) != 0),
+            None => (false, false),
+        };
+        // A definite match on some span wins over a failure on another.
+        if failed && !matched {
+            return Err(format!("policy {:?} failed to evaluate a span", self.name));
+        }
+        self.kind.evaluate(t, matched, now)
+    }
+
+    /// Every policy of this tree, depth first (itself included), for slot assignment and key collection.
+    pub fn walk_mut(&mut self, f: &mut dyn FnMut(&mut Policy)) {
+        f(self);
+        for sub in self.kind.children_mut() {
+            sub.walk_mut(f);
+        }
+    }
+
+    pub fn walk(&self, f: &mut dyn FnMut(&Policy)) {
+        f(self);
+        for sub in self.kind.children() {
+            sub.walk(f);
+        }
+    }
 }
 
 impl Kind {
@@ -125,11 +255,20 @@ impl Kind {
             Kind::NumericAttribute(_) => "numeric_attribute",
             Kind::BooleanAttribute(_) => "boolean_attribute",
             Kind::SpanCount(_) => "span_count",
+            Kind::TraceState(_) => "trace_state",
+            Kind::TraceFlags(_) => "trace_flags",
+            Kind::RateLimiting(_) => "rate_limiting",
+            Kind::BytesLimiting(_) => "bytes_limiting",
+            Kind::And(_) => "and",
+            Kind::Not(_) => "not",
+            Kind::Drop(_) => "drop",
+            Kind::Composite(_) => "composite",
         }
     }
 
     /// Reads the policy block of `type_name` (the mapping under the key named like the type).
     pub fn parse(type_name: &str, block: Node<'_>, type_path: &str) -> Result<Kind> {
+        let path = block.path().to_string();
         let m = block.mapping()?;
         Ok(match type_name {
             "always_sample" => Kind::AlwaysSample(always_sample::AlwaysSample::parse(m)?),
@@ -146,6 +285,14 @@ impl Kind {
                 Kind::BooleanAttribute(boolean_attribute::BooleanAttribute::parse(m)?)
             }
             "span_count" => Kind::SpanCount(span_count::SpanCount::parse(m)?),
+            "trace_state" => Kind::TraceState(trace_state::TraceState::parse(m)?),
+            "trace_flags" => Kind::TraceFlags(trace_flags::TraceFlags::parse(m)?),
+            "rate_limiting" => Kind::RateLimiting(rate_limiting::RateLimiting::parse(m)?),
+            "bytes_limiting" => Kind::BytesLimiting(bytes_limiting::BytesLimiting::parse(m)?),
+            "and" => Kind::And(and::And::parse(m, &path)?),
+            "not" => Kind::Not(not::Not::parse(m, &path)?),
+            "drop" => Kind::Drop(drop::Drop::parse(m, &path)?),
+            "composite" => Kind::Composite(composite::Composite::parse(m, &path)?),
             other if NOT_YET.contains(&other) => {
                 return Err(Error::config(
                     type_path,
@@ -167,7 +314,27 @@ impl Kind {
         })
     }
 
-    /// Attribute keys this policy reads (the scanner extracts only these).
+    fn children(&self) -> &[Policy] {
+        match self {
+            Kind::And(p) => &p.subs,
+            Kind::Drop(p) => &p.subs,
+            Kind::Composite(p) => p.subs(),
+            Kind::Not(p) => std::slice::from_ref(&*p.sub),
+            _ => &[],
+        }
+    }
+
+    fn children_mut(&mut self) -> &mut [Policy] {
+        match self {
+            Kind::And(p) => &mut p.subs,
+            Kind::Drop(p) => &mut p.subs,
+            Kind::Composite(p) => p.subs_mut(),
+            Kind::Not(p) => std::slice::from_mut(&mut *p.sub),
+            _ => &mut [],
+        }
+    }
+
+    /// Attribute keys this policy (not its children) reads; the scanner extracts only these.
     pub fn attribute_keys(&self) -> Vec<&str> {
         match self {
             Kind::StringAttribute(p) => vec![p.key.as_str()],
@@ -197,7 +364,10 @@ impl Kind {
     pub fn folds(&self) -> bool {
         matches!(
             self,
-            Kind::StringAttribute(_) | Kind::NumericAttribute(_) | Kind::BooleanAttribute(_)
+            Kind::StringAttribute(_)
+                | Kind::NumericAttribute(_)
+                | Kind::BooleanAttribute(_)
+                | Kind::TraceState(_)
         )
     }
 
@@ -212,19 +382,30 @@ impl Kind {
         }
     }
 
-    /// Folding: does this span match?
+    /// Folding: this span's verdict.
     #[inline]
-    pub fn span_matches(&self, _span: &SpanView<'_>, attrs: &[AttrValue<'_>]) -> bool {
-        match self {
-            Kind::StringAttribute(p) => p.span_matches(attrs),
-            Kind::NumericAttribute(p) => p.value_matches(attrs),
-            Kind::BooleanAttribute(p) => p.value_matches(attrs),
+    pub fn span_fold(&self, s: &SpanFacts<'_, '_>) -> Fold {
+        let hit = match self {
+            Kind::StringAttribute(p) => p.span_matches(s.attrs),
+            Kind::NumericAttribute(p) => p.value_matches(s.attrs),
+            Kind::BooleanAttribute(p) => p.value_matches(s.attrs),
+            Kind::TraceState(p) => p.span_matches(s.span.trace_state),
             _ => false,
+        };
+        if hit {
+            Fold::Match
+        } else {
+            Fold::NoMatch
         }
     }
 
     /// The vote on a decided trace. `matched` is this policy's folded bit (false if it does not fold).
-    pub fn evaluate(&mut self, t: &TraceView, matched: bool) -> std::result::Result<Vote, String> {
+    pub fn evaluate(
+        &mut self,
+        t: &TraceView,
+        matched: bool,
+        now: i64,
+    ) -> std::result::Result<Vote, String> {
         Ok(match self {
             Kind::AlwaysSample(p) => p.evaluate(t),
             Kind::StatusCode(p) => p.evaluate(t),
@@ -234,15 +415,15 @@ impl Kind {
             Kind::NumericAttribute(p) => p.evaluate(matched),
             Kind::BooleanAttribute(p) => p.evaluate(matched),
             Kind::SpanCount(p) => p.evaluate(t),
+            Kind::TraceState(p) => p.evaluate(matched),
+            Kind::TraceFlags(p) => p.evaluate(t),
+            Kind::RateLimiting(p) => p.evaluate(t, now),
+            Kind::BytesLimiting(p) => p.evaluate(t, now),
+            Kind::And(p) => return p.evaluate(t, now),
+            Kind::Not(p) => return p.evaluate(t, now),
+            Kind::Drop(p) => return p.evaluate(t, now),
+            Kind::Composite(p) => return p.evaluate(t, now),
         })
-    }
-}
-
-impl Policy {
-    #[inline]
-    pub fn evaluate(&mut self, t: &TraceView) -> std::result::Result<Vote, String> {
-        let matched = self.slot.is_some_and(|s| t.matched & (1u64 << s) != 0);
-        self.kind.evaluate(t, matched)
     }
 }
 

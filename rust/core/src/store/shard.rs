@@ -17,8 +17,11 @@ use super::stats::{PolicyCounters, ShardGauges, ShardStats};
 use crate::config::EngineConfig;
 use crate::error::Error;
 use crate::otlp::decode::Decoded;
-use crate::otlp::encode::{frame_span, framed_size};
-use crate::policy::{status_bits, Policy, TraceView, Vote};
+use crate::otlp::encode::{
+    append_attributes, bool_attribute, frame_span, framed_size, string_attribute,
+};
+use crate::otlp::wire::len_field_size;
+use crate::policy::{status_bits, Fold, Kind, Policy, SpanFacts, TraceView, Vote};
 
 /// A run of one trace's spans from one payload under one origin, framed as `ScopeSpans.spans` entries.
 #[derive(Debug)]
@@ -43,13 +46,15 @@ struct Trace {
 pub enum Outcome {
     Sampled,
     NotSampled,
+    Dropped,
 }
 
 pub struct Shard {
     cfg: Arc<EngineConfig>,
     policies: Vec<Policy>,
-    /// Indices of the policies that fold spans at ingest.
-    folding: Vec<usize>,
+    /// Order in which policies are evaluated: configuration order, or, with `sample_on_first_match`, the
+    /// `drop` policies first (so that a veto is never skipped).
+    eval_order: Vec<usize>,
     limit: usize,
     table: HashMap<u128, u32, RandomState>,
     traces: Vec<Trace>,
@@ -80,17 +85,20 @@ impl Shard {
         non_sampled_cache: usize,
     ) -> Self {
         let policies = cfg.policies.clone();
-        let folding = policies
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.slot.is_some())
-            .map(|(i, _)| i)
-            .collect();
+        let is_drop = |p: &Policy| matches!(p.kind, Kind::Drop(_));
+        let eval_order: Vec<usize> = if cfg.sample_on_first_match {
+            let drops = (0..policies.len()).filter(|&i| is_drop(&policies[i]));
+            drops
+                .chain((0..policies.len()).filter(|&i| !is_drop(&policies[i])))
+                .collect()
+        } else {
+            (0..policies.len()).collect()
+        };
         let n = policies.len();
         Shard {
             cfg,
             policies,
-            folding,
+            eval_order,
             limit,
             table: HashMap::default(),
             traces: Vec::new(),
@@ -202,13 +210,12 @@ impl Shard {
             Some(r) => r.clone(),
             None => {
                 let attrs = d.resource_attrs_of(rid);
-                let (policies, folding) = (&self.policies, &self.folding);
+                let folders = &self.cfg.folders;
                 let r = self.interner.resource(&d.resources[rid], || {
                     let mut bits = 0u64;
-                    for &i in folding {
-                        let p = &policies[i];
-                        if p.kind.resource_matches(attrs) {
-                            bits |= 1u64 << p.slot.expect("folding policy has a slot");
+                    for (slot, kind) in folders {
+                        if kind.resource_matches(attrs) {
+                            bits |= 1u64 << slot;
                         }
                     }
                     bits
@@ -271,7 +278,14 @@ impl Shard {
             None if self.sampled.contains(id) => {
                 // A late span of a kept trace: out at the next poll.
                 self.stats.late_spans_forwarded += group.len() as u64;
-                self.chunks_of(d, group, resources, origins, |s, c| {
+                let record = self.cfg.record_policy;
+                self.chunks_of(d, group, resources, origins, |s, mut c| {
+                    if record {
+                        c.framed = append_attributes(
+                            &c.framed,
+                            &bool_attribute("tailsampling.cached_decision", true),
+                        );
+                    }
                     s.late_bytes += c.framed.len() as u64;
                     s.late.push(c);
                 });
@@ -285,10 +299,12 @@ impl Shard {
         };
         // Fold the summary: counts, times, status, flags, root, and the folding policies' bits.
         let s = slot as usize;
+        let cfg = self.cfg.clone();
         let first_root = {
             let t = &mut self.traces[s];
             let v = &mut t.view;
             let had_root = v.root_seen;
+            v.otlp_bytes += reference_size(d, group);
             for &(_, si) in group {
                 let span = &d.spans[si as usize];
                 v.span_count = v.span_count.saturating_add(1);
@@ -303,13 +319,24 @@ impl Shard {
                 v.status_mask |= status_bits::of(span.status_code);
                 v.sampled_flag |= span.flags & 1 == 1;
                 v.root_seen |= span.parent_span_id.is_none();
-                for &pi in &self.folding {
-                    let p = &self.policies[pi];
-                    let bit = 1u64 << p.slot.expect("folding policy has a slot");
-                    if v.matched & bit == 0
-                        && p.kind.span_matches(span, d.span_attrs_of(si as usize))
-                    {
-                        v.matched |= bit;
+                if !cfg.folders.is_empty() {
+                    let scope = &d.scopes[span.scope as usize];
+                    let facts = SpanFacts {
+                        span,
+                        attrs: d.span_attrs_of(si as usize),
+                        resource_attrs: d.resource_attrs_of(scope.resource as usize),
+                        scope_name: scope.name,
+                        keys: &cfg.attr_keys,
+                    };
+                    for (slot, kind) in &cfg.folders {
+                        let bit = 1u64 << slot;
+                        if v.matched & bit == 0 {
+                            match kind.span_fold(&facts) {
+                                Fold::Match => v.matched |= bit,
+                                Fold::Error => v.errors |= bit,
+                                Fold::NoMatch => {}
+                            }
+                        }
                     }
                 }
             }
@@ -411,23 +438,32 @@ impl Shard {
         }
     }
 
-    /// Decides one trace: every policy votes (in order), the precedence rule picks the outcome.
+    /// Decides one trace: every policy votes (in order), the precedence rule picks the outcome: any `drop`
+    /// fired → dropped; else any policy sampled → sampled (the first in order is the one recorded); else not
+    /// sampled. Evaluation stops at a drop, and with `sample_on_first_match` at the first sample.
     fn decide(&mut self, slot: u32, due: i64, now: i64, out: &mut Vec<Chunk>) -> Outcome {
         let s = slot as usize;
         let view = self.traces[s].view;
         let mut first_sampled: Option<usize> = None;
-        for (i, p) in self.policies.iter_mut().enumerate() {
-            match p.evaluate(&view) {
+        let mut dropped = false;
+        for k in 0..self.eval_order.len() {
+            let i = self.eval_order[k];
+            match self.policies[i].evaluate(&view, now) {
                 Ok(Vote::Sampled) => {
                     self.policy_stats[i].sampled += 1;
                     if first_sampled.is_none() {
                         first_sampled = Some(i);
-                        if self.cfg.sample_on_first_match {
-                            break;
-                        }
+                    }
+                    if self.cfg.sample_on_first_match {
+                        break;
                     }
                 }
                 Ok(Vote::NotSampled) => self.policy_stats[i].not_sampled += 1,
+                Ok(Vote::Dropped) => {
+                    self.policy_stats[i].dropped += 1;
+                    dropped = true;
+                    break;
+                }
                 Err(_) => {
                     self.policy_stats[i].errors += 1;
                     self.stats.policy_evaluation_errors += 1;
@@ -438,23 +474,54 @@ impl Shard {
         let spans = u64::from(view.span_count);
         self.stats.decision_lag_ns_total += now.saturating_sub(due).max(0) as u64;
         self.stats.decisions_timed += 1;
-        let outcome = if let Some(i) = first_sampled {
-            self.policy_stats[i].decided += 1;
-            self.stats.traces_sampled += 1;
-            self.stats.spans_sampled += spans;
-            self.sampled.insert(id);
-            // The chunks move to the output; `free_slot` then counts none for this trace.
-            self.chunks -= self.traces[s].chunks.len() as u64;
-            out.append(&mut self.traces[s].chunks);
-            Outcome::Sampled
-        } else {
-            self.stats.traces_not_sampled += 1;
-            self.stats.spans_not_sampled += spans;
-            self.not_sampled.insert(id);
-            Outcome::NotSampled
+        let outcome = match (dropped, first_sampled) {
+            (true, _) => {
+                self.stats.traces_dropped += 1;
+                self.stats.traces_dropped_by_policy += 1;
+                self.stats.spans_dropped += spans;
+                self.not_sampled.insert(id);
+                Outcome::Dropped
+            }
+            (false, Some(i)) => {
+                self.policy_stats[i].decided += 1;
+                self.stats.traces_sampled += 1;
+                self.stats.spans_sampled += spans;
+                self.sampled.insert(id);
+                // The chunks move to the output; `free_slot` then counts none for this trace.
+                self.chunks -= self.traces[s].chunks.len() as u64;
+                if self.cfg.record_policy {
+                    let attrs = self.policy_attributes(i);
+                    for c in &mut self.traces[s].chunks {
+                        c.framed = append_attributes(&c.framed, &attrs);
+                    }
+                }
+                out.append(&mut self.traces[s].chunks);
+                Outcome::Sampled
+            }
+            (false, None) => {
+                self.stats.traces_not_sampled += 1;
+                self.stats.spans_not_sampled += spans;
+                self.not_sampled.insert(id);
+                Outcome::NotSampled
+            }
         };
         self.free_slot(slot);
         outcome
+    }
+
+    /// `tailsampling.policy` (and `tailsampling.composite_policy`) for a trace policy `i` sampled.
+    fn policy_attributes(&self, i: usize) -> Vec<u8> {
+        let p = &self.policies[i];
+        let mut attrs = string_attribute("tailsampling.policy", &p.name);
+        if let Kind::Composite(c) = &p.kind {
+            if let Some(sub) = c.last_sampled_by {
+                attrs.extend(string_attribute(
+                    "tailsampling.composite_policy",
+                    c.sub_name(sub),
+                ));
+            }
+        }
+        attrs
     }
 
     /// Decides every trace that is due at `now`; appends kept chunks (and late spans of kept traces) to `out`.
@@ -544,4 +611,39 @@ impl Shard {
     pub fn policies(&self) -> &[Policy] {
         &self.policies
     }
+}
+
+/// The size the reference gives this payload's share of a trace (`ptrace.ProtoMarshaler.TracesSize` of what it
+/// appends to the trace's batches): per `ResourceSpans` of the payload, its resource and, per scope, the scope
+/// and spans, always with the resource and scope fields and without schema URLs. `group` is sorted by span
+/// index, so the spans of each resource, and of each scope, are contiguous.
+fn reference_size(d: &Decoded<'_>, group: &[(u128, u32)]) -> u64 {
+    let mut total = 0usize;
+    let mut i = 0;
+    while i < group.len() {
+        let rid = d.scopes[d.spans[group[i].1 as usize].scope as usize].resource;
+        let mut resource_content = len_field_size(
+            1,
+            d.resources[rid as usize]
+                .raw
+                .as_ref()
+                .map_or(0, |r| r.len()),
+        );
+        while i < group.len()
+            && d.scopes[d.spans[group[i].1 as usize].scope as usize].resource == rid
+        {
+            let sid = d.spans[group[i].1 as usize].scope;
+            let mut scope_content = len_field_size(
+                1,
+                d.scopes[sid as usize].raw.as_ref().map_or(0, |r| r.len()),
+            );
+            while i < group.len() && d.spans[group[i].1 as usize].scope == sid {
+                scope_content += framed_size(d.spans[group[i].1 as usize].raw.len());
+                i += 1;
+            }
+            resource_content += len_field_size(2, scope_content);
+        }
+        total += len_field_size(1, resource_content);
+    }
+    total as u64
 }

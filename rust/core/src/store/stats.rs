@@ -8,10 +8,13 @@ pub struct ShardStats {
     pub traces_received: u64,
     pub traces_sampled: u64,
     pub traces_not_sampled: u64,
-    /// Dropped without a policy vote: too large, or pending at shutdown with `drop_pending_traces_on_shutdown`.
+    /// Dropped rather than decided sampled or not: by a `drop` policy, too large, or pending at shutdown with
+    /// `drop_pending_traces_on_shutdown`.
     pub traces_dropped: u64,
     pub traces_dropped_too_large: u64,
     pub traces_dropped_on_shutdown: u64,
+    /// Dropped by a `drop` policy (a veto).
+    pub traces_dropped_by_policy: u64,
     /// Undecided traces pushed out by a new trace at `num_traces` (the reference's "dropped too early").
     pub traces_evicted: u64,
     pub spans_evicted: u64,
@@ -38,6 +41,8 @@ pub struct ShardStats {
 pub struct PolicyCounters {
     pub sampled: u64,
     pub not_sampled: u64,
+    /// Votes to drop (by `drop` policies).
+    pub dropped: u64,
     pub errors: u64,
     pub decided: u64,
 }

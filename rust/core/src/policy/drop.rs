@@ -1,0 +1,31 @@
+//! `drop`: if every sub-policy (`drop_sub_policy`) samples, the trace is dropped, whatever any other policy
+//! says (a veto). Evaluation stops at the first sub-policy that does not sample.
+
+use super::{Policy, TraceView, Vote};
+use crate::config::node::Mapping;
+use crate::error::Result;
+
+#[derive(Debug, Clone)]
+pub struct Drop {
+    pub subs: Vec<Policy>,
+}
+
+impl Drop {
+    pub fn parse(mut m: Mapping<'_>, path: &str) -> Result<Self> {
+        let subs = Policy::parse_list(
+            m.value("drop_sub_policy"),
+            &format!("{path}.drop_sub_policy"),
+        )?;
+        m.finish()?;
+        Ok(Drop { subs })
+    }
+
+    pub fn evaluate(&mut self, t: &TraceView, now: i64) -> std::result::Result<Vote, String> {
+        for sub in &mut self.subs {
+            if sub.evaluate(t, now)? != Vote::Sampled {
+                return Ok(Vote::NotSampled);
+            }
+        }
+        Ok(Vote::Dropped)
+    }
+}

@@ -1,0 +1,43 @@
+//! `not`: flips its sub-policy's (`not_sub_policy`) vote, sampled ↔ not sampled.
+
+use super::{Policy, TraceView, Vote};
+use crate::config::node::Mapping;
+use crate::error::{Error, Result};
+use serde_json::Value;
+
+#[derive(Debug, Clone)]
+pub struct Not {
+    pub sub: Box<Policy>,
+}
+
+impl Not {
+    pub fn parse(mut m: Mapping<'_>, path: &str) -> Result<Self> {
+        let sub_path = format!("{path}.not_sub_policy");
+        let sub = match m.value("not_sub_policy") {
+            None => {
+                return Err(Error::config(
+                    sub_path,
+                    "is required: one policy, with a name and a type",
+                ))
+            }
+            // One policy; a list of exactly one is accepted too.
+            Some(Value::Array(items)) if items.len() == 1 => {
+                Policy::parse(&items[0], &format!("{sub_path}[0]"))?
+            }
+            Some(Value::Array(_)) => {
+                return Err(Error::config(sub_path, "expected one policy, not a list"))
+            }
+            Some(v) => Policy::parse(v, &sub_path)?,
+        };
+        m.finish()?;
+        Ok(Not { sub: Box::new(sub) })
+    }
+
+    pub fn evaluate(&mut self, t: &TraceView, now: i64) -> std::result::Result<Vote, String> {
+        Ok(match self.sub.evaluate(t, now)? {
+            Vote::Sampled => Vote::NotSampled,
+            Vote::NotSampled => Vote::Sampled,
+            Vote::Dropped => Vote::Dropped,
+        })
+    }
+}

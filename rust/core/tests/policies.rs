@@ -1,0 +1,267 @@
+//! Policies through the engine: combinators, precedence, stateful limits, and recording the deciding policy.
+
+mod common;
+
+use common::otlp_prost::*;
+use prost::Message;
+use serde_json::json;
+use tailsample_core::{Engine, EngineConfig};
+
+const S: i64 = 1_000_000_000;
+
+fn engine(cfg: serde_json::Value) -> Engine {
+    let mut c = json!({"decision_wait": "10s", "num_traces": 10000});
+    for (k, v) in cfg.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    Engine::new(EngineConfig::from_value(&c).expect("valid config"))
+}
+
+fn stat(e: &Engine, name: &str) -> u64 {
+    e.stats().into_iter().find(|(k, _)| *k == name).unwrap().1
+}
+
+/// A one-trace request whose spans get `f` applied; returns (trace id, bytes).
+fn trace_with(
+    rng: &mut Rng,
+    spans: usize,
+    f: impl Fn(&mut Span),
+) -> (Vec<u8>, ExportTraceServiceRequest) {
+    let mut req = request(rng, spans, spans, "svc");
+    for s in &mut req.resource_spans[0].scope_spans[0].spans {
+        s.status = None;
+        f(s);
+    }
+    (
+        req.resource_spans[0].scope_spans[0].spans[0]
+            .trace_id
+            .clone(),
+        req,
+    )
+}
+
+fn kept_ids(payloads: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = payloads
+        .iter()
+        .flat_map(|p| {
+            let r = ExportTraceServiceRequest::decode(p.as_slice()).unwrap();
+            r.resource_spans.into_iter().flat_map(|rs| {
+                rs.scope_spans
+                    .into_iter()
+                    .flat_map(|ss| ss.spans.into_iter().map(|s| s.trace_id))
+            })
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Scenario: always_sample plus a drop of traces whose attribute client.kind is "bot". Guarantees: the drop
+/// vetoes the sampled vote, counted as dropped by policy; other traces are kept.
+#[test]
+fn drop_vetoes_everything() {
+    let e = engine(json!({"policies": [
+        {"name": "all", "type": "always_sample"},
+        {"name": "bots", "type": "drop", "drop": {"drop_sub_policy": [
+            {"name": "bot", "type": "string_attribute", "string_attribute": {"key": "client.kind", "values": ["bot"]}}
+        ]}}
+    ]}));
+    let mut rng = Rng(1);
+    let (bot, a) = trace_with(&mut rng, 3, |s| {
+        s.attributes.push(kv_str("client.kind", "bot"))
+    });
+    let (human, b) = trace_with(&mut rng, 3, |_| {});
+    e.ingest(&a.encode_to_vec(), 0).unwrap();
+    e.ingest(&b.encode_to_vec(), 0).unwrap();
+    let kept = kept_ids(&e.poll(10 * S));
+    assert_eq!(kept, vec![human]);
+    assert!(!kept.contains(&bot));
+    assert_eq!(stat(&e, "traces_dropped_by_policy"), 1);
+    let ps = e.policy_stats();
+    assert_eq!(ps[1].1.dropped, 1);
+}
+
+/// Scenario: and(status ERROR, not(span_count ≥ 5)). Guarantees: only small error traces are kept.
+#[test]
+fn and_with_nested_not() {
+    let e = engine(json!({"policies": [
+        {"name": "small-errors", "type": "and", "and": {"and_sub_policy": [
+            {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "not-big", "type": "not", "not": {"not_sub_policy":
+                {"name": "big", "type": "span_count", "span_count": {"min_spans": 5}}}}
+        ]}}
+    ]}));
+    let mut rng = Rng(2);
+    let err = |s: &mut Span| {
+        s.status = Some(Status {
+            message: String::new(),
+            code: 2,
+        })
+    };
+    let (small_err, a) = trace_with(&mut rng, 3, err);
+    let (_, b) = trace_with(&mut rng, 6, err);
+    let (_, c) = trace_with(&mut rng, 3, |_| {});
+    for r in [a, b, c] {
+        e.ingest(&r.encode_to_vec(), 0).unwrap();
+    }
+    assert_eq!(kept_ids(&e.poll(10 * S)), vec![small_err]);
+}
+
+/// Scenario: sample_on_first_match with a drop policy listed last. Guarantees: the drop still runs first and
+/// vetoes; the first sampling policy stops evaluation for other traces.
+#[test]
+fn sample_on_first_match_runs_drops_first() {
+    let e = engine(json!({"sample_on_first_match": true, "policies": [
+        {"name": "all", "type": "always_sample"},
+        {"name": "never-counted", "type": "always_sample"},
+        {"name": "veto", "type": "drop", "drop": {"drop_sub_policy": [
+            {"name": "flagged", "type": "trace_flags"}
+        ]}}
+    ]}));
+    let mut rng = Rng(3);
+    let (_, flagged) = trace_with(&mut rng, 2, |s| s.flags = 1);
+    let (plain_id, plain) = trace_with(&mut rng, 2, |s| s.flags = 0);
+    e.ingest(&flagged.encode_to_vec(), 0).unwrap();
+    e.ingest(&plain.encode_to_vec(), 0).unwrap();
+    assert_eq!(kept_ids(&e.poll(10 * S)), vec![plain_id]);
+    let ps = e.policy_stats();
+    assert_eq!(ps[0].1.sampled, 1);
+    assert_eq!(
+        ps[1].1.sampled + ps[1].1.not_sampled,
+        0,
+        "not evaluated after the first match"
+    );
+    assert_eq!(ps[2].1.dropped, 1);
+}
+
+/// Scenario: trace_state and trace_flags policies. Guarantees: matched on any span, invalid tracestate
+/// matches nothing.
+#[test]
+fn trace_state_and_flags() {
+    let e = engine(json!({"policies": [
+        {"name": "gold", "type": "trace_state", "trace_state": {"key": "vendor", "values": ["gold"]}}
+    ]}));
+    let mut rng = Rng(4);
+    let (gold, a) = trace_with(&mut rng, 3, |s| {
+        s.trace_state = "vendor=gold,ot=th:8".into()
+    });
+    let (_, b) = trace_with(&mut rng, 3, |s| {
+        s.trace_state = "vendor=gold,vendor=gold".into()
+    });
+    e.ingest(&a.encode_to_vec(), 0).unwrap();
+    e.ingest(&b.encode_to_vec(), 0).unwrap();
+    assert_eq!(kept_ids(&e.poll(10 * S)), vec![gold]);
+}
+
+/// Scenario: rate_limiting of 10 spans/s (burst 20) with traces of 8 spans, decided in engine time.
+/// Guarantees: the token bucket runs on the engine clock: two pass at once, then one per 0.8 s of refill.
+#[test]
+fn rate_limiting_runs_on_engine_time() {
+    let e = engine(json!({"policies": [
+        {"name": "rl", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 10, "burst_capacity": 20}}
+    ]}));
+    let mut rng = Rng(5);
+    for _ in 0..3 {
+        let (_, r) = trace_with(&mut rng, 8, |_| {});
+        e.ingest(&r.encode_to_vec(), 0).unwrap();
+    }
+    assert_eq!(kept_ids(&e.poll(10 * S)).len(), 2);
+    let (_, r) = trace_with(&mut rng, 8, |_| {});
+    e.ingest(&r.encode_to_vec(), 10 * S).unwrap();
+    assert_eq!(
+        kept_ids(&e.poll(20 * S)).len(),
+        1,
+        "10 s later the bucket is full again"
+    );
+}
+
+/// Scenario: bytes_limiting exactly at a trace's size as the reference measures it (its ResourceSpans
+/// re-encoded without schema URLs). Guarantees: a budget of exactly that size passes it, one byte less not.
+#[test]
+fn bytes_limiting_measures_as_the_reference() {
+    let mut rng = Rng(6);
+    let (_, r) = trace_with(&mut rng, 4, |_| {});
+    let mut no_schema = r.clone();
+    no_schema.resource_spans[0].schema_url.clear();
+    no_schema.resource_spans[0].scope_spans[0]
+        .schema_url
+        .clear();
+    let size = no_schema.encoded_len() as i64;
+    for (budget, kept) in [(size, 1), (size - 1, 0)] {
+        let e = engine(json!({"policies": [
+            {"name": "bl", "type": "bytes_limiting", "bytes_limiting": {"bytes_per_second": 1, "burst_capacity": budget}}
+        ]}));
+        e.ingest(&r.encode_to_vec(), 0).unwrap();
+        assert_eq!(
+            kept_ids(&e.poll(10 * S)).len(),
+            kept,
+            "budget {budget} for a {size}-byte trace"
+        );
+    }
+}
+
+/// Scenario: record_policy on, a composite with two sub-policies, caches on, a late span. Guarantees: kept
+/// spans keep their bytes as a prefix and gain tailsampling.policy / composite_policy; the late span gains
+/// tailsampling.cached_decision = true.
+#[test]
+fn record_policy_appends_attributes() {
+    let e = engine(json!({
+        "tailsample": {"record_policy": true},
+        "decision_cache": {"sampled_cache_size": 100},
+        "policies": [{"name": "budget", "type": "composite", "composite": {
+            "max_total_spans_per_second": 1000,
+            "composite_sub_policy": [
+                {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+                {"name": "rest", "type": "always_sample"}
+            ],
+            "rate_allocation": [{"policy": "errors", "percent": 50}, {"policy": "rest", "percent": 50}]
+        }}]
+    }));
+    let mut rng = Rng(7);
+    let (_, r) = trace_with(&mut rng, 2, |_| {});
+    e.ingest(&r.encode_to_vec(), 0).unwrap();
+    let out = e.poll(10 * S);
+    let got = ExportTraceServiceRequest::decode(out[0].as_slice()).unwrap();
+    let spans = &got.resource_spans[0].scope_spans[0].spans;
+    let sent = &r.resource_spans[0].scope_spans[0].spans;
+    for (g, s) in spans.iter().zip(sent) {
+        // In the payload, each span is its original bytes followed by the appended attributes.
+        let mut expected = s.encode_to_vec();
+        expected.extend(kv_field(&kv_str("tailsampling.policy", "budget")));
+        expected.extend(kv_field(&kv_str("tailsampling.composite_policy", "rest")));
+        assert!(
+            out[0]
+                .windows(expected.len())
+                .any(|w| w == expected.as_slice()),
+            "original bytes, then the attributes"
+        );
+        assert_eq!(
+            &g.attributes[g.attributes.len() - 2..],
+            &[
+                kv_str("tailsampling.policy", "budget"),
+                kv_str("tailsampling.composite_policy", "rest")
+            ]
+        );
+    }
+    let mut late = r.clone();
+    late.resource_spans[0].scope_spans[0].spans.truncate(1);
+    late.resource_spans[0].scope_spans[0].spans[0].span_id = vec![7; 8];
+    e.ingest(&late.encode_to_vec(), 11 * S).unwrap();
+    let out = e.poll(11 * S);
+    let got = ExportTraceServiceRequest::decode(out[0].as_slice()).unwrap();
+    let s = &got.resource_spans[0].scope_spans[0].spans[0];
+    assert_eq!(
+        s.attributes.last().unwrap(),
+        &kv_bool("tailsampling.cached_decision", true)
+    );
+}
+
+/// A KeyValue as a `Span.attributes` field (tag 9).
+fn kv_field(kv: &KeyValue) -> Vec<u8> {
+    let body = kv.encode_to_vec();
+    let mut out = vec![0x4a];
+    prost::encoding::encode_varint(body.len() as u64, &mut out);
+    out.extend(body);
+    out
+}
