@@ -124,6 +124,9 @@ pub struct SpanView<'a> {
     pub status_code: i32,
     pub trace_state: &'a str,
     pub flags: u32,
+    /// Bytes the reference adds when it re-encodes this span: pdata always writes `parent_span_id` and `status`,
+    /// 2 bytes each when the sender left them out (for `bytes_limiting`, which measures re-encoded traces).
+    pub reencoded_extra: u8,
 }
 
 /// A validated request: resources, scopes and spans in wire order, and the extracted attributes
@@ -626,7 +629,10 @@ fn scan_span<'a>(
         status_code: 0,
         trace_state: "",
         flags: 0,
+        reencoded_extra: 0,
     };
+    let mut has_parent_field = false;
+    let mut has_status_field = false;
     let mut attr_index = 0usize;
     let mut event_index = 0usize;
     let mut link_index = 0usize;
@@ -645,7 +651,10 @@ fn scan_span<'a>(
                 match field {
                     1 => trace_id = v,
                     2 => span_id = v,
-                    _ => parent = v,
+                    _ => {
+                        parent = v;
+                        has_parent_field = true;
+                    }
                 }
             }
             3 | 5 => {
@@ -704,6 +713,7 @@ fn scan_span<'a>(
             15 => {
                 expect(at, wt, WireType::Len).map_err(|e| e.at_field("status"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("status"))?;
+                has_status_field = true;
                 if let Some(code) = scan_status(bytes, off).map_err(|e| e.within("status"))? {
                     span.status_code = code;
                 }
@@ -732,6 +742,7 @@ fn scan_span<'a>(
         .map_err(|e| e.at_field("parent_span_id"))?;
     // An all-zero parent is an invalid span ID, which pdata treats as empty: the span is a root.
     span.parent_span_id = p.filter(|id| *id != [0; 8]);
+    span.reencoded_extra = 2 * u8::from(!has_parent_field) + 2 * u8::from(!has_status_field);
     Ok(span)
 }
 

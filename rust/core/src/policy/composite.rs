@@ -1,6 +1,6 @@
 //! `composite`: sub-policies (`composite_sub_policy`) in their listed order, each with a budget of spans per
-//! second (`rate_allocation`: `percent` of `max_total_spans_per_second`; 0 = an equal share; a sub-policy
-//! with no allocation has no budget). The first sub-policy that samples decides: the trace is sampled if its
+//! second (`rate_allocation`: `percent` of `max_total_spans_per_second`; 0, or no entry for the sub-policy, is
+//! an equal share of the total). The first sub-policy that samples decides: the trace is sampled if its
 //! spans fit that sub-policy's budget and the total for this second, else not sampled, with no fall-through
 //! to the next sub-policy (the reference's semantics). Budgets restart every second of the engine clock.
 //! `policy_order` is accepted, as the reference accepts it, and does not change the order.
@@ -41,9 +41,10 @@ impl Composite {
                 ));
             }
         }
-        // As the reference: percent > 0 → that share of the total; 0 → an equal share; absent → nothing.
+        // As the reference: percent > 0 → that share of the total (in float, truncated); 0 or absent → an
+        // equal share.
         let default_share = max_total as f64 / subs.len() as f64;
-        let mut allocated = vec![0i64; subs.len()];
+        let mut allocated = vec![default_share as i64; subs.len()];
         if let Some(v) = allocations {
             let Value::Array(items) = v else {
                 return Err(Error::config(
@@ -192,15 +193,17 @@ mod tests {
     }
 
     #[test]
-    fn a_sub_policy_without_allocation_has_no_budget() {
+    fn a_sub_policy_without_allocation_gets_an_equal_share() {
         let mut v = cfg();
-        v["rate_allocation"] = json!([{"policy": "errors", "percent": 50}]);
-        let mut c = composite(v).unwrap();
-        let ok = TraceView {
-            span_count: 1,
-            status_mask: super::super::status_bits::OK,
-            ..Default::default()
-        };
-        assert_eq!(c.evaluate(&ok, 0).unwrap(), Vote::NotSampled);
+        v["rate_allocation"] = json!([{"policy": "errors", "percent": 29}]);
+        let c = composite(v).unwrap();
+        assert_eq!(
+            c.allocated,
+            vec![28, 50],
+            "29 % of 100 in float is 28.999..., truncated"
+        );
+        let mut v = cfg();
+        v.as_object_mut().unwrap().remove("rate_allocation");
+        assert_eq!(composite(v).unwrap().allocated, vec![50, 50]);
     }
 }

@@ -18,6 +18,7 @@ pub mod drop;
 pub mod latency;
 pub mod not;
 pub mod numeric_attribute;
+pub mod ottl;
 pub mod probabilistic;
 pub mod rate_limiting;
 pub mod span_count;

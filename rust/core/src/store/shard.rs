@@ -52,8 +52,8 @@ pub enum Outcome {
 pub struct Shard {
     cfg: Arc<EngineConfig>,
     policies: Vec<Policy>,
-    /// Order in which policies are evaluated: configuration order, or, with `sample_on_first_match`, the
-    /// `drop` policies first (so that a veto is never skipped).
+    /// Order in which policies are evaluated: the `drop` policies first, then the others in configuration order
+    /// (as the reference does: a dropped trace is never offered to the others, so it spends no rate-limit token).
     eval_order: Vec<usize>,
     limit: usize,
     table: HashMap<u128, u32, RandomState>,
@@ -86,14 +86,10 @@ impl Shard {
     ) -> Self {
         let policies = cfg.policies.clone();
         let is_drop = |p: &Policy| matches!(p.kind, Kind::Drop(_));
-        let eval_order: Vec<usize> = if cfg.sample_on_first_match {
-            let drops = (0..policies.len()).filter(|&i| is_drop(&policies[i]));
-            drops
-                .chain((0..policies.len()).filter(|&i| !is_drop(&policies[i])))
-                .collect()
-        } else {
-            (0..policies.len()).collect()
-        };
+        let drops = (0..policies.len()).filter(|&i| is_drop(&policies[i]));
+        let eval_order: Vec<usize> = drops
+            .chain((0..policies.len()).filter(|&i| !is_drop(&policies[i])))
+            .collect();
         let n = policies.len();
         Shard {
             cfg,
@@ -440,7 +436,8 @@ impl Shard {
 
     /// Decides one trace: every policy votes (in order), the precedence rule picks the outcome: any `drop`
     /// fired → dropped; else any policy sampled → sampled (the first in order is the one recorded); else not
-    /// sampled. Evaluation stops at a drop, and with `sample_on_first_match` at the first sample.
+    /// sampled. The drop policies run first and evaluation stops at a drop; with `sample_on_first_match` it also
+    /// stops at the first sample.
     fn decide(&mut self, slot: u32, due: i64, now: i64, out: &mut Vec<Chunk>) -> Outcome {
         let s = slot as usize;
         let view = self.traces[s].view;
@@ -638,7 +635,8 @@ fn reference_size(d: &Decoded<'_>, group: &[(u128, u32)]) -> u64 {
                 d.scopes[sid as usize].raw.as_ref().map_or(0, |r| r.len()),
             );
             while i < group.len() && d.spans[group[i].1 as usize].scope == sid {
-                scope_content += framed_size(d.spans[group[i].1 as usize].raw.len());
+                let span = &d.spans[group[i].1 as usize];
+                scope_content += framed_size(span.raw.len() + usize::from(span.reencoded_extra));
                 i += 1;
             }
             resource_content += len_field_size(2, scope_content);

@@ -1,0 +1,1027 @@
+//! Evaluation of a parsed condition on one span or span event.
+//!
+//! Values are borrowed from the span, its extracted attributes or the condition's literals; IDs in hex and numbers
+//! formatted for `IsMatch` are written to stack buffers. Nothing allocates except an error's message, `IsMatch` on
+//! a bytes value longer than 32 bytes (its hex form), and `trace_state["k"]` on a non-empty trace state (which
+//! `policy::trace_state::get` parses with a small `Vec`).
+
+use std::cmp::Ordering;
+use std::fmt::{self, Write as _};
+
+use super::parser::{Attr, BoolExpr, Call, Func, Lit, Math, MathOp, Path, Source, Value};
+use super::{CmpOp, SpanCtx};
+use crate::otlp::decode::AttrValue;
+use crate::policy::trace_state;
+
+/// Why a condition could not be evaluated on a span or event (the reference's evaluation errors, which its
+/// `error_mode` decides about).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalError {
+    pub message: String,
+}
+
+impl EvalError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        EvalError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for EvalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for EvalError {}
+
+type EResult<T> = Result<T, EvalError>;
+
+/// What a condition is evaluated against.
+pub(crate) struct Env<'v> {
+    pub span: &'v SpanCtx<'v>,
+    pub event_name: &'v str,
+    pub event_attrs: &'v [AttrValue<'v>],
+}
+
+/// A value while evaluating: OTTL's `nil`, `bool`, `int64`, `float64`, `string`, `[]byte`, `pcommon.Map` and
+/// `pcommon.Slice` (the last two opaque: the scanner does not keep their contents).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Val<'v> {
+    Nil,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'v str),
+    /// A string: these ID bytes in lowercase hex (written out only when needed).
+    Hex(&'v [u8]),
+    Bytes(&'v [u8]),
+    Map,
+    Slice,
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// The lowercase hex digits of `id`.
+fn hex_digits(id: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    id.iter()
+        .flat_map(|b| [HEX_DIGITS[(b >> 4) as usize], HEX_DIGITS[(b & 15) as usize]])
+}
+
+impl<'v> Val<'v> {
+    fn of_attr(a: AttrValue<'v>) -> Val<'v> {
+        match a {
+            // An absent key is nil; so is an empty AnyValue (`ottlcommon.GetValue` returns nil for it).
+            AttrValue::Absent | AttrValue::Empty => Val::Nil,
+            AttrValue::Str(s) => Val::Str(s),
+            AttrValue::Bool(b) => Val::Bool(b),
+            AttrValue::Int(i) => Val::Int(i),
+            AttrValue::Double(f) => Val::Float(f),
+            AttrValue::Bytes(b) => Val::Bytes(b),
+            AttrValue::Array => Val::Slice,
+            AttrValue::Map => Val::Map,
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            Val::Nil => "nil",
+            Val::Bool(_) => "a boolean",
+            Val::Int(_) => "an int",
+            Val::Float(_) => "a float",
+            Val::Str(_) | Val::Hex(_) => "a string",
+            Val::Bytes(_) => "bytes",
+            Val::Map => "a map",
+            Val::Slice => "a list",
+        }
+    }
+
+    fn is_str(&self) -> bool {
+        matches!(self, Val::Str(_) | Val::Hex(_))
+    }
+}
+
+pub(crate) fn condition(e: &BoolExpr, env: &Env<'_>) -> EResult<bool> {
+    match e {
+        BoolExpr::Or(items) => {
+            for item in items {
+                if condition(item, env)? {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        }
+        BoolExpr::And(items) => {
+            for item in items {
+                if !condition(item, env)? {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        }
+        BoolExpr::Not(e) => Ok(!condition(e, env)?),
+        BoolExpr::Const(b) => Ok(*b),
+        BoolExpr::Compare { op, left, right } => {
+            let a = value(left, env)?;
+            let b = value(right, env)?;
+            compare(&a, &b, *op)
+        }
+        BoolExpr::Converter(c) => match call(c, env)? {
+            Val::Bool(b) => Ok(b),
+            other => Err(EvalError::new(format!(
+                "value returned from converter `{}` must be a boolean, got {}",
+                c.text,
+                other.type_name()
+            ))),
+        },
+    }
+}
+
+// Inlined into its callers: returning a `Val` through memory from a call costs more than the rest of a
+// comparison (a store-forwarding stall on reading it back).
+#[inline(always)]
+fn value<'v>(v: &'v Value, env: &Env<'v>) -> EResult<Val<'v>> {
+    Ok(match v {
+        Value::Lit(l) => match l {
+            Lit::Nil => Val::Nil,
+            Lit::Bool(b) => Val::Bool(*b),
+            Lit::Int(i) => Val::Int(*i),
+            Lit::Float(f) => Val::Float(*f),
+            Lit::Str(s) => Val::Str(s),
+            Lit::Bytes(b) => Val::Bytes(b),
+        },
+        Value::Path(p) => path(p, env),
+        Value::Call(c) => call(c, env)?,
+        Value::Math(m) => math(m, env)?,
+    })
+}
+
+#[inline(always)]
+fn attr<'v>(a: &Attr, env: &Env<'v>) -> Val<'v> {
+    let values = match a.source {
+        Source::Span => env.span.attrs,
+        Source::Resource => env.span.resource_attrs,
+        Source::Event => env.event_attrs,
+    };
+    Val::of_attr(values.get(a.index).copied().unwrap_or_default())
+}
+
+#[inline(always)]
+fn path<'v>(p: &'v Path, env: &Env<'v>) -> Val<'v> {
+    let s = env.span.span;
+    match p {
+        Path::SpanName => Val::Str(s.name),
+        Path::SpanKind => Val::Int(s.kind as i64),
+        Path::SpanKindString => Val::Str(match s.kind {
+            0 => "Unspecified",
+            1 => "Internal",
+            2 => "Server",
+            3 => "Client",
+            4 => "Producer",
+            5 => "Consumer",
+            _ => "",
+        }),
+        Path::SpanKindDeprecatedString => Val::Str(match s.kind {
+            0 => "SPAN_KIND_UNSPECIFIED",
+            1 => "SPAN_KIND_INTERNAL",
+            2 => "SPAN_KIND_SERVER",
+            3 => "SPAN_KIND_CLIENT",
+            4 => "SPAN_KIND_PRODUCER",
+            5 => "SPAN_KIND_CONSUMER",
+            _ => "",
+        }),
+        Path::StatusCode => Val::Int(s.status_code as i64),
+        // `Timestamp.AsTime().UnixNano()`: the uint64 as an int64.
+        Path::StartTimeUnixNano => Val::Int(s.start_time_unix_nano as i64),
+        Path::EndTimeUnixNano => Val::Int(s.end_time_unix_nano as i64),
+        Path::TraceState => Val::Str(s.trace_state),
+        Path::TraceStateKey(k) => match trace_state::get(s.trace_state, k) {
+            Ok(v) => Val::Str(v),
+            Err(_) => Val::Nil,
+        },
+        Path::TraceIdString => Val::Hex(&s.trace_id),
+        Path::SpanIdString => Val::Hex(&s.span_id),
+        Path::ParentSpanIdString => Val::Hex(s.parent_span_id.as_ref().map_or(&[0; 8], |p| p)),
+        Path::ScopeName => Val::Str(env.span.scope_name),
+        Path::EventName => Val::Str(env.event_name),
+        Path::Attr(a) => attr(a, env),
+    }
+}
+
+fn opaque(what: &str, v: &Val<'_>) -> EvalError {
+    EvalError::new(format!(
+        "{what}: the value is {}, whose contents tailsample does not extract",
+        v.type_name()
+    ))
+}
+
+fn call<'v>(c: &'v Call, env: &Env<'v>) -> EResult<Val<'v>> {
+    let t = value(&c.target, env)?;
+    Ok(match &c.func {
+        Func::IsMatch(re) => Val::Bool(match t {
+            Val::Nil => false,
+            _ => with_str(&t, &c.text, |s| re.is_match(s))?,
+        }),
+        Func::IsString => Val::Bool(t.is_str()),
+        Func::IsInt => Val::Bool(matches!(t, Val::Int(_))),
+        Func::IsDouble => Val::Bool(matches!(t, Val::Float(_))),
+        Func::IsBool => Val::Bool(matches!(t, Val::Bool(_))),
+        Func::Len => match t {
+            Val::Str(s) => Val::Int(s.len() as i64),
+            Val::Hex(id) => Val::Int(2 * id.len() as i64),
+            Val::Bytes(b) => Val::Int(b.len() as i64),
+            Val::Map | Val::Slice => return Err(opaque(&c.text, &t)),
+            other => {
+                return Err(EvalError::new(format!(
+                    "{}: Len takes a string, bytes, a map or a list, got {}",
+                    c.text,
+                    other.type_name()
+                )))
+            }
+        },
+    })
+}
+
+/// A small `fmt::Write` buffer on the stack.
+struct StackBuf<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> StackBuf<N> {
+    fn new() -> Self {
+        StackBuf {
+            buf: [0; N],
+            len: 0,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl<const N: usize> fmt::Write for StackBuf<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        if end > N {
+            return Err(fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// A float as OTTL turns it into a string (jsoniter, like Go's `encoding/json`): the shortest representation,
+/// `'f'` format within [1e-6, 1e21), else `'e'` format with Go's exponent (`1e+21`, `1e-7`).
+pub(crate) fn write_go_float(out: &mut impl fmt::Write, f: f64) -> fmt::Result {
+    let abs = f.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        let mut e = StackBuf::<48>::new();
+        write!(e, "{f:e}")?;
+        let s = e.as_str();
+        match s.find('e') {
+            Some(p) if !s[p + 1..].starts_with('-') => {
+                out.write_str(&s[..=p])?;
+                out.write_char('+')?;
+                out.write_str(&s[p + 1..])
+            }
+            _ => out.write_str(s),
+        }
+    } else {
+        write!(out, "{f}")
+    }
+}
+
+/// `f` applied to `v` as a string, converted as OTTL's `StringLikeGetter` does (not for nil).
+fn with_str<R>(v: &Val<'_>, what: &str, f: impl FnOnce(&str) -> R) -> EResult<R> {
+    match v {
+        Val::Str(s) => Ok(f(s)),
+        Val::Bool(b) => Ok(f(if *b { "true" } else { "false" })),
+        Val::Int(i) => {
+            let mut buf = StackBuf::<24>::new();
+            write!(buf, "{i}").expect("an i64 fits 24 bytes");
+            Ok(f(buf.as_str()))
+        }
+        Val::Float(x) => {
+            if !x.is_finite() {
+                return Err(EvalError::new(format!(
+                    "{what}: {x} has no string form (OTTL fails to convert NaN and infinities)"
+                )));
+            }
+            let mut buf = StackBuf::<48>::new();
+            write_go_float(&mut buf, *x).expect("a float fits 48 bytes");
+            Ok(f(buf.as_str()))
+        }
+        Val::Bytes(b) | Val::Hex(b) if b.len() <= 32 => {
+            let mut buf = [0u8; 64];
+            for (d, h) in buf.iter_mut().zip(hex_digits(b)) {
+                *d = h;
+            }
+            Ok(f(std::str::from_utf8(&buf[..2 * b.len()]).unwrap_or("")))
+        }
+        Val::Bytes(b) | Val::Hex(b) => {
+            let hex: Vec<u8> = hex_digits(b).collect();
+            Ok(f(std::str::from_utf8(&hex).unwrap_or("")))
+        }
+        Val::Map | Val::Slice => Err(opaque(what, v)),
+        Val::Nil => Ok(f("")),
+    }
+}
+
+fn math<'v>(m: &'v Math, env: &Env<'v>) -> EResult<Val<'v>> {
+    let x = value(&m.left, env)?;
+    let y = value(&m.right, env)?;
+    let number = |v: &Val<'_>| matches!(v, Val::Int(_) | Val::Float(_));
+    if !number(&x) || !number(&y) {
+        let bad = if number(&x) { &y } else { &x };
+        return Err(EvalError::new(format!(
+            "{}: arithmetic needs ints or floats, got {}",
+            m.text,
+            bad.type_name()
+        )));
+    }
+    let div_by_zero = || EvalError::new(format!("{}: attempted to divide by 0", m.text));
+    Ok(match (x, y) {
+        (Val::Int(a), Val::Int(b)) => Val::Int(match m.op {
+            MathOp::Add => a.wrapping_add(b),
+            MathOp::Sub => a.wrapping_sub(b),
+            MathOp::Mul => a.wrapping_mul(b),
+            MathOp::Div if b == 0 => return Err(div_by_zero()),
+            MathOp::Div => a.wrapping_div(b),
+        }),
+        (x, y) => {
+            let a = as_f64(&x);
+            let b = as_f64(&y);
+            Val::Float(match m.op {
+                MathOp::Add => a + b,
+                MathOp::Sub => a - b,
+                MathOp::Mul => a * b,
+                MathOp::Div if b == 0.0 => return Err(div_by_zero()),
+                MathOp::Div => a / b,
+            })
+        }
+    })
+}
+
+fn as_f64(v: &Val<'_>) -> f64 {
+    match v {
+        Val::Int(i) => *i as f64,
+        Val::Float(f) => *f,
+        _ => f64::NAN,
+    }
+}
+
+fn ordered<T: PartialOrd + ?Sized>(a: &T, b: &T, op: CmpOp) -> bool {
+    match op {
+        CmpOp::Eq => a == b,
+        CmpOp::Ne => a != b,
+        CmpOp::Lt => a < b,
+        CmpOp::Le => a <= b,
+        CmpOp::Gt => a > b,
+        CmpOp::Ge => a >= b,
+    }
+}
+
+/// OTTL's `compare` (`pkg/ottl/compare.go`).
+#[inline]
+pub(crate) fn compare(a: &Val<'_>, b: &Val<'_>, op: CmpOp) -> EResult<bool> {
+    // A nil byte slice compares as nil; an empty bytes value reads as one (`ByteSlice.AsRaw` of nothing is nil).
+    let nil_bytes =
+        |v: &Val<'_>| matches!(v, Val::Nil) || matches!(v, Val::Bytes(b) if b.is_empty());
+    Ok(match (a, b) {
+        _ if nil_bytes(a) && nil_bytes(b) => matches!(op, CmpOp::Eq | CmpOp::Le | CmpOp::Ge),
+        _ if nil_bytes(a) || nil_bytes(b) => op == CmpOp::Ne,
+        (Val::Bool(x), Val::Bool(y)) => ordered(x, y, op),
+        (Val::Int(x), Val::Int(y)) => ordered(x, y, op),
+        (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) => {
+            ordered(&as_f64(a), &as_f64(b), op)
+        }
+        (Val::Bytes(x), Val::Bytes(y)) => ordered(*x, *y, op),
+        (Val::Map, Val::Map) | (Val::Slice, Val::Slice) => match op {
+            CmpOp::Eq | CmpOp::Ne => {
+                return Err(EvalError::new(format!(
+                    "comparing two {}s needs their contents, which tailsample does not extract",
+                    if matches!(a, Val::Map) { "map" } else { "list" }
+                )))
+            }
+            _ => false,
+        },
+        (Val::Str(x), Val::Str(y)) => ordered(*x, *y, op),
+        // A hex ID against a string: the digits compared as they are written out. Two IDs compare as their bytes,
+        // which orders them as their hex forms.
+        (Val::Hex(x), Val::Hex(y)) => ordered(*x, *y, op),
+        (Val::Hex(x), Val::Str(y)) => ordered(&hex_digits(x).cmp(y.bytes()), &Ordering::Equal, op),
+        (Val::Str(x), Val::Hex(y)) => ordered(&x.bytes().cmp(hex_digits(y)), &Ordering::Equal, op),
+        _ => op == CmpOp::Ne,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse, ContextKind, EventCtx};
+    use super::*;
+    use crate::otlp::decode::{AttrKeys, SpanView};
+
+    const OPS: [CmpOp; 6] = [
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Lt,
+        CmpOp::Le,
+        CmpOp::Ge,
+        CmpOp::Gt,
+    ];
+
+    /// Scenario: two values compared with each operator, in the order ==, !=, <, <=, >=, > (as `compare_test.go`).
+    /// Guarantees: the results of the reference's `compare`, both operand orders where the rule is symmetric.
+    macro_rules! compare_cases {
+        ($($name:ident: $a:expr, $b:expr => $want:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let got: Vec<bool> = OPS.iter().map(|op| compare(&$a, &$b, *op).unwrap()).collect();
+                assert_eq!(got, $want.to_vec(), "{:?} vs {:?}", $a, $b);
+            }
+        )*};
+    }
+
+    const EQUAL: [bool; 6] = [true, false, false, true, true, false];
+    const LESS: [bool; 6] = [false, true, true, true, false, false];
+    const GREATER: [bool; 6] = [false, true, false, false, true, true];
+    const NOT_EQUAL: [bool; 6] = [false, true, false, false, false, false];
+    const NAN: [bool; 6] = [false, true, false, false, false, false];
+
+    compare_cases! {
+        identity_string: Val::Str("1"), Val::Str("1") => EQUAL;
+        identity_int: Val::Int(1), Val::Int(1) => EQUAL;
+        identity_float: Val::Float(1.0), Val::Float(1.0) => EQUAL;
+        identity_bytes: Val::Bytes(b"1"), Val::Bytes(b"1") => EQUAL;
+        identity_nil: Val::Nil, Val::Nil => EQUAL;
+        diff_strings: Val::Str("1"), Val::Str("2") => LESS;
+        strings_are_bytewise: Val::Str("Z"), Val::Str("a") => LESS;
+        strings_non_ascii_bytewise: Val::Str("é"), Val::Str("z") => GREATER;
+        string_prefix_is_less: Val::Str("ab"), Val::Str("abc") => LESS;
+        string_bytes: Val::Str("1"), Val::Bytes(b"1") => NOT_EQUAL;
+        string_int: Val::Str("1"), Val::Int(1) => NOT_EQUAL;
+        string_float: Val::Str("1"), Val::Float(1.0) => NOT_EQUAL;
+        string_nil: Val::Str("1"), Val::Nil => NOT_EQUAL;
+        nil_string: Val::Nil, Val::Str("1") => NOT_EQUAL;
+        nil_and_empty_string: Val::Nil, Val::Str("") => NOT_EQUAL;
+        diff_bytes: Val::Bytes(b"1"), Val::Bytes(b"2") => LESS;
+        bytes_string: Val::Bytes(b"1"), Val::Str("1") => NOT_EQUAL;
+        bytes_int: Val::Bytes(b"1"), Val::Int(1) => NOT_EQUAL;
+        bytes_nil: Val::Bytes(b"1"), Val::Nil => NOT_EQUAL;
+        bytes_empty_bytes: Val::Bytes(b"1"), Val::Bytes(b"") => NOT_EQUAL;
+        empty_bytes_is_nil: Val::Bytes(b""), Val::Nil => EQUAL;
+        nil_is_empty_bytes: Val::Nil, Val::Bytes(b"") => EQUAL;
+        false_true: Val::Bool(false), Val::Bool(true) => LESS;
+        true_false: Val::Bool(true), Val::Bool(false) => GREATER;
+        true_true: Val::Bool(true), Val::Bool(true) => EQUAL;
+        bool_string: Val::Bool(false), Val::Str("1") => NOT_EQUAL;
+        bool_int: Val::Bool(false), Val::Int(0) => NOT_EQUAL;
+        bool_float: Val::Bool(true), Val::Float(1.0) => NOT_EQUAL;
+        bool_nil: Val::Bool(false), Val::Nil => NOT_EQUAL;
+        bool_empty_string: Val::Bool(false), Val::Str("") => NOT_EQUAL;
+        nil_int: Val::Nil, Val::Int(0) => NOT_EQUAL;
+        nil_float: Val::Nil, Val::Float(0.0) => NOT_EQUAL;
+        int_nil: Val::Int(1), Val::Nil => NOT_EQUAL;
+        int_string: Val::Int(1), Val::Str("1") => NOT_EQUAL;
+        int_bytes: Val::Int(1), Val::Bytes(b"1") => NOT_EQUAL;
+        int_int: Val::Int(1), Val::Int(2) => LESS;
+        int_float: Val::Int(1), Val::Float(2.0) => LESS;
+        int_equals_float: Val::Int(2), Val::Float(2.0) => EQUAL;
+        float_int: Val::Float(1.0), Val::Int(2) => LESS;
+        float_int_fraction: Val::Float(2.5), Val::Int(2) => GREATER;
+        diff_floats: Val::Float(1.0), Val::Float(2.0) => LESS;
+        float_nil: Val::Float(1.0), Val::Nil => NOT_EQUAL;
+        float_string: Val::Float(1.0), Val::Str("1") => NOT_EQUAL;
+        nan_is_unordered: Val::Float(f64::NAN), Val::Float(f64::NAN) => NAN;
+        nan_vs_int: Val::Float(f64::NAN), Val::Int(1) => NAN;
+        negative_ints: Val::Int(-5), Val::Int(3) => LESS;
+        large_int_as_float: Val::Int(9007199254740993), Val::Float(9007199254740992.0) => EQUAL;
+        hex_string_vs_string: Val::Hex(&[0xab]), Val::Str("ab") => EQUAL;
+        hex_string_vs_greater_string: Val::Hex(&[0xab]), Val::Str("ac") => LESS;
+        hex_string_vs_prefix: Val::Hex(&[0xab, 0x01]), Val::Str("ab") => GREATER;
+        string_vs_hex_string: Val::Str("b"), Val::Hex(&[0xab]) => GREATER;
+        hex_vs_hex: Val::Hex(&[0x0a]), Val::Hex(&[0xa0]) => LESS;
+        hex_vs_bytes: Val::Hex(&[0xab]), Val::Bytes(&[0xab]) => NOT_EQUAL;
+        map_vs_nil: Val::Map, Val::Nil => NOT_EQUAL;
+        map_vs_string: Val::Map, Val::Str("{}") => NOT_EQUAL;
+        list_vs_map: Val::Slice, Val::Map => NOT_EQUAL;
+        list_vs_int: Val::Slice, Val::Int(0) => NOT_EQUAL;
+    }
+
+    #[test]
+    fn equality_of_two_maps_needs_contents() {
+        let e = compare(&Val::Map, &Val::Map, CmpOp::Eq).unwrap_err();
+        assert_eq!(
+            e.message,
+            "comparing two maps needs their contents, which tailsample does not extract"
+        );
+        assert!(compare(&Val::Slice, &Val::Slice, CmpOp::Ne).is_err());
+        assert!(!compare(&Val::Map, &Val::Map, CmpOp::Lt).unwrap());
+    }
+
+    macro_rules! float_format_cases {
+        ($($name:ident: $f:expr => $want:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let mut s = String::new();
+                write_go_float(&mut s, $f).unwrap();
+                assert_eq!(s, $want);
+            }
+        )*};
+    }
+
+    float_format_cases! {
+        float_whole: 1.0 => "1";
+        float_fraction: 1.5 => "1.5";
+        float_shortest: 0.1 + 0.2 => "0.30000000000000004";
+        float_negative_zero: -0.0 => "-0";
+        float_small_fixed: 0.000001 => "0.000001";
+        float_smaller_is_exponent: 0.0000001 => "1e-7";
+        float_two_digit_negative_exponent: 1.5e-10 => "1.5e-10";
+        float_large_fixed: 1e20 => "100000000000000000000";
+        float_large_is_exponent: 1e21 => "1e+21";
+        float_large_negative: -2.5e300 => "-2.5e+300";
+        float_tiny: 5e-324 => "5e-324";
+    }
+
+    // A span to evaluate conditions on, with attributes bound by key.
+
+    fn keys() -> AttrKeys {
+        AttrKeys::new([
+            "s",
+            "empty_s",
+            "i",
+            "f",
+            "b",
+            "bytes",
+            "empty_bytes",
+            "map",
+            "list",
+            "empty",
+            "absent",
+            "nan",
+            "big_bytes",
+        ])
+    }
+
+    fn attrs<'a>() -> Vec<AttrValue<'a>> {
+        vec![
+            AttrValue::Str("GET /users"),
+            AttrValue::Str(""),
+            AttrValue::Int(200),
+            AttrValue::Double(1.5),
+            AttrValue::Bool(true),
+            AttrValue::Bytes(&[0xca, 0xfe]),
+            AttrValue::Bytes(&[]),
+            AttrValue::Map,
+            AttrValue::Array,
+            AttrValue::Empty,
+            AttrValue::Absent,
+            AttrValue::Double(f64::NAN),
+            AttrValue::Bytes(&[0xab; 40]),
+        ]
+    }
+
+    fn resource_attrs<'a>() -> Vec<AttrValue<'a>> {
+        let mut r = vec![AttrValue::Absent; keys().len()];
+        r[0] = AttrValue::Str("checkout");
+        r[2] = AttrValue::Int(7);
+        r
+    }
+
+    fn span_view(trace_state: &str) -> SpanView<'_> {
+        SpanView {
+            scope: 0,
+            raw: &[],
+            offset: 0,
+            trace_id: [
+                0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+                0x47, 0x36,
+            ],
+            span_id: [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7],
+            parent_span_id: None,
+            name: "GET /users",
+            kind: 2,
+            start_time_unix_nano: 1_000_000_000,
+            end_time_unix_nano: 3_500_000_000,
+            status_code: 2,
+            trace_state,
+            flags: 1,
+            reencoded_extra: 0,
+        }
+    }
+
+    fn eval_on(expr: &str, trace_state: &str) -> EResult<bool> {
+        let mut c = parse(expr, ContextKind::Span).unwrap_or_else(|e| panic!("{e}"));
+        c.bind(&keys());
+        let view = span_view(trace_state);
+        let (a, r) = (attrs(), resource_attrs());
+        let ctx = SpanCtx {
+            span: &view,
+            attrs: &a,
+            resource_attrs: &r,
+            scope_name: "io.opentelemetry.http",
+        };
+        c.eval_span(&ctx)
+    }
+
+    fn eval(expr: &str) -> EResult<bool> {
+        eval_on(expr, "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE")
+    }
+
+    /// Scenario: a span condition evaluated on the test span.
+    /// Guarantees: OTTL's result.
+    macro_rules! eval_cases {
+        ($($name:ident: $expr:expr => $want:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                assert_eq!(eval($expr), Ok($want), "{}", $expr);
+            }
+        )*};
+    }
+
+    eval_cases! {
+        // Span fields.
+        name_equals: r#"name == "GET /users""# => true;
+        name_differs: r#"name == "POST /users""# => false;
+        span_prefix: r#"span.name == "GET /users""# => true;
+        kind_enum: "kind == SPAN_KIND_SERVER" => true;
+        kind_int: "kind == 2" => true;
+        kind_octal_literal: "kind == 02" => true;
+        kind_string: r#"kind.string == "Server""# => true;
+        kind_deprecated_string: r#"kind.deprecated_string == "SPAN_KIND_SERVER""# => true;
+        status_enum: "status.code == STATUS_CODE_ERROR" => true;
+        status_not_ok: "status.code != STATUS_CODE_OK" => true;
+        start_time: "start_time_unix_nano == 1000000000" => true;
+        duration_arithmetic: "end_time_unix_nano - start_time_unix_nano > 2000000000" => true;
+        duration_arithmetic_grouped: "(end_time_unix_nano - start_time_unix_nano) / 1000000 == 2500" => true;
+        duration_in_float_seconds: "(end_time_unix_nano - start_time_unix_nano) / 1000000000.0 == 2.5" => true;
+        int_division_truncates: "7 / 2 == 3" => true;
+        negative_int_division_truncates_toward_zero: "-7 / 2 == -3" => true;
+        int_and_float_arithmetic_is_float: "1 + 0.5 == 1.5" => true;
+        precedence_of_arithmetic: "1 + 2 * 3 == 7" => true;
+        arithmetic_is_left_associative: "10 - 2 - 3 == 5" => true;
+        int_overflow_wraps: "9223372036854775807 + 1 == -9223372036854775808" => true;
+        trace_state_key: r#"trace_state["congo"] == "t61rcWkgMzE""# => true;
+        trace_state_absent_key_is_empty: r#"trace_state["nope"] == """# => true;
+        trace_state_absent_key_is_not_nil: r#"trace_state["nope"] == nil"# => false;
+        trace_state_whole: r#"IsMatch(trace_state, "congo=")"# => true;
+        trace_id_string: r#"trace_id.string == "4bf92f3577b34da6a3ce929d0e0e4736""# => true;
+        span_id_string: r#"span_id.string == "00f067aa0ba902b7""# => true;
+        root_parent_span_id_is_zeros: r#"parent_span_id.string == "0000000000000000""# => true;
+        scope_name: r#"instrumentation_scope.name == "io.opentelemetry.http""# => true;
+        scope_name_short_prefix: r#"scope.name == "io.opentelemetry.http""# => true;
+        // Attributes.
+        string_attribute: r#"attributes["s"] == "GET /users""# => true;
+        int_attribute: r#"attributes["i"] == 200"# => true;
+        int_attribute_vs_float: r#"attributes["i"] == 200.0"# => true;
+        int_attribute_ordering: r#"attributes["i"] >= 200 and attributes["i"] < 300"# => true;
+        float_attribute_vs_int: r#"attributes["f"] > 1"# => true;
+        bool_attribute: r#"attributes["b"] == true"# => true;
+        bool_attribute_ordering: r#"attributes["b"] > false"# => true;
+        bytes_attribute: r#"attributes["bytes"] == 0xCAFE"# => true;
+        bytes_attribute_ordering: r#"attributes["bytes"] > 0xCA"# => true;
+        empty_bytes_attribute_is_nil: r#"attributes["empty_bytes"] == nil"# => true;
+        string_attribute_vs_int: r#"attributes["s"] == 200"# => false;
+        string_attribute_vs_int_ne: r#"attributes["s"] != 200"# => true;
+        string_attribute_vs_int_ordering: r#"attributes["s"] > 200 or attributes["s"] < 200"# => false;
+        int_attribute_vs_string: r#"attributes["i"] == "200""# => false;
+        absent_is_nil: r#"attributes["absent"] == nil"# => true;
+        absent_is_not_equal_to_empty_string: r#"attributes["absent"] == """# => false;
+        absent_ne_value: r#"attributes["absent"] != "x""# => true;
+        absent_ordering_is_false: r#"attributes["absent"] < 1 or attributes["absent"] > 1"# => false;
+        nil_le_nil: r#"attributes["absent"] <= nil"# => true;
+        nil_lt_nil: r#"attributes["absent"] < nil"# => false;
+        empty_value_is_nil: r#"attributes["empty"] == nil"# => true;
+        empty_string_is_not_nil: r#"attributes["empty_s"] != nil"# => true;
+        present_is_not_nil: r#"attributes["s"] != nil"# => true;
+        map_is_not_nil: r#"attributes["map"] != nil"# => true;
+        map_is_not_a_string: r#"attributes["map"] == "x""# => false;
+        resource_attribute: r#"resource.attributes["s"] == "checkout""# => true;
+        resource_int_attribute: r#"resource.attributes["i"] > 5"# => true;
+        two_attributes_compared: r#"attributes["i"] > resource.attributes["i"]"# => true;
+        unbound_key_reads_nil: r#"resource.attributes["f"] == nil"# => true;
+        // Booleans.
+        constant_true: "true" => true;
+        constant_false: "false" => false;
+        not_constant: "not false" => true;
+        and_or_precedence: r#"false and false or true"# => true;
+        and_or_precedence_grouped: r#"false and (false or true)"# => false;
+        not_binds_tighter_than_and: r#"not false and false"# => false;
+        not_of_group: r#"not (false or false)"# => true;
+        not_of_comparison: r#"not name == "x""# => true;
+        bool_literal_comparison: "true == true" => true;
+        nil_literals: "nil == nil" => true;
+        nil_vs_string_literal: r#"nil != "x""# => true;
+        literal_vs_literal_types: r#"1 == "1""# => false;
+        // Converters.
+        is_match: r#"IsMatch(name, "^GET ")"# => true;
+        is_match_unanchored: r#"IsMatch(name, "users")"# => true;
+        is_match_no: r#"IsMatch(name, "^POST")"# => false;
+        is_match_named_args: r#"IsMatch(pattern = "^GET", target = name)"# => true;
+        is_match_as_value: r#"IsMatch(name, "^POST") == false"# => true;
+        is_match_escaped_pattern: r#"IsMatch(name, "^GET\\s/\\w+$")"# => true;
+        is_match_int_as_string: r#"IsMatch(attributes["i"], "^2\\d\\d$")"# => true;
+        is_match_float_as_string: r#"IsMatch(attributes["f"], "^1\\.5$")"# => true;
+        is_match_bool_as_string: r#"IsMatch(attributes["b"], "^true$")"# => true;
+        is_match_bytes_as_hex: r#"IsMatch(attributes["bytes"], "^cafe$")"# => true;
+        is_match_long_bytes_as_hex: r#"IsMatch(attributes["big_bytes"], "^(ab){40}$")"# => true;
+        is_match_empty_bytes_is_empty_string: r#"IsMatch(attributes["empty_bytes"], "^$")"# => true;
+        is_match_nil_is_false: r#"IsMatch(attributes["absent"], ".*")"# => false;
+        is_match_empty_value_is_false: r#"IsMatch(attributes["empty"], ".*")"# => false;
+        is_match_kind_int: r#"IsMatch(kind, "^2$")"# => true;
+        is_match_ascii_digit_class: r#"IsMatch("١٢٣", "^\\d+$")"# => false;
+        is_string: r#"IsString(attributes["s"])"# => true;
+        is_string_of_int: r#"IsString(attributes["i"])"# => false;
+        is_string_of_nil: r#"IsString(attributes["absent"])"# => false;
+        is_string_of_id: r#"IsString(trace_id.string)"# => true;
+        is_int: r#"IsInt(attributes["i"])"# => true;
+        is_int_of_float: r#"IsInt(attributes["f"])"# => false;
+        is_int_of_enum: "IsInt(SPAN_KIND_SERVER)" => true;
+        is_double: r#"IsDouble(attributes["f"])"# => true;
+        is_double_of_int: r#"IsDouble(attributes["i"])"# => false;
+        is_bool: r#"IsBool(attributes["b"])"# => true;
+        is_bool_of_string: r#"IsBool(attributes["s"])"# => false;
+        is_bool_of_map: r#"IsBool(attributes["map"])"# => false;
+        not_is_bool: r#"not IsBool(attributes["absent"])"# => true;
+        len_of_string_is_bytes: r#"Len("é") == 2"# => true;
+        len_of_attribute: r#"Len(attributes["s"]) == 10"# => true;
+        len_of_bytes: r#"Len(attributes["bytes"]) == 2"# => true;
+        len_of_empty_bytes: r#"Len(attributes["empty_bytes"]) == 0"# => true;
+        len_of_name: "Len(name) > 5" => true;
+        len_in_arithmetic: "Len(name) * 2 == 20" => true;
+        nested_converters: r#"IsMatch(Len(name), "^10$")"# => true;
+    }
+
+    /// Scenario: a condition whose evaluation fails on the test span.
+    /// Guarantees: an error saying why, as the reference errors (or, for map/list contents, as tailsample cannot
+    /// know), never a silent result.
+    macro_rules! eval_error_cases {
+        ($($name:ident: $expr:expr => $msg:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                assert_eq!(eval($expr), Err(EvalError::new($msg)), "{}", $expr);
+            }
+        )*};
+    }
+
+    eval_error_cases! {
+        len_of_map: r#"Len(attributes["map"]) > 0"#
+            => r#"Len(attributes["map"]): the value is a map, whose contents tailsample does not extract"#;
+        len_of_list: r#"Len(attributes["list"]) > 0"#
+            => r#"Len(attributes["list"]): the value is a list, whose contents tailsample does not extract"#;
+        len_of_nil: r#"Len(attributes["absent"]) > 0"#
+            => r#"Len(attributes["absent"]): Len takes a string, bytes, a map or a list, got nil"#;
+        len_of_int_attribute: r#"Len(attributes["i"]) > 0"#
+            => r#"Len(attributes["i"]): Len takes a string, bytes, a map or a list, got an int"#;
+        is_match_on_map: r#"IsMatch(attributes["map"], "x")"#
+            => r#"IsMatch(attributes["map"], "x"): the value is a map, whose contents tailsample does not extract"#;
+        is_match_on_nan: r#"IsMatch(attributes["nan"], "x")"#
+            => r#"IsMatch(attributes["nan"], "x"): NaN has no string form (OTTL fails to convert NaN and infinities)"#;
+        maps_compared: r#"attributes["map"] == attributes["map"]"#
+            => "comparing two maps needs their contents, which tailsample does not extract";
+        arithmetic_on_nil: r#"attributes["absent"] + 1 > 0"#
+            => r#"attributes["absent"] + 1: arithmetic needs ints or floats, got nil"#;
+        arithmetic_on_string_attribute: r#"1 + attributes["s"] > 0"#
+            => r#"1 + attributes["s"]: arithmetic needs ints or floats, got a string"#;
+        int_division_by_zero: "kind / 0 > 1" => "kind / 0: attempted to divide by 0";
+        float_division_by_zero: "1.5 / 0.0 > 1" => "1.5 / 0.0: attempted to divide by 0";
+        error_inside_not: r#"not (Len(attributes["map"]) > 0)"#
+            => r#"Len(attributes["map"]): the value is a map, whose contents tailsample does not extract"#;
+    }
+
+    #[test]
+    fn errors_are_short_circuited_like_the_reference() {
+        assert_eq!(eval(r#"true or Len(attributes["map"]) > 0"#), Ok(true));
+        assert_eq!(eval(r#"false and Len(attributes["map"]) > 0"#), Ok(false));
+        assert!(eval(r#"false or Len(attributes["map"]) > 0"#).is_err());
+    }
+
+    #[test]
+    fn unparsable_trace_state_reads_as_nil() {
+        assert_eq!(eval_on(r#"trace_state["a"] == nil"#, "a=1,a=2"), Ok(true));
+        assert_eq!(eval_on(r#"trace_state["a"] == nil"#, "Bad=1"), Ok(true));
+        assert_eq!(eval_on(r#"trace_state["a"] == "1""#, "a=1,b=2"), Ok(true));
+        assert_eq!(eval_on(r#"trace_state["a"] == """#, ""), Ok(true));
+    }
+
+    #[test]
+    fn parent_span_id_and_kind_out_of_range() {
+        let mut c = parse(
+            r#"parent_span_id.string == "0102030405060708" and kind == 9 and kind.string == "" and
+               kind.deprecated_string == "" and status.code == 7 and end_time_unix_nano < 0"#,
+            ContextKind::Span,
+        )
+        .unwrap();
+        c.bind(&keys());
+        let mut view = span_view("");
+        view.parent_span_id = Some([1, 2, 3, 4, 5, 6, 7, 8]);
+        view.kind = 9;
+        view.status_code = 7;
+        view.end_time_unix_nano = u64::MAX;
+        let ctx = SpanCtx {
+            span: &view,
+            attrs: &attrs(),
+            resource_attrs: &resource_attrs(),
+            scope_name: "",
+        };
+        assert_eq!(c.eval_span(&ctx), Ok(true));
+    }
+
+    fn eval_event(expr: &str, name: &str, event_attrs: &[AttrValue<'_>]) -> EResult<bool> {
+        let mut c = parse(expr, ContextKind::SpanEvent).unwrap_or_else(|e| panic!("{e}"));
+        c.bind(&keys());
+        let view = span_view("");
+        let (a, r) = (attrs(), resource_attrs());
+        let span = SpanCtx {
+            span: &view,
+            attrs: &a,
+            resource_attrs: &r,
+            scope_name: "scope",
+        };
+        c.eval_event(&EventCtx {
+            name,
+            attrs: event_attrs,
+            span: &span,
+        })
+    }
+
+    #[test]
+    fn event_paths_read_the_event_and_its_span() {
+        let mut ev = vec![AttrValue::Absent; keys().len()];
+        ev[0] = AttrValue::Str("java.lang.NullPointerException");
+        let cases = [
+            (r#"name == "exception""#, true),
+            (r#"spanevent.name == "exception""#, true),
+            (
+                r#"attributes["s"] == "java.lang.NullPointerException""#,
+                true,
+            ),
+            (
+                r#"spanevent.attributes["s"] == "java.lang.NullPointerException""#,
+                true,
+            ),
+            (r#"attributes["i"] == nil"#, true),
+            (r#"span.attributes["i"] == 200"#, true),
+            (r#"span.name == "GET /users""#, true),
+            (r#"span.kind == SPAN_KIND_SERVER"#, true),
+            (r#"span.status.code == STATUS_CODE_ERROR"#, true),
+            (r#"resource.attributes["s"] == "checkout""#, true),
+            (r#"instrumentation_scope.name == "scope""#, true),
+            (
+                r#"name == "exception" and IsMatch(attributes["s"], "NullPointer")"#,
+                true,
+            ),
+            (r#"name == "log""#, false),
+        ];
+        for (expr, want) in cases {
+            assert_eq!(eval_event(expr, "exception", &ev), Ok(want), "{expr}");
+        }
+    }
+
+    #[test]
+    fn conditions_are_evaluated_in_their_context_only() {
+        let c = parse("true", ContextKind::SpanEvent).unwrap();
+        let view = span_view("");
+        let span = SpanCtx {
+            span: &view,
+            attrs: &[],
+            resource_attrs: &[],
+            scope_name: "",
+        };
+        assert!(c.eval_span(&span).is_err());
+        let s = parse("true", ContextKind::Span).unwrap();
+        let ev = EventCtx {
+            name: "",
+            attrs: &[],
+            span: &span,
+        };
+        assert!(s.eval_event(&ev).is_err());
+        assert_eq!(s.eval_span(&span), Ok(true));
+    }
+
+    // Allocation counting, for the no-allocation guarantee: a pass-through allocator that counts this thread's
+    // allocations.
+    mod counting {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        pub struct Counting;
+
+        thread_local! {
+            pub static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+        }
+
+        unsafe impl GlobalAlloc for Counting {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+                unsafe { System.alloc(layout) }
+            }
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                unsafe { System.dealloc(ptr, layout) }
+            }
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+                unsafe { System.realloc(ptr, layout, new_size) }
+            }
+        }
+
+        #[global_allocator]
+        static GLOBAL: Counting = Counting;
+
+        pub fn count() -> u64 {
+            ALLOCATIONS.with(|n| n.get())
+        }
+    }
+
+    /// Expressions typical of tail sampling conditions, to measure.
+    const TYPICAL: &[&str] = &[
+        "true",
+        "kind == 2",
+        "1 == 2",
+        r#"attributes["s"] == "GET /users""#,
+        r#"name == "GET /users" and kind == SPAN_KIND_SERVER"#,
+        r#"status.code == STATUS_CODE_ERROR or attributes["i"] >= 500"#,
+        r#"resource.attributes["s"] == "checkout" and attributes["absent"] != nil"#,
+        "end_time_unix_nano - start_time_unix_nano > 2000000000",
+        r#"IsMatch(name, "^GET /users")"#,
+        r#"IsMatch(attributes["i"], "^5\\d\\d$")"#,
+        r#"not (attributes["b"] == false) and IsString(attributes["s"])"#,
+        r#"trace_id.string != "" and Len(name) > 3"#,
+    ];
+
+    fn span_ctx_parts() -> (
+        SpanView<'static>,
+        Vec<AttrValue<'static>>,
+        Vec<AttrValue<'static>>,
+    ) {
+        (span_view(""), attrs(), resource_attrs())
+    }
+
+    /// Scenario: typical conditions evaluated many times.
+    /// Guarantees: no allocation per evaluation (after the regex engine's first use on this thread).
+    #[test]
+    fn evaluation_does_not_allocate() {
+        let (view, a, r) = span_ctx_parts();
+        let ctx = SpanCtx {
+            span: &view,
+            attrs: &a,
+            resource_attrs: &r,
+            scope_name: "scope",
+        };
+        for expr in TYPICAL {
+            let mut c = parse(expr, ContextKind::Span).unwrap();
+            c.bind(&keys());
+            c.eval_span(&ctx).unwrap();
+            let before = counting::count();
+            for _ in 0..100 {
+                std::hint::black_box(c.eval_span(std::hint::black_box(&ctx)).unwrap());
+            }
+            assert_eq!(counting::count() - before, 0, "{expr} allocates");
+        }
+    }
+
+    /// Prints the cost of evaluating typical conditions, the best of 5 rounds (`cargo test --release -p
+    /// tailsample-core --lib ottl::eval::tests::bench -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn bench() {
+        let (view, a, r) = span_ctx_parts();
+        let ctx = SpanCtx {
+            span: &view,
+            attrs: &a,
+            resource_attrs: &r,
+            scope_name: "scope",
+        };
+        let n = 1_000_000u32;
+        let best = |f: &mut dyn FnMut()| {
+            (0..5)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    for _ in 0..n {
+                        f();
+                    }
+                    start.elapsed().as_nanos() as f64 / n as f64
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        let baseline = best(&mut || {
+            std::hint::black_box(
+                std::hint::black_box("GET /users") == std::hint::black_box("GET /users"),
+            );
+        });
+        println!("{baseline:8.1} ns  (baseline: one string comparison in the loop)");
+        for expr in TYPICAL {
+            let mut c = parse(expr, ContextKind::Span).unwrap();
+            c.bind(&keys());
+            let ns = best(&mut || {
+                std::hint::black_box(c.eval_span(std::hint::black_box(&ctx)).unwrap());
+            });
+            println!("{ns:8.1} ns  {expr}");
+        }
+    }
+}
