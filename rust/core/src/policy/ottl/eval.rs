@@ -1,9 +1,12 @@
 //! Evaluation of a parsed condition on one span or span event.
 //!
-//! Values are borrowed from the span, its extracted attributes or the condition's literals; IDs in hex and numbers
-//! formatted for `IsMatch` are written to stack buffers. Nothing allocates except an error's message, `IsMatch` on
-//! a bytes value longer than 32 bytes (its hex form), and `trace_state["k"]` on a non-empty trace state (which
-//! `policy::trace_state::get` parses with a small `Vec`).
+//! Values are borrowed from the span, its extracted attributes or the condition's literals; an ID's hex form is
+//! compared digit by digit as it is produced, and numbers formatted for `IsMatch` go to stack buffers. Nothing
+//! allocates except an error's message, `IsMatch` on a bytes value longer than 32 bytes (its hex form), and
+//! `trace_state["k"]` on a non-empty trace state (which `policy::trace_state::get` parses with a small `Vec`).
+//!
+//! `value`, `path`, `attr` and `compare` are inlined into `condition` on purpose: returning a value through
+//! memory from a call and reading it back cost several times the comparison itself (measured: ~25 → ~10 ns).
 
 use std::cmp::Ordering;
 use std::fmt::{self, Write as _};
@@ -138,8 +141,6 @@ pub(crate) fn condition(e: &BoolExpr, env: &Env<'_>) -> EResult<bool> {
     }
 }
 
-// Inlined into its callers: returning a `Val` through memory from a call costs more than the rest of a
-// comparison (a store-forwarding stall on reading it back).
 #[inline(always)]
 fn value<'v>(v: &'v Value, env: &Env<'v>) -> EResult<Val<'v>> {
     Ok(match v {
@@ -276,7 +277,7 @@ impl<const N: usize> fmt::Write for StackBuf<N> {
 
 /// A float as OTTL turns it into a string (jsoniter, like Go's `encoding/json`): the shortest representation,
 /// `'f'` format within [1e-6, 1e21), else `'e'` format with Go's exponent (`1e+21`, `1e-7`).
-pub(crate) fn write_go_float(out: &mut impl fmt::Write, f: f64) -> fmt::Result {
+fn write_go_float(out: &mut impl fmt::Write, f: f64) -> fmt::Result {
     let abs = f.abs();
     if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
         let mut e = StackBuf::<48>::new();
@@ -374,6 +375,7 @@ fn as_f64(v: &Val<'_>) -> f64 {
     }
 }
 
+#[inline(always)]
 fn ordered<T: PartialOrd + ?Sized>(a: &T, b: &T, op: CmpOp) -> bool {
     match op {
         CmpOp::Eq => a == b,
@@ -386,7 +388,7 @@ fn ordered<T: PartialOrd + ?Sized>(a: &T, b: &T, op: CmpOp) -> bool {
 }
 
 /// OTTL's `compare` (`pkg/ottl/compare.go`).
-#[inline]
+#[inline(always)]
 pub(crate) fn compare(a: &Val<'_>, b: &Val<'_>, op: CmpOp) -> EResult<bool> {
     // A nil byte slice compares as nil; an empty bytes value reads as one (`ByteSlice.AsRaw` of nothing is nil).
     let nil_bytes =
@@ -423,7 +425,7 @@ pub(crate) fn compare(a: &Val<'_>, b: &Val<'_>, op: CmpOp) -> EResult<bool> {
 mod tests {
     use super::super::{parse, ContextKind, EventCtx};
     use super::*;
-    use crate::otlp::decode::{AttrKeys, SpanView};
+    use crate::otlp::decode::{decode, AttrKeys, SpanView};
 
     const OPS: [CmpOp; 6] = [
         CmpOp::Eq,
@@ -593,40 +595,103 @@ mod tests {
         r
     }
 
-    fn span_view(trace_state: &str) -> SpanView<'_> {
-        SpanView {
-            scope: 0,
-            raw: &[],
-            offset: 0,
-            trace_id: [
+    /// The span the tests evaluate on; encoded as OTLP and decoded, so it is what the scanner gives.
+    struct TestSpan<'a> {
+        trace_state: &'a str,
+        parent: Option<[u8; 8]>,
+        kind: u64,
+        status: u64,
+        end: u64,
+    }
+
+    impl TestSpan<'_> {
+        fn new(trace_state: &str) -> TestSpan<'_> {
+            TestSpan {
+                trace_state,
+                parent: None,
+                kind: 2,
+                status: 2,
+                end: 3_500_000_000,
+            }
+        }
+    }
+
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn bytes_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+        varint(out, field << 3 | 2);
+        varint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+
+    fn encode(t: &TestSpan<'_>) -> Vec<u8> {
+        let mut span = Vec::new();
+        bytes_field(
+            &mut span,
+            1,
+            &[
                 0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
                 0x47, 0x36,
             ],
-            span_id: [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7],
-            parent_span_id: None,
-            name: "GET /users",
-            kind: 2,
-            start_time_unix_nano: 1_000_000_000,
-            end_time_unix_nano: 3_500_000_000,
-            status_code: 2,
-            trace_state,
-            flags: 1,
-            reencoded_extra: 0,
+        );
+        bytes_field(
+            &mut span,
+            2,
+            &[0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7],
+        );
+        bytes_field(&mut span, 3, t.trace_state.as_bytes());
+        if let Some(p) = t.parent {
+            bytes_field(&mut span, 4, &p);
         }
+        bytes_field(&mut span, 5, b"GET /users");
+        varint(&mut span, 6 << 3);
+        varint(&mut span, t.kind);
+        varint(&mut span, 7 << 3 | 1);
+        span.extend_from_slice(&1_000_000_000u64.to_le_bytes());
+        varint(&mut span, 8 << 3 | 1);
+        span.extend_from_slice(&t.end.to_le_bytes());
+        let mut status = Vec::new();
+        varint(&mut status, 3 << 3);
+        varint(&mut status, t.status);
+        bytes_field(&mut span, 15, &status);
+        let mut scope = Vec::new();
+        bytes_field(&mut scope, 1, b"io.opentelemetry.http");
+        let mut scope_spans = Vec::new();
+        bytes_field(&mut scope_spans, 1, &scope);
+        bytes_field(&mut scope_spans, 2, &span);
+        let mut resource_spans = Vec::new();
+        bytes_field(&mut resource_spans, 2, &scope_spans);
+        let mut request = Vec::new();
+        bytes_field(&mut request, 1, &resource_spans);
+        request
+    }
+
+    /// `f` on the decoded test span.
+    fn with_span<R>(t: &TestSpan<'_>, f: impl FnOnce(&SpanView<'_>) -> R) -> R {
+        let payload = encode(t);
+        let decoded = decode(&payload, &AttrKeys::default()).expect("a valid request");
+        f(&decoded.spans[0])
     }
 
     fn eval_on(expr: &str, trace_state: &str) -> EResult<bool> {
         let mut c = parse(expr, ContextKind::Span).unwrap_or_else(|e| panic!("{e}"));
         c.bind(&keys());
-        let view = span_view(trace_state);
-        let (a, r) = (attrs(), resource_attrs());
-        let ctx = SpanCtx {
-            span: &view,
-            attrs: &a,
-            resource_attrs: &r,
-            scope_name: "io.opentelemetry.http",
-        };
-        c.eval_span(&ctx)
+        with_span(&TestSpan::new(trace_state), |view| {
+            let (a, r) = (attrs(), resource_attrs());
+            let ctx = SpanCtx {
+                span: view,
+                attrs: &a,
+                resource_attrs: &r,
+                scope_name: "io.opentelemetry.http",
+            };
+            c.eval_span(&ctx)
+        })
     }
 
     fn eval(expr: &str) -> EResult<bool> {
@@ -818,35 +883,40 @@ mod tests {
         )
         .unwrap();
         c.bind(&keys());
-        let mut view = span_view("");
-        view.parent_span_id = Some([1, 2, 3, 4, 5, 6, 7, 8]);
-        view.kind = 9;
-        view.status_code = 7;
-        view.end_time_unix_nano = u64::MAX;
-        let ctx = SpanCtx {
-            span: &view,
-            attrs: &attrs(),
-            resource_attrs: &resource_attrs(),
-            scope_name: "",
+        let t = TestSpan {
+            parent: Some([1, 2, 3, 4, 5, 6, 7, 8]),
+            kind: 9,
+            status: 7,
+            end: u64::MAX,
+            ..TestSpan::new("")
         };
-        assert_eq!(c.eval_span(&ctx), Ok(true));
+        let got = with_span(&t, |view| {
+            c.eval_span(&SpanCtx {
+                span: view,
+                attrs: &attrs(),
+                resource_attrs: &resource_attrs(),
+                scope_name: "",
+            })
+        });
+        assert_eq!(got, Ok(true));
     }
 
     fn eval_event(expr: &str, name: &str, event_attrs: &[AttrValue<'_>]) -> EResult<bool> {
         let mut c = parse(expr, ContextKind::SpanEvent).unwrap_or_else(|e| panic!("{e}"));
         c.bind(&keys());
-        let view = span_view("");
-        let (a, r) = (attrs(), resource_attrs());
-        let span = SpanCtx {
-            span: &view,
-            attrs: &a,
-            resource_attrs: &r,
-            scope_name: "scope",
-        };
-        c.eval_event(&EventCtx {
-            name,
-            attrs: event_attrs,
-            span: &span,
+        with_span(&TestSpan::new(""), |view| {
+            let (a, r) = (attrs(), resource_attrs());
+            let span = SpanCtx {
+                span: view,
+                attrs: &a,
+                resource_attrs: &r,
+                scope_name: "scope",
+            };
+            c.eval_event(&EventCtx {
+                name,
+                attrs: event_attrs,
+                span: &span,
+            })
         })
     }
 
@@ -886,22 +956,23 @@ mod tests {
     #[test]
     fn conditions_are_evaluated_in_their_context_only() {
         let c = parse("true", ContextKind::SpanEvent).unwrap();
-        let view = span_view("");
-        let span = SpanCtx {
-            span: &view,
-            attrs: &[],
-            resource_attrs: &[],
-            scope_name: "",
-        };
-        assert!(c.eval_span(&span).is_err());
         let s = parse("true", ContextKind::Span).unwrap();
-        let ev = EventCtx {
-            name: "",
-            attrs: &[],
-            span: &span,
-        };
-        assert!(s.eval_event(&ev).is_err());
-        assert_eq!(s.eval_span(&span), Ok(true));
+        with_span(&TestSpan::new(""), |view| {
+            let span = SpanCtx {
+                span: view,
+                attrs: &[],
+                resource_attrs: &[],
+                scope_name: "",
+            };
+            assert!(c.eval_span(&span).is_err());
+            let ev = EventCtx {
+                name: "",
+                attrs: &[],
+                span: &span,
+            };
+            assert!(s.eval_event(&ev).is_err());
+            assert_eq!(s.eval_span(&span), Ok(true));
+        });
     }
 
     // Allocation counting, for the no-allocation guarantee: a pass-through allocator that counts this thread's
@@ -954,35 +1025,29 @@ mod tests {
         r#"trace_id.string != "" and Len(name) > 3"#,
     ];
 
-    fn span_ctx_parts() -> (
-        SpanView<'static>,
-        Vec<AttrValue<'static>>,
-        Vec<AttrValue<'static>>,
-    ) {
-        (span_view(""), attrs(), resource_attrs())
-    }
-
     /// Scenario: typical conditions evaluated many times.
     /// Guarantees: no allocation per evaluation (after the regex engine's first use on this thread).
     #[test]
     fn evaluation_does_not_allocate() {
-        let (view, a, r) = span_ctx_parts();
-        let ctx = SpanCtx {
-            span: &view,
-            attrs: &a,
-            resource_attrs: &r,
-            scope_name: "scope",
-        };
-        for expr in TYPICAL {
-            let mut c = parse(expr, ContextKind::Span).unwrap();
-            c.bind(&keys());
-            c.eval_span(&ctx).unwrap();
-            let before = counting::count();
-            for _ in 0..100 {
-                std::hint::black_box(c.eval_span(std::hint::black_box(&ctx)).unwrap());
+        with_span(&TestSpan::new(""), |view| {
+            let (a, r) = (attrs(), resource_attrs());
+            let ctx = SpanCtx {
+                span: view,
+                attrs: &a,
+                resource_attrs: &r,
+                scope_name: "scope",
+            };
+            for expr in TYPICAL {
+                let mut c = parse(expr, ContextKind::Span).unwrap();
+                c.bind(&keys());
+                c.eval_span(&ctx).unwrap();
+                let before = counting::count();
+                for _ in 0..100 {
+                    std::hint::black_box(c.eval_span(std::hint::black_box(&ctx)).unwrap());
+                }
+                assert_eq!(counting::count() - before, 0, "{expr} allocates");
             }
-            assert_eq!(counting::count() - before, 0, "{expr} allocates");
-        }
+        });
     }
 
     /// Prints the cost of evaluating typical conditions, the best of 5 rounds (`cargo test --release -p
@@ -990,9 +1055,13 @@ mod tests {
     #[test]
     #[ignore]
     fn bench() {
-        let (view, a, r) = span_ctx_parts();
+        with_span(&TestSpan::new(""), bench_on);
+    }
+
+    fn bench_on(view: &SpanView<'_>) {
+        let (a, r) = (attrs(), resource_attrs());
         let ctx = SpanCtx {
-            span: &view,
+            span: view,
             attrs: &a,
             resource_attrs: &r,
             scope_name: "scope",

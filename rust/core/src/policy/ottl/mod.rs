@@ -137,7 +137,7 @@ pub fn parse(expr: &str, kind: ContextKind) -> Result<Condition, OttlError> {
             root,
         }),
         Err(e) => Err(OttlError {
-            position: expr[..e.at].chars().count(),
+            position: expr.get(..e.at).map_or(0, |s| s.chars().count()),
             message: e.message,
             expr: expr.to_string(),
         }),
@@ -416,6 +416,82 @@ mod tests {
             => 8, "invalid integer `09`: a leading 0 makes OTTL read it as octal, which has no digits 8 or 9";
         uppercase_in_path: Span "Kind == 1" => 0, "unknown name `Kind`: converters are called with parentheses, enums are all capitals";
         mixed_case_path: Span "kIND == 1" => 0, "path segments are lowercase (`kIND`)";
+        uppercase_boolean: Span "name == TRUE" => 8, "`TRUE` is not OTTL: keywords and booleans are lowercase (`true`)";
+        uppercase_keyword: Span r#"name == "a" AND kind == 1"#
+            => 12, "unexpected `AND` after a complete condition (join conditions with `and` or `or`)";
+    }
+
+    /// Scenario: arbitrary text, built from OTTL's tokens and stray characters.
+    /// Guarantees: parsing returns a condition or an error, never panics, and the error points inside the text.
+    #[test]
+    fn garbage_never_panics() {
+        const PIECES: &[&str] = &[
+            "name",
+            "attributes",
+            "[",
+            "]",
+            "\"k\"",
+            "\"",
+            "(",
+            ")",
+            "==",
+            "!=",
+            "<",
+            ">=",
+            "and",
+            "or",
+            "not",
+            "true",
+            "nil",
+            "1",
+            "-1",
+            ".5",
+            "0x0a",
+            "0x",
+            "IsMatch",
+            "Len",
+            ",",
+            ".",
+            "span",
+            "resource",
+            "SPAN_KIND_SERVER",
+            "+",
+            "*",
+            "/",
+            "=",
+            "é",
+            "\\",
+            " ",
+            "\n",
+            "where",
+            "set",
+            "trace_state",
+            "{",
+            "09",
+            "1e",
+            "\"\\x\"",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut expr = String::new();
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = 1 + (seed % 12) as usize;
+            for k in 0..len {
+                let r = seed.rotate_left(5 * k as u32);
+                expr.push_str(PIECES[(r % PIECES.len() as u64) as usize]);
+                if r & 16 != 0 {
+                    expr.push(' ');
+                }
+            }
+            for kind in [ContextKind::Span, ContextKind::SpanEvent] {
+                if let Err(e) = parse(&expr, kind) {
+                    assert!(e.position <= expr.chars().count(), "{expr}: {e:?}");
+                    let _ = e.to_string();
+                }
+            }
+        }
     }
 
     #[test]

@@ -536,8 +536,22 @@ impl<'s> Parser<'s> {
                 )
             }
             Tok::Word if is_enum_word(t.text) && self.peek_at(1).tok != Tok::LParen => {
+                let lower = t.text.to_ascii_lowercase();
                 match ENUMS.iter().find(|(name, _)| *name == t.text) {
                     Some(&(_, v)) => Value::Lit(Lit::Int(v)),
+                    None if matches!(
+                        lower.as_str(),
+                        "true" | "false" | "nil" | "and" | "or" | "not"
+                    ) =>
+                    {
+                        return self.fail(
+                            t.start,
+                            format!(
+                                "`{}` is not OTTL: keywords and booleans are lowercase (`{lower}`)",
+                                t.text
+                            ),
+                        )
+                    }
                     None => {
                         return self.fail(
                             t.start,

@@ -1,0 +1,941 @@
+"""Parity with the reference: the same payloads through tailsample and through the OpenTelemetry Collector's
+`tail_sampling` processor (the real one, built from its Go module by conftest.py), comparing which traces each
+keeps. README.md beside this file says how the reference is driven and what in it is deterministic.
+
+- Stateless policies run over one shared workload of 20,000+ traces (workload.main_workload), one config per
+  case; the kept trace-ID sets must be equal.
+- Stateful policies (rate_limiting, bytes_limiting, composite) run over short scripted workloads built so that
+  the reference's answer does not depend on the order it evaluates traces in (it walks a Go map); the reference
+  must give the answer its code implies (`expect`), and tailsample the same.
+- A case whose policy tailsample refuses with "not supported by tailsample yet" is skipped with that message,
+  and turns on by itself when the policy lands.
+- test_reference_* check this suite's reading of the reference (thresholds, the latency walk) on the reference
+  alone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import pytest
+import yaml
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from workload import (
+    DEFAULT_SALT,
+    PROBABILISTIC,
+    Workload,
+    facts,
+    main_workload,
+    prob_hash,
+    reference_latency_ms,
+    reference_threshold,
+    scripted,
+)
+
+import tailsample
+from otlp_builders import STATUS_ERROR, STATUS_OK
+
+pytestmark = pytest.mark.parity
+if shutil.which("go") is None:
+    pytest.skip("the parity suite needs the Go toolchain to build the reference processor: no `go` on PATH",
+                allow_module_level=True)
+
+NOT_SUPPORTED = "not supported by tailsample yet"
+MS_NS = 1_000_000
+# decision_wait is long so that the reference decides nothing before Shutdown, which then decides every
+# pending trace at once; tailsample gets the same text and decides everything at flush(now=0)
+HEADER = "decision_wait: 300s\n"
+
+
+def config(body: str) -> str:
+    return HEADER + textwrap.dedent(body).strip() + "\n"
+
+
+# ---- running tailsample --------------------------------------------------------------------------------------
+
+
+def load_or_skip(text: str) -> tailsample.Config:
+    try:
+        return tailsample.Config.from_yaml(text)
+    except tailsample.ConfigError as exc:
+        if NOT_SUPPORTED in str(exc):
+            pytest.skip(f"tailsample: {exc}")
+        raise
+
+
+def kept_trace_ids(payloads: Sequence[bytes]) -> tuple[set[str], int]:
+    kept: set[str] = set()
+    spans = 0
+    for p in payloads:
+        for rs in ExportTraceServiceRequest.FromString(p).resource_spans:
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    kept.add(s.trace_id.hex())
+                    spans += 1
+    return kept, spans
+
+
+@dataclass
+class TailsampleRun:
+    kept: set[str]
+    kept_spans: int
+    policy_stats: dict[str, dict[str, int]]
+
+
+def run_tailsample(cfg: tailsample.Config, workload: Workload) -> TailsampleRun:
+    eng = tailsample.Engine(cfg)
+    for p in workload.payloads:
+        eng.ingest(p, now=0)
+    out = eng.flush(now=0)
+    kept, spans = kept_trace_ids(out)
+    return TailsampleRun(kept, spans, eng.policy_stats())
+
+
+# ---- comparing -----------------------------------------------------------------------------------------------
+
+# edge groups first among the examples of a mismatch: they say most about why
+_GROUP_ORDER = ["latency-prefix", "latency-zero", "latency-negative", "latency-edge", "probabilistic-edge",
+                "string-edge", "numeric-edge", "boolean-edge", "trace-state-edge", "trace-flags-edge", "ottl-edge",
+                "span-count-edge", "status-edge", "scripted", "generic"]
+
+
+def _describe(tid: str, wl: Workload, ts_kept: set[str], ref: Mapping[str, Any]) -> str:
+    info = ref.get("traces", {}).get(tid, {})
+    rdec = info.get("decision", "?")
+    if info.get("policy"):
+        rdec += f" (by {info['policy']})"
+    t = wl.by_hex().get(tid)
+    what = facts(t) if t is not None else "(not in the workload)"
+    return f"  {tid}: tailsample {'kept' if tid in ts_kept else 'not kept'}, reference {rdec}; {what}"
+
+
+def mismatch_message(case_id: str, text: str, wl: Workload, ts_kept: set[str], ref: Mapping[str, Any],
+                     only: set[str] | None = None) -> str:
+    ref_kept = set(ref["kept"])
+    only_ts = ts_kept - ref_kept
+    only_ref = ref_kept - ts_kept
+    if only is not None:  # just the differences no documented deviation explains
+        only_ts, only_ref = only_ts & only, only_ref & only
+    by_hex = wl.by_hex()
+    groups = Counter(by_hex[t].group if t in by_hex else "?" for t in only_ts | only_ref)
+
+    def rank(tid: str) -> tuple[int, str]:
+        g = by_hex[tid].group if tid in by_hex else "?"
+        return (_GROUP_ORDER.index(g) if g in _GROUP_ORDER else len(_GROUP_ORDER), tid)
+
+    a, b = sorted(only_ts, key=rank), sorted(only_ref, key=rank)
+    examples: list[str] = []
+    while (a or b) and len(examples) < 10:
+        if a:
+            examples.append(a.pop(0))
+        if b and len(examples) < 10:
+            examples.append(b.pop(0))
+    lines = [
+        f"{case_id}: decisions differ from the reference processor {ref['version']} on "
+        f"{len(only_ts) + len(only_ref)} of {len(wl.traces)} traces",
+        f"  tailsample kept {len(ts_kept)}, the reference kept {len(ref_kept)}; kept only by tailsample: "
+        f"{len(only_ts)}, only by the reference: {len(only_ref)}",
+        f"  differing traces by workload group: {dict(groups.most_common())}",
+        "examples:",
+        *(_describe(t, wl, ts_kept, ref) for t in examples),
+        "config:",
+        textwrap.indent(text, "  "),
+    ]
+    return "\n".join(lines)
+
+
+def check_reference_ran(ref: Mapping[str, Any], wl: Workload) -> None:
+    assert not ref["errors"], f"the reference refused the config or the input: {ref['errors']}"
+    assert ref["decided_before_shutdown"] == 0, "the reference decided traces before Shutdown: decision_wait too short?"
+    assert ref["spans_in"] == wl.span_count, (ref["spans_in"], wl.span_count)
+    decided = sum(ref["decisions"].values())
+    assert decided == len(wl.traces), f"the reference decided {decided} of {len(wl.traces)} traces"
+
+
+# Intended deviations (README, "Where tailsample differs from the reference"): the reference's latency policy
+# walks a trace's spans in arrival order and stops as soon as the running duration qualifies (upstream #43948),
+# treating a zero timestamp as "not seen yet"; tailsample decides on the whole trace's min start (non-zero) and
+# max end. A trace on which the two rules disagree, for a latency policy of the config, may be decided
+# differently; every other difference fails.
+EXPLAINED: dict[str, int] = {}
+
+
+def latency_bounds(text: str) -> list[tuple[int, int]]:
+    """(threshold_ms, upper_threshold_ms) of every latency policy in the config, at any depth."""
+    out: list[tuple[int, int]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "latency" and isinstance(node.get("latency"), dict):
+                lat = node["latency"]
+                out.append((int(lat.get("threshold_ms", 0)), int(lat.get("upper_threshold_ms", 0))))
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(yaml.safe_load(text))
+    return out
+
+
+def tailsample_latency(spans: Sequence[Span], threshold_ms: int, upper_ms: int) -> bool:
+    """tailsample's rule: max end minus the smallest non-zero start, in whole ms truncated toward zero."""
+    starts = [s.start_time_unix_nano for s in spans if s.start_time_unix_nano]
+    lo = min(starts) if starts else 0
+    hi = max(s.end_time_unix_nano for s in spans)
+    diff = hi - lo
+    ms = abs(diff) // MS_NS * (1 if diff >= 0 else -1)
+    return ms > threshold_ms if upper_ms == 0 else threshold_ms < ms <= upper_ms
+
+
+@cache
+def latency_divergent(wl: Workload, lo: int, hi: int) -> frozenset[str]:
+    """The traces of `wl` that the reference's latency walk and tailsample's rule judge differently."""
+    return frozenset(tid for tid, spans in arrival_spans(wl).items()
+                     if reference_latency_ms(spans, lo, hi)[0] != tailsample_latency(spans, lo, hi))
+
+
+def explained_set(text: str, wl: Workload) -> frozenset[str]:
+    out: frozenset[str] = frozenset()
+    for lo, hi in latency_bounds(text):
+        out |= latency_divergent(wl, lo, hi)
+    return out
+
+
+def compare(case_id: str, text: str, wl: Workload, run: TailsampleRun, ref: Mapping[str, Any]) -> None:
+    ref_kept = set(ref["kept"])
+    differing = run.kept ^ ref_kept
+    explained = explained_set(text, wl)
+    unexplained = differing - explained
+    if unexplained:
+        pytest.fail(mismatch_message(case_id, text, wl, run.kept, ref, only=unexplained), pytrace=False)
+    if latency_bounds(text):
+        # Every trace the two latency rules judge differently: it may be kept, or attributed, differently.
+        EXPLAINED[case_id] = len(explained)
+    kept_spans = sum(len(t.spans) for t in wl.traces if t.tid.hex() in run.kept)
+    assert run.kept_spans == kept_spans, f"tailsample output {run.kept_spans} spans of kept traces, not {kept_spans}"
+    ref_spans = sum(len(t.spans) for t in wl.traces if t.tid.hex() in ref_kept)
+    assert ref["kept_spans"] == ref_spans, f"the reference output {ref['kept_spans']} spans, not {ref_spans}"
+
+
+# ---- stateless cases over the main workload ------------------------------------------------------------------
+
+MAIN_CASES: dict[str, str] = {
+    "always_sample": """
+        policies:
+          - {name: all, type: always_sample}
+        """,
+    "status_code_error": """
+        policies:
+          - name: errors
+            type: status_code
+            status_code: {status_codes: [ERROR]}
+        """,
+    "status_code_ok_unset": """
+        policies:
+          - name: ok-or-unset
+            type: status_code
+            status_code: {status_codes: [OK, UNSET]}
+        """,
+    "status_code_unset": """
+        policies:
+          - name: unset
+            type: status_code
+            status_code: {status_codes: [UNSET]}
+        """,
+    "latency_100": """
+        policies:
+          - name: slow
+            type: latency
+            latency: {threshold_ms: 100}
+        """,
+    "latency_100_to_500": """
+        policies:
+          - name: band
+            type: latency
+            latency: {threshold_ms: 100, upper_threshold_ms: 500}
+        """,
+    "latency_500_to_501": """
+        policies:
+          - name: one-ms
+            type: latency
+            latency: {threshold_ms: 500, upper_threshold_ms: 501}
+        """,
+    "latency_0": """
+        policies:
+          - name: any-duration
+            type: latency
+            latency: {threshold_ms: 0}
+        """,
+    **{
+        f"probabilistic_{pct}_{salt or 'default_salt'}".replace(".", "_"): f"""
+        policies:
+          - name: sample
+            type: probabilistic
+            probabilistic: {{sampling_percentage: {pct}{f', hash_salt: {salt}' if salt else ''}}}
+        """
+        for salt, pct in PROBABILISTIC
+    },
+    "probabilistic_100": """
+        policies:
+          - name: all
+            type: probabilistic
+            probabilistic: {sampling_percentage: 100}
+        """,
+    "probabilistic_0": """
+        policies:
+          - name: none
+            type: probabilistic
+            probabilistic: {sampling_percentage: 0}
+        """,
+    "string_exact": """
+        policies:
+          - name: routes
+            type: string_attribute
+            string_attribute: {key: http.route, values: [/api/checkout, /api/pay]}
+        """,
+    "string_exact_invert": """
+        policies:
+          - name: not-routes
+            type: string_attribute
+            string_attribute: {key: http.route, values: [/api/checkout, /api/pay], invert_match: true}
+        """,
+    "string_exact_with_empty_value": """
+        policies:
+          - name: empty-or-health
+            type: string_attribute
+            string_attribute: {key: http.route, values: ["", /health]}
+        """,
+    "string_regex": """
+        policies:
+          - name: routes-re
+            type: string_attribute
+            string_attribute:
+              key: http.route
+              values: ["^/api/v[0-9]+/users", admin]
+              enabled_regex_matching: true
+              cache_max_size: 2
+        """,
+    "string_regex_matches_empty": """
+        policies:
+          - name: empty-re
+            type: string_attribute
+            string_attribute: {key: http.route, values: ["^$"], enabled_regex_matching: true}
+        """,
+    "string_regex_invert": """
+        policies:
+          - name: not-acme
+            type: string_attribute
+            string_attribute: {key: tenant, values: [acme], enabled_regex_matching: true, invert_match: true}
+        """,
+    "string_resource_key": """
+        policies:
+          - name: services
+            type: string_attribute
+            string_attribute: {key: service.name, values: [checkout, auth]}
+        """,
+    "numeric_500_599": """
+        policies:
+          - name: server-errors
+            type: numeric_attribute
+            numeric_attribute: {key: http.status_code, min_value: 500, max_value: 599}
+        """,
+    "numeric_min_only": """
+        policies:
+          - name: at-least-minus-5
+            type: numeric_attribute
+            numeric_attribute: {key: http.status_code, min_value: -5, max_value: 0}
+        """,
+    "numeric_max_only": """
+        policies:
+          - name: at-most-10
+            type: numeric_attribute
+            numeric_attribute: {key: http.status_code, min_value: 0, max_value: 10}
+        """,
+    "numeric_invert": """
+        policies:
+          - name: not-server-errors
+            type: numeric_attribute
+            numeric_attribute: {key: http.status_code, min_value: 500, max_value: 599, invert_match: true}
+        """,
+    "boolean_true": """
+        policies:
+          - name: debug
+            type: boolean_attribute
+            boolean_attribute: {key: debug, value: true}
+        """,
+    "boolean_false": """
+        policies:
+          - name: not-debug
+            type: boolean_attribute
+            boolean_attribute: {key: debug, value: false}
+        """,
+    "boolean_true_invert": """
+        policies:
+          - name: debug-inverted
+            type: boolean_attribute
+            boolean_attribute: {key: debug, value: true, invert_match: true}
+        """,
+    "span_count_3_to_5": """
+        policies:
+          - name: mid
+            type: span_count
+            span_count: {min_spans: 3, max_spans: 5}
+        """,
+    "span_count_min_3": """
+        policies:
+          - name: big
+            type: span_count
+            span_count: {min_spans: 3}
+        """,
+    "span_count_max_1": """
+        policies:
+          - name: single
+            type: span_count
+            span_count: {min_spans: 0, max_spans: 1}
+        """,
+    "trace_state": f"""
+        policies:
+          - name: vendor
+            type: trace_state
+            trace_state: {{key: vendor, values: ["on", x, "{'v' * 249}", "{'w' * 250}"]}}
+        """,
+    "trace_state_tenant_key": """
+        policies:
+          - name: tenant-key
+            type: trace_state
+            trace_state: {key: t1@sys, values: ["on"]}
+        """,
+    "trace_flags": """
+        policies:
+          - {name: sampled-flag, type: trace_flags}
+        """,
+    "ottl_condition": """
+        policies:
+          - name: ottl
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span:
+                - 'attributes["http.response.status_code"] >= 500'
+                - 'name == "GET /api"'
+        """,
+    "ottl_condition_more": """
+        policies:
+          - name: ottl-more
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span:
+                - 'resource.attributes["service.name"] == "checkout" and status.code == STATUS_CODE_ERROR'
+                - 'IsMatch(name, "^POST ")'
+                - 'attributes["http.response.status_code"] == "503"'
+              spanevent:
+                - 'name == "exception"'
+        """,
+    "and": """
+        policies:
+          - name: checkout-errors
+            type: and
+            and:
+              and_sub_policy:
+                - name: errors
+                  type: status_code
+                  status_code: {status_codes: [ERROR]}
+                - name: checkout
+                  type: string_attribute
+                  string_attribute: {key: service.name, values: [checkout]}
+        """,
+    "and_with_not": """
+        policies:
+          - name: slow-not-health
+            type: and
+            and:
+              and_sub_policy:
+                - name: slow
+                  type: latency
+                  latency: {threshold_ms: 100}
+                - name: not-health
+                  type: not
+                  not:
+                    not_sub_policy:
+                      name: health
+                      type: string_attribute
+                      string_attribute: {key: http.route, values: [/health]}
+        """,
+    "not": """
+        policies:
+          - name: fast
+            type: not
+            not:
+              not_sub_policy:
+                name: slow
+                type: latency
+                latency: {threshold_ms: 100}
+        """,
+    "drop_over_always": """
+        policies:
+          - {name: all, type: always_sample}
+          - name: drop-health
+            type: drop
+            drop:
+              drop_sub_policy:
+                - name: health
+                  type: string_attribute
+                  string_attribute: {key: http.route, values: [/health]}
+        """,
+    "drop_two_subs_over_errors": """
+        policies:
+          - name: errors
+            type: status_code
+            status_code: {status_codes: [ERROR]}
+          - name: drop-acme-debug
+            type: drop
+            drop:
+              drop_sub_policy:
+                - name: acme
+                  type: string_attribute
+                  string_attribute: {key: tenant, values: [acme], enabled_regex_matching: true}
+                - name: debug
+                  type: boolean_attribute
+                  boolean_attribute: {key: debug, value: true}
+        """,
+    "attributes_group": """
+        policies:
+          - name: routes
+            type: string_attribute
+            string_attribute: {key: http.route, values: [/api/pay]}
+          - name: codes
+            type: numeric_attribute
+            numeric_attribute: {key: http.status_code, min_value: 599, max_value: 600}
+          - name: debug
+            type: boolean_attribute
+            boolean_attribute: {key: debug, value: true}
+        """,
+    "mixed_first_match": """
+        sample_on_first_match: true
+        policies:
+          - name: drop-health
+            type: drop
+            drop:
+              drop_sub_policy:
+                - name: health
+                  type: string_attribute
+                  string_attribute: {key: http.route, values: [/health]}
+          - name: errors
+            type: status_code
+            status_code: {status_codes: [ERROR]}
+          - name: slow
+            type: latency
+            latency: {threshold_ms: 500}
+          - name: server-errors
+            type: numeric_attribute
+            numeric_attribute: {key: http.status_code, min_value: 500, max_value: 599}
+          - name: admin
+            type: string_attribute
+            string_attribute: {key: http.route, values: [admin], enabled_regex_matching: true}
+          - name: debug
+            type: boolean_attribute
+            boolean_attribute: {key: debug, value: true}
+          - name: big
+            type: span_count
+            span_count: {min_spans: 10}
+          - name: vendor
+            type: trace_state
+            trace_state: {key: vendor, values: ["on"]}
+          - name: not-fast
+            type: not
+            not:
+              not_sub_policy: {name: fast, type: latency, latency: {threshold_ms: 5}}
+          - name: checkout-ok
+            type: and
+            and:
+              and_sub_policy:
+                - {name: ok, type: status_code, status_code: {status_codes: [OK]}}
+                - {name: checkout, type: string_attribute, string_attribute: {key: service.name, values: [checkout]}}
+          - name: sample
+            type: probabilistic
+            probabilistic: {sampling_percentage: 10}
+        """,
+    "mixed_all_types": """
+        sample_on_first_match: true
+        policies:
+          - name: drop-health
+            type: drop
+            drop:
+              drop_sub_policy:
+                - {name: health, type: string_attribute, string_attribute: {key: http.route, values: [/health]}}
+          - name: errors
+            type: status_code
+            status_code: {status_codes: [ERROR]}
+          - name: ottl
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['attributes["http.response.status_code"] >= 500', 'name == "GET /api"']
+          - {name: flagged, type: trace_flags}
+          - name: band
+            type: latency
+            latency: {threshold_ms: 100, upper_threshold_ms: 500}
+          - name: sample
+            type: probabilistic
+            probabilistic: {sampling_percentage: 33.3, hash_salt: parity-salt}
+        """,
+}
+MAIN_CASES["mixed_all_policies_evaluated"] = MAIN_CASES["mixed_first_match"].replace(
+    "sample_on_first_match: true", "sample_on_first_match: false")
+
+
+@pytest.mark.parametrize("case_id", list(MAIN_CASES))
+def test_main_workload(case_id: str, reference: Callable[..., dict[str, Any]]) -> None:
+    text = config(MAIN_CASES[case_id])
+    cfg = load_or_skip(text)
+    wl = main_workload()
+    ref = reference(text, wl)
+    check_reference_ran(ref, wl)
+    run = run_tailsample(cfg, wl)
+    compare(case_id, text, wl, run, ref)
+    check_attribution(case_id, run, ref)
+
+
+def check_attribution(case_id: str, run: TailsampleRun, ref: Mapping[str, Any]) -> None:
+    """Which policy kept each kept trace (the reference's deciding policy: the first, in order, that sampled)."""
+    ref_by = Counter(d["policy"] for d in ref["traces"].values() if d["decision"] == "sampled")
+    ts_by = Counter({name: s.get("decided", 0) for name, s in run.policy_stats.items() if s.get("decided", 0)})
+    assert sum(ts_by.values()) == len(run.kept), "tailsample's `decided` counts add up to the kept traces"
+    explained = EXPLAINED.get(case_id, 0)
+    if explained == 0:
+        assert ts_by == ref_by, (f"{case_id}: the kept traces agree, but not which policy kept them: "
+                                 f"tailsample {dict(ts_by)}, reference {dict(ref_by)}")
+        return
+    # Traces the two latency rules judge differently can be kept, or credited, differently: each can shift a
+    # policy's count by one.
+    for name in ts_by.keys() | ref_by.keys():
+        assert abs(ts_by[name] - ref_by[name]) <= explained, (
+            f"{case_id}: policy {name!r} kept {ts_by[name]} traces, the reference {ref_by[name]}: more than the "
+            f"{explained} traces the latency deviation explains")
+
+
+# ---- this suite's reading of the reference, checked on the reference alone -----------------------------------
+
+
+@cache
+def arrival_spans(wl: Workload) -> dict[str, list[Span]]:
+    """Each trace's spans in the order the reference walks them: payloads in order, then resources, scopes and
+    spans in payload order."""
+    out: dict[str, list[Span]] = {}
+    for p in wl.payloads:
+        for rs in ExportTraceServiceRequest.FromString(p).resource_spans:
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    out.setdefault(s.trace_id.hex(), []).append(s)
+    return out
+
+
+@pytest.mark.parametrize(("salt", "pct"), PROBABILISTIC)
+def test_reference_probabilistic_threshold(salt: str, pct: float, reference: Callable[..., dict[str, Any]]) -> None:
+    """The reference samples exactly the traces with FNV-1a(salt || ID) <= workload.reference_threshold(pct),
+    including those whose hash is the threshold or one off it."""
+    text = config(MAIN_CASES[f"probabilistic_{pct}_{salt or 'default_salt'}".replace(".", "_")])
+    wl = main_workload()
+    ref = reference(text, wl)
+    check_reference_ran(ref, wl)
+    threshold = reference_threshold(pct)
+    predicted = {t.tid.hex() for t in wl.traces if prob_hash(t.tid, salt or DEFAULT_SALT) <= threshold}
+    edges = [t for t in wl.traces if t.group == "probabilistic-edge"
+             and abs(prob_hash(t.tid, salt or DEFAULT_SALT) - threshold) <= 3]
+    assert len(edges) >= 10, "the workload lacks hashes next to this threshold"
+    wrong = predicted ^ set(ref["kept"])
+    assert not wrong, [facts(t) for t in wl.traces if t.tid.hex() in list(wrong)[:5]]
+
+
+@pytest.mark.parametrize(("threshold", "upper"), [(100, 0), (100, 500), (500, 501), (0, 0)])
+def test_reference_latency_walk(threshold: int, upper: int, reference: Callable[..., dict[str, Any]]) -> None:
+    """The reference's latency policy is workload.reference_latency_ms: a walk over the spans in arrival order
+    that stops at the first span where the running duration qualifies, treating 0 timestamps as unset."""
+    text = config(f"""
+        policies:
+          - name: latency
+            type: latency
+            latency: {{threshold_ms: {threshold}, upper_threshold_ms: {upper}}}
+        """)
+    wl = main_workload()
+    ref = reference(text, wl)
+    check_reference_ran(ref, wl)
+    spans = arrival_spans(wl)
+    predicted = {tid for tid, ss in spans.items() if reference_latency_ms(ss, threshold, upper)[0]}
+    wrong = sorted(predicted ^ set(ref["kept"]))
+    by_hex = wl.by_hex()
+    assert not wrong, "\n".join(facts(by_hex[t]) for t in wrong[:5])
+
+
+# ---- stateful cases: scripted workloads ---------------------------------------------------------------------
+
+
+@dataclass
+class Scripted:
+    """A stateful case: traces in arrival order, a config (a function of the reference's view of the traces,
+    for byte budgets), which traces the reference must keep (indices into the script), and whether only the
+    number kept is comparable (when which traces win depends on the reference's map order)."""
+
+    script: list[dict[str, Any]]
+    config: Callable[[list[dict[str, Any]]], str]
+    expect: set[int] | None = None
+    expect_count: int | None = None
+    why: str = ""
+    needs_sizes: bool = False
+
+
+def _spans(*counts: int, **kw: Any) -> list[dict[str, Any]]:
+    return [{"spans": n, **kw} for n in counts]
+
+
+ERR = {"status": STATUS_ERROR}
+SLOW = {"dur_ms": 200}
+HEALTH = {"attributes": {"http.route": "/health"}}
+
+
+def _rate(sps: int, burst: int | None = None, extra: str = "") -> Callable[[list[dict[str, Any]]], str]:
+    b = "" if burst is None else f", burst_capacity: {burst}"
+    return lambda _sizes: config(f"""
+        {extra}
+        policies:
+          - name: rate
+            type: rate_limiting
+            rate_limiting: {{spans_per_second: {sps}{b}}}
+        """)
+
+
+def _composite(max_total: int, subs: str, allocation: str, order: str) -> Callable[[list[dict[str, Any]]], str]:
+    sub_lines = textwrap.indent(textwrap.dedent(subs).strip(), " " * 8)
+    text = (HEADER + "policies:\n"
+            "  - name: budget\n"
+            "    type: composite\n"
+            "    composite:\n"
+            f"      max_total_spans_per_second: {max_total}\n"
+            f"      policy_order: {order}\n"
+            "      composite_sub_policy:\n"
+            f"{sub_lines}\n"
+            f"      rate_allocation: {allocation}\n")
+    return lambda _sizes: text
+
+
+COMPOSITE_SUBS = """
+    - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+    - {name: slow, type: latency, latency: {threshold_ms: 100}}
+    - {name: rest, type: always_sample}
+"""
+TWO_SUBS = """
+    - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+    - {name: rest, type: always_sample}
+"""
+
+
+def _bytes(per_second: Callable[[list[int]], int], burst: Callable[[list[int]], int] | None
+           ) -> Callable[[list[dict[str, Any]]], str]:
+    def make(sizes: list[dict[str, Any]]) -> str:
+        b = [int(s["bytes"]) for s in sizes]
+        cap = "" if burst is None else f", burst_capacity: {burst(b)}"
+        return config(f"""
+            policies:
+              - name: bytes
+                type: bytes_limiting
+                bytes_limiting: {{bytes_per_second: {per_second(b)}{cap}}}
+            """)
+    return make
+
+
+SCRIPTED: dict[str, Scripted] = {
+    # token buckets (golang.org/x/time/rate): full at the first decision; a trace takes its span count; a trace
+    # larger than the burst never passes and takes nothing; at 1 token/s the refill during the decisions
+    # (milliseconds) stays below one token
+    "rate_limiting_burst_is_inclusive": Scripted(
+        _spans(100, 101), _rate(1, 100), expect={0}, why="100 spans fit a burst of 100, 101 never do"),
+    "rate_limiting_default_burst_is_twice_the_rate": Scripted(
+        _spans(101, 100), _rate(50), expect={1}, why="burst defaults to 2 x 50 = 100"),
+    "rate_limiting_fills_exactly": Scripted(
+        _spans(5, 21, 7, 8), _rate(1, 20), expect={0, 2, 3}, why="5 + 7 + 8 = 20 = burst; 21 > burst"),
+    "rate_limiting_count": Scripted(
+        _spans(*[10] * 10), _rate(1, 55), expect_count=5,
+        why="five traces of ten fit 55 tokens; which five depends on the reference's map order, so only the "
+            "count is compared"),
+    "rate_limiting_after_first_match": Scripted(
+        [{"spans": 10, **ERR}, *_spans(4, 6)],
+        lambda _s: config("""
+            sample_on_first_match: true
+            policies:
+              - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+              - {name: rate, type: rate_limiting, rate_limiting: {spans_per_second: 1, burst_capacity: 10}}
+            """),
+        expect={0, 1, 2}, why="the error trace stops at the first policy and takes no tokens"),
+    "rate_limiting_inside_and": Scripted(
+        [{"spans": 10}, {"spans": 4, **ERR}, {"spans": 6, **ERR}],
+        lambda _s: config("""
+            policies:
+              - name: errors-within-rate
+                type: and
+                and:
+                  and_sub_policy:
+                    - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
+                    - {name: rate, type: rate_limiting, rate_limiting: {spans_per_second: 1, burst_capacity: 10}}
+            """),
+        expect={1, 2}, why="`and` stops at the first sub-policy that does not sample: the OK trace takes no tokens"),
+    "rate_limiting_after_drop": Scripted(
+        [{"spans": 10, **HEALTH}, *_spans(4, 6)],
+        lambda _s: config("""
+            policies:
+              - {name: rate, type: rate_limiting, rate_limiting: {spans_per_second: 1, burst_capacity: 10}}
+              - name: drop-health
+                type: drop
+                drop:
+                  drop_sub_policy:
+                    - {name: health, type: string_attribute, string_attribute: {key: http.route, values: [/health]}}
+            """),
+        expect={1, 2}, why="drop policies run first; a dropped trace is not offered to the rate limiter"),
+    # bytes: the trace's size is ptrace.ProtoMarshaler.TracesSize of its batches as the reference holds them
+    # (one ResourceSpans per trace per incoming ResourceSpans, resource and scope copied); the config is made
+    # from the sizes the reference reports
+    "bytes_limiting_burst_is_inclusive": Scripted(
+        _spans(3, 4), _bytes(lambda b: 1, lambda b: b[0]), expect={0}, needs_sizes=True,
+        why="burst = the first trace's size; the second is bigger"),
+    "bytes_limiting_fills_exactly": Scripted(
+        [{"spans": 4, "payloads": 2}, {"spans": 30}, {"spans": 2, "schema_url": "https://opentelemetry.io/schemas/1.26.0"},
+         {"spans": 1, "resource": {"service.name": "cart", "k": "v" * 50}}],
+        _bytes(lambda b: 1, lambda b: b[0] + b[2] + b[3]), expect={0, 2, 3}, needs_sizes=True,
+        why="burst = sizes of traces 0, 2 and 3 (one in two payloads, one with schema URLs); trace 1 is bigger"),
+    "bytes_limiting_default_burst": Scripted(
+        _spans(6, 7), _bytes(lambda b: (b[0] + 1) // 2, None), expect={0}, needs_sizes=True,
+        why="burst defaults to 2 x bytes_per_second >= the first trace's size, < the second's"),
+    **{
+        f"bytes_limiting_size_of_{shape}_{'fits' if fits else 'one_byte_short'}": Scripted(
+            [entry] if fits else [entry, {"spans": 1}],
+            _bytes(lambda b: 1, (lambda b: b[0]) if fits else (lambda b: b[0] - 1)),
+            expect={0} if fits else {1}, needs_sizes=True,
+            why=f"burst = the reference's size of trace 0 ({shape})" + ("" if fits else " - 1; trace 1 is smaller"))
+        for shape, entry in {
+            "one_payload": {"spans": 3},
+            "two_payloads": {"spans": 5, "payloads": 2},
+            "two_resources": {"spans": 4, "resources": 2},
+            "schema_urls": {"spans": 2, "schema_url": "https://opentelemetry.io/schemas/1.26.0"},
+        }.items()
+        for fits in (True, False)
+    },
+    # composite: per-second span budgets per sub-policy, in wall-clock seconds (the reference's decisions are
+    # started early in a second); the first sub-policy that samples decides, over budget means not sampled
+    "composite_budgets": Scripted(
+        [{"spans": 20, **ERR}, {"spans": 51, **ERR}, {"spans": 30, **ERR}, {"spans": 30, **SLOW},
+         {"spans": 31, **SLOW}, {"spans": 20}, {"spans": 21}],
+        _composite(100, COMPOSITE_SUBS,
+                   "[{policy: errors, percent: 50}, {policy: slow, percent: 30}, {policy: rest, percent: 20}]",
+                   "[errors, slow, rest]"),
+        expect={0, 2, 3, 5}, why="budgets 50/30/20 spans: 20 + 30 errors fit, 51 never; 30 slow fits, 31 not; "
+                                 "20 fits the rest, 21 not"),
+    "composite_without_rate_allocation": Scripted(
+        _spans(10),
+        lambda _s: config("""
+            policies:
+              - name: budget
+                type: composite
+                composite:
+                  max_total_spans_per_second: 100
+                  policy_order: [rest]
+                  composite_sub_policy:
+                    - {name: rest, type: always_sample}
+            """),
+        expect={0}, why="no rate_allocation: the only sub-policy gets all 100 spans per second"),
+    "composite_equal_shares": Scripted(
+        [{"spans": 33, **ERR}, {"spans": 34, **SLOW}, {"spans": 33, **SLOW}, {"spans": 34}],
+        _composite(100, COMPOSITE_SUBS, "[]", "[errors, slow, rest]"),
+        expect={0, 2}, why="no allocation: each of 3 gets int(100 / 3) = 33 spans"),
+    "composite_percent_is_float": Scripted(
+        [{"spans": 29, **ERR}, {"spans": 10}],
+        _composite(100, TWO_SUBS, "[{policy: errors, percent: 29}, {policy: rest, percent: 71}]", "[errors, rest]"),
+        expect={1}, why="the reference allots int64(float64(29) / 100 * 100) = 28 spans (0.29 * 100 = 28.999...)"),
+    "composite_no_fall_through": Scripted(
+        [{"spans": 20, **ERR}, {"spans": 5}],
+        _composite(100, TWO_SUBS, "[{policy: errors, percent: 10}, {policy: rest, percent: 90}]", "[errors, rest]"),
+        expect={1}, why="the error trace matches `errors` (budget 10) and is not sampled; `rest` is not tried"),
+    "composite_policy_order_ignored": Scripted(
+        [{"spans": 20, **ERR}, {"spans": 5}],
+        _composite(100, TWO_SUBS, "[{policy: errors, percent: 10}, {policy: rest, percent: 90}]", "[rest, errors]"),
+        expect={1}, why="the reference evaluates composite_sub_policy in list order; policy_order is not read"),
+    "composite_total_is_per_sub_policy": Scripted(
+        [{"spans": 40, **ERR}, {"spans": 40}],
+        _composite(50, TWO_SUBS, "[{policy: errors, percent: 80}, {policy: rest, percent: 80}]", "[errors, rest]"),
+        expect={0, 1}, why="allocations of 40 + 40 spans; max_total (50) is checked against each sub-policy's own "
+                           "count, not the sum, so both are kept"),
+}
+
+
+@pytest.mark.parametrize("case_id", list(SCRIPTED))
+def test_stateful_scripted(case_id: str, reference: Callable[..., dict[str, Any]]) -> None:
+    case = SCRIPTED[case_id]
+    wl = scripted(case.script)
+    sizes: list[dict[str, Any]] = [{} for _ in wl.traces]
+    if case.needs_sizes:
+        view = reference(config("policies:\n  - {name: all, type: always_sample}"), wl)
+        check_reference_ran(view, wl)
+        sizes = [view["traces"][t.tid.hex()] for t in wl.traces]
+    text = case.config(sizes)
+    cfg = load_or_skip(text)
+    for _attempt in range(3):
+        ref = reference(text, wl, align_second=True)
+        check_reference_ran(ref, wl)
+        if ref["decision_wall_seconds"] <= 1:
+            break
+    else:
+        pytest.fail("the reference's decisions kept straddling a wall-clock second", pytrace=False)
+    ids = [t.tid.hex() for t in wl.traces]
+    ref_kept = set(ref["kept"])
+    if case.expect is not None:
+        want = {ids[i] for i in case.expect}
+        got = sorted(ids.index(t) for t in ref_kept)
+        assert ref_kept == want, (f"the reference kept traces {got}, not {sorted(case.expect)} "
+                                  f"({case.why}); sizes {[s.get('bytes') for s in sizes]}")
+    if case.expect_count is not None:
+        assert len(ref_kept) == case.expect_count, (len(ref_kept), case.why)
+    run = run_tailsample(cfg, wl)
+    if case.expect_count is not None and case.expect is None:
+        got_ts = sorted(ids.index(t) for t in run.kept)
+        assert len(run.kept) == len(ref_kept), (
+            f"{case_id}: tailsample kept {len(run.kept)} traces ({got_ts}), the reference {len(ref_kept)} "
+            f"({case.why})")
+        return
+    if run.kept != ref_kept:
+        got_ts = sorted(ids.index(t) for t in run.kept)
+        got_ref = sorted(ids.index(t) for t in ref_kept)
+        script = "\n".join(f"  {i}: {e} -> reference {ref['traces'][ids[i]]}" for i, e in enumerate(case.script))
+        pytest.fail(f"{case_id}: tailsample kept traces {got_ts}, the reference {ref['version']} kept {got_ref} "
+                    f"({case.why})\nscript (arrival order):\n{script}\nconfig:\n{textwrap.indent(text, '  ')}",
+                    pytrace=False)
+
+
+# ---- the harness itself ---------------------------------------------------------------------------------------
+
+
+def test_workload_shape() -> None:
+    wl = main_workload()
+    assert len(wl.traces) >= 20_000
+    groups = Counter(t.group for t in wl.traces)
+    assert all(groups[g] > 0 for g in _GROUP_ORDER if g != "scripted"), groups
+    multi_payload = sum(len(set(t.payloads)) > 1 for t in wl.traces)
+    multi_resource = sum(len({repr(p.resource) for p in t.parts}) > 1 for t in wl.traces)
+    assert multi_payload > 2000 and multi_resource > 2000, (multi_payload, multi_resource)
+    statuses = Counter(s.status.code for t in wl.traces for s in t.spans)
+    assert statuses[STATUS_ERROR] and statuses[STATUS_OK], statuses
+
+
+def test_reference_version(reference: Callable[..., dict[str, Any]]) -> None:
+    wl = scripted(_spans(1))
+    ref = reference(config("policies:\n  - {name: all, type: always_sample}"), wl)
+    check_reference_ran(ref, wl)
+    assert ref["version"].startswith("v0."), ref["version"]
+    assert len(ref["kept"]) == 1
