@@ -26,9 +26,9 @@ SEED_POLICIES = ["errors-policy", "latency-policy", "forced-sampling-policy", "p
 SUPPORTED = [
     "always_sample", "status_code", "latency", "probabilistic", "string_attribute", "numeric_attribute",
     "boolean_attribute", "span_count", "trace_state", "trace_flags", "rate_limiting", "bytes_limiting", "and",
-    "not", "drop", "composite",
+    "not", "drop", "composite", "ottl_condition",
 ]
-NOT_YET = ["ottl_condition"]
+NOT_YET: list[str] = []
 
 ALWAYS_BLOCK = "policies:\n  - {name: keep-all, type: always_sample}\n"
 

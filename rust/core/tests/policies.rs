@@ -273,3 +273,85 @@ fn kv_field(kv: &KeyValue) -> Vec<u8> {
     out.extend(body);
     out
 }
+
+/// Scenario: ottl_condition with a span condition on a span attribute and the resource, and a spanevent
+/// condition. Guarantees: a trace is kept when any span (or event) satisfies any condition.
+#[test]
+fn ottl_condition_on_spans_and_events() {
+    let e = engine(
+        json!({"policies": [{"name": "ottl", "type": "ottl_condition", "ottl_condition": {
+            "error_mode": "propagate",
+            "span": [
+                "attributes[\"http.response.status_code\"] >= 500 and resource.attributes[\"service.name\"] == \"svc\"",
+                "name == \"checkout\""
+            ],
+            "spanevent": ["name == \"exception\" and attributes[\"exception.type\"] != nil"]
+        }}]}),
+    );
+    let mut rng = Rng(8);
+    let (server_error, a) = trace_with(&mut rng, 3, |s| {
+        s.attributes
+            .insert(0, kv_int("http.response.status_code", 503))
+    });
+    let (by_name, b) = trace_with(&mut rng, 2, |s| s.name = "checkout".into());
+    let (with_event, c) = trace_with(&mut rng, 2, |s| {
+        s.events.push(Event {
+            time_unix_nano: 1,
+            name: "exception".into(),
+            attributes: vec![kv_str("exception.type", "IOError")],
+            dropped_attributes_count: 0,
+        })
+    });
+    let (_, d) = trace_with(&mut rng, 2, |s| {
+        s.events.push(Event {
+            time_unix_nano: 1,
+            name: "exception".into(),
+            attributes: vec![],
+            dropped_attributes_count: 0,
+        })
+    });
+    for r in [a, b, c, d] {
+        e.ingest(&r.encode_to_vec(), 0).unwrap();
+    }
+    let mut want = vec![server_error, by_name, with_event];
+    want.sort();
+    assert_eq!(kept_ids(&e.poll(10 * S)), want);
+}
+
+/// Scenario: a condition that fails to evaluate (Len of a number is caught at load time, so use IsMatch on a
+/// NaN double, an evaluation error). Guarantees: with propagate, no vote and an evaluation error counted; with
+/// ignore, simply not sampled.
+#[test]
+fn ottl_error_modes() {
+    for (mode, errors) in [("propagate", 1), ("ignore", 0)] {
+        let e = engine(
+            json!({"policies": [{"name": "ottl", "type": "ottl_condition", "ottl_condition": {
+                "error_mode": mode, "span": ["IsMatch(attributes[\"payment.amount\"], \"^1\")"]
+            }}]}),
+        );
+        let mut rng = Rng(9);
+        let (_, r) = trace_with(&mut rng, 1, |s| {
+            s.attributes.retain(|kv| kv.key != "payment.amount");
+            s.attributes.push(kv_double("payment.amount", f64::NAN));
+        });
+        e.ingest(&r.encode_to_vec(), 0).unwrap();
+        assert!(kept_ids(&e.poll(10 * S)).is_empty());
+        assert_eq!(stat(&e, "policy_evaluation_errors"), errors, "{mode}");
+    }
+}
+
+/// Scenario: an OTTL condition tailsample cannot evaluate. Guarantees: a config error naming the YAML path,
+/// quoting the expression and pointing at the construct.
+#[test]
+fn unsupported_ottl_is_a_config_error() {
+    let cfg = json!({"policies": [{"name": "ottl", "type": "ottl_condition", "ottl_condition": {
+        "span": ["name == \"a\"", "links[0].trace_id == nil"]
+    }}]});
+    let err = EngineConfig::from_value(&cfg).unwrap_err().to_string();
+    assert!(
+        err.starts_with("policies[0].ottl_condition.span[1]: "),
+        "{err}"
+    );
+    assert!(err.contains("links[0].trace_id == nil"), "{err}");
+    assert!(err.contains('^'), "{err}");
+}

@@ -154,7 +154,7 @@ impl EngineConfig {
         // Attribute keys of every policy at any depth; then slots for every folding policy.
         let mut names: Vec<String> = Vec::new();
         for p in &policies {
-            p.walk(&mut |q| names.extend(q.kind.attribute_keys().into_iter().map(String::from)));
+            p.walk(&mut |q| names.extend(q.kind.attribute_keys()));
         }
         let keys = AttrKeys::new(names);
         let mut folders: Vec<(u8, Kind)> = Vec::new();
@@ -329,10 +329,7 @@ mod tests {
             => "policies[1].latency.threshold_ms: expected an integer, got the string \"1s\"";
         unknown_type_lists_supported:
             json!({"policies": [{"name": "a", "type": "sometimes"}]})
-            => "policies[0].type: unknown policy type \"sometimes\"; supported: always_sample, status_code, latency, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, trace_flags, rate_limiting, bytes_limiting, and, not, drop, composite";
-        later_type_says_not_yet:
-            json!({"policies": [{"name": "a", "type": "ottl_condition", "ottl_condition": {}}]})
-            => "policies[0].type: policy type \"ottl_condition\" is not supported by tailsample yet; supported: always_sample, status_code, latency, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, trace_flags, rate_limiting, bytes_limiting, and, not, drop, composite";
+            => "policies[0].type: unknown policy type \"sometimes\"; supported: always_sample, status_code, latency, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, trace_flags, rate_limiting, bytes_limiting, and, not, drop, composite, ottl_condition";
         duplicate_names:
             json!({"policies": [{"name": "a", "type": "always_sample"}, {"name": "a", "type": "always_sample"}]})
             => "policies[1].name: duplicate policy name \"a\" (also policies[0])";

@@ -19,6 +19,7 @@ pub mod latency;
 pub mod not;
 pub mod numeric_attribute;
 pub mod ottl;
+pub mod ottl_condition;
 pub mod probabilistic;
 pub mod rate_limiting;
 pub mod span_count;
@@ -122,6 +123,7 @@ pub enum Kind {
     Not(not::Not),
     Drop(drop::Drop),
     Composite(composite::Composite),
+    OttlCondition(ottl_condition::OttlCondition),
 }
 
 /// The policy types tailsample runs, as written in the YAML.
@@ -142,10 +144,11 @@ pub const SUPPORTED: &[&str] = &[
     "not",
     "drop",
     "composite",
+    "ottl_condition",
 ];
 
 /// Types the reference has that tailsample does not run yet: a clear error rather than "unknown".
-pub const NOT_YET: &[&str] = &["ottl_condition"];
+pub const NOT_YET: &[&str] = &[];
 
 /// A named policy with its place in the trace summary.
 #[derive(Debug, Clone)]
@@ -264,6 +267,7 @@ impl Kind {
             Kind::Not(_) => "not",
             Kind::Drop(_) => "drop",
             Kind::Composite(_) => "composite",
+            Kind::OttlCondition(_) => "ottl_condition",
         }
     }
 
@@ -294,6 +298,7 @@ impl Kind {
             "not" => Kind::Not(not::Not::parse(m, &path)?),
             "drop" => Kind::Drop(drop::Drop::parse(m, &path)?),
             "composite" => Kind::Composite(composite::Composite::parse(m, &path)?),
+            "ottl_condition" => Kind::OttlCondition(ottl_condition::OttlCondition::parse(m)?),
             other if NOT_YET.contains(&other) => {
                 return Err(Error::config(
                     type_path,
@@ -336,11 +341,12 @@ impl Kind {
     }
 
     /// Attribute keys this policy (not its children) reads; the scanner extracts only these.
-    pub fn attribute_keys(&self) -> Vec<&str> {
+    pub fn attribute_keys(&self) -> Vec<String> {
         match self {
-            Kind::StringAttribute(p) => vec![p.key.as_str()],
-            Kind::NumericAttribute(p) => vec![p.key.as_str()],
-            Kind::BooleanAttribute(p) => vec![p.key.as_str()],
+            Kind::StringAttribute(p) => vec![p.key.clone()],
+            Kind::NumericAttribute(p) => vec![p.key.clone()],
+            Kind::BooleanAttribute(p) => vec![p.key.clone()],
+            Kind::OttlCondition(p) => p.attribute_keys(),
             _ => Vec::new(),
         }
     }
@@ -357,6 +363,7 @@ impl Kind {
             Kind::BooleanAttribute(p) => {
                 p.key_index = keys.index_of_str(&p.key).expect("key registered")
             }
+            Kind::OttlCondition(p) => p.bind(keys),
             _ => {}
         }
     }
@@ -369,6 +376,7 @@ impl Kind {
                 | Kind::NumericAttribute(_)
                 | Kind::BooleanAttribute(_)
                 | Kind::TraceState(_)
+                | Kind::OttlCondition(_)
         )
     }
 
@@ -386,6 +394,9 @@ impl Kind {
     /// Folding: this span's verdict.
     #[inline]
     pub fn span_fold(&self, s: &SpanFacts<'_, '_>) -> Fold {
+        if let Kind::OttlCondition(p) = self {
+            return p.span_fold(s);
+        }
         let hit = match self {
             Kind::StringAttribute(p) => p.span_matches(s.attrs),
             Kind::NumericAttribute(p) => p.value_matches(s.attrs),
@@ -424,6 +435,7 @@ impl Kind {
             Kind::Not(p) => return p.evaluate(t, now),
             Kind::Drop(p) => return p.evaluate(t, now),
             Kind::Composite(p) => return p.evaluate(t, now),
+            Kind::OttlCondition(p) => p.evaluate(matched),
         })
     }
 }

@@ -38,16 +38,25 @@ impl OttlCondition {
             "silent" => ErrorMode::Silent,
             "propagate" => ErrorMode::Propagate,
             other => {
-                return Err(Error::config(mode_path, format!("unknown error mode {other:?}; supported: ignore, silent, propagate")))
+                return Err(Error::config(
+                    mode_path,
+                    format!("unknown error mode {other:?}; supported: ignore, silent, propagate"),
+                ))
             }
         };
         if span_src.is_empty() && event_src.is_empty() {
-            return Err(Error::config(span_path, "expected at least one condition in span or spanevent"));
+            return Err(Error::config(
+                span_path,
+                "expected at least one condition in span or spanevent",
+            ));
         }
         let compile = |src: &[String], path: &str, kind: ContextKind| -> Result<Vec<Condition>> {
             src.iter()
                 .enumerate()
-                .map(|(i, e)| ottl::parse(e, kind).map_err(|err| Error::config(format!("{path}[{i}]"), err.to_string())))
+                .map(|(i, e)| {
+                    ottl::parse(e, kind)
+                        .map_err(|err| Error::config(format!("{path}[{i}]"), err.to_string()))
+                })
                 .collect()
         };
         Ok(OttlCondition {
@@ -76,7 +85,12 @@ impl OttlCondition {
 
     /// Folding: evaluates the conditions on one span (and its events).
     pub fn span_fold(&self, s: &SpanFacts<'_, '_>) -> Fold {
-        let ctx = SpanCtx { span: s.span, attrs: s.attrs, resource_attrs: s.resource_attrs, scope_name: s.scope_name };
+        let ctx = SpanCtx {
+            span: s.span,
+            attrs: s.attrs,
+            resource_attrs: s.resource_attrs,
+            scope_name: s.scope_name,
+        };
         let mut failed = false;
         for c in &self.span {
             match c.eval_span(&ctx) {
@@ -91,7 +105,11 @@ impl OttlCondition {
                 if hit {
                     return;
                 }
-                let ev = EventCtx { name, attrs, span: &ctx };
+                let ev = EventCtx {
+                    name,
+                    attrs,
+                    span: &ctx,
+                };
                 for c in &self.spanevent {
                     match c.eval_event(&ev) {
                         Ok(true) => {
