@@ -161,31 +161,29 @@ pub fn framed_size(raw_len: usize) -> usize {
     len_field_size(2, raw_len)
 }
 
-/// A span attribute (`Span.attributes`, field 9) holding a string, encoded for appending to a span.
-pub fn string_attribute(key: &str, value: &str) -> Vec<u8> {
-    let any = len_field_size(1, value.len());
-    let kv = len_field_size(1, key.len()) + len_field_size(2, any);
+/// A span attribute (`Span.attributes`, field 9) whose `AnyValue` content is `any`, encoded for appending.
+fn attribute(key: &str, any: &[u8]) -> Vec<u8> {
+    let kv = len_field_size(1, key.len()) + len_field_size(2, any.len());
     let mut out = Vec::with_capacity(len_field_size(9, kv));
     put_len_header(&mut out, 9, kv);
     put_len_header(&mut out, 1, key.len());
     out.extend_from_slice(key.as_bytes());
-    put_len_header(&mut out, 2, any);
-    put_len_header(&mut out, 1, value.len());
-    out.extend_from_slice(value.as_bytes());
+    put_len_header(&mut out, 2, any.len());
+    out.extend_from_slice(any);
     out
 }
 
-/// A span attribute holding a boolean, encoded for appending to a span.
+/// A span attribute holding a string (`AnyValue.string_value`, field 1).
+pub fn string_attribute(key: &str, value: &str) -> Vec<u8> {
+    let mut any = Vec::with_capacity(len_field_size(1, value.len()));
+    put_len_header(&mut any, 1, value.len());
+    any.extend_from_slice(value.as_bytes());
+    attribute(key, &any)
+}
+
+/// A span attribute holding a boolean (`AnyValue.bool_value`, field 2, a varint).
 pub fn bool_attribute(key: &str, value: bool) -> Vec<u8> {
-    let any = 2; // field 2 (bool_value), varint
-    let kv = len_field_size(1, key.len()) + len_field_size(2, any);
-    let mut out = Vec::with_capacity(len_field_size(9, kv));
-    put_len_header(&mut out, 9, kv);
-    put_len_header(&mut out, 1, key.len());
-    out.extend_from_slice(key.as_bytes());
-    put_len_header(&mut out, 2, any);
-    out.extend_from_slice(&[0x10, u8::from(value)]);
-    out
+    attribute(key, &[0x10, u8::from(value)])
 }
 
 /// Appends encoded attributes to every framed span of a chunk. A protobuf message may be extended by
