@@ -61,7 +61,9 @@ fn value_ok(v: &str) -> bool {
 /// The value of `key` in a W3C tracestate ("" when absent), or why the tracestate is invalid.
 pub fn get<'a>(tracestate: &'a str, key: &str) -> std::result::Result<&'a str, TraceStateError> {
     let mut found: &'a str = "";
-    let mut seen: Vec<&str> = Vec::new();
+    // Keys seen so far, for the duplicate check: at most 32 members, so no allocation.
+    let mut seen: [&str; MAX_MEMBERS] = [""; MAX_MEMBERS];
+    let mut n = 0usize;
     for member in tracestate.split(',') {
         if member.is_empty() {
             continue;
@@ -77,13 +79,14 @@ pub fn get<'a>(tracestate: &'a str, key: &str) -> std::result::Result<&'a str, T
         if !value_ok(v) {
             return Err(TraceStateError::InvalidValue);
         }
-        if seen.contains(&k) {
+        if seen[..n].contains(&k) {
             return Err(TraceStateError::Duplicate);
         }
-        seen.push(k);
-        if seen.len() > MAX_MEMBERS {
+        if n == MAX_MEMBERS {
             return Err(TraceStateError::TooManyMembers);
         }
+        seen[n] = k;
+        n += 1;
         if k == key {
             found = v;
         }
