@@ -2,7 +2,7 @@
 
 from typing import final
 
-__all__ = ["NativeConfig", "NativeEngine", "__version__", "error_classes", "inspect_payload"]
+__all__ = ["NativeConfig", "NativeEngine", "__version__", "error_classes", "inspect_payload", "otlp_json_to_proto"]
 
 __version__: str
 
@@ -30,3 +30,5 @@ class NativeEngine:
 
 def inspect_payload(payload: bytes) -> dict[str, int]: ...
 def error_classes() -> list[str]: ...
+def otlp_json_to_proto(body: bytes) -> bytes:
+    """One OTLP/JSON ExportTraceServiceRequest as protobuf bytes; raises `tailsample.errors.DecodeError`."""

@@ -39,6 +39,7 @@ from google.protobuf.descriptor import FieldDescriptor  # type: ignore[import-un
 from google.protobuf.message import DecodeError as _ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from tailsample import _native
 from tailsample.errors import DecodeError
 
 FORMATS = ("json", "proto")
@@ -78,6 +79,12 @@ def json_to_proto(obj: str | bytes | Mapping[str, Any]) -> bytes:
     cannot be confused: 16 bytes are 32 hex digits but 24 base64 characters.
     """
     if isinstance(obj, str | bytes | bytearray):
+        # The Rust transcoder first (about 8x faster); on anything it refuses, this module's own reading, which
+        # is more lenient in places and words its errors for files (line, column).
+        try:
+            return _native.otlp_json_to_proto(obj.encode() if isinstance(obj, str) else bytes(obj))
+        except DecodeError:
+            pass
         try:
             obj = json.loads(obj)
         except json.JSONDecodeError as exc:

@@ -172,6 +172,14 @@ fn inspect_payload<'py>(py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, 
     Ok(d)
 }
 
+/// Converts one OTLP/JSON ExportTraceServiceRequest into protobuf bytes; raises DecodeError with the JSON path.
+#[pyfunction]
+fn otlp_json_to_proto<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let proto =
+        run(py, || tailsample_core::otlp::json::json_to_proto(body))?.map_err(|e| to_py(py, e))?;
+    Ok(PyBytes::new(py, &proto))
+}
+
 /// The error classes the core can raise, for the test that keeps Python and Rust in step.
 #[pyfunction]
 fn error_classes() -> Vec<&'static str> {
@@ -190,5 +198,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeEngine>()?;
     m.add_function(wrap_pyfunction!(inspect_payload, m)?)?;
     m.add_function(wrap_pyfunction!(error_classes, m)?)?;
+    m.add_function(wrap_pyfunction!(otlp_json_to_proto, m)?)?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod json;
 pub mod wire;
 
 pub use decode::{decode, AttrKeys, AttrValue, Decoded, ResourceView, ScopeView, SpanView};
