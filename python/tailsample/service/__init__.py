@@ -1,0 +1,51 @@
+"""`tailsample serve`: the OpenTelemetry Collector configuration it reads (loading and validation only)."""
+
+from __future__ import annotations
+
+from tailsample.service.config import (
+    BatchProcessor,
+    BearerTokenAuthExtension,
+    ClientTLS,
+    DebugExporter,
+    FileExporter,
+    FileStorageExtension,
+    GrpcServer,
+    HealthCheckExtension,
+    HostPort,
+    HttpServer,
+    MemoryLimiterProcessor,
+    MetricsTelemetry,
+    OtlpExporter,
+    OtlpReceiver,
+    Pipeline,
+    QueueSettings,
+    RetrySettings,
+    ServerTLS,
+    ServiceConfig,
+    TailSamplingProcessor,
+    parse_duration,
+)
+
+__all__ = [
+    "BatchProcessor",
+    "BearerTokenAuthExtension",
+    "ClientTLS",
+    "DebugExporter",
+    "FileExporter",
+    "FileStorageExtension",
+    "GrpcServer",
+    "HealthCheckExtension",
+    "HostPort",
+    "HttpServer",
+    "MemoryLimiterProcessor",
+    "MetricsTelemetry",
+    "OtlpExporter",
+    "OtlpReceiver",
+    "Pipeline",
+    "QueueSettings",
+    "RetrySettings",
+    "ServerTLS",
+    "ServiceConfig",
+    "TailSamplingProcessor",
+    "parse_duration",
+]

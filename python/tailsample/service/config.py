@@ -1,0 +1,774 @@
+"""The OpenTelemetry Collector configuration that `tailsample serve --config FILE` reads: a typed, validated model.
+
+The file is the collector's own format (`receivers`, `processors`, `exporters`, `extensions`, `service`), restricted
+to what serve implements: OTLP in, `tail_sampling` (plus `batch` and `memory_limiter`), OTLP / file / debug out,
+traces pipelines only. Like the collector, unknown keys are errors. Every error is a `ConfigError` naming the YAML
+path of the value and, when the YAML is at hand, its line:
+`otel.yaml: exporters.otlphttp.endpoint: is required (line 12)`.
+
+`${env:VAR}`, `${VAR}` and `${env:VAR:-default}` in string values are replaced first, as the collector's confmap
+does (`$$` is a literal `$`); a value that is one reference and nothing else takes the YAML type of what it
+expands to (`port: ${env:PORT}` is an integer).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, NoReturn
+
+import yaml
+
+from tailsample.config import Config, _line_index, _type_name
+from tailsample.errors import ConfigError
+
+MiB = 1024 * 1024
+
+RECEIVER_TYPES = ("otlp",)
+PROCESSOR_TYPES = ("batch", "memory_limiter", "tail_sampling")
+EXPORTER_TYPES = ("debug", "file", "otlp", "otlp_grpc", "otlp_http", "otlphttp")
+EXTENSION_TYPES = ("bearertokenauth", "file_storage", "health_check")
+
+_ID = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:/(.+))?$")
+_REF = re.compile(r"\$\$|\$\{([^}]*)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+# ---- the model -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HostPort:
+    """A listening address. `host` is "" for every interface (":4317")."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    cert_file: str
+    key_file: str
+
+
+@dataclass(frozen=True)
+class GrpcServer:
+    endpoint: HostPort
+    max_recv_msg_size_mib: int = 4
+    tls: ServerTLS | None = None
+    auth: str | None = None  # a bearertokenauth extension id
+
+
+@dataclass(frozen=True)
+class HttpServer:
+    endpoint: HostPort
+    max_request_body_size: int = 20 * MiB
+    tls: ServerTLS | None = None
+    auth: str | None = None
+
+
+@dataclass(frozen=True)
+class OtlpReceiver:
+    id: str
+    grpc: GrpcServer | None
+    http: HttpServer | None
+
+
+@dataclass(frozen=True)
+class TailSamplingProcessor:
+    id: str
+    config: Config
+
+
+@dataclass(frozen=True)
+class BatchProcessor:
+    id: str
+    timeout: float = 0.2
+    send_batch_size: int = 8192
+    send_batch_max_size: int = 0  # 0: no upper bound
+
+
+@dataclass(frozen=True)
+class MemoryLimiterProcessor:
+    id: str
+    check_interval: float
+    limit_mib: int = 0
+    spike_limit_mib: int = 0  # 0 with limit_mib set: 20 % of limit_mib, as the collector
+    limit_percentage: int = 0
+    spike_limit_percentage: int = 0
+
+
+Processor = TailSamplingProcessor | BatchProcessor | MemoryLimiterProcessor
+
+
+@dataclass(frozen=True)
+class ClientTLS:
+    insecure: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    enabled: bool = True
+    initial_interval: float = 5.0
+    randomization_factor: float = 0.5
+    multiplier: float = 1.5
+    max_interval: float = 30.0
+    max_elapsed_time: float = 300.0
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    enabled: bool = True
+    num_consumers: int = 10
+    queue_size: int = 1000
+    storage: str | None = None  # a file_storage extension id
+
+
+@dataclass(frozen=True)
+class OtlpExporter:
+    id: str
+    protocol: Literal["grpc", "http"]
+    endpoint: str
+    headers: Mapping[str, str]
+    compression: Literal["gzip", "none"] = "gzip"
+    timeout: float = 5.0
+    tls: ClientTLS = ClientTLS()
+    retry_on_failure: RetrySettings = RetrySettings()
+    sending_queue: QueueSettings = QueueSettings()
+
+
+@dataclass(frozen=True)
+class FileExporter:
+    id: str
+    path: str
+    format: Literal["json", "proto"] = "json"
+
+
+@dataclass(frozen=True)
+class DebugExporter:
+    id: str
+    verbosity: Literal["basic", "normal", "detailed"] = "basic"
+
+
+Exporter = OtlpExporter | FileExporter | DebugExporter
+
+
+@dataclass(frozen=True)
+class HealthCheckExtension:
+    id: str
+    endpoint: HostPort
+
+
+@dataclass(frozen=True)
+class BearerTokenAuthExtension:
+    id: str
+    token: str | None
+    filename: str | None
+    scheme: str = "Bearer"
+
+
+@dataclass(frozen=True)
+class FileStorageExtension:
+    id: str
+    directory: str
+
+
+Extension = HealthCheckExtension | BearerTokenAuthExtension | FileStorageExtension
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    id: str
+    receivers: tuple[str, ...]
+    processors: tuple[str, ...]
+    exporters: tuple[str, ...]
+    tail_sampling: str  # the id of its one tail_sampling processor
+
+
+@dataclass(frozen=True)
+class MetricsTelemetry:
+    """The collector's own metrics: `address` (the older form) or `readers: [{pull: {exporter: {prometheus}}}]`."""
+
+    level: Literal["none", "basic", "normal", "detailed"] = "normal"
+    endpoints: tuple[HostPort, ...] = (HostPort("127.0.0.1", 8888),)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """A validated collector configuration for `tailsample serve`."""
+
+    receivers: Mapping[str, OtlpReceiver]
+    processors: Mapping[str, Processor]
+    exporters: Mapping[str, Exporter]
+    extensions: Mapping[str, Extension]
+    pipelines: Mapping[str, Pipeline]
+    service_extensions: tuple[str, ...]
+    metrics: MetricsTelemetry
+    source: str = "<dict>"
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, env: Mapping[str, str] | None = None) -> ServiceConfig:
+        """Load a collector YAML file. `env` replaces `os.environ` for `${env:VAR}` substitution."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not UTF-8 text at byte {exc.start}") from exc
+        return cls.from_yaml(text, source=str(p), env=env)
+
+    @classmethod
+    def from_yaml(cls, text: str, *, source: str = "<yaml>", env: Mapping[str, str] | None = None) -> ServiceConfig:
+        """Load collector YAML text."""
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{source}:{where}: invalid YAML: {problem}") from None
+        lines = _line_index(node) if node is not None else {}
+        return _build(data, _Ctx(source, lines), env)
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any], *, env: Mapping[str, str] | None = None) -> ServiceConfig:
+        """Load an already-parsed collector configuration."""
+        return _build(mapping, _Ctx("<dict>", {}), env)
+
+    @property
+    def traces_pipelines(self) -> list[Pipeline]:
+        return list(self.pipelines.values())
+
+
+# ---- Go durations ----------------------------------------------------------------------------------------------
+
+def parse_duration(text: str) -> float:
+    """A Go duration (`10s`, `500ms`, `1m30s`, `0`) in seconds. Raises ValueError on anything else."""
+    s = text.strip()
+    sign = 1.0
+    if s[:1] in ("+", "-"):
+        sign = -1.0 if s[0] == "-" else 1.0
+        s = s[1:]
+    if s == "0":
+        return 0.0
+    if not s:
+        raise ValueError(f"invalid duration {text!r}")
+    total, pos = 0.0, 0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if m is None or m.group(1) in ("", "."):
+            raise ValueError(f"invalid duration {text!r}")
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    return sign * total
+
+
+# ---- environment substitution ----------------------------------------------------------------------------------
+
+def _expand(value: Any, path: str, env: Mapping[str, str], ctx: _Ctx) -> Any:
+    if isinstance(value, str):
+        return _expand_str(value, path, env, ctx)
+    if isinstance(value, Mapping):
+        return {k: _expand(v, _child(path, str(k)), env, ctx) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]", env, ctx) for i, v in enumerate(value)]
+    return value
+
+
+def _expand_str(text: str, path: str, env: Mapping[str, str], ctx: _Ctx) -> Any:
+    if "$" not in text:
+        return text
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        ref = m.group(1)
+        body = ref[4:] if ref.startswith("env:") else ref
+        name, sep, default = body.partition(":-")
+        if not _ENV_NAME.match(name):
+            if ":" in ref and not ref.startswith("env:"):
+                ctx.fail(path, f"${{{ref}}}: unsupported configuration provider {ref.split(':', 1)[0]!r}; "
+                               "tailsample supports env only")
+            ctx.fail(path, f"${{{ref}}}: invalid environment variable name {name!r}")
+        if name in env:
+            return env[name]
+        if sep:
+            return default
+        ctx.fail(path, f"${{{ref}}}: the environment variable {name} is not set (and no default is given)")
+
+    whole = _REF.fullmatch(text)
+    result = _REF.sub(one, text)
+    if whole is not None and whole.group(0) != "$$":
+        # as confmap: a value that is one reference takes the YAML type of what it expands to
+        try:
+            typed = yaml.safe_load(result)
+        except yaml.YAMLError:
+            return result
+        if isinstance(typed, bool | int | float) and result.strip() != "":
+            return typed
+    return result
+
+
+# ---- reading -----------------------------------------------------------------------------------------------------
+
+def _child(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+class _Ctx:
+    """Where errors go: the source's name and the YAML line of every path."""
+
+    def __init__(self, source: str, lines: dict[str, int]) -> None:
+        self.source = source
+        self.lines = lines
+
+    def fail(self, path: str, message: str) -> NoReturn:
+        line = None
+        probe = path
+        while probe:
+            line = self.lines.get(probe)
+            if line:
+                break
+            probe = probe.rsplit(".", 1)[0] if "." in probe else ""
+        where = f" (line {line})" if line else ""
+        label = f"{path}: " if path else ""
+        raise ConfigError(f"{self.source}: {label}{message}{where}", path=path or None)
+
+
+class _Node:
+    """A mapping at `path` whose keys must all be in `known`."""
+
+    def __init__(self, ctx: _Ctx, path: str, value: Any, known: Iterable[str]) -> None:
+        self.ctx = ctx
+        self.path = path
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            ctx.fail(path, f"expected a mapping, got {_type_name(value)}")
+        known = sorted(known)
+        for key in value:
+            if not isinstance(key, str) or key not in known:
+                ctx.fail(_child(path, str(key)), f"unknown key {str(key)!r}; known keys here: {', '.join(known)}")
+        self.value: Mapping[str, Any] = value
+
+    def at(self, key: str) -> str:
+        return _child(self.path, key)
+
+    def raw(self, key: str) -> Any:
+        return self.value.get(key)
+
+    def fail(self, key: str, message: str) -> NoReturn:
+        self.ctx.fail(self.at(key), message)
+
+    def opt_text(self, key: str) -> str | None:
+        v = self.raw(key)
+        if v is None:
+            return None
+        if not isinstance(v, str):
+            self.fail(key, f"expected a string, got {_type_name(v)}")
+        return v
+
+    def text(self, key: str, default: str) -> str:
+        v = self.opt_text(key)
+        return default if v is None else v
+
+    def req_text(self, key: str) -> str:
+        v = self.opt_text(key)
+        if not v:
+            self.fail(key, "is required")
+        return v
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        v = self.text(key, default)
+        if v not in choices:
+            self.fail(key, f"unknown value {v!r}; supported: {', '.join(choices)}")
+        return v
+
+    def integer(self, key: str, default: int, minimum: int = 0) -> int:
+        v = self.raw(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.fail(key, f"expected an integer, got {_type_name(v)}")
+        if v < minimum:
+            self.fail(key, f"must be at least {minimum}, got {v}")
+        return v
+
+    def number(self, key: str, default: float) -> float:
+        v = self.raw(key)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            self.fail(key, f"expected a number, got {_type_name(v)}")
+        if v < 0:
+            self.fail(key, f"must not be negative, got {v}")
+        return float(v)
+
+    def flag(self, key: str, default: bool) -> bool:
+        v = self.raw(key)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            self.fail(key, f"expected a boolean, got {_type_name(v)}")
+        return v
+
+    def duration(self, key: str, default: float) -> float:
+        v = self.raw(key)
+        if v is None:
+            return default
+        if not isinstance(v, str):
+            self.fail(key, f"expected a Go duration such as 5s or 1m30s, got {_type_name(v)}")
+        try:
+            seconds = parse_duration(v)
+        except ValueError:
+            self.fail(key, f"invalid duration {v!r}; expected a Go duration such as 500ms, 5s or 1m30s")
+        if seconds < 0:
+            self.fail(key, f"must not be negative, got {v!r}")
+        return seconds
+
+    def sub(self, key: str, known: Iterable[str]) -> _Node:
+        return _Node(self.ctx, self.at(key), self.raw(key), known)
+
+    def str_list(self, key: str) -> list[str]:
+        v = self.raw(key)
+        if v is None:
+            return []
+        if not isinstance(v, list):
+            self.fail(key, f"expected a list, got {_type_name(v)}")
+        for i, item in enumerate(v):
+            if not isinstance(item, str):
+                self.ctx.fail(f"{self.at(key)}[{i}]", f"expected a string, got {_type_name(item)}")
+        return list(v)
+
+
+def _split_id(ctx: _Ctx, path: str, key: Any) -> tuple[str, str]:
+    """A component id `type[/name]` → (type, id)."""
+    m = _ID.match(key) if isinstance(key, str) else None
+    if m is None:
+        ctx.fail(path, f"invalid component id {key!r}; expected type or type/name")
+    return m.group(1), key
+
+
+def _host_port(ctx: _Ctx, path: str, value: Any) -> HostPort:
+    if not isinstance(value, str):
+        ctx.fail(path, f"expected host:port, got {_type_name(value)}")
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        ctx.fail(path, f"{value!r}: expected host:port (for example 127.0.0.1:4317 or :4317)")
+    if host.startswith("["):
+        if not host.endswith("]"):
+            ctx.fail(path, f"{value!r}: unterminated [ in the host")
+        host = host[1:-1]
+    elif ":" in host:
+        ctx.fail(path, f"{value!r}: an IPv6 host must be written in brackets, as [::1]:4317")
+    if not port.isdigit() or not port.isascii() or int(port) > 65535:
+        ctx.fail(path, f"{value!r}: invalid port {port!r}; expected an integer from 0 to 65535")
+    return HostPort(host, int(port))
+
+
+def _endpoint(node: _Node, key: str, default: str) -> HostPort:
+    raw = node.raw(key)
+    return _host_port(node.ctx, node.at(key), default if raw is None else raw)
+
+
+def _mapping(ctx: _Ctx, path: str, value: Any) -> Mapping[Any, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        ctx.fail(path, f"expected a mapping, got {_type_name(value)}")
+    return value
+
+
+# ---- components ------------------------------------------------------------------------------------------------
+
+def _server_tls(node: _Node) -> ServerTLS | None:
+    if "tls" not in node.value:
+        return None
+    tls = node.sub("tls", ("cert_file", "key_file"))
+    return ServerTLS(tls.req_text("cert_file"), tls.req_text("key_file"))
+
+
+def _auth(node: _Node) -> str | None:
+    if "auth" not in node.value:
+        return None
+    return node.sub("auth", ("authenticator",)).req_text("authenticator")
+
+
+def _receiver(ctx: _Ctx, kind: str, rid: str, value: Any) -> OtlpReceiver:
+    path = f"receivers.{rid}"
+    if kind not in RECEIVER_TYPES:
+        ctx.fail(path, f"unsupported receiver type {kind!r}; tailsample serve supports: {', '.join(RECEIVER_TYPES)}")
+    node = _Node(ctx, path, value, ("protocols",))
+    protocols = node.sub("protocols", ("grpc", "http"))
+    grpc = http = None
+    if "grpc" in protocols.value:
+        g = protocols.sub("grpc", ("auth", "endpoint", "max_recv_msg_size_mib", "tls"))
+        grpc = GrpcServer(
+            endpoint=_endpoint(g, "endpoint", "127.0.0.1:4317"),
+            max_recv_msg_size_mib=g.integer("max_recv_msg_size_mib", 0) or 4,
+            tls=_server_tls(g), auth=_auth(g))
+    if "http" in protocols.value:
+        h = protocols.sub("http", ("auth", "endpoint", "max_request_body_size", "tls"))
+        http = HttpServer(
+            endpoint=_endpoint(h, "endpoint", "127.0.0.1:4318"),
+            max_request_body_size=h.integer("max_request_body_size", 0) or 20 * MiB,
+            tls=_server_tls(h), auth=_auth(h))
+    if grpc is None and http is None:
+        ctx.fail(protocols.path, "must enable at least one of grpc, http")
+    return OtlpReceiver(rid, grpc, http)
+
+
+def _processor(ctx: _Ctx, kind: str, pid: str, value: Any) -> Processor:
+    path = f"processors.{pid}"
+    if kind == "tail_sampling":
+        return TailSamplingProcessor(pid, Config(value if value is not None else {}, source=ctx.source,
+                                                 prefix=f"{path}.", lines=ctx.lines))
+    if kind == "batch":
+        b = _Node(ctx, path, value, ("send_batch_max_size", "send_batch_size", "timeout"))
+        size = b.integer("send_batch_size", 8192)
+        max_size = b.integer("send_batch_max_size", 0)
+        if max_size and max_size < size:
+            b.fail("send_batch_max_size", f"must be 0 or at least send_batch_size ({size}), got {max_size}")
+        return BatchProcessor(pid, b.duration("timeout", 0.2), size, max_size)
+    if kind == "memory_limiter":
+        m = _Node(ctx, path, value, ("check_interval", "limit_mib", "limit_percentage", "spike_limit_mib",
+                                     "spike_limit_percentage"))
+        interval = m.duration("check_interval", 0.0)
+        if interval <= 0:
+            m.fail("check_interval", "is required and must be more than 0")
+        limit, spike = m.integer("limit_mib", 0), m.integer("spike_limit_mib", 0)
+        pct, spike_pct = m.integer("limit_percentage", 0), m.integer("spike_limit_percentage", 0)
+        if not limit and not pct:
+            ctx.fail(path, "one of limit_mib or limit_percentage is required")
+        if limit and spike >= limit:
+            m.fail("spike_limit_mib", f"must be less than limit_mib ({limit}), got {spike}")
+        if pct > 100:
+            m.fail("limit_percentage", f"must be at most 100, got {pct}")
+        if pct and spike_pct >= pct:
+            m.fail("spike_limit_percentage", f"must be less than limit_percentage ({pct}), got {spike_pct}")
+        if limit and not spike:
+            spike = limit // 5
+        return MemoryLimiterProcessor(pid, interval, limit, spike, pct, spike_pct)
+    ctx.fail(path, f"unsupported processor type {kind!r}; tailsample serve supports: {', '.join(PROCESSOR_TYPES)}")
+
+
+_OTLP_KEYS = ("compression", "endpoint", "headers", "retry_on_failure", "sending_queue", "timeout", "tls")
+
+
+def _exporter(ctx: _Ctx, kind: str, eid: str, value: Any) -> Exporter:
+    path = f"exporters.{eid}"
+    if kind in ("otlp", "otlp_grpc", "otlphttp", "otlp_http"):
+        protocol: Literal["grpc", "http"] = "grpc" if kind in ("otlp", "otlp_grpc") else "http"
+        e = _Node(ctx, path, value, _OTLP_KEYS)
+        endpoint = e.req_text("endpoint")
+        if protocol == "http" and not endpoint.startswith(("http://", "https://")):
+            e.fail("endpoint", f"{endpoint!r}: expected an http:// or https:// URL")
+        headers = _mapping(ctx, e.at("headers"), e.raw("headers"))
+        for k, v in headers.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                bad = k if not isinstance(k, str) else v
+                ctx.fail(_child(e.at("headers"), str(k)), f"expected a string, got {_type_name(bad)}")
+        compression = e.choice("compression", ("gzip", "none"), "gzip")
+        t = e.sub("tls", ("ca_file", "cert_file", "insecure", "key_file"))
+        tls = ClientTLS(t.flag("insecure", False), t.opt_text("ca_file"), t.opt_text("cert_file"),
+                        t.opt_text("key_file"))
+        if (tls.cert_file is None) != (tls.key_file is None):
+            t.fail("key_file" if tls.key_file is None else "cert_file", "is required with "
+                   + ("cert_file" if tls.key_file is None else "key_file"))
+        r = e.sub("retry_on_failure", ("enabled", "initial_interval", "max_elapsed_time", "max_interval",
+                                       "multiplier", "randomization_factor"))
+        retry = RetrySettings(r.flag("enabled", True), r.duration("initial_interval", 5.0),
+                              r.number("randomization_factor", 0.5), r.number("multiplier", 1.5),
+                              r.duration("max_interval", 30.0), r.duration("max_elapsed_time", 300.0))
+        if retry.randomization_factor > 1:
+            r.fail("randomization_factor", f"must be between 0 and 1, got {retry.randomization_factor}")
+        q = e.sub("sending_queue", ("enabled", "num_consumers", "queue_size", "storage"))
+        queue = QueueSettings(q.flag("enabled", True), q.integer("num_consumers", 10, minimum=1),
+                              q.integer("queue_size", 1000, minimum=1), q.opt_text("storage"))
+        return OtlpExporter(eid, protocol, endpoint, MappingProxyType(dict(headers)),
+                            "gzip" if compression == "gzip" else "none", e.duration("timeout", 5.0), tls, retry, queue)
+    if kind == "file":
+        f = _Node(ctx, path, value, ("compression", "format", "path"))
+        file_path = f.req_text("path")
+        fmt = f.choice("format", ("json", "proto"), "json")
+        compression = f.text("compression", "")
+        if compression not in ("", "none"):
+            f.fail("compression", f"{compression!r} is not supported by tailsample serve yet; "
+                                  "only uncompressed files (omit compression)")
+        return FileExporter(eid, file_path, "json" if fmt == "json" else "proto")
+    if kind == "debug":
+        d = _Node(ctx, path, value, ("verbosity",))
+        verbosity = d.choice("verbosity", ("basic", "normal", "detailed"), "basic")
+        return DebugExporter(eid, "basic" if verbosity == "basic" else "normal" if verbosity == "normal"
+                             else "detailed")
+    ctx.fail(path, f"unsupported exporter type {kind!r}; tailsample serve supports: {', '.join(EXPORTER_TYPES)}")
+
+
+def _extension(ctx: _Ctx, kind: str, xid: str, value: Any) -> Extension:
+    path = f"extensions.{xid}"
+    if kind == "health_check":
+        h = _Node(ctx, path, value, ("endpoint",))
+        return HealthCheckExtension(xid, _endpoint(h, "endpoint", "127.0.0.1:13133"))
+    if kind == "bearertokenauth":
+        b = _Node(ctx, path, value, ("filename", "scheme", "token"))
+        token, filename = b.opt_text("token"), b.opt_text("filename")
+        if not token and not filename:
+            ctx.fail(path, "one of token or filename is required")
+        if token and filename:
+            ctx.fail(path, "token and filename are exclusive; give one")
+        return BearerTokenAuthExtension(xid, token, filename, b.text("scheme", "Bearer"))
+    if kind == "file_storage":
+        s = _Node(ctx, path, value, ("directory",))
+        return FileStorageExtension(xid, s.req_text("directory"))
+    ctx.fail(path, f"unsupported extension type {kind!r}; tailsample serve supports: {', '.join(EXTENSION_TYPES)}")
+
+
+# ---- the service section ---------------------------------------------------------------------------------------
+
+def _refs(ctx: _Ctx, node: _Node, key: str, defined: Mapping[str, Any], section: str) -> tuple[str, ...]:
+    names = node.str_list(key)
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        where = f"{node.at(key)}[{i}]"
+        if name not in defined:
+            ctx.fail(where, f"{name!r} is not defined in {section}")
+        if name in seen:
+            ctx.fail(where, f"{name!r} is listed twice")
+        seen.add(name)
+    return tuple(names)
+
+
+def _pipeline(ctx: _Ctx, pid: str, value: Any, cfg: dict[str, Any]) -> Pipeline:
+    p = _Node(ctx, f"service.pipelines.{pid}", value, ("exporters", "processors", "receivers"))
+    receivers = _refs(ctx, p, "receivers", cfg["receivers"], "receivers")
+    processors = _refs(ctx, p, "processors", cfg["processors"], "processors")
+    exporters = _refs(ctx, p, "exporters", cfg["exporters"], "exporters")
+    if not receivers:
+        p.fail("receivers", "must list at least one receiver")
+    if not exporters:
+        p.fail("exporters", "must list at least one exporter")
+    sampling = [x for x in processors if isinstance(cfg["processors"][x], TailSamplingProcessor)]
+    if len(sampling) != 1:
+        got = f"{len(sampling)} ({', '.join(sampling)})" if sampling else "none"
+        p.fail("processors", f"tailsample serve needs exactly one tail_sampling processor per pipeline, got {got}")
+    return Pipeline(pid, receivers, processors, exporters, sampling[0])
+
+
+def _metrics(ctx: _Ctx, node: _Node) -> MetricsTelemetry:
+    m = node.sub("metrics", ("address", "level", "readers"))
+    level = m.choice("level", ("none", "basic", "normal", "detailed"), "normal")
+    lvl: Literal["none", "basic", "normal", "detailed"] = (
+        "none" if level == "none" else "basic" if level == "basic" else "normal" if level == "normal" else "detailed")
+    if "address" in m.value and "readers" in m.value:
+        ctx.fail(m.path, "give address or readers, not both")
+    if "readers" not in m.value:
+        return MetricsTelemetry(lvl, (_endpoint(m, "address", "127.0.0.1:8888"),))
+    readers = m.raw("readers")
+    if not isinstance(readers, list) or not readers:
+        m.fail("readers", f"expected a non-empty list, got {_type_name(readers)}")
+    endpoints = []
+    for i, reader in enumerate(readers):
+        r = _Node(ctx, f"{m.at('readers')}[{i}]", reader, ("periodic", "pull"))
+        if "pull" not in r.value:
+            r.fail("periodic", "only pull readers with a prometheus exporter are supported")
+        exporter = r.sub("pull", ("exporter",)).sub("exporter", ("prometheus",))
+        if "prometheus" not in exporter.value:
+            ctx.fail(exporter.path, "a pull reader needs exporter.prometheus")
+        prom = exporter.sub("prometheus", ("host", "port"))
+        host = prom.text("host", "127.0.0.1")
+        if "port" not in prom.value:
+            prom.fail("port", "is required")
+        port = prom.integer("port", 0)
+        if port > 65535:
+            prom.fail("port", f"invalid port {port}; expected an integer from 0 to 65535")
+        endpoints.append(HostPort(host, port))
+    return MetricsTelemetry(lvl, tuple(endpoints))
+
+
+def _build(data: Any, ctx: _Ctx, env: Mapping[str, str] | None) -> ServiceConfig:
+    if data is None:
+        ctx.fail("", "the configuration is empty")
+    if not isinstance(data, Mapping):
+        ctx.fail("", f"expected a mapping at the top level, got {_type_name(data)}")
+    data = _expand(data, "", os.environ if env is None else env, ctx)
+    top = _Node(ctx, "", data, ("connectors", "exporters", "extensions", "processors", "receivers", "service"))
+    if top.value.get("connectors"):
+        top.fail("connectors", "connectors are not supported by tailsample serve")
+    cfg: dict[str, Any] = {}
+    builders: dict[str, Any] = {"receivers": _receiver, "processors": _processor, "exporters": _exporter,
+                                "extensions": _extension}
+    for section, build in builders.items():
+        out: dict[str, Any] = {}
+        for key, value in _mapping(ctx, section, top.raw(section)).items():
+            kind, cid = _split_id(ctx, _child(section, str(key)), key)
+            out[cid] = build(ctx, kind, cid, value)
+        cfg[section] = out
+    for section in ("receivers", "exporters"):
+        if not cfg[section]:
+            top.fail(section, "is required: define at least one")
+
+    if "service" not in top.value:
+        top.fail("service", "is required")
+    service = top.sub("service", ("extensions", "pipelines", "telemetry"))
+    service_extensions = _refs(ctx, service, "extensions", cfg["extensions"], "extensions")
+    pipelines: dict[str, Pipeline] = {}
+    raw_pipelines = _mapping(ctx, service.at("pipelines"), service.raw("pipelines"))
+    for key, value in raw_pipelines.items():
+        path = _child(service.at("pipelines"), str(key))
+        signal, pid = _split_id(ctx, path, key)
+        if signal != "traces":
+            ctx.fail(path, f"tailsample serve handles traces pipelines only (traces or traces/<name>), not {signal}")
+        pipelines[pid] = _pipeline(ctx, pid, value, cfg)
+    if not pipelines:
+        service.fail("pipelines", "is required: define a traces pipeline")
+    metrics = _metrics(ctx, service.sub("telemetry", ("metrics",)))
+
+    # references from components to extensions: they must be defined, of the right type, and started
+    def check_ref(path: str, ref: str | None, kind: type) -> None:
+        if ref is None:
+            return
+        found = cfg["extensions"].get(ref)
+        if found is None:
+            ctx.fail(path, f"{ref!r} is not defined in extensions")
+        if not isinstance(found, kind):
+            wanted = "bearertokenauth" if kind is BearerTokenAuthExtension else "file_storage"
+            ctx.fail(path, f"{ref!r} is not a {wanted} extension")
+        if ref not in service_extensions:
+            ctx.fail(path, f"{ref!r} is not listed in service.extensions")
+
+    for rid, rec in cfg["receivers"].items():
+        for proto, server in (("grpc", rec.grpc), ("http", rec.http)):
+            if server is not None:
+                check_ref(f"receivers.{rid}.protocols.{proto}.auth.authenticator", server.auth,
+                          BearerTokenAuthExtension)
+    for eid, exp in cfg["exporters"].items():
+        if isinstance(exp, OtlpExporter):
+            check_ref(f"exporters.{eid}.sending_queue.storage", exp.sending_queue.storage, FileStorageExtension)
+
+    return ServiceConfig(
+        receivers=MappingProxyType(cfg["receivers"]), processors=MappingProxyType(cfg["processors"]),
+        exporters=MappingProxyType(cfg["exporters"]), extensions=MappingProxyType(cfg["extensions"]),
+        pipelines=MappingProxyType(pipelines), service_extensions=service_extensions, metrics=metrics,
+        source=ctx.source)
+
+
+__all__ = [
+    "BatchProcessor", "BearerTokenAuthExtension", "ClientTLS", "DebugExporter", "Exporter", "Extension",
+    "FileExporter", "FileStorageExtension", "GrpcServer", "HealthCheckExtension", "HostPort", "HttpServer",
+    "MemoryLimiterProcessor", "MetricsTelemetry", "OtlpExporter", "OtlpReceiver", "Pipeline", "Processor",
+    "QueueSettings", "RetrySettings", "ServerTLS", "ServiceConfig", "TailSamplingProcessor", "parse_duration",
+]
