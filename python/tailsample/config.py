@@ -46,27 +46,12 @@ class Config:
     @classmethod
     def from_file(cls, path: str | Path, *, name: str | None = None) -> Config:
         """Load a collector YAML file, or a file holding a bare `tail_sampling` block."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{p}: not UTF-8 text at byte {exc.start}") from exc
-        return cls.from_yaml(text, name=name, source=str(p))
+        return cls.from_yaml(read_config_text(path), name=name, source=str(path))
 
     @classmethod
     def from_yaml(cls, text: str, *, name: str | None = None, source: str = "<yaml>") -> Config:
         """Load YAML text: a whole collector config or a bare `tail_sampling` block."""
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigError(f"{source}:{where}: invalid YAML: {problem}") from None
-        lines = _line_index(node) if node is not None else {}
+        data, lines = parse_yaml(text, source)
         block, prefix = _select_block(data, name, source)
         return cls(block, source=source, prefix=prefix, lines=lines)
 
@@ -99,6 +84,30 @@ class Config:
 
     def __repr__(self) -> str:
         return f"Config(source={self.source!r}, policies={self.policy_names!r})"
+
+
+def read_config_text(path: str | Path) -> str:
+    """A configuration file's text; an unreadable or non-UTF-8 file is a ConfigError naming it."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text at byte {exc.start}") from exc
+
+
+def parse_yaml(text: str, source: str) -> tuple[Any, dict[str, int]]:
+    """Parsed YAML and the line of every YAML path in it; invalid YAML is a ConfigError with its position."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{source}:{where}: invalid YAML: {problem}") from None
+    return data, (_line_index(node) if node is not None else {})
 
 
 def default_config_text() -> str:
@@ -172,4 +181,4 @@ def _type_name(value: Any) -> str:
             bool: "a boolean", type(None): "nothing"}.get(type(value), type(value).__name__)
 
 
-__all__ = ["Config", "default_config_text"]
+__all__ = ["Config", "default_config_text", "parse_yaml", "read_config_text"]

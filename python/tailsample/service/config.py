@@ -23,7 +23,7 @@ from typing import Any, Literal, NoReturn
 
 import yaml
 
-from tailsample.config import Config, _line_index, _type_name
+from tailsample.config import Config, _type_name, parse_yaml, read_config_text
 from tailsample.errors import ConfigError
 
 MiB = 1024 * 1024
@@ -221,27 +221,12 @@ class ServiceConfig:
     @classmethod
     def from_file(cls, path: str | Path, *, env: Mapping[str, str] | None = None) -> ServiceConfig:
         """Load a collector YAML file. `env` replaces `os.environ` for `${env:VAR}` substitution."""
-        p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{p}: not UTF-8 text at byte {exc.start}") from exc
-        return cls.from_yaml(text, source=str(p), env=env)
+        return cls.from_yaml(read_config_text(path), source=str(path), env=env)
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "<yaml>", env: Mapping[str, str] | None = None) -> ServiceConfig:
         """Load collector YAML text."""
-        try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigError(f"{source}:{where}: invalid YAML: {problem}") from None
-        lines = _line_index(node) if node is not None else {}
+        data, lines = parse_yaml(text, source)
         return _build(data, _Ctx(source, lines), env)
 
     @classmethod
