@@ -1,4 +1,4 @@
-"""The `tailsample` command: check-config, replay, demo.
+"""The `tailsample` command: check-config, replay, demo, serve.
 
 Exit codes: 0 success; 2 bad usage or invalid configuration; 1 any other failure (an unreadable input, say).
 """
@@ -53,6 +53,28 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if report.all_must_keep_kept or args.config else 1
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from tailsample.service.app import Service
+    from tailsample.service.config import ServiceConfig, parse_duration
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        timeout = parse_duration(args.shutdown_timeout)
+    except ValueError:
+        raise ConfigError(f"--shutdown-timeout: invalid duration {args.shutdown_timeout!r}") from None
+    service = Service(ServiceConfig.from_file(args.config), shutdown_timeout=timeout)
+    try:
+        asyncio.run(service.run())
+    except (OSError, RuntimeError) as exc:  # an address in use, a certificate that does not load
+        print(f"tailsample: cannot serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `tailsample` command."""
     parser = argparse.ArgumentParser(prog="tailsample", description="Tail-based sampling for OpenTelemetry "
@@ -87,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="collector YAML or tail_sampling block (default: the seed config)")
     p.add_argument("--name", help="which tail_sampling/<name> processor, when the file has several")
     p.set_defaults(run=_demo)
+
+    p = sub.add_parser("serve", help="an OTLP service: receive, tail-sample, export (an OpenTelemetry Collector "
+                       "config file)")
+    p.add_argument("--config", required=True, help="the collector YAML (receivers, processors, exporters, "
+                   "extensions, service)")
+    p.add_argument("--shutdown-timeout", default="30s", help="on SIGTERM/SIGINT, how long exporters may drain "
+                   "their queues (a Go duration; default 30s)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(run=_serve)
     return parser
 
 

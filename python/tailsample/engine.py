@@ -23,15 +23,15 @@ class Engine:
         self.config = config
         self._native = _native.NativeEngine(config._native)
 
-    def ingest(self, payload: bytes | bytearray | memoryview, *, now: float | None = None) -> None:
-        """Take one ExportTraceServiceRequest (protobuf bytes), whole or not at all.
+    def ingest(self, payload: bytes | bytearray | memoryview, *, now: float | None = None) -> int:
+        """Take one ExportTraceServiceRequest (protobuf bytes), whole or not at all; return its number of spans.
 
         Raises `DecodeError` for a malformed payload and `BackpressureError` when a limit is reached; in both
         cases nothing of the payload was taken and every buffered trace is unaffected.
         """
         if not isinstance(payload, bytes):  # bytearray, memoryview: the engine reads immutable bytes only
             payload = bytes(payload)
-        self._native.ingest(payload, time.monotonic() if now is None else now)
+        return self._native.ingest(payload, time.monotonic() if now is None else now)
 
     def poll(self, *, now: float | None = None) -> list[bytes]:
         """Decide every trace that is due; return the kept spans (and late spans of kept traces) as payloads."""

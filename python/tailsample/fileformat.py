@@ -734,10 +734,11 @@ class PayloadWriter:
     """Write protobuf `ExportTraceServiceRequest` payloads to a file in `json` or `proto` format.
 
     `path` `-` is standard output (proto only when it is not a terminal); a name ending in `.gz` is
-    gzip-compressed. Counts what it wrote in `payloads` and `bytes_written` (before compression).
+    gzip-compressed. Counts what it wrote in `payloads` and `bytes_written` (before compression). `append`
+    keeps what the file holds (as the collector's file exporter does).
     """
 
-    def __init__(self, path: Path | str, fmt: str = "json") -> None:
+    def __init__(self, path: Path | str, fmt: str = "json", *, append: bool = False) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
         self.path = path if str(path) == "-" else Path(path)
@@ -750,9 +751,9 @@ class PayloadWriter:
                 raise ValueError("refusing to write binary protobuf to a terminal: use format json or a file")
             self._f: _Sink = sys.stdout.buffer
         elif Path(path).suffix == ".gz":
-            self._f = gzip.open(path, "wb")  # closed by close()
+            self._f = gzip.open(path, "ab" if append else "wb")  # closed by close()
         else:
-            self._f = open(path, "wb")  # closed by close()
+            self._f = open(path, "ab" if append else "wb")  # closed by close()
 
     def write(self, payload: bytes) -> None:
         """Append one message (protobuf bytes)."""
@@ -765,6 +766,9 @@ class PayloadWriter:
         self._f.write(data)
         self.payloads += 1
         self.bytes_written += len(data)
+
+    def flush(self) -> None:
+        self._f.flush()
 
     def write_all(self, payloads: Iterable[bytes]) -> None:
         for payload in payloads:

@@ -78,8 +78,9 @@ impl Engine {
         before.max(now)
     }
 
-    /// Takes one `ExportTraceServiceRequest`, whole or not at all. `now` is in nanoseconds on the engine clock.
-    pub fn ingest(&self, payload: &[u8], now: i64) -> Result<()> {
+    /// Takes one `ExportTraceServiceRequest`, whole or not at all, and returns how many spans it held.
+    /// `now` is in nanoseconds on the engine clock.
+    pub fn ingest(&self, payload: &[u8], now: i64) -> Result<usize> {
         let now = self.tick(now);
         let d = match decode(payload, &self.cfg.attr_keys) {
             Ok(d) => d,
@@ -119,7 +120,7 @@ impl Engine {
             g.ingest(&d, &per_shard[*i], now);
         }
         self.payloads_received.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(d.spans.len())
     }
 
     /// Decides what is due at `now`; returns kept spans as `ExportTraceServiceRequest` payloads.

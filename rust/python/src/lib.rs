@@ -116,8 +116,8 @@ impl NativeEngine {
         }
     }
 
-    /// Takes one ExportTraceServiceRequest, whole or not at all.
-    fn ingest(&self, py: Python<'_>, payload: &[u8], now: f64) -> PyResult<()> {
+    /// Takes one ExportTraceServiceRequest, whole or not at all; returns its number of spans.
+    fn ingest(&self, py: Python<'_>, payload: &[u8], now: f64) -> PyResult<usize> {
         let now = now_ns(py, now)?;
         run(py, || self.engine.ingest(payload, now))?.map_err(|e| to_py(py, e))
     }

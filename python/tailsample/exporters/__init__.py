@@ -1,0 +1,27 @@
+"""Exporters of `tailsample serve`: kept spans, as OTLP bytes, out to OTLP/gRPC, OTLP/HTTP, a file or the log."""
+
+from __future__ import annotations
+
+from tailsample.exporters.base import Backoff, Batch, Exporter, ExporterMetrics, ExportError
+from tailsample.exporters.debug import DebugExporter
+from tailsample.exporters.file import FileExporter
+from tailsample.exporters.otlp_grpc import OtlpGrpcExporter
+from tailsample.exporters.otlp_http import OtlpHttpExporter
+from tailsample.service import config as cfg
+
+
+def build_exporter(settings: cfg.Exporter, metrics: ExporterMetrics) -> Exporter:
+    """The exporter for one `exporters.<id>` entry."""
+    if isinstance(settings, cfg.OtlpExporter):
+        if settings.protocol == "grpc":
+            return OtlpGrpcExporter(settings, metrics)
+        return OtlpHttpExporter(settings, metrics)
+    if isinstance(settings, cfg.FileExporter):
+        return FileExporter(settings, metrics)
+    return DebugExporter(settings, metrics)
+
+
+__all__ = [
+    "Backoff", "Batch", "DebugExporter", "ExportError", "Exporter", "ExporterMetrics", "FileExporter",
+    "OtlpGrpcExporter", "OtlpHttpExporter", "build_exporter",
+]

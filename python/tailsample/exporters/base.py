@@ -1,0 +1,230 @@
+"""What every exporter shares: the bounded sending queue, its consumers, and retries with exponential backoff.
+
+As in the collector's exporterhelper:
+- `sending_queue` holds at most `queue_size` batches (one batch: one kept payload from the engine). When it is
+  full, the batch is dropped, counted in `otelcol_exporter_enqueue_failed_spans` and logged (at most once a
+  second, with the count): a loss is never silent. `num_consumers` tasks send from it concurrently.
+- With the queue disabled, `export` sends inline: the caller waits for the send and its retries.
+- `retry_on_failure`: a retryable failure waits `initial_interval`, then `multiplier` times longer each time up
+  to `max_interval`, each wait randomized by +/- `randomization_factor`, and at least what the server asked
+  for (Retry-After, RetryInfo); it gives up after `max_elapsed_time` (0: never). A permanent failure is not
+  retried. What is given up is counted in `otelcol_exporter_send_failed_spans` and logged.
+- Shutdown drains the queue until a deadline, then counts and logs what is left as failed.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+from tailsample.service.config import QueueSettings, RetrySettings
+from tailsample.service.metrics import Registry, Sample
+
+log = logging.getLogger("tailsample.exporter")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One ExportTraceServiceRequest on its way out, with its span count (for the metrics)."""
+
+    payload: bytes
+    spans: int
+
+
+class ExportError(Exception):
+    """A failed send. `retryable` per the protocol's rules; `retry_after` when the server asked for a delay."""
+
+    def __init__(self, message: str, *, retryable: bool, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class ExporterMetrics:
+    """The collector's exporter counters; queue gauges are collected at scrape time from the exporters."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.sent = registry.counter(
+            "otelcol_exporter_sent_spans", "Number of spans successfully sent to destination.", ("exporter",))
+        self.send_failed = registry.counter(
+            "otelcol_exporter_send_failed_spans", "Number of spans in failed attempts to send to destination.",
+            ("exporter",))
+        self.enqueue_failed = registry.counter(
+            "otelcol_exporter_enqueue_failed_spans", "Number of spans failed to be added to the sending queue.",
+            ("exporter",))
+        self.retries = registry.counter(
+            "tailsample_exporter_retries", "Send attempts that failed and were retried.", ("exporter",))
+        self._exporters: list[Exporter] = []
+        registry.add_collector(self._collect)
+
+    def watch(self, exporter: Exporter) -> None:
+        self._exporters.append(exporter)
+
+    def _collect(self) -> list[Sample]:
+        out = []
+        for e in self._exporters:
+            labels = (("exporter", e.id),)
+            out.append(Sample("otelcol_exporter_queue_size", "gauge", "Current size of the retry queue (in batches)",
+                              labels, e.queue_size))
+            out.append(Sample("otelcol_exporter_queue_capacity", "gauge",
+                              "Fixed capacity of the retry queue (in batches)", labels, e.queue_capacity))
+        return out
+
+
+class _EveryOnce:
+    """Logs a repeated event at most once per `period` seconds, with how many happened since the last line."""
+
+    def __init__(self, period: float = 1.0) -> None:
+        self.period = period
+        self._last = 0.0
+        self._pending = 0
+
+    def log(self, logger: logging.Logger, message: str, *args: object) -> None:
+        self._pending += 1
+        now = time.monotonic()
+        if now - self._last >= self.period:
+            logger.warning(message + " (%d such since the last report)", *args, self._pending)
+            self._last, self._pending = now, 0
+
+
+class Backoff:
+    """The collector's exponential backoff (cenkalti/backoff semantics) for one batch."""
+
+    def __init__(self, settings: RetrySettings, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self._interval = settings.initial_interval
+        self._started = time.monotonic()
+        self._rng = rng or random.Random()
+
+    def next_wait(self, server_delay: float | None) -> float | None:
+        """Seconds to wait before the next attempt, or None when the time budget is spent."""
+        s = self.settings
+        rf = s.randomization_factor
+        wait = self._interval * (1 + rf * (2 * self._rng.random() - 1))
+        if server_delay is not None:
+            wait = max(wait, server_delay)
+        self._interval = min(self._interval * s.multiplier, s.max_interval)
+        if s.max_elapsed_time > 0 and time.monotonic() - self._started + wait > s.max_elapsed_time:
+            return None
+        return wait
+
+
+class Exporter(abc.ABC):
+    """An exporter with a sending queue and retries; subclasses implement `_send` (and `_open`, `_close`)."""
+
+    kind = "exporter"
+
+    def __init__(self, exporter_id: str, queue: QueueSettings, retry: RetrySettings, metrics: ExporterMetrics) -> None:
+        self.id = exporter_id
+        self.queue_settings = queue
+        self.retry = retry
+        self.metrics = metrics
+        self._queue: asyncio.Queue[Batch] | None = None
+        self._consumers: list[asyncio.Task[None]] = []
+        self._drop_log = _EveryOnce()
+        self._fail_log = _EveryOnce()
+        metrics.watch(self)
+        for counter in (metrics.sent, metrics.send_failed, metrics.enqueue_failed):
+            counter.add(0, exporter_id)  # every series exists from the start: dashboards see 0, not nothing
+
+    @property
+    def queue_size(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    @property
+    def queue_capacity(self) -> int:
+        return self.queue_settings.queue_size if self.queue_settings.enabled else 0
+
+    async def start(self) -> None:
+        await self._open()
+        if self.queue_settings.enabled:
+            self._queue = asyncio.Queue(self.queue_settings.queue_size)
+            self._consumers = [asyncio.create_task(self._consume(), name=f"{self.id}-consumer-{i}")
+                               for i in range(self.queue_settings.num_consumers)]
+
+    async def export(self, batch: Batch) -> None:
+        """Queue the batch (or send it now, without a queue). Never raises: failures are counted and logged."""
+        if self._queue is None:
+            await self._send_with_retry(batch)
+            return
+        try:
+            self._queue.put_nowait(batch)
+        except asyncio.QueueFull:
+            self.metrics.enqueue_failed.add(batch.spans, self.id)
+            self._drop_log.log(log, "%s: sending queue is full (%d batches); dropped %d spans",
+                               self.id, self.queue_settings.queue_size, batch.spans)
+
+    async def _consume(self) -> None:
+        assert self._queue is not None
+        while True:
+            batch = await self._queue.get()
+            try:
+                await self._send_with_retry(batch)
+            except asyncio.CancelledError:  # shutdown's deadline passed with this batch in flight
+                self.metrics.send_failed.add(batch.spans, self.id)
+                log.warning("%s: shutdown timeout reached while sending %d spans; not sent", self.id, batch.spans)
+                raise
+            finally:
+                self._queue.task_done()
+
+    async def _send_with_retry(self, batch: Batch) -> None:
+        backoff: Backoff | None = None
+        while True:
+            try:
+                await self._send(batch)
+            except ExportError as exc:
+                wait = None
+                if exc.retryable and self.retry.enabled:
+                    backoff = backoff or Backoff(self.retry)
+                    wait = backoff.next_wait(exc.retry_after)
+                if wait is None:
+                    self.metrics.send_failed.add(batch.spans, self.id)
+                    why = "not retryable" if not exc.retryable else (
+                        "retry disabled" if not self.retry.enabled else "retries exhausted (max_elapsed_time)")
+                    self._fail_log.log(log, "%s: dropping %d spans, %s: %s", self.id, batch.spans, why, exc)
+                    return
+                self.metrics.retries.add(1, self.id)
+                log.debug("%s: %s; retrying in %.2fs", self.id, exc, wait)
+                await asyncio.sleep(wait)
+                continue
+            except Exception as exc:  # a bug or an unexpected library error: count it, keep the exporter alive
+                self.metrics.send_failed.add(batch.spans, self.id)
+                log.exception("%s: unexpected error sending %d spans: %s", self.id, batch.spans, exc)
+                return
+            self.metrics.sent.add(batch.spans, self.id)
+            return
+
+    async def shutdown(self, deadline: float) -> None:
+        """Drain the queue until `deadline` (time.monotonic()), then stop; what is left is counted as failed."""
+        if self._queue is not None:
+            try:
+                await asyncio.wait_for(self._queue.join(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                pass
+            for task in self._consumers:
+                task.cancel()
+            await asyncio.gather(*self._consumers, return_exceptions=True)
+            left = 0
+            while not self._queue.empty():
+                left += self._queue.get_nowait().spans
+            if left:
+                self.metrics.send_failed.add(left, self.id)
+                log.warning("%s: shutdown timeout reached; %d queued spans were not sent", self.id, left)
+        await self._close()
+
+    async def _open(self) -> None:  # noqa: B027 - optional hook
+        """Open connections or files (called by start)."""
+
+    async def _close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections or files (called by shutdown)."""
+
+    @abc.abstractmethod
+    async def _send(self, batch: Batch) -> None:
+        """Send once; raise ExportError on failure."""
+
+
+__all__ = ["Backoff", "Batch", "ExportError", "Exporter", "ExporterMetrics"]

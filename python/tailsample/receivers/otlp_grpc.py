@@ -1,0 +1,101 @@
+"""OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`, taking the raw request bytes.
+
+No Python protobuf type is involved: the method is registered without a deserializer, so the request arrives as
+bytes and goes straight to the engine. Answers as the OTLP specification says: OK with an empty
+`ExportTraceServiceResponse`; INVALID_ARGUMENT with a message for malformed data; UNAUTHENTICATED without the
+bearer token; RESOURCE_EXHAUSTED with a `RetryInfo` detail under backpressure (OTLP clients retry that one only
+when the detail is there). Messages over `max_recv_msg_size_mib` are refused by grpcio itself
+(RESOURCE_EXHAUSTED) before they reach the handler. gzip request compression is handled by grpcio.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from grpc import aio
+
+from tailsample import _native
+from tailsample.errors import BackpressureError, DecodeError
+from tailsample.otlp_status import RESOURCE_EXHAUSTED, encode_status
+from tailsample.receivers.auth import BearerTokenAuth
+from tailsample.receivers.sink import ReceiverMetrics, Sink
+from tailsample.service.config import GrpcServer, HostPort
+from tailsample.tls import server_credentials
+
+log = logging.getLogger("tailsample.receiver.grpc")
+
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+RETRY_AFTER_S = 1.0
+MiB = 1024 * 1024
+
+
+class OtlpGrpcReceiver:
+    """One `receivers.otlp.protocols.grpc` server."""
+
+    def __init__(self, receiver_id: str, settings: GrpcServer, sink: Sink, metrics: ReceiverMetrics,
+                 auth: BearerTokenAuth | None = None) -> None:
+        self.id = receiver_id
+        self.settings = settings
+        self.sink = sink
+        self.metrics = metrics
+        self.auth = auth
+        self._server: aio.Server | None = None
+        metrics.accepted.add(0, receiver_id, "grpc")
+        metrics.refused.add(0, receiver_id, "grpc")
+        self.address: HostPort | None = None
+
+    async def start(self) -> HostPort:
+        size = self.settings.max_recv_msg_size_mib * MiB
+        server = aio.server(options=[
+            ("grpc.max_receive_message_length", size),
+            ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
+        ])
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self._export)})
+        server.add_generic_rpc_handlers((handler,))
+        ep = self.settings.endpoint
+        target = f"{ep.host or '[::]'}:{ep.port}" if ":" not in ep.host else f"[{ep.host}]:{ep.port}"
+        if self.settings.tls is not None:
+            port = server.add_secure_port(target, server_credentials(self.settings.tls))
+        else:
+            port = server.add_insecure_port(target)
+        await server.start()
+        self._server = server
+        self.address = HostPort(ep.host, port)
+        return self.address
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stops accepting; calls in flight get `grace` seconds to finish."""
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    async def _export(self, request: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
+        if self.auth is not None:
+            header = next((str(v) for k, v in context.invocation_metadata() or () if k == "authorization"), None)
+            if not self.auth.authenticate(header):
+                self.metrics.rejected.add(1, self.id, "grpc", "unauthenticated")
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                    "missing or invalid bearer token in the authorization metadata")
+        try:
+            spans = self.sink.consume(request)
+        except DecodeError as exc:
+            self.metrics.rejected.add(1, self.id, "grpc", "malformed")
+            log.debug("grpc export: malformed request: %s", exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed ExportTraceServiceRequest: {exc}")
+        except BackpressureError as exc:
+            try:
+                refused = int(_native.inspect_payload(request)["spans"])
+            except ValueError:
+                refused = 0
+            self.metrics.refused.add(refused, self.id, "grpc")
+            message = f"{exc}; retry later"
+            details = encode_status(RESOURCE_EXHAUSTED, message, RETRY_AFTER_S)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message,
+                                trailing_metadata=(("grpc-status-details-bin", details),))
+        self.metrics.accepted.add(spans, self.id, "grpc")
+        return b""
+
+
+__all__ = ["OtlpGrpcReceiver"]

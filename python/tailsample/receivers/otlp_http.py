@@ -1,0 +1,202 @@
+"""OTLP/HTTP receiver: `POST /v1/traces` with protobuf or JSON bodies, as the OTLP specification answers them.
+
+- 200 with an empty `ExportTraceServiceResponse` (in the request's content type) when the pipelines took it;
+- 400 with a `google.rpc.Status` naming what was wrong for malformed protobuf or JSON (the client must not retry);
+- 401 without the bearer token, when the receiver has `auth`;
+- 413 for a body over `max_request_body_size`, compressed or after decompression (a gzip bomb stops there: the
+  body is inflated in bounded steps, never past the limit);
+- 415 for a content type other than `application/x-protobuf` / `application/json`;
+- 503 with `Retry-After` when the engine or the memory limiter applies backpressure: nothing was taken, the
+  client retries, nothing is lost.
+Bodies pass through as bytes: protobuf goes straight to the engine, JSON is transcoded to protobuf in Rust.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import Literal
+
+from aiohttp import web
+
+from tailsample import _native
+from tailsample.errors import BackpressureError, DecodeError
+from tailsample.fileformat import json_to_proto
+from tailsample.otlp_status import (
+    INVALID_ARGUMENT,
+    UNAUTHENTICATED,
+    UNAVAILABLE,
+    encode_status,
+    status_json,
+)
+from tailsample.receivers.auth import BearerTokenAuth
+from tailsample.receivers.sink import ReceiverMetrics, Sink
+from tailsample.service.config import HostPort, HttpServer
+from tailsample.tls import server_context
+
+log = logging.getLogger("tailsample.receiver.http")
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+RETRY_AFTER_S = 1  # what a refused client is told to wait; decisions free room within a tick
+_READ_CHUNK = 1 << 16
+_SIGNALS = ("/v1/metrics", "/v1/logs", "/v1/profiles")
+
+
+class _Reject(Exception):
+    """An error answer: status, gRPC code and message."""
+
+    def __init__(self, status: int, code: int, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.reason = reason
+
+
+class OtlpHttpReceiver:
+    """One `receivers.otlp.protocols.http` server."""
+
+    def __init__(self, receiver_id: str, settings: HttpServer, sink: Sink, metrics: ReceiverMetrics,
+                 auth: BearerTokenAuth | None = None) -> None:
+        self.id = receiver_id
+        self.settings = settings
+        self.sink = sink
+        self.metrics = metrics
+        self.auth = auth
+        self.limit = settings.max_request_body_size
+        self._runner: web.AppRunner | None = None
+        metrics.accepted.add(0, receiver_id, "http")
+        metrics.refused.add(0, receiver_id, "http")
+        self.address: HostPort | None = None
+
+    async def start(self) -> HostPort:
+        app = web.Application(client_max_size=self.limit)
+        app.router.add_post("/v1/traces", self._traces)
+        for path in _SIGNALS:
+            app.router.add_post(path, self._other_signal)
+        # auto_decompress off: bodies are inflated here, in bounded steps
+        self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        ssl_ctx = server_context(self.settings.tls) if self.settings.tls else None
+        ep = self.settings.endpoint
+        site = web.TCPSite(self._runner, ep.host or None, ep.port, ssl_context=ssl_ctx, reuse_address=True)
+        await site.start()
+        self.address = HostPort(ep.host, self._runner.addresses[-1][1])  # the bound port (ep.port may be 0)
+        return self.address
+
+    async def stop(self) -> None:
+        """Stops accepting; requests in flight finish first."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _other_signal(self, request: web.Request) -> web.Response:
+        self.metrics.rejected.add(1, self.id, "http", "not_found")
+        return _error(request, 404, INVALID_ARGUMENT,
+                      f"{request.path}: tailsample receives traces only; send them to /v1/traces", PROTOBUF)
+
+    async def _traces(self, request: web.Request) -> web.Response:
+        kind: Literal["proto", "json"] = "proto"
+        ctype = PROTOBUF
+        try:
+            if self.auth is not None and not self.auth.authenticate(request.headers.get("Authorization")):
+                raise _Reject(401, UNAUTHENTICATED, "missing or invalid bearer token in the Authorization header",
+                              "unauthenticated")
+            media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+            if media == JSON:
+                kind, ctype = "json", JSON
+            elif media != PROTOBUF:
+                raise _Reject(415, INVALID_ARGUMENT,
+                              f"unsupported Content-Type {media or '(none)'!r}; send {PROTOBUF} or {JSON}",
+                              "unsupported_media_type")
+            body = await self._read_body(request)
+            payload = json_to_proto(body) if kind == "json" else body
+        except _Reject as r:
+            self.metrics.rejected.add(1, self.id, "http", r.reason)
+            return _error(request, r.status, r.code, r.message, ctype)
+        except DecodeError as exc:
+            self.metrics.rejected.add(1, self.id, "http", "malformed")
+            return _error(request, 400, INVALID_ARGUMENT, f"malformed {kind} body: {exc}", ctype)
+        try:
+            spans = self.sink.consume(payload)
+        except DecodeError as exc:
+            self.metrics.rejected.add(1, self.id, "http", "malformed")
+            return _error(request, 400, INVALID_ARGUMENT, f"malformed ExportTraceServiceRequest: {exc}", ctype)
+        except BackpressureError as exc:
+            self.metrics.refused.add(_span_count(payload), self.id, "http")
+            resp = _error(request, 503, UNAVAILABLE, f"{exc}; retry later", ctype, retry_after=RETRY_AFTER_S)
+            resp.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return resp
+        self.metrics.accepted.add(spans, self.id, "http")
+        return web.Response(body=b"{}" if kind == "json" else b"", content_type=ctype)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        limit = self.limit
+        if request.content_length is not None and request.content_length > limit:
+            raise _Reject(413, INVALID_ARGUMENT, f"body of {request.content_length} bytes exceeds "
+                          f"max_request_body_size ({limit} bytes)", "too_large")
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity", "gzip", "deflate", "zlib"):
+            raise _Reject(415, INVALID_ARGUMENT, f"unsupported Content-Encoding {encoding!r}; "
+                          "supported: gzip, deflate (zlib), identity", "unsupported_encoding")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.read(_READ_CHUNK)
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise _Reject(413, INVALID_ARGUMENT, f"body exceeds max_request_body_size ({limit} bytes)",
+                              "too_large")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if encoding in ("", "identity"):
+            return raw
+        return _inflate(raw, encoding, limit)
+
+
+def _inflate(raw: bytes, encoding: str, limit: int) -> bytes:
+    """Decompress at most `limit` bytes; more is a 413, never a full inflation. Handles multi-member gzip."""
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    out: list[bytes] = []
+    size = 0
+    data = raw
+    while True:
+        d = zlib.decompressobj(wbits)
+        try:
+            part = d.decompress(data, limit - size + 1)
+        except zlib.error as exc:
+            raise _Reject(400, INVALID_ARGUMENT, f"invalid {encoding} body: {exc}", "malformed") from None
+        size += len(part)
+        if size > limit or d.unconsumed_tail:
+            raise _Reject(413, INVALID_ARGUMENT, f"decompressed body exceeds max_request_body_size ({limit} bytes)",
+                          "too_large")
+        out.append(part)
+        if not d.eof:
+            raise _Reject(400, INVALID_ARGUMENT, f"truncated {encoding} body", "malformed")
+        data = d.unused_data
+        if not data or encoding != "gzip":
+            return b"".join(out)
+
+
+def _span_count(payload: bytes) -> int:
+    try:
+        return int(_native.inspect_payload(payload)["spans"])
+    except (DecodeError, ValueError):
+        return 0
+
+
+def _error(request: web.Request, status: int, code: int, message: str, ctype: str,
+           retry_after: float | None = None) -> web.Response:
+    # debug: a client that keeps sending bad data must not flood the log; the counters tell
+    log.debug("%s %s: %d %s", request.remote, request.path, status, message)
+    body = status_json(code, message) if ctype == JSON else encode_status(code, message, retry_after)
+    resp = web.Response(status=status, body=body, content_type=ctype)
+    if status == 401:
+        resp.headers["WWW-Authenticate"] = "Bearer"
+    return resp
+
+
+__all__ = ["OtlpHttpReceiver"]

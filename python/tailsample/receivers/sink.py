@@ -1,0 +1,37 @@
+"""What a receiver hands its payloads to, and the counters every receiver keeps."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from tailsample.service.metrics import Registry
+
+
+class Sink(Protocol):
+    """The pipelines behind a receiver.
+
+    `consume` takes one ExportTraceServiceRequest (protobuf bytes) whole or not at all and returns its span
+    count. It raises `DecodeError` for a malformed payload (the client must not retry) and `BackpressureError`
+    when a limit is reached (the client should retry later; nothing of the payload was taken).
+    """
+
+    def consume(self, payload: bytes) -> int: ...
+
+
+class ReceiverMetrics:
+    """The collector's receiver counters, plus why requests were turned away before reaching the pipelines."""
+
+    def __init__(self, registry: Registry) -> None:
+        labels = ("receiver", "transport")
+        self.accepted = registry.counter(
+            "otelcol_receiver_accepted_spans", "Number of spans successfully pushed into the pipeline.", labels)
+        self.refused = registry.counter(
+            "otelcol_receiver_refused_spans", "Number of spans that could not be pushed into the pipeline.", labels)
+        self.rejected = registry.counter(
+            "tailsample_receiver_rejected_requests",
+            "Requests answered with an error before their spans could be counted, by reason (malformed, "
+            "too_large, unauthenticated, unsupported_media_type, unsupported_encoding, not_found).",
+            (*labels, "reason"))
+
+
+__all__ = ["ReceiverMetrics", "Sink"]

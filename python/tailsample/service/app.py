@@ -1,0 +1,228 @@
+"""`tailsample serve`: the collector configuration brought to life.
+
+Start order: exporters, pipelines (engines), receivers, then the metrics and health endpoints; the health check
+answers 200 only once everything serves. Stop order (SIGTERM or SIGINT): health answers 503, receivers stop
+accepting (calls in flight finish), every engine decides what it holds (or drops it with
+`drop_pending_traces_on_shutdown`), the kept spans go to the exporters, which drain their queues until
+`shutdown_timeout`; then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime
+import json
+import logging
+import signal
+import time
+from typing import Any
+
+from aiohttp import web
+
+from tailsample.errors import ConfigError
+from tailsample.exporters import Exporter, ExporterMetrics, build_exporter
+from tailsample.receivers import BearerTokenAuth, OtlpGrpcReceiver, OtlpHttpReceiver, ReceiverMetrics
+from tailsample.service.config import (
+    BearerTokenAuthExtension,
+    HealthCheckExtension,
+    HostPort,
+    MemoryLimiterProcessor,
+    OtlpExporter,
+    ServiceConfig,
+)
+from tailsample.service.memory import MemoryLimiter, resident_bytes
+from tailsample.service.metrics import Registry, Sample
+from tailsample.service.pipeline import FanoutSink, ServicePipeline
+
+log = logging.getLogger("tailsample.serve")
+
+
+class _HttpEndpoint:
+    """A small aiohttp server (metrics, health check) on one address."""
+
+    def __init__(self, name: str, address: HostPort, routes: list[web.RouteDef]) -> None:
+        self.name = name
+        self.requested = address
+        self.address = address
+        self._app = web.Application()
+        self._app.add_routes(routes)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> HostPort:
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.requested.host or None, self.requested.port, reuse_address=True)
+        await site.start()
+        self.address = HostPort(self.requested.host, self._runner.addresses[-1][1])  # the bound port
+        return self.address
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+class Service:
+    """A running `tailsample serve` (build it, `await start()`, later `await stop()`; or `run()` to the end)."""
+
+    def __init__(self, config: ServiceConfig, *, shutdown_timeout: float = 30.0) -> None:
+        self.config = config
+        self.shutdown_timeout = shutdown_timeout
+        self.registry = Registry()
+        self.ready = False
+        self.started_at = time.time()
+        self.addresses: dict[str, HostPort] = {}
+        self._stopping = asyncio.Event()
+        self._receivers: list[OtlpGrpcReceiver | OtlpHttpReceiver] = []
+        self._endpoints: list[_HttpEndpoint] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tailsample-decide")
+        self.exporters: dict[str, Exporter] = {}
+        self.pipelines: dict[str, ServicePipeline] = {}
+        self.limiters: dict[str, MemoryLimiter] = {}
+        self._check_supported()
+
+    def _check_supported(self) -> None:
+        for eid, exp in self.config.exporters.items():
+            if isinstance(exp, OtlpExporter) and exp.sending_queue.storage:
+                raise ConfigError(f"{self.config.source}: exporters.{eid}.sending_queue.storage: persistent queues "
+                                  "(file_storage) are not supported by tailsample serve yet; remove storage",
+                                  path=f"exporters.{eid}.sending_queue.storage")
+
+    # ---- start -------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        exporter_metrics = ExporterMetrics(self.registry)
+        used_exporters = {e for p in cfg.pipelines.values() for e in p.exporters}
+        for eid in used_exporters:
+            self.exporters[eid] = build_exporter(cfg.exporters[eid], exporter_metrics)
+        for exporter in self.exporters.values():
+            await exporter.start()
+
+        for pid, proc in cfg.processors.items():
+            if isinstance(proc, MemoryLimiterProcessor) and any(pid in p.processors for p in cfg.pipelines.values()):
+                self.limiters[pid] = MemoryLimiter(proc, self.registry)
+        for pid, p in cfg.pipelines.items():
+            self.pipelines[pid] = ServicePipeline(
+                p, dict(cfg.processors), [self.exporters[e] for e in p.exporters],
+                [self.limiters[x] for x in p.processors if x in self.limiters], self.registry)
+
+        receiver_metrics = ReceiverMetrics(self.registry)
+        auths: dict[str, BearerTokenAuth] = {}
+        for xid in cfg.service_extensions:
+            ext = cfg.extensions[xid]
+            if isinstance(ext, BearerTokenAuthExtension):
+                auths[xid] = BearerTokenAuth(ext)
+        for rid, rec in cfg.receivers.items():
+            pipes = [self.pipelines[p.id] for p in cfg.pipelines.values() if rid in p.receivers]
+            if not pipes:
+                continue  # defined but unused, as the collector: not started
+            sink = FanoutSink(pipes)
+            if rec.grpc is not None:
+                g = OtlpGrpcReceiver(rid, rec.grpc, sink, receiver_metrics, auths.get(rec.grpc.auth or ""))
+                self._receivers.append(g)
+                self.addresses[f"{rid}/grpc"] = await g.start()
+            if rec.http is not None:
+                h = OtlpHttpReceiver(rid, rec.http, sink, receiver_metrics, auths.get(rec.http.auth or ""))
+                self._receivers.append(h)
+                self.addresses[f"{rid}/http"] = await h.start()
+
+        self._process_metrics()
+        if cfg.metrics.level != "none":
+            for i, ep in enumerate(cfg.metrics.endpoints):
+                m = _HttpEndpoint("metrics", ep, [web.get("/metrics", self._metrics)])
+                self._endpoints.append(m)
+                self.addresses["metrics" if i == 0 else f"metrics/{i}"] = await m.start()
+        for xid in cfg.service_extensions:
+            ext = cfg.extensions[xid]
+            if isinstance(ext, HealthCheckExtension):
+                hc = _HttpEndpoint(xid, ext.endpoint, [web.get("/", self._health), web.get("/health", self._health)])
+                self._endpoints.append(hc)
+                self.addresses[xid] = await hc.start()
+
+        for limiter in self.limiters.values():
+            self._tasks.append(asyncio.create_task(limiter.run(), name=f"{limiter.settings.id}"))
+        for pipeline in self.pipelines.values():
+            self._tasks.append(asyncio.create_task(self._decide_loop(loop, pipeline), name=f"decide-{pipeline.id}"))
+        self.ready = True
+        log.info("tailsample serve: ready; %s", ", ".join(f"{k} on {v}" for k, v in self.addresses.items()))
+
+    def _process_metrics(self) -> None:
+        def collect() -> list[Sample]:
+            return [
+                Sample("otelcol_process_uptime", "counter", "Uptime of the process (s)", (),
+                       time.time() - self.started_at),
+                Sample("otelcol_process_memory_rss", "gauge", "Total physical memory (resident set size) (bytes)",
+                       (), resident_bytes()),
+            ]
+
+        self.registry.add_collector(collect)
+
+    async def _decide_loop(self, loop: asyncio.AbstractEventLoop, pipeline: ServicePipeline) -> None:
+        while True:
+            try:
+                await pipeline.decide(loop, self._executor)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one bad tick stop decisions
+                log.exception("%s: decision tick failed", pipeline.id)
+            await asyncio.sleep(pipeline.tick)
+
+    # ---- endpoints ---------------------------------------------------------------------------------------------
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.registry.render(), content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        up = datetime.datetime.fromtimestamp(self.started_at, datetime.timezone.utc)
+        body: dict[str, Any] = {"status": "Server available" if self.ready else "Server not available",
+                                "upSince": up.isoformat().replace("+00:00", "Z"),
+                                "uptime": f"{time.time() - self.started_at:.3f}s"}
+        return web.Response(status=200 if self.ready else 503, text=json.dumps(body),
+                            content_type="application/json")
+
+    # ---- stop --------------------------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def stop(self) -> None:
+        """Receivers off, decide or drop what is pending, drain the exporters within `shutdown_timeout`."""
+        deadline = time.monotonic() + self.shutdown_timeout
+        self.ready = False
+        log.info("tailsample serve: shutting down")
+        for r in self._receivers:
+            if isinstance(r, OtlpGrpcReceiver):
+                await r.stop(grace=min(5.0, self.shutdown_timeout))
+            else:
+                await r.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for pipeline in self.pipelines.values():
+            await pipeline.flush()
+        await asyncio.gather(*(e.shutdown(deadline) for e in self.exporters.values()))
+        for ep in self._endpoints:
+            await ep.stop()
+        self._executor.shutdown(wait=True)
+        log.info("tailsample serve: stopped")
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM or SIGINT (or `request_stop()`), stop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread / not Unix
+                loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+
+
+__all__ = ["Service"]

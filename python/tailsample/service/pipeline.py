@@ -1,0 +1,202 @@
+"""A traces pipeline of `tailsample serve`: its processors in order around one engine, then its exporters.
+
+receivers ──bytes──▶ [memory_limiter] ─▶ tail_sampling (the engine) ─ poll ─▶ [batch] ─▶ every exporter
+
+- `memory_limiter`, wherever it is listed, is checked before the engine takes a payload (it refuses data).
+- `tail_sampling` is the engine: payloads are buffered by trace and decided `decision_wait` after a trace's first
+  span; the decision loop polls it every `tick` seconds in a worker thread (the engine releases the GIL).
+- `batch` after `tail_sampling` regroups kept payloads into batches of `send_batch_size` spans (or what
+  `timeout` gathered), never above `send_batch_max_size` when payloads allow (a payload is never split).
+  Concatenated ExportTraceServiceRequests are one valid request: their `resource_spans` add up. A `batch` before
+  `tail_sampling` cannot change what is kept (the engine regroups spans by trace anyway), so it passes data
+  through; the README says so.
+- Several exporters receive the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+from tailsample import _native
+from tailsample.engine import Engine
+from tailsample.exporters.base import Batch, Exporter
+from tailsample.service.config import BatchProcessor, Pipeline, TailSamplingProcessor
+from tailsample.service.memory import MemoryLimiter
+from tailsample.service.metrics import Registry, Sample
+
+log = logging.getLogger("tailsample.pipeline")
+
+PREFIX = "otelcol_processor_tail_sampling_"
+# engine stats that are gauges (levels); every other key is a counter
+_GAUGES = frozenset({"traces_in_memory", "spans_in_memory", "span_bytes_in_memory", "memory_bytes",
+                     "late_span_buffer_bytes", "sampled_cache_entries", "non_sampled_cache_entries",
+                     "non_sampled_cache_bytes", "interned_origins", "num_shards"})
+
+
+def span_count(payload: bytes) -> int:
+    return int(_native.inspect_payload(payload)["spans"])
+
+
+class Batcher:
+    """The `batch` processor after `tail_sampling`."""
+
+    def __init__(self, settings: BatchProcessor, exporters: Sequence[Exporter]) -> None:
+        self.settings = settings
+        self.exporters = exporters
+        self._pending: list[Batch] = []
+        self._spans = 0
+        self._since = 0.0
+
+    async def add(self, batch: Batch) -> None:
+        limit = self.settings.send_batch_max_size
+        if limit and self._pending and self._spans + batch.spans > limit:
+            await self.flush()
+        if not self._pending:
+            self._since = time.monotonic()
+        self._pending.append(batch)
+        self._spans += batch.spans
+        if self._spans >= self.settings.send_batch_size:
+            await self.flush()
+
+    async def on_tick(self) -> None:
+        if self._pending and time.monotonic() - self._since >= self.settings.timeout:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        pending, spans = self._pending, self._spans
+        self._pending, self._spans = [], 0
+        merged = pending[0] if len(pending) == 1 else Batch(b"".join(b.payload for b in pending), spans)
+        await fan_out(self.exporters, merged)
+
+
+async def fan_out(exporters: Sequence[Exporter], batch: Batch) -> None:
+    for exporter in exporters:
+        await exporter.export(batch)
+
+
+class ServicePipeline:
+    """One `service.pipelines.traces[/name]`: consumes payloads, decides, hands kept spans to the exporters."""
+
+    def __init__(self, settings: Pipeline, processors: dict[str, object], exporters: Sequence[Exporter],
+                 limiters: Sequence[MemoryLimiter], registry: Registry) -> None:
+        self.id = settings.id
+        sampler = processors[settings.tail_sampling]
+        assert isinstance(sampler, TailSamplingProcessor)
+        self.sampler_id = sampler.id
+        self.engine = Engine(sampler.config)
+        self.exporters = list(exporters)
+        self.limiters = list(limiters)
+        after = settings.processors[settings.processors.index(settings.tail_sampling) + 1:]
+        batch = next((p for p in (processors[x] for x in after) if isinstance(p, BatchProcessor)), None)
+        self.batcher = Batcher(batch, self.exporters) if batch is not None else None
+        self.tick = min(0.1, max(0.01, sampler.config.decision_wait / 10))
+        self._timer = registry.histogram(
+            PREFIX + "sampling_decision_timer_latency", "Latency (ms) of each run of the sampling decision timer",
+            (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000), ("processor",))
+        registry.add_collector(self._collect)
+
+    # ---- in: called by the receivers, on the event loop --------------------------------------------------------
+
+    def consume(self, payload: bytes) -> int:
+        for limiter in self.limiters:
+            limiter.check()
+        return self.engine.ingest(payload)
+
+    # ---- out: the decision loop ------------------------------------------------------------------------------
+
+    async def decide(self, loop: asyncio.AbstractEventLoop, executor: concurrent.futures.Executor) -> None:
+        started = time.perf_counter()
+        payloads = await loop.run_in_executor(executor, self.engine.poll)
+        self._timer.observe((time.perf_counter() - started) * 1e3, self.sampler_id)
+        await self.dispatch(payloads)
+        if self.batcher is not None:
+            await self.batcher.on_tick()
+
+    async def dispatch(self, payloads: Iterable[bytes]) -> None:
+        for payload in payloads:
+            batch = Batch(payload, span_count(payload))
+            if self.batcher is not None:
+                await self.batcher.add(batch)
+            else:
+                await fan_out(self.exporters, batch)
+
+    async def flush(self) -> None:
+        """Shutdown: decide (or drop) everything pending and hand it to the exporters."""
+        await self.dispatch(self.engine.flush())
+        if self.batcher is not None:
+            await self.batcher.flush()
+
+    # ---- metrics ---------------------------------------------------------------------------------------------
+
+    def _collect(self) -> list[Sample]:
+        stats = self.engine.stats()
+        out: list[Sample] = []
+        proc = ("processor", self.sampler_id)
+
+        def add(name: str, kind: str, help_text: str, value: float, *labels: tuple[str, str]) -> None:
+            out.append(Sample(name, kind, help_text, (proc, *labels), value))
+
+        for policy, c in self.engine.policy_stats().items():
+            pol = ("policy", policy)
+            add(PREFIX + "count_traces_sampled", "counter", "Count of traces that were sampled or not per policy",
+                c["sampled"], pol, ("sampled", "true"), ("decision", "sampled"))
+            add(PREFIX + "count_traces_sampled", "counter", "Count of traces that were sampled or not per policy",
+                c["not_sampled"], pol, ("sampled", "false"), ("decision", "not_sampled"))
+            if c["dropped"]:
+                add(PREFIX + "count_traces_sampled", "counter",
+                    "Count of traces that were sampled or not per policy", c["dropped"], pol, ("sampled", "false"),
+                    ("decision", "dropped"))
+            add(PREFIX + "sampling_policy_execution_count", "counter", "Total number of executions of a policy",
+                c["sampled"] + c["not_sampled"] + c["dropped"] + c["errors"], pol)
+            add("tailsample_policy_decided_traces", "counter",
+                "Kept traces this policy was the first, in order, to sample", c["decided"], pol)
+        glob = PREFIX + "global_count_traces_sampled"
+        ghelp = "Global count of traces that were sampled or not by at least one policy"
+        add(glob, "counter", ghelp, stats["traces_sampled"], ("sampled", "true"), ("decision", "sampled"))
+        add(glob, "counter", ghelp, stats["traces_not_sampled"], ("sampled", "false"), ("decision", "not_sampled"))
+        add(glob, "counter", ghelp, stats["traces_dropped_by_policy"], ("sampled", "false"), ("decision", "dropped"))
+        add(PREFIX + "sampling_policy_evaluation_error", "counter", "Count of sampling policy evaluation errors",
+            stats["policy_evaluation_errors"])
+        add(PREFIX + "sampling_trace_dropped_too_early", "counter",
+            "Count of traces that needed to be dropped before the configured wait time", stats["traces_evicted"])
+        add(PREFIX + "sampling_traces_on_memory", "gauge", "Tracks the number of traces current on memory",
+            stats["traces_in_memory"])
+        add(PREFIX + "new_trace_id_received", "counter", "Counts the arrival of new traces",
+            stats["traces_received"])
+        add(PREFIX + "traces_dropped_too_large", "counter", "Count of traces dropped for exceeding the size limit",
+            stats["traces_dropped_too_large"])
+        for key, value in stats.items():
+            kind = "gauge" if key in _GAUGES or key.startswith("limit_") else "counter"
+            add(f"tailsample_engine_{key}", kind, f"engine stat {key} (see the README's limits table)", value)
+        return out
+
+
+class FanoutSink:
+    """The sink of a receiver listed in several pipelines: each pipeline gets the payload.
+
+    Every memory limiter is checked first, so a refusal takes nothing; an engine refusing after another took the
+    payload makes the client's retry a duplicate in the first pipeline (a case of several pipelines only).
+    """
+
+    def __init__(self, pipelines: Sequence[ServicePipeline]) -> None:
+        self.pipelines = list(pipelines)
+
+    def consume(self, payload: bytes) -> int:
+        if len(self.pipelines) == 1:
+            return self.pipelines[0].consume(payload)
+        for p in self.pipelines:
+            for limiter in p.limiters:
+                limiter.check()
+        spans = 0
+        for p in self.pipelines:
+            spans = p.engine.ingest(payload)
+        return spans
+
+
+__all__ = ["Batcher", "FanoutSink", "ServicePipeline", "fan_out", "span_count"]
