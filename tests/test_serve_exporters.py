@@ -1,0 +1,212 @@
+"""Exporters of `tailsample serve`: OTLP/HTTP and OTLP/gRPC to a test backend that fails on command or is down
+for a while, the bounded sending queue, backoff, and the file and debug exporters."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import random
+
+import grpc
+import pytest
+
+from otlp_builders import STATUS_ERROR, make_request, make_span, service, span_id, trace_id
+from service_harness import service_config, serving, sink, wait_for
+from tailsample.exporters.base import Backoff
+from tailsample.fileformat import read_payloads
+from tailsample.service.config import RetrySettings
+
+FAST_RETRY = {"initial_interval": "20ms", "max_interval": "100ms", "max_elapsed_time": "20s"}
+
+
+def send_errors(s, rng, n: int) -> set[str]:
+    """n error traces (2 spans each) through the service's HTTP receiver; their trace IDs."""
+    import urllib.request
+
+    ids = set()
+    for _ in range(n):
+        tid = trace_id(rng)
+        root = span_id(rng)
+        body = make_request(service("api"), [make_span(tid, root),
+                                             make_span(tid, span_id(rng), parent=root, status=STATUS_ERROR)])
+        req = urllib.request.Request(s.url(), data=body, headers={"Content-Type": "application/x-protobuf"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200
+        ids.add(tid.hex())
+    return ids
+
+
+@pytest.fixture
+def backend():
+    with sink() as s:
+        yield s
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_headers_and_gzip_reach_the_backend(backend, rng, protocol):
+    exporter = ({"otlphttp": {"endpoint": backend.http_endpoint, "headers": {"X-Tenant": "acme"}}}
+                if protocol == "http" else
+                {"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True},
+                          "headers": {"X-Tenant": "acme"}}})
+    with serving(service_config(exporters=exporter)) as s:
+        ids = send_errors(s, rng, 3)
+        wait_for(lambda: {t for t, *_ in backend.spans()} == ids)
+        assert backend.span_count() == 6
+        assert all(h.get("x-tenant") == "acme" for h in backend.headers)
+        if protocol == "http":
+            assert all(h.get("content-type") == "application/x-protobuf" for h in backend.headers)
+
+
+@pytest.mark.parametrize(("protocol", "failure"), [
+    ("http", {"http_status": 503}),
+    ("http", {"http_status": 429, "retry_after": 0}),
+    ("grpc", {"grpc_code": grpc.StatusCode.UNAVAILABLE}),
+    ("grpc", {"grpc_code": grpc.StatusCode.RESOURCE_EXHAUSTED, "retry_after": 0.01}),
+])
+def test_retryable_failures_are_retried_until_delivered(backend, rng, protocol, failure):
+    exporter = ({"otlphttp": {"endpoint": backend.http_endpoint, "retry_on_failure": FAST_RETRY}}
+                if protocol == "http" else
+                {"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True},
+                          "retry_on_failure": FAST_RETRY}})
+    eid = next(iter(exporter))
+    backend.fail(3, **failure)
+    with serving(service_config(exporters=exporter)) as s:
+        ids = send_errors(s, rng, 1)
+        wait_for(lambda: {t for t, *_ in backend.spans()} == ids)
+        # the backend has the spans before the exporter hears back and counts them
+        wait_for(lambda: s.metric(f'otelcol_exporter_sent_spans_total{{exporter="{eid}"}}') == 2)
+        assert backend.attempts == 4
+        assert s.metric(f'tailsample_exporter_retries_total{{exporter="{eid}"}}') == 3
+        assert s.metric(f'otelcol_exporter_send_failed_spans_total{{exporter="{eid}"}}') == 0
+
+
+@pytest.mark.parametrize(("protocol", "failure"), [
+    ("http", {"http_status": 400}),
+    ("grpc", {"grpc_code": grpc.StatusCode.INVALID_ARGUMENT}),
+    ("grpc", {"grpc_code": grpc.StatusCode.RESOURCE_EXHAUSTED}),  # without RetryInfo: permanent, as the collector
+])
+def test_permanent_failures_are_counted_and_not_retried(backend, rng, protocol, failure, caplog):
+    exporter = ({"otlphttp": {"endpoint": backend.http_endpoint, "retry_on_failure": FAST_RETRY}}
+                if protocol == "http" else
+                {"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True},
+                          "retry_on_failure": FAST_RETRY}})
+    eid = next(iter(exporter))
+    backend.fail(1, **failure)
+    with (caplog.at_level(logging.WARNING, logger="tailsample.exporter"),
+          serving(service_config(exporters=exporter)) as s):
+        send_errors(s, rng, 1)
+        wait_for(lambda: s.metric(f'otelcol_exporter_send_failed_spans_total{{exporter="{eid}"}}') == 2)
+        assert backend.attempts == 1
+        assert s.metric(f'tailsample_exporter_retries_total{{exporter="{eid}"}}') == 0
+    assert any("not retryable" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_backend_down_for_a_while_loses_nothing(backend, rng, protocol):
+    exporter = ({"otlphttp": {"endpoint": backend.http_endpoint, "retry_on_failure": FAST_RETRY, "timeout": "1s"}}
+                if protocol == "http" else
+                {"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True}, "timeout": "1s",
+                          "retry_on_failure": FAST_RETRY}})
+    eid = next(iter(exporter))
+    backend.stop()
+    with serving(service_config(exporters=exporter)) as s:
+        ids = send_errors(s, rng, 20)
+        wait_for(lambda: s.metric(f'tailsample_exporter_retries_total{{exporter="{eid}"}}') >= 20,
+                 what="retries while the backend is down")
+        assert backend.span_count() == 0
+        backend.start()
+        wait_for(lambda: {t for t, *_ in backend.spans()} == ids, timeout=20, what="every trace after recovery")
+        assert backend.span_count() == 40  # each span once: nothing lost, nothing doubled
+        wait_for(lambda: s.metric(f'otelcol_exporter_sent_spans_total{{exporter="{eid}"}}') == 40)
+        assert s.metric(f'otelcol_exporter_send_failed_spans_total{{exporter="{eid}"}}') == 0
+        assert s.metric(f'otelcol_exporter_enqueue_failed_spans_total{{exporter="{eid}"}}') == 0
+
+
+def test_full_queue_drops_are_counted_and_logged(backend, rng, caplog):
+    exporter = {"otlphttp": {"endpoint": backend.http_endpoint, "retry_on_failure": FAST_RETRY,
+                             "sending_queue": {"queue_size": 2, "num_consumers": 1}}}
+    backend.stop()
+    with (caplog.at_level(logging.WARNING, logger="tailsample.exporter"),
+          serving(service_config(exporters=exporter)) as s):
+        kept = 'otelcol_processor_tail_sampling_global_count_traces_sampled_total{processor="tail_sampling",' \
+               'sampled="true",decision="sampled"}'
+        # one trace at a time, each decided before the next: one batch in flight (retrying), two queued, and
+        # the other three dropped, and counted
+        for i in range(6):
+            send_errors(s, rng, 1)
+            wait_for(lambda i=i: s.metric(kept) == i + 1)
+        wait_for(lambda: s.metric('otelcol_exporter_enqueue_failed_spans_total{exporter="otlphttp"}') == 6)
+        assert s.metric('otelcol_exporter_queue_capacity{exporter="otlphttp"}') == 2
+        assert s.metric('otelcol_exporter_queue_size{exporter="otlphttp"}') == 2
+        backend.start()
+        wait_for(lambda: backend.span_count() == 6, timeout=20, what="the in-flight and queued batches")
+    assert any("sending queue is full" in r.getMessage() for r in caplog.records)
+
+
+def test_disabled_retry_gives_up_at_once(backend, rng):
+    exporter = {"otlphttp": {"endpoint": backend.http_endpoint, "retry_on_failure": {"enabled": False}}}
+    backend.fail(1, http_status=503)
+    with serving(service_config(exporters=exporter)) as s:
+        send_errors(s, rng, 1)
+        wait_for(lambda: s.metric('otelcol_exporter_send_failed_spans_total{exporter="otlphttp"}') == 2)
+        assert backend.attempts == 1
+
+
+def test_several_exporters_get_the_same_data_and_file_formats(backend, rng, tmp_path):
+    jpath, ppath = tmp_path / "out.json", tmp_path / "out.pb"
+    jpath.write_text("")  # the file exporter appends to what is there
+    exporters = {"otlphttp": {"endpoint": backend.http_endpoint}, "file/json": {"path": str(jpath)},
+                 "file/proto": {"path": str(ppath), "format": "proto"}, "debug": {"verbosity": "normal"}}
+    with serving(service_config(exporters=exporters)) as s:
+        ids = send_errors(s, rng, 4)
+        wait_for(lambda: backend.span_count() == 8)
+        for eid in exporters:
+            wait_for(lambda eid=eid: s.metric(f'otelcol_exporter_sent_spans_total{{exporter="{eid}"}}') == 8)
+    for path, fmt in ((jpath, "json"), (ppath, "proto")):
+        from otlp_builders import spans_out
+
+        spans = spans_out(read_payloads(path, fmt))
+        assert len(spans) == 8 and {t.hex() for t, _, _ in spans} == ids
+
+
+def test_batch_processor_after_tail_sampling_merges_payloads(backend, rng):
+    cfg = service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}},
+                         processors={"batch": {"send_batch_size": 6, "timeout": "10s"}},
+                         pipeline_processors=["tail_sampling", "batch"])
+    with serving(cfg) as s:
+        ids = send_errors(s, rng, 3)  # 6 spans, decided in 1-3 polls: one batch of 6 once all are in
+        wait_for(lambda: backend.span_count() == 6)
+        assert len(backend.payloads) == 1
+        assert {t for t, *_ in backend.spans()} == ids
+
+
+def test_backoff_follows_the_collector():
+    settings = RetrySettings(initial_interval=1.0, randomization_factor=0.0, multiplier=2.0, max_interval=5.0,
+                             max_elapsed_time=0.0)
+    b = Backoff(settings, random.Random(1))
+    assert [b.next_wait(None) for _ in range(5)] == [1.0, 2.0, 4.0, 5.0, 5.0]
+    assert Backoff(settings).next_wait(30.0) == 30.0  # the server's delay wins when longer
+    jitter = Backoff(RetrySettings(initial_interval=1.0, randomization_factor=0.5), random.Random(2))
+    assert 0.5 <= jitter.next_wait(None) <= 1.5
+    budget = Backoff(RetrySettings(initial_interval=10.0, max_elapsed_time=5.0, randomization_factor=0.0))
+    assert budget.next_wait(None) is None  # the next wait would pass max_elapsed_time
+
+
+def test_gzip_is_used_for_http_bodies(backend, rng, monkeypatch):
+    seen = []
+    import tailsample.exporters.otlp_http as mod
+
+    real = mod._gzip
+    monkeypatch.setattr(mod, "_gzip", lambda data: seen.append(len(data)) or real(data))
+    exporter = {"otlphttp": {"endpoint": backend.http_endpoint}}
+    with serving(service_config(exporters=exporter)) as s:
+        tid = trace_id(rng)
+        body = make_request(service("api"), [make_span(tid, span_id(rng), status=STATUS_ERROR,
+                                                       attributes={"pad": "y" * 4000})])
+        import urllib.request
+
+        req = urllib.request.Request(s.url(), data=gzip.compress(body),
+                                     headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
+        urllib.request.urlopen(req, timeout=10).close()
+        wait_for(lambda: backend.span_count() == 1)
+    assert seen and seen[0] > 4000
