@@ -154,7 +154,7 @@ def test_disabled_retry_gives_up_at_once(backend, rng):
 
 def test_several_exporters_get_the_same_data_and_file_formats(backend, rng, tmp_path):
     jpath, ppath = tmp_path / "out.json", tmp_path / "out.pb"
-    jpath.write_text("")  # the file exporter appends to what is there
+    jpath.write_text("stale\n")  # truncated at start: the collector file exporter without append
     exporters = {"otlphttp": {"endpoint": backend.http_endpoint}, "file/json": {"path": str(jpath)},
                  "file/proto": {"path": str(ppath), "format": "proto"}, "debug": {"verbosity": "normal"}}
     with serving(service_config(exporters=exporters)) as s:
@@ -210,3 +210,46 @@ def test_gzip_is_used_for_http_bodies(backend, rng, monkeypatch):
         urllib.request.urlopen(req, timeout=10).close()
         wait_for(lambda: backend.span_count() == 1)
     assert seen and seen[0] > 4000
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_exporter_tls_with_ca_file_to_another_tailsample(rng, tmp_path, protocol):
+    """Two services chained: B exports over TLS (its CA file) to A, whose receivers use the server certificate."""
+    from service_harness import make_certs
+
+    certs = make_certs(tmp_path)
+    tls = {"tls": {"cert_file": str(certs.cert), "key_file": str(certs.key)}}
+    out = tmp_path / "a.json"
+    a_cfg = service_config(exporters={"file": {"path": str(out)}},
+                           policies=[{"name": "all", "type": "always_sample"}], decision_wait="100ms",
+                           receivers={"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0", **tls},
+                                                             "http": {"endpoint": "127.0.0.1:0", **tls}}}})
+    with serving(a_cfg) as a:
+        if protocol == "http":
+            exporter = {"otlphttp": {"traces_endpoint": f"https://{a.address('otlp/http')}/v1/traces",
+                                     "tls": {"ca_file": str(certs.ca)}}}
+        else:
+            exporter = {"otlp": {"endpoint": a.address("otlp/grpc"), "tls": {"ca_file": str(certs.ca)}}}
+        with serving(service_config(exporters=exporter)) as b:
+            ids = send_errors(b, rng, 3)
+            wait_for(lambda: a.metric('otelcol_exporter_sent_spans_total{exporter="file"}') == 6)
+    from otlp_builders import spans_out
+
+    assert {t.hex() for t, _, _ in spans_out(read_payloads(out, "json"))} == ids
+
+
+def test_receiver_traces_url_path_and_response_headers(backend, rng):
+    import urllib.request
+
+    cfg = service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}},
+                         receivers={"otlp": {"protocols": {"http": {"endpoint": "127.0.0.1:0",
+                                                                    "traces_url_path": "/ingest/traces",
+                                                                    "response_headers": {"X-Served-By": "ts"}}}}})
+    with serving(cfg) as s:
+        tid = trace_id(rng)
+        body = make_request(service("api"), [make_span(tid, span_id(rng), status=STATUS_ERROR)])
+        req = urllib.request.Request(s.url(path="/ingest/traces"), data=body,
+                                     headers={"Content-Type": "application/x-protobuf"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 200 and resp.headers["X-Served-By"] == "ts"
+        wait_for(lambda: {t for t, *_ in backend.spans()} == {tid.hex()})

@@ -426,7 +426,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("receiver type", _set("receivers.kafka", {}), "receivers.kafka", "supports: otlp"),
     ("bad component id", _set("receivers.otlp/", {}), "receivers.otlp/", "invalid component id"),
     ("receiver unknown key", _set("receivers.otlp.protocols.grpc", {"endpont": "x:1"}),
-     "receivers.otlp.protocols.grpc.endpont", "known keys here: auth, endpoint, max_recv_msg_size_mib, tls"),
+     "receivers.otlp.protocols.grpc.endpont",
+     "known keys here: auth, endpoint, max_concurrent_streams, max_recv_msg_size_mib, tls, transport"),
     ("receiver without protocols", _set("receivers.otlp", {"protocols": {}}), "receivers.otlp.protocols",
      "at least one of grpc, http"),
     ("unknown protocol", _set("receivers.otlp.protocols.thrift", None), "receivers.otlp.protocols.thrift",
@@ -504,7 +505,15 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("file zstd", _set("exporters.file", {"path": "p", "compression": "zstd"}), "exporters.file.compression",
      "'zstd' is not supported by tailsample serve yet"),
     ("file rotation", _set("exporters.file", {"path": "p", "rotation": {}}), "exporters.file.rotation",
-     "known keys here: compression, format, path"),
+     "file rotation is not supported"),
+    ("grpc transport", _set("receivers.otlp.protocols.grpc", {"transport": "unix"}),
+     "receivers.otlp.protocols.grpc.transport", "listens on tcp"),
+    ("http traces_url_path", _set("receivers.otlp.protocols.http", {"traces_url_path": "v1"}),
+     "receivers.otlp.protocols.http.traces_url_path", "must start with /"),
+    ("http compression_algorithms", _set("receivers.otlp.protocols.http", {"compression_algorithms": ["zstd"]}),
+     "receivers.otlp.protocols.http.compression_algorithms[0]", "'zstd' is not supported"),
+    ("otlphttp json encoding", _set("exporters.otlphttp", {"endpoint": "http://x", "encoding": "json"}),
+     "exporters.otlphttp.encoding", "exports protobuf"),
     ("debug verbosity", _set("exporters.debug", {"verbosity": "loud"}), "exporters.debug.verbosity",
      "supported: basic, normal, detailed"),
     ("extension type", _set("extensions.pprof", {}), "extensions.pprof",
@@ -643,3 +652,32 @@ def test_unreadable_file(tmp_path: Path) -> None:
     """Scenario: a path that does not exist. Guarantees: a ConfigError naming it."""
     with pytest.raises(ConfigError, match="cannot read"):
         ServiceConfig.from_file(tmp_path / "missing.yaml")
+
+
+def test_collector_tuning_keys_are_accepted_and_reported_as_ignored() -> None:
+    cfg = _set("receivers.otlp.protocols.grpc", {"keepalive": {"server_parameters": {"time": "10s"}},
+                                                 "include_metadata": True, "max_concurrent_streams": 16})
+    cfg["receivers"]["otlp"]["protocols"]["http"] = {"cors": {"allowed_origins": ["*"]}, "traces_url_path": "/t",
+                                                     "response_headers": {"X-A": "b"},
+                                                     "compression_algorithms": ["gzip"]}
+    cfg["exporters"]["debug/x"] = {"sampling_initial": 5}
+    cfg["service"]["pipelines"]["traces"]["exporters"].append("debug/x")
+    loaded = ServiceConfig.from_dict(cfg)
+    assert loaded.ignored == (
+        "receivers.otlp.protocols.grpc.keepalive: accepted and ignored (connection tuning that grpcio and aiohttp "
+        "do their own way)",
+        "receivers.otlp.protocols.grpc.include_metadata: accepted and ignored (request metadata is not propagated)",
+        "receivers.otlp.protocols.http.cors: accepted and ignored (no browser clients: CORS headers are not sent)",
+        "exporters.debug/x.sampling_initial: accepted and ignored (every batch is printed)",
+    )
+    grpc = loaded.receivers["otlp"].grpc
+    http = loaded.receivers["otlp"].http
+    assert grpc is not None and grpc.max_concurrent_streams == 16
+    assert http is not None and http.traces_url_path == "/t" and dict(http.response_headers) == {"X-A": "b"}
+    assert http.compression_algorithms == ("", "gzip")
+
+
+def test_otlphttp_traces_endpoint_replaces_endpoint() -> None:
+    cfg = _set("exporters.otlphttp", {"traces_endpoint": "https://example.test/custom"})
+    exp = ServiceConfig.from_dict(cfg).exporters["otlphttp"]
+    assert isinstance(exp, OtlpExporter) and exp.traces_endpoint == "https://example.test/custom"

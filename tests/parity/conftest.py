@@ -3,15 +3,14 @@
 The Go program (main.go beside this file) is built into `.bin/parity` the first time it is needed and rebuilt
 only when main.go, go.mod or go.sum change (their SHA-256, with the Go version, is kept in `.bin/parity.sha256`).
 Go's module and build caches stay where `go env GOMODCACHE GOCACHE` says, so they persist between runs. Without
-`go` on PATH the whole suite is skipped.
+`go` on PATH, or when the modules or the toolchain are unavailable, the whole suite is skipped. The build itself
+(lock, temporary name and rename, what counts as an unavailable environment) is `tools.gotools.build_once`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,19 +20,17 @@ from typing import Any
 import pytest
 
 PARITY = Path(__file__).resolve().parent
-if str(PARITY) not in sys.path:
-    sys.path.insert(0, str(PARITY))
+for _path in (PARITY, PARITY.parent):  # workload.py beside this file; the `tools` package of tests/
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from tools import gotools  # noqa: E402
 
 BIN_DIR = PARITY / ".bin"
 BINARY = BIN_DIR / "parity"
-STAMP = BIN_DIR / "parity.sha256"
 SOURCES = ("main.go", "go.mod", "go.sum")
 BUILD_TIMEOUT_S = 1800  # the first build fetches and compiles the collector's modules: minutes on 2 cores
 RUN_TIMEOUT_S = 300
-# what a build failure looks like when the module proxy cannot be reached, or the toolchain is too old
-_ENVIRONMENT_FAILURES = ("dial tcp", "no such host", "proxyconnect", "connection refused", "i/o timeout",
-                         "TLS handshake", "403 Forbidden", "404 Not Found", "requires go >=",
-                         "toolchain not available")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -46,41 +43,29 @@ def _digest(go: str) -> str:
     h = hashlib.sha256()
     for name in SOURCES:
         h.update(name.encode() + b"\0" + (PARITY / name).read_bytes() + b"\0")
-    version = subprocess.run([go, "version"], capture_output=True, text=True, check=False).stdout.strip()
-    h.update(version.encode())
+    h.update(gotools.go_version(go).encode())
     return h.hexdigest()
 
 
 def _build(go: str) -> Path:
-    digest = _digest(go)
-    if BINARY.exists() and STAMP.exists() and STAMP.read_text().strip() == digest:
-        return BINARY
-    BIN_DIR.mkdir(exist_ok=True)
-    tmp = BIN_DIR / f"parity.{os.getpid()}.tmp"
-    env = {**os.environ, "GOTOOLCHAIN": "local"}  # never download another toolchain
+    def build(tmp: Path) -> None:
+        gotools.run_go([go, "build", "-trimpath", "-o", str(tmp), "."], cwd=PARITY, what="the reference program",
+                       timeout=BUILD_TIMEOUT_S)
+
     try:
-        proc = subprocess.run([go, "build", "-trimpath", "-o", str(tmp), "."], cwd=PARITY, env=env,
-                              capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        tmp.unlink(missing_ok=True)
-        pytest.fail(f"building the reference program took more than {BUILD_TIMEOUT_S} s", pytrace=False)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        out = (proc.stderr + proc.stdout).strip()
-        tail = "\n".join(out.splitlines()[-15:])
-        if any(marker in out for marker in _ENVIRONMENT_FAILURES):
-            pytest.skip(f"cannot build the reference program here (modules or toolchain unavailable):\n{tail}")
-        pytest.fail(f"go build failed in {PARITY}:\n{tail}", pytrace=False)
-    os.replace(tmp, BINARY)
-    STAMP.write_text(digest + "\n")
-    return BINARY
+        return gotools.build_once(BINARY, _digest(go), build)
+    except gotools.GoToolUnavailable as e:
+        pytest.skip(str(e))
+    except gotools.GoBuildError as e:
+        pytest.fail(str(e), pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def reference_binary() -> Path:
-    go = shutil.which("go")
-    if go is None:
-        pytest.skip("the parity suite needs the Go toolchain: no `go` on PATH")
+    try:
+        go = gotools.find_go()
+    except gotools.GoToolUnavailable as e:
+        pytest.skip(f"the parity suite needs the Go toolchain: {e}")
     return _build(go)
 
 

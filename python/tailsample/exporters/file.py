@@ -1,4 +1,5 @@
-"""File exporter: the collector's `file` exporter formats, appended to `path`.
+"""File exporter: the collector's `file` exporter formats, written to `path` (truncated at start unless
+`append: true`, as the collector).
 
 `json`: one OTLP/JSON ExportTraceServiceRequest per line; `proto`: each message prefixed with its length as a
 4-byte big-endian integer. Writes go through one consumer in a worker thread, so the file keeps their order and
@@ -24,7 +25,7 @@ class FileExporter(Exporter):
         self._writer: PayloadWriter | None = None
 
     async def _open(self) -> None:
-        self._writer = PayloadWriter(self.settings.path, self.settings.format, append=True)
+        self._writer = PayloadWriter(self.settings.path, self.settings.format, append=self.settings.append)
 
     async def _close(self) -> None:
         if self._writer is not None:

@@ -54,7 +54,7 @@ class OtlpHttpExporter(Exporter):
     def __init__(self, settings: OtlpExporter, metrics: ExporterMetrics) -> None:
         super().__init__(settings.id, settings.sending_queue, settings.retry_on_failure, metrics)
         self.settings = settings
-        self.url = traces_url(settings.endpoint)
+        self.url = settings.traces_endpoint or traces_url(settings.endpoint)
         self._session: aiohttp.ClientSession | None = None
 
     async def _open(self) -> None:

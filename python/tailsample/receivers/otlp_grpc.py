@@ -47,10 +47,13 @@ class OtlpGrpcReceiver:
 
     async def start(self) -> HostPort:
         size = self.settings.max_recv_msg_size_mib * MiB
-        server = aio.server(options=[
+        options: list[tuple[str, int]] = [
             ("grpc.max_receive_message_length", size),
             ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
-        ])
+        ]
+        if self.settings.max_concurrent_streams:
+            options.append(("grpc.max_concurrent_streams", self.settings.max_concurrent_streams))
+        server = aio.server(options=options)
         handler = grpc.method_handlers_generic_handler(
             SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self._export)})
         server.add_generic_rpc_handlers((handler,))

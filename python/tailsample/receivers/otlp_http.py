@@ -72,9 +72,12 @@ class OtlpHttpReceiver:
 
     async def start(self) -> HostPort:
         app = web.Application(client_max_size=self.limit)
-        app.router.add_post("/v1/traces", self._traces)
+        app.router.add_post(self.settings.traces_url_path, self._traces)
         for path in _SIGNALS:
-            app.router.add_post(path, self._other_signal)
+            if path != self.settings.traces_url_path:
+                app.router.add_post(path, self._other_signal)
+        if self.settings.response_headers:
+            app.on_response_prepare.append(self._add_headers)
         # auto_decompress off: bodies are inflated here, in bounded steps
         self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -90,6 +93,9 @@ class OtlpHttpReceiver:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _add_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(self.settings.response_headers)
 
     async def _other_signal(self, request: web.Request) -> web.Response:
         self.metrics.rejected.add(1, self.id, "http", "not_found")
@@ -137,9 +143,10 @@ class OtlpHttpReceiver:
             raise _Reject(413, INVALID_ARGUMENT, f"body of {request.content_length} bytes exceeds "
                           f"max_request_body_size ({limit} bytes)", "too_large")
         encoding = request.headers.get("Content-Encoding", "").strip().lower()
-        if encoding not in ("", "identity", "gzip", "deflate", "zlib"):
-            raise _Reject(415, INVALID_ARGUMENT, f"unsupported Content-Encoding {encoding!r}; "
-                          "supported: gzip, deflate (zlib), identity", "unsupported_encoding")
+        allowed = self.settings.compression_algorithms
+        if encoding not in allowed and not (encoding == "identity" and "" in allowed):
+            raise _Reject(415, INVALID_ARGUMENT, f"unsupported Content-Encoding {encoding!r}; supported: "
+                          f"{', '.join(a for a in allowed if a) or 'none'} (or none)", "unsupported_encoding")
         chunks: list[bytes] = []
         size = 0
         while True:

@@ -96,6 +96,8 @@ class Service:
     async def start(self) -> None:
         cfg = self.config
         loop = asyncio.get_running_loop()
+        for line in cfg.ignored:
+            log.warning("%s: %s", cfg.source, line)
         exporter_metrics = ExporterMetrics(self.registry)
         used_exporters = {e for p in cfg.pipelines.values() for e in p.exporters}
         for eid in used_exporters:

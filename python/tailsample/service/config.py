@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NoReturn
@@ -66,6 +66,7 @@ class GrpcServer:
     max_recv_msg_size_mib: int = 4
     tls: ServerTLS | None = None
     auth: str | None = None  # a bearertokenauth extension id
+    max_concurrent_streams: int = 0  # 0: grpcio's default
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class HttpServer:
     max_request_body_size: int = 20 * MiB
     tls: ServerTLS | None = None
     auth: str | None = None
+    traces_url_path: str = "/v1/traces"
+    response_headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    compression_algorithms: tuple[str, ...] = ("", "gzip", "deflate", "zlib")  # what request bodies may use
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,7 @@ class OtlpExporter:
     tls: ClientTLS = ClientTLS()
     retry_on_failure: RetrySettings = RetrySettings()
     sending_queue: QueueSettings = QueueSettings()
+    traces_endpoint: str | None = None  # otlphttp: the full URL, instead of endpoint + /v1/traces
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,7 @@ class FileExporter:
     id: str
     path: str
     format: Literal["json", "proto"] = "json"
+    append: bool = False  # as the collector: without append the file is truncated at start
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,8 @@ class ServiceConfig:
     service_extensions: tuple[str, ...]
     metrics: MetricsTelemetry
     source: str = "<dict>"
+    # collector settings accepted without an effect here, one line each (`serve` logs them as warnings)
+    ignored: tuple[str, ...] = ()
 
     @classmethod
     def from_file(cls, path: str | Path, *, env: Mapping[str, str] | None = None) -> ServiceConfig:
@@ -320,6 +328,7 @@ class _Ctx:
     def __init__(self, source: str, lines: dict[str, int]) -> None:
         self.source = source
         self.lines = lines
+        self.ignored: list[str] = []
 
     def fail(self, path: str, message: str) -> NoReturn:
         line = None
@@ -335,9 +344,14 @@ class _Ctx:
 
 
 class _Node:
-    """A mapping at `path` whose keys must all be in `known`."""
+    """A mapping at `path` whose keys must all be in `known` or `ignored`.
 
-    def __init__(self, ctx: _Ctx, path: str, value: Any, known: Iterable[str]) -> None:
+    `ignored` maps collector settings that have no effect in tailsample (connection tuning, metadata
+    propagation) to why; they are accepted and recorded, so `serve` can say so, never silently dropped.
+    """
+
+    def __init__(self, ctx: _Ctx, path: str, value: Any, known: Iterable[str],
+                 ignored: Mapping[str, str] | None = None) -> None:
         self.ctx = ctx
         self.path = path
         if value is None:
@@ -345,10 +359,13 @@ class _Node:
         if not isinstance(value, Mapping):
             ctx.fail(path, f"expected a mapping, got {_type_name(value)}")
         known = sorted(known)
+        ignored = ignored or {}
         for key in value:
-            if not isinstance(key, str) or key not in known:
+            if isinstance(key, str) and key in ignored:
+                ctx.ignored.append(f"{_child(path, key)}: accepted and ignored ({ignored[key]})")
+            elif not isinstance(key, str) or key not in known:
                 ctx.fail(_child(path, str(key)), f"unknown key {str(key)!r}; known keys here: {', '.join(known)}")
-        self.value: Mapping[str, Any] = value
+        self.value: Mapping[str, Any] = {k: v for k, v in value.items() if k not in ignored}
 
     def at(self, key: str) -> str:
         return _child(self.path, key)
@@ -501,17 +518,33 @@ def _receiver(ctx: _Ctx, kind: str, rid: str, value: Any) -> OtlpReceiver:
     protocols = node.sub("protocols", ("grpc", "http"))
     grpc = http = None
     if "grpc" in protocols.value:
-        g = protocols.sub("grpc", ("auth", "endpoint", "max_recv_msg_size_mib", "tls"))
+        g = _Node(ctx, protocols.at("grpc"), protocols.raw("grpc"),
+                  ("auth", "endpoint", "max_concurrent_streams", "max_recv_msg_size_mib", "tls", "transport"),
+                  _GRPC_SERVER_IGNORED)
+        if g.text("transport", "tcp") != "tcp":
+            g.fail("transport", f"{g.raw('transport')!r} is not supported; tailsample serve listens on tcp")
         grpc = GrpcServer(
             endpoint=_endpoint(g, "endpoint", "127.0.0.1:4317"),
             max_recv_msg_size_mib=g.integer("max_recv_msg_size_mib", 0) or 4,
-            tls=_server_tls(g), auth=_auth(g))
+            tls=_server_tls(g), auth=_auth(g), max_concurrent_streams=g.integer("max_concurrent_streams", 0))
     if "http" in protocols.value:
-        h = protocols.sub("http", ("auth", "endpoint", "max_request_body_size", "tls"))
+        h = _Node(ctx, protocols.at("http"), protocols.raw("http"),
+                  ("auth", "compression_algorithms", "endpoint", "max_request_body_size", "response_headers", "tls",
+                   "traces_url_path"), _HTTP_SERVER_IGNORED)
+        path = h.text("traces_url_path", "/v1/traces")
+        if not path.startswith("/"):
+            h.fail("traces_url_path", f"{path!r}: must start with /")
+        algorithms = h.str_list("compression_algorithms") if "compression_algorithms" in h.value else None
+        for i, a in enumerate(algorithms or ()):
+            if a not in ("", "gzip", "deflate", "zlib"):
+                ctx.fail(f"{h.at('compression_algorithms')}[{i}]", f"{a!r} is not supported; tailsample serve "
+                         "decompresses gzip, deflate and zlib")
         http = HttpServer(
             endpoint=_endpoint(h, "endpoint", "127.0.0.1:4318"),
             max_request_body_size=h.integer("max_request_body_size", 0) or 20 * MiB,
-            tls=_server_tls(h), auth=_auth(h))
+            tls=_server_tls(h), auth=_auth(h), traces_url_path=path,
+            response_headers=MappingProxyType(_string_map(ctx, h.at("response_headers"), h.raw("response_headers"))),
+            compression_algorithms=("", *algorithms) if algorithms is not None else ("", "gzip", "deflate", "zlib"))
     if grpc is None and http is None:
         ctx.fail(protocols.path, "must enable at least one of grpc, http")
     return OtlpReceiver(rid, grpc, http)
@@ -552,21 +585,51 @@ def _processor(ctx: _Ctx, kind: str, pid: str, value: Any) -> Processor:
 
 
 _OTLP_KEYS = ("compression", "endpoint", "headers", "retry_on_failure", "sending_queue", "timeout", "tls")
+_TUNING = "connection tuning that grpcio and aiohttp do their own way"
+_GRPC_SERVER_IGNORED = {"keepalive": _TUNING, "read_buffer_size": _TUNING, "write_buffer_size": _TUNING,
+                        "include_metadata": "request metadata is not propagated"}
+_HTTP_SERVER_IGNORED = {"cors": "no browser clients: CORS headers are not sent",
+                        "include_metadata": "request metadata is not propagated",
+                        "read_timeout": _TUNING, "read_header_timeout": _TUNING, "write_timeout": _TUNING,
+                        "idle_timeout": _TUNING, "metrics_url_path": "tailsample receives traces only",
+                        "logs_url_path": "tailsample receives traces only"}
+_GRPC_CLIENT_IGNORED = {"balancer_name": _TUNING, "keepalive": _TUNING, "wait_for_ready": _TUNING,
+                        "authority": _TUNING, "read_buffer_size": _TUNING, "write_buffer_size": _TUNING}
+_HTTP_CLIENT_IGNORED = {"max_idle_conns": _TUNING, "max_idle_conns_per_host": _TUNING,
+                        "max_conns_per_host": _TUNING, "idle_conn_timeout": _TUNING, "disable_keep_alives": _TUNING,
+                        "http2_read_idle_timeout": _TUNING, "http2_ping_timeout": _TUNING,
+                        "read_buffer_size": _TUNING, "write_buffer_size": _TUNING, "compression_params": _TUNING}
+_DEBUG_IGNORED = {"sampling_initial": "every batch is printed", "sampling_thereafter": "every batch is printed",
+                  "use_internal_logger": "the output goes to tailsample's log"}
+
+
+def _string_map(ctx: _Ctx, path: str, value: Any) -> dict[str, str]:
+    headers = _mapping(ctx, path, value)
+    for k, v in headers.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            bad = k if not isinstance(k, str) else v
+            ctx.fail(_child(path, str(k)), f"expected a string, got {_type_name(bad)}")
+    return dict(headers)
 
 
 def _exporter(ctx: _Ctx, kind: str, eid: str, value: Any) -> Exporter:
     path = f"exporters.{eid}"
     if kind in ("otlp", "otlp_grpc", "otlphttp", "otlp_http"):
         protocol: Literal["grpc", "http"] = "grpc" if kind in ("otlp", "otlp_grpc") else "http"
-        e = _Node(ctx, path, value, _OTLP_KEYS)
-        endpoint = e.req_text("endpoint")
-        if protocol == "http" and not endpoint.startswith(("http://", "https://")):
-            e.fail("endpoint", f"{endpoint!r}: expected an http:// or https:// URL")
-        headers = _mapping(ctx, e.at("headers"), e.raw("headers"))
-        for k, v in headers.items():
-            if not isinstance(k, str) or not isinstance(v, str):
-                bad = k if not isinstance(k, str) else v
-                ctx.fail(_child(e.at("headers"), str(k)), f"expected a string, got {_type_name(bad)}")
+        if protocol == "http":
+            e = _Node(ctx, path, value, (*_OTLP_KEYS, "encoding", "traces_endpoint"), _HTTP_CLIENT_IGNORED)
+            traces_endpoint = e.opt_text("traces_endpoint")
+            endpoint = e.text("endpoint", "") if traces_endpoint else e.req_text("endpoint")
+            for key, url in (("endpoint", endpoint), ("traces_endpoint", traces_endpoint)):
+                if url and not url.startswith(("http://", "https://")):
+                    e.fail(key, f"{url!r}: expected an http:// or https:// URL")
+            if e.text("encoding", "proto") != "proto":
+                e.fail("encoding", f"{e.raw('encoding')!r} is not supported; tailsample serve exports protobuf "
+                                   "(encoding: proto)")
+        else:
+            e = _Node(ctx, path, value, _OTLP_KEYS, _GRPC_CLIENT_IGNORED)
+            endpoint, traces_endpoint = e.req_text("endpoint"), None
+        headers = _string_map(ctx, e.at("headers"), e.raw("headers"))
         compression = e.choice("compression", ("gzip", "none"), "gzip")
         t = e.sub("tls", ("ca_file", "cert_file", "insecure", "key_file"))
         tls = ClientTLS(t.flag("insecure", False), t.opt_text("ca_file"), t.opt_text("cert_file"),
@@ -584,19 +647,24 @@ def _exporter(ctx: _Ctx, kind: str, eid: str, value: Any) -> Exporter:
         q = e.sub("sending_queue", ("enabled", "num_consumers", "queue_size", "storage"))
         queue = QueueSettings(q.flag("enabled", True), q.integer("num_consumers", 10, minimum=1),
                               q.integer("queue_size", 1000, minimum=1), q.opt_text("storage"))
-        return OtlpExporter(eid, protocol, endpoint, MappingProxyType(dict(headers)),
-                            "gzip" if compression == "gzip" else "none", e.duration("timeout", 5.0), tls, retry, queue)
+        return OtlpExporter(eid, protocol, endpoint, MappingProxyType(headers),
+                            "gzip" if compression == "gzip" else "none", e.duration("timeout", 5.0), tls, retry, queue,
+                            traces_endpoint)
     if kind == "file":
-        f = _Node(ctx, path, value, ("compression", "format", "path"))
+        if isinstance(value, Mapping) and "rotation" in value:
+            ctx.fail(_child(path, "rotation"), "file rotation is not supported by tailsample serve yet; rotate the "
+                     "file outside (logrotate with copytruncate) or use an otlp exporter")
+        f = _Node(ctx, path, value, ("append", "compression", "format", "path"),
+                  {"flush_interval": "every batch is flushed as it is written"})
         file_path = f.req_text("path")
         fmt = f.choice("format", ("json", "proto"), "json")
         compression = f.text("compression", "")
         if compression not in ("", "none"):
             f.fail("compression", f"{compression!r} is not supported by tailsample serve yet; "
                                   "only uncompressed files (omit compression)")
-        return FileExporter(eid, file_path, "json" if fmt == "json" else "proto")
+        return FileExporter(eid, file_path, "json" if fmt == "json" else "proto", f.flag("append", False))
     if kind == "debug":
-        d = _Node(ctx, path, value, ("verbosity",))
+        d = _Node(ctx, path, value, ("verbosity",), _DEBUG_IGNORED)
         verbosity = d.choice("verbosity", ("basic", "normal", "detailed"), "basic")
         return DebugExporter(eid, "basic" if verbosity == "basic" else "normal" if verbosity == "normal"
                              else "detailed")
@@ -748,7 +816,7 @@ def _build(data: Any, ctx: _Ctx, env: Mapping[str, str] | None) -> ServiceConfig
         receivers=MappingProxyType(cfg["receivers"]), processors=MappingProxyType(cfg["processors"]),
         exporters=MappingProxyType(cfg["exporters"]), extensions=MappingProxyType(cfg["extensions"]),
         pipelines=MappingProxyType(pipelines), service_extensions=service_extensions, metrics=metrics,
-        source=ctx.source)
+        source=ctx.source, ignored=tuple(ctx.ignored))
 
 
 __all__ = [
