@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from service_harness import free_port, serving, service_config, wait_for
 
+from service_harness import free_port, service_config, serving, wait_for
 from tools import gotools
 
 CHILD_SPANS = 3  # telemetrygen: a root and this many children per trace
