@@ -59,6 +59,8 @@ wheel-check: wheel ## install the wheel in a fresh venv and run the command from
 	/tmp/tailsample-wheel-venv/bin/pip install -q dist/tailsample-*-abi3-manylinux*.whl
 	/tmp/tailsample-wheel-venv/bin/tailsample check-config python/tailsample/data/seed-config.yaml
 	/tmp/tailsample-wheel-venv/bin/tailsample demo --seconds 3
+	/tmp/tailsample-wheel-venv/bin/tailsample check-config tests/data/serve-smoke.yaml
+	timeout --preserve-status -s TERM 4 /tmp/tailsample-wheel-venv/bin/tailsample serve --config tests/data/serve-smoke.yaml
 
 format: setup ## format Rust and Python
 	cargo fmt --all

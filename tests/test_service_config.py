@@ -681,3 +681,23 @@ def test_otlphttp_traces_endpoint_replaces_endpoint() -> None:
     cfg = _set("exporters.otlphttp", {"traces_endpoint": "https://example.test/custom"})
     exp = ServiceConfig.from_dict(cfg).exporters["otlphttp"]
     assert isinstance(exp, OtlpExporter) and exp.traces_endpoint == "https://example.test/custom"
+
+
+def test_the_bundled_serve_config_loads_and_binds_loopback() -> None:
+    from importlib.resources import files
+
+    cfg = ServiceConfig.from_yaml((files("tailsample") / "data" / "serve-config.yaml").read_text())
+    rec = cfg.receivers["otlp"]
+    assert rec.grpc is not None and rec.http is not None
+    assert {rec.grpc.endpoint.host, rec.http.endpoint.host, *(e.host for e in cfg.metrics.endpoints)} == {"127.0.0.1"}
+    assert cfg.processors["tail_sampling"].config.policy_names == [  # type: ignore[union-attr]
+        "errors-policy", "latency-policy", "forced-sampling-policy", "probabilistic-policy"]
+
+
+def test_check_config_validates_the_service_part_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tailsample.cli import main
+
+    bad = tmp_path / "otel.yaml"
+    bad.write_text(yaml.safe_dump({**minimal(), "exporters": {"kafka": {}}}))
+    assert main(["check-config", str(bad)]) == 2
+    assert "unsupported exporter type 'kafka'" in capsys.readouterr().err

@@ -25,6 +25,17 @@ def _load(path: str, name: str | None) -> Config:
 def _check_config(args: argparse.Namespace) -> int:
     cfg = _load(args.file, args.name)
     console = Console()
+    from tailsample.config import parse_yaml, read_config_text
+
+    data, _ = parse_yaml(read_config_text(args.file), args.file)
+    if isinstance(data, dict) and "service" in data:  # a whole collector config: what `serve` would run
+        from tailsample.service.config import ServiceConfig
+
+        service = ServiceConfig.from_file(args.file)
+        console.print(f"[green]ok[/]: {args.file}: serve config: receivers {', '.join(service.receivers)}; "
+                      f"exporters {', '.join(service.exporters)}; pipelines {', '.join(service.pipelines)}")
+        for line in service.ignored:
+            console.print(f"[yellow]note[/]: {line}")
     n = cfg.normalized()
     console.print(f"[green]ok[/]: {args.file}: {len(cfg.policy_names)} policies, decision_wait "
                   f"{n['decision_wait']}, num_traces {n['num_traces']}")
@@ -66,7 +77,14 @@ def _serve(args: argparse.Namespace) -> int:
         timeout = parse_duration(args.shutdown_timeout)
     except ValueError:
         raise ConfigError(f"--shutdown-timeout: invalid duration {args.shutdown_timeout!r}") from None
-    service = Service(ServiceConfig.from_file(args.config), shutdown_timeout=timeout)
+    if args.config is None:
+        from importlib.resources import files
+
+        default = files("tailsample") / "data" / "serve-config.yaml"
+        config = ServiceConfig.from_yaml(default.read_text(), source="(bundled serve-config.yaml)")
+    else:
+        config = ServiceConfig.from_file(args.config)
+    service = Service(config, shutdown_timeout=timeout)
     try:
         asyncio.run(service.run())
     except (OSError, RuntimeError) as exc:  # an address in use, a certificate that does not load
@@ -112,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="an OTLP service: receive, tail-sample, export (an OpenTelemetry Collector "
                        "config file)")
-    p.add_argument("--config", required=True, help="the collector YAML (receivers, processors, exporters, "
-                   "extensions, service)")
+    p.add_argument("--config", help="the collector YAML (receivers, processors, exporters, extensions, service); "
+                   "default: the bundled serve-config.yaml (OTLP on 127.0.0.1:4317/4318, the seed's policies, "
+                   "debug exporter)")
     p.add_argument("--shutdown-timeout", default="30s", help="on SIGTERM/SIGINT, how long exporters may drain "
                    "their queues (a Go duration; default 30s)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
