@@ -94,3 +94,19 @@ def test_bearer_token_and_tls(backend, rng, tmp_path):
             export(target, payload)
         export(target, payload, credentials=creds, metadata=(("authorization", "Bearer t0ken"),))
         wait_for(lambda: {t for t, *_ in backend.spans()} == {tid.hex()})
+
+
+def test_gzip_bomb_over_grpc_is_refused_after_decompression_limit(backend, rng):
+    cfg = service_config(exporters={"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True}}},
+                         receivers={"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0",
+                                                                    "max_recv_msg_size_mib": 1}}}})
+    with serving(cfg) as s:
+        tid = trace_id(rng)
+        # 8 MiB of zeros: about 8 kB on the wire with gzip, 8 times the limit once inflated
+        bomb = make_request(service("x"), [make_span(tid, span_id(rng), attributes={"blob": "\0" * (8 << 20)})])
+        with pytest.raises(grpc.RpcError) as info:
+            export(s.address("otlp/grpc"), bomb, compression=grpc.Compression.Gzip)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        ok_tid, ok = error_trace(rng)
+        export(s.address("otlp/grpc"), ok, compression=grpc.Compression.Gzip)
+        wait_for(lambda: {t for t, *_ in backend.spans()} == {ok_tid.hex()})
