@@ -41,8 +41,7 @@ class OtlpGrpcReceiver:
         self.metrics = metrics
         self.auth = auth
         self._server: aio.Server | None = None
-        metrics.accepted.add(0, receiver_id, "grpc")
-        metrics.refused.add(0, receiver_id, "grpc")
+        metrics.register(receiver_id, "grpc")
         self.address: HostPort | None = None
 
     async def start(self) -> HostPort:

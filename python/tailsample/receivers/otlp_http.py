@@ -66,8 +66,7 @@ class OtlpHttpReceiver:
         self.auth = auth
         self.limit = settings.max_request_body_size
         self._runner: web.AppRunner | None = None
-        metrics.accepted.add(0, receiver_id, "http")
-        metrics.refused.add(0, receiver_id, "http")
+        metrics.register(receiver_id, "http")
         self.address: HostPort | None = None
 
     async def start(self) -> HostPort:

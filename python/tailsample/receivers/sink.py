@@ -33,5 +33,10 @@ class ReceiverMetrics:
             "too_large, unauthenticated, unsupported_media_type, unsupported_encoding, not_found).",
             (*labels, "reason"))
 
+    def register(self, receiver_id: str, transport: str) -> None:
+        """Every series exists from the start: dashboards see 0, not nothing."""
+        self.accepted.add(0, receiver_id, transport)
+        self.refused.add(0, receiver_id, transport)
+
 
 __all__ = ["ReceiverMetrics", "Sink"]
