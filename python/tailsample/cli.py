@@ -93,6 +93,22 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from tailsample.bench import run_bench, seed_config, write_json
+    from tailsample.service.config import parse_duration
+
+    if args.config:
+        config = _load(args.config, args.name)
+    else:
+        parse_duration(args.decision_wait)  # a clear error before minutes of generation
+        config = seed_config(decision_wait=args.decision_wait, num_traces=1_000_000)
+    report = run_bench(seconds=args.seconds, rate=None if args.flat_out else args.rate, config=config,
+                       seed=args.seed)
+    if args.json:
+        write_json(report, Path(args.json), memory_path=Path(args.memory_json) if args.memory_json else None)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `tailsample` command."""
     parser = argparse.ArgumentParser(prog="tailsample", description="Tail-based sampling for OpenTelemetry "
@@ -127,6 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="collector YAML or tail_sampling block (default: the seed config)")
     p.add_argument("--name", help="which tail_sampling/<name> processor, when the file has several")
     p.set_defaults(run=_demo)
+
+    p = sub.add_parser("bench", help="a workload through the engine for a set time: spans/s per core, decision "
+                       "lag p50/p99, peak RSS, retained bytes per buffered span")
+    p.add_argument("--seconds", type=float, default=15.0, help="how long to offer traffic (default 15)")
+    p.add_argument("--rate", type=float, default=200_000, help="offered spans/s, paced on the wall clock "
+                   "(default 200,000)")
+    p.add_argument("--flat-out", action="store_true", help="ignore --rate: as fast as the engine takes it")
+    p.add_argument("--decision-wait", default="2s", help="decision_wait of the seed policies (default 2s)")
+    p.add_argument("--config", help="collector YAML or tail_sampling block instead of the seed policies")
+    p.add_argument("--name", help="which tail_sampling/<name> processor, when the file has several")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", help="write the figures as JSON to this file")
+    p.add_argument("--memory-json", help="with --json: write (buffered traces, retained, raw bytes) samples here")
+    p.set_defaults(run=_bench)
 
     p = sub.add_parser("serve", help="an OTLP service: receive, tail-sample, export (an OpenTelemetry Collector "
                        "config file)")

@@ -6,6 +6,7 @@ may feed one engine at once. This wrapper supplies the clock and keeps the API t
 
 from __future__ import annotations
 
+import math
 import time
 
 from tailsample import _native
@@ -44,6 +45,26 @@ class Engine:
     def stats(self) -> dict[str, int]:
         """Counters and gauges: spans_received, traces_sampled, traces_in_memory, traces_evicted, ..."""
         return self._native.stats()
+
+    def decision_lag_histogram(self) -> list[tuple[float, int]]:
+        """How late decisions came past their due time: (bucket upper bound in seconds, count), cumulative
+        nowhere; the last bound is inf. Buckets from 0 (on time) through 100 µs ... 10 s."""
+        return self._native.decision_lag_histogram()
+
+    def decision_lag_quantile(self, q: float) -> float | None:
+        """The upper bound (seconds) of the bucket holding quantile `q` of the decision lag; None before any
+        decision."""
+        hist = self.decision_lag_histogram()
+        total = sum(c for _, c in hist)
+        if total == 0:
+            return None
+        rank = max(1, math.ceil(q * total))
+        seen = 0
+        for bound, count in hist:
+            seen += count
+            if seen >= rank:
+                return bound
+        return math.inf
 
     def policy_stats(self) -> dict[str, dict[str, int]]:
         """Per top-level policy, in order: traces it voted `sampled`, `not_sampled`, `dropped` (drop policies), its

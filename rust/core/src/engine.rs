@@ -14,7 +14,7 @@ use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::otlp::decode::decode;
 use crate::otlp::encode::{encode_requests, OutChunk};
-use crate::store::stats::ShardGauges;
+use crate::store::stats::{LagHistogram, ShardGauges, LAG_BOUNDS_NS};
 use crate::store::{Chunk, PolicyCounters, Shard, ShardStats};
 
 pub struct Engine {
@@ -233,6 +233,19 @@ impl Engine {
         ]
     }
 
+    /// How late decisions came past their due time: (bucket upper bound in ns, `None` for the last; count).
+    pub fn decision_lag_histogram(&self) -> Vec<(Option<u64>, u64)> {
+        let mut h = LagHistogram::default();
+        for shard in self.shards.iter() {
+            h.add(&lock(shard).stats.decision_lag);
+        }
+        h.counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| (LAG_BOUNDS_NS.get(i).copied(), c))
+            .collect()
+    }
+
     /// Per-policy counters, in configuration order.
     pub fn policy_stats(&self) -> Vec<(String, PolicyCounters)> {
         let mut totals: Vec<PolicyCounters> =
@@ -279,6 +292,7 @@ fn add_stats(a: &mut ShardStats, b: &ShardStats) {
     a.refused_late_span_buffer += b.refused_late_span_buffer;
     a.decision_lag_ns_total += b.decision_lag_ns_total;
     a.decisions_timed += b.decisions_timed;
+    a.decision_lag.add(&b.decision_lag);
 }
 
 fn add_gauges(a: &mut ShardGauges, b: &ShardGauges) {

@@ -4,6 +4,9 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -141,6 +144,14 @@ impl NativeEngine {
             d.set_item(k, v)?;
         }
         Ok(d)
+    }
+
+    /// (bucket upper bound in seconds, inf for the last; count) of how late decisions came past due.
+    fn decision_lag_histogram(&self, py: Python<'_>) -> PyResult<Vec<(f64, u64)>> {
+        let h = run(py, || self.engine.decision_lag_histogram())?;
+        Ok(h.into_iter()
+            .map(|(bound, c)| (bound.map_or(f64::INFINITY, |b| b as f64 / 1e9), c))
+            .collect())
     }
 
     fn policy_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

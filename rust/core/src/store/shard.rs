@@ -469,8 +469,10 @@ impl Shard {
         }
         let id = u128::from_be_bytes(view.trace_id);
         let spans = u64::from(view.span_count);
-        self.stats.decision_lag_ns_total += now.saturating_sub(due).max(0) as u64;
+        let lag = now.saturating_sub(due).max(0) as u64;
+        self.stats.decision_lag_ns_total += lag;
         self.stats.decisions_timed += 1;
+        self.stats.decision_lag.record(lag);
         let outcome = match (dropped, first_sampled) {
             (true, _) => {
                 self.stats.traces_dropped += 1;

@@ -33,6 +33,90 @@ pub struct ShardStats {
     /// Sum over decided traces of (decision time − due time), in nanoseconds.
     pub decision_lag_ns_total: u64,
     pub decisions_timed: u64,
+    /// The same lags as a histogram, for percentiles.
+    pub decision_lag: LagHistogram,
+}
+
+/// Upper bounds (inclusive, ns) of the decision-lag histogram's buckets; one more bucket holds the rest.
+pub const LAG_BOUNDS_NS: [u64; 17] = [
+    0,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// How late decisions were, past their due time: counts per bucket of `LAG_BOUNDS_NS` (the last: above all).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LagHistogram {
+    pub counts: [u64; LAG_BOUNDS_NS.len() + 1],
+}
+
+impl LagHistogram {
+    pub fn record(&mut self, lag_ns: u64) {
+        self.counts[LAG_BOUNDS_NS.partition_point(|&b| b < lag_ns)] += 1;
+    }
+
+    pub fn add(&mut self, other: &LagHistogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+    }
+
+    /// The upper bound (ns) of the bucket holding quantile `q` (0..=1); `None` with no data or above all bounds.
+    pub fn quantile_bound(&self, q: f64) -> Option<u64> {
+        let total: u64 = self.counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return LAG_BOUNDS_NS.get(i).copied();
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_buckets_and_quantiles() {
+        let mut h = LagHistogram::default();
+        assert_eq!(h.quantile_bound(0.5), None);
+        for lag in [0, 0, 50_000, 100_000, 100_001, 99_000_000] {
+            h.record(lag);
+        }
+        h.record(20_000_000_000);
+        assert_eq!(h.counts[0], 2);
+        assert_eq!(h.counts[1], 2); // 50 µs and exactly 100 µs
+        assert_eq!(h.counts[2], 1);
+        assert_eq!(h.counts[LAG_BOUNDS_NS.len()], 1);
+        assert_eq!(h.quantile_bound(0.5), Some(100_000));
+        assert_eq!(h.quantile_bound(0.8), Some(100_000_000));
+        assert_eq!(h.quantile_bound(1.0), None);
+        let mut sum = LagHistogram::default();
+        sum.add(&h);
+        sum.add(&h);
+        assert_eq!(sum.counts[0], 4);
+    }
 }
 
 /// Per-policy counters, with the reference's meaning: how often the policy voted each way, how often its
