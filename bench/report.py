@@ -1,0 +1,219 @@
+"""Write bench/RESULTS.md from the JSON files of one `make bench-results` run.
+
+    python bench/report.py --dir bench/.data/results --out bench/RESULTS.md
+
+Reads, from `--dir`: `engine.json` (pytest-benchmark), `peers.json` (bench/peers.py), `services.json`
+(bench/services.py), `harness-rate.json` and `harness-flat.json` (`tailsample bench`), and the plots written
+next to RESULTS.md under bench/plots/. Every figure on the page comes from those files; nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _n(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "n/a"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f} M{unit}"
+    if v >= 1e3:
+        return f"{v / 1e3:.0f} k{unit}"
+    return f"{v:.0f}{unit}"
+
+
+def _x(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}x"
+
+
+def _machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip() or "?"
+    mem = "?"
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{kb / 2**20:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    go = subprocess.run(["go", "version"], capture_output=True, text=True, check=False).stdout.strip()
+    return (f"{cores} cores ({cpu}), {mem} RAM, {platform.system()} {platform.release()}; Python "
+            f"{platform.python_version()}; {go or 'no Go'}")
+
+
+def engine_section(data: Any) -> list[str]:
+    if not data:
+        return ["(engine.json missing)"]
+    rows: dict[tuple[str, str | None, int, int], float] = {}
+    for b in data["benchmarks"]:
+        e = b["extra_info"]
+        if "spans_per_s" in e:
+            rows[e["stage"], e.get("policies"), e["spans_per_payload"], e["spans_per_trace"]] = e["spans_per_s"]
+    stages = [("decode", None), ("ingest", "seed"), ("decide", "seed"), ("end_to_end", "seed"),
+              ("end_to_end", "heavy")]
+    out = ["| spans per payload x spans per trace | " + " | ".join(
+        f"{s.replace('_', ' ')}{'' if p is None else f' ({p})'}" for s, p in stages) + " |",
+        "|---|" + "---|" * len(stages)]
+    shapes = sorted({(k[2], k[3]) for k in rows})
+    for p, t in shapes:
+        out.append(f"| {p:,} x {t} | " + " | ".join(_n(rows.get((s, pol, p, t))) for s, pol in stages) + " |")
+    return out
+
+
+def peers_section(data: Any) -> tuple[list[str], dict[str, float]]:
+    heads: dict[str, float] = {}
+    if not data:
+        return ["(peers.json missing)"], heads
+    out = ["| policies | tailsample spans/s | reference spans/s (decode + processor) | ratio | reference "
+           "processor only | ratio | spans/CPU-s ratio (decode + processor) | kept spans (ts / ref) |",
+           "|---|---|---|---|---|---|---|---|"]
+    mem = ["| policies | tailsample RSS growth B/span | reference RSS growth B/span | ratio | tailsample "
+           "accounted B/span | reference HeapAlloc B/span | raw Span bytes/span |",
+           "|---|---|---|---|---|---|---|"]
+    raw = dict(enumerate(data.get("workloads", [])))  # cases name their workload by index
+    for case in data["cases"]:
+        ts = case["tailsample"]["summary"]
+        ref = next((r for r in case["reference"] if r["gomaxprocs"] == 1), case["reference"][0])
+        rs, ratio = ref["summary"], ref["ratios_tailsample_over_reference"]
+        med = {k: v["median"] for k, v in ts.items() if isinstance(v, dict)}
+        rmed = {k: v["median"] for k, v in rs.items() if isinstance(v, dict)}
+        if case["mode"] == "throughput":
+            out.append(f"| {case['policies']} | {_n(med.get('spans_per_s'))} | "
+                       f"{_n(rmed.get('spans_per_s_with_unmarshal'))} | "
+                       f"{_x(ratio.get('spans_per_s_vs_with_unmarshal'))} | "
+                       f"{_n(rmed.get('spans_per_s_processor_only'))} | "
+                       f"{_x(ratio.get('spans_per_s_vs_processor_only'))} | "
+                       f"{_x(ratio.get('spans_per_cpu_s_vs_with_unmarshal'))} | "
+                       f"{med.get('kept_spans', 0):,.0f} / {rmed.get('kept_spans', 0):,.0f} |")
+            heads[f"{case['policies']}_speed"] = ratio.get("spans_per_s_vs_with_unmarshal") or 0.0
+            heads[f"{case['policies']}_spans_per_s"] = med.get("spans_per_s") or 0.0
+        else:
+            w = raw.get(case["workload"], {})
+            mem.append(f"| {case['policies']} | {med.get('rss_bytes_per_span', 0):.0f} | "
+                       f"{rmed.get('rss_bytes_per_span', 0):.0f} | {ratio.get('rss_per_span', 0):.2f}x | "
+                       f"{med.get('memory_bytes_per_span', 0):.0f} | {rmed.get('heap_alloc_bytes_per_span', 0):.0f} | "
+                       f"{w.get('span_message_bytes_per_span', 0):.0f} |")
+            heads[f"{case['policies']}_memory"] = ratio.get("rss_per_span") or 0.0
+    return [*out, "", *mem], heads
+
+
+def harness_section(rate: Any, flat: Any) -> list[str]:
+    out = ["| run | spans/s | spans per CPU-second | decision lag p50 | p99 | peak RSS | retained / raw bytes "
+           "per buffered span |", "|---|---|---|---|---|---|---|"]
+    for name, r in (("offered rate", rate), ("flat out", flat)):
+        if not r:
+            out.append(f"| {name} | (missing) | | | | | |")
+            continue
+        label = f"{r['offered_rate']:,.0f} spans/s offered" if r.get("offered_rate") else "flat out"
+
+        def lag(v: float | None) -> str:
+            return "n/a" if v is None else ("> 10 s" if v == float("inf") else f"≤ {v * 1e3:g} ms")
+
+        out.append(f"| {label}, {r['seconds']:.0f} s, decision_wait {r['decision_wait']:g} s | "
+                   f"{_n(r['spans_per_second'])} | {_n(r['spans_per_cpu_second'])} | {lag(r['lag_p50_s'])} | "
+                   f"{lag(r['lag_p99_s'])} | {r['peak_rss_bytes'] / 2**20:,.0f} MiB | "
+                   f"{r['retained_bytes_per_span']:.0f} / {r['raw_bytes_per_span']:.0f} B "
+                   f"({r['retained_over_raw']:.3f}x) |")
+    return out
+
+
+def services_section(data: Any) -> list[str]:
+    if not data:
+        return ["(services.json missing)"]
+    table = data.get("table_markdown")
+    if table:
+        return table.splitlines()
+    return ["```", json.dumps(data, indent=2)[:4000], "```"]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dir", type=Path, default=Path("bench/.data/results"))
+    ap.add_argument("--out", type=Path, default=Path("bench/RESULTS.md"))
+    ap.add_argument("--plots", default="plots", help="plots directory, relative to --out's folder")
+    a = ap.parse_args()
+    engine = _load(a.dir / "engine.json")
+    peers = _load(a.dir / "peers.json")
+    services = _load(a.dir / "services.json")
+    rate, flat = _load(a.dir / "harness-rate.json"), _load(a.dir / "harness-flat.json")
+    peer_lines, heads = peers_section(peers)
+    lines = [
+        "# Benchmark results",
+        "",
+        "Written by `bench/report.py` from one run of `make bench-results` (every figure below comes from that "
+        "run's JSON files; rerun the command to reproduce). These machines are shared and noisy: ratios measured "
+        "in the same run hold, absolute times drift.",
+        "",
+        f"**Machine:** {_machine()}.",
+        "",
+        "## Headline",
+        "",
+        f"- In-process, end to end (OTLP bytes in, kept OTLP bytes out), seed policies, one core: "
+        f"**{_n(heads.get('seed_spans_per_s'))} spans/s**, **{_x(heads.get('seed_speed'))}** the reference "
+        f"`tail_sampling` processor (decode + processor, GOMAXPROCS=1) on the same payload files; heavy "
+        f"policies: {_x(heads.get('heavy_speed'))}.",
+        f"- Memory per buffered span (RSS growth): **{heads.get('seed_memory', 0):.2f}x** the reference's.",
+        "",
+        "## In-process: tailsample next to the reference processor (`bench/peers.py`)",
+        "",
+        "Same payload file (`bench/workloads.py`: 1,000 spans per payload, 5 spans per trace, ~10 attributes per "
+        "span), same policy files, both engines deciding every trace; medians of interleaved repetitions. "
+        "Method and caveats: `bench/peers/README.md`.",
+        "",
+        *peer_lines,
+        "",
+        "## Engine stages through the Python API (`pytest bench --benchmark-only`), spans/s",
+        "",
+        "100,000 spans per round; decide is `flush()` only (deciding and re-encoding what ingest buffered).",
+        "",
+        *engine_section(engine),
+        "",
+        f"![throughput by payload size]({a.plots}/throughput_by_payload_size.png)",
+        f"![throughput by trace shape]({a.plots}/throughput_by_trace_shape.png)",
+        "",
+        "## Throughput harness (`tailsample bench`): real clock, decisions while ingesting",
+        "",
+        "The realistic mix of `tailsample.synth` (1-50 spans per trace), one ingest thread and one poll thread "
+        "(every 50 ms), seed policies with decision_wait 2 s. Decision lag is decided time minus due time (the "
+        "upper bound of its histogram bucket).",
+        "",
+        *harness_section(rate, flat),
+        "",
+        f"![memory by buffered traces]({a.plots}/memory_by_buffered_traces.png)",
+        "",
+        "## As services over OTLP/HTTP (`bench/services.py`)",
+        "",
+        *services_section(services),
+        "",
+        "## Commands",
+        "",
+        "```sh",
+        "make bench-results      # everything above, then this page (about 10 minutes on 2 cores)",
+        "make bench              # the Rust scanner against prost, and the pytest-benchmark suites",
+        "python bench/peers.py --json F; python bench/services.py --json F; tailsample bench --json F",
+        "```",
+        "",
+    ]
+    a.out.write_text("\n".join(lines))
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
