@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tailsample-deps
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build demo test test-rust lint test-python bench wheel wheel-check format clean all
+.PHONY: help setup build demo test test-rust lint test-python bench bench-setup bench-results wheel wheel-check format clean all
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -46,9 +46,25 @@ test-python: build ## pytest (exit 5, nothing collected, is reported and not cou
 
 test: test-rust lint test-python ## every test: cargo test, clippy, fmt, ruff, mypy, pytest
 
-bench: build ## benchmarks: the Rust scanner vs prost, and the Python API (pytest-benchmark)
+bench-setup: setup
+	$(BIN)/maturin develop --release -q -E test,bench
+
+bench: bench-setup ## benchmarks: the Rust scanner vs prost, and the Python API (pytest-benchmark)
 	cargo bench -p tailsample-core --bench decode
 	$(BIN)/python -m pytest bench -q --benchmark-only
+
+RESULTS := bench/.data/results
+bench-results: bench-setup ## every published figure, side by side with the reference, then bench/RESULTS.md and plots
+	mkdir -p $(RESULTS) bench/plots
+	$(BIN)/python -m pytest bench -q --benchmark-only --benchmark-json $(RESULTS)/engine.json
+	$(BIN)/python bench/peers.py --json $(RESULTS)/peers.json
+	$(BIN)/tailsample bench --seconds 20 --rate 300000 --json $(RESULTS)/harness-rate.json \
+		--memory-json $(RESULTS)/memory.json
+	$(BIN)/tailsample bench --seconds 4 --flat-out --json $(RESULTS)/harness-flat.json
+	$(BIN)/python bench/services.py --json $(RESULTS)/services.json
+	$(BIN)/python bench/plots.py --benchmark-json $(RESULTS)/engine.json --memory-json $(RESULTS)/memory.json \
+		--out-dir bench/plots
+	$(BIN)/python bench/report.py --dir $(RESULTS) --out bench/RESULTS.md
 
 wheel: setup ## an abi3 manylinux wheel in dist/
 	$(BIN)/maturin build --release -o dist
