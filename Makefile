@@ -58,7 +58,8 @@ bench-results: bench-setup ## every published figure, side by side with the refe
 	mkdir -p $(RESULTS) bench/plots
 	$(BIN)/python -m pytest bench -q --benchmark-only --benchmark-json $(RESULTS)/engine.json
 	$(BIN)/python bench/peers.py --json $(RESULTS)/peers.json
-	$(BIN)/tailsample bench --seconds 20 --rate 300000 --json $(RESULTS)/harness-rate.json \
+	$(BIN)/tailsample bench --seconds 20 --rate 300000 --json $(RESULTS)/harness-rate.json
+	$(BIN)/tailsample bench --seconds 12 --rate 250000 --decision-wait 60s --json $(RESULTS)/harness-memory.json \
 		--memory-json $(RESULTS)/memory.json
 	$(BIN)/tailsample bench --seconds 4 --flat-out --json $(RESULTS)/harness-flat.json
 	$(BIN)/python bench/services.py --json $(RESULTS)/services.json

@@ -180,7 +180,7 @@ def plot_memory(points: Iterable[Any], path: str | Path) -> bool:
             ax.plot([0, max(x)], [0, slope * max(x) / mib], color=color, linewidth=1, alpha=0.6)
     if all("rss_bytes" in p for p in pts):
         ax.scatter(x, [p["rss_bytes"] / mib for p in pts], s=14, marker="x", color="tab:gray",
-                   label="process RSS (whole process; not returned when traces drain)")
+                   label="process RSS growth since the run began (freed memory stays committed)")
     ax.set_xlabel("buffered traces")
     ax.set_ylabel("memory (MiB)")
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{v:,.0f}"))

@@ -36,6 +36,7 @@ from tailsample.errors import BackpressureError
 from tailsample.synth import TrafficGenerator
 
 FLAT_OUT_POOL_SPANS = 4_000_000  # about 1.7 GB of payloads
+DRAIN_LIMIT_S = 10.0
 
 
 def _rss_bytes(kind: str = "VmRSS") -> int:
@@ -101,6 +102,8 @@ def run_bench(*, seconds: float = 15.0, rate: float | None = 200_000, config: Co
     report = BenchReport(offered_rate=rate, decision_wait=config.decision_wait, payloads=len(payloads))
     rss_base = _rss_bytes()
     stop = threading.Event()
+    ingesting = threading.Event()  # memory samples are taken while traffic comes in, not while it drains
+    ingesting.set()
     samples: list[dict[str, int]] = []
 
     def poller() -> None:
@@ -108,11 +111,11 @@ def run_bench(*, seconds: float = 15.0, rate: float | None = 200_000, config: Co
         while not stop.is_set():
             engine.poll()
             now = time.monotonic()
-            if now >= next_sample:
+            if now >= next_sample and ingesting.is_set():
                 s = engine.stats()
                 samples.append({"buffered_traces": s["traces_in_memory"], "buffered_spans": s["spans_in_memory"],
                                 "retained_bytes": s["memory_bytes"], "raw_bytes": s["span_bytes_in_memory"],
-                                "rss_bytes": _rss_bytes()})
+                                "rss_bytes": _rss_bytes() - rss_base})  # growth since the run began
                 next_sample = now + 0.5
             stop.wait(tick)
 
@@ -139,8 +142,10 @@ def run_bench(*, seconds: float = 15.0, rate: float | None = 200_000, config: Co
             break
     elapsed = time.perf_counter() - started
     report.cpu_seconds = time.process_time() - cpu0
-    # keep polling until every trace ingested so far is due and decided: lag covers them all
-    deadline = time.monotonic() + config.decision_wait + 2 * tick + 1.0
+    ingesting.clear()
+    # keep polling until every trace ingested so far is due and decided, so lag covers them all (a run with a
+    # decision_wait over DRAIN_LIMIT_S measures memory: it stops without waiting)
+    deadline = time.monotonic() + min(config.decision_wait, DRAIN_LIMIT_S) + 2 * tick + 1.0
     while engine.stats()["traces_in_memory"] and time.monotonic() < deadline:
         time.sleep(tick)
     stop.set()
@@ -166,7 +171,7 @@ def run_bench(*, seconds: float = 15.0, rate: float | None = 200_000, config: Co
             report.retained_bytes_per_span = peak["retained_bytes"] / peak["buffered_spans"]
             report.raw_bytes_per_span = peak["raw_bytes"] / peak["buffered_spans"]
             report.retained_over_raw = peak["retained_bytes"] / max(1, peak["raw_bytes"])
-            report.rss_growth_per_buffered_span = (peak["rss_bytes"] - rss_base) / peak["buffered_spans"]
+            report.rss_growth_per_buffered_span = peak["rss_bytes"] / peak["buffered_spans"]
     _print(console, report)
     return report
 
