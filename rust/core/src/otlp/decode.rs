@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use super::wire::{utf8, wrong_type, Fail, Reader, WireResult, WireType, MAX_DEPTH};
+use super::wire::{is_ascii, utf8, wrong_type, Fail, Reader, WireResult, WireType, MAX_DEPTH};
 use crate::error::Error;
 
 /// The attribute keys that configured policies read; the scanner extracts only these.
@@ -353,7 +353,52 @@ fn scan_attribute<'a>(
     Ok(index + 1)
 }
 
+/// The layout SDKs write for nearly every attribute, read without the general loop: the key (field 1), then the
+/// value (field 2) holding one ASCII string, a one-byte int or a bool, every length under 128. Anything else
+/// (and anything malformed) returns `None` and takes the general path, which validates and names errors.
+#[inline(always)]
+fn fast_key_value(buf: &[u8]) -> Option<(&str, AttrValue<'_>)> {
+    let [0x0a, klen, rest @ ..] = buf else {
+        return None;
+    };
+    let klen = usize::from(*klen);
+    if klen >= 0x80 || rest.len() < klen + 2 {
+        return None;
+    }
+    let (key, rest) = rest.split_at(klen);
+    let [0x12, vlen, value @ ..] = rest else {
+        return None;
+    };
+    if *vlen >= 0x80 || usize::from(*vlen) != value.len() || !is_ascii(key) {
+        return None;
+    }
+    // SAFETY: checked ASCII, hence valid UTF-8.
+    let key = unsafe { std::str::from_utf8_unchecked(key) };
+    let value = match value {
+        [] => AttrValue::Empty,
+        [0x0a, slen, s @ ..] if *slen < 0x80 && usize::from(*slen) == s.len() && is_ascii(s) => {
+            // SAFETY: checked ASCII, hence valid UTF-8.
+            AttrValue::Str(unsafe { std::str::from_utf8_unchecked(s) })
+        }
+        [0x18, n] if *n < 0x80 => AttrValue::Int(i64::from(*n)),
+        [0x10, b] if *b < 0x80 => AttrValue::Bool(*b != 0),
+        _ => return None,
+    };
+    Some((key, value))
+}
+
 fn scan_key_value(buf: &[u8], base: usize, depth: usize) -> WireResult<(&str, AttrValue<'_>)> {
+    if let Some(kv) = fast_key_value(buf) {
+        return Ok(kv);
+    }
+    scan_key_value_general(buf, base, depth)
+}
+
+fn scan_key_value_general(
+    buf: &[u8],
+    base: usize,
+    depth: usize,
+) -> WireResult<(&str, AttrValue<'_>)> {
     let mut r = Reader::new(buf, base);
     let mut key = "";
     let mut value = AttrValue::Empty;
@@ -894,5 +939,51 @@ pub fn for_each_event<'a>(
             }
         }
         f(name, &attrs);
+    }
+}
+
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+
+    fn kv(key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x0a, key.len() as u8];
+        out.extend_from_slice(key);
+        out.push(0x12);
+        out.push(value.len() as u8);
+        out.extend_from_slice(value);
+        out
+    }
+
+    /// Whatever the fast path accepts, the general path reads the same way; what it declines, it declines.
+    #[test]
+    fn fast_path_agrees_with_the_general_path() {
+        let cases: Vec<Vec<u8>> = vec![
+            kv(b"http.route", b"\x0a\x05/cart"),
+            kv(b"k", b""),
+            kv(b"", b"\x0a\x00"),
+            kv(b"n", b"\x18\x7f"),
+            kv(b"n", b"\x18\x80\x01"), // two-byte int: general path
+            kv(b"b", b"\x10\x01"),
+            kv(b"b", b"\x10\x00"),
+            kv(b"d", b"\x21\0\0\0\0\0\0\xf0\x3f"), // double: general path
+            kv(b"s", b"\x0a\x02\xc3\xa9"),         // non-ASCII string: general path
+            kv(b"\xc3\xa9", b"\x0a\x01x"),         // non-ASCII key: general path
+            kv(b"s", b"\x0a\x01x\x18\x01"),        // two value fields, last wins: general path
+            vec![0x12, 0x02, 0x18, 0x01, 0x0a, 0x01, b'k'], // value before key: general path
+        ];
+        for buf in &cases {
+            let general = scan_key_value_general(buf, 0, 0).expect("valid");
+            match fast_key_value(buf) {
+                Some(fast) => assert_eq!(fast, general, "{buf:?}"),
+                None => assert_eq!(scan_key_value(buf, 0, 0).expect("valid"), general),
+            }
+        }
+        assert!(fast_key_value(&kv(b"http.route", b"\x0a\x05/cart")).is_some());
+        assert!(fast_key_value(&kv(b"n", b"\x18\x80\x01")).is_none());
+        // malformed: the fast path declines, the general path names the error
+        let truncated = &kv(b"key", b"\x0a\x05/ca")[..];
+        assert!(fast_key_value(truncated).is_none());
+        assert!(scan_key_value(truncated, 0, 0).is_err());
     }
 }

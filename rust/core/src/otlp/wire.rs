@@ -274,7 +274,7 @@ pub fn utf8(bytes: &[u8], offset: usize) -> WireResult<&str> {
 }
 
 #[inline(always)]
-fn is_ascii(bytes: &[u8]) -> bool {
+pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
     let mut chunks = bytes.chunks_exact(8);
     let mut acc = 0u64;
     for c in &mut chunks {
