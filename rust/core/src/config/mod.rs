@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
 use crate::otlp::decode::AttrKeys;
+use crate::policy::trace_aggregate::{TraceAggregate, MAX_AGGREGATES};
 use crate::policy::{Kind, Policy, MAX_FOLDING_POLICIES};
 use node::Node;
 
@@ -42,6 +43,8 @@ pub struct EngineConfig {
     pub record_policy: bool,
     /// Every folding policy of the tree (any depth), flattened, with its slot: what ingest evaluates per span.
     pub folders: Vec<(u8, Kind)>,
+    /// Every `trace_aggregate` policy (any depth), with its slot in `TraceView::aggregates`.
+    pub aggregators: Vec<TraceAggregate>,
     blocks: Vec<Value>,
 }
 
@@ -158,10 +161,20 @@ impl EngineConfig {
         }
         let keys = AttrKeys::new(names);
         let mut folders: Vec<(u8, Kind)> = Vec::new();
+        let mut aggregators: Vec<TraceAggregate> = Vec::new();
         let mut too_many = false;
+        let mut too_many_aggregates = false;
         for p in policies.iter_mut() {
             p.walk_mut(&mut |q| {
                 q.kind.bind(&keys);
+                if let Kind::TraceAggregate(a) = &mut q.kind {
+                    if aggregators.len() >= MAX_AGGREGATES {
+                        too_many_aggregates = true;
+                        return;
+                    }
+                    a.slot = aggregators.len();
+                    aggregators.push(a.clone());
+                }
                 if q.kind.folds() {
                     if folders.len() >= MAX_FOLDING_POLICIES {
                         too_many = true;
@@ -172,6 +185,12 @@ impl EngineConfig {
                     folders.push((slot, q.kind.clone()));
                 }
             });
+        }
+        if too_many_aggregates {
+            return Err(Error::config(
+                "policies",
+                format!("at most {MAX_AGGREGATES} trace_aggregate policies per processor"),
+            ));
         }
         if too_many {
             return Err(Error::config(
@@ -197,6 +216,7 @@ impl EngineConfig {
             late_span_buffer_bytes,
             record_policy,
             folders,
+            aggregators,
             blocks,
         })
     }
@@ -329,7 +349,7 @@ mod tests {
             => "policies[1].latency.threshold_ms: expected an integer, got the string \"1s\"";
         unknown_type_lists_supported:
             json!({"policies": [{"name": "a", "type": "sometimes"}]})
-            => "policies[0].type: unknown policy type \"sometimes\"; supported: always_sample, status_code, latency, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, trace_flags, rate_limiting, bytes_limiting, and, not, drop, composite, ottl_condition";
+            => "policies[0].type: unknown policy type \"sometimes\"; supported: always_sample, status_code, latency, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, trace_flags, rate_limiting, bytes_limiting, and, not, drop, composite, ottl_condition, trace_aggregate";
         duplicate_names:
             json!({"policies": [{"name": "a", "type": "always_sample"}, {"name": "a", "type": "always_sample"}]})
             => "policies[1].name: duplicate policy name \"a\" (also policies[0])";

@@ -68,6 +68,9 @@ impl<'a> Node<'a> {
 }
 
 impl<'a> Mapping<'a> {
+    pub fn path(&self) -> &str {
+        &self.path
+    }
     pub fn has(&self, key: &str) -> bool {
         self.map.get(key).is_some_and(|v| !v.is_null())
     }

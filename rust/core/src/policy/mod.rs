@@ -25,6 +25,7 @@ pub mod rate_limiting;
 pub mod span_count;
 pub mod status_code;
 pub mod string_attribute;
+pub mod trace_aggregate;
 pub mod trace_flags;
 pub mod trace_state;
 
@@ -81,6 +82,10 @@ pub struct TraceView {
     pub matched: u64,
     /// Bit `slot` is set when evaluating the folding policy with that slot failed on some span.
     pub errors: u64,
+    /// One number per `trace_aggregate` policy (its sum, max, min or count so far), by its slot.
+    pub aggregates: [f64; trace_aggregate::MAX_AGGREGATES],
+    /// Bit `slot` is set once a value was folded into `aggregates[slot]`.
+    pub aggregates_present: u8,
 }
 
 /// Folding policies per engine: each takes one bit of `TraceView::matched`.
@@ -124,6 +129,7 @@ pub enum Kind {
     Drop(drop::Drop),
     Composite(composite::Composite),
     OttlCondition(ottl_condition::OttlCondition),
+    TraceAggregate(trace_aggregate::TraceAggregate),
 }
 
 /// The policy types tailsample runs, as written in the YAML.
@@ -145,6 +151,7 @@ pub const SUPPORTED: &[&str] = &[
     "drop",
     "composite",
     "ottl_condition",
+    "trace_aggregate",
 ];
 
 /// Types the reference has that tailsample does not run yet: a clear error rather than "unknown".
@@ -268,6 +275,7 @@ impl Kind {
             Kind::Drop(_) => "drop",
             Kind::Composite(_) => "composite",
             Kind::OttlCondition(_) => "ottl_condition",
+            Kind::TraceAggregate(_) => "trace_aggregate",
         }
     }
 
@@ -299,6 +307,7 @@ impl Kind {
             "drop" => Kind::Drop(drop::Drop::parse(m, &path)?),
             "composite" => Kind::Composite(composite::Composite::parse(m, &path)?),
             "ottl_condition" => Kind::OttlCondition(ottl_condition::OttlCondition::parse(m)?),
+            "trace_aggregate" => Kind::TraceAggregate(trace_aggregate::TraceAggregate::parse(m)?),
             other if NOT_YET.contains(&other) => {
                 return Err(Error::config(
                     type_path,
@@ -347,6 +356,7 @@ impl Kind {
             Kind::NumericAttribute(p) => vec![p.key.clone()],
             Kind::BooleanAttribute(p) => vec![p.key.clone()],
             Kind::OttlCondition(p) => p.attribute_keys(),
+            Kind::TraceAggregate(p) => vec![p.key.clone()],
             _ => Vec::new(),
         }
     }
@@ -364,6 +374,9 @@ impl Kind {
                 p.key_index = keys.index_of_str(&p.key).expect("key registered")
             }
             Kind::OttlCondition(p) => p.bind(keys),
+            Kind::TraceAggregate(p) => {
+                p.key_index = keys.index_of_str(&p.key).expect("key registered")
+            }
             _ => {}
         }
     }
@@ -436,6 +449,7 @@ impl Kind {
             Kind::Drop(p) => return p.evaluate(t, now),
             Kind::Composite(p) => return p.evaluate(t, now),
             Kind::OttlCondition(p) => p.evaluate(matched),
+            Kind::TraceAggregate(p) => p.evaluate(t),
         })
     }
 }

@@ -315,6 +315,12 @@ impl Shard {
                 v.status_mask |= status_bits::of(span.status_code);
                 v.sampled_flag |= span.flags & 1 == 1;
                 v.root_seen |= span.parent_span_id.is_none();
+                if !cfg.aggregators.is_empty() {
+                    let attrs = d.span_attrs_of(si as usize);
+                    for a in &cfg.aggregators {
+                        a.accumulate(v, attrs);
+                    }
+                }
                 if !cfg.folders.is_empty() {
                     let scope = &d.scopes[span.scope as usize];
                     let facts = SpanFacts {
