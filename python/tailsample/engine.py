@@ -6,7 +6,6 @@ may feed one engine at once. This wrapper supplies the clock and keeps the API t
 
 from __future__ import annotations
 
-import math
 import time
 
 from tailsample import _native
@@ -54,17 +53,7 @@ class Engine:
     def decision_lag_quantile(self, q: float) -> float | None:
         """The upper bound (seconds) of the bucket holding quantile `q` of the decision lag; None before any
         decision."""
-        hist = self.decision_lag_histogram()
-        total = sum(c for _, c in hist)
-        if total == 0:
-            return None
-        rank = max(1, math.ceil(q * total))
-        seen = 0
-        for bound, count in hist:
-            seen += count
-            if seen >= rank:
-                return bound
-        return math.inf
+        return self._native.decision_lag_quantile(q)
 
     def policy_stats(self) -> dict[str, dict[str, int]]:
         """Per top-level policy, in order: traces it voted `sampled`, `not_sampled`, `dropped` (drop policies), its

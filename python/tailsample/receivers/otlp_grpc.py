@@ -15,11 +15,10 @@ import logging
 import grpc
 from grpc import aio
 
-from tailsample import _native
 from tailsample.errors import BackpressureError, DecodeError
 from tailsample.otlp_status import RESOURCE_EXHAUSTED, encode_status
 from tailsample.receivers.auth import BearerTokenAuth
-from tailsample.receivers.sink import ReceiverMetrics, Sink
+from tailsample.receivers.sink import ReceiverMetrics, Sink, span_count
 from tailsample.service.config import GrpcServer, HostPort
 from tailsample.tls import server_credentials
 
@@ -87,11 +86,7 @@ class OtlpGrpcReceiver:
             log.debug("grpc export: malformed request: %s", exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed ExportTraceServiceRequest: {exc}")
         except BackpressureError as exc:
-            try:
-                refused = int(_native.inspect_payload(request)["spans"])
-            except ValueError:
-                refused = 0
-            self.metrics.refused.add(refused, self.id, "grpc")
+            self.metrics.refused.add(span_count(request), self.id, "grpc")
             message = f"{exc}; retry later"
             details = encode_status(RESOURCE_EXHAUSTED, message, RETRY_AFTER_S)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message,

@@ -19,7 +19,6 @@ from typing import Literal
 
 from aiohttp import web
 
-from tailsample import _native
 from tailsample.errors import BackpressureError, DecodeError
 from tailsample.fileformat import json_to_proto
 from tailsample.otlp_status import (
@@ -30,7 +29,7 @@ from tailsample.otlp_status import (
     status_json,
 )
 from tailsample.receivers.auth import BearerTokenAuth
-from tailsample.receivers.sink import ReceiverMetrics, Sink
+from tailsample.receivers.sink import ReceiverMetrics, Sink, span_count
 from tailsample.service.config import HostPort, HttpServer
 from tailsample.tls import server_context
 
@@ -129,7 +128,7 @@ class OtlpHttpReceiver:
             self.metrics.rejected.add(1, self.id, "http", "malformed")
             return _error(request, 400, INVALID_ARGUMENT, f"malformed ExportTraceServiceRequest: {exc}", ctype)
         except BackpressureError as exc:
-            self.metrics.refused.add(_span_count(payload), self.id, "http")
+            self.metrics.refused.add(span_count(payload), self.id, "http")
             resp = _error(request, 503, UNAVAILABLE, f"{exc}; retry later", ctype, retry_after=RETRY_AFTER_S)
             resp.headers["Retry-After"] = str(RETRY_AFTER_S)
             return resp
@@ -185,13 +184,6 @@ def _inflate(raw: bytes, encoding: str, limit: int) -> bytes:
         data = d.unused_data
         if not data or encoding != "gzip":
             return b"".join(out)
-
-
-def _span_count(payload: bytes) -> int:
-    try:
-        return int(_native.inspect_payload(payload)["spans"])
-    except (DecodeError, ValueError):
-        return 0
 
 
 def _error(request: web.Request, status: int, code: int, message: str, ctype: str,

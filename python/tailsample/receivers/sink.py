@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from tailsample import _native
+from tailsample.errors import DecodeError
 from tailsample.service.metrics import Registry
 
 
@@ -16,6 +18,14 @@ class Sink(Protocol):
     """
 
     def consume(self, payload: bytes) -> int: ...
+
+
+def span_count(payload: bytes) -> int:
+    """Spans in a payload the pipelines refused (it was valid: they only refuse what they could read)."""
+    try:
+        return int(_native.inspect_payload(payload)["spans"])
+    except (DecodeError, ValueError):
+        return 0
 
 
 class ReceiverMetrics:
@@ -39,4 +49,4 @@ class ReceiverMetrics:
         self.refused.add(0, receiver_id, transport)
 
 
-__all__ = ["ReceiverMetrics", "Sink"]
+__all__ = ["ReceiverMetrics", "Sink", "span_count"]

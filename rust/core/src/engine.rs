@@ -14,7 +14,7 @@ use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::otlp::decode::decode;
 use crate::otlp::encode::{encode_requests, OutChunk};
-use crate::store::stats::{LagHistogram, ShardGauges, LAG_BOUNDS_NS};
+use crate::store::stats::{LagHistogram, ShardGauges};
 use crate::store::{Chunk, PolicyCounters, Shard, ShardStats};
 
 pub struct Engine {
@@ -233,17 +233,13 @@ impl Engine {
         ]
     }
 
-    /// How late decisions came past their due time: (bucket upper bound in ns, `None` for the last; count).
-    pub fn decision_lag_histogram(&self) -> Vec<(Option<u64>, u64)> {
+    /// How late decisions came past their due time, summed over shards (buckets of `LAG_BOUNDS_NS`).
+    pub fn decision_lag(&self) -> LagHistogram {
         let mut h = LagHistogram::default();
         for shard in self.shards.iter() {
             h.add(&lock(shard).stats.decision_lag);
         }
-        h.counts
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| (LAG_BOUNDS_NS.get(i).copied(), c))
-            .collect()
+        h
     }
 
     /// Per-policy counters, in configuration order.

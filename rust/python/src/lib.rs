@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
+use tailsample_core::store::stats::LAG_BOUNDS_NS;
 use tailsample_core::{seconds_to_ns, Engine, EngineConfig, Error};
 
 /// Maps a core error to its Python exception (classes defined in `tailsample/errors.py`).
@@ -148,10 +149,32 @@ impl NativeEngine {
 
     /// (bucket upper bound in seconds, inf for the last; count) of how late decisions came past due.
     fn decision_lag_histogram(&self, py: Python<'_>) -> PyResult<Vec<(f64, u64)>> {
-        let h = run(py, || self.engine.decision_lag_histogram())?;
-        Ok(h.into_iter()
-            .map(|(bound, c)| (bound.map_or(f64::INFINITY, |b| b as f64 / 1e9), c))
+        let h = run(py, || self.engine.decision_lag())?;
+        Ok(h.counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                (
+                    LAG_BOUNDS_NS
+                        .get(i)
+                        .map_or(f64::INFINITY, |&b| b as f64 / 1e9),
+                    c,
+                )
+            })
             .collect())
+    }
+
+    /// The upper bound (seconds) of the lag bucket holding quantile `q`: None before any decision, inf above
+    /// the last bound.
+    fn decision_lag_quantile(&self, py: Python<'_>, q: f64) -> PyResult<Option<f64>> {
+        let h = run(py, || self.engine.decision_lag())?;
+        if h.counts.iter().all(|&c| c == 0) {
+            return Ok(None);
+        }
+        Ok(Some(
+            h.quantile_bound(q)
+                .map_or(f64::INFINITY, |b| b as f64 / 1e9),
+        ))
     }
 
     fn policy_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
