@@ -7,9 +7,39 @@ may feed one engine at once. This wrapper supplies the clock and keeps the API t
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from tailsample import _native
 from tailsample.config import Config
+
+
+@dataclass(frozen=True)
+class RedSeries:
+    """One series of the RED metrics: spans of one (service, span name, kind, status code), before sampling.
+
+    The overflow series (`overflow` true, empty names) holds the spans of every key past `max_series`.
+    """
+
+    service: str
+    span_name: str
+    kind: int
+    status_code: int
+    overflow: bool
+    calls: int
+    errors: int
+    duration_sum: float
+    """Seconds."""
+    bucket_counts: tuple[int, ...]
+    """Spans per duration bucket (not cumulative); the last one is above the last bound."""
+
+
+@dataclass(frozen=True)
+class RedMetrics:
+    """Rate, errors and duration of every span the engine took, before sampling (`tailsample.red_metrics`)."""
+
+    bounds: tuple[float, ...]
+    """Upper bounds of the duration buckets, in seconds (inclusive, as Prometheus `le`)."""
+    series: tuple[RedSeries, ...]
 
 
 class Engine:
@@ -59,6 +89,17 @@ class Engine:
         """Per top-level policy, in order: traces it voted `sampled`, `not_sampled`, `dropped` (drop policies), its
         `errors` (no vote), and `decided` (kept traces it was the first, in order, to sample)."""
         return self._native.policy_stats()
+
+    def red_metrics(self) -> RedMetrics | None:
+        """RED metrics over every span taken, before sampling; None unless `tailsample.red_metrics` is on."""
+        got = self._native.red_metrics()
+        if got is None:
+            return None
+        bounds, series = got
+        return RedMetrics(
+            bounds=tuple(bounds),
+            series=tuple(RedSeries(**{**s, "bucket_counts": tuple(s["bucket_counts"])}) for s in series),
+        )
 
     def __repr__(self) -> str:
         s = self.stats()

@@ -89,10 +89,12 @@ class Sample:
     """One value produced by a collector at scrape time."""
 
     name: str
-    kind: str  # counter or gauge
+    kind: str  # counter, gauge or histogram
     help: str
     labels: tuple[tuple[str, str], ...]
     value: float
+    suffix: str = ""
+    """For a histogram's rows: `_bucket` (with an `le` label), `_sum` or `_count`."""
 
 
 class Registry:
@@ -138,11 +140,11 @@ class Registry:
             collectors = list(self._collectors)
             histograms = list(self._histograms)
         # collected samples are grouped into families by name, after the registered ones
-        collected: dict[str, tuple[str, str, list[tuple[tuple[tuple[str, str], ...], float]]]] = {}
+        collected: dict[str, tuple[str, str, list[tuple[tuple[tuple[str, str], ...], float, str]]]] = {}
         for collect in collectors:
             for s in collect():
                 kind, help_text, rows = collected.setdefault(s.name, (s.kind, s.help, []))
-                rows.append((s.labels, s.value))
+                rows.append((s.labels, s.value, s.suffix))
         for name, kind, help_text, label_names, values in families:
             rendered = f"{name}_total" if kind == "counter" else name
             lines.append(f"# HELP {rendered} {help_text}")
@@ -153,8 +155,8 @@ class Registry:
             rendered = f"{name}_total" if kind == "counter" else name
             lines.append(f"# HELP {rendered} {help_text}")
             lines.append(f"# TYPE {rendered} {kind}")
-            for pairs, value in rows:
-                lines.append(f"{rendered}{_labels(tuple(k for k, _ in pairs), tuple(v for _, v in pairs))} "
+            for pairs, value, suffix in rows:
+                lines.append(f"{rendered}{suffix}{_labels(tuple(k for k, _ in pairs), tuple(v for _, v in pairs))} "
                              f"{_num(value)}")
         for h in histograms:
             lines.extend(h.render())

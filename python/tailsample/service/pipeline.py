@@ -34,7 +34,11 @@ PREFIX = "otelcol_processor_tail_sampling_"
 # engine stats that are gauges (levels); every other key is a counter
 _GAUGES = frozenset({"traces_in_memory", "spans_in_memory", "span_bytes_in_memory", "memory_bytes",
                      "late_span_buffer_bytes", "sampled_cache_entries", "non_sampled_cache_entries",
-                     "non_sampled_cache_bytes", "interned_origins", "num_shards"})
+                     "non_sampled_cache_bytes", "interned_origins", "num_shards", "policy_state_keys",
+                     "policy_state_bytes", "red_series", "red_memory_bytes"})
+_SPAN_KINDS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
+               "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER")
+_STATUS_CODES = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
 
 
 def span_count(payload: bytes) -> int:
@@ -174,7 +178,51 @@ class ServicePipeline:
         for key, value in stats.items():
             kind = "gauge" if key in _GAUGES or key.startswith("limit_") else "counter"
             add(f"tailsample_engine_{key}", kind, f"engine stat {key} (see the README's limits table)", value)
+        out.extend(red_samples(self.engine, proc))
         return out
+
+
+def _enum_name(names: tuple[str, ...], value: int) -> str:
+    return names[value] if 0 <= value < len(names) else str(value)
+
+
+def red_samples(engine: Engine, *labels: tuple[str, str]) -> list[Sample]:
+    """The engine's RED metrics (before sampling) under the `spanmetrics` connector's names and labels, so its
+    dashboards work unchanged; durations in milliseconds, as its default. The overflow series is labelled
+    `otel_metric_overflow="true"`. Errors per (service, span name, kind) are summed from the ERROR series."""
+    red = engine.red_metrics()
+    if red is None:
+        return []
+    out: list[Sample] = []
+    calls_help = "Spans received, before sampling, per service, span name, kind and status"
+    dur_help = "Duration (ms) of the spans received, before sampling"
+    err_help = "Spans with status ERROR received, before sampling, per service, span name and kind"
+    bounds_ms = [b * 1e3 for b in red.bounds]
+    errors: dict[tuple[tuple[str, str], ...], int] = {}
+    for s in red.series:
+        if s.overflow:
+            base: tuple[tuple[str, str], ...] = (*labels, ("otel_metric_overflow", "true"))
+            full = base
+        else:
+            base = (*labels, ("service_name", s.service), ("span_name", s.span_name),
+                    ("span_kind", _enum_name(_SPAN_KINDS, s.kind)))
+            full = (*base, ("status_code", _enum_name(_STATUS_CODES, s.status_code)))
+        out.append(Sample("traces_span_metrics_calls", "counter", calls_help, full, s.calls))
+        if s.errors:
+            errors[base] = errors.get(base, 0) + s.errors
+        cumulative = 0
+        for bound, count in zip([*bounds_ms, float("inf")], s.bucket_counts, strict=True):
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else f"{bound:g}"
+            out.append(Sample("traces_span_metrics_duration_milliseconds", "histogram", dur_help,
+                              (*full, ("le", le)), cumulative, "_bucket"))
+        out.append(Sample("traces_span_metrics_duration_milliseconds", "histogram", dur_help, full,
+                          s.duration_sum * 1e3, "_sum"))
+        out.append(Sample("traces_span_metrics_duration_milliseconds", "histogram", dur_help, full, s.calls,
+                          "_count"))
+    for base, n in errors.items():
+        out.append(Sample("traces_span_metrics_errors", "counter", err_help, base, n))
+    return out
 
 
 class FanoutSink:

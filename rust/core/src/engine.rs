@@ -14,6 +14,9 @@ use crate::config::EngineConfig;
 use crate::error::{Error, Result};
 use crate::otlp::decode::decode;
 use crate::otlp::encode::{encode_requests, OutChunk};
+use crate::otlp::Decoded;
+use crate::policy::Kind;
+use crate::red::{RedMetrics, RedSeries};
 use crate::store::stats::{LagHistogram, ShardGauges};
 use crate::store::{Chunk, PolicyCounters, Shard, ShardStats};
 
@@ -28,6 +31,9 @@ pub struct Engine {
     payloads_rejected: AtomicU64,
     payloads_refused: AtomicU64,
     payloads_emitted: AtomicU64,
+    /// RED metrics of every span taken, before sampling (`tailsample.red_metrics`), and the index of
+    /// `service.name` among the extracted attribute keys.
+    red: Option<(Mutex<RedMetrics>, usize)>,
 }
 
 /// Splits `total` into `n` shares that add up to it.
@@ -56,7 +62,15 @@ impl Engine {
                 ))
             })
             .collect();
+        let red = cfg.red_metrics.as_ref().map(|r| {
+            let service = cfg
+                .attr_keys
+                .index_of_str("service.name")
+                .expect("service.name is extracted when RED metrics are on");
+            (Mutex::new(RedMetrics::new(r.clone())), service)
+        });
         Engine {
+            red,
             cfg,
             shards,
             router: RandomState::new(),
@@ -119,8 +133,57 @@ impl Engine {
         for (i, g) in guards.iter_mut() {
             g.ingest(&d, &per_shard[*i], now);
         }
+        drop(guards);
+        self.record_red(&d);
         self.payloads_received.fetch_add(1, Ordering::Relaxed);
         Ok(d.spans.len())
+    }
+
+    /// Counts every span of a taken payload in the RED metrics (before any sampling).
+    fn record_red(&self, d: &Decoded<'_>) {
+        let Some((red, service_key)) = &self.red else {
+            return;
+        };
+        let mut red = red.lock().unwrap_or_else(|e| e.into_inner());
+        for span in &d.spans {
+            let resource = d.scopes[span.scope as usize].resource as usize;
+            let service = d.resource_attr(resource, *service_key).str_or_empty();
+            let duration = span
+                .end_time_unix_nano
+                .saturating_sub(span.start_time_unix_nano);
+            red.record(service, span.name, span.kind, span.status_code, duration);
+        }
+    }
+
+    /// The RED metrics' series (None when `tailsample.red_metrics` is off).
+    pub fn red_metrics(&self) -> Option<Vec<RedSeries>> {
+        let (red, _) = self.red.as_ref()?;
+        Some(red.lock().unwrap_or_else(|e| e.into_inner()).series())
+    }
+
+    /// Keys tracked by the stateful policies (`latency_percentile` groups, `adaptive` keys), traces judged
+    /// under their overflow key, and their state's bytes. Their state is shared by the shards.
+    fn policy_state(&self) -> (u64, u64, u64) {
+        let (mut keys, mut overflowed, mut bytes) = (0, 0, 0);
+        for p in &self.cfg.policies {
+            p.walk(&mut |q| {
+                let (k, o, b) = match &q.kind {
+                    Kind::LatencyPercentile(l) => {
+                        let (k, b) = l.tracked();
+                        (k, l.overflowed(), b)
+                    }
+                    Kind::Adaptive(a) => {
+                        let (k, b) = a.tracked();
+                        (k, a.overflowed(), b)
+                    }
+                    _ => (0, 0, 0),
+                };
+                keys += k;
+                overflowed += o;
+                bytes += b;
+            });
+        }
+        (keys, overflowed, bytes)
     }
 
     /// Decides what is due at `now`; returns kept spans as `ExportTraceServiceRequest` payloads.
@@ -172,6 +235,17 @@ impl Engine {
             limit_num_traces += shard.limit() as u64;
         }
         let c = &self.cfg;
+        let (state_keys, state_overflowed, state_bytes) = self.policy_state();
+        let red = self.red.as_ref().map(|(r, _)| {
+            let r = r.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                r.series_count() as u64,
+                r.overflow_spans(),
+                r.spans(),
+                r.memory_bytes() as u64,
+            )
+        });
+        let (red_series, red_overflow, red_spans, red_bytes) = red.unwrap_or_default();
         vec![
             (
                 "payloads_received",
@@ -203,6 +277,21 @@ impl Engine {
             ("span_bytes_in_memory", g.span_bytes_in_memory),
             ("memory_bytes", g.memory_bytes),
             ("spans_sampled", s.spans_sampled),
+            (
+                "traces_sampled_probability_unknown",
+                s.traces_sampled_probability_unknown,
+            ),
+            ("policy_state_keys", state_keys),
+            ("policy_state_overflowed_traces", state_overflowed),
+            ("policy_state_bytes", state_bytes),
+            ("red_series", red_series),
+            ("red_spans", red_spans),
+            ("red_overflow_spans", red_overflow),
+            ("red_memory_bytes", red_bytes),
+            (
+                "limit_red_max_series",
+                c.red_metrics.as_ref().map_or(0, |r| r.max_series as u64),
+            ),
             ("spans_not_sampled", s.spans_not_sampled),
             ("spans_dropped", s.spans_dropped),
             ("spans_evicted", s.spans_evicted),
@@ -277,6 +366,7 @@ fn add_stats(a: &mut ShardStats, b: &ShardStats) {
     a.traces_evicted += b.traces_evicted;
     a.spans_evicted += b.spans_evicted;
     a.spans_sampled += b.spans_sampled;
+    a.traces_sampled_probability_unknown += b.traces_sampled_probability_unknown;
     a.spans_not_sampled += b.spans_not_sampled;
     a.spans_dropped += b.spans_dropped;
     a.late_spans_forwarded += b.late_spans_forwarded;

@@ -7,10 +7,13 @@
 //! Start at [`Engine`]: `ingest`, `poll`, `flush`, `stats`.
 
 pub mod config;
+pub mod consistent;
 pub mod engine;
 pub mod error;
 pub mod otlp;
 pub mod policy;
+pub mod red;
+pub mod sketch;
 pub mod store;
 
 pub use config::EngineConfig;

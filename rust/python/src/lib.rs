@@ -191,6 +191,39 @@ impl NativeEngine {
         }
         Ok(d)
     }
+
+    /// RED metrics before sampling: (bucket bounds in seconds, series as dicts), or None when off.
+    #[allow(clippy::type_complexity)]
+    fn red_metrics<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Option<(Vec<f64>, Bound<'py, PyList>)>> {
+        let Some(series) = run(py, || self.engine.red_metrics())? else {
+            return Ok(None);
+        };
+        let bounds = self
+            .engine
+            .config()
+            .red_metrics
+            .as_ref()
+            .map(|r| r.buckets_ns.iter().map(|&b| b as f64 / 1e9).collect())
+            .unwrap_or_default();
+        let out = PyList::empty(py);
+        for s in series {
+            let d = PyDict::new(py);
+            d.set_item("service", s.service)?;
+            d.set_item("span_name", s.span_name)?;
+            d.set_item("kind", s.kind)?;
+            d.set_item("status_code", s.status_code)?;
+            d.set_item("overflow", s.overflow)?;
+            d.set_item("calls", s.calls)?;
+            d.set_item("errors", s.errors)?;
+            d.set_item("duration_sum", s.duration_sum_ns as f64 / 1e9)?;
+            d.set_item("bucket_counts", s.bucket_counts)?;
+            out.append(d)?;
+        }
+        Ok(Some((bounds, out)))
+    }
 }
 
 /// Validates a payload and describes it (spans, traces, resource_spans, min start, max end).

@@ -5,10 +5,13 @@ pub mod node;
 
 use serde_json::{json, Value};
 
+use crate::consistent::DEFAULT_PRECISION;
 use crate::error::{Error, Result};
 use crate::otlp::decode::AttrKeys;
 use crate::policy::trace_aggregate::{TraceAggregate, MAX_AGGREGATES};
+use crate::policy::trace_key::{TraceKey, MAX_KEYED};
 use crate::policy::{Kind, Policy, MAX_FOLDING_POLICIES};
+use crate::red::RedConfig;
 use node::Node;
 
 /// Output payloads are cut at this size by default: the default maximum message size of gRPC servers.
@@ -45,7 +48,101 @@ pub struct EngineConfig {
     pub folders: Vec<(u8, Kind)>,
     /// Every `trace_aggregate` policy (any depth), with its slot in `TraceView::aggregates`.
     pub aggregators: Vec<TraceAggregate>,
+    /// The trace key of every keyed policy (any depth), with its slot in `TraceView::keys`.
+    pub keyers: Vec<TraceKey>,
+    /// tailsample: write OTEP 235 thresholds (and optionally adjusted counts) on kept spans.
+    pub adjusted_counts: Option<AdjustedCounts>,
+    /// tailsample: RED metrics over every span received, before sampling.
+    pub red_metrics: Option<RedConfig>,
+    /// Ingest reads the spans' `ot` tracestate entries (a consistent sampler or adjusted counts need them).
+    pub reads_ot: bool,
     blocks: Vec<Value>,
+}
+
+/// `tailsample.adjusted_counts`: what kept spans carry of their sampling probability.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdjustedCounts {
+    /// Write `ot=th:` in each kept span's tracestate (erase it where the probability is unknown).
+    pub tracestate: bool,
+    /// Add a double attribute with this name holding the adjusted count (1/p); none when empty.
+    pub attribute: String,
+    /// Hex digits of written thresholds.
+    pub precision: u32,
+}
+
+impl AdjustedCounts {
+    fn parse(v: &Value) -> Result<Self> {
+        let mut m = Node::new(v, "tailsample.adjusted_counts").mapping()?;
+        let tracestate = m.boolean("tracestate", true)?;
+        let attribute = m.string("attribute", "")?;
+        let precision_path = m.key_path("precision");
+        let precision = m.int("precision", i64::from(DEFAULT_PRECISION))?;
+        m.finish()?;
+        if !(1..=14).contains(&precision) {
+            return Err(Error::config(
+                precision_path,
+                format!("must be between 1 and 14 hex digits, got {precision}"),
+            ));
+        }
+        Ok(AdjustedCounts {
+            tracestate,
+            attribute,
+            precision: precision as u32,
+        })
+    }
+}
+
+fn parse_red(v: &Value) -> Result<Option<RedConfig>> {
+    let mut m = Node::new(v, "tailsample.red_metrics").mapping()?;
+    let enabled = m.boolean("enabled", true)?;
+    let defaults = RedConfig::default();
+    let max_series = m.int_at_least("max_series", defaults.max_series as i64, 1)? as usize;
+    let buckets_path = m.key_path("histogram_buckets");
+    let buckets_ns = match m.value("histogram_buckets") {
+        None => defaults.buckets_ns,
+        Some(Value::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let path = format!("{buckets_path}[{i}]");
+                let ns = match item {
+                    Value::String(text) => {
+                        node::parse_go_duration(text).map_err(|e| Error::config(&path, e))?
+                    }
+                    other => {
+                        return Err(Error::config(
+                            &path,
+                            format!(
+                                "expected a duration such as \"250ms\", got {}",
+                                node::describe(other)
+                            ),
+                        ))
+                    }
+                };
+                if ns <= 0 || out.last().is_some_and(|&last| ns as u64 <= last) {
+                    return Err(Error::config(
+                        &path,
+                        "bucket bounds must be positive and increasing",
+                    ));
+                }
+                out.push(ns as u64);
+            }
+            out
+        }
+        Some(other) => {
+            return Err(Error::config(
+                buckets_path,
+                format!(
+                    "expected a list of durations, got {}",
+                    node::describe(other)
+                ),
+            ))
+        }
+    };
+    m.finish()?;
+    Ok(enabled.then_some(RedConfig {
+        max_series,
+        buckets_ns,
+    }))
 }
 
 const TOP_LEVEL_NOT_YET: &[(&str, &str)] = &[("tail_storage", "durable buffering")];
@@ -124,6 +221,8 @@ impl EngineConfig {
                 format!("must be between 1 and 256, got {num_shards}"),
             ));
         }
+        let mut adjusted_counts = None;
+        let mut red_metrics = None;
         let (max_payload_bytes, late_span_buffer_bytes, record_policy) = match m.value("tailsample")
         {
             None => (
@@ -138,6 +237,12 @@ impl EngineConfig {
                         as usize;
                 let l = t.bytes("late_span_buffer_bytes", DEFAULT_LATE_SPAN_BUFFER_BYTES)?;
                 let r = t.boolean("record_policy", false)?;
+                if let Some(a) = t.value("adjusted_counts") {
+                    adjusted_counts = Some(AdjustedCounts::parse(a)?);
+                }
+                if let Some(red) = t.value("red_metrics") {
+                    red_metrics = parse_red(red)?;
+                }
                 t.finish()?;
                 (p, l, r)
             }
@@ -159,14 +264,30 @@ impl EngineConfig {
         for p in &policies {
             p.walk(&mut |q| names.extend(q.kind.attribute_keys()));
         }
+        if red_metrics.is_some() {
+            names.push("service.name".to_string());
+        }
         let keys = AttrKeys::new(names);
         let mut folders: Vec<(u8, Kind)> = Vec::new();
         let mut aggregators: Vec<TraceAggregate> = Vec::new();
+        let mut keyers: Vec<TraceKey> = Vec::new();
+        let mut reads_ot = adjusted_counts.is_some();
         let mut too_many = false;
         let mut too_many_aggregates = false;
+        let mut too_many_keyed = false;
         for p in policies.iter_mut() {
             p.walk_mut(&mut |q| {
                 q.kind.bind(&keys);
+                reads_ot |= matches!(&q.kind, Kind::Adaptive(_))
+                    || matches!(&q.kind, Kind::Probabilistic(p) if p.mode != crate::policy::probabilistic::Mode::HashSeed);
+                if let Some(k) = q.kind.trace_key_mut() {
+                    if keyers.len() >= MAX_KEYED {
+                        too_many_keyed = true;
+                        return;
+                    }
+                    k.slot = keyers.len();
+                    keyers.push(k.clone());
+                }
                 if let Kind::TraceAggregate(a) = &mut q.kind {
                     if aggregators.len() >= MAX_AGGREGATES {
                         too_many_aggregates = true;
@@ -190,6 +311,14 @@ impl EngineConfig {
             return Err(Error::config(
                 "policies",
                 format!("at most {MAX_AGGREGATES} trace_aggregate policies per processor"),
+            ));
+        }
+        if too_many_keyed {
+            return Err(Error::config(
+                "policies",
+                format!(
+                    "at most {MAX_KEYED} latency_percentile and adaptive policies per processor"
+                ),
             ));
         }
         if too_many {
@@ -217,6 +346,10 @@ impl EngineConfig {
             record_policy,
             folders,
             aggregators,
+            keyers,
+            adjusted_counts,
+            red_metrics,
+            reads_ot,
             blocks,
         })
     }
@@ -228,7 +361,7 @@ impl EngineConfig {
     /// The configuration as the engine runs it, every default filled in.
     pub fn normalized(&self) -> Value {
         let dur = go_duration;
-        json!({
+        let mut out = json!({
             "decision_wait": dur(self.decision_wait_ns),
             "num_traces": self.num_traces,
             "expected_new_traces_per_sec": self.expected_new_traces_per_sec,
@@ -249,7 +382,24 @@ impl EngineConfig {
                 "record_policy": self.record_policy,
             },
             "policies": self.blocks,
-        })
+        });
+        // Only what is on: the output loads back as the same configuration.
+        let t = &mut out["tailsample"];
+        if let Some(a) = &self.adjusted_counts {
+            t["adjusted_counts"] = json!({
+                "tracestate": a.tracestate,
+                "attribute": a.attribute,
+                "precision": a.precision,
+            });
+        }
+        if let Some(r) = &self.red_metrics {
+            t["red_metrics"] = json!({
+                "enabled": true,
+                "max_series": r.max_series,
+                "histogram_buckets": r.buckets_ns.iter().map(|&ns| go_duration(ns as i64)).collect::<Vec<_>>(),
+            });
+        }
+        out
     }
 }
 
@@ -349,7 +499,7 @@ mod tests {
             => "policies[1].latency.threshold_ms: expected an integer, got the string \"1s\"";
         unknown_type_lists_supported:
             json!({"policies": [{"name": "a", "type": "sometimes"}]})
-            => "policies[0].type: unknown policy type \"sometimes\"; supported: always_sample, status_code, latency, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, trace_flags, rate_limiting, bytes_limiting, and, not, drop, composite, ottl_condition, trace_aggregate";
+            => "policies[0].type: unknown policy type \"sometimes\"; supported: always_sample, status_code, latency, probabilistic, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, trace_flags, rate_limiting, bytes_limiting, and, not, drop, composite, ottl_condition, trace_aggregate, latency_percentile, adaptive";
         duplicate_names:
             json!({"policies": [{"name": "a", "type": "always_sample"}, {"name": "a", "type": "always_sample"}]})
             => "policies[1].name: duplicate policy name \"a\" (also policies[0])";

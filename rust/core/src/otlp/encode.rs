@@ -181,6 +181,31 @@ pub fn string_attribute(key: &str, value: &str) -> Vec<u8> {
     attribute(key, &any)
 }
 
+/// A span attribute holding a double (`AnyValue.double_value`, field 4, fixed64).
+pub fn double_attribute(key: &str, value: f64) -> Vec<u8> {
+    let mut any = Vec::with_capacity(9);
+    any.push(0x21);
+    any.extend_from_slice(&value.to_le_bytes());
+    attribute(key, &any)
+}
+
+/// Rebuilds a chunk span by span: `f` appends each span's new bytes (given its old ones) to its buffer, and
+/// the result is framed again.
+pub fn map_spans(framed: &[u8], mut f: impl FnMut(&[u8], &mut Vec<u8>)) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(framed.len() + framed.len() / 8);
+    let mut span_out = Vec::new();
+    let mut r = super::wire::Reader::new(framed, 0);
+    while !r.is_empty() {
+        // Chunks are framed by this crate (tag 2, length, span), so these reads cannot fail.
+        let Ok((_, _)) = r.read_tag() else { break };
+        let Ok((span, _)) = r.read_len() else { break };
+        span_out.clear();
+        f(span, &mut span_out);
+        frame_span(&mut out, &span_out);
+    }
+    out.into_boxed_slice()
+}
+
 /// A span attribute holding a boolean (`AnyValue.bool_value`, field 2, a varint).
 pub fn bool_attribute(key: &str, value: bool) -> Vec<u8> {
     attribute(key, &[0x10, u8::from(value)])

@@ -9,13 +9,16 @@
 //! sampled; else not sampled. An evaluation error counts as no vote. Combinators (`and`, `not`, `drop`,
 //! `composite`) hold sub-policies of the same type; an error in a sub-policy is the combinator's error.
 
+pub mod adaptive;
 pub mod always_sample;
 pub mod and;
 pub mod boolean_attribute;
 pub mod bytes_limiting;
 pub mod composite;
 pub mod drop;
+pub mod inclusion;
 pub mod latency;
+pub mod latency_percentile;
 pub mod not;
 pub mod numeric_attribute;
 pub mod ottl;
@@ -27,6 +30,7 @@ pub mod status_code;
 pub mod string_attribute;
 pub mod trace_aggregate;
 pub mod trace_flags;
+pub mod trace_key;
 pub mod trace_state;
 
 use crate::config::node::{describe, Mapping, Node};
@@ -86,6 +90,39 @@ pub struct TraceView {
     pub aggregates: [f64; trace_aggregate::MAX_AGGREGATES],
     /// Bit `slot` is set once a value was folded into `aggregates[slot]`.
     pub aggregates_present: u8,
+    /// One key per keyed policy (`latency_percentile`, `adaptive`), by its slot (see `trace_key`).
+    pub keys: [u64; trace_key::MAX_KEYED],
+    /// The keys were read from the root span (until it arrives, from the first span received).
+    pub keys_from_root: bool,
+    /// OTEP 235 `th` and `rv` of the first span with an `ot` tracestate entry; `ot_present` says which.
+    pub ot_th: u64,
+    pub ot_rv: u64,
+    pub ot_present: u8,
+}
+
+/// Bits of `TraceView::ot_present`.
+pub mod ot_bits {
+    pub const SEEN: u8 = 1;
+    pub const TH: u8 = 2;
+    pub const RV: u8 = 4;
+}
+
+impl TraceView {
+    /// The trace's 56-bit randomness (OTEP 235): its `rv` if a span carried one, else the trace ID's last 7 bytes.
+    #[inline]
+    pub fn randomness(&self) -> u64 {
+        if self.ot_present & ot_bits::RV != 0 {
+            self.ot_rv
+        } else {
+            crate::consistent::trace_id_randomness(&self.trace_id)
+        }
+    }
+
+    /// The incoming threshold (`th`), if a span carried one.
+    #[inline]
+    pub fn threshold_in(&self) -> Option<u64> {
+        (self.ot_present & ot_bits::TH != 0).then_some(self.ot_th)
+    }
 }
 
 /// Folding policies per engine: each takes one bit of `TraceView::matched`.
@@ -130,6 +167,8 @@ pub enum Kind {
     Composite(composite::Composite),
     OttlCondition(ottl_condition::OttlCondition),
     TraceAggregate(trace_aggregate::TraceAggregate),
+    LatencyPercentile(latency_percentile::LatencyPercentile),
+    Adaptive(adaptive::Adaptive),
 }
 
 /// The policy types tailsample runs, as written in the YAML.
@@ -152,6 +191,8 @@ pub const SUPPORTED: &[&str] = &[
     "composite",
     "ottl_condition",
     "trace_aggregate",
+    "latency_percentile",
+    "adaptive",
 ];
 
 /// Types the reference has that tailsample does not run yet: a clear error rather than "unknown".
@@ -164,6 +205,9 @@ pub struct Policy {
     pub kind: Kind,
     /// The bit of `TraceView::matched` this policy folds into, if it folds.
     pub slot: Option<u8>,
+    /// Its vote on the trace evaluated last (None: not evaluated, or failed), for the trace's inclusion
+    /// probability (`inclusion`).
+    pub last_vote: Option<Vote>,
 }
 
 impl Policy {
@@ -192,6 +236,7 @@ impl Policy {
             name,
             kind,
             slot: None,
+            last_vote: None,
         })
     }
 
@@ -232,11 +277,22 @@ impl Policy {
             Some(s) => (t.matched & (1u64 << s) != 0, t.errors & (1u64 << s) != 0),
             None => (false, false),
         };
+        self.last_vote = None;
         // A definite match on some span wins over a failure on another.
         if failed && !matched {
             return Err(format!("policy {:?} failed to evaluate a span", self.name));
         }
-        self.kind.evaluate(t, matched, now)
+        let vote = self.kind.evaluate(t, matched, now)?;
+        self.last_vote = Some(vote);
+        Ok(vote)
+    }
+
+    /// How its last vote depends on the trace's randomness (see `inclusion`).
+    pub fn inclusion(&self) -> inclusion::Inclusion {
+        match self.last_vote {
+            None => inclusion::Inclusion::Never,
+            Some(v) => self.kind.inclusion(v),
+        }
     }
 
     /// Every policy of this tree, depth first (itself included), for slot assignment and key collection.
@@ -276,6 +332,8 @@ impl Kind {
             Kind::Composite(_) => "composite",
             Kind::OttlCondition(_) => "ottl_condition",
             Kind::TraceAggregate(_) => "trace_aggregate",
+            Kind::LatencyPercentile(_) => "latency_percentile",
+            Kind::Adaptive(_) => "adaptive",
         }
     }
 
@@ -308,6 +366,10 @@ impl Kind {
             "composite" => Kind::Composite(composite::Composite::parse(m, &path)?),
             "ottl_condition" => Kind::OttlCondition(ottl_condition::OttlCondition::parse(m)?),
             "trace_aggregate" => Kind::TraceAggregate(trace_aggregate::TraceAggregate::parse(m)?),
+            "latency_percentile" => {
+                Kind::LatencyPercentile(latency_percentile::LatencyPercentile::parse(m)?)
+            }
+            "adaptive" => Kind::Adaptive(adaptive::Adaptive::parse(m)?),
             other if NOT_YET.contains(&other) => {
                 return Err(Error::config(
                     type_path,
@@ -357,6 +419,8 @@ impl Kind {
             Kind::BooleanAttribute(p) => vec![p.key.clone()],
             Kind::OttlCondition(p) => p.attribute_keys(),
             Kind::TraceAggregate(p) => vec![p.key.clone()],
+            Kind::LatencyPercentile(p) => p.key.attribute_keys(),
+            Kind::Adaptive(p) => p.key.attribute_keys(),
             _ => Vec::new(),
         }
     }
@@ -377,6 +441,8 @@ impl Kind {
             Kind::TraceAggregate(p) => {
                 p.key_index = keys.index_of_str(&p.key).expect("key registered")
             }
+            Kind::LatencyPercentile(p) => p.key.bind(keys),
+            Kind::Adaptive(p) => p.key.bind(keys),
             _ => {}
         }
     }
@@ -450,7 +516,37 @@ impl Kind {
             Kind::Composite(p) => return p.evaluate(t, now),
             Kind::OttlCondition(p) => p.evaluate(matched),
             Kind::TraceAggregate(p) => p.evaluate(t),
+            Kind::LatencyPercentile(p) => p.evaluate(t, now),
+            Kind::Adaptive(p) => p.evaluate(t, now),
         })
+    }
+
+    /// The trace key of a keyed policy, for slot assignment.
+    pub fn trace_key_mut(&mut self) -> Option<&mut trace_key::TraceKey> {
+        match self {
+            Kind::LatencyPercentile(p) => Some(&mut p.key),
+            Kind::Adaptive(p) => Some(&mut p.key),
+            _ => None,
+        }
+    }
+
+    /// How this policy's `vote` on the trace just evaluated depends on the trace's randomness.
+    pub fn inclusion(&self, vote: Vote) -> inclusion::Inclusion {
+        use inclusion::Inclusion;
+        let sampled = vote == Vote::Sampled;
+        match self {
+            Kind::Probabilistic(p) => p.inclusion(),
+            Kind::Adaptive(p) => Inclusion::Threshold(p.last_threshold),
+            // Their votes depend on other traces (tokens, allocations), not on this trace's randomness.
+            Kind::RateLimiting(_) | Kind::BytesLimiting(_) | Kind::Composite(_) if sampled => {
+                Inclusion::Unknown
+            }
+            Kind::And(p) => p.inclusion(),
+            Kind::Not(p) => p.sub.inclusion().negate(),
+            Kind::Drop(_) => Inclusion::Never,
+            _ if sampled => Inclusion::Always,
+            _ => Inclusion::Never,
+        }
     }
 }
 

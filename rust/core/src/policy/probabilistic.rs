@@ -1,14 +1,35 @@
 //! `probabilistic`: sampled iff FNV-1a-64(salt ‖ trace ID) <= threshold, with the threshold computed exactly as
 //! the reference computes it (`big.Float` of 64-bit precision: (2^64−1) × (pct/100), rounded to nearest even
 //! at 64 bits, then truncated), so the same trace gets the same decision here and there.
+//!
+//! tailsample adds a `mode` (named as in the collector's `probabilistic_sampler` processor) for OTEP 235
+//! consistent sampling; the default, `hash_seed`, is the reference's:
+//! - `equalizing`: sampled iff the trace's 56-bit randomness (its `ot=rv`, else the trace ID's last 7 bytes)
+//!   is at least the threshold of `sampling_percentage`. Tiers compose: a trace kept by a 10 % stage upstream
+//!   and a 10 % stage here is kept at 10 % overall.
+//! - `proportional`: the percentage applies on top of the upstream probability (the incoming `th`): 10 % of
+//!   what a 10 % upstream kept is 1 % overall.
+//!
+//! `sampling_precision` (hex digits of the threshold, default 4) is the collector's.
 
+use super::inclusion::Inclusion;
 use super::{TraceView, Vote};
 use crate::config::node::Mapping;
+use crate::consistent::{
+    probability_of_threshold, threshold_for_probability, DEFAULT_PRECISION, MAX_ADJUSTED_THRESHOLD,
+};
 use crate::error::{Error, Result};
 
 pub const DEFAULT_SALT: &str = "default-hash-seed";
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    HashSeed,
+    Equalizing,
+    Proportional,
+}
 
 #[derive(Debug, Clone)]
 pub struct Probabilistic {
@@ -17,6 +38,10 @@ pub struct Probabilistic {
     pub threshold: u64,
     /// FNV-1a state after the salt: the hash of every trace continues from here.
     salted: u64,
+    pub mode: Mode,
+    pub precision: u32,
+    /// The OTEP 235 threshold the last trace was compared with (consistent modes).
+    pub last_threshold: u64,
 }
 
 fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
@@ -76,6 +101,9 @@ impl Probabilistic {
             hash_salt: hash_salt.to_string(),
             threshold: threshold_for(sampling_percentage),
             salted: fnv1a(FNV_OFFSET, hash_salt.as_bytes()),
+            mode: Mode::HashSeed,
+            precision: DEFAULT_PRECISION,
+            last_threshold: 0,
         }
     }
 
@@ -83,6 +111,28 @@ impl Probabilistic {
         let path = m.key_path("sampling_percentage");
         let pct = m.float("sampling_percentage", 0.0)?;
         let salt = m.string("hash_salt", "")?;
+        let mode_path = m.key_path("mode");
+        let mode = match m.string("mode", "hash_seed")?.as_str() {
+            "hash_seed" => Mode::HashSeed,
+            "equalizing" => Mode::Equalizing,
+            "proportional" => Mode::Proportional,
+            other => {
+                return Err(Error::config(
+                    mode_path,
+                    format!(
+                        "unknown mode {other:?}; supported: hash_seed, equalizing, proportional"
+                    ),
+                ))
+            }
+        };
+        let precision_path = m.key_path("sampling_precision");
+        let precision = m.int("sampling_precision", i64::from(DEFAULT_PRECISION))?;
+        if !(1..=14).contains(&precision) {
+            return Err(Error::config(
+                precision_path,
+                format!("must be between 1 and 14 hex digits, got {precision}"),
+            ));
+        }
         m.finish()?;
         if !pct.is_finite() || pct < 0.0 {
             return Err(Error::config(
@@ -90,7 +140,28 @@ impl Probabilistic {
                 format!("must be a percentage of at least 0, got {pct}"),
             ));
         }
-        Ok(Probabilistic::new(pct, &salt))
+        let mut p = Probabilistic::new(pct, &salt);
+        p.mode = mode;
+        p.precision = precision as u32;
+        Ok(p)
+    }
+
+    /// The OTEP 235 threshold this trace is compared with (consistent modes); MAX means never kept.
+    fn consistent_threshold(&self, t: &TraceView) -> u64 {
+        let p = (self.sampling_percentage / 100.0).min(1.0);
+        let p = match self.mode {
+            Mode::Proportional => p * t.threshold_in().map_or(1.0, probability_of_threshold),
+            _ => p,
+        };
+        threshold_for_probability(p, self.precision).unwrap_or(MAX_ADJUSTED_THRESHOLD)
+    }
+
+    /// How the vote depends on the trace's randomness (see `inclusion`).
+    pub fn inclusion(&self) -> Inclusion {
+        match self.mode {
+            Mode::HashSeed => Inclusion::Independent((self.sampling_percentage / 100.0).min(1.0)),
+            _ => Inclusion::Threshold(self.last_threshold),
+        }
     }
 
     #[inline]
@@ -98,8 +169,13 @@ impl Probabilistic {
         fnv1a(self.salted, trace_id)
     }
 
-    pub fn evaluate(&self, t: &TraceView) -> Vote {
-        super::vote(self.hash(&t.trace_id) <= self.threshold, false)
+    pub fn evaluate(&mut self, t: &TraceView) -> Vote {
+        if self.mode == Mode::HashSeed {
+            return super::vote(self.hash(&t.trace_id) <= self.threshold, false);
+        }
+        let threshold = self.consistent_threshold(t);
+        self.last_threshold = threshold;
+        super::vote(t.randomness() >= threshold, false)
     }
 }
 
@@ -141,7 +217,7 @@ mod tests {
 
     #[test]
     fn sampled_share_is_close_to_the_percentage() {
-        let p = Probabilistic::new(10.0, "salt");
+        let mut p = Probabilistic::new(10.0, "salt");
         let mut hits = 0;
         let mut x: u64 = 0x9e3779b97f4a7c15;
         for i in 0..100_000u64 {
@@ -158,5 +234,39 @@ mod tests {
             hits += usize::from(p.evaluate(&t) == Vote::Sampled);
         }
         assert!((9_000..11_000).contains(&hits), "{hits}");
+    }
+
+    /// Scenario: the consistent modes over 100,000 random trace IDs. Guarantees: equalizing keeps ~10 % and
+    /// exactly the IDs whose randomness reaches the threshold; proportional on top of an upstream 50 % keeps
+    /// ~5 % of all IDs, a subset of equalizing's.
+    #[test]
+    fn consistent_modes() {
+        let mut eq = Probabilistic::new(10.0, "");
+        eq.mode = Mode::Equalizing;
+        let mut prop = Probabilistic::new(10.0, "");
+        prop.mode = Mode::Proportional;
+        let (mut kept_eq, mut kept_prop) = (0, 0);
+        let mut x: u64 = 12345;
+        for _ in 0..100_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mut id = [0u8; 16];
+            id[8..].copy_from_slice(&x.to_be_bytes());
+            let mut t = TraceView {
+                trace_id: id,
+                ..Default::default()
+            };
+            let e = eq.evaluate(&t) == Vote::Sampled;
+            assert_eq!(e, t.randomness() >= eq.last_threshold);
+            kept_eq += usize::from(e);
+            t.ot_present = super::super::ot_bits::SEEN | super::super::ot_bits::TH;
+            t.ot_th = 1 << 55;
+            let p = prop.evaluate(&t) == Vote::Sampled;
+            assert!(!p || e, "proportional keeps a subset");
+            kept_prop += usize::from(p);
+        }
+        assert!((9_400..10_600).contains(&kept_eq), "{kept_eq}");
+        assert!((4_600..5_400).contains(&kept_prop), "{kept_prop}");
     }
 }

@@ -1,7 +1,7 @@
 //! Decision caches: late spans of a decided trace follow its decision while its ID is remembered.
 //!
-//! - `SampledCache` remembers kept trace IDs exactly (16 B per ID plus its index, ~45 B per entry), first in,
-//!   first out.
+//! - `SampledCache` remembers kept trace IDs exactly, with the stage's sampling probability for the late
+//!   spans' adjusted counts (16 B per ID, 16 B of stage, plus its index: ~60 B per entry), first in, first out.
 //! - `NotSampledFilter` remembers dropped trace IDs in a generational cuckoo filter: 32-bit fingerprints in
 //!   buckets of 4 at up to 95 % load, three generations of half the configured size each, so that at least the
 //!   last `size` IDs are remembered for at most 6.3 bytes per ID. A lookup can say "dropped" for an ID that never
@@ -12,9 +12,11 @@ use std::collections::VecDeque;
 
 use ahash::RandomState;
 
+use crate::policy::inclusion::Stage;
+
 pub struct SampledCache {
     capacity: usize,
-    set: HashMap<u128, (), RandomState>,
+    set: HashMap<u128, Stage, RandomState>,
     order: VecDeque<u128>,
 }
 
@@ -26,7 +28,7 @@ impl SampledCache {
             order: VecDeque::new(),
         }
     }
-    pub fn insert(&mut self, id: u128) {
+    pub fn insert(&mut self, id: u128, stage: Stage) {
         if self.capacity == 0 || self.set.contains_key(&id) {
             return;
         }
@@ -35,12 +37,20 @@ impl SampledCache {
                 self.set.remove(&old);
             }
         }
-        self.set.insert(id, ());
+        self.set.insert(id, stage);
         self.order.push_back(id);
     }
     #[inline]
     pub fn contains(&self, id: u128) -> bool {
         self.capacity != 0 && self.set.contains_key(&id)
+    }
+    /// The stage a kept trace was decided with, if it is remembered.
+    #[inline]
+    pub fn get(&self, id: u128) -> Option<Stage> {
+        if self.capacity == 0 {
+            return None;
+        }
+        self.set.get(&id).copied()
     }
     pub fn len(&self) -> usize {
         self.set.len()
@@ -233,7 +243,7 @@ mod tests {
     fn sampled_cache_is_exact_and_fifo() {
         let mut c = SampledCache::new(3);
         for n in 0..5 {
-            c.insert(id(n));
+            c.insert(id(n), Stage::Certain);
         }
         assert!(!c.contains(id(0)) && !c.contains(id(1)));
         assert!(c.contains(id(2)) && c.contains(id(3)) && c.contains(id(4)));

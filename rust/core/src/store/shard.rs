@@ -15,13 +15,16 @@ use super::decision_cache::{NotSampledFilter, SampledCache};
 use super::intern::{Interner, Origin, Resource};
 use super::stats::{PolicyCounters, ShardGauges, ShardStats};
 use crate::config::EngineConfig;
+use crate::consistent::{adjusted_count, read_ot, rewrite_span, span_trace_state, with_threshold};
 use crate::error::Error;
 use crate::otlp::decode::Decoded;
 use crate::otlp::encode::{
-    append_attributes, bool_attribute, frame_span, framed_size, string_attribute,
+    append_attributes, bool_attribute, double_attribute, frame_span, framed_size, map_spans,
+    string_attribute,
 };
 use crate::otlp::wire::len_field_size;
-use crate::policy::{status_bits, Fold, Kind, Policy, SpanFacts, TraceView, Vote};
+use crate::policy::inclusion::Stage;
+use crate::policy::{ot_bits, status_bits, Fold, Kind, Policy, SpanFacts, TraceView, Vote};
 
 /// A run of one trace's spans from one payload under one origin, framed as `ScopeSpans.spans` entries.
 #[derive(Debug)]
@@ -272,16 +275,16 @@ impl Shard {
         let slot = match self.table.get(&id) {
             Some(&slot) => slot,
             None if self.sampled.contains(id) => {
-                // A late span of a kept trace: out at the next poll.
+                // A late span of a kept trace: out at the next poll, with the trace's sampling probability.
                 self.stats.late_spans_forwarded += group.len() as u64;
-                let record = self.cfg.record_policy;
+                let stage = self.sampled.get(id).unwrap_or_default();
+                let attrs = if self.cfg.record_policy {
+                    bool_attribute("tailsampling.cached_decision", true)
+                } else {
+                    Vec::new()
+                };
                 self.chunks_of(d, group, resources, origins, |s, mut c| {
-                    if record {
-                        c.framed = append_attributes(
-                            &c.framed,
-                            &bool_attribute("tailsampling.cached_decision", true),
-                        );
-                    }
+                    c.framed = s.rewrite_kept(c.framed, stage, &attrs);
                     s.late_bytes += c.framed.len() as u64;
                     s.late.push(c);
                 });
@@ -303,6 +306,31 @@ impl Shard {
             v.otlp_bytes += reference_size(d, group);
             for &(_, si) in group {
                 let span = &d.spans[si as usize];
+                let is_root = span.parent_span_id.is_none();
+                if !cfg.keyers.is_empty() && (v.span_count == 0 || (is_root && !v.keys_from_root)) {
+                    // The trace's keys: from its first span, until its root arrives.
+                    let scope = &d.scopes[span.scope as usize];
+                    let attrs = d.span_attrs_of(si as usize);
+                    let resource_attrs = d.resource_attrs_of(scope.resource as usize);
+                    for k in &cfg.keyers {
+                        v.keys[k.slot] = k.span_hash(span, attrs, resource_attrs);
+                    }
+                    v.keys_from_root = is_root;
+                }
+                if cfg.reads_ot && v.ot_present == 0 && !span.trace_state.is_empty() {
+                    let ot = read_ot(span.trace_state);
+                    if ot.th.is_some() || ot.rv.is_some() {
+                        v.ot_present = ot_bits::SEEN;
+                        if let Some(th) = ot.th {
+                            v.ot_th = th;
+                            v.ot_present |= ot_bits::TH;
+                        }
+                        if let Some(rv) = ot.rv {
+                            v.ot_rv = rv;
+                            v.ot_present |= ot_bits::RV;
+                        }
+                    }
+                }
                 v.span_count = v.span_count.saturating_add(1);
                 v.bytes += span.raw.len() as u64;
                 if span.start_time_unix_nano != 0
@@ -314,7 +342,7 @@ impl Shard {
                 v.max_end_unix_nano = v.max_end_unix_nano.max(span.end_time_unix_nano);
                 v.status_mask |= status_bits::of(span.status_code);
                 v.sampled_flag |= span.flags & 1 == 1;
-                v.root_seen |= span.parent_span_id.is_none();
+                v.root_seen |= is_root;
                 if !cfg.aggregators.is_empty() {
                     let attrs = d.span_attrs_of(si as usize);
                     for a in &cfg.aggregators {
@@ -449,6 +477,13 @@ impl Shard {
         let view = self.traces[s].view;
         let mut first_sampled: Option<usize> = None;
         let mut dropped = false;
+        let adjusted = self.cfg.adjusted_counts.is_some();
+        if adjusted {
+            // Policies a `sample_on_first_match` stop does not reach must not count with a stale vote.
+            for p in &mut self.policies {
+                p.last_vote = None;
+            }
+        }
         for k in 0..self.eval_order.len() {
             let i = self.eval_order[k];
             match self.policies[i].evaluate(&view, now) {
@@ -491,16 +526,31 @@ impl Shard {
                 self.policy_stats[i].decided += 1;
                 self.stats.traces_sampled += 1;
                 self.stats.spans_sampled += spans;
-                self.sampled.insert(id);
+                let stage = if adjusted {
+                    Stage::of(
+                        self.eval_order
+                            .iter()
+                            .map(|&i| self.policies[i].inclusion()),
+                    )
+                } else {
+                    Stage::Certain
+                };
+                if stage == Stage::Unknown {
+                    self.stats.traces_sampled_probability_unknown += 1;
+                }
+                self.sampled.insert(id, stage);
                 // The chunks move to the output; `free_slot` then counts none for this trace.
                 self.chunks -= self.traces[s].chunks.len() as u64;
-                if self.cfg.record_policy {
-                    let attrs = self.policy_attributes(i);
-                    for c in &mut self.traces[s].chunks {
-                        c.framed = append_attributes(&c.framed, &attrs);
-                    }
+                let attrs = if self.cfg.record_policy {
+                    self.policy_attributes(i)
+                } else {
+                    Vec::new()
+                };
+                let mut chunks = std::mem::take(&mut self.traces[s].chunks);
+                for c in &mut chunks {
+                    c.framed = self.rewrite_kept(std::mem::take(&mut c.framed), stage, &attrs);
                 }
-                out.append(&mut self.traces[s].chunks);
+                out.append(&mut chunks);
                 Outcome::Sampled
             }
             (false, None) => {
@@ -512,6 +562,37 @@ impl Shard {
         };
         self.free_slot(slot);
         outcome
+    }
+
+    /// A kept chunk as it leaves: with `attrs` appended to each span, and, with adjusted counts on, each
+    /// span's `ot=th` composed with the stage (and the adjusted count attribute). Untouched when neither.
+    fn rewrite_kept(&self, framed: Box<[u8]>, stage: Stage, attrs: &[u8]) -> Box<[u8]> {
+        let Some(a) = &self.cfg.adjusted_counts else {
+            if attrs.is_empty() {
+                return framed;
+            }
+            return append_attributes(&framed, attrs);
+        };
+        let mut extra = Vec::with_capacity(attrs.len() + 48);
+        map_spans(&framed, |raw, out| {
+            let state = span_trace_state(raw);
+            let t_out = stage.compose(read_ot(state).th, a.precision);
+            extra.clear();
+            extra.extend_from_slice(attrs);
+            if let (false, Some(t)) = (a.attribute.is_empty(), t_out) {
+                extra.extend(double_attribute(&a.attribute, adjusted_count(t)));
+            }
+            let rewritten = if a.tracestate {
+                rewrite_span(raw, &with_threshold(state, t_out), &extra, out)
+            } else {
+                rewrite_span(raw, state, &extra, out)
+            };
+            if rewritten.is_err() {
+                // Spans were validated at ingest; should one not parse, it leaves as it came.
+                out.clear();
+                out.extend_from_slice(raw);
+            }
+        })
     }
 
     /// `tailsampling.policy` (and `tailsampling.composite_policy`) for a trace policy `i` sampled.

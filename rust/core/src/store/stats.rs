@@ -19,6 +19,8 @@ pub struct ShardStats {
     pub traces_evicted: u64,
     pub spans_evicted: u64,
     pub spans_sampled: u64,
+    /// Kept traces whose sampling probability is unknown (adjusted counts on): their spans leave without `th`.
+    pub traces_sampled_probability_unknown: u64,
     pub spans_not_sampled: u64,
     pub spans_dropped: u64,
     pub late_spans_forwarded: u64,
