@@ -208,3 +208,34 @@ def test_memory_limiter_refuses_with_503(backend, rng):
         status, _, body = post(s.url(), payload)
         assert status == 503 and "memory_limiter" in decode_status(body).message
         assert s.metric('tailsample_memory_limiter_refused_payloads_total{processor="memory_limiter"}') >= 1
+
+
+def test_red_metrics_count_every_span_before_sampling_on_the_prometheus_endpoint(backend, rng):
+    """Scenario: `tailsample.red_metrics` on, 3 error traces and 5 boring ones sent, only errors kept.
+    Guarantees: the metrics endpoint counts all 11 spans under the spanmetrics connector's names and labels,
+    errors included, with a duration histogram whose count equals the calls; the kept spans are the 6 of errors."""
+    from tailsample.service.metrics import parse_text
+
+    cfg = service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}},
+                         tail_sampling={"tailsample": {"red_metrics": {"max_series": 10}}})
+    with serving(cfg) as s:
+        for _ in range(3):
+            assert post(s.url(), error_trace(rng)[1])[0] == 200
+        for _ in range(5):
+            assert post(s.url(), boring_trace(rng)[1])[0] == 200
+        wait_for(lambda: backend.span_count() == 6, what="the error traces")
+        with urllib.request.urlopen(s.url("metrics", "/metrics"), timeout=5) as resp:
+            m = parse_text(resp.read().decode())
+    lbl = 'processor="tail_sampling",service_name="{}",span_name="{}",span_kind="SPAN_KIND_INTERNAL",status_code="{}"'
+    def calls(*labels: str) -> float:
+        return m["traces_span_metrics_calls_total{" + lbl.format(*labels) + "}"]
+
+    assert calls("checkout", "GET /cart", "STATUS_CODE_UNSET") == 3
+    assert calls("checkout", "db", "STATUS_CODE_ERROR") == 3
+    assert calls("cart", "GET /health", "STATUS_CODE_UNSET") == 5
+    base = 'processor="tail_sampling",service_name="checkout",span_name="db",span_kind="SPAN_KIND_INTERNAL"'
+    assert m["traces_span_metrics_errors_total{" + base + "}"] == 3
+    health = lbl.format("cart", "GET /health", "STATUS_CODE_UNSET")
+    assert m["traces_span_metrics_duration_milliseconds_count{" + health + "}"] == 5
+    assert m["traces_span_metrics_duration_milliseconds_bucket{" + health + ',le="+Inf"}'] == 5
+    assert m['tailsample_engine_red_spans_total{processor="tail_sampling"}'] == 11
