@@ -96,7 +96,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list[Any], o
 
 
 _STAGES = ("decode", "ingest", "decide", "end_to_end")
-_POLICIES = (None, "seed", "heavy")
+_POLICIES = (None, "seed", "heavy", "extended")
 
 
 def _order(r: dict[str, Any]) -> tuple[Any, ...]:

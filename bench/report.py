@@ -66,7 +66,7 @@ def engine_section(data: Any) -> list[str]:
         if "spans_per_s" in e:
             rows[e["stage"], e.get("policies"), e["spans_per_payload"], e["spans_per_trace"]] = e["spans_per_s"]
     stages = [("decode", None), ("ingest", "seed"), ("decide", "seed"), ("end_to_end", "seed"),
-              ("end_to_end", "heavy")]
+              ("end_to_end", "heavy"), ("end_to_end", "extended")]
     out = ["| spans per payload x spans per trace | " + " | ".join(
         f"{s.replace('_', ' ')}{'' if p is None else f' ({p})'}" for s, p in stages) + " |",
         "|---|" + "---|" * len(stages)]

@@ -15,7 +15,8 @@ Stages, each timed over every payload of the workload (one round):
 - end_to_end: a fresh engine per round; ingest everything, then `flush()`: OTLP bytes in, kept OTLP bytes out.
 
 Policies: the seed's (`workloads.SEED`: errors, latency, forced header, 1 % random) for every stage, and the heavy
-set (`workloads.HEAVY`: regexes, OTTL, and, composite) for end to end. Both with `decision_wait: 1h` and
+set (`workloads.HEAVY`: regexes, OTTL, and, composite) and the extended set (`workloads.EXTENDED`: the seed's
+with tailsample's own policies, adjusted counts and RED metrics) for end to end. Both with `decision_wait: 1h` and
 `num_traces: 200000` (so 100,000 one-span traces fit; the test fails on any eviction or refusal).
 
 Each benchmark's `extra_info` holds `spans` (per round) and `spans_per_s` (spans / median round time), with the
@@ -45,7 +46,7 @@ NOW = 0.0
 
 # (spans per payload, spans per trace): the size axis then the shape axis, p1000-t5 once.
 WORKLOADS = list(dict.fromkeys([(p, BASE_SHAPE) for p in SIZES] + [(BASE_SIZE, t) for t in SHAPES]))
-POLICIES = {"seed": workloads.SEED, "heavy": workloads.HEAVY}
+POLICIES = {"seed": workloads.SEED, "heavy": workloads.HEAVY, "extended": workloads.EXTENDED}
 OVERRIDES = {"decision_wait": "1h", "num_traces": 200_000}
 
 
@@ -153,7 +154,7 @@ def test_decide(benchmark, request, throughput, workload, policies) -> None:
                                          kept_traces=s["traces_sampled"]))
 
 
-@pytest.mark.parametrize("policies", ["seed", "heavy"])
+@pytest.mark.parametrize("policies", ["seed", "heavy", "extended"])
 def test_end_to_end(benchmark, request, throughput, workload, policies) -> None:
     p, t, data, spans = workload
     config = _config(policies)

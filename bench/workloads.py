@@ -34,6 +34,7 @@ from tailsample.fileformat import PayloadWriter, read_payloads
 DATA = Path(os.environ.get("TAILSAMPLE_BENCH_DATA", Path(__file__).resolve().parent / ".data"))
 SEED = Path(__file__).resolve().parents[1] / "python" / "tailsample" / "data" / "seed-config.yaml"
 HEAVY = Path(__file__).resolve().parent / "policies" / "heavy.yaml"
+EXTENDED = Path(__file__).resolve().parent / "policies" / "extended.yaml"
 EPOCH_NS = 1_749_988_800 * 1_000_000_000
 SERVICES = ("checkout", "payment", "inventory", "cart", "search", "api-gateway", "user", "shipping")
 
