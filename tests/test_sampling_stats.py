@@ -424,3 +424,47 @@ def test_incoming_tracestate_is_kept_and_unknown_erases() -> None:
     assert {s.trace_state for s in kept} == {"ot=rv:ffffffffffffff,vendor=abc"}
     assert {s.adjusted_count for s in kept} == {None}
     assert engine.stats()["traces_sampled_probability_unknown"] == 1000
+
+
+def test_late_spans_carry_the_decisions_threshold() -> None:
+    """Scenario: 2,000 one-span traces through a 30 % equalizing sampler with a sampled decision cache; then a
+    late child span of each trace. Guarantees: the late spans of kept traces come out with the same `th` and
+    adjusted count as their trace; those of dropped traces do not come out."""
+    rng = random.Random(4)
+    cfg = {**probabilistic(30, "equalizing"),
+           "decision_cache": {"sampled_cache_size": 10_000, "non_sampled_cache_size": 10_000}}
+    cfg["tailsample"] = {"adjusted_counts": {"attribute": "sampling.adjusted_count"}}
+    ids = [(rng.randbytes(16), rng.randbytes(8)) for _ in range(2000)]
+    first = request({"svc": [span(t, s, start=T0, end=T0 + 1000) for t, s in ids]})
+    late = request({"svc": [span(t, rng.randbytes(8), parent=s, start=T0, end=T0 + 500) for t, s in ids]})
+    engine = Engine(Config.from_dict(cfg))
+    engine.ingest(first, now=0.0)
+    kept = kept_spans(engine.poll(now=5.0))
+    engine.ingest(late, now=6.0)
+    late_kept = kept_spans(engine.poll(now=7.0))
+    assert 450 < len(kept) < 750
+    assert sorted(s.trace_id for s in late_kept) == sorted(s.trace_id for s in kept)
+    assert {(s.trace_state, s.adjusted_count) for s in late_kept} == {(s.trace_state, s.adjusted_count) for s in kept}
+    assert {s.trace_state for s in kept} == {"ot=th:b333"}
+
+
+def test_trace_keys_come_from_the_root_span() -> None:
+    """Scenario: 300 traces whose child span (of 300 different services) arrives a payload before the root (of
+    service `front`), through `latency_percentile` grouped by service. Guarantees: one group, the root's."""
+    rng = random.Random(6)
+    cfg = {"decision_wait": "1s", "policies": [{"name": "p99", "type": "latency_percentile",
+                                                "latency_percentile": {"group_by": ["service.name"]}}]}
+    engine = Engine(Config.from_dict(cfg))
+    for i in range(300):
+        tid, root = rng.randbytes(16), rng.randbytes(8)
+        engine.ingest(request({f"back-{i}": [span(tid, rng.randbytes(8), parent=root, start=T0, end=T0 + 5)]}),
+                      now=0.0)
+        engine.ingest(request({"front": [span(tid, root, start=T0, end=T0 + 10)]}), now=0.0)
+    engine.flush(now=2.0)
+    assert engine.stats()["policy_state_keys"] == 1
+    lone = Engine(Config.from_dict(cfg))
+    for i in range(5):  # without a root, the first span keys the trace
+        lone.ingest(request({f"back-{i}": [span(rng.randbytes(16), rng.randbytes(8), parent=b"\x01" * 8,
+                                                start=T0, end=T0 + 5)]}), now=0.0)
+    lone.flush(now=2.0)
+    assert lone.stats()["policy_state_keys"] == 5

@@ -518,5 +518,58 @@ mod tests {
         missing_name:
             json!({"policies": [{"type": "always_sample"}]})
             => "policies[0].name: is required";
+        red_buckets_must_increase:
+            json!({"tailsample": {"red_metrics": {"histogram_buckets": ["10ms", "5ms"]}}, "policies": [{"name": "a", "type": "always_sample"}]})
+            => "tailsample.red_metrics.histogram_buckets[1]: bucket bounds must be positive and increasing";
+        red_buckets_are_durations:
+            json!({"tailsample": {"red_metrics": {"histogram_buckets": [5]}}, "policies": [{"name": "a", "type": "always_sample"}]})
+            => "tailsample.red_metrics.histogram_buckets[0]: expected a duration such as \"250ms\", got the number 5";
+        adjusted_counts_precision:
+            json!({"tailsample": {"adjusted_counts": {"precision": 15}}, "policies": [{"name": "a", "type": "always_sample"}]})
+            => "tailsample.adjusted_counts.precision: must be between 1 and 14 hex digits, got 15";
+        adjusted_counts_unknown_key:
+            json!({"tailsample": {"adjusted_counts": {"atribute": "x"}}, "policies": [{"name": "a", "type": "always_sample"}]})
+            => "tailsample.adjusted_counts.atribute: unknown key; known keys here: attribute, precision, tracestate";
+        probabilistic_mode:
+            json!({"policies": [{"name": "a", "type": "probabilistic", "probabilistic": {"sampling_percentage": 5, "mode": "consistent"}}]})
+            => "policies[0].probabilistic.mode: unknown mode \"consistent\"; supported: hash_seed, equalizing, proportional";
+        too_many_keyed:
+            json!({"policies": (0..5).map(|i| json!({"name": format!("p{i}"), "type": "latency_percentile"})).collect::<Vec<_>>()})
+            => "policies: at most 4 latency_percentile and adaptive policies per processor";
+    }
+
+    /// Scenario: the contract for the tailsample-only types, as written. Guarantees: it loads, with the
+    /// defaults stated (p99 over 5 minutes by root service and name; Refinery's EMA settings).
+    #[test]
+    fn contract_names_load() {
+        let c = load(json!({"policies": [
+            {"name": "p99", "type": "latency_percentile", "latency_percentile": {"percentile": 99}},
+            {"name": "adapt", "type": "adaptive", "adaptive": {"goal_sample_rate": 10, "key_fields": ["service.name", "http.route"]}},
+            {"name": "tokens", "type": "trace_aggregate",
+             "trace_aggregate": {"key": "gen_ai.usage.input_tokens", "function": "sum", "min_value": 50000}},
+        ]}))
+        .unwrap();
+        assert_eq!(c.keyers.len(), 2);
+        assert_eq!((c.keyers[0].slot, c.keyers[1].slot), (0, 1));
+        assert_eq!(c.attr_keys.len(), 3); // service.name, http.route, gen_ai.usage.input_tokens
+        assert!(c.reads_ot, "adaptive reads the spans' rv");
+        let Kind::LatencyPercentile(p) = &c.policies[0].kind else {
+            panic!()
+        };
+        assert_eq!(
+            (p.settings.percentile, p.settings.window_ns),
+            (99.0, 300_000_000_000)
+        );
+        let Kind::Adaptive(a) = &c.policies[1].kind else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                a.settings.goal_sample_rate,
+                a.settings.adjustment_interval_ns,
+                a.settings.max_keys
+            ),
+            (10, 15_000_000_000, 500)
+        );
     }
 }
