@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from tailsample import _native
 from tailsample.config import Config
@@ -89,6 +90,17 @@ class Engine:
         """Per top-level policy, in order: traces it voted `sampled`, `not_sampled`, `dropped` (drop policies), its
         `errors` (no vote), and `decided` (kept traces it was the first, in order, to sample)."""
         return self._native.policy_stats()
+
+    def explain(self, trace_id: str | bytes) -> dict[str, Any]:
+        """What the engine knows of a trace: pending, decided (outcome, every policy's vote, times, late spans),
+        only in a decision cache, or unknown. `trace_id` is 32 hex digits or 16 bytes; a malformed one raises
+        ValueError. See `tailsample.explain` for the keys, and `tailsample.explain.describe` for text."""
+        if isinstance(trace_id, (bytes, bytearray, memoryview)):
+            raw = bytes(trace_id)
+            if len(raw) != 16:
+                raise ValueError(f"a trace ID is 16 bytes, got {len(raw)}")
+            trace_id = raw.hex()
+        return self._native.explain(trace_id)
 
     def red_metrics(self) -> RedMetrics | None:
         """RED metrics over every span taken, before sampling; None unless `tailsample.red_metrics` is on."""

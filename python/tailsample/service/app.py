@@ -136,7 +136,8 @@ class Service:
         self._process_metrics()
         if cfg.metrics.level != "none":
             for i, ep in enumerate(cfg.metrics.endpoints):
-                m = _HttpEndpoint("metrics", ep, [web.get("/metrics", self._metrics)])
+                m = _HttpEndpoint("metrics", ep, [web.get("/metrics", self._metrics),
+                                                  web.get("/debug/traces/{trace_id}", self._explain)])
                 self._endpoints.append(m)
                 self.addresses["metrics" if i == 0 else f"metrics/{i}"] = await m.start()
         for xid in cfg.service_extensions:
@@ -179,6 +180,17 @@ class Service:
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self.registry.render(), content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
+
+    async def _explain(self, request: web.Request) -> web.Response:
+        """What each pipeline's engine knows of a trace ID (`tailsample explain`): 200 with the answers (an
+        unknown ID is an answer), 400 for a malformed ID."""
+        trace_id = request.match_info["trace_id"]
+        try:
+            answers = {pid: p.engine.explain(trace_id) for pid, p in self.pipelines.items()}
+        except ValueError as e:
+            return web.Response(status=400, text=json.dumps({"error": str(e)}), content_type="application/json")
+        return web.Response(text=json.dumps({"trace_id": trace_id.lower(), "pipelines": answers}),
+                            content_type="application/json")
 
     async def _health(self, request: web.Request) -> web.Response:
         up = datetime.datetime.fromtimestamp(self.started_at, datetime.timezone.utc)

@@ -18,7 +18,7 @@ use crate::otlp::Decoded;
 use crate::policy::Kind;
 use crate::red::{RedMetrics, RedSeries};
 use crate::store::stats::{LagHistogram, ShardGauges};
-use crate::store::{Chunk, PolicyCounters, Shard, ShardStats};
+use crate::store::{Chunk, Knowledge, PolicyCounters, Shard, ShardStats};
 
 pub struct Engine {
     cfg: Arc<EngineConfig>,
@@ -59,6 +59,7 @@ impl Engine {
                     share(cfg.num_traces, n, i),
                     share(cfg.sampled_cache_size, n, i),
                     share(cfg.non_sampled_cache_size, n, i),
+                    share(cfg.decision_log_size, n, i),
                 ))
             })
             .collect();
@@ -86,6 +87,28 @@ impl Engine {
         &self.cfg
     }
 
+    #[inline]
+    fn shard_of(&self, id: u128) -> usize {
+        let n = self.shards.len();
+        if n == 1 {
+            0
+        } else {
+            (self.router.hash_one(id) % n as u64) as usize
+        }
+    }
+
+    /// What the engine knows of a trace: pending, decided (with every policy's vote), or only remembered by
+    /// the decision caches, or nothing.
+    pub fn explain(&self, trace_id: [u8; 16]) -> Knowledge {
+        let id = u128::from_be_bytes(trace_id);
+        lock(&self.shards[self.shard_of(id)]).explain(id)
+    }
+
+    /// The engine clock (ns), `i64::MIN` before any call.
+    pub fn clock(&self) -> i64 {
+        self.clock.load(Ordering::Acquire)
+    }
+
     /// Advances the engine clock to `now` if it is later; returns the clock.
     fn tick(&self, now: i64) -> i64 {
         let before = self.clock.fetch_max(now, Ordering::AcqRel);
@@ -107,12 +130,7 @@ impl Engine {
         let mut per_shard: Vec<Vec<(u128, u32)>> = vec![Vec::new(); n];
         for (i, span) in d.spans.iter().enumerate() {
             let id = u128::from_be_bytes(span.trace_id);
-            let shard = if n == 1 {
-                0
-            } else {
-                (self.router.hash_one(id) % n as u64) as usize
-            };
-            per_shard[shard].push((id, i as u32));
+            per_shard[self.shard_of(id)].push((id, i as u32));
         }
         for order in &mut per_shard {
             // By trace, then by span index: a trace's spans are contiguous, each scope's in wire order.
@@ -228,11 +246,14 @@ impl Engine {
         let mut s = ShardStats::default();
         let mut g = ShardGauges::default();
         let mut limit_num_traces = 0u64;
+        let (mut log_records, mut log_bytes) = (0u64, 0u64);
         for shard in self.shards.iter() {
             let shard = lock(shard);
             add_stats(&mut s, &shard.stats);
             add_gauges(&mut g, &shard.gauges());
             limit_num_traces += shard.limit() as u64;
+            log_records += shard.decision_log_len() as u64;
+            log_bytes += shard.decision_log_bytes() as u64;
         }
         let c = &self.cfg;
         let (state_keys, state_overflowed, state_bytes) = self.policy_state();
@@ -281,6 +302,9 @@ impl Engine {
                 "traces_sampled_probability_unknown",
                 s.traces_sampled_probability_unknown,
             ),
+            ("decision_log_records", log_records),
+            ("decision_log_bytes", log_bytes),
+            ("limit_decision_log_size", c.decision_log_size as u64),
             ("policy_state_keys", state_keys),
             ("policy_state_overflowed_traces", state_overflowed),
             ("policy_state_bytes", state_bytes),

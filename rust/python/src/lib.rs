@@ -10,7 +10,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
+use tailsample_core::consistent::probability_of_threshold;
+use tailsample_core::policy::inclusion::Stage;
 use tailsample_core::store::stats::LAG_BOUNDS_NS;
+use tailsample_core::store::{Knowledge, LoggedVote};
 use tailsample_core::{seconds_to_ns, Engine, EngineConfig, Error};
 
 /// Maps a core error to its Python exception (classes defined in `tailsample/errors.py`).
@@ -192,6 +195,68 @@ impl NativeEngine {
         Ok(d)
     }
 
+    /// What the engine knows of a trace ID (32 hex digits): see `Engine.explain` in Python. Times are seconds
+    /// on the engine clock; `clock` is the clock now.
+    fn explain<'py>(&self, py: Python<'py>, trace_id: &str) -> PyResult<Bound<'py, PyDict>> {
+        let id = parse_trace_id(trace_id)?;
+        let knowledge = run(py, || self.engine.explain(id))?;
+        let cfg = self.engine.config();
+        let secs = |ns: i64| ns as f64 / 1e9;
+        let d = PyDict::new(py);
+        d.set_item("trace_id", trace_id.to_ascii_lowercase())?;
+        let clock = self.engine.clock();
+        d.set_item("clock", (clock != i64::MIN).then(|| secs(clock)))?;
+        match knowledge {
+            Knowledge::Pending {
+                first_seen,
+                due,
+                span_count,
+            } => {
+                d.set_item("state", "pending")?;
+                d.set_item("first_seen", secs(first_seen))?;
+                d.set_item("due", secs(due))?;
+                d.set_item("span_count", span_count)?;
+            }
+            Knowledge::Decided(r) => {
+                d.set_item("state", "decided")?;
+                d.set_item("outcome", r.outcome.name())?;
+                d.set_item("trigger", r.trigger.name())?;
+                let names = cfg.policy_names();
+                d.set_item(
+                    "decided_by",
+                    r.decided_by.and_then(|i| names.get(i as usize).copied()),
+                )?;
+                let votes = PyDict::new(py);
+                let evaluated = r.votes.iter().any(|v| *v != LoggedVote::NotEvaluated);
+                if evaluated {
+                    for (i, name) in names.iter().enumerate() {
+                        let v = r.votes.get(i).copied().unwrap_or_default();
+                        votes.set_item(name, v.name())?;
+                    }
+                }
+                d.set_item("votes", votes)?;
+                d.set_item("first_seen", secs(r.first_seen))?;
+                d.set_item("due", secs(r.due))?;
+                d.set_item("decided_at", secs(r.decided_at))?;
+                d.set_item("span_count", r.span_count)?;
+                d.set_item("late_spans", r.late_spans)?;
+                if cfg.adjusted_counts.is_some() && r.outcome.name() == "sampled" {
+                    let p = match r.stage {
+                        Stage::Certain => Some(1.0),
+                        Stage::Threshold(t) => Some(probability_of_threshold(t)),
+                        Stage::Proportional(p) => Some(p),
+                        Stage::Unknown => None,
+                    };
+                    d.set_item("sampling_probability", p)?;
+                }
+            }
+            Knowledge::InSampledCache => d.set_item("state", "sampled_cache")?,
+            Knowledge::InNotSampledFilter => d.set_item("state", "non_sampled_filter")?,
+            Knowledge::Unknown => d.set_item("state", "unknown")?,
+        }
+        Ok(d)
+    }
+
     /// RED metrics before sampling: (bucket bounds in seconds, series as dicts), or None when off.
     #[allow(clippy::type_complexity)]
     fn red_metrics<'py>(
@@ -224,6 +289,22 @@ impl NativeEngine {
         }
         Ok(Some((bounds, out)))
     }
+}
+
+/// A trace ID as 32 hex digits (either case), or a ValueError naming what is wrong.
+fn parse_trace_id(text: &str) -> PyResult<[u8; 16]> {
+    let t = text.trim();
+    if t.len() != 32 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(PyValueError::new_err(format!(
+            "a trace ID is 32 hexadecimal digits, got {text:?} ({} characters)",
+            text.chars().count()
+        )));
+    }
+    let mut id = [0u8; 16];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).unwrap_or(0);
+    }
+    Ok(id)
 }
 
 /// Validates a payload and describes it (spans, traces, resource_spans, min start, max end).

@@ -18,6 +18,8 @@ use node::Node;
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 << 20;
 /// Late spans of kept traces wait for the next `poll` in a buffer of at most this many bytes by default.
 pub const DEFAULT_LATE_SPAN_BUFFER_BYTES: u64 = 64 << 20;
+/// Recent decisions remembered for `explain`, per engine, by default (~120 B each).
+pub const DEFAULT_DECISION_LOG_SIZE: usize = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -54,6 +56,8 @@ pub struct EngineConfig {
     pub adjusted_counts: Option<AdjustedCounts>,
     /// tailsample: RED metrics over every span received, before sampling.
     pub red_metrics: Option<RedConfig>,
+    /// tailsample: recent decisions remembered for `explain` (0: none).
+    pub decision_log_size: usize,
     /// Ingest reads the spans' `ot` tracestate entries (a consistent sampler or adjusted counts need them).
     pub reads_ot: bool,
     blocks: Vec<Value>,
@@ -223,6 +227,7 @@ impl EngineConfig {
         }
         let mut adjusted_counts = None;
         let mut red_metrics = None;
+        let mut decision_log_size = DEFAULT_DECISION_LOG_SIZE;
         let (max_payload_bytes, late_span_buffer_bytes, record_policy) = match m.value("tailsample")
         {
             None => (
@@ -243,6 +248,9 @@ impl EngineConfig {
                 if let Some(red) = t.value("red_metrics") {
                     red_metrics = parse_red(red)?;
                 }
+                decision_log_size =
+                    t.int_at_least("decision_log_size", DEFAULT_DECISION_LOG_SIZE as i64, 0)?
+                        as usize;
                 t.finish()?;
                 (p, l, r)
             }
@@ -349,6 +357,7 @@ impl EngineConfig {
             keyers,
             adjusted_counts,
             red_metrics,
+            decision_log_size,
             reads_ot,
             blocks,
         })
@@ -380,6 +389,7 @@ impl EngineConfig {
                 "max_payload_bytes": self.max_payload_bytes,
                 "late_span_buffer_bytes": self.late_span_buffer_bytes,
                 "record_policy": self.record_policy,
+                "decision_log_size": self.decision_log_size,
             },
             "policies": self.blocks,
         });

@@ -2,9 +2,11 @@
 //! a summary folded at ingest; due-time queues; decision caches for late spans.
 
 pub mod decision_cache;
+pub mod decision_log;
 pub mod intern;
 pub mod shard;
 pub mod stats;
 
-pub use shard::{Chunk, Shard};
+pub use decision_log::{LoggedVote, Outcome, Record, Trigger};
+pub use shard::{Chunk, Knowledge, Shard};
 pub use stats::{PolicyCounters, ShardStats};

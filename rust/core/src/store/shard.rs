@@ -12,6 +12,7 @@ use std::sync::Arc;
 use ahash::RandomState;
 
 use super::decision_cache::{NotSampledFilter, SampledCache};
+use super::decision_log::{DecisionLog, LoggedVote, Outcome, Record, Trigger, MAX_LOGGED_POLICIES};
 use super::intern::{Interner, Origin, Resource};
 use super::stats::{PolicyCounters, ShardGauges, ShardStats};
 use crate::config::EngineConfig;
@@ -44,12 +45,22 @@ struct Trace {
     framed_bytes: u64,
 }
 
-/// How a trace left the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Sampled,
-    NotSampled,
-    Dropped,
+/// What the store knows of a trace ID, for `explain`.
+#[derive(Debug, Clone, Copy)]
+pub enum Knowledge {
+    /// Buffered, not decided yet.
+    Pending {
+        first_seen: i64,
+        due: i64,
+        span_count: u32,
+    },
+    /// Decided (or evicted) recently: its record.
+    Decided(Record),
+    /// Its record is gone, but the sampled cache still says it was kept.
+    InSampledCache,
+    /// Its record is gone, but the non-sampled filter says it was dropped (false positives ~1e-8).
+    InNotSampledFilter,
+    Unknown,
 }
 
 pub struct Shard {
@@ -71,6 +82,7 @@ pub struct Shard {
     interner: Interner,
     late: Vec<Chunk>,
     late_bytes: u64,
+    log: DecisionLog,
     clock: i64,
     span_bytes: u64,
     spans: u64,
@@ -86,6 +98,7 @@ impl Shard {
         limit: usize,
         sampled_cache: usize,
         non_sampled_cache: usize,
+        decision_log: usize,
     ) -> Self {
         let policies = cfg.policies.clone();
         let is_drop = |p: &Policy| matches!(p.kind, Kind::Drop(_));
@@ -109,6 +122,7 @@ impl Shard {
             interner: Interner::new(),
             late: Vec::new(),
             late_bytes: 0,
+            log: DecisionLog::new(decision_log),
             clock: i64::MIN,
             span_bytes: 0,
             spans: 0,
@@ -277,6 +291,7 @@ impl Shard {
             None if self.sampled.contains(id) => {
                 // A late span of a kept trace: out at the next poll, with the trace's sampling probability.
                 self.stats.late_spans_forwarded += group.len() as u64;
+                self.log.add_late(id, group.len() as u32);
                 let stage = self.sampled.get(id).unwrap_or_default();
                 let attrs = if self.cfg.record_policy {
                     bool_attribute("tailsampling.cached_decision", true)
@@ -292,6 +307,7 @@ impl Shard {
             }
             None if self.not_sampled.contains(id) => {
                 self.stats.late_spans_dropped += group.len() as u64;
+                self.log.add_late(id, group.len() as u32);
                 return;
             }
             None => self.new_trace(id, now),
@@ -396,8 +412,57 @@ impl Shard {
             self.stats.traces_dropped_too_large += 1;
             self.stats.spans_dropped += u64::from(self.traces[s].view.span_count);
             self.not_sampled.insert(id);
+            self.log_undecided(slot, Outcome::DroppedTooLarge, Trigger::Ingest, now);
             self.free_slot(slot);
         }
+    }
+
+    /// Records a trace that leaves without a vote (too large, evicted, dropped at shutdown).
+    fn log_undecided(&mut self, slot: u32, outcome: Outcome, trigger: Trigger, now: i64) {
+        let t = &self.traces[slot as usize];
+        self.log.push(Record {
+            trace_id: u128::from_be_bytes(t.view.trace_id),
+            outcome,
+            trigger,
+            decided_by: None,
+            votes: [LoggedVote::NotEvaluated; MAX_LOGGED_POLICIES],
+            first_seen: t.first_seen,
+            due: t.first_seen.saturating_add(self.cfg.decision_wait_ns),
+            decided_at: now,
+            span_count: t.view.span_count,
+            late_spans: 0,
+            stage: Stage::Unknown,
+        });
+    }
+
+    /// What this shard knows of a trace ID.
+    pub fn explain(&self, id: u128) -> Knowledge {
+        if let Some(&slot) = self.table.get(&id) {
+            let t = &self.traces[slot as usize];
+            return Knowledge::Pending {
+                first_seen: t.first_seen,
+                due: t.first_seen.saturating_add(self.cfg.decision_wait_ns),
+                span_count: t.view.span_count,
+            };
+        }
+        if let Some(r) = self.log.get(id) {
+            return Knowledge::Decided(*r);
+        }
+        if self.sampled.contains(id) {
+            Knowledge::InSampledCache
+        } else if self.not_sampled.contains(id) {
+            Knowledge::InNotSampledFilter
+        } else {
+            Knowledge::Unknown
+        }
+    }
+
+    pub fn decision_log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    pub fn decision_log_bytes(&self) -> usize {
+        self.log.bytes()
     }
 
     fn new_trace(&mut self, id: u128, now: i64) -> u32 {
@@ -433,6 +498,8 @@ impl Shard {
             if self.is_live(slot, generation) {
                 self.stats.traces_evicted += 1;
                 self.stats.spans_evicted += u64::from(self.traces[slot as usize].view.span_count);
+                let now = self.clock;
+                self.log_undecided(slot, Outcome::Evicted, Trigger::Ingest, now);
                 self.free_slot(slot);
                 return;
             }
@@ -472,9 +539,17 @@ impl Shard {
     /// fired → dropped; else any policy sampled → sampled (the first in order is the one recorded); else not
     /// sampled. The drop policies run first and evaluation stops at a drop; with `sample_on_first_match` it also
     /// stops at the first sample.
-    fn decide(&mut self, slot: u32, due: i64, now: i64, out: &mut Vec<Chunk>) -> Outcome {
+    fn decide(
+        &mut self,
+        slot: u32,
+        due: i64,
+        now: i64,
+        trigger: Trigger,
+        out: &mut Vec<Chunk>,
+    ) -> Outcome {
         let s = slot as usize;
         let view = self.traces[s].view;
+        let mut votes = [LoggedVote::NotEvaluated; MAX_LOGGED_POLICIES];
         let mut first_sampled: Option<usize> = None;
         let mut dropped = false;
         let adjusted = self.cfg.adjusted_counts.is_some();
@@ -486,7 +561,11 @@ impl Shard {
         }
         for k in 0..self.eval_order.len() {
             let i = self.eval_order[k];
-            match self.policies[i].evaluate(&view, now) {
+            let result = self.policies[i].evaluate(&view, now);
+            if let Some(v) = votes.get_mut(i) {
+                *v = LoggedVote::of(result.as_ref().map(|v| *v).map_err(|_| ()));
+            }
+            match result {
                 Ok(Vote::Sampled) => {
                     self.policy_stats[i].sampled += 1;
                     if first_sampled.is_none() {
@@ -510,6 +589,7 @@ impl Shard {
         }
         let id = u128::from_be_bytes(view.trace_id);
         let spans = u64::from(view.span_count);
+        let mut logged_stage = Stage::Certain;
         let lag = now.saturating_sub(due).max(0) as u64;
         self.stats.decision_lag_ns_total += lag;
         self.stats.decisions_timed += 1;
@@ -520,7 +600,7 @@ impl Shard {
                 self.stats.traces_dropped_by_policy += 1;
                 self.stats.spans_dropped += spans;
                 self.not_sampled.insert(id);
-                Outcome::Dropped
+                Outcome::DroppedByPolicy
             }
             (false, Some(i)) => {
                 self.policy_stats[i].decided += 1;
@@ -539,6 +619,7 @@ impl Shard {
                     self.stats.traces_sampled_probability_unknown += 1;
                 }
                 self.sampled.insert(id, stage);
+                logged_stage = stage;
                 // The chunks move to the output; `free_slot` then counts none for this trace.
                 self.chunks -= self.traces[s].chunks.len() as u64;
                 let attrs = if self.cfg.record_policy {
@@ -560,6 +641,23 @@ impl Shard {
                 Outcome::NotSampled
             }
         };
+        self.log.push(Record {
+            trace_id: id,
+            outcome,
+            trigger,
+            decided_by: if outcome == Outcome::Sampled {
+                first_sampled.map(|i| i as u16)
+            } else {
+                None
+            },
+            votes,
+            first_seen: self.traces[s].first_seen,
+            due,
+            decided_at: now,
+            span_count: view.span_count,
+            late_spans: 0,
+            stage: logged_stage,
+        });
         self.free_slot(slot);
         outcome
     }
@@ -624,7 +722,7 @@ impl Shard {
                 break;
             }
             self.due.pop_front();
-            self.decide(slot, due, now, out);
+            self.decide(slot, due, now, Trigger::DecisionWait, out);
         }
         while let Some(&(slot, generation, due)) = self.root_due.front() {
             if !self.is_live(slot, generation) {
@@ -636,7 +734,7 @@ impl Shard {
             }
             self.root_due.pop_front();
             self.stats.decisions_after_root += 1;
-            self.decide(slot, due, now, out);
+            self.decide(slot, due, now, Trigger::RootReceived, out);
         }
         self.drain_late(out);
     }
@@ -654,11 +752,12 @@ impl Shard {
                 self.stats.traces_dropped += 1;
                 self.stats.traces_dropped_on_shutdown += 1;
                 self.stats.spans_dropped += spans;
+                self.log_undecided(slot, Outcome::DroppedOnShutdown, Trigger::Flush, now);
                 self.free_slot(slot);
             } else {
                 let due = self.traces[slot as usize].first_seen.saturating_add(wait);
                 self.stats.decisions_on_flush += 1;
-                self.decide(slot, due.min(now), now, out);
+                self.decide(slot, due.min(now), now, Trigger::Flush, out);
             }
         }
         self.root_due.clear();

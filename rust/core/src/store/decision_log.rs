@@ -1,0 +1,255 @@
+//! The decision log: what happened to each recently decided trace, to answer "did tailsample keep this trace,
+//! and why?" during an incident.
+//!
+//! A ring of the last `capacity` records per shard (first in, first out) with an index by trace ID. A record
+//! holds the outcome, every top-level policy's vote (up to `MAX_LOGGED_POLICIES`), the first-seen, due and
+//! decided times, the span count, the late spans that arrived after the decision, and the sampling probability
+//! written on the kept spans. About 120 bytes per record with its index entry: the default 100,000 records
+//! per engine take about 12 MB (`decision_log_bytes`).
+
+use std::collections::HashMap;
+use std::collections::VecDeque;
+
+use ahash::RandomState;
+
+use crate::policy::inclusion::Stage;
+use crate::policy::Vote;
+
+/// Votes of at most this many top-level policies are recorded (the others read as not recorded).
+pub const MAX_LOGGED_POLICIES: usize = 32;
+
+/// How a trace left the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Sampled,
+    NotSampled,
+    /// A `drop` policy fired.
+    DroppedByPolicy,
+    /// Its spans passed `maximum_trace_size_bytes`.
+    DroppedTooLarge,
+    /// Pending at shutdown with `drop_pending_traces_on_shutdown`.
+    DroppedOnShutdown,
+    /// Pushed out undecided by a new trace at `num_traces`.
+    Evicted,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Sampled => "sampled",
+            Outcome::NotSampled => "not_sampled",
+            Outcome::DroppedByPolicy => "dropped_by_policy",
+            Outcome::DroppedTooLarge => "dropped_too_large",
+            Outcome::DroppedOnShutdown => "dropped_on_shutdown",
+            Outcome::Evicted => "evicted",
+        }
+    }
+}
+
+/// What made the decision happen when it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// `decision_wait` after the first span.
+    DecisionWait,
+    /// `decision_wait_after_root_received` after the root span.
+    RootReceived,
+    /// `flush` (shutdown).
+    Flush,
+    /// At ingest (too large), or by eviction.
+    Ingest,
+}
+
+impl Trigger {
+    pub fn name(self) -> &'static str {
+        match self {
+            Trigger::DecisionWait => "decision_wait",
+            Trigger::RootReceived => "root_received",
+            Trigger::Flush => "flush",
+            Trigger::Ingest => "ingest",
+        }
+    }
+}
+
+/// One policy's vote as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoggedVote {
+    /// Not evaluated (evaluation stopped before it), or beyond `MAX_LOGGED_POLICIES`.
+    #[default]
+    NotEvaluated,
+    Sampled,
+    NotSampled,
+    Dropped,
+    /// Its evaluation failed (no vote).
+    Error,
+}
+
+impl LoggedVote {
+    pub fn of(v: Result<Vote, ()>) -> Self {
+        match v {
+            Ok(Vote::Sampled) => LoggedVote::Sampled,
+            Ok(Vote::NotSampled) => LoggedVote::NotSampled,
+            Ok(Vote::Dropped) => LoggedVote::Dropped,
+            Err(()) => LoggedVote::Error,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LoggedVote::NotEvaluated => "not_evaluated",
+            LoggedVote::Sampled => "sampled",
+            LoggedVote::NotSampled => "not_sampled",
+            LoggedVote::Dropped => "dropped",
+            LoggedVote::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Record {
+    pub trace_id: u128,
+    pub outcome: Outcome,
+    pub trigger: Trigger,
+    /// Index of the first policy (configuration order) that sampled, for a kept trace.
+    pub decided_by: Option<u16>,
+    pub votes: [LoggedVote; MAX_LOGGED_POLICIES],
+    pub first_seen: i64,
+    pub due: i64,
+    pub decided_at: i64,
+    pub span_count: u32,
+    /// Spans of this trace that arrived after the decision (forwarded or dropped by the decision caches).
+    pub late_spans: u32,
+    pub stage: Stage,
+}
+
+pub struct DecisionLog {
+    capacity: usize,
+    /// Records in decision order; `base` is the sequence number of `ring[0]`.
+    ring: VecDeque<Record>,
+    base: u64,
+    /// Trace ID → sequence number of its latest record.
+    index: HashMap<u128, u64, RandomState>,
+}
+
+impl DecisionLog {
+    pub fn new(capacity: usize) -> Self {
+        DecisionLog {
+            capacity,
+            ring: VecDeque::new(),
+            base: 0,
+            index: HashMap::default(),
+        }
+    }
+
+    pub fn push(&mut self, r: Record) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.ring.len() >= self.capacity {
+            if let Some(old) = self.ring.pop_front() {
+                // The index may already point at a newer record of the same trace (decided twice).
+                if self.index.get(&old.trace_id) == Some(&self.base) {
+                    self.index.remove(&old.trace_id);
+                }
+                self.base += 1;
+            }
+        }
+        let seq = self.base + self.ring.len() as u64;
+        self.index.insert(r.trace_id, seq);
+        self.ring.push_back(r);
+    }
+
+    pub fn get(&self, id: u128) -> Option<&Record> {
+        let seq = *self.index.get(&id)?;
+        self.ring.get((seq - self.base) as usize)
+    }
+
+    /// Counts late spans of a decided trace, if it is still logged.
+    pub fn add_late(&mut self, id: u128, spans: u32) {
+        if let Some(&seq) = self.index.get(&id) {
+            if let Some(r) = self.ring.get_mut((seq - self.base) as usize) {
+                r.late_spans = r.late_spans.saturating_add(spans);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// Bytes held: the records, and the index at its load factor.
+    pub fn bytes(&self) -> usize {
+        self.ring.capacity() * std::mem::size_of::<Record>() + self.index.capacity() * 32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: u128) -> Record {
+        Record {
+            trace_id: id,
+            outcome: Outcome::Sampled,
+            trigger: Trigger::DecisionWait,
+            decided_by: Some(0),
+            votes: [LoggedVote::NotEvaluated; MAX_LOGGED_POLICIES],
+            first_seen: 0,
+            due: 0,
+            decided_at: 0,
+            span_count: 1,
+            late_spans: 0,
+            stage: Stage::Certain,
+        }
+    }
+
+    /// Scenario: more records than the capacity. Guarantees: the oldest are forgotten, the last `capacity`
+    /// found; late spans are counted on the right record.
+    #[test]
+    fn ring_forgets_the_oldest() {
+        let mut log = DecisionLog::new(3);
+        for id in 1..=5u128 {
+            log.push(record(id));
+        }
+        assert!(log.get(1).is_none() && log.get(2).is_none());
+        assert_eq!(log.get(4).map(|r| r.trace_id), Some(4));
+        assert_eq!(log.len(), 3);
+        log.add_late(4, 2);
+        log.add_late(1, 2);
+        assert_eq!(log.get(4).unwrap().late_spans, 2);
+    }
+
+    /// Scenario: a trace decided twice (a late span started it again after its ID was forgotten). Guarantees:
+    /// the latest record answers, and forgetting the older one keeps it.
+    #[test]
+    fn latest_record_wins() {
+        let mut log = DecisionLog::new(2);
+        log.push(record(7));
+        let mut again = record(7);
+        again.outcome = Outcome::NotSampled;
+        log.push(again);
+        log.push(record(8));
+        assert_eq!(log.get(7).unwrap().outcome, Outcome::NotSampled);
+        log.push(record(9));
+        assert!(log.get(7).is_none());
+    }
+
+    #[test]
+    fn zero_capacity_keeps_nothing() {
+        let mut log = DecisionLog::new(0);
+        log.push(record(1));
+        assert!(log.get(1).is_none() && log.is_empty());
+    }
+
+    #[test]
+    fn record_size_is_as_stated() {
+        assert!(
+            std::mem::size_of::<Record>() <= 112,
+            "{}",
+            std::mem::size_of::<Record>()
+        );
+    }
+}
