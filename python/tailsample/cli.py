@@ -109,6 +109,67 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trace_id_arg(text: str) -> str:
+    tid = text.strip().lower()
+    if len(tid) != 32 or any(c not in "0123456789abcdef" for c in tid):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a trace ID (32 hex digits)")
+    return tid
+
+
+def _limit_arg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of traces (0 or more)")
+    return n
+
+
+def _show(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import shutil
+
+    from tailsample.fileformat import read_payloads
+    from tailsample.tree import build_traces, rank_traces, render_list, render_text, summary_json, to_json
+
+    payloads = (p for f in args.files for p in read_payloads(Path(f)))
+    traces = build_traces(payloads, attributes=args.attr)
+    files = ", ".join(args.files)
+    if args.trace_id is not None:
+        tree = traces.get(args.trace_id)
+        if tree is None:
+            print(f"tailsample: trace {args.trace_id} not found in {files}", file=sys.stderr)
+            return 1
+        ranked = [tree]
+    else:
+        ranked = rank_traces(traces.values())
+        if not ranked:
+            print(f"tailsample: no spans in {files}", file=sys.stderr)
+            return 1
+    if args.json:
+        doc = to_json(ranked[0])
+        if args.trace_id is None:
+            doc = {"trace_count": len(ranked), "traces": [summary_json(t) for t in ranked[:args.limit]],
+                   "trace": doc}
+        try:
+            text = json.dumps(doc, indent=2, ensure_ascii=False)
+        except RecursionError:  # json nests as deep as the trace: thousands of levels exceed Python's stack
+            print(f"tailsample: trace {ranked[0].trace_id} is nested too deep for JSON output", file=sys.stderr)
+            return 1
+        print(text)
+        return 0
+    tty = sys.stdout.isatty()
+    color = tty and "NO_COLOR" not in os.environ
+    width = shutil.get_terminal_size().columns if tty else None
+    if args.trace_id is None and args.limit > 0 and len(ranked) > 1:
+        print(f"{len(ranked):,} traces in {files}, most spans first:")
+        print(render_list(ranked, limit=args.limit))
+    sys.stdout.write(render_text(ranked[0], width=width, color=color))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `tailsample` command."""
     parser = argparse.ArgumentParser(prog="tailsample", description="Tail-based sampling for OpenTelemetry "
@@ -167,6 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "their queues (a Go duration; default 30s)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=_serve)
+
+    p = sub.add_parser("show", help="render a kept trace as a tree (from OTLP files): durations, status, key "
+                       "attributes, GenAI tokens and calls")
+    p.add_argument("files", nargs="+", metavar="FILE", help="files written by the collector's file exporter "
+                   "(json lines or length-prefixed proto, optionally gzipped)")
+    p.add_argument("--trace-id", type=_trace_id_arg, metavar="HEX", help="the trace to render (32 hex digits); "
+                   "default: list the traces and render the one with most spans")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--attr", action="append", default=[], metavar="KEY", help="also show this span attribute "
+                   "(repeatable)")
+    p.add_argument("--limit", type=_limit_arg, default=20, metavar="N", help="list at most N traces (default 20; "
+                   "0: no list)")
+    p.set_defaults(run=_show)
     return parser
 
 
