@@ -180,3 +180,27 @@ def test_service_answers_debug_traces(rng) -> None:
             assert _get(base + "f" * 32)[1]["pipelines"]["traces"]["state"] == "unknown"
             status, body = _get(base + "nope")
             assert status == 400 and "32 hexadecimal digits" in body["error"]
+
+
+def test_cli_explain_against_a_running_service(rng, capsys) -> None:
+    """Scenario: `tailsample explain <id> --url <metrics address>` against a serving service, for a kept
+    trace, with --json, and against an address where nothing listens. Guarantees: the text names the policy;
+    the JSON is the service's answer; an unreachable service is exit 1 with a hint."""
+    from tailsample.cli import main
+
+    with sink() as backend:
+        cfg = service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}})
+        with serving(cfg) as s:
+            tid, payload = one_span(rng, error=True)
+            req = urllib.request.Request(s.url(), data=payload, headers={"Content-Type": "application/x-protobuf"})
+            urllib.request.urlopen(req, timeout=5).close()
+            wait_for(lambda: backend.span_count() == 1, what="the error trace")
+            url = "http://" + s.address("metrics")
+            assert main(["explain", tid.hex(), "--url", url]) == 0
+            out = capsys.readouterr().out
+            assert f"trace {tid.hex()}: KEPT, by policy 'errors'" in out
+            assert main(["explain", tid.hex(), "--url", url, "--json"]) == 0
+            assert json.loads(capsys.readouterr().out)["pipelines"]["traces"]["outcome"] == "sampled"
+            port = s.service.addresses["metrics"].port
+    assert main(["explain", tid.hex(), "--url", f"http://127.0.0.1:{port}", "--timeout", "1"]) == 1
+    assert "cannot reach a tailsample service" in capsys.readouterr().err

@@ -170,6 +170,36 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from tailsample.explain import describe
+
+    url = f"{args.url.rstrip('/')}/debug/traces/{args.trace_id}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
+            doc = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        print(f"tailsample: {url}: HTTP {exc.code}: {detail}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"tailsample: cannot reach a tailsample service at {args.url} ({exc}); is `tailsample serve` "
+              "running, and is this its telemetry metrics address?", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    pipelines: dict[str, dict[str, object]] = doc.get("pipelines", {})
+    for pid, answer in pipelines.items():
+        if len(pipelines) > 1:
+            print(f"[pipeline {pid}]")
+        print("\n".join(describe(answer)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `tailsample` command."""
     parser = argparse.ArgumentParser(prog="tailsample", description="Tail-based sampling for OpenTelemetry "
@@ -241,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_limit_arg, default=20, metavar="N", help="list at most N traces (default 20; "
                    "0: no list)")
     p.set_defaults(run=_show)
+
+    p = sub.add_parser("explain", help="ask a running `tailsample serve` whether it kept a trace, and why")
+    p.add_argument("trace_id", type=_trace_id_arg, metavar="TRACE_ID", help="32 hex digits")
+    p.add_argument("--url", default="http://127.0.0.1:8888", help="the service's telemetry metrics address "
+                   "(service.telemetry.metrics; default http://127.0.0.1:8888)")
+    p.add_argument("--json", action="store_true", help="print the service's JSON answer")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+    p.set_defaults(run=_explain)
     return parser
 
 
