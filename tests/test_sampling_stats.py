@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otlp_builders import enc_fixed64, enc_len, enc_uint
+from otlp_builders import enc_len, enc_uint, raw_resource_spans, raw_scope_spans, raw_span
 from tailsample import Config, Engine
 from tailsample.synth import TrafficGenerator
 
@@ -213,21 +213,18 @@ def resource(service: str) -> bytes:
 
 def span(tid: bytes, sid: bytes, *, parent: bytes = b"", name: bytes = b"GET /x", start: int, end: int,
          status: int = 0, trace_state: bytes = b"") -> bytes:
-    out = enc_len(1, tid) + enc_len(2, sid)
+    """A SERVER span's bytes (`raw_span` with a kind, and a status and tracestate when given)."""
+    extra = enc_uint(6, 2)
     if trace_state:
-        out += enc_len(3, trace_state)
-    if parent:
-        out += enc_len(4, parent)
-    out += enc_len(5, name) + enc_uint(6, 2) + enc_fixed64(7, start) + enc_fixed64(8, end)
+        extra += enc_len(3, trace_state)
     if status:
-        out += enc_len(15, enc_uint(3, status))
-    return out
+        extra += enc_len(15, enc_uint(3, status))
+    return raw_span(tid, sid, parent=parent or None, name=name, start=start, end=end, extra=extra)
 
 
 def request(by_service: dict[str, list[bytes]]) -> bytes:
-    return b"".join(
-        enc_len(1, enc_len(1, resource(svc)) + enc_len(2, b"".join(enc_len(2, s) for s in spans)))
-        for svc, spans in by_service.items())
+    return b"".join(enc_len(1, raw_resource_spans([raw_scope_spans(spans)], resource=resource(svc)))
+                    for svc, spans in by_service.items())
 
 
 def keyed_traffic(seed: int, seconds: int, per_second: int) -> Iterator[tuple[float, bytes, list[tuple[bytes, str]]]]:

@@ -26,7 +26,9 @@ use std::sync::{Arc, Mutex};
 use super::trace_key::TraceKey;
 use super::{TraceView, Vote};
 use crate::config::node::Mapping;
-use crate::consistent::{threshold_for_probability, DEFAULT_PRECISION};
+use crate::consistent::{
+    should_keep, threshold_for_probability, DEFAULT_PRECISION, NEVER_SAMPLE_THRESHOLD,
+};
 use crate::error::{Error, Result};
 
 /// The key standing for every key past `max_keys`.
@@ -167,9 +169,9 @@ impl Adaptive {
     pub fn evaluate(&mut self, t: &TraceView, now: i64) -> Vote {
         let rate = self.rate(self.key.finish(t), now);
         let threshold = threshold_for_probability(1.0 / f64::from(rate), DEFAULT_PRECISION)
-            .unwrap_or(crate::consistent::MAX_ADJUSTED_THRESHOLD);
+            .unwrap_or(NEVER_SAMPLE_THRESHOLD);
         self.last_threshold = threshold;
-        super::vote(t.randomness() >= threshold, false)
+        super::vote(should_keep(t.randomness(), threshold), false)
     }
 
     /// Keys tracked now (counted this interval or averaged), and an estimate of the state's bytes.

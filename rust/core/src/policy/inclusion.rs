@@ -21,7 +21,7 @@
 //! as kept with probability 1 upstream (as the collector's probabilistic sampler treats them).
 
 use crate::consistent::{
-    probability_of_threshold, threshold_for_probability, MAX_ADJUSTED_THRESHOLD,
+    equalizing_threshold, probability_of_threshold, proportional_threshold, MAX_ADJUSTED_THRESHOLD,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,17 +109,13 @@ impl Stage {
     /// The threshold a span leaves with, given the one it came with (`None`: absent, counted as 1).
     /// `None` out means erase (`Unknown`, or a probability too small to write).
     pub fn compose(self, t_in: Option<u64>, precision: u32) -> Option<u64> {
-        let t_in_or_zero = t_in.unwrap_or(0);
-        match self {
-            Stage::Certain => Some(t_in_or_zero),
-            Stage::Threshold(t) => {
-                Some(t_in_or_zero.max(t)).filter(|&t| t < MAX_ADJUSTED_THRESHOLD)
-            }
-            Stage::Proportional(p) => {
-                threshold_for_probability(probability_of_threshold(t_in_or_zero) * p, precision)
-            }
-            Stage::Unknown => None,
-        }
+        let t_out = match self {
+            Stage::Certain => t_in.unwrap_or(0),
+            Stage::Threshold(t) => equalizing_threshold(t_in, t),
+            Stage::Proportional(p) => proportional_threshold(t_in, p, precision),
+            Stage::Unknown => return None,
+        };
+        Some(t_out).filter(|&t| t < MAX_ADJUSTED_THRESHOLD)
     }
 }
 

@@ -16,12 +16,13 @@ use super::inclusion::Inclusion;
 use super::{TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::consistent::{
-    probability_of_threshold, threshold_for_probability, DEFAULT_PRECISION, MAX_ADJUSTED_THRESHOLD,
+    proportional_threshold, should_keep, threshold_for_probability, DEFAULT_PRECISION,
+    NEVER_SAMPLE_THRESHOLD,
 };
 use crate::error::{Error, Result};
 
 pub const DEFAULT_SALT: &str = "default-hash-seed";
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +45,9 @@ pub struct Probabilistic {
     pub last_threshold: u64,
 }
 
-fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+/// FNV-1a 64 continuing from `h` (`FNV_OFFSET` to start); also the trace keys' hash (`trace_key`).
+#[inline]
+pub(crate) fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(FNV_PRIME);
@@ -146,14 +149,14 @@ impl Probabilistic {
         Ok(p)
     }
 
-    /// The OTEP 235 threshold this trace is compared with (consistent modes); MAX means never kept.
+    /// The OTEP 235 threshold this trace is compared with (consistent modes); NEVER means never kept.
     fn consistent_threshold(&self, t: &TraceView) -> u64 {
-        let p = (self.sampling_percentage / 100.0).min(1.0);
-        let p = match self.mode {
-            Mode::Proportional => p * t.threshold_in().map_or(1.0, probability_of_threshold),
-            _ => p,
-        };
-        threshold_for_probability(p, self.precision).unwrap_or(MAX_ADJUSTED_THRESHOLD)
+        let p = self.sampling_percentage / 100.0;
+        match self.mode {
+            Mode::Proportional => proportional_threshold(t.threshold_in(), p, self.precision),
+            _ => threshold_for_probability(p.min(1.0), self.precision)
+                .unwrap_or(NEVER_SAMPLE_THRESHOLD),
+        }
     }
 
     /// How the vote depends on the trace's randomness (see `inclusion`).
@@ -175,7 +178,7 @@ impl Probabilistic {
         }
         let threshold = self.consistent_threshold(t);
         self.last_threshold = threshold;
-        super::vote(t.randomness() >= threshold, false)
+        super::vote(should_keep(t.randomness(), threshold), false)
     }
 }
 

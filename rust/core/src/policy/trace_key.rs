@@ -7,9 +7,10 @@
 //! - `status_code`: the trace's status: `ERROR` if any span has it, else `OK` if any, else `UNSET`.
 //!
 //! The values are hashed at ingest into one 64-bit number per keyed policy (`TraceView::keys`), so deciding
-//! reads no span. The hash is FNV-1a, fixed and platform-independent: two instances given the same traffic
+//! reads no span. The hash is FNV-1a (the `probabilistic` policy's), fixed and platform-independent: two instances given the same traffic
 //! compute the same keys (and the same rates). A missing field hashes differently from an empty string.
 
+use super::probabilistic::{fnv1a as fnv, FNV_OFFSET};
 use super::{status_bits, TraceView};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
@@ -17,18 +18,6 @@ use crate::otlp::decode::{AttrKeys, AttrValue, SpanView};
 
 /// Keyed policies per processor: each takes one number of `TraceView::keys`.
 pub const MAX_KEYED: usize = 4;
-
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
-#[inline]
-fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    h
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Field {

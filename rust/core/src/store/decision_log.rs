@@ -84,12 +84,12 @@ pub enum LoggedVote {
 }
 
 impl LoggedVote {
-    pub fn of(v: Result<Vote, ()>) -> Self {
+    pub fn of<E>(v: &Result<Vote, E>) -> Self {
         match v {
             Ok(Vote::Sampled) => LoggedVote::Sampled,
             Ok(Vote::NotSampled) => LoggedVote::NotSampled,
             Ok(Vote::Dropped) => LoggedVote::Dropped,
-            Err(()) => LoggedVote::Error,
+            Err(_) => LoggedVote::Error,
         }
     }
 

@@ -563,7 +563,7 @@ impl Shard {
             let i = self.eval_order[k];
             let result = self.policies[i].evaluate(&view, now);
             if let Some(v) = votes.get_mut(i) {
-                *v = LoggedVote::of(result.as_ref().map(|v| *v).map_err(|_| ()));
+                *v = LoggedVote::of(&result);
             }
             match result {
                 Ok(Vote::Sampled) => {
