@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -126,35 +127,86 @@ def _limit_arg(text: str) -> int:
     return n
 
 
+class _ServiceUnreachable(Exception):
+    """A running service could not answer (the message says why, for stderr)."""
+
+
+def _get_json(url: str, timeout: float, service: str) -> Any:
+    """GET a JSON document from a running `tailsample serve`; HTTP errors come back as their JSON body."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        try:
+            detail = json.loads(detail).get("error", detail)
+        except (ValueError, AttributeError):
+            pass
+        raise _ServiceUnreachable(f"{url}: HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise _ServiceUnreachable(f"cannot reach a tailsample service at {service} ({exc}); is `tailsample serve` "
+                                  "running, and is this its telemetry metrics address?") from None
+
+
 def _show(args: argparse.Namespace) -> int:
     import json
     import os
     import shutil
 
-    from tailsample.fileformat import read_payloads
+    from tailsample.fileformat import json_to_proto, read_payloads
     from tailsample.tree import build_traces, rank_traces, render_list, render_text, summary_json, to_json
 
-    payloads = (p for f in args.files for p in read_payloads(Path(f)))
-    traces = build_traces(payloads, attributes=args.attr)
-    files = ", ".join(args.files)
+    if bool(args.files) == bool(args.url):
+        print("tailsample show: give OTLP files, or --url of a running service (not both)", file=sys.stderr)
+        return 2
+    base = (args.url or "").rstrip("/")
+    try:
+        if args.files:
+            source = ", ".join(args.files)
+            traces = build_traces((p for f in args.files for p in read_payloads(Path(f))), attributes=args.attr)
+        elif args.trace_id is not None:
+            source = f"the recently kept traces of {args.url}"
+            doc = _get_json(f"{base}/debug/kept/{args.trace_id}", args.timeout, args.url)
+            traces = build_traces([json_to_proto(doc)], attributes=args.attr)
+        else:
+            source = f"the recently kept traces of {args.url}"
+            listing = _get_json(f"{base}/debug/kept?limit={max(1, args.limit)}", args.timeout, args.url)
+            newest = [row for rows in listing.get("pipelines", {}).values() for row in rows]
+            newest.sort(key=lambda r: -float(r.get("decided_at", 0)))
+            if not newest:
+                print(f"tailsample: no kept traces held by {args.url} yet", file=sys.stderr)
+                return 1
+            doc = _get_json(f"{base}/debug/kept/{newest[0]['trace_id']}", args.timeout, args.url)
+            traces = build_traces([json_to_proto(doc)], attributes=args.attr)
+    except _ServiceUnreachable as exc:
+        print(f"tailsample: {exc}", file=sys.stderr)
+        return 1
     if args.trace_id is not None:
         tree = traces.get(args.trace_id)
         if tree is None:
-            print(f"tailsample: trace {args.trace_id} not found in {files}", file=sys.stderr)
+            print(f"tailsample: trace {args.trace_id} not found in {source}", file=sys.stderr)
             return 1
         ranked = [tree]
     else:
         ranked = rank_traces(traces.values())
         if not ranked:
-            print(f"tailsample: no spans in {files}", file=sys.stderr)
+            print(f"tailsample: no spans in {source}", file=sys.stderr)
             return 1
+    if args.url and args.trace_id is None:
+        # The listing came from the service (newest first); the tree is the newest trace's.
+        listed: list[dict[str, Any]] = newest[:args.limit]
+    else:
+        listed = [summary_json(t) for t in ranked[:args.limit]]
     if args.json:
-        doc = to_json(ranked[0])
+        out = to_json(ranked[0])
         if args.trace_id is None:
-            doc = {"trace_count": len(ranked), "traces": [summary_json(t) for t in ranked[:args.limit]],
-                   "trace": doc}
+            out = {"trace_count": len(newest) if args.url else len(ranked), "traces": listed, "trace": out}
         try:
-            text = json.dumps(doc, indent=2, ensure_ascii=False)
+            text = json.dumps(out, indent=2, ensure_ascii=False)
         except RecursionError:  # json nests as deep as the trace: thousands of levels exceed Python's stack
             print(f"tailsample: trace {ranked[0].trace_id} is nested too deep for JSON output", file=sys.stderr)
             return 1
@@ -163,31 +215,27 @@ def _show(args: argparse.Namespace) -> int:
     tty = sys.stdout.isatty()
     color = tty and "NO_COLOR" not in os.environ
     width = shutil.get_terminal_size().columns if tty else None
-    if args.trace_id is None and args.limit > 0 and len(ranked) > 1:
-        print(f"{len(ranked):,} traces in {files}, most spans first:")
-        print(render_list(ranked, limit=args.limit))
+    if args.trace_id is None and args.limit > 0:
+        if args.url:
+            print(f"{len(listed):,} recently kept traces held by {args.url}, newest first:")
+            for row in listed:
+                print(f"  {row['trace_id']}  {row.get('span_count', 0):>5} spans  {row.get('duration', '')}")
+        elif len(ranked) > 1:
+            print(f"{len(ranked):,} traces in {source}, most spans first:")
+            print(render_list(ranked, limit=args.limit))
     sys.stdout.write(render_text(ranked[0], width=width, color=color))
     return 0
 
 
 def _explain(args: argparse.Namespace) -> int:
     import json
-    import urllib.error
-    import urllib.request
 
     from tailsample.explain import describe
 
-    url = f"{args.url.rstrip('/')}/debug/traces/{args.trace_id}"
     try:
-        with urllib.request.urlopen(url, timeout=args.timeout) as resp:
-            doc = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace")
-        print(f"tailsample: {url}: HTTP {exc.code}: {detail}", file=sys.stderr)
-        return 1
-    except (urllib.error.URLError, OSError) as exc:
-        print(f"tailsample: cannot reach a tailsample service at {args.url} ({exc}); is `tailsample serve` "
-              "running, and is this its telemetry metrics address?", file=sys.stderr)
+        doc = _get_json(f"{args.url.rstrip('/')}/debug/traces/{args.trace_id}", args.timeout, args.url)
+    except _ServiceUnreachable as exc:
+        print(f"tailsample: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(doc, indent=2))
@@ -197,6 +245,52 @@ def _explain(args: argparse.Namespace) -> int:
         if len(pipelines) > 1:
             print(f"[pipeline {pid}]")
         print("\n".join(describe(answer)))
+    return 0
+
+
+def _gaps(args: argparse.Namespace) -> int:
+    import json
+
+    from tailsample.fileformat import read_payloads
+    from tailsample.gaps import GapReport, audit_payloads, merge_reports, render_text
+
+    report: GapReport
+    if args.files and args.url:
+        print("tailsample gaps: give OTLP files, or --url of a running service (not both)", file=sys.stderr)
+        return 2
+    if args.files:
+        options: dict[str, Any] = {}
+        if args.ignore:
+            options["ignore_destinations"] = args.ignore
+        report, stats = audit_payloads((p for f in args.files for p in read_payloads(Path(f))),
+                                       max_traces=args.max_traces, options=options)
+        if stats["traces_evicted"]:
+            print(f"tailsample: {stats['traces_evicted']:,} traces were not audited: more than --max-traces "
+                  f"{args.max_traces:,} traces in the files", file=sys.stderr)
+        source = ", ".join(args.files)
+    else:
+        url = args.url or "http://127.0.0.1:8888"
+        try:
+            doc = _get_json(f"{url.rstrip('/')}/debug/gaps", args.timeout, url)
+        except _ServiceUnreachable as exc:
+            print(f"tailsample: {exc}", file=sys.stderr)
+            return 1
+        reports = [r for r in doc.get("pipelines", {}).values() if r is not None]
+        if not reports:
+            print(f"tailsample: the propagation audit is off in every pipeline of {url} "
+                  "(tailsample.propagation_audit.enabled)", file=sys.stderr)
+            return 1
+        report = merge_reports(reports)
+        source = url
+    if args.graph:
+        from tailsample.graph import write_graph
+
+        fmt = write_graph(report, args.graph, title=f"tailsample service graph: {source}")
+        print(f"service graph ({fmt}) written to {args.graph}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(render_text(report, top=args.top))
     return 0
 
 
@@ -261,8 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="render a kept trace as a tree (from OTLP files): durations, status, key "
                        "attributes, GenAI tokens and calls")
-    p.add_argument("files", nargs="+", metavar="FILE", help="files written by the collector's file exporter "
+    p.add_argument("files", nargs="*", metavar="FILE", help="files written by the collector's file exporter "
                    "(json lines or length-prefixed proto, optionally gzipped)")
+    p.add_argument("--url", help="instead of files: a running service's telemetry metrics address (e.g. "
+                   "http://127.0.0.1:8888); shows its recently kept traces, newest first")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the service (default 5)")
     p.add_argument("--trace-id", type=_trace_id_arg, metavar="HEX", help="the trace to render (32 hex digits); "
                    "default: list the traces and render the one with most spans")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -279,6 +376,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the service's JSON answer")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
     p.set_defaults(run=_explain)
+
+    p = sub.add_parser("gaps", help="where services lose the trace context: propagation gaps per service pair, "
+                       "from a running service or offline from OTLP files; --graph draws the service graph")
+    p.add_argument("files", nargs="*", metavar="FILE", help="audit these OTLP files offline (the collector file "
+                   "exporter's formats) instead of asking a service")
+    p.add_argument("--url", help="a running service's telemetry metrics address (default http://127.0.0.1:8888)")
+    p.add_argument("--top", type=_limit_arg, default=20, metavar="N", help="pairs and services listed (default 20)")
+    p.add_argument("--graph", metavar="PATH", help="also draw the service graph, broken edges marked: .svg, .dot "
+                   "(or .png/.pdf with Graphviz installed)")
+    p.add_argument("--ignore", action="append", default=[], metavar="DEST", help="offline: a destination not to "
+                   "audit (an external API; repeatable)")
+    p.add_argument("--max-traces", type=int, default=1_000_000, help="offline: traces held at once (default 1M)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the service (default 5)")
+    p.set_defaults(run=_gaps)
     return parser
 
 

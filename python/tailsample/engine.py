@@ -12,6 +12,7 @@ from typing import Any
 
 from tailsample import _native
 from tailsample.config import Config
+from tailsample.gaps import GapReport
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,22 @@ class Engine:
             bounds=tuple(bounds),
             series=tuple(RedSeries(**{**s, "bucket_counts": tuple(s["bucket_counts"])}) for s in series),
         )
+
+    def gaps(self) -> GapReport | None:
+        """The propagation-gap audit of every trace decided so far (see `tailsample.gaps`); None when
+        `tailsample.propagation_audit` is off. Pairs come worst first; the report is JSON-safe."""
+        got = self._native.gaps()
+        return None if got is None else GapReport(**got)  # type: ignore[typeddict-item]
+
+    def recent_kept(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Up to `limit` recently kept traces still held for `show` (`tailsample.recent_kept_bytes`), newest
+        first: `trace_id`, `decided_at` (seconds on the engine clock), `span_count`."""
+        return self._native.recent_kept(max(0, limit))
+
+    def kept_trace(self, trace_id: str) -> list[bytes] | None:
+        """A recently kept trace's spans as they left the engine, as OTLP payloads; None when it is not held
+        (never kept, or pushed out of the recent-kept buffer). A malformed ID raises ValueError."""
+        return self._native.kept_trace(trace_id)
 
     def __repr__(self) -> str:
         s = self.stats()

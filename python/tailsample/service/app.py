@@ -23,6 +23,7 @@ from aiohttp import web
 
 from tailsample.errors import ConfigError
 from tailsample.exporters import Exporter, ExporterMetrics, build_exporter
+from tailsample.fileformat import proto_to_json
 from tailsample.receivers import BearerTokenAuth, OtlpGrpcReceiver, OtlpHttpReceiver, ReceiverMetrics
 from tailsample.service.config import (
     BearerTokenAuthExtension,
@@ -35,6 +36,7 @@ from tailsample.service.config import (
 from tailsample.service.memory import MemoryLimiter, resident_bytes
 from tailsample.service.metrics import Registry, Sample
 from tailsample.service.pipeline import FanoutSink, ServicePipeline
+from tailsample.tree import build_traces, summary_json
 
 log = logging.getLogger("tailsample.serve")
 
@@ -137,7 +139,10 @@ class Service:
         if cfg.metrics.level != "none":
             for i, ep in enumerate(cfg.metrics.endpoints):
                 m = _HttpEndpoint("metrics", ep, [web.get("/metrics", self._metrics),
-                                                  web.get("/debug/traces/{trace_id}", self._explain)])
+                                                  web.get("/debug/traces/{trace_id}", self._explain),
+                                                  web.get("/debug/gaps", self._gaps),
+                                                  web.get("/debug/kept", self._kept_list),
+                                                  web.get("/debug/kept/{trace_id}", self._kept_trace)])
                 self._endpoints.append(m)
                 self.addresses["metrics" if i == 0 else f"metrics/{i}"] = await m.start()
         for xid in cfg.service_extensions:
@@ -188,9 +193,47 @@ class Service:
         try:
             answers = {pid: p.engine.explain(trace_id) for pid, p in self.pipelines.items()}
         except ValueError as e:
-            return web.Response(status=400, text=json.dumps({"error": str(e)}), content_type="application/json")
+            return _json_error(400, str(e))
         return web.Response(text=json.dumps({"trace_id": trace_id.lower(), "pipelines": answers}),
                             content_type="application/json")
+
+    async def _gaps(self, request: web.Request) -> web.Response:
+        """The propagation audit (`tailsample gaps`): per pipeline, its report (null when the audit is off)."""
+        reports = {pid: p.engine.gaps() for pid, p in self.pipelines.items()}
+        return web.Response(text=json.dumps({"pipelines": reports}), content_type="application/json")
+
+    async def _kept_list(self, request: web.Request) -> web.Response:
+        """Recently kept traces still held (`tailsample show --url`), newest first, with a one-line summary each:
+        `?limit=N` (default 20, at most 1000)."""
+        try:
+            limit = min(1000, max(0, int(request.query.get("limit", "20"))))
+        except ValueError:
+            return _json_error(400, f"limit must be an integer, got {request.query.get('limit')!r}")
+        out: dict[str, list[dict[str, Any]]] = {}
+        for pid, p in self.pipelines.items():
+            rows = []
+            for k in p.engine.recent_kept(limit):
+                payloads = p.engine.kept_trace(k["trace_id"]) or []
+                tree = build_traces(payloads).get(k["trace_id"])
+                rows.append({**k, **(summary_json(tree) if tree is not None else {})})
+            out[pid] = rows
+        return web.Response(text=json.dumps({"pipelines": out}), content_type="application/json")
+
+    async def _kept_trace(self, request: web.Request) -> web.Response:
+        """A recently kept trace's spans as they left, as OTLP/JSON (one ExportTraceServiceRequest); 404 when no
+        pipeline holds it any more, 400 for a malformed ID."""
+        trace_id = request.match_info["trace_id"]
+        try:
+            for p in self.pipelines.values():
+                payloads = p.engine.kept_trace(trace_id)
+                if payloads:
+                    # Concatenated requests are one request: protobuf merges repeated fields.
+                    return web.Response(text=proto_to_json(b"".join(payloads)), content_type="application/json")
+        except ValueError as e:
+            return _json_error(400, str(e))
+        return _json_error(404, f"trace {trace_id.lower()} is not among the recently kept traces (never kept, or "
+                                "pushed out of the recent_kept_bytes buffer); `tailsample explain` says what "
+                                "happened to it")
 
     async def _health(self, request: web.Request) -> web.Response:
         up = datetime.datetime.fromtimestamp(self.started_at, datetime.timezone.utc)
@@ -240,3 +283,7 @@ class Service:
 
 
 __all__ = ["Service"]
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=json.dumps({"error": message}), content_type="application/json")

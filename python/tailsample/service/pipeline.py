@@ -35,7 +35,9 @@ PREFIX = "otelcol_processor_tail_sampling_"
 _GAUGES = frozenset({"traces_in_memory", "spans_in_memory", "span_bytes_in_memory", "memory_bytes",
                      "late_span_buffer_bytes", "sampled_cache_entries", "non_sampled_cache_entries",
                      "non_sampled_cache_bytes", "interned_origins", "num_shards", "policy_state_keys",
-                     "policy_state_bytes", "red_series", "red_memory_bytes"})
+                     "policy_state_bytes", "red_series", "red_memory_bytes", "decision_log_records",
+                     "decision_log_bytes", "recent_kept_traces", "recent_kept_bytes", "propagation_pairs",
+                     "propagation_memory_bytes"})
 _SPAN_KINDS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
                "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER")
 _STATUS_CODES = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
@@ -179,6 +181,7 @@ class ServicePipeline:
             kind = "gauge" if key in _GAUGES or key.startswith("limit_") else "counter"
             add(f"tailsample_engine_{key}", kind, f"engine stat {key} (see the README's limits table)", value)
         out.extend(red_samples(self.engine, proc))
+        out.extend(gap_samples(self.engine, proc))
         return out
 
 
@@ -222,6 +225,35 @@ def red_samples(engine: Engine, *labels: tuple[str, str]) -> list[Sample]:
                           "_count"))
     for base, n in errors.items():
         out.append(Sample("traces_span_metrics_errors", "counter", err_help, base, n))
+    return out
+
+
+def gap_samples(engine: Engine, *labels: tuple[str, str]) -> list[Sample]:
+    """The propagation audit per (source service, destination): calls, gaps and traces with a gap; per service:
+    orphan spans and broken traces. Bounded by `max_pairs` (pairs past it are labelled
+    `otel_metric_overflow="true"`) and by the services seen."""
+    report = engine.gaps()
+    if report is None:
+        return []
+    out: list[Sample] = []
+    for p in report["pairs"]:
+        if p["overflow"]:
+            pair: tuple[tuple[str, str], ...] = (*labels, ("otel_metric_overflow", "true"))
+        else:
+            pair = (*labels, ("source", p["source"]), ("destination", p["destination"]))
+        out.append(Sample("tailsample_propagation_calls", "counter",
+                          "CLIENT/PRODUCER spans per source service and destination, in decided traces", pair,
+                          p["calls"]))
+        out.append(Sample("tailsample_propagation_gaps", "counter",
+                          "Calls with no SERVER/CONSUMER child in their trace: trace context lost", pair, p["gaps"]))
+        out.append(Sample("tailsample_propagation_gap_traces", "counter",
+                          "Decided traces with at least one gap for this pair", pair, p["gap_traces"]))
+    for b in report["broken"]:
+        svc = (*labels, ("service", b["service"]))
+        out.append(Sample("tailsample_propagation_orphan_spans", "counter",
+                          "Spans whose parent never arrived in their trace, per service", svc, b["orphan_spans"]))
+        out.append(Sample("tailsample_propagation_broken_traces", "counter",
+                          "Decided traces with orphan spans of this service", svc, b["traces"]))
     return out
 
 

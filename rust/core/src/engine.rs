@@ -16,7 +16,9 @@ use crate::otlp::decode::decode;
 use crate::otlp::encode::{encode_requests, OutChunk};
 use crate::otlp::Decoded;
 use crate::policy::Kind;
+use crate::propagation::GapReport;
 use crate::red::{RedMetrics, RedSeries};
+use crate::store::recent::KeptSummary;
 use crate::store::stats::{LagHistogram, ShardGauges};
 use crate::store::{Chunk, Knowledge, PolicyCounters, Shard, ShardStats};
 
@@ -60,6 +62,7 @@ impl Engine {
                     share(cfg.sampled_cache_size, n, i),
                     share(cfg.non_sampled_cache_size, n, i),
                     share(cfg.decision_log_size, n, i),
+                    share(cfg.recent_kept_bytes, n, i),
                 ))
             })
             .collect();
@@ -179,6 +182,45 @@ impl Engine {
         Some(red.lock().unwrap_or_else(|e| e.into_inner()).series())
     }
 
+    /// Up to `limit` recently kept traces held for `show`, newest first.
+    pub fn recent_kept(&self, limit: usize) -> Vec<KeptSummary> {
+        let mut all: Vec<KeptSummary> = Vec::new();
+        for shard in self.shards.iter() {
+            all.extend(lock(shard).recent_kept(limit));
+        }
+        all.sort_by_key(|k| std::cmp::Reverse((k.decided_at, k.trace_id)));
+        all.truncate(limit);
+        all
+    }
+
+    /// A recently kept trace's spans, as they left, as `ExportTraceServiceRequest` payloads (None when the
+    /// trace is not, or no longer, held).
+    pub fn kept_trace(&self, trace_id: [u8; 16]) -> Option<Vec<Vec<u8>>> {
+        let id = u128::from_be_bytes(trace_id);
+        let shard = lock(&self.shards[self.shard_of(id)]);
+        let kept = shard.kept_trace(id)?;
+        let refs: Vec<OutChunk<'_>> = kept
+            .chunks
+            .iter()
+            .map(|c| OutChunk {
+                origin: &c.origin,
+                framed: &c.framed,
+            })
+            .collect();
+        Some(encode_requests(&refs, self.cfg.max_payload_bytes))
+    }
+
+    /// The propagation-gap audit over every shard (None when `tailsample.propagation_audit` is off).
+    pub fn gaps(&self) -> Option<GapReport> {
+        let a = self.cfg.propagation_audit.as_ref()?;
+        let mut report = GapReport::default();
+        for shard in self.shards.iter() {
+            let part = lock(shard).gaps()?;
+            report.merge(part, a.max_pairs, a.examples);
+        }
+        Some(report)
+    }
+
     /// Keys tracked by the stateful policies (`latency_percentile` groups, `adaptive` keys), traces judged
     /// under their overflow key, and their state's bytes. Their state is shared by the shards.
     fn policy_state(&self) -> (u64, u64, u64) {
@@ -247,8 +289,21 @@ impl Engine {
         let mut g = ShardGauges::default();
         let mut limit_num_traces = 0u64;
         let (mut log_records, mut log_bytes) = (0u64, 0u64);
+        let mut audit = crate::propagation::Totals::default();
+        let (mut recent_traces, mut recent_bytes) = (0u64, 0u64);
+        let (mut audit_pairs, mut audit_names_overflowed, mut audit_bytes) = (0u64, 0u64, 0u64);
         for shard in self.shards.iter() {
             let shard = lock(shard);
+            let (pairs, names_overflowed, bytes) = shard.audit_gauges();
+            audit_pairs += pairs;
+            audit_names_overflowed += names_overflowed;
+            audit_bytes += bytes;
+            let (traces, bytes) = shard.recent_kept_gauges();
+            recent_traces += traces;
+            recent_bytes += bytes;
+            if let Some(t) = shard.audit_totals() {
+                audit.add(&t);
+            }
             add_stats(&mut s, &shard.stats);
             add_gauges(&mut g, &shard.gauges());
             limit_num_traces += shard.limit() as u64;
@@ -315,6 +370,25 @@ impl Engine {
             (
                 "limit_red_max_series",
                 c.red_metrics.as_ref().map_or(0, |r| r.max_series as u64),
+            ),
+            ("recent_kept_traces", recent_traces),
+            ("recent_kept_bytes", recent_bytes),
+            ("limit_recent_kept_bytes", c.recent_kept_bytes as u64),
+            ("propagation_traces_audited", audit.traces_audited),
+            ("propagation_traces_with_gaps", audit.traces_with_gaps),
+            ("propagation_traces_broken", audit.traces_broken),
+            ("propagation_calls", audit.calls),
+            ("propagation_gaps", audit.gaps),
+            ("propagation_orphan_spans", audit.orphan_spans),
+            ("propagation_overflow_calls", audit.overflow_calls),
+            ("propagation_pairs", audit_pairs),
+            ("propagation_names_overflowed", audit_names_overflowed),
+            ("propagation_memory_bytes", audit_bytes),
+            (
+                "limit_propagation_max_pairs",
+                c.propagation_audit
+                    .as_ref()
+                    .map_or(0, |a| a.max_pairs as u64),
             ),
             ("spans_not_sampled", s.spans_not_sampled),
             ("spans_dropped", s.spans_dropped),

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod otlp;
 pub mod policy;
+pub mod propagation;
 pub mod red;
 pub mod sketch;
 pub mod store;

@@ -240,6 +240,12 @@ impl NativeEngine {
                 d.set_item("decided_at", secs(r.decided_at))?;
                 d.set_item("span_count", r.span_count)?;
                 d.set_item("late_spans", r.late_spans)?;
+                if let Some(a) = r.audit {
+                    let audit = PyDict::new(py);
+                    audit.set_item("gaps", a.gaps)?;
+                    audit.set_item("orphan_spans", a.orphans)?;
+                    d.set_item("propagation", audit)?;
+                }
                 if cfg.adjusted_counts.is_some() && r.outcome.name() == "sampled" {
                     let p = match r.stage {
                         Stage::Certain => Some(1.0),
@@ -255,6 +261,77 @@ impl NativeEngine {
             Knowledge::Unknown => d.set_item("state", "unknown")?,
         }
         Ok(d)
+    }
+
+    /// Up to `limit` recently kept traces held for `show`, newest first: dicts of trace_id, decided_at
+    /// (seconds on the engine clock) and span_count.
+    fn recent_kept<'py>(&self, py: Python<'py>, limit: usize) -> PyResult<Bound<'py, PyList>> {
+        let kept = run(py, || self.engine.recent_kept(limit))?;
+        let out = PyList::empty(py);
+        for k in kept {
+            let d = PyDict::new(py);
+            d.set_item("trace_id", format!("{:032x}", k.trace_id))?;
+            d.set_item("decided_at", k.decided_at as f64 / 1e9)?;
+            d.set_item("span_count", k.spans)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// A recently kept trace's spans as OTLP payloads, or None when it is not held (any more).
+    fn kept_trace<'py>(
+        &self,
+        py: Python<'py>,
+        trace_id: &str,
+    ) -> PyResult<Option<Vec<Bound<'py, PyBytes>>>> {
+        let id = parse_trace_id(trace_id)?;
+        let payloads = run(py, || self.engine.kept_trace(id))?;
+        Ok(payloads.map(|ps| ps.iter().map(|p| PyBytes::new(py, p)).collect()))
+    }
+
+    /// The propagation-gap audit as a dict (the shape `Engine.gaps()` documents), or None when off.
+    fn gaps<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(r) = run(py, || self.engine.gaps())? else {
+            return Ok(None);
+        };
+        let hex =
+            |ids: &[u128]| -> Vec<String> { ids.iter().map(|id| format!("{id:032x}")).collect() };
+        let d = PyDict::new(py);
+        let t = r.totals;
+        d.set_item("traces_audited", t.traces_audited)?;
+        d.set_item("traces_with_gaps", t.traces_with_gaps)?;
+        d.set_item("traces_broken", t.traces_broken)?;
+        d.set_item("calls", t.calls)?;
+        d.set_item("gaps", t.gaps)?;
+        d.set_item("orphan_spans", t.orphan_spans)?;
+        d.set_item("overflow_calls", t.overflow_calls)?;
+        d.set_item("names_overflowed", r.names_overflowed)?;
+        let pairs = PyList::empty(py);
+        for p in &r.pairs {
+            let e = PyDict::new(py);
+            e.set_item("source", &p.source)?;
+            e.set_item("destination", &p.destination)?;
+            e.set_item("callee", &p.callee)?;
+            e.set_item("destination_traced", p.destination_traced)?;
+            e.set_item("calls", p.calls)?;
+            e.set_item("gaps", p.gaps)?;
+            e.set_item("gap_traces", p.gap_traces)?;
+            e.set_item("examples", hex(&p.examples))?;
+            e.set_item("overflow", p.overflow)?;
+            pairs.append(e)?;
+        }
+        d.set_item("pairs", pairs)?;
+        let broken = PyList::empty(py);
+        for b in &r.broken {
+            let e = PyDict::new(py);
+            e.set_item("service", &b.service)?;
+            e.set_item("traces", b.traces)?;
+            e.set_item("orphan_spans", b.orphan_spans)?;
+            e.set_item("examples", hex(&b.examples))?;
+            broken.append(e)?;
+        }
+        d.set_item("broken", broken)?;
+        Ok(Some(d))
     }
 
     /// RED metrics before sampling: (bucket bounds in seconds, series as dicts), or None when off.

@@ -11,8 +11,9 @@ use crate::otlp::decode::AttrKeys;
 use crate::policy::trace_aggregate::{TraceAggregate, MAX_AGGREGATES};
 use crate::policy::trace_key::{TraceKey, MAX_KEYED};
 use crate::policy::{Kind, Policy, MAX_FOLDING_POLICIES};
+use crate::propagation::{AuditConfig, MAX_NAMES_LIMIT};
 use crate::red::RedConfig;
-use node::Node;
+use node::{Mapping, Node};
 
 /// Output payloads are cut at this size by default: the default maximum message size of gRPC servers.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 << 20;
@@ -20,6 +21,10 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 << 20;
 pub const DEFAULT_LATE_SPAN_BUFFER_BYTES: u64 = 64 << 20;
 /// Recent decisions remembered for `explain`, per engine, by default (~120 B each).
 pub const DEFAULT_DECISION_LOG_SIZE: usize = 100_000;
+/// Bytes of recently kept traces held for `tailsample show`, per engine, by default.
+pub const DEFAULT_RECENT_KEPT_BYTES: u64 = 8 << 20;
+/// The propagation-gap audit runs unless `tailsample.propagation_audit.enabled` is false.
+pub const DEFAULT_PROPAGATION_AUDIT: bool = true;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -58,6 +63,10 @@ pub struct EngineConfig {
     pub red_metrics: Option<RedConfig>,
     /// tailsample: recent decisions remembered for `explain` (0: none).
     pub decision_log_size: usize,
+    /// tailsample: bytes of recently kept traces held for `show` (0: none).
+    pub recent_kept_bytes: usize,
+    /// tailsample: the propagation-gap audit of every decided trace (None: off).
+    pub propagation_audit: Option<AuditConfig>,
     /// Ingest reads the spans' `ot` tracestate entries (a consistent sampler or adjusted counts need them).
     pub reads_ot: bool,
     blocks: Vec<Value>,
@@ -149,6 +158,38 @@ fn parse_red(v: &Value) -> Result<Option<RedConfig>> {
     }))
 }
 
+fn parse_audit(v: &Value) -> Result<Option<AuditConfig>> {
+    let mut m = Node::new(v, "tailsample.propagation_audit").mapping()?;
+    let enabled = m.boolean("enabled", true)?;
+    let d = AuditConfig::default();
+    let list =
+        |m: &mut Mapping<'_>, key: &'static str, default: Vec<String>| -> Result<Vec<String>> {
+            Ok(if m.has(key) { m.strings(key)? } else { default })
+        };
+    let destination_attributes = list(&mut m, "destination_attributes", d.destination_attributes)?;
+    let ignore_when_present = list(&mut m, "ignore_when_present", d.ignore_when_present)?;
+    let ignore_destinations = list(&mut m, "ignore_destinations", d.ignore_destinations)?;
+    let max_pairs = m.int_at_least("max_pairs", d.max_pairs as i64, 1)? as usize;
+    let names_path = m.key_path("max_names");
+    let max_names = m.int_at_least("max_names", d.max_names as i64, 1)? as usize;
+    let examples = m.int_at_least("examples", d.examples as i64, 0)? as usize;
+    m.finish()?;
+    if max_names > MAX_NAMES_LIMIT {
+        return Err(Error::config(
+            names_path,
+            format!("at most {MAX_NAMES_LIMIT}, got {max_names}"),
+        ));
+    }
+    Ok(enabled.then_some(AuditConfig {
+        destination_attributes,
+        ignore_when_present,
+        ignore_destinations,
+        max_pairs,
+        max_names,
+        examples,
+    }))
+}
+
 const TOP_LEVEL_NOT_YET: &[(&str, &str)] = &[("tail_storage", "durable buffering")];
 
 impl EngineConfig {
@@ -228,6 +269,8 @@ impl EngineConfig {
         let mut adjusted_counts = None;
         let mut red_metrics = None;
         let mut decision_log_size = DEFAULT_DECISION_LOG_SIZE;
+        let mut recent_kept_bytes = DEFAULT_RECENT_KEPT_BYTES as usize;
+        let mut propagation_audit = DEFAULT_PROPAGATION_AUDIT.then(AuditConfig::default);
         let (max_payload_bytes, late_span_buffer_bytes, record_policy) = match m.value("tailsample")
         {
             None => (
@@ -248,9 +291,14 @@ impl EngineConfig {
                 if let Some(red) = t.value("red_metrics") {
                     red_metrics = parse_red(red)?;
                 }
+                if let Some(a) = t.value("propagation_audit") {
+                    propagation_audit = parse_audit(a)?;
+                }
                 decision_log_size =
                     t.int_at_least("decision_log_size", DEFAULT_DECISION_LOG_SIZE as i64, 0)?
                         as usize;
+                recent_kept_bytes =
+                    t.bytes("recent_kept_bytes", DEFAULT_RECENT_KEPT_BYTES)? as usize;
                 t.finish()?;
                 (p, l, r)
             }
@@ -274,6 +322,11 @@ impl EngineConfig {
         }
         if red_metrics.is_some() {
             names.push("service.name".to_string());
+        }
+        if let Some(a) = &propagation_audit {
+            names.push("service.name".to_string());
+            names.extend(a.destination_attributes.iter().cloned());
+            names.extend(a.ignore_when_present.iter().cloned());
         }
         let keys = AttrKeys::new(names);
         let mut folders: Vec<(u8, Kind)> = Vec::new();
@@ -358,6 +411,8 @@ impl EngineConfig {
             adjusted_counts,
             red_metrics,
             decision_log_size,
+            recent_kept_bytes,
+            propagation_audit,
             reads_ot,
             blocks,
         })
@@ -390,6 +445,7 @@ impl EngineConfig {
                 "late_span_buffer_bytes": self.late_span_buffer_bytes,
                 "record_policy": self.record_policy,
                 "decision_log_size": self.decision_log_size,
+                "recent_kept_bytes": self.recent_kept_bytes,
             },
             "policies": self.blocks,
         });
@@ -402,6 +458,18 @@ impl EngineConfig {
                 "precision": a.precision,
             });
         }
+        t["propagation_audit"] = match &self.propagation_audit {
+            None => json!({"enabled": false}),
+            Some(a) => json!({
+                "enabled": true,
+                "destination_attributes": a.destination_attributes,
+                "ignore_when_present": a.ignore_when_present,
+                "ignore_destinations": a.ignore_destinations,
+                "max_pairs": a.max_pairs,
+                "max_names": a.max_names,
+                "examples": a.examples,
+            }),
+        };
         if let Some(r) = &self.red_metrics {
             t["red_metrics"] = json!({
                 "enabled": true,
@@ -475,7 +543,8 @@ mod tests {
                 "probabilistic-policy"
             ]
         );
-        assert_eq!(c.attr_keys.len(), 1);
+        // The forced-sampling key, and the propagation audit's: service.name, 5 destinations, 2 to ignore.
+        assert_eq!(c.attr_keys.len(), 1 + 8);
         assert_eq!(c.policies[2].slot, Some(0));
     }
 
@@ -561,7 +630,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.keyers.len(), 2);
         assert_eq!((c.keyers[0].slot, c.keyers[1].slot), (0, 1));
-        assert_eq!(c.attr_keys.len(), 3); // service.name, http.route, gen_ai.usage.input_tokens
+        // service.name, http.route, gen_ai.usage.input_tokens, and the audit's 7 others.
+        assert_eq!(c.attr_keys.len(), 3 + 7);
         assert!(c.reads_ot, "adaptive reads the spans' rv");
         let Kind::LatencyPercentile(p) = &c.policies[0].kind else {
             panic!()

@@ -14,6 +14,7 @@ use ahash::RandomState;
 
 use crate::policy::inclusion::Stage;
 use crate::policy::Vote;
+use crate::propagation::AuditCounts;
 
 /// Votes of at most this many top-level policies are recorded (the others read as not recorded).
 pub const MAX_LOGGED_POLICIES: usize = 32;
@@ -119,6 +120,8 @@ pub struct Record {
     /// Spans of this trace that arrived after the decision (forwarded or dropped by the decision caches).
     pub late_spans: u32,
     pub stage: Stage,
+    /// What the propagation audit found in the trace (None: not audited: off, or left undecided).
+    pub audit: Option<AuditCounts>,
 }
 
 pub struct DecisionLog {
@@ -203,6 +206,7 @@ mod tests {
             span_count: 1,
             late_spans: 0,
             stage: Stage::Certain,
+            audit: None,
         }
     }
 

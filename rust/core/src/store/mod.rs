@@ -4,6 +4,7 @@
 pub mod decision_cache;
 pub mod decision_log;
 pub mod intern;
+pub mod recent;
 pub mod shard;
 pub mod stats;
 

@@ -14,6 +14,7 @@ use ahash::RandomState;
 use super::decision_cache::{NotSampledFilter, SampledCache};
 use super::decision_log::{DecisionLog, LoggedVote, Outcome, Record, Trigger, MAX_LOGGED_POLICIES};
 use super::intern::{Interner, Origin, Resource};
+use super::recent::{KeptSummary, KeptTrace, RecentKept};
 use super::stats::{PolicyCounters, ShardGauges, ShardStats};
 use crate::config::EngineConfig;
 use crate::consistent::{adjusted_count, read_ot, rewrite_span, span_trace_state, with_threshold};
@@ -26,6 +27,7 @@ use crate::otlp::encode::{
 use crate::otlp::wire::len_field_size;
 use crate::policy::inclusion::Stage;
 use crate::policy::{ot_bits, status_bits, Fold, Kind, Policy, SpanFacts, TraceView, Vote};
+use crate::propagation::{span_kind, AuditSpan, GapReport, PropagationAudit, NONE};
 
 /// A run of one trace's spans from one payload under one origin, framed as `ScopeSpans.spans` entries.
 #[derive(Debug)]
@@ -43,6 +45,81 @@ struct Trace {
     view: TraceView,
     chunks: Vec<Chunk>,
     framed_bytes: u64,
+    /// Per span, what the propagation audit reads when the trace is decided (empty when the audit is off).
+    audit: Vec<AuditSpan>,
+}
+
+/// The propagation audit of a shard, and where its attributes are among the extracted keys.
+struct ShardAudit {
+    state: PropagationAudit,
+    service_key: usize,
+    destination_keys: Vec<usize>,
+    ignore_keys: Vec<usize>,
+}
+
+/// What one payload's resources and scopes became, looked up on first use.
+struct PayloadOrigins {
+    resources: Vec<Option<Arc<Resource>>>,
+    origins: Vec<Option<Arc<Origin>>>,
+    /// Service name ids, for the propagation audit (empty when it is off).
+    services: Vec<u16>,
+}
+
+/// Not yet looked up, in a payload's cache of resource → service name id.
+const SERVICE_UNSET: u16 = u16::MAX;
+
+impl ShardAudit {
+    fn new(cfg: &EngineConfig) -> Option<Self> {
+        let a = cfg.propagation_audit.as_ref()?;
+        let keys = &cfg.attr_keys;
+        let index = |k: &String| keys.index_of_str(k);
+        Some(ShardAudit {
+            state: PropagationAudit::new(a.clone()),
+            service_key: keys.index_of_str("service.name")?,
+            destination_keys: a.destination_attributes.iter().filter_map(index).collect(),
+            ignore_keys: a.ignore_when_present.iter().filter_map(index).collect(),
+        })
+    }
+
+    /// What the audit keeps of span `si`; `services` caches the payload's resources' service name ids.
+    fn span(&mut self, d: &Decoded<'_>, si: usize, services: &mut [u16]) -> AuditSpan {
+        let span = &d.spans[si];
+        let rid = d.scopes[span.scope as usize].resource as usize;
+        let service = match services[rid] {
+            SERVICE_UNSET => {
+                let name = d.resource_attrs_of(rid)[self.service_key].str_or_empty();
+                let id = self.state.names.service_id(name);
+                services[rid] = id;
+                id
+            }
+            id => id,
+        };
+        let kind = u8::try_from(span.kind).unwrap_or(0);
+        let mut destination = NONE;
+        let mut ignored = false;
+        if matches!(kind, span_kind::CLIENT | span_kind::PRODUCER) {
+            let attrs = d.span_attrs_of(si);
+            ignored = self.ignore_keys.iter().any(|&k| attrs[k].is_present());
+            if !ignored {
+                if let Some(name) = self
+                    .destination_keys
+                    .iter()
+                    .map(|&k| attrs[k].str_or_empty())
+                    .find(|v| !v.is_empty())
+                {
+                    destination = self.state.names.id(name);
+                }
+            }
+        }
+        AuditSpan {
+            span_id: u64::from_be_bytes(span.span_id),
+            parent: span.parent_span_id.map_or(0, u64::from_be_bytes),
+            service,
+            destination,
+            kind,
+            ignored,
+        }
+    }
 }
 
 /// What the store knows of a trace ID, for `explain`.
@@ -83,6 +160,10 @@ pub struct Shard {
     late: Vec<Chunk>,
     late_bytes: u64,
     log: DecisionLog,
+    recent: RecentKept,
+    audit: Option<ShardAudit>,
+    /// Audit spans held by buffered traces.
+    audit_spans: u64,
     clock: i64,
     span_bytes: u64,
     spans: u64,
@@ -99,6 +180,7 @@ impl Shard {
         sampled_cache: usize,
         non_sampled_cache: usize,
         decision_log: usize,
+        recent_kept_bytes: usize,
     ) -> Self {
         let policies = cfg.policies.clone();
         let is_drop = |p: &Policy| matches!(p.kind, Kind::Drop(_));
@@ -107,6 +189,7 @@ impl Shard {
             .chain((0..policies.len()).filter(|&i| !is_drop(&policies[i])))
             .collect();
         let n = policies.len();
+        let audit = ShardAudit::new(&cfg);
         Shard {
             cfg,
             policies,
@@ -123,6 +206,9 @@ impl Shard {
             late: Vec::new(),
             late_bytes: 0,
             log: DecisionLog::new(decision_log),
+            recent: RecentKept::new(recent_kept_bytes),
+            audit,
+            audit_spans: 0,
             clock: i64::MIN,
             span_bytes: 0,
             spans: 0,
@@ -193,8 +279,15 @@ impl Shard {
         let now = self.tick(now);
         self.stats.spans_received += order.len() as u64;
         // Origins of this payload's scopes, interned on first use.
-        let mut resources: Vec<Option<Arc<Resource>>> = vec![None; d.resources.len()];
-        let mut origins: Vec<Option<Arc<Origin>>> = vec![None; d.scopes.len()];
+        let mut seen = PayloadOrigins {
+            resources: vec![None; d.resources.len()],
+            origins: vec![None; d.scopes.len()],
+            services: if self.audit.is_some() {
+                vec![SERVICE_UNSET; d.resources.len()]
+            } else {
+                Vec::new()
+            },
+        };
         let mut start = 0;
         while start < order.len() {
             let id = order[start].0;
@@ -202,24 +295,19 @@ impl Shard {
             while end < order.len() && order[end].0 == id {
                 end += 1;
             }
-            self.ingest_trace(d, id, &order[start..end], now, &mut resources, &mut origins);
+            let group = &order[start..end];
+            self.ingest_trace(d, id, group, now, &mut seen);
             start = end;
         }
     }
 
-    fn origin_of(
-        &mut self,
-        d: &Decoded<'_>,
-        scope: u32,
-        resources: &mut [Option<Arc<Resource>>],
-        origins: &mut [Option<Arc<Origin>>],
-    ) -> Arc<Origin> {
-        if let Some(o) = &origins[scope as usize] {
+    fn origin_of(&mut self, d: &Decoded<'_>, scope: u32, seen: &mut PayloadOrigins) -> Arc<Origin> {
+        if let Some(o) = &seen.origins[scope as usize] {
             return o.clone();
         }
         let sv = &d.scopes[scope as usize];
         let rid = sv.resource as usize;
-        let resource = match &resources[rid] {
+        let resource = match &seen.resources[rid] {
             Some(r) => r.clone(),
             None => {
                 let attrs = d.resource_attrs_of(rid);
@@ -233,12 +321,12 @@ impl Shard {
                     }
                     bits
                 });
-                resources[rid] = Some(r.clone());
+                seen.resources[rid] = Some(r.clone());
                 r
             }
         };
         let o = self.interner.origin(&resource, sv);
-        origins[scope as usize] = Some(o.clone());
+        seen.origins[scope as usize] = Some(o.clone());
         o
     }
 
@@ -247,8 +335,7 @@ impl Shard {
         &mut self,
         d: &Decoded<'_>,
         group: &[(u128, u32)],
-        resources: &mut [Option<Arc<Resource>>],
-        origins: &mut [Option<Arc<Origin>>],
+        seen: &mut PayloadOrigins,
         mut each: impl FnMut(&mut Self, Chunk),
     ) {
         let mut i = 0;
@@ -264,7 +351,7 @@ impl Shard {
             for &(_, s) in &group[i..j] {
                 frame_span(&mut framed, d.spans[s as usize].raw);
             }
-            let origin = self.origin_of(d, scope, resources, origins);
+            let origin = self.origin_of(d, scope, seen);
             each(
                 self,
                 Chunk {
@@ -283,8 +370,7 @@ impl Shard {
         id: u128,
         group: &[(u128, u32)],
         now: i64,
-        resources: &mut [Option<Arc<Resource>>],
-        origins: &mut [Option<Arc<Origin>>],
+        seen: &mut PayloadOrigins,
     ) {
         let slot = match self.table.get(&id) {
             Some(&slot) => slot,
@@ -298,7 +384,7 @@ impl Shard {
                 } else {
                     Vec::new()
                 };
-                self.chunks_of(d, group, resources, origins, |s, mut c| {
+                self.chunks_of(d, group, seen, |s, mut c| {
                     c.framed = s.rewrite_kept(c.framed, stage, &attrs);
                     s.late_bytes += c.framed.len() as u64;
                     s.late.push(c);
@@ -359,6 +445,10 @@ impl Shard {
                 v.status_mask |= status_bits::of(span.status_code);
                 v.sampled_flag |= span.flags & 1 == 1;
                 v.root_seen |= is_root;
+                if let Some(a) = &mut self.audit {
+                    t.audit.push(a.span(d, si as usize, &mut seen.services));
+                    self.audit_spans += 1;
+                }
                 if !cfg.aggregators.is_empty() {
                     let attrs = d.span_attrs_of(si as usize);
                     for a in &cfg.aggregators {
@@ -388,7 +478,7 @@ impl Shard {
             }
             !had_root && v.root_seen
         };
-        self.chunks_of(d, group, resources, origins, |sh, c| {
+        self.chunks_of(d, group, seen, |sh, c| {
             let t = &mut sh.traces[s];
             t.view.matched |= c.origin.resource.matched;
             t.framed_bytes += c.framed.len() as u64;
@@ -432,6 +522,7 @@ impl Shard {
             span_count: t.view.span_count,
             late_spans: 0,
             stage: Stage::Unknown,
+            audit: None,
         });
     }
 
@@ -455,6 +546,41 @@ impl Shard {
         } else {
             Knowledge::Unknown
         }
+    }
+
+    /// The propagation audit so far (None when it is off).
+    pub fn gaps(&self) -> Option<GapReport> {
+        self.audit.as_ref().map(|a| a.state.report())
+    }
+
+    pub fn audit_totals(&self) -> Option<crate::propagation::Totals> {
+        self.audit.as_ref().map(|a| a.state.totals())
+    }
+
+    /// Propagation audit gauges: pairs held, names overflowed, bytes of names and pairs (zeros when off).
+    pub fn audit_gauges(&self) -> (u64, u64, u64) {
+        self.audit.as_ref().map_or((0, 0, 0), |a| {
+            (
+                a.state.pair_count() as u64,
+                a.state.names.overflowed,
+                a.state.memory_bytes() as u64,
+            )
+        })
+    }
+
+    /// The newest kept copy of a trace, if still held.
+    pub fn kept_trace(&self, id: u128) -> Option<&KeptTrace> {
+        self.recent.get(id)
+    }
+
+    /// Up to `limit` recently kept traces, newest first.
+    pub fn recent_kept(&self, limit: usize) -> Vec<KeptSummary> {
+        self.recent.newest(limit).collect()
+    }
+
+    /// Recently kept traces held, and their bytes.
+    pub fn recent_kept_gauges(&self) -> (u64, u64) {
+        (self.recent.len() as u64, self.recent.bytes() as u64)
     }
 
     pub fn decision_log_len(&self) -> usize {
@@ -516,6 +642,12 @@ impl Shard {
         self.chunks -= t.chunks.len() as u64;
         t.chunks = Vec::new();
         t.framed_bytes = 0;
+        self.audit_spans -= t.audit.len() as u64;
+        if t.audit.capacity() > 64 {
+            t.audit = Vec::new(); // a large trace's buffer is not held by the free slot
+        } else {
+            t.audit.clear();
+        }
         self.table.remove(&id);
         self.free.push(slot);
     }
@@ -631,6 +763,9 @@ impl Shard {
                 for c in &mut chunks {
                     c.framed = self.rewrite_kept(std::mem::take(&mut c.framed), stage, &attrs);
                 }
+                if self.recent.is_on() {
+                    self.recent.push(id, now, &chunks);
+                }
                 out.append(&mut chunks);
                 Outcome::Sampled
             }
@@ -641,6 +776,10 @@ impl Shard {
                 Outcome::NotSampled
             }
         };
+        let audit = self
+            .audit
+            .as_mut()
+            .map(|a| a.state.audit(id, &self.traces[s].audit).into());
         self.log.push(Record {
             trace_id: id,
             outcome,
@@ -657,6 +796,7 @@ impl Shard {
             span_count: view.span_count,
             late_spans: 0,
             stage: logged_stage,
+            audit,
         });
         self.free_slot(slot);
         outcome
@@ -784,7 +924,8 @@ impl Shard {
             memory_bytes: self.span_bytes
                 + (self.traces.len() * per_trace) as u64
                 + self.chunks * per_chunk as u64
-                + (self.interner.len() * 256) as u64,
+                + (self.interner.len() * 256) as u64
+                + self.audit_spans * std::mem::size_of::<AuditSpan>() as u64,
             late_span_buffer_bytes: self.late_bytes,
             sampled_cache_entries: self.sampled.len() as u64,
             non_sampled_cache_entries: self.not_sampled.len() as u64,
