@@ -74,7 +74,8 @@ def test_missing_server_span_is_exactly_one_gap_for_the_right_pair(rng) -> None:
     other call answered; nothing broken; the audit covers traces not kept as well."""
     e = engine()
     for _ in range(20):
-        feed(e, checkout_trace(rng, payments_answers=True)[1])
+        good, payloads = checkout_trace(rng, payments_answers=True)
+        feed(e, payloads)
     bad, payloads = checkout_trace(rng, payments_answers=False)
     feed(e, payloads)
     assert e.flush(now=100.0) == []  # nothing kept: no errors
@@ -93,6 +94,10 @@ def test_missing_server_span_is_exactly_one_gap_for_the_right_pair(rng) -> None:
     stats = e.stats()
     assert stats["propagation_gaps"] == 1 and stats["propagation_traces_audited"] == 21
     assert e.explain(bad.hex())["propagation"] == {"gaps": 1, "orphan_spans": 0}
+    from tailsample.explain import describe
+    assert any(line.startswith("  propagation: 1 calls whose callee never joined the trace, 0 spans whose parent")
+               for line in describe(e.explain(bad.hex())))
+    assert not any("propagation" in line for line in describe(e.explain(good.hex())))
 
 
 def test_orphan_span_marks_the_trace_broken_and_the_trace_is_still_judged_whole(rng) -> None:

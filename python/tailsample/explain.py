@@ -9,7 +9,8 @@ States:
   not_sampled, dropped_by_policy, dropped_too_large, dropped_on_shutdown, evicted), `trigger` (decision_wait,
   root_received, flush, ingest), `decided_by` (the first policy that sampled), `votes` (every top-level policy:
   sampled, not_sampled, dropped, error, not_evaluated), times, `span_count`, `late_spans` and, with adjusted
-  counts on, `sampling_probability` of a kept trace;
+  counts on, `sampling_probability` of a kept trace; with the propagation audit on, `propagation`: the trace's
+  `gaps` (calls no callee joined) and `orphan_spans` (spans whose parent never arrived), see `tailsample.gaps`;
 - `sampled_cache` / `non_sampled_filter`: the record is gone, but a decision cache still remembers the ID;
 - `unknown`: never seen, or forgotten.
 
@@ -68,6 +69,10 @@ def describe(e: dict[str, Any]) -> list[str]:
         p = e["sampling_probability"]
         lines.append("  sampling probability unknown (kept by a rate limit): no adjusted count" if p is None
                      else f"  sampling probability {p:.6g} (adjusted count {1 / p:.6g})")
+    prop = e.get("propagation")
+    if prop and (prop["gaps"] or prop["orphan_spans"]):
+        lines.append(f"  propagation: {prop['gaps']} calls whose callee never joined the trace, "
+                     f"{prop['orphan_spans']} spans whose parent never arrived (`tailsample gaps` lists the pairs)")
     votes: dict[str, str] = e.get("votes") or {}
     if votes:
         lines.append("  votes:")
