@@ -240,7 +240,8 @@ def test_service_exposes_gaps_as_metrics_and_json_and_cli(rng, tmp_path: Path, c
             bad, gap = checkout_trace(rng, payments_answers=False, error=True)
             for p in [*good, *gap]:
                 _post(s.url(), p)
-            wait_for(lambda: s.metric('tailsample_engine_propagation_traces_audited_total{processor="tail_sampling"}') == 2, what="both decided")
+            audited = 'tailsample_engine_propagation_traces_audited_total{processor="tail_sampling"}'
+            wait_for(lambda: s.metric(audited) == 2, what="both decided")
             metrics = urllib.request.urlopen(s.url("metrics", "/metrics"), timeout=5).read().decode()
             assert ('tailsample_propagation_gaps_total{processor="tail_sampling",source="cart",'
                     'destination="payments"} 1') in metrics
