@@ -52,6 +52,9 @@ pub struct AuditConfig {
     pub examples: usize,
 }
 
+/// Destination and ignore attributes together, at most.
+pub const MAX_AUDIT_KEYS: usize = 16;
+
 /// Names per shard at most: ids are `u16`, two of them reserved.
 pub const MAX_NAMES_LIMIT: usize = u16::MAX as usize - 2;
 

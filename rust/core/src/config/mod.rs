@@ -11,7 +11,7 @@ use crate::otlp::decode::AttrKeys;
 use crate::policy::trace_aggregate::{TraceAggregate, MAX_AGGREGATES};
 use crate::policy::trace_key::{TraceKey, MAX_KEYED};
 use crate::policy::{Kind, Policy, MAX_FOLDING_POLICIES};
-use crate::propagation::{AuditConfig, MAX_NAMES_LIMIT};
+use crate::propagation::{AuditConfig, MAX_AUDIT_KEYS, MAX_NAMES_LIMIT};
 use crate::red::RedConfig;
 use node::{Mapping, Node};
 
@@ -169,6 +169,15 @@ fn parse_audit(v: &Value) -> Result<Option<AuditConfig>> {
     let destination_attributes = list(&mut m, "destination_attributes", d.destination_attributes)?;
     let ignore_when_present = list(&mut m, "ignore_when_present", d.ignore_when_present)?;
     let ignore_destinations = list(&mut m, "ignore_destinations", d.ignore_destinations)?;
+    let keys_path = m.key_path("destination_attributes");
+    if destination_attributes.len() + ignore_when_present.len() > MAX_AUDIT_KEYS {
+        return Err(Error::config(
+            keys_path,
+            format!(
+                "at most {MAX_AUDIT_KEYS} destination_attributes and ignore_when_present together"
+            ),
+        ));
+    }
     let max_pairs = m.int_at_least("max_pairs", d.max_pairs as i64, 1)? as usize;
     let names_path = m.key_path("max_names");
     let max_names = m.int_at_least("max_names", d.max_names as i64, 1)? as usize;
@@ -322,11 +331,6 @@ impl EngineConfig {
         }
         if red_metrics.is_some() {
             names.push("service.name".to_string());
-        }
-        if let Some(a) = &propagation_audit {
-            names.push("service.name".to_string());
-            names.extend(a.destination_attributes.iter().cloned());
-            names.extend(a.ignore_when_present.iter().cloned());
         }
         let keys = AttrKeys::new(names);
         let mut folders: Vec<(u8, Kind)> = Vec::new();
@@ -543,8 +547,7 @@ mod tests {
                 "probabilistic-policy"
             ]
         );
-        // The forced-sampling key, and the propagation audit's: service.name, 5 destinations, 2 to ignore.
-        assert_eq!(c.attr_keys.len(), 1 + 8);
+        assert_eq!(c.attr_keys.len(), 1);
         assert_eq!(c.policies[2].slot, Some(0));
     }
 
@@ -630,8 +633,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.keyers.len(), 2);
         assert_eq!((c.keyers[0].slot, c.keyers[1].slot), (0, 1));
-        // service.name, http.route, gen_ai.usage.input_tokens, and the audit's 7 others.
-        assert_eq!(c.attr_keys.len(), 3 + 7);
+        assert_eq!(c.attr_keys.len(), 3); // service.name, http.route, gen_ai.usage.input_tokens
         assert!(c.reads_ot, "adaptive reads the spans' rv");
         let Kind::LatencyPercentile(p) = &c.policies[0].kind else {
             panic!()

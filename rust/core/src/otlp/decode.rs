@@ -328,6 +328,44 @@ fn scan_entity_ref(buf: &[u8], base: usize) -> WireResult<()> {
     Ok(())
 }
 
+/// Field number of `attributes` in `Span`; in `Resource` it is 1.
+pub const SPAN_ATTRIBUTES: u32 = 9;
+pub const RESOURCE_ATTRIBUTES: u32 = 1;
+
+/// The values of `keys` among the attributes of one raw message (a `Span` or a `Resource`, already validated by
+/// `decode`): `out[i]` gets the first value of `keys[i]`, `Absent` when missing. For the few readers that need
+/// attributes of some spans only (the propagation audit reads CLIENT and PRODUCER spans), so that `decode` does
+/// not extract them for every span. Malformed bytes end the scan (nothing panics).
+pub fn find_attributes<'a, K: AsRef<[u8]>>(
+    raw: &'a [u8],
+    attributes_field: u32,
+    keys: &[K],
+    out: &mut [AttrValue<'a>],
+) {
+    out.fill(AttrValue::Absent);
+    let mut r = Reader::new(raw, 0);
+    while !r.is_empty() {
+        let Ok((field, wt)) = r.read_tag() else {
+            return;
+        };
+        if field == attributes_field && wt == WireType::Len {
+            let Ok((bytes, off)) = r.read_len() else {
+                return;
+            };
+            let Ok((key, value)) = scan_key_value(bytes, off, 0) else {
+                return;
+            };
+            if let Some(i) = keys.iter().position(|k| k.as_ref() == key.as_bytes()) {
+                if !out[i].is_present() {
+                    out[i] = value;
+                }
+            }
+        } else if r.skip(field, wt).is_err() {
+            return;
+        }
+    }
+}
+
 /// Reads one `attributes` entry (a KeyValue); records its value if a policy reads its key and it is the first
 /// occurrence of that key (as `pcommon.Map.Get` returns the first). Returns the next attribute index.
 #[inline]

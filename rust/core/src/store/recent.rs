@@ -125,6 +125,7 @@ mod tests {
             raw: None,
             schema_url: "".into(),
             matched: 0,
+            service: "".into(),
         });
         Chunk {
             origin: Arc::new(Origin {

@@ -20,6 +20,7 @@ use crate::config::EngineConfig;
 use crate::consistent::{adjusted_count, read_ot, rewrite_span, span_trace_state, with_threshold};
 use crate::error::Error;
 use crate::otlp::decode::Decoded;
+use crate::otlp::decode::{find_attributes, AttrValue, RESOURCE_ATTRIBUTES, SPAN_ATTRIBUTES};
 use crate::otlp::encode::{
     append_attributes, bool_attribute, double_attribute, frame_span, framed_size, map_spans,
     string_attribute,
@@ -27,7 +28,7 @@ use crate::otlp::encode::{
 use crate::otlp::wire::len_field_size;
 use crate::policy::inclusion::Stage;
 use crate::policy::{ot_bits, status_bits, Fold, Kind, Policy, SpanFacts, TraceView, Vote};
-use crate::propagation::{span_kind, AuditSpan, GapReport, PropagationAudit, NONE};
+use crate::propagation::{span_kind, AuditSpan, GapReport, PropagationAudit, MAX_AUDIT_KEYS, NONE};
 
 /// A run of one trace's spans from one payload under one origin, framed as `ScopeSpans.spans` entries.
 #[derive(Debug)]
@@ -49,13 +50,16 @@ struct Trace {
     audit: Vec<AuditSpan>,
 }
 
-/// The propagation audit of a shard, and where its attributes are among the extracted keys.
+/// The propagation audit of a shard, and the attributes it reads: the destination keys, then the ignore keys.
+/// It reads them itself, from CLIENT and PRODUCER spans only, rather than have `decode` extract them for all.
 struct ShardAudit {
     state: PropagationAudit,
-    service_key: usize,
-    destination_keys: Vec<usize>,
-    ignore_keys: Vec<usize>,
+    keys: Vec<Box<[u8]>>,
+    destinations: usize,
 }
+
+/// Not yet looked up, in a payload's cache of resource → service name id.
+const SERVICE_UNSET: u16 = u16::MAX;
 
 /// What one payload's resources and scopes became, looked up on first use.
 struct PayloadOrigins {
@@ -65,30 +69,33 @@ struct PayloadOrigins {
     services: Vec<u16>,
 }
 
-/// Not yet looked up, in a payload's cache of resource → service name id.
-const SERVICE_UNSET: u16 = u16::MAX;
-
 impl ShardAudit {
     fn new(cfg: &EngineConfig) -> Option<Self> {
         let a = cfg.propagation_audit.as_ref()?;
-        let keys = &cfg.attr_keys;
-        let index = |k: &String| keys.index_of_str(k);
+        let keys = (a.destination_attributes.iter())
+            .chain(&a.ignore_when_present)
+            .map(|k| k.as_bytes().into())
+            .collect();
         Some(ShardAudit {
             state: PropagationAudit::new(a.clone()),
-            service_key: keys.index_of_str("service.name")?,
-            destination_keys: a.destination_attributes.iter().filter_map(index).collect(),
-            ignore_keys: a.ignore_when_present.iter().filter_map(index).collect(),
+            keys,
+            destinations: a.destination_attributes.len(),
         })
     }
 
-    /// What the audit keeps of span `si`; `services` caches the payload's resources' service name ids.
+    /// What the audit keeps of span `si`, read at ingest while its bytes are in cache: its IDs and kind from
+    /// the decoded view, and for a CLIENT or PRODUCER span its destination attributes. `services` caches the
+    /// payload's resources' service name ids.
     fn span(&mut self, d: &Decoded<'_>, si: usize, services: &mut [u16]) -> AuditSpan {
         let span = &d.spans[si];
         let rid = d.scopes[span.scope as usize].resource as usize;
         let service = match services[rid] {
             SERVICE_UNSET => {
-                let name = d.resource_attrs_of(rid)[self.service_key].str_or_empty();
-                let id = self.state.names.service_id(name);
+                let mut name = [AttrValue::Absent];
+                if let Some(raw) = &d.resources[rid].raw {
+                    find_attributes(raw, RESOURCE_ATTRIBUTES, &[b"service.name"], &mut name);
+                }
+                let id = self.state.names.service_id(name[0].str_or_empty());
                 services[rid] = id;
                 id
             }
@@ -98,17 +105,18 @@ impl ShardAudit {
         let mut destination = NONE;
         let mut ignored = false;
         if matches!(kind, span_kind::CLIENT | span_kind::PRODUCER) {
-            let attrs = d.span_attrs_of(si);
-            ignored = self.ignore_keys.iter().any(|&k| attrs[k].is_present());
-            if !ignored {
-                if let Some(name) = self
-                    .destination_keys
-                    .iter()
-                    .map(|&k| attrs[k].str_or_empty())
-                    .find(|v| !v.is_empty())
-                {
-                    destination = self.state.names.id(name);
-                }
+            let mut values = [AttrValue::Absent; MAX_AUDIT_KEYS];
+            let values = &mut values[..self.keys.len()];
+            find_attributes(span.raw, SPAN_ATTRIBUTES, &self.keys, values);
+            let (dest, ignore) = values.split_at(self.destinations);
+            ignored = ignore.iter().any(AttrValue::is_present);
+            if let (false, Some(name)) = (
+                ignored,
+                dest.iter()
+                    .map(|v| v.str_or_empty())
+                    .find(|v| !v.is_empty()),
+            ) {
+                destination = self.state.names.id(name);
             }
         }
         AuditSpan {
@@ -648,6 +656,7 @@ impl Shard {
         } else {
             t.audit.clear();
         }
+
         self.table.remove(&id);
         self.free.push(slot);
     }
@@ -726,6 +735,10 @@ impl Shard {
         self.stats.decision_lag_ns_total += lag;
         self.stats.decisions_timed += 1;
         self.stats.decision_lag.record(lag);
+        let audit = self
+            .audit
+            .as_mut()
+            .map(|a| a.state.audit(id, &self.traces[s].audit).into());
         let outcome = match (dropped, first_sampled) {
             (true, _) => {
                 self.stats.traces_dropped += 1;
@@ -776,10 +789,6 @@ impl Shard {
                 Outcome::NotSampled
             }
         };
-        let audit = self
-            .audit
-            .as_mut()
-            .map(|a| a.state.audit(id, &self.traces[s].audit).into());
         self.log.push(Record {
             trace_id: id,
             outcome,
