@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use ahash::RandomState;
 
-use crate::otlp::decode::{
-    find_attributes, AttrValue, ResourceView, ScopeView, RESOURCE_ATTRIBUTES,
-};
+use crate::otlp::decode::{ResourceView, ScopeView};
 
 /// A resource as it came: raw `Resource` bytes (None when the field was absent) and the schema URL of its
 /// `ResourceSpans`. `matched` holds the folding policies' verdicts on its attributes.
@@ -18,8 +16,6 @@ pub struct Resource {
     pub raw: Option<Box<[u8]>>,
     pub schema_url: Box<str>,
     pub matched: u64,
-    /// Its `service.name` (empty when it has none), for the propagation audit.
-    pub service: Box<str>,
 }
 
 /// A scope under a resource: raw `InstrumentationScope` bytes and the schema URL of its `ScopeSpans`.
@@ -80,15 +76,10 @@ impl Interner {
         if let Some(r) = self.resources.get(&key) {
             return r.clone();
         }
-        let mut service = [AttrValue::Absent];
-        if let Some(raw) = &view.raw {
-            find_attributes(raw, RESOURCE_ATTRIBUTES, &[b"service.name"], &mut service);
-        }
         let r = Arc::new(Resource {
             raw: view.raw.as_deref().map(Box::from),
             schema_url: view.schema_url.into(),
             matched: matched(),
-            service: service[0].str_or_empty().into(),
         });
         self.resources.insert(key, r.clone());
         self.maybe_sweep();

@@ -125,7 +125,6 @@ mod tests {
             raw: None,
             schema_url: "".into(),
             matched: 0,
-            service: "".into(),
         });
         Chunk {
             origin: Arc::new(Origin {
