@@ -332,6 +332,11 @@ impl EngineConfig {
         if red_metrics.is_some() {
             names.push("service.name".to_string());
         }
+        if let Some(a) = &propagation_audit {
+            names.push("service.name".to_string());
+            names.extend(a.destination_attributes.iter().cloned());
+            names.extend(a.ignore_when_present.iter().cloned());
+        }
         let keys = AttrKeys::new(names);
         let mut folders: Vec<(u8, Kind)> = Vec::new();
         let mut aggregators: Vec<TraceAggregate> = Vec::new();
@@ -547,7 +552,8 @@ mod tests {
                 "probabilistic-policy"
             ]
         );
-        assert_eq!(c.attr_keys.len(), 1);
+        // The forced-sampling key, and the propagation audit's: service.name, 5 destinations, 2 to ignore.
+        assert_eq!(c.attr_keys.len(), 1 + 8);
         assert_eq!(c.policies[2].slot, Some(0));
     }
 
@@ -633,7 +639,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.keyers.len(), 2);
         assert_eq!((c.keyers[0].slot, c.keyers[1].slot), (0, 1));
-        assert_eq!(c.attr_keys.len(), 3); // service.name, http.route, gen_ai.usage.input_tokens
+        // service.name, http.route, gen_ai.usage.input_tokens, and the audit's 7 others.
+        assert_eq!(c.attr_keys.len(), 3 + 7);
         assert!(c.reads_ot, "adaptive reads the spans' rv");
         let Kind::LatencyPercentile(p) = &c.policies[0].kind else {
             panic!()

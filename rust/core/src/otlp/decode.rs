@@ -13,9 +13,32 @@ use super::wire::{is_ascii, utf8, wrong_type, Fail, Reader, WireResult, WireType
 use crate::error::Error;
 
 /// The attribute keys that configured policies read; the scanner extracts only these.
-#[derive(Debug, Clone, Default)]
+///
+/// Every attribute of every span is looked up here, and nearly all miss: a 256-bucket table on the key's
+/// length and first and last bytes answers most misses with one load, whatever the number of keys.
+#[derive(Debug, Clone)]
 pub struct AttrKeys {
     keys: Vec<Box<[u8]>>,
+    /// Per bucket, 1 + the first key's index (0: empty); `next` chains keys sharing a bucket.
+    buckets: Box<[u16; 256]>,
+    next: Vec<u16>,
+}
+
+impl Default for AttrKeys {
+    fn default() -> Self {
+        AttrKeys::new(std::iter::empty::<&str>())
+    }
+}
+
+#[inline]
+fn bucket_of(key: &[u8]) -> usize {
+    match key {
+        [] => 0,
+        [first, .., last] => {
+            (key.len().wrapping_mul(31) ^ (usize::from(*first) * 7) ^ usize::from(*last)) & 255
+        }
+        [only] => (31 ^ (usize::from(*only) * 7) ^ usize::from(*only)) & 255,
+    }
 }
 
 impl AttrKeys {
@@ -27,7 +50,22 @@ impl AttrKeys {
                 out.push(k.into());
             }
         }
-        AttrKeys { keys: out }
+        assert!(
+            out.len() < usize::from(u16::MAX),
+            "attribute keys are counted in u16"
+        );
+        let mut buckets = Box::new([0u16; 256]);
+        let mut next = vec![0u16; out.len()];
+        for (i, k) in out.iter().enumerate().rev() {
+            let b = bucket_of(k);
+            next[i] = buckets[b];
+            buckets[b] = i as u16 + 1;
+        }
+        AttrKeys {
+            keys: out,
+            buckets,
+            next,
+        }
     }
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -35,13 +73,52 @@ impl AttrKeys {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
-    /// Index of `key`, if a policy reads it. Linear: policies read a handful of keys.
+    /// Index of `key`, if a policy reads it.
     #[inline]
     pub fn index_of(&self, key: &[u8]) -> Option<usize> {
-        self.keys.iter().position(|k| **k == *key)
+        let mut at = self.buckets[bucket_of(key)];
+        while at != 0 {
+            let i = usize::from(at - 1);
+            if *self.keys[i] == *key {
+                return Some(i);
+            }
+            at = self.next[i];
+        }
+        None
     }
     pub fn index_of_str(&self, key: &str) -> Option<usize> {
         self.index_of(key.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod attr_keys_tests {
+    use super::AttrKeys;
+
+    #[test]
+    fn every_key_is_found_at_its_index_and_others_miss() {
+        let names: Vec<String> = (0..300)
+            .map(|i| format!("k{i}.{}", "x".repeat(i % 40)))
+            .chain(["", "a", "service.name", "peer.service", "server.address"].map(String::from))
+            .collect();
+        let keys = AttrKeys::new(&names);
+        assert_eq!(keys.len(), names.len());
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(keys.index_of_str(n), Some(i), "{n:?}");
+        }
+        for miss in [
+            "b",
+            "service.nam",
+            "service.namf",
+            "peer.servicf",
+            "k1",
+            "zz",
+        ] {
+            assert_eq!(keys.index_of_str(miss), None, "{miss:?}");
+        }
+        let dup = AttrKeys::new(["a", "b", "a"]);
+        assert_eq!((dup.len(), dup.index_of_str("b")), (2, Some(1)));
+        assert_eq!(AttrKeys::default().index_of_str("a"), None);
     }
 }
 
@@ -160,8 +237,13 @@ impl<'a> Decoded<'a> {
 
 /// Scans and validates a whole `ExportTraceServiceRequest`.
 pub fn decode<'a>(payload: &'a [u8], keys: &AttrKeys) -> Result<Decoded<'a>, Error> {
+    // Spans of SDK payloads take 200-600 bytes: reserving for one per 256 bytes spares most regrowth copies
+    // (of the extracted attributes above all: `keys` values per span).
+    let spans = payload.len() / 256 + 1;
     let mut out = Decoded {
         keys: keys.len(),
+        spans: Vec::with_capacity(spans),
+        span_attrs: Vec::with_capacity(spans * keys.len()),
         ..Default::default()
     };
     scan_request(payload, keys, &mut out).map_err(|f| {
@@ -326,44 +408,6 @@ fn scan_entity_ref(buf: &[u8], base: usize) -> WireResult<()> {
         utf8(bytes, off).map_err(|e| e.at_field(label))?;
     }
     Ok(())
-}
-
-/// Field number of `attributes` in `Span`; in `Resource` it is 1.
-pub const SPAN_ATTRIBUTES: u32 = 9;
-pub const RESOURCE_ATTRIBUTES: u32 = 1;
-
-/// The values of `keys` among the attributes of one raw message (a `Span` or a `Resource`, already validated by
-/// `decode`): `out[i]` gets the first value of `keys[i]`, `Absent` when missing. For the few readers that need
-/// attributes of some spans only (the propagation audit reads CLIENT and PRODUCER spans), so that `decode` does
-/// not extract them for every span. Malformed bytes end the scan (nothing panics).
-pub fn find_attributes<'a, K: AsRef<[u8]>>(
-    raw: &'a [u8],
-    attributes_field: u32,
-    keys: &[K],
-    out: &mut [AttrValue<'a>],
-) {
-    out.fill(AttrValue::Absent);
-    let mut r = Reader::new(raw, 0);
-    while !r.is_empty() {
-        let Ok((field, wt)) = r.read_tag() else {
-            return;
-        };
-        if field == attributes_field && wt == WireType::Len {
-            let Ok((bytes, off)) = r.read_len() else {
-                return;
-            };
-            let Ok((key, value)) = scan_key_value(bytes, off, 0) else {
-                return;
-            };
-            if let Some(i) = keys.iter().position(|k| k.as_ref() == key.as_bytes()) {
-                if !out[i].is_present() {
-                    out[i] = value;
-                }
-            }
-        } else if r.skip(field, wt).is_err() {
-            return;
-        }
-    }
 }
 
 /// Reads one `attributes` entry (a KeyValue); records its value if a policy reads its key and it is the first

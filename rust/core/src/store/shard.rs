@@ -20,7 +20,6 @@ use crate::config::EngineConfig;
 use crate::consistent::{adjusted_count, read_ot, rewrite_span, span_trace_state, with_threshold};
 use crate::error::Error;
 use crate::otlp::decode::Decoded;
-use crate::otlp::decode::{find_attributes, AttrValue, RESOURCE_ATTRIBUTES, SPAN_ATTRIBUTES};
 use crate::otlp::encode::{
     append_attributes, bool_attribute, double_attribute, frame_span, framed_size, map_spans,
     string_attribute,
@@ -28,7 +27,7 @@ use crate::otlp::encode::{
 use crate::otlp::wire::len_field_size;
 use crate::policy::inclusion::Stage;
 use crate::policy::{ot_bits, status_bits, Fold, Kind, Policy, SpanFacts, TraceView, Vote};
-use crate::propagation::{span_kind, AuditSpan, GapReport, PropagationAudit, MAX_AUDIT_KEYS, NONE};
+use crate::propagation::{span_kind, AuditSpan, GapReport, PropagationAudit, NONE};
 
 /// A run of one trace's spans from one payload under one origin, framed as `ScopeSpans.spans` entries.
 #[derive(Debug)]
@@ -50,12 +49,12 @@ struct Trace {
     audit: Vec<AuditSpan>,
 }
 
-/// The propagation audit of a shard, and the attributes it reads: the destination keys, then the ignore keys.
-/// It reads them itself, from CLIENT and PRODUCER spans only, rather than have `decode` extract them for all.
+/// The propagation audit of a shard, and where its attributes are among the extracted keys.
 struct ShardAudit {
     state: PropagationAudit,
-    keys: Vec<Box<[u8]>>,
-    destinations: usize,
+    service_key: usize,
+    destination_keys: Vec<usize>,
+    ignore_keys: Vec<usize>,
 }
 
 /// Not yet looked up, in a payload's cache of resource → service name id.
@@ -72,30 +71,25 @@ struct PayloadOrigins {
 impl ShardAudit {
     fn new(cfg: &EngineConfig) -> Option<Self> {
         let a = cfg.propagation_audit.as_ref()?;
-        let keys = (a.destination_attributes.iter())
-            .chain(&a.ignore_when_present)
-            .map(|k| k.as_bytes().into())
-            .collect();
+        let keys = &cfg.attr_keys;
+        let index = |k: &String| keys.index_of_str(k);
         Some(ShardAudit {
             state: PropagationAudit::new(a.clone()),
-            keys,
-            destinations: a.destination_attributes.len(),
+            service_key: keys.index_of_str("service.name")?,
+            destination_keys: a.destination_attributes.iter().filter_map(index).collect(),
+            ignore_keys: a.ignore_when_present.iter().filter_map(index).collect(),
         })
     }
 
-    /// What the audit keeps of span `si`, read at ingest while its bytes are in cache: its IDs and kind from
-    /// the decoded view, and for a CLIENT or PRODUCER span its destination attributes. `services` caches the
-    /// payload's resources' service name ids.
+    /// What the audit keeps of span `si`, from the decoded payload. `services` caches the payload's resources'
+    /// service name ids.
     fn span(&mut self, d: &Decoded<'_>, si: usize, services: &mut [u16]) -> AuditSpan {
         let span = &d.spans[si];
         let rid = d.scopes[span.scope as usize].resource as usize;
         let service = match services[rid] {
             SERVICE_UNSET => {
-                let mut name = [AttrValue::Absent];
-                if let Some(raw) = &d.resources[rid].raw {
-                    find_attributes(raw, RESOURCE_ATTRIBUTES, &[b"service.name"], &mut name);
-                }
-                let id = self.state.names.service_id(name[0].str_or_empty());
+                let name = d.resource_attrs_of(rid)[self.service_key].str_or_empty();
+                let id = self.state.names.service_id(name);
                 services[rid] = id;
                 id
             }
@@ -105,17 +99,12 @@ impl ShardAudit {
         let mut destination = NONE;
         let mut ignored = false;
         if matches!(kind, span_kind::CLIENT | span_kind::PRODUCER) {
-            let mut values = [AttrValue::Absent; MAX_AUDIT_KEYS];
-            let values = &mut values[..self.keys.len()];
-            find_attributes(span.raw, SPAN_ATTRIBUTES, &self.keys, values);
-            let (dest, ignore) = values.split_at(self.destinations);
-            ignored = ignore.iter().any(AttrValue::is_present);
-            if let (false, Some(name)) = (
-                ignored,
-                dest.iter()
-                    .map(|v| v.str_or_empty())
-                    .find(|v| !v.is_empty()),
-            ) {
+            let attrs = d.span_attrs_of(si);
+            ignored = self.ignore_keys.iter().any(|&k| attrs[k].is_present());
+            let named = (self.destination_keys.iter())
+                .map(|&k| attrs[k].str_or_empty())
+                .find(|v| !v.is_empty());
+            if let (false, Some(name)) = (ignored, named) {
                 destination = self.state.names.id(name);
             }
         }
@@ -414,6 +403,9 @@ impl Shard {
             let v = &mut t.view;
             let had_root = v.root_seen;
             v.otlp_bytes += reference_size(d, group);
+            if self.audit.is_some() {
+                t.audit.reserve_exact(group.len());
+            }
             for &(_, si) in group {
                 let span = &d.spans[si as usize];
                 let is_root = span.parent_span_id.is_none();
