@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import json
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -93,6 +96,15 @@ class ServiceThread:
 
 async def _make_service(cfg: ServiceConfig, shutdown_timeout: float) -> Service:
     return Service(cfg, shutdown_timeout=shutdown_timeout)  # built on its loop: asyncio objects bind to it
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    """GET a JSON document: (status, body), the body of an HTTP error too."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from otlp_builders import STATUS_ERROR, make_request, make_span, service, span_id, trace_id
-from service_harness import service_config, serving, sink, wait_for
+from service_harness import get_json, service_config, serving, sink, wait_for
 from tailsample import Config, Engine
 from tailsample.explain import describe
 
@@ -149,14 +149,6 @@ def test_adjusted_counts_show_the_sampling_probability(rng) -> None:
     assert "probability unknown" in "\n".join(describe(x))
 
 
-def _get(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def test_service_answers_debug_traces(rng) -> None:
     """Scenario: `tailsample serve` with an error trace and a boring one sent over OTLP/HTTP. Guarantees:
     `GET /debug/traces/<id>` on the metrics endpoint answers per pipeline: kept by `errors`, not kept, unknown;
@@ -172,13 +164,13 @@ def test_service_answers_debug_traces(rng) -> None:
                 urllib.request.urlopen(req, timeout=5).close()
             wait_for(lambda: backend.span_count() == 1, what="the error trace")
             base = s.url("metrics", "/debug/traces/")
-            wait_for(lambda: _get(base + ok_tid.hex())[1]["pipelines"]["traces"]["state"] == "decided")
-            status, body = _get(base + err_tid.hex())
+            wait_for(lambda: get_json(base + ok_tid.hex())[1]["pipelines"]["traces"]["state"] == "decided")
+            status, body = get_json(base + err_tid.hex())
             assert status == 200
             assert body["pipelines"]["traces"]["decided_by"] == "errors"
-            assert _get(base + ok_tid.hex())[1]["pipelines"]["traces"]["outcome"] == "not_sampled"
-            assert _get(base + "f" * 32)[1]["pipelines"]["traces"]["state"] == "unknown"
-            status, body = _get(base + "nope")
+            assert get_json(base + ok_tid.hex())[1]["pipelines"]["traces"]["outcome"] == "not_sampled"
+            assert get_json(base + "f" * 32)[1]["pipelines"]["traces"]["state"] == "unknown"
+            status, body = get_json(base + "nope")
             assert status == 400 and "32 hexadecimal digits" in body["error"]
 
 

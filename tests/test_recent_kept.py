@@ -10,7 +10,7 @@ import urllib.request
 from typing import Any
 
 from otlp_builders import STATUS_ERROR, make_request, make_span, service, span_id, spans_out, trace_id
-from service_harness import service_config, serving, sink, wait_for
+from service_harness import get_json, service_config, serving, sink, wait_for
 from tailsample import Config, Engine
 from tailsample.tree import build_traces, render_text
 
@@ -90,14 +90,6 @@ def test_the_buffer_is_bounded_in_bytes_oldest_out_first(rng) -> None:
     assert off.recent_kept() == [] and off.kept_trace(tid.hex()) is None
 
 
-def _get(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def test_show_renders_a_running_services_recent_kept_traces(rng, capsys) -> None:
     """Scenario: `tailsample serve` keeps two error traces. Guarantees: /debug/kept lists them newest first
     with summaries; /debug/kept/<id> is the trace as OTLP/JSON; `tailsample show --url` lists them and renders
@@ -117,11 +109,11 @@ def test_show_renders_a_running_services_recent_kept_traces(rng, capsys) -> None
             urllib.request.urlopen(urllib.request.Request(
                 s.url(), data=p2, headers={"Content-Type": "application/x-protobuf"}), timeout=5).close()
             wait_for(lambda: backend.span_count() == 7, what="the second trace")
-            status, listing = _get(s.url("metrics", "/debug/kept"))
+            status, listing = get_json(s.url("metrics", "/debug/kept"))
             rows = listing["pipelines"]["traces"]
             assert status == 200 and [r["trace_id"] for r in rows] == [second.hex(), first.hex()]
             assert rows[0]["span_count"] == 4 and rows[0]["errors"] == 1
-            status, doc = _get(s.url("metrics", f"/debug/kept/{first.hex()}"))
+            status, doc = get_json(s.url("metrics", f"/debug/kept/{first.hex()}"))
             assert status == 200 and len(doc["resourceSpans"][0]["scopeSpans"][0]["spans"]) == 3
             url = "http://" + s.address("metrics")
             assert main(["show", "--url", url]) == 0
@@ -135,9 +127,9 @@ def test_show_renders_a_running_services_recent_kept_traces(rng, capsys) -> None
             assert main(["show", "--url", url, "--trace-id", first.hex(), "--json"]) == 0
             assert json.loads(capsys.readouterr().out)["span_count"] == 3
             missing = trace_id(rng).hex()
-            status, body = _get(s.url("metrics", f"/debug/kept/{missing}"))
+            status, body = get_json(s.url("metrics", f"/debug/kept/{missing}"))
             assert status == 404 and "not among the recently kept traces" in body["error"]
             assert main(["show", "--url", url, "--trace-id", missing]) == 1
             assert "HTTP 404" in capsys.readouterr().err
-            assert _get(s.url("metrics", "/debug/kept/nope"))[0] == 400
+            assert get_json(s.url("metrics", "/debug/kept/nope"))[0] == 400
     assert main(["show"]) == 2
