@@ -36,7 +36,7 @@ test-rust: ## cargo test of the core
 lint: build ## cargo clippy -D warnings, cargo fmt --check, ruff, mypy --strict, stubtest
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo fmt --all --check
-	$(BIN)/ruff check python tests bench
+	$(BIN)/ruff check python tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/python -m mypy.stubtest tailsample._native --mypy-config-file pyproject.toml
 
