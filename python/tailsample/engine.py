@@ -65,6 +65,24 @@ class Engine:
             payload = bytes(payload)
         return self._native.ingest(payload, time.monotonic() if now is None else now)
 
+    def ingest_traces(self, payload: bytes | bytearray | memoryview, *,
+                      now: float | None = None) -> tuple[int, list[bytes]]:
+        """`ingest`, also returning the distinct 16-byte trace IDs the payload held (a Kafka receiver follows them
+        to commit a message once its traces are decided)."""
+        if not isinstance(payload, bytes):
+            payload = bytes(payload)
+        spans, ids = self._native.ingest_traces(payload, time.monotonic() if now is None else now)
+        return spans, [ids[i:i + 16] for i in range(0, len(ids), 16)]
+
+    def buffered(self, trace_ids: list[bytes]) -> list[bool]:
+        """Which of these 16-byte trace IDs are buffered, undecided."""
+        return [flag == 1 for flag in self._native.buffered(_join_ids(trace_ids))]
+
+    def forget(self, trace_ids: list[bytes]) -> int:
+        """Forget these buffered traces undecided, spans and all (counted in `traces_forgotten`); returns how many
+        were buffered. For an instance giving up a Kafka partition: the new owner rebuilds them from the log."""
+        return self._native.forget(_join_ids(trace_ids))
+
     def poll(self, *, now: float | None = None) -> list[bytes]:
         """Decide every trace that is due; return the kept spans (and late spans of kept traces) as payloads."""
         return self._native.poll(time.monotonic() if now is None else now)
@@ -136,6 +154,19 @@ class Engine:
                 f"sampled={s['traces_sampled']})")
 
 
+def _join_ids(trace_ids: list[bytes]) -> bytes:
+    for tid in trace_ids:
+        if len(tid) != 16:
+            raise ValueError(f"a trace ID is 16 bytes, got {len(tid)}")
+    return b"".join(trace_ids)
+
+
+def split_by_trace(payload: bytes) -> list[tuple[bytes, bytes]]:
+    """One payload per trace, as (16-byte trace ID, ExportTraceServiceRequest bytes), in order of first appearance:
+    what the collector's Kafka exporter writes with `partition_traces_by_id`. Raises `DecodeError`."""
+    return _native.split_by_trace(payload)
+
+
 def inspect_payload(payload: bytes) -> dict[str, int]:
     """Validate a payload without an engine and describe it.
 
@@ -144,4 +175,4 @@ def inspect_payload(payload: bytes) -> dict[str, int]:
     return _native.inspect_payload(payload)
 
 
-__all__ = ["Engine", "inspect_payload"]
+__all__ = ["Engine", "inspect_payload", "split_by_trace"]

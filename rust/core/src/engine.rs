@@ -121,6 +121,31 @@ impl Engine {
     /// Takes one `ExportTraceServiceRequest`, whole or not at all, and returns how many spans it held.
     /// `now` is in nanoseconds on the engine clock.
     pub fn ingest(&self, payload: &[u8], now: i64) -> Result<usize> {
+        self.ingest_inner(payload, now, None)
+    }
+
+    /// `ingest`, also appending the distinct trace IDs the payload held to `ids` (to follow them: a Kafka
+    /// receiver commits a message once its traces are decided).
+    pub fn ingest_traces(&self, payload: &[u8], now: i64, ids: &mut Vec<u128>) -> Result<usize> {
+        self.ingest_inner(payload, now, Some(ids))
+    }
+
+    /// Which of `ids` are buffered, undecided.
+    pub fn buffered(&self, ids: &[u128]) -> Vec<bool> {
+        ids.iter()
+            .map(|&id| lock(&self.shards[self.shard_of(id)]).is_buffered(id))
+            .collect()
+    }
+
+    /// Forgets buffered traces undecided, spans and all (`traces_forgotten`); returns how many were buffered.
+    /// For an instance giving up a Kafka partition: the new owner rebuilds those traces from the log.
+    pub fn forget(&self, ids: &[u128]) -> usize {
+        ids.iter()
+            .filter(|&&id| lock(&self.shards[self.shard_of(id)]).forget(id))
+            .count()
+    }
+
+    fn ingest_inner(&self, payload: &[u8], now: i64, ids: Option<&mut Vec<u128>>) -> Result<usize> {
         let now = self.tick(now);
         let d = match decode(payload, &self.cfg.attr_keys) {
             Ok(d) => d,
@@ -155,6 +180,18 @@ impl Engine {
             g.ingest(&d, &per_shard[*i], now);
         }
         drop(guards);
+        if let Some(ids) = ids {
+            // A trace lives in one shard, and each shard's order holds its spans together.
+            for order in &per_shard {
+                let mut last = None;
+                for &(id, _) in order {
+                    if last != Some(id) {
+                        ids.push(id);
+                        last = Some(id);
+                    }
+                }
+            }
+        }
         self.record_red(&d);
         self.payloads_received.fetch_add(1, Ordering::Relaxed);
         Ok(d.spans.len())
@@ -348,6 +385,8 @@ impl Engine {
             ("traces_dropped_on_shutdown", s.traces_dropped_on_shutdown),
             ("traces_dropped_by_policy", s.traces_dropped_by_policy),
             ("traces_evicted", s.traces_evicted),
+            ("traces_forgotten", s.traces_forgotten),
+            ("spans_forgotten", s.spans_forgotten),
             ("traces_in_memory", g.traces_in_memory),
             ("spans_in_memory", g.spans_in_memory),
             ("span_bytes_in_memory", g.span_bytes_in_memory),
@@ -461,6 +500,8 @@ fn add_stats(a: &mut ShardStats, b: &ShardStats) {
     a.traces_dropped_too_large += b.traces_dropped_too_large;
     a.traces_dropped_on_shutdown += b.traces_dropped_on_shutdown;
     a.traces_dropped_by_policy += b.traces_dropped_by_policy;
+    a.traces_forgotten += b.traces_forgotten;
+    a.spans_forgotten += b.spans_forgotten;
     a.traces_evicted += b.traces_evicted;
     a.spans_evicted += b.spans_evicted;
     a.spans_sampled += b.spans_sampled;

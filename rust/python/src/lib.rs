@@ -129,6 +129,34 @@ impl NativeEngine {
         run(py, || self.engine.ingest(payload, now))?.map_err(|e| to_py(py, e))
     }
 
+    /// `ingest`, also returning the distinct trace IDs the payload held, 16 bytes each, concatenated.
+    fn ingest_traces<'py>(
+        &self,
+        py: Python<'py>,
+        payload: &[u8],
+        now: f64,
+    ) -> PyResult<(usize, Bound<'py, PyBytes>)> {
+        let now = now_ns(py, now)?;
+        let mut ids = Vec::new();
+        let spans = run(py, || self.engine.ingest_traces(payload, now, &mut ids))?
+            .map_err(|e| to_py(py, e))?;
+        Ok((spans, PyBytes::new(py, &ids_to_bytes(&ids))))
+    }
+
+    /// One byte per trace ID of `ids` (16 bytes each, concatenated): 1 when it is buffered, undecided.
+    fn buffered<'py>(&self, py: Python<'py>, ids: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        let ids = bytes_to_ids(ids)?;
+        let flags = run(py, || self.engine.buffered(&ids))?;
+        let out: Vec<u8> = flags.into_iter().map(u8::from).collect();
+        Ok(PyBytes::new(py, &out))
+    }
+
+    /// Forgets these buffered traces undecided (16-byte IDs, concatenated); returns how many were buffered.
+    fn forget(&self, py: Python<'_>, ids: &[u8]) -> PyResult<usize> {
+        let ids = bytes_to_ids(ids)?;
+        run(py, || self.engine.forget(&ids))
+    }
+
     fn poll<'py>(&self, py: Python<'py>, now: f64) -> PyResult<Bound<'py, PyList>> {
         let now = now_ns(py, now)?;
         let payloads = run(py, || self.engine.poll(now))?;
@@ -397,6 +425,38 @@ fn inspect_payload<'py>(py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, 
     Ok(d)
 }
 
+/// One payload per trace, `(16-byte trace ID, payload)`, traces in order of first appearance: what the
+/// collector's Kafka exporter writes with `partition_traces_by_id`. Raises DecodeError like `ingest`.
+#[pyfunction]
+fn split_by_trace<'py>(
+    py: Python<'py>,
+    payload: &[u8],
+) -> PyResult<Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>> {
+    let parts = run(py, || tailsample_core::otlp::split::split_by_trace(payload))?
+        .map_err(|e| to_py(py, e))?;
+    Ok(parts
+        .iter()
+        .map(|(id, p)| (PyBytes::new(py, &id.to_be_bytes()), PyBytes::new(py, p)))
+        .collect())
+}
+
+fn ids_to_bytes(ids: &[u128]) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.to_be_bytes()).collect()
+}
+
+fn bytes_to_ids(bytes: &[u8]) -> PyResult<Vec<u128>> {
+    if bytes.len() % 16 != 0 {
+        return Err(PyValueError::new_err(format!(
+            "trace IDs are 16 bytes each, concatenated; got {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(16)
+        .map(|c| u128::from_be_bytes(c.try_into().expect("16 bytes")))
+        .collect())
+}
+
 /// Converts one OTLP/JSON ExportTraceServiceRequest into protobuf bytes; raises DecodeError with the JSON path.
 #[pyfunction]
 fn otlp_json_to_proto<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
@@ -434,5 +494,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect_payload, m)?)?;
     m.add_function(wrap_pyfunction!(error_classes, m)?)?;
     m.add_function(wrap_pyfunction!(otlp_json_to_proto, m)?)?;
+    m.add_function(wrap_pyfunction!(split_by_trace, m)?)?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod decode;
 pub mod encode;
 pub mod json;
+pub mod split;
 pub mod wire;
 
 pub use decode::{decode, AttrKeys, AttrValue, Decoded, ResourceView, ScopeView, SpanView};

@@ -526,6 +526,21 @@ impl Shard {
         });
     }
 
+    pub fn is_buffered(&self, id: u128) -> bool {
+        self.table.contains_key(&id)
+    }
+
+    /// Forgets a buffered trace undecided (no decision, no cache entry, no record); false if not buffered.
+    pub fn forget(&mut self, id: u128) -> bool {
+        let Some(&slot) = self.table.get(&id) else {
+            return false;
+        };
+        self.stats.traces_forgotten += 1;
+        self.stats.spans_forgotten += u64::from(self.traces[slot as usize].view.span_count);
+        self.free_slot(slot);
+        true
+    }
+
     /// What this shard knows of a trace ID.
     pub fn explain(&self, id: u128) -> Knowledge {
         if let Some(&slot) = self.table.get(&id) {

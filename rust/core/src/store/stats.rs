@@ -1,7 +1,8 @@
 //! Counters kept by each shard, summed by the engine. Every limit has its metric here.
 
 /// Counters of one shard. Invariant over the engine's life:
-/// `traces_received = traces_sampled + traces_not_sampled + traces_dropped + traces_evicted + traces_in_memory`.
+/// `traces_received = traces_sampled + traces_not_sampled + traces_dropped + traces_evicted + traces_forgotten
+/// + traces_in_memory`.
 #[derive(Debug, Clone, Default)]
 pub struct ShardStats {
     pub spans_received: u64,
@@ -18,6 +19,10 @@ pub struct ShardStats {
     /// Undecided traces pushed out by a new trace at `num_traces` (the reference's "dropped too early").
     pub traces_evicted: u64,
     pub spans_evicted: u64,
+    /// Buffered traces forgotten undecided on request (`Engine::forget`: their Kafka partition moved to another
+    /// instance, which rebuilds them from the log).
+    pub traces_forgotten: u64,
+    pub spans_forgotten: u64,
     pub spans_sampled: u64,
     /// Kept traces whose sampling probability is unknown (adjusted counts on): their spans leave without `th`.
     pub traces_sampled_probability_unknown: u64,
