@@ -50,11 +50,29 @@ def _check_config(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from tailsample.replay import replay
 
+    if args.to_kafka:
+        return _replay_to_kafka(args)
     cfg = _load(args.config, args.name) if args.config else Config.default()
     output = None if args.output is None else Path(args.output)
     report = replay(cfg, [Path(p) for p in args.inputs], output, fmt=args.format, out_fmt=args.output_format,
                     clock=args.clock, progress=not args.no_progress)
     return 0 if report.payloads_rejected == 0 or args.allow_rejected else 1
+
+
+def _replay_to_kafka(args: argparse.Namespace) -> int:
+    """Recorded traffic into a Kafka topic, unsampled, as the collector's Kafka exporter writes it."""
+    from tailsample.fileformat import read_payloads
+    from tailsample.kafka import client_config, confluent_kafka, produce_all
+    from tailsample.service.config import KafkaClient
+
+    conf = client_config(KafkaClient(brokers=tuple(b.strip() for b in args.to_kafka.split(",") if b.strip()),
+                                     client_id="tailsample-replay"))
+    producer = confluent_kafka().Producer({**conf, "linger.ms": 20})
+    payloads = (p for f in args.inputs for p in read_payloads(Path(f), args.format))
+    sent = produce_all(producer, args.topic, payloads, by_trace=not args.whole_payloads)
+    print(f"{sent:,} messages written to {args.topic!r} at {args.to_kafka}"
+          + ("" if args.whole_payloads else " (one trace per message, keyed by trace ID)"), file=sys.stderr)
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -319,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="event: decision_wait runs in span time (default); wall: the real clock")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--allow-rejected", action="store_true", help="exit 0 even if some messages were rejected")
+    p.add_argument("--to-kafka", metavar="BROKERS", help="instead of sampling: write the traffic to a Kafka topic "
+                   "(comma-separated brokers), one trace per message keyed by trace ID, as the collector's Kafka "
+                   "exporter with partition_traces_by_id")
+    p.add_argument("--topic", default="otlp_spans", help="with --to-kafka: the topic (default otlp_spans)")
+    p.add_argument("--whole-payloads", action="store_true", help="with --to-kafka: one message per recorded payload, "
+                   "unkeyed, instead of one per trace")
     p.set_defaults(run=_replay)
 
     p = sub.add_parser("demo", help="the main job on defaults: synthetic traffic through the seed policies")

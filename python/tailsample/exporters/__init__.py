@@ -1,4 +1,5 @@
-"""Exporters of `tailsample serve`: kept spans, as OTLP bytes, out to OTLP/gRPC, OTLP/HTTP, a file or the log."""
+"""Exporters of `tailsample serve`: kept spans, as OTLP bytes, out to OTLP/gRPC, OTLP/HTTP, Kafka, a file or the
+log."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ def build_exporter(settings: cfg.Exporter, metrics: ExporterMetrics) -> Exporter
         return OtlpHttpExporter(settings, metrics)
     if isinstance(settings, cfg.FileExporter):
         return FileExporter(settings, metrics)
+    if isinstance(settings, cfg.KafkaExporter):
+        from tailsample.exporters.kafka import KafkaExporter  # confluent-kafka is optional: imported when used
+
+        return KafkaExporter(settings, metrics)
     return DebugExporter(settings, metrics)
 
 

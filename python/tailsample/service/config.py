@@ -30,7 +30,7 @@ MiB = 1024 * 1024
 
 RECEIVER_TYPES = ("otlp",)
 PROCESSOR_TYPES = ("batch", "memory_limiter", "tail_sampling")
-EXPORTER_TYPES = ("debug", "file", "otlp", "otlp_grpc", "otlp_http", "otlphttp")
+EXPORTER_TYPES = ("debug", "file", "kafka", "otlp", "otlp_grpc", "otlp_http", "otlphttp")
 EXTENSION_TYPES = ("bearertokenauth", "file_storage", "health_check")
 
 _ID = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:/(.+))?$")
@@ -163,12 +163,39 @@ class FileExporter:
 
 
 @dataclass(frozen=True)
+class KafkaClient:
+    """What the Kafka receiver and exporter share: where the brokers are and how to authenticate (the
+    collector's `brokers`, `client_id` and `auth`), mapped onto librdkafka's settings by `tailsample.kafka`."""
+
+    brokers: tuple[str, ...] = ("localhost:9092",)
+    client_id: str = "otel-collector"
+    sasl_mechanism: str | None = None  # PLAIN, SCRAM-SHA-256, SCRAM-SHA-512
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    tls: ClientTLS | None = None  # auth.tls: TLS on (insecure: skip verification)
+
+
+@dataclass(frozen=True)
+class KafkaExporter:
+    id: str
+    client: KafkaClient
+    topic: str = "otlp_spans"
+    partition_traces_by_id: bool = False
+    timeout: float = 5.0
+    max_message_bytes: int = 1_000_000
+    required_acks: int = 1  # 0 none, 1 leader, -1 all
+    compression: str = "none"
+    retry_on_failure: RetrySettings = RetrySettings()
+    sending_queue: QueueSettings = QueueSettings()
+
+
+@dataclass(frozen=True)
 class DebugExporter:
     id: str
     verbosity: Literal["basic", "normal", "detailed"] = "basic"
 
 
-Exporter = OtlpExporter | FileExporter | DebugExporter
+Exporter = OtlpExporter | FileExporter | DebugExporter | KafkaExporter
 
 
 @dataclass(frozen=True)
@@ -663,12 +690,74 @@ def _exporter(ctx: _Ctx, kind: str, eid: str, value: Any) -> Exporter:
             f.fail("compression", f"{compression!r} is not supported by tailsample serve yet; "
                                   "only uncompressed files (omit compression)")
         return FileExporter(eid, file_path, "json" if fmt == "json" else "proto", f.flag("append", False))
+    if kind == "kafka":
+        return _kafka_exporter(ctx, eid, path, value)
     if kind == "debug":
         d = _Node(ctx, path, value, ("verbosity",), _DEBUG_IGNORED)
         verbosity = d.choice("verbosity", ("basic", "normal", "detailed"), "basic")
         return DebugExporter(eid, "basic" if verbosity == "basic" else "normal" if verbosity == "normal"
                              else "detailed")
     ctx.fail(path, f"unsupported exporter type {kind!r}; tailsample serve supports: {', '.join(EXPORTER_TYPES)}")
+
+
+_KAFKA_IGNORED = {"protocol_version": "librdkafka negotiates the protocol version with the brokers",
+                  "metadata": "librdkafka refreshes metadata on its own schedule",
+                  "resolve_canonical_bootstrap_servers_only": "librdkafka resolves the brokers given"}
+_KAFKA_ENCODINGS = ("otlp_proto",)
+
+
+def _kafka_client(node: _Node) -> KafkaClient:
+    brokers = tuple(node.str_list("brokers")) or ("localhost:9092",)
+    auth = node.sub("auth", ("sasl", "tls", "plain_text", "kerberos"))
+    for unsupported in ("plain_text", "kerberos"):
+        if auth.raw(unsupported) is not None:
+            auth.fail(unsupported, "is not supported by tailsample's Kafka client yet; use sasl (PLAIN or SCRAM)")
+    sasl = auth.sub("sasl", ("mechanism", "password", "username", "version"))
+    mechanism = sasl.opt_text("mechanism")
+    if mechanism is not None and mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
+        sasl.fail("mechanism", f"unknown value {mechanism!r}; supported: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+    if mechanism is not None and (not sasl.opt_text("username") or sasl.opt_text("password") is None):
+        sasl.fail("username", "username and password are required with a SASL mechanism")
+    tls = None
+    if auth.raw("tls") is not None:
+        t = auth.sub("tls", ("ca_file", "cert_file", "insecure", "insecure_skip_verify", "key_file"))
+        tls = ClientTLS(t.flag("insecure", False) or t.flag("insecure_skip_verify", False), t.opt_text("ca_file"),
+                        t.opt_text("cert_file"), t.opt_text("key_file"))
+    return KafkaClient(brokers, node.text("client_id", "otel-collector"), mechanism, sasl.opt_text("username"),
+                       sasl.opt_text("password"), tls)
+
+
+def _kafka_topic(node: _Node, default: str) -> str:
+    """`traces.topic` (the collector's current key), else the older top-level `topic`; otlp_proto only."""
+    traces = node.sub("traces", ("encoding", "topic"))
+    encoding = traces.opt_text("encoding") or node.text("encoding", "otlp_proto")
+    if encoding not in _KAFKA_ENCODINGS:
+        where = "traces" if traces.raw("encoding") is not None else ""
+        node.fail(f"{where}.encoding" if where else "encoding",
+                  f"{encoding!r} is not supported; tailsample reads and writes otlp_proto (ExportTraceServiceRequest)")
+    return traces.opt_text("topic") or node.text("topic", default)
+
+
+def _kafka_exporter(ctx: _Ctx, eid: str, path: str, value: Any) -> KafkaExporter:
+    e = _Node(ctx, path, value, ("auth", "brokers", "client_id", "encoding", "partition_traces_by_id", "producer",
+                                 "retry_on_failure", "sending_queue", "timeout", "topic", "traces"),
+              _KAFKA_IGNORED)
+    p = e.sub("producer", ("compression", "flush_max_messages", "max_message_bytes", "required_acks"))
+    acks = p.raw("required_acks")
+    if acks is not None and acks not in (0, 1, -1):
+        p.fail("required_acks", f"expected 0 (no response), 1 (leader) or -1 (all replicas), got {acks!r}")
+    compression = p.choice("compression", ("none", "gzip", "snappy", "lz4", "zstd"), "none")
+    r = e.sub("retry_on_failure", ("enabled", "initial_interval", "max_elapsed_time", "max_interval", "multiplier",
+                                   "randomization_factor"))
+    retry = RetrySettings(r.flag("enabled", True), r.duration("initial_interval", 5.0),
+                          r.number("randomization_factor", 0.5), r.number("multiplier", 1.5),
+                          r.duration("max_interval", 30.0), r.duration("max_elapsed_time", 300.0))
+    q = e.sub("sending_queue", ("enabled", "num_consumers", "queue_size", "storage"))
+    queue = QueueSettings(q.flag("enabled", True), q.integer("num_consumers", 10, minimum=1),
+                          q.integer("queue_size", 1000, minimum=1), q.opt_text("storage"))
+    return KafkaExporter(eid, _kafka_client(e), _kafka_topic(e, "otlp_spans"), e.flag("partition_traces_by_id", False),
+                         e.duration("timeout", 5.0), p.integer("max_message_bytes", 1_000_000, minimum=1),
+                         1 if acks is None else int(acks), compression, retry, queue)
 
 
 def _extension(ctx: _Ctx, kind: str, xid: str, value: Any) -> Extension:
