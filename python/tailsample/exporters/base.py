@@ -27,12 +27,29 @@ from tailsample.service.metrics import Registry, Sample
 log = logging.getLogger("tailsample.exporter")
 
 
+class Ticket(abc.ABC):
+    """Something waiting for batches to leave: each exporter handed a batch settles its tickets once, when the
+    batch is sent (`ok`) or given up (dropped, retries spent, shutdown). The Kafka receiver commits behind them."""
+
+    @abc.abstractmethod
+    def hold(self, n: int = 1) -> None: ...
+
+    @abc.abstractmethod
+    def settle(self, ok: bool) -> None: ...
+
+
 @dataclass(frozen=True)
 class Batch:
-    """One ExportTraceServiceRequest on its way out, with its span count (for the metrics)."""
+    """One ExportTraceServiceRequest on its way out, with its span count (for the metrics) and the tickets waiting
+    for it."""
 
     payload: bytes
     spans: int
+    tickets: tuple[Ticket, ...] = ()
+
+    def settle(self, ok: bool) -> None:
+        for t in self.tickets:
+            t.settle(ok)
 
 
 class ExportError(Exception):
@@ -154,6 +171,7 @@ class Exporter(abc.ABC):
         try:
             self._queue.put_nowait(batch)
         except asyncio.QueueFull:
+            batch.settle(False)
             self.metrics.enqueue_failed.add(batch.spans, self.id)
             self._drop_log.log(log, "%s: sending queue is full (%d batches); dropped %d spans",
                                self.id, self.queue_settings.queue_size, batch.spans)
@@ -165,6 +183,7 @@ class Exporter(abc.ABC):
             try:
                 await self._send_with_retry(batch)
             except asyncio.CancelledError:  # shutdown's deadline passed with this batch in flight
+                batch.settle(False)
                 self.metrics.send_failed.add(batch.spans, self.id)
                 log.warning("%s: shutdown timeout reached while sending %d spans; not sent", self.id, batch.spans)
                 raise
@@ -182,6 +201,7 @@ class Exporter(abc.ABC):
                     backoff = backoff or Backoff(self.retry)
                     wait = backoff.next_wait(exc.retry_after)
                 if wait is None:
+                    batch.settle(False)
                     self.metrics.send_failed.add(batch.spans, self.id)
                     why = "not retryable" if not exc.retryable else (
                         "retry disabled" if not self.retry.enabled else "retries exhausted (max_elapsed_time)")
@@ -192,9 +212,11 @@ class Exporter(abc.ABC):
                 await asyncio.sleep(wait)
                 continue
             except Exception as exc:  # a bug or an unexpected library error: count it, keep the exporter alive
+                batch.settle(False)
                 self.metrics.send_failed.add(batch.spans, self.id)
                 log.exception("%s: unexpected error sending %d spans: %s", self.id, batch.spans, exc)
                 return
+            batch.settle(True)
             self.metrics.sent.add(batch.spans, self.id)
             return
 
@@ -210,7 +232,9 @@ class Exporter(abc.ABC):
             await asyncio.gather(*self._consumers, return_exceptions=True)
             left = 0
             while not self._queue.empty():
-                left += self._queue.get_nowait().spans
+                batch = self._queue.get_nowait()
+                batch.settle(False)
+                left += batch.spans
             if left:
                 self.metrics.send_failed.add(left, self.id)
                 log.warning("%s: shutdown timeout reached; %d queued spans were not sent", self.id, left)
@@ -227,4 +251,4 @@ class Exporter(abc.ABC):
         """Send once; raise ExportError on failure."""
 
 
-__all__ = ["Backoff", "Batch", "ExportError", "Exporter", "ExporterMetrics"]
+__all__ = ["Backoff", "Batch", "ExportError", "Exporter", "ExporterMetrics", "Ticket"]

@@ -11,6 +11,8 @@ receivers ──bytes──▶ [memory_limiter] ─▶ tail_sampling (the engine
   `tail_sampling` cannot change what is kept (the engine regroups spans by trace anyway), so it passes data
   through; the README says so.
 - Several exporters receive the same bytes.
+- Every decision round (one poll) is followed in a `RoundLedger` until each batch it produced is settled by
+  every exporter: the Kafka receiver commits a message only behind rounds whose batches were all sent.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from collections.abc import Iterable, Sequence
 
 from tailsample import _native
 from tailsample.engine import Engine
-from tailsample.exporters.base import Batch, Exporter
+from tailsample.exporters.base import Batch, Exporter, Ticket
 from tailsample.service.config import BatchProcessor, Pipeline, TailSamplingProcessor
 from tailsample.service.memory import MemoryLimiter
 from tailsample.service.metrics import Registry, Sample
@@ -41,6 +43,53 @@ _GAUGES = frozenset({"traces_in_memory", "spans_in_memory", "span_bytes_in_memor
 _SPAN_KINDS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
                "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER")
 _STATUS_CODES = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
+
+
+class Round(Ticket):
+    """One decision round: settled once the poll is dispatched and every batch it produced is settled."""
+
+    def __init__(self, ledger: RoundLedger, seq: int) -> None:
+        self.ledger = ledger
+        self.seq = seq
+        self.outstanding = 1  # the dispatch itself
+        self.failed = False
+
+    def hold(self, n: int = 1) -> None:
+        self.outstanding += n
+
+    def settle(self, ok: bool) -> None:
+        self.failed |= not ok
+        self.outstanding -= 1
+        if self.outstanding == 0:
+            self.ledger.finish(self)
+
+
+class RoundLedger:
+    """Rounds started, and `sent_through`: the last round of the unbroken run of rounds, from the first, whose
+    batches were all sent. A round with a batch given up (dropped, retries spent, shutdown) stops the run for
+    good: what it decided is never marked sent, so a Kafka receiver commits nothing behind it and those messages
+    are read again after a restart (at least once). Runs on the event loop; the Kafka consumer thread reads the
+    two integers."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.sent_through = 0
+        self.failed_at: int | None = None
+        self._open: set[int] = set()
+
+    def begin(self) -> Round:
+        self.started += 1
+        self._open.add(self.started)
+        return Round(self, self.started)
+
+    def finish(self, r: Round) -> None:
+        self._open.discard(r.seq)
+        if r.failed and (self.failed_at is None or r.seq < self.failed_at):
+            self.failed_at = r.seq
+        through = (min(self._open) - 1) if self._open else self.started
+        if self.failed_at is not None:
+            through = min(through, self.failed_at - 1)
+        self.sent_through = max(self.sent_through, through)
 
 
 def span_count(payload: bytes) -> int:
@@ -77,11 +126,15 @@ class Batcher:
             return
         pending, spans = self._pending, self._spans
         self._pending, self._spans = [], 0
-        merged = pending[0] if len(pending) == 1 else Batch(b"".join(b.payload for b in pending), spans)
+        tickets = tuple(t for b in pending for t in b.tickets)
+        merged = pending[0] if len(pending) == 1 else Batch(b"".join(b.payload for b in pending), spans, tickets)
         await fan_out(self.exporters, merged)
+        merged.settle(True)  # the hold taken when each part entered the batcher
 
 
 async def fan_out(exporters: Sequence[Exporter], batch: Batch) -> None:
+    for t in batch.tickets:
+        t.hold(len(exporters))
     for exporter in exporters:
         await exporter.export(batch)
 
@@ -102,6 +155,7 @@ class ServicePipeline:
         batch = next((p for p in (processors[x] for x in after) if isinstance(p, BatchProcessor)), None)
         self.batcher = Batcher(batch, self.exporters) if batch is not None else None
         self.tick = min(0.1, max(0.01, sampler.config.decision_wait / 10))
+        self.rounds = RoundLedger()
         self._timer = registry.histogram(
             PREFIX + "sampling_decision_timer_latency", "Latency (ms) of each run of the sampling decision timer",
             (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000), ("processor",))
@@ -118,23 +172,26 @@ class ServicePipeline:
 
     async def decide(self, loop: asyncio.AbstractEventLoop, executor: concurrent.futures.Executor) -> None:
         started = time.perf_counter()
+        round_ = self.rounds.begin()  # before the poll: a message taken after this is decided in a later round
         payloads = await loop.run_in_executor(executor, self.engine.poll)
         self._timer.observe((time.perf_counter() - started) * 1e3, self.sampler_id)
-        await self.dispatch(payloads)
+        await self.dispatch(payloads, round_)
         if self.batcher is not None:
             await self.batcher.on_tick()
 
-    async def dispatch(self, payloads: Iterable[bytes]) -> None:
+    async def dispatch(self, payloads: Iterable[bytes], round_: Round) -> None:
         for payload in payloads:
-            batch = Batch(payload, span_count(payload))
+            batch = Batch(payload, span_count(payload), (round_,))
             if self.batcher is not None:
+                round_.hold()  # released when the batcher flushes it
                 await self.batcher.add(batch)
             else:
                 await fan_out(self.exporters, batch)
+        round_.settle(True)
 
     async def flush(self) -> None:
         """Shutdown: decide (or drop) everything pending and hand it to the exporters."""
-        await self.dispatch(self.engine.flush())
+        await self.dispatch(self.engine.flush(), self.rounds.begin())
         if self.batcher is not None:
             await self.batcher.flush()
 
@@ -279,4 +336,4 @@ class FanoutSink:
         return spans
 
 
-__all__ = ["Batcher", "FanoutSink", "ServicePipeline", "fan_out", "span_count"]
+__all__ = ["Batcher", "FanoutSink", "Round", "RoundLedger", "ServicePipeline", "fan_out", "span_count"]
