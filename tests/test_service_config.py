@@ -472,8 +472,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("memory_limiter spike", _set("processors.memory_limiter", {"check_interval": "1s", "limit_mib": 100,
                                                                 "spike_limit_mib": 100}),
      "processors.memory_limiter.spike_limit_mib", "less than limit_mib"),
-    ("exporter type", _set("exporters.kafka", {}), "exporters.kafka",
-     "supports: debug, file, otlp, otlp_grpc, otlp_http, otlphttp"),
+    ("exporter type", _set("exporters.zipkin", {}), "exporters.zipkin",
+     "supports: debug, file, kafka, otlp, otlp_grpc, otlp_http, otlphttp"),
     ("otlphttp endpoint required", _set("exporters.otlphttp", {}), "exporters.otlphttp.endpoint", "is required"),
     ("otlp endpoint required", _set("exporters.otlp", None), "exporters.otlp.endpoint", "is required"),
     ("otlphttp endpoint not a URL", _set("exporters.otlphttp", {"endpoint": "b:4318"}),
@@ -698,6 +698,6 @@ def test_check_config_validates_the_service_part_too(tmp_path: Path, capsys: pyt
     from tailsample.cli import main
 
     bad = tmp_path / "otel.yaml"
-    bad.write_text(yaml.safe_dump({**minimal(), "exporters": {"kafka": {}}}))
+    bad.write_text(yaml.safe_dump({**minimal(), "exporters": {"zipkin": {}}}))
     assert main(["check-config", str(bad)]) == 2
-    assert "unsupported exporter type 'kafka'" in capsys.readouterr().err
+    assert "unsupported exporter type 'zipkin'" in capsys.readouterr().err
