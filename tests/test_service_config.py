@@ -423,7 +423,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("no receivers", _set("receivers", {}), "receivers", "is required"),
     ("no exporters", _set("exporters", ...), "exporters", "is required"),
     ("no service", _set("service", ...), "service", "is required"),
-    ("receiver type", _set("receivers.kafka", {}), "receivers.kafka", "supports: otlp"),
+    ("receiver type", _set("receivers.zipkin", {}), "receivers.zipkin", "supports: kafka, otlp"),
     ("bad component id", _set("receivers.otlp/", {}), "receivers.otlp/", "invalid component id"),
     ("receiver unknown key", _set("receivers.otlp.protocols.grpc", {"endpont": "x:1"}),
      "receivers.otlp.protocols.grpc.endpont",

@@ -17,7 +17,7 @@ import json
 import logging
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -33,6 +33,10 @@ from tailsample.service.config import (
     OtlpExporter,
     ServiceConfig,
 )
+from tailsample.service.config import KafkaReceiver as KafkaReceiverSettings
+
+if TYPE_CHECKING:
+    from tailsample.receivers.kafka import KafkaReceiver
 from tailsample.service.memory import MemoryLimiter, resident_bytes
 from tailsample.service.metrics import Registry, Sample
 from tailsample.service.pipeline import FanoutSink, ServicePipeline
@@ -76,8 +80,9 @@ class Service:
         self.ready = False
         self.started_at = time.time()
         self.addresses: dict[str, HostPort] = {}
+        self.consumers: dict[str, str] = {}  # Kafka receivers: what they read
         self._stopping = asyncio.Event()
-        self._receivers: list[OtlpGrpcReceiver | OtlpHttpReceiver] = []
+        self._receivers: list[OtlpGrpcReceiver | OtlpHttpReceiver | KafkaReceiver] = []
         self._endpoints: list[_HttpEndpoint] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tailsample-decide")
@@ -125,6 +130,13 @@ class Service:
             pipes = [self.pipelines[p.id] for p in cfg.pipelines.values() if rid in p.receivers]
             if not pipes:
                 continue  # defined but unused, as the collector: not started
+            if isinstance(rec, KafkaReceiverSettings):
+                from tailsample.receivers.kafka import KafkaReceiver as _Kafka  # confluent-kafka: when used
+
+                k = _Kafka(rid, rec, pipes, self.registry)
+                self._receivers.append(k)
+                self.consumers[rid] = await k.start()
+                continue
             sink = FanoutSink(pipes)
             if rec.grpc is not None:
                 g = OtlpGrpcReceiver(rid, rec.grpc, sink, receiver_metrics, auths.get(rec.grpc.auth or ""))
@@ -157,7 +169,8 @@ class Service:
         for pipeline in self.pipelines.values():
             self._tasks.append(asyncio.create_task(self._decide_loop(loop, pipeline), name=f"decide-{pipeline.id}"))
         self.ready = True
-        log.info("tailsample serve: ready; %s", ", ".join(f"{k} on {v}" for k, v in self.addresses.items()))
+        log.info("tailsample serve: ready; %s", ", ".join([*(f"{k} on {v}" for k, v in self.addresses.items()),
+                                                            *(f"{k} reading {v}" for k, v in self.consumers.items())]))
 
     def _process_metrics(self) -> None:
         def collect() -> list[Sample]:

@@ -28,7 +28,7 @@ from tailsample.errors import ConfigError
 
 MiB = 1024 * 1024
 
-RECEIVER_TYPES = ("otlp",)
+RECEIVER_TYPES = ("kafka", "otlp")
 PROCESSOR_TYPES = ("batch", "memory_limiter", "tail_sampling")
 EXPORTER_TYPES = ("debug", "file", "kafka", "otlp", "otlp_grpc", "otlp_http", "otlphttp")
 EXTENSION_TYPES = ("bearertokenauth", "file_storage", "health_check")
@@ -85,6 +85,26 @@ class OtlpReceiver:
     id: str
     grpc: GrpcServer | None
     http: HttpServer | None
+
+
+@dataclass(frozen=True)
+class KafkaReceiver:
+    """`receivers.kafka`: a consumer group member. Offsets are committed after decision (see receivers.kafka),
+    not on a timer, so `autocommit` and `message_marking` are accepted and ignored."""
+
+    id: str
+    client: KafkaClient
+    topic: str = "otlp_spans"
+    group_id: str = "otel-collector"
+    initial_offset: Literal["latest", "earliest"] = "latest"
+    session_timeout: float = 10.0
+    heartbeat_interval: float = 3.0
+    rebalance_strategy: str = "cooperative-sticky"
+    # tailsample: messages consumed and not yet committable, at most; past it the partitions are paused
+    max_uncommitted_messages: int = 100_000
+
+
+Receiver = OtlpReceiver | KafkaReceiver
 
 
 @dataclass(frozen=True)
@@ -242,7 +262,7 @@ class MetricsTelemetry:
 class ServiceConfig:
     """A validated collector configuration for `tailsample serve`."""
 
-    receivers: Mapping[str, OtlpReceiver]
+    receivers: Mapping[str, Receiver]
     processors: Mapping[str, Processor]
     exporters: Mapping[str, Exporter]
     extensions: Mapping[str, Extension]
@@ -537,10 +557,12 @@ def _auth(node: _Node) -> str | None:
     return node.sub("auth", ("authenticator",)).req_text("authenticator")
 
 
-def _receiver(ctx: _Ctx, kind: str, rid: str, value: Any) -> OtlpReceiver:
+def _receiver(ctx: _Ctx, kind: str, rid: str, value: Any) -> Receiver:
     path = f"receivers.{rid}"
     if kind not in RECEIVER_TYPES:
         ctx.fail(path, f"unsupported receiver type {kind!r}; tailsample serve supports: {', '.join(RECEIVER_TYPES)}")
+    if kind == "kafka":
+        return _kafka_receiver(ctx, rid, path, value)
     node = _Node(ctx, path, value, ("protocols",))
     protocols = node.sub("protocols", ("grpc", "http"))
     grpc = http = None
@@ -760,6 +782,34 @@ def _kafka_exporter(ctx: _Ctx, eid: str, path: str, value: Any) -> KafkaExporter
                          1 if acks is None else int(acks), compression, retry, queue)
 
 
+_KAFKA_RECEIVER_IGNORED = {
+    **_KAFKA_IGNORED,
+    "autocommit": "tailsample commits a message once its traces are decided and their kept spans sent",
+    "message_marking": "tailsample commits a message once its traces are decided and their kept spans sent",
+    "header_extraction": "tailsample does not copy Kafka headers into resource attributes",
+    "min_fetch_size": "librdkafka's fetch defaults apply", "default_fetch_size": "librdkafka's fetch defaults apply",
+    "max_fetch_size": "librdkafka's fetch defaults apply", "max_fetch_wait": "librdkafka's fetch defaults apply",
+    "error_backoff": "librdkafka's backoff applies",
+}
+
+
+def _kafka_receiver(ctx: _Ctx, rid: str, path: str, value: Any) -> KafkaReceiver:
+    r = _Node(ctx, path, value, ("auth", "brokers", "client_id", "encoding", "group_id", "group_rebalance_strategy",
+                                 "heartbeat_interval", "initial_offset", "max_uncommitted_messages",
+                                 "session_timeout", "topic", "traces"), _KAFKA_RECEIVER_IGNORED)
+    strategies = {"range": "range", "roundrobin": "roundrobin", "cooperative-sticky": "cooperative-sticky",
+                  "sticky": "cooperative-sticky"}
+    strategy = r.choice("group_rebalance_strategy", tuple(strategies), "cooperative-sticky")
+    initial = r.choice("initial_offset", ("latest", "earliest"), "latest")
+    session = r.duration("session_timeout", 10.0)
+    heartbeat = r.duration("heartbeat_interval", 3.0)
+    if heartbeat >= session:
+        r.fail("heartbeat_interval", f"must be shorter than session_timeout ({session:g}s)")
+    return KafkaReceiver(rid, _kafka_client(r), _kafka_topic(r, "otlp_spans"), r.text("group_id", "otel-collector"),
+                         "latest" if initial == "latest" else "earliest", session, heartbeat, strategies[strategy],
+                         r.integer("max_uncommitted_messages", 100_000, minimum=1))
+
+
 def _extension(ctx: _Ctx, kind: str, xid: str, value: Any) -> Extension:
     path = f"extensions.{xid}"
     if kind == "health_check":
@@ -893,6 +943,8 @@ def _build(data: Any, ctx: _Ctx, env: Mapping[str, str] | None) -> ServiceConfig
             ctx.fail(path, f"{ref!r} is not listed in service.extensions")
 
     for rid, rec in cfg["receivers"].items():
+        if not isinstance(rec, OtlpReceiver):
+            continue
         for proto, server in (("grpc", rec.grpc), ("http", rec.http)):
             if server is not None:
                 check_ref(f"receivers.{rid}.protocols.{proto}.auth.authenticator", server.auth,
@@ -911,6 +963,7 @@ def _build(data: Any, ctx: _Ctx, env: Mapping[str, str] | None) -> ServiceConfig
 __all__ = [
     "BatchProcessor", "BearerTokenAuthExtension", "ClientTLS", "DebugExporter", "Exporter", "Extension",
     "FileExporter", "FileStorageExtension", "GrpcServer", "HealthCheckExtension", "HostPort", "HttpServer",
-    "MemoryLimiterProcessor", "MetricsTelemetry", "OtlpExporter", "OtlpReceiver", "Pipeline", "Processor",
-    "QueueSettings", "RetrySettings", "ServerTLS", "ServiceConfig", "TailSamplingProcessor", "parse_duration",
+    "KafkaClient", "KafkaExporter", "KafkaReceiver", "MemoryLimiterProcessor", "MetricsTelemetry", "OtlpExporter",
+    "OtlpReceiver", "Pipeline", "Processor", "QueueSettings", "Receiver", "RetrySettings", "ServerTLS",
+    "ServiceConfig", "TailSamplingProcessor", "parse_duration",
 ]

@@ -1,0 +1,280 @@
+"""The `kafka` receiver: a member of a consumer group, reading what the collector's Kafka exporter writes
+(`otlp_proto`; with `partition_traces_by_id`, one trace per message keyed by its ID, so every span of a trace is
+in one partition and reaches one instance).
+
+**Commit after decision.** A message's offset is committed only once (1) none of its traces is buffered any more
+in any pipeline it feeds, and (2) the decision round that took them out, and every round before, has had each of
+its kept batches sent by every exporter (`RoundLedger.sent_through`). A partition's committed offset therefore
+never passes a message whose trace is pending or whose kept spans are not yet out. An instance killed at any
+moment loses nothing: its partitions move to the others, which read again from the committed offsets.
+
+**Rebalances** (cooperative-sticky by default). Revoked partitions: commit what is done, then *forget* the
+traces of the messages not done (`Engine.forget`): the new owner rebuilds them from the log, so they are not
+decided on partial data here. Graceful shutdown does the same for every partition.
+
+**Delivery: at least once.** A crash (or a revocation) re-delivers the messages consumed but not committed: at
+most about `decision_wait` + one round + the export time of traffic per partition, and never more than
+`max_uncommitted_messages` (past it the partitions are paused). Their traces may be exported twice; no trace is
+split by a rebalance when messages are keyed by trace ID. Late spans of a trace already decided, arriving in a
+partition that moved, are judged by the new owner on their own. A batch given up by an exporter stops commits
+for good (until a restart re-reads the messages): nothing is committed behind a trace that was not delivered.
+
+confluent-kafka's consumer runs in a thread; the engines are thread-safe (they release the GIL). Rebalance
+callbacks run inside `consume`, in the same thread, so the offsets bookkeeping needs no lock; the metrics read
+a snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tailsample.errors import BackpressureError, DecodeError
+from tailsample.kafka import client_config, confluent_kafka
+from tailsample.service.config import KafkaReceiver as KafkaReceiverSettings
+from tailsample.service.metrics import Registry, Sample
+from tailsample.service.pipeline import ServicePipeline
+
+log = logging.getLogger("tailsample.receiver.kafka")
+
+_POLL_SECONDS = 0.1
+_BATCH = 500  # messages taken per consume call
+
+
+@dataclass
+class _Message:
+    """A message consumed and not yet committed."""
+
+    offset: int
+    trace_ids: list[bytes]
+    rounds: list[int]  # per pipeline: the round started when the message was taken
+    decided: list[int | None] = field(default_factory=list)  # per pipeline: the round its traces left in
+
+
+@dataclass
+class _Partition:
+    messages: deque[_Message] = field(default_factory=deque)
+    committed: int | None = None  # the offset committed (next to read), once known
+    consumed: int | None = None  # next offset after the last message consumed
+
+
+class KafkaReceiver:
+    kind = "kafka"
+
+    def __init__(self, receiver_id: str, settings: KafkaReceiverSettings, pipelines: Sequence[ServicePipeline],
+                 registry: Registry) -> None:
+        self.id = receiver_id
+        self.settings = settings
+        self.pipelines = list(pipelines)
+        self._consumer: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._partitions: dict[tuple[str, int], _Partition] = {}
+        self._paused = False
+        self._snapshot: list[tuple[str, int, int, int, int]] = []  # topic, partition, lag, held back, committed
+        labels = ("receiver",)
+        self._messages = registry.counter("tailsample_kafka_messages", "Kafka messages consumed", labels)
+        self._spans = registry.counter("otelcol_receiver_accepted_spans",
+                                       "Number of spans successfully pushed into the pipeline.",
+                                       ("receiver", "transport"))
+        self._rejected = registry.counter("tailsample_kafka_rejected_messages",
+                                          "Kafka messages that are not valid OTLP (skipped and committed)", labels)
+        self._forgotten = registry.counter("tailsample_kafka_forgotten_traces",
+                                           "Buffered traces given up with their partition (rebalance, shutdown)",
+                                           labels)
+        self._commits = registry.counter("tailsample_kafka_commits", "Offset commits sent", labels)
+        for counter in (self._messages, self._rejected, self._forgotten, self._commits):
+            counter.add(0, receiver_id)
+        self._spans.add(0, receiver_id, "kafka")
+        registry.add_collector(self._collect)
+
+    # ---- life ----------------------------------------------------------------------------------------------
+
+    async def start(self) -> str:
+        ck = confluent_kafka()
+        s = self.settings
+        conf = {**client_config(s.client), "group.id": s.group_id, "enable.auto.commit": False,
+                "enable.auto.offset.store": False, "auto.offset.reset": s.initial_offset,
+                "session.timeout.ms": int(s.session_timeout * 1000),
+                "heartbeat.interval.ms": int(s.heartbeat_interval * 1000),
+                "partition.assignment.strategy": s.rebalance_strategy}
+        self._consumer = ck.Consumer(conf, logger=log)
+        self._consumer.subscribe([s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                 on_lost=self._on_lost)
+        self._thread = threading.Thread(target=self._run, name=f"{self.id}-consumer", daemon=True)
+        self._thread.start()
+        return f"{s.topic}@{','.join(s.client.brokers)} (group {s.group_id})"
+
+    async def stop(self) -> None:
+        """Stop consuming: commit what is done, forget the traces of what is not (the group's next owner reads
+        them again), leave the group."""
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._pause_or_resume()
+                for msg in self._consumer.consume(num_messages=_BATCH, timeout=_POLL_SECONDS):
+                    self._take(msg)
+                self._commit_done()
+                self._measure()
+            self._commit_done(wait=True)
+            self._forget([tp for tp in self._partitions])
+            self._consumer.close()
+        except Exception:  # never let the consumer thread die silently
+            log.exception("%s: the Kafka consumer stopped", self.id)
+
+    # ---- taking messages -------------------------------------------------------------------------------------
+
+    def _take(self, msg: Any) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != confluent_kafka().KafkaError._PARTITION_EOF:
+                log.warning("%s: %s", self.id, err)
+            return
+        tp = (msg.topic(), msg.partition())
+        part = self._partitions.setdefault(tp, _Partition())
+        payload = msg.value() or b""
+        rounds = [p.rounds.started for p in self.pipelines]
+        ids: list[bytes] = []
+        try:
+            for p in self.pipelines:
+                spans, ids = self._ingest(p, payload)
+            self._spans.add(spans, self.id, "kafka")
+        except DecodeError as exc:
+            self._rejected.add(1, self.id)
+            log.warning("%s: %s[%d] offset %d is not OTLP protobuf, skipped: %s", self.id, tp[0], tp[1],
+                        msg.offset(), exc)
+            ids = []
+        self._messages.add(1, self.id)
+        part.messages.append(_Message(msg.offset(), ids, rounds, [None] * len(self.pipelines)))
+        part.consumed = msg.offset() + 1
+
+    def _ingest(self, pipeline: ServicePipeline, payload: bytes) -> tuple[int, list[bytes]]:
+        """Into one pipeline, waiting out backpressure (a full engine or memory limiter): Kafka keeps the rest."""
+        while True:
+            try:
+                for limiter in pipeline.limiters:
+                    limiter.check()
+                return pipeline.engine.ingest_traces(payload)
+            except BackpressureError:
+                if self._stop.wait(0.05):
+                    raise
+                continue
+
+    def _pause_or_resume(self) -> None:
+        held = sum(len(p.messages) for p in self._partitions.values())
+        limit = self.settings.max_uncommitted_messages
+        assignment = self._consumer.assignment()
+        if not self._paused and held >= limit and assignment:
+            self._consumer.pause(assignment)
+            self._paused = True
+            log.warning("%s: %d messages wait for decisions (max_uncommitted_messages %d): consumption paused",
+                        self.id, held, limit)
+        elif self._paused and held < limit // 2:
+            self._consumer.resume(assignment)
+            self._paused = False
+
+    # ---- committing ----------------------------------------------------------------------------------------
+
+    def _done(self, m: _Message) -> bool:
+        for i, p in enumerate(self.pipelines):
+            if m.decided[i] is None:
+                if m.trace_ids and any(p.engine.buffered(m.trace_ids)):
+                    return False
+                # Out of the engine by a round that has started; a late span waits for the next round's output.
+                m.decided[i] = max(p.rounds.started, m.rounds[i] + 1)
+            if p.rounds.sent_through < (m.decided[i] or 0):
+                return False
+        return True
+
+    def _commit_done(self, *, wait: bool = False, only: Sequence[tuple[str, int]] | None = None) -> None:
+        ck = confluent_kafka()
+        offsets = []
+        for tp in only if only is not None else list(self._partitions):
+            part = self._partitions[tp]
+            advanced = None
+            while part.messages and self._done(part.messages[0]):
+                advanced = part.messages.popleft().offset + 1
+            if advanced is not None and advanced != part.committed:
+                part.committed = advanced
+                offsets.append(ck.TopicPartition(tp[0], tp[1], advanced))
+        if offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=not wait)
+            self._commits.add(1, self.id)
+
+    def _forget(self, tps: Sequence[tuple[str, int]]) -> None:
+        """Forget the traces of the messages not done in these partitions, unless another partition still held
+        by this instance has messages of them (unkeyed traffic spreads a trace over partitions)."""
+        kept = {tid for tp, part in self._partitions.items() if tp not in tps for m in part.messages
+                for tid in m.trace_ids}
+        ids = sorted({tid for tp in tps if tp in self._partitions for m in self._partitions[tp].messages
+                      for tid in m.trace_ids} - kept)
+        if ids:
+            forgotten = max(p.engine.forget(ids) for p in self.pipelines)
+            self._forgotten.add(forgotten, self.id)
+            log.info("%s: gave up %d partitions; forgot %d buffered traces for their next owner", self.id, len(tps),
+                     forgotten)
+        for tp in tps:
+            self._partitions.pop(tp, None)
+
+    # ---- rebalances (called inside consume, on the consumer thread) -----------------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            self._partitions.setdefault((tp.topic, tp.partition), _Partition())
+        log.info("%s: assigned %s", self.id, _names(partitions))
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        tps = [(tp.topic, tp.partition) for tp in partitions if (tp.topic, tp.partition) in self._partitions]
+        if tps:
+            self._commit_done(wait=True, only=tps)
+        self._forget(tps)
+        log.info("%s: revoked %s", self.id, _names(partitions))
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._forget([(tp.topic, tp.partition) for tp in partitions])
+        log.warning("%s: lost %s (session timed out); their traces were forgotten", self.id, _names(partitions))
+
+    # ---- metrics -------------------------------------------------------------------------------------------
+
+    def _measure(self) -> None:
+        ck = confluent_kafka()
+        snapshot = []
+        for (topic, partition), part in self._partitions.items():
+            try:
+                _, high = self._consumer.get_watermark_offsets(ck.TopicPartition(topic, partition), cached=True)
+            except Exception:  # not known yet
+                high = -1
+            lag = max(0, high - part.consumed) if high >= 0 and part.consumed is not None else 0
+            snapshot.append((topic, partition, lag, len(part.messages),
+                             part.committed if part.committed is not None else -1))
+        self._snapshot = snapshot
+
+    def _collect(self) -> list[Sample]:
+        out = []
+        for topic, partition, lag, held, committed in self._snapshot:
+            labels = (("receiver", self.id), ("topic", topic), ("partition", str(partition)))
+            out.append(Sample("tailsample_kafka_partition_lag", "gauge",
+                              "Messages in the partition not yet consumed (high watermark - position)", labels, lag))
+            out.append(Sample("tailsample_kafka_partition_held_back_messages", "gauge",
+                              "Messages consumed, not yet committable: their traces are pending or their kept "
+                              "spans not yet sent", labels, held))
+            out.append(Sample("tailsample_kafka_partition_committed_offset", "gauge",
+                              "Last offset committed by this instance (-1: none yet)", labels, committed))
+        out.append(Sample("tailsample_kafka_paused", "gauge",
+                          "1 while consumption is paused at max_uncommitted_messages", (("receiver", self.id),),
+                          1.0 if self._paused else 0.0))
+        return out
+
+
+def _names(partitions: list[Any]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"
+
