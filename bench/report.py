@@ -3,8 +3,9 @@
     python bench/report.py --dir bench/.data/results --out bench/RESULTS.md
 
 Reads, from `--dir`: `engine.json` (pytest-benchmark), `peers.json` (bench/peers.py), `services.json`
-(bench/services.py), `harness-rate.json` and `harness-flat.json` (`tailsample bench`), and the plots written
-next to RESULTS.md under bench/plots/. Every figure on the page comes from those files; nothing is typed in.
+(bench/services.py), `kafka.json` (bench/kafka_throughput.py), `harness-rate.json` and `harness-flat.json`
+(`tailsample bench`), and the plots written next to RESULTS.md under bench/plots/. Every figure on the page comes
+from those files; nothing is typed in.
 """
 
 from __future__ import annotations
@@ -144,6 +145,16 @@ def services_section(data: Any) -> list[str]:
     return ["```", json.dumps(data, indent=2)[:4000], "```"]
 
 
+def kafka_section(data: Any) -> list[str]:
+    if not data:
+        return ["(kafka.json missing)"]
+    rows = data.get("rows", [])
+    lines = str(data.get("table_markdown", "")).splitlines()
+    if len(rows) == 2 and rows[0]["spans_per_s"]:
+        lines += ["", f"Two instances against one: {rows[1]['spans_per_s'] / rows[0]['spans_per_s']:.2f}x."]
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, default=Path("bench/.data/results"))
@@ -209,6 +220,16 @@ def main() -> int:
         "## As services over OTLP/HTTP (`bench/services.py`)",
         "",
         *services_section(services),
+        "",
+        "## Scaling out on Kafka (`bench/kafka_throughput.py`)",
+        "",
+        "`tailsample serve` instances in one consumer group reading a topic of 8 partitions on a real broker (Kafka "
+        "3.9, KRaft, on this machine); synthetic traffic, one trace per message keyed by trace ID (about 2 spans "
+        "per message); seed policies with decision_wait 2 s; timed from the first message produced until the "
+        "group has committed every message (commits follow decisions and exports, so the time includes the last "
+        "decision window). The broker, the producer and the instances share the 2 cores.",
+        "",
+        *kafka_section(_load(a.dir / "kafka.json")),
         "",
         "## Commands",
         "",

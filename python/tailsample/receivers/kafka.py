@@ -32,6 +32,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from tailsample.errors import BackpressureError, DecodeError
@@ -121,8 +122,15 @@ class KafkaReceiver:
         try:
             while not self._stop.is_set():
                 self._pause_or_resume()
+                taken = spans = 0
                 for msg in self._consumer.consume(num_messages=_BATCH, timeout=_POLL_SECONDS):
-                    self._take(msg)
+                    n = self._take(msg)
+                    if n is not None:
+                        taken += 1
+                        spans += n
+                if taken:  # counted per batch: the counters take a lock
+                    self._messages.add(taken, self.id)
+                    self._spans.add(spans, self.id, "kafka")
                 self._commit_done()
                 self._measure()
             self._commit_done(wait=True)
@@ -133,29 +141,31 @@ class KafkaReceiver:
 
     # ---- taking messages -------------------------------------------------------------------------------------
 
-    def _take(self, msg: Any) -> None:
+    def _take(self, msg: Any) -> int | None:
+        """Takes one message into every pipeline; returns its span count (None for an error event)."""
         err = msg.error()
         if err is not None:
             if err.code() != confluent_kafka().KafkaError._PARTITION_EOF:
                 log.warning("%s: %s", self.id, err)
-            return
+            return None
         tp = (msg.topic(), msg.partition())
         part = self._partitions.setdefault(tp, _Partition())
         payload = msg.value() or b""
         rounds = [p.rounds.started for p in self.pipelines]
         ids: list[bytes] = []
+        spans = 0
         try:
             for p in self.pipelines:
                 spans, ids = self._ingest(p, payload)
-            self._spans.add(spans, self.id, "kafka")
         except DecodeError as exc:
             self._rejected.add(1, self.id)
             log.warning("%s: %s[%d] offset %d is not OTLP protobuf, skipped: %s", self.id, tp[0], tp[1],
                         msg.offset(), exc)
             ids = []
-        self._messages.add(1, self.id)
-        part.messages.append(_Message(msg.offset(), ids, rounds, [None] * len(self.pipelines)))
-        part.consumed = msg.offset() + 1
+        offset = msg.offset()
+        part.messages.append(_Message(offset, ids, rounds, [None] * len(self.pipelines)))
+        part.consumed = offset + 1
+        return spans
 
     def _ingest(self, pipeline: ServicePipeline, payload: bytes) -> tuple[int, list[bytes]]:
         """Into one pipeline, waiting out backpressure (a full engine or memory limiter): Kafka keeps the rest."""
@@ -184,16 +194,25 @@ class KafkaReceiver:
 
     # ---- committing ----------------------------------------------------------------------------------------
 
-    def _done(self, m: _Message) -> bool:
+    def _decided(self, messages: Sequence[_Message]) -> None:
+        """Marks which of these messages' traces have all left every engine, with one engine call per pipeline."""
         for i, p in enumerate(self.pipelines):
-            if m.decided[i] is None:
-                if m.trace_ids and any(p.engine.buffered(m.trace_ids)):
-                    return False
-                # Out of the engine by a round that has started; a late span waits for the next round's output.
-                m.decided[i] = max(p.rounds.started, m.rounds[i] + 1)
-            if p.rounds.sent_through < (m.decided[i] or 0):
-                return False
-        return True
+            todo = [m for m in messages if m.decided[i] is None]
+            ids = [tid for m in todo for tid in m.trace_ids]
+            flags = iter(p.engine.buffered(ids) if ids else [])
+            started = p.rounds.started  # read after the check: any round that took them out has started
+            for m in todo:
+                if any([next(flags) for _ in m.trace_ids]):
+                    continue
+                # A late span of a decided trace leaves with the next round's output, not this one's.
+                m.decided[i] = max(started, m.rounds[i] + 1)
+
+    def _done(self, m: _Message) -> bool:
+        if len(self.pipelines) == 1:  # the common case, on the hot path
+            d = m.decided[0]
+            return d is not None and self.pipelines[0].rounds.sent_through >= d
+        return all(d is not None and p.rounds.sent_through >= d for p, d in zip(self.pipelines, m.decided,
+                                                                                 strict=True))
 
     def _commit_done(self, *, wait: bool = False, only: Sequence[tuple[str, int]] | None = None) -> None:
         ck = confluent_kafka()
@@ -201,7 +220,16 @@ class KafkaReceiver:
         for tp in only if only is not None else list(self._partitions):
             part = self._partitions[tp]
             advanced = None
-            while part.messages and self._done(part.messages[0]):
+            while part.messages:
+                m = part.messages[0]
+                if None in m.decided:
+                    self._decided([m])  # the front alone while its traces wait: cheap, every pass
+                    if None in m.decided:
+                        break
+                    # The front is out: the run behind it usually is too; check it in one call.
+                    self._decided(list(islice(part.messages, 1, _BATCH)))
+                if not self._done(m):
+                    break
                 advanced = part.messages.popleft().offset + 1
             if advanced is not None and advanced != part.committed:
                 part.committed = advanced
