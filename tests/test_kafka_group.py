@@ -149,3 +149,69 @@ def test_three_instances_one_killed_lose_nothing(kafka_broker, tmp_path, rng: ra
         finally:
             for i in instances:
                 i.close()
+
+
+def test_an_instance_joining_mid_stream_takes_partitions_without_splitting_traces(kafka_broker, tmp_path,
+                                                                                  rng: random.Random) -> None:
+    """Scenario: one instance reads 6 partitions while 300 traces (3 messages each) are produced over about
+    5 s; 2 s in, a second instance joins, and the cooperative rebalance moves partitions to it mid-window.
+    Guarantees: the first instance forgets the pending traces of what it gave up (counted) instead of deciding
+    them on partial data; every error or slow trace arrives whole, no other trace arrives; a trace received twice
+    is in a partition that moved (offsets are linear: a trace decided behind a pending one is read again)."""
+    topic = "spans-join"
+    kafka_broker.create_topic(topic, partitions=6)
+    messages, spans, keep = traffic(rng, 300)
+    with sink() as backend:
+        first = KafkaServe(tmp_path, "first", kafka_broker.bootstrap, topic, backend.http_endpoint)
+        instances = [first]
+        try:
+            wait_for(lambda: len(first.partitions()) == 6, timeout=40, interval=0.2, what="6 partitions")
+
+            partition_of: dict[bytes, int] = {}
+
+            def delivered(err: Any, msg: Any) -> None:
+                assert err is None, err
+                partition_of[msg.key()] = msg.partition()
+
+            def produce() -> None:
+                producer = ck.Producer({"bootstrap.servers": kafka_broker.bootstrap, "linger.ms": 5})
+                for i, (key, value) in enumerate(messages):
+                    producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                    if i % 90 == 89:
+                        producer.flush(10)
+                        time.sleep(0.5)
+                assert producer.flush(30) == 0
+
+            writer = threading.Thread(target=produce)
+            writer.start()
+            time.sleep(2.0)
+            second = KafkaServe(tmp_path, "second", kafka_broker.bootstrap, topic, backend.http_endpoint)
+            instances.append(second)
+            writer.join(60)
+            wait_for(lambda: len(second.partitions()) > 0 and len(first.partitions()) + len(second.partitions())
+                     == 6, timeout=40, interval=0.2, what="the partitions shared by both")
+            expected = sum(len(spans[t]) for t in keep)
+
+            def settled() -> bool:
+                return backend.span_count() >= expected and all(
+                    i.gauge_sum("tailsample_kafka_partition_held_back") == 0
+                    and i.gauge_sum("tailsample_kafka_partition_lag") == 0 for i in instances)
+
+            wait_for(settled, timeout=90, interval=0.5, what="every kept span out and every message committed")
+            received = Counter((bytes.fromhex(t), bytes.fromhex(s)) for t, s, _, _ in backend.spans())
+            by_trace: dict[bytes, set[bytes]] = {}
+            for (t, s) in received:
+                by_trace.setdefault(t, set()).add(s)
+            assert set(by_trace) == keep
+            assert all(by_trace[t] == spans[t] for t in keep), "every kept trace whole"
+            moved = second.partitions()
+            duplicated = {t for (t, _), n in received.items() if n > 1}
+            assert all(partition_of[t.hex().encode()] in moved for t in duplicated)
+            assert max(received.values()) <= 2
+            forgotten = first.gauge_sum("tailsample_kafka_forgotten_traces_total")
+            assert forgotten > 0, "the first instance gave up pending traces, it did not decide them"
+            print(f"first instance forgot {forgotten:.0f} pending traces when the second joined; "
+                  f"{len(duplicated)} of {len(keep)} kept traces received twice, all from moved partitions")
+        finally:
+            for i in instances:
+                i.close()

@@ -8,9 +8,11 @@ its kept batches sent by every exporter (`RoundLedger.sent_through`). A partitio
 never passes a message whose trace is pending or whose kept spans are not yet out. An instance killed at any
 moment loses nothing: its partitions move to the others, which read again from the committed offsets.
 
-**Rebalances** (cooperative-sticky by default). Revoked partitions: commit what is done, then *forget* the
-traces of the messages not done (`Engine.forget`): the new owner rebuilds them from the log, so they are not
-decided on partial data here. Graceful shutdown does the same for every partition.
+**Rebalances** (cooperative-sticky by default). Revoked partitions: wait (3 s at most) for the exports of traces
+already decided, commit what is done, then *forget* the traces of the messages not done (`Engine.forget`): the
+new owner rebuilds them from the log, so they are not decided on partial data here. Offsets are linear, so a
+trace decided here whose messages lie behind a pending one is read again by the new owner and may be exported
+twice. Graceful shutdown does the same for every partition.
 
 **Delivery: at least once.** A crash (or a revocation) re-delivers the messages consumed but not committed: at
 most about `decision_wait` + one round + the export time of traffic per partition, and never more than
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +48,7 @@ log = logging.getLogger("tailsample.receiver.kafka")
 
 _POLL_SECONDS = 0.1
 _BATCH = 500  # messages taken per consume call
+_REVOKE_WAIT_SECONDS = 3.0  # at most, for decided traces' exports to finish before partitions are given up
 
 
 @dataclass
@@ -262,8 +266,14 @@ class KafkaReceiver:
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions if (tp.topic, tp.partition) in self._partitions]
-        if tps:
+        # Kept spans already on their way out: wait for them (a little), so the new owner need not send them again.
+        deadline = time.monotonic() + _REVOKE_WAIT_SECONDS
+        while tps:
             self._commit_done(wait=True, only=tps)
+            fronts = [self._partitions[tp].messages[0] for tp in tps if self._partitions[tp].messages]
+            if not any(None not in m.decided for m in fronts) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         self._forget(tps)
         log.info("%s: revoked %s", self.id, _names(partitions))
 
