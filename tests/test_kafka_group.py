@@ -83,6 +83,38 @@ class KafkaServe:
         self._log.close()
 
 
+def start_stream(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]], every: int,
+                 pause: float) -> tuple[threading.Thread, dict[bytes, int]]:
+    """Produces `messages` in a thread, `every` messages then a `pause`; fills in each key's partition."""
+    partition_of: dict[bytes, int] = {}
+
+    def delivered(err: Any, msg: Any) -> None:
+        assert err is None, err
+        partition_of[msg.key()] = msg.partition()
+
+    def produce() -> None:
+        producer = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        for i, (key, value) in enumerate(messages):
+            producer.produce(topic, key=key, value=value, on_delivery=delivered)
+            if i % every == every - 1:
+                producer.flush(10)
+                time.sleep(pause)
+        assert producer.flush(30) == 0
+
+    writer = threading.Thread(target=produce)
+    writer.start()
+    return writer, partition_of
+
+
+def received_spans(backend: Any) -> tuple[Counter[tuple[bytes, bytes]], dict[bytes, set[bytes]]]:
+    """How many times each (trace, span) arrived, and the distinct spans of each trace."""
+    received = Counter((bytes.fromhex(t), bytes.fromhex(s)) for t, s, _, _ in backend.spans())
+    by_trace: dict[bytes, set[bytes]] = {}
+    for (t, s) in received:
+        by_trace.setdefault(t, set()).add(s)
+    return received, by_trace
+
+
 def test_three_instances_one_killed_lose_nothing(kafka_broker, tmp_path, rng: random.Random) -> None:
     """Scenario: 3 instances share 6 partitions; 400 traces of 3 messages each (one per service) are produced over
     about 6 s with a 1 s decision window; 2.5 s in, one instance is killed with SIGKILL; its partitions move to
@@ -98,23 +130,7 @@ def test_three_instances_one_killed_lose_nothing(kafka_broker, tmp_path, rng: ra
         try:
             wait_for(lambda: sum(len(i.partitions()) for i in instances) == 6, timeout=40, interval=0.2,
                      what="6 partitions shared by the group")
-            partition_of: dict[bytes, int] = {}
-
-            def delivered(err: Any, msg: Any) -> None:
-                assert err is None, err
-                partition_of[msg.key()] = msg.partition()
-
-            def produce() -> None:
-                producer = ck.Producer({"bootstrap.servers": kafka_broker.bootstrap, "linger.ms": 5})
-                for i, (key, value) in enumerate(messages):
-                    producer.produce(topic, key=key, value=value, on_delivery=delivered)
-                    if i % 100 == 99:
-                        producer.flush(10)
-                        time.sleep(0.5)
-                assert producer.flush(30) == 0
-
-            writer = threading.Thread(target=produce)
-            writer.start()
+            writer, partition_of = start_stream(kafka_broker.bootstrap, topic, messages, 100, 0.5)
             time.sleep(2.5)
             victim = instances[0]
             killed = victim.partitions()
@@ -133,10 +149,7 @@ def test_three_instances_one_killed_lose_nothing(kafka_broker, tmp_path, rng: ra
 
             wait_for(settled, timeout=90, interval=0.5, what="every kept span out and every message committed")
             assert sum(len(s.partitions()) for s in survivors) == 6
-            received = Counter((bytes.fromhex(t), bytes.fromhex(s)) for t, s, _, _ in backend.spans())
-            by_trace: dict[bytes, set[bytes]] = {}
-            for (t, s) in received:
-                by_trace.setdefault(t, set()).add(s)
+            received, by_trace = received_spans(backend)
             assert set(by_trace) == keep, "exactly the error and slow traces"
             assert all(by_trace[t] == spans[t] for t in keep), "every kept trace whole"
             duplicated = {t for (t, _), n in received.items() if n > 1}
@@ -167,23 +180,7 @@ def test_an_instance_joining_mid_stream_takes_partitions_without_splitting_trace
         try:
             wait_for(lambda: len(first.partitions()) == 6, timeout=40, interval=0.2, what="6 partitions")
 
-            partition_of: dict[bytes, int] = {}
-
-            def delivered(err: Any, msg: Any) -> None:
-                assert err is None, err
-                partition_of[msg.key()] = msg.partition()
-
-            def produce() -> None:
-                producer = ck.Producer({"bootstrap.servers": kafka_broker.bootstrap, "linger.ms": 5})
-                for i, (key, value) in enumerate(messages):
-                    producer.produce(topic, key=key, value=value, on_delivery=delivered)
-                    if i % 90 == 89:
-                        producer.flush(10)
-                        time.sleep(0.5)
-                assert producer.flush(30) == 0
-
-            writer = threading.Thread(target=produce)
-            writer.start()
+            writer, partition_of = start_stream(kafka_broker.bootstrap, topic, messages, 90, 0.5)
             time.sleep(2.0)
             second = KafkaServe(tmp_path, "second", kafka_broker.bootstrap, topic, backend.http_endpoint)
             instances.append(second)
@@ -198,10 +195,7 @@ def test_an_instance_joining_mid_stream_takes_partitions_without_splitting_trace
                     and i.gauge_sum("tailsample_kafka_partition_lag") == 0 for i in instances)
 
             wait_for(settled, timeout=90, interval=0.5, what="every kept span out and every message committed")
-            received = Counter((bytes.fromhex(t), bytes.fromhex(s)) for t, s, _, _ in backend.spans())
-            by_trace: dict[bytes, set[bytes]] = {}
-            for (t, s) in received:
-                by_trace.setdefault(t, set()).add(s)
+            received, by_trace = received_spans(backend)
             assert set(by_trace) == keep
             assert all(by_trace[t] == spans[t] for t in keep), "every kept trace whole"
             moved = second.partitions()
