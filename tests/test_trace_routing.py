@@ -90,3 +90,22 @@ def test_ingest_traces_buffered_and_forget(rng) -> None:
     assert e.buffered([ids[0]]) == [True], "a forgotten trace's later spans start it anew"
     with pytest.raises(ValueError, match="16 bytes"):
         e.buffered([b"short"])
+
+
+def test_ingest_batch_takes_each_payload_whole_skips_malformed_and_stops_at_backpressure(rng) -> None:
+    """Guarantees: one result per payload tried, in order: (spans, trace IDs) for a taken payload, the DecodeError
+    of a malformed one (the others still taken), and at a limit the BackpressureError, last, with nothing of that
+    payload or the ones after it taken."""
+    from tailsample.errors import BackpressureError
+
+    e = Engine(Config.from_dict({"decision_wait": "10s", "num_traces": 3, "block_on_overflow": True,
+                                 "policies": [ERRORS]}))
+    tids = [trace_id(rng) for _ in range(5)]
+    payloads = [make_request(service("cart"), [make_span(t, span_id(rng))]) for t in tids]
+    results = e.ingest_batch([payloads[0], b"\x0a\x05ab", payloads[1], payloads[2], payloads[3], payloads[4]],
+                             now=0.0)
+    assert results[0] == (1, [tids[0]])
+    assert isinstance(results[1], DecodeError)
+    assert results[2:4] == [(1, [tids[1]]), (1, [tids[2]])]
+    assert len(results) == 5 and isinstance(results[4], BackpressureError)
+    assert e.buffered(tids) == [True, True, True, False, False]

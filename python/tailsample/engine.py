@@ -12,6 +12,7 @@ from typing import Any
 
 from tailsample import _native
 from tailsample.config import Config
+from tailsample.errors import TailsampleError
 from tailsample.gaps import GapReport
 
 
@@ -73,6 +74,22 @@ class Engine:
             payload = bytes(payload)
         spans, ids = self._native.ingest_traces(payload, time.monotonic() if now is None else now)
         return spans, [ids[i:i + 16] for i in range(0, len(ids), 16)]
+
+    def ingest_batch(self, payloads: list[bytes], *,
+                     now: float | None = None) -> list[tuple[int, list[bytes]] | TailsampleError]:
+        """Several payloads in one call (the GIL released once), each taken whole or not at all, in order. One
+        result per payload tried: `(spans, trace IDs)` when taken; the `DecodeError` of a malformed one (skipped);
+        the `BackpressureError` that stopped the batch, always last: the payloads after it were not tried."""
+        out: list[tuple[int, list[bytes]] | TailsampleError] = []
+        for r in self._native.ingest_batch(payloads, time.monotonic() if now is None else now):
+            if isinstance(r, TailsampleError):
+                out.append(r)
+            elif isinstance(r, tuple):
+                spans, ids = r
+                out.append((spans, [ids[i:i + 16] for i in range(0, len(ids), 16)]))
+            else:  # an internal error: raise it as ingest would
+                raise r
+        return out
 
     def buffered(self, trace_ids: list[bytes]) -> list[bool]:
         """Which of these 16-byte trace IDs are buffered, undecided."""

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from tailsample.errors import BackpressureError, DecodeError
+from tailsample.errors import BackpressureError
 from tailsample.kafka import client_config, confluent_kafka
 from tailsample.service.config import KafkaReceiver as KafkaReceiverSettings
 from tailsample.service.metrics import Registry, Sample
@@ -126,15 +126,7 @@ class KafkaReceiver:
         try:
             while not self._stop.is_set():
                 self._pause_or_resume()
-                taken = spans = 0
-                for msg in self._consumer.consume(num_messages=_BATCH, timeout=_POLL_SECONDS):
-                    n = self._take(msg)
-                    if n is not None:
-                        taken += 1
-                        spans += n
-                if taken:  # counted per batch: the counters take a lock
-                    self._messages.add(taken, self.id)
-                    self._spans.add(spans, self.id, "kafka")
+                self._take(self._consumer.consume(num_messages=_BATCH, timeout=_POLL_SECONDS))
                 self._commit_done()
                 self._measure()
             self._commit_done(wait=True)
@@ -145,43 +137,60 @@ class KafkaReceiver:
 
     # ---- taking messages -------------------------------------------------------------------------------------
 
-    def _take(self, msg: Any) -> int | None:
-        """Takes one message into every pipeline; returns its span count (None for an error event)."""
-        err = msg.error()
-        if err is not None:
-            if err.code() != confluent_kafka().KafkaError._PARTITION_EOF:
+    def _take(self, batch: list[Any]) -> None:
+        """Takes a batch of messages into every pipeline, one engine call per pipeline."""
+        ck = confluent_kafka()
+        msgs = []
+        for msg in batch:
+            err = msg.error()
+            if err is None:
+                msgs.append(msg)
+            elif err.code() != ck.KafkaError._PARTITION_EOF:
                 log.warning("%s: %s", self.id, err)
-            return None
-        tp = (msg.topic(), msg.partition())
-        part = self._partitions.setdefault(tp, _Partition())
-        payload = msg.value() or b""
-        rounds = [p.rounds.started for p in self.pipelines]
-        ids: list[bytes] = []
+        if not msgs:
+            return
+        payloads = [m.value() or b"" for m in msgs]
+        rounds = [p.rounds.started for p in self.pipelines]  # before any of them is taken
+        results: list[tuple[int, list[bytes]] | Exception] = []
+        for p in self.pipelines:
+            results = self._ingest(p, payloads)
         spans = 0
-        try:
-            for p in self.pipelines:
-                spans, ids = self._ingest(p, payload)
-        except DecodeError as exc:
-            self._rejected.add(1, self.id)
-            log.warning("%s: %s[%d] offset %d is not OTLP protobuf, skipped: %s", self.id, tp[0], tp[1],
-                        msg.offset(), exc)
-            ids = []
-        offset = msg.offset()
-        part.messages.append(_Message(offset, ids, rounds, [None] * len(self.pipelines)))
-        part.consumed = offset + 1
-        return spans
+        for msg, r in zip(msgs, results, strict=True):
+            tp = (msg.topic(), msg.partition())
+            part = self._partitions.setdefault(tp, _Partition())
+            ids: list[bytes] = []
+            if isinstance(r, tuple):
+                spans += r[0]
+                ids = r[1]
+            else:
+                self._rejected.add(1, self.id)
+                log.warning("%s: %s[%d] offset %d is not OTLP protobuf, skipped: %s", self.id, tp[0], tp[1],
+                            msg.offset(), r)
+            offset = msg.offset()
+            part.messages.append(_Message(offset, ids, list(rounds), [None] * len(self.pipelines)))
+            part.consumed = offset + 1
+        self._messages.add(len(msgs), self.id)  # counted per batch: the counters take a lock
+        self._spans.add(spans, self.id, "kafka")
 
-    def _ingest(self, pipeline: ServicePipeline, payload: bytes) -> tuple[int, list[bytes]]:
-        """Into one pipeline, waiting out backpressure (a full engine or memory limiter): Kafka keeps the rest."""
-        while True:
+    def _ingest(self, pipeline: ServicePipeline, payloads: list[bytes]) -> list[tuple[int, list[bytes]] | Exception]:
+        """Into one pipeline, waiting out backpressure (a full engine or memory limiter): Kafka keeps the rest.
+        One result per payload: `(spans, trace IDs)`, or the DecodeError of a malformed one."""
+        out: list[tuple[int, list[bytes]] | Exception] = []
+        while len(out) < len(payloads):
             try:
                 for limiter in pipeline.limiters:
                     limiter.check()
-                return pipeline.engine.ingest_traces(payload)
             except BackpressureError:
                 if self._stop.wait(0.05):
                     raise
                 continue
+            for r in pipeline.engine.ingest_batch(payloads[len(out):]):
+                if isinstance(r, BackpressureError):
+                    if self._stop.wait(0.05):
+                        raise r
+                    break
+                out.append(r)
+        return out
 
     def _pause_or_resume(self) -> None:
         held = sum(len(p.messages) for p in self._partitions.values())

@@ -143,6 +143,41 @@ impl NativeEngine {
         Ok((spans, PyBytes::new(py, &ids_to_bytes(&ids))))
     }
 
+    /// Several payloads in one call, the GIL released once (a Kafka receiver's batch of messages). Each is taken
+    /// whole or not at all, in order; the call stops at the first payload refused with backpressure. Returns one
+    /// result per payload tried: `(spans, trace IDs)` when taken, the DecodeError when malformed (and skipped),
+    /// the BackpressureError when refused (always the last; the payloads after it were not tried).
+    fn ingest_batch<'py>(
+        &self,
+        py: Python<'py>,
+        payloads: Vec<Vec<u8>>,
+        now: f64,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let now = now_ns(py, now)?;
+        let results = run(py, || {
+            let mut out: Vec<std::result::Result<(usize, Vec<u128>), Error>> = Vec::new();
+            for p in &payloads {
+                let mut ids = Vec::new();
+                let r = self.engine.ingest_traces(p, now, &mut ids);
+                let refused = matches!(r, Err(Error::Backpressure { .. }));
+                out.push(r.map(|spans| (spans, ids)));
+                if refused {
+                    break;
+                }
+            }
+            out
+        })?;
+        results
+            .into_iter()
+            .map(|r| match r {
+                Ok((spans, ids)) => Ok((spans, PyBytes::new(py, &ids_to_bytes(&ids)))
+                    .into_pyobject(py)?
+                    .into_any()),
+                Err(e) => Ok(to_py(py, e).into_value(py).into_bound(py).into_any()),
+            })
+            .collect()
+    }
+
     /// One byte per trace ID of `ids` (16 bytes each, concatenated): 1 when it is buffered, undecided.
     fn buffered<'py>(&self, py: Python<'py>, ids: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
         let ids = bytes_to_ids(ids)?;
