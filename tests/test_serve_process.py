@@ -190,10 +190,10 @@ def test_tls_and_bearer_token_with_the_sdk_exporters(serve_factory, tmp_path, mo
 
 def test_invalid_config_and_port_in_use_exit_with_a_message(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("receivers: {kafka: {}}\nexporters: {debug: {}}\nservice: {pipelines: {}}\n")
+    bad.write_text("receivers: {zipkin: {}}\nexporters: {debug: {}}\nservice: {pipelines: {}}\n")
     r = subprocess.run([sys.executable, "-m", "tailsample", "serve", "--config", str(bad)], capture_output=True,
                        text=True, timeout=60)
-    assert r.returncode == 2 and "unsupported receiver type 'kafka'" in r.stderr
+    assert r.returncode == 2 and "unsupported receiver type 'zipkin'" in r.stderr
     import socket
 
     with socket.socket() as taken:
