@@ -627,6 +627,14 @@ mod tests {
     }
 
     use span_kind::{CLIENT, CONSUMER, PRODUCER, SERVER};
+
+    fn audited(calls: u32, gaps: u32, orphans: u32) -> TraceAudit {
+        TraceAudit {
+            calls,
+            gaps,
+            orphans,
+        }
+    }
     const INTERNAL: u8 = 1;
 
     #[test]
@@ -636,14 +644,7 @@ mod tests {
             .span(2, 1, FRONTEND, CLIENT, "cart:8080")
             .span(3, 2, "cart", SERVER, "");
         let found = t.audit(7);
-        assert_eq!(
-            found,
-            TraceAudit {
-                calls: 1,
-                gaps: 0,
-                orphans: 0
-            }
-        );
+        assert_eq!(found, audited(1, 0, 0));
         let r = t.audit.report();
         assert_eq!(r.pairs.len(), 1);
         let p = &r.pairs[0];
@@ -664,14 +665,7 @@ mod tests {
             .span(3, 2, "cart", SERVER, "")
             .span(4, 3, "cart", CLIENT, "payments");
         let found = t.audit(42);
-        assert_eq!(
-            found,
-            TraceAudit {
-                calls: 2,
-                gaps: 1,
-                orphans: 0
-            }
-        );
+        assert_eq!(found, audited(2, 1, 0));
         let r = t.audit.report();
         let worst = &r.pairs[0];
         assert_eq!(
@@ -750,14 +744,7 @@ mod tests {
         });
         let found = t.audit(1);
         // order-events answered; audit-events and the inner stock call are gaps.
-        assert_eq!(
-            found,
-            TraceAudit {
-                calls: 3,
-                gaps: 2,
-                orphans: 0
-            }
-        );
+        assert_eq!(found, audited(3, 2, 0));
         let r = t.audit.report();
         let names: Vec<_> = r
             .pairs
@@ -779,14 +766,7 @@ mod tests {
             .span(4, 1, FRONTEND, CLIENT, "");
         let found = t.audit(1);
         // The unnamed, unanswered call cannot be attributed: not counted.
-        assert_eq!(
-            found,
-            TraceAudit {
-                calls: 1,
-                gaps: 0,
-                orphans: 0
-            }
-        );
+        assert_eq!(found, audited(1, 0, 0));
         assert_eq!(t.audit.report().pairs[0].destination, "search");
     }
 
