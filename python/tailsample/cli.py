@@ -145,6 +145,14 @@ def _limit_arg(text: str) -> int:
     return n
 
 
+# Where `explain`, `gaps` and `show --url` find a running `tailsample serve`: its telemetry metrics endpoint.
+DEFAULT_SERVICE_URL = "http://127.0.0.1:8888"
+
+
+def _timeout_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the service (default 5)")
+
+
 class _ServiceUnreachable(Exception):
     """A running service could not answer (the message says why, for stderr)."""
 
@@ -287,7 +295,7 @@ def _gaps(args: argparse.Namespace) -> int:
                   f"{args.max_traces:,} traces in the files", file=sys.stderr)
         source = ", ".join(args.files)
     else:
-        url = args.url or "http://127.0.0.1:8888"
+        url = args.url or DEFAULT_SERVICE_URL
         try:
             doc = _get_json(f"{url.rstrip('/')}/debug/gaps", args.timeout, url)
         except _ServiceUnreachable as exc:
@@ -382,8 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="*", metavar="FILE", help="files written by the collector's file exporter "
                    "(json lines or length-prefixed proto, optionally gzipped)")
     p.add_argument("--url", help="instead of files: a running service's telemetry metrics address (e.g. "
-                   "http://127.0.0.1:8888); shows its recently kept traces, newest first")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the service (default 5)")
+                   f"{DEFAULT_SERVICE_URL}); shows its recently kept traces, newest first")
+    _timeout_arg(p)
     p.add_argument("--trace-id", type=_trace_id_arg, metavar="HEX", help="the trace to render (32 hex digits); "
                    "default: list the traces and render the one with most spans")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -395,17 +403,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="ask a running `tailsample serve` whether it kept a trace, and why")
     p.add_argument("trace_id", type=_trace_id_arg, metavar="TRACE_ID", help="32 hex digits")
-    p.add_argument("--url", default="http://127.0.0.1:8888", help="the service's telemetry metrics address "
-                   "(service.telemetry.metrics; default http://127.0.0.1:8888)")
+    p.add_argument("--url", default=DEFAULT_SERVICE_URL, help="the service's telemetry metrics address "
+                   f"(service.telemetry.metrics; default {DEFAULT_SERVICE_URL})")
     p.add_argument("--json", action="store_true", help="print the service's JSON answer")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+    _timeout_arg(p)
     p.set_defaults(run=_explain)
 
     p = sub.add_parser("gaps", help="where services lose the trace context: propagation gaps per service pair, "
                        "from a running service or offline from OTLP files; --graph draws the service graph")
     p.add_argument("files", nargs="*", metavar="FILE", help="audit these OTLP files offline (the collector file "
                    "exporter's formats) instead of asking a service")
-    p.add_argument("--url", help="a running service's telemetry metrics address (default http://127.0.0.1:8888)")
+    p.add_argument("--url", help=f"a running service's telemetry metrics address (default {DEFAULT_SERVICE_URL})")
     p.add_argument("--top", type=_limit_arg, default=20, metavar="N", help="pairs and services listed (default 20)")
     p.add_argument("--graph", metavar="PATH", help="also draw the service graph, broken edges marked: .svg, .dot "
                    "(or .png/.pdf with Graphviz installed)")
@@ -413,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "audit (an external API; repeatable)")
     p.add_argument("--max-traces", type=int, default=1_000_000, help="offline: traces held at once (default 1M)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the service (default 5)")
+    _timeout_arg(p)
     p.set_defaults(run=_gaps)
     return parser
 

@@ -65,6 +65,13 @@ def empty_report() -> GapReport:
                      overflow_calls=0, names_overflowed=0, pairs=[], broken=[])
 
 
+MAX_EXAMPLES = 5  # example trace IDs per merged row, as `propagation_audit.examples` by default
+
+
+def _merge_examples(ours: list[str], theirs: list[str]) -> list[str]:
+    return [*ours, *(e for e in theirs if e not in ours)][:MAX_EXAMPLES]
+
+
 def merge_reports(reports: Iterable[Mapping[str, Any]]) -> GapReport:
     """Several pipelines' reports as one (pairs and services summed by name), worst first."""
     out = empty_report()
@@ -86,13 +93,13 @@ def merge_reports(reports: Iterable[Mapping[str, Any]]) -> GapReport:
             q["gaps"] += p["gaps"]
             q["gap_traces"] += p["gap_traces"]
             q["callee"] = q["callee"] or p["callee"]
-            q["examples"] = [*q["examples"], *(e for e in p["examples"] if e not in q["examples"])][:5]
+            q["examples"] = _merge_examples(q["examples"], p["examples"])
         for b in r["broken"]:
             c = broken.setdefault(b["service"], BrokenService(service=b["service"], traces=0, orphan_spans=0,
                                                               examples=[]))
             c["traces"] += b["traces"]
             c["orphan_spans"] += b["orphan_spans"]
-            c["examples"] = [*c["examples"], *(e for e in b["examples"] if e not in c["examples"])][:5]
+            c["examples"] = _merge_examples(c["examples"], b["examples"])
     out["pairs"] = sorted(pairs.values(), key=lambda p: (p["overflow"], -p["gaps"], -p["calls"], p["source"],
                                                          p["destination"]))
     out["broken"] = sorted(broken.values(), key=lambda b: (-b["traces"], -b["orphan_spans"], b["service"]))
