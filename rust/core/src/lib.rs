@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod consistent;
+pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod otlp;
