@@ -5,16 +5,21 @@
 //! cannot deadlock), each checks its limits, and only when all accept are the spans taken: a payload is taken
 //! whole or not at all. Encoding kept spans happens outside the locks.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use ahash::RandomState;
 
 use crate::config::EngineConfig;
+use crate::durable::tail_storage::Replayed;
+use crate::durable::{ReplayReport, StorageOptions, SyncPolicy, TailStorage};
 use crate::error::{Error, Result};
 use crate::otlp::decode::decode;
 use crate::otlp::encode::{encode_requests, OutChunk};
 use crate::otlp::Decoded;
+use crate::policy::inclusion::Stage;
 use crate::policy::Kind;
 use crate::propagation::GapReport;
 use crate::red::{RedMetrics, RedSeries};
@@ -36,11 +41,24 @@ pub struct Engine {
     /// RED metrics of every span taken, before sampling (`tailsample.red_metrics`), and the index of
     /// `service.name` among the extracted attribute keys.
     red: Option<(Mutex<RedMetrics>, usize)>,
+    /// Bytes held by buffered traces over all shards (`memory_bytes`), for `max_buffered_bytes`.
+    buffered_bytes: AtomicU64,
+    refused_max_buffered_bytes: AtomicU64,
+    refused_tail_storage: AtomicU64,
+    storage_errors: AtomicU64,
+    /// The next poll round's number; held while a round runs, so rounds never interleave.
+    next_round: Mutex<u64>,
+    storage: Option<TailStorage>,
+    replay: Option<ReplayReport>,
 }
 
 /// Splits `total` into `n` shares that add up to it.
 fn share(total: usize, n: usize, i: usize) -> usize {
     total / n + usize::from(i < total % n)
+}
+
+fn lock_round(m: &Mutex<u64>) -> MutexGuard<'_, u64> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -83,6 +101,154 @@ impl Engine {
             payloads_rejected: AtomicU64::new(0),
             payloads_refused: AtomicU64::new(0),
             payloads_emitted: AtomicU64::new(0),
+            buffered_bytes: AtomicU64::new(0),
+            refused_max_buffered_bytes: AtomicU64::new(0),
+            refused_tail_storage: AtomicU64::new(0),
+            storage_errors: AtomicU64::new(0),
+            next_round: Mutex::new(1),
+            storage: None,
+            replay: None,
+        }
+    }
+
+    /// An engine whose buffer is on disk (`tail_storage`): opens the storage directory, replays what it holds
+    /// (undecided traces buffered again with their first-seen times, kept traces not yet acknowledged sent
+    /// again, decisions back in the caches) and writes every payload taken from now on before `ingest`
+    /// returns. `now` caps the replayed times (the clock may have gone back across the restart).
+    pub fn open(cfg: EngineConfig, storage: &StorageOptions, now: i64) -> Result<Self> {
+        let started = Instant::now();
+        let mut engine = Engine::new(cfg);
+        for s in engine.shards.iter() {
+            lock(s).set_durable();
+        }
+        let storage_error = |e: std::io::Error| Error::Storage {
+            path: storage.directory.display().to_string(),
+            message: e.to_string(),
+        };
+        let mut report = ReplayReport::default();
+        let (st, decisions) = TailStorage::open(
+            storage,
+            engine.cfg.sampled_cache_size as u64,
+            engine.cfg.non_sampled_cache_size as u64,
+            &mut report,
+        )
+        .map_err(storage_error)?;
+        let mut resend: HashMap<u128, (Option<u16>, Stage)> = HashMap::new();
+        let mut clock = i64::MIN;
+        let n = engine.shards.len();
+        let scan = st.for_each_payload(|at, t, payload| {
+            let t = t.min(now);
+            clock = clock.max(t);
+            let Ok(d) = decode(payload, &engine.cfg.attr_keys) else {
+                report.payloads_invalid += 1;
+                return;
+            };
+            let mut per_shard: Vec<Vec<(u128, u32)>> = vec![Vec::new(); n];
+            for (i, span) in d.spans.iter().enumerate() {
+                let id = u128::from_be_bytes(span.trace_id);
+                match decisions.judge(id, at) {
+                    Replayed::Pending => report.spans_pending += 1,
+                    Replayed::Resend { policy, stage } => {
+                        resend.insert(id, (policy, stage));
+                    }
+                    Replayed::Covered => {
+                        report.spans_covered += 1;
+                        continue;
+                    }
+                    Replayed::NotSampled => {
+                        report.spans_not_sampled += 1;
+                        continue;
+                    }
+                }
+                per_shard[engine.shard_of(id)].push((id, i as u32));
+            }
+            for (i, order) in per_shard.iter_mut().enumerate() {
+                if !order.is_empty() {
+                    order.sort_unstable();
+                    lock(&engine.shards[i]).ingest(&d, order, t, at.segment);
+                }
+            }
+        });
+        (report.segments, report.bytes, report.payloads) = scan.map_err(storage_error)?;
+        for (id, (policy, stage)) in resend {
+            let mut shard = lock(&engine.shards[engine.shard_of(id)]);
+            if shard.resend(id, policy, stage, clock) {
+                report.traces_resent += 1;
+            }
+        }
+        for d in &decisions.in_order {
+            lock(&engine.shards[engine.shard_of(d.id)]).remember(d);
+        }
+        let mut buffered = 0;
+        for s in engine.shards.iter() {
+            let s = lock(s);
+            buffered += s.memory_bytes();
+            report.traces_pending += s.gauges().traces_in_memory;
+            report.spans_resent += s.stats.spans_resent;
+        }
+        engine.buffered_bytes.store(buffered, Ordering::Relaxed);
+        engine.tick(clock);
+        *lock_round(&engine.next_round) = st.next_round();
+        engine.storage = Some(st);
+        report.duration_ns = started.elapsed().as_nanos() as u64;
+        engine.replay = Some(report);
+        Ok(engine)
+    }
+
+    /// What the replay at `open` found and did (None without tail storage).
+    pub fn replay_report(&self) -> Option<&ReplayReport> {
+        self.replay.as_ref()
+    }
+
+    /// Marks poll round `round`, and every one before it, as exported (or safely queued): their kept spans
+    /// need no replay, and tail storage may give back the space they held. False without tail storage, or
+    /// when the round is unknown or was acknowledged already.
+    pub fn acknowledge(&self, round: u64) -> Result<bool> {
+        let Some(st) = &self.storage else {
+            return Ok(false);
+        };
+        let r = st.acknowledge(round).and_then(|known| {
+            st.retain(self.pending_min_segment())?;
+            Ok(known)
+        });
+        r.map_err(|e| {
+            self.storage_errors.fetch_add(1, Ordering::Relaxed);
+            Error::Storage {
+                path: String::new(),
+                message: format!("writing an acknowledgement: {e}"),
+            }
+        })
+    }
+
+    fn pending_min_segment(&self) -> Option<u64> {
+        self.shards
+            .iter()
+            .filter_map(|s| lock(s).pending_min_segment())
+            .min()
+    }
+
+    /// With tail storage under group commit: returns once every payload taken so far is fsynced.
+    pub fn sync_storage(&self) -> Result<()> {
+        let Some(st) = &self.storage else {
+            return Ok(());
+        };
+        st.sync_to(st.written()).map_err(|e| {
+            self.storage_errors.fetch_add(1, Ordering::Relaxed);
+            Error::Storage {
+                path: String::new(),
+                message: format!("fsync: {e}"),
+            }
+        })
+    }
+
+    /// Adds a shard's change in memory to the engine's total.
+    fn account(&self, before: u64, after: u64) {
+        if after >= before {
+            self.buffered_bytes
+                .fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.buffered_bytes
+                .fetch_sub(before - after, Ordering::Relaxed);
         }
     }
 
@@ -121,13 +287,19 @@ impl Engine {
     /// Takes one `ExportTraceServiceRequest`, whole or not at all, and returns how many spans it held.
     /// `now` is in nanoseconds on the engine clock.
     pub fn ingest(&self, payload: &[u8], now: i64) -> Result<usize> {
-        self.ingest_inner(payload, now, None)
+        self.ingest_inner(payload, now, None, true)
+    }
+
+    /// `ingest` without waiting for the fsync under group commit: the caller calls `sync_storage` once for a
+    /// batch of payloads before answering any of them.
+    pub fn ingest_unsynced(&self, payload: &[u8], now: i64, ids: &mut Vec<u128>) -> Result<usize> {
+        self.ingest_inner(payload, now, Some(ids), false)
     }
 
     /// `ingest`, also appending the distinct trace IDs the payload held to `ids` (to follow them: a Kafka
     /// receiver commits a message once its traces are decided).
     pub fn ingest_traces(&self, payload: &[u8], now: i64, ids: &mut Vec<u128>) -> Result<usize> {
-        self.ingest_inner(payload, now, Some(ids))
+        self.ingest_inner(payload, now, Some(ids), true)
     }
 
     /// Which of `ids` are buffered, undecided.
@@ -141,12 +313,37 @@ impl Engine {
     /// For an instance giving up a Kafka partition: the new owner rebuilds those traces from the log.
     pub fn forget(&self, ids: &[u128]) -> usize {
         ids.iter()
-            .filter(|&&id| lock(&self.shards[self.shard_of(id)]).forget(id))
+            .filter(|&&id| {
+                let mut shard = lock(&self.shards[self.shard_of(id)]);
+                let before = shard.memory_bytes();
+                let forgotten = shard.forget(id);
+                self.account(before, shard.memory_bytes());
+                forgotten
+            })
             .count()
     }
 
-    fn ingest_inner(&self, payload: &[u8], now: i64, ids: Option<&mut Vec<u128>>) -> Result<usize> {
+    fn ingest_inner(
+        &self,
+        payload: &[u8],
+        now: i64,
+        ids: Option<&mut Vec<u128>>,
+        sync: bool,
+    ) -> Result<usize> {
         let now = self.tick(now);
+        let limit = self.cfg.max_buffered_bytes;
+        let used = self.buffered_bytes.load(Ordering::Relaxed);
+        if used >= limit {
+            self.refused_max_buffered_bytes
+                .fetch_add(1, Ordering::Relaxed);
+            self.payloads_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::Backpressure {
+                limit: "max_buffered_bytes",
+                message: format!(
+                    "buffered traces hold {used} bytes, at tailsample.max_buffered_bytes ({limit}); retry after the next decisions"
+                ),
+            });
+        }
         let d = match decode(payload, &self.cfg.attr_keys) {
             Ok(d) => d,
             Err(e) => {
@@ -176,10 +373,39 @@ impl Engine {
                 return Err(e);
             }
         }
+        // With tail storage the payload is on disk before any shard takes it (and before the caller answers).
+        let mut written = None;
+        if let Some(st) = &self.storage {
+            match st.append_payload(payload, now) {
+                Ok(w) => written = Some(w),
+                Err(e) => {
+                    self.refused_tail_storage.fetch_add(1, Ordering::Relaxed);
+                    self.payloads_refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(Error::Backpressure {
+                        limit: "tail_storage",
+                        message: format!("{e}; retry after the next decisions are exported"),
+                    });
+                }
+            }
+        }
+        let segment = written.map_or(0, |(p, _)| p.segment);
         for (i, g) in guards.iter_mut() {
-            g.ingest(&d, &per_shard[*i], now);
+            let before = g.memory_bytes();
+            g.ingest(&d, &per_shard[*i], now, segment);
+            self.account(before, g.memory_bytes());
         }
         drop(guards);
+        if let (Some(st), Some((_, seq)), true) = (&self.storage, written, sync) {
+            if st.sync_policy() == SyncPolicy::Batch {
+                st.sync_to(seq).map_err(|e| {
+                    self.storage_errors.fetch_add(1, Ordering::Relaxed);
+                    Error::Storage {
+                        path: String::new(),
+                        message: format!("fsync of a taken payload failed: {e}"),
+                    }
+                })?;
+            }
+        }
         if let Some(ids) = ids {
             // A trace lives in one shard, and each shard's order holds its spans together.
             for order in &per_shard {
@@ -285,22 +511,56 @@ impl Engine {
 
     /// Decides what is due at `now`; returns kept spans as `ExportTraceServiceRequest` payloads.
     pub fn poll(&self, now: i64) -> Vec<Vec<u8>> {
-        let now = self.tick(now);
-        let mut out = Vec::new();
-        for s in self.shards.iter() {
-            lock(s).poll(now, &mut out);
-        }
-        self.encode(out)
+        self.poll_round(now).1
+    }
+
+    /// `poll`, with the round's number: once its payloads are exported, `acknowledge(round)`.
+    pub fn poll_round(&self, now: i64) -> (u64, Vec<Vec<u8>>) {
+        self.round(now, Shard::poll)
     }
 
     /// Decides (or drops, per `drop_pending_traces_on_shutdown`) everything buffered.
     pub fn flush(&self, now: i64) -> Vec<Vec<u8>> {
+        self.flush_round(now).1
+    }
+
+    pub fn flush_round(&self, now: i64) -> (u64, Vec<Vec<u8>>) {
+        self.round(now, Shard::flush)
+    }
+
+    /// One round of decisions over every shard; with tail storage, its decisions are written before its kept
+    /// spans leave.
+    fn round(&self, now: i64, each: fn(&mut Shard, i64, &mut Vec<Chunk>)) -> (u64, Vec<Vec<u8>>) {
         let now = self.tick(now);
+        let mut next = lock_round(&self.next_round);
+        let round = *next;
+        *next += 1;
+        let start = self.storage.as_ref().map(TailStorage::position);
         let mut out = Vec::new();
+        let mut decided = Vec::new();
+        let mut min_kept = u64::MAX;
+        let mut pending_min: Option<u64> = None;
         for s in self.shards.iter() {
-            lock(s).flush(now, &mut out);
+            let mut shard = lock(s);
+            let before = shard.memory_bytes();
+            each(&mut shard, now, &mut out);
+            self.account(before, shard.memory_bytes());
+            min_kept = min_kept.min(shard.take_decisions(&mut decided));
+            if let Some(p) = shard.pending_min_segment() {
+                pending_min = Some(pending_min.map_or(p, |m| m.min(p)));
+            }
         }
-        self.encode(out)
+        if let (Some(st), Some(start)) = (&self.storage, start) {
+            let written = st
+                .record_round(round, start, now, decided, min_kept)
+                .and_then(|()| st.retain(pending_min));
+            if written.is_err() {
+                // The kept spans still leave; a replay would decide these traces again.
+                self.storage_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        drop(next);
+        (round, self.encode(out))
     }
 
     fn encode(&self, chunks: Vec<Chunk>) -> Vec<Vec<u8>> {
@@ -359,7 +619,7 @@ impl Engine {
             )
         });
         let (red_series, red_overflow, red_spans, red_bytes) = red.unwrap_or_default();
-        vec![
+        let mut out = vec![
             (
                 "payloads_received",
                 self.payloads_received.load(Ordering::Relaxed),
@@ -387,6 +647,25 @@ impl Engine {
             ("traces_evicted", s.traces_evicted),
             ("traces_forgotten", s.traces_forgotten),
             ("spans_forgotten", s.spans_forgotten),
+            ("traces_resent", s.traces_resent),
+            ("spans_resent", s.spans_resent),
+            (
+                "buffered_bytes",
+                self.buffered_bytes.load(Ordering::Relaxed),
+            ),
+            ("limit_max_buffered_bytes", c.max_buffered_bytes),
+            (
+                "refused_max_buffered_bytes",
+                self.refused_max_buffered_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "refused_tail_storage",
+                self.refused_tail_storage.load(Ordering::Relaxed),
+            ),
+            (
+                "storage_errors",
+                self.storage_errors.load(Ordering::Relaxed),
+            ),
             ("traces_in_memory", g.traces_in_memory),
             ("spans_in_memory", g.spans_in_memory),
             ("span_bytes_in_memory", g.span_bytes_in_memory),
@@ -456,7 +735,48 @@ impl Engine {
             ("limit_late_span_buffer_bytes", c.late_span_buffer_bytes),
             ("limit_max_payload_bytes", c.max_payload_bytes as u64),
             ("num_shards", self.shards.len() as u64),
-        ]
+        ];
+        if let Some(st) = &self.storage {
+            let t = st.stats();
+            out.extend([
+                ("storage_bytes", t.bytes),
+                ("storage_directory_bytes", t.budget_used),
+                ("limit_storage_max_size", t.budget_max),
+                ("storage_span_segments", t.span_segments),
+                ("storage_decision_segments", t.decision_segments),
+                ("storage_payloads_written", t.spans.records_appended),
+                ("storage_bytes_written", t.spans.bytes_appended),
+                ("storage_rounds_written", t.decisions.records_appended),
+                ("storage_fsyncs", t.spans.syncs),
+                ("storage_fsync_ns_total", t.spans.sync_ns_total),
+                ("storage_refused_full", t.spans.appends_refused_full),
+                (
+                    "storage_segments_dropped",
+                    t.spans.segments_dropped + t.decisions.segments_dropped,
+                ),
+                ("storage_open_rounds", t.open_rounds),
+                ("storage_acknowledged_round", t.acknowledged_round),
+            ]);
+        }
+        if let Some(r) = &self.replay {
+            out.extend([
+                ("replay_duration_ns", r.duration_ns),
+                ("replay_payloads", r.payloads),
+                ("replay_payloads_invalid", r.payloads_invalid),
+                ("replay_bytes", r.bytes),
+                ("replay_traces_pending", r.traces_pending),
+                ("replay_spans_pending", r.spans_pending),
+                ("replay_traces_resent", r.traces_resent),
+                ("replay_spans_resent", r.spans_resent),
+                ("replay_spans_covered", r.spans_covered),
+                ("replay_truncations", r.truncations.len() as u64),
+                (
+                    "replay_truncated_bytes",
+                    r.truncations.iter().map(|t| t.bytes).sum(),
+                ),
+            ]);
+        }
+        out
     }
 
     /// How late decisions came past their due time, summed over shards (buckets of `LAG_BOUNDS_NS`).
@@ -502,6 +822,8 @@ fn add_stats(a: &mut ShardStats, b: &ShardStats) {
     a.traces_dropped_by_policy += b.traces_dropped_by_policy;
     a.traces_forgotten += b.traces_forgotten;
     a.spans_forgotten += b.spans_forgotten;
+    a.traces_resent += b.traces_resent;
+    a.spans_resent += b.spans_resent;
     a.traces_evicted += b.traces_evicted;
     a.spans_evicted += b.spans_evicted;
     a.spans_sampled += b.spans_sampled;

@@ -18,6 +18,8 @@ pub enum Error {
         limit: &'static str,
         message: String,
     },
+    /// The storage directory could not be opened, read or written (`path`: the directory, when known).
+    Storage { path: String, message: String },
 }
 
 impl Error {
@@ -52,6 +54,10 @@ impl fmt::Display for Error {
             Error::Config { path, message } if path.is_empty() => write!(f, "{message}"),
             Error::Config { path, message } => write!(f, "{path}: {message}"),
             Error::Backpressure { message, .. } => write!(f, "{message}"),
+            Error::Storage { path, message } if path.is_empty() => {
+                write!(f, "tail storage: {message}")
+            }
+            Error::Storage { path, message } => write!(f, "tail storage at {path}: {message}"),
         }
     }
 }

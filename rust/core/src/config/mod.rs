@@ -23,6 +23,8 @@ pub const DEFAULT_LATE_SPAN_BUFFER_BYTES: u64 = 64 << 20;
 pub const DEFAULT_DECISION_LOG_SIZE: usize = 100_000;
 /// Bytes of recently kept traces held for `tailsample show`, per engine, by default.
 pub const DEFAULT_RECENT_KEPT_BYTES: u64 = 8 << 20;
+/// Buffered traces may hold at most this many bytes per engine by default (`tailsample.max_buffered_bytes`).
+pub const DEFAULT_MAX_BUFFERED_BYTES: u64 = 2 << 30;
 /// The propagation-gap audit runs unless `tailsample.propagation_audit.enabled` is false.
 pub const DEFAULT_PROPAGATION_AUDIT: bool = true;
 
@@ -65,6 +67,11 @@ pub struct EngineConfig {
     pub decision_log_size: usize,
     /// tailsample: bytes of recently kept traces held for `show` (0: none).
     pub recent_kept_bytes: usize,
+    /// tailsample: at this many bytes held by buffered traces, ingestion answers with backpressure.
+    pub max_buffered_bytes: u64,
+    /// The storage extension holding the buffer on disk (`tail_storage: file_storage/<name>`); the caller opens
+    /// it with `Engine::open`.
+    pub tail_storage: Option<String>,
     /// tailsample: the propagation-gap audit of every decided trace (None: off).
     pub propagation_audit: Option<AuditConfig>,
     /// Ingest reads the spans' `ot` tracestate entries (a consistent sampler or adjusted counts need them).
@@ -199,8 +206,6 @@ fn parse_audit(v: &Value) -> Result<Option<AuditConfig>> {
     }))
 }
 
-const TOP_LEVEL_NOT_YET: &[(&str, &str)] = &[("tail_storage", "durable buffering")];
-
 impl EngineConfig {
     /// Parses a `tail_sampling` block given as JSON text (the Python layer turns YAML into JSON).
     pub fn from_json(text: &str) -> Result<Self> {
@@ -212,14 +217,19 @@ impl EngineConfig {
     pub fn from_value(v: &Value) -> Result<Self> {
         let root = Node::new(v, "");
         let mut m = root.mapping()?;
-        for (key, what) in TOP_LEVEL_NOT_YET {
-            if m.has(key) {
+        let tail_storage = match m.value("tail_storage") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(id)) if id.starts_with("file_storage") => Some(id.clone()),
+            Some(other) => {
                 return Err(Error::config(
-                    *key,
-                    format!("{what} is not supported by tailsample yet"),
-                ));
+                    "tail_storage",
+                    format!(
+                        "must name a file_storage extension (file_storage or file_storage/<name>), got {}",
+                        node::describe(other)
+                    ),
+                ))
             }
-        }
+        };
         let decision_wait_ns = m.duration("decision_wait", 30_000_000_000)?;
         if decision_wait_ns <= 0 {
             return Err(Error::config(
@@ -279,6 +289,7 @@ impl EngineConfig {
         let mut red_metrics = None;
         let mut decision_log_size = DEFAULT_DECISION_LOG_SIZE;
         let mut recent_kept_bytes = DEFAULT_RECENT_KEPT_BYTES as usize;
+        let mut max_buffered_bytes = DEFAULT_MAX_BUFFERED_BYTES;
         let mut propagation_audit = DEFAULT_PROPAGATION_AUDIT.then(AuditConfig::default);
         let (max_payload_bytes, late_span_buffer_bytes, record_policy) = match m.value("tailsample")
         {
@@ -308,6 +319,7 @@ impl EngineConfig {
                         as usize;
                 recent_kept_bytes =
                     t.bytes("recent_kept_bytes", DEFAULT_RECENT_KEPT_BYTES)? as usize;
+                max_buffered_bytes = t.bytes("max_buffered_bytes", DEFAULT_MAX_BUFFERED_BYTES)?;
                 t.finish()?;
                 (p, l, r)
             }
@@ -421,6 +433,8 @@ impl EngineConfig {
             red_metrics,
             decision_log_size,
             recent_kept_bytes,
+            max_buffered_bytes,
+            tail_storage,
             propagation_audit,
             reads_ot,
             blocks,
@@ -455,9 +469,13 @@ impl EngineConfig {
                 "record_policy": self.record_policy,
                 "decision_log_size": self.decision_log_size,
                 "recent_kept_bytes": self.recent_kept_bytes,
+                "max_buffered_bytes": self.max_buffered_bytes,
             },
             "policies": self.blocks,
         });
+        if let Some(id) = &self.tail_storage {
+            out["tail_storage"] = json!(id);
+        }
         // Only what is on: the output loads back as the same configuration.
         let t = &mut out["tailsample"];
         if let Some(a) = &self.adjusted_counts {
@@ -599,7 +617,10 @@ mod tests {
             => "decision_wait: invalid duration \"10\": missing unit (ns, us, ms, s, m or h)";
         unknown_top_level_key:
             json!({"decision_wiat": "10s", "policies": [{"name": "a", "type": "always_sample"}]})
-            => "decision_wiat: unknown key; known keys here: block_on_overflow, decision_cache, decision_wait, decision_wait_after_root_received, drop_pending_traces_on_shutdown, expected_new_traces_per_sec, maximum_trace_size_bytes, num_shards, num_traces, policies, sample_on_first_match, sampling_strategy, tailsample";
+            => "decision_wiat: unknown key; known keys here: block_on_overflow, decision_cache, decision_wait, decision_wait_after_root_received, drop_pending_traces_on_shutdown, expected_new_traces_per_sec, maximum_trace_size_bytes, num_shards, num_traces, policies, sample_on_first_match, sampling_strategy, tail_storage, tailsample";
+        tail_storage_names_an_extension:
+            json!({"tail_storage": 5, "policies": [{"name": "a", "type": "always_sample"}]})
+            => "tail_storage: must name a file_storage extension (file_storage or file_storage/<name>), got the number 5";
         zero_num_traces:
             json!({"num_traces": 0, "policies": [{"name": "a", "type": "always_sample"}]})
             => "num_traces: must be at least 1, got 0";

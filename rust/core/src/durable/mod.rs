@@ -4,5 +4,7 @@
 pub mod segment_log;
 pub mod tail_storage;
 
-pub use segment_log::{AppendError, Budget, LogOptions, Position, SegmentLog, SyncPolicy, Truncation};
+pub use segment_log::{
+    AppendError, Budget, LogOptions, Position, SegmentLog, SyncPolicy, Truncation,
+};
 pub use tail_storage::{Decided, ReplayReport, StorageOptions, TailStorage, Verdict};

@@ -117,7 +117,10 @@ pub struct Truncation {
 #[derive(Debug)]
 pub enum AppendError {
     /// The log would pass `max_bytes`; nothing was written.
-    Full { bytes: u64, max_bytes: u64 },
+    Full {
+        bytes: u64,
+        max_bytes: u64,
+    },
     Io(io::Error),
 }
 
@@ -361,7 +364,10 @@ impl SegmentLog {
 
     /// Where the next record will start.
     pub fn position(&self) -> Position {
-        let s = self.segments.last().expect("a log always has its current segment");
+        let s = self
+            .segments
+            .last()
+            .expect("a log always has its current segment");
         Position {
             segment: s.id,
             offset: s.len,
@@ -686,7 +692,10 @@ mod tests {
         let err = SegmentLog::open(&dir, opts(1 << 20, 1 << 20))
             .err()
             .unwrap();
-        assert!(err.to_string().contains("00000000000000000003.seg"), "{err}");
+        assert!(
+            err.to_string().contains("00000000000000000003.seg"),
+            "{err}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -365,7 +365,8 @@ impl TailStorage {
             budget: opts.budget.clone(),
             sync: opts.sync,
         };
-        let (spans, mut truncations) = SegmentLog::open(&opts.directory.join("spans"), log_opts.clone())?;
+        let (spans, mut truncations) =
+            SegmentLog::open(&opts.directory.join("spans"), log_opts.clone())?;
         // Decisions are bookkeeping: they ride on the spans' fsyncs rather than paying their own.
         let decisions_opts = LogOptions {
             segment_bytes: (opts.segment_bytes / 4).max(1 << 16),
@@ -405,11 +406,15 @@ impl TailStorage {
                         report.decisions += round.decisions.len() as u64;
                         next_round = next_round.max(round.round + 1);
                         for d in &round.decisions {
-                            decisions.by_trace.entry(d.id).or_default().push(DecisionAt {
-                                round: round.round,
-                                start: round.start,
-                                verdict: d.verdict,
-                            });
+                            decisions
+                                .by_trace
+                                .entry(d.id)
+                                .or_default()
+                                .push(DecisionAt {
+                                    round: round.round,
+                                    start: round.start,
+                                    verdict: d.verdict,
+                                });
                         }
                         decisions.in_order.extend_from_slice(&round.decisions);
                         book.note(id, Some(&round));
@@ -447,28 +452,29 @@ impl TailStorage {
     }
 
     /// Calls `each(position, now, payload)` for every payload on disk, oldest first.
+    /// Returns the segments, bytes and payloads read.
     pub fn for_each_payload(
         &self,
-        report: &mut ReplayReport,
         mut each: impl FnMut(Position, i64, &[u8]),
-    ) -> io::Result<()> {
+    ) -> io::Result<(u64, u64, u64)> {
+        let mut report = (0, 0, 0);
         let spans = lock(&self.spans);
         let ids = spans.segment_ids();
         // The last segment is the fresh one this open created.
         for &id in &ids[..ids.len() - 1] {
             let data = spans.read_segment(id)?;
-            report.segments += 1;
-            report.bytes += data.len() as u64;
+            report.0 += 1;
+            report.1 += data.len() as u64;
             for r in Records::new(id, &data) {
                 if r.kind != PAYLOAD || r.body.len() < 8 {
                     continue;
                 }
                 let now = i64::from_le_bytes(r.body[..8].try_into().unwrap());
-                report.payloads += 1;
+                report.2 += 1;
                 each(r.position, now, &r.body[8..]);
             }
         }
-        Ok(())
+        Ok(report)
     }
 
     /// Writes an accepted payload; returns its position and the sequence number `sync_to` takes.
@@ -476,6 +482,11 @@ impl TailStorage {
         let mut spans = lock(&self.spans);
         let p = spans.append(PAYLOAD, &[&now.to_le_bytes(), payload])?;
         Ok((p, spans.written()))
+    }
+
+    /// The group-commit sequence number of everything written so far.
+    pub fn written(&self) -> u64 {
+        lock(&self.spans).written()
     }
 
     pub fn sync_policy(&self) -> SyncPolicy {

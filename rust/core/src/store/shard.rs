@@ -6,7 +6,7 @@
 //! a second FIFO. Entries of traces decided or evicted in the meantime go stale (slot generation) and are
 //! skipped; the queues are compacted when stale entries outnumber live ones.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use ahash::RandomState;
@@ -18,6 +18,7 @@ use super::recent::{KeptSummary, KeptTrace, RecentKept};
 use super::stats::{PolicyCounters, ShardGauges, ShardStats};
 use crate::config::EngineConfig;
 use crate::consistent::{adjusted_count, read_ot, rewrite_span, span_trace_state, with_threshold};
+use crate::durable::{Decided, Verdict};
 use crate::error::Error;
 use crate::otlp::decode::Decoded;
 use crate::otlp::encode::{
@@ -45,6 +46,8 @@ struct Trace {
     view: TraceView,
     chunks: Vec<Chunk>,
     framed_bytes: u64,
+    /// With tail storage, the spans log segment of the trace's first payload: the oldest it needs kept.
+    first_segment: u64,
     /// Per span, what the propagation audit reads when the trace is decided (empty when the audit is off).
     audit: Vec<AuditSpan>,
 }
@@ -167,6 +170,15 @@ pub struct Shard {
     chunks: u64,
     pub stats: ShardStats,
     pub policy_stats: Vec<PolicyCounters>,
+    /// With tail storage: buffered traces by first segment, and the decisions made since the last round.
+    durable: Option<DurableState>,
+}
+
+#[derive(Default)]
+struct DurableState {
+    pending_by_segment: BTreeMap<u64, u32>,
+    decided: Vec<Decided>,
+    min_kept_segment: u64,
 }
 
 impl Shard {
@@ -212,7 +224,44 @@ impl Shard {
             chunks: 0,
             stats: ShardStats::default(),
             policy_stats: vec![PolicyCounters::default(); n],
+            durable: None,
         }
+    }
+
+    /// Tail storage is on: follow which segments buffered traces need, and record every decision.
+    pub fn set_durable(&mut self) {
+        self.durable = Some(DurableState {
+            min_kept_segment: u64::MAX,
+            ..DurableState::default()
+        });
+    }
+
+    fn record_decision(&mut self, id: u128, verdict: Verdict, first_segment: u64) {
+        if let Some(d) = &mut self.durable {
+            d.decided.push(Decided { id, verdict });
+            if matches!(verdict, Verdict::Sampled { .. }) {
+                d.min_kept_segment = d.min_kept_segment.min(first_segment);
+            }
+        }
+    }
+
+    /// Moves the decisions made since the last call to `out`; returns the oldest spans segment of the traces
+    /// kept among them (`u64::MAX` when none).
+    pub fn take_decisions(&mut self, out: &mut Vec<Decided>) -> u64 {
+        let Some(d) = &mut self.durable else {
+            return u64::MAX;
+        };
+        out.append(&mut d.decided);
+        std::mem::replace(&mut d.min_kept_segment, u64::MAX)
+    }
+
+    /// The oldest spans segment a buffered trace needs (None when none is buffered, or without storage).
+    pub fn pending_min_segment(&self) -> Option<u64> {
+        self.durable
+            .as_ref()?
+            .pending_by_segment
+            .first_key_value()
+            .map(|(&s, _)| s)
     }
 
     /// The shard's clock never runs backwards.
@@ -272,7 +321,8 @@ impl Shard {
     }
 
     /// Takes this shard's spans of a decoded payload. `admit` must have accepted `order` first.
-    pub fn ingest(&mut self, d: &Decoded<'_>, order: &[(u128, u32)], now: i64) {
+    /// `segment` is the spans log segment the payload was written to (0 without tail storage).
+    pub fn ingest(&mut self, d: &Decoded<'_>, order: &[(u128, u32)], now: i64, segment: u64) {
         let now = self.tick(now);
         self.stats.spans_received += order.len() as u64;
         // Origins of this payload's scopes, interned on first use.
@@ -293,7 +343,7 @@ impl Shard {
                 end += 1;
             }
             let group = &order[start..end];
-            self.ingest_trace(d, id, group, now, &mut seen);
+            self.ingest_trace(d, id, group, now, segment, &mut seen);
             start = end;
         }
     }
@@ -367,6 +417,7 @@ impl Shard {
         id: u128,
         group: &[(u128, u32)],
         now: i64,
+        segment: u64,
         seen: &mut PayloadOrigins,
     ) {
         let slot = match self.table.get(&id) {
@@ -393,7 +444,7 @@ impl Shard {
                 self.log.add_late(id, group.len() as u32);
                 return;
             }
-            None => self.new_trace(id, now),
+            None => self.new_trace(id, now, segment),
         };
         // Fold the summary: counts, times, status, flags, root, and the folding policies' bits.
         let s = slot as usize;
@@ -503,6 +554,7 @@ impl Shard {
             self.stats.spans_dropped += u64::from(self.traces[s].view.span_count);
             self.not_sampled.insert(id);
             self.log_undecided(slot, Outcome::DroppedTooLarge, Trigger::Ingest, now);
+            self.record_decision(id, Verdict::NotSampled, self.traces[s].first_segment);
             self.free_slot(slot);
         }
     }
@@ -537,6 +589,7 @@ impl Shard {
         };
         self.stats.traces_forgotten += 1;
         self.stats.spans_forgotten += u64::from(self.traces[slot as usize].view.span_count);
+        self.record_decision(id, Verdict::Discarded, 0);
         self.free_slot(slot);
         true
     }
@@ -606,7 +659,7 @@ impl Shard {
         self.log.bytes()
     }
 
-    fn new_trace(&mut self, id: u128, now: i64) -> u32 {
+    fn new_trace(&mut self, id: u128, now: i64, segment: u64) -> u32 {
         if self.table.len() >= self.limit {
             self.evict_oldest();
         }
@@ -625,7 +678,11 @@ impl Shard {
             ..Default::default()
         };
         t.framed_bytes = 0;
+        t.first_segment = segment;
         let generation = t.generation;
+        if let Some(d) = &mut self.durable {
+            *d.pending_by_segment.entry(segment).or_insert(0) += 1;
+        }
         self.table.insert(id, slot);
         self.due.push_back((slot, generation));
         self.stats.traces_received += 1;
@@ -641,15 +698,32 @@ impl Shard {
                 self.stats.spans_evicted += u64::from(self.traces[slot as usize].view.span_count);
                 let now = self.clock;
                 self.log_undecided(slot, Outcome::Evicted, Trigger::Ingest, now);
+                self.discard(slot);
                 self.free_slot(slot);
                 return;
             }
         }
     }
 
+    /// Records a trace leaving undecided (for tail storage: its spans are not replayed).
+    fn discard(&mut self, slot: u32) {
+        let id = u128::from_be_bytes(self.traces[slot as usize].view.trace_id);
+        self.record_decision(id, Verdict::Discarded, 0);
+    }
+
     fn free_slot(&mut self, slot: u32) {
         let t = &mut self.traces[slot as usize];
         let id = u128::from_be_bytes(t.view.trace_id);
+        if let Some(d) = &mut self.durable {
+            if let std::collections::btree_map::Entry::Occupied(mut e) =
+                d.pending_by_segment.entry(t.first_segment)
+            {
+                *e.get_mut() -= 1;
+                if *e.get() == 0 {
+                    e.remove();
+                }
+            }
+        }
         t.live = false;
         t.generation = t.generation.wrapping_add(1);
         self.span_bytes -= t.framed_bytes;
@@ -752,6 +826,7 @@ impl Shard {
                 self.stats.traces_dropped_by_policy += 1;
                 self.stats.spans_dropped += spans;
                 self.not_sampled.insert(id);
+                self.record_decision(id, Verdict::NotSampled, 0);
                 Outcome::DroppedByPolicy
             }
             (false, Some(i)) => {
@@ -772,27 +847,24 @@ impl Shard {
                 }
                 self.sampled.insert(id, stage);
                 logged_stage = stage;
-                // The chunks move to the output; `free_slot` then counts none for this trace.
-                self.chunks -= self.traces[s].chunks.len() as u64;
                 let attrs = if self.cfg.record_policy {
                     self.policy_attributes(i)
                 } else {
                     Vec::new()
                 };
-                let mut chunks = std::mem::take(&mut self.traces[s].chunks);
-                for c in &mut chunks {
-                    c.framed = self.rewrite_kept(std::mem::take(&mut c.framed), stage, &attrs);
-                }
-                if self.recent.is_on() {
-                    self.recent.push(id, now, &chunks);
-                }
-                out.append(&mut chunks);
+                let verdict = Verdict::Sampled {
+                    policy: Some(i as u16),
+                    stage,
+                };
+                self.record_decision(id, verdict, self.traces[s].first_segment);
+                self.keep_chunks(s, id, stage, &attrs, now, out);
                 Outcome::Sampled
             }
             (false, None) => {
                 self.stats.traces_not_sampled += 1;
                 self.stats.spans_not_sampled += spans;
                 self.not_sampled.insert(id);
+                self.record_decision(id, Verdict::NotSampled, 0);
                 Outcome::NotSampled
             }
         };
@@ -816,6 +888,70 @@ impl Shard {
         });
         self.free_slot(slot);
         outcome
+    }
+
+    /// Moves a kept trace's chunks to the output, rewritten as they leave.
+    fn keep_chunks(
+        &mut self,
+        s: usize,
+        id: u128,
+        stage: Stage,
+        attrs: &[u8],
+        now: i64,
+        out: &mut Vec<Chunk>,
+    ) {
+        // The chunks move to the output; `free_slot` then counts none for this trace.
+        self.chunks -= self.traces[s].chunks.len() as u64;
+        let mut chunks = std::mem::take(&mut self.traces[s].chunks);
+        for c in &mut chunks {
+            c.framed = self.rewrite_kept(std::mem::take(&mut c.framed), stage, attrs);
+        }
+        if self.recent.is_on() {
+            self.recent.push(id, now, &chunks);
+        }
+        out.append(&mut chunks);
+    }
+
+    /// Replay: sends a buffered trace out with the decision it was given before a restart (its spans leave at
+    /// the next poll, with the late spans). False if it is not buffered.
+    pub fn resend(&mut self, id: u128, policy: Option<u16>, stage: Stage, now: i64) -> bool {
+        let Some(&slot) = self.table.get(&id) else {
+            return false;
+        };
+        let s = slot as usize;
+        let attrs = match policy.map(usize::from) {
+            Some(i) if self.cfg.record_policy && i < self.policies.len() => {
+                string_attribute("tailsampling.policy", &self.policies[i].name)
+            }
+            _ => Vec::new(),
+        };
+        self.sampled.insert(id, stage);
+        self.stats.traces_resent += 1;
+        self.stats.spans_resent += u64::from(self.traces[s].view.span_count);
+        let verdict = Verdict::Sampled { policy, stage };
+        self.record_decision(id, verdict, self.traces[s].first_segment);
+        let mut out = Vec::new();
+        self.keep_chunks(s, id, stage, &attrs, now, &mut out);
+        for c in out {
+            self.late_bytes += c.framed.len() as u64;
+            self.late.push(c);
+        }
+        self.free_slot(slot);
+        true
+    }
+
+    /// Replay: remembers a decision made before a restart in the decision caches.
+    pub fn remember(&mut self, d: &Decided) {
+        match d.verdict {
+            Verdict::Sampled { stage, .. } => self.sampled.insert(d.id, stage),
+            Verdict::NotSampled => self.not_sampled.insert(d.id),
+            Verdict::Discarded => {}
+        }
+    }
+
+    /// The bytes this shard holds for buffered traces (the engine's `max_buffered_bytes` counts these).
+    pub fn memory_bytes(&self) -> u64 {
+        self.gauges().memory_bytes
     }
 
     /// A kept chunk as it leaves: with `attrs` appended to each span, and, with adjusted counts on, each
@@ -909,6 +1045,7 @@ impl Shard {
                 self.stats.traces_dropped_on_shutdown += 1;
                 self.stats.spans_dropped += spans;
                 self.log_undecided(slot, Outcome::DroppedOnShutdown, Trigger::Flush, now);
+                self.discard(slot);
                 self.free_slot(slot);
             } else {
                 let due = self.traces[slot as usize].first_seen.saturating_add(wait);

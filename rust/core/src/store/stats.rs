@@ -2,7 +2,7 @@
 
 /// Counters of one shard. Invariant over the engine's life:
 /// `traces_received = traces_sampled + traces_not_sampled + traces_dropped + traces_evicted + traces_forgotten
-/// + traces_in_memory`.
+/// + traces_resent + traces_in_memory`.
 #[derive(Debug, Clone, Default)]
 pub struct ShardStats {
     pub spans_received: u64,
@@ -23,6 +23,9 @@ pub struct ShardStats {
     /// instance, which rebuilds them from the log).
     pub traces_forgotten: u64,
     pub spans_forgotten: u64,
+    /// Replayed from tail storage after a restart and sent again with the decision made before it.
+    pub traces_resent: u64,
+    pub spans_resent: u64,
     pub spans_sampled: u64,
     /// Kept traces whose sampling probability is unknown (adjusted counts on): their spans leave without `th`.
     pub traces_sampled_probability_unknown: u64,
