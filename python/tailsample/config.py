@@ -73,6 +73,12 @@ class Config:
         return list(self._native.policy_names)
 
     @property
+    def tail_storage(self) -> str | None:
+        """The `file_storage` extension holding the buffer on disk (`tail_storage`), if configured."""
+        value = self.normalized().get("tail_storage")
+        return value if isinstance(value, str) else None
+
+    @property
     def decision_wait(self) -> float:
         """Seconds from a trace's first span to its decision."""
         return float(self._native.decision_wait)

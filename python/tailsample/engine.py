@@ -12,8 +12,9 @@ from typing import Any
 
 from tailsample import _native
 from tailsample.config import Config
-from tailsample.errors import TailsampleError
+from tailsample.errors import ConfigError, TailsampleError
 from tailsample.gaps import GapReport
+from tailsample.storage import FileStorage
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,33 @@ class Engine:
 
     `now` is seconds on the engine's clock, `time.monotonic()` unless given, so tests and replays control time.
     Time never runs backwards inside the engine: a `now` earlier than one already seen counts as that one.
+
+    With `storage` (the configuration's `tail_storage`), the buffer is on disk under
+    `storage.component_directory("processor", component_id)`: opening replays it (see `replay_report`), every
+    payload taken is written before `ingest` returns, and the clock is `time.time()`, which goes on across
+    restarts. Call `acknowledge(round)` once a round's payloads (`poll_round`) are exported.
     """
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, storage: FileStorage | None = None,
+                 component_id: str = "tail_sampling", now: float | None = None) -> None:
         self.config = config
-        self._native = _native.NativeEngine(config._native)
+        self.storage = storage
+        if storage is None:
+            if config.tail_storage is not None:
+                raise ConfigError(f"tail_storage names {config.tail_storage!r}: give its settings, "
+                                  "Engine(config, storage=FileStorage(directory)), or serve the whole collector "
+                                  "configuration", "tail_storage")
+            self._clock = time.monotonic
+            self._native = _native.NativeEngine(config._native)
+        else:
+            self._clock = time.time
+            self.directory = storage.component_directory("processor", component_id)
+            self._native = _native.NativeEngine(
+                config._native, str(self.directory), storage.budget, storage.segment_size, storage.sync,
+                self._clock() if now is None else now)
+
+    def _now(self, now: float | None) -> float:
+        return self._clock() if now is None else now
 
     def ingest(self, payload: bytes | bytearray | memoryview, *, now: float | None = None) -> int:
         """Take one ExportTraceServiceRequest (protobuf bytes), whole or not at all; return its number of spans.
@@ -64,7 +87,7 @@ class Engine:
         """
         if not isinstance(payload, bytes):  # bytearray, memoryview: the engine reads immutable bytes only
             payload = bytes(payload)
-        return self._native.ingest(payload, time.monotonic() if now is None else now)
+        return self._native.ingest(payload, self._now(now))
 
     def ingest_traces(self, payload: bytes | bytearray | memoryview, *,
                       now: float | None = None) -> tuple[int, list[bytes]]:
@@ -72,7 +95,7 @@ class Engine:
         to commit a message once its traces are decided)."""
         if not isinstance(payload, bytes):
             payload = bytes(payload)
-        spans, ids = self._native.ingest_traces(payload, time.monotonic() if now is None else now)
+        spans, ids = self._native.ingest_traces(payload, self._now(now))
         return spans, [ids[i:i + 16] for i in range(0, len(ids), 16)]
 
     def ingest_batch(self, payloads: list[bytes], *,
@@ -81,7 +104,7 @@ class Engine:
         result per payload tried: `(spans, trace IDs)` when taken; the `DecodeError` of a malformed one (skipped);
         the `BackpressureError` that stopped the batch, always last: the payloads after it were not tried."""
         out: list[tuple[int, list[bytes]] | TailsampleError] = []
-        for r in self._native.ingest_batch(payloads, time.monotonic() if now is None else now):
+        for r in self._native.ingest_batch(payloads, self._now(now)):
             if isinstance(r, TailsampleError):
                 out.append(r)
             elif isinstance(r, tuple):
@@ -102,11 +125,33 @@ class Engine:
 
     def poll(self, *, now: float | None = None) -> list[bytes]:
         """Decide every trace that is due; return the kept spans (and late spans of kept traces) as payloads."""
-        return self._native.poll(time.monotonic() if now is None else now)
+        return self._native.poll(self._now(now))
 
     def flush(self, *, now: float | None = None) -> list[bytes]:
         """Decide everything pending, as at shutdown (or drop it, with `drop_pending_traces_on_shutdown`)."""
-        return self._native.flush(time.monotonic() if now is None else now)
+        return self._native.flush(self._now(now))
+
+    def poll_round(self, *, now: float | None = None) -> tuple[int, list[bytes]]:
+        """`poll`, with the round's number: `acknowledge` it once its payloads are exported."""
+        return self._native.poll_round(self._now(now))
+
+    def flush_round(self, *, now: float | None = None) -> tuple[int, list[bytes]]:
+        """`flush`, with the round's number."""
+        return self._native.flush_round(self._now(now))
+
+    def acknowledge(self, round_: int) -> bool:
+        """Round `round_` and every one before it are exported (or safely queued): tail storage no longer needs
+        their kept spans and may delete whole segments. False without tail storage, or for an unknown or already
+        acknowledged round. Raises `StorageError` when the acknowledgement cannot be written."""
+        return self._native.acknowledge(round_)
+
+    def replay_report(self) -> dict[str, Any] | None:
+        """What opening tail storage found and did: `duration` (s), `payloads`, `traces_pending` (buffered again
+        with their first-seen times), `traces_resent`/`spans_resent` (kept before the restart, perhaps not
+        exported: sent again, possible duplicates), `spans_covered` (exported and acknowledged, not replayed),
+        `truncations` (torn or corrupt tails cut off: segment, file, offset, bytes, reason). None without tail
+        storage."""
+        return self._native.replay_report()
 
     def stats(self) -> dict[str, int]:
         """Counters and gauges: spans_received, traces_sampled, traces_in_memory, traces_evicted, ..."""

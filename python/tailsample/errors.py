@@ -40,4 +40,14 @@ class BackpressureError(TailsampleError):
         self.reason = reason
 
 
-__all__ = ["BackpressureError", "ConfigError", "DecodeError", "TailsampleError"]
+class StorageError(TailsampleError):
+    """The storage directory could not be opened, read or written. `path` is the directory, when known.
+
+    A payload whose write failed was not taken; receivers answer it as retryable."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+__all__ = ["BackpressureError", "ConfigError", "DecodeError", "StorageError", "TailsampleError"]

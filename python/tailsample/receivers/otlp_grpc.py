@@ -15,10 +15,10 @@ import logging
 import grpc
 from grpc import aio
 
-from tailsample.errors import BackpressureError, DecodeError
+from tailsample.errors import BackpressureError, DecodeError, StorageError
 from tailsample.otlp_status import RESOURCE_EXHAUSTED, encode_status
 from tailsample.receivers.auth import BearerTokenAuth
-from tailsample.receivers.sink import ReceiverMetrics, Sink, span_count
+from tailsample.receivers.sink import ReceiverMetrics, Sink, consume, span_count
 from tailsample.service.config import GrpcServer, HostPort
 from tailsample.tls import server_credentials
 
@@ -80,12 +80,12 @@ class OtlpGrpcReceiver:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                     "missing or invalid bearer token in the authorization metadata")
         try:
-            spans = self.sink.consume(request)
+            spans = await consume(self.sink, request)
         except DecodeError as exc:
             self.metrics.rejected.add(1, self.id, "grpc", "malformed")
             log.debug("grpc export: malformed request: %s", exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed ExportTraceServiceRequest: {exc}")
-        except BackpressureError as exc:
+        except (BackpressureError, StorageError) as exc:
             self.metrics.refused.add(span_count(request), self.id, "grpc")
             message = f"{exc}; retry later"
             details = encode_status(RESOURCE_EXHAUSTED, message, RETRY_AFTER_S)

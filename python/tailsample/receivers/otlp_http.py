@@ -19,7 +19,7 @@ from typing import Literal
 
 from aiohttp import web
 
-from tailsample.errors import BackpressureError, DecodeError
+from tailsample.errors import BackpressureError, DecodeError, StorageError
 from tailsample.fileformat import json_to_proto
 from tailsample.otlp_status import (
     INVALID_ARGUMENT,
@@ -29,7 +29,7 @@ from tailsample.otlp_status import (
     status_json,
 )
 from tailsample.receivers.auth import BearerTokenAuth
-from tailsample.receivers.sink import ReceiverMetrics, Sink, span_count
+from tailsample.receivers.sink import ReceiverMetrics, Sink, consume, span_count
 from tailsample.service.config import HostPort, HttpServer
 from tailsample.tls import server_context
 
@@ -123,11 +123,11 @@ class OtlpHttpReceiver:
             self.metrics.rejected.add(1, self.id, "http", "malformed")
             return _error(request, 400, INVALID_ARGUMENT, f"malformed {kind} body: {exc}", ctype)
         try:
-            spans = self.sink.consume(payload)
+            spans = await consume(self.sink, payload)
         except DecodeError as exc:
             self.metrics.rejected.add(1, self.id, "http", "malformed")
             return _error(request, 400, INVALID_ARGUMENT, f"malformed ExportTraceServiceRequest: {exc}", ctype)
-        except BackpressureError as exc:
+        except (BackpressureError, StorageError) as exc:
             self.metrics.refused.add(span_count(payload), self.id, "http")
             resp = _error(request, 503, UNAVAILABLE, f"{exc}; retry later", ctype, retry_after=RETRY_AFTER_S)
             resp.headers["Retry-After"] = str(RETRY_AFTER_S)

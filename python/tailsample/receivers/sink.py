@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from tailsample import _native
@@ -14,10 +15,20 @@ class Sink(Protocol):
 
     `consume` takes one ExportTraceServiceRequest (protobuf bytes) whole or not at all and returns its span
     count. It raises `DecodeError` for a malformed payload (the client must not retry) and `BackpressureError`
-    when a limit is reached (the client should retry later; nothing of the payload was taken).
+    when a limit is reached, or `StorageError` when tail storage could not write it (the client should retry
+    later; nothing of the payload was taken). A sink whose `consume` waits on the disk (an fsync) says so with a
+    true `blocking` attribute: receivers then call it from a thread, so the event loop goes on and concurrent
+    requests share one fsync.
     """
 
     def consume(self, payload: bytes) -> int: ...
+
+
+async def consume(sink: Sink, payload: bytes) -> int:
+    """`sink.consume(payload)`, from a worker thread when the sink blocks on the disk."""
+    if getattr(sink, "blocking", False):
+        return await asyncio.to_thread(sink.consume, payload)
+    return sink.consume(payload)
 
 
 def span_count(payload: bytes) -> int:

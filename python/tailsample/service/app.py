@@ -3,7 +3,8 @@
 Start order: exporters, pipelines (engines), receivers, then the metrics and health endpoints; the health check
 answers 200 only once everything serves. Stop order (SIGTERM or SIGINT): health answers 503, receivers stop
 accepting (calls in flight finish), every engine decides what it holds (or drops it with
-`drop_pending_traces_on_shutdown`), the kept spans go to the exporters, which drain their queues until
+`drop_pending_traces_on_shutdown`; with tail storage, only what is due: the rest waits on disk for the next
+start), the kept spans go to the exporters, which drain their queues until
 `shutdown_timeout`; then the process exits 0.
 """
 
@@ -13,6 +14,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import datetime
+import functools
 import json
 import logging
 import signal
@@ -27,11 +29,13 @@ from tailsample.fileformat import proto_to_json
 from tailsample.receivers import BearerTokenAuth, OtlpGrpcReceiver, OtlpHttpReceiver, ReceiverMetrics
 from tailsample.service.config import (
     BearerTokenAuthExtension,
+    FileStorageExtension,
     HealthCheckExtension,
     HostPort,
     MemoryLimiterProcessor,
     OtlpExporter,
     ServiceConfig,
+    TailSamplingProcessor,
 )
 from tailsample.service.config import KafkaReceiver as KafkaReceiverSettings
 
@@ -115,10 +119,16 @@ class Service:
         for pid, proc in cfg.processors.items():
             if isinstance(proc, MemoryLimiterProcessor) and any(pid in p.processors for p in cfg.pipelines.values()):
                 self.limiters[pid] = MemoryLimiter(proc, self.registry)
+        storages = {xid: ext.open() for xid, ext in cfg.extensions.items()
+                    if isinstance(ext, FileStorageExtension) and xid in cfg.service_extensions}
         for pid, p in cfg.pipelines.items():
-            self.pipelines[pid] = ServicePipeline(
-                p, dict(cfg.processors), [self.exporters[e] for e in p.exporters],
-                [self.limiters[x] for x in p.processors if x in self.limiters], self.registry)
+            sampler = cfg.processors[p.tail_sampling]
+            assert isinstance(sampler, TailSamplingProcessor)
+            storage = storages.get(sampler.config.tail_storage or "")
+            # Opening tail storage replays it: off the event loop.
+            self.pipelines[pid] = await loop.run_in_executor(self._executor, functools.partial(
+                ServicePipeline, p, dict(cfg.processors), [self.exporters[e] for e in p.exporters],
+                [self.limiters[x] for x in p.processors if x in self.limiters], self.registry, storage))
 
         receiver_metrics = ReceiverMetrics(self.registry)
         auths: dict[str, BearerTokenAuth] = {}

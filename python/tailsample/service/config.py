@@ -19,12 +19,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, cast
 
 import yaml
 
 from tailsample.config import Config, _type_name, parse_yaml, read_config_text
 from tailsample.errors import ConfigError
+from tailsample.storage import DEFAULT_MAX_SIZE, DEFAULT_SEGMENT_SIZE, SYNC_POLICIES, FileStorage, SyncPolicy
 
 MiB = 1024 * 1024
 
@@ -234,8 +235,30 @@ class BearerTokenAuthExtension:
 
 @dataclass(frozen=True)
 class FileStorageExtension:
+    """`file_storage`: the collector's keys (directory, create_directory, directory_permissions, fsync; timeout,
+    compaction and recreate accepted and ignored) and tailsample's under `tailsample:` (max_size_mib,
+    segment_size_mib, sync). `fsync: true` means `sync: payload`."""
+
     id: str
     directory: str
+    create_directory: bool = False
+    directory_permissions: int = 0o750
+    max_size_mib: int = DEFAULT_MAX_SIZE >> 20
+    segment_size_mib: int = DEFAULT_SEGMENT_SIZE >> 20
+    sync: SyncPolicy = "none"
+
+    def open(self) -> FileStorage:
+        """The storage, its directory checked (or created with `create_directory`)."""
+        path = Path(self.directory)
+        if not path.is_dir():
+            if path.exists():
+                raise ConfigError(f"extensions.{self.id}.directory: {self.directory} is not a directory",
+                                  path=f"extensions.{self.id}.directory")
+            if not self.create_directory:
+                raise ConfigError(f"extensions.{self.id}.directory: {self.directory} does not exist; create it or "
+                                  "set create_directory: true", path=f"extensions.{self.id}.directory")
+            path.mkdir(mode=self.directory_permissions, parents=True)
+        return FileStorage(path, self.max_size_mib << 20, self.segment_size_mib << 20, self.sync)
 
 
 Extension = HealthCheckExtension | BearerTokenAuthExtension | FileStorageExtension
@@ -824,8 +847,24 @@ def _extension(ctx: _Ctx, kind: str, xid: str, value: Any) -> Extension:
             ctx.fail(path, "token and filename are exclusive; give one")
         return BearerTokenAuthExtension(xid, token, filename, b.text("scheme", "Bearer"))
     if kind == "file_storage":
-        s = _Node(ctx, path, value, ("directory",))
-        return FileStorageExtension(xid, s.req_text("directory"))
+        s = _Node(ctx, path, value, ("create_directory", "directory", "directory_permissions", "fsync", "tailsample"),
+                  {"timeout": "no file locking: one process owns the directory",
+                   "compaction": "segments are deleted whole once decided and exported; nothing to compact",
+                   "recreate": "the directory is replayed on start; delete it to start empty"})
+        perms = s.text("directory_permissions", "0750")
+        try:
+            mode = int(perms, 8)
+        except ValueError:
+            s.fail("directory_permissions", f"expected an octal mode such as 0750, got {perms!r}")
+        t = s.sub("tailsample", ("max_size_mib", "segment_size_mib", "sync"))
+        max_mib = t.integer("max_size_mib", DEFAULT_MAX_SIZE >> 20, minimum=1)
+        segment_mib = t.integer("segment_size_mib", DEFAULT_SEGMENT_SIZE >> 20, minimum=1)
+        if segment_mib > max_mib:
+            t.fail("segment_size_mib", f"must not exceed max_size_mib ({max_mib}), got {segment_mib}")
+        default_sync = "payload" if s.flag("fsync", False) else "none"
+        sync = cast("SyncPolicy", t.choice("sync", SYNC_POLICIES, default_sync))
+        return FileStorageExtension(xid, s.req_text("directory"), s.flag("create_directory", False), mode,
+                                    max_mib, segment_mib, sync)
     ctx.fail(path, f"unsupported extension type {kind!r}; tailsample serve supports: {', '.join(EXTENSION_TYPES)}")
 
 
@@ -949,6 +988,9 @@ def _build(data: Any, ctx: _Ctx, env: Mapping[str, str] | None) -> ServiceConfig
             if server is not None:
                 check_ref(f"receivers.{rid}.protocols.{proto}.auth.authenticator", server.auth,
                           BearerTokenAuthExtension)
+    for pid, proc in cfg["processors"].items():
+        if isinstance(proc, TailSamplingProcessor):
+            check_ref(f"processors.{pid}.tail_storage", proc.config.tail_storage, FileStorageExtension)
     for eid, exp in cfg["exporters"].items():
         if isinstance(exp, OtlpExporter):
             check_ref(f"exporters.{eid}.sending_queue.storage", exp.sending_queue.storage, FileStorageExtension)

@@ -12,7 +12,11 @@ receivers ──bytes──▶ [memory_limiter] ─▶ tail_sampling (the engine
   through; the README says so.
 - Several exporters receive the same bytes.
 - Every decision round (one poll) is followed in a `RoundLedger` until each batch it produced is settled by
-  every exporter: the Kafka receiver commits a message only behind rounds whose batches were all sent.
+  every exporter: the Kafka receiver commits a message only behind rounds whose batches were all sent, and an
+  engine with tail storage is told (`acknowledge`) which rounds are settled, so it can delete what they held.
+  A batch an exporter gave up counts as settled there: a persistent queue (`sending_queue.storage`) is what
+  keeps batches through exporter failures; tail storage keeps the buffer through restarts.
+- With tail storage, shutdown decides only what is due: the rest stays on disk for the next start.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from tailsample import _native
 from tailsample.engine import Engine
+from tailsample.errors import StorageError
 from tailsample.exporters.base import Batch, Exporter, Ticket
 from tailsample.service.config import BatchProcessor, Pipeline, TailSamplingProcessor
 from tailsample.service.memory import MemoryLimiter
 from tailsample.service.metrics import Registry, Sample
+from tailsample.storage import FileStorage
 
 log = logging.getLogger("tailsample.pipeline")
 
@@ -39,7 +45,9 @@ _GAUGES = frozenset({"traces_in_memory", "spans_in_memory", "span_bytes_in_memor
                      "non_sampled_cache_bytes", "interned_origins", "num_shards", "policy_state_keys",
                      "policy_state_bytes", "red_series", "red_memory_bytes", "decision_log_records",
                      "decision_log_bytes", "recent_kept_traces", "recent_kept_bytes", "propagation_pairs",
-                     "propagation_memory_bytes"})
+                     "propagation_memory_bytes", "buffered_bytes", "storage_bytes", "storage_directory_bytes",
+                     "storage_span_segments", "storage_decision_segments", "storage_open_rounds",
+                     "storage_acknowledged_round"})
 _SPAN_KINDS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
                "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER")
 _STATUS_CODES = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
@@ -53,6 +61,7 @@ class Round(Ticket):
         self.seq = seq
         self.outstanding = 1  # the dispatch itself
         self.failed = False
+        self.engine_round: int | None = None  # the engine's number for it, once polled
 
     def hold(self, n: int = 1) -> None:
         self.outstanding += n
@@ -71,11 +80,14 @@ class RoundLedger:
     are read again after a restart (at least once). Runs on the event loop; the Kafka consumer thread reads the
     two integers."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_settled: Callable[[int], None] | None = None) -> None:
         self.started = 0
         self.sent_through = 0
+        self.settled_through = 0  # every round up to here settled, sent or given up
         self.failed_at: int | None = None
         self._open: set[int] = set()
+        self._engine_rounds: dict[int, int] = {}
+        self._on_settled = on_settled
 
     def begin(self) -> Round:
         self.started += 1
@@ -84,12 +96,21 @@ class RoundLedger:
 
     def finish(self, r: Round) -> None:
         self._open.discard(r.seq)
+        if r.engine_round is not None:
+            self._engine_rounds[r.seq] = r.engine_round
         if r.failed and (self.failed_at is None or r.seq < self.failed_at):
             self.failed_at = r.seq
-        through = (min(self._open) - 1) if self._open else self.started
+        settled = (min(self._open) - 1) if self._open else self.started
+        through = settled
         if self.failed_at is not None:
             through = min(through, self.failed_at - 1)
         self.sent_through = max(self.sent_through, through)
+        if settled > self.settled_through:
+            self.settled_through = settled
+            done = [seq for seq in self._engine_rounds if seq <= settled]
+            last = max((self._engine_rounds.pop(seq) for seq in done), default=None)
+            if last is not None and self._on_settled is not None:
+                self._on_settled(last)
 
 
 def span_count(payload: bytes) -> int:
@@ -143,19 +164,23 @@ class ServicePipeline:
     """One `service.pipelines.traces[/name]`: consumes payloads, decides, hands kept spans to the exporters."""
 
     def __init__(self, settings: Pipeline, processors: dict[str, object], exporters: Sequence[Exporter],
-                 limiters: Sequence[MemoryLimiter], registry: Registry) -> None:
+                 limiters: Sequence[MemoryLimiter], registry: Registry,
+                 storage: FileStorage | None = None) -> None:
         self.id = settings.id
         sampler = processors[settings.tail_sampling]
         assert isinstance(sampler, TailSamplingProcessor)
         self.sampler_id = sampler.id
-        self.engine = Engine(sampler.config)
+        self.engine = Engine(sampler.config, storage=storage, component_id=sampler.id)
+        self.durable = storage is not None
+        if storage is not None:
+            _log_replay(sampler.id, self.engine)
         self.exporters = list(exporters)
         self.limiters = list(limiters)
         after = settings.processors[settings.processors.index(settings.tail_sampling) + 1:]
         batch = next((p for p in (processors[x] for x in after) if isinstance(p, BatchProcessor)), None)
         self.batcher = Batcher(batch, self.exporters) if batch is not None else None
         self.tick = min(0.1, max(0.01, sampler.config.decision_wait / 10))
-        self.rounds = RoundLedger()
+        self.rounds = RoundLedger(self._acknowledge if self.durable else None)
         self._timer = registry.histogram(
             PREFIX + "sampling_decision_timer_latency", "Latency (ms) of each run of the sampling decision timer",
             (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000), ("processor",))
@@ -173,7 +198,7 @@ class ServicePipeline:
     async def decide(self, loop: asyncio.AbstractEventLoop, executor: concurrent.futures.Executor) -> None:
         started = time.perf_counter()
         round_ = self.rounds.begin()  # before the poll: a message taken after this is decided in a later round
-        payloads = await loop.run_in_executor(executor, self.engine.poll)
+        round_.engine_round, payloads = await loop.run_in_executor(executor, self.engine.poll_round)
         self._timer.observe((time.perf_counter() - started) * 1e3, self.sampler_id)
         await self.dispatch(payloads, round_)
         if self.batcher is not None:
@@ -189,9 +214,18 @@ class ServicePipeline:
                 await fan_out(self.exporters, batch)
         round_.settle(True)
 
+    def _acknowledge(self, engine_round: int) -> None:
+        try:
+            self.engine.acknowledge(engine_round)
+        except StorageError as e:  # counted in storage_errors; a replay would send those rounds again
+            log.error("%s: %s", self.sampler_id, e)
+
     async def flush(self) -> None:
-        """Shutdown: decide (or drop) everything pending and hand it to the exporters."""
-        await self.dispatch(self.engine.flush(), self.rounds.begin())
+        """Shutdown: decide (or drop) everything pending and hand it to the exporters. With tail storage, only
+        what is due: the rest is on disk and replayed at the next start."""
+        round_ = self.rounds.begin()
+        round_.engine_round, payloads = self.engine.poll_round() if self.durable else self.engine.flush_round()
+        await self.dispatch(payloads, round_)
         if self.batcher is not None:
             await self.batcher.flush()
 
@@ -240,6 +274,20 @@ class ServicePipeline:
         out.extend(red_samples(self.engine, proc))
         out.extend(gap_samples(self.engine, proc))
         return out
+
+
+def _log_replay(sampler_id: str, engine: Engine) -> None:
+    r = engine.replay_report()
+    if r is None:
+        return
+    for t in r["truncations"]:
+        log.warning("%s: tail storage: %s at byte %d of %s: cut off %d bytes (a write the last run did not finish)",
+                    sampler_id, t["reason"], t["offset"], t["file"], t["bytes"])
+    if r["payloads"]:
+        log.info("%s: tail storage replayed %d payloads (%d bytes) in %.3f s: %d traces pending again, %d kept "
+                 "traces sent again (%d spans, possible duplicates), %d spans already exported",
+                 sampler_id, r["payloads"], r["bytes"], r["duration"], r["traces_pending"], r["traces_resent"],
+                 r["spans_resent"], r["spans_covered"])
 
 
 def _enum_name(names: tuple[str, ...], value: int) -> str:
@@ -323,6 +371,8 @@ class FanoutSink:
 
     def __init__(self, pipelines: Sequence[ServicePipeline]) -> None:
         self.pipelines = list(pipelines)
+        # An engine that fsyncs before answering is called from a worker thread (see receivers.sink.consume).
+        self.blocking = any(p.engine.storage is not None and p.engine.storage.sync != "none" for p in pipelines)
 
     def consume(self, payload: bytes) -> int:
         if len(self.pipelines) == 1:

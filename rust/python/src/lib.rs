@@ -14,6 +14,9 @@ use tailsample_core::consistent::probability_of_threshold;
 use tailsample_core::policy::inclusion::Stage;
 use tailsample_core::store::stats::LAG_BOUNDS_NS;
 use tailsample_core::store::{Knowledge, LoggedVote};
+use std::sync::Arc;
+
+use tailsample_core::durable::{Budget, StorageOptions, SyncPolicy};
 use tailsample_core::{seconds_to_ns, Engine, EngineConfig, Error};
 
 /// Maps a core error to its Python exception (classes defined in `tailsample/errors.py`).
@@ -29,6 +32,7 @@ fn to_py(py: Python<'_>, e: Error) -> PyErr {
             Error::Backpressure { limit, .. } => errors
                 .getattr("BackpressureError")?
                 .call1((message, limit))?,
+            Error::Storage { path, .. } => errors.getattr("StorageError")?.call1((message, path))?,
         };
         Ok(PyErr::from_value(value))
     })();
@@ -105,6 +109,40 @@ impl NativeConfig {
     }
 }
 
+/// The bytes one storage directory may hold, shared by every log in it (tail storage, exporter queues).
+#[pyclass(frozen, module = "tailsample._native")]
+struct NativeBudget {
+    budget: Arc<Budget>,
+}
+
+#[pymethods]
+impl NativeBudget {
+    #[new]
+    fn new(max_bytes: u64) -> Self {
+        NativeBudget {
+            budget: Budget::new(max_bytes),
+        }
+    }
+
+    #[getter]
+    fn used(&self) -> u64 {
+        self.budget.used()
+    }
+
+    #[getter]
+    fn max_bytes(&self) -> u64 {
+        self.budget.max_bytes
+    }
+}
+
+fn sync_policy(name: &str) -> PyResult<SyncPolicy> {
+    SyncPolicy::parse(name).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "sync must be one of none, batch, payload; got {name:?}"
+        ))
+    })
+}
+
 #[pyclass(frozen, module = "tailsample._native")]
 struct NativeEngine {
     engine: Engine,
@@ -116,11 +154,85 @@ fn payloads_to_list<'py>(py: Python<'py>, payloads: Vec<Vec<u8>>) -> PyResult<Bo
 
 #[pymethods]
 impl NativeEngine {
+    /// Without `directory`, an engine in memory; with it, tail storage there (replayed now, at `now`).
     #[new]
-    fn new(config: &NativeConfig) -> Self {
-        NativeEngine {
-            engine: Engine::new(config.config.clone()),
+    #[pyo3(signature = (config, directory=None, budget=None, segment_bytes=64 << 20, sync="none", now=0.0))]
+    fn new(
+        py: Python<'_>,
+        config: &NativeConfig,
+        directory: Option<std::path::PathBuf>,
+        budget: Option<&NativeBudget>,
+        segment_bytes: u64,
+        sync: &str,
+        now: f64,
+    ) -> PyResult<Self> {
+        let cfg = config.config.clone();
+        let Some(directory) = directory else {
+            return Ok(NativeEngine {
+                engine: Engine::new(cfg),
+            });
+        };
+        let opts = StorageOptions {
+            directory,
+            segment_bytes: segment_bytes.max(4096),
+            budget: budget.map_or_else(|| Budget::new(u64::MAX), |b| b.budget.clone()),
+            sync: sync_policy(sync)?,
+        };
+        let now = now_ns(py, now)?;
+        let engine = run(py, || Engine::open(cfg, &opts, now))?.map_err(|e| to_py(py, e))?;
+        Ok(NativeEngine { engine })
+    }
+
+    /// What the replay at start found and did (None without tail storage); times in seconds.
+    fn replay_report<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(r) = self.engine.replay_report() else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("duration", r.duration_ns as f64 / 1e9)?;
+        d.set_item("segments", r.segments)?;
+        d.set_item("bytes", r.bytes)?;
+        d.set_item("payloads", r.payloads)?;
+        d.set_item("payloads_invalid", r.payloads_invalid)?;
+        d.set_item("rounds", r.rounds)?;
+        d.set_item("decisions", r.decisions)?;
+        d.set_item("acknowledged_round", r.acknowledged_round)?;
+        d.set_item("traces_pending", r.traces_pending)?;
+        d.set_item("spans_pending", r.spans_pending)?;
+        d.set_item("traces_resent", r.traces_resent)?;
+        d.set_item("spans_resent", r.spans_resent)?;
+        d.set_item("spans_covered", r.spans_covered)?;
+        d.set_item("spans_not_sampled", r.spans_not_sampled)?;
+        let truncations = PyList::empty(py);
+        for t in &r.truncations {
+            let e = PyDict::new(py);
+            e.set_item("segment", t.segment)?;
+            e.set_item("file", t.file.display().to_string())?;
+            e.set_item("offset", t.offset)?;
+            e.set_item("bytes", t.bytes)?;
+            e.set_item("reason", &t.reason)?;
+            truncations.append(e)?;
         }
+        d.set_item("truncations", truncations)?;
+        Ok(Some(d))
+    }
+
+    /// `poll`, with the round's number, for `acknowledge` once its payloads are exported.
+    fn poll_round<'py>(&self, py: Python<'py>, now: f64) -> PyResult<(u64, Bound<'py, PyList>)> {
+        let now = now_ns(py, now)?;
+        let (round, payloads) = run(py, || self.engine.poll_round(now))?;
+        Ok((round, payloads_to_list(py, payloads)?))
+    }
+
+    fn flush_round<'py>(&self, py: Python<'py>, now: f64) -> PyResult<(u64, Bound<'py, PyList>)> {
+        let now = now_ns(py, now)?;
+        let (round, payloads) = run(py, || self.engine.flush_round(now))?;
+        Ok((round, payloads_to_list(py, payloads)?))
+    }
+
+    /// Round `round` and those before it are exported: tail storage may give back their space.
+    fn acknowledge(&self, py: Python<'_>, round: u64) -> PyResult<bool> {
+        run(py, || self.engine.acknowledge(round))?.map_err(|e| to_py(py, e))
     }
 
     /// Takes one ExportTraceServiceRequest, whole or not at all; returns its number of spans.
@@ -158,15 +270,17 @@ impl NativeEngine {
             let mut out: Vec<std::result::Result<(usize, Vec<u128>), Error>> = Vec::new();
             for p in &payloads {
                 let mut ids = Vec::new();
-                let r = self.engine.ingest_traces(p, now, &mut ids);
+                // Under group commit, one fsync for the whole batch, below.
+                let r = self.engine.ingest_unsynced(p, now, &mut ids);
                 let refused = matches!(r, Err(Error::Backpressure { .. }));
                 out.push(r.map(|spans| (spans, ids)));
                 if refused {
                     break;
                 }
             }
-            out
-        })?;
+            self.engine.sync_storage().map(|()| out)
+        })?
+        .map_err(|e| to_py(py, e))?;
         results
             .into_iter()
             .map(|r| match r {
@@ -505,6 +619,7 @@ fn otlp_json_to_proto<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, 
 fn error_classes() -> Vec<&'static str> {
     vec![
         "DecodeError",
+        "StorageError",
         "ConfigError",
         "BackpressureError",
         "TailsampleError",
@@ -526,6 +641,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<NativeConfig>()?;
     m.add_class::<NativeEngine>()?;
+    m.add_class::<NativeBudget>()?;
     m.add_function(wrap_pyfunction!(inspect_payload, m)?)?;
     m.add_function(wrap_pyfunction!(error_classes, m)?)?;
     m.add_function(wrap_pyfunction!(otlp_json_to_proto, m)?)?;
