@@ -285,6 +285,7 @@ class Service:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for pipeline in self.pipelines.values():
+            pipeline.stopping = True
             await pipeline.flush()
         await asyncio.gather(*(e.shutdown(deadline) for e in self.exporters.values()))
         for ep in self._endpoints:

@@ -172,6 +172,7 @@ class ServicePipeline:
         self.sampler_id = sampler.id
         self.engine = Engine(sampler.config, storage=storage, component_id=sampler.id)
         self.durable = storage is not None
+        self.stopping = False  # set by the service before its exporters drain
         if storage is not None:
             _log_replay(sampler.id, self.engine)
         self.exporters = list(exporters)
@@ -215,6 +216,10 @@ class ServicePipeline:
         round_.settle(True)
 
     def _acknowledge(self, engine_round: int) -> None:
+        if self.stopping and self.rounds.failed_at is not None:
+            # A batch given up while stopping is not lost: without this acknowledgement, the next start sends
+            # its traces again from tail storage.
+            return
         try:
             self.engine.acknowledge(engine_round)
         except StorageError as e:  # counted in storage_errors; a replay would send those rounds again
