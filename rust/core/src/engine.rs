@@ -229,7 +229,11 @@ impl Engine {
 
     /// With tail storage under group commit: returns once every payload taken so far is fsynced.
     pub fn sync_storage(&self) -> Result<()> {
-        let Some(st) = &self.storage else {
+        let Some(st) = self
+            .storage
+            .as_ref()
+            .filter(|st| st.sync_policy() == SyncPolicy::Batch)
+        else {
             return Ok(());
         };
         st.sync_to(st.written()).map_err(|e| {
