@@ -155,6 +155,31 @@ def kafka_section(data: Any) -> list[str]:
     return lines
 
 
+def durability_section(*runs: Any) -> list[str]:
+    """The `durable` rows of pytest-benchmark JSON files (the first file holding them wins)."""
+    for data in runs:
+        rows = {b["extra_info"]["sync"]: b["extra_info"] for b in (data or {}).get("benchmarks", [])
+                if b.get("extra_info", {}).get("stage") == "durable"}
+        if rows:
+            break
+    else:
+        return ["(no durable rows in engine.json)"]
+    base = rows.get("memory", {}).get("spans_per_s")
+    what = {"memory": "no tail storage", "none": "`sync: none` (written, the OS flushes)",
+            "batch": "`sync: batch` (one fsync per `ingest_batch` of 10 payloads)",
+            "payload": "`sync: payload` (one fsync per payload)"}
+    out = ["| tail storage | spans/s | against no storage | fsyncs per 100,000 spans | bytes written |",
+           "|---|---|---|---|---|"]
+    for key in ("memory", "none", "batch", "payload"):
+        r = rows.get(key)
+        if r is None:
+            continue
+        ratio = f"{r['spans_per_s'] / base:.2f}x" if base else "n/a"
+        out.append(f"| {what[key]} | {_n(r['spans_per_s'])} | {ratio} | {r.get('fsyncs_per_round', 0):,} | "
+                   f"{r.get('bytes_written', 0) / 2**20:.1f} MiB |")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, default=Path("bench/.data/results"))
@@ -231,12 +256,20 @@ def main() -> int:
         "",
         *kafka_section(_load(a.dir / "kafka.json")),
         "",
+        "## The cost of durability (`pytest bench -k durable`)",
+        "",
+        "End to end as above (seed policies, 1,000 spans per payload, 5 per trace, 100,000 spans per round), with "
+        "tail storage in a fresh directory on this machine's disk (ext4 on a virtual disk), per fsync policy.",
+        "",
+        *durability_section(engine, _load(a.dir / "durable.json")),
+        "",
         "## Commands",
         "",
         "```sh",
         "make bench-results      # everything above, then this page (about 10 minutes on 2 cores)",
         "make bench              # the Rust scanner against prost, and the pytest-benchmark suites",
         "python bench/peers.py --json F; python bench/services.py --json F; tailsample bench --json F",
+        ".venv/bin/python -m pytest bench -q --benchmark-only -k durable --benchmark-json F   # the durability table",
         "```",
         "",
     ]

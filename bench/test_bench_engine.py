@@ -13,6 +13,10 @@ Stages, each timed over every payload of the workload (one round):
 - decide:     the ingest happens in the setup; timed is `flush()`: every trace decided and the kept spans
               re-encoded as OTLP payloads.
 - end_to_end: a fresh engine per round; ingest everything, then `flush()`: OTLP bytes in, kept OTLP bytes out.
+- durable:    end_to_end (seed policies, p1000-t5 only) with tail storage in a fresh directory on the machine's
+              disk, per fsync policy: `none` (written, not fsynced), `batch` (`ingest_batch` of BATCH payloads,
+              one fsync each: a Kafka consume batch, or concurrent requests sharing one fsync), `payload` (one
+              fsync per payload); `memory` is the same run without storage, the baseline of the ratios.
 
 Policies: the seed's (`workloads.SEED`: errors, latency, forced header, 1 % random) for every stage, and the heavy
 set (`workloads.HEAVY`: regexes, OTTL, and, composite) and the extended set (`workloads.EXTENDED`: the seed's
@@ -27,6 +31,8 @@ stage, policies, spans per payload and per trace; `bench/conftest.py` prints a s
 from __future__ import annotations
 
 import functools
+import shutil
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -179,3 +185,49 @@ def test_end_to_end(benchmark, request, throughput, workload, policies) -> None:
                                          kept_traces=s["traces_sampled"], kept_spans=kept,
                                          out_bytes=sum(len(o) for o in out[0])))
 
+
+BATCH = 10  # payloads per ingest_batch call under `sync: batch`
+
+
+@pytest.mark.parametrize("sync", ["memory", "none", "batch", "payload"])
+def test_durable(benchmark, request, throughput, workload, sync) -> None:
+    p, t, data, spans = workload
+    if (p, t) != (BASE_SIZE, BASE_SHAPE):
+        pytest.skip("durability is measured on p1000-t5 only")
+    config = tailsample.Config({**_config("seed").block, "tail_storage": "file_storage/bench"}, source="bench")
+    benchmark.group = "durable seed by sync"
+    engines: list[tailsample.Engine] = []
+    dirs: list[str] = []
+    out: list[list[bytes]] = []
+
+    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        dirs[:] = [tempfile.mkdtemp(prefix="tailsample-bench-")]
+        engines.clear()
+        if sync == "memory":
+            engines.append(tailsample.Engine(_config("seed")))
+        else:
+            storage = tailsample.FileStorage(dirs[0], max_size=1 << 30, sync=sync)  # type: ignore[arg-type]
+            engines.append(tailsample.Engine(config, storage=storage, now=NOW))
+        out.clear()
+        return (engines[0],), {}
+
+    def run(eng: tailsample.Engine) -> None:
+        if sync == "batch":
+            for i in range(0, len(data), BATCH):
+                eng.ingest_batch(data[i:i + BATCH], now=NOW)
+        else:
+            _ingest_all(eng, data)
+        out.append(eng.flush(now=NOW))
+
+    try:
+        _pedantic(benchmark, request, run, setup)
+        s = _check(engines[0])
+    finally:
+        for d in dirs:
+            shutil.rmtree(d, ignore_errors=True)
+    assert s["traces_in_memory"] == 0 and s["payloads_received"] == len(data), s
+    fsyncs = s.get("storage_fsyncs", 0)
+    throughput(benchmark, spans, **_info("durable", "seed", p, t, sync=sync, fsyncs_per_round=fsyncs,
+                                         bytes_written=s.get("storage_bytes_written", 0)))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from tailsample._native import __version__
 from tailsample.config import Config
 from tailsample.engine import Engine, inspect_payload
-from tailsample.errors import BackpressureError, ConfigError, DecodeError, TailsampleError
+from tailsample.errors import BackpressureError, ConfigError, DecodeError, StorageError, TailsampleError
+from tailsample.storage import FileStorage
 
 __all__ = [
     "BackpressureError",
@@ -13,6 +14,8 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "Engine",
+    "FileStorage",
+    "StorageError",
     "TailsampleError",
     "__version__",
     "inspect_payload",
