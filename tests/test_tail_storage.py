@@ -167,13 +167,19 @@ def test_serve_keeps_pending_traces_across_a_graceful_restart(tmp_path):
 class _Serve:
     """`tailsample serve` in a process, exporting over OTLP/HTTP to `backend`, with tail storage in `directory`."""
 
-    def __init__(self, tmp: Path, backend_endpoint: str, directory: Path, http_port: int) -> None:
+    def __init__(self, tmp: Path, backend_endpoint: str, directory: Path, http_port: int, *,
+                 persistent_queue: bool = False) -> None:
         self.health_port, self.metrics_port = free_port(), free_port()
+        exporter: dict[str, Any] = {"endpoint": backend_endpoint}
+        if persistent_queue:
+            exporter |= {"sending_queue": {"storage": "file_storage/buffer"},
+                         "retry_on_failure": {"initial_interval": "100ms", "max_interval": "200ms",
+                                              "max_elapsed_time": "0s"}}
         cfg = {
             "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{http_port}"}}}},
             "processors": {"tail_sampling": {"decision_wait": "2s", "tail_storage": "file_storage/buffer",
                                              "policies": ERRORS}},
-            "exporters": {"otlphttp": {"endpoint": backend_endpoint}},
+            "exporters": {"otlphttp": exporter},
             "extensions": {"health_check": {"endpoint": f"127.0.0.1:{self.health_port}"},
                            "file_storage/buffer": {"directory": str(directory), "create_directory": True}},
             "service": {"extensions": ["health_check", "file_storage/buffer"],
@@ -277,5 +283,40 @@ def test_kill_9_mid_stream_then_restart_delivers_every_kept_trace_whole(tmp_path
                   f"{replay_s * 1e3:.1f} ms; "
                   f"{len(spans)} spans received for {len(expected)} kept traces; {duplicates} duplicates "
                   f"(replay re-sent {resent:.0f})")
+        finally:
+            second.stop(signal.SIGTERM)
+
+
+def test_backend_down_across_a_kill_9_loses_nothing_in_the_persistent_queue(tmp_path):
+    """Kept traces wait in the exporter's persistent queue while the backend is down; the service is killed with
+    SIGKILL and restarted; once the backend is back, every one of them arrives, whole."""
+    directory = tmp_path / "storage"
+    http_port = free_port()
+    with sink() as backend:
+        backend.stop()  # the backend is down from the start
+        first = _Serve(tmp_path, backend.http_endpoint, directory, http_port, persistent_queue=True)
+        kept = {format(tid, "032x") for tid in range(1, 31)}
+        url = f"http://127.0.0.1:{http_port}/v1/traces"
+        for tid in range(1, 61):  # 1-30 errors (kept), 31-60 not
+            req = urllib.request.Request(url, data=_trace(tid, 3, error=tid <= 30), method="POST",
+                                         headers={"Content-Type": "application/x-protobuf"})
+            urllib.request.urlopen(req, timeout=5).read()
+        queued = 'otelcol_exporter_queue_size{exporter="otlphttp"}'
+        wait_for(lambda: first.metrics()[queued] > 0, timeout=15, what="kept traces in the persistent queue")
+        wait_for(lambda: first.metrics()[
+            'otelcol_processor_tail_sampling_sampling_traces_on_memory{processor="tail_sampling"}'] == 0,
+            timeout=15, what="every trace decided")
+        first.stop(signal.SIGKILL)
+        backend.start()
+        second = _Serve(tmp_path, backend.http_endpoint, directory, http_port, persistent_queue=True)
+        try:
+            wait_for(lambda: {t for t, *_ in backend.spans()} >= kept, timeout=20, what="the queued traces")
+            wait_for(lambda: second.metrics()[queued] == 0, timeout=10, what="the queue emptied")
+            per_span = Counter((t, s) for t, s, *_ in backend.spans())
+            per_trace = Counter(t for t, _ in per_span)
+            assert set(per_trace) == kept and set(per_trace.values()) == {3}
+            assert max(per_span.values()) <= 2
+            log = second.log.read_text()
+            assert "persistent queue holds" in log
         finally:
             second.stop(signal.SIGTERM)

@@ -10,6 +10,11 @@ As in the collector's exporterhelper:
   for (Retry-After, RetryInfo); it gives up after `max_elapsed_time` (0: never). A permanent failure is not
   retried. What is given up is counted in `otelcol_exporter_send_failed_spans` and logged.
 - Shutdown drains the queue until a deadline, then counts and logs what is left as failed.
+- With `sending_queue.storage: file_storage/<name>` (the collector's persistent queue) the queue is on disk
+  (`<directory>/exporter_<id>_sending_queue/`, the Rust `PersistentQueue`): a batch is settled as soon as it is
+  written there (so the engine may acknowledge its round), sent by the consumers from disk, and leaves the queue
+  once sent or given up. What is still queued at shutdown, or in flight when the process dies, is sent after the
+  next start: nothing in the queue is lost across a restart (at least once).
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ import random
 import time
 from dataclasses import dataclass
 
+from tailsample import _native
+from tailsample.errors import BackpressureError, StorageError
 from tailsample.service.config import QueueSettings, RetrySettings
 from tailsample.service.metrics import Registry, Sample
+from tailsample.storage import FileStorage
 
 log = logging.getLogger("tailsample.exporter")
 
@@ -141,6 +149,9 @@ class Exporter(abc.ABC):
         self.retry = retry
         self.metrics = metrics
         self._queue: asyncio.Queue[Batch] | None = None
+        self._storage: FileStorage | None = None
+        self._disk: _native.NativeQueue | None = None
+        self._wake = asyncio.Event()
         self._consumers: list[asyncio.Task[None]] = []
         self._drop_log = _EveryOnce()
         self._fail_log = _EveryOnce()
@@ -148,8 +159,14 @@ class Exporter(abc.ABC):
         for counter in (metrics.sent, metrics.send_failed, metrics.enqueue_failed):
             counter.add(0, exporter_id)  # every series exists from the start: dashboards see 0, not nothing
 
+    def use_storage(self, storage: FileStorage) -> None:
+        """Keep the sending queue on disk (`sending_queue.storage`); call before `start`."""
+        self._storage = storage
+
     @property
     def queue_size(self) -> int:
+        if self._disk is not None:
+            return len(self._disk)
         return self._queue.qsize() if self._queue is not None else 0
 
     @property
@@ -158,13 +175,31 @@ class Exporter(abc.ABC):
 
     async def start(self) -> None:
         await self._open()
-        if self.queue_settings.enabled:
+        if self.queue_settings.enabled and self._storage is not None:
+            st = self._storage
+            directory = st.component_directory("exporter", f"{self.id}_sending_queue")
+            self._disk = await asyncio.to_thread(_native.NativeQueue, str(directory), st.budget,
+                                                 self.queue_settings.queue_size, st.segment_size, st.sync)
+            items, nbytes, seconds, cuts = self._disk.recovered
+            for offset, cut, file in cuts:
+                log.warning("%s: persistent queue: cut %d bytes at byte %d of %s (a write the last run did not "
+                            "finish)", self.id, cut, offset, file)
+            if items:
+                log.info("%s: persistent queue holds %d batches (%d bytes) from the last run (read in %.3f s); "
+                         "sending them", self.id, items, nbytes, seconds)
+                self._wake.set()
+            self._consumers = [asyncio.create_task(self._consume_disk(), name=f"{self.id}-consumer-{i}")
+                               for i in range(self.queue_settings.num_consumers)]
+        elif self.queue_settings.enabled:
             self._queue = asyncio.Queue(self.queue_settings.queue_size)
             self._consumers = [asyncio.create_task(self._consume(), name=f"{self.id}-consumer-{i}")
                                for i in range(self.queue_settings.num_consumers)]
 
     async def export(self, batch: Batch) -> None:
         """Queue the batch (or send it now, without a queue). Never raises: failures are counted and logged."""
+        if self._disk is not None:
+            await self._put_on_disk(self._disk, batch)
+            return
         if self._queue is None:
             await self._send_with_retry(batch)
             return
@@ -175,6 +210,40 @@ class Exporter(abc.ABC):
             self.metrics.enqueue_failed.add(batch.spans, self.id)
             self._drop_log.log(log, "%s: sending queue is full (%d batches); dropped %d spans",
                                self.id, self.queue_settings.queue_size, batch.spans)
+
+    async def _put_on_disk(self, disk: _native.NativeQueue, batch: Batch) -> None:
+        try:
+            if self._storage is not None and self._storage.sync != "none":
+                await asyncio.to_thread(disk.push, batch.payload)  # waits for an fsync: off the event loop
+            else:
+                disk.push(batch.payload)
+        except (BackpressureError, StorageError) as exc:
+            batch.settle(False)
+            self.metrics.enqueue_failed.add(batch.spans, self.id)
+            self._drop_log.log(log, "%s: persistent sending queue refused %d spans: %s", self.id, batch.spans, exc)
+            return
+        batch.settle(True)  # on disk: safe across a restart
+        self._wake.set()
+
+    async def _consume_disk(self) -> None:
+        disk = self._disk
+        assert disk is not None
+        while True:
+            item = disk.next_item()
+            if item is None:
+                self._wake.clear()
+                item = disk.next_item()  # pushed between the first look and the clear
+                if item is None:
+                    await self._wake.wait()
+                    continue
+            seq, payload = item
+            batch = Batch(payload, int(_native.inspect_payload(payload)["spans"]))
+            try:
+                await self._send_with_retry(batch)
+            except asyncio.CancelledError:  # shutdown: the batch stays on disk for the next start
+                disk.release(seq)
+                raise
+            disk.done(seq)  # sent, or given up (counted as failed): it leaves the queue
 
     async def _consume(self) -> None:
         assert self._queue is not None
@@ -221,8 +290,19 @@ class Exporter(abc.ABC):
             return
 
     async def shutdown(self, deadline: float) -> None:
-        """Drain the queue until `deadline` (time.monotonic()), then stop; what is left is counted as failed."""
-        if self._queue is not None:
+        """Drain the queue until `deadline` (time.monotonic()), then stop; what is left is counted as failed
+        (kept on disk, with a persistent queue)."""
+        if self._disk is not None:
+            disk = self._disk
+            while len(disk) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            for task in self._consumers:
+                task.cancel()
+            await asyncio.gather(*self._consumers, return_exceptions=True)
+            if len(disk):
+                log.warning("%s: shutdown timeout reached; %d batches stay in the persistent queue for the next "
+                            "start", self.id, len(disk))
+        elif self._queue is not None:
             try:
                 await asyncio.wait_for(self._queue.join(), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:

@@ -97,10 +97,9 @@ class Service:
 
     def _check_supported(self) -> None:
         for eid, exp in self.config.exporters.items():
-            if isinstance(exp, OtlpExporter) and exp.sending_queue.storage:
-                raise ConfigError(f"{self.config.source}: exporters.{eid}.sending_queue.storage: persistent queues "
-                                  "(file_storage) are not supported by tailsample serve yet; remove storage",
-                                  path=f"exporters.{eid}.sending_queue.storage")
+            if isinstance(exp, OtlpExporter) and exp.sending_queue.storage and not exp.sending_queue.enabled:
+                raise ConfigError(f"{self.config.source}: exporters.{eid}.sending_queue.storage needs the queue "
+                                  "enabled (sending_queue.enabled: true)", path=f"exporters.{eid}.sending_queue")
 
     # ---- start -------------------------------------------------------------------------------------------------
 
@@ -109,18 +108,21 @@ class Service:
         loop = asyncio.get_running_loop()
         for line in cfg.ignored:
             log.warning("%s: %s", cfg.source, line)
+        storages = {xid: ext.open() for xid, ext in cfg.extensions.items()
+                    if isinstance(ext, FileStorageExtension) and xid in cfg.service_extensions}
         exporter_metrics = ExporterMetrics(self.registry)
         used_exporters = {e for p in cfg.pipelines.values() for e in p.exporters}
         for eid in used_exporters:
-            self.exporters[eid] = build_exporter(cfg.exporters[eid], exporter_metrics)
+            settings = cfg.exporters[eid]
+            self.exporters[eid] = build_exporter(settings, exporter_metrics)
+            if isinstance(settings, OtlpExporter) and settings.sending_queue.storage:
+                self.exporters[eid].use_storage(storages[settings.sending_queue.storage])
         for exporter in self.exporters.values():
             await exporter.start()
 
         for pid, proc in cfg.processors.items():
             if isinstance(proc, MemoryLimiterProcessor) and any(pid in p.processors for p in cfg.pipelines.values()):
                 self.limiters[pid] = MemoryLimiter(proc, self.registry)
-        storages = {xid: ext.open() for xid, ext in cfg.extensions.items()
-                    if isinstance(ext, FileStorageExtension) and xid in cfg.service_extensions}
         for pid, p in cfg.pipelines.items():
             sampler = cfg.processors[p.tail_sampling]
             assert isinstance(sampler, TailSamplingProcessor)

@@ -10,13 +10,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
+use std::sync::Arc;
 use tailsample_core::consistent::probability_of_threshold;
 use tailsample_core::policy::inclusion::Stage;
 use tailsample_core::store::stats::LAG_BOUNDS_NS;
 use tailsample_core::store::{Knowledge, LoggedVote};
-use std::sync::Arc;
 
-use tailsample_core::durable::{Budget, StorageOptions, SyncPolicy};
+use std::sync::Mutex;
+
+use tailsample_core::durable::{
+    Budget, LogOptions, PersistentQueue, QueueError, StorageOptions, SyncPolicy,
+};
 use tailsample_core::{seconds_to_ns, Engine, EngineConfig, Error};
 
 /// Maps a core error to its Python exception (classes defined in `tailsample/errors.py`).
@@ -32,7 +36,9 @@ fn to_py(py: Python<'_>, e: Error) -> PyErr {
             Error::Backpressure { limit, .. } => errors
                 .getattr("BackpressureError")?
                 .call1((message, limit))?,
-            Error::Storage { path, .. } => errors.getattr("StorageError")?.call1((message, path))?,
+            Error::Storage { path, .. } => {
+                errors.getattr("StorageError")?.call1((message, path))?
+            }
         };
         Ok(PyErr::from_value(value))
     })();
@@ -141,6 +147,141 @@ fn sync_policy(name: &str) -> PyResult<SyncPolicy> {
             "sync must be one of none, batch, payload; got {name:?}"
         ))
     })
+}
+
+/// An exporter's persistent sending queue (`sending_queue.storage`).
+#[pyclass(frozen, module = "tailsample._native")]
+struct NativeQueue {
+    queue: Mutex<PersistentQueue>,
+    recovered: (u64, u64, f64, Vec<(u64, u64, String)>),
+}
+
+fn queue_error(py: Python<'_>, e: QueueError, dir: &str) -> PyErr {
+    match e {
+        QueueError::Full { .. } | QueueError::StorageFull { .. } => to_py(
+            py,
+            Error::Backpressure {
+                limit: "sending_queue",
+                message: e.to_string(),
+            },
+        ),
+        QueueError::Io(e) => storage_error(py, dir, e),
+    }
+}
+
+fn storage_error(py: Python<'_>, dir: &str, e: std::io::Error) -> PyErr {
+    to_py(
+        py,
+        Error::Storage {
+            path: dir.to_string(),
+            message: e.to_string(),
+        },
+    )
+}
+
+impl NativeQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PersistentQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[pymethods]
+impl NativeQueue {
+    /// Opens (or creates) the queue in `directory`; items not done before are pending again.
+    #[new]
+    #[pyo3(signature = (directory, budget, max_items, segment_bytes=16 << 20, sync="none"))]
+    fn new(
+        py: Python<'_>,
+        directory: std::path::PathBuf,
+        budget: &NativeBudget,
+        max_items: usize,
+        segment_bytes: u64,
+        sync: &str,
+    ) -> PyResult<Self> {
+        let opts = LogOptions {
+            segment_bytes: segment_bytes.max(4096),
+            budget: budget.budget.clone(),
+            sync: sync_policy(sync)?,
+        };
+        let dir = directory.display().to_string();
+        let (queue, r) = run(py, || PersistentQueue::open(&directory, opts, max_items))?
+            .map_err(|e| storage_error(py, &dir, e))?;
+        let cuts = r
+            .truncations
+            .iter()
+            .map(|t| (t.offset, t.bytes, t.file.display().to_string()))
+            .collect();
+        Ok(NativeQueue {
+            queue: Mutex::new(queue),
+            recovered: (r.items, r.bytes, r.duration_ns as f64 / 1e9, cuts),
+        })
+    }
+
+    /// (items pending again, their bytes, seconds the recovery took, [(offset, bytes cut, file)]).
+    #[getter]
+    fn recovered(&self) -> (u64, u64, f64, Vec<(u64, u64, String)>) {
+        self.recovered.clone()
+    }
+
+    /// Appends an item; with `sync: batch`, also waits for its fsync. Returns its sequence number. Raises
+    /// BackpressureError when the queue or the directory is full (nothing written), StorageError on I/O errors.
+    fn push(&self, py: Python<'_>, payload: &[u8]) -> PyResult<u64> {
+        let dir = self.lock().dir().display().to_string();
+        let r = run(py, || {
+            let mut q = self.lock();
+            let seq = q.push(payload)?;
+            let point = q.sync_point();
+            drop(q);
+            if let Some(p) = point {
+                p.wait().map_err(QueueError::Io)?;
+            }
+            Ok(seq)
+        })?;
+        r.map_err(|e| queue_error(py, e, &dir))
+    }
+
+    /// The oldest item not handed out yet, as (seq, payload), or None.
+    fn next_item<'py>(&self, py: Python<'py>) -> PyResult<Option<(u64, Bound<'py, PyBytes>)>> {
+        let dir = self.lock().dir().display().to_string();
+        let item = run(py, || self.lock().next_item())?.map_err(|e| storage_error(py, &dir, e))?;
+        Ok(item.map(|(seq, bytes)| (seq, PyBytes::new(py, &bytes))))
+    }
+
+    /// Puts an item handed out back, in its place (to be handed out again).
+    fn release(&self, seq: u64) -> bool {
+        self.lock().release(seq)
+    }
+
+    /// The item is sent (or given up): it leaves the queue, and whole segments go once nothing needs them.
+    fn done(&self, py: Python<'_>, seq: u64) -> PyResult<()> {
+        let dir = self.lock().dir().display().to_string();
+        run(py, || self.lock().done(seq))?.map_err(|e| storage_error(py, &dir, e))
+    }
+
+    fn __len__(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.lock().stats();
+        let d = PyDict::new(py);
+        for (k, v) in [
+            ("items", s.items),
+            ("in_flight", s.in_flight),
+            ("bytes", s.bytes),
+            ("segments", s.segments),
+            ("pushed", s.pushed),
+            ("done", s.done),
+            ("refused_full", s.refused_full),
+            ("refused_storage_full", s.refused_storage_full),
+            ("recovered", s.recovered),
+            ("corrupt", s.corrupt),
+            ("fsyncs", s.syncs),
+        ] {
+            d.set_item(k, v)?;
+        }
+        Ok(d)
+    }
 }
 
 #[pyclass(frozen, module = "tailsample._native")]
@@ -642,6 +783,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeConfig>()?;
     m.add_class::<NativeEngine>()?;
     m.add_class::<NativeBudget>()?;
+    m.add_class::<NativeQueue>()?;
     m.add_function(wrap_pyfunction!(inspect_payload, m)?)?;
     m.add_function(wrap_pyfunction!(error_classes, m)?)?;
     m.add_function(wrap_pyfunction!(otlp_json_to_proto, m)?)?;
