@@ -9,6 +9,7 @@ import datetime
 import ipaddress
 import json
 import socket
+import subprocess
 import threading
 import time
 import urllib.error
@@ -48,6 +49,23 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+def process_healthy(proc: subprocess.Popen[bytes], log: Path, health_port: int) -> bool:
+    """Whether a `tailsample serve` process answers its health check; raises with its log if it exited."""
+    if proc.poll() is not None:
+        raise AssertionError(f"tailsample serve exited {proc.returncode}: {log.read_text()}")
+    try:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{health_port}/", timeout=1) as r:
+            return bool(r.status == 200 and json.loads(r.read())["status"] == "Server available")
+    except OSError:
+        return False
+
+
+def scrape(metrics_port: int) -> dict[str, float]:
+    """A service's Prometheus metrics, by series."""
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{metrics_port}/metrics", timeout=5) as r:
+        return parse_text(r.read().decode())
 
 
 class _LoopThread:

@@ -4,14 +4,12 @@ from the partitions of the instance that died."""
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,7 @@ import pytest
 import yaml
 
 import kafka_fixtures
-from service_harness import free_port, sink, wait_for
-from tailsample.service.metrics import parse_text
+from service_harness import free_port, process_healthy, scrape, sink, wait_for
 from test_kafka_receiver import traffic
 
 kafka_broker = kafka_fixtures.kafka_broker
@@ -56,17 +53,10 @@ class KafkaServe:
         wait_for(self._healthy, timeout=30, interval=0.1, what=f"{name} healthy")
 
     def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"tailsample serve exited {self.proc.returncode}: {self.log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/", timeout=1) as r:
-                return bool(r.status == 200 and json.loads(r.read())["status"] == "Server available")
-        except OSError:
-            return False
+        return process_healthy(self.proc, self.log, self.health_port)
 
     def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            return parse_text(r.read().decode())
+        return scrape(self.metrics_port)
 
     def partitions(self) -> set[int]:
         """Partitions this instance holds now (from its lag gauges)."""

@@ -4,11 +4,9 @@ answer on their endpoints; TLS and bearer tokens work with a real client."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,9 +21,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 from otlp_builders import spans_out
-from service_harness import free_port, make_certs, wait_for
+from service_harness import free_port, make_certs, process_healthy, scrape, wait_for
 from tailsample.fileformat import read_payloads
-from tailsample.service.metrics import parse_text
 
 
 class ServeProcess:
@@ -62,17 +59,10 @@ class ServeProcess:
         wait_for(self._healthy, timeout=30, interval=0.1, what="the health check")
 
     def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"tailsample serve exited {self.proc.returncode}: {self.log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/", timeout=1) as r:
-                return r.status == 200 and json.loads(r.read())["status"] == "Server available"
-        except OSError:
-            return False
+        return process_healthy(self.proc, self.log, self.health_port)
 
     def metrics(self) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
-            return parse_text(r.read().decode())
+        return scrape(self.metrics_port)
 
     def kept(self) -> Counter[str]:
         """Spans per kept trace, from the file exporter's output."""

@@ -6,6 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::otlp_prost::*;
+use common::{span_ids, stat};
 use prost::Message;
 use serde_json::json;
 use tailsample_core::durable::{Budget, StorageOptions, SyncPolicy};
@@ -39,30 +40,6 @@ fn tempdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("tailsample-durable-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-fn stat(e: &Engine, name: &str) -> u64 {
-    e.stats()
-        .into_iter()
-        .find(|(k, _)| *k == name)
-        .unwrap_or_else(|| panic!("no stat {name}"))
-        .1
-}
-
-fn span_ids(payloads: &[Vec<u8>]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    for p in payloads {
-        let req = ExportTraceServiceRequest::decode(p.as_slice()).expect("output parses");
-        for rs in req.resource_spans {
-            for ss in rs.scope_spans {
-                for s in ss.spans {
-                    out.push((s.trace_id, s.span_id));
-                }
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// A trace of `spans` spans; with an error span when `error`.

@@ -3,6 +3,7 @@
 mod common;
 
 use common::otlp_prost::*;
+use common::{span_ids, stat};
 use prost::Message;
 use serde_json::json;
 use tailsample_core::{Engine, EngineConfig, Error};
@@ -19,31 +20,6 @@ fn engine(extra: serde_json::Value, policies: serde_json::Value) -> Engine {
 
 fn always() -> serde_json::Value {
     json!([{"name": "all", "type": "always_sample"}])
-}
-
-fn stat(e: &Engine, name: &str) -> u64 {
-    e.stats()
-        .into_iter()
-        .find(|(k, _)| *k == name)
-        .unwrap_or_else(|| panic!("no stat {name}"))
-        .1
-}
-
-/// (trace_id, span_id) of every span in the payloads.
-fn span_ids(payloads: &[Vec<u8>]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut out = Vec::new();
-    for p in payloads {
-        let req = ExportTraceServiceRequest::decode(p.as_slice()).expect("output parses");
-        for rs in req.resource_spans {
-            for ss in rs.scope_spans {
-                for s in ss.spans {
-                    out.push((s.trace_id, s.span_id));
-                }
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn one_trace(rng: &mut Rng, spans: usize) -> (Vec<u8>, Vec<u8>) {

@@ -547,24 +547,15 @@ impl PersistentQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::durable::segment_log::{Budget, SEGMENT_HEADER};
+    use crate::durable::segment_log::SEGMENT_HEADER;
     use std::collections::HashMap;
     use std::fs::{self, OpenOptions};
     use std::path::PathBuf;
 
-    fn opts(segment_bytes: u64, max_bytes: u64) -> LogOptions {
-        LogOptions {
-            segment_bytes,
-            budget: Budget::new(max_bytes),
-            sync: SyncPolicy::None,
-        }
-    }
+    use crate::durable::test_support::opts;
 
     fn tempdir(name: &str) -> PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("tailsample-queue-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        d
+        crate::durable::test_support::tempdir("queue", name)
     }
 
     fn segment_files(dir: &Path) -> Vec<PathBuf> {

@@ -546,23 +546,10 @@ fn create_segment(dir: &Path, id: u64, sync: SyncPolicy) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn opts(segment_bytes: u64, max_bytes: u64) -> LogOptions {
-        LogOptions {
-            segment_bytes,
-            budget: Budget::new(max_bytes),
-            sync: SyncPolicy::None,
-        }
-    }
+    use crate::durable::test_support::opts;
 
     fn tempdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "tailsample-log-{name}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = fs::remove_dir_all(&d);
-        d
+        crate::durable::test_support::tempdir("log", name)
     }
 
     fn read_all(log: &SegmentLog) -> Vec<(Position, u8, Vec<u8>)> {
