@@ -240,9 +240,11 @@ def test_kill_9_mid_stream_then_restart_delivers_every_kept_trace_whole(tmp_path
         client = threading.Thread(target=_stream, args=(f"http://127.0.0.1:{http_port}/v1/traces", 150, kinds, done),
                                   daemon=True)
         client.start()
-        time.sleep(3.0)  # mid-stream: some traces decided and exported, some buffered, some spans in flight
-        accepted_before = first.metrics()['otelcol_receiver_accepted_spans_total{receiver="otlp",transport="http"}']
-        first.stop(signal.SIGKILL)
+        try:
+            time.sleep(3.0)  # mid-stream: some traces decided and exported, some buffered, some spans in flight
+            accepted = first.metrics()['otelcol_receiver_accepted_spans_total{receiver="otlp",transport="http"}']
+        finally:
+            first.stop(signal.SIGKILL)
         killed_at = time.monotonic()
         second = _Serve(tmp_path, backend.http_endpoint, directory, http_port)
         restart = time.monotonic() - killed_at
@@ -269,7 +271,7 @@ def test_kill_9_mid_stream_then_restart_delivers_every_kept_trace_whole(tmp_path
             resent = m['tailsample_engine_replay_spans_resent_total{processor="tail_sampling"}']
             assert replayed > 0, "the first process's buffer came back"
             assert duplicates <= resent, "duplicates come only from kept spans sent again by the replay"
-            print(f"\nkill -9 after {accepted_before:.0f} spans accepted; restart {restart:.2f} s "
+            print(f"\nkill -9 after {accepted:.0f} spans accepted; restart {restart:.2f} s "
                   f"(healthy after {second.ready_after:.2f} s); replay {replayed:.0f} payloads in "
                   f"{replay_s * 1e3:.1f} ms; "
                   f"{len(spans)} spans received for {len(expected)} kept traces; {duplicates} duplicates "
@@ -288,16 +290,18 @@ def test_backend_down_across_a_kill_9_loses_nothing_in_the_persistent_queue(tmp_
         first = _Serve(tmp_path, backend.http_endpoint, directory, http_port, persistent_queue=True)
         kept = {format(tid, "032x") for tid in range(1, 31)}
         url = f"http://127.0.0.1:{http_port}/v1/traces"
-        for tid in range(1, 61):  # 1-30 errors (kept), 31-60 not
-            req = urllib.request.Request(url, data=_trace(tid, 3, error=tid <= 30), method="POST",
-                                         headers={"Content-Type": "application/x-protobuf"})
-            urllib.request.urlopen(req, timeout=5).read()
         queued = 'otelcol_exporter_queue_size{exporter="otlphttp"}'
-        wait_for(lambda: first.metrics()[queued] > 0, timeout=30, what="kept traces in the persistent queue")
-        wait_for(lambda: first.metrics()[
-            'otelcol_processor_tail_sampling_sampling_traces_on_memory{processor="tail_sampling"}'] == 0,
-            timeout=30, what="every trace decided")
-        first.stop(signal.SIGKILL)
+        try:
+            for tid in range(1, 61):  # 1-30 errors (kept), 31-60 not
+                req = urllib.request.Request(url, data=_trace(tid, 3, error=tid <= 30), method="POST",
+                                             headers={"Content-Type": "application/x-protobuf"})
+                urllib.request.urlopen(req, timeout=5).read()
+            wait_for(lambda: first.metrics()[queued] > 0, timeout=30, what="kept traces in the persistent queue")
+            wait_for(lambda: first.metrics()[
+                'otelcol_processor_tail_sampling_sampling_traces_on_memory{processor="tail_sampling"}'] == 0,
+                timeout=30, what="every trace decided")
+        finally:
+            first.stop(signal.SIGKILL)
         backend.start()
         second = _Serve(tmp_path, backend.http_endpoint, directory, http_port, persistent_queue=True)
         try:
