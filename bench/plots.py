@@ -23,6 +23,11 @@ sample of a running engine (what `tailsample bench --memory-json` writes):
   headers, interned resources);
 - raw_bytes: the OTLP bytes of the buffered spans as received (`stats()["span_bytes_in_memory"]`);
 - optional: buffered_spans (adds retained and raw bytes per span to the legend), rss_bytes (plotted too).
+
+With `--soak-json S`, also soak.png (`plot_soak`) from what `bench/soak.py --json S` writes: RSS (and the
+engine's retained bytes), CPU in cores and the mean decision lag of each sampling interval against minutes,
+three panels sharing the time axis (the offered window; not the traffic's tail); the warm-up is shaded and the
+RSS slope after it drawn.
 """
 
 from __future__ import annotations
@@ -202,14 +207,80 @@ def _slope_through_origin(x: Sequence[float], y: Sequence[float]) -> float | Non
     return sum(a * b for a, b in zip(x, y, strict=True)) / sxx if sxx else None
 
 
+def plot_soak(data: Mapping[str, Any], path: str | Path) -> bool:
+    """RSS (MiB), CPU (cores) and decision lag (ms, per-interval mean) against minutes: three stacked panels.
+
+    `data`: the JSON of `bench/soak.py` (its `samples`, `verdict` and `args`). The samples of the offered window
+    only: the traffic's tail and the drain after it are left out. Returns False when there is nothing to plot.
+    """
+    samples = [s for s in data.get("samples", []) if s.get("phase") in ("warmup", "steady")]
+    if not samples:
+        return False
+    v, args = data.get("verdict", {}), data.get("args", {})
+    x = [s["minutes"] for s in samples]
+    warmup = v.get("warmup_minutes")
+    fig, (ax_rss, ax_cpu, ax_lag) = plt.subplots(3, 1, figsize=(8, 8), sharex=True, layout="constrained")
+    ax_rss.plot(x, [s["rss_mib"] for s in samples], color="tab:red", marker="o", markersize=3, label="server RSS")
+    if any(s.get("engine_memory_mib") for s in samples):
+        ax_rss.plot(x, [s["engine_memory_mib"] for s in samples], color="tab:blue", marker=".", markersize=3,
+                    linewidth=1, label="engine buffer (memory_bytes: buffered traces)")
+    if any(s.get("storage_mib") for s in samples):
+        ax_rss.plot(x, [s["storage_mib"] for s in samples], color="tab:green", linewidth=1, linestyle="--",
+                    label="tail storage on disk")
+    steady = [s for s in samples if s["phase"] == "steady"]
+    slope = v.get("rss_slope_mib_per_10min")
+    if slope is not None and len(steady) >= 2:
+        sx = [s["minutes"] for s in steady]
+        mean_x = sum(sx) / len(sx)
+        mean_y = sum(s["rss_mib"] for s in steady) / len(steady)
+        ax_rss.plot([sx[0], sx[-1]], [mean_y + slope / 10 * (sx[0] - mean_x), mean_y + slope / 10 * (sx[-1] - mean_x)],
+                    color="black", linewidth=1, linestyle=":",
+                    label=f"slope after warm-up: {slope:+.2f} MiB per 10 min")
+    ax_rss.set_ylabel("memory (MiB)")
+    ax_rss.set_ylim(bottom=0)
+    ax_rss.legend(fontsize=8, loc="best")
+    ax_cpu.plot(x, [s["cpu_cores"] for s in samples], color="tab:purple", marker="o", markersize=3,
+                label="server (user + system, all threads)")
+    if any(s.get("gen_cpu_cores") for s in samples):
+        ax_cpu.plot(x, [s["gen_cpu_cores"] for s in samples], color="tab:gray", linewidth=1, linestyle="--",
+                    label="load generator")
+    ax_cpu.set_ylabel("CPU (cores)")
+    ax_cpu.set_ylim(bottom=0)
+    ax_cpu.legend(fontsize=8, loc="best")
+    lag = [(s["minutes"], s["lag_mean_ms"]) for s in samples if s.get("lag_mean_ms") is not None]
+    bound = v.get("lag_bound_ms")
+    ax_lag.plot([p[0] for p in lag], [p[1] for p in lag], color="tab:orange", marker="o", markersize=3,
+                label="mean decision lag of the interval (decided - due)"
+                + (f"; bound {bound:,.0f} ms" if bound is not None else ""))
+    ax_lag.set_ylabel("decision lag (ms)")
+    ax_lag.set_ylim(bottom=0)
+    ax_lag.legend(fontsize=8, loc="best")
+    ax_lag.set_xlabel("minutes since the load started")
+    ax_lag.set_xlim(left=0)
+    for ax in (ax_rss, ax_cpu, ax_lag):
+        if warmup:
+            ax.axvspan(0, warmup, color="tab:gray", alpha=0.12, linewidth=0)
+        ax.grid(True, alpha=0.4)
+    rate = args.get("rate")
+    verdict = "OK" if v.get("ok") else "not OK: " + ", ".join(v.get("failed_checks", [])) if v else "no verdict"
+    storage = ", tail storage" if data.get("tail_storage") else ""
+    ax_rss.set_title(f"Soak: tailsample serve at {rate or 0:,.0f} spans/s for {args.get('minutes', 0):g} min, "
+                     f"decision_wait {args.get('decision_wait', 0):g} s{storage}; samples every "
+                     f"{args.get('interval', 0):g} s\nverdict {verdict} (shaded: warm-up)", fontsize=10)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--benchmark-json", type=Path, help="pytest-benchmark JSON (--benchmark-json)")
     ap.add_argument("--out-dir", type=Path, default=Path(__file__).resolve().parent / "plots")
     ap.add_argument("--memory-json", type=Path, help="JSON list of {buffered_traces, retained_bytes, raw_bytes}")
+    ap.add_argument("--soak-json", type=Path, help="the JSON of bench/soak.py (writes soak.png)")
     a = ap.parse_args(argv)
-    if a.benchmark_json is None and a.memory_json is None:
-        ap.error("give --benchmark-json and/or --memory-json")
+    if a.benchmark_json is None and a.memory_json is None and a.soak_json is None:
+        ap.error("give --benchmark-json, --memory-json and/or --soak-json")
     a.out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     if a.benchmark_json is not None:
@@ -232,6 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.memory_json is not None:
         path = a.out_dir / "memory_by_buffered_traces.png"
         if plot_memory(json.loads(a.memory_json.read_text()), path):
+            written.append(path)
+    if a.soak_json is not None:
+        path = a.out_dir / "soak.png"
+        if plot_soak(json.loads(a.soak_json.read_text()), path):
             written.append(path)
     for p in written:
         print(p)

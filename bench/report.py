@@ -4,8 +4,9 @@
 
 Reads, from `--dir`: `engine.json` (pytest-benchmark), `peers.json` (bench/peers.py), `services.json`
 (bench/services.py), `kafka.json` (bench/kafka_throughput.py), `harness-rate.json` and `harness-flat.json`
-(`tailsample bench`), and the plots written next to RESULTS.md under bench/plots/. Every figure on the page comes
-from those files; nothing is typed in.
+(`tailsample bench`), `soak.json` (bench/soak.py; its section is left out when the file is missing), and the
+plots written next to RESULTS.md under bench/plots/. Every figure on the page comes from those files; nothing is
+typed in.
 """
 
 from __future__ import annotations
@@ -180,6 +181,54 @@ def durability_section(*runs: Any) -> list[str]:
     return out
 
 
+def soak_section(data: Any, plots: str = "plots") -> list[str]:
+    """The soak of `bench/soak.py`: one table row per run file (the verdict's figures) and the plot."""
+    if not data:
+        return ["(soak.json missing)"]
+    v, a, f = data["verdict"], data["args"], data.get("final", {})
+
+    def num(key: str, fmt: str = "{:.1f}") -> str:
+        return "n/a" if v.get(key) is None else fmt.format(v[key])
+
+    def yes(key: str) -> str:
+        return "n/a" if v.get(key) is None else "yes" if v[key] else "**no**"
+
+    storage = f"tail storage (`sync: {a.get('sync', 'none')}`)" if data.get("tail_storage") else "in memory"
+    refused = f"{v.get('refused_spans', 0):,.0f} (generator: {v.get('generator_refused_spans', 0):,.0f} refused, " \
+              f"{v.get('generator_failed_spans', 0):,.0f} failed)"
+    verdict = "OK" if v.get("ok") else "not OK: " + ", ".join(v.get("failed_checks", []))
+    return [
+        f"`tailsample serve` under the realistic mix of `tailsample.synth` over OTLP/HTTP for {a['minutes']:g} "
+        f"minutes (offered window; the traffic's tail follows), seed policies with decision_wait "
+        f"{a['decision_wait']:g} s, {storage}; sampled every {a['interval']:g} s. The warm-up is the first "
+        f"{v['warmup_minutes']:.1f} minutes; RSS slope: least squares over the samples after it. Decision lag: "
+        "mean of (decided - due) over each interval's decisions (the engine's lag counters); the slowest "
+        "decision round is the histogram bucket bounding it. The generator, the sink and the server share "
+        f"{data.get('cpu_count', '?')} cores"
+        + (" (short run: the slope is noise)." if v.get("short_run") else "."),
+        "",
+        "| minutes | offered / achieved spans/s | RSS after warm-up / end / max | RSS slope after warm-up | "
+        "CPU mean (max) | decision lag mean / worst interval | slowest decision round | refused spans | "
+        "verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {a['minutes']:g} | {a['rate']:,.0f} / {v.get('achieved_spans_per_s', 0):,.0f} | "
+        f"{num('rss_after_warmup_mib', '{:.0f}')} / {num('rss_end_mib', '{:.0f}')} / "
+        f"{num('rss_max_mib', '{:.0f}')} MiB | {num('rss_slope_mib_per_10min', '{:+.2f}')} MiB per 10 min "
+        f"(range {num('rss_range_after_warmup_mib')} MiB) | {num('cpu_mean_cores', '{:.2f}')} "
+        f"({num('cpu_max_cores', '{:.2f}')}) cores | {num('lag_mean_ms', '{:.0f}')} / "
+        f"{num('lag_max_interval_mean_ms', '{:.0f}')} ms (bound {v.get('lag_bound_ms', 0):,.0f} ms) | "
+        f"≤ {num('timer_max_bucket_ms', '{:g}')} ms | {refused} | {verdict} |",
+        "",
+        f"Memory flat: {yes('memory_flat')}; lag within bound: {yes('lag_within_bound')}; no refused spans: "
+        f"{yes('no_refused')}; generator kept up: {yes('generator_kept_up')} (latest send "
+        f"{num('generator_max_send_lag_ms', '{:.0f}')} ms behind schedule); nothing lost: {yes('nothing_lost')} "
+        f"({f.get('traces_received', 0):,.0f} traces received, {f.get('traces_decided', 0):,.0f} decided, "
+        f"{f.get('exporter_sent_spans', 0):,.0f} kept spans sent, {f.get('sink_spans', 0):,.0f} at the sink).",
+        "",
+        f"![soak]({plots}/soak.png)",
+    ]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, default=Path("bench/.data/results"))
@@ -191,6 +240,8 @@ def main() -> int:
     services = _load(a.dir / "services.json")
     rate, flat = _load(a.dir / "harness-rate.json"), _load(a.dir / "harness-flat.json")
     peer_lines, heads = peers_section(peers)
+    soak = _load(a.dir / "soak.json")
+    soak_lines = ["## Soak (`bench/soak.py`)", "", *soak_section(soak, a.plots), ""] if soak else []
     lines = [
         "# Benchmark results",
         "",
@@ -263,6 +314,7 @@ def main() -> int:
         "",
         *durability_section(engine, _load(a.dir / "durable.json")),
         "",
+        *soak_lines,
         "## Commands",
         "",
         "```sh",
@@ -270,6 +322,8 @@ def main() -> int:
         "make bench              # the Rust scanner against prost, and the pytest-benchmark suites",
         "python bench/peers.py --json F; python bench/services.py --json F; tailsample bench --json F",
         ".venv/bin/python -m pytest bench -q --benchmark-only -k durable --benchmark-json F   # the durability table",
+        ".venv/bin/python bench/soak.py --minutes 30 --json F && .venv/bin/python bench/plots.py --soak-json F"
+        "   # the soak (30 min)",
         "```",
         "",
     ]

@@ -51,6 +51,7 @@ import tempfile
 import time
 import urllib.request
 import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,24 +301,32 @@ class LoadSpec:
     connections: int = 64
 
 
+OTLP_HEADERS = {"Content-Type": "application/x-protobuf"}
+
+
+async def post(session: aiohttp.ClientSession, url: str, body: bytes | bytearray,
+               timeout: aiohttp.ClientTimeout) -> int:
+    """POST one OTLP/HTTP protobuf request: its status, -1 on a timeout, -2 on another client error."""
+    try:
+        async with session.post(url, data=body, headers=OTLP_HEADERS, timeout=timeout) as r:
+            await r.read()
+            return r.status
+    except asyncio.TimeoutError:
+        return -1
+    except aiohttp.ClientError:
+        return -2
+
+
 async def _offer(spec: LoadSpec, data: list[Payload], worker: int, workers: int) -> dict[str, Any]:
     spans_per_request = data[0].spans
     interval = spans_per_request / spec.rate
     n_requests = max(1, round(spec.seconds / interval))
     records: list[tuple[float, float, float, int, int]] = []  # due, sent, answered, status, spans
     timeout = aiohttp.ClientTimeout(total=spec.timeout)
-    headers = {"Content-Type": "application/x-protobuf"}
 
     async def send(session: aiohttp.ClientSession, body: bytearray, spans: int, due: float) -> None:
         sent = time.time()
-        try:
-            async with session.post(spec.url, data=body, headers=headers, timeout=timeout) as r:
-                await r.read()
-                status = r.status
-        except asyncio.TimeoutError:
-            status = -1
-        except aiohttp.ClientError:
-            status = -2
+        status = await post(session, spec.url, body, timeout)
         records.append((due, sent, time.time(), status, spans))
 
     connector = aiohttp.TCPConnector(limit=spec.connections, force_close=False)
@@ -475,12 +484,16 @@ OTELCOL_ENV: dict[str, str] = {}  # --otelcol-env (e.g. GOGC=400): defaults unle
 class Server:
     """One system's process with the shared config, on fresh ports."""
 
-    def __init__(self, system: str, sink_port: int, tmp: Path) -> None:
+    def __init__(self, system: str, sink_port: int, tmp: Path,
+                 adjust: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """`adjust`, when given, edits the configuration (a dict in the collector's format) before it is written."""
         self.system = system
         self.http_port, self.metrics_port = free_port(), free_port()
+        self.config = collector_config(self.http_port, self.metrics_port, sink_port)
+        if adjust is not None:
+            adjust(self.config)
         cfg = tmp / f"{system}.yaml"
-        cfg.write_text(yaml.safe_dump(collector_config(self.http_port, self.metrics_port, sink_port),
-                                      sort_keys=False))
+        cfg.write_text(yaml.safe_dump(self.config, sort_keys=False))
         env = dict(os.environ)
         if system == "tailsample":
             cmd = [sys.executable, "-m", "tailsample", "serve", "--config", str(cfg), "--log-level", "warning"]
@@ -506,20 +519,7 @@ class Server:
                 time.sleep(0.1)
 
     def metrics(self) -> dict[str, float]:
-        s = scrape(self.metrics_url)
-        return {
-            "receiver_accepted_spans": total(s, "otelcol_receiver_accepted_spans", transport="http"),
-            "receiver_refused_spans": total(s, "otelcol_receiver_refused_spans", transport="http"),
-            "traces_received": total(s, "otelcol_processor_tail_sampling_new_trace_id_received"),
-            "traces_sampled": total(s, "otelcol_processor_tail_sampling_global_count_traces_sampled", sampled="true"),
-            "traces_not_sampled": total(s, "otelcol_processor_tail_sampling_global_count_traces_sampled",
-                                        sampled="false"),
-            "traces_dropped_too_early": total(s, "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early"),
-            "exporter_sent_spans": total(s, "otelcol_exporter_sent_spans"),
-            "exporter_send_failed_spans": total(s, "otelcol_exporter_send_failed_spans"),
-            "exporter_enqueue_failed_spans": total(s, "otelcol_exporter_enqueue_failed_spans"),
-            "exporter_queue_size": total(s, "otelcol_exporter_queue_size"),
-        }
+        return service_counters(scrape(self.metrics_url))
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -529,6 +529,23 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def service_counters(s: list[tuple[str, dict[str, str], float]]) -> dict[str, float]:
+    """The counters both systems expose (the collector's names), from one scrape."""
+    return {
+        "receiver_accepted_spans": total(s, "otelcol_receiver_accepted_spans", transport="http"),
+        "receiver_refused_spans": total(s, "otelcol_receiver_refused_spans", transport="http"),
+        "traces_received": total(s, "otelcol_processor_tail_sampling_new_trace_id_received"),
+        "traces_sampled": total(s, "otelcol_processor_tail_sampling_global_count_traces_sampled", sampled="true"),
+        "traces_not_sampled": total(s, "otelcol_processor_tail_sampling_global_count_traces_sampled",
+                                    sampled="false"),
+        "traces_dropped_too_early": total(s, "otelcol_processor_tail_sampling_sampling_trace_dropped_too_early"),
+        "exporter_sent_spans": total(s, "otelcol_exporter_sent_spans"),
+        "exporter_send_failed_spans": total(s, "otelcol_exporter_send_failed_spans"),
+        "exporter_enqueue_failed_spans": total(s, "otelcol_exporter_enqueue_failed_spans"),
+        "exporter_queue_size": total(s, "otelcol_exporter_queue_size"),
+    }
 
 
 @dataclass
