@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tailsample-deps
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build demo test test-rust lint test-python fuzz-ci fuzz bench bench-setup bench-results wheel wheel-check format clean all
+.PHONY: help setup build demo test test-rust lint test-python fuzz-ci fuzz soak bench bench-setup bench-results wheel wheel-check format clean all
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -73,6 +73,11 @@ bench-results: bench-setup ## every published figure, side by side with the refe
 	$(BIN)/python bench/plots.py --benchmark-json $(RESULTS)/engine.json --memory-json $(RESULTS)/memory.json \
 		--out-dir bench/plots
 	$(BIN)/python bench/report.py --dir $(RESULTS) --out bench/RESULTS.md
+
+soak: bench-setup ## 30 min of tailsample serve at 50k spans/s: RSS, CPU, decision lag every 10 s, verdict (bench/plots/soak.png)
+	mkdir -p $(RESULTS) bench/plots
+	$(BIN)/python bench/soak.py --minutes $${SOAK_MINUTES:-30} --json $(RESULTS)/soak.json
+	$(BIN)/python bench/plots.py --soak-json $(RESULTS)/soak.json --out-dir bench/plots
 
 wheel: setup ## an abi3 manylinux wheel in dist/
 	$(BIN)/maturin build --release -o dist
