@@ -10,6 +10,7 @@ import ipaddress
 import json
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import yaml
 from aiohttp import web
 from grpc import aio
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -66,6 +68,29 @@ def scrape(metrics_port: int) -> dict[str, float]:
     """A service's Prometheus metrics, by series."""
     with urllib.request.urlopen(f"http://{LOOPBACK}:{metrics_port}/metrics", timeout=5) as r:
         return parse_text(r.read().decode())
+
+
+class ServeSubprocess:
+    """`tailsample serve --config <tmp>/<name>.yaml [args]` in a subprocess, its output in `<tmp>/<name>.log`;
+    returns once its health check answers (`ready_after` seconds after the start). `config` must name
+    `health_port` and `metrics_port` as the health_check and metrics addresses."""
+
+    def __init__(self, tmp: Path, name: str, config: dict[str, Any], *, health_port: int, metrics_port: int,
+                 args: tuple[str, ...] = ()) -> None:
+        self.health_port, self.metrics_port = health_port, metrics_port
+        self.config = tmp / f"{name}.yaml"
+        self.config.write_text(yaml.safe_dump(config))
+        self.log = tmp / f"{name}.log"
+        self._log = self.log.open("wb")
+        started = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", "tailsample", "serve", "--config", str(self.config),
+                                      *args], stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(lambda: process_healthy(self.proc, self.log, self.health_port), timeout=30, interval=0.05,
+                 what=f"{name} healthy")
+        self.ready_after = time.monotonic() - started
+
+    def metrics(self) -> dict[str, float]:
+        return scrape(self.metrics_port)
 
 
 class _LoopThread:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -15,17 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 import kafka_fixtures
-from service_harness import free_port, process_healthy, scrape, sink, wait_for
+from service_harness import ServeSubprocess, free_port, sink, wait_for
 from test_kafka_receiver import traffic
 
 kafka_broker = kafka_fixtures.kafka_broker
 ck = pytest.importorskip("confluent_kafka", reason="confluent-kafka is not installed (pip install -e '.[test]')")
 
 
-class KafkaServe:
+class KafkaServe(ServeSubprocess):
     """`tailsample serve` reading a topic in a group, exporting kept spans over OTLP/HTTP."""
 
     def __init__(self, tmp: Path, name: str, bootstrap: str, topic: str, exporter: str) -> None:
@@ -44,19 +41,7 @@ class KafkaServe:
                                                  "exporters": ["otlphttp"]}},
                         "telemetry": {"metrics": {"address": f"127.0.0.1:{self.metrics_port}"}}},
         }
-        config = tmp / f"{name}.yaml"
-        config.write_text(yaml.safe_dump(cfg))
-        self.log = tmp / f"{name}.log"
-        self._log = self.log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tailsample", "serve", "--config", str(config)],
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(self._healthy, timeout=30, interval=0.1, what=f"{name} healthy")
-
-    def _healthy(self) -> bool:
-        return process_healthy(self.proc, self.log, self.health_port)
-
-    def metrics(self) -> dict[str, float]:
-        return scrape(self.metrics_port)
+        super().__init__(tmp, name, cfg, health_port=self.health_port, metrics_port=self.metrics_port)
 
     def partitions(self) -> set[int]:
         """Partitions this instance holds now (from its lag gauges)."""

@@ -21,11 +21,11 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 from otlp_builders import spans_out
-from service_harness import free_port, make_certs, process_healthy, scrape, wait_for
+from service_harness import ServeSubprocess, free_port, make_certs, wait_for
 from tailsample.fileformat import read_payloads
 
 
-class ServeProcess:
+class ServeProcess(ServeSubprocess):
     """`tailsample serve --config` in a subprocess; decision_wait must outlast the slow traces (0.55 s) so each is
     decided whole."""
 
@@ -50,19 +50,8 @@ class ServeProcess:
                                                  "exporters": ["file"]}},
                         "telemetry": {"metrics": {"address": f"127.0.0.1:{self.metrics_port}"}}},
         }
-        self.config = tmp / "otel.yaml"
-        self.config.write_text(yaml.safe_dump(cfg))
-        self.log = tmp / "serve.log"
-        self._log = self.log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tailsample", "serve", "--config", str(self.config),
-                                      "--shutdown-timeout", "10s"], stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(self._healthy, timeout=30, interval=0.1, what="the health check")
-
-    def _healthy(self) -> bool:
-        return process_healthy(self.proc, self.log, self.health_port)
-
-    def metrics(self) -> dict[str, float]:
-        return scrape(self.metrics_port)
+        super().__init__(tmp, "serve", cfg, health_port=self.health_port, metrics_port=self.metrics_port,
+                         args=("--shutdown-timeout", "10s"))
 
     def kept(self) -> Counter[str]:
         """Spans per kept trace, from the file exporter's output."""

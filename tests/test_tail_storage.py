@@ -7,8 +7,6 @@ directory, delivers every kept trace whole to the backend, with duplicates count
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -25,7 +23,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 from otlp_builders import STATUS_ERROR, make_request, make_span
-from service_harness import free_port, process_healthy, scrape, service_config, serving, sink, wait_for
+from service_harness import ServeSubprocess, free_port, service_config, serving, sink, wait_for
 from tailsample.config import Config
 from tailsample.engine import Engine
 from tailsample.errors import BackpressureError, ConfigError
@@ -162,7 +160,7 @@ def test_serve_keeps_pending_traces_across_a_graceful_restart(tmp_path):
 
 # ---- kill -9 in the middle of a stream ---------------------------------------------------------------------
 
-class _Serve:
+class _Serve(ServeSubprocess):
     """`tailsample serve` in a process, exporting over OTLP/HTTP to `backend`, with tail storage in `directory`."""
 
     def __init__(self, tmp: Path, backend_endpoint: str, directory: Path, http_port: int, *,
@@ -185,21 +183,8 @@ class _Serve:
                                                  "exporters": ["otlphttp"]}},
                         "telemetry": {"metrics": {"address": f"127.0.0.1:{self.metrics_port}"}}},
         }
-        path = tmp / f"otel-{self.metrics_port}.yaml"
-        path.write_text(yaml.safe_dump(cfg))
-        self.log = tmp / f"serve-{self.metrics_port}.log"
-        self._log = self.log.open("wb")
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "tailsample", "serve", "--config", str(path)],
-                                     stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(self._healthy, timeout=30, interval=0.05, what="the health check")
-        self.ready_after = time.monotonic() - self.started
-
-    def _healthy(self) -> bool:
-        return process_healthy(self.proc, self.log, self.health_port)
-
-    def metrics(self) -> dict[str, float]:
-        return scrape(self.metrics_port)
+        super().__init__(tmp, f"serve-{self.metrics_port}", cfg, health_port=self.health_port,
+                         metrics_port=self.metrics_port)
 
     def stop(self, sig: int) -> None:
         if self.proc.poll() is None:

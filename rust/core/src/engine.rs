@@ -135,7 +135,6 @@ impl Engine {
         .map_err(storage_error)?;
         let mut resend: HashMap<u128, (Option<u16>, Stage)> = HashMap::new();
         let mut clock = i64::MIN;
-        let n = engine.shards.len();
         let scan = st.for_each_payload(|at, t, payload| {
             let t = t.min(now);
             clock = clock.max(t);
@@ -143,28 +142,26 @@ impl Engine {
                 report.payloads_invalid += 1;
                 return;
             };
-            let mut per_shard: Vec<Vec<(u128, u32)>> = vec![Vec::new(); n];
-            for (i, span) in d.spans.iter().enumerate() {
-                let id = u128::from_be_bytes(span.trace_id);
-                match decisions.judge(id, at) {
-                    Replayed::Pending => report.spans_pending += 1,
-                    Replayed::Resend { policy, stage } => {
-                        resend.insert(id, (policy, stage));
-                    }
-                    Replayed::Covered => {
-                        report.spans_covered += 1;
-                        continue;
-                    }
-                    Replayed::NotSampled => {
-                        report.spans_not_sampled += 1;
-                        continue;
-                    }
+            let per_shard = engine.route(&d, |id| match decisions.judge(id, at) {
+                Replayed::Pending => {
+                    report.spans_pending += 1;
+                    true
                 }
-                per_shard[engine.shard_of(id)].push((id, i as u32));
-            }
-            for (i, order) in per_shard.iter_mut().enumerate() {
+                Replayed::Resend { policy, stage } => {
+                    resend.insert(id, (policy, stage));
+                    true
+                }
+                Replayed::Covered => {
+                    report.spans_covered += 1;
+                    false
+                }
+                Replayed::NotSampled => {
+                    report.spans_not_sampled += 1;
+                    false
+                }
+            });
+            for (i, order) in per_shard.iter().enumerate() {
                 if !order.is_empty() {
-                    order.sort_unstable();
                     lock(&engine.shards[i]).ingest(&d, order, t, at.segment);
                 }
             }
@@ -270,6 +267,22 @@ impl Engine {
         }
     }
 
+    /// The spans of `d` that `keep` (given their trace ID) takes, as (trace ID, span index) per shard, sorted by
+    /// trace, then by span index: a trace's spans are contiguous, each scope's in wire order.
+    fn route(&self, d: &Decoded<'_>, mut keep: impl FnMut(u128) -> bool) -> Vec<Vec<(u128, u32)>> {
+        let mut per_shard: Vec<Vec<(u128, u32)>> = vec![Vec::new(); self.shards.len()];
+        for (i, span) in d.spans.iter().enumerate() {
+            let id = u128::from_be_bytes(span.trace_id);
+            if keep(id) {
+                per_shard[self.shard_of(id)].push((id, i as u32));
+            }
+        }
+        for order in &mut per_shard {
+            order.sort_unstable();
+        }
+        per_shard
+    }
+
     /// What the engine knows of a trace: pending, decided (with every policy's vote), or only remembered by
     /// the decision caches, or nothing.
     pub fn explain(&self, trace_id: [u8; 16]) -> Knowledge {
@@ -355,16 +368,7 @@ impl Engine {
                 return Err(e);
             }
         };
-        let n = self.shards.len();
-        let mut per_shard: Vec<Vec<(u128, u32)>> = vec![Vec::new(); n];
-        for (i, span) in d.spans.iter().enumerate() {
-            let id = u128::from_be_bytes(span.trace_id);
-            per_shard[self.shard_of(id)].push((id, i as u32));
-        }
-        for order in &mut per_shard {
-            // By trace, then by span index: a trace's spans are contiguous, each scope's in wire order.
-            order.sort_unstable();
-        }
+        let per_shard = self.route(&d, |_| true);
         let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> = per_shard
             .iter()
             .enumerate()

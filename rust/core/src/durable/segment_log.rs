@@ -587,9 +587,9 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
-    #[test]
-    fn a_torn_tail_is_truncated_and_reported_and_earlier_records_kept() {
-        let dir = tempdir("torn");
+    /// A log of five 100-byte records in one segment, closed: (its directory, the segment, its file).
+    fn five_records(name: &str) -> (PathBuf, u64, PathBuf) {
+        let dir = tempdir(name);
         let (mut log, _) = SegmentLog::open(&dir, opts(1 << 20, 1 << 20)).unwrap();
         for i in 0..5u8 {
             log.append(2, &[&[i; 100]]).unwrap();
@@ -597,6 +597,12 @@ mod tests {
         let seg = log.current_segment();
         drop(log);
         let path = segment_path(&dir, seg);
+        (dir, seg, path)
+    }
+
+    #[test]
+    fn a_torn_tail_is_truncated_and_reported_and_earlier_records_kept() {
+        let (dir, seg, path) = five_records("torn");
         let full = fs::metadata(&path).unwrap().len();
         // Cut the last record in the middle of its body, as a crash during write would.
         let f = OpenOptions::new().write(true).open(&path).unwrap();
@@ -615,14 +621,7 @@ mod tests {
 
     #[test]
     fn a_flipped_byte_fails_the_checksum_and_ends_the_valid_part() {
-        let dir = tempdir("flip");
-        let (mut log, _) = SegmentLog::open(&dir, opts(1 << 20, 1 << 20)).unwrap();
-        for i in 0..5u8 {
-            log.append(2, &[&[i; 100]]).unwrap();
-        }
-        let seg = log.current_segment();
-        drop(log);
-        let path = segment_path(&dir, seg);
+        let (dir, _, path) = five_records("flip");
         let mut data = fs::read(&path).unwrap();
         let third_body = (SEGMENT_HEADER + 2 * (RECORD_HEADER + 100) + RECORD_HEADER + 7) as usize;
         data[third_body] ^= 0x40;
