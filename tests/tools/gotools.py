@@ -3,6 +3,7 @@
     from tools import gotools
     gotools.telemetrygen()  # -> Path of telemetrygen (opentelemetry-collector-contrib/cmd/telemetrygen)
     gotools.otelcol()       # -> Path of a collector built by ocb from tests/tools/otelcol-builder.yaml
+    gotools.jaeger()        # -> Path of Jaeger v2 (cmd/jaeger), built in a scratch module
 
 Both raise `GoToolUnavailable` when this machine cannot build them (no `go` on PATH, module proxy unreachable or
 refusing a module, toolchain too old): a test should skip with that message (`gotools.require(gotools.otelcol)`
@@ -39,6 +40,9 @@ MANIFEST = TOOLS / "otelcol-builder.yaml"
 
 TELEMETRYGEN_MODULE = "github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen"
 TELEMETRYGEN_VERSION = "v0.161.0"
+JAEGER_MODULE = "github.com/jaegertracing/jaeger"
+JAEGER_PACKAGE = "github.com/jaegertracing/jaeger/cmd/jaeger"
+JAEGER_VERSION = "v1.75.0"  # Jaeger v2 (the OpenTelemetry-collector-based all-in-one); its query API, no UI assets
 BUILDER_MODULE = "go.opentelemetry.io/collector/cmd/builder"
 BUILDER_VERSION = "v0.161.0"  # the collector release of the manifest's components (core beta v0.161.0, stable v1.67.0)
 
@@ -239,6 +243,31 @@ def otelcol() -> Path:
             shutil.rmtree(scratch, ignore_errors=True)
 
     return _tool("otelcol", key, build)
+
+
+@_memoised
+def jaeger() -> Path:
+    """Jaeger v2 (`JAEGER_PACKAGE@JAEGER_VERSION`), about 9 minutes to build on 2 cores, then cached.
+
+    `go install` refuses the module (its go.mod has replace directives), so it is built as a tool dependency of a
+    scratch module (`go get -tool`, then `go build`), which resolves the versions without those replacements.
+    """
+    go = find_go()
+    key = _key("jaeger", f"{JAEGER_PACKAGE}@{JAEGER_VERSION}", go_version(go))
+
+    def build(dest: Path) -> None:
+        scratch = Path(tempfile.mkdtemp(prefix=".jaeger-", dir=dest.parent))
+        try:
+            what = f"jaeger {JAEGER_VERSION}"
+            run_go([go, "mod", "init", "tailsample.test/jaeger"], cwd=scratch, what=what, timeout=60)
+            run_go([go, "get", "-tool", f"{JAEGER_PACKAGE}@{JAEGER_VERSION}"], cwd=scratch, what=what,
+                   timeout=INSTALL_TIMEOUT_S)
+            run_go([go, "build", "-trimpath", "-o", str(dest), JAEGER_PACKAGE], cwd=scratch, what=what,
+                   timeout=OTELCOL_TIMEOUT_S)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    return _tool("jaeger", key, build)
 
 
 def require(tool: Callable[[], Path]) -> Path:
