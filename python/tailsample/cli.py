@@ -38,6 +38,8 @@ def _check_config(args: argparse.Namespace) -> int:
         for line in service.ignored:
             console.print(f"[yellow]note[/]: {line}")
     n = cfg.normalized()
+    if args.traffic or args.url:
+        return _lint_policies(args, cfg)
     console.print(f"[green]ok[/]: {args.file}: {len(cfg.policy_names)} policies, decision_wait "
                   f"{n['decision_wait']}, num_traces {n['num_traces']}")
     table = Table("#", "policy", "type", box=None)
@@ -45,6 +47,57 @@ def _check_config(args: argparse.Namespace) -> int:
         table.add_row(str(i), p["name"], p["type"])
     console.print(table)
     return 0
+
+
+def _lint_policies(args: argparse.Namespace, cfg: Config) -> int:
+    """`check-config --traffic FILE…` / `--url URL`: the policies' attribute keys against real traffic."""
+    import io
+    import json
+
+    from tailsample.lint import AttributeInventory, lint, render_text
+
+    if bool(args.traffic) == bool(args.url):
+        print("tailsample check-config: give --traffic FILE…, or --url of a running service (not both)",
+              file=sys.stderr)
+        return 2
+    if args.traffic:
+        from tailsample.fileformat import read_payloads
+        from tailsample.replay import replay
+
+        inventory = AttributeInventory()
+        for f in args.traffic:
+            for payload in read_payloads(Path(f)):
+                inventory.add_payload(payload)
+        report = replay(cfg, [Path(f) for f in args.traffic], None, progress=False,
+                        console=Console(file=io.StringIO()))
+        result = lint(cfg, inventory, report.policies)
+    else:
+        base = args.url.rstrip("/")
+        try:
+            doc = _get_json(f"{base}/debug/attributes", args.timeout, args.url)
+        except _ServiceUnreachable as exc:
+            print(f"tailsample: {exc}", file=sys.stderr)
+            return 1
+        pipelines: dict[str, Any] = doc.get("pipelines", {})
+        if not pipelines:
+            print(f"tailsample: {args.url} runs no traces pipeline", file=sys.stderr)
+            return 1
+        # The pipeline whose policies are these (by normalized definition), else the first: its traffic sample,
+        # and its per-policy counts only for policies defined exactly as here.
+        mine = {p["name"]: p for p in cfg.normalized()["policies"]}
+        pid, data = max(pipelines.items(), key=lambda kv: sum(
+            mine.get(p["name"]) == p for p in kv[1].get("policies", [])))
+        running = {p["name"]: p for p in data.get("policies", [])}
+        stats = {name: s for name, s in data.get("policy_stats", {}).items() if running.get(name) == mine.get(name)}
+        inventory = AttributeInventory.from_json(data["inventory"])
+        result = lint(cfg, inventory, stats)
+        if len(pipelines) > 1:
+            print(f"(traffic sampled by pipeline {pid} of {args.url})", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(render_text(result))
+    return 1 if args.fail_on_miss and result["problems"] else 0
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -330,6 +383,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a collector YAML or a tail_sampling block")
     p.add_argument("file")
     p.add_argument("--name", help="which tail_sampling/<name> processor, when the file has several")
+    p.add_argument("--traffic", nargs="+", metavar="FILE", help="lint the policies against recorded OTLP traffic "
+                   "(the collector file exporter's formats): traces each policy matched, attribute keys never "
+                   "seen, near misses (dash vs underscore, case, string vs array, resource vs span)")
+    p.add_argument("--url", help="lint against the traffic a running `tailsample serve` samples (its telemetry "
+                   "metrics address, e.g. http://127.0.0.1:8888)")
+    p.add_argument("--json", action="store_true", help="with --traffic or --url: print the lint as JSON")
+    p.add_argument("--fail-on-miss", action="store_true", help="with --traffic or --url: exit 1 when a key a "
+                   "policy reads is missing or a near miss")
+    _timeout_arg(p)
     p.set_defaults(run=_check_config)
 
     p = sub.add_parser("replay", help="run recorded OTLP traffic (the collector file exporter's formats) "

@@ -14,6 +14,9 @@ States:
 - `sampled_cache` / `non_sampled_filter`: the record is gone, but a decision cache still remembers the ID;
 - `unknown`: never seen, or forgotten.
 
+From a running service, a decided answer may also carry `near_misses`: per policy that voted not_sampled, the
+attribute keys it reads that the service's traffic sample spells otherwise (`tailsample.lint`).
+
 Times are seconds on the engine clock; `clock` is that clock now, so `clock - first_seen` is the trace's age.
 """
 
@@ -78,4 +81,10 @@ def describe(e: dict[str, Any]) -> list[str]:
         lines.append("  votes:")
         width = max(len(n) for n in votes)
         lines += [f"    {name:<{width}}  {vote}" for name, vote in votes.items()]
+    near: dict[str, list[str]] = e.get("near_misses") or {}
+    if near:
+        lines.append("  near misses (attributes these policies read, as the traffic spells them; "
+                     "`tailsample check-config --url` lists them all):")
+        for name, misses in near.items():
+            lines += [f"    {name}: {m}" for m in misses]
     return lines

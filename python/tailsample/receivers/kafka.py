@@ -190,6 +190,10 @@ class KafkaReceiver:
                         raise r
                     break
                 out.append(r)
+        for payload, result in zip(payloads, out, strict=True):
+            if not isinstance(result, Exception):
+                pipeline.observe(payload)
+                break  # one is all the sample takes at a time
         return out
 
     def _pause_or_resume(self) -> None:

@@ -26,6 +26,7 @@ from aiohttp import web
 from tailsample.errors import ConfigError
 from tailsample.exporters import Exporter, ExporterMetrics, build_exporter
 from tailsample.fileformat import proto_to_json
+from tailsample.lint import policy_near_misses
 from tailsample.receivers import BearerTokenAuth, OtlpGrpcReceiver, OtlpHttpReceiver, ReceiverMetrics
 from tailsample.service.config import (
     BearerTokenAuthExtension,
@@ -165,6 +166,7 @@ class Service:
                 m = _HttpEndpoint("metrics", ep, [web.get("/metrics", self._metrics),
                                                   web.get("/debug/traces/{trace_id}", self._explain),
                                                   web.get("/debug/gaps", self._gaps),
+                                                  web.get("/debug/attributes", self._attributes),
                                                   web.get("/debug/kept", self._kept_list),
                                                   web.get("/debug/kept/{trace_id}", self._kept_trace)])
                 self._endpoints.append(m)
@@ -219,6 +221,15 @@ class Service:
             answers = {pid: p.engine.explain(trace_id) for pid, p in self.pipelines.items()}
         except ValueError as e:
             return _json_error(400, str(e))
+        for pid, answer in answers.items():
+            # Policies that did not keep it and read attributes the traffic spells otherwise: say so.
+            missed = [name for name, vote in (answer.get("votes") or {}).items() if vote == "not_sampled"]
+            if missed:
+                p = self.pipelines[pid]
+                with p.locked_inventory() as inventory:
+                    near = policy_near_misses(p.engine.config, inventory, missed)
+                if near:
+                    answer["near_misses"] = near
         return web.Response(text=json.dumps({"trace_id": trace_id.lower(), "pipelines": answers}),
                             content_type="application/json")
 
@@ -226,6 +237,13 @@ class Service:
         """The propagation audit (`tailsample gaps`): per pipeline, its report (null when the audit is off)."""
         reports = {pid: p.engine.gaps() for pid, p in self.pipelines.items()}
         return web.Response(text=json.dumps({"pipelines": reports}), content_type="application/json")
+
+    async def _attributes(self, request: web.Request) -> web.Response:
+        """Per pipeline: the attribute keys of a sample of its traffic (`tailsample check-config --url`), its
+        policies (normalized) and their counts."""
+        out = {pid: {"inventory": p.inventory_json(), "policies": p.engine.config.normalized()["policies"],
+                     "policy_stats": p.engine.policy_stats()} for pid, p in self.pipelines.items()}
+        return web.Response(text=json.dumps({"pipelines": out}), content_type="application/json")
 
     async def _kept_list(self, request: web.Request) -> web.Response:
         """Recently kept traces still held (`tailsample show --url`), newest first, with a one-line summary each:

@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from tailsample import _native
 from tailsample.engine import Engine
 from tailsample.errors import StorageError
 from tailsample.exporters.base import Batch, Exporter, Ticket
+from tailsample.lint import AttributeInventory
 from tailsample.service.config import BatchProcessor, Pipeline, TailSamplingProcessor
 from tailsample.service.memory import MemoryLimiter
 from tailsample.service.metrics import Registry, Sample
@@ -48,6 +51,9 @@ _GAUGES = frozenset({"traces_in_memory", "spans_in_memory", "span_bytes_in_memor
                      "propagation_memory_bytes", "buffered_bytes", "storage_bytes", "storage_directory_bytes",
                      "storage_span_segments", "storage_decision_segments", "storage_open_rounds",
                      "storage_acknowledged_round"})
+# The attribute inventory (`/debug/attributes`, `check-config --url`, explain's near misses) reads at most one
+# payload per interval: a sample of the keys, at a bounded cost whatever the rate.
+INVENTORY_INTERVAL_S = 1.0
 _SPAN_KINDS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
                "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER")
 _STATUS_CODES = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
@@ -185,6 +191,9 @@ class ServicePipeline:
         self._timer = registry.histogram(
             PREFIX + "sampling_decision_timer_latency", "Latency (ms) of each run of the sampling decision timer",
             (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000), ("processor",))
+        self.inventory = AttributeInventory()
+        self._inventory_lock = threading.Lock()  # the Kafka receiver observes from its consumer thread
+        self._inventory_due = 0.0
         registry.add_collector(self._collect)
 
     # ---- in: called by the receivers, on the event loop --------------------------------------------------------
@@ -192,7 +201,29 @@ class ServicePipeline:
     def consume(self, payload: bytes) -> int:
         for limiter in self.limiters:
             limiter.check()
-        return self.engine.ingest(payload)
+        spans = self.engine.ingest(payload)
+        self.observe(payload)
+        return spans
+
+    def observe(self, payload: bytes) -> None:
+        """Counts the attribute keys of an accepted payload, at most one per `INVENTORY_INTERVAL_S`."""
+        now = time.monotonic()
+        if now < self._inventory_due:
+            return
+        with self._inventory_lock:
+            if now < self._inventory_due:
+                return
+            self._inventory_due = now + INVENTORY_INTERVAL_S
+            self.inventory.add_payload(payload)  # the engine accepted it: valid protobuf
+
+    def inventory_json(self) -> dict[str, object]:
+        with self._inventory_lock:
+            return dict(self.inventory.to_json())
+
+    @contextlib.contextmanager
+    def locked_inventory(self) -> Iterator[AttributeInventory]:
+        with self._inventory_lock:
+            yield self.inventory
 
     # ---- out: the decision loop ------------------------------------------------------------------------------
 
@@ -276,6 +307,10 @@ class ServicePipeline:
         for key, value in stats.items():
             kind = "gauge" if key in _GAUGES or key.startswith("limit_") else "counter"
             add(f"tailsample_engine_{key}", kind, f"engine stat {key} (see the README's limits table)", value)
+        add("tailsample_attribute_inventory_keys", "gauge", "Attribute keys held by the traffic sample that "
+            "check-config --url and explain read (bounded)", self.inventory.size)
+        add("tailsample_attribute_inventory_keys_dropped", "counter", "New attribute keys not counted: the "
+            "inventory was at its bound", self.inventory.keys_dropped)
         out.extend(red_samples(self.engine, proc))
         out.extend(gap_samples(self.engine, proc))
         return out
@@ -388,6 +423,8 @@ class FanoutSink:
         spans = 0
         for p in self.pipelines:
             spans = p.engine.ingest(payload)
+        for p in self.pipelines:
+            p.observe(payload)
         return spans
 
 

@@ -1,0 +1,236 @@
+"""Policy lint against traffic (`tailsample.lint`, `tailsample check-config --traffic/--url`, explain's near
+misses), on spans shaped as the OpenTelemetry Python instrumentation sends them (see
+`docs/real-instrumentation.md`): the captured header as `http.request.header.x_force_trace` = ["true"]."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from otlp_builders import make_request, make_span, span_id, trace_id
+from service_harness import serving, service_config, wait_for
+from tailsample import Config
+from tailsample.fileformat import PayloadWriter
+from tailsample.lint import AttributeInventory, header_aliases, keys_read, lint, near_misses, render_text
+
+SERVER = Span.SpanKind.SPAN_KIND_SERVER
+CLIENT = Span.SpanKind.SPAN_KIND_CLIENT
+
+
+def flask_request(*, forced: bool, status_code: int = 200, header_key: str = "http.request.header.x_force_trace"
+                  ) -> bytes:
+    """A frontend SERVER span and its requests CLIENT span, as the Python instrumentation's old conventions
+    write them."""
+    tid = trace_id()
+    root = span_id()
+    server = {"http.method": "GET", "http.server_name": "127.0.0.1", "http.scheme": "http",
+              "net.host.name": "127.0.0.1:14501", "http.host": "127.0.0.1:14501", "net.host.port": 14501,
+              "http.target": "/work", "net.peer.ip": "127.0.0.1", "net.peer.port": 50412,
+              "http.user_agent": "python-requests/2.32.3", "http.flavor": "1.1", "http.route": "/work",
+              "http.status_code": status_code}
+    if forced:
+        server[header_key] = ["true"]
+    client = {"http.method": "GET", "http.url": "http://127.0.0.1:14502/work",
+              "user_agent.original": "python-requests/2.32.3", "http.status_code": status_code}
+    return make_request({"service.name": "frontend", "telemetry.sdk.language": "python"}, [
+        make_span(tid, root, name="GET /work", kind=SERVER, attributes=server),
+        make_span(tid, parent=root, name="GET", kind=CLIENT, attributes=client),
+    ])
+
+
+def inventory_of(*payloads: bytes) -> AttributeInventory:
+    inv = AttributeInventory()
+    for p in payloads:
+        inv.add_payload(p)
+    return inv
+
+
+def policies(*ps: dict[str, object], **tailsample: object) -> Config:
+    block: dict[str, object] = {"policies": list(ps)}
+    if tailsample:
+        block["tailsample"] = tailsample
+    return Config.from_dict({"tail_sampling": block})
+
+
+def test_keys_read_walks_sub_policies_and_ottl_places() -> None:
+    cfg = policies(
+        {"name": "forced", "type": "string_attribute",
+         "string_attribute": {"key": "http.request.header.x-force-trace", "values": ["true"]}},
+        {"name": "both", "type": "and", "and": {"and_sub_policy": [
+            {"name": "code", "type": "numeric_attribute",
+             "numeric_attribute": {"key": "http.status_code", "min_value": 500}},
+            {"name": "cond", "type": "ottl_condition", "ottl_condition": {"span": [
+                'attributes["http.route"] == "/x" and resource.attributes["service.name"] == "cart"']}}]}})
+    got = [(r.policy, r.top, r.key, r.place, r.expects, r.values) for r in keys_read(cfg)]
+    assert got == [
+        ("forced", "forced", "http.request.header.x-force-trace", "any", "string", ("true",)),
+        ("both/code", "both", "http.status_code", "any", "number", ()),
+        ("both/cond", "both", "http.route", "span", "any", ()),
+        ("both/cond", "both", "service.name", "resource", "any", ()),
+    ]
+
+
+def test_header_aliases_are_both_spellings_of_the_header_name_only() -> None:
+    assert header_aliases("http.request.header.x-force-trace") == {"http.request.header.x_force_trace"}
+    assert header_aliases("http.response.header.x_b3_id") == {"http.response.header.x-b3-id"}
+    assert header_aliases("http.status_code") == set()
+
+
+def test_inventory_counts_types_and_examples_and_is_bounded() -> None:
+    inv = inventory_of(flask_request(forced=True), flask_request(forced=False))
+    header = inv.keys("span")["http.request.header.x_force_trace"]
+    assert (header.count, dict(header.types), header.examples) == (1, {"array<string>": 1}, ["true"])
+    assert inv.keys("span")["net.host.port"].types == {"int": 2}
+    assert inv.keys("resource")["service.name"].examples == ["frontend"]
+    assert (inv.payloads, inv.spans, inv.resources) == (2, 4, 2)
+
+    small = AttributeInventory(max_keys=3)
+    small.add_payload(flask_request(forced=True))
+    assert small.size == 3 and small.keys_dropped > 0
+    again = AttributeInventory.from_json(json.loads(json.dumps(inv.to_json())))
+    assert again.to_json() == inv.to_json()
+
+
+SEED_FORCED = {"name": "forced-sampling-policy", "type": "string_attribute",
+               "string_attribute": {"key": "http.request.header.x-force-trace", "values": ["true"]}}
+
+
+@pytest.mark.parametrize(("cfg", "payload", "expected"), [
+    # The seed's policy on what Python's instrumentation sends: matched (header alias, array element) ...
+    (lambda: policies(SEED_FORCED), flask_request(forced=True), []),
+    # ... but not under the reference's rules: both reasons named.
+    (lambda: policies(SEED_FORCED, strict_reference_matching=True), flask_request(forced=True), ["spelling", "type"]),
+    # The specification's spelling, as an array: only the type, under strict matching.
+    (lambda: policies(SEED_FORCED, strict_reference_matching=True),
+     flask_request(forced=True, header_key="http.request.header.x-force-trace"), ["type"]),
+    # Nobody sends the header at all.
+    (lambda: policies(SEED_FORCED), flask_request(forced=False), ["absent"]),
+    # Another capitalisation of the header.
+    (lambda: policies(SEED_FORCED), flask_request(forced=True, header_key="http.request.header.X-Force-Trace"), ["case"]),
+    # Numbers as the instrumentation sends them: ints, read by a string policy.
+    (lambda: policies({"name": "code", "type": "string_attribute",
+               "string_attribute": {"key": "http.status_code", "values": ["500"]}}),
+     flask_request(forced=False), ["type"]),
+    # A numeric policy on an int: fine.
+    (lambda: policies({"name": "code", "type": "numeric_attribute",
+               "numeric_attribute": {"key": "http.status_code", "min_value": 500}}),
+     flask_request(forced=False), []),
+    # The values a policy looks for are not those sent.
+    (lambda: policies({"name": "route", "type": "string_attribute",
+               "string_attribute": {"key": "http.route", "values": ["/checkout"]}}),
+     flask_request(forced=False), ["value"]),
+    (lambda: policies({"name": "route", "type": "string_attribute",
+               "string_attribute": {"key": "http.route", "values": ["/WORK"]}}),
+     flask_request(forced=False), ["case"]),
+    # An OTTL span condition on what is a resource attribute.
+    (lambda: policies({"name": "svc", "type": "ottl_condition",
+               "ottl_condition": {"span": ['attributes["service.name"] == "frontend"']}}),
+     flask_request(forced=False), ["place"]),
+    # Old vs stable conventions: a dash-underscore near miss on a non-header key is still a miss.
+    (lambda: policies({"name": "m", "type": "string_attribute",
+               "string_attribute": {"key": "user-agent.original", "values": ["x"]}}),
+     flask_request(forced=False), ["spelling"]),
+], ids=["seed-real", "seed-strict", "spec-spelling-strict", "absent", "case", "int-as-string", "numeric-ok",
+        "value", "value-case", "resource-vs-span", "spelling"])
+def test_near_misses(cfg: Callable[[], Config], payload: bytes, expected: list[str]) -> None:
+    inv = inventory_of(payload)
+    report = lint(cfg(), inv)
+    kinds = [m["kind"] for p in report["policies"] for k in p["keys"] for m in k["near_misses"]]
+    assert kinds == expected, render_text(report)
+    assert report["problems"] == (1 if expected else 0)
+
+
+def test_near_miss_details_name_the_traffic_spelling() -> None:
+    cfg = policies(SEED_FORCED, strict_reference_matching=True)
+    read = keys_read(cfg)[0]
+    misses = near_misses(read, inventory_of(flask_request(forced=True)), strict=True)
+    assert misses[0].key == "http.request.header.x_force_trace"
+    assert "x_force_trace" in misses[0].detail
+    assert "array<string>" in misses[1].detail
+
+
+def write_traffic(path: Path, payloads: list[bytes]) -> Path:
+    w = PayloadWriter(path, "json")
+    for p in payloads:
+        w.write(p)
+    w.close()
+    return path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tailsample", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_traffic_counts_matches_and_lints(tmp_path: Path) -> None:
+    traffic = write_traffic(tmp_path / "traffic.json",
+                            [flask_request(forced=i % 4 == 0, status_code=500 if i % 5 == 0 else 200)
+                             for i in range(20)])
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(json.dumps({"tail_sampling": {"decision_wait": "1s", "policies": [
+        SEED_FORCED,
+        {"name": "typo", "type": "string_attribute", "string_attribute": {"key": "http.rout", "values": ["/work"]}},
+    ]}}))
+    proc = run_cli("check-config", str(cfg), "--traffic", str(traffic), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    rows = {p["policy"]: p for p in report["policies"]}
+    assert rows["forced-sampling-policy"]["matched"] == 5
+    assert rows["forced-sampling-policy"]["decided"] == 20
+    assert rows["typo"]["matched"] == 0
+    assert [m["kind"] for m in rows["typo"]["keys"][0]["near_misses"]] == ["absent"]
+    assert report["traffic"]["spans"] == 40
+
+    text = run_cli("check-config", str(cfg), "--traffic", str(traffic), "--fail-on-miss")
+    assert text.returncode == 1
+    assert "forced-sampling-policy (string_attribute): matched 5 of 20 traces" in text.stdout
+    assert "MISSING http.rout" in text.stdout
+    assert run_cli("check-config", str(cfg), "--traffic", str(traffic), "--url", "http://x").returncode == 2
+
+
+def test_service_samples_its_traffic_for_check_config_url_and_explain(tmp_path: Path) -> None:
+    config = service_config(exporters={"debug": {"verbosity": "basic"}}, decision_wait="100ms",
+                            policies=[SEED_FORCED], tail_sampling={"tailsample": {"strict_reference_matching": True}})
+    with serving(config) as svc:
+        forced = flask_request(forced=True)
+        req = urllib.request.Request(svc.url(), data=forced, headers={"Content-Type": "application/x-protobuf"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200
+        metrics_url = f"http://{svc.address('metrics')}"
+        doc = wait_for(lambda: _get(f"{metrics_url}/debug/attributes"), what="the traffic sample")
+        sample = doc["pipelines"]["traces"]["inventory"]
+        assert "http.request.header.x_force_trace" in sample["span"]
+        assert svc.metric('tailsample_attribute_inventory_keys{processor="tail_sampling"}') > 0
+
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+        trace_hex = ExportTraceServiceRequest.FromString(forced).resource_spans[0].scope_spans[0].spans[0] \
+            .trace_id.hex()
+
+        def decided() -> dict[str, object] | None:
+            answer = _get(f"{metrics_url}/debug/traces/{trace_hex}")["pipelines"]["traces"]
+            return answer if answer.get("state") == "decided" else None
+
+        answer = wait_for(decided, what="the decision")
+        assert answer["outcome"] == "not_sampled"
+        misses = answer["near_misses"]["forced-sampling-policy"]
+        assert any("spelling" in m and "x_force_trace" in m for m in misses), misses
+
+        cfg = tmp_path / "candidate.yaml"
+        cfg.write_text(json.dumps({"tail_sampling": {"policies": [SEED_FORCED]}}))
+        proc = run_cli("check-config", str(cfg), "--url", metrics_url, "--json")
+        assert proc.returncode == 0, proc.stderr
+        rows = json.loads(proc.stdout)["policies"]
+        # Not the running definition (that one is strict): no counts borrowed, and no near miss in lenient mode.
+        assert rows[0]["matched"] is None
+        assert rows[0]["keys"][0]["near_misses"] == []
+
+
+def _get(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return]
