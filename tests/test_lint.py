@@ -15,7 +15,7 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otlp_builders import make_request, make_span, span_id, trace_id
-from service_harness import serving, service_config, wait_for
+from service_harness import service_config, serving, wait_for
 from tailsample import Config
 from tailsample.fileformat import PayloadWriter
 from tailsample.lint import AttributeInventory, header_aliases, keys_read, lint, near_misses, render_text
@@ -113,7 +113,8 @@ SEED_FORCED = {"name": "forced-sampling-policy", "type": "string_attribute",
     # Nobody sends the header at all.
     (lambda: policies(SEED_FORCED), flask_request(forced=False), ["absent"]),
     # Another capitalisation of the header.
-    (lambda: policies(SEED_FORCED), flask_request(forced=True, header_key="http.request.header.X-Force-Trace"), ["case"]),
+    (lambda: policies(SEED_FORCED), flask_request(forced=True, header_key="http.request.header.X-Force-Trace"),
+     ["case"]),
     # Numbers as the instrumentation sends them: ints, read by a string policy.
     (lambda: policies({"name": "code", "type": "string_attribute",
                "string_attribute": {"key": "http.status_code", "values": ["500"]}}),
