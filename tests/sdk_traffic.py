@@ -3,11 +3,12 @@ drops the trace context on its call to payments (the case of issue 17).
 
 Each service has its own `TracerProvider` (its own `service.name` resource), the context travels between them
 through the W3C propagator as it would over HTTP headers, and the attributes are those the Python
-instrumentation emits (observed with opentelemetry-instrumentation-flask and -requests 0.66b1): frontend's requests CLIENT
-span under the old HTTP conventions (`http.url` only), cart's under the stable ones (`server.address` "127.0.0.1",
-`server.port`, `url.full`), the SERVER spans saying where they listen (`server.address` with the port, as Flask's
-instrumentation writes it). cart calls payments without injecting `traceparent`: payments' SERVER span starts a
-new trace. payments also queries a database (a CLIENT span with `db.system`: not a call).
+instrumentation emits (observed with opentelemetry-instrumentation-flask and -requests 0.66b1): frontend's
+requests CLIENT span under the old HTTP conventions (`http.url` only), cart's under the stable ones
+(`server.address` "127.0.0.1", `server.port`, `url.full`), the SERVER spans saying where they listen
+(`server.address` with the port, as Flask's instrumentation writes it). cart calls payments without injecting
+`traceparent`: payments' SERVER span starts a new trace. payments also queries a database (a CLIENT span with
+`db.system`: not a call).
 
 `make_traffic(exporter_for, n)` sends the spans through the given exporters (an OTLP exporter to a backend, an
 in-memory one for a file); `encode(spans)` turns finished SDK spans into the OTLP protobuf payload the SDK's OTLP
