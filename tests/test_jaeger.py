@@ -71,10 +71,10 @@ def test_gaps_over_jaeger_equal_gaps_over_the_same_spans_in_a_file(stored, capsy
     """Scenario: 12 checkouts frontend → cart → payments from the SDK's OTLP exporter into Jaeger (cart drops the
     context: 12 payments traces of their own), the same spans written to an OTLP/JSON file.
     Guarantees: `gaps --jaeger` (every service listed by Jaeger, each searched) reports exactly the totals and
-    the pairs of `gaps FILE` (calls, gaps, callee, examples among the gap traces): the cart → payments gap 12 of 12, the answered
-    frontend → cart call, each trace audited once though found by several services' searches."""
-    jaeger, traffic, path = stored
-    code, out, err = run(capsys, "gaps", "--jaeger", jaeger.query, "--json")
+    the pairs of `gaps FILE` (calls, gaps, callee, examples among the gap traces): the cart → payments gap 12 of
+    12, the answered frontend → cart call, each trace audited once though found by several services' searches."""
+    store, traffic, path = stored
+    code, out, err = run(capsys, "gaps", "--jaeger", store.query, "--json")
     assert code == 0, err
     from_jaeger = json.loads(out)
     code, out, err = run(capsys, "gaps", str(path), "--json")
@@ -93,9 +93,9 @@ def test_gaps_over_jaeger_equal_gaps_over_the_same_spans_in_a_file(stored, capsy
     assert [(p["calls"], p["gaps"], p["callee"]) for p in frontend] == [(REQUESTS, 0, "cart")]
 
     # the services named explicitly: the same report; the text report names the pair
-    code, out, _ = run(capsys, "gaps", "--jaeger", jaeger.query, *(f"--service={s}" for s in SERVICES), "--json")
+    code, out, _ = run(capsys, "gaps", "--jaeger", store.query, *(f"--service={s}" for s in SERVICES), "--json")
     assert code == 0 and pairs(json.loads(out)) == pairs(from_file)
-    code, out, _ = run(capsys, "gaps", "--jaeger", jaeger.query, "--service", "cart")
+    code, out, _ = run(capsys, "gaps", "--jaeger", store.query, "--service", "cart")
     assert code == 0 and f"{REQUESTS} of {2 * REQUESTS} calls lost the context" in out
 
 
@@ -103,11 +103,11 @@ def test_gaps_over_jaeger_is_bounded_by_limit_and_bytes(stored, capsys):
     """Scenario: the same store, pulled with --limit 5, then with --max-bytes smaller than one answer.
     Guarantees: 5 traces audited and a note that more may match; past the byte limit, exit 1 with a message
     naming the limit (no traceback, no partial report)."""
-    jaeger, _, _ = stored
-    code, out, err = run(capsys, "gaps", "--jaeger", jaeger.query, "--limit", "5", "--json")
+    store, _, _ = stored
+    code, out, err = run(capsys, "gaps", "--jaeger", store.query, "--limit", "5", "--json")
     assert code == 0 and json.loads(out)["traces_audited"] == 5
     assert "stopped at 5 traces (--limit)" in err
-    code, out, err = run(capsys, "gaps", "--jaeger", jaeger.query, "--max-bytes", "2KiB")
+    code, out, err = run(capsys, "gaps", "--jaeger", store.query, "--max-bytes", "2KiB")
     assert code == 1 and out == ""
     assert "read limit of 2,048 bytes (--max-bytes)" in err and "Traceback" not in err
 
@@ -115,10 +115,10 @@ def test_gaps_over_jaeger_is_bounded_by_limit_and_bytes(stored, capsys):
 def test_a_search_jaeger_refuses_is_reported_with_its_message(stored, capsys):
     """Scenario: --limit above the memory store's max_traces (100,000): Jaeger refuses the search (HTTP 500).
     Guarantees: exit 1 with Jaeger's own message; a lookback with no traces reports an empty audit."""
-    jaeger, _, _ = stored
-    code, _, err = run(capsys, "gaps", "--jaeger", jaeger.query, "--service", "cart", "--limit", "200000")
+    store, _, _ = stored
+    code, _, err = run(capsys, "gaps", "--jaeger", store.query, "--service", "cart", "--limit", "200000")
     assert code == 1 and "refused the search for service 'cart'" in err and "max traces" in err
-    code, out, err = run(capsys, "gaps", "--jaeger", jaeger.query, "--service", "no-such-service")
+    code, out, err = run(capsys, "gaps", "--jaeger", store.query, "--service", "no-such-service")
     assert code == 0 and "0 traces audited" in out and "holds no trace of no-such-service" in err
 
 
@@ -127,38 +127,38 @@ def test_show_and_explain_a_stored_trace_by_id(stored, capsys):
     Guarantees: `show --jaeger --trace-id` draws the stored tree with cart's call marked as never joined (its
     destination named); `explain --jaeger` says it is stored, with 4 spans, the 2 services and the unanswered
     call; for the payments trace, its error; for the unknown ID, that Jaeger does not have it (`show` exits 1)."""
-    jaeger, traffic, _ = stored
+    store, traffic, _ = stored
     tid = traffic.frontend_traces[0]
-    code, out, err = run(capsys, "show", "--jaeger", jaeger.query, "--trace-id", tid)
+    code, out, err = run(capsys, "show", "--jaeger", store.query, "--trace-id", tid)
     assert code == 0, err
     assert out.splitlines()[0].startswith(f"trace {tid} ·") and "⚠ 1 call whose callee never joined" in out
     assert "└── POST ⚠ callee never joined: 127.0.0.1:14503" in out
 
-    code, out, err = run(capsys, "explain", tid, "--jaeger", jaeger.query)
+    code, out, err = run(capsys, "explain", tid, "--jaeger", store.query)
     assert code == 0, err
-    assert out.splitlines()[0] == (f"trace {tid}: stored in Jaeger at {jaeger.query}: 4 spans, 2 services "
+    assert out.splitlines()[0] == (f"trace {tid}: stored in Jaeger at {store.query}: 4 spans, 2 services "
                                    f"(cart, frontend), " + out.splitlines()[0].rsplit(", ", 1)[1])
     assert "1 call whose callee never joined" in out
-    code, out, _ = run(capsys, "explain", tid, "--jaeger", jaeger.query, "--json")
+    code, out, _ = run(capsys, "explain", tid, "--jaeger", store.query, "--json")
     answer = json.loads(out)
     assert answer["found"] and answer["trace"]["span_count"] == 4 and answer["trace"]["unanswered_calls"] == 1
 
     failed = traffic.payments_traces[3]  # every 4th payment fails
-    code, out, _ = run(capsys, "explain", failed, "--jaeger", jaeger.query)
+    code, out, _ = run(capsys, "explain", failed, "--jaeger", store.query)
     assert code == 0 and "1 error span" in out and "(payments)" in out
 
     unknown = "0123456789abcdef0123456789abcdef"
-    code, out, _ = run(capsys, "explain", unknown, "--jaeger", jaeger.query)
-    assert code == 0 and out.startswith(f"trace {unknown}: not in Jaeger at {jaeger.query}")
-    code, out, err = run(capsys, "show", "--jaeger", jaeger.query, "--trace-id", unknown)
+    code, out, _ = run(capsys, "explain", unknown, "--jaeger", store.query)
+    assert code == 0 and out.startswith(f"trace {unknown}: not in Jaeger at {store.query}")
+    code, out, err = run(capsys, "show", "--jaeger", store.query, "--trace-id", unknown)
     assert code == 1 and f"trace {unknown} not found in Jaeger" in err
 
 
 def test_show_lists_stored_traces_and_draws_the_largest(stored, capsys):
     """Scenario: `show --jaeger --service frontend --limit 3`.
     Guarantees: three of frontend's traces listed, the one with most spans drawn (4 spans, the marker on)."""
-    jaeger, traffic, _ = stored
-    code, out, _ = run(capsys, "show", "--jaeger", jaeger.query, "--service", "frontend", "--limit", "3")
+    store, traffic, _ = stored
+    code, out, _ = run(capsys, "show", "--jaeger", store.query, "--service", "frontend", "--limit", "3")
     assert code == 0
     listed = [line.split()[1] for line in out.splitlines() if line.startswith("trace ")][:3]
     assert len(listed) == 3 and set(listed) <= set(traffic.frontend_traces)
