@@ -24,4 +24,4 @@ def rng(request: pytest.FixtureRequest) -> random.Random:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "jaeger: needs a real Jaeger v2 (skipped unless built: `make jaeger`)")
+    config.addinivalue_line("markers", "jaeger: needs a real Jaeger v2 (skipped unless built: `make test-jaeger`)")

@@ -11,7 +11,7 @@ loopback ports, in-memory storage.
 
 Building Jaeger takes about 9 minutes on 2 cores; the normal test run does not wait for it: `jaeger_binary()` skips
 the calling test unless the binary is already in the gotools cache, or `TAILSAMPLE_BUILD_JAEGER=1` is set (then
-it builds it, once per machine: `make jaeger` does that). It also skips when this machine cannot build it (no Go,
+it builds it, once per machine: `make test-jaeger` does that, then runs them). It also skips when this machine cannot build it (no Go,
 no module proxy). Tests that need it carry the `jaeger` marker (`pytest -m jaeger` runs them alone).
 """
 
@@ -58,7 +58,7 @@ def jaeger_cached() -> Path | None:
 def jaeger_binary() -> Path:
     """The Jaeger binary, or the calling test skipped with the reason (not built yet, or cannot be built)."""
     if os.environ.get(BUILD_ENV) != "1" and jaeger_cached() is None:
-        pytest.skip(f"Jaeger v2 is not built yet (about 9 minutes): `make jaeger` or {BUILD_ENV}=1 builds it "
+        pytest.skip(f"Jaeger v2 is not built yet (about 9 minutes): `make test-jaeger` or {BUILD_ENV}=1 builds it "
                     "into the gotools cache")
     return gotools.require(gotools.jaeger)
 

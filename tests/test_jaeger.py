@@ -1,6 +1,6 @@
 """`tailsample gaps/show/explain --jaeger` against a real Jaeger v2 fed by the OpenTelemetry SDK's OTLP exporter.
 
-Skipped unless Jaeger is built (`make jaeger`, or TAILSAMPLE_BUILD_JAEGER=1): see tests/jaeger_fixture.py.
+Skipped unless Jaeger is built (`make test-jaeger`, or TAILSAMPLE_BUILD_JAEGER=1): see tests/jaeger_fixture.py.
 """
 
 from __future__ import annotations
