@@ -11,8 +11,8 @@ loopback ports, in-memory storage.
 
 Building Jaeger takes about 9 minutes on 2 cores; the normal test run does not wait for it: `jaeger_binary()` skips
 the calling test unless the binary is already in the gotools cache, or `TAILSAMPLE_BUILD_JAEGER=1` is set (then
-it builds it, once per machine: `make test-jaeger` does that, then runs them). It also skips when this machine cannot build it (no Go,
-no module proxy). Tests that need it carry the `jaeger` marker (`pytest -m jaeger` runs them alone).
+it builds it, once per machine; `make test-jaeger` sets it and runs them). It also skips when this machine cannot
+build it (no Go, no module proxy). Tests that need it carry the `jaeger` marker (`pytest -m jaeger` runs them).
 """
 
 from __future__ import annotations

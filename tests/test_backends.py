@@ -17,7 +17,7 @@ from sdk_traffic import encode, make_traffic
 from service_harness import LOOPBACK, free_port
 from tailsample.backends import BackendError, JaegerClient, pull
 from tailsample.cli import main
-from tailsample.fileformat import proto_to_json
+from tailsample.fileformat import json_to_proto, proto_to_json
 
 Answer = tuple[int, str, bytes]  # status, content type, body
 
@@ -158,3 +158,92 @@ def test_one_source_at_a_time_and_arguments_are_checked(capsys, tmp_path):
             main(["gaps", "--jaeger", "http://127.0.0.1:1", *bad])
         assert exc.value.code == 2
         assert "is not a" in capsys.readouterr().err
+
+
+# ---- Tempo: its documented HTTP API (Tempo itself cannot run here) -------------------------------------------
+
+
+def tempo_answers(protobuf: bool) -> tuple[Callable[[str], Answer], list[str], list[str], list[str]]:
+    """A server speaking Tempo's documented API over the SDK's spans of 3 checkouts: tag values (v2 shape),
+    search results with leading zeros stripped from IDs, traces by ID as protobuf (tempopb.Trace) or as the v1
+    JSON `{"batches": [...]}`. Returns the answer function, the frontend and payments trace IDs, the paths asked."""
+    memory = InMemorySpanExporter()
+    traffic = make_traffic(lambda _: memory, n=3, error_every=0)
+    traffic.shutdown()
+    by_trace: dict[str, list] = {}
+    for span in memory.get_finished_spans():
+        by_trace.setdefault(format(span.context.trace_id, "032x"), []).append(span)
+    asked: list[str] = []
+
+    def answer(path: str) -> Answer:
+        asked.append(path)
+        if path.startswith("/api/search/tag/service.name/values"):
+            values = [{"type": "string", "value": s} for s in ("frontend", "cart", "payments")]
+            return 200, "application/json", json.dumps({"tagValues": values}).encode()
+        if path.startswith("/api/search?"):
+            service = path.split("service.name%3D", 1)[1].split("&", 1)[0]
+            ids = traffic.frontend_traces if service in ("frontend", "cart") else traffic.payments_traces
+            found = [{"traceID": t.lstrip("0"), "rootServiceName": service, "durationMs": 3} for t in ids]
+            return 200, "application/json", json.dumps({"traces": found, "metrics": {}}).encode()
+        if path.startswith("/api/traces/"):
+            tid = path.rsplit("/", 1)[1]
+            if tid not in by_trace:
+                return 404, "text/plain", b"trace not found"
+            payload = encode(by_trace[tid])
+            if protobuf:
+                return 200, "application/protobuf", payload
+            return 200, "application/json", json.dumps(
+                {"batches": json.loads(proto_to_json(payload))["resourceSpans"]}).encode()
+        return 404, "text/plain", b"404 page not found"
+
+    return answer, traffic.frontend_traces, traffic.payments_traces, asked
+
+
+@pytest.mark.parametrize("protobuf", [True, False], ids=["protobuf", "json"])
+def test_tempo_search_and_trace_by_id_give_the_same_audit_as_a_file(capsys, tmp_path, protobuf):
+    """Scenario: Tempo's documented answers (tag values, search by `service.name`, trace by ID as protobuf or as
+    JSON batches), over the SDK's spans of 3 checkouts where cart drops the context.
+    Guarantees: `gaps --tempo` finds the 6 traces (IDs padded back to 32 digits, each once though found by
+    several services) and reports what `gaps FILE` reports on the same spans; `show --tempo --trace-id` and
+    `explain --tempo` read one trace; an unknown ID is "not in Tempo"; the search asks for the window and limit."""
+    from tailsample.fileformat import PayloadWriter
+
+    answer, frontend, payments, asked = tempo_answers(protobuf)
+    with http_server(answer) as (url, _):
+        code, out, err = run(capsys, "gaps", "--tempo", url, "--json")
+        assert code == 0, err
+        from_tempo = json.loads(out)
+        path = tmp_path / "spans.json"
+        with PayloadWriter(path, "json") as w:
+            for tid in frontend + payments:
+                body = answer(f"/api/traces/{tid}")[2]
+                w.write(body if protobuf else json_to_proto({"resourceSpans": json.loads(body)["batches"]}))
+        code, out, _ = run(capsys, "gaps", str(path), "--json")
+        from_file = json.loads(out)
+        assert from_tempo["traces_audited"] == from_file["traces_audited"] == 6
+        assert [(p["source"], p["destination"], p["calls"], p["gaps"]) for p in from_tempo["pairs"]] == \
+            [(p["source"], p["destination"], p["calls"], p["gaps"]) for p in from_file["pairs"]]
+        search = next(p for p in asked if p.startswith("/api/search?"))
+        assert "limit=1000" in search and "start=" in search and "end=" in search
+
+        code, out, err = run(capsys, "show", "--tempo", url, "--trace-id", frontend[0])
+        assert code == 0, err
+        assert "callee never joined: 127.0.0.1:14503" in out
+        code, out, _ = run(capsys, "explain", frontend[0], "--tempo", url)
+        assert out.startswith(f"trace {frontend[0]}: stored in Tempo at {url}: 4 spans, 2 services")
+        unknown = "0" * 31 + "7"
+        code, out, _ = run(capsys, "explain", unknown, "--tempo", url)
+        assert out.startswith(f"trace {unknown}: not in Tempo at {url}")
+
+
+def test_tempo_garbage_and_both_stores_at_once(capsys):
+    """Scenario: a Tempo search answer without a valid traceID; --jaeger and --tempo together.
+    Guarantees: exit 1 naming the bad trace entry; exit 2 for the two stores."""
+    bad = json.dumps({"traces": [{"traceID": "not-hex"}]}).encode()
+    with http_server(lambda _p: (200, "application/json", bad)) as (url, _):
+        code, _, err = run(capsys, "gaps", "--tempo", url, "--service", "cart")
+    assert code == 1 and "a trace without a valid traceID" in err
+    code, _, err = run(capsys, "gaps", "--tempo", "http://127.0.0.1:1", "--jaeger", "http://127.0.0.1:1")
+    assert code == 2 and "one of them" in err
+    code, _, err = run(capsys, "explain", "a" * 32, "--tempo", "http://127.0.0.1:1", "--jaeger", "http://127.0.0.1:1")
+    assert code == 2 and "not both" in err

@@ -16,6 +16,14 @@ Jaeger v2 (its `jaeger_query` extension, HTTP API v3):
 
 A response may be several JSON documents one after the other (a streamed answer): each is read.
 
+Tempo (its HTTP API, from its documentation; Tempo cannot run here, so only its documented shapes are tested):
+- `GET /api/search/tag/service.name/values` → `{"tagValues": [...]}`;
+- `GET /api/search?tags=service.name=S&start=<unix s>&end=<unix s>&limit=N` → `{"traces": [{"traceID": ...}]}`
+  (trace IDs may lack their leading zeros: they are padded back);
+- `GET /api/traces/<trace-id>` asked with `Accept: application/protobuf` → a `tempopb.Trace`, whose only field
+  (`batches`, 1: repeated ResourceSpans) is the wire form of an ExportTraceServiceRequest; answered in JSON
+  instead, `{"batches": [...]}` (or the v2 `{"trace": {"resourceSpans": [...]}}`) is read; 404 when unknown.
+
 Bounded: at most `limit` traces per pull, at most `max_bytes` read over all the requests of a client (a larger
 answer is an error, never a partial read taken for whole), each request with a timeout. Every failure (the
 backend down, an HTTP error, an answer that is not what the API documents) is a `BackendError` whose message
@@ -95,41 +103,56 @@ def _api_error(doc: Any) -> tuple[int, str] | None:
     return None
 
 
-class JaegerClient:
-    """Jaeger's query service (v2, HTTP API v3) at `url`, e.g. http://127.0.0.1:16686."""
+class _HttpBackend:
+    """What both clients share: the base URL, the timeout, the byte budget, GET with clear errors."""
 
-    name = "Jaeger"
+    name = "the backend"
+    hint = ""  # what to check when it cannot be reached
 
     def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise BackendError(f"{url!r} is not an http(s) URL of Jaeger's query service (e.g. "
-                               "http://127.0.0.1:16686)")
+            raise BackendError(f"{url!r} is not an http(s) URL of {self.name}'s query API")
         self.url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.bytes_read = 0
 
+    @property
+    def where(self) -> str:
+        return f"{self.name} at {self.url}"
+
+    def _fetch(self, path: str, params: dict[str, str] | None, accept: str) -> tuple[int, str, bytes]:
+        """(HTTP status, content type, body) of a GET, HTTP errors included; never more than the byte budget."""
+        url = self.url + path + (("?" + urllib.parse.urlencode(params)) if params else "")
+        budget = self.max_bytes - self.bytes_read
+        request = urllib.request.Request(url, headers={"Accept": accept})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
+                status, ctype, body = resp.status, resp.headers.get("Content-Type", ""), resp.read(budget + 1)
+        except urllib.error.HTTPError as exc:
+            status, ctype, body = exc.code, exc.headers.get("Content-Type", ""), exc.read(64 << 10)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise BackendError(f"cannot reach {self.where} ({reason}); {self.hint}") from None
+        self.bytes_read += len(body)
+        if len(body) > budget:
+            raise BackendError(f"{self.where}: answers past the read limit of {self.max_bytes:,} bytes "
+                               "(--max-bytes); ask for fewer traces (--limit, --lookback)")
+        return status, ctype, body
+
+
+class JaegerClient(_HttpBackend):
+    """Jaeger's query service (v2, HTTP API v3) at `url`, e.g. http://127.0.0.1:16686."""
+
+    name = "Jaeger"
+    hint = "is its query service (jaeger_query, HTTP) listening at this address?"
+
     def _get(self, path: str, params: dict[str, str] | None = None) -> tuple[int, list[Any]]:
         """(HTTP status, JSON documents of the body). A 4xx/5xx with Jaeger's error document is returned, not
         raised; anything else that is not JSON from the API raises BackendError."""
-        url = self.url + path + (("?" + urllib.parse.urlencode(params)) if params else "")
-        where = f"Jaeger at {self.url}"
-        budget = self.max_bytes - self.bytes_read
-        request = urllib.request.Request(url, headers={"Accept": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                status, body = resp.status, resp.read(budget + 1)
-        except urllib.error.HTTPError as exc:
-            status, body = exc.code, exc.read(64 << 10)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise BackendError(f"cannot reach {where} ({reason}); is its query service (jaeger_query, HTTP) "
-                               "listening at this address?") from None
-        self.bytes_read += len(body)
-        if len(body) > budget:
-            raise BackendError(f"{where}: answers past the read limit of {self.max_bytes:,} bytes (--max-bytes); "
-                               "ask for fewer traces (--limit, --lookback)")
+        where = self.where
+        status, _, body = self._fetch(path, params, "application/json")
         try:
             docs = list(_documents(body, where))
         except BackendError:
@@ -200,7 +223,98 @@ class JaegerClient:
         return traces.get(trace_id.lower())
 
 
-def pull(client: JaegerClient, *, services: Sequence[str] = (), lookback: float = 3600.0,
+class TempoClient(_HttpBackend):
+    """Tempo's HTTP API (query-frontend) at `url`, e.g. http://127.0.0.1:3200."""
+
+    name = "Tempo"
+    hint = "is Tempo's HTTP API (query-frontend, port 3200 by default) listening at this address?"
+
+    def _json(self, path: str, params: dict[str, str] | None = None) -> Any | None:
+        """The JSON document of a GET, or None on 404."""
+        status, _, body = self._fetch(path, params, "application/json")
+        if status == 404:
+            return None
+        if status >= 400:
+            text = body[:200].decode("utf-8", "replace").strip()
+            raise BackendError(f"{self.where}: HTTP {status} on {path}: {text}")
+        docs = list(_documents(body, self.where))
+        if len(docs) != 1:
+            raise BackendError(f"{self.where}: {path}: expected one JSON document, got {len(docs)}")
+        return docs[0]
+
+    def services(self) -> list[str]:
+        doc = self._json("/api/search/tag/service.name/values")
+        values = doc.get("tagValues") if isinstance(doc, dict) else None
+        if doc is None:
+            return []
+        if not isinstance(values, list):
+            raise BackendError(f"{self.where}: expected {{\"tagValues\": [...]}}, got {json.dumps(doc)[:120]}")
+        names: list[str] = []
+        for v in values:  # v1: strings; v2: {"type": "string", "value": ...}
+            name = v.get("value") if isinstance(v, dict) else v
+            if isinstance(name, str) and name not in names:
+                names.append(name)
+        return names
+
+    def _trace_ids(self, service: str, *, start: float, end: float, limit: int) -> list[str]:
+        params = {"tags": f"service.name={service}", "start": str(int(start)), "end": str(int(end) + 1),
+                  "limit": str(max(1, limit))}
+        doc = self._json("/api/search", params)
+        if doc is None:
+            return []
+        traces = doc.get("traces", []) if isinstance(doc, dict) else None
+        if not isinstance(traces, list):
+            raise BackendError(f"{self.where}: /api/search: expected {{\"traces\": [...]}}, got "
+                               f"{json.dumps(doc)[:120]}")
+        ids = []
+        for t in traces:
+            tid = t.get("traceID") if isinstance(t, dict) else None
+            if not isinstance(tid, str) or not tid or len(tid) > 32 or any(c not in _HEX for c in tid.lower()):
+                raise BackendError(f"{self.where}: /api/search: a trace without a valid traceID: "
+                                   f"{json.dumps(t)[:120]}")
+            ids.append(tid.lower().zfill(32))  # Tempo writes IDs without their leading zeros
+        return ids[:limit]
+
+    def search(self, service: str, *, start: float, end: float, limit: int) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for tid in self._trace_ids(service, start=start, end=end, limit=limit):
+            payload = self.trace(tid)
+            if payload is not None:
+                out[tid] = payload
+        return out
+
+    def trace(self, trace_id: str) -> bytes | None:
+        path = f"/api/traces/{trace_id}"
+        status, ctype, body = self._fetch(path, None, "application/protobuf")
+        if status == 404:
+            return None
+        if status >= 400:
+            text = body[:200].decode("utf-8", "replace").strip()
+            raise BackendError(f"{self.where}: HTTP {status} on {path}: {text}")
+        try:
+            if "json" in ctype or body[:1] == b"{":
+                docs = list(_documents(body, self.where))
+                doc = docs[0] if len(docs) == 1 else None
+                if isinstance(doc, dict) and isinstance(doc.get("trace"), dict):  # /api/v2/traces
+                    doc = doc["trace"]
+                if not isinstance(doc, dict) or not isinstance(doc.get("batches", doc.get("resourceSpans")), list):
+                    raise BackendError(f"{self.where}: {path}: expected {{\"batches\": [...]}}, got "
+                                       f"{body[:120]!r}")
+                payload = json_to_proto({"resourceSpans": doc.get("batches", doc.get("resourceSpans"))})
+            else:
+                payload = body  # tempopb.Trace: field 1 is repeated ResourceSpans, as in the OTLP request
+            pieces = split_by_trace(payload)
+        except DecodeError as exc:
+            raise BackendError(f"{self.where}: {path}: not a trace ({exc})") from None
+        mine = b"".join(p for tid, p in pieces if tid.hex() == trace_id.lower())
+        return mine or None
+
+
+_HEX = frozenset("0123456789abcdef")
+Backend = JaegerClient | TempoClient
+
+
+def pull(client: Backend, *, services: Sequence[str] = (), lookback: float = 3600.0,
          limit: int = DEFAULT_LIMIT, now: float | None = None) -> Pulled:
     """The traces of the last `lookback` seconds with a span of one of `services` (all the services the backend
     knows when none are given), at most `limit` traces in all, each once."""

@@ -207,6 +207,8 @@ def _backend_args(p: argparse.ArgumentParser, *, limit: bool) -> None:
 
     p.add_argument("--jaeger", metavar="URL", help="read stored traces from Jaeger's query service (v2, HTTP API "
                    "v3), e.g. http://127.0.0.1:16686")
+    p.add_argument("--tempo", metavar="URL", help="read stored traces from Tempo's HTTP API, e.g. "
+                   "http://127.0.0.1:3200 (its documented API; untested against a running Tempo)")
     p.add_argument("--service", action="append", default=[], metavar="NAME", help="with --jaeger: traces with a "
                    "span of this service (repeatable; default: every service Jaeger knows)")
     p.add_argument("--lookback", type=_lookback_arg, default=3600.0, metavar="DURATION", help="with --jaeger: "
@@ -218,20 +220,39 @@ def _backend_args(p: argparse.ArgumentParser, *, limit: bool) -> None:
                    "with an error past SIZE read from the backend (default 256MiB)")
 
 
-def _jaeger(args: argparse.Namespace) -> Any:
-    from tailsample.backends import JaegerClient
+def _store_url(args: argparse.Namespace) -> str | None:
+    """The URL of the trace store asked for (--jaeger or --tempo), if any."""
+    return args.jaeger or getattr(args, "tempo", None)
 
-    return JaegerClient(args.jaeger, timeout=args.timeout, max_bytes=args.max_bytes)
+
+def _store(args: argparse.Namespace) -> Any:
+    from tailsample.backends import JaegerClient, TempoClient
+
+    if args.jaeger:
+        return JaegerClient(args.jaeger, timeout=args.timeout, max_bytes=args.max_bytes)
+    return TempoClient(args.tempo, timeout=args.timeout, max_bytes=args.max_bytes)
 
 
-def _pull_jaeger(args: argparse.Namespace, limit: int) -> Any:
-    """The stored traces `--jaeger --service --lookback` select, at most `limit`; a note on stderr if limited."""
+def _pull_store(args: argparse.Namespace, limit: int) -> Any:
+    """The stored traces `--jaeger/--tempo --service --lookback` select, at most `limit`; a note on stderr if
+    the limit stopped the pull."""
     from tailsample.backends import pull
 
-    pulled = pull(_jaeger(args), services=args.service, lookback=args.lookback, limit=limit)
+    client = _store(args)
+    pulled = pull(client, services=args.service, lookback=args.lookback, limit=limit)
     if pulled.limited:
-        print(f"tailsample: stopped at {limit:,} traces (--limit); more may match in Jaeger", file=sys.stderr)
+        print(f"tailsample: stopped at {limit:,} traces (--limit); more may match in {client.name}",
+              file=sys.stderr)
     return pulled
+
+
+def _sources_error(args: argparse.Namespace, command: str, exactly_one: bool) -> int | None:
+    given = sum(map(bool, (args.files, args.url, args.jaeger, getattr(args, "tempo", None))))
+    if given > 1 or (exactly_one and given == 0):
+        print(f"tailsample {command}: give OTLP files, --url of a running service, --jaeger URL or --tempo URL "
+              "(one of them)", file=sys.stderr)
+        return 2
+    return None
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -243,22 +264,21 @@ def _show(args: argparse.Namespace) -> int:
     from tailsample.fileformat import json_to_proto, read_payloads
     from tailsample.tree import build_traces, rank_traces, render_list, render_text, summary_json, to_json
 
-    if sum(map(bool, (args.files, args.url, args.jaeger))) != 1:
-        print("tailsample show: give OTLP files, --url of a running service, or --jaeger URL (one of them)",
-              file=sys.stderr)
-        return 2
+    if (code := _sources_error(args, "show", exactly_one=True)) is not None:
+        return code
     base = (args.url or "").rstrip("/")
     try:
         if args.files:
             source = ", ".join(args.files)
             traces = build_traces((p for f in args.files for p in read_payloads(Path(f))), attributes=args.attr)
-        elif args.jaeger and args.trace_id is not None:
-            source = f"Jaeger at {args.jaeger}"
-            payload = _jaeger(args).trace(args.trace_id)
+        elif _store_url(args) and args.trace_id is not None:
+            client = _store(args)
+            source = client.where
+            payload = client.trace(args.trace_id)
             traces = build_traces([payload] if payload is not None else [], attributes=args.attr)
-        elif args.jaeger:
-            pulled = _pull_jaeger(args, max(1, args.limit))
-            source = f"Jaeger at {args.jaeger} (last {_seconds_text(args.lookback)})"
+        elif _store_url(args):
+            pulled = _pull_store(args, max(1, args.limit))
+            source = f"{_store(args).where} (last {_seconds_text(args.lookback)})"
             traces = build_traces(pulled.payloads(), attributes=args.attr)
         elif args.trace_id is not None:
             source = f"the recently kept traces of {args.url}"
@@ -327,12 +347,14 @@ def _seconds_text(seconds: float) -> str:
 
 
 def _stored_answer(args: argparse.Namespace) -> dict[str, Any]:
-    """What Jaeger holds of the trace: found or not, spans, services, errors, calls whose callee never joined."""
+    """What the store holds of the trace: found or not, spans, services, errors, calls whose callee never
+    joined."""
     from tailsample.tree import build_traces, summary_json
 
-    payload = _jaeger(args).trace(args.trace_id)
+    client = _store(args)
+    payload = client.trace(args.trace_id)
     tree = build_traces([payload]).get(args.trace_id) if payload is not None else None
-    answer: dict[str, Any] = {"backend": "jaeger", "url": args.jaeger, "trace_id": args.trace_id,
+    answer: dict[str, Any] = {"backend": client.name.lower(), "url": client.url, "trace_id": args.trace_id,
                               "found": tree is not None}
     if tree is not None:
         answer["trace"] = summary_json(tree)
@@ -340,7 +362,8 @@ def _stored_answer(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _describe_stored(answer: dict[str, Any]) -> list[str]:
-    where = f"Jaeger at {answer['url']}"
+    name = "Jaeger" if answer["backend"] == "jaeger" else "Tempo"
+    where = f"{name} at {answer['url']}"
     if not answer["found"]:
         return [f"trace {answer['trace_id']}: not in {where} (never stored: not kept, or not exported yet; or "
                 "past its retention)"]
@@ -358,7 +381,8 @@ def _describe_stored(answer: dict[str, Any]) -> list[str]:
         facts.append(f"broken: {t['root_count']} roots, {t['orphans']} orphan spans")
     if facts:
         lines.append("  " + "; ".join(facts))
-    lines.append(f"  tailsample show --jaeger {answer['url']} --trace-id {answer['trace_id']}   draws it")
+    lines.append(f"  tailsample show --{answer['backend']} {answer['url']} --trace-id {answer['trace_id']}   "
+                 "draws it")
     return lines
 
 
@@ -368,13 +392,16 @@ def _explain(args: argparse.Namespace) -> int:
     from tailsample.backends import BackendError
     from tailsample.explain import describe
 
-    url = args.url or (None if args.jaeger else DEFAULT_SERVICE_URL)
+    if args.jaeger and args.tempo:
+        print("tailsample explain: give --jaeger or --tempo (not both)", file=sys.stderr)
+        return 2
+    url = args.url or (None if _store_url(args) else DEFAULT_SERVICE_URL)
     doc: dict[str, Any] | None = None
     stored: dict[str, Any] | None = None
     try:
         if url is not None:
             doc = _get_json(f"{url.rstrip('/')}/debug/traces/{args.trace_id}", args.timeout, url)
-        if args.jaeger:
+        if _store_url(args):
             stored = _stored_answer(args)
     except (_ServiceUnreachable, BackendError) as exc:
         print(f"tailsample: {exc}", file=sys.stderr)
@@ -404,26 +431,25 @@ def _gaps(args: argparse.Namespace) -> int:
     from tailsample.gaps import GapReport, audit_payloads, merge_reports, render_text
 
     report: GapReport
-    if sum(map(bool, (args.files, args.url, args.jaeger))) > 1:
-        print("tailsample gaps: give OTLP files, --url of a running service, or --jaeger URL (one of them)",
-              file=sys.stderr)
-        return 2
-    if args.files or args.jaeger:
+    if (code := _sources_error(args, "gaps", exactly_one=False)) is not None:
+        return code
+    if args.files or _store_url(args):
         options: dict[str, Any] = {}
         if args.ignore:
             options["ignore_destinations"] = args.ignore
-        if args.jaeger:
+        if _store_url(args):
             try:
-                pulled = _pull_jaeger(args, args.limit)
+                client = _store(args)
+                pulled = _pull_store(args, args.limit)
             except BackendError as exc:
                 print(f"tailsample: {exc}", file=sys.stderr)
                 return 1
+            source = client.where
             if not pulled.traces:
                 of = ", ".join(pulled.services) or "any service"
-                print(f"tailsample: Jaeger at {args.jaeger} holds no trace of {of} in the last "
-                      f"{_seconds_text(args.lookback)}", file=sys.stderr)
+                print(f"tailsample: {source} holds no trace of {of} in the last {_seconds_text(args.lookback)}",
+                      file=sys.stderr)
             payloads = pulled.payloads()
-            source = f"Jaeger at {args.jaeger}"
         else:
             payloads = (p for f in args.files for p in read_payloads(Path(f)))
             source = ", ".join(args.files)
@@ -546,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"{DEFAULT_SERVICE_URL} unless only --jaeger is given)")
     p.add_argument("--jaeger", metavar="URL", help="also (or, without --url, only) ask Jaeger's query service "
                    "whether it stores the trace: spans, services, errors, calls whose callee never joined")
+    p.add_argument("--tempo", metavar="URL", help="the same, asking Tempo's HTTP API")
     p.add_argument("--max-bytes", type=_bytes_arg, default=64 << 20, metavar="SIZE", help=argparse.SUPPRESS)
     p.add_argument("--json", action="store_true", help="print the JSON answer (both under service/stored with "
                    "--url and --jaeger)")
