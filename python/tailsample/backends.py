@@ -14,7 +14,8 @@ Jaeger v2 (its `jaeger_query` extension, HTTP API v3):
   answers 404 `{"error": {"httpCode": 404, "message": "No traces found"}}`;
 - `GET /api/v3/traces/<trace-id>` → the same document for one trace, or that 404.
 
-A response may be several JSON documents one after the other (a streamed answer): each is read.
+Jaeger v1.75.0 answers one document, sent chunked as `text/plain`; a response may also be several JSON documents
+one after the other (a streamed answer, as later versions may send): each is read.
 
 Tempo (its HTTP API, from its documentation; Tempo cannot run here, so only its documented shapes are tested):
 - `GET /api/search/tag/service.name/values` → `{"tagValues": [...]}`;
