@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tailsample-deps
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build demo test test-rust lint test-python fuzz-ci fuzz soak bench bench-setup bench-results wheel wheel-check format clean all
+.PHONY: help setup build demo test test-rust lint test-python test-jaeger fuzz-ci fuzz soak bench bench-setup bench-results wheel wheel-check format clean all
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ test-python: build ## pytest (exit 5, nothing collected, is reported and not cou
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
 test: test-rust lint test-python ## every test: cargo test, clippy, fmt, ruff, mypy, pytest
+
+test-jaeger: build ## build Jaeger v2 into the Go tools cache if needed (~9 min), then the tests that need it (-m jaeger)
+	TAILSAMPLE_BUILD_JAEGER=1 $(BIN)/python -m pytest -q -m jaeger
 
 fuzz-ci: ## each cargo-fuzz target 30 s over its committed corpus (installs cargo-fuzz; nightly, or stable with RUSTC_BOOTSTRAP)
 	scripts/fuzz.sh ci

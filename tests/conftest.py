@@ -21,3 +21,7 @@ if str(TESTS) not in sys.path:
 def rng(request: pytest.FixtureRequest) -> random.Random:
     """A random generator seeded by the test's name: reproducible, and different from test to test."""
     return random.Random(request.node.nodeid)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "jaeger: needs a real Jaeger v2 (skipped unless built: `make test-jaeger`)")

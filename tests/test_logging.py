@@ -87,7 +87,8 @@ def test_the_filter_puts_the_live_span_ids_on_a_record(tracer: trace.Tracer, log
                                                        capture: Capture) -> None:
     """Scenario: a record is logged inside a span, through a handler with the TraceContextFilter.
     Guarantees: the record carries that span's trace ID (32 lowercase hex) and span ID (16 lowercase hex), equal
-    to the span's context, and trace_sampled True; the helpers return the same IDs inside the span."""
+    to the span's context, and no sampled flag (the head flag means nothing under tail sampling); the helpers
+    return the same IDs inside the span."""
     with tracer.start_as_current_span("checkout") as span:
         logger.info("paying")
         assert current_trace_id() == ids_of(span)[0]
@@ -96,18 +97,18 @@ def test_the_filter_puts_the_live_span_ids_on_a_record(tracer: trace.Tracer, log
     (record,) = capture.records
     assert (record.trace_id, record.span_id) == ids_of(span)
     assert HEX32.fullmatch(record.trace_id) and HEX16.fullmatch(record.span_id)
-    assert record.trace_sampled is True
+    assert not hasattr(record, "trace_sampled")
 
 
 def test_outside_any_span_the_fields_are_empty_and_format_strings_work(logger: logging.Logger,
                                                                        capture: Capture) -> None:
     """Scenario: a record is logged outside any span, formatted with %(trace_id)s and %(span_id)s.
-    Guarantees: the fields exist and are "" (trace_sampled False), so the format string never fails; the record
+    Guarantees: the fields exist and are "", so the format string never fails; the record
     is not dropped; the helpers return None, and get_current_trace_id the seed's default or the one given."""
     capture.setFormatter(logging.Formatter("%(levelname)s [%(trace_id)s/%(span_id)s] %(message)s"))
     logger.warning("no request here")
     (record,) = capture.records
-    assert (record.trace_id, record.span_id, record.trace_sampled) == ("", "", False)
+    assert (record.trace_id, record.span_id) == ("", "")
     assert capture.lines == ["WARNING [/] no request here"]
     assert current_trace_id() is None and current_span_id() is None
     assert get_current_trace_id() == "no-active-trace"
@@ -130,7 +131,7 @@ def test_nested_spans_give_the_inner_span_id(tracer: trace.Tracer, logger: loggi
 def test_a_sampled_out_span_still_has_its_trace_id(logger: logging.Logger, capture: Capture) -> None:
     """Scenario: a TracerProvider with sampler ALWAYS_OFF: the span is not recording.
     Guarantees: unlike the seed's is_recording() check, the record and get_current_trace_id still give its real
-    trace ID (the one propagated downstream), with trace_sampled False."""
+    trace ID (the one propagated downstream), and nothing about the head decision."""
     tracer = TracerProvider(sampler=ALWAYS_OFF).get_tracer("tests.logging")
     with tracer.start_as_current_span("dropped at the head") as span:
         assert not span.is_recording()
@@ -139,7 +140,7 @@ def test_a_sampled_out_span_still_has_its_trace_id(logger: logging.Logger, captu
     (record,) = capture.records
     assert (record.trace_id, record.span_id) == ids_of(span)
     assert HEX32.fullmatch(record.trace_id) and record.trace_id != "0" * 32
-    assert record.trace_sampled is False
+    assert not hasattr(record, "trace_sampled")
 
 
 def test_a_remote_parent_without_a_local_span_gives_the_callers_trace_id(logger: logging.Logger,
@@ -152,7 +153,6 @@ def test_a_remote_parent_without_a_local_span_gives_the_callers_trace_id(logger:
         logger.info("from upstream")
     (record,) = capture.records
     assert (record.trace_id, record.span_id) == ("0af7651916cd43dd8448eb211c80319c", "00f067aa0ba902b7")
-    assert record.trace_sampled is True
 
 
 def test_the_json_formatter_writes_one_parseable_object_per_line(tracer: trace.Tracer, logger: logging.Logger,
@@ -160,8 +160,9 @@ def test_the_json_formatter_writes_one_parseable_object_per_line(tracer: trace.T
     """Scenario: the JsonFormatter on a handler with the filter; a record with %-arguments, a multi-line message
     and extras inside a span, an exception logged inside the span, and a record outside any span.
     Guarantees: every line is one JSON object (no raw newline); timestamp is RFC 3339 UTC with milliseconds and
-    matches the record's time; level, logger, message (arguments merged), trace_id, span_id and trace_sampled are
-    there inside the span and the trace fields absent outside; extras appear as given; the traceback is under
+    matches the record's time; level, logger, message (arguments merged), trace_id and span_id are there inside
+    the span (and no `trace_sampled`: under tail sampling the head flag is false news) and the trace fields absent
+    outside; extras appear as given; the traceback is under
     `exception`."""
     capture.setFormatter(JsonFormatter())
     with tracer.start_as_current_span("checkout") as span:
@@ -180,7 +181,8 @@ def test_the_json_formatter_writes_one_parseable_object_per_line(tracer: trace.T
     assert timedelta(0) <= created - stamp < timedelta(milliseconds=1)
     assert paid["level"] == "INFO" and paid["logger"] == logger.name
     assert paid["message"] == "order 42 paid\nsecond line"
-    assert (paid["trace_id"], paid["span_id"]) == ids_of(span) and paid["trace_sampled"] is True
+    assert (paid["trace_id"], paid["span_id"]) == ids_of(span)
+    assert not {k for k in paid if "sampled" in k}
     assert (paid["order_id"], paid["amount"], paid["tags"]) == (42, 9.5, ["a", "b"])
     assert "exception" not in paid
 
@@ -273,7 +275,7 @@ def test_a_filter_never_raises_nor_drops_even_with_a_broken_span(logger: logging
         logger.error("still logged")
         assert current_trace_id() is None and get_current_trace_id() == "no-active-trace"
     (record,) = capture.records
-    assert (record.trace_id, record.span_id, record.trace_sampled) == ("", "", False)
+    assert (record.trace_id, record.span_id) == ("", "")
 
 
 def test_install_on_a_fresh_logger_produces_correlated_lines(tracer: trace.Tracer, logger: logging.Logger) -> None:

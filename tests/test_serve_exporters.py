@@ -253,3 +253,98 @@ def test_receiver_traces_url_path_and_response_headers(backend, rng):
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 200 and resp.headers["X-Served-By"] == "ts"
         wait_for(lambda: {t for t, *_ in backend.spans()} == {tid.hex()})
+
+
+# ---- a backend that is down is reported, not silent -------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_outage_reports_first_failure_then_periodically_then_recovery(caplog):
+    """Scenario: an exporter's sends fail (connection refused) for 25 s of injected time, then one succeeds.
+    Guarantees: the first failed attempt is logged at once with its error; while the failures go on, one line at
+    most per interval, with the failed attempts and distinct batches since the last line, the spans given up and
+    the last error; one line at recovery with the totals; nothing after that until the next failure."""
+    from tailsample.exporters.base import Outage
+
+    clock = FakeClock()
+    outage = Outage("otlphttp", interval=10.0, clock=clock)
+    batch_a, batch_b = object(), object()
+    refused = ConnectionRefusedError("[Errno 111] Connection refused")
+    with caplog.at_level(logging.INFO, logger="tailsample.exporter"):
+        outage.failed(batch_a, refused)
+        assert [r.getMessage() for r in caplog.records] == [
+            "otlphttp: cannot send to the backend: [Errno 111] Connection refused (retrying; reported every 10s "
+            "while it lasts)"]
+        for step in range(1, 10):  # one attempt per second, alternating batches: 9 attempts, 1 line at t=+10 s
+            clock.now += 1.0
+            outage.failed(batch_a if step % 2 else batch_b, refused, given_up_spans=3 if step == 5 else 0)
+        assert len(caplog.records) == 1
+        clock.now += 1.0
+        outage.failed(batch_b, OSError("timed out"))
+        assert len(caplog.records) == 2
+        assert caplog.records[1].getMessage() == (
+            "otlphttp: backend still failing, down for 10.0s; in the last 10.0s: failed attempts 10, batches 2, "
+            "spans given up 3; last error: timed out")
+        clock.now += 5.0
+        outage.failed(batch_b, refused)
+        assert len(caplog.records) == 2  # 5 s since the last line: quiet
+        clock.now += 10.0
+        outage.succeeded()
+        assert caplog.records[2].getMessage() == (
+            "otlphttp: backend answering again after 25.0s down (failed attempts 12, batches 2); last error was: "
+            "[Errno 111] Connection refused")
+        assert caplog.records[2].levelno == logging.INFO and caplog.records[1].levelno == logging.WARNING
+        assert not outage.down
+        outage.succeeded()
+        clock.now += 100.0
+        outage.failed(batch_a, OSError("reset"))
+    assert len(caplog.records) == 4 and "cannot send to the backend: reset" in caplog.records[3].getMessage()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_a_closed_port_is_warned_about_at_once_and_while_down_and_recovery_too(rng, protocol, caplog, monkeypatch):
+    """Scenario: the exporter's backend port is closed (nothing listens) when traces are kept; a real backend
+    starts on that port later.
+    Guarantees: a warning with the connection error comes with the first failed attempt (no waiting for
+    retries to run out); "still failing" lines follow while it is down (the interval shortened to 0.3 s); one
+    line says it recovered, and every span arrives."""
+    from service_harness import OtlpSink, free_port
+    from tailsample.exporters import base
+
+    monkeypatch.setattr(base, "OUTAGE_REPORT_INTERVAL", 0.3)
+    http_port, grpc_port = free_port(), free_port()
+    exporter = ({"otlphttp": {"endpoint": f"http://127.0.0.1:{http_port}", "retry_on_failure": FAST_RETRY,
+                              "timeout": "1s"}}
+                if protocol == "http" else
+                {"otlp": {"endpoint": f"127.0.0.1:{grpc_port}", "tls": {"insecure": True}, "timeout": "1s",
+                          "retry_on_failure": FAST_RETRY}})
+    eid = next(iter(exporter))
+
+    def messages() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "tailsample.exporter"]
+
+    with (caplog.at_level(logging.INFO, logger="tailsample.exporter"),
+          serving(service_config(exporters=exporter)) as s):
+        ids = send_errors(s, rng, 2)
+        first = wait_for(lambda: [m for m in messages() if "cannot send to the backend" in m], timeout=5,
+                         what="the first failure's warning")
+        assert first[0].startswith(f"{eid}: cannot send to the backend: ") and "retrying" in first[0]
+        still = wait_for(lambda: [m for m in messages() if "backend still failing" in m], timeout=5,
+                         what="a periodic warning")
+        assert "failed attempts" in still[0] and "last error: " in still[0]
+        assert f"{http_port if protocol == 'http' else grpc_port}" in still[0]  # the error names the address
+        backend = OtlpSink(http_port=http_port, grpc_port=grpc_port)
+        try:
+            wait_for(lambda: {t for t, *_ in backend.spans()} == ids, timeout=20, what="every trace after recovery")
+            wait_for(lambda: [m for m in messages() if "backend answering again" in m], timeout=5,
+                     what="the recovery line")
+        finally:
+            backend.close()
+    assert len([m for m in messages() if "cannot send to the backend" in m]) == 1

@@ -336,3 +336,103 @@ def test_cli_json_without_trace_id_lists_and_includes_the_first(tmp_path: Path,
     assert doc["trace_count"] == 2
     assert [t["trace_id"] for t in doc["traces"]] == [AGENT.hex(), OTHER.hex()]
     assert doc["trace"]["trace_id"] == AGENT.hex() and doc["trace"]["gen_ai"]["tool_calls"] == 2
+
+
+# ---- calls whose callee never joined ----------------------------------------------------------------------
+
+
+def sdk_traces(n: int = 2):
+    """The SDK's spans of `sdk_traffic` (frontend → cart → payments, cart dropping the context), as trees."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from sdk_traffic import encode, make_traffic
+
+    memory = InMemorySpanExporter()
+    traffic = make_traffic(lambda _name: memory, n=n, error_every=0)
+    traffic.shutdown()
+    return traffic, build_traces([encode(memory.get_finished_spans())])
+
+
+def test_a_call_whose_callee_never_joined_is_marked_with_its_destination():
+    """Scenario: real SDK spans: frontend's CLIENT span (old conventions, only `http.url`) answered by cart's
+    SERVER span; cart's CLIENT span (stable conventions: `server.address` 127.0.0.1, `server.port` 14503) whose
+    payments SERVER span started a new trace; payments' database CLIENT span (`db.system`).
+    Guarantees: only cart's call is marked, named 127.0.0.1:14503 (address and port, as the audit reads them);
+    frontend's answered call and the database span are not; the header counts it; JSON has the same facts."""
+    traffic, traces = sdk_traces()
+    tree = traces[traffic.frontend_traces[0]]
+    text = render_text(tree)
+    assert "⚠ 1 call whose callee never joined" in text.splitlines()[0]
+    marked = [line for line in text.splitlines() if "callee never joined:" in line]
+    assert len(marked) == 1 and "└── POST ⚠" in marked[0] and marked[0].endswith(
+        "⚠ callee never joined: 127.0.0.1:14503")
+    nodes = {(n.service, n.name): n for n in tree.spans()}
+    assert nodes[("frontend", "GET")].destination == "127.0.0.1:14502"  # from http.url alone
+    assert not nodes[("frontend", "GET")].callee_never_joined
+    payments = traces[traffic.payments_traces[0]]
+    assert payments.unanswered_calls == 0 and "never joined" not in render_text(payments)
+    db = next(n for n in payments.spans() if n.name == "SELECT payments")
+    assert db.not_a_call and not db.callee_never_joined
+
+    out = to_json(tree)
+    assert out["unanswered_calls"] == 1
+    flat = []
+    stack = list(out["roots"])
+    while stack:
+        node = stack.pop()
+        flat.append(node)
+        stack.extend(node["children"])
+    marked_json = [(n["service"], n["destination"]) for n in flat if n["callee_never_joined"]]
+    assert marked_json == [("cart", "127.0.0.1:14503")]
+
+
+@pytest.mark.parametrize(("attributes", "destination"), [
+    ({"peer.service": "payments", "server.address": "10.0.0.7"}, "payments"),
+    ({"messaging.destination.name": "orders"}, "orders"),
+    ({"server.address": "payments.internal", "server.port": 8443}, "payments.internal:8443"),
+    ({"server.address": "127.0.0.1:14503", "server.port": 14503}, "127.0.0.1:14503"),  # port not doubled
+    ({"server.address": "::1", "server.port": 8080}, "[::1]:8080"),
+    ({"rpc.service": "shop.Payments"}, "shop.Payments"),
+    ({"net.peer.name": "payments", "net.peer.port": 80}, "payments:80"),
+    ({"url.full": "https://api.stripe.com/v1/charges"}, "api.stripe.com"),
+    ({"http.url": "http://[::1]:9000/x"}, "[::1]:9000"),
+    ({"http.url": "not a url"}, None),
+    ({}, None),
+])
+def test_call_destination_follows_the_audits_attributes(attributes, destination, tmp_path):
+    """Scenario: a CLIENT span with no child, carrying one set of destination attributes.
+    Guarantees: the destination is the first of peer.service, messaging.destination.name, server.address(:port),
+    rpc.service, net.peer.name(:port), then the URL's host:port; with none, the span is still marked, as a
+    call with no destination attribute."""
+    span = make_span(OTHER, sid(2), parent=ROOT, name="call", kind=Span.SpanKind.SPAN_KIND_CLIENT,
+                     attributes=attributes)
+    root = make_span(OTHER, ROOT, name="root", kind=Span.SpanKind.SPAN_KIND_SERVER)
+    tree = build_traces([make_request(service("cart"), [root, span])])[OTHER.hex()]
+    node = next(n for n in tree.spans() if n.name == "call")
+    assert node.destination == destination and node.callee_never_joined
+    line = next(line for line in render_text(tree).splitlines() if "── call" in line)
+    assert line.endswith(f": {destination}" if destination else "(no destination attribute)")
+
+
+def test_wrappers_answered_calls_and_producers_follow_the_audits_rules():
+    """Scenario: a CLIENT span wrapping the HTTP library's CLIENT span (two instrumentations of one call), the
+    inner one unanswered; a PRODUCER with a CONSUMER child; a PRODUCER without one; a `db.system.name` span.
+    Guarantees: only the inner CLIENT span and the lonely PRODUCER are marked."""
+    c = Span.SpanKind
+    spans = [
+        make_span(OTHER, ROOT, name="root", kind=c.SPAN_KIND_SERVER),
+        make_span(OTHER, sid(1), parent=ROOT, name="sdk call", kind=c.SPAN_KIND_CLIENT,
+                  attributes={"peer.service": "stock"}),
+        make_span(OTHER, sid(2), parent=sid(1), name="http call", kind=c.SPAN_KIND_CLIENT,
+                  attributes={"server.address": "stock", "server.port": 80}),
+        make_span(OTHER, sid(3), parent=ROOT, name="publish answered", kind=c.SPAN_KIND_PRODUCER,
+                  attributes={"messaging.destination.name": "orders"}),
+        make_span(OTHER, sid(4), parent=sid(3), name="consume", kind=c.SPAN_KIND_CONSUMER),
+        make_span(OTHER, sid(5), parent=ROOT, name="publish lost", kind=c.SPAN_KIND_PRODUCER,
+                  attributes={"messaging.destination.name": "audit"}),
+        make_span(OTHER, sid(6), parent=ROOT, name="query", kind=c.SPAN_KIND_CLIENT,
+                  attributes={"db.system.name": "postgresql", "server.address": "db"}),
+    ]
+    tree = build_traces([make_request(service("orders"), spans)])[OTHER.hex()]
+    assert sorted(n.name for n in tree.spans() if n.callee_never_joined) == ["http call", "publish lost"]
+    assert tree.unanswered_calls == 2

@@ -231,22 +231,108 @@ def _get_json(url: str, timeout: float, service: str) -> Any:
                                   "running, and is this its telemetry metrics address?") from None
 
 
+def _lookback_arg(text: str) -> float:
+    from tailsample.service.config import parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 30m, 1h, 24h)")
+    return seconds
+
+
+def _bytes_arg(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        n = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except ValueError:
+        n = 0
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size in bytes (e.g. 256MiB)")
+    return n
+
+
+def _backend_args(p: argparse.ArgumentParser, *, limit: bool) -> None:
+    from tailsample.backends import DEFAULT_LIMIT
+
+    p.add_argument("--jaeger", metavar="URL", help="read stored traces from Jaeger's query service (v2, HTTP API "
+                   "v3), e.g. http://127.0.0.1:16686")
+    p.add_argument("--tempo", metavar="URL", help="read stored traces from Tempo's HTTP API, e.g. "
+                   "http://127.0.0.1:3200 (its documented API; untested against a running Tempo)")
+    p.add_argument("--service", action="append", default=[], metavar="NAME", help="with --jaeger: traces with a "
+                   "span of this service (repeatable; default: every service Jaeger knows)")
+    p.add_argument("--lookback", type=_lookback_arg, default=3600.0, metavar="DURATION", help="with --jaeger: "
+                   "traces started in the last DURATION (default 1h)")
+    if limit:
+        p.add_argument("--limit", type=_limit_arg, default=DEFAULT_LIMIT, metavar="N", help="with --jaeger: at "
+                       f"most N traces in all (default {DEFAULT_LIMIT})")
+    p.add_argument("--max-bytes", type=_bytes_arg, default=256 << 20, metavar="SIZE", help="with --jaeger: stop "
+                   "with an error past SIZE read from the backend (default 256MiB)")
+
+
+def _store_url(args: argparse.Namespace) -> str | None:
+    """The URL of the trace store asked for (--jaeger or --tempo), if any."""
+    return args.jaeger or getattr(args, "tempo", None)
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from tailsample.backends import JaegerClient, TempoClient
+
+    if args.jaeger:
+        return JaegerClient(args.jaeger, timeout=args.timeout, max_bytes=args.max_bytes)
+    return TempoClient(args.tempo, timeout=args.timeout, max_bytes=args.max_bytes)
+
+
+def _pull_store(args: argparse.Namespace, limit: int) -> Any:
+    """The stored traces `--jaeger/--tempo --service --lookback` select, at most `limit`; a note on stderr if
+    the limit stopped the pull."""
+    from tailsample.backends import pull
+
+    client = _store(args)
+    pulled = pull(client, services=args.service, lookback=args.lookback, limit=limit)
+    if pulled.limited:
+        print(f"tailsample: stopped at {limit:,} traces (--limit); more may match in {client.name}",
+              file=sys.stderr)
+    return pulled
+
+
+def _sources_error(args: argparse.Namespace, command: str, exactly_one: bool) -> int | None:
+    given = sum(map(bool, (args.files, args.url, args.jaeger, getattr(args, "tempo", None))))
+    if given > 1 or (exactly_one and given == 0):
+        print(f"tailsample {command}: give OTLP files, --url of a running service, --jaeger URL or --tempo URL "
+              "(one of them)", file=sys.stderr)
+        return 2
+    return None
+
+
 def _show(args: argparse.Namespace) -> int:
     import json
     import os
     import shutil
 
+    from tailsample.backends import BackendError
     from tailsample.fileformat import json_to_proto, read_payloads
     from tailsample.tree import build_traces, rank_traces, render_list, render_text, summary_json, to_json
 
-    if bool(args.files) == bool(args.url):
-        print("tailsample show: give OTLP files, or --url of a running service (not both)", file=sys.stderr)
-        return 2
+    if (code := _sources_error(args, "show", exactly_one=True)) is not None:
+        return code
     base = (args.url or "").rstrip("/")
     try:
         if args.files:
             source = ", ".join(args.files)
             traces = build_traces((p for f in args.files for p in read_payloads(Path(f))), attributes=args.attr)
+        elif _store_url(args) and args.trace_id is not None:
+            client = _store(args)
+            source = client.where
+            payload = client.trace(args.trace_id)
+            traces = build_traces([payload] if payload is not None else [], attributes=args.attr)
+        elif _store_url(args):
+            pulled = _pull_store(args, max(1, args.limit))
+            source = f"{_store(args).where} (last {_seconds_text(args.lookback)})"
+            traces = build_traces(pulled.payloads(), attributes=args.attr)
         elif args.trace_id is not None:
             source = f"the recently kept traces of {args.url}"
             doc = _get_json(f"{base}/debug/kept/{args.trace_id}", args.timeout, args.url)
@@ -261,7 +347,7 @@ def _show(args: argparse.Namespace) -> int:
                 return 1
             doc = _get_json(f"{base}/debug/kept/{newest[0]['trace_id']}", args.timeout, args.url)
             traces = build_traces([json_to_proto(doc)], attributes=args.attr)
-    except _ServiceUnreachable as exc:
+    except (_ServiceUnreachable, BackendError) as exc:
         print(f"tailsample: {exc}", file=sys.stderr)
         return 1
     if args.trace_id is not None:
@@ -306,47 +392,125 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _stored_answer(args: argparse.Namespace) -> dict[str, Any]:
+    """What the store holds of the trace: found or not, spans, services, errors, calls whose callee never
+    joined."""
+    from tailsample.tree import build_traces, summary_json
+
+    client = _store(args)
+    payload = client.trace(args.trace_id)
+    tree = build_traces([payload]).get(args.trace_id) if payload is not None else None
+    answer: dict[str, Any] = {"backend": client.name.lower(), "url": client.url, "trace_id": args.trace_id,
+                              "found": tree is not None}
+    if tree is not None:
+        answer["trace"] = summary_json(tree)
+    return answer
+
+
+def _describe_stored(answer: dict[str, Any]) -> list[str]:
+    name = "Jaeger" if answer["backend"] == "jaeger" else "Tempo"
+    where = f"{name} at {answer['url']}"
+    if not answer["found"]:
+        return [f"trace {answer['trace_id']}: not in {where} (never stored: not kept, or not exported yet; or "
+                "past its retention)"]
+    t = answer["trace"]
+    services = t["services"]
+    lines = [f"trace {answer['trace_id']}: stored in {where}: {t['span_count']:,} spans, {len(services)} "
+             f"service{'s' if len(services) != 1 else ''} ({', '.join(services)}), {t['duration']}"]
+    facts = []
+    if t["errors"]:
+        facts.append(f"{t['errors']} error span{'s' if t['errors'] != 1 else ''}")
+    if t["unanswered_calls"]:
+        facts.append(f"{t['unanswered_calls']} call{'s' if t['unanswered_calls'] != 1 else ''} whose callee "
+                     "never joined")
+    if t["broken"]:
+        facts.append(f"broken: {t['root_count']} roots, {t['orphans']} orphan spans")
+    if facts:
+        lines.append("  " + "; ".join(facts))
+    lines.append(f"  tailsample show --{answer['backend']} {answer['url']} --trace-id {answer['trace_id']}   "
+                 "draws it")
+    return lines
+
+
 def _explain(args: argparse.Namespace) -> int:
     import json
 
+    from tailsample.backends import BackendError
     from tailsample.explain import describe
 
+    if args.jaeger and args.tempo:
+        print("tailsample explain: give --jaeger or --tempo (not both)", file=sys.stderr)
+        return 2
+    url = args.url or (None if _store_url(args) else DEFAULT_SERVICE_URL)
+    doc: dict[str, Any] | None = None
+    stored: dict[str, Any] | None = None
     try:
-        doc = _get_json(f"{args.url.rstrip('/')}/debug/traces/{args.trace_id}", args.timeout, args.url)
-    except _ServiceUnreachable as exc:
+        if url is not None:
+            doc = _get_json(f"{url.rstrip('/')}/debug/traces/{args.trace_id}", args.timeout, url)
+        if _store_url(args):
+            stored = _stored_answer(args)
+    except (_ServiceUnreachable, BackendError) as exc:
         print(f"tailsample: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(doc, indent=2))
+        if stored is not None and doc is not None:
+            print(json.dumps({"service": doc, "stored": stored}, indent=2, ensure_ascii=False))
+        else:
+            print(json.dumps(doc if doc is not None else stored, indent=2, ensure_ascii=False))
         return 0
-    pipelines: dict[str, dict[str, object]] = doc.get("pipelines", {})
-    for pid, answer in pipelines.items():
-        if len(pipelines) > 1:
-            print(f"[pipeline {pid}]")
-        print("\n".join(describe(answer)))
+    if doc is not None:
+        pipelines: dict[str, dict[str, object]] = doc.get("pipelines", {})
+        for pid, answer in pipelines.items():
+            if len(pipelines) > 1:
+                print(f"[pipeline {pid}]")
+            print("\n".join(describe(answer)))
+    if stored is not None:
+        print("\n".join(_describe_stored(stored)))
     return 0
 
 
 def _gaps(args: argparse.Namespace) -> int:
     import json
 
+    from tailsample.backends import BackendError
     from tailsample.fileformat import read_payloads
     from tailsample.gaps import GapReport, audit_payloads, merge_reports, render_text
 
     report: GapReport
-    if args.files and args.url:
-        print("tailsample gaps: give OTLP files, or --url of a running service (not both)", file=sys.stderr)
-        return 2
-    if args.files:
+    if (code := _sources_error(args, "gaps", exactly_one=False)) is not None:
+        return code
+    if args.files or _store_url(args):
         options: dict[str, Any] = {}
         if args.ignore:
             options["ignore_destinations"] = args.ignore
-        report, stats = audit_payloads((p for f in args.files for p in read_payloads(Path(f))),
-                                       max_traces=args.max_traces, options=options)
+        if _store_url(args):
+            try:
+                client = _store(args)
+                pulled = _pull_store(args, args.limit)
+            except BackendError as exc:
+                print(f"tailsample: {exc}", file=sys.stderr)
+                return 1
+            source = client.where
+            if not pulled.traces:
+                of = ", ".join(pulled.services) or "any service"
+                print(f"tailsample: {source} holds no trace of {of} in the last {_seconds_text(args.lookback)}",
+                      file=sys.stderr)
+            payloads = pulled.payloads()
+        else:
+            payloads = (p for f in args.files for p in read_payloads(Path(f)))
+            source = ", ".join(args.files)
+        # the same audit for stored traces as for files: the engine's, over every trace at once
+        report, stats = audit_payloads(payloads, max_traces=args.max_traces, options=options)
         if stats["traces_evicted"]:
             print(f"tailsample: {stats['traces_evicted']:,} traces were not audited: more than --max-traces "
-                  f"{args.max_traces:,} traces in the files", file=sys.stderr)
-        source = ", ".join(args.files)
+                  f"{args.max_traces:,} traces in {source}", file=sys.stderr)
     else:
         url = args.url or DEFAULT_SERVICE_URL
         try:
@@ -453,6 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(json lines or length-prefixed proto, optionally gzipped)")
     p.add_argument("--url", help="instead of files: a running service's telemetry metrics address (e.g. "
                    f"{DEFAULT_SERVICE_URL}); shows its recently kept traces, newest first")
+    _backend_args(p, limit=False)
     _timeout_arg(p)
     p.add_argument("--trace-id", type=_trace_id_arg, metavar="HEX", help="the trace to render (32 hex digits); "
                    "default: list the traces and render the one with most spans")
@@ -465,14 +630,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="ask a running `tailsample serve` whether it kept a trace, and why")
     p.add_argument("trace_id", type=_trace_id_arg, metavar="TRACE_ID", help="32 hex digits")
-    p.add_argument("--url", default=DEFAULT_SERVICE_URL, help="the service's telemetry metrics address "
-                   f"(service.telemetry.metrics; default {DEFAULT_SERVICE_URL})")
-    p.add_argument("--json", action="store_true", help="print the service's JSON answer")
+    p.add_argument("--url", help="the service's telemetry metrics address (service.telemetry.metrics; default "
+                   f"{DEFAULT_SERVICE_URL} unless only --jaeger is given)")
+    p.add_argument("--jaeger", metavar="URL", help="also (or, without --url, only) ask Jaeger's query service "
+                   "whether it stores the trace: spans, services, errors, calls whose callee never joined")
+    p.add_argument("--tempo", metavar="URL", help="the same, asking Tempo's HTTP API")
+    p.add_argument("--max-bytes", type=_bytes_arg, default=64 << 20, metavar="SIZE", help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="print the JSON answer (both under service/stored with "
+                   "--url and --jaeger)")
     _timeout_arg(p)
     p.set_defaults(run=_explain)
 
     p = sub.add_parser("gaps", help="where services lose the trace context: propagation gaps per service pair, "
-                       "from a running service or offline from OTLP files; --graph draws the service graph")
+                       "from a running service, offline from OTLP files, or over traces stored in Jaeger; "
+                       "--graph draws the service graph")
     p.add_argument("files", nargs="*", metavar="FILE", help="audit these OTLP files offline (the collector file "
                    "exporter's formats) instead of asking a service")
     p.add_argument("--url", help=f"a running service's telemetry metrics address (default {DEFAULT_SERVICE_URL})")
@@ -482,6 +653,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore", action="append", default=[], metavar="DEST", help="offline: a destination not to "
                    "audit (an external API; repeatable)")
     p.add_argument("--max-traces", type=int, default=1_000_000, help="offline: traces held at once (default 1M)")
+    _backend_args(p, limit=True)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _timeout_arg(p)
     p.set_defaults(run=_gaps)

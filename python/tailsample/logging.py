@@ -43,9 +43,12 @@ What the fields mean:
 
 - `trace_id` is 32 and `span_id` 16 lowercase hex digits (the W3C trace context form, as tracing backends show
   them), or empty / absent when no valid span context is current.
-- `trace_sampled` is the span context's sampled flag: the head-sampling decision. With tail sampling (tailsample's
-  purpose) it only says the trace was recorded; whether it is stored is decided later, on the whole trace. Keep
-  the traces whose IDs reach customers: set the span status to ERROR on failures, and have a `status_code` policy.
+- No sampled flag is written. The span context's flag is the head sampler's decision; under tail sampling it
+  is set on nearly every trace while most are not kept, so a line saying `sampled: true` would mislead whoever
+  reads the log during an incident. Whether a trace was kept is known only after its decision, on the whole
+  trace: ask `tailsample explain TRACE_ID`, or look it up in the backend (`tailsample show --jaeger URL
+  --trace-id ID`). Keep the traces whose IDs reach customers: set the span status to ERROR on failures, and have
+  a `status_code` policy.
 - The IDs come from the OpenTelemetry context, a `contextvars` variable: each thread and each asyncio task sees
   its own. asyncio tasks inherit the context of the code that created them; threads do not (a thread started
   inside a span sees no span unless it runs in `contextvars.copy_context()`, as `loop.run_in_executor` and
@@ -83,13 +86,13 @@ __all__ = [
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None))) | {
     "message", "asctime", "taskName",
 }
-_TRACE_ATTRIBUTES = frozenset({"trace_id", "span_id", "trace_sampled"})
+_TRACE_ATTRIBUTES = frozenset({"trace_id", "span_id"})
 # The JsonFormatter's own keys: an `extra=` field of the same name is written as "extra_<name>" instead.
 _JSON_KEYS = frozenset({"timestamp", "level", "logger", "message", "exception", "stack"}) | _TRACE_ATTRIBUTES
 
 
-def _current_ids() -> tuple[str, str, bool] | None:
-    """(trace ID, span ID, sampled) of the current span context, or None when there is none. Never raises."""
+def _current_ids() -> tuple[str, str] | None:
+    """(trace ID, span ID) of the current span context, or None when there is none. Never raises."""
     if _otel_trace is None:
         return None
     try:
@@ -103,7 +106,7 @@ def _current_ids() -> tuple[str, str, bool] | None:
         # nothing to report.
         if not context.is_valid:
             return None
-        return format(context.trace_id, "032x"), format(context.span_id, "016x"), bool(context.trace_flags.sampled)
+        return format(context.trace_id, "032x"), format(context.span_id, "016x")
     except Exception:  # a broken span or context implementation must not break the caller (logging, errors)
         return None
 
@@ -131,8 +134,9 @@ def get_current_trace_id(default: str = "no-active-trace") -> str:
 
 
 class TraceContextFilter(logging.Filter):
-    """Sets `trace_id`, `span_id` (hex strings, "" when no span is current) and `trace_sampled` (bool) on every
-    record, so that `%(trace_id)s` in a format string never fails. It never drops a record and never raises.
+    """Sets `trace_id` and `span_id` (hex strings, "" when no span is current) on every record, so that
+    `%(trace_id)s` in a format string never fails. It never drops a record and never raises. No sampled flag:
+    under tail sampling the head flag says nothing about whether the trace is kept (see the module doc).
 
     The first filter to see a record wins: a record that already has a `trace_id` (set by this filter on an
     earlier handler, for instance on a `QueueHandler` in the logging thread, or passed in `extra=`) keeps it,
@@ -146,21 +150,15 @@ class TraceContextFilter(logging.Filter):
         try:
             if getattr(record, "trace_id", None) is None:
                 ids = _current_ids()
-                if ids is None:
-                    record.trace_id, record.span_id, record.trace_sampled = "", "", False
-                else:
-                    record.trace_id, record.span_id, record.trace_sampled = ids
-            else:
-                if getattr(record, "span_id", None) is None:
-                    record.span_id = ""
-                if getattr(record, "trace_sampled", None) is None:
-                    record.trace_sampled = False
+                record.trace_id, record.span_id = ("", "") if ids is None else ids
+            elif getattr(record, "span_id", None) is None:
+                record.span_id = ""
         except Exception:  # pragma: no cover - setting attributes on a LogRecord does not fail in practice
             pass
         return True
 
 
-def _record_ids(record: logging.LogRecord) -> tuple[str, str, bool | None] | None:
+def _record_ids(record: logging.LogRecord) -> tuple[str, str] | None:
     """The record's trace fields: those set by the filter (or `extra=`) if any, else the current span context."""
     trace_id = getattr(record, "trace_id", None)
     if trace_id is None:  # no TraceContextFilter: the formatter runs in the logging thread, so read the context
@@ -168,8 +166,7 @@ def _record_ids(record: logging.LogRecord) -> tuple[str, str, bool | None] | Non
     if not trace_id:  # the filter ran, and there was no span
         return None
     span_id = getattr(record, "span_id", None)
-    sampled = getattr(record, "trace_sampled", None)
-    return str(trace_id), str(span_id) if span_id else "", sampled if isinstance(sampled, bool) else None
+    return str(trace_id), str(span_id) if span_id else ""
 
 
 def _safe_repr(value: object) -> str:
@@ -192,7 +189,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line (newlines inside values are escaped):
 
     `timestamp` (RFC 3339, UTC, milliseconds: "2024-05-01T12:34:56.789Z"), `level`, `logger`, `message` (with
-    its arguments merged), then `trace_id`, `span_id` and `trace_sampled` when a span context is known, the
+    its arguments merged), then `trace_id` and `span_id` when a span context is known, the
     formatted traceback under `exception` and the `stack_info` under `stack` when present, and every field passed
     in `extra=`. An extra field named like one of these keys is written as "extra_<name>"; values JSON cannot
     hold (objects, sets, NaN, circular or non-string-keyed structures) are written as their `repr`.
@@ -213,12 +210,10 @@ class JsonFormatter(logging.Formatter):
         }
         ids = _record_ids(record)
         if ids is not None:
-            trace_id, span_id, sampled = ids
+            trace_id, span_id = ids
             out["trace_id"] = trace_id
             if span_id:
                 out["span_id"] = span_id
-            if sampled is not None:
-                out["trace_sampled"] = sampled
         if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:

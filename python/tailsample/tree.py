@@ -25,6 +25,13 @@ may report the summed usage of the calls beneath them, and two instrumentations 
 span around the client library's) both report it; so a span's tokens count only when no span beneath it
 reports tokens, and an LLM call with an LLM call beneath it is a wrapper, not a call of its own.
 
+A call whose callee never joined the trace is marked (`⚠ callee never joined: <destination>`), with the rules
+of the propagation audit (`tailsample gaps`, README "Propagation gaps"): a CLIENT or PRODUCER span with no
+SERVER or CONSUMER child in the trace, unless it wraps another CLIENT/PRODUCER span (two instrumentations of one
+call) or carries `db.system`/`db.system.name` (databases are not traced services). The destination is what the
+span names: `peer.service`, `messaging.destination.name`, `server.address` (with `server.port`), `rpc.service`,
+`net.peer.name` (with `net.peer.port`), else the host and port of `url.full`/`http.url`.
+
 Everything is deterministic (sorting ties are broken by span ID), so the text can be compared in tests.
 """
 
@@ -60,6 +67,9 @@ MAX_TOOL_ATTRIBUTES = 8  # a tool span's own attributes (its arguments and resul
 _NOT_TOOL_ATTRIBUTES = ("gen_ai.", "code.", "thread.", "otel.")  # instrumentation's, not the tool's
 _TEXT_VALUE_LIMIT = 120  # characters of an attribute value in the text rendering
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+CALL_KINDS = frozenset({"CLIENT", "PRODUCER"})
+ANSWER_KINDS = frozenset({"SERVER", "CONSUMER"})
+NOT_CALL_ATTRIBUTES = ("db.system", "db.system.name")  # as the audit's default ignore_when_present
 
 
 @dataclass
@@ -95,6 +105,9 @@ class SpanNode:
     hidden_attributes: int = 0  # a tool span's own attributes beyond MAX_TOOL_ATTRIBUTES, not kept
     gen_ai: GenAI | None = None
     orphan: bool = False  # its parent is not in the trace: shown as a root
+    destination: str | None = None  # a call's destination as its attributes name it (CLIENT/PRODUCER only)
+    not_a_call: bool = False  # a CLIENT/PRODUCER span the audit skips (db.system...)
+    callee_never_joined: bool = False  # a call with no SERVER/CONSUMER child in the trace (see the module doc)
     children: list[SpanNode] = field(default_factory=list)
 
     @property
@@ -138,6 +151,7 @@ class TraceTree:
     services: tuple[str, ...]  # sorted
     gen_ai: GenAITotals
     errors: int  # spans with status ERROR
+    unanswered_calls: int = 0  # calls whose callee never joined the trace
     duplicate_spans: int = 0  # spans seen again with a span ID already taken (kept: the first), ignored
 
     @property
@@ -227,12 +241,68 @@ def _span_node(span: Span, service: str, extra: Sequence[str]) -> SpanNode:
     for key in extra:
         if key in values:
             attrs[key] = _value(values[key])
+    call = kind in CALL_KINDS
     return SpanNode(
         name=span.name, service=service, trace_id=span.trace_id.hex(), span_id=span.span_id.hex(),
         parent_span_id=span.parent_span_id.hex(), kind=kind, start_ns=span.start_time_unix_nano,
         end_ns=span.end_time_unix_nano, status_code=status, status_message=span.status.message,
         attributes=attrs, hidden_attributes=hidden, gen_ai=gen_ai,
+        destination=call_destination(values) if call else None,
+        not_a_call=call and any(k in values for k in NOT_CALL_ATTRIBUTES),
     )
+
+
+def _text(v: Any) -> str | None:
+    if v is not None and v.HasField("string_value") and v.string_value:
+        return str(v.string_value)
+    return None
+
+
+def _port(v: Any) -> str | None:
+    if v is None:
+        return None
+    if v.HasField("int_value") and v.int_value > 0:
+        return str(v.int_value)
+    text = _text(v)
+    return text if text is not None and text.isdigit() else None
+
+
+def _with_port(host: str, port: str | None) -> str:
+    if port is None or host.endswith(f":{port}"):  # Python's instrumentation writes "host:port" already
+        return host
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _url_host(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a malformed port or bracket
+        return None
+    if not host:
+        return None
+    return _with_port(host, str(port) if port is not None else None)
+
+
+def call_destination(values: dict[str, Any]) -> str | None:
+    """What a CLIENT/PRODUCER span names as its destination (AnyValues by key), or None: the first of
+    `peer.service`, `messaging.destination.name`, `server.address`(:`server.port`), `rpc.service`,
+    `net.peer.name`(:`net.peer.port`), then the host:port of `url.full` or `http.url`."""
+    for key in ("peer.service", "messaging.destination.name"):
+        if (text := _text(values.get(key))) is not None:
+            return text
+    if (host := _text(values.get("server.address"))) is not None:
+        return _with_port(host, _port(values.get("server.port")))
+    if (text := _text(values.get("rpc.service"))) is not None:
+        return text
+    if (host := _text(values.get("net.peer.name"))) is not None:
+        return _with_port(host, _port(values.get("net.peer.port")))
+    for key in ("url.full", "http.url"):
+        if (url := _text(values.get(key))) is not None and (host := _url_host(url)) is not None:
+            return host
+    return None
 
 
 def _gen_ai(name: str, values: dict[str, Any]) -> GenAI | None:
@@ -338,6 +408,12 @@ def _assemble(trace_id: str, spans: dict[str, SpanNode], duplicates: int) -> Tra
         services=tuple(sorted({n.service for n in spans.values()})), gen_ai=GenAITotals(),
         errors=sum(1 for n in spans.values() if n.is_error), duplicate_spans=duplicates,
     )
+    for node in spans.values():
+        if node.kind in CALL_KINDS and not node.not_a_call:
+            kinds = {c.kind for c in node.children}
+            # a wrapper of another call is not a call of its own; an answered one is answered
+            node.callee_never_joined = not (kinds & ANSWER_KINDS or kinds & CALL_KINDS)
+    tree.unanswered_calls = sum(1 for n in spans.values() if n.callee_never_joined)
     _count_gen_ai(tree)
     return tree
 
@@ -466,6 +542,8 @@ def _summary_parts(tree: TraceTree) -> list[str]:
         parts.append(_plural(g.tool_calls, "tool call"))
     if tree.errors:
         parts.append(_plural(tree.errors, "error"))
+    if tree.unanswered_calls:
+        parts.append(f"⚠ {_plural(tree.unanswered_calls, 'call')} whose callee never joined")
     if tree.broken:
         orphans = tree.orphans
         detail = (f", {orphans} orphan{'s' if orphans != 1 else ''} (parent span missing)" if orphans
@@ -514,6 +592,10 @@ def _title(node: SpanNode, parent: SpanNode | None, tree: TraceTree, style: _Sty
     if node.orphan:
         why = "is its own descendant" if node.parent_span_id in ids else "is not in the trace"
         name += " " + style.yellow(f"⚠ orphan: parent {node.parent_span_id} {why}")
+    if node.callee_never_joined:
+        where = (f": {_clean(node.destination)}" if node.destination is not None
+                 else " (no destination attribute)")
+        name += " " + style.yellow(f"⚠ callee never joined{where}")
     return name
 
 
@@ -616,6 +698,7 @@ def _node_json(node: SpanNode) -> dict[str, Any]:
         "end_time_unix_nano": node.end_ns, "duration_ns": node.duration_ns,
         "duration": format_duration(node.duration_ns),
         "status": {"code": node.status_code, "message": node.status_message}, "orphan": node.orphan,
+        "destination": node.destination, "callee_never_joined": node.callee_never_joined,
         "attributes": dict(node.attributes), "hidden_attributes": node.hidden_attributes,
         "gen_ai": _gen_ai_json(node.gen_ai), "children": [],
     }
@@ -629,7 +712,7 @@ def summary_json(tree: TraceTree) -> dict[str, Any]:
         "duration_ns": tree.duration_ns, "duration": format_duration(tree.duration_ns),
         "span_count": tree.span_count, "services": list(tree.services), "errors": tree.errors,
         "broken": tree.broken, "root_count": len(tree.roots), "orphans": tree.orphans,
-        "duplicate_spans": tree.duplicate_spans,
+        "unanswered_calls": tree.unanswered_calls, "duplicate_spans": tree.duplicate_spans,
         "gen_ai": {"spans": g.spans, "input_tokens": g.input_tokens, "output_tokens": g.output_tokens,
                    "llm_calls": g.llm_calls, "tool_calls": g.tool_calls},
     }
@@ -659,6 +742,7 @@ __all__ = [
     "SpanNode",
     "TraceTree",
     "build_traces",
+    "call_destination",
     "format_duration",
     "rank_traces",
     "render_list",

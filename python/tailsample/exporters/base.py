@@ -9,6 +9,9 @@ As in the collector's exporterhelper:
   to `max_interval`, each wait randomized by +/- `randomization_factor`, and at least what the server asked
   for (Retry-After, RetryInfo); it gives up after `max_elapsed_time` (0: never). A permanent failure is not
   retried. What is given up is counted in `otelcol_exporter_send_failed_spans` and logged.
+- A backend that stops answering is never silent (`Outage`): the first failed attempt is logged at once with
+  its error, then at most once per `OUTAGE_REPORT_INTERVAL` (10 s) while failures go on (failed attempts and
+  batches since the last line, spans given up, the last error), and once when a send succeeds again.
 - Shutdown drains the queue until a deadline, then counts and logs what is left as failed.
 - With `sending_queue.storage: file_storage/<name>` (the collector's persistent queue) the queue is on disk
   (`<directory>/exporter_<id>_sending_queue/`, the Rust `PersistentQueue`): a batch is settled as soon as it is
@@ -24,6 +27,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tailsample import _native
@@ -116,6 +120,71 @@ class _EveryOnce:
             self._last, self._pending = now, 0
 
 
+OUTAGE_REPORT_INTERVAL = 10.0  # seconds between two "still failing" lines of one exporter
+
+
+class Outage:
+    """Reports one exporter's failing backend: at the first failed attempt (with its error), then periodically
+    while attempts keep failing (counts since the last report, the last error), and once at recovery.
+
+    Retries and backoff hide an outage from the metrics' casual reader for minutes (`max_elapsed_time` is 5 min
+    by default): whoever watches the log must hear about it when it starts. `clock` is injectable for tests."""
+
+    def __init__(self, exporter_id: str, *, interval: float | None = None,
+                 clock: Callable[[], float] = time.monotonic, logger: logging.Logger = log) -> None:
+        self.id = exporter_id
+        self.interval = OUTAGE_REPORT_INTERVAL if interval is None else interval
+        self._clock = clock
+        self._log = logger
+        self.down_since: float | None = None
+        self._reported = 0.0
+        self._attempts = self._attempts_total = 0
+        self._batches: set[int] = set()  # id() of the batches that failed since the last report
+        self._batches_total: set[int] = set()
+        self._given_up = 0
+        self._last_error = ""
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def failed(self, batch: object, error: BaseException, *, given_up_spans: int = 0) -> None:
+        """One failed attempt to send `batch`; `given_up_spans` when the batch is dropped after it."""
+        now = self._clock()
+        self._last_error = str(error) or type(error).__name__
+        self._given_up += given_up_spans
+        if self.down_since is None:
+            self.down_since = self._reported = now
+            self._attempts_total, self._batches_total = 1, {id(batch)}
+            self._attempts, self._batches = 0, set()
+            what = f"{given_up_spans} spans given up" if given_up_spans else "retrying"
+            self._log.warning("%s: cannot send to the backend: %s (%s; reported every %gs while it lasts)",
+                              self.id, self._last_error, what, self.interval)
+            self._given_up = 0
+            return
+        self._attempts += 1
+        self._attempts_total += 1
+        self._batches.add(id(batch))
+        self._batches_total.add(id(batch))
+        if now - self._reported >= self.interval:
+            self._log.warning("%s: backend still failing, down for %.1fs; in the last %.1fs: failed attempts %d, "
+                              "batches %d, spans given up %d; last error: %s", self.id, now - self.down_since,
+                              now - self._reported, self._attempts, len(self._batches), self._given_up,
+                              self._last_error)
+            self._reported, self._attempts, self._batches, self._given_up = now, 0, set(), 0
+
+    def succeeded(self) -> None:
+        """A send went through: the outage, if any, is over."""
+        if self.down_since is None:
+            return
+        now = self._clock()
+        self._log.info("%s: backend answering again after %.1fs down (failed attempts %d, batches %d); last error "
+                       "was: %s", self.id, now - self.down_since, self._attempts_total, len(self._batches_total),
+                       self._last_error)
+        self.down_since = None
+        self._batches, self._batches_total, self._given_up = set(), set(), 0
+
+
 class Backoff:
     """The collector's exponential backoff (cenkalti/backoff semantics) for one batch."""
 
@@ -155,6 +224,7 @@ class Exporter(abc.ABC):
         self._consumers: list[asyncio.Task[None]] = []
         self._drop_log = _EveryOnce()
         self._fail_log = _EveryOnce()
+        self.outage = Outage(exporter_id)
         metrics.watch(self)
         for counter in (metrics.sent, metrics.send_failed, metrics.enqueue_failed):
             counter.add(0, exporter_id)  # every series exists from the start: dashboards see 0, not nothing
@@ -269,6 +339,8 @@ class Exporter(abc.ABC):
                 if exc.retryable and self.retry.enabled:
                     backoff = backoff or Backoff(self.retry)
                     wait = backoff.next_wait(exc.retry_after)
+                if exc.retryable:  # the backend is down or overloaded (a refused request means it answered)
+                    self.outage.failed(batch, exc, given_up_spans=batch.spans if wait is None else 0)
                 if wait is None:
                     batch.settle(False)
                     self.metrics.send_failed.add(batch.spans, self.id)
@@ -287,6 +359,7 @@ class Exporter(abc.ABC):
                 return
             batch.settle(True)
             self.metrics.sent.add(batch.spans, self.id)
+            self.outage.succeeded()
             return
 
     async def shutdown(self, deadline: float) -> None:
@@ -331,4 +404,5 @@ class Exporter(abc.ABC):
         """Send once; raise ExportError on failure."""
 
 
-__all__ = ["Backoff", "Batch", "ExportError", "Exporter", "ExporterMetrics", "Ticket"]
+__all__ = ["OUTAGE_REPORT_INTERVAL", "Backoff", "Batch", "ExportError", "Exporter", "ExporterMetrics", "Outage",
+           "Ticket"]
