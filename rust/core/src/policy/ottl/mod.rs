@@ -306,9 +306,8 @@ mod tests {
         whole_attribute_map: Span "attributes == nil"
             => 0, "`attributes` without a key (the whole map) is not supported; read one attribute with \
                    `attributes[\"key\"]`";
-        nested_attribute: Span r#"attributes["a"]["b"] == 1"#
-            => 15, "indexing into an attribute's value is not supported: tailsample does not extract map or list \
-                    contents";
+        int_attribute_key_then_more: Span r#"attributes[0]["b"] == 1"#
+            => 10, "attributes are indexed by a string key, not an int (`[0]`), e.g. `attributes[\"http.method\"]`";
         int_attribute_key: Span "attributes[0] == 1"
             => 10, "attributes are indexed by a string key, not an int (`[0]`), e.g. `attributes[\"http.method\"]`";
         dynamic_key: Span "attributes[name] == 1"
