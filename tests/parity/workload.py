@@ -30,6 +30,7 @@ from otlp_builders import (
     STATUS_OK,
     STATUS_UNSET,
     T0,
+    AttrValue,
     attrs,
     fnv1a_64,
     make_span,
@@ -678,10 +679,11 @@ def _strings(g: Gen) -> None:
 
 
 def _numbers_and_bools(g: Gen) -> None:
-    for v in (499, 500, 501, 599, 600, -1, -5, -6, 0, 1, 10, 11, "503", "0", 503.0, 0.5, True, False, None,
-              [500], [200, 503], [503.0], [], ["503"]):
+    codes: list[AttrValue | None] = [499, 500, 501, 599, 600, -1, -5, -6, 0, 1, 10, 11, "503", "0", 503.0, 0.5, True,
+                                     False, None, [500], [200, 503], [503.0], [], ["503"]]
+    for v in codes:
         for where in ("resource", "span", "second"):
-            a = {} if v is None else {K_CODE: v}
+            a: dict[str, AttrValue] = {} if v is None else {K_CODE: v}
             note = f"{K_CODE}={v!r} on the {where}"
             if where == "resource":
                 g.simple("numeric-edge", resource={"service.name": "cart", **a}, note=note)
@@ -690,7 +692,8 @@ def _numbers_and_bools(g: Gen) -> None:
             else:
                 g.two_parts("numeric-edge", {"attributes": {K_CODE: 200}}, {"attributes": a},
                             note=note + " span, the first span has 200")
-    for v in (True, False, "true", "false", 1, 0, "", None, [True], [False], ["true"], []):
+    flags: list[AttrValue | None] = [True, False, "true", "false", 1, 0, "", None, [True], [False], ["true"], []]
+    for v in flags:
         for where in ("resource", "span"):
             a = {} if v is None else {K_DEBUG: v}
             note = f"{K_DEBUG}={v!r} on the {where}"
