@@ -1,9 +1,11 @@
 """The seed's forced-sampling policy on what real instrumentation sends, unchanged.
 
-The spans are shaped exactly as observed from opentelemetry-instrumentation-flask and -requests 0.66b1 (SDK
-1.45.1) in /work/shared/reference/real-instrumentation.md, with the old and the stable HTTP conventions: the
-captured `x-force-trace` header arrives as `http.request.header.x_force_trace` = `["true"]` (a string array,
-dash turned into underscore) while the seed's policy names `http.request.header.x-force-trace`. tailsample keeps
+The spans are shaped exactly as observed from three Flask services instrumented with
+opentelemetry-instrumentation-flask and -requests 0.66b1 (SDK 1.45.1), headers captured with
+`OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST=x-force-trace`, with the old HTTP conventions and with
+`OTEL_SEMCONV_STABILITY_OPT_IN=http` (the attribute tables below are what they sent). In both, the captured header
+arrives as `http.request.header.x_force_trace` = `["true"]` (a string array, dash turned into underscore; the
+specification keeps the dash) while the seed's policy names `http.request.header.x-force-trace`. tailsample keeps
 such traces by default; `tailsample.strict_reference_matching` restores the reference's reading (an array reads
 as "", a key matches only as spelled), under which they are not kept, as by the collector.
 """
