@@ -968,6 +968,8 @@ mod tests {
             => r#"attributes["list"][5]: index 5 out of bounds (the list has 5 elements)"#;
         nested_list_index_out_of_bounds: r#"attributes["map"]["n"]["deep"][2] == nil"#
             => r#"attributes["map"]["n"]["deep"][2]: index 2 out of bounds (the list has 2 elements)"#;
+        list_negative_index: r#"attributes["list"][-1] == nil"#
+            => r#"attributes["list"][-1]: index -1 out of bounds (the list has 5 elements)"#;
         list_indexed_by_string: r#"attributes["list"]["a"] == nil"#
             => r#"attributes["list"]["a"]: a list is indexed by an int, not a string (`["a"]`)"#;
         map_indexed_by_int: r#"attributes["map"][0] == nil"#
