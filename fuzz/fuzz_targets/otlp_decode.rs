@@ -63,6 +63,12 @@ fn check_attr(v: &AttrValue<'_>) {
         AttrValue::Bytes(b) => {
             black_box(b.len());
         }
+        // Contents read lazily, as policies and OTTL indexing read them: every element and entry, at every depth.
+        AttrValue::Array(_) => v.elements().for_each(|e| check_attr(&e)),
+        AttrValue::Map(_) => v.entries().for_each(|(k, e)| {
+            check_str(k);
+            check_attr(&e);
+        }),
         _ => {}
     }
     black_box((

@@ -19,8 +19,13 @@ const VALUES: &[AttrValue<'static>] = &[
     AttrValue::Bytes(&[0xde, 0xad, 0xbe, 0xef]),
     AttrValue::Absent,
     AttrValue::Empty,
-    AttrValue::Array,
-    AttrValue::Map,
+    // ["true", 2] and {"a": "x"} as the scanner keeps them (raw `ArrayValue` / `KeyValueList`), and bytes that
+    // are not a valid message (a hand-made value: lazy reads must not panic on it either).
+    AttrValue::Array(&[
+        0x0a, 0x06, 0x0a, 0x04, b't', b'r', b'u', b'e', 0x0a, 0x02, 0x18, 0x02,
+    ]),
+    AttrValue::Map(&[0x0a, 0x08, 0x0a, 0x01, b'a', 0x12, 0x03, 0x0a, 0x01, b'x']),
+    AttrValue::Array(&[0x0a, 0xff]),
     AttrValue::Str(""),
     AttrValue::Int(i64::MIN),
     AttrValue::Double(f64::NAN),

@@ -62,8 +62,13 @@ def config(body: str) -> str:
 
 
 def load_or_skip(text: str) -> tailsample.Config:
+    """`text` for tailsample, with `tailsample.strict_reference_matching` on: the reference reads an array as ""
+    (0, false) and a key only as spelled, which tailsample does on purpose only with the switch (README, "Where
+    tailsample differs from the reference"). The reference gets `text` unchanged."""
+    block = yaml.safe_load(text)
+    block.setdefault("tailsample", {})["strict_reference_matching"] = True
     try:
-        return tailsample.Config.from_yaml(text)
+        return tailsample.Config.from_dict(block)
     except tailsample.ConfigError as exc:
         if NOT_SUPPORTED in str(exc):
             pytest.skip(f"tailsample: {exc}")
@@ -341,6 +346,40 @@ MAIN_CASES: dict[str, str] = {
           - name: services
             type: string_attribute
             string_attribute: {key: service.name, values: [checkout, auth]}
+        """,
+    "string_forced_header": """
+        policies:
+          - name: forced-sampling-policy
+            type: string_attribute
+            string_attribute: {key: http.request.header.x-force-trace, values: ["true"]}
+        """,
+    "string_forced_header_underscores_regex": """
+        policies:
+          - name: forced-re
+            type: string_attribute
+            string_attribute: {key: http.request.header.x_force_trace, values: ["^t"], enabled_regex_matching: true}
+        """,
+    "ottl_indexing": """
+        policies:
+          - name: ottl-index
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span:
+                - 'attributes["http.route"][0] == "/api/checkout"'
+                - 'resource.attributes["http.route"][0] == "a"'
+                - 'attributes["http.route"]["path"] == "/api/pay"'
+                - 'attributes["http.request.header.x_force_trace"][0] == "true"'
+                - 'attributes["http.status_code"][1] >= 500'
+        """,
+    "ottl_indexing_nil": """
+        policies:
+          - name: ottl-index-nil
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span:
+                - 'attributes["http.route"]["nope"] == nil and attributes["debug"][0] == false'
         """,
     "numeric_500_599": """
         policies:

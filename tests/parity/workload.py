@@ -30,6 +30,7 @@ from otlp_builders import (
     STATUS_OK,
     STATUS_UNSET,
     T0,
+    AttrValue,
     attrs,
     fnv1a_64,
     make_span,
@@ -418,6 +419,8 @@ K_ROUTE = "http.route"
 K_CODE = "http.status_code"
 K_RESP = "http.response.status_code"
 K_DEBUG = "debug"
+K_FORCE = "http.request.header.x-force-trace"
+K_FORCE_UNDERSCORES = "http.request.header.x_force_trace"
 K_TENANT = "tenant"
 
 
@@ -633,6 +636,19 @@ def _strings(g: Gen) -> None:
         ({K_ROUTE: True}, {}, "bool on the resource"),
         ({}, {K_ROUTE: 3.5}, "double on the span"),
         ({K_ROUTE: ["a"]}, {}, "array on the resource"),
+        ({}, {K_ROUTE: ["/api/checkout"]}, "array on the span"),
+        ({}, {K_ROUTE: ["x", "/api/checkout"]}, "array on the span, second element"),
+        ({K_ROUTE: ["/api/checkout"]}, {}, "array of the route on the resource"),
+        ({}, {K_ROUTE: []}, "empty array on the span"),
+        ({K_ROUTE: []}, {}, "empty array on the resource"),
+        ({}, {K_ROUTE: [""]}, "array of an empty string on the span"),
+        ({K_ROUTE: [""]}, {}, "array of an empty string on the resource"),
+        ({}, {K_ROUTE: {"path": "/api/pay"}}, "map on the span"),
+        ({}, {K_FORCE_UNDERSCORES: ["true"]}, "captured header as Python instrumentation sends it"),
+        ({}, {K_FORCE: ["true"]}, "captured header as an array, spelled with dashes"),
+        ({}, {K_FORCE: "true"}, "header as a string, spelled with dashes"),
+        ({}, {K_FORCE_UNDERSCORES: "true"}, "header as a string, spelled with underscores"),
+        ({K_FORCE_UNDERSCORES: ["true"]}, {}, "captured header array on the resource"),
         ({}, {K_ROUTE: b"/api/checkout"}, "bytes on the span"),
         ({K_ROUTE: "/health"}, {K_ROUTE: "/api/checkout"}, "resource /health, span /api/checkout"),
         ({}, {K_ROUTE: "/api/checkout "}, "trailing space"),
@@ -663,9 +679,11 @@ def _strings(g: Gen) -> None:
 
 
 def _numbers_and_bools(g: Gen) -> None:
-    for v in (499, 500, 501, 599, 600, -1, -5, -6, 0, 1, 10, 11, "503", "0", 503.0, 0.5, True, False, None):
+    codes: list[AttrValue | None] = [499, 500, 501, 599, 600, -1, -5, -6, 0, 1, 10, 11, "503", "0", 503.0, 0.5, True,
+                                     False, None, [500], [200, 503], [503.0], [], ["503"]]
+    for v in codes:
         for where in ("resource", "span", "second"):
-            a = {} if v is None else {K_CODE: v}
+            a: dict[str, AttrValue] = {} if v is None else {K_CODE: v}
             note = f"{K_CODE}={v!r} on the {where}"
             if where == "resource":
                 g.simple("numeric-edge", resource={"service.name": "cart", **a}, note=note)
@@ -674,7 +692,8 @@ def _numbers_and_bools(g: Gen) -> None:
             else:
                 g.two_parts("numeric-edge", {"attributes": {K_CODE: 200}}, {"attributes": a},
                             note=note + " span, the first span has 200")
-    for v in (True, False, "true", "false", 1, 0, "", None):
+    flags: list[AttrValue | None] = [True, False, "true", "false", 1, 0, "", None, [True], [False], ["true"], []]
+    for v in flags:
         for where in ("resource", "span"):
             a = {} if v is None else {K_DEBUG: v}
             note = f"{K_DEBUG}={v!r} on the {where}"

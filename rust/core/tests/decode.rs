@@ -169,9 +169,100 @@ fn nested_values_and_duplicates() {
         dropped_attributes_count: 0,
         flags: 1,
     });
+    let first = s.attributes[0].value.clone().unwrap();
     let bytes = req.encode_to_vec();
     let d = decode(&bytes, &keys()).unwrap();
-    assert_eq!(d.span_attr(0, 1), AttrValue::Map, "first occurrence wins");
+    assert!(
+        matches!(d.span_attr(0, 1), AttrValue::Map(_)),
+        "first occurrence wins"
+    );
+    assert_same(d.span_attr(0, 1), &first);
+}
+
+/// `got`, read lazily down to its leaves, is prost's `want`.
+fn assert_same(got: AttrValue<'_>, want: &AnyValue) {
+    use any_value::Value as V;
+    match (got, &want.value) {
+        (AttrValue::Empty, None) => {}
+        (AttrValue::Str(a), Some(V::StringValue(b))) => assert_eq!(a, b),
+        (AttrValue::Bool(a), Some(V::BoolValue(b))) => assert_eq!(a, *b),
+        (AttrValue::Int(a), Some(V::IntValue(b))) => assert_eq!(a, *b),
+        (AttrValue::Double(a), Some(V::DoubleValue(b))) => assert_eq!(a.to_bits(), b.to_bits()),
+        (AttrValue::Bytes(a), Some(V::BytesValue(b))) => assert_eq!(a, b.as_slice()),
+        (AttrValue::Array(_), Some(V::ArrayValue(b))) => {
+            let elements: Vec<AttrValue<'_>> = got.elements().collect();
+            assert_eq!(elements.len(), b.values.len());
+            for (e, w) in elements.into_iter().zip(&b.values) {
+                assert_same(e, w);
+            }
+        }
+        (AttrValue::Map(_), Some(V::KvlistValue(b))) => {
+            let entries: Vec<(&str, AttrValue<'_>)> = got.entries().collect();
+            assert_eq!(entries.len(), b.values.len());
+            for ((k, v), w) in entries.into_iter().zip(&b.values) {
+                assert_eq!(k, w.key);
+                assert_same(v, w.value.as_ref().unwrap_or(&AnyValue { value: None }));
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Scenario: array and map values of every element kind, nested, on a span and on its resource, the way
+/// real instrumentation sends captured headers (`["true"]`). Guarantees: the lazily read elements and entries
+/// equal prost's decoding, at every depth.
+#[test]
+fn array_and_map_contents_match_prost() {
+    let mut rng = Rng(0x5eed);
+    let mut req = request(&mut rng, 1, 1, "checkout");
+    let any = |v: any_value::Value| AnyValue { value: Some(v) };
+    use any_value::Value as V;
+    let leaves = vec![
+        any(V::StringValue("true".into())),
+        any(V::StringValue("é".repeat(100))),
+        any(V::IntValue(-1)),
+        any(V::IntValue(i64::MAX)),
+        any(V::BoolValue(false)),
+        any(V::DoubleValue(-0.5)),
+        any(V::BytesValue(vec![1, 2, 3])),
+        AnyValue { value: None },
+    ];
+    let nested = any(V::KvlistValue(KeyValueList {
+        values: vec![
+            KeyValue {
+                key: "list".into(),
+                value: Some(any(V::ArrayValue(ArrayValue {
+                    values: leaves.clone(),
+                }))),
+            },
+            KeyValue {
+                key: "".into(),
+                value: None,
+            },
+        ],
+    }));
+    let mut values = leaves;
+    values.push(nested);
+    values.push(any(V::ArrayValue(ArrayValue { values: vec![] })));
+    let array = any(V::ArrayValue(ArrayValue { values }));
+    let header = any(V::ArrayValue(ArrayValue {
+        values: vec![any(V::StringValue("true".into()))],
+    }));
+    let rs = &mut req.resource_spans[0];
+    rs.resource.as_mut().unwrap().attributes.push(KeyValue {
+        key: "user.id".into(),
+        value: Some(header.clone()),
+    });
+    let s = &mut rs.scope_spans[0].spans[0];
+    s.attributes.retain(|kv| kv.key != "user.id");
+    s.attributes.push(KeyValue {
+        key: "user.id".into(),
+        value: Some(array.clone()),
+    });
+    let bytes = req.encode_to_vec();
+    let d = decode(&bytes, &keys()).unwrap();
+    assert_same(d.span_attr(0, 1), &array);
+    assert_same(d.resource_attr(0, 1), &header);
 }
 
 fn err(bytes: &[u8]) -> (String, usize, String) {

@@ -46,6 +46,9 @@ pub struct EngineConfig {
     pub policies: Vec<Policy>,
     /// Every attribute key some policy reads; the scanner extracts only these.
     pub attr_keys: AttrKeys,
+    /// tailsample: read attributes exactly as the reference does: keys only as spelled (no header aliases), and
+    /// no array elements in the attribute policies (`AttrKeys::strict`).
+    pub strict_reference_matching: bool,
     /// tailsample: output payloads are cut at about this size (never inside a span).
     pub max_payload_bytes: usize,
     /// tailsample: limit of the buffer of late spans waiting for `poll`.
@@ -290,6 +293,7 @@ impl EngineConfig {
         let mut decision_log_size = DEFAULT_DECISION_LOG_SIZE;
         let mut recent_kept_bytes = DEFAULT_RECENT_KEPT_BYTES as usize;
         let mut max_buffered_bytes = DEFAULT_MAX_BUFFERED_BYTES;
+        let mut strict_reference_matching = false;
         let mut propagation_audit = DEFAULT_PROPAGATION_AUDIT.then(AuditConfig::default);
         let (max_payload_bytes, late_span_buffer_bytes, record_policy) = match m.value("tailsample")
         {
@@ -320,6 +324,7 @@ impl EngineConfig {
                 recent_kept_bytes =
                     t.bytes("recent_kept_bytes", DEFAULT_RECENT_KEPT_BYTES)? as usize;
                 max_buffered_bytes = t.bytes("max_buffered_bytes", DEFAULT_MAX_BUFFERED_BYTES)?;
+                strict_reference_matching = t.boolean("strict_reference_matching", false)?;
                 t.finish()?;
                 (p, l, r)
             }
@@ -349,7 +354,11 @@ impl EngineConfig {
             names.extend(a.destination_attributes.iter().cloned());
             names.extend(a.ignore_when_present.iter().cloned());
         }
-        let keys = AttrKeys::new(names);
+        let keys = if strict_reference_matching {
+            AttrKeys::new_strict(names)
+        } else {
+            AttrKeys::new(names)
+        };
         let mut folders: Vec<(u8, Kind)> = Vec::new();
         let mut aggregators: Vec<TraceAggregate> = Vec::new();
         let mut keyers: Vec<TraceKey> = Vec::new();
@@ -423,6 +432,7 @@ impl EngineConfig {
             num_shards: num_shards as usize,
             policies,
             attr_keys: keys,
+            strict_reference_matching,
             max_payload_bytes,
             late_span_buffer_bytes,
             record_policy,
@@ -470,6 +480,7 @@ impl EngineConfig {
                 "decision_log_size": self.decision_log_size,
                 "recent_kept_bytes": self.recent_kept_bytes,
                 "max_buffered_bytes": self.max_buffered_bytes,
+                "strict_reference_matching": self.strict_reference_matching,
             },
             "policies": self.blocks,
         });
@@ -573,6 +584,42 @@ mod tests {
         // The forced-sampling key, and the propagation audit's: service.name, 5 destinations, 2 to ignore.
         assert_eq!(c.attr_keys.len(), 1 + 8);
         assert_eq!(c.policies[2].slot, Some(0));
+    }
+
+    /// Scenario: the forced-sampling policy with and without `tailsample.strict_reference_matching`.
+    /// Guarantees: by default the header key's underscore spelling reads into the policy's slot and the policy
+    /// matches array elements; strict, neither; `normalized()` says which, and loads back as itself.
+    #[test]
+    fn strict_reference_matching_switch() {
+        let doc = |t: Value| {
+            json!({
+                "tailsample": t,
+                "policies": [{"name": "forced", "type": "string_attribute",
+                    "string_attribute": {"key": "http.request.header.x-force-trace", "values": ["true"]}}]
+            })
+        };
+        let under = "http.request.header.x_force_trace";
+        let lenient = load(doc(json!({}))).unwrap();
+        assert!(!lenient.strict_reference_matching);
+        assert_eq!(lenient.attr_keys.index_of_str(under), Some(0));
+        assert!(matches!(&lenient.folders[0].1, Kind::StringAttribute(p) if p.match_elements));
+        assert_eq!(
+            lenient.normalized()["tailsample"]["strict_reference_matching"],
+            json!(false)
+        );
+        let strict = load(doc(json!({"strict_reference_matching": true}))).unwrap();
+        assert!(strict.strict_reference_matching);
+        assert_eq!(strict.attr_keys.index_of_str(under), None);
+        assert!(matches!(&strict.folders[0].1, Kind::StringAttribute(p) if !p.match_elements));
+        let n = strict.normalized();
+        assert_eq!(n["tailsample"]["strict_reference_matching"], json!(true));
+        assert_eq!(load(n.clone()).unwrap().normalized(), n);
+        let e = load(doc(json!({"strict_reference_matching": "yes"}))).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("tailsample.strict_reference_matching: "),
+            "{e}"
+        );
     }
 
     #[test]

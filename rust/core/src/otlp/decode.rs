@@ -16,12 +16,21 @@ use crate::error::Error;
 ///
 /// Every attribute of every span is looked up here, and nearly all miss: a 256-bucket table on the key's
 /// length and first and last bytes answers most misses with one load, whatever the number of keys.
+///
+/// A key may have several spellings (see `key_spellings`) that read into one slot: `index_of` answers the slot,
+/// and the scan keeps the first occurrence of any of its spellings, as `pcommon.Map.Get` keeps the first.
 #[derive(Debug, Clone)]
 pub struct AttrKeys {
-    keys: Vec<Box<[u8]>>,
-    /// Per bucket, 1 + the first key's index (0: empty); `next` chains keys sharing a bucket.
+    /// Every spelling looked up, and the slot it reads into.
+    spellings: Vec<Box<[u8]>>,
+    slot_of: Vec<u16>,
+    slots: usize,
+    /// Per bucket, 1 + the first spelling's index (0: empty); `next` chains spellings sharing a bucket.
     buckets: Box<[u16; 256]>,
     next: Vec<u16>,
+    /// `tailsample.strict_reference_matching`: keys match only as spelled, and attribute policies read values
+    /// as the reference does (no array elements).
+    strict: bool,
 }
 
 impl Default for AttrKeys {
@@ -41,46 +50,109 @@ fn bucket_of(key: &[u8]) -> usize {
     }
 }
 
-impl AttrKeys {
-    pub fn new<S: AsRef<str>>(keys: impl IntoIterator<Item = S>) -> Self {
-        let mut out: Vec<Box<[u8]>> = Vec::new();
-        for k in keys {
-            let k = k.as_ref().as_bytes();
-            if !out.iter().any(|x| &**x == k) {
-                out.push(k.into());
+/// Prefixes of the semantic conventions' captured HTTP headers, whose names SDKs spell two ways.
+const HEADER_PREFIXES: [&str; 2] = ["http.request.header.", "http.response.header."];
+
+/// Every spelling a configured attribute key matches, the key itself first (the one place key aliasing is
+/// decided, for every consumer of keys: attribute policies, OTTL, trace keys, the propagation audit).
+///
+/// A captured HTTP header (`http.request.header.<name>`, `http.response.header.<name>`) also matches `<name>`
+/// with every `-` written `_` and with every `_` written `-`: the specification keeps the header's dashes
+/// (`x-force-trace`), OpenTelemetry Python writes underscores (`x_force_trace`). Any other key is only itself.
+/// `tailsample.strict_reference_matching` turns this off (`AttrKeys::new_strict`).
+pub fn key_spellings(key: &str) -> Vec<String> {
+    let mut out = vec![key.to_string()];
+    if let Some(prefix) = HEADER_PREFIXES.iter().find(|p| key.starts_with(*p)) {
+        let name = &key[prefix.len()..];
+        for alt in [name.replace('-', "_"), name.replace('_', "-")] {
+            let alt = format!("{prefix}{alt}");
+            if !out.contains(&alt) {
+                out.push(alt);
             }
         }
-        assert!(
-            out.len() < usize::from(u16::MAX),
-            "attribute keys are counted in u16"
-        );
+    }
+    out
+}
+
+impl AttrKeys {
+    /// The keys, each with its other spellings (`key_spellings`).
+    pub fn new<S: AsRef<str>>(keys: impl IntoIterator<Item = S>) -> Self {
+        AttrKeys::build(keys, false)
+    }
+
+    /// The keys exactly as spelled (`tailsample.strict_reference_matching`).
+    pub fn new_strict<S: AsRef<str>>(keys: impl IntoIterator<Item = S>) -> Self {
+        AttrKeys::build(keys, true)
+    }
+
+    fn build<S: AsRef<str>>(keys: impl IntoIterator<Item = S>, strict: bool) -> Self {
+        let mut spellings: Vec<Box<[u8]>> = Vec::new();
+        let mut slot_of: Vec<u16> = Vec::new();
+        let mut slots = 0usize;
+        for k in keys {
+            let k = k.as_ref();
+            let all = if strict {
+                vec![k.to_string()]
+            } else {
+                key_spellings(k)
+            };
+            // A key shares the slot of any of its spellings already registered (`x-a` after `x_a`).
+            let slot = all
+                .iter()
+                .find_map(|s| {
+                    let i = spellings.iter().position(|x| **x == *s.as_bytes())?;
+                    Some(slot_of[i])
+                })
+                .unwrap_or_else(|| {
+                    slots += 1;
+                    (slots - 1) as u16
+                });
+            for s in all {
+                if !spellings.iter().any(|x| **x == *s.as_bytes()) {
+                    spellings.push(s.as_bytes().into());
+                    slot_of.push(slot);
+                }
+            }
+            assert!(
+                spellings.len() < usize::from(u16::MAX),
+                "attribute keys are counted in u16"
+            );
+        }
         let mut buckets = Box::new([0u16; 256]);
-        let mut next = vec![0u16; out.len()];
-        for (i, k) in out.iter().enumerate().rev() {
+        let mut next = vec![0u16; spellings.len()];
+        for (i, k) in spellings.iter().enumerate().rev() {
             let b = bucket_of(k);
             next[i] = buckets[b];
             buckets[b] = i as u16 + 1;
         }
         AttrKeys {
-            keys: out,
+            spellings,
+            slot_of,
+            slots,
             buckets,
             next,
+            strict,
         }
     }
+    /// The number of slots: distinct keys, whatever their spellings.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.slots
     }
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.slots == 0
     }
-    /// Index of `key`, if a policy reads it.
+    /// Built by `new_strict`: keys match only as spelled, and attribute policies read values as the reference.
+    pub fn strict(&self) -> bool {
+        self.strict
+    }
+    /// Slot of `key` (any of its spellings), if a policy reads it.
     #[inline]
     pub fn index_of(&self, key: &[u8]) -> Option<usize> {
         let mut at = self.buckets[bucket_of(key)];
         while at != 0 {
             let i = usize::from(at - 1);
-            if *self.keys[i] == *key {
-                return Some(i);
+            if *self.spellings[i] == *key {
+                return Some(usize::from(self.slot_of[i]));
             }
             at = self.next[i];
         }
@@ -93,7 +165,7 @@ impl AttrKeys {
 
 #[cfg(test)]
 mod attr_keys_tests {
-    use super::AttrKeys;
+    use super::{key_spellings, AttrKeys};
 
     #[test]
     fn every_key_is_found_at_its_index_and_others_miss() {
@@ -120,10 +192,77 @@ mod attr_keys_tests {
         assert_eq!((dup.len(), dup.index_of_str("b")), (2, Some(1)));
         assert_eq!(AttrKeys::default().index_of_str("a"), None);
     }
+
+    macro_rules! spelling_cases {
+        ($($name:ident: $key:expr => $want:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let want: &[&str] = &$want;
+                assert_eq!(key_spellings($key), want);
+            }
+        )*};
+    }
+
+    spelling_cases! {
+        request_header_dashes_gain_underscores: "http.request.header.x-force-trace"
+            => ["http.request.header.x-force-trace", "http.request.header.x_force_trace"];
+        request_header_underscores_gain_dashes: "http.request.header.x_force_trace"
+            => ["http.request.header.x_force_trace", "http.request.header.x-force-trace"];
+        response_header_too: "http.response.header.content-type"
+            => ["http.response.header.content-type", "http.response.header.content_type"];
+        mixed_name_gains_both_uniform_spellings: "http.request.header.x-a_b"
+            => ["http.request.header.x-a_b", "http.request.header.x_a_b", "http.request.header.x-a-b"];
+        header_without_separators_is_itself: "http.request.header.host" => ["http.request.header.host"];
+        only_the_header_name_changes: "http.request.header.x-force-trace.extra_part"
+            => ["http.request.header.x-force-trace.extra_part", "http.request.header.x_force_trace.extra_part",
+                "http.request.header.x-force-trace.extra-part"];
+        other_keys_are_only_themselves: "user_agent.original" => ["user_agent.original"];
+        a_prefix_alone_is_itself: "http.request.header." => ["http.request.header."];
+        prefix_must_start_the_key: "x.http.request.header.a-b" => ["x.http.request.header.a-b"];
+    }
+
+    /// Scenario: a header key configured in one spelling, or in both (by two policies).
+    /// Guarantees: both spellings read into one slot; strict keys match only as written.
+    #[test]
+    fn both_spellings_share_one_slot_unless_strict() {
+        let dash = "http.request.header.x-force-trace";
+        let under = "http.request.header.x_force_trace";
+        let k = AttrKeys::new(["service.name", dash]);
+        assert_eq!(k.len(), 2);
+        assert_eq!(
+            (k.index_of_str(dash), k.index_of_str(under)),
+            (Some(1), Some(1))
+        );
+        assert!(!k.strict());
+        let both = AttrKeys::new([under, "a", dash]);
+        assert_eq!(both.len(), 2);
+        assert_eq!(
+            (both.index_of_str(dash), both.index_of_str(under)),
+            (Some(0), Some(0))
+        );
+        assert_eq!(both.index_of_str("a"), Some(1));
+        let strict = AttrKeys::new_strict([dash]);
+        assert!(strict.strict());
+        assert_eq!(
+            (strict.index_of_str(dash), strict.index_of_str(under)),
+            (Some(0), None)
+        );
+        let strict_both = AttrKeys::new_strict([dash, under]);
+        assert_eq!(
+            (
+                strict_both.index_of_str(dash),
+                strict_both.index_of_str(under)
+            ),
+            (Some(0), Some(1))
+        );
+    }
 }
 
 /// An attribute value as the reference's `pcommon.Value` sees it: `Str()` of a non-string is "", `Int()` of a
 /// non-int is 0, `Bool()` of a non-bool is false. `Absent` means the key is not there at all.
+///
+/// `Array` and `Map` hold the raw `ArrayValue` / `KeyValueList` message, validated by the scan: their contents
+/// are read lazily, without allocating (`elements`, `get`, `entries`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum AttrValue<'a> {
     #[default]
@@ -134,8 +273,8 @@ pub enum AttrValue<'a> {
     Int(i64),
     Double(f64),
     Bytes(&'a [u8]),
-    Array,
-    Map,
+    Array(&'a [u8]),
+    Map(&'a [u8]),
 }
 
 impl<'a> AttrValue<'a> {
@@ -164,6 +303,138 @@ impl<'a> AttrValue<'a> {
     pub fn bool_or_false(&self) -> bool {
         matches!(self, AttrValue::Bool(true))
     }
+    /// The elements of an array value, in order; nothing for any other value.
+    #[inline]
+    pub fn elements(&self) -> Elements<'a> {
+        Elements {
+            r: Reader::new(
+                match self {
+                    AttrValue::Array(b) => b,
+                    _ => &[],
+                },
+                0,
+            ),
+        }
+    }
+    /// The entries (key, value) of a map value, in order; nothing for any other value.
+    #[inline]
+    pub fn entries(&self) -> Entries<'a> {
+        Entries {
+            r: Reader::new(
+                match self {
+                    AttrValue::Map(b) => b,
+                    _ => &[],
+                },
+                0,
+            ),
+        }
+    }
+    /// `pcommon.Map.Get` on a map value: the first entry named `key`, `Absent` if none (or not a map).
+    pub fn get(&self, key: &str) -> AttrValue<'a> {
+        self.entries()
+            .find(|(k, _)| *k == key)
+            .map_or(AttrValue::Absent, |(_, v)| v)
+    }
+}
+
+/// The next length-delimited field numbered `want` of an already validated message (anything unexpected ends it).
+#[inline]
+fn next_len_field<'a>(r: &mut Reader<'a>, want: u32) -> Option<&'a [u8]> {
+    while !r.is_empty() {
+        let (field, wt) = r.read_tag().ok()?;
+        if field == want && wt == WireType::Len {
+            return r.read_len().ok().map(|(b, _)| b);
+        }
+        r.skip(field, wt).ok()?;
+    }
+    None
+}
+
+/// Elements of an `ArrayValue` (see `AttrValue::elements`).
+#[derive(Clone)]
+pub struct Elements<'a> {
+    r: Reader<'a>,
+}
+
+impl<'a> Iterator for Elements<'a> {
+    type Item = AttrValue<'a>;
+    fn next(&mut self) -> Option<AttrValue<'a>> {
+        next_len_field(&mut self.r, 1).map(read_any_value)
+    }
+}
+
+/// Entries of a `KeyValueList` (see `AttrValue::entries`).
+#[derive(Clone)]
+pub struct Entries<'a> {
+    r: Reader<'a>,
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = (&'a str, AttrValue<'a>);
+    fn next(&mut self) -> Option<(&'a str, AttrValue<'a>)> {
+        let kv = next_len_field(&mut self.r, 1)?;
+        let mut r = Reader::new(kv, 0);
+        let (mut key, mut value) = ("", AttrValue::Empty);
+        while !r.is_empty() {
+            let Ok((field, wt)) = r.read_tag() else { break };
+            match (field, wt) {
+                (1 | 2, WireType::Len) => {
+                    let Ok((b, _)) = r.read_len() else { break };
+                    if field == 1 {
+                        key = std::str::from_utf8(b).unwrap_or("");
+                    } else {
+                        value = read_any_value(b);
+                    }
+                }
+                _ => {
+                    if r.skip(field, wt).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        Some((key, value))
+    }
+}
+
+/// One `AnyValue` of an already validated message, its nested arrays and maps left raw (the scan validated them;
+/// a malformed field here, only possible for a hand-made `AttrValue`, ends the value).
+fn read_any_value(buf: &[u8]) -> AttrValue<'_> {
+    let mut r = Reader::new(buf, 0);
+    let mut value = AttrValue::Empty;
+    while !r.is_empty() {
+        let Ok((field, wt)) = r.read_tag() else { break };
+        value = match (field, wt) {
+            (1 | 5 | 6 | 7, WireType::Len) => {
+                let Ok((b, _)) = r.read_len() else { break };
+                match field {
+                    1 => AttrValue::Str(std::str::from_utf8(b).unwrap_or("")),
+                    5 => AttrValue::Array(b),
+                    6 => AttrValue::Map(b),
+                    _ => AttrValue::Bytes(b),
+                }
+            }
+            (2 | 3, WireType::Varint) => {
+                let Ok(v) = r.read_varint() else { break };
+                if field == 2 {
+                    AttrValue::Bool(v != 0)
+                } else {
+                    AttrValue::Int(v as i64)
+                }
+            }
+            (4, WireType::I64) => {
+                let Ok(v) = r.read_fixed64() else { break };
+                AttrValue::Double(f64::from_bits(v))
+            }
+            _ => {
+                if r.skip(field, wt).is_err() {
+                    break;
+                }
+                value
+            }
+        };
+    }
+    value
 }
 
 /// One `ResourceSpans`: its resource (raw, possibly absent) and schema URL.
@@ -540,13 +811,13 @@ fn scan_any_value(buf: &[u8], base: usize, depth: usize) -> WireResult<AttrValue
                 expect(at, wt, WireType::Len).map_err(|e| e.at_field("array_value"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("array_value"))?;
                 scan_array(bytes, off, depth + 1).map_err(|e| e.within("array_value"))?;
-                AttrValue::Array
+                AttrValue::Array(bytes)
             }
             6 => {
                 expect(at, wt, WireType::Len).map_err(|e| e.at_field("kvlist_value"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("kvlist_value"))?;
                 scan_kvlist(bytes, off, depth + 1).map_err(|e| e.within("kvlist_value"))?;
-                AttrValue::Map
+                AttrValue::Map(bytes)
             }
             7 => {
                 expect(at, wt, WireType::Len).map_err(|e| e.at_field("bytes_value"))?;
@@ -1067,5 +1338,170 @@ mod fast_path_tests {
         let truncated = &kv(b"key", b"\x0a\x05/ca")[..];
         assert!(fast_key_value(truncated).is_none());
         assert!(scan_key_value(truncated, 0, 0).is_err());
+    }
+}
+
+/// Builders of `AnyValue` bytes for tests (here and in the policies' tests).
+#[cfg(test)]
+pub(crate) mod any_value {
+    use super::AttrValue;
+
+    /// The value as ingest scans it (validated).
+    pub fn scan(value: &[u8]) -> AttrValue<'_> {
+        super::scan_any_value(value, 0, 0).expect("a valid AnyValue")
+    }
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn len_field(field: u32, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(u64::from(field << 3 | 2), &mut out);
+        varint(bytes.len() as u64, &mut out);
+        out.extend_from_slice(bytes);
+        out
+    }
+    pub fn str(s: &str) -> Vec<u8> {
+        len_field(1, s.as_bytes())
+    }
+    pub fn boolean(b: bool) -> Vec<u8> {
+        vec![0x10, u8::from(b)]
+    }
+    pub fn int(i: i64) -> Vec<u8> {
+        let mut out = vec![0x18];
+        varint(i as u64, &mut out);
+        out
+    }
+    pub fn double(f: f64) -> Vec<u8> {
+        let mut out = vec![0x21];
+        out.extend_from_slice(&f.to_bits().to_le_bytes());
+        out
+    }
+    /// The `ArrayValue` message of these `AnyValue`s (what `AttrValue::Array` holds).
+    pub fn array_body(values: &[Vec<u8>]) -> Vec<u8> {
+        values.iter().flat_map(|v| len_field(1, v)).collect()
+    }
+    /// The `KeyValueList` message of these entries (what `AttrValue::Map` holds).
+    pub fn map_body(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        entries
+            .iter()
+            .flat_map(|(k, v)| {
+                let mut kv = len_field(1, k.as_bytes());
+                kv.extend(len_field(2, v));
+                len_field(1, &kv)
+            })
+            .collect()
+    }
+    /// An `AnyValue` holding an array.
+    pub fn array(values: &[Vec<u8>]) -> Vec<u8> {
+        len_field(5, &array_body(values))
+    }
+    /// An `AnyValue` holding a map.
+    pub fn map(entries: &[(&str, Vec<u8>)]) -> Vec<u8> {
+        len_field(6, &map_body(entries))
+    }
+    /// A `KeyValue` attribute.
+    pub fn key_value(key: &str, value: &[u8]) -> Vec<u8> {
+        let mut kv = len_field(1, key.as_bytes());
+        kv.extend(len_field(2, value));
+        kv
+    }
+}
+
+#[cfg(test)]
+mod lazy_value_tests {
+    use super::any_value as av;
+    use super::*;
+
+    fn scanned(value: &[u8]) -> AttrValue<'_> {
+        scan_any_value(value, 0, 0).expect("valid")
+    }
+
+    /// Scenario: an array value of every element type, scanned as ingest scans it.
+    /// Guarantees: the value keeps its raw bytes and its elements read back in order, nested ones raw again.
+    #[test]
+    fn array_elements_read_back_in_order() {
+        let nested = av::array(&[av::str("n")]);
+        let value = av::array(&[
+            av::str("true"),
+            av::int(-7),
+            av::boolean(true),
+            av::double(1.5),
+            vec![],
+            nested.clone(),
+            av::map(&[("k", av::int(1))]),
+        ]);
+        let v = scanned(&value);
+        assert!(matches!(v, AttrValue::Array(_)));
+        let got: Vec<AttrValue<'_>> = v.elements().collect();
+        assert_eq!(got.len(), 7);
+        assert_eq!(
+            got[..5],
+            [
+                AttrValue::Str("true"),
+                AttrValue::Int(-7),
+                AttrValue::Bool(true),
+                AttrValue::Double(1.5),
+                AttrValue::Empty
+            ]
+        );
+        assert_eq!(got[5].elements().collect::<Vec<_>>(), [AttrValue::Str("n")]);
+        assert_eq!(got[6].get("k"), AttrValue::Int(1));
+        assert_eq!(scanned(&av::array(&[])).elements().count(), 0);
+        // Scalars have no elements or entries.
+        assert_eq!(AttrValue::Str("a").elements().count(), 0);
+        assert_eq!(AttrValue::Str("a").get("a"), AttrValue::Absent);
+    }
+
+    /// Scenario: a map value with a repeated key. Guarantees: `get` answers the first, as `pcommon.Map.Get`;
+    /// a missing key is `Absent`; `entries` lists every entry in order.
+    #[test]
+    fn map_get_answers_the_first_entry() {
+        let value = av::map(&[("a", av::str("x")), ("b", av::int(2)), ("a", av::str("y"))]);
+        let v = scanned(&value);
+        assert_eq!(v.get("a"), AttrValue::Str("x"));
+        assert_eq!(v.get("b"), AttrValue::Int(2));
+        assert_eq!(v.get("c"), AttrValue::Absent);
+        assert_eq!(
+            v.entries().map(|(k, _)| k).collect::<Vec<_>>(),
+            ["a", "b", "a"]
+        );
+    }
+
+    /// Scenario: a request whose span carries the header both as an array and, later, in the other spelling.
+    /// Guarantees: the first occurrence of either spelling fills the slot, with the array's bytes.
+    #[test]
+    fn decode_keeps_the_first_spelling_and_the_array_bytes() {
+        let mut span = vec![0x0a, 16];
+        span.extend([1u8; 16]);
+        span.extend([0x12, 8]);
+        span.extend([2u8; 8]);
+        for kv in [
+            av::key_value(
+                "http.request.header.x_force_trace",
+                &av::array(&[av::str("true")]),
+            ),
+            av::key_value("http.request.header.x-force-trace", &av::str("false")),
+        ] {
+            span.push(0x4a);
+            span.push(kv.len() as u8);
+            span.extend(kv);
+        }
+        let mut scope = vec![0x12, span.len() as u8];
+        scope.extend(&span);
+        let mut rs = vec![0x12, scope.len() as u8];
+        rs.extend(&scope);
+        let mut req = vec![0x0a, rs.len() as u8];
+        req.extend(&rs);
+        let keys = AttrKeys::new(["http.request.header.x-force-trace"]);
+        let d = decode(&req, &keys).expect("valid");
+        let v = d.span_attr(0, 0);
+        assert_eq!(v.elements().collect::<Vec<_>>(), [AttrValue::Str("true")]);
+        let strict = AttrKeys::new_strict(["http.request.header.x-force-trace"]);
+        let d = decode(&req, &strict).expect("valid");
+        assert_eq!(d.span_attr(0, 0), AttrValue::Str("false"));
     }
 }

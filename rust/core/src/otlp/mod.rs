@@ -6,4 +6,6 @@ pub mod json;
 pub mod split;
 pub mod wire;
 
-pub use decode::{decode, AttrKeys, AttrValue, Decoded, ResourceView, ScopeView, SpanView};
+pub use decode::{
+    decode, key_spellings, AttrKeys, AttrValue, Decoded, ResourceView, ScopeView, SpanView,
+};

@@ -1,5 +1,10 @@
 //! `boolean_attribute`: sampled if a resource or span attribute named `key` equals `value`. As in the reference,
 //! a non-boolean value reads as false.
+//!
+//! tailsample also matches inside array values: an array matches when any of its boolean elements equals `value`
+//! (elements of other types never match, so a string element does not read as false; an empty array matches
+//! nothing). With `invert_match`, sampled when no element of any array matched.
+//! `tailsample.strict_reference_matching` restores the reference's reading (an array is false).
 
 use super::{invert_match, Vote};
 use crate::config::node::Mapping;
@@ -12,6 +17,8 @@ pub struct BooleanAttribute {
     pub key_index: usize,
     pub value: bool,
     pub invert_match: bool,
+    /// Match the elements of array values (off under `tailsample.strict_reference_matching`); set by `bind`.
+    pub match_elements: bool,
 }
 
 impl BooleanAttribute {
@@ -25,13 +32,18 @@ impl BooleanAttribute {
             key_index: 0,
             value,
             invert_match,
+            match_elements: true,
         })
     }
 
     #[inline]
     pub fn value_matches(&self, attrs: &[AttrValue<'_>]) -> bool {
-        let v = attrs[self.key_index];
-        v.is_present() && v.bool_or_false() == self.value
+        match attrs[self.key_index] {
+            v @ AttrValue::Array(_) if self.match_elements => {
+                v.elements().any(|e| e == AttrValue::Bool(self.value))
+            }
+            v => v.is_present() && v.bool_or_false() == self.value,
+        }
     }
 
     pub fn evaluate(&self, matched: bool) -> Vote {
@@ -43,27 +55,58 @@ impl BooleanAttribute {
 mod tests {
     use super::*;
     use crate::config::node::Node;
+    use crate::otlp::decode::any_value as av;
     use serde_json::json;
 
     fn policy(v: serde_json::Value) -> BooleanAttribute {
         BooleanAttribute::parse(Node::new(&v, "p").mapping().unwrap()).unwrap()
     }
 
+    /// Scenario: a policy for `value: $want`, one resource or span value as the scan extracted it (`vec![]`:
+    /// absent); `strict` for `tailsample.strict_reference_matching`. Guarantees: the policy's verdict.
     macro_rules! boolean_cases {
-        ($($name:ident: $want:expr, $value:expr => $hit:expr;)*) => {$(
+        ($($name:ident: $strict:expr, $want:expr, $value:expr => $hit:expr;)*) => {$(
             #[test]
             fn $name() {
-                assert_eq!(policy(json!({"key": "k", "value": $want})).value_matches(&[$value]), $hit);
+                let mut p = policy(json!({"key": "k", "value": $want}));
+                p.match_elements = !$strict;
+                let value: Vec<u8> = $value;
+                let v = if value.is_empty() { AttrValue::Absent } else { av::scan(&value) };
+                assert_eq!(p.value_matches(&[v]), $hit);
             }
         )*};
     }
 
     boolean_cases! {
-        true_matches_true: true, AttrValue::Bool(true) => true;
-        true_does_not_match_false: true, AttrValue::Bool(false) => false;
-        false_matches_false: false, AttrValue::Bool(false) => true;
-        string_reads_as_false: false, AttrValue::Str("true") => true;
-        absent_never_matches: false, AttrValue::Absent => false;
+        true_matches_true: false, true, av::boolean(true) => true;
+        true_does_not_match_false: false, true, av::boolean(false) => false;
+        false_matches_false: false, false, av::boolean(false) => true;
+        string_reads_as_false: false, false, av::str("true") => true;
+        absent_never_matches: false, false, vec![] => false;
+        scalar_is_the_same_when_strict: true, true, av::boolean(true) => true;
+        // arrays
+        any_bool_element_matches: false, true, av::array(&[av::boolean(false), av::boolean(true)]) => true;
+        no_bool_element_matches: false, true, av::array(&[av::boolean(false)]) => false;
+        false_element_matches_false: false, false, av::array(&[av::boolean(false)]) => true;
+        string_element_does_not_read_as_false: false, false, av::array(&[av::str("x")]) => false;
+        string_true_element_is_not_a_bool: false, true, av::array(&[av::str("true")]) => false;
+        empty_array_matches_nothing: false, false, av::array(&[]) => false;
+        // strict_reference_matching: an array reads as false, as `pcommon.Value.Bool()` has it
+        strict_array_reads_as_false: true, false, av::array(&[av::boolean(true)]) => true;
+        strict_array_never_true: true, true, av::array(&[av::boolean(true)]) => false;
+    }
+
+    /// Scenario: `invert_match` over two spans with array values, folded as ingest folds them.
+    /// Guarantees: sampled only when no bool element of any span equals `value`.
+    #[test]
+    fn invert_match_on_arrays_samples_when_no_element_matches() {
+        let p = policy(json!({"key": "k", "value": true, "invert_match": true}));
+        let hit = av::array(&[av::boolean(false), av::boolean(true)]);
+        let miss = av::array(&[av::boolean(false), av::str("true")]);
+        let trace =
+            |spans: &[&Vec<u8>]| p.evaluate(spans.iter().any(|v| p.value_matches(&[av::scan(v)])));
+        assert_eq!(trace(&[&miss, &hit]), Vote::NotSampled);
+        assert_eq!(trace(&[&miss, &miss]), Vote::Sampled);
     }
 
     #[test]

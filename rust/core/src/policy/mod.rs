@@ -425,17 +425,21 @@ impl Kind {
         }
     }
 
-    /// Resolves attribute keys to their index in the scanner's key set.
+    /// Resolves attribute keys to their index in the scanner's key set, and takes its matching mode
+    /// (`AttrKeys::strict`: array elements are matched unless strict).
     pub fn bind(&mut self, keys: &AttrKeys) {
         match self {
             Kind::StringAttribute(p) => {
-                p.key_index = keys.index_of_str(&p.key).expect("key registered")
+                p.key_index = keys.index_of_str(&p.key).expect("key registered");
+                p.match_elements = !keys.strict();
             }
             Kind::NumericAttribute(p) => {
-                p.key_index = keys.index_of_str(&p.key).expect("key registered")
+                p.key_index = keys.index_of_str(&p.key).expect("key registered");
+                p.match_elements = !keys.strict();
             }
             Kind::BooleanAttribute(p) => {
-                p.key_index = keys.index_of_str(&p.key).expect("key registered")
+                p.key_index = keys.index_of_str(&p.key).expect("key registered");
+                p.match_elements = !keys.strict();
             }
             Kind::OttlCondition(p) => p.bind(keys),
             Kind::TraceAggregate(p) => {

@@ -1,6 +1,13 @@
 //! `string_attribute`: sampled if a resource attribute, or a non-empty span attribute, named `key` equals one of
 //! `values` (or, with `enabled_regex_matching`, contains a match of one of them: RE2-style, unanchored).
 //! As in the reference, a non-string value reads as "" (so it can only match a regex that matches "").
+//!
+//! tailsample also matches inside array values, as real instrumentation sends captured headers
+//! (`http.request.header.x_force_trace = ["true"]`): an array matches when any of its string elements would match
+//! as a value in the same place (on a span, empty elements are skipped; elements of other types never match; an
+//! empty array matches nothing). With `invert_match` the trace is sampled when no resource or span matched, so
+//! when no element of any array matched. `tailsample.strict_reference_matching` restores the reference's reading
+//! (an array is "").
 
 use regex::RegexSet;
 
@@ -14,6 +21,8 @@ pub struct StringAttribute {
     pub key: String,
     pub key_index: usize,
     pub invert_match: bool,
+    /// Match the elements of array values (off under `tailsample.strict_reference_matching`); set by `bind`.
+    pub match_elements: bool,
     matcher: Matcher,
 }
 
@@ -57,6 +66,7 @@ impl StringAttribute {
             key,
             key_index: 0,
             invert_match,
+            match_elements: true,
             matcher,
         })
     }
@@ -71,14 +81,25 @@ impl StringAttribute {
 
     #[inline]
     pub fn resource_matches(&self, attrs: &[AttrValue<'_>]) -> bool {
-        let v = attrs[self.key_index];
-        v.is_present() && self.matches(v.str_or_empty())
+        match attrs[self.key_index] {
+            v @ AttrValue::Array(_) if self.match_elements => v
+                .elements()
+                .any(|e| matches!(e, AttrValue::Str(s) if self.matches(s))),
+            v => v.is_present() && self.matches(v.str_or_empty()),
+        }
     }
 
     #[inline]
     pub fn span_matches(&self, attrs: &[AttrValue<'_>]) -> bool {
-        let s = attrs[self.key_index].str_or_empty();
-        !s.is_empty() && self.matches(s)
+        match attrs[self.key_index] {
+            v @ AttrValue::Array(_) if self.match_elements => v
+                .elements()
+                .any(|e| matches!(e, AttrValue::Str(s) if !s.is_empty() && self.matches(s))),
+            v => {
+                let s = v.str_or_empty();
+                !s.is_empty() && self.matches(s)
+            }
+        }
     }
 
     pub fn evaluate(&self, matched: bool) -> Vote {
@@ -98,6 +119,7 @@ fn first_line(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::config::node::Node;
+    use crate::otlp::decode::any_value as av;
     use serde_json::json;
 
     fn policy(v: serde_json::Value) -> Result<StringAttribute> {
@@ -108,24 +130,82 @@ mod tests {
         )
     }
 
-    macro_rules! span_cases {
-        ($($name:ident: $cfg:expr, $value:expr => $hit:expr;)*) => {$(
+    /// Scenario: one policy, one span (or resource) value, as the scan extracted it; `strict` for
+    /// `tailsample.strict_reference_matching`. Guarantees: the policy's verdict on that value.
+    macro_rules! cases {
+        ($($name:ident: $where:ident, $strict:expr, $cfg:expr, $value:expr => $hit:expr;)*) => {$(
             #[test]
             fn $name() {
-                let p = policy($cfg).unwrap();
-                assert_eq!(p.span_matches(&[$value]), $hit);
+                let mut p = policy($cfg).unwrap();
+                p.match_elements = !$strict;
+                let value: Vec<u8> = $value;
+                let v = if value.is_empty() { AttrValue::Absent } else { scanned(&value) };
+                assert_eq!(p.$where(&[v]), $hit);
             }
         )*};
     }
 
-    span_cases! {
-        exact_value_matches: json!({"key": "k", "values": ["true"]}), AttrValue::Str("true") => true;
-        exact_is_not_substring: json!({"key": "k", "values": ["true"]}), AttrValue::Str("true!") => false;
-        absent_never_matches: json!({"key": "k", "values": ["true"]}), AttrValue::Absent => false;
-        non_string_reads_as_empty: json!({"key": "k", "values": ["1"]}), AttrValue::Int(1) => false;
-        regex_is_unanchored: json!({"key": "k", "values": ["ab+c"], "enabled_regex_matching": true}), AttrValue::Str("xxabbbcxx") => true;
-        regex_anchors_are_honoured: json!({"key": "k", "values": ["^ab$"], "enabled_regex_matching": true}), AttrValue::Str("xab") => false;
-        empty_span_value_is_skipped: json!({"key": "k", "values": [".*"], "enabled_regex_matching": true}), AttrValue::Str("") => false;
+    fn scanned(v: &[u8]) -> AttrValue<'_> {
+        av::scan(v)
+    }
+
+    const EXACT: fn() -> serde_json::Value = || json!({"key": "k", "values": ["true"]});
+    const REGEX_EMPTY: fn() -> serde_json::Value =
+        || json!({"key": "k", "values": ["^$"], "enabled_regex_matching": true});
+
+    cases! {
+        exact_value_matches: span_matches, false, EXACT(), av::str("true") => true;
+        exact_is_not_substring: span_matches, false, EXACT(), av::str("true!") => false;
+        absent_never_matches: span_matches, false, EXACT(), vec![] => false;
+        non_string_reads_as_empty: span_matches, false, json!({"key": "k", "values": ["1"]}), av::int(1) => false;
+        regex_is_unanchored: span_matches, false,
+            json!({"key": "k", "values": ["ab+c"], "enabled_regex_matching": true}), av::str("xxabbbcxx") => true;
+        regex_anchors_are_honoured: span_matches, false,
+            json!({"key": "k", "values": ["^ab$"], "enabled_regex_matching": true}), av::str("xab") => false;
+        empty_span_value_is_skipped: span_matches, false,
+            json!({"key": "k", "values": [".*"], "enabled_regex_matching": true}), av::str("") => false;
+        scalar_is_the_same_when_strict: span_matches, true, EXACT(), av::str("true") => true;
+        // arrays (real instrumentation's captured headers)
+        array_of_the_value_matches_on_a_span: span_matches, false, EXACT(), av::array(&[av::str("true")]) => true;
+        array_of_the_value_matches_on_a_resource: resource_matches, false, EXACT(),
+            av::array(&[av::str("true")]) => true;
+        any_element_matches: span_matches, false, EXACT(),
+            av::array(&[av::str("no"), av::str("true")]) => true;
+        no_element_matches: span_matches, false, EXACT(), av::array(&[av::str("no"), av::str("True")]) => false;
+        array_element_regex: span_matches, false,
+            json!({"key": "k", "values": ["^tr"], "enabled_regex_matching": true}),
+            av::array(&[av::str("x"), av::str("true")]) => true;
+        non_string_elements_never_match: span_matches, false, json!({"key": "k", "values": ["1"]}),
+            av::array(&[av::int(1), av::boolean(true)]) => false;
+        nested_arrays_are_not_flattened: span_matches, false, EXACT(),
+            av::array(&[av::array(&[av::str("true")])]) => false;
+        empty_span_element_is_skipped: span_matches, false, REGEX_EMPTY(), av::array(&[av::str("")]) => false;
+        empty_resource_element_is_not_skipped: resource_matches, false, REGEX_EMPTY(),
+            av::array(&[av::str("")]) => true;
+        empty_array_matches_nothing: resource_matches, false, REGEX_EMPTY(), av::array(&[]) => false;
+        map_still_reads_as_empty: resource_matches, false, REGEX_EMPTY(), av::map(&[("k", av::str("true"))]) => true;
+        // strict_reference_matching: an array reads as "", as `pcommon.Value.Str()` has it
+        strict_array_never_matches_a_value: span_matches, true, EXACT(), av::array(&[av::str("true")]) => false;
+        strict_resource_array_never_matches_a_value: resource_matches, true, EXACT(),
+            av::array(&[av::str("true")]) => false;
+        strict_resource_array_reads_as_empty: resource_matches, true, REGEX_EMPTY(),
+            av::array(&[av::str("x")]) => true;
+        strict_empty_array_reads_as_empty: resource_matches, true, REGEX_EMPTY(), av::array(&[]) => true;
+    }
+
+    /// Scenario: `invert_match` over spans whose values are arrays, folded the way ingest folds them (a trace
+    /// matches when any span matches). Guarantees: inverted, a trace is sampled only when no element of any of
+    /// its arrays matches.
+    #[test]
+    fn invert_match_on_arrays_samples_when_no_element_matches() {
+        let p = policy(json!({"key": "k", "values": ["true"], "invert_match": true})).unwrap();
+        let hit = av::array(&[av::str("false"), av::str("true")]);
+        let miss = av::array(&[av::str("false"), av::str("yes")]);
+        let trace =
+            |spans: &[&Vec<u8>]| p.evaluate(spans.iter().any(|v| p.span_matches(&[scanned(v)])));
+        assert_eq!(trace(&[&miss, &hit]), Vote::NotSampled);
+        assert_eq!(trace(&[&miss, &miss]), Vote::Sampled);
+        assert_eq!(trace(&[&av::array(&[])]), Vote::Sampled);
     }
 
     #[test]

@@ -156,9 +156,9 @@ fn hash_value(h: u64, v: AttrValue<'_>) -> u64 {
         AttrValue::Int(i) => fnv(fnv(h, &[4]), &i.to_le_bytes()),
         AttrValue::Double(d) => fnv(fnv(h, &[5]), &d.to_bits().to_le_bytes()),
         AttrValue::Bytes(b) => fnv(fnv(h, &[6]), b),
-        // Composite values are not read by the scanner; they key as their type.
-        AttrValue::Array => fnv(h, &[7]),
-        AttrValue::Map => fnv(h, &[8]),
+        // Composite values key as their encoding: equal arrays (or maps) sent alike share a key.
+        AttrValue::Array(b) => fnv(fnv(h, &[7]), b),
+        AttrValue::Map(b) => fnv(fnv(h, &[8]), b),
     }
 }
 

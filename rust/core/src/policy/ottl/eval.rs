@@ -11,7 +11,7 @@
 use std::cmp::Ordering;
 use std::fmt::{self, Write as _};
 
-use super::parser::{Attr, BoolExpr, Call, Func, Lit, Math, MathOp, Path, Source, Value};
+use super::parser::{Attr, BoolExpr, Call, Func, Index, Lit, Math, MathOp, Path, Source, Value};
 use super::{CmpOp, SpanCtx};
 use crate::otlp::decode::AttrValue;
 use crate::policy::trace_state;
@@ -49,7 +49,8 @@ pub(crate) struct Env<'v> {
 }
 
 /// A value while evaluating: OTTL's `nil`, `bool`, `int64`, `float64`, `string`, `[]byte`, `pcommon.Map` and
-/// `pcommon.Slice` (the last two opaque: the scanner does not keep their contents).
+/// `pcommon.Slice` (the last two only as a type: their contents are read by indexing the attribute,
+/// `attributes["k"][0]`, before a value is made).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Val<'v> {
     Nil,
@@ -82,8 +83,8 @@ impl<'v> Val<'v> {
             AttrValue::Int(i) => Val::Int(i),
             AttrValue::Double(f) => Val::Float(f),
             AttrValue::Bytes(b) => Val::Bytes(b),
-            AttrValue::Array => Val::Slice,
-            AttrValue::Map => Val::Map,
+            AttrValue::Array(_) => Val::Slice,
+            AttrValue::Map(_) => Val::Map,
         }
     }
 
@@ -152,6 +153,7 @@ fn value<'v>(v: &'v Value, env: &Env<'v>) -> EResult<Val<'v>> {
             Lit::Str(s) => Val::Str(s),
             Lit::Bytes(b) => Val::Bytes(b),
         },
+        Value::Path(Path::Attr(a)) if !a.path.is_empty() => indexed(a, env)?,
         Value::Path(p) => path(p, env),
         Value::Call(c) => call(c, env)?,
         Value::Math(m) => math(m, env)?,
@@ -166,6 +168,64 @@ fn attr<'v>(a: &Attr, env: &Env<'v>) -> Val<'v> {
         Source::Event => env.event_attrs,
     };
     Val::of_attr(values.get(a.index).copied().unwrap_or_default())
+}
+
+/// `attributes["k"][…]…` as OTTL's `getIndexableValue` reads it: a string indexes a map (a missing key is nil),
+/// an int indexes a list (out of range is an error), anything else is an error; an absent attribute is nil
+/// before any indexing.
+fn indexed<'v>(a: &'v Attr, env: &Env<'v>) -> EResult<Val<'v>> {
+    let values = match a.source {
+        Source::Span => env.span.attrs,
+        Source::Resource => env.span.resource_attrs,
+        Source::Event => env.event_attrs,
+    };
+    let mut v = values.get(a.index).copied().unwrap_or_default();
+    if !v.is_present() {
+        return Ok(Val::Nil);
+    }
+    for ix in &a.path {
+        v = match (v, ix) {
+            (AttrValue::Map(_), Index::Key(k)) => match v.get(k) {
+                AttrValue::Absent => return Ok(Val::Nil),
+                found => found,
+            },
+            (AttrValue::Array(_), Index::At(i)) => {
+                match usize::try_from(*i).ok().and_then(|i| v.elements().nth(i)) {
+                    Some(found) => found,
+                    None => {
+                        return Err(EvalError::new(format!(
+                            "{}: index {i} out of bounds (the list has {} elements)",
+                            a.text,
+                            v.elements().count()
+                        )))
+                    }
+                }
+            }
+            (AttrValue::Map(_), Index::At(i)) => {
+                return Err(EvalError::new(format!(
+                    "{}: a map is indexed by a string key, not an int (`[{i}]`)",
+                    a.text
+                )))
+            }
+            (AttrValue::Array(_), Index::Key(k)) => {
+                return Err(EvalError::new(format!(
+                    "{}: a list is indexed by an int, not a string (`[{k:?}]`)",
+                    a.text
+                )))
+            }
+            (other, _) => {
+                return Err(EvalError::new(format!(
+                    "{}: {} cannot be indexed",
+                    a.text,
+                    match other {
+                        AttrValue::Empty => "an empty value",
+                        _ => Val::of_attr(other).type_name(),
+                    }
+                )))
+            }
+        };
+    }
+    Ok(Val::of_attr(v))
 }
 
 #[inline(always)]
@@ -212,7 +272,7 @@ fn path<'v>(p: &'v Path, env: &Env<'v>) -> Val<'v> {
 
 fn opaque(what: &str, v: &Val<'_>) -> EvalError {
     EvalError::new(format!(
-        "{what}: the value is {}, whose contents tailsample does not extract",
+        "{what}: the value is {}, which tailsample reads only through an index (`[\"key\"]`, `[0]`)",
         v.type_name()
     ))
 }
@@ -405,7 +465,8 @@ pub(crate) fn compare(a: &Val<'_>, b: &Val<'_>, op: CmpOp) -> EResult<bool> {
         (Val::Map, Val::Map) | (Val::Slice, Val::Slice) => match op {
             CmpOp::Eq | CmpOp::Ne => {
                 return Err(EvalError::new(format!(
-                    "comparing two {}s needs their contents, which tailsample does not extract",
+                    "comparing two {}s as wholes is not supported by tailsample; compare their entries by \
+                     index (`[\"key\"]`, `[0]`)",
                     if matches!(a, Val::Map) { "map" } else { "list" }
                 )))
             }
@@ -425,6 +486,7 @@ pub(crate) fn compare(a: &Val<'_>, b: &Val<'_>, op: CmpOp) -> EResult<bool> {
 mod tests {
     use super::super::{parse, ContextKind, EventCtx};
     use super::*;
+    use crate::otlp::decode::any_value as av;
     use crate::otlp::decode::{decode, AttrKeys, SpanView};
 
     const OPS: [CmpOp; 6] = [
@@ -519,7 +581,8 @@ mod tests {
         let e = compare(&Val::Map, &Val::Map, CmpOp::Eq).unwrap_err();
         assert_eq!(
             e.message,
-            "comparing two maps needs their contents, which tailsample does not extract"
+            "comparing two maps as wholes is not supported by tailsample; compare their entries by index \
+             (`[\"key\"]`, `[0]`)"
         );
         assert!(compare(&Val::Slice, &Val::Slice, CmpOp::Ne).is_err());
         assert!(!compare(&Val::Map, &Val::Map, CmpOp::Lt).unwrap());
@@ -579,8 +642,22 @@ mod tests {
             AttrValue::Bool(true),
             AttrValue::Bytes(&[0xca, 0xfe]),
             AttrValue::Bytes(&[]),
-            AttrValue::Map,
-            AttrValue::Array,
+            AttrValue::Map(leak(av::map_body(&[
+                ("a", av::str("x")),
+                (
+                    "n",
+                    av::map(&[("deep", av::array(&[av::int(1), av::str("two")]))]),
+                ),
+                ("a", av::str("dup")),
+                ("e", vec![]),
+            ]))),
+            AttrValue::Array(leak(av::array_body(&[
+                av::str("true"),
+                av::int(2),
+                av::map(&[("a", av::str("b"))]),
+                av::array(&[av::double(3.5)]),
+                vec![],
+            ]))),
             AttrValue::Empty,
             AttrValue::Absent,
             AttrValue::Double(f64::NAN),
@@ -592,7 +669,13 @@ mod tests {
         let mut r = vec![AttrValue::Absent; keys().len()];
         r[0] = AttrValue::Str("checkout");
         r[2] = AttrValue::Int(7);
+        r[8] = AttrValue::Array(leak(av::array_body(&[av::str("res")])));
         r
+    }
+
+    /// Test values live for the whole test run.
+    fn leak(v: Vec<u8>) -> &'static [u8] {
+        Box::leak(v.into_boxed_slice())
     }
 
     /// The span the tests evaluate on; encoded as OTLP and decoded, so it is what the scanner gives.
@@ -820,6 +903,31 @@ mod tests {
         len_of_name: "Len(name) > 5" => true;
         len_in_arithmetic: "Len(name) * 2 == 20" => true;
         nested_converters: r#"IsMatch(Len(name), "^10$")"# => true;
+        // Indexing into attribute values (OTTL's `getIndexableValue`).
+        list_element_string: r#"attributes["list"][0] == "true""# => true;
+        list_element_int: r#"attributes["list"][1] == 2"# => true;
+        list_element_int_compares_as_number: r#"attributes["list"][1] > 1.5"# => true;
+        list_element_map_entry: r#"attributes["list"][2]["a"] == "b""# => true;
+        list_in_list: r#"attributes["list"][3][0] == 3.5"# => true;
+        empty_list_element_is_nil: r#"attributes["list"][4] == nil"# => true;
+        list_element_is_a_string: r#"IsString(attributes["list"][0])"# => true;
+        list_element_is_match: r#"IsMatch(attributes["list"][0], "^tr")"# => true;
+        list_element_len: r#"Len(attributes["list"][0]) == 4"# => true;
+        indexed_values_in_converters: r#"IsMatch(attributes["list"][2]["a"], "b") and not IsString(attributes["list"][1])"#
+            => true;
+        span_prefix_indexing: r#"span.attributes["list"][0] == "true""# => true;
+        map_entry: r#"attributes["map"]["a"] == "x""# => true;
+        map_entry_first_of_a_repeated_key: r#"attributes["map"]["a"] == "dup""# => false;
+        map_missing_key_is_nil: r#"attributes["map"]["missing"] == nil"# => true;
+        map_missing_key_then_more_indexes_is_nil: r#"attributes["map"]["missing"][0]["x"] == nil"# => true;
+        map_empty_entry_is_nil: r#"attributes["map"]["e"] == nil"# => true;
+        map_nested: r#"attributes["map"]["n"]["deep"][1] == "two""# => true;
+        map_nested_int: r#"attributes["map"]["n"]["deep"][0] == 1"# => true;
+        absent_attribute_indexed_is_nil: r#"attributes["absent"][0] == nil"# => true;
+        absent_attribute_indexed_by_key_is_nil: r#"attributes["absent"]["x"] == nil"# => true;
+        resource_list_element: r#"resource.attributes["list"][0] == "res""# => true;
+        resource_list_element_differs: r#"resource.attributes["list"][0] == "true""# => false;
+        indexed_in_arithmetic: r#"attributes["list"][1] * 2 == 4"# => true;
     }
 
     /// Scenario: a condition whose evaluation fails on the test span.
@@ -836,27 +944,45 @@ mod tests {
 
     eval_error_cases! {
         len_of_map: r#"Len(attributes["map"]) > 0"#
-            => r#"Len(attributes["map"]): the value is a map, whose contents tailsample does not extract"#;
+            => r#"Len(attributes["map"]): the value is a map, which tailsample reads only through an index (`["key"]`, `[0]`)"#;
         len_of_list: r#"Len(attributes["list"]) > 0"#
-            => r#"Len(attributes["list"]): the value is a list, whose contents tailsample does not extract"#;
+            => r#"Len(attributes["list"]): the value is a list, which tailsample reads only through an index (`["key"]`, `[0]`)"#;
         len_of_nil: r#"Len(attributes["absent"]) > 0"#
             => r#"Len(attributes["absent"]): Len takes a string, bytes, a map or a list, got nil"#;
         len_of_int_attribute: r#"Len(attributes["i"]) > 0"#
             => r#"Len(attributes["i"]): Len takes a string, bytes, a map or a list, got an int"#;
         is_match_on_map: r#"IsMatch(attributes["map"], "x")"#
-            => r#"IsMatch(attributes["map"], "x"): the value is a map, whose contents tailsample does not extract"#;
+            => r#"IsMatch(attributes["map"], "x"): the value is a map, which tailsample reads only through an index (`["key"]`, `[0]`)"#;
         is_match_on_nan: r#"IsMatch(attributes["nan"], "x")"#
             => r#"IsMatch(attributes["nan"], "x"): NaN has no string form (OTTL fails to convert NaN and infinities)"#;
         maps_compared: r#"attributes["map"] == attributes["map"]"#
-            => "comparing two maps needs their contents, which tailsample does not extract";
+            => "comparing two maps as wholes is not supported by tailsample; compare their entries by index \
+                (`[\"key\"]`, `[0]`)";
         arithmetic_on_nil: r#"attributes["absent"] + 1 > 0"#
             => r#"attributes["absent"] + 1: arithmetic needs ints or floats, got nil"#;
         arithmetic_on_string_attribute: r#"1 + attributes["s"] > 0"#
             => r#"1 + attributes["s"]: arithmetic needs ints or floats, got a string"#;
         int_division_by_zero: "kind / 0 > 1" => "kind / 0: attempted to divide by 0";
         float_division_by_zero: "1.5 / 0.0 > 1" => "1.5 / 0.0: attempted to divide by 0";
+        list_index_out_of_bounds: r#"attributes["list"][5] == nil"#
+            => r#"attributes["list"][5]: index 5 out of bounds (the list has 5 elements)"#;
+        nested_list_index_out_of_bounds: r#"attributes["map"]["n"]["deep"][2] == nil"#
+            => r#"attributes["map"]["n"]["deep"][2]: index 2 out of bounds (the list has 2 elements)"#;
+        list_negative_index: r#"attributes["list"][-1] == nil"#
+            => r#"attributes["list"][-1]: index -1 out of bounds (the list has 5 elements)"#;
+        list_indexed_by_string: r#"attributes["list"]["a"] == nil"#
+            => r#"attributes["list"]["a"]: a list is indexed by an int, not a string (`["a"]`)"#;
+        map_indexed_by_int: r#"attributes["map"][0] == nil"#
+            => r#"attributes["map"][0]: a map is indexed by a string key, not an int (`[0]`)"#;
+        string_indexed: r#"attributes["s"][0] == nil"# => r#"attributes["s"][0]: a string cannot be indexed"#;
+        empty_value_indexed: r#"attributes["empty"]["x"] == nil"#
+            => r#"attributes["empty"]["x"]: an empty value cannot be indexed"#;
+        index_past_a_scalar: r#"attributes["map"]["a"][0] == nil"#
+            => r#"attributes["map"]["a"][0]: a string cannot be indexed"#;
+        indexed_list_is_still_a_list: r#"Len(attributes["list"][3]) > 0"#
+            => r#"Len(attributes["list"][3]): the value is a list, which tailsample reads only through an index (`["key"]`, `[0]`)"#;
         error_inside_not: r#"not (Len(attributes["map"]) > 0)"#
-            => r#"Len(attributes["map"]): the value is a map, whose contents tailsample does not extract"#;
+            => r#"Len(attributes["map"]): the value is a map, which tailsample reads only through an index (`["key"]`, `[0]`)"#;
     }
 
     #[test]
@@ -924,7 +1050,11 @@ mod tests {
     fn event_paths_read_the_event_and_its_span() {
         let mut ev = vec![AttrValue::Absent; keys().len()];
         ev[0] = AttrValue::Str("java.lang.NullPointerException");
+        ev[7] = AttrValue::Map(leak(av::map_body(&[("frame", av::str("Main.java:3"))])));
         let cases = [
+            (r#"attributes["map"]["frame"] == "Main.java:3""#, true),
+            (r#"span.attributes["list"][0] == "true""#, true),
+            (r#"resource.attributes["list"][0] == "res""#, true),
             (r#"name == "exception""#, true),
             (r#"spanevent.name == "exception""#, true),
             (

@@ -29,11 +29,15 @@
 //!   reference's getter returns nil there, not an error);
 //! - `IsMatch` converts its target as OTTL's `StringLikeGetter`: ints and booleans formatted, floats as Go/JSON
 //!   format them (`1e+21`, `1e-7`), bytes as lowercase hex; `nil` does not match;
-//! - `Len` is the length in bytes of a string (Go's `len`), of bytes, or an error for other values.
+//! - `Len` is the length in bytes of a string (Go's `len`), of bytes, or an error for other values;
+//! - indexing into an attribute's value, as OTTL's `getIndexableValue`: `attributes["k"][0]`, `attributes["m"]["x"]`,
+//!   nested (`[0]["a"]`), on span, resource and event attributes. A string indexes a map (the first entry of
+//!   that key; a missing key is `nil`), an int indexes a list; an out-of-range index, a string into a list, an int
+//!   into a map, or any index into a scalar is an evaluation error; an absent attribute is `nil` whatever follows.
 //!
-//! What tailsample cannot do, because the scanner keeps attribute values of type map and array opaque: read their
-//! contents. `Len` of such a value, `IsMatch` on one (OTTL would match its JSON), and `==`/`!=` between two of them
-//! are evaluation errors (`EvalError`). Comparing one with a value of another type needs no contents and works.
+//! What tailsample does not do with a whole map or list value (as opposed to an element): `Len` of it, `IsMatch`
+//! on it (OTTL would match its JSON), and `==`/`!=` between two of them are evaluation errors (`EvalError`).
+//! Comparing one with a value of another type needs no contents and works.
 
 mod eval;
 mod lexer;
@@ -306,9 +310,8 @@ mod tests {
         whole_attribute_map: Span "attributes == nil"
             => 0, "`attributes` without a key (the whole map) is not supported; read one attribute with \
                    `attributes[\"key\"]`";
-        nested_attribute: Span r#"attributes["a"]["b"] == 1"#
-            => 15, "indexing into an attribute's value is not supported: tailsample does not extract map or list \
-                    contents";
+        int_attribute_key_then_more: Span r#"attributes[0]["b"] == 1"#
+            => 10, "attributes are indexed by a string key, not an int (`[0]`), e.g. `attributes[\"http.method\"]`";
         int_attribute_key: Span "attributes[0] == 1"
             => 10, "attributes are indexed by a string key, not an int (`[0]`), e.g. `attributes[\"http.method\"]`";
         dynamic_key: Span "attributes[name] == 1"

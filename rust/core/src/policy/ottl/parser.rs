@@ -10,7 +10,7 @@
 //! math       = product (("+" | "-") product)*
 //! product    = operand (("*" | "/") operand)*
 //! operand    = INT | FLOAT | path | Converter(...) | "(" math ")"
-//! path       = name ("[" key "]")* ("." name ("[" key "]")*)*
+//! path       = name ("[" key "]")* ("." name ("[" key "]")*)*     (key: a string or an int literal)
 //! ```
 //!
 //! `not` is not repeatable (`not not x` is a syntax error in the reference too). A `(` opening a boolean may also
@@ -121,6 +121,17 @@ pub(crate) struct Attr {
     pub key: String,
     /// Index in the scanner's key set, set by `Condition::bind` (`usize::MAX` until then: reads as absent).
     pub index: usize,
+    /// Indexes into the attribute's value (`attributes["k"][0]["x"]`), in order; empty for the value itself.
+    pub path: Vec<Index>,
+    /// The path's text (`attributes["k"][0]`), for evaluation errors.
+    pub text: String,
+}
+
+/// One `[…]` into an attribute's value: a map key or a list position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Index {
+    Key(String),
+    At(i64),
 }
 
 #[derive(Debug, Clone)]
@@ -998,7 +1009,7 @@ impl<'s> Parser<'s> {
         Ok(path)
     }
 
-    fn attribute(&self, segs: &[Seg<'_>], source: Source) -> PResult<Path> {
+    fn attribute(&self, segs: &[Seg<'_>], source: Source, text: &str) -> PResult<Path> {
         let seg = &segs[0];
         if let Some(extra) = segs.get(1) {
             return self.fail(
@@ -1012,21 +1023,26 @@ impl<'s> Parser<'s> {
                 "`attributes` without a key (the whole map) is not supported; read one attribute with \
                  `attributes[\"key\"]`",
             ),
-            [(Key::Str(k), _)] => Ok(Path::Attr(Attr {
+            [(Key::Str(k), _), rest @ ..] => Ok(Path::Attr(Attr {
                 source,
                 key: k.clone(),
                 index: usize::MAX,
+                // Further keys index into the value: a string into a map, an int into a list (checked when
+                // evaluated, as OTTL does: the value's type is known only then).
+                path: rest
+                    .iter()
+                    .map(|(k, _)| match k {
+                        Key::Str(s) => Index::Key(s.clone()),
+                        Key::Int(i) => Index::At(*i),
+                    })
+                    .collect(),
+                text: text.to_string(),
             })),
-            [(Key::Int(i), at)] => self.fail(
+            [(Key::Int(i), at), ..] => self.fail(
                 *at,
                 format!(
                     "attributes are indexed by a string key, not an int (`[{i}]`), e.g. `attributes[\"http.method\"]`"
                 ),
-            ),
-            [_, (_, at), ..] => self.fail(
-                *at,
-                "indexing into an attribute's value is not supported: tailsample does not extract map or list \
-                 contents",
             ),
         }
     }
@@ -1052,7 +1068,7 @@ impl<'s> Parser<'s> {
             ("start_time" | "end_time", None) => {
                 self.unsupported(seg, text, &format!("; use `{}_unix_nano`", seg.name))
             }
-            ("attributes", _) => self.attribute(segs, Source::Span),
+            ("attributes", _) => self.attribute(segs, Source::Span, text),
             ("trace_state", _) => {
                 if let Some(extra) = segs.get(1) {
                     return self.fail(extra.at, format!("`trace_state` has no field `{}`", extra.name));
@@ -1096,7 +1112,7 @@ impl<'s> Parser<'s> {
     fn resource_path(&self, segs: &[Seg<'_>], text: &str) -> PResult<Path> {
         let seg = &segs[0];
         match seg.name {
-            "attributes" => self.attribute(segs, Source::Resource),
+            "attributes" => self.attribute(segs, Source::Resource, text),
             "dropped_attributes_count" | "schema_url" => self.unsupported(seg, text, ""),
             _ => self.unknown(seg, text, "resource", "resource.attributes[\"…\"]"),
         }
@@ -1125,7 +1141,7 @@ impl<'s> Parser<'s> {
         let seg = &segs[0];
         match seg.name {
             "name" => self.plain(segs, 1, Path::EventName),
-            "attributes" => self.attribute(segs, Source::Event),
+            "attributes" => self.attribute(segs, Source::Event, text),
             "time_unix_nano" | "time" | "dropped_attributes_count" | "event_index" | "cache" => {
                 self.unsupported(seg, text, "")
             }
