@@ -183,7 +183,7 @@ def test_check_config_traffic_counts_matches_and_lints(tmp_path: Path) -> None:
     report = json.loads(proc.stdout)
     rows = {p["policy"]: p for p in report["policies"]}
     assert rows["forced-sampling-policy"]["matched"] == 5
-    assert rows["forced-sampling-policy"]["decided"] == 20
+    assert rows["forced-sampling-policy"]["evaluated"] == 20
     assert rows["typo"]["matched"] == 0
     assert [m["kind"] for m in rows["typo"]["keys"][0]["near_misses"]] == ["absent"]
     assert report["traffic"]["spans"] == 40
@@ -227,7 +227,7 @@ def test_service_samples_its_traffic_for_check_config_url_and_explain(tmp_path: 
         proc = run_cli("check-config", str(cfg), "--url", metrics_url, "--json")
         assert proc.returncode == 0, proc.stderr
         rows = json.loads(proc.stdout)["policies"]
-        # Not the running definition (that one is strict): no counts borrowed, and no near miss in lenient mode.
+        # Not the running rules (those are strict): no counts borrowed, and no near miss in lenient mode.
         assert rows[0]["matched"] is None
         assert rows[0]["keys"][0]["near_misses"] == []
 

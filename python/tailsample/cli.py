@@ -54,7 +54,7 @@ def _lint_policies(args: argparse.Namespace, cfg: Config) -> int:
     import io
     import json
 
-    from tailsample.lint import AttributeInventory, lint, render_text
+    from tailsample.lint import AttributeInventory, lint, render_text, strict_matching
 
     if bool(args.traffic) == bool(args.url):
         print("tailsample check-config: give --traffic FILE…, or --url of a running service (not both)",
@@ -88,7 +88,9 @@ def _lint_policies(args: argparse.Namespace, cfg: Config) -> int:
         pid, data = max(pipelines.items(), key=lambda kv: sum(
             mine.get(p["name"]) == p for p in kv[1].get("policies", [])))
         running = {p["name"]: p for p in data.get("policies", [])}
-        stats = {name: s for name, s in data.get("policy_stats", {}).items() if running.get(name) == mine.get(name)}
+        same_rules = data.get("strict_reference_matching", False) == strict_matching(cfg)
+        stats = {name: s for name, s in data.get("policy_stats", {}).items()
+                 if same_rules and running.get(name) == mine.get(name)}
         inventory = AttributeInventory.from_json(data["inventory"])
         result = lint(cfg, inventory, stats)
         if len(pipelines) > 1:

@@ -332,7 +332,8 @@ class PolicyLint(TypedDict):
     type: str
     matched: int | None
     """Traces the top-level policy sampled (None: not known, e.g. a sub-policy)."""
-    decided: int | None
+    evaluated: int | None
+    """Traces the top-level policy judged."""
     keys: list[dict[str, Any]]
 
 
@@ -352,15 +353,16 @@ def lint(config: Config, inventory: AttributeInventory,
     rows: dict[str, PolicyLint] = {}
     for p in config.normalized()["policies"]:
         stats = (policy_stats or {}).get(p["name"])
+        judged = None if stats is None else sum(int(stats.get(k, 0))
+                                                for k in ("sampled", "not_sampled", "dropped", "errors"))
         rows[p["name"]] = {"policy": p["name"], "type": p["type"], "keys": [],
-                           "matched": None if stats is None else int(stats.get("sampled", 0)),
-                           "decided": None if stats is None else int(stats.get("decided", 0))}
+                           "matched": None if stats is None else int(stats.get("sampled", 0)), "evaluated": judged}
     problems = 0
     for r in reads:
         row = rows.get(r.policy)
         if row is None:
             row = rows[r.policy] = {"policy": r.policy, "type": r.policy_type, "keys": [], "matched": None,
-                                    "decided": None}
+                                    "evaluated": None}
         misses = near_misses(r, inventory, strict=strict)
         seen = sum(inventory.keys(pl)[k].count for pl in _places(r.place)
                    for k in {r.key} | (set() if strict else header_aliases(r.key)) if k in inventory.keys(pl))
@@ -397,7 +399,7 @@ def render_text(report: Mapping[str, Any]) -> str:
     for p in report["policies"]:
         head = f"{p['policy']} ({p['type']})"
         if p["matched"] is not None:
-            head += f": matched {p['matched']:,} of {p['decided']:,} traces"
+            head += f": matched {p['matched']:,} of {p['evaluated']:,} traces"
         lines.append(head)
         for k in p["keys"]:
             where = "" if k["place"] == "any" else f" ({k['place']})"

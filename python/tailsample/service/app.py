@@ -26,7 +26,7 @@ from aiohttp import web
 from tailsample.errors import ConfigError
 from tailsample.exporters import Exporter, ExporterMetrics, build_exporter
 from tailsample.fileformat import proto_to_json
-from tailsample.lint import policy_near_misses
+from tailsample.lint import policy_near_misses, strict_matching
 from tailsample.receivers import BearerTokenAuth, OtlpGrpcReceiver, OtlpHttpReceiver, ReceiverMetrics
 from tailsample.service.config import (
     BearerTokenAuthExtension,
@@ -242,6 +242,7 @@ class Service:
         """Per pipeline: the attribute keys of a sample of its traffic (`tailsample check-config --url`), its
         policies (normalized) and their counts."""
         out = {pid: {"inventory": p.inventory_json(), "policies": p.engine.config.normalized()["policies"],
+                     "strict_reference_matching": strict_matching(p.engine.config),
                      "policy_stats": p.engine.policy_stats()} for pid, p in self.pipelines.items()}
         return web.Response(text=json.dumps({"pipelines": out}), content_type="application/json")
 
