@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,21 +159,126 @@ def python_grpc() -> Stack:
     return Stack("python_grpc", CONVENTIONS, "http/protobuf", _python_launcher("python_grpc"), grpc_downstream=True)
 
 
-# --- Node.js and Go stacks: written by the other helper (tests/realworld/stacks/node_express/, go_nethttp/) ------
-# Replace the bodies below: return a Stack whose `prepare` installs into `cache_root()` keyed by `files_key(...)`
-# of the dependency files and raises StackUnavailable when the toolchain or registry is missing.
+# --- Node.js and Go stacks ------------------------------------------------------------------------------------------
+
+NODE_DIR = STACKS_DIR / "node_express"
+GO_DIR = STACKS_DIR / "go_nethttp"
+NODE_MIN = (20, 6)  # the pinned OpenTelemetry JS packages' `engines` (^18.19.0 || >=20.6.0; Express 5 wants >=18)
+
+# what a failed `npm ci` prints when the registry cannot be reached or refuses a package: not a test failure
+NPM_ENVIRONMENT_FAILURES = ("ENOTFOUND", "EAI_AGAIN", "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "ENETUNREACH",
+                            "E403", "E404", "E407", "EPROXY", "SELF_SIGNED_CERT", "UNABLE_TO_GET_ISSUER_CERT",
+                            "network request to", "request to https://registry")
+
+
+def _node_toolchain() -> tuple[str, str, str]:
+    """(node, npm, node's version) or StackUnavailable when either is missing or node is older than NODE_MIN."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise StackUnavailable(f"node_express: no {'node' if node is None else 'npm'} on PATH")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False,
+                             timeout=60).stdout.strip()
+    try:
+        major, minor = (int(x) for x in version.lstrip("v").split(".")[:2])
+    except ValueError:
+        raise StackUnavailable(f"node_express: cannot read `node --version`: {version!r}") from None
+    if (major, minor) < NODE_MIN:
+        raise StackUnavailable(f"node_express: node {version} is older than {NODE_MIN[0]}.{NODE_MIN[1]}")
+    return node, npm, version
+
+
+def _npm_ci(npm: str, dest: Path) -> None:
+    """`npm ci` of NODE_DIR's package.json + package-lock.json in a scratch directory; its node_modules moved to
+    `dest`. Install scripts are not run (none is needed: protobufjs's postinstall only checks versions)."""
+    scratch = Path(tempfile.mkdtemp(prefix=".node_express-", dir=dest.parent))
+    try:
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(NODE_DIR / name, scratch / name)
+        env = {**os.environ, "npm_config_update_notifier": "false", "npm_config_fund": "false",
+               "npm_config_audit": "false"}
+        try:
+            proc = subprocess.run([npm, "ci", "--ignore-scripts", "--omit=dev", "--no-audit", "--no-fund"],
+                                  cwd=scratch, env=env, capture_output=True, text=True, check=False,
+                                  timeout=INSTALL_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"node_express: npm ci took more than {INSTALL_TIMEOUT_S} s") from None
+        if proc.returncode != 0:
+            lines = (proc.stdout + proc.stderr).strip().splitlines()
+            # npm's first error lines name the cause (code, errno, URL); its last ones are a stack trace
+            text = "\n".join([line for line in lines if line.startswith("npm error")][:12] or lines[-15:])
+            if any(marker in text for marker in NPM_ENVIRONMENT_FAILURES):
+                raise StackUnavailable(f"node_express: npm registry unavailable:\n{text}")
+            raise RuntimeError(f"node_express: npm ci failed (exit {proc.returncode}):\n{text}")
+        os.replace(scratch / "node_modules", dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def node_modules() -> Path:
+    """The node_express stack's `node_modules` (`<cache>/realworld/node_express-<key>/node_modules`), installed
+    once by `npm ci` from the committed package-lock.json under `gotools.build_once`'s lock and stamp."""
+    from tools import gotools
+
+    _, npm, version = _node_toolchain()
+    key = files_key(NODE_DIR / "package.json", NODE_DIR / "package-lock.json", extra=f"node {version.split('.')[0]}")
+    dest = cache_root() / "realworld" / f"node_express-{key[:16]}" / "node_modules"
+
+    def build(tmp: Path) -> None:
+        # build_once renames `tmp` over `dest`, which it expects to be a file: a directory must be gone first (a
+        # run that died between the rename and the stamp leaves one), and a failed install must not leave `tmp`.
+        shutil.rmtree(dest, ignore_errors=True)
+        try:
+            _npm_ci(npm, tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    return gotools.build_once(dest, key, build)
+
 
 def node_express() -> Stack:
-    """Node.js http/express auto-instrumentation (npm)."""
+    """Express 5 with @opentelemetry/sdk-node 0.223.0, instrumentation-http 0.223.0 and instrumentation-express
+    0.71.0 (npm; the last releases that support Node 20). instrumentation-http emits only the stable HTTP
+    conventions since 0.221.0 and ignores OTEL_SEMCONV_STABILITY_OPT_IN, so "default" is the stable set."""
     def prepare() -> Launcher:
-        raise StackUnavailable("node_express: not written yet")
-    return Stack("node_express", CONVENTIONS, "grpc", prepare)
+        modules = node_modules()
+        node = shutil.which("node") or "node"
+        program = NODE_DIR / "service.js"
+        # NODE_PATH: the program lives in the repository, its packages in the cache
+        return Launcher(command=lambda role: [node, str(program)], cwd=NODE_DIR, env={"NODE_PATH": str(modules)})
+    return Stack("node_express", ("default",), "grpc", prepare)
+
+
+GO_BUILD_TIMEOUT_S = 1800
+
+
+def go_service() -> Path:
+    """The go_nethttp program (`<cache>/realworld/go_nethttp-<key>/service`), built once from GO_DIR with the
+    committed go.mod/go.sum (modules from the Go module proxy, GOTOOLCHAIN=local)."""
+    from tools import gotools
+
+    try:
+        go = gotools.find_go()
+        sources = [*sorted(GO_DIR.glob("*.go")), GO_DIR / "go.mod", GO_DIR / "go.sum"]
+        key = files_key(*sources, extra=gotools.go_version(go))
+        binary = cache_root() / "realworld" / f"go_nethttp-{key[:16]}" / "service"
+
+        def build(tmp: Path) -> None:
+            gotools.run_go([go, "build", "-trimpath", "-mod=readonly", "-o", str(tmp), "."], cwd=GO_DIR,
+                           what="go_nethttp", timeout=GO_BUILD_TIMEOUT_S)
+
+        return gotools.build_once(binary, key, build)
+    except gotools.GoToolUnavailable as e:
+        raise StackUnavailable(f"go_nethttp: {e}") from None
 
 
 def go_nethttp() -> Stack:
-    """Go net/http with otelhttp (Go module proxy)."""
+    """net/http with otelhttp v0.72.0 (handler and transport) and the OTel Go SDK 1.47.0 (Go module proxy).
+    otelhttp emits only the stable HTTP conventions and has no OTEL_SEMCONV_STABILITY_OPT_IN switch; it cannot
+    capture headers, so the handler sets `http.request.header.x-force-trace` itself."""
     def prepare() -> Launcher:
-        raise StackUnavailable("go_nethttp: not written yet")
+        binary = go_service()
+        return Launcher(command=lambda role: [str(binary)], cwd=GO_DIR)
     return Stack("go_nethttp", ("default",), "http/protobuf", prepare)
 
 
