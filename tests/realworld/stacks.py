@@ -237,16 +237,18 @@ def node_modules() -> Path:
 
 
 def node_express() -> Stack:
-    """Express 5 with @opentelemetry/sdk-node 0.223.0, instrumentation-http 0.223.0 and instrumentation-express
-    0.71.0 (npm; the last releases that support Node 20). instrumentation-http emits only the stable HTTP
-    conventions since 0.221.0 and ignores OTEL_SEMCONV_STABILITY_OPT_IN, so "default" is the stable set."""
+    """Express 5 with @opentelemetry/sdk-node, instrumentation-http 0.220.0 and instrumentation-express 0.68.0
+    (npm). 0.220.0 is the last instrumentation-http that honours OTEL_SEMCONV_STABILITY_OPT_IN: its default is the
+    old HTTP conventions (header key `http.request.header.x_force_trace`), `http` the stable ones
+    (`http.request.header.x-force-trace`); from 0.221.0 it emits only the stable ones. Header capture is its
+    `headersToSpanAttributes` option (it does not read OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_SERVER_REQUEST)."""
     def prepare() -> Launcher:
         modules = node_modules()
         node = shutil.which("node") or "node"
         program = NODE_DIR / "service.js"
         # NODE_PATH: the program lives in the repository, its packages in the cache
         return Launcher(command=lambda role: [node, str(program)], cwd=NODE_DIR, env={"NODE_PATH": str(modules)})
-    return Stack("node_express", ("default",), "grpc", prepare)
+    return Stack("node_express", CONVENTIONS, "grpc", prepare)
 
 
 GO_BUILD_TIMEOUT_S = 1800
