@@ -1,7 +1,7 @@
 """Drive one real-instrumentation stack through `tailsample serve` into a real Jaeger v2, and record what it sent.
 
-    services (real OTel SDK) ──OTLP──▶ tailsample serve ─┬─ traces/sampled: the seed's tail_sampling, unchanged ──▶ Jaeger v2
-                                                         └─ traces/record:  always_sample ──▶ file (the recording)
+    services ──OTLP──▶ tailsample serve ─┬─ traces/sampled: the seed's tail_sampling, unchanged ──▶ Jaeger v2
+                                         └─ traces/record:  always_sample ──▶ file (the recording)
 
 One receiver feeds both pipelines (serve fans a receiver out to every pipeline that lists it), so the recording
 holds exactly the spans the seed's policies judged. `run_stack()` starts Jaeger, serve and the stack's three
@@ -445,7 +445,7 @@ def run_stack(stack: Stack, convention: str, jaeger_binary: Path, tmp: Path) -> 
             t2 = time.monotonic()
             got = drive(frontend, plan(f"{stack.name}-{convention}"))
             timings["drive_s"] = time.monotonic() - t2
-            for role, child in children.items():  # SIGTERM: each flushes its spans
+            for child in children.values():  # SIGTERM: each flushes its spans
                 code = child.stop()
                 if code != 0:
                     raise AssertionError(f"{child.name} did not exit 0 on SIGTERM (exit {code}):\n{child.tail()}")

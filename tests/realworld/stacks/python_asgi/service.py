@@ -16,15 +16,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python_common"))
 os.environ.setdefault("OTEL_PYTHON_STARLETTE_EXCLUDED_URLS", "health")  # read when the instrumentation is imported
 
-import httpx  # noqa: E402
-import otelsetup  # noqa: E402
-import uvicorn  # noqa: E402
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor  # noqa: E402
-from opentelemetry.instrumentation.starlette import StarletteInstrumentor  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import PlainTextResponse  # noqa: E402
-from starlette.routing import Route  # noqa: E402
+import httpx
+import otelsetup
+import uvicorn
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.starlette import StarletteInstrumentor
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 provider = otelsetup.setup_tracing()
 HTTPXClientInstrumentor().instrument()

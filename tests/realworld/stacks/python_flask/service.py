@@ -13,11 +13,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python_common"))
 
-import otelsetup  # noqa: E402
-import requests  # noqa: E402
-from flask import Flask, Response, request  # noqa: E402
-from opentelemetry.instrumentation.flask import FlaskInstrumentor  # noqa: E402
-from opentelemetry.instrumentation.requests import RequestsInstrumentor  # noqa: E402
+import otelsetup
+import requests
+from flask import Flask, Response, request
+from opentelemetry.instrumentation.flask import FlaskInstrumentor
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
 provider = otelsetup.setup_tracing()
 RequestsInstrumentor().instrument()

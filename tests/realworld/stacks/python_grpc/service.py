@@ -18,9 +18,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python_common"))
 
-import grpc  # noqa: E402
-import otelsetup  # noqa: E402
-from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient, GrpcInstrumentorServer  # noqa: E402
+import grpc
+import otelsetup
+from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient, GrpcInstrumentorServer
 
 provider = otelsetup.setup_tracing()
 GrpcInstrumentorClient().instrument()
