@@ -119,7 +119,8 @@ def test_offline_gap_audit_names_the_broken_pair(fixture: Fixture) -> None:
     Guarantees: cart → payments named with a gap on every call, frontend → cart not flagged, every CLIENT span
     counted as a call."""
     report, _ = audit_payloads(fixture.payloads)
-    problems = checks.gap_problems(report, len(fixture.truth_doc["requests"]), checks.client_spans(fixture.by_trace))
+    problems = checks.gap_problems(report, len(fixture.truth_doc["requests"]), checks.client_spans(fixture.by_trace),
+                                   checks.service_names(fixture.by_trace, "payments"))
     assert not problems, f"{fixture.name}: " + "; ".join(problems)
 
 

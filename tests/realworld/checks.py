@@ -45,32 +45,52 @@ def client_spans(by_trace: Mapping[str, list[dict[str, Any]]]) -> int:
     return sum(1 for spans in by_trace.values() for s in spans if s.get("kind") == SPAN_KIND_CLIENT)
 
 
-def names(pair: Mapping[str, Any], service: str) -> bool:
-    """The audit's pair names `service` as its destination (directly, or as the service behind an address)."""
-    return service in (pair.get("destination"), pair.get("callee"))
+def service_names(by_trace: Mapping[str, list[dict[str, Any]]], service: str) -> set[str]:
+    """The names that identify `service` as a destination: its `service.name`, and the `rpc.service` its own
+    SERVER spans answer as (a gRPC CLIENT span names only that: python grpcio's carry no address at all)."""
+    out = {service}
+    for spans in by_trace.values():
+        for s in spans:
+            if s.get("kind") == 2 and any(a["key"] == "service.name" and a["value"].get("stringValue") == service
+                                          for a in s["_resource"]):
+                out |= {a["value"]["stringValue"] for a in s.get("attributes", [])
+                        if a["key"] == "rpc.service" and "stringValue" in a["value"]}
+    return out
 
 
-def broken_pair(report: Mapping[str, Any], source: str = "cart", dest: str = "payments") -> dict[str, Any] | None:
+def names(pair: Mapping[str, Any], service: set[str] | str) -> bool:
+    """The audit's pair names the service as its destination (directly, as the service behind an address, or as
+    the gRPC service it serves)."""
+    wanted = {service} if isinstance(service, str) else service
+    return bool(wanted & {pair.get("destination"), pair.get("callee")})
+
+
+def broken_pair(report: Mapping[str, Any], dest: set[str] | str = "payments",
+                source: str = "cart") -> dict[str, Any] | None:
     for pair in report.get("pairs", []):
         if pair.get("source") == source and names(pair, dest):
             return dict(pair)
     return None
 
 
-def gap_problems(report: Mapping[str, Any], requests: int, calls: int) -> list[str]:
+def gap_problems(report: Mapping[str, Any], requests: int, calls: int, payments: set[str]) -> list[str]:
     """What is wrong with a gap report of one run of `requests` requests whose recording holds `calls` CLIENT
-    spans: `cart → payments` named with a gap on every call; no other pair (`frontend → cart` above all) flagged;
-    every call counted."""
+    spans: `cart → payments` (`payments`: the names that identify it, `service_names`) named with a gap on every
+    call, as a traced destination; no other pair (`frontend → cart` above all) flagged; every call counted."""
     problems = []
-    pair = broken_pair(report)
+    pair = broken_pair(report, payments)
     shown = [(p.get("source"), p.get("destination"), p.get("callee"), p.get("gaps"), p.get("calls"))
              for p in report.get("pairs", [])]
     if pair is None:
         problems.append(f"no pair cart → payments; pairs (source, destination, callee, gaps, calls): {shown}")
-    elif pair["gaps"] != requests:
-        problems.append(f"cart → payments: {pair['gaps']} gaps of {pair['calls']} calls, expected {requests} "
-                        f"(every call drops the context)")
-    wrong = [p for p in shown if p[3] and not (p[0] == "cart" and "payments" in (p[1], p[2]))]
+    else:
+        if pair["gaps"] != requests:
+            problems.append(f"cart → payments: {pair['gaps']} gaps of {pair['calls']} calls, expected {requests} "
+                            f"(every call drops the context)")
+        if not pair.get("destination_traced"):
+            problems.append(f"cart → {pair['destination']} is filed under destinations never seen as a traced "
+                            "service, although payments is traced (its own SERVER spans say so)")
+    wrong = [p for p in shown if p[3] and not (p[0] == "cart" and payments & {p[1], p[2]})]
     if wrong:
         problems.append(f"pairs flagged that are healthy (frontend → cart keeps the context): {wrong}")
     if report.get("calls") != calls:

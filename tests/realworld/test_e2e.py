@@ -113,7 +113,8 @@ def test_live_gap_audit_names_the_broken_pair(run: harness.RunResult) -> None:
     healthy pair, and counts every call (CLIENT span), named or not."""
     report = run.serve.gaps()["pipelines"][harness.SAMPLED]
     assert report is not None, "the propagation audit is off in the seed's pipeline"
-    problems = checks.gap_problems(report, len(run.answers), checks.client_spans(run.by_trace))
+    problems = checks.gap_problems(report, len(run.answers), checks.client_spans(run.by_trace),
+                                   checks.service_names(run.by_trace, "payments"))
     assert not problems, f"{run.stack} {run.convention}: " + "; ".join(problems)
 
 
@@ -121,7 +122,7 @@ def test_gap_examples_include_kept_traces(run: harness.RunResult) -> None:
     """Scenario: the broken pair's gaps happen in kept traces (every error, slow and forced one) and dropped ones.
     Guarantees: the example trace IDs shown for cart → payments include traces Jaeger has."""
     report = run.serve.gaps()["pipelines"][harness.SAMPLED]
-    pair = checks.broken_pair(report or {})
+    pair = checks.broken_pair(report or {}, checks.service_names(run.by_trace, "payments"))
     assert pair is not None, "no pair cart → payments to take examples from"
     in_jaeger = _jaeger_traces(run, list(pair["examples"]), wait_for_all=False)
     assert in_jaeger, f"none of the examples {pair['examples']} is in Jaeger (404): examples must prefer kept traces"
@@ -133,8 +134,9 @@ def test_gaps_command_against_the_running_service(run: harness.RunResult) -> Non
     base = [sys.executable, "-m", "tailsample", "gaps", "--url", run.serve.metrics_url]
     text = subprocess.run(base, capture_output=True, text=True, timeout=60, check=False)
     assert text.returncode == 0, text.stderr
+    payments = checks.service_names(run.by_trace, "payments")
     rows = [line.split() for line in text.stdout.splitlines()]
-    assert any(r[:1] == ["cart"] and "payments" in " ".join(r[1:4]) for r in rows), text.stdout
+    assert any(r[:1] == ["cart"] and any(n in " ".join(r[1:4]) for n in payments) for r in rows), text.stdout
     doc = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=60, check=False)
     assert doc.returncode == 0, doc.stderr
-    assert checks.broken_pair(json.loads(doc.stdout)) is not None, doc.stdout
+    assert checks.broken_pair(json.loads(doc.stdout), payments) is not None, doc.stdout
