@@ -198,6 +198,13 @@ class Serve:
         doc: dict[str, Any] = json.loads(body)
         return doc
 
+    def kept(self, pipeline: str = SAMPLED) -> set[str]:
+        """Trace IDs the pipeline kept and still holds for `show --url` (`/debug/kept`, newest 1000)."""
+        status, _, body = http_get(f"{self.metrics_url}/debug/kept?limit=1000", timeout=10)
+        if status != 200:
+            raise RuntimeError(f"/debug/kept: HTTP {status}: {body[:300]!r}")
+        return {row["trace_id"] for row in json.loads(body)["pipelines"][pipeline]}
+
     def metrics(self) -> dict[str, float]:
         from tailsample.service.metrics import parse_text
 

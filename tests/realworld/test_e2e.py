@@ -107,6 +107,17 @@ def test_the_rest_is_kept_at_one_percent(run: harness.RunResult) -> None:
     assert problem is None, f"the rest, over all runs so far: {problem}"
 
 
+def test_jaeger_holds_exactly_what_tailsample_kept(run: harness.RunResult) -> None:
+    """Scenario: serve's own record of what it kept (`/debug/kept`) against what reached the backend.
+    Guarantees: Jaeger holds every trace serve kept, whole, and no trace serve did not keep."""
+    kept = run.serve.kept() & set(run.truth)
+    got = _jaeger_traces(run, sorted(run.truth), wait_for_all=False)
+    assert set(got) == kept, (f"kept by serve, not in Jaeger: {sorted(kept - set(got))[:5]}; in Jaeger, "
+                              f"not kept by serve: {sorted(set(got) - kept)[:5]}")
+    partial = [t for t in kept if len(got[t]) != len(run.by_trace[t])]
+    assert not partial, f"kept traces Jaeger holds in part: {partial[:5]}"
+
+
 def test_live_gap_audit_names_the_broken_pair(run: harness.RunResult) -> None:
     """Scenario: cart drops the context on every call to payments; frontend → cart keeps it.
     Guarantees: serve's /debug/gaps (the seed's pipeline) names cart → payments with a gap on every call, flags no
