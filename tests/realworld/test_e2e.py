@@ -151,3 +151,20 @@ def test_gaps_command_against_the_running_service(run: harness.RunResult) -> Non
     doc = subprocess.run([*base, "--json"], capture_output=True, text=True, timeout=60, check=False)
     assert doc.returncode == 0, doc.stderr
     assert checks.broken_pair(json.loads(doc.stdout), payments) is not None, doc.stdout
+
+
+def test_gaps_from_jaeger_match_the_live_audit(run: harness.RunResult) -> None:
+    """Scenario: an SRE arriving after the incident has only the stored traces: `tailsample gaps --jaeger`.
+    Guarantees: the audit of what Jaeger holds names the same broken pairs as serve's live audit (Jaeger holds
+    only kept traces, so the counts differ; the pairs with gaps do not)."""
+    live = run.serve.gaps()["pipelines"][harness.SAMPLED] or {}
+    got = subprocess.run([sys.executable, "-m", "tailsample", "gaps", "--jaeger", run.jaeger.query, "--json"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert got.returncode == 0, got.stderr
+    stored = json.loads(got.stdout)
+
+    def broken(report: dict[str, Any]) -> set[tuple[str, str]]:
+        return {(p["source"], p["destination"]) for p in report.get("pairs", []) if p["gaps"] > 0}
+
+    assert broken(stored) == broken(live), f"stored: {broken(stored)}; live: {broken(live)}"
+    assert checks.broken_pair(stored, checks.service_names(run.by_trace, "payments")) is not None, got.stdout
