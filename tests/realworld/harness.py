@@ -145,7 +145,7 @@ class Jaeger:
 @contextlib.contextmanager
 def jaeger(binary: Path, tmp: Path) -> Iterator[Jaeger]:
     """Jaeger v2 all-in-one shape: OTLP/gRPC receiver, memory storage, query API, all on loopback."""
-    grpc_port, query_port, query_grpc_port, metrics_port = free_port(), free_port(), free_port(), free_port()
+    grpc_port, query_port, query_grpc_port = free_port(), free_port(), free_port()
     config = {
         "service": {
             "extensions": ["jaeger_storage", "jaeger_query"],
@@ -162,7 +162,6 @@ def jaeger(binary: Path, tmp: Path) -> Iterator[Jaeger]:
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"{LOOPBACK}:{grpc_port}"}}}},
         "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
     }
-    del metrics_port
     path = tmp / "jaeger.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     # Jaeger's own tracing would export to localhost:4317 (some other process's port, or nothing)
@@ -405,9 +404,8 @@ def ground_truth(answers_: list[Answer], by_trace: Mapping[str, list[dict[str, A
     return truth
 
 
-def pairs(by_trace: Mapping[str, list[dict[str, Any]]]) -> dict[str, list[str]]:
-    """The service pairs of the stack: healthy ones (the callee joined the caller's trace) and broken ones."""
-    return {"healthy": ["frontend -> cart"], "broken": ["cart -> payments"]}
+# The service pairs of every stack: frontend → cart keeps the context, cart → payments drops it (DROP_CONTEXT).
+PAIRS = {"healthy": ["frontend -> cart"], "broken": ["cart -> payments"]}
 
 
 # ---- one run -----------------------------------------------------------------------------------------------
@@ -434,7 +432,7 @@ class RunResult:
         return {"stack": self.stack, "convention": self.convention, "otlp_protocol": self.protocol,
                 "requests": [{"scenario": a.scenario, "status": a.status, "trace_ids": a.trace_ids}
                              for a in self.answers],
-                "traces": by_kind, "pairs": pairs(self.by_trace),
+                "traces": by_kind, "pairs": PAIRS,
                 "spans": sum(len(v) for v in self.by_trace.values())}
 
 
