@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tailsample-deps
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build demo test test-rust lint test-python test-jaeger fuzz-ci fuzz soak bench bench-setup bench-results wheel wheel-check format clean all
+.PHONY: help setup build demo test test-rust lint test-python test-jaeger test-realworld fuzz-ci fuzz soak bench bench-setup bench-results wheel wheel-check format clean all
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,10 @@ lint: build ## cargo clippy -D warnings, cargo fmt --check, ruff, mypy --strict,
 test-python: build ## pytest (exit 5, nothing collected, is reported and not counted as a failure)
 	$(BIN)/python -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
+
+test-realworld: build ## real OTel instrumentation (Python, Node, Go stacks) → tailsample serve → Jaeger v2, end to end (slow; UPDATE=1 rewrites the fixtures)
+	TAILSAMPLE_REALWORLD_UPDATE=$(UPDATE) $(BIN)/python -m pytest tests/realworld -m realworld -q; rc=$$?; \
+	if [ -n "$(UPDATE)" ]; then $(BIN)/python tests/realworld/emitted.py || rc=1; fi; exit $$rc
 
 test: test-rust lint test-python ## every test: cargo test, clippy, fmt, ruff, mypy, pytest
 
