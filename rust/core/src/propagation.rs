@@ -6,28 +6,39 @@
 //! `find_tracing_gaps` does offline over a sample:
 //!
 //! * a **call** is a CLIENT or PRODUCER span; it names its destination by the first of
-//!   `destination_attributes` it carries (`peer.service`, `messaging.destination.name`, `server.address`,
-//!   `rpc.service`, `net.peer.name`), else by the service of its SERVER/CONSUMER child;
+//!   `destination_attributes` it carries (by default, in order: `peer.service`, `messaging.destination.name`,
+//!   `rpc.service`, `server.address` + `server.port`, `net.peer.name` + `net.peer.port`, `url.full`,
+//!   `http.url`), else by the service of its SERVER/CONSUMER child; one naming nothing and answered by nobody is
+//!   an **unnamed** call, counted under the pair (caller → `(unnamed)`), never skipped;
+//! * a destination read from an address or a URL is an **address** (`host:port`, host lowercased, IPv6 in
+//!   brackets, the scheme's default port for a URL without one). SERVER and CONSUMER spans say which addresses
+//!   their service answers on (`server.address`/`server.port`, `net.host.name`/`net.host.port`, `http.host`,
+//!   and the resource's `host.name`/`k8s.service.name` with the span's port): every span the shard ingests
+//!   feeds a bounded, aged map address → service. The callee of a broken call is in another trace, so the map
+//!   cannot be learned per trace; pairs are counted per address and folded into the service's name when the
+//!   report is made ([`GapReport::resolve`]), whatever the order spans arrived in;
 //! * a call is **answered** when some SERVER or CONSUMER span of the trace has it as parent; otherwise it is a
 //!   **gap** for the pair (caller's `service.name` → destination);
 //! * a call with a CLIENT or PRODUCER child is a wrapper (two instrumentations of one call), not a call of its
 //!   own; a call carrying any of `ignore_when_present` (by default `db.system`, `db.system.name`: databases
 //!   are not traced services) or naming one of `ignore_destinations` is not audited;
-//! * a destination is **traced** when some span of the shard's traffic has it as `service.name`, or some call
-//!   to it was answered: a gap to a traced destination is a service dropping the context; a gap to one never
-//!   seen (an external API, a service without instrumentation) may be expected, and `ignore_destinations`
-//!   silences it;
+//! * a destination is **traced** when some span of the shard's traffic has it as `service.name`, some call
+//!   to it was answered, or it is an address some service describes itself by: a gap to a traced destination
+//!   is a service dropping the context; a gap to one never seen (an external API, a service without
+//!   instrumentation) may be expected, and `ignore_destinations` silences it;
 //! * a span whose parent is not in the trace is an **orphan** and makes the trace **broken**, counted for the
 //!   orphan's service.
 //!
-//! A trace is audited once, when it is decided, with the spans it has then; spans arriving after the decision
-//! are not audited (a callee whose spans come later than `decision_wait` shows as a gap).
+//! A trace is audited once, when it is decided, with the spans it has then and whether it was kept; spans
+//! arriving after the decision are not audited (a callee whose spans come later than `decision_wait` shows as
+//! a gap). Example trace IDs prefer kept traces (the ones a backend holds).
 //!
 //! # Bounds
 //! Names (services and destinations) are interned per shard, at most `max_names`; later names count under
 //! `(other)` and in `names_overflowed`. Pairs are at most `max_pairs` per shard, then one overflow pair;
-//! each pair keeps its `examples` most recent gap trace IDs. A buffered trace holds one 24-byte [`AuditSpan`]
-//! per span until it is decided.
+//! each pair keeps `examples` trace IDs, kept ones first. Addresses are at most `max_addresses` per shard
+//! (further ones counted in `addresses_overflowed`), forgotten `address_ttl` after a span last described them.
+//! A buffered trace holds one 24-byte [`AuditSpan`] per span until it is decided.
 
 use std::collections::HashMap;
 
@@ -41,41 +52,213 @@ pub mod span_kind {
     pub const CONSUMER: u8 = 5;
 }
 
+/// One entry of `destination_attributes`: where a call's destination is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestinationSource {
+    /// The value as it is: a service, queue or RPC service name (`peer.service`, `rpc.service`, ...).
+    Name(String),
+    /// A host, with the port of `port` unless the host already carries one (`server.address` +
+    /// `server.port`): an address, resolvable to the service that describes itself by it.
+    Address { address: String, port: String },
+    /// A URL (`url.full`, `http.url`): its host and port, the scheme's default port when absent; userinfo,
+    /// path and query are dropped. An address, as above.
+    Url(String),
+}
+
+impl DestinationSource {
+    /// A plain key as the semantic conventions define it: an address key paired with its port key, a URL key
+    /// parsed as a URL, any other key a name.
+    pub fn from_key(key: &str) -> Self {
+        let port = match key {
+            "server.address" => "server.port",
+            "net.peer.name" => "net.peer.port",
+            "network.peer.address" => "network.peer.port",
+            "url.full" | "http.url" => return DestinationSource::Url(key.to_string()),
+            _ => return DestinationSource::Name(key.to_string()),
+        };
+        DestinationSource::Address {
+            address: key.to_string(),
+            port: port.to_string(),
+        }
+    }
+
+    /// The attribute keys it reads.
+    pub fn keys(&self) -> Vec<&str> {
+        match self {
+            DestinationSource::Name(k) | DestinationSource::Url(k) => vec![k],
+            DestinationSource::Address { address, port } if port.is_empty() => vec![address],
+            DestinationSource::Address { address, port } => vec![address, port],
+        }
+    }
+
+    /// The key that names it in `destination_attributes` (the address or URL key).
+    pub fn key(&self) -> &str {
+        match self {
+            DestinationSource::Name(k) | DestinationSource::Url(k) => k,
+            DestinationSource::Address { address, .. } => address,
+        }
+    }
+}
+
+/// What SERVER and CONSUMER spans say about themselves: (address key, port key) of the span. The port key also
+/// gives the port of the resource's host names, [`SELF_RESOURCE_KEYS`].
+pub const SELF_SPAN_KEYS: [(&str, &str); 3] = [
+    ("server.address", "server.port"),
+    ("net.host.name", "net.host.port"),
+    ("http.host", ""),
+];
+/// Resource attributes naming the host a service answers on (with the port its spans give).
+pub const SELF_RESOURCE_KEYS: [&str; 2] = ["host.name", "k8s.service.name"];
+
 /// `tailsample.propagation_audit`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuditConfig {
-    pub destination_attributes: Vec<String>,
+    /// In order, the first one a call carries names its destination.
+    pub destination_attributes: Vec<DestinationSource>,
     pub ignore_when_present: Vec<String>,
     pub ignore_destinations: Vec<String>,
     pub max_pairs: usize,
     pub max_names: usize,
     pub examples: usize,
+    /// Addresses resolved to services, per shard, at most.
+    pub max_addresses: usize,
+    /// An address not described again for this long is forgotten.
+    pub address_ttl_ns: i64,
 }
 
-/// Destination and ignore attributes together, at most.
+/// Destination and ignore attributes together, at most (a port key counts as one).
 pub const MAX_AUDIT_KEYS: usize = 16;
 
-/// Names per shard at most: ids are `u16`, two of them reserved.
-pub const MAX_NAMES_LIMIT: usize = u16::MAX as usize - 2;
+/// Names per shard at most: ids are `u16`, three of them reserved.
+pub const MAX_NAMES_LIMIT: usize = u16::MAX as usize - 3;
 
 impl Default for AuditConfig {
     fn default() -> Self {
         let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
         AuditConfig {
-            destination_attributes: strings(&[
+            destination_attributes: [
                 "peer.service",
                 "messaging.destination.name",
-                "server.address",
                 "rpc.service",
+                "server.address",
                 "net.peer.name",
-            ]),
+                "url.full",
+                "http.url",
+            ]
+            .iter()
+            .map(|k| DestinationSource::from_key(k))
+            .collect(),
             ignore_when_present: strings(&["db.system", "db.system.name"]),
             ignore_destinations: Vec::new(),
             max_pairs: 1000,
             max_names: 4096,
             examples: 5,
+            max_addresses: 4096,
+            address_ttl_ns: 3_600_000_000_000,
         }
     }
+}
+
+impl AuditConfig {
+    /// Destination and ignore keys (what `MAX_AUDIT_KEYS` bounds).
+    pub fn configured_keys(&self) -> usize {
+        let d: usize = self
+            .destination_attributes
+            .iter()
+            .map(|d| d.keys().len())
+            .sum();
+        d + self.ignore_when_present.len()
+    }
+
+    /// Every attribute key the audit reads, the self-descriptions' included.
+    pub fn attribute_keys(&self) -> Vec<String> {
+        let mut out: Vec<String> = vec!["service.name".to_string()];
+        for d in &self.destination_attributes {
+            out.extend(d.keys().iter().map(|k| k.to_string()));
+        }
+        out.extend(self.ignore_when_present.iter().cloned());
+        for (a, p) in SELF_SPAN_KEYS {
+            out.push(a.to_string());
+            if !p.is_empty() {
+                out.push(p.to_string());
+            }
+        }
+        out.extend(SELF_RESOURCE_KEYS.iter().map(|k| k.to_string()));
+        out
+    }
+}
+
+/// Writes `host:port` into `out` (cleared first): the host lowercased, without a trailing dot, an IPv6 address
+/// in brackets; the port carried by `host` ("10.0.0.1:8080", "[::1]:80") wins over `port` (0 or out of range:
+/// none). False, and `out` empty, when there is no host.
+pub fn write_address(out: &mut String, host: &str, port: i64) -> bool {
+    out.clear();
+    let host = host.trim();
+    let (name, carried) = split_host_port(host);
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return false;
+    }
+    let v6 = name.contains(':');
+    if v6 {
+        out.push('[');
+    }
+    out.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+    if v6 {
+        out.push(']');
+    }
+    let port = carried.or(u16::try_from(port).ok().filter(|&p| p != 0));
+    if let Some(p) = port {
+        out.push(':');
+        let mut digits = [0u8; 5];
+        let mut n = 0;
+        let mut p = p;
+        loop {
+            digits[n] = b'0' + (p % 10) as u8;
+            n += 1;
+            p /= 10;
+            if p == 0 {
+                break;
+            }
+        }
+        out.extend(digits[..n].iter().rev().map(|&d| d as char));
+    }
+    true
+}
+
+/// A host and the port it carries: "h:1" → ("h", 1), "[::1]:2" → ("::1", 2), "::1" → ("::1", none).
+fn split_host_port(host: &str) -> (&str, Option<u16>) {
+    let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0);
+    if let Some(rest) = host.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((h, tail)) => (h, tail.strip_prefix(':').and_then(port)),
+            None => (rest, None),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            (h, port(p))
+        }
+        _ => (host, None),
+    }
+}
+
+/// Writes a URL's `host:port` into `out` (the scheme's default port when the URL gives none; userinfo never
+/// kept). False when `url` is not an absolute URL with a host.
+pub fn write_url_address(out: &mut String, url: &str) -> bool {
+    out.clear();
+    let Some((scheme, rest)) = url.trim().split_once("://") else {
+        return false;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => 80,
+        "https" | "wss" => 443,
+        _ => 0,
+    };
+    write_address(out, hostport, default)
 }
 
 /// What the audit keeps of one buffered span.
@@ -96,6 +279,9 @@ pub struct AuditSpan {
 pub const NONE: u16 = 0;
 /// Name id of every name past `max_names`.
 pub const OTHER: u16 = 1;
+/// Name id of the destination of calls that name none and that nobody answered.
+pub const UNNAMED: u16 = 2;
+const RESERVED: usize = 3;
 
 /// Interned names, bounded.
 #[derive(Debug)]
@@ -104,6 +290,8 @@ pub struct Names {
     names: Vec<Box<str>>,
     /// Per name: seen as some span's `service.name`.
     is_service: Vec<bool>,
+    /// Per name: read from an address or URL attribute (`host:port`).
+    is_address: Vec<bool>,
     max: usize,
     pub overflowed: u64,
 }
@@ -112,8 +300,9 @@ impl Names {
     fn new(max: usize) -> Self {
         Names {
             index: HashMap::default(),
-            names: vec!["".into(), "(other)".into()],
-            is_service: vec![false, false],
+            names: vec!["".into(), "(other)".into(), "(unnamed)".into()],
+            is_service: vec![false; RESERVED],
+            is_address: vec![false; RESERVED],
             max: max.min(MAX_NAMES_LIMIT),
             overflowed: 0,
         }
@@ -127,13 +316,14 @@ impl Names {
         if let Some(&id) = self.index.get(name) {
             return id;
         }
-        if self.names.len() - 2 >= self.max {
+        if self.names.len() - RESERVED >= self.max {
             self.overflowed += 1;
             return OTHER;
         }
         let id = self.names.len() as u16;
         self.names.push(name.into());
         self.is_service.push(false);
+        self.is_address.push(false);
         self.index.insert(name.into(), id);
         id
     }
@@ -141,8 +331,17 @@ impl Names {
     /// The id of a `service.name`, marking it as a traced service.
     pub fn service_id(&mut self, name: &str) -> u16 {
         let id = self.id(name);
-        if id != NONE && id != OTHER {
+        if usize::from(id) >= RESERVED {
             self.is_service[id as usize] = true;
+        }
+        id
+    }
+
+    /// The id of a normalised address (`host:port`), marking it as one.
+    pub fn address_id(&mut self, address: &str) -> u16 {
+        let id = self.id(address);
+        if usize::from(id) >= RESERVED {
+            self.is_address[id as usize] = true;
         }
         id
     }
@@ -152,36 +351,54 @@ impl Names {
     }
 
     fn bytes(&self) -> usize {
-        self.names.iter().map(|n| 2 * n.len() + 40).sum()
+        self.names.iter().map(|n| 2 * n.len() + 42).sum()
     }
 }
 
-/// The most recent trace IDs, at most `cap`.
+/// An example trace of a pair or a broken service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Example {
+    pub trace_id: u128,
+    /// The trace was kept (a backend has it).
+    pub kept: bool,
+    /// When it was decided (engine clock, ns): the most recent come first.
+    pub at: i64,
+}
+
+/// Kept first, then most recent first (a stable sort: equal ones keep their order).
+pub fn sort_examples(v: &mut [Example]) {
+    v.sort_by(|a, b| (b.kept, b.at).cmp(&(a.kept, a.at)));
+}
+
+/// At most `cap` example traces, kept ones preferred: a new trace replaces the oldest one not kept, or, if it
+/// was kept itself, the oldest kept one.
 #[derive(Debug, Clone, Default)]
 struct Examples {
-    ids: Vec<u128>,
-    next: usize,
+    /// Oldest first.
+    held: Vec<Example>,
 }
 
 impl Examples {
-    fn add(&mut self, id: u128, cap: usize) {
+    fn add(&mut self, e: Example, cap: usize) {
         if cap == 0 {
             return;
         }
-        if self.ids.len() < cap {
-            self.ids.push(id);
-        } else {
-            self.ids[self.next] = id;
+        if self.held.len() >= cap {
+            let victim = match self.held.iter().position(|x| !x.kept) {
+                Some(i) => i,
+                None if e.kept => 0,
+                None => return,
+            };
+            self.held.remove(victim);
         }
-        self.next = (self.next + 1) % cap;
+        self.held.push(e);
     }
 
-    /// Most recent first.
-    fn recent(&self) -> Vec<u128> {
-        let n = self.ids.len();
-        (0..n)
-            .map(|i| self.ids[(self.next + n - 1 - i) % n])
-            .collect()
+    /// Kept first, most recent first.
+    fn report(&self) -> Vec<Example> {
+        let mut v: Vec<Example> = self.held.iter().rev().copied().collect();
+        sort_examples(&mut v);
+        v
     }
 }
 
@@ -226,6 +443,13 @@ pub struct TraceAudit {
     pub orphans: u32,
 }
 
+/// A service's address, as its own spans last described it.
+#[derive(Debug, Clone, Copy)]
+struct Learned {
+    service: u16,
+    seen: i64,
+}
+
 /// One shard's audit state.
 #[derive(Debug)]
 pub struct PropagationAudit {
@@ -236,6 +460,12 @@ pub struct PropagationAudit {
     overflow: PairCounts,
     broken: HashMap<u16, BrokenCounts, RandomState>,
     totals: Totals,
+    /// Address (`host:port`) → the service describing itself by it.
+    addresses: HashMap<Box<str>, Learned, RandomState>,
+    pub addresses_overflowed: u64,
+    /// The latest time seen (ingest or decision): what addresses age against.
+    clock: i64,
+    next_sweep: i64,
     // Scratch, reused per trace.
     ids: Vec<u64>,
     children: Vec<(u64, u8, u16)>,
@@ -251,6 +481,10 @@ pub struct Totals {
     pub gaps: u64,
     pub orphan_spans: u64,
     pub overflow_calls: u64,
+    /// Calls carrying no usable destination attribute (those answered are named by their callee).
+    pub unnamed_calls: u64,
+    /// Of those, the ones nobody answered: gaps counted under the pair (caller → `(unnamed)`).
+    pub unnamed_gaps: u64,
 }
 
 impl PropagationAudit {
@@ -269,6 +503,10 @@ impl PropagationAudit {
             overflow: PairCounts::default(),
             broken: HashMap::default(),
             totals: Totals::default(),
+            addresses: HashMap::default(),
+            addresses_overflowed: 0,
+            clock: i64::MIN,
+            next_sweep: i64::MIN,
             ids: Vec::new(),
             children: Vec::new(),
             seen: Vec::new(),
@@ -288,15 +526,72 @@ impl PropagationAudit {
         self.pairs.len()
     }
 
-    /// Bytes held by names, pairs and examples (approximate, capacities not included).
-    pub fn memory_bytes(&self) -> usize {
-        let per_pair = std::mem::size_of::<((u16, u16), PairCounts)>() + 8 + 16 * self.cfg.examples;
-        let per_broken = std::mem::size_of::<(u16, BrokenCounts)>() + 8 + 16 * self.cfg.examples;
-        self.names.bytes() + self.pairs.len() * per_pair + self.broken.len() * per_broken
+    /// Addresses held (stale ones included until swept).
+    pub fn address_count(&self) -> usize {
+        self.addresses.len()
     }
 
-    /// Audits one decided trace's spans.
-    pub fn audit(&mut self, trace_id: u128, spans: &[AuditSpan]) -> TraceAudit {
+    /// Bytes held by names, pairs, examples and addresses (approximate, capacities not included).
+    pub fn memory_bytes(&self) -> usize {
+        let example = std::mem::size_of::<Example>();
+        let per_pair =
+            std::mem::size_of::<((u16, u16), PairCounts)>() + 8 + example * self.cfg.examples;
+        let per_broken =
+            std::mem::size_of::<(u16, BrokenCounts)>() + 8 + example * self.cfg.examples;
+        let addresses: usize = self.addresses.keys().map(|a| a.len() + 40).sum();
+        self.names.bytes()
+            + self.pairs.len() * per_pair
+            + self.broken.len() * per_broken
+            + addresses
+    }
+
+    fn advance(&mut self, now: i64) {
+        self.clock = self.clock.max(now);
+        if self.clock >= self.next_sweep {
+            // Forget addresses not described for `address_ttl`; at most a few sweeps per ttl.
+            let cutoff = self.clock.saturating_sub(self.cfg.address_ttl_ns);
+            self.addresses.retain(|_, l| l.seen >= cutoff);
+            self.next_sweep = self
+                .clock
+                .saturating_add((self.cfg.address_ttl_ns / 8).max(1));
+        }
+    }
+
+    /// Learns that the service `service` answers on `address` (normalised `host:port`), as one of its spans
+    /// said at `now`.
+    pub fn learn(&mut self, address: &str, service: u16, now: i64) {
+        if usize::from(service) < RESERVED || address.is_empty() {
+            return;
+        }
+        self.advance(now);
+        if let Some(l) = self.addresses.get_mut(address) {
+            *l = Learned {
+                service,
+                seen: now.max(l.seen),
+            };
+            return;
+        }
+        if self.addresses.len() >= self.cfg.max_addresses {
+            self.addresses_overflowed += 1;
+            return;
+        }
+        self.addresses.insert(address.into(), Learned { service, seen: now });
+    }
+
+    /// Audits one decided trace's spans; `kept`: the trace was sampled; `now`: when it was decided.
+    pub fn audit(
+        &mut self,
+        trace_id: u128,
+        spans: &[AuditSpan],
+        kept: bool,
+        now: i64,
+    ) -> TraceAudit {
+        self.advance(now);
+        let example = Example {
+            trace_id,
+            kept,
+            at: now,
+        };
         let mut found = TraceAudit::default();
         self.ids.clear();
         self.ids.extend(spans.iter().map(|s| s.span_id));
@@ -321,7 +616,7 @@ impl PropagationAudit {
                 if !self.seen.contains(&(s.service, NONE)) {
                     self.seen.push((s.service, NONE));
                     b.traces += 1;
-                    b.examples.add(trace_id, self.cfg.examples);
+                    b.examples.add(example, self.cfg.examples);
                 }
             }
         }
@@ -351,8 +646,14 @@ impl PropagationAudit {
                 continue;
             }
             let destination = match (s.destination, answered_by) {
-                (NONE, Some(callee)) => callee,
-                (NONE, None) => continue,
+                (NONE, answered) => {
+                    // Counted, never skipped: named by its callee, else under `(unnamed)`.
+                    self.totals.unnamed_calls += 1;
+                    answered.unwrap_or_else(|| {
+                        self.totals.unnamed_gaps += 1;
+                        UNNAMED
+                    })
+                }
                 (d, _) => d,
             };
             if self.ignored.contains(&destination) {
@@ -381,7 +682,7 @@ impl PropagationAudit {
                     if !self.seen.contains(&key) {
                         self.seen.push(key);
                         pair.gap_traces += 1;
-                        pair.examples.add(trace_id, self.cfg.examples);
+                        pair.examples.add(example, self.cfg.examples);
                     }
                 }
             }
@@ -393,20 +694,25 @@ impl PropagationAudit {
         found
     }
 
-    /// The audit as plain data, names resolved.
+    /// The audit as plain data, names resolved; pairs are per address (see [`GapReport::resolve`]).
     pub fn report(&self) -> GapReport {
         let n = |id: u16| self.names.name(id).to_string();
         let pair = |key: Option<(u16, u16)>, p: &PairCounts| GapPair {
             source: key.map_or_else(String::new, |k| n(k.0)),
             destination: key.map_or_else(String::new, |k| n(k.1)),
+            addresses: match key {
+                Some((_, d)) if self.names.is_address[d as usize] => vec![n(d)],
+                _ => Vec::new(),
+            },
             callee: (p.callee != NONE).then(|| n(p.callee)),
             destination_traced: key
                 .is_some_and(|k| p.callee != NONE || self.names.is_service[k.1 as usize]),
             calls: p.calls,
             gaps: p.gaps,
             gap_traces: p.gap_traces,
-            examples: p.examples.recent(),
+            examples: p.examples.report(),
             overflow: key.is_none(),
+            unnamed: key.is_some_and(|k| k.1 == UNNAMED),
         };
         let mut pairs: Vec<GapPair> = self.pairs.iter().map(|(k, p)| pair(Some(*k), p)).collect();
         if self.overflow.calls > 0 {
@@ -419,14 +725,27 @@ impl PropagationAudit {
                 service: n(s),
                 traces: b.traces,
                 orphan_spans: b.orphan_spans,
-                examples: b.examples.recent(),
+                examples: b.examples.report(),
+            })
+            .collect();
+        let cutoff = self.clock.saturating_sub(self.cfg.address_ttl_ns);
+        let addresses = self
+            .addresses
+            .iter()
+            .filter(|(_, l)| l.seen >= cutoff)
+            .map(|(a, l)| KnownAddress {
+                address: a.to_string(),
+                service: n(l.service),
+                seen: l.seen,
             })
             .collect();
         let mut r = GapReport {
             totals: self.totals,
             names_overflowed: self.names.overflowed,
+            addresses_overflowed: self.addresses_overflowed,
             pairs,
             broken,
+            addresses,
         };
         r.sort();
         r
@@ -437,20 +756,28 @@ impl PropagationAudit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GapPair {
     pub source: String,
-    /// As the calling spans name it.
+    /// The service, when the calls named an address that resolved to one; else as the calling spans name it.
     pub destination: String,
+    /// The addresses (`host:port`) the calls named, when they named addresses (at most [`MAX_PAIR_ADDRESSES`]).
+    pub addresses: Vec<String>,
     /// The service of a SERVER/CONSUMER child seen answering this pair, if any.
     pub callee: Option<String>,
-    /// The destination is a traced service: seen as a `service.name`, or answering some call.
+    /// The destination is a traced service: seen as a `service.name`, answering some call, or describing
+    /// itself by the address called.
     pub destination_traced: bool,
     pub calls: u64,
     pub gaps: u64,
     pub gap_traces: u64,
-    /// Trace IDs with a gap for this pair, most recent first.
-    pub examples: Vec<u128>,
+    /// Traces with a gap for this pair: kept ones first, then most recent first.
+    pub examples: Vec<Example>,
     /// Calls of pairs past `max_pairs` (source and destination empty).
     pub overflow: bool,
+    /// Calls that named no destination and that nobody answered (destination `(unnamed)`).
+    pub unnamed: bool,
 }
+
+/// Addresses listed under one pair, at most.
+pub const MAX_PAIR_ADDRESSES: usize = 8;
 
 /// Orphan spans of one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -458,7 +785,15 @@ pub struct BrokenService {
     pub service: String,
     pub traces: u64,
     pub orphan_spans: u64,
-    pub examples: Vec<u128>,
+    pub examples: Vec<Example>,
+}
+
+/// An address and the service that last described itself by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownAddress {
+    pub address: String,
+    pub service: String,
+    pub seen: i64,
 }
 
 /// The audit of one shard, or of an engine (shards merged): pairs worst first.
@@ -466,8 +801,11 @@ pub struct BrokenService {
 pub struct GapReport {
     pub totals: Totals,
     pub names_overflowed: u64,
+    pub addresses_overflowed: u64,
     pub pairs: Vec<GapPair>,
     pub broken: Vec<BrokenService>,
+    /// Addresses resolved to services (not forgotten yet), sorted by address.
+    pub addresses: Vec<KnownAddress>,
 }
 
 impl Totals {
@@ -479,7 +817,37 @@ impl Totals {
         self.gaps += o.gaps;
         self.orphan_spans += o.orphan_spans;
         self.overflow_calls += o.overflow_calls;
+        self.unnamed_calls += o.unnamed_calls;
+        self.unnamed_gaps += o.unnamed_gaps;
     }
+}
+
+fn merge_examples(ours: &mut Vec<Example>, theirs: Vec<Example>, cap: usize) {
+    for e in theirs {
+        if !ours.iter().any(|o| o.trace_id == e.trace_id) {
+            ours.push(e);
+        }
+    }
+    sort_examples(ours);
+    ours.truncate(cap);
+}
+
+/// Adds `p`'s counts to `q` (same pair, or folded into it).
+fn absorb(q: &mut GapPair, p: GapPair, examples: usize) {
+    q.calls += p.calls;
+    q.gaps += p.gaps;
+    q.gap_traces += p.gap_traces;
+    if q.callee.is_none() {
+        q.callee = p.callee;
+    }
+    q.destination_traced |= p.destination_traced;
+    for a in p.addresses {
+        if q.addresses.len() < MAX_PAIR_ADDRESSES && !q.addresses.contains(&a) {
+            q.addresses.push(a);
+        }
+    }
+    q.addresses.sort();
+    merge_examples(&mut q.examples, p.examples, examples);
 }
 
 impl GapReport {
@@ -497,12 +865,84 @@ impl GapReport {
         self.broken.sort_by(|a, b| {
             (b.traces, b.orphan_spans, &a.service).cmp(&(a.traces, a.orphan_spans, &b.service))
         });
+        self.addresses.sort_by(|a, b| a.address.cmp(&b.address));
+    }
+
+    /// Names each address-named pair by the service behind the address: the one describing itself by it in
+    /// `known` (address → service), else the callee seen answering the calls. Pairs that come to name the same
+    /// service are merged, their addresses listed.
+    pub fn resolve(&mut self, known: &HashMap<&str, &str>, examples: usize) {
+        let mut changed = false;
+        for p in &mut self.pairs {
+            if p.overflow || p.unnamed || p.addresses.is_empty() {
+                continue;
+            }
+            let service = known
+                .get(p.destination.as_str())
+                .map(|s| s.to_string())
+                .or_else(|| p.callee.clone());
+            if let Some(s) = service {
+                p.destination = s;
+                p.destination_traced = true;
+                changed = true;
+            }
+        }
+        if changed {
+            let mut index: HashMap<(bool, String, String), usize> = HashMap::new();
+            let mut out: Vec<GapPair> = Vec::with_capacity(self.pairs.len());
+            for p in std::mem::take(&mut self.pairs) {
+                let k = (p.overflow, p.source.clone(), p.destination.clone());
+                match index.get(&k) {
+                    Some(&i) => absorb(&mut out[i], p, examples),
+                    None => {
+                        index.insert(k, out.len());
+                        out.push(p);
+                    }
+                }
+            }
+            self.pairs = out;
+            self.sort();
+        }
+    }
+
+    /// Every shard's addresses as one map, the most recent description of an address winning.
+    pub fn known_addresses(reports: &[GapReport]) -> Vec<KnownAddress> {
+        let mut best: HashMap<&str, &KnownAddress> = HashMap::new();
+        for a in reports.iter().flat_map(|r| &r.addresses) {
+            match best.get(a.address.as_str()) {
+                Some(b) if b.seen >= a.seen => {}
+                _ => {
+                    best.insert(&a.address, a);
+                }
+            }
+        }
+        let mut out: Vec<KnownAddress> = best.into_values().cloned().collect();
+        out.sort_by(|a, b| a.address.cmp(&b.address));
+        out
+    }
+
+    /// Shards' reports as one: addresses resolved over all of them, then merged (see [`GapReport::merge`]).
+    pub fn combine(parts: Vec<GapReport>, max_pairs: usize, examples: usize) -> GapReport {
+        let addresses = GapReport::known_addresses(&parts);
+        let known: HashMap<&str, &str> = addresses
+            .iter()
+            .map(|a| (a.address.as_str(), a.service.as_str()))
+            .collect();
+        let mut report = GapReport::default();
+        for mut part in parts {
+            part.resolve(&known, examples);
+            part.addresses.clear();
+            report.merge(part, max_pairs, examples);
+        }
+        report.addresses = addresses;
+        report
     }
 
     /// Adds another shard's report; past `max_pairs` distinct pairs, the least broken go to the overflow pair.
     pub fn merge(&mut self, other: GapReport, max_pairs: usize, examples: usize) {
         self.totals.add(&other.totals);
         self.names_overflowed += other.names_overflowed;
+        self.addresses_overflowed += other.addresses_overflowed;
         let mut index: HashMap<(bool, String, String), usize> = self
             .pairs
             .iter()
@@ -511,18 +951,7 @@ impl GapReport {
             .collect();
         for p in other.pairs {
             match index.get(&(p.overflow, p.source.clone(), p.destination.clone())) {
-                Some(&i) => {
-                    let q = &mut self.pairs[i];
-                    q.calls += p.calls;
-                    q.gaps += p.gaps;
-                    q.gap_traces += p.gap_traces;
-                    if q.callee.is_none() {
-                        q.callee = p.callee;
-                    }
-                    q.destination_traced |= p.destination_traced;
-                    q.examples.extend(p.examples);
-                    q.examples.truncate(examples);
-                }
+                Some(&i) => absorb(&mut self.pairs[i], p, examples),
                 None => {
                     index.insert(
                         (p.overflow, p.source.clone(), p.destination.clone()),
@@ -544,8 +973,7 @@ impl GapReport {
                     let c = &mut self.broken[i];
                     c.traces += b.traces;
                     c.orphan_spans += b.orphan_spans;
-                    c.examples.extend(b.examples);
-                    c.examples.truncate(examples);
+                    merge_examples(&mut c.examples, b.examples, examples);
                 }
                 None => {
                     broken.insert(b.service.clone(), self.broken.len());
@@ -553,6 +981,7 @@ impl GapReport {
                 }
             }
         }
+        self.addresses.extend(other.addresses);
         self.sort();
         // Shards saw different pairs: keep the `max_pairs` worst, fold the rest into the overflow pair.
         let regular = self.pairs.iter().filter(|p| !p.overflow).count();
@@ -564,6 +993,7 @@ impl GapReport {
             .unwrap_or(GapPair {
                 source: String::new(),
                 destination: String::new(),
+                addresses: Vec::new(),
                 callee: None,
                 destination_traced: false,
                 calls: 0,
@@ -571,16 +1001,14 @@ impl GapReport {
                 gap_traces: 0,
                 examples: Vec::new(),
                 overflow: true,
+                unnamed: false,
             });
             for p in self.pairs.drain(max_pairs..) {
                 overflow.calls += p.calls;
                 overflow.gaps += p.gaps;
                 overflow.gap_traces += p.gap_traces;
                 self.totals.overflow_calls += p.calls;
-                if overflow.examples.len() < examples {
-                    overflow.examples.extend(p.examples);
-                    overflow.examples.truncate(examples);
-                }
+                merge_examples(&mut overflow.examples, p.examples, examples);
             }
             self.pairs.push(overflow);
         }
@@ -621,12 +1049,22 @@ mod tests {
         }
 
         fn audit(&mut self, trace_id: u128) -> TraceAudit {
+            self.decide(trace_id, false)
+        }
+
+        /// Audits the spans so far as one trace, decided at `trace_id` seconds, kept or not.
+        fn decide(&mut self, trace_id: u128, kept: bool) -> TraceAudit {
             let spans = std::mem::take(&mut self.spans);
-            self.audit.audit(trace_id, &spans)
+            let now = trace_id as i64 * 1_000_000_000;
+            self.audit.audit(trace_id, &spans, kept, now)
         }
     }
 
     use span_kind::{CLIENT, CONSUMER, PRODUCER, SERVER};
+
+    fn ids(examples: &[Example]) -> Vec<u128> {
+        examples.iter().map(|e| e.trace_id).collect()
+    }
 
     fn audited(calls: u32, gaps: u32, orphans: u32) -> TraceAudit {
         TraceAudit {
@@ -673,7 +1111,7 @@ mod tests {
             ("cart", "payments")
         );
         assert_eq!((worst.calls, worst.gaps, worst.gap_traces), (1, 1, 1));
-        assert_eq!(worst.examples, vec![42]);
+        assert_eq!(ids(&worst.examples), vec![42]);
         assert!(
             !worst.destination_traced,
             "payments was never seen as a service"
@@ -715,7 +1153,7 @@ mod tests {
             (b.service.as_str(), b.traces, b.orphan_spans),
             ("inventory", 1, 2)
         );
-        assert_eq!(b.examples, vec![9]);
+        assert_eq!(ids(&b.examples), vec![9]);
     }
 
     #[test]
@@ -757,17 +1195,30 @@ mod tests {
         );
     }
 
+    /// Scenario: two calls name no destination; one is answered by `search`, the other by nobody.
+    /// Guarantees: the answered one is named by its callee; the other is counted, as a gap under
+    /// (frontend → `(unnamed)`), and both in `unnamed_calls` (issue 17: it used to be skipped).
     #[test]
-    fn a_call_without_destination_is_named_by_its_callee() {
+    fn a_call_without_destination_is_named_by_its_callee_or_counted_unnamed() {
         let mut t = Trace::new(AuditConfig::default());
         t.span(1, 0, FRONTEND, SERVER, "")
             .span(2, 1, FRONTEND, CLIENT, "")
             .span(3, 2, "search", SERVER, "")
             .span(4, 1, FRONTEND, CLIENT, "");
         let found = t.audit(1);
-        // The unnamed, unanswered call cannot be attributed: not counted.
-        assert_eq!(found, audited(1, 0, 0));
-        assert_eq!(t.audit.report().pairs[0].destination, "search");
+        assert_eq!(found, audited(2, 1, 0));
+        let r = t.audit.report();
+        assert_eq!((r.totals.unnamed_calls, r.totals.unnamed_gaps), (2, 1));
+        assert_eq!((r.totals.calls, r.totals.gaps), (2, 1));
+        let unnamed = &r.pairs[0];
+        assert!(unnamed.unnamed && !unnamed.destination_traced);
+        assert_eq!(
+            (unnamed.source.as_str(), unnamed.destination.as_str()),
+            (FRONTEND, "(unnamed)")
+        );
+        assert_eq!((unnamed.calls, unnamed.gaps), (1, 1));
+        assert_eq!(r.pairs[1].destination, "search");
+        assert!(!r.pairs[1].unnamed);
     }
 
     #[test]
@@ -790,7 +1241,7 @@ mod tests {
         assert!(overflow.overflow);
         assert_eq!(overflow.calls, 7);
         assert_eq!(
-            overflow.examples,
+            ids(&overflow.examples),
             vec![9, 8],
             "most recent first, at most 2"
         );
@@ -818,7 +1269,7 @@ mod tests {
         assert_eq!(r.pairs.len(), 2);
         assert_eq!(r.pairs[0].destination, "cart");
         assert_eq!((r.pairs[0].gaps, r.pairs[0].gap_traces), (2, 2));
-        assert_eq!(r.pairs[0].examples, vec![1, 2]);
+        assert_eq!(ids(&r.pairs[0].examples), vec![2, 1], "most recent first");
         assert!(r.pairs[1].overflow);
         assert_eq!(r.pairs[1].gaps, 1);
     }

@@ -11,7 +11,7 @@ use crate::otlp::decode::AttrKeys;
 use crate::policy::trace_aggregate::{TraceAggregate, MAX_AGGREGATES};
 use crate::policy::trace_key::{TraceKey, MAX_KEYED};
 use crate::policy::{Kind, Policy, MAX_FOLDING_POLICIES};
-use crate::propagation::{AuditConfig, MAX_AUDIT_KEYS, MAX_NAMES_LIMIT};
+use crate::propagation::{AuditConfig, DestinationSource, MAX_AUDIT_KEYS, MAX_NAMES_LIMIT};
 use crate::red::RedConfig;
 use node::{Mapping, Node};
 
@@ -165,45 +165,113 @@ fn parse_red(v: &Value) -> Result<Option<RedConfig>> {
     }))
 }
 
+/// One `destination_attributes` entry: a key (read as the semantic conventions define it, see
+/// [`DestinationSource::from_key`]), or `{name: K}`, `{address: K, port: K}`, `{url: K}`.
+fn parse_destination(v: &Value, path: &str) -> Result<DestinationSource> {
+    if let Value::String(k) = v {
+        if k.is_empty() {
+            return Err(Error::config(path, "must not be empty"));
+        }
+        return Ok(DestinationSource::from_key(k));
+    }
+    let mut m = Node::new(v, path).mapping().map_err(|_| {
+        Error::config(
+            path,
+            format!(
+                "expected an attribute key or a mapping {{name: K}}, {{address: K, port: K}} or {{url: K}}, got {}",
+                node::describe(v)
+            ),
+        )
+    })?;
+    let name = m.string("name", "")?;
+    let address = m.string("address", "")?;
+    let port = m.string("port", "")?;
+    let url = m.string("url", "")?;
+    m.finish()?;
+    match (name.is_empty(), address.is_empty(), url.is_empty()) {
+        (false, true, true) if port.is_empty() => Ok(DestinationSource::Name(name)),
+        (true, false, true) => Ok(DestinationSource::Address { address, port }),
+        (true, true, false) if port.is_empty() => Ok(DestinationSource::Url(url)),
+        _ => Err(Error::config(
+            path,
+            "give exactly one of name, address (with an optional port) or url",
+        )),
+    }
+}
+
+/// A `destination_attributes` entry as configured: the plain key when the conventions read it so.
+fn destination_json(d: &DestinationSource) -> Value {
+    if DestinationSource::from_key(d.key()) == *d {
+        return json!(d.key());
+    }
+    match d {
+        DestinationSource::Name(k) => json!({"name": k}),
+        DestinationSource::Url(k) => json!({"url": k}),
+        DestinationSource::Address { address, port } => json!({"address": address, "port": port}),
+    }
+}
+
 fn parse_audit(v: &Value) -> Result<Option<AuditConfig>> {
     let mut m = Node::new(v, "tailsample.propagation_audit").mapping()?;
     let enabled = m.boolean("enabled", true)?;
     let d = AuditConfig::default();
+    let keys_path = m.key_path("destination_attributes");
+    let destination_attributes = match m.value("destination_attributes") {
+        None => d.destination_attributes,
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| parse_destination(v, &format!("{keys_path}[{i}]")))
+            .collect::<Result<Vec<_>>>()?,
+        Some(other) => {
+            return Err(Error::config(
+                &keys_path,
+                format!("expected a list, got {}", node::describe(other)),
+            ))
+        }
+    };
     let list =
         |m: &mut Mapping<'_>, key: &'static str, default: Vec<String>| -> Result<Vec<String>> {
             Ok(if m.has(key) { m.strings(key)? } else { default })
         };
-    let destination_attributes = list(&mut m, "destination_attributes", d.destination_attributes)?;
     let ignore_when_present = list(&mut m, "ignore_when_present", d.ignore_when_present)?;
     let ignore_destinations = list(&mut m, "ignore_destinations", d.ignore_destinations)?;
-    let keys_path = m.key_path("destination_attributes");
-    if destination_attributes.len() + ignore_when_present.len() > MAX_AUDIT_KEYS {
-        return Err(Error::config(
-            keys_path,
-            format!(
-                "at most {MAX_AUDIT_KEYS} destination_attributes and ignore_when_present together"
-            ),
-        ));
-    }
     let max_pairs = m.int_at_least("max_pairs", d.max_pairs as i64, 1)? as usize;
     let names_path = m.key_path("max_names");
     let max_names = m.int_at_least("max_names", d.max_names as i64, 1)? as usize;
     let examples = m.int_at_least("examples", d.examples as i64, 0)? as usize;
+    let max_addresses = m.int_at_least("max_addresses", d.max_addresses as i64, 0)? as usize;
+    let ttl_path = m.key_path("address_ttl");
+    let address_ttl_ns = m.duration("address_ttl", d.address_ttl_ns)?;
     m.finish()?;
+    if address_ttl_ns <= 0 {
+        return Err(Error::config(ttl_path, "must be a positive duration"));
+    }
     if max_names > MAX_NAMES_LIMIT {
         return Err(Error::config(
             names_path,
             format!("at most {MAX_NAMES_LIMIT}, got {max_names}"),
         ));
     }
-    Ok(enabled.then_some(AuditConfig {
+    let a = AuditConfig {
         destination_attributes,
         ignore_when_present,
         ignore_destinations,
         max_pairs,
         max_names,
         examples,
-    }))
+        max_addresses,
+        address_ttl_ns,
+    };
+    if a.configured_keys() > MAX_AUDIT_KEYS {
+        return Err(Error::config(
+            keys_path,
+            format!(
+                "at most {MAX_AUDIT_KEYS} keys in destination_attributes (a port counts) and ignore_when_present together"
+            ),
+        ));
+    }
+    Ok(enabled.then_some(a))
 }
 
 impl EngineConfig {
@@ -345,9 +413,7 @@ impl EngineConfig {
             names.push("service.name".to_string());
         }
         if let Some(a) = &propagation_audit {
-            names.push("service.name".to_string());
-            names.extend(a.destination_attributes.iter().cloned());
-            names.extend(a.ignore_when_present.iter().cloned());
+            names.extend(a.attribute_keys());
         }
         let keys = AttrKeys::new(names);
         let mut folders: Vec<(u8, Kind)> = Vec::new();
@@ -489,12 +555,14 @@ impl EngineConfig {
             None => json!({"enabled": false}),
             Some(a) => json!({
                 "enabled": true,
-                "destination_attributes": a.destination_attributes,
+                "destination_attributes": a.destination_attributes.iter().map(destination_json).collect::<Vec<_>>(),
                 "ignore_when_present": a.ignore_when_present,
                 "ignore_destinations": a.ignore_destinations,
                 "max_pairs": a.max_pairs,
                 "max_names": a.max_names,
                 "examples": a.examples,
+                "max_addresses": a.max_addresses,
+                "address_ttl": go_duration(a.address_ttl_ns),
             }),
         };
         if let Some(r) = &self.red_metrics {

@@ -28,7 +28,11 @@ use crate::otlp::encode::{
 use crate::otlp::wire::len_field_size;
 use crate::policy::inclusion::Stage;
 use crate::policy::{ot_bits, status_bits, Fold, Kind, Policy, SpanFacts, TraceView, Vote};
-use crate::propagation::{span_kind, AuditSpan, GapReport, PropagationAudit, NONE};
+use crate::otlp::decode::AttrValue;
+use crate::propagation::{
+    span_kind, write_address, write_url_address, AuditSpan, DestinationSource, GapReport,
+    PropagationAudit, NONE, SELF_RESOURCE_KEYS, SELF_SPAN_KEYS,
+};
 
 /// A run of one trace's spans from one payload under one origin, framed as `ScopeSpans.spans` entries.
 #[derive(Debug)]
@@ -56,44 +60,93 @@ struct Trace {
 struct ShardAudit {
     state: PropagationAudit,
     service_key: usize,
-    destination_keys: Vec<usize>,
+    sources: Vec<Source>,
     ignore_keys: Vec<usize>,
+    /// What SERVER/CONSUMER spans say about themselves: address keys of the span, its port keys, host keys of
+    /// the resource.
+    self_addresses: Vec<usize>,
+    self_ports: Vec<usize>,
+    self_hosts: Vec<usize>,
+    /// Reused for every address written (no allocation per span).
+    scratch: String,
+}
+
+/// A `destination_attributes` entry, by key index.
+enum Source {
+    Name(usize),
+    Address(usize, Option<usize>),
+    Url(usize),
 }
 
 /// Not yet looked up, in a payload's cache of resource → service name id.
 const SERVICE_UNSET: u16 = u16::MAX;
+/// Self-descriptions remembered per payload, at most (past it they are learned again per span).
+const LEARNED_PER_PAYLOAD: usize = 32;
 
 /// What one payload's resources and scopes became, looked up on first use.
-struct PayloadOrigins {
+struct PayloadOrigins<'a> {
     resources: Vec<Option<Arc<Resource>>>,
     origins: Vec<Option<Arc<Origin>>>,
     /// Service name ids, for the propagation audit (empty when it is off).
     services: Vec<u16>,
+    /// (resource, address as written, port) already learned from this payload: a service's spans repeat the
+    /// same self-description, learned once.
+    learned: Vec<(u32, &'a str, i64)>,
+}
+
+/// A port attribute: an int, or a string of digits (0: none).
+fn port_of(v: AttrValue<'_>) -> i64 {
+    match v {
+        AttrValue::Int(p) => p,
+        AttrValue::Str(s) => s.trim().parse().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 impl ShardAudit {
     fn new(cfg: &EngineConfig) -> Option<Self> {
         let a = cfg.propagation_audit.as_ref()?;
         let keys = &cfg.attr_keys;
-        let index = |k: &String| keys.index_of_str(k);
+        let index = |k: &str| keys.index_of_str(k);
+        let sources = (a.destination_attributes.iter())
+            .filter_map(|d| {
+                Some(match d {
+                    DestinationSource::Name(k) => Source::Name(index(k)?),
+                    DestinationSource::Url(k) => Source::Url(index(k)?),
+                    DestinationSource::Address { address, port } => {
+                        Source::Address(index(address)?, index(port))
+                    }
+                })
+            })
+            .collect();
         Some(ShardAudit {
             state: PropagationAudit::new(a.clone()),
-            service_key: keys.index_of_str("service.name")?,
-            destination_keys: a.destination_attributes.iter().filter_map(index).collect(),
-            ignore_keys: a.ignore_when_present.iter().filter_map(index).collect(),
+            service_key: index("service.name")?,
+            sources,
+            ignore_keys: a.ignore_when_present.iter().filter_map(|k| index(k)).collect(),
+            self_addresses: SELF_SPAN_KEYS.iter().filter_map(|(k, _)| index(k)).collect(),
+            self_ports: SELF_SPAN_KEYS.iter().filter_map(|(_, p)| index(p)).collect(),
+            self_hosts: SELF_RESOURCE_KEYS.iter().filter_map(|k| index(k)).collect(),
+            scratch: String::new(),
         })
     }
 
-    /// What the audit keeps of span `si`, from the decoded payload. `services` caches the payload's resources'
-    /// service name ids.
-    fn span(&mut self, d: &Decoded<'_>, si: usize, services: &mut [u16]) -> AuditSpan {
+    /// What the audit keeps of span `si`, from the decoded payload; a SERVER/CONSUMER span's self-description
+    /// is learned on the way. `seen` caches the payload's resources' service name ids and what was learned.
+    fn span<'a>(
+        &mut self,
+        d: &Decoded<'a>,
+        si: usize,
+        seen: &mut PayloadOrigins<'a>,
+        now: i64,
+    ) -> AuditSpan {
         let span = &d.spans[si];
         let rid = d.scopes[span.scope as usize].resource as usize;
-        let service = match services[rid] {
+        let service = match seen.services[rid] {
             SERVICE_UNSET => {
                 let name = d.resource_attrs_of(rid)[self.service_key].str_or_empty();
                 let id = self.state.names.service_id(name);
-                services[rid] = id;
+                seen.services[rid] = id;
                 id
             }
             id => id,
@@ -101,15 +154,18 @@ impl ShardAudit {
         let kind = u8::try_from(span.kind).unwrap_or(0);
         let mut destination = NONE;
         let mut ignored = false;
-        if matches!(kind, span_kind::CLIENT | span_kind::PRODUCER) {
-            let attrs = d.span_attrs_of(si);
-            ignored = self.ignore_keys.iter().any(|&k| attrs[k].is_present());
-            let named = (self.destination_keys.iter())
-                .map(|&k| attrs[k].str_or_empty())
-                .find(|v| !v.is_empty());
-            if let (false, Some(name)) = (ignored, named) {
-                destination = self.state.names.id(name);
+        match kind {
+            span_kind::CLIENT | span_kind::PRODUCER => {
+                let attrs = d.span_attrs_of(si);
+                ignored = self.ignore_keys.iter().any(|&k| attrs[k].is_present());
+                if !ignored {
+                    destination = self.destination(attrs);
+                }
             }
+            span_kind::SERVER | span_kind::CONSUMER if service != NONE => {
+                self.describe(d, si, rid, service, seen, now);
+            }
+            _ => {}
         }
         AuditSpan {
             span_id: u64::from_be_bytes(span.span_id),
@@ -118,6 +174,76 @@ impl ShardAudit {
             destination,
             kind,
             ignored,
+        }
+    }
+
+    /// A call's destination: the first `destination_attributes` entry it carries.
+    fn destination(&mut self, attrs: &[AttrValue<'_>]) -> u16 {
+        for src in &self.sources {
+            let (written, address) = match *src {
+                Source::Name(k) => match attrs[k].str_or_empty() {
+                    "" => continue,
+                    name => return self.state.names.id(name),
+                },
+                Source::Address(k, port) => {
+                    let port = port.map_or(0, |p| port_of(attrs[p]));
+                    let host = attrs[k].str_or_empty();
+                    (write_address(&mut self.scratch, host, port), true)
+                }
+                Source::Url(k) => (
+                    write_url_address(&mut self.scratch, attrs[k].str_or_empty()),
+                    true,
+                ),
+            };
+            if written && address {
+                return self.state.names.address_id(&self.scratch);
+            }
+        }
+        NONE
+    }
+
+    /// Learns the addresses a SERVER/CONSUMER span says its service answers on, once per payload for each
+    /// (resource, address, port).
+    fn describe<'a>(
+        &mut self,
+        d: &Decoded<'a>,
+        si: usize,
+        rid: usize,
+        service: u16,
+        seen: &mut PayloadOrigins<'a>,
+        now: i64,
+    ) {
+        let attrs = d.span_attrs_of(si);
+        let port = (self.self_ports.iter())
+            .map(|&k| port_of(attrs[k]))
+            .find(|&p| p != 0)
+            .unwrap_or(0);
+        let first = (self.self_addresses.iter())
+            .map(|&k| attrs[k].str_or_empty())
+            .find(|v| !v.is_empty())
+            .unwrap_or("");
+        if first.is_empty() && port == 0 {
+            return; // nothing said about itself
+        }
+        let key = (rid as u32, first, port);
+        if seen.learned.contains(&key) {
+            return;
+        }
+        if seen.learned.len() < LEARNED_PER_PAYLOAD {
+            seen.learned.push(key);
+        }
+        for &k in &self.self_addresses {
+            if write_address(&mut self.scratch, attrs[k].str_or_empty(), port) {
+                self.state.learn(&self.scratch, service, now);
+            }
+        }
+        if port != 0 {
+            let resource = d.resource_attrs_of(rid);
+            for &k in &self.self_hosts {
+                if write_address(&mut self.scratch, resource[k].str_or_empty(), port) {
+                    self.state.learn(&self.scratch, service, now);
+                }
+            }
         }
     }
 }
@@ -322,7 +448,7 @@ impl Shard {
 
     /// Takes this shard's spans of a decoded payload. `admit` must have accepted `order` first.
     /// `segment` is the spans log segment the payload was written to (0 without tail storage).
-    pub fn ingest(&mut self, d: &Decoded<'_>, order: &[(u128, u32)], now: i64, segment: u64) {
+    pub fn ingest<'a>(&mut self, d: &Decoded<'a>, order: &[(u128, u32)], now: i64, segment: u64) {
         let now = self.tick(now);
         self.stats.spans_received += order.len() as u64;
         // Origins of this payload's scopes, interned on first use.
@@ -334,6 +460,7 @@ impl Shard {
             } else {
                 Vec::new()
             },
+            learned: Vec::new(),
         };
         let mut start = 0;
         while start < order.len() {
@@ -348,7 +475,7 @@ impl Shard {
         }
     }
 
-    fn origin_of(&mut self, d: &Decoded<'_>, scope: u32, seen: &mut PayloadOrigins) -> Arc<Origin> {
+    fn origin_of(&mut self, d: &Decoded<'_>, scope: u32, seen: &mut PayloadOrigins<'_>) -> Arc<Origin> {
         if let Some(o) = &seen.origins[scope as usize] {
             return o.clone();
         }
@@ -382,7 +509,7 @@ impl Shard {
         &mut self,
         d: &Decoded<'_>,
         group: &[(u128, u32)],
-        seen: &mut PayloadOrigins,
+        seen: &mut PayloadOrigins<'_>,
         mut each: impl FnMut(&mut Self, Chunk),
     ) {
         let mut i = 0;
@@ -411,14 +538,14 @@ impl Shard {
         }
     }
 
-    fn ingest_trace(
+    fn ingest_trace<'a>(
         &mut self,
-        d: &Decoded<'_>,
+        d: &Decoded<'a>,
         id: u128,
         group: &[(u128, u32)],
         now: i64,
         segment: u64,
-        seen: &mut PayloadOrigins,
+        seen: &mut PayloadOrigins<'a>,
     ) {
         let slot = match self.table.get(&id) {
             Some(&slot) => slot,
@@ -497,7 +624,7 @@ impl Shard {
                 v.sampled_flag |= span.flags & 1 == 1;
                 v.root_seen |= is_root;
                 if let Some(a) = &mut self.audit {
-                    t.audit.push(a.span(d, si as usize, &mut seen.services));
+                    t.audit.push(a.span(d, si as usize, seen, now));
                     self.audit_spans += 1;
                 }
                 if !cfg.aggregators.is_empty() {
@@ -625,14 +752,17 @@ impl Shard {
         self.audit.as_ref().map(|a| a.state.totals())
     }
 
-    /// Propagation audit gauges: pairs held, names overflowed, bytes of names and pairs (zeros when off).
-    pub fn audit_gauges(&self) -> (u64, u64, u64) {
-        self.audit.as_ref().map_or((0, 0, 0), |a| {
-            (
+    /// Propagation audit gauges: pairs held, names overflowed, bytes of names and pairs, addresses held,
+    /// addresses overflowed (zeros when off).
+    pub fn audit_gauges(&self) -> [u64; 5] {
+        self.audit.as_ref().map_or([0; 5], |a| {
+            [
                 a.state.pair_count() as u64,
                 a.state.names.overflowed,
                 a.state.memory_bytes() as u64,
-            )
+                a.state.address_count() as u64,
+                a.state.addresses_overflowed,
+            ]
         })
     }
 
@@ -816,10 +946,11 @@ impl Shard {
         self.stats.decision_lag_ns_total += lag;
         self.stats.decisions_timed += 1;
         self.stats.decision_lag.record(lag);
+        let kept = !dropped && first_sampled.is_some();
         let audit = self
             .audit
             .as_mut()
-            .map(|a| a.state.audit(id, &self.traces[s].audit).into());
+            .map(|a| a.state.audit(id, &self.traces[s].audit, kept, now).into());
         let outcome = match (dropped, first_sampled) {
             (true, _) => {
                 self.stats.traces_dropped += 1;
