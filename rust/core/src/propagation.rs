@@ -44,6 +44,8 @@ use std::collections::HashMap;
 
 use ahash::RandomState;
 
+use crate::otlp::decode::{AttrKeys, AttrValue};
+
 /// OTLP `Span.SpanKind` values.
 pub mod span_kind {
     pub const SERVER: u8 = 2;
@@ -236,7 +238,9 @@ fn split_host_port(host: &str) -> (&str, Option<u16>) {
         };
     }
     match host.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+        Some((h, p))
+            if !h.contains(':') && !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) =>
+        {
             (h, port(p))
         }
         _ => (host, None),
@@ -259,6 +263,134 @@ pub fn write_url_address(out: &mut String, url: &str) -> bool {
         _ => 0,
     };
     write_address(out, hostport, default)
+}
+
+/// A `destination_attributes` entry, by key index.
+#[derive(Debug)]
+enum Source {
+    Name(usize),
+    Address(usize, Option<usize>),
+    Url(usize),
+}
+
+/// A port attribute: an int, or a string of digits (0: none).
+fn port_of(v: AttrValue<'_>) -> i64 {
+    match v {
+        AttrValue::Int(p) => p,
+        AttrValue::Str(s) => s.trim().parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Reads what the audit needs from a span's extracted attributes: a call's destination, a SERVER/CONSUMER
+/// span's self-description. Addresses are written into one reused buffer: nothing is allocated per span.
+#[derive(Debug)]
+pub struct AuditReader {
+    sources: Vec<Source>,
+    ignore_keys: Vec<usize>,
+    self_addresses: Vec<usize>,
+    self_ports: Vec<usize>,
+    self_hosts: Vec<usize>,
+    scratch: String,
+}
+
+impl AuditReader {
+    /// `keys` must hold [`AuditConfig::attribute_keys`] (the configuration adds them).
+    pub fn new(cfg: &AuditConfig, keys: &AttrKeys) -> Self {
+        let index = |k: &str| keys.index_of_str(k);
+        let sources = (cfg.destination_attributes.iter())
+            .filter_map(|d| {
+                Some(match d {
+                    DestinationSource::Name(k) => Source::Name(index(k)?),
+                    DestinationSource::Url(k) => Source::Url(index(k)?),
+                    DestinationSource::Address { address, port } => {
+                        Source::Address(index(address)?, index(port))
+                    }
+                })
+            })
+            .collect();
+        AuditReader {
+            sources,
+            ignore_keys: (cfg.ignore_when_present.iter())
+                .filter_map(|k| index(k))
+                .collect(),
+            self_addresses: SELF_SPAN_KEYS
+                .iter()
+                .filter_map(|(k, _)| index(k))
+                .collect(),
+            self_ports: SELF_SPAN_KEYS
+                .iter()
+                .filter_map(|(_, p)| index(p))
+                .collect(),
+            self_hosts: SELF_RESOURCE_KEYS.iter().filter_map(|k| index(k)).collect(),
+            scratch: String::new(),
+        }
+    }
+
+    /// The call carries an `ignore_when_present` attribute.
+    pub fn ignored(&self, attrs: &[AttrValue<'_>]) -> bool {
+        self.ignore_keys.iter().any(|&k| attrs[k].is_present())
+    }
+
+    /// A call's destination: the first `destination_attributes` entry it carries ([`NONE`]: none).
+    pub fn destination(&mut self, attrs: &[AttrValue<'_>], audit: &mut PropagationAudit) -> u16 {
+        for src in &self.sources {
+            let written = match *src {
+                Source::Name(k) => match attrs[k].str_or_empty() {
+                    "" => continue,
+                    name => return audit.names.id(name),
+                },
+                Source::Address(k, port) => {
+                    let port = port.map_or(0, |p| port_of(attrs[p]));
+                    write_address(&mut self.scratch, attrs[k].str_or_empty(), port)
+                }
+                Source::Url(k) => write_url_address(&mut self.scratch, attrs[k].str_or_empty()),
+            };
+            if written {
+                return audit.names.address_id(&self.scratch);
+            }
+        }
+        NONE
+    }
+
+    /// What identifies a SERVER/CONSUMER span's self-description cheaply: its first address attribute as
+    /// written, and its port. None when it says nothing about itself.
+    pub fn self_key<'a>(&self, attrs: &[AttrValue<'a>]) -> Option<(&'a str, i64)> {
+        let port = (self.self_ports.iter())
+            .map(|&k| port_of(attrs[k]))
+            .find(|&p| p != 0)
+            .unwrap_or(0);
+        let first = (self.self_addresses.iter())
+            .map(|&k| attrs[k].str_or_empty())
+            .find(|v| !v.is_empty())
+            .unwrap_or("");
+        (!first.is_empty() || port != 0).then_some((first, port))
+    }
+
+    /// Learns every address a SERVER/CONSUMER span of `service` says it answers on: its address attributes
+    /// (with its port unless they carry one), and its resource's host names with its port.
+    pub fn learn_self(
+        &mut self,
+        attrs: &[AttrValue<'_>],
+        resource: &[AttrValue<'_>],
+        service: u16,
+        now: i64,
+        audit: &mut PropagationAudit,
+    ) {
+        let port = self.self_key(attrs).map_or(0, |(_, p)| p);
+        for &k in &self.self_addresses {
+            if write_address(&mut self.scratch, attrs[k].str_or_empty(), port) {
+                audit.learn(&self.scratch, service, now);
+            }
+        }
+        if port != 0 {
+            for &k in &self.self_hosts {
+                if write_address(&mut self.scratch, resource[k].str_or_empty(), port) {
+                    audit.learn(&self.scratch, service, now);
+                }
+            }
+        }
+    }
 }
 
 /// What the audit keeps of one buffered span.
@@ -367,7 +499,7 @@ pub struct Example {
 
 /// Kept first, then most recent first (a stable sort: equal ones keep their order).
 pub fn sort_examples(v: &mut [Example]) {
-    v.sort_by(|a, b| (b.kept, b.at).cmp(&(a.kept, a.at)));
+    v.sort_by_key(|e| std::cmp::Reverse((e.kept, e.at)));
 }
 
 /// At most `cap` example traces, kept ones preferred: a new trace replaces the oldest one not kept, or, if it
@@ -575,7 +707,8 @@ impl PropagationAudit {
             self.addresses_overflowed += 1;
             return;
         }
-        self.addresses.insert(address.into(), Learned { service, seen: now });
+        self.addresses
+            .insert(address.into(), Learned { service, seen: now });
     }
 
     /// Audits one decided trace's spans; `kept`: the trace was sampled; `now`: when it was decided.
@@ -1272,5 +1405,424 @@ mod tests {
         assert_eq!(ids(&r.pairs[0].examples), vec![2, 1], "most recent first");
         assert!(r.pairs[1].overflow);
         assert_eq!(r.pairs[1].gaps, 1);
+    }
+
+    /// Spans read through [`AuditReader`] from attributes as instrumentation sends them.
+    struct Wire {
+        audit: PropagationAudit,
+        reader: AuditReader,
+        keys: AttrKeys,
+        spans: Vec<AuditSpan>,
+    }
+
+    type Attrs<'a> = &'a [(&'a str, AttrValue<'a>)];
+
+    impl Wire {
+        fn new(cfg: AuditConfig) -> Self {
+            let keys = AttrKeys::new(cfg.attribute_keys());
+            Wire {
+                reader: AuditReader::new(&cfg, &keys),
+                audit: PropagationAudit::new(cfg),
+                keys,
+                spans: Vec::new(),
+            }
+        }
+
+        fn values<'a>(&self, kv: Attrs<'a>) -> Vec<AttrValue<'a>> {
+            let mut v = vec![AttrValue::Absent; self.keys.len()];
+            // Keys the audit does not read are not extracted, as in a decoded payload.
+            for (k, val) in kv {
+                if let Some(i) = self.keys.index_of_str(k) {
+                    v[i] = *val;
+                }
+            }
+            v
+        }
+
+        /// A span of `service` (resource attributes `resource`), read at `now` seconds.
+        fn span(
+            &mut self,
+            (id, parent): (u64, u64),
+            service: &str,
+            kind: u8,
+            attrs: Attrs<'_>,
+            resource: Attrs<'_>,
+            now: i64,
+        ) -> &mut Self {
+            let service = self.audit.names.service_id(service);
+            let (a, r) = (self.values(attrs), self.values(resource));
+            let (mut destination, mut ignored) = (NONE, false);
+            match kind {
+                CLIENT | PRODUCER => {
+                    ignored = self.reader.ignored(&a);
+                    if !ignored {
+                        destination = self.reader.destination(&a, &mut self.audit);
+                    }
+                }
+                SERVER | CONSUMER => {
+                    let now = now * 1_000_000_000;
+                    (self.reader).learn_self(&a, &r, service, now, &mut self.audit)
+                }
+                _ => {}
+            }
+            self.spans.push(AuditSpan {
+                span_id: id,
+                parent,
+                service,
+                destination,
+                kind,
+                ignored,
+            });
+            self
+        }
+
+        fn decide(&mut self, trace_id: u128, kept: bool) -> TraceAudit {
+            let spans = std::mem::take(&mut self.spans);
+            let now = trace_id as i64 * 1_000_000_000;
+            self.audit.audit(trace_id, &spans, kept, now)
+        }
+
+        /// The report as an engine makes it: addresses resolved.
+        fn report(&self) -> GapReport {
+            GapReport::combine(vec![self.audit.report()], 1000, 5)
+        }
+    }
+
+    use AttrValue::{Int, Str};
+
+    fn pair<'r>(r: &'r GapReport, source: &str, destination: &str) -> &'r GapPair {
+        r.pairs
+            .iter()
+            .find(|p| p.source == source && p.destination == destination)
+            .unwrap_or_else(|| panic!("no pair {source} → {destination} in {:#?}", r.pairs))
+    }
+
+    macro_rules! addresses {
+        ($($name:ident: $write:expr => $want:expr;)*) => {$(
+            #[test]
+            fn $name() {
+                let mut out = String::from("left over");
+                let written = $write(&mut out);
+                assert_eq!((written, out.as_str()), $want);
+            }
+        )*};
+    }
+
+    addresses! {
+        address_and_port: |o: &mut String| write_address(o, "127.0.0.1", 14503) => (true, "127.0.0.1:14503");
+        address_carrying_its_port_wins: |o: &mut String| write_address(o, "127.0.0.1:14503", 80) => (true, "127.0.0.1:14503");
+        host_lowercased_trailing_dot_dropped: |o: &mut String| write_address(o, "Payments.Shop.", 0) => (true, "payments.shop");
+        ipv6_bare_gets_brackets: |o: &mut String| write_address(o, "::1", 8080) => (true, "[::1]:8080");
+        ipv6_bracketed_with_port: |o: &mut String| write_address(o, "[FE80::1]:9", 0) => (true, "[fe80::1]:9");
+        no_host_writes_nothing: |o: &mut String| write_address(o, "", 80) => (false, "");
+        port_out_of_range_is_none: |o: &mut String| write_address(o, "h", 70000) => (true, "h");
+        url_with_port: |o: &mut String| write_url_address(o, "http://127.0.0.1:14503/pay") => (true, "127.0.0.1:14503");
+        url_https_default_port_no_userinfo: |o: &mut String| write_url_address(o, "https://user:secret@API.example.com/v1?q=1#f") => (true, "api.example.com:443");
+        url_http_default_port: |o: &mut String| write_url_address(o, "http://cart?x=1") => (true, "cart:80");
+        url_ipv6: |o: &mut String| write_url_address(o, "http://[::1]:8080/") => (true, "[::1]:8080");
+        not_a_url: |o: &mut String| write_url_address(o, "/pay") => (false, "");
+    }
+
+    /// Scenario: one unanswered call per convention, as the instrumentations send it. Guarantees: the
+    /// destination is named by the first `destination_attributes` entry present, addresses as `host:port`.
+    #[test]
+    fn destinations_on_every_convention() {
+        let cases: &[(&str, Attrs<'_>, &str, bool)] = &[
+            (
+                "old HTTP (requests): http.url only",
+                &[
+                    ("http.method", Str("POST")),
+                    ("http.url", Str("http://127.0.0.1:14503/pay")),
+                ],
+                "127.0.0.1:14503",
+                true,
+            ),
+            (
+                "stable HTTP: server.address + server.port, url.full",
+                &[
+                    ("server.address", Str("127.0.0.1")),
+                    ("server.port", Int(14503)),
+                    ("url.full", Str("http://127.0.0.1:14503/pay")),
+                ],
+                "127.0.0.1:14503",
+                true,
+            ),
+            (
+                "stable HTTP: url.full only, default port",
+                &[("url.full", Str("https://api.stripe.com/v1/charges"))],
+                "api.stripe.com:443",
+                true,
+            ),
+            (
+                "old net: net.peer.name + net.peer.port",
+                &[
+                    ("net.peer.name", Str("Inventory")),
+                    ("net.peer.port", Int(8080)),
+                ],
+                "inventory:8080",
+                true,
+            ),
+            (
+                "rpc: rpc.service before server.address",
+                &[
+                    ("rpc.service", Str("shop.Cart")),
+                    ("server.address", Str("cart")),
+                    ("server.port", Int(50051)),
+                ],
+                "shop.Cart",
+                false,
+            ),
+            (
+                "messaging: destination name",
+                &[
+                    ("messaging.destination.name", Str("orders")),
+                    ("server.address", Str("kafka")),
+                ],
+                "orders",
+                false,
+            ),
+            (
+                "peer.service first",
+                &[
+                    ("peer.service", Str("payments")),
+                    ("http.url", Str("http://10.0.0.7/pay")),
+                ],
+                "payments",
+                false,
+            ),
+        ];
+        for (what, attrs, want, address) in cases {
+            let mut w = Wire::new(AuditConfig::default());
+            w.span((1, 0), "cart", SERVER, &[], &[], 1)
+                .span((2, 1), "cart", CLIENT, attrs, &[], 1);
+            assert_eq!(w.decide(1, false), audited(1, 1, 0), "{what}");
+            let r = w.report();
+            let p = pair(&r, "cart", want);
+            assert_eq!(p.gaps, 1, "{what}");
+            assert_eq!(!p.addresses.is_empty(), *address, "{what}");
+            assert_eq!(r.totals.unnamed_calls, 0, "{what}");
+        }
+    }
+
+    /// Scenario: the three Flask services, frontend → cart → payments on 127.0.0.1:14501-14503,
+    /// cart's call dropping the context, both HTTP conventions as real-instrumentation.md records them; the
+    /// payments trace (a new root) is decided after cart's. Guarantees: `cart → payments` is a gap to a traced
+    /// service with its address listed; `frontend → cart` is healthy.
+    #[test]
+    fn a_gap_to_an_address_resolves_to_the_service_that_describes_itself() {
+        type Server<'a> = fn(u16) -> Vec<(&'a str, AttrValue<'a>)>;
+        type Client<'a> = fn(u16) -> Vec<(&'a str, AttrValue<'a>)>;
+        fn old_server(port: u16) -> Vec<(&'static str, AttrValue<'static>)> {
+            let hostport: &'static str = match port {
+                14502 => "127.0.0.1:14502",
+                _ => "127.0.0.1:14503",
+            };
+            vec![
+                ("net.host.name", Str(hostport)),
+                ("net.host.port", Int(i64::from(port))),
+                ("http.host", Str(hostport)),
+            ]
+        }
+        fn old_client(port: u16) -> Vec<(&'static str, AttrValue<'static>)> {
+            vec![(
+                "http.url",
+                Str(match port {
+                    14502 => "http://127.0.0.1:14502/cart",
+                    _ => "http://127.0.0.1:14503/pay",
+                }),
+            )]
+        }
+        fn stable_server(port: u16) -> Vec<(&'static str, AttrValue<'static>)> {
+            let hostport: &'static str = match port {
+                14502 => "127.0.0.1:14502",
+                _ => "127.0.0.1:14503",
+            };
+            vec![
+                ("server.address", Str(hostport)),
+                ("server.port", Int(i64::from(port))),
+            ]
+        }
+        fn stable_client(port: u16) -> Vec<(&'static str, AttrValue<'static>)> {
+            vec![
+                ("server.address", Str("127.0.0.1")),
+                ("server.port", Int(i64::from(port))),
+                (
+                    "url.full",
+                    Str(match port {
+                        14502 => "http://127.0.0.1:14502/cart",
+                        _ => "http://127.0.0.1:14503/pay",
+                    }),
+                ),
+            ]
+        }
+        let conventions: [(&str, Server<'_>, Client<'_>); 2] = [
+            ("old", old_server, old_client),
+            ("stable", stable_server, stable_client),
+        ];
+        for (name, server, client) in conventions {
+            let mut w = Wire::new(AuditConfig::default());
+            for i in 0..3u64 {
+                let t = 10 * i;
+                w.span((1, 0), "frontend", SERVER, &[], &[], t as i64)
+                    .span((2, 1), "frontend", CLIENT, &client(14502), &[], t as i64)
+                    .span((3, 2), "cart", SERVER, &server(14502), &[], t as i64)
+                    .span((4, 3), "cart", CLIENT, &client(14503), &[], t as i64);
+                w.decide(u128::from(t) + 1, i == 1);
+                // payments' SERVER span: a new root, in a trace decided later.
+                w.span(
+                    (5, 0),
+                    "payments",
+                    SERVER,
+                    &server(14503),
+                    &[],
+                    t as i64 + 1,
+                );
+                w.decide(u128::from(t) + 2, false);
+            }
+            let r = w.report();
+            let broken = pair(&r, "cart", "payments");
+            assert_eq!(
+                (broken.calls, broken.gaps, broken.gap_traces),
+                (3, 3, 3),
+                "{name}"
+            );
+            assert!(broken.destination_traced, "{name}");
+            assert_eq!(broken.addresses, vec!["127.0.0.1:14503"], "{name}");
+            assert_eq!(ids(&broken.examples), vec![11, 21, 1], "{name}: kept first");
+            assert!(
+                broken.examples[0].kept && !broken.examples[1].kept,
+                "{name}"
+            );
+            let healthy = pair(&r, "frontend", "cart");
+            assert_eq!((healthy.calls, healthy.gaps), (3, 0), "{name}");
+            assert_eq!(healthy.addresses, vec!["127.0.0.1:14502"], "{name}");
+            assert_eq!(r.pairs.len(), 2, "{name}: {:#?}", r.pairs);
+            assert_eq!(r.totals.unnamed_calls, 0, "{name}");
+            let known: Vec<_> = r
+                .addresses
+                .iter()
+                .map(|a| (a.address.as_str(), a.service.as_str()))
+                .collect();
+            assert_eq!(
+                known,
+                vec![("127.0.0.1:14502", "cart"), ("127.0.0.1:14503", "payments")],
+                "{name}"
+            );
+        }
+    }
+
+    /// Scenario: the callee's self-description lands in another shard than the broken call. Guarantees: the
+    /// engine-wide report resolves it all the same; an address nobody describes stays as it is, untraced.
+    #[test]
+    fn addresses_resolve_across_shards_and_unknown_ones_stay() {
+        let mut a = Wire::new(AuditConfig::default());
+        a.span((1, 0), "cart", SERVER, &[], &[], 1)
+            .span(
+                (2, 1),
+                "cart",
+                CLIENT,
+                &[("http.url", Str("http://10.0.0.9:8080/pay"))],
+                &[],
+                1,
+            )
+            .span(
+                (3, 1),
+                "cart",
+                CLIENT,
+                &[("url.full", Str("https://api.stripe.com/v1"))],
+                &[],
+                1,
+            );
+        a.decide(1, true);
+        let mut b = Wire::new(AuditConfig::default());
+        // Resource host name with the span's port (the span's own address attributes absent).
+        b.span(
+            (9, 0),
+            "payments",
+            SERVER,
+            &[("server.port", Int(8080))],
+            &[("host.name", Str("10.0.0.9"))],
+            2,
+        );
+        b.decide(2, false);
+        let r = GapReport::combine(vec![a.audit.report(), b.audit.report()], 1000, 5);
+        let p = pair(&r, "cart", "payments");
+        assert!(p.destination_traced);
+        assert_eq!(p.addresses, vec!["10.0.0.9:8080"]);
+        let stripe = pair(&r, "cart", "api.stripe.com:443");
+        assert!(!stripe.destination_traced);
+    }
+
+    /// Scenario: more addresses than `max_addresses`, and addresses not described again for `address_ttl`.
+    /// Guarantees: the map holds at most the bound, counts the overflow, forgets stale entries (and the report
+    /// no longer resolves them) while refreshed ones stay.
+    #[test]
+    fn address_map_is_bounded_and_aged() {
+        let cfg = AuditConfig {
+            max_addresses: 2,
+            address_ttl_ns: 10_000_000_000,
+            ..AuditConfig::default()
+        };
+        let mut w = Wire::new(cfg);
+        let s = |a: &'static str| [("server.address", Str(a)), ("server.port", Int(80))];
+        w.span((1, 0), "a", SERVER, &s("a"), &[], 0)
+            .span((2, 0), "b", SERVER, &s("b"), &[], 0)
+            .span((3, 0), "c", SERVER, &s("c"), &[], 0);
+        assert_eq!(w.audit.address_count(), 2);
+        assert_eq!(w.audit.addresses_overflowed, 1);
+        // b is described again at 8 s; a is not. At 15 s, a is forgotten, b stays, c finds room.
+        w.span((4, 0), "b", SERVER, &s("b"), &[], 8);
+        w.spans.clear();
+        w.decide(15, false);
+        w.span((5, 0), "c", SERVER, &s("c"), &[], 15);
+        let r = w.report();
+        let known: Vec<_> = r.addresses.iter().map(|a| a.address.as_str()).collect();
+        assert_eq!(known, vec!["b:80", "c:80"]);
+        assert_eq!(r.addresses_overflowed, 1);
+        assert!(w.audit.memory_bytes() > 0);
+    }
+
+    /// Scenario: gaps in traces kept and not kept, more than `examples` of them. Guarantees: kept traces are
+    /// preferred (most recent first), then the most recent not kept; a trace not kept never displaces a kept one;
+    /// orphans' examples likewise.
+    #[test]
+    fn examples_prefer_kept_traces() {
+        let cfg = AuditConfig {
+            examples: 3,
+            ..AuditConfig::default()
+        };
+        let mut t = Trace::new(cfg);
+        let gap = |t: &mut Trace, id: u128, kept: bool| {
+            t.span(1, 0, "cart", SERVER, "")
+                .span(2, 1, "cart", CLIENT, "payments")
+                .span(3, 77, "ghost", SERVER, "");
+            t.decide(id, kept);
+        };
+        type Shown = Vec<(u128, bool)>;
+        let shown = |r: &GapReport| -> (Shown, Shown) {
+            let f = |e: &[Example]| e.iter().map(|e| (e.trace_id, e.kept)).collect();
+            (f(&r.pairs[0].examples), f(&r.broken[0].examples))
+        };
+        gap(&mut t, 1, false);
+        gap(&mut t, 2, true);
+        gap(&mut t, 3, false);
+        gap(&mut t, 4, false);
+        let (pair, broken) = shown(&t.audit.report());
+        assert_eq!(pair, vec![(2, true), (4, false), (3, false)]);
+        assert_eq!(broken, pair);
+        gap(&mut t, 5, true);
+        gap(&mut t, 6, true);
+        gap(&mut t, 7, false);
+        gap(&mut t, 8, true);
+        let (pair, _) = shown(&t.audit.report());
+        assert_eq!(pair, vec![(8, true), (6, true), (5, true)]);
+        // Merged with another shard's: still kept first, most recent first.
+        let mut other = Trace::new(AuditConfig::default());
+        gap(&mut other, 9, false);
+        gap(&mut other, 7, true);
+        let mut r = t.audit.report();
+        r.merge(other.audit.report(), 1000, 3);
+        let (pair, _) = shown(&r);
+        assert_eq!(pair, vec![(8, true), (7, true), (6, true)]);
     }
 }

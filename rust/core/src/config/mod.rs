@@ -638,8 +638,9 @@ mod tests {
                 "probabilistic-policy"
             ]
         );
-        // The forced-sampling key, and the propagation audit's: service.name, 5 destinations, 2 to ignore.
-        assert_eq!(c.attr_keys.len(), 1 + 8);
+        // The forced-sampling key, and the propagation audit's: service.name, 9 destination keys (7 entries,
+        // 2 of them with a port), 2 to ignore, 5 more of self-descriptions (server.address/port counted once).
+        assert_eq!(c.attr_keys.len(), 1 + 1 + 9 + 2 + 5);
         assert_eq!(c.policies[2].slot, Some(0));
     }
 
@@ -710,9 +711,66 @@ mod tests {
         probabilistic_mode:
             json!({"policies": [{"name": "a", "type": "probabilistic", "probabilistic": {"sampling_percentage": 5, "mode": "consistent"}}]})
             => "policies[0].probabilistic.mode: unknown mode \"consistent\"; supported: hash_seed, equalizing, proportional";
+        audit_destination_mapping_needs_one_kind:
+            json!({"tailsample": {"propagation_audit": {"destination_attributes": ["peer.service", {"name": "a", "url": "b"}]}}, "policies": [{"name": "a", "type": "always_sample"}]})
+            => "tailsample.propagation_audit.destination_attributes[1]: give exactly one of name, address (with an optional port) or url";
+        audit_destination_not_a_number:
+            json!({"tailsample": {"propagation_audit": {"destination_attributes": [5]}}, "policies": [{"name": "a", "type": "always_sample"}]})
+            => "tailsample.propagation_audit.destination_attributes[0]: expected an attribute key or a mapping {name: K}, {address: K, port: K} or {url: K}, got the number 5";
+        audit_address_ttl_positive:
+            json!({"tailsample": {"propagation_audit": {"address_ttl": "0s"}}, "policies": [{"name": "a", "type": "always_sample"}]})
+            => "tailsample.propagation_audit.address_ttl: must be a positive duration";
         too_many_keyed:
             json!({"policies": (0..5).map(|i| json!({"name": format!("p{i}"), "type": "latency_percentile"})).collect::<Vec<_>>()})
             => "policies: at most 4 latency_percentile and adaptive policies per processor";
+    }
+
+    /// Scenario: `destination_attributes` in both forms. Guarantees: a plain key reads as its convention
+    /// (address + port, URL, name), a mapping as written; both print back as given.
+    #[test]
+    fn audit_destinations_parse_and_print_back() {
+        let c = load(json!({"tailsample": {"propagation_audit": {
+            "destination_attributes": ["server.address", "http.url", "peer.service",
+                                       {"address": "app.host", "port": "app.port"}, {"url": "app.link"},
+                                       {"name": "server.address"}],
+            "max_addresses": 10, "address_ttl": "5m"}},
+            "policies": [{"name": "a", "type": "always_sample"}]}))
+        .unwrap();
+        let a = c.propagation_audit.as_ref().unwrap();
+        assert_eq!(
+            a.destination_attributes,
+            vec![
+                DestinationSource::Address {
+                    address: "server.address".into(),
+                    port: "server.port".into()
+                },
+                DestinationSource::Url("http.url".into()),
+                DestinationSource::Name("peer.service".into()),
+                DestinationSource::Address {
+                    address: "app.host".into(),
+                    port: "app.port".into()
+                },
+                DestinationSource::Url("app.link".into()),
+                DestinationSource::Name("server.address".into()),
+            ]
+        );
+        assert_eq!((a.max_addresses, a.address_ttl_ns), (10, 300_000_000_000));
+        let printed = &c.normalized()["tailsample"]["propagation_audit"];
+        assert_eq!(
+            printed["destination_attributes"],
+            json!(["server.address", "http.url", "peer.service",
+                   {"address": "app.host", "port": "app.port"}, {"url": "app.link"}, {"name": "server.address"}])
+        );
+        assert_eq!(printed["address_ttl"], json!("5m0s"));
+        for k in [
+            "app.host",
+            "app.port",
+            "app.link",
+            "net.host.name",
+            "host.name",
+        ] {
+            assert!(c.attr_keys.index_of_str(k).is_some(), "{k}");
+        }
     }
 
     /// Scenario: the contract for the tailsample-only types, as written. Guarantees: it loads, with the
@@ -728,8 +786,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.keyers.len(), 2);
         assert_eq!((c.keyers[0].slot, c.keyers[1].slot), (0, 1));
-        // service.name, http.route, gen_ai.usage.input_tokens, and the audit's 7 others.
-        assert_eq!(c.attr_keys.len(), 3 + 7);
+        // service.name, http.route, gen_ai.usage.input_tokens, and the audit's 16 others.
+        assert_eq!(c.attr_keys.len(), 3 + 16);
         assert!(c.reads_ot, "adaptive reads the spans' rv");
         let Kind::LatencyPercentile(p) = &c.policies[0].kind else {
             panic!()

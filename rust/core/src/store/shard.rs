@@ -28,11 +28,7 @@ use crate::otlp::encode::{
 use crate::otlp::wire::len_field_size;
 use crate::policy::inclusion::Stage;
 use crate::policy::{ot_bits, status_bits, Fold, Kind, Policy, SpanFacts, TraceView, Vote};
-use crate::otlp::decode::AttrValue;
-use crate::propagation::{
-    span_kind, write_address, write_url_address, AuditSpan, DestinationSource, GapReport,
-    PropagationAudit, NONE, SELF_RESOURCE_KEYS, SELF_SPAN_KEYS,
-};
+use crate::propagation::{span_kind, AuditReader, AuditSpan, GapReport, PropagationAudit, NONE};
 
 /// A run of one trace's spans from one payload under one origin, framed as `ScopeSpans.spans` entries.
 #[derive(Debug)]
@@ -60,22 +56,7 @@ struct Trace {
 struct ShardAudit {
     state: PropagationAudit,
     service_key: usize,
-    sources: Vec<Source>,
-    ignore_keys: Vec<usize>,
-    /// What SERVER/CONSUMER spans say about themselves: address keys of the span, its port keys, host keys of
-    /// the resource.
-    self_addresses: Vec<usize>,
-    self_ports: Vec<usize>,
-    self_hosts: Vec<usize>,
-    /// Reused for every address written (no allocation per span).
-    scratch: String,
-}
-
-/// A `destination_attributes` entry, by key index.
-enum Source {
-    Name(usize),
-    Address(usize, Option<usize>),
-    Url(usize),
+    reader: AuditReader,
 }
 
 /// Not yet looked up, in a payload's cache of resource → service name id.
@@ -89,45 +70,18 @@ struct PayloadOrigins<'a> {
     origins: Vec<Option<Arc<Origin>>>,
     /// Service name ids, for the propagation audit (empty when it is off).
     services: Vec<u16>,
-    /// (resource, address as written, port) already learned from this payload: a service's spans repeat the
-    /// same self-description, learned once.
+    /// (resource, first address as written, port) already learned from this payload: a service's spans repeat
+    /// the same self-description, learned once.
     learned: Vec<(u32, &'a str, i64)>,
-}
-
-/// A port attribute: an int, or a string of digits (0: none).
-fn port_of(v: AttrValue<'_>) -> i64 {
-    match v {
-        AttrValue::Int(p) => p,
-        AttrValue::Str(s) => s.trim().parse().unwrap_or(0),
-        _ => 0,
-    }
 }
 
 impl ShardAudit {
     fn new(cfg: &EngineConfig) -> Option<Self> {
         let a = cfg.propagation_audit.as_ref()?;
-        let keys = &cfg.attr_keys;
-        let index = |k: &str| keys.index_of_str(k);
-        let sources = (a.destination_attributes.iter())
-            .filter_map(|d| {
-                Some(match d {
-                    DestinationSource::Name(k) => Source::Name(index(k)?),
-                    DestinationSource::Url(k) => Source::Url(index(k)?),
-                    DestinationSource::Address { address, port } => {
-                        Source::Address(index(address)?, index(port))
-                    }
-                })
-            })
-            .collect();
         Some(ShardAudit {
             state: PropagationAudit::new(a.clone()),
-            service_key: index("service.name")?,
-            sources,
-            ignore_keys: a.ignore_when_present.iter().filter_map(|k| index(k)).collect(),
-            self_addresses: SELF_SPAN_KEYS.iter().filter_map(|(k, _)| index(k)).collect(),
-            self_ports: SELF_SPAN_KEYS.iter().filter_map(|(_, p)| index(p)).collect(),
-            self_hosts: SELF_RESOURCE_KEYS.iter().filter_map(|k| index(k)).collect(),
-            scratch: String::new(),
+            service_key: cfg.attr_keys.index_of_str("service.name")?,
+            reader: AuditReader::new(a, &cfg.attr_keys),
         })
     }
 
@@ -157,13 +111,23 @@ impl ShardAudit {
         match kind {
             span_kind::CLIENT | span_kind::PRODUCER => {
                 let attrs = d.span_attrs_of(si);
-                ignored = self.ignore_keys.iter().any(|&k| attrs[k].is_present());
+                ignored = self.reader.ignored(attrs);
                 if !ignored {
-                    destination = self.destination(attrs);
+                    destination = self.reader.destination(attrs, &mut self.state);
                 }
             }
             span_kind::SERVER | span_kind::CONSUMER if service != NONE => {
-                self.describe(d, si, rid, service, seen, now);
+                let attrs = d.span_attrs_of(si);
+                if let Some((first, port)) = self.reader.self_key(attrs) {
+                    let key = (rid as u32, first, port);
+                    if !seen.learned.contains(&key) {
+                        if seen.learned.len() < LEARNED_PER_PAYLOAD {
+                            seen.learned.push(key);
+                        }
+                        let resource = d.resource_attrs_of(rid);
+                        (self.reader).learn_self(attrs, resource, service, now, &mut self.state);
+                    }
+                }
             }
             _ => {}
         }
@@ -174,76 +138,6 @@ impl ShardAudit {
             destination,
             kind,
             ignored,
-        }
-    }
-
-    /// A call's destination: the first `destination_attributes` entry it carries.
-    fn destination(&mut self, attrs: &[AttrValue<'_>]) -> u16 {
-        for src in &self.sources {
-            let (written, address) = match *src {
-                Source::Name(k) => match attrs[k].str_or_empty() {
-                    "" => continue,
-                    name => return self.state.names.id(name),
-                },
-                Source::Address(k, port) => {
-                    let port = port.map_or(0, |p| port_of(attrs[p]));
-                    let host = attrs[k].str_or_empty();
-                    (write_address(&mut self.scratch, host, port), true)
-                }
-                Source::Url(k) => (
-                    write_url_address(&mut self.scratch, attrs[k].str_or_empty()),
-                    true,
-                ),
-            };
-            if written && address {
-                return self.state.names.address_id(&self.scratch);
-            }
-        }
-        NONE
-    }
-
-    /// Learns the addresses a SERVER/CONSUMER span says its service answers on, once per payload for each
-    /// (resource, address, port).
-    fn describe<'a>(
-        &mut self,
-        d: &Decoded<'a>,
-        si: usize,
-        rid: usize,
-        service: u16,
-        seen: &mut PayloadOrigins<'a>,
-        now: i64,
-    ) {
-        let attrs = d.span_attrs_of(si);
-        let port = (self.self_ports.iter())
-            .map(|&k| port_of(attrs[k]))
-            .find(|&p| p != 0)
-            .unwrap_or(0);
-        let first = (self.self_addresses.iter())
-            .map(|&k| attrs[k].str_or_empty())
-            .find(|v| !v.is_empty())
-            .unwrap_or("");
-        if first.is_empty() && port == 0 {
-            return; // nothing said about itself
-        }
-        let key = (rid as u32, first, port);
-        if seen.learned.contains(&key) {
-            return;
-        }
-        if seen.learned.len() < LEARNED_PER_PAYLOAD {
-            seen.learned.push(key);
-        }
-        for &k in &self.self_addresses {
-            if write_address(&mut self.scratch, attrs[k].str_or_empty(), port) {
-                self.state.learn(&self.scratch, service, now);
-            }
-        }
-        if port != 0 {
-            let resource = d.resource_attrs_of(rid);
-            for &k in &self.self_hosts {
-                if write_address(&mut self.scratch, resource[k].str_or_empty(), port) {
-                    self.state.learn(&self.scratch, service, now);
-                }
-            }
         }
     }
 }
@@ -475,7 +369,12 @@ impl Shard {
         }
     }
 
-    fn origin_of(&mut self, d: &Decoded<'_>, scope: u32, seen: &mut PayloadOrigins<'_>) -> Arc<Origin> {
+    fn origin_of(
+        &mut self,
+        d: &Decoded<'_>,
+        scope: u32,
+        seen: &mut PayloadOrigins<'_>,
+    ) -> Arc<Origin> {
         if let Some(o) = &seen.origins[scope as usize] {
             return o.clone();
         }
