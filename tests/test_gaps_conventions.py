@@ -231,3 +231,32 @@ def test_merged_reports_keep_kept_examples_first() -> None:
     assert p["examples"] == ["b2", "a1", "a2", "b1"] and p["kept_examples"] == ["b2"]
     assert m["addresses"] == {"127.0.0.1:14503": "payments", "10.0.0.3:80": "payments"}
     assert "b2 (kept)" in render_text(m)
+
+
+def test_addresses_are_learned_from_late_spans_too() -> None:
+    """Scenario: payments' SERVER span arrives after its trace was decided (a late span, not audited), and it is
+    the only span saying payments answers on 127.0.0.1:14503. Guarantees: the address is learned all the same,
+    and cart's broken call reads cart → payments."""
+    rng = random.Random(5)
+    e = Engine(Config.from_dict({"decision_wait": "10s", "policies": [ERRORS],
+                                 "decision_cache": {"non_sampled_cache_size": 1000}}))
+    cart_tid, pay_tid = trace_id(rng), trace_id(rng)
+    cart_srv, to_pay, pay_srv, pay_work = (span_id(rng) for _ in range(4))
+    e.ingest(make_request(resource("cart"), [
+        make_span(cart_tid, cart_srv, name="POST /cart", kind=SERVER,
+                  attributes=server_attributes("cart", "stable", 200, forced=False)),
+        make_span(cart_tid, to_pay, parent=cart_srv, name="POST", kind=CLIENT,
+                  attributes=client_attributes("payments", "stable", 200))], scope=FLASK), now=0.0)
+    e.ingest(make_request(resource("payments"), [
+        make_span(pay_tid, pay_work, parent=pay_srv, name="charge")], scope=FLASK), now=0.0)
+    e.poll(now=11.0)
+    before = e.gaps()
+    assert before is not None and pair(before, "cart", "127.0.0.1:14503")["gaps"] == 1
+    e.ingest(make_request(resource("payments"), [
+        make_span(pay_tid, pay_srv, name="POST /pay", kind=SERVER,
+                  attributes=server_attributes("payments", "stable", 200, forced=False))], scope=FLASK), now=12.0)
+    after = e.gaps()
+    assert after is not None
+    assert e.stats()["late_spans_dropped"] == 1
+    p = pair(after, "cart", "payments")
+    assert p["destination_traced"] and p["addresses"] == ["127.0.0.1:14503"]

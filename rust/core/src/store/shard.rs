@@ -85,6 +85,19 @@ impl ShardAudit {
         })
     }
 
+    /// The service name id of a payload's resource, looked up once per payload.
+    fn service(&mut self, d: &Decoded<'_>, rid: usize, seen: &mut PayloadOrigins<'_>) -> u16 {
+        match seen.services[rid] {
+            SERVICE_UNSET => {
+                let name = d.resource_attrs_of(rid)[self.service_key].str_or_empty();
+                let id = self.state.names.service_id(name);
+                seen.services[rid] = id;
+                id
+            }
+            id => id,
+        }
+    }
+
     /// What the audit keeps of span `si`, from the decoded payload; a SERVER/CONSUMER span's self-description
     /// is learned on the way. `seen` caches the payload's resources' service name ids and what was learned.
     fn span<'a>(
@@ -96,15 +109,7 @@ impl ShardAudit {
     ) -> AuditSpan {
         let span = &d.spans[si];
         let rid = d.scopes[span.scope as usize].resource as usize;
-        let service = match seen.services[rid] {
-            SERVICE_UNSET => {
-                let name = d.resource_attrs_of(rid)[self.service_key].str_or_empty();
-                let id = self.state.names.service_id(name);
-                seen.services[rid] = id;
-                id
-            }
-            id => id,
-        };
+        let service = self.service(d, rid, seen);
         let kind = u8::try_from(span.kind).unwrap_or(0);
         let mut destination = NONE;
         let mut ignored = false;
@@ -116,18 +121,8 @@ impl ShardAudit {
                     destination = self.reader.destination(attrs, &mut self.state);
                 }
             }
-            span_kind::SERVER | span_kind::CONSUMER if service != NONE => {
-                let attrs = d.span_attrs_of(si);
-                if let Some((first, port)) = self.reader.self_key(attrs) {
-                    let key = (rid as u32, first, port);
-                    if !seen.learned.contains(&key) {
-                        if seen.learned.len() < LEARNED_PER_PAYLOAD {
-                            seen.learned.push(key);
-                        }
-                        let resource = d.resource_attrs_of(rid);
-                        (self.reader).learn_self(attrs, resource, service, now, &mut self.state);
-                    }
-                }
+            span_kind::SERVER | span_kind::CONSUMER => {
+                self.describe(d, si, rid, service, seen, now)
             }
             _ => {}
         }
@@ -139,6 +134,48 @@ impl ShardAudit {
             kind,
             ignored,
         }
+    }
+
+    /// Learns what span `si` says about its service, if it is a SERVER/CONSUMER span (a late span, not audited).
+    fn learn<'a>(&mut self, d: &Decoded<'a>, si: usize, seen: &mut PayloadOrigins<'a>, now: i64) {
+        let span = &d.spans[si];
+        if matches!(
+            u8::try_from(span.kind).unwrap_or(0),
+            span_kind::SERVER | span_kind::CONSUMER
+        ) {
+            let rid = d.scopes[span.scope as usize].resource as usize;
+            let service = self.service(d, rid, seen);
+            self.describe(d, si, rid, service, seen, now);
+        }
+    }
+
+    /// Learns the addresses a SERVER/CONSUMER span of `service` says it answers on, once per payload for each
+    /// (resource, first address as written, port).
+    fn describe<'a>(
+        &mut self,
+        d: &Decoded<'a>,
+        si: usize,
+        rid: usize,
+        service: u16,
+        seen: &mut PayloadOrigins<'a>,
+        now: i64,
+    ) {
+        if service == NONE {
+            return;
+        }
+        let attrs = d.span_attrs_of(si);
+        let Some((first, port)) = self.reader.self_key(attrs) else {
+            return;
+        };
+        let key = (rid as u32, first, port);
+        if seen.learned.contains(&key) {
+            return;
+        }
+        if seen.learned.len() < LEARNED_PER_PAYLOAD {
+            seen.learned.push(key);
+        }
+        let resource = d.resource_attrs_of(rid);
+        (self.reader).learn_self(attrs, resource, service, now, &mut self.state);
     }
 }
 
@@ -437,6 +474,22 @@ impl Shard {
         }
     }
 
+    /// Late spans are not audited (their trace was), but what SERVER/CONSUMER spans say about themselves is
+    /// learned from every span ingested.
+    fn learn_late<'a>(
+        &mut self,
+        d: &Decoded<'a>,
+        group: &[(u128, u32)],
+        seen: &mut PayloadOrigins<'a>,
+        now: i64,
+    ) {
+        if let Some(a) = &mut self.audit {
+            for &(_, si) in group {
+                a.learn(d, si as usize, seen, now);
+            }
+        }
+    }
+
     fn ingest_trace<'a>(
         &mut self,
         d: &Decoded<'a>,
@@ -450,6 +503,7 @@ impl Shard {
             Some(&slot) => slot,
             None if self.sampled.contains(id) => {
                 // A late span of a kept trace: out at the next poll, with the trace's sampling probability.
+                self.learn_late(d, group, seen, now);
                 self.stats.late_spans_forwarded += group.len() as u64;
                 self.log.add_late(id, group.len() as u32);
                 let stage = self.sampled.get(id).unwrap_or_default();
@@ -466,6 +520,7 @@ impl Shard {
                 return;
             }
             None if self.not_sampled.contains(id) => {
+                self.learn_late(d, group, seen, now);
                 self.stats.late_spans_dropped += group.len() as u64;
                 self.log.add_late(id, group.len() as u32);
                 return;
