@@ -21,7 +21,8 @@
 //!   **gap** for the pair (caller's `service.name` → destination);
 //! * a call with a CLIENT or PRODUCER child is a wrapper (two instrumentations of one call), not a call of its
 //!   own; a call carrying any of `ignore_when_present` (by default `db.system`, `db.system.name`: databases
-//!   are not traced services) or naming one of `ignore_destinations` is not audited;
+//!   are not traced services) or naming one of `ignore_destinations` (or an address whose host is one) is not
+//!   audited;
 //! * a destination is **traced** when some span of the shard's traffic has it as `service.name`, some call
 //!   to it was answered, or it is an address some service describes itself by: a gap to a traced destination
 //!   is a service dropping the context; a gap to one never seen (an external API, a service without
@@ -424,17 +425,22 @@ pub struct Names {
     is_service: Vec<bool>,
     /// Per name: read from an address or URL attribute (`host:port`).
     is_address: Vec<bool>,
+    /// Per name: one of `ignore_destinations`, or an address whose host is.
+    is_ignored: Vec<bool>,
+    ignore: Vec<Box<str>>,
     max: usize,
     pub overflowed: u64,
 }
 
 impl Names {
-    fn new(max: usize) -> Self {
+    fn new(max: usize, ignore: &[String]) -> Self {
         Names {
             index: HashMap::default(),
             names: vec!["".into(), "(other)".into(), "(unnamed)".into()],
             is_service: vec![false; RESERVED],
             is_address: vec![false; RESERVED],
+            is_ignored: vec![false; RESERVED],
+            ignore: ignore.iter().map(|d| d.as_str().into()).collect(),
             max: max.min(MAX_NAMES_LIMIT),
             overflowed: 0,
         }
@@ -453,9 +459,11 @@ impl Names {
             return OTHER;
         }
         let id = self.names.len() as u16;
+        let ignored = self.ignore.iter().any(|d| **d == *name);
         self.names.push(name.into());
         self.is_service.push(false);
         self.is_address.push(false);
+        self.is_ignored.push(ignored);
         self.index.insert(name.into(), id);
         id
     }
@@ -469,11 +477,13 @@ impl Names {
         id
     }
 
-    /// The id of a normalised address (`host:port`), marking it as one.
+    /// The id of a normalised address (`host:port`), marking it as one; ignored when its host is.
     pub fn address_id(&mut self, address: &str) -> u16 {
         let id = self.id(address);
-        if usize::from(id) >= RESERVED {
+        if usize::from(id) >= RESERVED && !self.is_address[id as usize] {
             self.is_address[id as usize] = true;
+            let (host, _) = split_host_port(address);
+            self.is_ignored[id as usize] |= self.ignore.iter().any(|d| **d == *host);
         }
         id
     }
@@ -587,7 +597,6 @@ struct Learned {
 pub struct PropagationAudit {
     cfg: AuditConfig,
     pub names: Names,
-    ignored: Vec<u16>,
     pairs: HashMap<(u16, u16), PairCounts, RandomState>,
     overflow: PairCounts,
     broken: HashMap<u16, BrokenCounts, RandomState>,
@@ -621,16 +630,10 @@ pub struct Totals {
 
 impl PropagationAudit {
     pub fn new(cfg: AuditConfig) -> Self {
-        let mut names = Names::new(cfg.max_names);
-        let ignored = cfg
-            .ignore_destinations
-            .iter()
-            .map(|d| names.id(d))
-            .collect();
+        let names = Names::new(cfg.max_names, &cfg.ignore_destinations);
         PropagationAudit {
             cfg,
             names,
-            ignored,
             pairs: HashMap::default(),
             overflow: PairCounts::default(),
             broken: HashMap::default(),
@@ -789,7 +792,7 @@ impl PropagationAudit {
                 }
                 (d, _) => d,
             };
-            if self.ignored.contains(&destination) {
+            if self.names.is_ignored[destination as usize] {
                 continue;
             }
             found.calls += 1;
@@ -1824,5 +1827,56 @@ mod tests {
         r.merge(other.audit.report(), 1000, 3);
         let (pair, _) = shown(&r);
         assert_eq!(pair, vec![(8, true), (7, true), (6, true)]);
+    }
+
+    /// Scenario: `ignore_destinations` names a host; calls reach it by URL (with the scheme's port) and by
+    /// address + port. Guarantees: both are ignored (not calls); another host is not.
+    #[test]
+    fn ignore_destinations_match_an_address_by_its_host() {
+        let cfg = AuditConfig {
+            ignore_destinations: vec!["api.stripe.com".into(), "10.0.0.1:9000".into()],
+            ..AuditConfig::default()
+        };
+        let mut w = Wire::new(cfg);
+        w.span((1, 0), "cart", SERVER, &[], &[], 1)
+            .span(
+                (2, 1),
+                "cart",
+                CLIENT,
+                &[("url.full", Str("https://API.stripe.com/v1/charges"))],
+                &[],
+                1,
+            )
+            .span(
+                (3, 1),
+                "cart",
+                CLIENT,
+                &[
+                    ("server.address", Str("api.stripe.com")),
+                    ("server.port", Int(443)),
+                ],
+                &[],
+                1,
+            )
+            .span(
+                (4, 1),
+                "cart",
+                CLIENT,
+                &[("http.url", Str("http://10.0.0.1:9000/x"))],
+                &[],
+                1,
+            )
+            .span(
+                (5, 1),
+                "cart",
+                CLIENT,
+                &[("http.url", Str("http://api.example.com/x"))],
+                &[],
+                1,
+            );
+        assert_eq!(w.decide(1, false), audited(1, 1, 0));
+        let r = w.report();
+        assert_eq!(r.pairs.len(), 1);
+        assert_eq!(r.pairs[0].destination, "api.example.com:80");
     }
 }
