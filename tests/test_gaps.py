@@ -121,7 +121,9 @@ def test_orphan_span_marks_the_trace_broken_and_the_trace_is_still_judged_whole(
     r = e.gaps()
     assert r is not None
     assert (r["traces_broken"], r["orphan_spans"]) == (1, 1)
-    assert r["broken"] == [{"service": "inventory", "traces": 1, "orphan_spans": 1, "examples": [tid.hex()]}]
+    # The trace was kept (its error): its example says so (issue 17).
+    assert r["broken"] == [{"service": "inventory", "traces": 1, "orphan_spans": 1, "examples": [tid.hex()],
+                            "kept_examples": [tid.hex()]}]
     assert r["calls"] == 0, "a database call (db.system) is not a traced-service call"
     assert e.explain(tid.hex())["propagation"] == {"gaps": 0, "orphan_spans": 1}
 

@@ -48,7 +48,8 @@ _GAUGES = frozenset({"traces_in_memory", "spans_in_memory", "span_bytes_in_memor
                      "non_sampled_cache_bytes", "interned_origins", "num_shards", "policy_state_keys",
                      "policy_state_bytes", "red_series", "red_memory_bytes", "decision_log_records",
                      "decision_log_bytes", "recent_kept_traces", "recent_kept_bytes", "propagation_pairs",
-                     "propagation_memory_bytes", "buffered_bytes", "storage_bytes", "storage_directory_bytes",
+                     "propagation_memory_bytes", "propagation_addresses", "buffered_bytes", "storage_bytes",
+                     "storage_directory_bytes",
                      "storage_span_segments", "storage_decision_segments", "storage_open_rounds",
                      "storage_acknowledged_round"})
 # The attribute inventory (`/debug/attributes`, `check-config --url`, explain's near misses) reads at most one
@@ -375,12 +376,19 @@ def red_samples(engine: Engine, *labels: tuple[str, str]) -> list[Sample]:
 
 def gap_samples(engine: Engine, *labels: tuple[str, str]) -> list[Sample]:
     """The propagation audit per (source service, destination): calls, gaps and traces with a gap; per service:
-    orphan spans and broken traces. Bounded by `max_pairs` (pairs past it are labelled
+    orphan spans and broken traces; calls naming no destination. Bounded by `max_pairs` (pairs past it are labelled
     `otel_metric_overflow="true"`) and by the services seen."""
     report = engine.gaps()
     if report is None:
         return []
-    out: list[Sample] = []
+    out: list[Sample] = [
+        Sample("tailsample_propagation_unnamed_calls", "counter",
+               "Calls naming no destination attribute (those answered are named by their callee)", labels,
+               report["unnamed_calls"]),
+        Sample("tailsample_propagation_unnamed_gaps", "counter",
+               "Calls naming no destination that nobody answered (pairs with destination=\"(unnamed)\")", labels,
+               report["unnamed_gaps"]),
+    ]
     for p in report["pairs"]:
         if p["overflow"]:
             pair: tuple[tuple[str, str], ...] = (*labels, ("otel_metric_overflow", "true"))

@@ -484,12 +484,11 @@ impl Engine {
     /// The propagation-gap audit over every shard (None when `tailsample.propagation_audit` is off).
     pub fn gaps(&self) -> Option<GapReport> {
         let a = self.cfg.propagation_audit.as_ref()?;
-        let mut report = GapReport::default();
+        let mut parts = Vec::with_capacity(self.shards.len());
         for shard in self.shards.iter() {
-            let part = lock(shard).gaps()?;
-            report.merge(part, a.max_pairs, a.examples);
+            parts.push(lock(shard).gaps()?);
         }
-        Some(report)
+        Some(GapReport::combine(parts, a.max_pairs, a.examples))
     }
 
     /// Keys tracked by the stateful policies (`latency_percentile` groups, `adaptive` keys), traces judged
@@ -596,13 +595,12 @@ impl Engine {
         let (mut log_records, mut log_bytes) = (0u64, 0u64);
         let mut audit = crate::propagation::Totals::default();
         let (mut recent_traces, mut recent_bytes) = (0u64, 0u64);
-        let (mut audit_pairs, mut audit_names_overflowed, mut audit_bytes) = (0u64, 0u64, 0u64);
+        let mut audit_gauges = [0u64; 5];
         for shard in self.shards.iter() {
             let shard = lock(shard);
-            let (pairs, names_overflowed, bytes) = shard.audit_gauges();
-            audit_pairs += pairs;
-            audit_names_overflowed += names_overflowed;
-            audit_bytes += bytes;
+            for (sum, g) in audit_gauges.iter_mut().zip(shard.audit_gauges()) {
+                *sum += g;
+            }
             let (traces, bytes) = shard.recent_kept_gauges();
             recent_traces += traces;
             recent_bytes += bytes;
@@ -707,14 +705,24 @@ impl Engine {
             ("propagation_gaps", audit.gaps),
             ("propagation_orphan_spans", audit.orphan_spans),
             ("propagation_overflow_calls", audit.overflow_calls),
-            ("propagation_pairs", audit_pairs),
-            ("propagation_names_overflowed", audit_names_overflowed),
-            ("propagation_memory_bytes", audit_bytes),
+            ("propagation_unnamed_calls", audit.unnamed_calls),
+            ("propagation_unnamed_gaps", audit.unnamed_gaps),
+            ("propagation_pairs", audit_gauges[0]),
+            ("propagation_names_overflowed", audit_gauges[1]),
+            ("propagation_memory_bytes", audit_gauges[2]),
+            ("propagation_addresses", audit_gauges[3]),
+            ("propagation_addresses_overflowed", audit_gauges[4]),
             (
                 "limit_propagation_max_pairs",
                 c.propagation_audit
                     .as_ref()
                     .map_or(0, |a| a.max_pairs as u64),
+            ),
+            (
+                "limit_propagation_max_addresses",
+                c.propagation_audit
+                    .as_ref()
+                    .map_or(0, |a| (a.max_addresses * self.shards.len()) as u64),
             ),
             ("spans_not_sampled", s.spans_not_sampled),
             ("spans_dropped", s.spans_dropped),

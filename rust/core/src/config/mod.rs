@@ -11,7 +11,7 @@ use crate::otlp::decode::AttrKeys;
 use crate::policy::trace_aggregate::{TraceAggregate, MAX_AGGREGATES};
 use crate::policy::trace_key::{TraceKey, MAX_KEYED};
 use crate::policy::{Kind, Policy, MAX_FOLDING_POLICIES};
-use crate::propagation::{AuditConfig, MAX_AUDIT_KEYS, MAX_NAMES_LIMIT};
+use crate::propagation::{AuditConfig, DestinationSource, MAX_AUDIT_KEYS, MAX_NAMES_LIMIT};
 use crate::red::RedConfig;
 use node::{Mapping, Node};
 
@@ -168,45 +168,113 @@ fn parse_red(v: &Value) -> Result<Option<RedConfig>> {
     }))
 }
 
+/// One `destination_attributes` entry: a key (read as the semantic conventions define it, see
+/// [`DestinationSource::from_key`]), or `{name: K}`, `{address: K, port: K}`, `{url: K}`.
+fn parse_destination(v: &Value, path: &str) -> Result<DestinationSource> {
+    if let Value::String(k) = v {
+        if k.is_empty() {
+            return Err(Error::config(path, "must not be empty"));
+        }
+        return Ok(DestinationSource::from_key(k));
+    }
+    let mut m = Node::new(v, path).mapping().map_err(|_| {
+        Error::config(
+            path,
+            format!(
+                "expected an attribute key or a mapping {{name: K}}, {{address: K, port: K}} or {{url: K}}, got {}",
+                node::describe(v)
+            ),
+        )
+    })?;
+    let name = m.string("name", "")?;
+    let address = m.string("address", "")?;
+    let port = m.string("port", "")?;
+    let url = m.string("url", "")?;
+    m.finish()?;
+    match (name.is_empty(), address.is_empty(), url.is_empty()) {
+        (false, true, true) if port.is_empty() => Ok(DestinationSource::Name(name)),
+        (true, false, true) => Ok(DestinationSource::Address { address, port }),
+        (true, true, false) if port.is_empty() => Ok(DestinationSource::Url(url)),
+        _ => Err(Error::config(
+            path,
+            "give exactly one of name, address (with an optional port) or url",
+        )),
+    }
+}
+
+/// A `destination_attributes` entry as configured: the plain key when the conventions read it so.
+fn destination_json(d: &DestinationSource) -> Value {
+    if DestinationSource::from_key(d.key()) == *d {
+        return json!(d.key());
+    }
+    match d {
+        DestinationSource::Name(k) => json!({"name": k}),
+        DestinationSource::Url(k) => json!({"url": k}),
+        DestinationSource::Address { address, port } => json!({"address": address, "port": port}),
+    }
+}
+
 fn parse_audit(v: &Value) -> Result<Option<AuditConfig>> {
     let mut m = Node::new(v, "tailsample.propagation_audit").mapping()?;
     let enabled = m.boolean("enabled", true)?;
     let d = AuditConfig::default();
+    let keys_path = m.key_path("destination_attributes");
+    let destination_attributes = match m.value("destination_attributes") {
+        None => d.destination_attributes,
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| parse_destination(v, &format!("{keys_path}[{i}]")))
+            .collect::<Result<Vec<_>>>()?,
+        Some(other) => {
+            return Err(Error::config(
+                &keys_path,
+                format!("expected a list, got {}", node::describe(other)),
+            ))
+        }
+    };
     let list =
         |m: &mut Mapping<'_>, key: &'static str, default: Vec<String>| -> Result<Vec<String>> {
             Ok(if m.has(key) { m.strings(key)? } else { default })
         };
-    let destination_attributes = list(&mut m, "destination_attributes", d.destination_attributes)?;
     let ignore_when_present = list(&mut m, "ignore_when_present", d.ignore_when_present)?;
     let ignore_destinations = list(&mut m, "ignore_destinations", d.ignore_destinations)?;
-    let keys_path = m.key_path("destination_attributes");
-    if destination_attributes.len() + ignore_when_present.len() > MAX_AUDIT_KEYS {
-        return Err(Error::config(
-            keys_path,
-            format!(
-                "at most {MAX_AUDIT_KEYS} destination_attributes and ignore_when_present together"
-            ),
-        ));
-    }
     let max_pairs = m.int_at_least("max_pairs", d.max_pairs as i64, 1)? as usize;
     let names_path = m.key_path("max_names");
     let max_names = m.int_at_least("max_names", d.max_names as i64, 1)? as usize;
     let examples = m.int_at_least("examples", d.examples as i64, 0)? as usize;
+    let max_addresses = m.int_at_least("max_addresses", d.max_addresses as i64, 0)? as usize;
+    let ttl_path = m.key_path("address_ttl");
+    let address_ttl_ns = m.duration("address_ttl", d.address_ttl_ns)?;
     m.finish()?;
+    if address_ttl_ns <= 0 {
+        return Err(Error::config(ttl_path, "must be a positive duration"));
+    }
     if max_names > MAX_NAMES_LIMIT {
         return Err(Error::config(
             names_path,
             format!("at most {MAX_NAMES_LIMIT}, got {max_names}"),
         ));
     }
-    Ok(enabled.then_some(AuditConfig {
+    let a = AuditConfig {
         destination_attributes,
         ignore_when_present,
         ignore_destinations,
         max_pairs,
         max_names,
         examples,
-    }))
+        max_addresses,
+        address_ttl_ns,
+    };
+    if a.configured_keys() > MAX_AUDIT_KEYS {
+        return Err(Error::config(
+            keys_path,
+            format!(
+                "at most {MAX_AUDIT_KEYS} keys in destination_attributes (a port counts) and ignore_when_present together"
+            ),
+        ));
+    }
+    Ok(enabled.then_some(a))
 }
 
 impl EngineConfig {
@@ -350,9 +418,7 @@ impl EngineConfig {
             names.push("service.name".to_string());
         }
         if let Some(a) = &propagation_audit {
-            names.push("service.name".to_string());
-            names.extend(a.destination_attributes.iter().cloned());
-            names.extend(a.ignore_when_present.iter().cloned());
+            names.extend(a.attribute_keys());
         }
         let keys = if strict_reference_matching {
             AttrKeys::new_strict(names)
@@ -500,12 +566,14 @@ impl EngineConfig {
             None => json!({"enabled": false}),
             Some(a) => json!({
                 "enabled": true,
-                "destination_attributes": a.destination_attributes,
+                "destination_attributes": a.destination_attributes.iter().map(destination_json).collect::<Vec<_>>(),
                 "ignore_when_present": a.ignore_when_present,
                 "ignore_destinations": a.ignore_destinations,
                 "max_pairs": a.max_pairs,
                 "max_names": a.max_names,
                 "examples": a.examples,
+                "max_addresses": a.max_addresses,
+                "address_ttl": go_duration(a.address_ttl_ns),
             }),
         };
         if let Some(r) = &self.red_metrics {
@@ -581,8 +649,9 @@ mod tests {
                 "probabilistic-policy"
             ]
         );
-        // The forced-sampling key, and the propagation audit's: service.name, 5 destinations, 2 to ignore.
-        assert_eq!(c.attr_keys.len(), 1 + 8);
+        // The forced-sampling key, and the propagation audit's: service.name, 9 destination keys (7 entries,
+        // 2 of them with a port), 2 to ignore, 5 more of self-descriptions (server.address/port counted once).
+        assert_eq!(c.attr_keys.len(), 1 + 1 + 9 + 2 + 5);
         assert_eq!(c.policies[2].slot, Some(0));
     }
 
@@ -689,9 +758,66 @@ mod tests {
         probabilistic_mode:
             json!({"policies": [{"name": "a", "type": "probabilistic", "probabilistic": {"sampling_percentage": 5, "mode": "consistent"}}]})
             => "policies[0].probabilistic.mode: unknown mode \"consistent\"; supported: hash_seed, equalizing, proportional";
+        audit_destination_mapping_needs_one_kind:
+            json!({"tailsample": {"propagation_audit": {"destination_attributes": ["peer.service", {"name": "a", "url": "b"}]}}, "policies": [{"name": "a", "type": "always_sample"}]})
+            => "tailsample.propagation_audit.destination_attributes[1]: give exactly one of name, address (with an optional port) or url";
+        audit_destination_not_a_number:
+            json!({"tailsample": {"propagation_audit": {"destination_attributes": [5]}}, "policies": [{"name": "a", "type": "always_sample"}]})
+            => "tailsample.propagation_audit.destination_attributes[0]: expected an attribute key or a mapping {name: K}, {address: K, port: K} or {url: K}, got the number 5";
+        audit_address_ttl_positive:
+            json!({"tailsample": {"propagation_audit": {"address_ttl": "0s"}}, "policies": [{"name": "a", "type": "always_sample"}]})
+            => "tailsample.propagation_audit.address_ttl: must be a positive duration";
         too_many_keyed:
             json!({"policies": (0..5).map(|i| json!({"name": format!("p{i}"), "type": "latency_percentile"})).collect::<Vec<_>>()})
             => "policies: at most 4 latency_percentile and adaptive policies per processor";
+    }
+
+    /// Scenario: `destination_attributes` in both forms. Guarantees: a plain key reads as its convention
+    /// (address + port, URL, name), a mapping as written; both print back as given.
+    #[test]
+    fn audit_destinations_parse_and_print_back() {
+        let c = load(json!({"tailsample": {"propagation_audit": {
+            "destination_attributes": ["server.address", "http.url", "peer.service",
+                                       {"address": "app.host", "port": "app.port"}, {"url": "app.link"},
+                                       {"name": "server.address"}],
+            "max_addresses": 10, "address_ttl": "5m"}},
+            "policies": [{"name": "a", "type": "always_sample"}]}))
+        .unwrap();
+        let a = c.propagation_audit.as_ref().unwrap();
+        assert_eq!(
+            a.destination_attributes,
+            vec![
+                DestinationSource::Address {
+                    address: "server.address".into(),
+                    port: "server.port".into()
+                },
+                DestinationSource::Url("http.url".into()),
+                DestinationSource::Name("peer.service".into()),
+                DestinationSource::Address {
+                    address: "app.host".into(),
+                    port: "app.port".into()
+                },
+                DestinationSource::Url("app.link".into()),
+                DestinationSource::Name("server.address".into()),
+            ]
+        );
+        assert_eq!((a.max_addresses, a.address_ttl_ns), (10, 300_000_000_000));
+        let printed = &c.normalized()["tailsample"]["propagation_audit"];
+        assert_eq!(
+            printed["destination_attributes"],
+            json!(["server.address", "http.url", "peer.service",
+                   {"address": "app.host", "port": "app.port"}, {"url": "app.link"}, {"name": "server.address"}])
+        );
+        assert_eq!(printed["address_ttl"], json!("5m0s"));
+        for k in [
+            "app.host",
+            "app.port",
+            "app.link",
+            "net.host.name",
+            "host.name",
+        ] {
+            assert!(c.attr_keys.index_of_str(k).is_some(), "{k}");
+        }
     }
 
     /// Scenario: the contract for the tailsample-only types, as written. Guarantees: it loads, with the
@@ -707,8 +833,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.keyers.len(), 2);
         assert_eq!((c.keyers[0].slot, c.keyers[1].slot), (0, 1));
-        // service.name, http.route, gen_ai.usage.input_tokens, and the audit's 7 others.
-        assert_eq!(c.attr_keys.len(), 3 + 7);
+        // service.name, http.route, gen_ai.usage.input_tokens, and the audit's 16 others.
+        assert_eq!(c.attr_keys.len(), 3 + 16);
         assert!(c.reads_ot, "adaptive reads the spans' rv");
         let Kind::LatencyPercentile(p) = &c.policies[0].kind else {
             panic!()

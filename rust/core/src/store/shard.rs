@@ -28,7 +28,7 @@ use crate::otlp::encode::{
 use crate::otlp::wire::len_field_size;
 use crate::policy::inclusion::Stage;
 use crate::policy::{ot_bits, status_bits, Fold, Kind, Policy, SpanFacts, TraceView, Vote};
-use crate::propagation::{span_kind, AuditSpan, GapReport, PropagationAudit, NONE};
+use crate::propagation::{span_kind, AuditReader, AuditSpan, GapReport, PropagationAudit, NONE};
 
 /// A run of one trace's spans from one payload under one origin, framed as `ScopeSpans.spans` entries.
 #[derive(Debug)]
@@ -56,60 +56,75 @@ struct Trace {
 struct ShardAudit {
     state: PropagationAudit,
     service_key: usize,
-    destination_keys: Vec<usize>,
-    ignore_keys: Vec<usize>,
+    reader: AuditReader,
 }
 
 /// Not yet looked up, in a payload's cache of resource → service name id.
 const SERVICE_UNSET: u16 = u16::MAX;
+/// Self-descriptions remembered per payload, at most (past it they are learned again per span).
+const LEARNED_PER_PAYLOAD: usize = 32;
 
 /// What one payload's resources and scopes became, looked up on first use.
-struct PayloadOrigins {
+struct PayloadOrigins<'a> {
     resources: Vec<Option<Arc<Resource>>>,
     origins: Vec<Option<Arc<Origin>>>,
     /// Service name ids, for the propagation audit (empty when it is off).
     services: Vec<u16>,
+    /// (resource, first address as written, port) already learned from this payload: a service's spans repeat
+    /// the same self-description, learned once.
+    learned: Vec<(u32, &'a str, i64)>,
 }
 
 impl ShardAudit {
     fn new(cfg: &EngineConfig) -> Option<Self> {
         let a = cfg.propagation_audit.as_ref()?;
-        let keys = &cfg.attr_keys;
-        let index = |k: &String| keys.index_of_str(k);
         Some(ShardAudit {
             state: PropagationAudit::new(a.clone()),
-            service_key: keys.index_of_str("service.name")?,
-            destination_keys: a.destination_attributes.iter().filter_map(index).collect(),
-            ignore_keys: a.ignore_when_present.iter().filter_map(index).collect(),
+            service_key: cfg.attr_keys.index_of_str("service.name")?,
+            reader: AuditReader::new(a, &cfg.attr_keys),
         })
     }
 
-    /// What the audit keeps of span `si`, from the decoded payload. `services` caches the payload's resources'
-    /// service name ids.
-    fn span(&mut self, d: &Decoded<'_>, si: usize, services: &mut [u16]) -> AuditSpan {
-        let span = &d.spans[si];
-        let rid = d.scopes[span.scope as usize].resource as usize;
-        let service = match services[rid] {
+    /// The service name id of a payload's resource, looked up once per payload.
+    fn service(&mut self, d: &Decoded<'_>, rid: usize, seen: &mut PayloadOrigins<'_>) -> u16 {
+        match seen.services[rid] {
             SERVICE_UNSET => {
                 let name = d.resource_attrs_of(rid)[self.service_key].str_or_empty();
                 let id = self.state.names.service_id(name);
-                services[rid] = id;
+                seen.services[rid] = id;
                 id
             }
             id => id,
-        };
+        }
+    }
+
+    /// What the audit keeps of span `si`, from the decoded payload; a SERVER/CONSUMER span's self-description
+    /// is learned on the way. `seen` caches the payload's resources' service name ids and what was learned.
+    fn span<'a>(
+        &mut self,
+        d: &Decoded<'a>,
+        si: usize,
+        seen: &mut PayloadOrigins<'a>,
+        now: i64,
+    ) -> AuditSpan {
+        let span = &d.spans[si];
+        let rid = d.scopes[span.scope as usize].resource as usize;
+        let service = self.service(d, rid, seen);
         let kind = u8::try_from(span.kind).unwrap_or(0);
         let mut destination = NONE;
         let mut ignored = false;
-        if matches!(kind, span_kind::CLIENT | span_kind::PRODUCER) {
-            let attrs = d.span_attrs_of(si);
-            ignored = self.ignore_keys.iter().any(|&k| attrs[k].is_present());
-            let named = (self.destination_keys.iter())
-                .map(|&k| attrs[k].str_or_empty())
-                .find(|v| !v.is_empty());
-            if let (false, Some(name)) = (ignored, named) {
-                destination = self.state.names.id(name);
+        match kind {
+            span_kind::CLIENT | span_kind::PRODUCER => {
+                let attrs = d.span_attrs_of(si);
+                ignored = self.reader.ignored(attrs);
+                if !ignored {
+                    destination = self.reader.destination(attrs, &mut self.state);
+                }
             }
+            span_kind::SERVER | span_kind::CONSUMER => {
+                self.describe(d, si, rid, service, seen, now)
+            }
+            _ => {}
         }
         AuditSpan {
             span_id: u64::from_be_bytes(span.span_id),
@@ -119,6 +134,48 @@ impl ShardAudit {
             kind,
             ignored,
         }
+    }
+
+    /// Learns what span `si` says about its service, if it is a SERVER/CONSUMER span (a late span, not audited).
+    fn learn<'a>(&mut self, d: &Decoded<'a>, si: usize, seen: &mut PayloadOrigins<'a>, now: i64) {
+        let span = &d.spans[si];
+        if matches!(
+            u8::try_from(span.kind).unwrap_or(0),
+            span_kind::SERVER | span_kind::CONSUMER
+        ) {
+            let rid = d.scopes[span.scope as usize].resource as usize;
+            let service = self.service(d, rid, seen);
+            self.describe(d, si, rid, service, seen, now);
+        }
+    }
+
+    /// Learns the addresses a SERVER/CONSUMER span of `service` says it answers on, once per payload for each
+    /// (resource, first address as written, port).
+    fn describe<'a>(
+        &mut self,
+        d: &Decoded<'a>,
+        si: usize,
+        rid: usize,
+        service: u16,
+        seen: &mut PayloadOrigins<'a>,
+        now: i64,
+    ) {
+        if service == NONE {
+            return;
+        }
+        let attrs = d.span_attrs_of(si);
+        let Some((first, port)) = self.reader.self_key(attrs) else {
+            return;
+        };
+        let key = (rid as u32, first, port);
+        if seen.learned.contains(&key) {
+            return;
+        }
+        if seen.learned.len() < LEARNED_PER_PAYLOAD {
+            seen.learned.push(key);
+        }
+        let resource = d.resource_attrs_of(rid);
+        (self.reader).learn_self(attrs, resource, service, now, &mut self.state);
     }
 }
 
@@ -322,7 +379,7 @@ impl Shard {
 
     /// Takes this shard's spans of a decoded payload. `admit` must have accepted `order` first.
     /// `segment` is the spans log segment the payload was written to (0 without tail storage).
-    pub fn ingest(&mut self, d: &Decoded<'_>, order: &[(u128, u32)], now: i64, segment: u64) {
+    pub fn ingest<'a>(&mut self, d: &Decoded<'a>, order: &[(u128, u32)], now: i64, segment: u64) {
         let now = self.tick(now);
         self.stats.spans_received += order.len() as u64;
         // Origins of this payload's scopes, interned on first use.
@@ -334,6 +391,7 @@ impl Shard {
             } else {
                 Vec::new()
             },
+            learned: Vec::new(),
         };
         let mut start = 0;
         while start < order.len() {
@@ -348,7 +406,12 @@ impl Shard {
         }
     }
 
-    fn origin_of(&mut self, d: &Decoded<'_>, scope: u32, seen: &mut PayloadOrigins) -> Arc<Origin> {
+    fn origin_of(
+        &mut self,
+        d: &Decoded<'_>,
+        scope: u32,
+        seen: &mut PayloadOrigins<'_>,
+    ) -> Arc<Origin> {
         if let Some(o) = &seen.origins[scope as usize] {
             return o.clone();
         }
@@ -382,7 +445,7 @@ impl Shard {
         &mut self,
         d: &Decoded<'_>,
         group: &[(u128, u32)],
-        seen: &mut PayloadOrigins,
+        seen: &mut PayloadOrigins<'_>,
         mut each: impl FnMut(&mut Self, Chunk),
     ) {
         let mut i = 0;
@@ -411,19 +474,36 @@ impl Shard {
         }
     }
 
-    fn ingest_trace(
+    /// Late spans are not audited (their trace was), but what SERVER/CONSUMER spans say about themselves is
+    /// learned from every span ingested.
+    fn learn_late<'a>(
         &mut self,
-        d: &Decoded<'_>,
+        d: &Decoded<'a>,
+        group: &[(u128, u32)],
+        seen: &mut PayloadOrigins<'a>,
+        now: i64,
+    ) {
+        if let Some(a) = &mut self.audit {
+            for &(_, si) in group {
+                a.learn(d, si as usize, seen, now);
+            }
+        }
+    }
+
+    fn ingest_trace<'a>(
+        &mut self,
+        d: &Decoded<'a>,
         id: u128,
         group: &[(u128, u32)],
         now: i64,
         segment: u64,
-        seen: &mut PayloadOrigins,
+        seen: &mut PayloadOrigins<'a>,
     ) {
         let slot = match self.table.get(&id) {
             Some(&slot) => slot,
             None if self.sampled.contains(id) => {
                 // A late span of a kept trace: out at the next poll, with the trace's sampling probability.
+                self.learn_late(d, group, seen, now);
                 self.stats.late_spans_forwarded += group.len() as u64;
                 self.log.add_late(id, group.len() as u32);
                 let stage = self.sampled.get(id).unwrap_or_default();
@@ -440,6 +520,7 @@ impl Shard {
                 return;
             }
             None if self.not_sampled.contains(id) => {
+                self.learn_late(d, group, seen, now);
                 self.stats.late_spans_dropped += group.len() as u64;
                 self.log.add_late(id, group.len() as u32);
                 return;
@@ -497,7 +578,7 @@ impl Shard {
                 v.sampled_flag |= span.flags & 1 == 1;
                 v.root_seen |= is_root;
                 if let Some(a) = &mut self.audit {
-                    t.audit.push(a.span(d, si as usize, &mut seen.services));
+                    t.audit.push(a.span(d, si as usize, seen, now));
                     self.audit_spans += 1;
                 }
                 if !cfg.aggregators.is_empty() {
@@ -625,14 +706,17 @@ impl Shard {
         self.audit.as_ref().map(|a| a.state.totals())
     }
 
-    /// Propagation audit gauges: pairs held, names overflowed, bytes of names and pairs (zeros when off).
-    pub fn audit_gauges(&self) -> (u64, u64, u64) {
-        self.audit.as_ref().map_or((0, 0, 0), |a| {
-            (
+    /// Propagation audit gauges: pairs held, names overflowed, bytes of names and pairs, addresses held,
+    /// addresses overflowed (zeros when off).
+    pub fn audit_gauges(&self) -> [u64; 5] {
+        self.audit.as_ref().map_or([0; 5], |a| {
+            [
                 a.state.pair_count() as u64,
                 a.state.names.overflowed,
                 a.state.memory_bytes() as u64,
-            )
+                a.state.address_count() as u64,
+                a.state.addresses_overflowed,
+            ]
         })
     }
 
@@ -816,10 +900,11 @@ impl Shard {
         self.stats.decision_lag_ns_total += lag;
         self.stats.decisions_timed += 1;
         self.stats.decision_lag.record(lag);
+        let kept = !dropped && first_sampled.is_some();
         let audit = self
             .audit
             .as_mut()
-            .map(|a| a.state.audit(id, &self.traces[s].audit).into());
+            .map(|a| a.state.audit(id, &self.traces[s].audit, kept, now).into());
         let outcome = match (dropped, first_sampled) {
             (true, _) => {
                 self.stats.traces_dropped += 1;
