@@ -112,6 +112,10 @@ pub const SELF_SPAN_KEYS: [(&str, &str); 3] = [
 ];
 /// Resource attributes naming the host a service answers on (with the port its spans give).
 pub const SELF_RESOURCE_KEYS: [&str; 2] = ["host.name", "k8s.service.name"];
+/// Names a SERVER span answers to, beside its addresses: an RPC service (`rpc.service`, e.g.
+/// `shop.Payments`), which gRPC clients name as their destination and which carries no address at all in some
+/// instrumentations (Python's grpcio CLIENT spans).
+pub const SELF_NAME_KEYS: [&str; 1] = ["rpc.service"];
 
 /// `tailsample.propagation_audit`.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,6 +191,7 @@ impl AuditConfig {
             }
         }
         out.extend(SELF_RESOURCE_KEYS.iter().map(|k| k.to_string()));
+        out.extend(SELF_NAME_KEYS.iter().map(|k| k.to_string()));
         out
     }
 }
@@ -292,6 +297,7 @@ pub struct AuditReader {
     self_addresses: Vec<usize>,
     self_ports: Vec<usize>,
     self_hosts: Vec<usize>,
+    self_names: Vec<usize>,
     scratch: String,
 }
 
@@ -324,6 +330,7 @@ impl AuditReader {
                 .filter_map(|(_, p)| index(p))
                 .collect(),
             self_hosts: SELF_RESOURCE_KEYS.iter().filter_map(|k| index(k)).collect(),
+            self_names: SELF_NAME_KEYS.iter().filter_map(|k| index(k)).collect(),
             scratch: String::new(),
         }
     }
@@ -361,7 +368,7 @@ impl AuditReader {
             .map(|&k| port_of(attrs[k]))
             .find(|&p| p != 0)
             .unwrap_or(0);
-        let first = (self.self_addresses.iter())
+        let first = (self.self_addresses.iter().chain(&self.self_names))
             .map(|&k| attrs[k].str_or_empty())
             .find(|v| !v.is_empty())
             .unwrap_or("");
@@ -390,6 +397,9 @@ impl AuditReader {
                     audit.learn(&self.scratch, service, now);
                 }
             }
+        }
+        for &k in &self.self_names {
+            audit.learn(attrs[k].str_or_empty(), service, now);
         }
     }
 }
@@ -1010,14 +1020,21 @@ impl GapReport {
     pub fn resolve(&mut self, known: &HashMap<&str, &str>, examples: usize) {
         let mut changed = false;
         for p in &mut self.pairs {
-            if p.overflow || p.unnamed || p.addresses.is_empty() {
+            if p.overflow || p.unnamed {
                 continue;
             }
-            let service = known
-                .get(p.destination.as_str())
-                .map(|s| s.to_string())
-                .or_else(|| p.callee.clone());
-            if let Some(s) = service {
+            let known_as = known.get(p.destination.as_str()).map(|s| s.to_string());
+            if p.addresses.is_empty() {
+                // A name (an RPC service, say) that a SERVER span answered to: named by that service, the name
+                // kept as how the calls spell it.
+                if let Some(s) = known_as.filter(|s| *s != p.destination) {
+                    p.addresses.push(std::mem::replace(&mut p.destination, s));
+                    p.destination_traced = true;
+                    changed = true;
+                }
+                continue;
+            }
+            if let Some(s) = known_as.or_else(|| p.callee.clone()) {
                 p.destination = s;
                 p.destination_traced = true;
                 changed = true;
@@ -1605,6 +1622,35 @@ mod tests {
             assert_eq!(!p.addresses.is_empty(), *address, "{what}");
             assert_eq!(r.totals.unnamed_calls, 0, "{what}");
         }
+    }
+
+    /// Scenario: Python grpcio's instrumentation: the CLIENT span names only `rpc.service`, and the callee's
+    /// SERVER span (in another trace: the context was dropped) answers to that RPC service. Guarantees: the pair
+    /// reads `cart → payments`, traced, the RPC service kept as how the calls spell it.
+    #[test]
+    fn a_gap_to_an_rpc_service_resolves_to_the_service_serving_it() {
+        let rpc = [
+            ("rpc.system", Str("grpc")),
+            ("rpc.service", Str("shop.Payments")),
+        ];
+        let mut w = Wire::new(AuditConfig::default());
+        w.span((1, 0), "cart", SERVER, &[], &[], 1)
+            .span((2, 1), "cart", CLIENT, &rpc, &[], 1);
+        assert_eq!(w.decide(1, true), audited(1, 1, 0));
+        w.span((5, 0), "payments", SERVER, &rpc, &[], 2);
+        w.decide(2, false);
+        let r = w.report();
+        let p = pair(&r, "cart", "payments");
+        assert_eq!((p.calls, p.gaps), (1, 1));
+        assert!(p.destination_traced);
+        assert_eq!(p.addresses, vec!["shop.Payments".to_string()]);
+        // A name no SERVER span answers to stays as it is, untraced.
+        let mut w = Wire::new(AuditConfig::default());
+        w.span((1, 0), "cart", SERVER, &[], &[], 1)
+            .span((2, 1), "cart", CLIENT, &[("rpc.service", Str("ext.Api"))], &[], 1);
+        w.decide(1, false);
+        let r = w.report();
+        assert!(!pair(&r, "cart", "ext.Api").destination_traced);
     }
 
     /// Scenario: the three Flask services, frontend → cart → payments on 127.0.0.1:14501-14503,
