@@ -45,7 +45,7 @@ test-python: build ## pytest (exit 5, nothing collected, is reported and not cou
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; rc=0; fi; exit $$rc
 
 test-realworld: build ## real OTel instrumentation (Python, Node, Go stacks) → tailsample serve → Jaeger v2, end to end (slow; UPDATE=1 rewrites the fixtures)
-	TAILSAMPLE_REALWORLD_UPDATE=$(UPDATE) $(BIN)/python -m pytest tests/realworld -m realworld -q; rc=$$?; \
+	TAILSAMPLE_BUILD_JAEGER=1 TAILSAMPLE_REALWORLD_UPDATE=$(UPDATE) $(BIN)/python -m pytest tests/realworld -m realworld -q; rc=$$?; \
 	if [ -n "$(UPDATE)" ]; then $(BIN)/python tests/realworld/emitted.py || rc=1; fi; exit $$rc
 
 test: test-rust lint test-python ## every test: cargo test, clippy, fmt, ruff, mypy, pytest

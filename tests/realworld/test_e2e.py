@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+import jaeger_fixture
 from realworld import checks, harness
 from realworld.stacks import Stack, StackUnavailable, all_stacks
-from tools import gotools
 
 pytestmark = pytest.mark.realworld
 
@@ -33,7 +33,8 @@ _rest_totals = {"kept": 0, "n": 0}
 
 @pytest.fixture(scope="module")
 def jaeger_binary() -> Any:
-    return gotools.require(gotools.jaeger)
+    # Built only when asked (`make test-realworld`): otherwise the suite runs where Jaeger is already cached.
+    return jaeger_fixture.jaeger_binary()
 
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{s.name}-{c}" for s, c in CASES])
