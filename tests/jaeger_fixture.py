@@ -154,8 +154,11 @@ def running_jaeger(binary: Path, directory: Path | None = None) -> Iterator[Jaeg
         path.write_text(yaml.safe_dump(config(**ports)))
         log = Path(tmp) / "jaeger.log"
         with log.open("wb") as out:
+            # Jaeger's own tracing would export to localhost:4317 (another process's port, or nothing).
+            env = {**os.environ, "OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none",
+                   "OTEL_TRACES_SAMPLER": "always_off"}
             proc = subprocess.Popen([str(binary), "--config", f"file:{path}"], stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+                                    stdin=subprocess.DEVNULL, env=env)
         j = Jaeger(otlp_http=f"http://{LOOPBACK}:{ports['otlp_http']}", otlp_grpc=f"{LOOPBACK}:{ports['otlp_grpc']}",
                    query=f"http://{LOOPBACK}:{ports['query_http']}", log=log, process=proc)
         try:

@@ -33,9 +33,10 @@ from typing import Any
 
 import yaml
 
+from jaeger_fixture import running_jaeger
 from realworld.stacks import ROLES, Launcher, Stack
+from service_harness import LOOPBACK, free_port, wait_for
 
-LOOPBACK = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[2]
 SEED_CONFIG = REPO / "python" / "tailsample" / "data" / "seed-config.yaml"
 FIXTURES = REPO / "tests" / "data" / "realworld"
@@ -50,12 +51,6 @@ CONCURRENCY = 8  # enough that the slow requests (1.2 s) do not serialize the ru
 
 
 # ---- processes ---------------------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
 
 class Child:
     """A subprocess in its own process group, output to `log`; `stop()` is SIGTERM, then SIGKILL after `grace`."""
@@ -94,17 +89,6 @@ class Child:
         return self.proc.returncode
 
 
-def wait_until(what: str, condition: Any, timeout: float, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 def http_get(url: str, headers: Mapping[str, str] | None = None, timeout: float = 30.0) -> tuple[int, dict[str, str],
                                                                                                    bytes]:
     """A plain (uninstrumented) GET: status, headers (lower-cased names), body; HTTP errors are answers too."""
@@ -127,7 +111,6 @@ def answers(url: str) -> bool:
 
 @dataclass
 class Jaeger:
-    child: Child
     otlp_grpc: str  # host:port
     query: str  # base URL of the query API
 
@@ -144,36 +127,9 @@ class Jaeger:
 
 @contextlib.contextmanager
 def jaeger(binary: Path, tmp: Path) -> Iterator[Jaeger]:
-    """Jaeger v2 all-in-one shape: OTLP/gRPC receiver, memory storage, query API, all on loopback."""
-    grpc_port, query_port, query_grpc_port = free_port(), free_port(), free_port()
-    config = {
-        "service": {
-            "extensions": ["jaeger_storage", "jaeger_query"],
-            "pipelines": {"traces": {"receivers": ["otlp"], "processors": [],
-                                     "exporters": ["jaeger_storage_exporter"]}},
-            "telemetry": {"metrics": {"level": "none"}, "traces": {"level": "none"}, "logs": {"level": "warn"}},
-        },
-        "extensions": {
-            "jaeger_query": {"storage": {"traces": "memstore"},
-                             "http": {"endpoint": f"{LOOPBACK}:{query_port}"},
-                             "grpc": {"endpoint": f"{LOOPBACK}:{query_grpc_port}"}},
-            "jaeger_storage": {"backends": {"memstore": {"memory": {"max_traces": 100000}}}},
-        },
-        "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"{LOOPBACK}:{grpc_port}"}}}},
-        "exporters": {"jaeger_storage_exporter": {"trace_storage": "memstore"}},
-    }
-    path = tmp / "jaeger.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    # Jaeger's own tracing would export to localhost:4317 (some other process's port, or nothing)
-    env = {**os.environ, "OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "none",
-           "OTEL_TRACES_SAMPLER": "always_off"}
-    child = Child("jaeger", [str(binary), "--config", str(path)], tmp / "jaeger.log", env=env)
-    try:
-        query = f"http://{LOOPBACK}:{query_port}"
-        wait_until("jaeger's query API", lambda: child.alive() and answers(f"{query}/api/services"), 60, 0.2)
-        yield Jaeger(child, f"{LOOPBACK}:{grpc_port}", query)
-    finally:
-        child.stop()
+    """Jaeger v2 on loopback (`jaeger_fixture.running_jaeger`: OTLP in, memory storage, query API)."""
+    with running_jaeger(binary, tmp) as j:
+        yield Jaeger(j.otlp_grpc, j.query)
 
 
 # ---- tailsample serve --------------------------------------------------------------------------------------
@@ -256,7 +212,7 @@ def serve(tmp: Path, jaeger_otlp_grpc: str) -> Iterator[Serve]:
                   tmp / "serve.log")
     try:
         health = f"http://{LOOPBACK}:{ports['health']}/"
-        wait_until("tailsample serve healthy", lambda: child.alive() and answers(health), 60, 0.1)
+        wait_for(lambda: child.alive() and answers(health), 60, 0.1, what="tailsample serve healthy")
         yield Serve(child, f"{LOOPBACK}:{ports['grpc']}", f"http://{LOOPBACK}:{ports['http']}",
                     f"http://{LOOPBACK}:{ports['metrics']}", tmp / "recording.json",
                     parse_duration(str(config["processors"]["tail_sampling"]["decision_wait"])))
@@ -305,10 +261,10 @@ def services(stack: Stack, launcher: Launcher, convention: str, serve_: Serve, t
         for role, child in children.items():
             if role == "frontend" or not stack.grpc_downstream:
                 url = f"http://{LOOPBACK}:{ports[role]}/health"
-                wait_until(f"{child.name} healthy", lambda c=child, u=url: c.alive() and answers(u), 60, 0.1)
+                wait_for(lambda c=child, u=url: c.alive() and answers(u), 60, 0.1, what=f"{child.name} healthy")
             else:
-                wait_until(f"{child.name} listening", lambda c=child, p=ports[role]: c.alive() and _listening(p),
-                           60, 0.1)
+                wait_for(lambda c=child, p=ports[role]: c.alive() and _listening(p), 60, 0.1,
+                         what=f"{child.name} listening")
         yield f"http://{LOOPBACK}:{ports['frontend']}", children
     finally:
         for child in children.values():
@@ -458,8 +414,8 @@ def run_stack(stack: Stack, convention: str, jaeger_binary: Path, tmp: Path) -> 
         t3 = time.monotonic()
         made = {t for a in got for t in a.trace_ids}
         # every trace decided by both pipelines: serve's engines hold nothing, and the recording has every trace
-        wait_until("both pipelines to decide every trace", lambda: s.child.alive() and _settled(s, made),
-                   s.decision_wait + 30, 0.5)
+        wait_for(lambda: s.child.alive() and _settled(s, made), s.decision_wait + 30, 0.5,
+                 what="both pipelines to decide every trace")
         timings["settle_s"] = time.monotonic() - t3
         by_trace = spans_by_trace(read_recording(s.recording))
         result = RunResult(stack.name, convention, stack.protocol, got, ground_truth(got, by_trace), s.recording,

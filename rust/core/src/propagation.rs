@@ -1646,8 +1646,14 @@ mod tests {
         assert_eq!(p.addresses, vec!["shop.Payments".to_string()]);
         // A name no SERVER span answers to stays as it is, untraced.
         let mut w = Wire::new(AuditConfig::default());
-        w.span((1, 0), "cart", SERVER, &[], &[], 1)
-            .span((2, 1), "cart", CLIENT, &[("rpc.service", Str("ext.Api"))], &[], 1);
+        w.span((1, 0), "cart", SERVER, &[], &[], 1).span(
+            (2, 1),
+            "cart",
+            CLIENT,
+            &[("rpc.service", Str("ext.Api"))],
+            &[],
+            1,
+        );
         w.decide(1, false);
         let r = w.report();
         assert!(!pair(&r, "cart", "ext.Api").destination_traced);
