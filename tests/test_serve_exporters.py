@@ -278,22 +278,23 @@ def test_outage_reports_first_failure_then_periodically_then_recovery(caplog):
     batch_a, batch_b = object(), object()
     refused = ConnectionRefusedError("[Errno 111] Connection refused")
     with caplog.at_level(logging.INFO, logger="tailsample.exporter"):
-        outage.failed(batch_a, refused)
+        outage.failed(batch_a, refused, first_attempt=True)
         assert [r.getMessage() for r in caplog.records] == [
             "otlphttp: cannot send to the backend: [Errno 111] Connection refused (retrying; reported every 10s "
             "while it lasts)"]
         for step in range(1, 10):  # one attempt per second, alternating batches: 9 attempts, 1 line at t=+10 s
             clock.now += 1.0
-            outage.failed(batch_a if step % 2 else batch_b, refused, given_up_spans=3 if step == 5 else 0)
+            outage.failed(batch_a if step % 2 else batch_b, refused, first_attempt=step == 2,
+                          given_up_spans=3 if step == 5 else 0)
         assert len(caplog.records) == 1
         clock.now += 1.0
-        outage.failed(batch_b, OSError("timed out"))
+        outage.failed(batch_b, OSError("timed out"), first_attempt=False)
         assert len(caplog.records) == 2
         assert caplog.records[1].getMessage() == (
             "otlphttp: backend still failing, down for 10.0s; in the last 10.0s: failed attempts 10, batches 2, "
             "spans given up 3; last error: timed out")
         clock.now += 5.0
-        outage.failed(batch_b, refused)
+        outage.failed(batch_b, refused, first_attempt=False)
         assert len(caplog.records) == 2  # 5 s since the last line: quiet
         clock.now += 10.0
         outage.succeeded()
@@ -304,7 +305,7 @@ def test_outage_reports_first_failure_then_periodically_then_recovery(caplog):
         assert not outage.down
         outage.succeeded()
         clock.now += 100.0
-        outage.failed(batch_a, OSError("reset"))
+        outage.failed(batch_a, OSError("reset"), first_attempt=True)
     assert len(caplog.records) == 4 and "cannot send to the backend: reset" in caplog.records[3].getMessage()
 
 

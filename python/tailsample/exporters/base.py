@@ -139,8 +139,8 @@ class Outage:
         self.down_since: float | None = None
         self._reported = 0.0
         self._attempts = self._attempts_total = 0
-        self._batches: set[int] = set()  # id() of the batches that failed since the last report
-        self._batches_total: set[int] = set()
+        self._batches: set[int] = set()  # id() of the batches that failed since the last report (one interval)
+        self._batches_total = 0  # batches that failed during this outage (counted at their first failure)
         self._given_up = 0
         self._last_error = ""
 
@@ -148,14 +148,16 @@ class Outage:
     def down(self) -> bool:
         return self.down_since is not None
 
-    def failed(self, batch: object, error: BaseException, *, given_up_spans: int = 0) -> None:
-        """One failed attempt to send `batch`; `given_up_spans` when the batch is dropped after it."""
+    def failed(self, batch: object, error: BaseException, *, first_attempt: bool, given_up_spans: int = 0) -> None:
+        """One failed attempt to send `batch` (`first_attempt`: its first failure); `given_up_spans` when the
+        batch is dropped after it."""
         now = self._clock()
+        self._batches_total += first_attempt
         self._last_error = str(error) or type(error).__name__
         self._given_up += given_up_spans
         if self.down_since is None:
             self.down_since = self._reported = now
-            self._attempts_total, self._batches_total = 1, {id(batch)}
+            self._attempts_total, self._batches_total = 1, 1
             self._attempts, self._batches = 0, set()
             what = f"{given_up_spans} spans given up" if given_up_spans else "retrying"
             self._log.warning("%s: cannot send to the backend: %s (%s; reported every %gs while it lasts)",
@@ -165,7 +167,6 @@ class Outage:
         self._attempts += 1
         self._attempts_total += 1
         self._batches.add(id(batch))
-        self._batches_total.add(id(batch))
         if now - self._reported >= self.interval:
             self._log.warning("%s: backend still failing, down for %.1fs; in the last %.1fs: failed attempts %d, "
                               "batches %d, spans given up %d; last error: %s", self.id, now - self.down_since,
@@ -179,10 +180,10 @@ class Outage:
             return
         now = self._clock()
         self._log.info("%s: backend answering again after %.1fs down (failed attempts %d, batches %d); last error "
-                       "was: %s", self.id, now - self.down_since, self._attempts_total, len(self._batches_total),
+                       "was: %s", self.id, now - self.down_since, self._attempts_total, self._batches_total,
                        self._last_error)
         self.down_since = None
-        self._batches, self._batches_total, self._given_up = set(), set(), 0
+        self._batches, self._batches_total, self._given_up = set(), 0, 0
 
 
 class Backoff:
@@ -336,11 +337,13 @@ class Exporter(abc.ABC):
                 await self._send(batch)
             except ExportError as exc:
                 wait = None
+                first_attempt = backoff is None
                 if exc.retryable and self.retry.enabled:
                     backoff = backoff or Backoff(self.retry)
                     wait = backoff.next_wait(exc.retry_after)
                 if exc.retryable:  # the backend is down or overloaded (a refused request means it answered)
-                    self.outage.failed(batch, exc, given_up_spans=batch.spans if wait is None else 0)
+                    self.outage.failed(batch, exc, first_attempt=first_attempt,
+                                       given_up_spans=batch.spans if wait is None else 0)
                 if wait is None:
                     batch.settle(False)
                     self.metrics.send_failed.add(batch.spans, self.id)
