@@ -163,8 +163,13 @@ def service_config(*, exporters: dict[str, Any], policies: list[dict[str, Any]] 
                    decision_wait: str = "200ms", receivers: dict[str, Any] | None = None,
                    processors: dict[str, Any] | None = None, pipeline_processors: list[str] | None = None,
                    extensions: dict[str, Any] | None = None, service_extensions: list[str] | None = None,
-                   tail_sampling: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A collector config on free loopback ports; errors are kept by default."""
+                   tail_sampling: dict[str, Any] | None = None,
+                   debug: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A collector config on free loopback ports; errors are kept by default. `debug`: the settings of a
+    tailsample_debug extension, which turns the /debug endpoints on (`{}` for its defaults)."""
+    if debug is not None:
+        extensions = {**(extensions or {}), "tailsample_debug": debug}
+        service_extensions = [*(service_extensions or []), "tailsample_debug"]
     ts = {"decision_wait": decision_wait,
           "policies": policies or [{"name": "errors", "type": "status_code",
                                     "status_code": {"status_codes": ["ERROR"]}}],

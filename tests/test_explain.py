@@ -154,7 +154,7 @@ def test_service_answers_debug_traces(rng) -> None:
     `GET /debug/traces/<id>` on the metrics endpoint answers per pipeline: kept by `errors`, not kept, unknown;
     a malformed ID is a 400 with the reason."""
     with sink() as backend:
-        cfg = service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}})
+        cfg = service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}}, debug={})
         with serving(cfg) as s:
             err_tid, err = one_span(rng, error=True)
             ok_tid, ok = one_span(rng)
@@ -181,7 +181,7 @@ def test_cli_explain_against_a_running_service(rng, capsys) -> None:
     from tailsample.cli import main
 
     with sink() as backend:
-        cfg = service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}})
+        cfg = service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}}, debug={})
         with serving(cfg) as s:
             tid, payload = one_span(rng, error=True)
             req = urllib.request.Request(s.url(), data=payload, headers={"Content-Type": "application/x-protobuf"})

@@ -236,7 +236,7 @@ def test_service_exposes_gaps_as_metrics_and_json_and_cli(rng, tmp_path: Path, c
     from tailsample.cli import main
 
     with sink() as backend:
-        cfg = service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}})
+        cfg = service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}}, debug={})
         with serving(cfg) as s:
             _, good = checkout_trace(rng, payments_answers=True)
             bad, gap = checkout_trace(rng, payments_answers=False, error=True)

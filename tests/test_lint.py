@@ -197,7 +197,8 @@ def test_check_config_traffic_counts_matches_and_lints(tmp_path: Path) -> None:
 
 def test_service_samples_its_traffic_for_check_config_url_and_explain(tmp_path: Path) -> None:
     config = service_config(exporters={"debug": {"verbosity": "basic"}}, decision_wait="100ms",
-                            policies=[SEED_FORCED], tail_sampling={"tailsample": {"strict_reference_matching": True}})
+                            policies=[SEED_FORCED], tail_sampling={"tailsample": {"strict_reference_matching": True}},
+                            debug={})
     with serving(config) as svc:
         forced = flask_request(forced=True)
         req = urllib.request.Request(svc.url(), data=forced, headers={"Content-Type": "application/x-protobuf"})

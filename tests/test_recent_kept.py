@@ -98,7 +98,7 @@ def test_show_renders_a_running_services_recent_kept_traces(rng, capsys) -> None
     from tailsample.cli import main
 
     with sink() as backend:
-        cfg = service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}})
+        cfg = service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}}, debug={})
         with serving(cfg) as s:
             first, p1 = error_trace(rng, spans=3, name="GET /first")
             second, p2 = error_trace(rng, spans=4, name="GET /second")

@@ -74,7 +74,7 @@ def _lint_policies(args: argparse.Namespace, cfg: Config) -> int:
     else:
         base = args.url.rstrip("/")
         try:
-            doc = _get_json(f"{base}/debug/attributes", args.timeout, args.url)
+            doc = _get_json(f"{base}/debug/attributes", args, args.url)
         except _ServiceUnreachable as exc:
             print(f"tailsample: {exc}", file=sys.stderr)
             return 1
@@ -204,29 +204,56 @@ def _limit_arg(text: str) -> int:
 DEFAULT_SERVICE_URL = "http://127.0.0.1:8888"
 
 
+# The bearer token of the service's /debug endpoints (extensions.tailsample_debug.auth), when not given as --token.
+TOKEN_ENV = "TAILSAMPLE_TOKEN"
+
+
 def _timeout_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the service (default 5)")
+    p.add_argument("--token", help="with --url: the bearer token of the service's /debug endpoints (the "
+                   "tailsample_debug extension's authenticator; sent as 'Authorization: Bearer TOKEN', or as given "
+                   f"when it holds a space); default: ${TOKEN_ENV}")
+
+
+def _auth_header(args: argparse.Namespace) -> str | None:
+    import os
+
+    token = getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None
+    if token is None:
+        return None
+    return token if " " in token.strip() else f"Bearer {token.strip()}"
 
 
 class _ServiceUnreachable(Exception):
     """A running service could not answer (the message says why, for stderr)."""
 
 
-def _get_json(url: str, timeout: float, service: str) -> Any:
-    """GET a JSON document from a running `tailsample serve`; HTTP errors come back as their JSON body."""
+def _get_json(url: str, args: argparse.Namespace, service: str) -> Any:
+    """GET a JSON document from a running `tailsample serve` (with `--token` when given); HTTP errors come back
+    as their JSON body's message, the /debug endpoints being off or refusing the token said plainly."""
     import json
     import urllib.error
     import urllib.request
 
+    request = urllib.request.Request(url)
+    header = _auth_header(args)
+    if header is not None:
+        request.add_header("Authorization", header)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=args.timeout) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        detail = exc.read().decode("utf-8", "replace")
+        text = exc.read().decode("utf-8", "replace")
         try:
-            detail = json.loads(detail).get("error", detail)
-        except (ValueError, AttributeError):
-            pass
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        detail = body.get("error", text) if isinstance(body, dict) else text
+        if exc.code == 404 and isinstance(body, dict) and body.get("disabled"):
+            raise _ServiceUnreachable(f"{service}: {detail}") from None
+        if exc.code == 401:
+            given = "the token given was refused" if header else f"give it with --token or ${TOKEN_ENV}"
+            raise _ServiceUnreachable(f"{service}: its /debug endpoints need a bearer token ({given})") from None
         raise _ServiceUnreachable(f"{url}: HTTP {exc.code}: {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise _ServiceUnreachable(f"cannot reach a tailsample service at {service} ({exc}); is `tailsample serve` "
@@ -337,17 +364,17 @@ def _show(args: argparse.Namespace) -> int:
             traces = build_traces(pulled.payloads(), attributes=args.attr)
         elif args.trace_id is not None:
             source = f"the recently kept traces of {args.url}"
-            doc = _get_json(f"{base}/debug/kept/{args.trace_id}", args.timeout, args.url)
+            doc = _get_json(f"{base}/debug/kept/{args.trace_id}", args, args.url)
             traces = build_traces([json_to_proto(doc)], attributes=args.attr)
         else:
             source = f"the recently kept traces of {args.url}"
-            listing = _get_json(f"{base}/debug/kept?limit={max(1, args.limit)}", args.timeout, args.url)
+            listing = _get_json(f"{base}/debug/kept?limit={max(1, args.limit)}", args, args.url)
             newest = [row for rows in listing.get("pipelines", {}).values() for row in rows]
             newest.sort(key=lambda r: -float(r.get("decided_at", 0)))
             if not newest:
                 print(f"tailsample: no kept traces held by {args.url} yet", file=sys.stderr)
                 return 1
-            doc = _get_json(f"{base}/debug/kept/{newest[0]['trace_id']}", args.timeout, args.url)
+            doc = _get_json(f"{base}/debug/kept/{newest[0]['trace_id']}", args, args.url)
             traces = build_traces([json_to_proto(doc)], attributes=args.attr)
     except (_ServiceUnreachable, BackendError) as exc:
         print(f"tailsample: {exc}", file=sys.stderr)
@@ -455,7 +482,7 @@ def _explain(args: argparse.Namespace) -> int:
     stored: dict[str, Any] | None = None
     try:
         if url is not None:
-            doc = _get_json(f"{url.rstrip('/')}/debug/traces/{args.trace_id}", args.timeout, url)
+            doc = _get_json(f"{url.rstrip('/')}/debug/traces/{args.trace_id}", args, url)
         if _store_url(args):
             stored = _stored_answer(args)
     except (_ServiceUnreachable, BackendError) as exc:
@@ -516,7 +543,7 @@ def _gaps(args: argparse.Namespace) -> int:
     else:
         url = args.url or DEFAULT_SERVICE_URL
         try:
-            doc = _get_json(f"{url.rstrip('/')}/debug/gaps", args.timeout, url)
+            doc = _get_json(f"{url.rstrip('/')}/debug/gaps", args, url)
         except _ServiceUnreachable as exc:
             print(f"tailsample: {exc}", file=sys.stderr)
             return 1

@@ -187,9 +187,11 @@ def serve_config(tmp: Path, jaeger_otlp_grpc: str) -> tuple[dict[str, Any], dict
             "otlp/jaeger": {"endpoint": jaeger_otlp_grpc, "tls": {"insecure": True}},
             "file/record": {"path": str(tmp / "recording.json")},
         },
-        "extensions": {"health_check": {"endpoint": f"{LOOPBACK}:{ports['health']}"}},
+        # /debug on (gaps, kept): the suite reads serve's own record; a page holds all it reads
+        "extensions": {"health_check": {"endpoint": f"{LOOPBACK}:{ports['health']}"},
+                       "tailsample_debug": {"max_page_size": 1000}},
         "service": {
-            "extensions": ["health_check"],
+            "extensions": ["health_check", "tailsample_debug"],
             "pipelines": {
                 SAMPLED: {"receivers": ["otlp"], "processors": ["tail_sampling"], "exporters": ["otlp/jaeger"]},
                 RECORD: {"receivers": ["otlp"], "processors": ["tail_sampling/record"],

@@ -42,6 +42,7 @@ from tailsample.service.config import KafkaReceiver as KafkaReceiverSettings
 
 if TYPE_CHECKING:
     from tailsample.receivers.kafka import KafkaReceiver
+from tailsample.service.debug import DebugGate
 from tailsample.service.memory import MemoryLimiter, resident_bytes
 from tailsample.service.metrics import Registry, Sample
 from tailsample.service.pipeline import FanoutSink, ServicePipeline
@@ -94,6 +95,7 @@ class Service:
         self.exporters: dict[str, Exporter] = {}
         self.pipelines: dict[str, ServicePipeline] = {}
         self.limiters: dict[str, MemoryLimiter] = {}
+        self._debug: DebugGate | None = None
         self._check_supported()
 
     def _check_supported(self) -> None:
@@ -163,12 +165,7 @@ class Service:
         self._process_metrics()
         if cfg.metrics.level != "none":
             for i, ep in enumerate(cfg.metrics.endpoints):
-                m = _HttpEndpoint("metrics", ep, [web.get("/metrics", self._metrics),
-                                                  web.get("/debug/traces/{trace_id}", self._explain),
-                                                  web.get("/debug/gaps", self._gaps),
-                                                  web.get("/debug/attributes", self._attributes),
-                                                  web.get("/debug/kept", self._kept_list),
-                                                  web.get("/debug/kept/{trace_id}", self._kept_trace)])
+                m = _HttpEndpoint("metrics", ep, [web.get("/metrics", self._metrics), *self._debug_routes(auths)])
                 self._endpoints.append(m)
                 self.addresses["metrics" if i == 0 else f"metrics/{i}"] = await m.start()
         for xid in cfg.service_extensions:
@@ -185,6 +182,17 @@ class Service:
         self.ready = True
         log.info("tailsample serve: ready; %s", ", ".join([*(f"{k} on {v}" for k, v in self.addresses.items()),
                                                             *(f"{k} reading {v}" for k, v in self.consumers.items())]))
+
+    def _debug_routes(self, auths: dict[str, BearerTokenAuth]) -> list[web.RouteDef]:
+        """The /debug endpoints behind their gate (off without a `tailsample_debug` extension)."""
+        if self._debug is None:
+            settings = self.config.debug_endpoints
+            self._debug = DebugGate(settings, auths.get(settings.auth or "") if settings else None, self.registry)
+        return self._debug.routes({"/debug/traces/{trace_id}": ("traces", self._explain),
+                                   "/debug/gaps": ("gaps", self._gaps),
+                                   "/debug/attributes": ("attributes", self._attributes),
+                                   "/debug/kept": ("kept", self._kept_list),
+                                   "/debug/kept/{trace_id}": ("kept_trace", self._kept_trace)})
 
     def _process_metrics(self) -> None:
         def collect() -> list[Sample]:
@@ -248,11 +256,16 @@ class Service:
 
     async def _kept_list(self, request: web.Request) -> web.Response:
         """Recently kept traces still held (`tailsample show --url`), newest first, with a one-line summary each:
-        `?limit=N` (default 20, at most 1000)."""
+        `?limit=N` (default 20, at most the extension's `max_page_size`: each row renders a trace)."""
+        most = self._debug.max_page_size if self._debug is not None else 0
+        text = request.query.get("limit", str(min(20, most)))
         try:
-            limit = min(1000, max(0, int(request.query.get("limit", "20"))))
+            limit = int(text)
         except ValueError:
-            return _json_error(400, f"limit must be an integer, got {request.query.get('limit')!r}")
+            return _json_error(400, f"limit must be an integer, got {text!r}")
+        if not 0 <= limit <= most:
+            return _json_error(400, f"limit must be from 0 to {most} (max_page_size of the tailsample_debug "
+                                    f"extension), got {limit}")
         out: dict[str, list[dict[str, Any]]] = {}
         for pid, p in self.pipelines.items():
             rows = []

@@ -32,7 +32,7 @@ MiB = 1024 * 1024
 RECEIVER_TYPES = ("kafka", "otlp")
 PROCESSOR_TYPES = ("batch", "memory_limiter", "tail_sampling")
 EXPORTER_TYPES = ("debug", "file", "kafka", "otlp", "otlp_grpc", "otlp_http", "otlphttp")
-EXTENSION_TYPES = ("bearertokenauth", "file_storage", "health_check")
+EXTENSION_TYPES = ("bearertokenauth", "file_storage", "health_check", "tailsample_debug")
 
 _ID = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:/(.+))?$")
 _REF = re.compile(r"\$\$|\$\{([^}]*)\}")
@@ -261,7 +261,20 @@ class FileStorageExtension:
         return FileStorage(path, self.max_size_mib << 20, self.segment_size_mib << 20, self.sync)
 
 
-Extension = HealthCheckExtension | BearerTokenAuthExtension | FileStorageExtension
+@dataclass(frozen=True)
+class DebugEndpointsExtension:
+    """`tailsample_debug`: turns on the `/debug/*` endpoints of the telemetry metrics address (explain, gaps, the
+    attribute sample, the recently kept traces: span contents). Off unless defined and listed in
+    `service.extensions`, as the collector's `zpages` and `pprof`."""
+
+    id: str
+    auth: str | None = None  # a bearertokenauth extension id
+    max_page_size: int = 100  # `/debug/kept?limit` at most this
+    requests_per_second: float = 10.0  # every /debug path together, a token bucket
+    burst: int = 20
+
+
+Extension = HealthCheckExtension | BearerTokenAuthExtension | FileStorageExtension | DebugEndpointsExtension
 
 
 @dataclass(frozen=True)
@@ -313,6 +326,14 @@ class ServiceConfig:
         return _build(mapping, _Ctx("<dict>", {}), env)
 
     @property
+    def debug_endpoints(self) -> DebugEndpointsExtension | None:
+        """The `tailsample_debug` extension the service starts (None: the `/debug/*` endpoints are off)."""
+        for xid in self.service_extensions:
+            ext = self.extensions[xid]
+            if isinstance(ext, DebugEndpointsExtension):
+                return ext
+        return None
+
     def traces_pipelines(self) -> list[Pipeline]:
         return list(self.pipelines.values())
 
@@ -865,6 +886,16 @@ def _extension(ctx: _Ctx, kind: str, xid: str, value: Any) -> Extension:
         sync = cast("SyncPolicy", t.choice("sync", SYNC_POLICIES, default_sync))
         return FileStorageExtension(xid, s.req_text("directory"), s.flag("create_directory", False), mode,
                                     max_mib, segment_mib, sync)
+    if kind == "tailsample_debug":
+        d = _Node(ctx, path, value, ("auth", "max_page_size", "rate_limit"))
+        rate = d.sub("rate_limit", ("burst", "requests_per_second"))
+        rps = rate.number("requests_per_second", 10.0)
+        if rps <= 0:
+            rate.fail("requests_per_second", f"must be above 0, got {rps:g}")
+        page = d.integer("max_page_size", 100, minimum=1)
+        if page > 10_000:
+            d.fail("max_page_size", f"must be at most 10000, got {page}")
+        return DebugEndpointsExtension(xid, _auth(d), page, rps, rate.integer("burst", 20, minimum=1))
     ctx.fail(path, f"unsupported extension type {kind!r}; tailsample serve supports: {', '.join(EXTENSION_TYPES)}")
 
 
@@ -988,6 +1019,15 @@ def _build(data: Any, ctx: _Ctx, env: Mapping[str, str] | None) -> ServiceConfig
             if server is not None:
                 check_ref(f"receivers.{rid}.protocols.{proto}.auth.authenticator", server.auth,
                           BearerTokenAuthExtension)
+    debug = [x for x in service_extensions if isinstance(cfg["extensions"][x], DebugEndpointsExtension)]
+    if len(debug) > 1:
+        ctx.fail(service.at("extensions"), f"at most one tailsample_debug extension, got {', '.join(debug)}")
+    if debug:
+        check_ref(f"extensions.{debug[0]}.auth.authenticator", cfg["extensions"][debug[0]].auth,
+                  BearerTokenAuthExtension)
+        if metrics.level == "none":
+            ctx.fail(f"extensions.{debug[0]}", "the /debug endpoints are served on the telemetry metrics address, "
+                     "which service.telemetry.metrics.level: none turns off")
     for pid, proc in cfg["processors"].items():
         if isinstance(proc, TailSamplingProcessor):
             check_ref(f"processors.{pid}.tail_storage", proc.config.tail_storage, FileStorageExtension)
@@ -1003,7 +1043,7 @@ def _build(data: Any, ctx: _Ctx, env: Mapping[str, str] | None) -> ServiceConfig
 
 
 __all__ = [
-    "BatchProcessor", "BearerTokenAuthExtension", "ClientTLS", "DebugExporter", "Exporter", "Extension",
+    "BatchProcessor", "BearerTokenAuthExtension", "ClientTLS", "DebugEndpointsExtension", "DebugExporter", "Exporter", "Extension",
     "FileExporter", "FileStorageExtension", "GrpcServer", "HealthCheckExtension", "HostPort", "HttpServer",
     "KafkaClient", "KafkaExporter", "KafkaReceiver", "MemoryLimiterProcessor", "MetricsTelemetry", "OtlpExporter",
     "OtlpReceiver", "Pipeline", "Processor", "QueueSettings", "Receiver", "RetrySettings", "ServerTLS",

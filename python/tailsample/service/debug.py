@@ -1,0 +1,111 @@
+"""The gate in front of the `/debug/*` endpoints of the telemetry metrics address.
+
+They reveal span contents, trace IDs, service names and attribute values, and the metrics address is the one port
+operators bind to every interface for Prometheus; so they are off unless a `tailsample_debug` extension is listed
+in `service.extensions`, and then behind its bearer token (the receivers' `bearertokenauth`), a rate limit of
+their own (one token bucket for every /debug path: cheap, bounded, and ingest is never starved by a poller) and a
+bounded page size. Checked in that order: rate limit first, so a token guesser is throttled too.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from tailsample.receivers.auth import BearerTokenAuth
+from tailsample.service.config import DebugEndpointsExtension
+from tailsample.service.metrics import Registry
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+DISABLED_MESSAGE = ("the /debug endpoints are off: they reveal span contents, trace IDs and attribute values. "
+                    "Turn them on with a tailsample_debug extension listed in service.extensions "
+                    "(extensions: {tailsample_debug: {auth: {authenticator: bearertokenauth}}}; "
+                    "README: Debug endpoints)")
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `burst` saved; `take()` spends one or says how long until one is due."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """0.0 when a token was spent, else the seconds until the next one."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self.rate
+
+
+class DebugGate:
+    """Wraps each /debug handler: enabled or 404, rate limit (429), bearer token (401); counted per endpoint."""
+
+    def __init__(self, settings: DebugEndpointsExtension | None, auth: BearerTokenAuth | None,
+                 registry: Registry) -> None:
+        self.settings = settings
+        self.auth = auth
+        self.bucket = TokenBucket(settings.requests_per_second, settings.burst) if settings is not None else None
+        self.requests = registry.counter(
+            "tailsample_debug_requests", "Requests to the /debug endpoints by endpoint and outcome (served, "
+            "disabled, rate_limited, unauthenticated)", ("endpoint", "outcome"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.settings is not None
+
+    @property
+    def max_page_size(self) -> int:
+        return self.settings.max_page_size if self.settings is not None else 0
+
+    def routes(self, handlers: dict[str, tuple[str, Handler]]) -> list[web.RouteDef]:
+        """{path: (endpoint name, handler)} as routes; when off, one route answering 404 for every /debug path."""
+        if not self.enabled:
+            return [web.route("*", "/debug{rest:.*}", self._disabled)]
+        return [web.get(path, self._wrap(name, handler)) for path, (name, handler) in handlers.items()]
+
+    async def _disabled(self, request: web.Request) -> web.Response:
+        self.requests.add(1, "any", "disabled")
+        return web.Response(status=404, text=json.dumps({"error": DISABLED_MESSAGE, "disabled": True}),
+                            content_type="application/json")
+
+    def _wrap(self, name: str, handler: Handler) -> Handler:
+        async def gated(request: web.Request) -> web.StreamResponse:
+            assert self.bucket is not None
+            wait = self.bucket.take()
+            if wait > 0:
+                self.requests.add(1, name, "rate_limited")
+                return web.Response(
+                    status=429, headers={"Retry-After": str(max(1, round(wait)))},
+                    text=json.dumps({"error": f"the /debug endpoints answer at most "
+                                              f"{self.bucket.rate:g} requests per second (extensions."
+                                              f"{self.settings.id if self.settings else ''}.rate_limit); "
+                                              f"retry in {wait:.2f}s"}),
+                    content_type="application/json")
+            if self.auth is not None and not self.auth.authenticate(request.headers.get("Authorization")):
+                self.requests.add(1, name, "unauthenticated")
+                return web.Response(
+                    status=401, headers={"WWW-Authenticate": f'{self.auth.scheme or "Bearer"} realm="tailsample"'},
+                    text=json.dumps({"error": "missing or invalid bearer token in the Authorization header "
+                                              "(`tailsample ... --token`, or TAILSAMPLE_TOKEN)"}),
+                    content_type="application/json")
+            self.requests.add(1, name, "served")
+            return await handler(request)
+
+        return gated
+
+
+__all__ = ["DISABLED_MESSAGE", "DebugGate", "TokenBucket"]
