@@ -1043,7 +1043,8 @@ def _build(data: Any, ctx: _Ctx, env: Mapping[str, str] | None) -> ServiceConfig
 
 
 __all__ = [
-    "BatchProcessor", "BearerTokenAuthExtension", "ClientTLS", "DebugEndpointsExtension", "DebugExporter", "Exporter", "Extension",
+    "BatchProcessor", "BearerTokenAuthExtension", "ClientTLS", "DebugEndpointsExtension", "DebugExporter", "Exporter",
+    "Extension",
     "FileExporter", "FileStorageExtension", "GrpcServer", "HealthCheckExtension", "HostPort", "HttpServer",
     "KafkaClient", "KafkaExporter", "KafkaReceiver", "MemoryLimiterProcessor", "MetricsTelemetry", "OtlpExporter",
     "OtlpReceiver", "Pipeline", "Processor", "QueueSettings", "Receiver", "RetrySettings", "ServerTLS",
