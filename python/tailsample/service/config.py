@@ -334,6 +334,7 @@ class ServiceConfig:
                 return ext
         return None
 
+    @property
     def traces_pipelines(self) -> list[Pipeline]:
         return list(self.pipelines.values())
 
