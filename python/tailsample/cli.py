@@ -31,8 +31,14 @@ def _check_config(args: argparse.Namespace) -> int:
     data, _ = parse_yaml(read_config_text(args.file), args.file)
     if isinstance(data, dict) and "service" in data:  # a whole collector config: what `serve` would run
         from tailsample.service.config import ServiceConfig
+        from tailsample.tls import check_config_files
 
         service = ServiceConfig.from_file(args.file)
+        problems = check_config_files(service)
+        if problems:  # every failing file at once: a certificate rollout often breaks several
+            for problem in problems[:-1]:
+                print(f"tailsample: invalid configuration: {args.file}: {problem}", file=sys.stderr)
+            raise ConfigError(f"{args.file}: {problems[-1]}", path=problems[-1].path)
         console.print(f"[green]ok[/]: {args.file}: serve config: receivers {', '.join(service.receivers)}; "
                       f"exporters {', '.join(service.exporters)}; pipelines {', '.join(service.pipelines)}")
         for line in service.ignored:
