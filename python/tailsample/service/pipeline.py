@@ -167,6 +167,69 @@ async def fan_out(exporters: Sequence[Exporter], batch: Batch) -> None:
         await exporter.export(batch)
 
 
+# Losses and refusals are logged at WARNING at most once per interval per pipeline, with the counts since the
+# last line: a flood of evictions is one line every 10 s, never one per trace. The engine's stats are read at
+# most once per second for it.
+LOSS_REPORT_INTERVAL_S = 10.0
+LOSS_CHECK_INTERVAL_S = 1.0
+_REFUSAL_REASONS = (("refused_num_traces", "num_traces with block_on_overflow"),
+                    ("refused_late_span_buffer", "late-span buffer full"),
+                    ("refused_max_buffered_bytes", "max_buffered_bytes"),
+                    ("refused_tail_storage", "tail storage full"))
+
+
+class LossReporter:
+    """Evictions at `num_traces`, traces dropped (too large, by a drop policy) and payloads refused with
+    backpressure, as one WARNING line per interval with the counts since the previous line."""
+
+    def __init__(self, name: str, stats: Callable[[], dict[str, int]], *,
+                 clock: Callable[[], float] = time.monotonic, interval: float = LOSS_REPORT_INTERVAL_S,
+                 check_interval: float = LOSS_CHECK_INTERVAL_S) -> None:
+        self.name = name
+        self._stats = stats
+        self._clock = clock
+        self.interval = interval
+        self.check_interval = check_interval
+        self._reported = dict(stats())  # counts up to the last line (or the start)
+        self._next_check = 0.0
+        self._next_line = 0.0
+        self._last_line: float | None = None
+
+    def check(self, *, final: bool = False) -> str | None:
+        """Logs (and returns) a line when there is something new and the interval allows (`final`: at shutdown,
+        whatever the interval); else None."""
+        now = self._clock()
+        if not final and (now < self._next_check or now < self._next_line):
+            return None
+        self._next_check = now + self.check_interval
+        stats = self._stats()
+        line = self._describe(stats, {k: stats.get(k, 0) - self._reported.get(k, 0) for k in stats})
+        if line is None:
+            return None
+        since = f"in the last {now - self._last_line:.1f}s" if self._last_line is not None else "since the start"
+        text = f"{self.name}: {since}: {line} (logged at most every {self.interval:g}s, with the counts since)"
+        log.warning("%s", text)
+        self._reported, self._last_line, self._next_line = dict(stats), now, now + self.interval
+        return text
+
+    @staticmethod
+    def _describe(stats: dict[str, int], d: dict[str, int]) -> str | None:
+        parts = []
+        if d.get("traces_evicted", 0) > 0:
+            parts.append(f"{d['traces_evicted']:,} traces ({d.get('spans_evicted', 0):,} spans) evicted undecided "
+                         f"at num_traces {stats.get('limit_num_traces', 0):,}: lost, kept or not")
+        if d.get("traces_dropped_too_large", 0) > 0:
+            parts.append(f"{d['traces_dropped_too_large']:,} traces dropped over maximum_trace_size_bytes "
+                         f"{stats.get('limit_maximum_trace_size_bytes', 0):,}")
+        if d.get("traces_dropped_by_policy", 0) > 0:
+            parts.append(f"{d['traces_dropped_by_policy']:,} traces dropped by a drop policy")
+        if d.get("payloads_refused", 0) > 0:
+            why = ", ".join(f"{text} {d[k]:,}" for k, text in _REFUSAL_REASONS if d.get(k, 0) > 0)
+            parts.append(f"{d['payloads_refused']:,} payloads refused with backpressure" + (f" ({why})" if why else
+                                                                                            ""))
+        return "; ".join(parts) if parts else None
+
+
 class ServicePipeline:
     """One `service.pipelines.traces[/name]`: consumes payloads, decides, hands kept spans to the exporters."""
 
@@ -192,6 +255,7 @@ class ServicePipeline:
         self._timer = registry.histogram(
             PREFIX + "sampling_decision_timer_latency", "Latency (ms) of each run of the sampling decision timer",
             (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000), ("processor",))
+        self.losses = LossReporter(f"{self.id}/{self.sampler_id}", self.engine.stats)
         self.inventory = AttributeInventory()
         self._inventory_lock = threading.Lock()  # the Kafka receiver observes from its consumer thread
         self._inventory_due = 0.0
@@ -236,6 +300,7 @@ class ServicePipeline:
         await self.dispatch(payloads, round_)
         if self.batcher is not None:
             await self.batcher.on_tick()
+        self.losses.check()
 
     async def dispatch(self, payloads: Iterable[bytes], round_: Round) -> None:
         for payload in payloads:
@@ -265,6 +330,7 @@ class ServicePipeline:
         await self.dispatch(payloads, round_)
         if self.batcher is not None:
             await self.batcher.flush()
+        self.losses.check(final=True)
 
     # ---- metrics ---------------------------------------------------------------------------------------------
 
@@ -307,7 +373,8 @@ class ServicePipeline:
             stats["traces_dropped_too_large"])
         for key, value in stats.items():
             kind = "gauge" if key in _GAUGES or key.startswith("limit_") else "counter"
-            add(f"tailsample_engine_{key}", kind, f"engine stat {key} (see the README's limits table)", value)
+            name, scale = engine_metric_name(key, kind)
+            add(name, kind, f"engine stat {key} (see the README's limits table)", value * scale)
         add("tailsample_attribute_inventory_keys", "gauge", "Attribute keys held by the traffic sample that "
             "check-config --url and explain read (bounded)", self.inventory.size)
         add("tailsample_attribute_inventory_keys_dropped", "counter", "New attribute keys not counted: the "
@@ -315,6 +382,27 @@ class ServicePipeline:
         out.extend(red_samples(self.engine, proc))
         out.extend(gap_samples(self.engine, proc))
         return out
+
+
+# Engine stats whose names would break the Prometheus conventions as metric names: a unit not at the end, a
+# size without its unit, a count that reads as bytes.
+_RENAMED = {"span_bytes_in_memory": "span_memory_bytes", "limit_storage_max_size": "limit_storage_max_size_bytes",
+            "refused_max_buffered_bytes": "refused_buffer_full"}
+# Durations the engine counts in a sub-unit: Prometheus wants seconds.
+_SUB_UNITS = (("_ns", 1e-9), ("_us", 1e-6), ("_ms", 1e-3))
+
+
+def engine_metric_name(key: str, kind: str) -> tuple[str, float]:
+    """An engine stat's metric name (before the registry's `_total` for counters) and the factor its value is
+    scaled by: `decision_lag_ns_total` is `tailsample_engine_decision_lag_seconds` (rendered `..._seconds_total`,
+    never `_total_total`)."""
+    name, scale = _RENAMED.get(key, key), 1.0
+    if name.endswith("_total"):  # the registry adds it to counters; a gauge never ends with it
+        name = name[:-len("_total")]
+    for unit, factor in _SUB_UNITS:
+        if name.endswith(unit):
+            name, scale = name[:-len(unit)] + "_seconds", factor
+    return f"tailsample_engine_{name}", scale
 
 
 def _log_replay(sampler_id: str, engine: Engine) -> None:
@@ -436,4 +524,5 @@ class FanoutSink:
         return spans
 
 
-__all__ = ["Batcher", "FanoutSink", "Round", "RoundLedger", "ServicePipeline", "fan_out", "span_count"]
+__all__ = ["Batcher", "FanoutSink", "LossReporter", "Round", "RoundLedger", "ServicePipeline", "engine_metric_name",
+           "fan_out", "span_count"]
