@@ -123,8 +123,14 @@ class Registry:
         return Gauge(self._family(name, "gauge", help_text, label_names), self._lock)
 
     def histogram(self, name: str, help_text: str, buckets: Sequence[float], label_names: Labels = ()) -> Histogram:
-        h = Histogram(name, help_text, buckets, label_names)
+        """A histogram; asked for again by name (one per pipeline), the same one: a family renders once."""
         with self._lock:
+            for h in self._histograms:
+                if h.name == name:
+                    if h.buckets != tuple(sorted(buckets)) or h.label_names != label_names:
+                        raise ValueError(f"metric {name} registered twice with different buckets or labels")
+                    return h
+            h = Histogram(name, help_text, buckets, label_names)
             self._histograms.append(h)
         return h
 

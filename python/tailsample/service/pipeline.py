@@ -387,7 +387,7 @@ class ServicePipeline:
 # Engine stats whose names would break the Prometheus conventions as metric names: a unit not at the end, a
 # size without its unit, a count that reads as bytes.
 _RENAMED = {"span_bytes_in_memory": "span_memory_bytes", "limit_storage_max_size": "limit_storage_max_size_bytes",
-            "refused_max_buffered_bytes": "refused_buffer_full"}
+            "refused_max_buffered_bytes": "refused_buffer_full", "storage_bytes_written": "storage_written_bytes"}
 # Durations the engine counts in a sub-unit: Prometheus wants seconds.
 _SUB_UNITS = (("_ns", 1e-9), ("_us", 1e-6), ("_ms", 1e-3))
 
