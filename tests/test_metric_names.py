@@ -75,7 +75,8 @@ def check_names(text: str) -> list[str]:
 
 def test_the_checker_catches_each_rule() -> None:
     bad = "\n".join([
-        "# TYPE tailsample_engine_decision_lag_ns_total_total counter", "tailsample_engine_decision_lag_ns_total_total 1",
+        "# TYPE tailsample_engine_decision_lag_ns_total_total counter",
+        "tailsample_engine_decision_lag_ns_total_total 1",
         "# TYPE tailsample_engine_span_bytes_in_memory gauge", "tailsample_engine_span_bytes_in_memory 1",
         "# TYPE tailsample_things counter", "tailsample_things 1",
         "# TYPE tailsample_level_total gauge", "tailsample_level_total 1",
