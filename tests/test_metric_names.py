@@ -1,5 +1,5 @@
 """Every metric name `tailsample serve` exposes against the Prometheus naming rules (issue 18, item 8), scraped
-from a running service with every component that needs no Kafka broker configured and traffic through it, so
+from a running service with every component configured (Kafka's without a broker) and traffic through it, so
 labelled series and per-pipeline collectors all render."""
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def full_config(tmp: Path, backend: Any, ports: dict[str, int], certs: Any) -> d
         "receivers": {"otlp": {"protocols": {
             "grpc": {"endpoint": f"{LOOPBACK}:{ports['grpc']}",
                      "tls": {"cert_file": str(certs.cert), "key_file": str(certs.key)}},
-            "http": {"endpoint": f"{LOOPBACK}:{ports['http']}", "auth": {"authenticator": "bearertokenauth"}}}}},
+            "http": {"endpoint": f"{LOOPBACK}:{ports['http']}", "auth": {"authenticator": "bearertokenauth"}}}},
+                      "kafka": {"brokers": [f"{LOOPBACK}:{ports['kafka']}"]}},
         "processors": {
             "memory_limiter": {"check_interval": "100ms", "limit_mib": 4000, "spike_limit_mib": 500},
             "tail_sampling": {"decision_wait": "200ms", "num_traces": 1000, "policies": policies,
@@ -134,6 +135,9 @@ def full_config(tmp: Path, backend: Any, ports: dict[str, int], certs: Any) -> d
             "otlphttp": {"endpoint": backend.http_endpoint},
             "file": {"path": str(tmp / "kept.json")},
             "debug": {"verbosity": "basic"},
+            # no broker answers: the Kafka components start anyway and register their metrics
+            "kafka": {"brokers": [f"{LOOPBACK}:{ports['kafka']}"], "timeout": "1s",
+                      "retry_on_failure": {"enabled": False}},
         },
         "extensions": {
             "health_check": {"endpoint": f"{LOOPBACK}:{ports['health']}"},
@@ -148,8 +152,8 @@ def full_config(tmp: Path, backend: Any, ports: dict[str, int], certs: Any) -> d
             "pipelines": {
                 "traces": {"receivers": ["otlp"], "processors": ["memory_limiter", "tail_sampling", "batch"],
                            "exporters": ["otlp", "otlphttp"]},
-                "traces/all": {"receivers": ["otlp"], "processors": ["tail_sampling/all"],
-                               "exporters": ["file", "debug"]},
+                "traces/all": {"receivers": ["otlp", "kafka"], "processors": ["tail_sampling/all"],
+                               "exporters": ["file", "debug", "kafka"]},
             },
             "telemetry": {"metrics": {"level": "detailed", "address": f"{LOOPBACK}:{ports['metrics']}"}},
         },
@@ -157,17 +161,19 @@ def full_config(tmp: Path, backend: Any, ports: dict[str, int], certs: Any) -> d
 
 
 def test_a_running_service_exposes_only_conforming_metric_names(tmp_path: Path) -> None:
-    """Scenario: `tailsample serve` with both OTLP receivers (TLS, bearer token), memory_limiter, two
+    """Scenario: `tailsample serve` with both OTLP receivers (TLS, bearer token), a Kafka receiver and exporter
+    (no broker: they start and register their metrics all the same), memory_limiter, two
     tail_sampling processors (tail storage, RED metrics, the propagation audit, a drop policy), batch, the otlp,
     otlphttp, file and debug exporters (a persistent queue), and the debug endpoints; traffic that is kept,
     dropped, rejected and refused a token. Guarantees: every family on /metrics follows the naming rules;
     the engine's decision lag is `tailsample_engine_decision_lag_seconds_total`."""
     rng = random.Random(18)
-    ports = {k: free_port() for k in ("grpc", "http", "health", "metrics")}
+    ports = {k: free_port() for k in ("grpc", "http", "health", "metrics", "kafka")}
     certs = make_certs(tmp_path)
     with sink() as backend:
         serve = ServeSubprocess(tmp_path, "full", full_config(tmp_path, backend, ports, certs),
-                                health_port=ports["health"], metrics_port=ports["metrics"])
+                                health_port=ports["health"], metrics_port=ports["metrics"],
+                                args=("--shutdown-timeout", "2s"))
         try:
             url = f"http://{LOOPBACK}:{ports['http']}/v1/traces"
             for i in range(20):
@@ -199,7 +205,8 @@ def test_a_running_service_exposes_only_conforming_metric_names(tmp_path: Path) 
     for expected in ("tailsample_engine_decision_lag_seconds_total", "otelcol_exporter_sent_spans_total",
                      "tailsample_memory_limiter_used_bytes", "traces_span_metrics_calls_total",
                      "tailsample_engine_storage_bytes", "tailsample_debug_requests_total",
-                     "tailsample_receiver_rejected_requests_total", "tailsample_engine_span_memory_bytes"):
+                     "tailsample_receiver_rejected_requests_total", "tailsample_engine_span_memory_bytes",
+                     "tailsample_kafka_messages_total", "tailsample_kafka_paused"):
         assert expected in families, expected
     assert len(families) > 100
     assert check_names(text) == [], "\n".join(check_names(text))
