@@ -207,6 +207,8 @@ class LossReporter:
         if line is None:
             return None
         since = f"in the last {now - self._last_line:.1f}s" if self._last_line is not None else "since the start"
+        if final:
+            since = f"at shutdown, {since}"
         text = f"{self.name}: {since}: {line} (logged at most every {self.interval:g}s, with the counts since)"
         log.warning("%s", text)
         self._reported, self._last_line, self._next_line = dict(stats), now, now + self.interval
@@ -217,7 +219,8 @@ class LossReporter:
         parts = []
         if d.get("traces_evicted", 0) > 0:
             parts.append(f"{d['traces_evicted']:,} traces ({d.get('spans_evicted', 0):,} spans) evicted undecided "
-                         f"at num_traces {stats.get('limit_num_traces', 0):,}: lost, kept or not")
+                         f"at num_traces {stats.get('limit_num_traces', 0):,} (lost, whatever the policies would "
+                         "have decided)")
         if d.get("traces_dropped_too_large", 0) > 0:
             parts.append(f"{d['traces_dropped_too_large']:,} traces dropped over maximum_trace_size_bytes "
                          f"{stats.get('limit_maximum_trace_size_bytes', 0):,}")
@@ -255,7 +258,7 @@ class ServicePipeline:
         self._timer = registry.histogram(
             PREFIX + "sampling_decision_timer_latency", "Latency (ms) of each run of the sampling decision timer",
             (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000), ("processor",))
-        self.losses = LossReporter(f"{self.id}/{self.sampler_id}", self.engine.stats)
+        self.losses = LossReporter(f"pipeline {self.id} ({self.sampler_id})", self.engine.stats)
         self.inventory = AttributeInventory()
         self._inventory_lock = threading.Lock()  # the Kafka receiver observes from its consumer thread
         self._inventory_due = 0.0
