@@ -19,7 +19,7 @@ Every `--interval` seconds one sample (one printed line, all kept in `--json`):
   - the server process: RSS (/proc/<pid>/statm), CPU in cores (utime + stime over the interval, all threads);
   - its metrics (/metrics): spans accepted and refused by the receiver, spans sent by the exporter (the kept
     spans), traces in memory, the engine's retained bytes, and the decision lag: the mean over the interval's
-    decisions of (decided - due), from the counters tailsample_engine_decision_lag_ns_total and
+    decisions of (decided - due), from the counters tailsample_engine_decision_lag_seconds_total and
     tailsample_engine_decisions_timed_total (the service exposes no lag histogram; the decision timer's
     latency histogram, the time one poll round takes, is sampled too: its mean and the bucket bounding the
     interval's slowest round);
@@ -191,7 +191,7 @@ def server_metrics(url: str) -> dict[str, Any]:
         "traces_on_memory": total(s, TS + "sampling_traces_on_memory"),
         "engine_memory_bytes": total(s, "tailsample_engine_memory_bytes"),
         "storage_directory_bytes": total(s, "tailsample_engine_storage_directory_bytes"),
-        "decision_lag_ns": total(s, "tailsample_engine_decision_lag_ns_total"),
+        "decision_lag_s": total(s, "tailsample_engine_decision_lag_seconds"),
         "decisions_timed": total(s, "tailsample_engine_decisions_timed"),
         "timer_count": total(s, TIMER + "_count"),
         "timer_sum_ms": total(s, TIMER + "_sum"),
@@ -260,7 +260,7 @@ def make_sample(a: Snapshot, b: Snapshot, t0: float, phase: str, send_lag_bound:
         "exporter_queue_size": int(b.m["exporter_queue_size"]),
         "export_failed_spans": int(dm("exporter_send_failed_spans") + dm("exporter_enqueue_failed_spans")),
         "decisions": int(decisions), "decisions_per_s": decisions / dt,
-        "lag_mean_ms": dm("decision_lag_ns") / decisions / 1e6 if decisions else None,
+        "lag_mean_ms": dm("decision_lag_s") / decisions * 1e3 if decisions else None,
         "timer_runs": int(timer_runs),
         "timer_mean_ms": dm("timer_sum_ms") / timer_runs if timer_runs else None,
         "timer_max_bucket_ms": timer_bound(a.m["timer_buckets"], b.m["timer_buckets"], timer_runs),
