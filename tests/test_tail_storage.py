@@ -252,7 +252,7 @@ def test_kill_9_mid_stream_then_restart_delivers_every_kept_trace_whole(tmp_path
             assert max(per_span.values()) <= 2, "a span comes at most twice"
             m = second.metrics()
             replayed = m['tailsample_engine_replay_payloads_total{processor="tail_sampling"}']
-            replay_s = m['tailsample_engine_replay_duration_ns_total{processor="tail_sampling"}'] / 1e9
+            replay_s = m['tailsample_engine_replay_duration_seconds_total{processor="tail_sampling"}']
             resent = m['tailsample_engine_replay_spans_resent_total{processor="tail_sampling"}']
             assert replayed > 0, "the first process's buffer came back"
             assert duplicates <= resent, "duplicates come only from kept spans sent again by the replay"
