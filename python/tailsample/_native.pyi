@@ -76,3 +76,8 @@ def otlp_json_to_proto(body: bytes) -> bytes:
     """One OTLP/JSON ExportTraceServiceRequest as protobuf bytes; raises `tailsample.errors.DecodeError`."""
 
 def split_by_trace(payload: bytes) -> list[tuple[bytes, bytes]]: ...
+def memory_stats() -> dict[str, int]:
+    """The Rust heap: `heap_bytes` live now (exact), `committed_bytes` and `peak_committed_bytes` mimalloc holds."""
+
+def memory_purge() -> dict[str, int]:
+    """Hands mimalloc's freed pages back to the system (`mi_collect(true)`); returns `memory_stats()` after."""
