@@ -46,7 +46,7 @@ log = logging.getLogger("tailsample.memory_limiter")
 
 MiB = 1024 * 1024
 PURGE_EVERY = 1.0  # seconds: a purge walks every heap, so not at every 100 ms check
-STUCK_PURGE_EVERY = 10.0  # seconds: accepting, but resident memory above the soft limit
+STUCK_PURGE_EVERY = 2.0  # seconds: accepting, but resident memory still above the soft limit
 LOG_EVERY = 10.0  # seconds between "still refusing" warnings
 
 
@@ -110,12 +110,10 @@ class MemoryReading:
     rust_heap_bytes: int  # live in the extension's allocator (exact)
     c_heap_bytes: int  # live in the C allocator (glibc mallinfo2), 0 when unknown
     resident_bytes: int  # RSS: shown, not compared
-    committed_bytes: int  # what mimalloc holds committed: live plus freed pages not yet handed back
 
 
 def read_memory() -> MemoryReading:
-    stats = _native.memory_stats()
-    return MemoryReading(stats["heap_bytes"], c_heap_bytes(), resident_bytes(), stats["committed_bytes"])
+    return MemoryReading(_native.memory_stats()["heap_bytes"], c_heap_bytes(), resident_bytes())
 
 
 def purge_memory() -> None:
@@ -167,9 +165,6 @@ class MemoryLimiter:
         self._resident = registry.gauge("tailsample_memory_limiter_resident_bytes",
                                         "Resident memory at the last check (not compared: allocators keep freed "
                                         "pages).", labels)
-        self._committed = registry.gauge("tailsample_memory_limiter_committed_bytes",
-                                         "Memory mimalloc holds committed (live plus freed pages not yet purged).",
-                                         labels)
         self._refusing_gauge = registry.gauge("tailsample_memory_limiter_refusing",
                                               "1 while data is refused, else 0.", labels)
         self._purges = registry.counter("tailsample_memory_limiter_purges",
@@ -192,7 +187,6 @@ class MemoryLimiter:
         self._heap.set(r.rust_heap_bytes, pid, "rust")
         self._heap.set(r.c_heap_bytes, pid, "c")
         self._resident.set(r.resident_bytes, pid)
-        self._committed.set(r.committed_bytes, pid)
         self._refusing_gauge.set(1 if self.refusing else 0, pid)
 
     def _describe(self) -> str:
