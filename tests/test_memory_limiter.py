@@ -125,7 +125,7 @@ def test_purges_while_refusing_at_most_once_per_purge_interval():
     PURGE_EVERY, never at every check."""
     fake = Fake()
     lim, _ = limiter(fake)
-    fake.set(250 * MiB, resident=320 * MiB)
+    fake.set(200 * MiB, resident=320 * MiB)
     asked = 0
     for _ in range(30):
         asked += lim.update()
