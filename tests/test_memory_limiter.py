@@ -292,7 +292,9 @@ def test_serve_refuses_a_burst_then_accepts_again_once_the_buffer_drains(tmp_pat
         during = s.metrics()
         assert during['tailsample_memory_limiter_refusing{processor="memory_limiter"}'] == 1, \
             "the refusal window closed during the checks: lengthen decision_wait"
+        assert _sum(before, "tailsample_engine_spans_received") >= 6000 * codes.count(200)
         assert _sum(during, "tailsample_engine_spans_received") == _sum(before, "tailsample_engine_spans_received")
+        assert _sum(during, "tailsample_engine_spans_in_memory") > 0
         assert during['tailsample_memory_limiter_refused_payloads_total{processor="memory_limiter"}'] >= \
             before['tailsample_memory_limiter_refused_payloads_total{processor="memory_limiter"}'] + 2
         assert during['tailsample_memory_limiter_resident_bytes{processor="memory_limiter"}'] >= soft
