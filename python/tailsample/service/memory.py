@@ -21,7 +21,7 @@ Every `check_interval` `used` is read. At or above the soft limit (`limit - spik
 backpressure (HTTP 503 with Retry-After, gRPC RESOURCE_EXHAUSTED with RetryInfo): nothing is taken and clients
 retry; below it data is accepted again. At or above the hard limit a garbage collection is forced. While refusing,
 and while resident memory is above the soft limit, freed memory is handed back to the system (mimalloc
-`mi_collect(true)`, glibc `malloc_trim(0)`; at most once a second, off the event loop), so resident memory
+`mi_collect(true)`, glibc `malloc_trim(0)`; at most once a second), so resident memory
 follows `used` down. `limit_percentage` is a share of the machine's memory, or of the cgroup's limit when set.
 """
 
@@ -228,7 +228,7 @@ class MemoryLimiter:
         return False
 
     def purge(self) -> None:
-        """Hand freed memory back to the system (blocking: run it off the event loop)."""
+        """Hand freed memory back to the system (blocking, a few ms)."""
         self._purge()
         self._purges.add(1, self.settings.id)
 
@@ -242,11 +242,13 @@ class MemoryLimiter:
                 f"{self.soft_limit / MiB:.0f} MiB", reason="memory_limiter")
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             if self.update():
+                # On the event loop's own thread, on purpose: mimalloc collects only the calling thread's pages,
+                # and receivers ingest on this thread, so the pages a burst filled belong to it. A few ms, at
+                # most once a second.
                 try:
-                    await loop.run_in_executor(None, self.purge)
+                    self.purge()
                 except Exception:  # a failed purge changes nothing we compare; keep checking
                     log.exception("%s: purging freed memory failed", self.settings.id)
             await asyncio.sleep(self.settings.check_interval)
