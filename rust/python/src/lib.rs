@@ -815,7 +815,7 @@ fn memory_purge(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h, v3): how long freed memory stays committed.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-/// Long enough that a sampler reuses what it frees (purging after mimalloc's default made every new span
+/// Long enough that a sampler reuses what it frees (purging within milliseconds made every new span
 /// fault its memory in again: a fifth of the time in profiles); short enough that an idle process gives a
 /// burst back, and positive, so `memory_purge` (the memory_limiter, when refusing) can force it: with -1,
 /// mimalloc never schedules a purge and freed pages stay resident until exit.
