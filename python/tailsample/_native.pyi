@@ -3,7 +3,7 @@
 from typing import Any, final
 
 __all__ = ["NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue", "__version__", "error_classes",
-           "inspect_payload", "otlp_json_to_proto", "split_by_trace"]
+           "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto", "split_by_trace"]
 
 __version__: str
 
@@ -76,3 +76,8 @@ def otlp_json_to_proto(body: bytes) -> bytes:
     """One OTLP/JSON ExportTraceServiceRequest as protobuf bytes; raises `tailsample.errors.DecodeError`."""
 
 def split_by_trace(payload: bytes) -> list[tuple[bytes, bytes]]: ...
+def memory_stats() -> dict[str, int]:
+    """The Rust heap: `heap_bytes` live now (exact), `committed_bytes` and `peak_committed_bytes` mimalloc holds."""
+
+def memory_purge() -> dict[str, int]:
+    """Hands mimalloc's freed pages back to the system (`mi_collect(true)`); returns `memory_stats()` after."""

@@ -4,8 +4,10 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+mod memory;
+
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: memory::CountingMiMalloc = memory::CountingMiMalloc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -786,17 +788,45 @@ fn error_classes() -> Vec<&'static str> {
     ]
 }
 
-/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v2): how long freed memory stays committed.
+fn allocator_dict<'py>(
+    py: Python<'py>,
+    stats: memory::AllocatorStats,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("heap_bytes", stats.heap_bytes)?;
+    d.set_item("committed_bytes", stats.committed_bytes)?;
+    d.set_item("peak_committed_bytes", stats.peak_committed_bytes)?;
+    Ok(d)
+}
+
+/// The Rust heap: `heap_bytes` live now (exact), `committed_bytes` and `peak_committed_bytes` mimalloc holds.
+#[pyfunction]
+fn memory_stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let stats = run(py, memory::allocator_stats)?;
+    allocator_dict(py, stats)
+}
+
+/// Hands mimalloc's freed pages back to the system now (`mi_collect(true)`); returns `memory_stats()` after.
+#[pyfunction]
+fn memory_purge(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let stats = run(py, memory::purge)?;
+    allocator_dict(py, stats)
+}
+
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h, v3): how long freed memory stays committed.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+/// Long enough that a sampler reuses what it frees (purging within milliseconds made every new span
+/// fault its memory in again: a fifth of the time in profiles); short enough that an idle process gives a
+/// burst back, and positive, so `memory_purge` (the memory_limiter, when refusing) can force it: with -1,
+/// mimalloc never schedules a purge and freed pages stay resident until exit.
+const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    // A sampler frees a decided trace's chunks and allocates the next trace's at once: purging freed pages
-    // after mimalloc's default 10 ms makes every new span fault its memory in again (a fifth of the time in
-    // profiles). Keep freed memory committed (the buffers are bounded), unless the user chose otherwise.
+    // See PURGE_DELAY_MS; the user's MIMALLOC_PURGE_DELAY wins.
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets a process-wide integer option of our own statically linked mimalloc.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<NativeConfig>()?;
@@ -807,5 +837,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(error_classes, m)?)?;
     m.add_function(wrap_pyfunction!(otlp_json_to_proto, m)?)?;
     m.add_function(wrap_pyfunction!(split_by_trace, m)?)?;
+    m.add_function(wrap_pyfunction!(memory_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(memory_purge, m)?)?;
     Ok(())
 }
