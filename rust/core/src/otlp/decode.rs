@@ -1599,3 +1599,141 @@ mod lazy_value_tests {
         assert_eq!(d.span_attr(0, 0), AttrValue::Str("false"));
     }
 }
+
+#[cfg(test)]
+mod nesting_tests {
+    use super::any_value as av;
+    use super::*;
+
+    fn len_field(field: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![field << 3 | 2];
+        crate::otlp::wire::put_varint(&mut out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+        out
+    }
+    /// A span of trace byte `t` with `extra` fields.
+    fn span(t: u8, extra: &[u8]) -> Vec<u8> {
+        let mut s = len_field(1, &[t; 16]);
+        s.extend(len_field(2, &[t; 8]));
+        s.extend_from_slice(extra);
+        s
+    }
+    /// A request of one resource (`resource` fields), one scope (`scope` fields) and these spans.
+    fn request(resource: &[u8], scope: &[u8], spans: &[Vec<u8>]) -> Vec<u8> {
+        let mut ss = len_field(1, scope);
+        for s in spans {
+            ss.extend(len_field(2, s));
+        }
+        let mut rs = len_field(1, resource);
+        rs.extend(len_field(2, &ss));
+        len_field(1, &rs)
+    }
+    /// An `AnyValue` of `n` kvlists around an int: its deepest message is 3n levels below it.
+    fn kvlists(n: usize) -> Vec<u8> {
+        (0..n).fold(av::int(1), |v, _| av::map(&[("k", v)]))
+    }
+    /// An `AnyValue` of `n` arrays around an int: 2n levels below it.
+    fn arrays(n: usize) -> Vec<u8> {
+        (0..n).fold(av::int(1), |v, _| av::array(&[v]))
+    }
+    fn attr(value: &[u8]) -> Vec<u8> {
+        len_field(9, &av::key_value("deep", value))
+    }
+    fn event_attr(value: &[u8]) -> Vec<u8> {
+        len_field(11, &len_field(3, &av::key_value("deep", value)))
+    }
+    fn decoded(req: &[u8]) -> (usize, usize, String) {
+        let d = decode(req, &AttrKeys::new(["deep"])).expect("valid protobuf");
+        (d.spans.len(), d.rejected_spans, d.rejection.unwrap_or_default())
+    }
+
+    /// Scenario: a span attribute, and an event attribute, of nested kvlists or arrays, at the deepest
+    /// nesting within `MAX_LEVELS` and one step past it, beside a plain span. Levels: request 1, ResourceSpans 2,
+    /// ScopeSpans 3, Span 4, KeyValue 5, AnyValue 6 (an event's 7); a kvlist adds 3 (KeyValueList, KeyValue,
+    /// AnyValue), an array 2. Guarantees: one rule for both kinds: within 64 levels taken; past them the
+    /// span alone rejected, counted, with its path and the reason; the plain span taken.
+    #[test]
+    fn every_value_kind_obeys_one_level_limit() {
+        let cases: [(&str, Vec<u8>, Vec<u8>); 4] = [
+            ("kvlist 19 (63 levels) / 20 (66)", attr(&kvlists(19)), attr(&kvlists(20))),
+            ("array 29 (64 levels) / 30 (66)", attr(&arrays(29)), attr(&arrays(30))),
+            ("event kvlist 19 (64) / 20 (67)", event_attr(&kvlists(19)), event_attr(&kvlists(20))),
+            ("event array 28 (63) / 29 (65)", event_attr(&arrays(28)), event_attr(&arrays(29))),
+        ];
+        for (name, ok, over) in cases {
+            let req = request(b"", b"", &[span(1, &ok), span(2, b"")]);
+            assert_eq!(decoded(&req), (2, 0, String::new()), "{name}");
+            let req = request(b"", b"", &[span(1, b""), span(2, &over), span(3, b"")]);
+            let (taken, rejected, why) = decoded(&req);
+            assert_eq!((taken, rejected), (2, 1), "{name}");
+            assert!(
+                why.starts_with("resource_spans[0].scope_spans[0].spans[1]."),
+                "{name}: {why}"
+            );
+            assert!(
+                why.contains("nested deeper than 64 protobuf message levels"),
+                "{name}: {why}"
+            );
+            let d = decode(&req, &AttrKeys::default()).unwrap();
+            assert_eq!(d.spans[1].trace_id, [3; 16], "{name}");
+        }
+    }
+
+    /// Scenario: the probe's kvlist 32 deep (102 levels, over every runtime's 100), once on a span, once on
+    /// the resource and once on the scope of a request that also holds good spans elsewhere.
+    /// Guarantees: the span alone is rejected; a resource or scope over the limit rejects the spans under it
+    /// (counted), and only those.
+    #[test]
+    fn resource_and_scope_over_the_limit_reject_their_spans() {
+        let deep = av::key_value("deep", &kvlists(32));
+        let good = request(b"", b"", &[span(9, b"")]);
+        // A resource's attributes: Resource 3, KeyValue 4, AnyValue 5.
+        let mut req = request(&len_field(1, &deep), b"", &[span(1, b""), span(2, b"")]);
+        req.extend(&good);
+        let (taken, rejected, why) = decoded(&req);
+        assert_eq!((taken, rejected), (1, 2));
+        assert!(why.starts_with("resource_spans[0].resource.attributes[0]: "), "{why}");
+        // A scope's attributes (field 3): InstrumentationScope 4, KeyValue 5.
+        let mut req = good.clone();
+        req.extend(request(b"", &len_field(3, &deep), &[span(1, b""), span(2, b""), span(3, b"")]));
+        let (taken, rejected, why) = decoded(&req);
+        assert_eq!((taken, rejected), (1, 3));
+        assert!(why.starts_with("resource_spans[1].scope_spans[0].scope.attributes[0]: "), "{why}");
+        // The resource just within the limit: KeyValue at 4, so 19 kvlists reach 5 + 57 = 62.
+        let req = request(&len_field(1, &av::key_value("k", &kvlists(19))), b"", &[span(1, b"")]);
+        assert_eq!(decoded(&req), (1, 0, String::new()));
+    }
+
+    /// Scenario: unknown groups nested in a span: to level 64, and one past it; then 20,000 deep.
+    /// Guarantees: groups count as levels too; the span over the limit is rejected alone, without recursion
+    /// past the limit.
+    #[test]
+    fn groups_count_as_levels() {
+        let groups = |n: usize| -> Vec<u8> {
+            let mut g = vec![0x93, 0x06].repeat(n); // field 50, start group (two-byte tag)
+            g.extend([0x94, 0x06].repeat(n));
+            g
+        };
+        let req = request(b"", b"", &[span(1, &groups(60)), span(2, b"")]);
+        assert_eq!(decoded(&req).0, 2);
+        for n in [61, 20_000] {
+            let req = request(b"", b"", &[span(1, &groups(n)), span(2, b"")]);
+            let (taken, rejected, why) = decoded(&req);
+            assert_eq!((taken, rejected), (1, 1), "{n}");
+            assert!(why.contains("groups nested deeper than 64"), "{why}");
+        }
+    }
+
+    /// Scenario: malformed bytes after a too-deep value in another span, and a request whose only span is over
+    /// the limit. Guarantees: malformed data still refuses the whole request; a request of rejected spans alone
+    /// is valid, with nothing taken.
+    #[test]
+    fn rejection_never_hides_malformed_data() {
+        let mut bad = span(2, b"");
+        bad.extend([0x2a, 0x05, b'a']); // name runs past the end
+        let req = request(b"", b"", &[span(1, &attr(&kvlists(30))), bad]);
+        assert!(decode(&req, &AttrKeys::default()).is_err());
+        let req = request(b"", b"", &[span(1, &attr(&arrays(40)))]);
+        assert_eq!(decoded(&req).0..decoded(&req).1, 0..1);
+    }
+}

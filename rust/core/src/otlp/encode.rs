@@ -327,3 +327,117 @@ pub fn append_attributes(framed: &[u8], attrs: &[u8]) -> Box<[u8]> {
     }
     out.into_boxed_slice()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::otlp::decode::{decode, AttrKeys};
+
+    fn origin(service: &str, scope: &str) -> Arc<Origin> {
+        let attr = format!("\x0a\x03svc\x12{}\x0a{}{service}", (service.len() + 2) as u8 as char, service.len() as u8 as char);
+        let mut res = Vec::new();
+        put_len_header(&mut res, 1, attr.len());
+        res.extend(attr.as_bytes());
+        Arc::new(Origin {
+            resource: Arc::new(Resource {
+                raw: Some(res.into()),
+                schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
+                matched: 0,
+            }),
+            raw: Some(format!("\x0a{}{scope}", scope.len() as u8 as char).into_bytes().into()),
+            schema_url: "".into(),
+        })
+    }
+
+    /// A span of trace `t`, number `i`, with `pad` bytes of name.
+    fn span(t: u8, i: u32, pad: usize) -> Vec<u8> {
+        let mut s = vec![0x0a, 16];
+        s.extend([t; 16]);
+        s.extend([0x12, 8]);
+        s.extend(u64::from(i).to_be_bytes());
+        put_len_header(&mut s, 5, pad);
+        s.extend(std::iter::repeat_n(b'n', pad));
+        s
+    }
+
+    fn framed(spans: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for s in spans {
+            frame_span(&mut out, s);
+        }
+        out
+    }
+
+    /// The spans of every payload, in order, as raw bytes, with their scope's name.
+    fn spans_of(payloads: &[Vec<u8>]) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        for p in payloads {
+            let d = decode(p, &AttrKeys::default()).expect("an emitted payload decodes");
+            for s in &d.spans {
+                out.push((d.scopes[s.scope as usize].name.to_string(), s.raw.to_vec()));
+            }
+        }
+        out
+    }
+
+    /// Scenario: one trace of 10,000 spans in one chunk (one scope), then 50 spans of a second scope and
+    /// resource, against limits from 1 KiB to 64 KiB. Guarantees: every payload is at most the limit; every
+    /// span arrives once, in order, byte for byte, under its own scope; payloads are well filled (no more than
+    /// one span's worth short of the limit but for the last).
+    #[test]
+    fn a_large_trace_is_cut_between_its_spans() {
+        let (a, b) = (origin("checkout", "lib-a"), origin("cart", "lib-b"));
+        let big: Vec<Vec<u8>> = (0..10_000).map(|i| span(1, i, (i % 90) as usize)).collect();
+        let small: Vec<Vec<u8>> = (0..50).map(|i| span(2, i, 10)).collect();
+        let (fa, fb) = (framed(&big), framed(&small));
+        let chunks = [
+            OutChunk { origin: &a, framed: &fa },
+            OutChunk { origin: &b, framed: &fb },
+        ];
+        let want: Vec<(String, Vec<u8>)> = big
+            .iter()
+            .map(|s| ("lib-a".to_string(), s.clone()))
+            .chain(small.iter().map(|s| ("lib-b".to_string(), s.clone())))
+            .collect();
+        for max in [1024, 4096, 65_536] {
+            let mut oversized = 0;
+            let payloads = encode_requests(&chunks, max, |_, _| oversized += 1);
+            assert_eq!(oversized, 0);
+            assert!(payloads.len() >= fa.len() / max, "{max}: {} payloads", payloads.len());
+            for (i, p) in payloads.iter().enumerate() {
+                assert!(p.len() <= max, "{max}: payload {i} holds {} bytes", p.len());
+                if i + 2 < payloads.len() {
+                    assert!(p.len() > max - 300, "{max}: payload {i} holds only {} bytes", p.len());
+                }
+            }
+            assert_eq!(spans_of(&payloads), want, "{max}");
+        }
+        // Without a limit, one payload.
+        assert_eq!(encode_requests(&chunks, usize::MAX, |_, _| {}).len(), 1);
+    }
+
+    /// Scenario: a span larger than the limit in the middle of a chunk of small ones.
+    /// Guarantees: it leaves alone in its own payload (the only one over the limit), reported with its trace
+    /// ID and size; the spans around it leave in payloads within the limit, in order.
+    #[test]
+    fn a_span_over_the_limit_leaves_alone_and_is_reported() {
+        let a = origin("checkout", "lib-a");
+        let mut spans: Vec<Vec<u8>> = (0..40).map(|i| span(7, i, 50)).collect();
+        spans.insert(20, span(7, 99, 5000));
+        let f = framed(&spans);
+        let chunks = [OutChunk { origin: &a, framed: &f }];
+        let mut reported = Vec::new();
+        let payloads = encode_requests(&chunks, 2048, |id, size| reported.push((id, size)));
+        assert_eq!(reported, vec![(u128::from_be_bytes([7; 16]), framed_size(spans[20].len()))]);
+        let over: Vec<usize> = payloads
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.len() > 2048)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(over.len(), 1);
+        assert_eq!(spans_of(&payloads[over[0]..=over[0]]).len(), 1);
+        let got: Vec<Vec<u8>> = spans_of(&payloads).into_iter().map(|(_, s)| s).collect();
+        assert_eq!(got, spans);
+    }
+}
