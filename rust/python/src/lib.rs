@@ -383,6 +383,29 @@ impl NativeEngine {
         run(py, || self.engine.ingest(payload, now))?.map_err(|e| to_py(py, e))
     }
 
+    /// `ingest`, also saying what was rejected alone: (spans taken, spans rejected, the first one's reason or "").
+    fn ingest_report(
+        &self,
+        py: Python<'_>,
+        payload: &[u8],
+        now: f64,
+    ) -> PyResult<(usize, usize, String)> {
+        let now = now_ns(py, now)?;
+        let r = run(py, || self.engine.ingest_report(payload, now))?.map_err(|e| to_py(py, e))?;
+        Ok((r.spans, r.rejected_spans, r.rejection.unwrap_or_default()))
+    }
+
+    /// (trace ID as 32 hex digits, framed size) of the last kept span larger than max_payload_bytes, or None.
+    fn last_oversized_span(&self, py: Python<'_>) -> PyResult<Option<(String, usize)>> {
+        let last = run(py, || self.engine.last_oversized_span())?;
+        Ok(last.map(|(id, size)| {
+            (
+                id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                size,
+            )
+        }))
+    }
+
     /// `ingest`, also returning the distinct trace IDs the payload held, 16 bytes each, concatenated.
     fn ingest_traces<'py>(
         &self,
