@@ -501,7 +501,11 @@ impl Engine {
                 framed: &c.framed,
             })
             .collect();
-        Some(encode_requests(&refs, self.cfg.max_payload_bytes, |_, _| {}))
+        Some(encode_requests(
+            &refs,
+            self.cfg.max_payload_bytes,
+            |_, _| {},
+        ))
     }
 
     /// The trace ID and size of the last kept span larger than `max_payload_bytes` by itself (sent alone in

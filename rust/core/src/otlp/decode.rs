@@ -1644,7 +1644,11 @@ mod nesting_tests {
     }
     fn decoded(req: &[u8]) -> (usize, usize, String) {
         let d = decode(req, &AttrKeys::new(["deep"])).expect("valid protobuf");
-        (d.spans.len(), d.rejected_spans, d.rejection.unwrap_or_default())
+        (
+            d.spans.len(),
+            d.rejected_spans,
+            d.rejection.unwrap_or_default(),
+        )
     }
 
     /// Scenario: a span attribute, and an event attribute, of nested kvlists or arrays, at the deepest
@@ -1655,10 +1659,26 @@ mod nesting_tests {
     #[test]
     fn every_value_kind_obeys_one_level_limit() {
         let cases: [(&str, Vec<u8>, Vec<u8>); 4] = [
-            ("kvlist 19 (63 levels) / 20 (66)", attr(&kvlists(19)), attr(&kvlists(20))),
-            ("array 29 (64 levels) / 30 (66)", attr(&arrays(29)), attr(&arrays(30))),
-            ("event kvlist 19 (64) / 20 (67)", event_attr(&kvlists(19)), event_attr(&kvlists(20))),
-            ("event array 28 (63) / 29 (65)", event_attr(&arrays(28)), event_attr(&arrays(29))),
+            (
+                "kvlist 19 (63 levels) / 20 (66)",
+                attr(&kvlists(19)),
+                attr(&kvlists(20)),
+            ),
+            (
+                "array 29 (64 levels) / 30 (66)",
+                attr(&arrays(29)),
+                attr(&arrays(30)),
+            ),
+            (
+                "event kvlist 19 (64) / 20 (67)",
+                event_attr(&kvlists(19)),
+                event_attr(&kvlists(20)),
+            ),
+            (
+                "event array 28 (63) / 29 (65)",
+                event_attr(&arrays(28)),
+                event_attr(&arrays(29)),
+            ),
         ];
         for (name, ok, over) in cases {
             let req = request(b"", b"", &[span(1, &ok), span(2, b"")]);
@@ -1692,15 +1712,29 @@ mod nesting_tests {
         req.extend(&good);
         let (taken, rejected, why) = decoded(&req);
         assert_eq!((taken, rejected), (1, 2));
-        assert!(why.starts_with("resource_spans[0].resource.attributes[0]: "), "{why}");
+        assert!(
+            why.starts_with("resource_spans[0].resource.attributes[0]: "),
+            "{why}"
+        );
         // A scope's attributes (field 3): InstrumentationScope 4, KeyValue 5.
         let mut req = good.clone();
-        req.extend(request(b"", &len_field(3, &deep), &[span(1, b""), span(2, b""), span(3, b"")]));
+        req.extend(request(
+            b"",
+            &len_field(3, &deep),
+            &[span(1, b""), span(2, b""), span(3, b"")],
+        ));
         let (taken, rejected, why) = decoded(&req);
         assert_eq!((taken, rejected), (1, 3));
-        assert!(why.starts_with("resource_spans[1].scope_spans[0].scope.attributes[0]: "), "{why}");
+        assert!(
+            why.starts_with("resource_spans[1].scope_spans[0].scope.attributes[0]: "),
+            "{why}"
+        );
         // The resource just within the limit: KeyValue at 4, so 19 kvlists reach 5 + 57 = 62.
-        let req = request(&len_field(1, &av::key_value("k", &kvlists(19))), b"", &[span(1, b"")]);
+        let req = request(
+            &len_field(1, &av::key_value("k", &kvlists(19))),
+            b"",
+            &[span(1, b"")],
+        );
         assert_eq!(decoded(&req), (1, 0, String::new()));
     }
 
@@ -1710,7 +1744,7 @@ mod nesting_tests {
     #[test]
     fn groups_count_as_levels() {
         let groups = |n: usize| -> Vec<u8> {
-            let mut g = vec![0x93, 0x06].repeat(n); // field 50, start group (two-byte tag)
+            let mut g = [0x93, 0x06].repeat(n); // field 50, start group (two-byte tag)
             g.extend([0x94, 0x06].repeat(n));
             g
         };

@@ -334,7 +334,11 @@ mod tests {
     use crate::otlp::decode::{decode, AttrKeys};
 
     fn origin(service: &str, scope: &str) -> Arc<Origin> {
-        let attr = format!("\x0a\x03svc\x12{}\x0a{}{service}", (service.len() + 2) as u8 as char, service.len() as u8 as char);
+        let attr = format!(
+            "\x0a\x03svc\x12{}\x0a{}{service}",
+            (service.len() + 2) as u8 as char,
+            service.len() as u8 as char
+        );
         let mut res = Vec::new();
         put_len_header(&mut res, 1, attr.len());
         res.extend(attr.as_bytes());
@@ -344,7 +348,11 @@ mod tests {
                 schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
                 matched: 0,
             }),
-            raw: Some(format!("\x0a{}{scope}", scope.len() as u8 as char).into_bytes().into()),
+            raw: Some(
+                format!("\x0a{}{scope}", scope.len() as u8 as char)
+                    .into_bytes()
+                    .into(),
+            ),
             schema_url: "".into(),
         })
     }
@@ -391,8 +399,14 @@ mod tests {
         let small: Vec<Vec<u8>> = (0..50).map(|i| span(2, i, 10)).collect();
         let (fa, fb) = (framed(&big), framed(&small));
         let chunks = [
-            OutChunk { origin: &a, framed: &fa },
-            OutChunk { origin: &b, framed: &fb },
+            OutChunk {
+                origin: &a,
+                framed: &fa,
+            },
+            OutChunk {
+                origin: &b,
+                framed: &fb,
+            },
         ];
         let want: Vec<(String, Vec<u8>)> = big
             .iter()
@@ -403,11 +417,19 @@ mod tests {
             let mut oversized = 0;
             let payloads = encode_requests(&chunks, max, |_, _| oversized += 1);
             assert_eq!(oversized, 0);
-            assert!(payloads.len() >= fa.len() / max, "{max}: {} payloads", payloads.len());
+            assert!(
+                payloads.len() >= fa.len() / max,
+                "{max}: {} payloads",
+                payloads.len()
+            );
             for (i, p) in payloads.iter().enumerate() {
                 assert!(p.len() <= max, "{max}: payload {i} holds {} bytes", p.len());
                 if i + 2 < payloads.len() {
-                    assert!(p.len() > max - 300, "{max}: payload {i} holds only {} bytes", p.len());
+                    assert!(
+                        p.len() > max - 300,
+                        "{max}: payload {i} holds only {} bytes",
+                        p.len()
+                    );
                 }
             }
             assert_eq!(spans_of(&payloads), want, "{max}");
@@ -425,10 +447,16 @@ mod tests {
         let mut spans: Vec<Vec<u8>> = (0..40).map(|i| span(7, i, 50)).collect();
         spans.insert(20, span(7, 99, 5000));
         let f = framed(&spans);
-        let chunks = [OutChunk { origin: &a, framed: &f }];
+        let chunks = [OutChunk {
+            origin: &a,
+            framed: &f,
+        }];
         let mut reported = Vec::new();
         let payloads = encode_requests(&chunks, 2048, |id, size| reported.push((id, size)));
-        assert_eq!(reported, vec![(u128::from_be_bytes([7; 16]), framed_size(spans[20].len()))]);
+        assert_eq!(
+            reported,
+            vec![(u128::from_be_bytes([7; 16]), framed_size(spans[20].len()))]
+        );
         let over: Vec<usize> = payloads
             .iter()
             .enumerate()
