@@ -91,13 +91,6 @@ def kv_bytes(key: bytes, any_value: bytes) -> bytes:
     return enc_len(1, key) + enc_len(2, any_value)
 
 
-def deep_kvlist(depth: int) -> bytes:
-    value = enc_len(1, b"leaf")
-    for _ in range(depth):
-        value = enc_len(6, enc_len(1, kv_bytes(b"k", value)))  # AnyValue.kvlist_value{values: [KeyValue]}
-    return value
-
-
 def groups(depth: int) -> bytes:
     return enc_tag(50, SGROUP) * depth + enc_tag(50, EGROUP) * depth
 
