@@ -111,10 +111,10 @@ class Engine:
         spans, rejected, why = self._native.ingest_report(payload, self._now(now))
         return Ingested(spans, rejected, why)
 
-    def last_oversized_span(self) -> tuple[str, int] | None:
-        """(trace ID, bytes) of the last kept span larger than `tailsample.max_payload_bytes` by itself: it left
-        alone in a payload over the limit (counted in the `spans_oversized` stat). None if there was none."""
-        return self._native.last_oversized_span()
+    def oversized_spans(self) -> tuple[int, tuple[str, int] | None]:
+        """Kept spans larger than `tailsample.max_payload_bytes` by themselves so far (each left alone in a payload
+        over the limit: the `spans_oversized` stat), and the last one's (trace ID, bytes), None if none."""
+        return self._native.oversized_spans()
 
     def ingest_traces(self, payload: bytes | bytearray | memoryview, *,
                       now: float | None = None) -> tuple[int, list[bytes]]:

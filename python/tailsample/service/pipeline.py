@@ -265,9 +265,8 @@ class ServicePipeline:
         round_.settle(True)
 
     def _report_oversized(self) -> None:
-        seen = self.engine.stats()["spans_oversized"]
+        seen, last = self.engine.oversized_spans()
         if seen > self._oversized_seen:
-            last = self.engine.last_oversized_span()
             what = f"trace {last[0]} ({last[1]} bytes)" if last else "?"
             self._oversized.add(seen - self._oversized_seen, what, self.sampler_id)
             self._oversized_seen = seen

@@ -508,14 +508,17 @@ impl Engine {
         ))
     }
 
-    /// The trace ID and size of the last kept span larger than `max_payload_bytes` by itself (sent alone in
-    /// a payload over the limit; counted in `spans_oversized`), for the log.
-    pub fn last_oversized_span(&self) -> Option<([u8; 16], usize)> {
+    /// Kept spans larger than `max_payload_bytes` by themselves so far (each sent alone in a payload over the
+    /// limit: `spans_oversized`), and the last one's trace ID and size, for the log.
+    pub fn oversized_spans(&self) -> (u64, Option<([u8; 16], usize)>) {
         let last = *self
             .last_oversized
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        last.map(|(id, size)| (id.to_be_bytes(), size))
+        (
+            self.spans_oversized.load(Ordering::Relaxed),
+            last.map(|(id, size)| (id.to_be_bytes(), size)),
+        )
     }
 
     /// The propagation-gap audit over every shard (None when `tailsample.propagation_audit` is off).

@@ -395,15 +395,18 @@ impl NativeEngine {
         Ok((r.spans, r.rejected_spans, r.rejection.unwrap_or_default()))
     }
 
-    /// (trace ID as 32 hex digits, framed size) of the last kept span larger than max_payload_bytes, or None.
-    fn last_oversized_span(&self, py: Python<'_>) -> PyResult<Option<(String, usize)>> {
-        let last = run(py, || self.engine.last_oversized_span())?;
-        Ok(last.map(|(id, size)| {
-            (
-                id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-                size,
-            )
-        }))
+    /// (kept spans larger than max_payload_bytes so far, the last one's (trace ID as 32 hex digits, size) or None).
+    fn oversized_spans(&self, py: Python<'_>) -> PyResult<(u64, Option<(String, usize)>)> {
+        let (count, last) = run(py, || self.engine.oversized_spans())?;
+        Ok((
+            count,
+            last.map(|(id, size)| {
+                (
+                    id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                    size,
+                )
+            }),
+        ))
     }
 
     /// `ingest`, also returning the distinct trace IDs the payload held, 16 bytes each, concatenated.
