@@ -207,6 +207,28 @@ def test_the_service_answers_a_partial_success_and_delivers_the_rest(protocol, r
             assert s.metric(f'otelcol_receiver_accepted_spans_total{{receiver="otlp",transport="{transport}"}}') == 21
 
 
+def test_the_probe_through_the_service_loses_no_unrelated_trace(rng):
+    """Scenario: the operator's probe: 200 error traces in 10 requests, one of them also holding an error span
+    with a kvlist 32 deep (102 levels), a `batch` processor after tail_sampling gathering everything, exported
+    over gRPC to a backend that parses every request with the Python runtime (as the probe's backend did).
+    Guarantees: the poisoned span is rejected alone (its request answered with a partial success); all 200
+    traces arrive (the probe lost 146 of them)."""
+    ids = [trace_id(rng) for _ in range(200)]
+    requests = [[span(t, span_id(rng)) for t in ids[i:i + 20]] for i in range(0, 200, 20)]
+    requests[3].insert(7, span(trace_id(rng), span_id(rng), extra=enc_len(9, key_value(nested("kvlist", 32)))))
+    with sink() as backend:
+        cfg = service_config(exporters={"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True}}},
+                             processors={"batch": {"send_batch_size": 10_000, "timeout": "300ms"}},
+                             pipeline_processors=["tail_sampling", "batch"])
+        with serving(cfg) as s:
+            answers = [decode_partial_success(post(s.url(), resource_spans(r), "application/x-protobuf")[1])[0]
+                       for r in requests]
+            assert answers == [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+            wait_for(lambda: {t for t, *_ in backend.spans()} == {t.hex() for t in ids}, timeout=20,
+                     what="all 200 error traces at the backend")
+            assert s.metric('otelcol_exporter_send_failed_spans_total{exporter="otlp"}') == 0
+
+
 def _json_to_proto(doc: Any) -> bytes:
     return json_to_proto(json.dumps(doc))
 

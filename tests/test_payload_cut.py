@@ -11,6 +11,7 @@ import logging
 import random
 import urllib.request
 
+import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
@@ -64,6 +65,11 @@ def test_a_kept_100000_span_trace_reaches_a_4mib_grpc_backend(batch):
     assert 6_500_000 < sum(len(s) for s in spans) < 7_500_000
     backend = OtlpSink(max_receive_bytes=GRPC_LIMIT)
     try:
+        # The backend refuses what the probe's backend refused: one byte over 4 MiB.
+        with grpc.insecure_channel(backend.grpc_endpoint) as ch, pytest.raises(grpc.RpcError) as refused:
+            ch.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")(
+                request([span(tid, root, b"", 0, pad=GRPC_LIMIT)]), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         exporter = {"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True}}}
         extra = ({"processors": {"batch": {"send_batch_size": 1_000_000, "timeout": "200ms"}},
                   "pipeline_processors": ["tail_sampling", "batch"]} if batch else {})
