@@ -215,7 +215,8 @@ def test_the_probe_through_the_service_loses_no_unrelated_trace(rng):
     traces arrive (the probe lost 146 of them)."""
     ids = [trace_id(rng) for _ in range(200)]
     requests = [[span(t, span_id(rng)) for t in ids[i:i + 20]] for i in range(0, 200, 20)]
-    requests[3].insert(7, span(trace_id(rng), span_id(rng), extra=enc_len(9, key_value(nested("kvlist", 32)))))
+    # In the first request: the one the attribute inventory samples, which parses with the Python runtime.
+    requests[0].insert(7, span(trace_id(rng), span_id(rng), extra=enc_len(9, key_value(nested("kvlist", 32)))))
     with sink() as backend:
         cfg = service_config(exporters={"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True}}},
                              processors={"batch": {"send_batch_size": 10_000, "timeout": "300ms"}},
@@ -223,7 +224,7 @@ def test_the_probe_through_the_service_loses_no_unrelated_trace(rng):
         with serving(cfg) as s:
             answers = [decode_partial_success(post(s.url(), resource_spans(r), "application/x-protobuf")[1])[0]
                        for r in requests]
-            assert answers == [0, 0, 0, 1, 0, 0, 0, 0, 0, 0]
+            assert answers == [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
             wait_for(lambda: {t for t, *_ in backend.spans()} == {t.hex() for t in ids}, timeout=20,
                      what="all 200 error traces at the backend")
             assert s.metric('otelcol_exporter_send_failed_spans_total{exporter="otlp"}') == 0

@@ -30,6 +30,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
 from tailsample import _native
 from tailsample.engine import Engine, Ingested
 from tailsample.errors import StorageError
@@ -204,7 +206,7 @@ class ServicePipeline:
         self._rejections = _Throttled(log, "%s: %d spans rejected alone in the last %.0f s (their requests "
                                       "answered with a partial success); the first: %s")
         self._oversized = _Throttled(log, "%s: %d kept spans larger than tailsample.max_payload_bytes in the "
-                                     "last %.0f s, each sent alone in a payload over the limit; the last: %s")
+                                     "last %.0f s, each sent alone in a payload over the limit; one of them: %s")
         self._oversized_seen = 0
         self.inventory = AttributeInventory()
         self._inventory_lock = threading.Lock()  # the Kafka receiver observes from its consumer thread
@@ -231,7 +233,12 @@ class ServicePipeline:
             if now < self._inventory_due:
                 return
             self._inventory_due = now + INVENTORY_INTERVAL_S
-            self.inventory.add_payload(payload)  # the engine accepted it: valid protobuf
+            try:
+                self.inventory.add_payload(payload)  # the engine accepted it: valid protobuf
+            except ProtobufDecodeError:
+                # It held a span nested past the Python runtime's 100 levels, which the engine rejected alone:
+                # the inventory (a sample) skips the payload.
+                pass
 
     def inventory_json(self) -> dict[str, object]:
         with self._inventory_lock:
