@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from google.protobuf.message import DecodeError as ProtobufDecodeError
+from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
 
 from tailsample import _native
 from tailsample.engine import Engine, Ingested
