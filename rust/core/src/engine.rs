@@ -3,7 +3,8 @@
 //! A payload is decoded and validated whole before any shard is touched, then its spans are routed to shards
 //! by a seeded hash of the trace ID. The shards it touches are locked in ascending order (so concurrent callers
 //! cannot deadlock), each checks its limits, and only when all accept are the spans taken: a payload is taken
-//! whole or not at all. Encoding kept spans happens outside the locks.
+//! whole or not at all (whole meaning every span the scan did not reject alone for nesting past `MAX_LEVELS`).
+//! Encoding kept spans happens outside the locks, cut at `max_payload_bytes` between spans.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
