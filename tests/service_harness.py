@@ -199,10 +199,13 @@ class OtlpSink:
 
     `fail(n, http_status, grpc_code, retry_after)` makes the next n requests fail that way; `stop()` and
     `start()` take it down and bring it back on the same ports (an exporter's backend being down for a while).
+    `max_receive_bytes` is the largest request it takes on either protocol (4 MiB is gRPC's standard limit: a
+    larger message is refused with RESOURCE_EXHAUSTED by grpcio, a larger HTTP body with 413 by aiohttp).
     """
 
     http_port: int = 0
     grpc_port: int = 0
+    max_receive_bytes: int = 64 << 20
     payloads: list[bytes] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     attempts: int = 0
@@ -265,12 +268,13 @@ class OtlpSink:
         return b""
 
     async def _start(self) -> None:
-        app = web.Application(client_max_size=64 << 20)
+        app = web.Application(client_max_size=self.max_receive_bytes)
         app.router.add_post("/v1/traces", self._http)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, LOOPBACK, self.http_port, reuse_address=True).start()
-        self._grpc = aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)])
+        self._grpc = aio.server(options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length",
+                                                                        self.max_receive_bytes)])
         self._grpc.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             "opentelemetry.proto.collector.trace.v1.TraceService",
             {"Export": grpc.unary_unary_rpc_method_handler(self._export)}),))

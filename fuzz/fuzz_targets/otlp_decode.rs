@@ -119,11 +119,25 @@ fn walk(d: &Decoded<'_>, keys: &AttrKeys) {
     }
 }
 
-/// Every payload the core emits must be a valid request again.
-fn check_out(payloads: &[Vec<u8>], what: &str) {
+/// Every payload the core emits must be a valid request again, within the nesting rule (no span of it is
+/// rejected: every protobuf runtime parses it), and within `max_payload_bytes` unless it holds one span alone.
+fn check_out(payloads: &[Vec<u8>], what: &str, max_bytes: usize) {
     for p in payloads {
-        if let Err(e) = decode(p, &KEYS) {
-            panic!("{what} emitted a payload that does not decode: {e}");
+        match decode(p, &KEYS) {
+            Err(e) => panic!("{what} emitted a payload that does not decode: {e}"),
+            Ok(d) => {
+                assert_eq!(
+                    d.rejected_spans, 0,
+                    "{what} emitted a span nested too deep: {:?}",
+                    d.rejection
+                );
+                assert!(
+                    p.len() <= max_bytes || d.spans.len() == 1,
+                    "{what} emitted {} bytes of {} spans, over max_payload_bytes {max_bytes}",
+                    p.len(),
+                    d.spans.len()
+                );
+            }
         }
     }
 }
@@ -135,6 +149,7 @@ fn engine_stage(payload: &[u8]) {
         &RICH
     };
     let wait = cfg.decision_wait_ns;
+    let max = cfg.max_payload_bytes;
     let engine = Engine::new(EngineConfig::clone(cfg));
     let t0: i64 = 1_700_000_000_000_000_000;
     let mut ids = Vec::new();
@@ -147,21 +162,21 @@ fn engine_stage(payload: &[u8]) {
     for &id in ids.iter().take(4) {
         black_box(engine.explain(id.to_be_bytes()));
     }
-    check_out(&engine.poll(t0 + wait / 2), "poll");
-    check_out(&engine.poll(t0 + wait + 1), "poll");
+    check_out(&engine.poll(t0 + wait / 2), "poll", max);
+    check_out(&engine.poll(t0 + wait + 1), "poll", max);
     // The same spans again, after the decisions: late spans of kept and dropped traces, the decision caches.
     let _ = engine.ingest(payload, t0 + wait + 2);
-    check_out(&engine.poll(t0 + wait + 3), "poll of late spans");
+    check_out(&engine.poll(t0 + wait + 3), "poll of late spans", max);
     for k in engine.recent_kept(8) {
         if let Some(out) = engine.kept_trace(k.trace_id.to_be_bytes()) {
-            check_out(&out, "kept_trace");
+            check_out(&out, "kept_trace", max);
         }
     }
     // Once more, then forget half of what is buffered and flush the rest.
     let _ = engine.ingest(payload, t0 + 2 * wait);
     let half = ids.len() / 2;
     black_box(engine.forget(&ids[..half]));
-    check_out(&engine.flush(t0 + 2 * wait + 1), "flush");
+    check_out(&engine.flush(t0 + 2 * wait + 1), "flush", max);
     black_box((
         engine.stats(),
         engine.policy_stats().len(),
@@ -176,6 +191,8 @@ fn stage(data: &[u8]) {
     let decoded = decode(data, &KEYS);
     let ok = decoded.is_ok();
     if let Ok(d) = &decoded {
+        // Spans nested past the limit are rejected alone (counted, with a reason), never taken.
+        assert_eq!(d.rejected_spans == 0, d.rejection.is_none());
         assert_eq!(d.keys, KEYS.len());
         assert_eq!(d.span_attrs.len(), d.spans.len() * d.keys);
         assert_eq!(d.resource_attrs.len(), d.resources.len() * d.keys);

@@ -18,6 +18,20 @@ from tailsample.storage import FileStorage
 
 
 @dataclass(frozen=True)
+class Ingested:
+    """What `Engine.ingest_report` took of one payload."""
+
+    spans: int
+    """Spans taken."""
+    rejected_spans: int = 0
+    """Spans rejected alone: nested deeper than the 64 protobuf message levels a request may hold (in their
+    attributes, events or links, or their resource's or scope's attributes); the rest of the payload was taken.
+    An OTLP receiver answers them as a partial success."""
+    rejection: str = ""
+    """Why, and where, the first of them was rejected."""
+
+
+@dataclass(frozen=True)
 class RedSeries:
     """One series of the RED metrics: spans of one (service, span name, kind, status code), before sampling.
 
@@ -80,7 +94,8 @@ class Engine:
         return self._clock() if now is None else now
 
     def ingest(self, payload: bytes | bytearray | memoryview, *, now: float | None = None) -> int:
-        """Take one ExportTraceServiceRequest (protobuf bytes), whole or not at all; return its number of spans.
+        """Take one ExportTraceServiceRequest (protobuf bytes), whole or not at all; return the spans taken: all of
+        them but spans nested too deep, rejected alone (see `ingest_report`).
 
         Raises `DecodeError` for a malformed payload and `BackpressureError` when a limit is reached; in both
         cases nothing of the payload was taken and every buffered trace is unaffected.
@@ -88,6 +103,18 @@ class Engine:
         if not isinstance(payload, bytes):  # bytearray, memoryview: the engine reads immutable bytes only
             payload = bytes(payload)
         return self._native.ingest(payload, self._now(now))
+
+    def ingest_report(self, payload: bytes | bytearray | memoryview, *, now: float | None = None) -> Ingested:
+        """`ingest`, also saying which spans were rejected alone (what an OTLP partial success reports)."""
+        if not isinstance(payload, bytes):
+            payload = bytes(payload)
+        spans, rejected, why = self._native.ingest_report(payload, self._now(now))
+        return Ingested(spans, rejected, why)
+
+    def oversized_spans(self) -> tuple[int, tuple[str, int] | None]:
+        """Kept spans larger than `tailsample.max_payload_bytes` by themselves so far (each left alone in a payload
+        over the limit: the `spans_oversized` stat), and the last one's (trace ID, bytes), None if none."""
+        return self._native.oversized_spans()
 
     def ingest_traces(self, payload: bytes | bytearray | memoryview, *,
                       now: float | None = None) -> tuple[int, list[bytes]]:
@@ -237,4 +264,4 @@ def inspect_payload(payload: bytes) -> dict[str, int]:
     return _native.inspect_payload(payload)
 
 
-__all__ = ["Engine", "inspect_payload", "split_by_trace"]
+__all__ = ["Engine", "Ingested", "inspect_payload", "split_by_trace"]

@@ -130,6 +130,14 @@ def encode_partial_success(rejected_spans: int, message: str) -> bytes:
     return _field_bytes(1, inner)
 
 
+def partial_success_json(rejected_spans: int, message: str) -> bytes:
+    """The same response in the OTLP/JSON mapping (`{}` for a full success); int64 as a string, as protobuf's
+    JSON mapping writes it."""
+    if not rejected_spans and not message:
+        return b"{}"
+    return json.dumps({"partialSuccess": {"rejectedSpans": str(rejected_spans), "errorMessage": message}}).encode()
+
+
 def decode_partial_success(buf: bytes) -> tuple[int, str]:
     """(rejected_spans, error_message) of an `ExportTraceServiceResponse`; (0, "") for a full success."""
     for number, value in _fields(buf):
@@ -144,5 +152,6 @@ def decode_partial_success(buf: bytes) -> tuple[int, str]:
 
 __all__ = [
     "INVALID_ARGUMENT", "OK", "RESOURCE_EXHAUSTED", "UNAUTHENTICATED", "UNAVAILABLE", "Status",
-    "decode_partial_success", "decode_status", "encode_partial_success", "encode_status", "status_json",
+    "decode_partial_success", "decode_status", "encode_partial_success", "encode_status", "partial_success_json",
+    "status_json",
 ]

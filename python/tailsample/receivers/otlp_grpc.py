@@ -2,10 +2,11 @@
 
 No Python protobuf type is involved: the method is registered without a deserializer, so the request arrives as
 bytes and goes straight to the engine. Answers as the OTLP specification says: OK with an empty
-`ExportTraceServiceResponse`; INVALID_ARGUMENT with a message for malformed data; UNAUTHENTICATED without the
-bearer token; RESOURCE_EXHAUSTED with a `RetryInfo` detail under backpressure (OTLP clients retry that one only
-when the detail is there). Messages over `max_recv_msg_size_mib` are refused by grpcio itself
-(RESOURCE_EXHAUSTED) before they reach the handler. gzip request compression is handled by grpcio.
+`ExportTraceServiceResponse` (or its `partial_success` when spans nested too deep were rejected alone);
+INVALID_ARGUMENT with a message for malformed data; UNAUTHENTICATED without the bearer token; RESOURCE_EXHAUSTED
+with a `RetryInfo` detail under backpressure (OTLP clients retry that one only when the detail is there). Messages
+over `max_recv_msg_size_mib` are refused by grpcio itself (RESOURCE_EXHAUSTED) before they reach the handler.
+gzip request compression is handled by grpcio.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import grpc
 from grpc import aio
 
 from tailsample.errors import BackpressureError, DecodeError, StorageError
-from tailsample.otlp_status import RESOURCE_EXHAUSTED, encode_status
+from tailsample.otlp_status import RESOURCE_EXHAUSTED, encode_partial_success, encode_status
 from tailsample.receivers.auth import BearerTokenAuth
 from tailsample.receivers.sink import ReceiverMetrics, Sink, consume, span_count
 from tailsample.service.config import GrpcServer, HostPort
@@ -80,7 +81,7 @@ class OtlpGrpcReceiver:
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                     "missing or invalid bearer token in the authorization metadata")
         try:
-            spans = await consume(self.sink, request)
+            got = await consume(self.sink, request)
         except DecodeError as exc:
             self.metrics.rejected.add(1, self.id, "grpc", "malformed")
             log.debug("grpc export: malformed request: %s", exc)
@@ -91,7 +92,10 @@ class OtlpGrpcReceiver:
             details = encode_status(RESOURCE_EXHAUSTED, message, RETRY_AFTER_S)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message,
                                 trailing_metadata=(("grpc-status-details-bin", details),))
-        self.metrics.accepted.add(spans, self.id, "grpc")
+        self.metrics.accepted.add(got.spans, self.id, "grpc")
+        if got.rejected_spans:
+            self.metrics.refused.add(got.rejected_spans, self.id, "grpc")
+            return encode_partial_success(got.rejected_spans, f"{got.rejected_spans} spans rejected: {got.rejection}")
         return b""
 
 

@@ -1,6 +1,7 @@
 """OTLP/HTTP receiver: `POST /v1/traces` with protobuf or JSON bodies, as the OTLP specification answers them.
 
-- 200 with an empty `ExportTraceServiceResponse` (in the request's content type) when the pipelines took it;
+- 200 with an empty `ExportTraceServiceResponse` (in the request's content type) when the pipelines took it, or
+  with its `partial_success` (the count and the first reason) when spans nested too deep were rejected alone;
 - 400 with a `google.rpc.Status` naming what was wrong for malformed protobuf or JSON (the client must not retry);
 - 401 without the bearer token, when the receiver has `auth`;
 - 413 for a body over `max_request_body_size`, compressed or after decompression (a gzip bomb stops there: the
@@ -25,7 +26,9 @@ from tailsample.otlp_status import (
     INVALID_ARGUMENT,
     UNAUTHENTICATED,
     UNAVAILABLE,
+    encode_partial_success,
     encode_status,
+    partial_success_json,
     status_json,
 )
 from tailsample.receivers.auth import BearerTokenAuth
@@ -123,7 +126,7 @@ class OtlpHttpReceiver:
             self.metrics.rejected.add(1, self.id, "http", "malformed")
             return _error(request, 400, INVALID_ARGUMENT, f"malformed {kind} body: {exc}", ctype)
         try:
-            spans = await consume(self.sink, payload)
+            got = await consume(self.sink, payload)
         except DecodeError as exc:
             self.metrics.rejected.add(1, self.id, "http", "malformed")
             return _error(request, 400, INVALID_ARGUMENT, f"malformed ExportTraceServiceRequest: {exc}", ctype)
@@ -132,7 +135,13 @@ class OtlpHttpReceiver:
             resp = _error(request, 503, UNAVAILABLE, f"{exc}; retry later", ctype, retry_after=RETRY_AFTER_S)
             resp.headers["Retry-After"] = str(RETRY_AFTER_S)
             return resp
-        self.metrics.accepted.add(spans, self.id, "http")
+        self.metrics.accepted.add(got.spans, self.id, "http")
+        if got.rejected_spans:
+            self.metrics.refused.add(got.rejected_spans, self.id, "http")
+            message = f"{got.rejected_spans} spans rejected: {got.rejection}"
+            body = (partial_success_json(got.rejected_spans, message) if kind == "json"
+                    else encode_partial_success(got.rejected_spans, message))
+            return web.Response(body=body, content_type=ctype)
         return web.Response(body=b"{}" if kind == "json" else b"", content_type=ctype)
 
     async def _read_body(self, request: web.Request) -> bytes:

@@ -6,6 +6,7 @@ import asyncio
 from typing import Protocol
 
 from tailsample import _native
+from tailsample.engine import Ingested
 from tailsample.errors import DecodeError
 from tailsample.service.metrics import Registry
 
@@ -13,18 +14,19 @@ from tailsample.service.metrics import Registry
 class Sink(Protocol):
     """The pipelines behind a receiver.
 
-    `consume` takes one ExportTraceServiceRequest (protobuf bytes) whole or not at all and returns its span
-    count. It raises `DecodeError` for a malformed payload (the client must not retry) and `BackpressureError`
+    `consume` takes one ExportTraceServiceRequest (protobuf bytes) whole or not at all and says what it took:
+    every span but those rejected alone for nesting too deep (the receiver answers those as an OTLP partial
+    success). It raises `DecodeError` for a malformed payload (the client must not retry) and `BackpressureError`
     when a limit is reached, or `StorageError` when tail storage could not write it (the client should retry
     later; nothing of the payload was taken). A sink whose `consume` waits on the disk (an fsync) says so with a
     true `blocking` attribute: receivers then call it from a thread, so the event loop goes on and concurrent
     requests share one fsync.
     """
 
-    def consume(self, payload: bytes) -> int: ...
+    def consume(self, payload: bytes) -> Ingested: ...
 
 
-async def consume(sink: Sink, payload: bytes) -> int:
+async def consume(sink: Sink, payload: bytes) -> Ingested:
     """`sink.consume(payload)`, from a worker thread when the sink blocks on the disk."""
     if getattr(sink, "blocking", False):
         return await asyncio.to_thread(sink.consume, payload)

@@ -6,7 +6,8 @@ receivers ──bytes──▶ [memory_limiter] ─▶ tail_sampling (the engine
 - `tail_sampling` is the engine: payloads are buffered by trace and decided `decision_wait` after a trace's first
   span; the decision loop polls it every `tick` seconds in a worker thread (the engine releases the GIL).
 - `batch` after `tail_sampling` regroups kept payloads into batches of `send_batch_size` spans (or what
-  `timeout` gathered), never above `send_batch_max_size` when payloads allow (a payload is never split).
+  `timeout` gathered), never above `send_batch_max_size` when payloads allow (a payload is never split), and
+  never above `tailsample.max_payload_bytes` in bytes (the engine cut each payload to it; a batch joins them).
   Concatenated ExportTraceServiceRequests are one valid request: their `resource_spans` add up. A `batch` before
   `tail_sampling` cannot change what is kept (the engine regroups spans by trace anyway), so it passes data
   through; the README says so.
@@ -29,8 +30,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
+
 from tailsample import _native
-from tailsample.engine import Engine
+from tailsample.engine import Engine, Ingested
 from tailsample.errors import StorageError
 from tailsample.exporters.base import Batch, Exporter, Ticket
 from tailsample.lint import AttributeInventory
@@ -55,6 +58,9 @@ _GAUGES = frozenset({"traces_in_memory", "spans_in_memory", "span_bytes_in_memor
 # The attribute inventory (`/debug/attributes`, `check-config --url`, explain's near misses) reads at most one
 # payload per interval: a sample of the keys, at a bounded cost whatever the rate.
 INVENTORY_INTERVAL_S = 1.0
+# Spans rejected for nesting and kept spans over max_payload_bytes are logged at most once per interval, with
+# counts: a sender repeating the same bad span must not flood the log.
+REPORT_INTERVAL_S = 10.0
 _SPAN_KINDS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
                "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER")
 _STATUS_CODES = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
@@ -127,21 +133,25 @@ def span_count(payload: bytes) -> int:
 class Batcher:
     """The `batch` processor after `tail_sampling`."""
 
-    def __init__(self, settings: BatchProcessor, exporters: Sequence[Exporter]) -> None:
+    def __init__(self, settings: BatchProcessor, exporters: Sequence[Exporter], max_bytes: int) -> None:
         self.settings = settings
         self.exporters = exporters
+        self.max_bytes = max_bytes
         self._pending: list[Batch] = []
         self._spans = 0
+        self._bytes = 0
         self._since = 0.0
 
     async def add(self, batch: Batch) -> None:
         limit = self.settings.send_batch_max_size
-        if limit and self._pending and self._spans + batch.spans > limit:
+        if self._pending and ((limit and self._spans + batch.spans > limit)
+                              or self._bytes + len(batch.payload) > self.max_bytes):
             await self.flush()
         if not self._pending:
             self._since = time.monotonic()
         self._pending.append(batch)
         self._spans += batch.spans
+        self._bytes += len(batch.payload)
         if self._spans >= self.settings.send_batch_size:
             await self.flush()
 
@@ -153,7 +163,7 @@ class Batcher:
         if not self._pending:
             return
         pending, spans = self._pending, self._spans
-        self._pending, self._spans = [], 0
+        self._pending, self._spans, self._bytes = [], 0, 0
         tickets = tuple(t for b in pending for t in b.tickets)
         merged = pending[0] if len(pending) == 1 else Batch(b"".join(b.payload for b in pending), spans, tickets)
         await fan_out(self.exporters, merged)
@@ -252,13 +262,19 @@ class ServicePipeline:
         self.limiters = list(limiters)
         after = settings.processors[settings.processors.index(settings.tail_sampling) + 1:]
         batch = next((p for p in (processors[x] for x in after) if isinstance(p, BatchProcessor)), None)
-        self.batcher = Batcher(batch, self.exporters) if batch is not None else None
+        max_bytes = self.engine.stats()["limit_max_payload_bytes"]
+        self.batcher = Batcher(batch, self.exporters, max_bytes) if batch is not None else None
         self.tick = min(0.1, max(0.01, sampler.config.decision_wait / 10))
         self.rounds = RoundLedger(self._acknowledge if self.durable else None)
         self._timer = registry.histogram(
             PREFIX + "sampling_decision_timer_latency", "Latency (ms) of each run of the sampling decision timer",
             (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000), ("processor",))
         self.losses = LossReporter(f"pipeline {self.id} ({self.sampler_id})", self.engine.stats)
+        self._rejections = _Throttled(log, "%s: %d spans rejected alone in the last %.0f s (their requests "
+                                      "answered with a partial success); the first: %s")
+        self._oversized = _Throttled(log, "%s: %d kept spans larger than tailsample.max_payload_bytes in the "
+                                     "last %.0f s, each sent alone in a payload over the limit; one of them: %s")
+        self._oversized_seen = 0
         self.inventory = AttributeInventory()
         self._inventory_lock = threading.Lock()  # the Kafka receiver observes from its consumer thread
         self._inventory_due = 0.0
@@ -266,12 +282,14 @@ class ServicePipeline:
 
     # ---- in: called by the receivers, on the event loop --------------------------------------------------------
 
-    def consume(self, payload: bytes) -> int:
+    def consume(self, payload: bytes) -> Ingested:
         for limiter in self.limiters:
             limiter.check()
-        spans = self.engine.ingest(payload)
+        got = self.engine.ingest_report(payload)
         self.observe(payload)
-        return spans
+        if got.rejected_spans:
+            self._rejections.add(got.rejected_spans, got.rejection, self.sampler_id)
+        return got
 
     def observe(self, payload: bytes) -> None:
         """Counts the attribute keys of an accepted payload, at most one per `INVENTORY_INTERVAL_S`."""
@@ -282,7 +300,12 @@ class ServicePipeline:
             if now < self._inventory_due:
                 return
             self._inventory_due = now + INVENTORY_INTERVAL_S
-            self.inventory.add_payload(payload)  # the engine accepted it: valid protobuf
+            try:
+                self.inventory.add_payload(payload)  # the engine accepted it: valid protobuf
+            except ProtobufDecodeError:
+                # It held a span nested past the Python runtime's 100 levels, which the engine rejected alone:
+                # the inventory (a sample) skips the payload.
+                pass
 
     def inventory_json(self) -> dict[str, object]:
         with self._inventory_lock:
@@ -300,6 +323,7 @@ class ServicePipeline:
         round_ = self.rounds.begin()  # before the poll: a message taken after this is decided in a later round
         round_.engine_round, payloads = await loop.run_in_executor(executor, self.engine.poll_round)
         self._timer.observe((time.perf_counter() - started) * 1e3, self.sampler_id)
+        self._report_oversized()
         await self.dispatch(payloads, round_)
         if self.batcher is not None:
             await self.batcher.on_tick()
@@ -314,6 +338,13 @@ class ServicePipeline:
             else:
                 await fan_out(self.exporters, batch)
         round_.settle(True)
+
+    def _report_oversized(self) -> None:
+        seen, last = self.engine.oversized_spans()
+        if seen > self._oversized_seen:
+            what = f"trace {last[0]} ({last[1]} bytes)" if last else "?"
+            self._oversized.add(seen - self._oversized_seen, what, self.sampler_id)
+            self._oversized_seen = seen
 
     def _acknowledge(self, engine_round: int) -> None:
         if self.stopping and self.rounds.failed_at is not None:
@@ -513,18 +544,44 @@ class FanoutSink:
         # An engine that fsyncs before answering is called from a worker thread (see receivers.sink.consume).
         self.blocking = any(p.engine.storage is not None and p.engine.storage.sync != "none" for p in pipelines)
 
-    def consume(self, payload: bytes) -> int:
+    def consume(self, payload: bytes) -> Ingested:
         if len(self.pipelines) == 1:
             return self.pipelines[0].consume(payload)
         for p in self.pipelines:
             for limiter in p.limiters:
                 limiter.check()
-        spans = 0
-        for p in self.pipelines:
-            spans = p.engine.ingest(payload)
+        got = Ingested(0)
+        for p in self.pipelines:  # every engine rejects the same spans: the rule depends on the bytes only
+            got = p.engine.ingest_report(payload)
         for p in self.pipelines:
             p.observe(payload)
-        return spans
+            if got.rejected_spans:
+                p._rejections.add(got.rejected_spans, got.rejection, p.sampler_id)
+        return got
+
+
+class _Throttled:
+    """A warning logged at most once per `REPORT_INTERVAL_S`: the first event at once, later ones counted and
+    logged with the next event past the interval (the engine's counters hold the exact totals)."""
+
+    def __init__(self, logger: logging.Logger, fmt: str) -> None:
+        self.log = logger
+        self.fmt = fmt
+        self.count = 0
+        self.detail = ""
+        self.since = time.monotonic()
+        self.logged = False
+        self.lock = threading.Lock()
+
+    def add(self, n: int, detail: str, who: str) -> None:
+        with self.lock:
+            self.count += n
+            self.detail = self.detail or detail
+            now = time.monotonic()
+            if self.logged and now - self.since < REPORT_INTERVAL_S:
+                return
+            self.log.warning(self.fmt, who, self.count, REPORT_INTERVAL_S, self.detail)
+            self.count, self.detail, self.since, self.logged = 0, "", now, True
 
 
 __all__ = ["Batcher", "FanoutSink", "LossReporter", "Round", "RoundLedger", "ServicePipeline", "engine_metric_name",

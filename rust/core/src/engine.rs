@@ -3,7 +3,8 @@
 //! A payload is decoded and validated whole before any shard is touched, then its spans are routed to shards
 //! by a seeded hash of the trace ID. The shards it touches are locked in ascending order (so concurrent callers
 //! cannot deadlock), each checks its limits, and only when all accept are the spans taken: a payload is taken
-//! whole or not at all. Encoding kept spans happens outside the locks.
+//! whole or not at all (whole meaning every span the scan did not reject alone for nesting past `MAX_LEVELS`).
+//! Encoding kept spans happens outside the locks, cut at `max_payload_bytes` between spans.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -38,6 +39,12 @@ pub struct Engine {
     payloads_rejected: AtomicU64,
     payloads_refused: AtomicU64,
     payloads_emitted: AtomicU64,
+    /// Spans rejected alone, nested deeper than `MAX_LEVELS` (the rest of their payloads taken).
+    spans_rejected: AtomicU64,
+    /// Kept spans larger than `max_payload_bytes` by themselves, each sent in a payload of its own; and the
+    /// last one's trace ID (for the log).
+    spans_oversized: AtomicU64,
+    last_oversized: Mutex<Option<(u128, usize)>>,
     /// RED metrics of every span taken, before sampling (`tailsample.red_metrics`), and the index of
     /// `service.name` among the extracted attribute keys.
     red: Option<(Mutex<RedMetrics>, usize)>,
@@ -101,6 +108,9 @@ impl Engine {
             payloads_rejected: AtomicU64::new(0),
             payloads_refused: AtomicU64::new(0),
             payloads_emitted: AtomicU64::new(0),
+            spans_rejected: AtomicU64::new(0),
+            spans_oversized: AtomicU64::new(0),
+            last_oversized: Mutex::new(None),
             buffered_bytes: AtomicU64::new(0),
             refused_max_buffered_bytes: AtomicU64::new(0),
             refused_tail_storage: AtomicU64::new(0),
@@ -301,9 +311,15 @@ impl Engine {
         before.max(now)
     }
 
-    /// Takes one `ExportTraceServiceRequest`, whole or not at all, and returns how many spans it held.
+    /// Takes one `ExportTraceServiceRequest`, whole or not at all, and returns how many spans it took: every
+    /// span but those rejected alone for nesting past `MAX_LEVELS` (see `ingest_report`).
     /// `now` is in nanoseconds on the engine clock.
     pub fn ingest(&self, payload: &[u8], now: i64) -> Result<usize> {
+        self.ingest_inner(payload, now, None, true).map(|i| i.spans)
+    }
+
+    /// `ingest`, also saying which spans were rejected alone (an OTLP partial success).
+    pub fn ingest_report(&self, payload: &[u8], now: i64) -> Result<Ingested> {
         self.ingest_inner(payload, now, None, true)
     }
 
@@ -311,12 +327,14 @@ impl Engine {
     /// batch of payloads before answering any of them.
     pub fn ingest_unsynced(&self, payload: &[u8], now: i64, ids: &mut Vec<u128>) -> Result<usize> {
         self.ingest_inner(payload, now, Some(ids), false)
+            .map(|i| i.spans)
     }
 
     /// `ingest`, also appending the distinct trace IDs the payload held to `ids` (to follow them: a Kafka
     /// receiver commits a message once its traces are decided).
     pub fn ingest_traces(&self, payload: &[u8], now: i64, ids: &mut Vec<u128>) -> Result<usize> {
         self.ingest_inner(payload, now, Some(ids), true)
+            .map(|i| i.spans)
     }
 
     /// Which of `ids` are buffered, undecided.
@@ -346,7 +364,7 @@ impl Engine {
         now: i64,
         ids: Option<&mut Vec<u128>>,
         sync: bool,
-    ) -> Result<usize> {
+    ) -> Result<Ingested> {
         let now = self.tick(now);
         let limit = self.cfg.max_buffered_bytes;
         let used = self.buffered_bytes.load(Ordering::Relaxed);
@@ -428,7 +446,13 @@ impl Engine {
         }
         self.record_red(&d);
         self.payloads_received.fetch_add(1, Ordering::Relaxed);
-        Ok(d.spans.len())
+        self.spans_rejected
+            .fetch_add(d.rejected_spans as u64, Ordering::Relaxed);
+        Ok(Ingested {
+            spans: d.spans.len(),
+            rejected_spans: d.rejected_spans,
+            rejection: d.rejection,
+        })
     }
 
     /// Counts every span of a taken payload in the RED metrics (before any sampling).
@@ -478,7 +502,24 @@ impl Engine {
                 framed: &c.framed,
             })
             .collect();
-        Some(encode_requests(&refs, self.cfg.max_payload_bytes))
+        Some(encode_requests(
+            &refs,
+            self.cfg.max_payload_bytes,
+            |_, _| {},
+        ))
+    }
+
+    /// Kept spans larger than `max_payload_bytes` by themselves so far (each sent alone in a payload over the
+    /// limit: `spans_oversized`), and the last one's trace ID and size, for the log.
+    pub fn oversized_spans(&self) -> (u64, Option<([u8; 16], usize)>) {
+        let last = *self
+            .last_oversized
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        (
+            self.spans_oversized.load(Ordering::Relaxed),
+            last.map(|(id, size)| (id.to_be_bytes(), size)),
+        )
     }
 
     /// The propagation-gap audit over every shard (None when `tailsample.propagation_audit` is off).
@@ -581,7 +622,13 @@ impl Engine {
                 framed: &c.framed,
             })
             .collect();
-        let payloads = encode_requests(&refs, self.cfg.max_payload_bytes);
+        let payloads = encode_requests(&refs, self.cfg.max_payload_bytes, |trace_id, size| {
+            self.spans_oversized.fetch_add(1, Ordering::Relaxed);
+            *self
+                .last_oversized
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some((trace_id, size));
+        });
         self.payloads_emitted
             .fetch_add(payloads.len() as u64, Ordering::Relaxed);
         payloads
@@ -643,6 +690,14 @@ impl Engine {
                 self.payloads_emitted.load(Ordering::Relaxed),
             ),
             ("spans_received", s.spans_received),
+            (
+                "spans_rejected",
+                self.spans_rejected.load(Ordering::Relaxed),
+            ),
+            (
+                "spans_oversized",
+                self.spans_oversized.load(Ordering::Relaxed),
+            ),
             ("traces_received", s.traces_received),
             ("traces_sampled", s.traces_sampled),
             ("traces_not_sampled", s.traces_not_sampled),
@@ -868,6 +923,18 @@ fn add_gauges(a: &mut ShardGauges, b: &ShardGauges) {
     a.non_sampled_cache_entries += b.non_sampled_cache_entries;
     a.non_sampled_cache_bytes += b.non_sampled_cache_bytes;
     a.interned_origins += b.interned_origins;
+}
+
+/// What `Engine::ingest_report` took of a payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ingested {
+    /// Spans taken.
+    pub spans: usize,
+    /// Spans rejected alone, nested deeper than `MAX_LEVELS` protobuf message levels (or under a resource or
+    /// scope that is); the rest of the payload was taken.
+    pub rejected_spans: usize,
+    /// Why the first of them was rejected, and where.
+    pub rejection: Option<String>,
 }
 
 /// A quick look at a payload without an engine: validates it and summarises it.

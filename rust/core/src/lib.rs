@@ -19,5 +19,5 @@ pub mod sketch;
 pub mod store;
 
 pub use config::EngineConfig;
-pub use engine::{inspect, seconds_to_ns, Engine, PayloadSummary};
+pub use engine::{inspect, seconds_to_ns, Engine, Ingested, PayloadSummary};
 pub use error::{Error, Result};

@@ -385,6 +385,32 @@ impl NativeEngine {
         run(py, || self.engine.ingest(payload, now))?.map_err(|e| to_py(py, e))
     }
 
+    /// `ingest`, also saying what was rejected alone: (spans taken, spans rejected, the first one's reason or "").
+    fn ingest_report(
+        &self,
+        py: Python<'_>,
+        payload: &[u8],
+        now: f64,
+    ) -> PyResult<(usize, usize, String)> {
+        let now = now_ns(py, now)?;
+        let r = run(py, || self.engine.ingest_report(payload, now))?.map_err(|e| to_py(py, e))?;
+        Ok((r.spans, r.rejected_spans, r.rejection.unwrap_or_default()))
+    }
+
+    /// (kept spans larger than max_payload_bytes so far, the last one's (trace ID as 32 hex digits, size) or None).
+    fn oversized_spans(&self, py: Python<'_>) -> PyResult<(u64, Option<(String, usize)>)> {
+        let (count, last) = run(py, || self.engine.oversized_spans())?;
+        Ok((
+            count,
+            last.map(|(id, size)| {
+                (
+                    id.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                    size,
+                )
+            }),
+        ))
+    }
+
     /// `ingest`, also returning the distinct trace IDs the payload held, 16 bytes each, concatenated.
     fn ingest_traces<'py>(
         &self,

@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use super::wire::{is_ascii, utf8, wrong_type, Fail, Reader, WireResult, WireType, MAX_DEPTH};
+use super::wire::{is_ascii, utf8, wrong_type, Fail, Reader, WireResult, WireType, MAX_LEVELS};
 use crate::error::Error;
 
 /// The attribute keys that configured policies read; the scanner extracts only these.
@@ -479,6 +479,10 @@ pub struct SpanView<'a> {
 
 /// A validated request: resources, scopes and spans in wire order, and the extracted attributes
 /// (`attrs[i * keys + k]` for span `i`, `resource_attrs[r * keys + k]` for resource `r`).
+///
+/// Spans nested deeper than `MAX_LEVELS` (in their attributes, events, links, or their resource's or scope's
+/// attributes) are not in `spans`: they are counted in `rejected_spans`, the first one's reason in `rejection`,
+/// and the rest of the request stands (an OTLP partial success).
 #[derive(Debug, Default)]
 pub struct Decoded<'a> {
     pub resources: Vec<ResourceView<'a>>,
@@ -487,7 +491,20 @@ pub struct Decoded<'a> {
     pub span_attrs: Vec<AttrValue<'a>>,
     pub resource_attrs: Vec<AttrValue<'a>>,
     pub keys: usize,
+    pub rejected_spans: usize,
+    pub rejection: Option<String>,
 }
+
+/// Message levels in the whole request (see `MAX_LEVELS`): the request is 1.
+const L_REQUEST: usize = 1;
+const L_RESOURCE_SPANS: usize = 2;
+const L_RESOURCE: usize = 3;
+const L_SCOPE_SPANS: usize = 3;
+const L_SCOPE: usize = 4;
+const L_ENTITY_REF: usize = 4;
+const L_SPAN: usize = 4;
+/// Events, links and the status of a span.
+const L_SPAN_PART: usize = 5;
 
 impl<'a> Decoded<'a> {
     #[inline]
@@ -503,6 +520,34 @@ impl<'a> Decoded<'a> {
     }
     pub fn resource_attrs_of(&self, resource: usize) -> &[AttrValue<'a>] {
         &self.resource_attrs[resource * self.keys..(resource + 1) * self.keys]
+    }
+
+    /// Drops the spans from index `from` on (their resource or scope is rejected) and counts them.
+    fn reject_from(&mut self, from: usize, at: impl FnOnce() -> String, why: &Fail) {
+        let n = self.spans.len() - from;
+        if n == 0 {
+            return;
+        }
+        self.spans.truncate(from);
+        self.span_attrs.truncate(from * self.keys);
+        self.reject(n, at, why);
+    }
+
+    /// Counts `n` rejected spans; the first rejection's reason is kept, named by where (the field path down
+    /// to the span, resource or scope, and the first field under it: never the whole deep path).
+    #[cold]
+    fn reject(&mut self, n: usize, at: impl FnOnce() -> String, why: &Fail) {
+        self.rejected_spans += n;
+        if self.rejection.is_none() {
+            let under = why.field.split('.').next().unwrap_or("");
+            let at = at();
+            let at = if under.is_empty() {
+                at
+            } else {
+                format!("{at}.{under}")
+            };
+            self.rejection = Some(format!("{at}: {} (at byte {})", why.message, why.offset));
+        }
     }
 }
 
@@ -529,7 +574,7 @@ pub fn decode<'a>(payload: &'a [u8], keys: &AttrKeys) -> Result<Decoded<'a>, Err
 }
 
 fn scan_request<'a>(payload: &'a [u8], keys: &AttrKeys, out: &mut Decoded<'a>) -> WireResult<()> {
-    let mut r = Reader::new(payload, 0);
+    let mut r = Reader::at_level(payload, 0, L_REQUEST);
     let mut index = 0usize;
     while !r.is_empty() {
         let at = r.offset();
@@ -540,7 +585,7 @@ fn scan_request<'a>(payload: &'a [u8], keys: &AttrKeys, out: &mut Decoded<'a>) -
             let (bytes, off) = r
                 .read_len()
                 .map_err(|e| e.within(format!("resource_spans[{index}]")))?;
-            scan_resource_spans(bytes, off, keys, out)
+            scan_resource_spans(bytes, off, index, keys, out)
                 .map_err(|e| e.within(format!("resource_spans[{index}]")))?;
             index += 1;
         } else {
@@ -574,9 +619,12 @@ fn merge<'a>(slot: &mut Option<Cow<'a, [u8]>>, bytes: &'a [u8]) {
 fn scan_resource_spans<'a>(
     buf: &'a [u8],
     base: usize,
+    rs_index: usize,
     keys: &AttrKeys,
     out: &mut Decoded<'a>,
 ) -> WireResult<()> {
+    let first_span = out.spans.len();
+    let mut too_deep: Option<Fail> = None;
     let rid = out.resources.len();
     out.resources.push(ResourceView {
         raw: None,
@@ -584,7 +632,7 @@ fn scan_resource_spans<'a>(
     });
     out.resource_attrs
         .extend(std::iter::repeat_n(AttrValue::Absent, keys.len()));
-    let mut r = Reader::new(buf, base);
+    let mut r = Reader::at_level(buf, base, L_RESOURCE_SPANS);
     let mut scope_index = 0usize;
     while !r.is_empty() {
         let at = r.offset();
@@ -594,8 +642,14 @@ fn scan_resource_spans<'a>(
                 expect(at, wt, WireType::Len).map_err(|e| e.at_field("resource"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("resource"))?;
                 let attrs = &mut out.resource_attrs[rid * keys.len()..(rid + 1) * keys.len()];
-                scan_resource(bytes, off, keys, attrs).map_err(|e| e.within("resource"))?;
-                merge(&mut out.resources[rid].raw, bytes);
+                match scan_resource(bytes, off, keys, attrs) {
+                    Ok(()) => merge(&mut out.resources[rid].raw, bytes),
+                    // Every span under it is rejected, below, once the scopes are scanned.
+                    Err(e) if e.too_deep => {
+                        too_deep.get_or_insert(e);
+                    }
+                    Err(e) => return Err(e.within("resource")),
+                }
             }
             // 1000 is the deprecated `instrumentation_library_spans`, wire-compatible with `scope_spans`.
             2 | 1000 => {
@@ -607,7 +661,8 @@ fn scan_resource_spans<'a>(
                 let label = || format!("{name}[{scope_index}]");
                 expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-                scan_scope_spans(bytes, off, rid as u32, keys, out)
+                let path = (rs_index, name, scope_index);
+                scan_scope_spans(bytes, off, rid as u32, path, keys, out)
                     .map_err(|e| e.within(label()))?;
                 scope_index += 1;
             }
@@ -620,6 +675,13 @@ fn scan_resource_spans<'a>(
             _ => r.skip(field, wt)?,
         }
     }
+    if let Some(e) = too_deep {
+        out.reject_from(
+            first_span,
+            || format!("resource_spans[{rs_index}].resource"),
+            &e,
+        );
+    }
     Ok(())
 }
 
@@ -629,7 +691,7 @@ fn scan_resource<'a>(
     keys: &AttrKeys,
     attrs: &mut [AttrValue<'a>],
 ) -> WireResult<()> {
-    let mut r = Reader::new(buf, base);
+    let mut r = Reader::at_level(buf, base, L_RESOURCE);
     let mut index = 0usize;
     let mut entity_index = 0usize;
     while !r.is_empty() {
@@ -660,7 +722,7 @@ fn scan_resource<'a>(
 
 /// Validates an `EntityRef` (schema_url, type, id_keys, description_keys: all strings).
 fn scan_entity_ref(buf: &[u8], base: usize) -> WireResult<()> {
-    let mut r = Reader::new(buf, base);
+    let mut r = Reader::at_level(buf, base, L_ENTITY_REF);
     while !r.is_empty() {
         let at = r.offset();
         let (field, wt) = r.read_tag()?;
@@ -695,7 +757,7 @@ fn scan_attribute<'a>(
     let label = || format!("attributes[{index}]");
     expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
     let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-    let (key, value) = scan_key_value(bytes, off, 0).map_err(|e| e.within(label()))?;
+    let (key, value) = scan_key_value(bytes, off, r.level() + 1).map_err(|e| e.within(label()))?;
     if !keys.is_empty() {
         if let Some(k) = keys.index_of(key.as_bytes()) {
             if !attrs[k].is_present() {
@@ -740,19 +802,24 @@ fn fast_key_value(buf: &[u8]) -> Option<(&str, AttrValue<'_>)> {
     Some((key, value))
 }
 
-fn scan_key_value(buf: &[u8], base: usize, depth: usize) -> WireResult<(&str, AttrValue<'_>)> {
+/// A `KeyValue` at message level `level`; its value is one level more (see `MAX_LEVELS`), so a key-value at
+/// the limit is refused whatever its value, the fast path's scalars included.
+fn scan_key_value(buf: &[u8], base: usize, level: usize) -> WireResult<(&str, AttrValue<'_>)> {
+    if level >= MAX_LEVELS {
+        return Err(Fail::too_deep(base, "attribute values"));
+    }
     if let Some(kv) = fast_key_value(buf) {
         return Ok(kv);
     }
-    scan_key_value_general(buf, base, depth)
+    scan_key_value_general(buf, base, level)
 }
 
 fn scan_key_value_general(
     buf: &[u8],
     base: usize,
-    depth: usize,
+    level: usize,
 ) -> WireResult<(&str, AttrValue<'_>)> {
-    let mut r = Reader::new(buf, base);
+    let mut r = Reader::at_level(buf, base, level);
     let mut key = "";
     let mut value = AttrValue::Empty;
     while !r.is_empty() {
@@ -767,7 +834,7 @@ fn scan_key_value_general(
             2 => {
                 expect(at, wt, WireType::Len).map_err(|e| e.at_field("value"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("value"))?;
-                value = scan_any_value(bytes, off, depth).map_err(|e| e.within("value"))?;
+                value = scan_any_value(bytes, off, level + 1).map_err(|e| e.within("value"))?;
             }
             _ => r.skip(field, wt)?,
         }
@@ -775,14 +842,12 @@ fn scan_key_value_general(
     Ok((key, value))
 }
 
-fn scan_any_value(buf: &[u8], base: usize, depth: usize) -> WireResult<AttrValue<'_>> {
-    if depth >= MAX_DEPTH {
-        return Err(Fail::new(
-            base,
-            format!("attribute values nested deeper than {MAX_DEPTH}"),
-        ));
+/// An `AnyValue` at message level `level`; its array or map is one level more, their elements one more again.
+fn scan_any_value(buf: &[u8], base: usize, level: usize) -> WireResult<AttrValue<'_>> {
+    if level > MAX_LEVELS {
+        return Err(Fail::too_deep(base, "attribute values"));
     }
-    let mut r = Reader::new(buf, base);
+    let mut r = Reader::at_level(buf, base, level);
     let mut value = AttrValue::Empty;
     while !r.is_empty() {
         let at = r.offset();
@@ -810,13 +875,13 @@ fn scan_any_value(buf: &[u8], base: usize, depth: usize) -> WireResult<AttrValue
             5 => {
                 expect(at, wt, WireType::Len).map_err(|e| e.at_field("array_value"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("array_value"))?;
-                scan_array(bytes, off, depth + 1).map_err(|e| e.within("array_value"))?;
+                scan_array(bytes, off, level + 1).map_err(|e| e.within("array_value"))?;
                 AttrValue::Array(bytes)
             }
             6 => {
                 expect(at, wt, WireType::Len).map_err(|e| e.at_field("kvlist_value"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("kvlist_value"))?;
-                scan_kvlist(bytes, off, depth + 1).map_err(|e| e.within("kvlist_value"))?;
+                scan_kvlist(bytes, off, level + 1).map_err(|e| e.within("kvlist_value"))?;
                 AttrValue::Map(bytes)
             }
             7 => {
@@ -833,8 +898,11 @@ fn scan_any_value(buf: &[u8], base: usize, depth: usize) -> WireResult<AttrValue
     Ok(value)
 }
 
-fn scan_array(buf: &[u8], base: usize, depth: usize) -> WireResult<()> {
-    let mut r = Reader::new(buf, base);
+fn scan_array(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
+    if level > MAX_LEVELS {
+        return Err(Fail::too_deep(base, "attribute values"));
+    }
+    let mut r = Reader::at_level(buf, base, level);
     let mut index = 0usize;
     while !r.is_empty() {
         let at = r.offset();
@@ -843,7 +911,7 @@ fn scan_array(buf: &[u8], base: usize, depth: usize) -> WireResult<()> {
             let label = || format!("values[{index}]");
             expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
             let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-            scan_any_value(bytes, off, depth).map_err(|e| e.within(label()))?;
+            scan_any_value(bytes, off, level + 1).map_err(|e| e.within(label()))?;
             index += 1;
         } else {
             r.skip(field, wt)?;
@@ -852,8 +920,11 @@ fn scan_array(buf: &[u8], base: usize, depth: usize) -> WireResult<()> {
     Ok(())
 }
 
-fn scan_kvlist(buf: &[u8], base: usize, depth: usize) -> WireResult<()> {
-    let mut r = Reader::new(buf, base);
+fn scan_kvlist(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
+    if level > MAX_LEVELS {
+        return Err(Fail::too_deep(base, "attribute values"));
+    }
+    let mut r = Reader::at_level(buf, base, level);
     let mut index = 0usize;
     while !r.is_empty() {
         let at = r.offset();
@@ -862,7 +933,7 @@ fn scan_kvlist(buf: &[u8], base: usize, depth: usize) -> WireResult<()> {
             let label = || format!("values[{index}]");
             expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
             let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-            scan_key_value(bytes, off, depth).map_err(|e| e.within(label()))?;
+            scan_key_value(bytes, off, level + 1).map_err(|e| e.within(label()))?;
             index += 1;
         } else {
             r.skip(field, wt)?;
@@ -881,17 +952,23 @@ fn scan_plain_attribute(
     let label = || format!("attributes[{index}]");
     expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
     let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-    scan_key_value(bytes, off, 0).map_err(|e| e.within(label()))?;
+    scan_key_value(bytes, off, r.level() + 1).map_err(|e| e.within(label()))?;
     Ok(())
 }
 
+/// `path`: (resource_spans index, `scope_spans` or `instrumentation_library_spans`, its index), to name a
+/// rejected span.
 fn scan_scope_spans<'a>(
     buf: &'a [u8],
     base: usize,
     rid: u32,
+    path: (usize, &'static str, usize),
     keys: &AttrKeys,
     out: &mut Decoded<'a>,
 ) -> WireResult<()> {
+    let here = || format!("resource_spans[{}].{}[{}]", path.0, path.1, path.2);
+    let first_span = out.spans.len();
+    let mut too_deep: Option<Fail> = None;
     let sid = out.scopes.len();
     out.scopes.push(ScopeView {
         resource: rid,
@@ -899,7 +976,7 @@ fn scan_scope_spans<'a>(
         name: "",
         schema_url: "",
     });
-    let mut r = Reader::new(buf, base);
+    let mut r = Reader::at_level(buf, base, L_SCOPE_SPANS);
     let mut span_index = 0usize;
     while !r.is_empty() {
         let at = r.offset();
@@ -908,7 +985,15 @@ fn scan_scope_spans<'a>(
             1 => {
                 expect(at, wt, WireType::Len).map_err(|e| e.at_field("scope"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("scope"))?;
-                let name = scan_scope(bytes, off).map_err(|e| e.within("scope"))?;
+                let name = match scan_scope(bytes, off) {
+                    Ok(name) => name,
+                    // Every span of this scope is rejected, below.
+                    Err(e) if e.too_deep => {
+                        too_deep.get_or_insert(e);
+                        continue;
+                    }
+                    Err(e) => return Err(e.within("scope")),
+                };
                 let scope = &mut out.scopes[sid];
                 if let Some(name) = name {
                     scope.name = name;
@@ -922,15 +1007,21 @@ fn scan_scope_spans<'a>(
                 let first_attr = out.span_attrs.len();
                 out.span_attrs
                     .extend(std::iter::repeat_n(AttrValue::Absent, keys.len()));
-                let span = scan_span(
+                match scan_span(
                     bytes,
                     off,
                     sid as u32,
                     keys,
                     &mut out.span_attrs[first_attr..],
-                )
-                .map_err(|e| e.within(label()))?;
-                out.spans.push(span);
+                ) {
+                    Ok(span) => out.spans.push(span),
+                    // Rejected alone: the rest of the request stands.
+                    Err(e) if e.too_deep => {
+                        out.span_attrs.truncate(first_attr);
+                        out.reject(1, || format!("{}.{}", here(), label()), &e);
+                    }
+                    Err(e) => return Err(e.within(label())),
+                }
                 span_index += 1;
             }
             3 => {
@@ -942,12 +1033,15 @@ fn scan_scope_spans<'a>(
             _ => r.skip(field, wt)?,
         }
     }
+    if let Some(e) = too_deep {
+        out.reject_from(first_span, || format!("{}.scope", here()), &e);
+    }
     Ok(())
 }
 
 /// Validates an `InstrumentationScope`; returns its name if set.
 fn scan_scope(buf: &[u8], base: usize) -> WireResult<Option<&str>> {
-    let mut r = Reader::new(buf, base);
+    let mut r = Reader::at_level(buf, base, L_SCOPE);
     let mut name = None;
     let mut index = 0usize;
     while !r.is_empty() {
@@ -1008,7 +1102,7 @@ fn scan_span<'a>(
     keys: &AttrKeys,
     attrs: &mut [AttrValue<'a>],
 ) -> WireResult<SpanView<'a>> {
-    let mut r = Reader::new(buf, base);
+    let mut r = Reader::at_level(buf, base, L_SPAN);
     // IDs are remembered as raw slices and checked at the end: a repeated field's last occurrence wins.
     let mut trace_id: (&[u8], usize) = (&[], base);
     let mut span_id: (&[u8], usize) = (&[], base);
@@ -1145,7 +1239,7 @@ fn scan_span<'a>(
 }
 
 fn scan_event(buf: &[u8], base: usize) -> WireResult<()> {
-    let mut r = Reader::new(buf, base);
+    let mut r = Reader::at_level(buf, base, L_SPAN_PART);
     let mut index = 0usize;
     while !r.is_empty() {
         let at = r.offset();
@@ -1177,7 +1271,7 @@ fn scan_event(buf: &[u8], base: usize) -> WireResult<()> {
 }
 
 fn scan_link(buf: &[u8], base: usize) -> WireResult<()> {
-    let mut r = Reader::new(buf, base);
+    let mut r = Reader::at_level(buf, base, L_SPAN_PART);
     let mut index = 0usize;
     while !r.is_empty() {
         let at = r.offset();
@@ -1220,7 +1314,7 @@ fn scan_link(buf: &[u8], base: usize) -> WireResult<()> {
 
 /// Validates a `Status`; returns its code if set.
 fn scan_status(buf: &[u8], base: usize) -> WireResult<Option<i32>> {
-    let mut r = Reader::new(buf, base);
+    let mut r = Reader::at_level(buf, base, L_SPAN_PART);
     let mut code = None;
     while !r.is_empty() {
         let at = r.offset();
@@ -1254,7 +1348,7 @@ pub fn for_each_event<'a>(
     mut f: impl FnMut(&'a str, &[AttrValue<'a>]),
 ) {
     let mut attrs: Vec<AttrValue<'a>> = vec![AttrValue::Absent; keys.len()];
-    let mut r = Reader::new(span_raw, 0);
+    let mut r = Reader::at_level(span_raw, 0, L_SPAN);
     while !r.is_empty() {
         let Ok((field, wt)) = r.read_tag() else {
             return;
@@ -1270,7 +1364,7 @@ pub fn for_each_event<'a>(
         };
         attrs.iter_mut().for_each(|a| *a = AttrValue::Absent);
         let mut name = "";
-        let mut e = Reader::new(event, off);
+        let mut e = Reader::at_level(event, off, L_SPAN_PART);
         let mut index = 0usize;
         while !e.is_empty() {
             let at = e.offset();
@@ -1503,5 +1597,177 @@ mod lazy_value_tests {
         let strict = AttrKeys::new_strict(["http.request.header.x-force-trace"]);
         let d = decode(&req, &strict).expect("valid");
         assert_eq!(d.span_attr(0, 0), AttrValue::Str("false"));
+    }
+}
+
+#[cfg(test)]
+mod nesting_tests {
+    use super::any_value as av;
+    use super::*;
+
+    fn len_field(field: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![field << 3 | 2];
+        crate::otlp::wire::put_varint(&mut out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+        out
+    }
+    /// A span of trace byte `t` with `extra` fields.
+    fn span(t: u8, extra: &[u8]) -> Vec<u8> {
+        let mut s = len_field(1, &[t; 16]);
+        s.extend(len_field(2, &[t; 8]));
+        s.extend_from_slice(extra);
+        s
+    }
+    /// A request of one resource (`resource` fields), one scope (`scope` fields) and these spans.
+    fn request(resource: &[u8], scope: &[u8], spans: &[Vec<u8>]) -> Vec<u8> {
+        let mut ss = len_field(1, scope);
+        for s in spans {
+            ss.extend(len_field(2, s));
+        }
+        let mut rs = len_field(1, resource);
+        rs.extend(len_field(2, &ss));
+        len_field(1, &rs)
+    }
+    /// An `AnyValue` of `n` kvlists around an int: its deepest message is 3n levels below it.
+    fn kvlists(n: usize) -> Vec<u8> {
+        (0..n).fold(av::int(1), |v, _| av::map(&[("k", v)]))
+    }
+    /// An `AnyValue` of `n` arrays around an int: 2n levels below it.
+    fn arrays(n: usize) -> Vec<u8> {
+        (0..n).fold(av::int(1), |v, _| av::array(&[v]))
+    }
+    fn attr(value: &[u8]) -> Vec<u8> {
+        len_field(9, &av::key_value("deep", value))
+    }
+    fn event_attr(value: &[u8]) -> Vec<u8> {
+        len_field(11, &len_field(3, &av::key_value("deep", value)))
+    }
+    fn decoded(req: &[u8]) -> (usize, usize, String) {
+        let d = decode(req, &AttrKeys::new(["deep"])).expect("valid protobuf");
+        (
+            d.spans.len(),
+            d.rejected_spans,
+            d.rejection.unwrap_or_default(),
+        )
+    }
+
+    /// Scenario: a span attribute, and an event attribute, of nested kvlists or arrays, at the deepest
+    /// nesting within `MAX_LEVELS` and one step past it, beside a plain span. Levels: request 1, ResourceSpans 2,
+    /// ScopeSpans 3, Span 4, KeyValue 5, AnyValue 6 (an event's 7); a kvlist adds 3 (KeyValueList, KeyValue,
+    /// AnyValue), an array 2. Guarantees: one rule for both kinds: within 64 levels taken; past them the
+    /// span alone rejected, counted, with its path and the reason; the plain span taken.
+    #[test]
+    fn every_value_kind_obeys_one_level_limit() {
+        let cases: [(&str, Vec<u8>, Vec<u8>); 4] = [
+            (
+                "kvlist 19 (63 levels) / 20 (66)",
+                attr(&kvlists(19)),
+                attr(&kvlists(20)),
+            ),
+            (
+                "array 29 (64 levels) / 30 (66)",
+                attr(&arrays(29)),
+                attr(&arrays(30)),
+            ),
+            (
+                "event kvlist 19 (64) / 20 (67)",
+                event_attr(&kvlists(19)),
+                event_attr(&kvlists(20)),
+            ),
+            (
+                "event array 28 (63) / 29 (65)",
+                event_attr(&arrays(28)),
+                event_attr(&arrays(29)),
+            ),
+        ];
+        for (name, ok, over) in cases {
+            let req = request(b"", b"", &[span(1, &ok), span(2, b"")]);
+            assert_eq!(decoded(&req), (2, 0, String::new()), "{name}");
+            let req = request(b"", b"", &[span(1, b""), span(2, &over), span(3, b"")]);
+            let (taken, rejected, why) = decoded(&req);
+            assert_eq!((taken, rejected), (2, 1), "{name}");
+            assert!(
+                why.starts_with("resource_spans[0].scope_spans[0].spans[1]."),
+                "{name}: {why}"
+            );
+            assert!(
+                why.contains("nested deeper than 64 protobuf message levels"),
+                "{name}: {why}"
+            );
+            let d = decode(&req, &AttrKeys::default()).unwrap();
+            assert_eq!(d.spans[1].trace_id, [3; 16], "{name}");
+        }
+    }
+
+    /// Scenario: the probe's kvlist 32 deep (102 levels, over every runtime's 100), once on a span, once on
+    /// the resource and once on the scope of a request that also holds good spans elsewhere.
+    /// Guarantees: the span alone is rejected; a resource or scope over the limit rejects the spans under it
+    /// (counted), and only those.
+    #[test]
+    fn resource_and_scope_over_the_limit_reject_their_spans() {
+        let deep = av::key_value("deep", &kvlists(32));
+        let good = request(b"", b"", &[span(9, b"")]);
+        // A resource's attributes: Resource 3, KeyValue 4, AnyValue 5.
+        let mut req = request(&len_field(1, &deep), b"", &[span(1, b""), span(2, b"")]);
+        req.extend(&good);
+        let (taken, rejected, why) = decoded(&req);
+        assert_eq!((taken, rejected), (1, 2));
+        assert!(
+            why.starts_with("resource_spans[0].resource.attributes[0]: "),
+            "{why}"
+        );
+        // A scope's attributes (field 3): InstrumentationScope 4, KeyValue 5.
+        let mut req = good.clone();
+        req.extend(request(
+            b"",
+            &len_field(3, &deep),
+            &[span(1, b""), span(2, b""), span(3, b"")],
+        ));
+        let (taken, rejected, why) = decoded(&req);
+        assert_eq!((taken, rejected), (1, 3));
+        assert!(
+            why.starts_with("resource_spans[1].scope_spans[0].scope.attributes[0]: "),
+            "{why}"
+        );
+        // The resource just within the limit: KeyValue at 4, so 19 kvlists reach 5 + 57 = 62.
+        let req = request(
+            &len_field(1, &av::key_value("k", &kvlists(19))),
+            b"",
+            &[span(1, b"")],
+        );
+        assert_eq!(decoded(&req), (1, 0, String::new()));
+    }
+
+    /// Scenario: unknown groups nested in a span: to level 64, and one past it; then 20,000 deep.
+    /// Guarantees: groups count as levels too; the span over the limit is rejected alone, without recursion
+    /// past the limit.
+    #[test]
+    fn groups_count_as_levels() {
+        let groups = |n: usize| -> Vec<u8> {
+            let mut g = [0x93, 0x06].repeat(n); // field 50, start group (two-byte tag)
+            g.extend([0x94, 0x06].repeat(n));
+            g
+        };
+        let req = request(b"", b"", &[span(1, &groups(60)), span(2, b"")]);
+        assert_eq!(decoded(&req).0, 2);
+        for n in [61, 20_000] {
+            let req = request(b"", b"", &[span(1, &groups(n)), span(2, b"")]);
+            let (taken, rejected, why) = decoded(&req);
+            assert_eq!((taken, rejected), (1, 1), "{n}");
+            assert!(why.contains("groups nested deeper than 64"), "{why}");
+        }
+    }
+
+    /// Scenario: malformed bytes after a too-deep value in another span, and a request whose only span is over
+    /// the limit. Guarantees: malformed data still refuses the whole request; a request of rejected spans alone
+    /// is valid, with nothing taken.
+    #[test]
+    fn rejection_never_hides_malformed_data() {
+        let mut bad = span(2, b"");
+        bad.extend([0x2a, 0x05, b'a']); // name runs past the end
+        let req = request(b"", b"", &[span(1, &attr(&kvlists(30))), bad]);
+        assert!(decode(&req, &AttrKeys::default()).is_err());
+        let req = request(b"", b"", &[span(1, &attr(&arrays(40)))]);
+        assert_eq!(decoded(&req).0..decoded(&req).1, 0..1);
     }
 }

@@ -75,7 +75,7 @@ pub fn split_by_trace(payload: &[u8]) -> Result<Vec<(u128, Vec<u8>)>> {
                 framed,
             })
             .collect();
-        let mut payloads = encode_requests(&chunks, usize::MAX);
+        let mut payloads = encode_requests(&chunks, usize::MAX, |_, _| {});
         debug_assert_eq!(payloads.len(), 1);
         out.push((id, payloads.pop().unwrap_or_default()));
         start = end;

@@ -31,6 +31,9 @@ pub struct FailInfo {
     pub field: String,
     pub offset: usize,
     pub message: String,
+    /// Nesting past `MAX_LEVELS`: the scan rejects the span (or the resource or scope's spans) holding it, not
+    /// the whole request.
+    pub too_deep: bool,
 }
 
 /// A boxed `FailInfo`: one pointer, so that every `WireResult` in the hot path stays register-sized.
@@ -58,7 +61,19 @@ impl Fail {
             field: String::new(),
             offset,
             message: message.into(),
+            too_deep: false,
         }))
+    }
+    /// Nesting past `MAX_LEVELS` (see `FailInfo::too_deep`).
+    #[cold]
+    #[inline(never)]
+    pub fn too_deep(offset: usize, what: &str) -> Self {
+        let mut f = Fail::new(
+            offset,
+            format!("{what} nested deeper than {MAX_LEVELS} protobuf message levels"),
+        );
+        f.too_deep = true;
+        f
     }
     pub fn into_info(self) -> FailInfo {
         *self.0
@@ -87,25 +102,54 @@ impl Fail {
 
 pub type WireResult<T> = Result<T, Fail>;
 
-/// A cursor over one message's bytes. `base` is the absolute offset of `buf[0]` in the whole payload.
+/// A cursor over one message's bytes. `base` is the absolute offset of `buf[0]` in the whole payload; `level`
+/// is the message's level in the whole request (1 for the request itself, 0 when unknown).
 #[derive(Clone)]
 pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     base: usize,
+    level: usize,
 }
 
-/// Nesting deeper than this (groups, AnyValue arrays and maps) is refused rather than recursed into.
-pub const MAX_DEPTH: usize = 32;
+/// The deepest protobuf message level an accepted request holds, counting the `ExportTraceServiceRequest` as 1
+/// and every nested message (ResourceSpans, ScopeSpans, Span, KeyValue, AnyValue, ArrayValue, KeyValueList,
+/// events, links, groups) as one more. The Python (upb), C++ and Java protobuf runtimes refuse a message past 100
+/// levels; 64 leaves 36 levels to spare, for runtimes that count one level more than upb does and for consumers
+/// that wrap each request in envelope messages of their own (a queue record, an `Any`), so that whatever the
+/// engine accepts, every runtime parses again. Real instrumentation nests attribute values two or three deep.
+/// Also the bound of group nesting in readers that do not know their level (`Reader::new`).
+pub const MAX_LEVELS: usize = 64;
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8], base: usize) -> Self {
-        Reader { buf, pos: 0, base }
+        Reader {
+            buf,
+            pos: 0,
+            base,
+            level: 0,
+        }
+    }
+
+    /// A reader of a message at `level` in the whole request: groups inside it count from there.
+    pub fn at_level(buf: &'a [u8], base: usize, level: usize) -> Self {
+        Reader {
+            buf,
+            pos: 0,
+            base,
+            level,
+        }
     }
 
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
+    }
+
+    /// The message's level in the whole request (0: unknown).
+    #[inline]
+    pub fn level(&self) -> usize {
+        self.level
     }
 
     /// Absolute offset of the next byte to read.
@@ -217,8 +261,14 @@ impl<'a> Reader<'a> {
             WireType::I32 => self.read_fixed32().map(|_| ()),
             WireType::Len => self.read_len().map(|_| ()),
             WireType::StartGroup => {
-                if depth >= MAX_DEPTH {
-                    return Err(Fail::new(self.offset(), "groups nested too deeply"));
+                // A group is one more message level for protobuf runtimes: counted as one.
+                let level = if self.level == 0 {
+                    depth + 1
+                } else {
+                    self.level + depth + 1
+                };
+                if level > MAX_LEVELS {
+                    return Err(Fail::too_deep(self.offset(), "groups"));
                 }
                 let start = self.offset();
                 loop {
