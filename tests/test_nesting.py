@@ -180,7 +180,7 @@ def test_the_service_answers_a_partial_success_and_delivers_the_rest(protocol, r
     payload = resource_spans([*good[:10], over, deepest, *good[10:]])
     with sink() as backend:
         exporter = {"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True}}}
-        with serving(service_config(exporters=exporter)) as s:
+        with serving(service_config(exporters=exporter, debug={})) as s:
             if protocol == "grpc":
                 rejected, message = decode_partial_success(export_grpc(s.address("otlp/grpc"), payload))
             elif protocol == "http-protobuf":
