@@ -140,7 +140,10 @@ class OtlpHttpReceiver:
             return web.Response(status=400, text="request aborted")  # nobody may be listening any more
         except _Reject as r:
             self.metrics.rejected.add(1, self.id, "http", r.reason)
-            return _error(request, r.status, r.code, r.message, ctype)
+            resp = _error(request, r.status, r.code, r.message, ctype)
+            if r.status == 408:
+                resp.force_close()  # the rest of a slow body is drained for a second at most (lingering_time)
+            return resp
         except DecodeError as exc:
             self.metrics.rejected.add(1, self.id, "http", "malformed")
             return _error(request, 400, INVALID_ARGUMENT, f"malformed {kind} body: {exc}", ctype)
@@ -168,8 +171,6 @@ class OtlpHttpReceiver:
             return await asyncio.wait_for(self._read_body(request), max(remaining, 0.001))
         except asyncio.TimeoutError:
             self._guard.read_timed_out(request)
-            if request.transport is not None:
-                request.transport.close()  # the rest of a slow body is not waited for
             raise _Reject(408, INVALID_ARGUMENT, f"request body not received within read_timeout "
                           f"({self.settings.read_timeout:g} s)", "timeout") from None
         except (ConnectionError, ClientPayloadError) as exc:
