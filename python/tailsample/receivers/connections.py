@@ -219,12 +219,15 @@ class ListenerGuard:
     `factory` replaces the aiohttp server as the listening socket's protocol factory; `middleware` goes first in
     the application's middlewares (it marks where a request's headers ended)."""
 
-    def __init__(self, name: str, limits: Limits, metrics: ListenerMetrics) -> None:
+    def __init__(self, name: str, limits: Limits, metrics: ListenerMetrics, *, handshake_timeout: float = 60.0) -> None:
         self.name = name
         self.limits = limits
         self.metrics = metrics
+        self.handshake_timeout = handshake_timeout + 1.0  # how long an accepted connection may wait for connection_made
         self.open = 0
         self.refusing = 0
+        self._pending: dict[int, float] = {}  # id(connection) -> when to forget it, accepted but not yet made
+        self._pending_refusals: dict[int, float] = {}
         self._connections: dict[int, _Connection] = {}  # id(aiohttp handler) -> its wrapper
         self._server: Callable[[], asyncio.Protocol] | None = None
         self._refuse_server = web.Server(self._refuse, access_log=None, keepalive_timeout=REFUSAL_TIMEOUT,
@@ -237,20 +240,37 @@ class ListenerGuard:
 
     def factory(self) -> asyncio.Protocol:
         assert self._server is not None
+        # Counted here, at the accept: asyncio accepts a burst (up to the backlog) before any connection_made runs.
+        now = time.monotonic()
+        self._expire(now)
         cap = self.limits.max_connections
-        if cap and self.open >= cap:
+        in_use = self.open + len(self._pending)
+        if cap and in_use >= cap:
             self.metrics.refused.add(1, self.name)
-            self._log.warning("%s: %d connections open (max_connections); refusing new ones", self.name, self.open)
-            if self.refusing >= REFUSAL_SLOTS:
+            self._log.warning("%s: %d connections open (max_connections); refusing new ones", self.name, in_use)
+            if self.refusing + len(self._pending_refusals) >= REFUSAL_SLOTS:
                 return _Abort()
-            return _Connection(self, self._refuse_server(), REFUSAL_TIMEOUT, refusal=True)
-        return _Connection(self, self._server(), self.limits.read_header_timeout or self.limits.read_timeout)
+            conn = _Connection(self, self._refuse_server(), REFUSAL_TIMEOUT, refusal=True)
+            self._pending_refusals[id(conn)] = now + self.handshake_timeout
+            return conn
+        conn = _Connection(self, self._server(), self.limits.read_header_timeout or self.limits.read_timeout)
+        self._pending[id(conn)] = now + self.handshake_timeout
+        return conn
+
+    def _expire(self, now: float) -> None:
+        """Forget accepted connections that never reached connection_made (a TLS handshake that failed: asyncio
+        then never tells the protocol); none outlives the handshake timeout."""
+        for pending in (self._pending, self._pending_refusals):
+            for key in [k for k, deadline in pending.items() if deadline < now]:
+                del pending[key]
 
     def _opened(self, conn: _Connection) -> None:
         self._connections[id(conn.inner)] = conn
         if conn.refusal:
+            self._pending_refusals.pop(id(conn), None)
             self.refusing += 1
         else:
+            self._pending.pop(id(conn), None)
             self.open += 1
             self.metrics.open.set(self.open, self.name)
 

@@ -80,7 +80,9 @@ class OtlpHttpReceiver:
     async def start(self) -> HostPort:
         s = self.settings
         limits = Limits(self.max_connections, s.read_header_timeout, s.read_timeout, s.idle_timeout or s.read_timeout)
-        guard = self._guard = ListenerGuard(f"{self.id}/http", limits, self.metrics.listeners)
+        handshake_timeout = limits.read_header_timeout or 60.0  # a TLS handshake must end within it
+        guard = self._guard = ListenerGuard(f"{self.id}/http", limits, self.metrics.listeners,
+                                            handshake_timeout=handshake_timeout)
         app = web.Application(client_max_size=self.limit, middlewares=[guard.middleware])
         app.router.add_post(self.settings.traces_url_path, self._traces)
         for path in _SIGNALS:
@@ -94,7 +96,7 @@ class OtlpHttpReceiver:
                                      keepalive_timeout=limits.idle_timeout, lingering_time=1.0)
         await self._runner.setup()
         ssl_ctx = server_context(s.tls) if s.tls else None
-        tls_kw = {"ssl": ssl_ctx, "ssl_handshake_timeout": limits.read_header_timeout or 60.0} if ssl_ctx else {}
+        tls_kw = {"ssl": ssl_ctx, "ssl_handshake_timeout": handshake_timeout} if ssl_ctx else {}
         ep = s.endpoint
         self._server = await serve(self._runner, guard, ep.host, ep.port, **tls_kw)
         self.address = HostPort(ep.host, self._server.sockets[0].getsockname()[1])  # the bound port (ep.port may be 0)
