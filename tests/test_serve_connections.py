@@ -222,7 +222,7 @@ def test_low_hard_limit_caps_fit_the_descriptors_and_health_answers(serve: Calla
     for x in raw_grpc:
         x.close()
     channel = grpc.insecure_channel(f"{LOOPBACK}:{s.grpc_port}")
-    export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+    export: Any = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
     assert export(PAYLOAD, timeout=10) == b""
     channel.close()
     for sock in socks:
@@ -263,7 +263,7 @@ def test_accept_out_of_descriptors_logged_once_per_interval(tmp_path: Path) -> N
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdout is not None
     port = int(proc.stdout.readline())
-    clients = []
+    clients: list[socket.socket] = []
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline and len(clients) < 150:
         try:
@@ -412,7 +412,9 @@ class Hostile:
     def _idle(self) -> None:
         socks: list[socket.socket] = []
         while not self.stop.is_set():
-            socks = [x for x in socks if not closed_by_peer(x) or x.close()]
+            for x in [x for x in socks if closed_by_peer(x)]:
+                x.close()
+                socks.remove(x)
             while len(socks) < 100:
                 socks.append(connect(self.port))
                 self._count("idle")

@@ -427,7 +427,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("bad component id", _set("receivers.otlp/", {}), "receivers.otlp/", "invalid component id"),
     ("receiver unknown key", _set("receivers.otlp.protocols.grpc", {"endpont": "x:1"}),
      "receivers.otlp.protocols.grpc.endpont",
-     "known keys here: auth, endpoint, keepalive, max_concurrent_streams, max_connections, max_recv_msg_size_mib, tls, transport"),
+     "known keys here: auth, endpoint, keepalive, max_concurrent_streams, max_connections, max_recv_msg_size_mib, "
+     "tls, transport"),
     ("receiver without protocols", _set("receivers.otlp", {"protocols": {}}), "receivers.otlp.protocols",
      "at least one of grpc, http"),
     ("unknown protocol", _set("receivers.otlp.protocols.thrift", None), "receivers.otlp.protocols.thrift",

@@ -326,16 +326,19 @@ async def serve(runner: web.AppRunner, guard: ListenerGuard, host: str, port: in
 def install_accept_error_handler(loop: asyncio.AbstractEventLoop, metrics: ListenerMetrics) -> None:
     """Descriptor exhaustion in accept() counted and logged once per interval; anything else as before."""
     previous = loop.get_exception_handler()
-    report = EveryInterval(log)
+    report, other = EveryInterval(log), EveryInterval(log)
 
     def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
-        if isinstance(exc, OSError) and exc.errno in _EXHAUSTION and "accept" in str(context.get("message", "")):
+        if isinstance(exc, OSError) and exc.errno in _EXHAUSTION:
             name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-            metrics.accept_errors.add(1, name)
-            report.warning("accept() failed: %s (%s); new connections wait in the backlog until descriptors "
-                           "free up (see tailsample_listener_open_connections and max_connections)",
-                           exc.strerror, name)
+            if "accept" in str(context.get("message", "")):
+                metrics.accept_errors.add(1, name)
+                report.warning("accept() failed: %s (%s); new connections wait in the backlog until descriptors "
+                               "free up (see tailsample_listener_open_connections and max_connections)",
+                               exc.strerror, name)
+            else:  # elsewhere in the loop (a transport, a callback): the same flood, the same treatment
+                other.warning("%s: %s (%s)", context.get("message", "event loop error"), exc.strerror, name)
             return
         if previous is not None:
             previous(lp, context)

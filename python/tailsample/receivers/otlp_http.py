@@ -79,7 +79,9 @@ class OtlpHttpReceiver:
 
     async def start(self) -> HostPort:
         s = self.settings
-        limits = Limits(self.max_connections, s.read_header_timeout, s.read_timeout, s.idle_timeout or s.read_timeout)
+        # a zero idle_timeout takes read_timeout; both zero: none (aiohttp's own hour)
+        limits = Limits(self.max_connections, s.read_header_timeout, s.read_timeout,
+                        s.idle_timeout or s.read_timeout or 3630.0)
         handshake_timeout = limits.read_header_timeout or 60.0  # a TLS handshake must end within it
         guard = self._guard = ListenerGuard(f"{self.id}/http", limits, self.metrics.listeners,
                                             handshake_timeout=handshake_timeout)
