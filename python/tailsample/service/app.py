@@ -191,15 +191,16 @@ class Service:
         self._process_metrics()
         if cfg.metrics.level != "none":
             for i, ep in enumerate(cfg.metrics.endpoints):
-                m = _HttpEndpoint("metrics", ep, [web.get("/metrics", self._metrics),
-                                                  web.get("/debug/traces/{trace_id}", self._explain),
-                                                  web.get("/debug/gaps", self._gaps),
-                                                  web.get("/debug/attributes", self._attributes),
-                                                  web.get("/debug/kept", self._kept_list),
-                                                  web.get("/debug/kept/{trace_id}", self._kept_trace)],
+                name = "metrics" if i == 0 else f"metrics/{i}"
+                m = _HttpEndpoint(name, ep, [web.get("/metrics", self._metrics),
+                                             web.get("/debug/traces/{trace_id}", self._explain),
+                                             web.get("/debug/gaps", self._gaps),
+                                             web.get("/debug/attributes", self._attributes),
+                                             web.get("/debug/kept", self._kept_list),
+                                             web.get("/debug/kept/{trace_id}", self._kept_trace)],
                                   receiver_metrics.listeners)
                 self._endpoints.append(m)
-                self.addresses["metrics" if i == 0 else f"metrics/{i}"] = await m.start()
+                self.addresses[name] = await m.start()
         for xid in cfg.service_extensions:
             ext = cfg.extensions[xid]
             if isinstance(ext, HealthCheckExtension):
