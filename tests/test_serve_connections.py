@@ -569,9 +569,9 @@ def test_soak_normal_clients_served_and_nothing_lost_among_hostile_ones(serve: C
 
 @pytest.mark.parametrize(("requested", "fixed", "limit", "expected"), [
     ({"a/grpc": 4096, "a/http": 4096}, 112, 1_048_576, {"a/grpc": 4096, "a/http": 4096}),  # fits: unchanged
-    ({"a/grpc": 4096, "a/http": 4096}, 112, 256, {"a/grpc": 40, "a/http": 40}),  # 256 - 64 - 112 = 80, halved
-    ({"a/grpc": 100, "a/http": 300}, 0, 1024, {"a/grpc": 100, "a/http": 300}),  # 400 <= 1024 - 102
-    ({"a/grpc": 1000, "a/http": 3000}, 0, 1024, {"a/grpc": 230, "a/http": 691}),  # in proportion, under 922
+    ({"a/grpc": 4096, "a/http": 4096}, 112, 256, {"a/grpc": 32, "a/http": 32}),  # 256 - (64 + 16) - 112 = 64, halved
+    ({"a/grpc": 100, "a/http": 300}, 0, 1024, {"a/grpc": 100, "a/http": 300}),  # 400 <= 1024 - (102 + 64)
+    ({"a/grpc": 1000, "a/http": 3000}, 0, 1024, {"a/grpc": 214, "a/http": 643}),  # in proportion, under 858
     ({"a/http": 50}, 500, 256, {"a/http": 1}),  # nothing left: one each, never 0 (0 would mean no cap)
     ({"a/http": 50}, 0, resource.RLIM_INFINITY, {"a/http": 50}),
 ], ids=["fits", "nofile-256", "fits-1024", "proportional", "starved", "unlimited"])

@@ -78,10 +78,18 @@ def _limit(n: int) -> str:
 ENDPOINT_LIMITS_CAP = 32  # connections of the metrics and health check endpoints, each (scrapers, probes)
 
 
+def accept_backlog(limit: int) -> int:
+    """The listen() backlog, which is also how many connections asyncio accepts in one go, before any of them
+    can be refused and closed: small under a small descriptor limit, so one burst cannot exhaust it."""
+    if limit == resource.RLIM_INFINITY:
+        return 100
+    return min(100, max(8, limit // 16))
+
+
 def descriptor_reserve(limit: int) -> int:
     """Descriptors kept out of every connection cap: files, tail storage, exporter and Kafka sockets, grpc's
-    and asyncio's own pipes and pollers."""
-    return max(64, limit // 10)
+    and asyncio's own pipes and pollers, and one accept burst."""
+    return max(64, limit // 10) + accept_backlog(limit)
 
 
 def fit_connection_caps(requested: dict[str, int], fixed: int, limit: int) -> dict[str, int]:
@@ -320,7 +328,8 @@ async def serve(runner: web.AppRunner, guard: ListenerGuard, host: str, port: in
     assert runner.server is not None
     guard.attach(runner.server)
     loop = asyncio.get_running_loop()
-    return await loop.create_server(guard.factory, host or None, port, reuse_address=True, **kw)
+    backlog = accept_backlog(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    return await loop.create_server(guard.factory, host or None, port, reuse_address=True, backlog=backlog, **kw)
 
 
 def install_accept_error_handler(loop: asyncio.AbstractEventLoop, metrics: ListenerMetrics) -> None:
@@ -355,6 +364,7 @@ __all__ = [
     "Limits",
     "ListenerGuard",
     "ListenerMetrics",
+    "accept_backlog",
     "descriptor_reserve",
     "fit_connection_caps",
     "install_accept_error_handler",
