@@ -76,7 +76,7 @@ class ServeSubprocess:
     `health_port` and `metrics_port` as the health_check and metrics addresses."""
 
     def __init__(self, tmp: Path, name: str, config: dict[str, Any], *, health_port: int, metrics_port: int,
-                 args: tuple[str, ...] = ()) -> None:
+                 args: tuple[str, ...] = (), preexec_fn: Callable[[], None] | None = None) -> None:
         self.health_port, self.metrics_port = health_port, metrics_port
         self.config = tmp / f"{name}.yaml"
         self.config.write_text(yaml.safe_dump(config))
@@ -84,7 +84,7 @@ class ServeSubprocess:
         self._log = self.log.open("wb")
         started = time.monotonic()
         self.proc = subprocess.Popen([sys.executable, "-m", "tailsample", "serve", "--config", str(self.config),
-                                      *args], stdout=self._log, stderr=subprocess.STDOUT)
+                                      *args], stdout=self._log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
         wait_for(lambda: process_healthy(self.proc, self.log, self.health_port), timeout=30, interval=0.05,
                  what=f"{name} healthy")
         self.ready_after = time.monotonic() - started

@@ -427,7 +427,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("bad component id", _set("receivers.otlp/", {}), "receivers.otlp/", "invalid component id"),
     ("receiver unknown key", _set("receivers.otlp.protocols.grpc", {"endpont": "x:1"}),
      "receivers.otlp.protocols.grpc.endpont",
-     "known keys here: auth, endpoint, max_concurrent_streams, max_recv_msg_size_mib, tls, transport"),
+     "known keys here: auth, endpoint, keepalive, max_concurrent_streams, max_connections, max_recv_msg_size_mib, "
+     "tls, transport"),
     ("receiver without protocols", _set("receivers.otlp", {"protocols": {}}), "receivers.otlp.protocols",
      "at least one of grpc, http"),
     ("unknown protocol", _set("receivers.otlp.protocols.thrift", None), "receivers.otlp.protocols.thrift",
@@ -664,8 +665,6 @@ def test_collector_tuning_keys_are_accepted_and_reported_as_ignored() -> None:
     cfg["service"]["pipelines"]["traces"]["exporters"].append("debug/x")
     loaded = ServiceConfig.from_dict(cfg)
     assert loaded.ignored == (
-        "receivers.otlp.protocols.grpc.keepalive: accepted and ignored (connection tuning that grpcio and aiohttp "
-        "do their own way)",
         "receivers.otlp.protocols.grpc.include_metadata: accepted and ignored (request metadata is not propagated)",
         "receivers.otlp.protocols.http.cors: accepted and ignored (no browser clients: CORS headers are not sent)",
         "exporters.debug/x.sampling_initial: accepted and ignored (every batch is printed)",
@@ -673,8 +672,36 @@ def test_collector_tuning_keys_are_accepted_and_reported_as_ignored() -> None:
     grpc = loaded.receivers["otlp"].grpc
     http = loaded.receivers["otlp"].http
     assert grpc is not None and grpc.max_concurrent_streams == 16
+    assert grpc.keepalive.time == 10.0  # keepalive is honoured since issue 18 (grpcio keepalive options)
     assert http is not None and http.traces_url_path == "/t" and dict(http.response_headers) == {"X-A": "b"}
     assert http.compression_algorithms == ("", "gzip")
+
+
+def test_connection_limits_parse_with_the_collector_key_names() -> None:
+    """Scenario: the confighttp timeouts, configgrpc keepalive and tailsample's max_connections. Guarantees: they
+    parse as durations / integers, defaults apply where absent, and a bad value names its path."""
+    cfg = _set("receivers.otlp.protocols.grpc", {"max_connections": 7, "keepalive": {
+        "server_parameters": {"max_connection_idle": "30s", "max_connection_age": "1m"},
+        "enforcement_policy": {"min_time": "5s", "permit_without_stream": True}}})
+    cfg["receivers"]["otlp"]["protocols"]["http"] = {"max_connections": 9, "read_header_timeout": "2s",
+                                                     "read_timeout": "30s", "idle_timeout": "0s",
+                                                     "write_timeout": "5s"}
+    loaded = ServiceConfig.from_dict(cfg)
+    grpc, http = loaded.receivers["otlp"].grpc, loaded.receivers["otlp"].http
+    assert grpc is not None and http is not None
+    assert (grpc.max_connections, grpc.keepalive.max_connection_idle, grpc.keepalive.max_connection_age,
+            grpc.keepalive.min_time, grpc.keepalive.permit_without_stream) == (7, 30.0, 60.0, 5.0, True)
+    assert (http.max_connections, http.read_header_timeout, http.read_timeout, http.idle_timeout) == (9, 2, 30, 0)
+    assert any("write_timeout" in line for line in loaded.ignored)
+    default = ServiceConfig.from_dict(_set("receivers.otlp.protocols.grpc", {}))
+    d_grpc = default.receivers["otlp"].grpc
+    assert d_grpc is not None and (d_grpc.max_connections, d_grpc.keepalive.max_connection_idle) == (4096, 300.0)
+    bad = _set("receivers.otlp.protocols.grpc", {})
+    bad["receivers"]["otlp"]["protocols"]["http"] = {"read_header_timeout": "soon"}
+    err = load_error(bad)
+    assert err.path == "receivers.otlp.protocols.http.read_header_timeout"
+    bad["receivers"]["otlp"]["protocols"]["http"] = {"max_connections": 0}
+    assert load_error(bad).path == "receivers.otlp.protocols.http.max_connections"
 
 
 def test_otlphttp_traces_endpoint_replaces_endpoint() -> None:

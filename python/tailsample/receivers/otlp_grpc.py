@@ -7,6 +7,11 @@ INVALID_ARGUMENT with a message for malformed data; UNAUTHENTICATED without the 
 with a `RetryInfo` detail under backpressure (OTLP clients retry that one only when the detail is there). Messages
 over `max_recv_msg_size_mib` are refused by grpcio itself (RESOURCE_EXHAUSTED) before they reach the handler.
 gzip request compression is handled by grpcio.
+
+Connections are grpcio's to police: `max_connections` is `grpc.max_allowed_incoming_connections` (a connection
+over it is closed as soon as it is accepted), an HTTP/2 handshake must end within `HANDSHAKE_TIMEOUT_S`, and the
+collector's `keepalive` settings map to grpcio's keepalive options (`max_connection_idle` closes a connection
+with no call, 5 min by default).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ log = logging.getLogger("tailsample.receiver.grpc")
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 RETRY_AFTER_S = 1.0
 MiB = 1024 * 1024
+HANDSHAKE_TIMEOUT_S = 10.0  # a connection that never completes the HTTP/2 preface (grpc's default: 120 s)
 
 
 class OtlpGrpcReceiver:
@@ -40,6 +46,7 @@ class OtlpGrpcReceiver:
         self.sink = sink
         self.metrics = metrics
         self.auth = auth
+        self.max_connections = settings.max_connections  # the service lowers it to fit the descriptor limit
         self._server: aio.Server | None = None
         metrics.register(receiver_id, "grpc")
         self.address: HostPort | None = None
@@ -52,6 +59,7 @@ class OtlpGrpcReceiver:
         ]
         if self.settings.max_concurrent_streams:
             options.append(("grpc.max_concurrent_streams", self.settings.max_concurrent_streams))
+        options += connection_options(self.settings, self.max_connections)
         server = aio.server(options=options)
         handler = grpc.method_handlers_generic_handler(
             SERVICE, {"Export": grpc.unary_unary_rpc_method_handler(self._export)})
@@ -99,4 +107,21 @@ class OtlpGrpcReceiver:
         return b""
 
 
-__all__ = ["OtlpGrpcReceiver"]
+def connection_options(settings: GrpcServer, max_connections: int) -> list[tuple[str, int]]:
+    """grpcio channel arguments for the connection limits and the collector's `keepalive` settings."""
+    k = settings.keepalive
+    options = [("grpc.max_allowed_incoming_connections", max_connections),
+               ("grpc.server_handshake_timeout_ms", int(HANDSHAKE_TIMEOUT_S * 1000))]
+    for name, seconds in (("grpc.max_connection_idle_ms", k.max_connection_idle),
+                          ("grpc.max_connection_age_ms", k.max_connection_age),
+                          ("grpc.max_connection_age_grace_ms", k.max_connection_age_grace),
+                          ("grpc.keepalive_time_ms", k.time), ("grpc.keepalive_timeout_ms", k.timeout),
+                          ("grpc.http2.min_ping_interval_without_data_ms", k.min_time)):
+        if seconds > 0:
+            options.append((name, int(seconds * 1000)))
+    if k.permit_without_stream:
+        options.append(("grpc.keepalive_permit_without_calls", 1))
+    return options
+
+
+__all__ = ["OtlpGrpcReceiver", "connection_options"]

@@ -8,17 +8,21 @@
   body is inflated in bounded steps, never past the limit);
 - 415 for a content type other than `application/x-protobuf` / `application/json`;
 - 503 with `Retry-After` when the engine or the memory limiter applies backpressure: nothing was taken, the
-  client retries, nothing is lost.
+  client retries, nothing is lost; also to a connection over `max_connections` (see `receivers.connections`);
+- 408 when the body is not in within `read_timeout` of the request's start (slow body), then the connection is
+  closed; a client that goes away mid-body is counted (`tailsample_receiver_aborted_requests_total`) and logged
+  at most once per interval, never with a traceback.
 Bodies pass through as bytes: protobuf goes straight to the engine, JSON is transcoded to protobuf in Rust.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 from typing import Literal
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 
 from tailsample.errors import BackpressureError, DecodeError, StorageError
 from tailsample.fileformat import json_to_proto
@@ -32,6 +36,7 @@ from tailsample.otlp_status import (
     status_json,
 )
 from tailsample.receivers.auth import BearerTokenAuth
+from tailsample.receivers.connections import EveryInterval, Limits, ListenerGuard, serve
 from tailsample.receivers.sink import ReceiverMetrics, Sink, consume, span_count
 from tailsample.service.config import HostPort, HttpServer
 from tailsample.tls import server_context
@@ -67,12 +72,23 @@ class OtlpHttpReceiver:
         self.metrics = metrics
         self.auth = auth
         self.limit = settings.max_request_body_size
+        self.max_connections = settings.max_connections  # the service lowers it to fit the descriptor limit
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._guard: ListenerGuard | None = None
+        self._aborted = EveryInterval(log)
         metrics.register(receiver_id, "http")
         self.address: HostPort | None = None
 
     async def start(self) -> HostPort:
-        app = web.Application(client_max_size=self.limit)
+        s = self.settings
+        # a zero idle_timeout takes read_timeout; both zero: none (aiohttp's own hour)
+        limits = Limits(self.max_connections, s.read_header_timeout, s.read_timeout,
+                        s.idle_timeout or s.read_timeout or 3630.0)
+        handshake_timeout = limits.read_header_timeout or 60.0  # a TLS handshake must end within it
+        guard = self._guard = ListenerGuard(f"{self.id}/http", limits, self.metrics.listeners,
+                                            handshake_timeout=handshake_timeout)
+        app = web.Application(client_max_size=self.limit, middlewares=[guard.middleware])
         app.router.add_post(self.settings.traces_url_path, self._traces)
         for path in _SIGNALS:
             if path != self.settings.traces_url_path:
@@ -80,17 +96,22 @@ class OtlpHttpReceiver:
         if self.settings.response_headers:
             app.on_response_prepare.append(self._add_headers)
         # auto_decompress off: bodies are inflated here, in bounded steps
-        self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
+        # keepalive_timeout: the idle timeout between requests; lingering: how long an unread body is drained
+        self._runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False,
+                                     keepalive_timeout=limits.idle_timeout, lingering_time=1.0)
         await self._runner.setup()
-        ssl_ctx = server_context(self.settings.tls) if self.settings.tls else None
-        ep = self.settings.endpoint
-        site = web.TCPSite(self._runner, ep.host or None, ep.port, ssl_context=ssl_ctx, reuse_address=True)
-        await site.start()
-        self.address = HostPort(ep.host, self._runner.addresses[-1][1])  # the bound port (ep.port may be 0)
+        ssl_ctx = server_context(s.tls) if s.tls else None
+        tls_kw = {"ssl": ssl_ctx, "ssl_handshake_timeout": handshake_timeout} if ssl_ctx else {}
+        ep = s.endpoint
+        self._server = await serve(self._runner, guard, ep.host, ep.port, **tls_kw)
+        self.address = HostPort(ep.host, self._server.sockets[0].getsockname()[1])  # the bound port (ep.port may be 0)
         return self.address
 
     async def stop(self) -> None:
         """Stops accepting; requests in flight finish first."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -117,11 +138,19 @@ class OtlpHttpReceiver:
                 raise _Reject(415, INVALID_ARGUMENT,
                               f"unsupported Content-Type {media or '(none)'!r}; send {PROTOBUF} or {JSON}",
                               "unsupported_media_type")
-            body = await self._read_body(request)
+            body = await self._read_before_deadline(request)
             payload = json_to_proto(body) if kind == "json" else body
+        except _Aborted as exc:
+            self.metrics.aborted.add(1, self.id, "http")
+            self._aborted.warning("%s: a request's body was not read whole (%s): nothing of it taken",
+                                  f"{self.id}/http", exc)
+            return web.Response(status=400, text="request aborted")  # nobody may be listening any more
         except _Reject as r:
             self.metrics.rejected.add(1, self.id, "http", r.reason)
-            return _error(request, r.status, r.code, r.message, ctype)
+            resp = _error(request, r.status, r.code, r.message, ctype)
+            if r.status == 408:
+                resp.force_close()  # the rest of a slow body is drained for a second at most (lingering_time)
+            return resp
         except DecodeError as exc:
             self.metrics.rejected.add(1, self.id, "http", "malformed")
             return _error(request, 400, INVALID_ARGUMENT, f"malformed {kind} body: {exc}", ctype)
@@ -143,6 +172,22 @@ class OtlpHttpReceiver:
                     else encode_partial_success(got.rejected_spans, message))
             return web.Response(body=body, content_type=ctype)
         return web.Response(body=b"{}" if kind == "json" else b"", content_type=ctype)
+
+    async def _read_before_deadline(self, request: web.Request) -> bytes:
+        """The body, within `read_timeout` of the request's start: 408 and the connection closed past it."""
+        assert self._guard is not None
+        deadline = self._guard.deadline(request)
+        try:
+            if deadline is None:
+                return await self._read_body(request)
+            remaining = deadline - asyncio.get_running_loop().time()
+            return await asyncio.wait_for(self._read_body(request), max(remaining, 0.001))
+        except asyncio.TimeoutError:
+            self._guard.read_timed_out(request)
+            raise _Reject(408, INVALID_ARGUMENT, f"request body not received within read_timeout "
+                          f"({self.settings.read_timeout:g} s)", "timeout") from None
+        except (ConnectionError, ClientPayloadError) as exc:
+            raise _Aborted(str(exc) or type(exc).__name__) from None
 
     async def _read_body(self, request: web.Request) -> bytes:
         limit = self.limit
@@ -169,6 +214,10 @@ class OtlpHttpReceiver:
         if encoding in ("", "identity"):
             return raw
         return _inflate(raw, encoding, limit)
+
+
+class _Aborted(Exception):
+    """The client went away, or broke the framing, before the whole body came."""
 
 
 def _inflate(raw: bytes, encoding: str, limit: int) -> bytes:

@@ -8,6 +8,7 @@ from typing import Protocol
 from tailsample import _native
 from tailsample.engine import Ingested
 from tailsample.errors import DecodeError
+from tailsample.receivers.connections import ListenerMetrics
 from tailsample.service.metrics import Registry
 
 
@@ -53,13 +54,19 @@ class ReceiverMetrics:
         self.rejected = registry.counter(
             "tailsample_receiver_rejected_requests",
             "Requests answered with an error before their spans could be counted, by reason (malformed, "
-            "too_large, unauthenticated, unsupported_media_type, unsupported_encoding, not_found).",
+            "too_large, unauthenticated, unsupported_media_type, unsupported_encoding, not_found, timeout).",
             (*labels, "reason"))
+        self.aborted = registry.counter(
+            "tailsample_receiver_aborted_requests",
+            "Requests whose client went away (or broke the framing) before the body was read whole: nothing "
+            "of them was taken.", labels)
+        self.listeners = ListenerMetrics(registry)
 
     def register(self, receiver_id: str, transport: str) -> None:
         """Every series exists from the start: dashboards see 0, not nothing."""
         self.accepted.add(0, receiver_id, transport)
         self.refused.add(0, receiver_id, transport)
+        self.aborted.add(0, receiver_id, transport)
 
 
 __all__ = ["ReceiverMetrics", "Sink", "span_count"]

@@ -28,6 +28,17 @@ from tailsample.exporters import Exporter, ExporterMetrics, build_exporter
 from tailsample.fileformat import proto_to_json
 from tailsample.lint import policy_near_misses, strict_matching
 from tailsample.receivers import BearerTokenAuth, OtlpGrpcReceiver, OtlpHttpReceiver, ReceiverMetrics
+from tailsample.receivers.connections import (
+    ENDPOINT_LIMITS_CAP,
+    REFUSAL_SLOTS,
+    Limits,
+    ListenerGuard,
+    ListenerMetrics,
+    fit_connection_caps,
+    install_accept_error_handler,
+    raise_nofile_limit,
+    serve,
+)
 from tailsample.service.config import (
     BearerTokenAuthExtension,
     FileStorageExtension,
@@ -51,26 +62,37 @@ from tailsample.tree import build_traces, summary_json
 log = logging.getLogger("tailsample.serve")
 
 
+# The metrics and health check endpoints: a cap of their own (OTLP clients cannot starve them, nor they OTLP),
+# and short timeouts (a scrape is one small GET).
+_ENDPOINT_LIMITS = Limits(max_connections=ENDPOINT_LIMITS_CAP, read_header_timeout=10.0, read_timeout=30.0,
+                          idle_timeout=60.0)
+
+
 class _HttpEndpoint:
     """A small aiohttp server (metrics, health check) on one address."""
 
-    def __init__(self, name: str, address: HostPort, routes: list[web.RouteDef]) -> None:
+    def __init__(self, name: str, address: HostPort, routes: list[web.RouteDef], listeners: ListenerMetrics) -> None:
         self.name = name
         self.requested = address
         self.address = address
-        self._app = web.Application()
+        self._guard = ListenerGuard(name, _ENDPOINT_LIMITS, listeners)
+        self._app = web.Application(middlewares=[self._guard.middleware])
         self._app.add_routes(routes)
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
 
     async def start(self) -> HostPort:
-        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False,
+                                     keepalive_timeout=_ENDPOINT_LIMITS.idle_timeout, lingering_time=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.requested.host or None, self.requested.port, reuse_address=True)
-        await site.start()
-        self.address = HostPort(self.requested.host, self._runner.addresses[-1][1])  # the bound port
+        self._server = await serve(self._runner, self._guard, self.requested.host, self.requested.port)
+        self.address = HostPort(self.requested.host, self._server.sockets[0].getsockname()[1])  # the bound port
         return self.address
 
     async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -96,6 +118,7 @@ class Service:
         self.pipelines: dict[str, ServicePipeline] = {}
         self.limiters: dict[str, MemoryLimiter] = {}
         self._debug: DebugGate | None = None
+        self.nofile = 0  # the open files limit, once raised at start
         self._check_supported()
 
     def _check_supported(self) -> None:
@@ -111,6 +134,8 @@ class Service:
         loop = asyncio.get_running_loop()
         for line in cfg.ignored:
             log.warning("%s: %s", cfg.source, line)
+        self.nofile = raise_nofile_limit()[0]
+        install_accept_error_handler(loop, ListenerMetrics(self.registry))
         storages = {xid: ext.open() for xid, ext in cfg.extensions.items()
                     if isinstance(ext, FileStorageExtension) and xid in cfg.service_extensions}
         exporter_metrics = ExporterMetrics(self.registry)
@@ -136,6 +161,7 @@ class Service:
                 [self.limiters[x] for x in p.processors if x in self.limiters], self.registry, storage))
 
         receiver_metrics = ReceiverMetrics(self.registry)
+        caps = self._connection_caps()
         auths: dict[str, BearerTokenAuth] = {}
         for xid in cfg.service_extensions:
             ext = cfg.extensions[xid]
@@ -155,23 +181,28 @@ class Service:
             sink = FanoutSink(pipes)
             if rec.grpc is not None:
                 g = OtlpGrpcReceiver(rid, rec.grpc, sink, receiver_metrics, auths.get(rec.grpc.auth or ""))
+                g.max_connections = caps[f"{rid}/grpc"]
                 self._receivers.append(g)
                 self.addresses[f"{rid}/grpc"] = await g.start()
             if rec.http is not None:
                 h = OtlpHttpReceiver(rid, rec.http, sink, receiver_metrics, auths.get(rec.http.auth or ""))
+                h.max_connections = caps[f"{rid}/http"]
                 self._receivers.append(h)
                 self.addresses[f"{rid}/http"] = await h.start()
 
         self._process_metrics()
         if cfg.metrics.level != "none":
             for i, ep in enumerate(cfg.metrics.endpoints):
-                m = _HttpEndpoint("metrics", ep, [web.get("/metrics", self._metrics), *self._debug_routes(auths)])
+                name = "metrics" if i == 0 else f"metrics/{i}"
+                m = _HttpEndpoint(name, ep, [web.get("/metrics", self._metrics), *self._debug_routes(auths)],
+                                  receiver_metrics.listeners)
                 self._endpoints.append(m)
-                self.addresses["metrics" if i == 0 else f"metrics/{i}"] = await m.start()
+                self.addresses[name] = await m.start()
         for xid in cfg.service_extensions:
             ext = cfg.extensions[xid]
             if isinstance(ext, HealthCheckExtension):
-                hc = _HttpEndpoint(xid, ext.endpoint, [web.get("/", self._health), web.get("/health", self._health)])
+                hc = _HttpEndpoint(xid, ext.endpoint, [web.get("/", self._health), web.get("/health", self._health)],
+                                   receiver_metrics.listeners)
                 self._endpoints.append(hc)
                 self.addresses[xid] = await hc.start()
 
@@ -193,6 +224,24 @@ class Service:
                                    "/debug/attributes": ("attributes", self._attributes),
                                    "/debug/kept": ("kept", self._kept_list),
                                    "/debug/kept/{trace_id}": ("kept_trace", self._kept_trace)})
+
+    def _connection_caps(self) -> dict[str, int]:
+        """Every OTLP listener's max_connections, lowered to fit the descriptor limit with the endpoints'."""
+        cfg = self.config
+        requested: dict[str, int] = {}
+        fixed = 0
+        for rid, rec in cfg.receivers.items():
+            if isinstance(rec, KafkaReceiverSettings):
+                continue
+            if rec.grpc is not None:
+                requested[f"{rid}/grpc"] = rec.grpc.max_connections
+            if rec.http is not None:
+                requested[f"{rid}/http"] = rec.http.max_connections
+                fixed += REFUSAL_SLOTS
+        endpoints = (len(cfg.metrics.endpoints) if cfg.metrics.level != "none" else 0) + sum(
+            isinstance(cfg.extensions[x], HealthCheckExtension) for x in cfg.service_extensions)
+        fixed += endpoints * (ENDPOINT_LIMITS_CAP + REFUSAL_SLOTS)
+        return fit_connection_caps(requested, fixed, self.nofile)
 
     def _process_metrics(self) -> None:
         def collect() -> list[Sample]:

@@ -62,12 +62,27 @@ class ServerTLS:
 
 
 @dataclass(frozen=True)
+class GrpcKeepalive:
+    """`keepalive` of a gRPC server, as the collector's configgrpc spells it (seconds; 0: grpcio's default)."""
+
+    max_connection_idle: float = 300.0  # an HTTP/2 connection with no call for this long gets a GOAWAY
+    max_connection_age: float = 0.0
+    max_connection_age_grace: float = 0.0
+    time: float = 0.0
+    timeout: float = 0.0
+    min_time: float = 0.0  # enforcement_policy: pings more often than this without data close the connection
+    permit_without_stream: bool = False
+
+
+@dataclass(frozen=True)
 class GrpcServer:
     endpoint: HostPort
     max_recv_msg_size_mib: int = 4
     tls: ServerTLS | None = None
     auth: str | None = None  # a bearertokenauth extension id
     max_concurrent_streams: int = 0  # 0: grpcio's default
+    max_connections: int = 4096  # grpc.max_allowed_incoming_connections; lowered to fit the descriptor limit
+    keepalive: GrpcKeepalive = field(default_factory=GrpcKeepalive)
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,10 @@ class HttpServer:
     traces_url_path: str = "/v1/traces"
     response_headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     compression_algorithms: tuple[str, ...] = ("", "gzip", "deflate", "zlib")  # what request bodies may use
+    max_connections: int = 4096  # lowered at start to fit the descriptor limit
+    read_header_timeout: float = 10.0  # seconds; 0: read_timeout
+    read_timeout: float = 60.0  # the whole request, headers and body; 0: none
+    idle_timeout: float = 60.0  # between requests on a kept-alive connection; 0: read_timeout
 
 
 @dataclass(frozen=True)
@@ -613,17 +632,20 @@ def _receiver(ctx: _Ctx, kind: str, rid: str, value: Any) -> Receiver:
     grpc = http = None
     if "grpc" in protocols.value:
         g = _Node(ctx, protocols.at("grpc"), protocols.raw("grpc"),
-                  ("auth", "endpoint", "max_concurrent_streams", "max_recv_msg_size_mib", "tls", "transport"),
+                  ("auth", "endpoint", "keepalive", "max_concurrent_streams", "max_connections",
+                   "max_recv_msg_size_mib", "tls", "transport"),
                   _GRPC_SERVER_IGNORED)
         if g.text("transport", "tcp") != "tcp":
             g.fail("transport", f"{g.raw('transport')!r} is not supported; tailsample serve listens on tcp")
         grpc = GrpcServer(
             endpoint=_endpoint(g, "endpoint", "127.0.0.1:4317"),
             max_recv_msg_size_mib=g.integer("max_recv_msg_size_mib", 0) or 4,
-            tls=_server_tls(g), auth=_auth(g), max_concurrent_streams=g.integer("max_concurrent_streams", 0))
+            tls=_server_tls(g), auth=_auth(g), max_concurrent_streams=g.integer("max_concurrent_streams", 0),
+            max_connections=g.integer("max_connections", 4096, minimum=1), keepalive=_grpc_keepalive(g))
     if "http" in protocols.value:
         h = _Node(ctx, protocols.at("http"), protocols.raw("http"),
-                  ("auth", "compression_algorithms", "endpoint", "max_request_body_size", "response_headers", "tls",
+                  ("auth", "compression_algorithms", "endpoint", "idle_timeout", "max_connections",
+                   "max_request_body_size", "read_header_timeout", "read_timeout", "response_headers", "tls",
                    "traces_url_path"), _HTTP_SERVER_IGNORED)
         path = h.text("traces_url_path", "/v1/traces")
         if not path.startswith("/"):
@@ -638,10 +660,28 @@ def _receiver(ctx: _Ctx, kind: str, rid: str, value: Any) -> Receiver:
             max_request_body_size=h.integer("max_request_body_size", 0) or 20 * MiB,
             tls=_server_tls(h), auth=_auth(h), traces_url_path=path,
             response_headers=MappingProxyType(_string_map(ctx, h.at("response_headers"), h.raw("response_headers"))),
-            compression_algorithms=("", *algorithms) if algorithms is not None else ("", "gzip", "deflate", "zlib"))
+            compression_algorithms=("", *algorithms) if algorithms is not None else ("", "gzip", "deflate", "zlib"),
+            max_connections=h.integer("max_connections", 4096, minimum=1),
+            read_header_timeout=h.duration("read_header_timeout", 10.0), read_timeout=h.duration("read_timeout", 60.0),
+            idle_timeout=h.duration("idle_timeout", 60.0))
     if grpc is None and http is None:
         ctx.fail(protocols.path, "must enable at least one of grpc, http")
     return OtlpReceiver(rid, grpc, http)
+
+
+def _grpc_keepalive(g: _Node) -> GrpcKeepalive:
+    if "keepalive" not in g.value:
+        return GrpcKeepalive()
+    k = g.sub("keepalive", ("enforcement_policy", "server_parameters"))
+    sp = k.sub("server_parameters", ("max_connection_age", "max_connection_age_grace", "max_connection_idle",
+                                     "time", "timeout"))
+    ep = k.sub("enforcement_policy", ("min_time", "permit_without_stream"))
+    return GrpcKeepalive(
+        max_connection_idle=sp.duration("max_connection_idle", 300.0),
+        max_connection_age=sp.duration("max_connection_age", 0.0),
+        max_connection_age_grace=sp.duration("max_connection_age_grace", 0.0),
+        time=sp.duration("time", 0.0), timeout=sp.duration("timeout", 0.0),
+        min_time=ep.duration("min_time", 0.0), permit_without_stream=ep.flag("permit_without_stream", False))
 
 
 def _processor(ctx: _Ctx, kind: str, pid: str, value: Any) -> Processor:
@@ -680,12 +720,12 @@ def _processor(ctx: _Ctx, kind: str, pid: str, value: Any) -> Processor:
 
 _OTLP_KEYS = ("compression", "endpoint", "headers", "retry_on_failure", "sending_queue", "timeout", "tls")
 _TUNING = "connection tuning that grpcio and aiohttp do their own way"
-_GRPC_SERVER_IGNORED = {"keepalive": _TUNING, "read_buffer_size": _TUNING, "write_buffer_size": _TUNING,
+_GRPC_SERVER_IGNORED = {"read_buffer_size": _TUNING, "write_buffer_size": _TUNING,
                         "include_metadata": "request metadata is not propagated"}
 _HTTP_SERVER_IGNORED = {"cors": "no browser clients: CORS headers are not sent",
                         "include_metadata": "request metadata is not propagated",
-                        "read_timeout": _TUNING, "read_header_timeout": _TUNING, "write_timeout": _TUNING,
-                        "idle_timeout": _TUNING, "metrics_url_path": "tailsample receives traces only",
+                        "write_timeout": "responses are a few bytes: they fit the socket buffer",
+                        "keep_alives_enabled": _TUNING, "metrics_url_path": "tailsample receives traces only",
                         "logs_url_path": "tailsample receives traces only"}
 _GRPC_CLIENT_IGNORED = {"balancer_name": _TUNING, "keepalive": _TUNING, "wait_for_ready": _TUNING,
                         "authority": _TUNING, "read_buffer_size": _TUNING, "write_buffer_size": _TUNING}
