@@ -30,7 +30,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from otlp_builders import make_request, make_span, service, trace_id
 from service_harness import LOOPBACK, OtlpSink, ServeSubprocess, free_port, sink, wait_for
-from tailsample.receivers.connections import REFUSAL_TIMEOUT, EveryInterval, fit_connection_caps
+from tailsample.receivers.connections import REFUSAL_TIMEOUT, fit_connection_caps
 
 HARD = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 PAYLOAD = make_request(service("probe"), [make_span(trace_id(), name="probe")])
@@ -578,18 +578,3 @@ def test_soak_normal_clients_served_and_nothing_lost_among_hostile_ones(serve: C
 def test_connection_caps_fit_the_descriptor_limit(requested: dict[str, int], fixed: int, limit: int,
                                                   expected: dict[str, int]) -> None:
     assert fit_connection_caps(requested, fixed, limit) == expected
-
-
-def test_every_interval_logs_once_per_period_with_the_count(caplog: pytest.LogCaptureFixture) -> None:
-    """Scenario: 1,000 events in 25 s of injected time. Guarantees: one line at the first, then one per 10 s,
-    each with the number since the previous line."""
-    import logging
-
-    now = [0.0]
-    report = EveryInterval(logging.getLogger("tests.every"), 10.0, clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, "tests.every"):
-        for i in range(1000):
-            now[0] = i * 0.025
-            report.warning("event %s", "x")
-    counts = [int(r.getMessage().split("(")[1].split()[0]) for r in caplog.records]
-    assert counts == [1, 400, 400]  # at 0 s, 10 s, 20 s; the 199 after 20 s wait for the next line

@@ -35,6 +35,7 @@ from tailsample.errors import BackpressureError, StorageError
 from tailsample.service.config import QueueSettings, RetrySettings
 from tailsample.service.metrics import Registry, Sample
 from tailsample.storage import FileStorage
+from tailsample.throttle import REPORT_INTERVAL_S, EveryInterval
 
 log = logging.getLogger("tailsample.exporter")
 
@@ -104,23 +105,7 @@ class ExporterMetrics:
         return out
 
 
-class _EveryOnce:
-    """Logs a repeated event at most once per `period` seconds, with how many happened since the last line."""
-
-    def __init__(self, period: float = 1.0) -> None:
-        self.period = period
-        self._last = 0.0
-        self._pending = 0
-
-    def log(self, logger: logging.Logger, message: str, *args: object) -> None:
-        self._pending += 1
-        now = time.monotonic()
-        if now - self._last >= self.period:
-            logger.warning(message + " (%d such since the last report)", *args, self._pending)
-            self._last, self._pending = now, 0
-
-
-OUTAGE_REPORT_INTERVAL = 10.0  # seconds between two "still failing" lines of one exporter
+OUTAGE_REPORT_INTERVAL = REPORT_INTERVAL_S  # seconds between two "still failing" lines of one exporter
 
 
 class Outage:
@@ -223,8 +208,8 @@ class Exporter(abc.ABC):
         self._disk: _native.NativeQueue | None = None
         self._wake = asyncio.Event()
         self._consumers: list[asyncio.Task[None]] = []
-        self._drop_log = _EveryOnce()
-        self._fail_log = _EveryOnce()
+        self._drop_log = EveryInterval(log)
+        self._fail_log = EveryInterval(log)
         self.outage = Outage(exporter_id)
         metrics.watch(self)
         for counter in (metrics.sent, metrics.send_failed, metrics.enqueue_failed):
@@ -279,7 +264,7 @@ class Exporter(abc.ABC):
         except asyncio.QueueFull:
             batch.settle(False)
             self.metrics.enqueue_failed.add(batch.spans, self.id)
-            self._drop_log.log(log, "%s: sending queue is full (%d batches); dropped %d spans",
+            self._drop_log.warning("%s: sending queue is full (%d batches); dropped %d spans",
                                self.id, self.queue_settings.queue_size, batch.spans)
 
     async def _put_on_disk(self, disk: _native.NativeQueue, batch: Batch) -> None:
@@ -291,7 +276,7 @@ class Exporter(abc.ABC):
         except (BackpressureError, StorageError) as exc:
             batch.settle(False)
             self.metrics.enqueue_failed.add(batch.spans, self.id)
-            self._drop_log.log(log, "%s: persistent sending queue refused %d spans: %s", self.id, batch.spans, exc)
+            self._drop_log.warning("%s: persistent sending queue refused %d spans: %s", self.id, batch.spans, exc)
             return
         batch.settle(True)  # on disk: safe across a restart
         self._wake.set()
@@ -349,7 +334,7 @@ class Exporter(abc.ABC):
                     self.metrics.send_failed.add(batch.spans, self.id)
                     why = "not retryable" if not exc.retryable else (
                         "retry disabled" if not self.retry.enabled else "retries exhausted (max_elapsed_time)")
-                    self._fail_log.log(log, "%s: dropping %d spans, %s: %s", self.id, batch.spans, why, exc)
+                    self._fail_log.warning("%s: dropping %d spans, %s: %s", self.id, batch.spans, why, exc)
                     return
                 self.metrics.retries.add(1, self.id)
                 log.debug("%s: %s; retrying in %.2fs", self.id, exc, wait)

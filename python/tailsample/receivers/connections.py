@@ -10,7 +10,6 @@
   counters.
 - `install_accept_error_handler()`: descriptor exhaustion in `accept()` (EMFILE, ENFILE) counted and logged once
   per interval with a count, where asyncio would log a traceback per attempt.
-- `EveryInterval`: a repeated event logged at most once per interval, with how many happened since.
 """
 
 from __future__ import annotations
@@ -27,32 +26,13 @@ from typing import Any
 from aiohttp import web
 
 from tailsample.service.metrics import Registry
+from tailsample.throttle import EveryInterval
 
 log = logging.getLogger("tailsample.connections")
 
-REPORT_INTERVAL = 10.0  # seconds between two log lines about one repeated event
 REFUSAL_SLOTS = 16  # connections over the cap answered 503 at once; beyond, closed without an answer
 REFUSAL_TIMEOUT = 2.0  # how long a refused connection may take to send its headers
 _EXHAUSTION = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
-
-class EveryInterval:
-    """Logs a repeated event at most once per `period` seconds, with how many happened since the last line."""
-
-    def __init__(self, logger: logging.Logger, period: float = REPORT_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.logger = logger
-        self.period = period
-        self._clock = clock
-        self._last: float | None = None
-        self._pending = 0
-
-    def warning(self, message: str, *args: object) -> None:
-        self._pending += 1
-        now = self._clock()
-        if self._last is None or now - self._last >= self.period:
-            self.logger.warning(message + " (%d in the last %.0f s)", *args, self._pending, self.period)
-            self._last, self._pending = now, 0
 
 
 def raise_nofile_limit() -> tuple[int, int]:
@@ -360,7 +340,6 @@ def install_accept_error_handler(loop: asyncio.AbstractEventLoop, metrics: Liste
 __all__ = [
     "ENDPOINT_LIMITS_CAP",
     "REFUSAL_SLOTS",
-    "EveryInterval",
     "Limits",
     "ListenerGuard",
     "ListenerMetrics",

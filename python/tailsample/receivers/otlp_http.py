@@ -36,9 +36,10 @@ from tailsample.otlp_status import (
     status_json,
 )
 from tailsample.receivers.auth import BearerTokenAuth
-from tailsample.receivers.connections import EveryInterval, Limits, ListenerGuard, serve
+from tailsample.receivers.connections import Limits, ListenerGuard, serve
 from tailsample.receivers.sink import ReceiverMetrics, Sink, consume, span_count
 from tailsample.service.config import HostPort, HttpServer
+from tailsample.throttle import EveryInterval
 from tailsample.tls import server_context
 
 log = logging.getLogger("tailsample.receiver.http")

@@ -41,6 +41,7 @@ from tailsample.service.config import BatchProcessor, Pipeline, TailSamplingProc
 from tailsample.service.memory import MemoryLimiter
 from tailsample.service.metrics import Registry, Sample
 from tailsample.storage import FileStorage
+from tailsample.throttle import REPORT_INTERVAL_S, EveryInterval
 
 log = logging.getLogger("tailsample.pipeline")
 
@@ -60,7 +61,6 @@ _GAUGES = frozenset({"traces_in_memory", "spans_in_memory", "span_bytes_in_memor
 INVENTORY_INTERVAL_S = 1.0
 # Spans rejected for nesting and kept spans over max_payload_bytes are logged at most once per interval, with
 # counts: a sender repeating the same bad span must not flood the log.
-REPORT_INTERVAL_S = 10.0
 _SPAN_KINDS = ("SPAN_KIND_UNSPECIFIED", "SPAN_KIND_INTERNAL", "SPAN_KIND_SERVER", "SPAN_KIND_CLIENT",
                "SPAN_KIND_PRODUCER", "SPAN_KIND_CONSUMER")
 _STATUS_CODES = ("STATUS_CODE_UNSET", "STATUS_CODE_OK", "STATUS_CODE_ERROR")
@@ -180,7 +180,7 @@ async def fan_out(exporters: Sequence[Exporter], batch: Batch) -> None:
 # Losses and refusals are logged at WARNING at most once per interval per pipeline, with the counts since the
 # last line: a flood of evictions is one line every 10 s, never one per trace. The engine's stats are read at
 # most once per second for it.
-LOSS_REPORT_INTERVAL_S = 10.0
+LOSS_REPORT_INTERVAL_S = REPORT_INTERVAL_S
 LOSS_CHECK_INTERVAL_S = 1.0
 _REFUSAL_REASONS = (("refused_num_traces", "num_traces with block_on_overflow"),
                     ("refused_late_span_buffer", "late-span buffer full"),
@@ -270,10 +270,8 @@ class ServicePipeline:
             PREFIX + "sampling_decision_timer_latency", "Latency (ms) of each run of the sampling decision timer",
             (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000), ("processor",))
         self.losses = LossReporter(f"pipeline {self.id} ({self.sampler_id})", self.engine.stats)
-        self._rejections = _Throttled(log, "%s: %d spans rejected alone in the last %.0f s (their requests "
-                                      "answered with a partial success); the first: %s")
-        self._oversized = _Throttled(log, "%s: %d kept spans larger than tailsample.max_payload_bytes in the "
-                                     "last %.0f s, each sent alone in a payload over the limit; one of them: %s")
+        self._rejections = EveryInterval(log)
+        self._oversized = EveryInterval(log)
         self._oversized_seen = 0
         self.inventory = AttributeInventory()
         self._inventory_lock = threading.Lock()  # the Kafka receiver observes from its consumer thread
@@ -288,7 +286,7 @@ class ServicePipeline:
         got = self.engine.ingest_report(payload)
         self.observe(payload)
         if got.rejected_spans:
-            self._rejections.add(got.rejected_spans, got.rejection, self.sampler_id)
+            self.report_rejected(got)
         return got
 
     def observe(self, payload: bytes) -> None:
@@ -339,11 +337,17 @@ class ServicePipeline:
                 await fan_out(self.exporters, batch)
         round_.settle(True)
 
+    def report_rejected(self, got: Ingested) -> None:
+        self._rejections.warning("%s: spans rejected alone, their requests answered with a partial success; "
+                                 "this one: %s", self.sampler_id, got.rejection, count=got.rejected_spans)
+
     def _report_oversized(self) -> None:
         seen, last = self.engine.oversized_spans()
         if seen > self._oversized_seen:
             what = f"trace {last[0]} ({last[1]} bytes)" if last else "?"
-            self._oversized.add(seen - self._oversized_seen, what, self.sampler_id)
+            self._oversized.warning("%s: kept spans larger than tailsample.max_payload_bytes, each sent alone in a "
+                                    "payload over the limit; this one: %s", self.sampler_id, what,
+                                    count=seen - self._oversized_seen)
             self._oversized_seen = seen
 
     def _acknowledge(self, engine_round: int) -> None:
@@ -556,32 +560,8 @@ class FanoutSink:
         for p in self.pipelines:
             p.observe(payload)
             if got.rejected_spans:
-                p._rejections.add(got.rejected_spans, got.rejection, p.sampler_id)
+                p.report_rejected(got)
         return got
-
-
-class _Throttled:
-    """A warning logged at most once per `REPORT_INTERVAL_S`: the first event at once, later ones counted and
-    logged with the next event past the interval (the engine's counters hold the exact totals)."""
-
-    def __init__(self, logger: logging.Logger, fmt: str) -> None:
-        self.log = logger
-        self.fmt = fmt
-        self.count = 0
-        self.detail = ""
-        self.since = time.monotonic()
-        self.logged = False
-        self.lock = threading.Lock()
-
-    def add(self, n: int, detail: str, who: str) -> None:
-        with self.lock:
-            self.count += n
-            self.detail = self.detail or detail
-            now = time.monotonic()
-            if self.logged and now - self.since < REPORT_INTERVAL_S:
-                return
-            self.log.warning(self.fmt, who, self.count, REPORT_INTERVAL_S, self.detail)
-            self.count, self.detail, self.since, self.logged = 0, "", now, True
 
 
 __all__ = ["Batcher", "FanoutSink", "LossReporter", "Round", "RoundLedger", "ServicePipeline", "engine_metric_name",
