@@ -159,6 +159,51 @@ def serving(config: dict[str, Any], **kw: Any) -> Iterator[ServiceThread]:
         s.stop()
 
 
+class ServedProcess:
+    """`service_config(...)` served by a `tailsample serve` subprocess, with `ServiceThread`'s test face (`url`,
+    `address`, `metric`): the loopback `:0` endpoints get free ports, a health check is added."""
+
+    def __init__(self, config: dict[str, Any], tmp: Path) -> None:
+        cfg = json.loads(json.dumps(config))
+        self._addresses: dict[str, str] = {}
+        for rid, rec in cfg["receivers"].items():
+            for proto, settings in (rec.get("protocols") or {}).items():
+                if str(settings.get("endpoint", "")).endswith(":0"):
+                    settings["endpoint"] = f"{LOOPBACK}:{free_port()}"
+                self._addresses[f"{rid}/{proto}"] = settings["endpoint"]
+        metrics_port, health_port = free_port(), free_port()
+        cfg["service"]["telemetry"]["metrics"]["address"] = f"{LOOPBACK}:{metrics_port}"
+        self._addresses["metrics"] = f"{LOOPBACK}:{metrics_port}"
+        cfg.setdefault("extensions", {})["health_check"] = {"endpoint": f"{LOOPBACK}:{health_port}"}
+        cfg["service"].setdefault("extensions", []).append("health_check")
+        self.process = ServeSubprocess(tmp, "serve", cfg, health_port=health_port, metrics_port=metrics_port)
+
+    def address(self, key: str) -> str:
+        return self._addresses[key]
+
+    def url(self, key: str = "otlp/http", path: str = "/v1/traces") -> str:
+        return f"http://{self.address(key)}{path}"
+
+    def metric(self, key: str) -> float:
+        return self.process.metrics().get(key, 0.0)
+
+    def stop(self) -> None:
+        """SIGTERM, as an operator stops it: it must drain and exit 0."""
+        self.process.proc.terminate()
+        code = self.process.proc.wait(timeout=60)
+        assert code == 0, f"tailsample serve exited {code}: {self.process.log.read_text()[-3000:]}"
+
+
+@contextmanager
+def serving_process(config: dict[str, Any], tmp: Path) -> Iterator[ServedProcess]:
+    s = ServedProcess(config, tmp)
+    try:
+        yield s
+    finally:
+        if s.process.proc.poll() is None:
+            s.stop()
+
+
 def service_config(*, exporters: dict[str, Any], policies: list[dict[str, Any]] | None = None,
                    decision_wait: str = "200ms", receivers: dict[str, Any] | None = None,
                    processors: dict[str, Any] | None = None, pipeline_processors: list[str] | None = None,

@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otlp_builders import enc_fixed64, enc_len, enc_uint, new_engine, span_id, spans_out, trace_id
-from service_harness import get_json, service_config, serving, sink, wait_for
+from service_harness import get_json, service_config, serving, serving_process, sink, wait_for
 from tailsample.fileformat import json_to_proto, proto_to_json
 from tailsample.otlp_status import decode_partial_success
 
@@ -207,7 +207,8 @@ def test_the_service_answers_a_partial_success_and_delivers_the_rest(protocol, r
             assert s.metric(f'otelcol_receiver_accepted_spans_total{{receiver="otlp",transport="{transport}"}}') == 21
 
 
-def test_the_probe_through_the_service_loses_no_unrelated_trace(rng):
+@pytest.mark.parametrize("where", ["in-process", "process"])
+def test_the_probe_through_the_service_loses_no_unrelated_trace(rng, where, tmp_path):
     """Scenario: the operator's probe: 200 error traces in 10 requests, one of them also holding an error span
     with a kvlist 32 deep (102 levels), a `batch` processor after tail_sampling gathering everything, exported
     over gRPC to a backend that parses every request with the Python runtime (as the probe's backend did).
@@ -221,10 +222,14 @@ def test_the_probe_through_the_service_loses_no_unrelated_trace(rng):
         cfg = service_config(exporters={"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True}}},
                              processors={"batch": {"send_batch_size": 10_000, "timeout": "300ms"}},
                              pipeline_processors=["tail_sampling", "batch"])
-        with serving(cfg) as s:
+        served = serving(cfg) if where == "in-process" else serving_process(cfg, tmp_path)
+        with served as s:
             answers = [decode_partial_success(post(s.url(), resource_spans(r), "application/x-protobuf")[1])[0]
                        for r in requests]
             assert answers == [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+            # Nothing asked for the debug endpoints: the kept spans are not served to whoever reaches the port.
+            status, doc = get_json(f"http://{s.address('metrics')}/debug/kept")
+            assert (status, doc.get("disabled")) == (404, True)
             wait_for(lambda: {t for t, *_ in backend.spans()} == {t.hex() for t in ids}, timeout=20,
                      what="all 200 error traces at the backend")
             assert s.metric('otelcol_exporter_send_failed_spans_total{exporter="otlp"}') == 0

@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from otlp_builders import enc_fixed64, enc_len, enc_uint, span_id, trace_id
-from service_harness import OtlpSink, service_config, serving, wait_for
+from service_harness import OtlpSink, service_config, serving, serving_process, wait_for
 from tailsample import inspect_payload
 
 GRPC_LIMIT = 4 << 20  # grpcio's default max receive message length, and max_payload_bytes' default
@@ -51,8 +51,9 @@ def received(backend: OtlpSink) -> int:
     return sum(inspect_payload(p)["spans"] for p in list(backend.payloads))
 
 
-@pytest.mark.parametrize("batch", [False, True], ids=["no-batch", "batch-after-tail-sampling"])
-def test_a_kept_100000_span_trace_reaches_a_4mib_grpc_backend(batch):
+@pytest.mark.parametrize(("batch", "where"), [(False, "in-process"), (True, "in-process"), (False, "process")],
+                         ids=["no-batch", "batch-after-tail-sampling", "serve-process"])
+def test_a_kept_100000_span_trace_reaches_a_4mib_grpc_backend(batch, where, tmp_path):
     """Scenario: one error trace of 100,000 spans (about 7 MB, in one request) kept and exported over
     gRPC to a backend refusing messages over 4 MiB; with and without a `batch` processor after tail_sampling
     set to gather far more spans than that.
@@ -73,7 +74,8 @@ def test_a_kept_100000_span_trace_reaches_a_4mib_grpc_backend(batch):
         exporter = {"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True}}}
         extra = ({"processors": {"batch": {"send_batch_size": 1_000_000, "timeout": "200ms"}},
                   "pipeline_processors": ["tail_sampling", "batch"]} if batch else {})
-        with serving(service_config(exporters=exporter, decision_wait="2s", **extra)) as s:
+        cfg = service_config(exporters=exporter, decision_wait="2s", **extra)
+        with serving(cfg) if where == "in-process" else serving_process(cfg, tmp_path) as s:
             post(s.url(), request(spans))  # one request, as the probe: one run of spans in the engine
             wait_for(lambda: received(backend) >= len(spans), timeout=60, interval=0.2,
                      what="100,000 spans at the backend")
