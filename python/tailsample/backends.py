@@ -45,7 +45,7 @@ from typing import Any
 
 from tailsample.engine import split_by_trace
 from tailsample.errors import DecodeError, TailsampleError
-from tailsample.fileformat import json_to_proto
+from tailsample.fileformat import json_documents, json_to_proto
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_BYTES = 256 << 20  # over a whole pull: the traces are audited in memory anyway
@@ -79,21 +79,14 @@ def _documents(body: bytes, where: str) -> Iterator[Any]:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BackendError(f"{where}: the answer is not UTF-8 text ({exc})") from None
-    decoder = json.JSONDecoder()
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n":
-            pos += 1
-        if pos == len(text):
-            return
-        try:
-            doc, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            raise BackendError(f"{where}: the answer is not JSON: {exc.msg} at character {exc.pos} "
-                               f"(starts {text[:80]!r})") from None
-        except RecursionError:
-            raise BackendError(f"{where}: the answer is nested too deep to read") from None
-        yield doc
+    try:
+        for doc, _ in json_documents(text):
+            yield doc
+    except json.JSONDecodeError as exc:
+        raise BackendError(f"{where}: the answer is not JSON: {exc.msg} at character {exc.pos} "
+                           f"(starts {text[:80]!r})") from None
+    except RecursionError:
+        raise BackendError(f"{where}: the answer is nested too deep to read") from None
 
 
 def _api_error(doc: Any) -> tuple[int, str] | None:

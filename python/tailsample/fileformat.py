@@ -653,19 +653,9 @@ class PayloadReader:
             rest = self._stream.read(_MAX_DOCUMENT)
         except (OSError, EOFError, zlib.error):
             return None  # the line-by-line reading will meet the same error and report it
-        docs: list[tuple[Any, int]] = []
         try:
             text = (first_line + rest).decode("utf-8")
-            decoder = json.JSONDecoder()
-            pos = 0
-            while True:
-                while pos < len(text) and text[pos] in " \t\r\n":
-                    pos += 1
-                if pos == len(text):
-                    break
-                obj, end = decoder.raw_decode(text, pos)
-                docs.append((obj, pos))
-                pos = end
+            docs = list(json_documents(text))
         except (ValueError, RecursionError):
             self._stream.unread(rest)
             return None
@@ -696,6 +686,21 @@ class PayloadReader:
 
     def _error(self, problem: str, offset: int) -> DecodeError:
         return DecodeError(f"{self.path}: {self.location}: {problem}", offset=offset)
+
+
+def json_documents(text: str) -> Iterator[tuple[Any, int]]:
+    """Each JSON document of `text` (one, or several one after the other, whitespace between) with the character
+    position it starts at; raises `json.JSONDecodeError` (a `ValueError`) or `RecursionError` where one fails."""
+    decoder = json.JSONDecoder()
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        if pos == len(text):
+            return
+        obj, end = decoder.raw_decode(text, pos)
+        yield obj, pos
+        pos = end
 
 
 def _file_size(f: io.BufferedReader) -> int:
