@@ -52,6 +52,8 @@ type traceDetail struct {
 	Policy   string `json:"policy,omitempty"`
 	Spans    int64  `json:"spans"`
 	Bytes    int    `json:"bytes"` // ptrace.ProtoMarshaler.TracesSize of the trace's batches, as bytes_limiting sees it
+	// The processor's own running size (ResourceSpansSize of each part, as maximum_trace_size_bytes sees it).
+	SizeBytes uint64 `json:"size_bytes"`
 }
 
 type result struct {
@@ -132,7 +134,7 @@ func loadConfig(text []byte, cfg *tsp.Config) error {
 	return confmap.Validate(cfg)
 }
 
-func run(configPath, inputPath string, details, alignSecond bool) (*result, error) {
+func run(configPath, inputPath, outPath string, details, alignSecond bool) (*result, error) {
 	res := &result{
 		Version:   moduleVersion(),
 		Kept:      []string{},
@@ -185,7 +187,8 @@ func run(configPath, inputPath string, details, alignSecond bool) (*result, erro
 			res.DecidedBy[td.PolicyName]++
 		}
 		if details {
-			res.Traces[id.String()] = &traceDetail{Decision: d, Policy: td.PolicyName, Spans: td.SpanCount, Bytes: size}
+			res.Traces[id.String()] = &traceDetail{Decision: d, Policy: td.PolicyName, Spans: td.SpanCount, Bytes: size,
+				SizeBytes: td.SizeBytes}
 		}
 	}
 	cfg.Options = append(cfg.Options, tsp.WithSampledHooks(hook), tsp.WithNonSampledHooks(hook))
@@ -244,6 +247,22 @@ func run(configPath, inputPath string, details, alignSecond bool) (*result, erro
 	}
 	sort.Strings(res.Kept)
 	res.KeptSpans = sink.SpanCount()
+	if outPath != "" {
+		// What the sink got, as pdata re-encodes it: one length-prefixed ExportTraceServiceRequest per batch.
+		var out bytes.Buffer
+		var m ptrace.ProtoMarshaler
+		for _, td := range sink.AllTraces() {
+			b, err := m.MarshalTraces(td)
+			if err != nil {
+				return res, fmt.Errorf("marshal output: %w", err)
+			}
+			_ = binary.Write(&out, binary.BigEndian, uint32(len(b)))
+			out.Write(b)
+		}
+		if err := os.WriteFile(outPath, out.Bytes(), 0o600); err != nil {
+			return res, err
+		}
+	}
 	if res.Decisions["sampled"] != len(res.Kept) {
 		return res, fmt.Errorf("hooks saw %d sampled traces, the sink got spans of %d", res.Decisions["sampled"], len(res.Kept))
 	}
@@ -255,12 +274,13 @@ func main() {
 	inputPath := flag.String("input", "", "length-prefixed OTLP ExportTraceServiceRequest payloads")
 	details := flag.Bool("details", false, "report every trace's decision, deciding policy, span count and size")
 	alignSecond := flag.Bool("align-second", false, "start the decisions early in a wall-clock second")
+	outPath := flag.String("out", "", "write what reached the next consumer here (length-prefixed, as -input)")
 	flag.Parse()
 	if *configPath == "" || *inputPath == "" {
-		fmt.Fprintln(os.Stderr, "usage: parity -config FILE -input FILE [-details] [-align-second]")
+		fmt.Fprintln(os.Stderr, "usage: parity -config FILE -input FILE [-out FILE] [-details] [-align-second]")
 		os.Exit(2)
 	}
-	res, err := run(*configPath, *inputPath, *details, *alignSecond)
+	res, err := run(*configPath, *inputPath, *outPath, *details, *alignSecond)
 	if err != nil {
 		res.Errors = strings.TrimSpace(err.Error())
 	}

@@ -957,6 +957,77 @@ def test_stateful_scripted(case_id: str, reference: Callable[..., dict[str, Any]
                     pytrace=False)
 
 
+# ---- trace sizes: maximum_trace_size_bytes and bytes_limiting as the reference measures them --------------------
+# The reference adds, per part of a trace it receives, `ResourceSpansSize` of the part re-encoded by pdata
+# (resource, scope and spans; no schema URLs; unknown fields gone) and drops the trace once the sum is over
+# `maximum_trace_size_bytes`; `bytes_limiting` takes `TracesSize` of the same parts. Each limit below is the
+# reference's own size of trace 0 (it fits: the check is `>`) or one byte less (it does not), read from the
+# reference's hooks in a first run; the raw span bytes (54 for a one-span trace whose reference size is 97) lie
+# far below, and the unknown fields' bytes above.
+
+SIZE_SHAPES: dict[str, dict[str, Any]] = {
+    "one_span": {"spans": 1},
+    "three_spans": {"spans": 3},
+    "two_payloads": {"spans": 5, "payloads": 2},
+    "two_resources": {"spans": 4, "resources": 2},
+    "schema_urls": {"spans": 2, "schema_url": "https://opentelemetry.io/schemas/1.26.0"},
+    "unknown_fields": {"spans": 3, "unknown": True},
+    "unknown_fields_two_payloads": {"spans": 4, "payloads": 2, "unknown": True},
+}
+SMALLEST = {"spans": 1, "resource": {}}  # smaller than every shape: kept under each one-byte-short limit
+
+
+def _max_size(limit: Callable[[list[dict[str, Any]]], int]) -> Callable[[list[dict[str, Any]]], str]:
+    return lambda sizes: config(f"""
+        maximum_trace_size_bytes: {limit(sizes)}
+        policies:
+          - {{name: all, type: always_sample}}
+        """)
+
+
+SIZE_CASES: dict[str, Scripted] = {
+    **{
+        f"maximum_trace_size_{shape}_{'fits' if fits else 'one_byte_over'}": Scripted(
+            [entry] if fits else [entry, SMALLEST],
+            _max_size((lambda s: int(s[0]["size_bytes"])) if fits else (lambda s: int(s[0]["size_bytes"]) - 1)),
+            expect={0} if fits else {1}, needs_sizes=True,
+            why=f"limit = the reference's size of trace 0 ({shape})" + ("" if fits else " - 1; trace 1 is smaller"))
+        for shape, entry in SIZE_SHAPES.items()
+        for fits in (True, False)
+    },
+    **{
+        f"bytes_limiting_size_of_{shape}_{'fits' if fits else 'one_byte_short'}": Scripted(
+            [entry] if fits else [entry, SMALLEST],
+            _bytes(lambda b: 1, (lambda b: b[0]) if fits else (lambda b: b[0] - 1)),
+            expect={0} if fits else {1}, needs_sizes=True,
+            why=f"burst = the reference's size of trace 0 ({shape})" + ("" if fits else " - 1; trace 1 is smaller"))
+        for shape in ("unknown_fields", "unknown_fields_two_payloads")
+        for entry in (SIZE_SHAPES[shape],)
+        for fits in (True, False)
+    },
+}
+
+
+@pytest.mark.parametrize("case_id", list(SIZE_CASES))
+def test_trace_sizes(case_id: str, reference: Callable[..., dict[str, Any]]) -> None:
+    case = SIZE_CASES[case_id]
+    wl = scripted(case.script)
+    view = reference(config("policies:\n  - {name: all, type: always_sample}"), wl)
+    check_reference_ran(view, wl)
+    sizes = [view["traces"][t.tid.hex()] for t in wl.traces]
+    text = case.config(sizes)
+    ref = reference(text, wl)
+    # a trace over maximum_trace_size_bytes is dropped as it arrives, before Shutdown: decisions are not all late
+    assert not ref["errors"], ref["errors"]
+    ids = [t.tid.hex() for t in wl.traces]
+    want = {ids[i] for i in case.expect or set()}
+    assert set(ref["kept"]) == want, (f"the reference kept {sorted(ids.index(t) for t in ref['kept'])}, not "
+                                      f"{sorted(case.expect or set())} ({case.why}); sizes {sizes}")
+    run = run_tailsample(load_or_skip(text), wl)
+    assert run.kept == want, (f"{case_id}: tailsample kept {sorted(ids.index(t) for t in run.kept)}, the "
+                              f"reference {sorted(case.expect or set())} ({case.why}); reference sizes {sizes}")
+
+
 # ---- the harness itself ---------------------------------------------------------------------------------------
 
 
