@@ -88,13 +88,30 @@ def reference_binary() -> Path:
 Reference = Callable[..., dict[str, Any]]
 
 
+def read_payloads(data: bytes) -> list[bytes]:
+    """The payloads of a length-prefixed file (4-byte big-endian lengths), as the Go program reads and writes."""
+    out = []
+    at = 0
+    while at < len(data):
+        n = int.from_bytes(data[at:at + 4], "big")
+        out.append(data[at + 4:at + 4 + n])
+        at += 4 + n
+    return out
+
+
 @pytest.fixture(scope="session")
 def reference(reference_binary: Path, tmp_path_factory: pytest.TempPathFactory) -> Reference:
-    """run(config_text, workload, *, align_second=False) -> the Go program's JSON result."""
+    """run(config_text, workload, *, align_second=False, gaps=None, output=False) -> the Go program's JSON result.
+
+    `gaps` ({payload index: seconds}) sleeps before those payloads, so that the reference's wall-clock
+    decision_wait passes between them; with `output`, the result's "output" holds what reached the reference's
+    next consumer (ExportTraceServiceRequest payloads as pdata encodes them).
+    """
     inputs: dict[str, Path] = {}
     workdir = tmp_path_factory.mktemp("parity")
 
-    def run(config_text: str, workload: Any, *, align_second: bool = False) -> dict[str, Any]:
+    def run(config_text: str, workload: Any, *, align_second: bool = False, gaps: dict[int, float] | None = None,
+            output: bool = False) -> dict[str, Any]:
         data = workload.file_bytes()
         key = hashlib.sha256(data).hexdigest()
         if key not in inputs:
@@ -106,10 +123,17 @@ def reference(reference_binary: Path, tmp_path_factory: pytest.TempPathFactory) 
         cmd = [str(reference_binary), "-config", str(cfg), "-input", str(inputs[key]), "-details"]
         if align_second:
             cmd.append("-align-second")
+        if gaps:
+            cmd += ["-gaps", ",".join(f"{i}={round(s * 1000)}" for i, s in sorted(gaps.items()))]
+        out_path = workdir / "output.bin"
+        if output:
+            cmd += ["-out", str(out_path)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False)
         if proc.returncode != 0 or not proc.stdout.strip():
             pytest.fail(f"the reference program failed ({proc.returncode}):\n{proc.stderr[-3000:]}", pytrace=False)
         result: dict[str, Any] = json.loads(proc.stdout)
+        if output:
+            result["output"] = read_payloads(out_path.read_bytes())
         return result
 
     return run

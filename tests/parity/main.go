@@ -134,7 +134,23 @@ func loadConfig(text []byte, cfg *tsp.Config) error {
 	return confmap.Validate(cfg)
 }
 
-func run(configPath, inputPath, outPath string, details, alignSecond bool) (*result, error) {
+// parseGaps reads "i=ms,j=ms": sleep ms before payload i.
+func parseGaps(text string) (map[int]time.Duration, error) {
+	gaps := map[int]time.Duration{}
+	if text == "" {
+		return gaps, nil
+	}
+	for _, item := range strings.Split(text, ",") {
+		var i, ms int
+		if _, err := fmt.Sscanf(item, "%d=%d", &i, &ms); err != nil {
+			return nil, fmt.Errorf("-gaps %q: %w", item, err)
+		}
+		gaps[i] = time.Duration(ms) * time.Millisecond
+	}
+	return gaps, nil
+}
+
+func run(configPath, inputPath, outPath, gapsText string, details, alignSecond bool) (*result, error) {
 	res := &result{
 		Version:   moduleVersion(),
 		Kept:      []string{},
@@ -153,6 +169,10 @@ func run(configPath, inputPath, outPath string, details, alignSecond bool) (*res
 		return res, err
 	}
 	res.Payloads = len(payloads)
+	gaps, err := parseGaps(gapsText)
+	if err != nil {
+		return res, err
+	}
 
 	factory := tsp.NewFactory()
 	cfg := factory.CreateDefaultConfig().(*tsp.Config)
@@ -204,6 +224,8 @@ func run(configPath, inputPath, outPath string, details, alignSecond bool) (*res
 	}
 	var unmarshaler ptrace.ProtoUnmarshaler
 	for i, p := range payloads {
+		// Real time between payloads, so that decision_wait passes (the processor's ticker is wall-clock).
+		time.Sleep(gaps[i])
 		td, err := unmarshaler.UnmarshalTraces(p)
 		if err != nil {
 			_ = proc.Shutdown(ctx)
@@ -275,12 +297,13 @@ func main() {
 	details := flag.Bool("details", false, "report every trace's decision, deciding policy, span count and size")
 	alignSecond := flag.Bool("align-second", false, "start the decisions early in a wall-clock second")
 	outPath := flag.String("out", "", "write what reached the next consumer here (length-prefixed, as -input)")
+	gapsText := flag.String("gaps", "", "i=ms,...: sleep ms before feeding payload i (wall-clock decision_wait)")
 	flag.Parse()
 	if *configPath == "" || *inputPath == "" {
-		fmt.Fprintln(os.Stderr, "usage: parity -config FILE -input FILE [-out FILE] [-details] [-align-second]")
+		fmt.Fprintln(os.Stderr, "usage: parity -config FILE -input FILE [-out FILE] [-gaps i=ms,...] [-details] [-align-second]")
 		os.Exit(2)
 	}
-	res, err := run(*configPath, *inputPath, *outPath, *details, *alignSecond)
+	res, err := run(*configPath, *inputPath, *outPath, *gapsText, *details, *alignSecond)
 	if err != nil {
 		res.Errors = strings.TrimSpace(err.Error())
 	}
