@@ -182,7 +182,7 @@ fn rate_limiting_runs_on_engine_time() {
 fn bytes_limiting_measures_as_the_reference() {
     let mut rng = Rng(6);
     // Every span with a status and a parent: pdata re-encodes those fields always, prost only when set, so
-    // with both present the two encodings have the same size (without them, see `reencoded_extra`).
+    // with both present the two encodings have the same size (without them, see `otlp::pdata_size`).
     let (_, r) = trace_with(&mut rng, 4, |s| {
         s.status = Some(Status {
             message: "m".into(),
@@ -205,6 +205,45 @@ fn bytes_limiting_measures_as_the_reference() {
             kept_ids(&e.poll(10 * S)).len(),
             kept,
             "budget {budget} for a {size}-byte trace"
+        );
+    }
+}
+
+/// Scenario: maximum_trace_size_bytes exactly at a trace's size as the reference measures it (the sum of its
+/// parts' `ResourceSpansSize`: resource, scope and spans re-encoded, without schema URLs, not framed).
+/// Guarantees: a limit of exactly that size keeps the trace, one byte less drops it at once.
+#[test]
+fn maximum_trace_size_measures_as_the_reference() {
+    let mut rng = Rng(8);
+    let (_, r) = trace_with(&mut rng, 3, |s| {
+        s.status = Some(Status {
+            message: String::new(),
+            code: 2,
+        });
+        s.parent_span_id = vec![4; 8];
+    });
+    let mut no_schema = r.clone();
+    no_schema.resource_spans[0].schema_url.clear();
+    no_schema.resource_spans[0].scope_spans[0]
+        .schema_url
+        .clear();
+    let size = no_schema.resource_spans[0].encoded_len() as i64;
+    let spans: usize = r.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| s.encoded_len())
+        .sum();
+    assert!(spans < size as usize - 20, "resource and scope count too");
+    for (limit, kept) in [(size, 1), (size - 1, 0)] {
+        let e = engine(json!({"maximum_trace_size_bytes": limit, "policies": [
+            {"name": "all", "type": "always_sample"}
+        ]}));
+        e.ingest(&r.encode_to_vec(), 0).unwrap();
+        assert_eq!(stat(&e, "traces_dropped_too_large"), 1 - kept as u64);
+        assert_eq!(
+            kept_ids(&e.poll(10 * S)).len(),
+            kept,
+            "limit {limit} for a {size}-byte trace"
         );
     }
 }
