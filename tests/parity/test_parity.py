@@ -11,6 +11,12 @@ keeps. README.md beside this file says how the reference is driven and what in i
   and turns on by itself when the policy lands.
 - test_reference_* check this suite's reading of the reference (thresholds, the latency walk) on the reference
   alone.
+- test_trace_sizes: maximum_trace_size_bytes and bytes_limiting at the reference's own size of a trace (and one
+  byte less), unknown protobuf fields included.
+- Timed cases run the reference in real time (decision_wait 1s, sleeps between payloads): late spans through the
+  decision caches, decisions made on time; and eviction at num_traces. They, and one case of the main workload,
+  compare what both send on, span by span (compare_output).
+- In CI (`CI=true`) the suite fails instead of skipping when Go or the reference cannot be built.
 """
 
 from __future__ import annotations
