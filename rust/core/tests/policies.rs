@@ -394,3 +394,30 @@ fn unsupported_ottl_is_a_config_error() {
     assert!(err.contains("links[0].trace_id == nil"), "{err}");
     assert!(err.contains('^'), "{err}");
 }
+
+/// Scenario: spans, resources and scopes of generated requests, every span with a parent and a status (which
+/// pdata always writes), encoded canonically by prost. Guarantees: `pdata_size` measures each exactly as its
+/// encoded length, i.e. a canonical message is its own re-encoded size.
+#[test]
+fn pdata_size_of_canonical_messages_is_their_length() {
+    use tailsample_core::otlp::pdata_size;
+    let mut rng = Rng(9);
+    let mut r = request(&mut rng, 200, 5, "svc");
+    let rs = &mut r.resource_spans[0];
+    let resource = rs.resource.as_ref().unwrap().encode_to_vec();
+    assert_eq!(pdata_size::resource(Some(&resource)), resource.len());
+    for ss in &mut rs.scope_spans {
+        if let Some(scope) = &ss.scope {
+            let scope = scope.encode_to_vec();
+            assert_eq!(pdata_size::scope(Some(&scope)), scope.len());
+        }
+        for s in &mut ss.spans {
+            if s.parent_span_id.is_empty() {
+                s.parent_span_id = vec![1; 8];
+            }
+            s.status.get_or_insert_with(Status::default);
+            let raw = s.encode_to_vec();
+            assert_eq!(pdata_size::span(&raw), raw.len(), "{s:?}");
+        }
+    }
+}
