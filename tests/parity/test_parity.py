@@ -1203,6 +1203,24 @@ def test_output_bytes_of_the_main_workload_case(reference: Callable[..., dict[st
     compare_output(wl, eng.flush(now=0), ref["output"])
 
 
+# ---- what the reference's decoder accepts: unknown fields yes, a known field with the wrong wire type no -------
+
+
+def test_reference_unknown_fields_and_wrong_wire_types(reference: Callable[..., dict[str, Any]]) -> None:
+    """pdata's generated decoder (v1.67) skips unknown fields but returns "proto: wrong wireType = 2 for field
+    Kind" for a known field sent with another wire type, so the collector refuses that whole payload (its OTLP
+    receivers decode with the same code), unlike the protobuf runtimes, which keep it as an unknown field."""
+    wl = scripted([{"spans": 1, "unknown": True}, {"spans": 1}])
+    text = config("policies:\n  - {name: all, type: always_sample}")
+    ref = reference(text, wl)
+    assert not ref["errors"] and len(ref["kept"]) == 2, ref
+    req = ExportTraceServiceRequest.FromString(wl.payloads[0])
+    req.resource_spans[0].scope_spans[0].spans[0].MergeFromString(bytes([0x32, 1, 0]))  # kind, length-delimited
+    bad = Workload(wl.traces, [req.SerializeToString(), *wl.payloads[1:]])
+    ref = reference(text, bad)
+    assert "wrong wireType = 2 for field Kind" in ref["errors"], ref["errors"]
+
+
 # ---- the harness itself ---------------------------------------------------------------------------------------
 
 
