@@ -1208,8 +1208,8 @@ def test_output_bytes_of_the_main_workload_case(reference: Callable[..., dict[st
 
 def test_reference_unknown_fields_and_wrong_wire_types(reference: Callable[..., dict[str, Any]]) -> None:
     """pdata's generated decoder (v1.67) skips unknown fields but returns "proto: wrong wireType = 2 for field
-    Kind" for a known field sent with another wire type, so the collector refuses that whole payload (its OTLP
-    receivers decode with the same code), unlike the protobuf runtimes, which keep it as an unknown field."""
+    Kind" for a known field sent with another wire type, so the whole payload is refused (the OTLP receivers
+    decode with pdata too; not run here), unlike the protobuf runtimes, which keep it as an unknown field."""
     wl = scripted([{"spans": 1, "unknown": True}, {"spans": 1}])
     text = config("policies:\n  - {name: all, type: always_sample}")
     ref = reference(text, wl)
