@@ -1050,8 +1050,9 @@ LATE_GAP_S = 3.5  # decision_wait 1s: the reference decides within 2 ticks; 3.5 
 
 
 def _late_spans_workload(unknown: bool = False) -> Workload:
-    """Three traces, root in payload 0 and a late child in payload 1: error root (kept), OK root with an error
-    late child (not kept: the late span must not revive it), OK root and OK child (not kept)."""
+    """Three traces, root in payload 0 and a late child in payload 2: error root (kept), OK root with an error
+    late child (not kept: the late span must not revive it), OK root and OK child (not kept). A fourth trace's
+    OK root is in payload 0 and its error child in payload 1, right after, within decision_wait (kept)."""
     g = Gen(11)
     for root_status, late_status in ((STATUS_ERROR, STATUS_UNSET), (STATUS_UNSET, STATUS_ERROR),
                                      (STATUS_UNSET, STATUS_UNSET)):
@@ -1062,8 +1063,12 @@ def _late_spans_workload(unknown: bool = False) -> Workload:
             add_unknown_fields(root)
             add_unknown_fields(late)
         g.add("timed", [Part({"service.name": "checkout"}, [root]),
-                        Part({"service.name": "cart"}, [late], scope=("other.lib", "2.0"), gap=1)], tid)
-    return Workload(list(g.traces), assemble(g.traces, parts_per_payload=3))
+                        Part({"service.name": "cart"}, [late], scope=("other.lib", "2.0"), gap=2)], tid)
+    tid = g.new_tid()
+    root = g.span(tid, name="root")
+    child = g.span(tid, parent=root.span_id, status=STATUS_ERROR, name="in-time")
+    g.add("timed", [Part({"service.name": "checkout"}, [root]), Part({"service.name": "cart"}, [child], gap=1)], tid)
+    return Workload(list(g.traces), assemble(g.traces, parts_per_payload=4))
 
 
 def run_tailsample_timed(cfg: tailsample.Config, wl: Workload, gaps: Mapping[int, float]) -> list[bytes]:
@@ -1149,18 +1154,20 @@ ERRORS = """
 ], ids=["caches", "caches_unknown_fields", "no_caches"])
 def test_late_spans_follow_the_decision(caches: bool, unknown: bool,
                                         reference: Callable[..., dict[str, Any]]) -> None:
-    """decision_wait 1s; payload 1 comes 3.5 s after payload 0, when every trace is decided (on time, not at
-    Shutdown): the kept trace's late span is sent on, the others' late spans are dropped, an error in a late
-    span does not revive a trace decided not sampled. Without decision caches the reference keeps decided traces
+    """decision_wait 1s; payload 1 comes right after payload 0, payload 2 3.5 s later, when every trace is
+    decided (on time, not at Shutdown): the in-time error child makes its trace kept, the kept trace's late span
+    is sent on, the others' late spans are dropped, an error in a late span does not revive a trace decided not
+    sampled. Without decision caches the reference keeps decided traces
     in memory (until num_traces evicts them) and answers late spans from there."""
     wl = _late_spans_workload(unknown)
     text = "decision_wait: 1s\n" + (CACHES if caches else "") + textwrap.dedent(ERRORS).strip() + "\n"
-    gaps = {1: LATE_GAP_S}
+    assert len(wl.payloads) == 3
+    gaps = {2: LATE_GAP_S}
     ref = reference(text, wl, gaps=gaps, output=True)
     assert not ref["errors"], ref["errors"]
-    assert ref["decided_before_shutdown"] >= 3, f"the reference decided {ref['decided_before_shutdown']} on time"
-    tid0 = wl.traces[0].tid.hex()
-    assert ref["kept"] == [tid0] and ref["kept_spans"] == 2, (ref["kept"], ref["kept_spans"])
+    assert ref["decided_before_shutdown"] >= 4, f"the reference decided {ref['decided_before_shutdown']} on time"
+    want = sorted([wl.traces[0].tid.hex(), wl.traces[3].tid.hex()])
+    assert ref["kept"] == want and ref["kept_spans"] == 4, (ref["kept"], ref["kept_spans"])
     ts_out = run_tailsample_timed(load_or_skip(text), wl, gaps)
     compare_output(wl, ts_out, ref["output"])
 
