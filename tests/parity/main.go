@@ -52,6 +52,8 @@ type traceDetail struct {
 	Policy   string `json:"policy,omitempty"`
 	Spans    int64  `json:"spans"`
 	Bytes    int    `json:"bytes"` // ptrace.ProtoMarshaler.TracesSize of the trace's batches, as bytes_limiting sees it
+	// The processor's own running size (ResourceSpansSize of each part, as maximum_trace_size_bytes sees it).
+	SizeBytes uint64 `json:"size_bytes"`
 }
 
 type result struct {
@@ -132,7 +134,23 @@ func loadConfig(text []byte, cfg *tsp.Config) error {
 	return confmap.Validate(cfg)
 }
 
-func run(configPath, inputPath string, details, alignSecond bool) (*result, error) {
+// parseGaps reads "i=ms,j=ms": sleep ms before payload i.
+func parseGaps(text string) (map[int]time.Duration, error) {
+	gaps := map[int]time.Duration{}
+	if text == "" {
+		return gaps, nil
+	}
+	for _, item := range strings.Split(text, ",") {
+		var i, ms int
+		if _, err := fmt.Sscanf(item, "%d=%d", &i, &ms); err != nil {
+			return nil, fmt.Errorf("-gaps %q: %w", item, err)
+		}
+		gaps[i] = time.Duration(ms) * time.Millisecond
+	}
+	return gaps, nil
+}
+
+func run(configPath, inputPath, outPath, gapsText string, details, alignSecond bool) (*result, error) {
 	res := &result{
 		Version:   moduleVersion(),
 		Kept:      []string{},
@@ -151,6 +169,10 @@ func run(configPath, inputPath string, details, alignSecond bool) (*result, erro
 		return res, err
 	}
 	res.Payloads = len(payloads)
+	gaps, err := parseGaps(gapsText)
+	if err != nil {
+		return res, err
+	}
 
 	factory := tsp.NewFactory()
 	cfg := factory.CreateDefaultConfig().(*tsp.Config)
@@ -185,7 +207,8 @@ func run(configPath, inputPath string, details, alignSecond bool) (*result, erro
 			res.DecidedBy[td.PolicyName]++
 		}
 		if details {
-			res.Traces[id.String()] = &traceDetail{Decision: d, Policy: td.PolicyName, Spans: td.SpanCount, Bytes: size}
+			res.Traces[id.String()] = &traceDetail{Decision: d, Policy: td.PolicyName, Spans: td.SpanCount, Bytes: size,
+				SizeBytes: td.SizeBytes}
 		}
 	}
 	cfg.Options = append(cfg.Options, tsp.WithSampledHooks(hook), tsp.WithNonSampledHooks(hook))
@@ -201,6 +224,8 @@ func run(configPath, inputPath string, details, alignSecond bool) (*result, erro
 	}
 	var unmarshaler ptrace.ProtoUnmarshaler
 	for i, p := range payloads {
+		// Real time between payloads, so that decision_wait passes (the processor's ticker is wall-clock).
+		time.Sleep(gaps[i])
 		td, err := unmarshaler.UnmarshalTraces(p)
 		if err != nil {
 			_ = proc.Shutdown(ctx)
@@ -244,6 +269,22 @@ func run(configPath, inputPath string, details, alignSecond bool) (*result, erro
 	}
 	sort.Strings(res.Kept)
 	res.KeptSpans = sink.SpanCount()
+	if outPath != "" {
+		// What the sink got, as pdata re-encodes it: one length-prefixed ExportTraceServiceRequest per batch.
+		var out bytes.Buffer
+		var m ptrace.ProtoMarshaler
+		for _, td := range sink.AllTraces() {
+			b, err := m.MarshalTraces(td)
+			if err != nil {
+				return res, fmt.Errorf("marshal output: %w", err)
+			}
+			_ = binary.Write(&out, binary.BigEndian, uint32(len(b)))
+			out.Write(b)
+		}
+		if err := os.WriteFile(outPath, out.Bytes(), 0o600); err != nil {
+			return res, err
+		}
+	}
 	if res.Decisions["sampled"] != len(res.Kept) {
 		return res, fmt.Errorf("hooks saw %d sampled traces, the sink got spans of %d", res.Decisions["sampled"], len(res.Kept))
 	}
@@ -255,12 +296,14 @@ func main() {
 	inputPath := flag.String("input", "", "length-prefixed OTLP ExportTraceServiceRequest payloads")
 	details := flag.Bool("details", false, "report every trace's decision, deciding policy, span count and size")
 	alignSecond := flag.Bool("align-second", false, "start the decisions early in a wall-clock second")
+	outPath := flag.String("out", "", "write what reached the next consumer here (length-prefixed, as -input)")
+	gapsText := flag.String("gaps", "", "i=ms,...: sleep ms before feeding payload i (wall-clock decision_wait)")
 	flag.Parse()
 	if *configPath == "" || *inputPath == "" {
-		fmt.Fprintln(os.Stderr, "usage: parity -config FILE -input FILE [-details] [-align-second]")
+		fmt.Fprintln(os.Stderr, "usage: parity -config FILE -input FILE [-out FILE] [-gaps i=ms,...] [-details] [-align-second]")
 		os.Exit(2)
 	}
-	res, err := run(*configPath, *inputPath, *details, *alignSecond)
+	res, err := run(*configPath, *inputPath, *outPath, *gapsText, *details, *alignSecond)
 	if err != nil {
 		res.Errors = strings.TrimSpace(err.Error())
 	}

@@ -777,7 +777,8 @@ def scripted(script: Sequence[Mapping[str, Any]], seed: int = 7) -> Workload:
     """Traces in this order, each in its own payload(s). A script entry: `spans` (count), and optionally
     `status`, `attributes`, `resource`, `dur_ms`, `name`, `payloads` (spread the spans over this many payloads,
     consecutive), `resources` (2: half of each payload's spans under a second resource and scope),
-    `schema_url` (on the resource and scope), `note`."""
+    `schema_url` (on the resource and scope), `unknown` (unknown fields in every span, see add_unknown_fields),
+    `note`."""
     g = Gen(seed)
     for entry in script:
         tid = g.new_tid()
@@ -791,6 +792,8 @@ def scripted(script: Sequence[Mapping[str, Any]], seed: int = 7) -> Workload:
                        name=entry.get("name", "op"))
             if i == 0:
                 root = s.span_id
+            if entry.get("unknown"):
+                add_unknown_fields(s)
             spans.append(s)
         k = int(entry.get("payloads", 1))
         res = dict(entry.get("resource", {"service.name": "checkout"}))
@@ -811,3 +814,22 @@ def scripted(script: Sequence[Mapping[str, Any]], seed: int = 7) -> Workload:
         g.add("scripted", parts, tid, note=str(entry.get("note", "")))
     payloads = assemble(g.traces, one_trace_per_payload=True)
     return Workload(list(g.traces), payloads)
+
+
+# ---- unknown fields (trace sizes) ------------------------------------------------------------------------------
+
+# Fields no OTLP version defines (numbers 100 and 15 beyond each message's last), as a newer SDK might send:
+# every protobuf runtime keeps them on parse, pdata drops them, so the reference's sizes leave them out.
+UNKNOWN_SPAN_FIELD = bytes([0xA2, 0x06, 4]) + b"junk"  # field 100, length-delimited
+UNKNOWN_VARINT_FIELD = bytes([0x78, 0xAC, 0x02])  # field 15, varint 300
+
+
+def add_unknown_fields(s: Span) -> None:
+    """Unknown fields on the span, inside its status, and inside an added attribute's KeyValue and AnyValue."""
+    s.MergeFromString(UNKNOWN_SPAN_FIELD)
+    s.status.MergeFromString(UNKNOWN_VARINT_FIELD)
+    kv = s.attributes.add()
+    kv.key = "with.unknown"
+    kv.value.string_value = "v"
+    kv.MergeFromString(UNKNOWN_VARINT_FIELD)
+    kv.value.MergeFromString(UNKNOWN_VARINT_FIELD)

@@ -182,7 +182,7 @@ fn rate_limiting_runs_on_engine_time() {
 fn bytes_limiting_measures_as_the_reference() {
     let mut rng = Rng(6);
     // Every span with a status and a parent: pdata re-encodes those fields always, prost only when set, so
-    // with both present the two encodings have the same size (without them, see `reencoded_extra`).
+    // with both present the two encodings have the same size (without them, see `otlp::pdata_size`).
     let (_, r) = trace_with(&mut rng, 4, |s| {
         s.status = Some(Status {
             message: "m".into(),
@@ -205,6 +205,45 @@ fn bytes_limiting_measures_as_the_reference() {
             kept_ids(&e.poll(10 * S)).len(),
             kept,
             "budget {budget} for a {size}-byte trace"
+        );
+    }
+}
+
+/// Scenario: maximum_trace_size_bytes exactly at a trace's size as the reference measures it (the sum of its
+/// parts' `ResourceSpansSize`: resource, scope and spans re-encoded, without schema URLs, not framed).
+/// Guarantees: a limit of exactly that size keeps the trace, one byte less drops it at once.
+#[test]
+fn maximum_trace_size_measures_as_the_reference() {
+    let mut rng = Rng(8);
+    let (_, r) = trace_with(&mut rng, 3, |s| {
+        s.status = Some(Status {
+            message: String::new(),
+            code: 2,
+        });
+        s.parent_span_id = vec![4; 8];
+    });
+    let mut no_schema = r.clone();
+    no_schema.resource_spans[0].schema_url.clear();
+    no_schema.resource_spans[0].scope_spans[0]
+        .schema_url
+        .clear();
+    let size = no_schema.resource_spans[0].encoded_len() as i64;
+    let spans: usize = r.resource_spans[0].scope_spans[0]
+        .spans
+        .iter()
+        .map(|s| s.encoded_len())
+        .sum();
+    assert!(spans < size as usize - 20, "resource and scope count too");
+    for (limit, kept) in [(size, 1), (size - 1, 0)] {
+        let e = engine(json!({"maximum_trace_size_bytes": limit, "policies": [
+            {"name": "all", "type": "always_sample"}
+        ]}));
+        e.ingest(&r.encode_to_vec(), 0).unwrap();
+        assert_eq!(stat(&e, "traces_dropped_too_large"), 1 - kept as u64);
+        assert_eq!(
+            kept_ids(&e.poll(10 * S)).len(),
+            kept,
+            "limit {limit} for a {size}-byte trace"
         );
     }
 }
@@ -354,4 +393,31 @@ fn unsupported_ottl_is_a_config_error() {
     );
     assert!(err.contains("links[0].trace_id == nil"), "{err}");
     assert!(err.contains('^'), "{err}");
+}
+
+/// Scenario: spans, resources and scopes of generated requests, every span with a parent and a status (which
+/// pdata always writes), encoded canonically by prost. Guarantees: `pdata_size` measures each exactly as its
+/// encoded length, i.e. a canonical message is its own re-encoded size.
+#[test]
+fn pdata_size_of_canonical_messages_is_their_length() {
+    use tailsample_core::otlp::pdata_size;
+    let mut rng = Rng(9);
+    let mut r = request(&mut rng, 200, 5, "svc");
+    let rs = &mut r.resource_spans[0];
+    let resource = rs.resource.as_ref().unwrap().encode_to_vec();
+    assert_eq!(pdata_size::resource(Some(&resource)), resource.len());
+    for ss in &mut rs.scope_spans {
+        if let Some(scope) = &ss.scope {
+            let scope = scope.encode_to_vec();
+            assert_eq!(pdata_size::scope(Some(&scope)), scope.len());
+        }
+        for s in &mut ss.spans {
+            if s.parent_span_id.is_empty() {
+                s.parent_span_id = vec![1; 8];
+            }
+            s.status.get_or_insert_with(Status::default);
+            let raw = s.encode_to_vec();
+            assert_eq!(pdata_size::span(&raw), raw.len(), "{s:?}");
+        }
+    }
 }

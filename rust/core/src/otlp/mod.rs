@@ -3,6 +3,7 @@
 pub mod decode;
 pub mod encode;
 pub mod json;
+pub mod pdata_size;
 pub mod split;
 pub mod wire;
 

@@ -70,10 +70,12 @@ pub mod status_bits {
 pub struct TraceView {
     pub trace_id: [u8; 16],
     pub span_count: u32,
-    /// The spans' own bytes.
+    /// The trace's size as the reference measures it for `maximum_trace_size_bytes` (the sum of
+    /// `ResourceSpansSize` of each payload's share, under its resource and scopes, as pdata re-encodes it);
+    /// 0 when nothing reads sizes.
     pub bytes: u64,
     /// The trace's size as the reference measures it for `bytes_limiting` (`ptrace.ProtoMarshaler.TracesSize`
-    /// of its received batches: each payload's share under its resource and scopes, without schema URLs).
+    /// of its received batches: the same shares, each framed); 0 when nothing reads sizes.
     pub otlp_bytes: u64,
     /// Smallest non-zero span start time (0 when every span's start is unset).
     pub min_start_unix_nano: u64,

@@ -25,6 +25,7 @@ use crate::otlp::encode::{
     append_attributes, bool_attribute, double_attribute, frame_span, framed_size, map_spans,
     string_attribute,
 };
+use crate::otlp::pdata_size;
 use crate::otlp::wire::len_field_size;
 use crate::policy::inclusion::Stage;
 use crate::policy::{ot_bits, status_bits, Fold, Kind, Policy, SpanFacts, TraceView, Vote};
@@ -73,7 +74,13 @@ struct PayloadOrigins<'a> {
     /// (resource, first address as written, port) already learned from this payload: a service's spans repeat
     /// the same self-description, learned once.
     learned: Vec<(u32, &'a str, i64)>,
+    /// pdata sizes of this payload's resources and scopes, measured on first use (`UNMEASURED` until then;
+    /// empty when nothing reads trace sizes).
+    resource_sizes: Vec<u32>,
+    scope_sizes: Vec<u32>,
 }
+
+const UNMEASURED: u32 = u32::MAX;
 
 impl ShardAudit {
     fn new(cfg: &EngineConfig) -> Option<Self> {
@@ -229,6 +236,8 @@ pub struct Shard {
     pub policy_stats: Vec<PolicyCounters>,
     /// With tail storage: buffered traces by first segment, and the decisions made since the last round.
     durable: Option<DurableState>,
+    /// `maximum_trace_size_bytes` or a `bytes_limiting` policy reads trace sizes, measured at ingest.
+    measures_size: bool,
 }
 
 #[derive(Default)]
@@ -256,6 +265,10 @@ impl Shard {
             .collect();
         let n = policies.len();
         let audit = ShardAudit::new(&cfg);
+        let mut measures_size = cfg.maximum_trace_size_bytes > 0;
+        for p in &policies {
+            p.walk(&mut |q| measures_size |= matches!(q.kind, Kind::BytesLimiting(_)));
+        }
         Shard {
             cfg,
             policies,
@@ -282,6 +295,7 @@ impl Shard {
             stats: ShardStats::default(),
             policy_stats: vec![PolicyCounters::default(); n],
             durable: None,
+            measures_size,
         }
     }
 
@@ -392,6 +406,16 @@ impl Shard {
                 Vec::new()
             },
             learned: Vec::new(),
+            resource_sizes: if self.measures_size {
+                vec![UNMEASURED; d.resources.len()]
+            } else {
+                Vec::new()
+            },
+            scope_sizes: if self.measures_size {
+                vec![UNMEASURED; d.scopes.len()]
+            } else {
+                Vec::new()
+            },
         };
         let mut start = 0;
         while start < order.len() {
@@ -534,7 +558,11 @@ impl Shard {
             let t = &mut self.traces[s];
             let v = &mut t.view;
             let had_root = v.root_seen;
-            v.otlp_bytes += reference_size(d, group);
+            if self.measures_size {
+                let (content, framed) = reference_size(d, group, seen);
+                v.bytes += content;
+                v.otlp_bytes += framed;
+            }
             if self.audit.is_some() {
                 t.audit.reserve_exact(group.len());
             }
@@ -566,7 +594,6 @@ impl Shard {
                     }
                 }
                 v.span_count = v.span_count.saturating_add(1);
-                v.bytes += span.raw.len() as u64;
                 if span.start_time_unix_nano != 0
                     && (v.min_start_unix_nano == 0
                         || span.start_time_unix_nano < v.min_start_unix_nano)
@@ -1177,38 +1204,53 @@ impl Shard {
     }
 }
 
-/// The size the reference gives this payload's share of a trace (`ptrace.ProtoMarshaler.TracesSize` of what it
-/// appends to the trace's batches): per `ResourceSpans` of the payload, its resource and, per scope, the scope
-/// and spans, always with the resource and scope fields and without schema URLs. `group` is sorted by span
-/// index, so the spans of each resource, and of each scope, are contiguous.
-fn reference_size(d: &Decoded<'_>, group: &[(u128, u32)]) -> u64 {
-    let mut total = 0usize;
+/// The sizes the reference gives this payload's share of a trace: the sum of `ResourceSpansSize` of each
+/// `ResourceSpans` it makes of it (what `maximum_trace_size_bytes` adds up), and `TracesSize` of the same
+/// (what `bytes_limiting` measures: each framed as a field of `TracesData`). One `ResourceSpans` per payload
+/// `ResourceSpans` holding the trace: its resource and, per scope, the scope and the trace's spans, always
+/// with the resource and scope fields and without schema URLs, everything as pdata re-encodes it (see
+/// `otlp::pdata_size`). `group` is sorted by span index, so the spans of each resource, and of each scope,
+/// are contiguous.
+fn reference_size(
+    d: &Decoded<'_>,
+    group: &[(u128, u32)],
+    seen: &mut PayloadOrigins<'_>,
+) -> (u64, u64) {
+    let mut content = 0usize;
+    let mut framed = 0usize;
     let mut i = 0;
     while i < group.len() {
         let rid = d.scopes[d.spans[group[i].1 as usize].scope as usize].resource;
-        let mut resource_content = len_field_size(
-            1,
-            d.resources[rid as usize]
-                .raw
-                .as_ref()
-                .map_or(0, |r| r.len()),
-        );
+        let mut resource_content = len_field_size(1, resource_size(d, rid as usize, seen));
         while i < group.len()
             && d.scopes[d.spans[group[i].1 as usize].scope as usize].resource == rid
         {
             let sid = d.spans[group[i].1 as usize].scope;
-            let mut scope_content = len_field_size(
-                1,
-                d.scopes[sid as usize].raw.as_ref().map_or(0, |r| r.len()),
-            );
+            let mut scope_content = len_field_size(1, scope_size(d, sid as usize, seen));
             while i < group.len() && d.spans[group[i].1 as usize].scope == sid {
-                let span = &d.spans[group[i].1 as usize];
-                scope_content += framed_size(span.raw.len() + usize::from(span.reencoded_extra));
+                scope_content += framed_size(pdata_size::span(d.spans[group[i].1 as usize].raw));
                 i += 1;
             }
             resource_content += len_field_size(2, scope_content);
         }
-        total += len_field_size(1, resource_content);
+        content += resource_content;
+        framed += len_field_size(1, resource_content);
     }
-    total as u64
+    (content as u64, framed as u64)
+}
+
+fn resource_size(d: &Decoded<'_>, rid: usize, seen: &mut PayloadOrigins<'_>) -> usize {
+    if seen.resource_sizes[rid] == UNMEASURED {
+        let n = pdata_size::resource(d.resources[rid].raw.as_deref());
+        seen.resource_sizes[rid] = n.min(UNMEASURED as usize - 1) as u32;
+    }
+    seen.resource_sizes[rid] as usize
+}
+
+fn scope_size(d: &Decoded<'_>, sid: usize, seen: &mut PayloadOrigins<'_>) -> usize {
+    if seen.scope_sizes[sid] == UNMEASURED {
+        let n = pdata_size::scope(d.scopes[sid].raw.as_deref());
+        seen.scope_sizes[sid] = n.min(UNMEASURED as usize - 1) as u32;
+    }
+    seen.scope_sizes[sid] as usize
 }
