@@ -333,6 +333,11 @@ malformed! {
         => ("resource_spans[0]".to_string(), "runs past the end");
     unterminated_varint: vec![0x0a, 0x80]
         => ("resource_spans[0]".to_string(), "truncated varint");
+    // A reason to reject the span alone never hides malformed bytes after it, in the span or in the link.
+    link_bad_id_then_truncated: wrap_span(&[good_span_fields(), field_bytes(13, &[field_bytes(1, &[1, 2, 3]), vec![0x12, 0x08, 1]].concat())].concat())
+        => (format!("{SPAN}.links[0].span_id"), "runs past the end");
+    bad_span_id_then_truncated: wrap_span(&[field_bytes(1, &[7u8; 16]), field_bytes(2, &[1, 2]), vec![0x41, 0x01]].concat())
+        => (format!("{SPAN}.end_time_unix_nano"), "truncated fixed64");
     name_not_utf8_then_truncated: wrap_span(&[good_span_fields(), field_bytes(5, &[b'o', 0xff]), vec![0x2a, 9]].concat())
         => (format!("{SPAN}.name"), "runs past the end");
 }

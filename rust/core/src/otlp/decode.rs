@@ -1081,6 +1081,16 @@ fn scan_scope(buf: &[u8], base: usize) -> WireResult<Option<&str>> {
     Ok(name)
 }
 
+/// Keeps the first rejection of a span (`Fail::reject`) while its scan goes on; anything else is returned.
+#[inline]
+fn pending(first: &mut Option<Fail>, e: Fail) -> WireResult<()> {
+    if e.reject.is_none() {
+        return Err(e);
+    }
+    first.get_or_insert(e);
+    Ok(())
+}
+
 /// An ID field: `None` when empty, the ID when `N` bytes; any other length rejects the span holding it with
 /// `reason` (every protobuf runtime parses it, but pdata refuses the request holding it, so the span could be
 /// neither used nor passed on).
@@ -1131,6 +1141,9 @@ fn scan_span<'a>(
         flags: 0,
         reencoded_extra: 0,
     };
+    // The first reason to reject the span, kept while the rest of it is validated: malformed bytes after it
+    // still refuse the request (a rejection never hides them).
+    let mut rejected: Option<Fail> = None;
     let mut has_parent_field = false;
     let mut has_status_field = false;
     let mut attr_index = 0usize;
@@ -1182,9 +1195,13 @@ fn scan_span<'a>(
                     .read_fixed64()
                     .map_err(|e| e.at_field("end_time_unix_nano"))?;
             }
-            9 => {
-                attr_index = scan_attribute(&mut r, attr_index, keys, attrs)?;
-            }
+            9 => match scan_attribute(&mut r, attr_index, keys, attrs) {
+                Ok(next) => attr_index = next,
+                Err(e) => {
+                    attr_index += 1;
+                    pending(&mut rejected, e)?;
+                }
+            },
             10 | 12 | 14 => {
                 let label = match field {
                     10 => "dropped_attributes_count",
@@ -1196,13 +1213,17 @@ fn scan_span<'a>(
             11 => {
                 let label = || format!("events[{event_index}]");
                 let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-                scan_event(bytes, off).map_err(|e| e.within(label()))?;
+                if let Err(e) = scan_event(bytes, off) {
+                    pending(&mut rejected, e.within(label()))?;
+                }
                 event_index += 1;
             }
             13 => {
                 let label = || format!("links[{link_index}]");
                 let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-                scan_link(bytes, off).map_err(|e| e.within(label()))?;
+                if let Err(e) = scan_link(bytes, off) {
+                    pending(&mut rejected, e.within(label()))?;
+                }
                 link_index += 1;
             }
             15 => {
@@ -1217,6 +1238,9 @@ fn scan_span<'a>(
             }
             _ => r.skip(field, wt)?,
         }
+    }
+    if let Some(e) = rejected {
+        return Err(e);
     }
     // A span without a usable trace ID cannot join a trace: rejected alone (pdata would read an empty or
     // all-zero ID as the one trace ID zero, shared by every such span of every sender).
@@ -1292,6 +1316,9 @@ fn scan_event(buf: &[u8], base: usize) -> WireResult<()> {
 fn scan_link(buf: &[u8], base: usize) -> WireResult<()> {
     let mut r = Reader::at_level(buf, base, L_SPAN_PART);
     let mut index = 0usize;
+    // IDs are checked once the whole link is validated (a repeated field's last occurrence wins).
+    let mut trace_id: (&[u8], usize) = (&[], base);
+    let mut span_id: (&[u8], usize) = (&[], base);
     while !r.is_empty() {
         let (field, wt) = r.read_tag()?;
         if mistyped(&wt::LINK, field, wt) {
@@ -1299,16 +1326,8 @@ fn scan_link(buf: &[u8], base: usize) -> WireResult<()> {
             continue;
         }
         match field {
-            1 => {
-                let (bytes, off) = r.read_len().map_err(|e| e.at_field("trace_id"))?;
-                read_id::<16>(bytes, off, "trace_id", RejectReason::IdLength)
-                    .map_err(|e| e.at_field("trace_id"))?;
-            }
-            2 => {
-                let (bytes, off) = r.read_len().map_err(|e| e.at_field("span_id"))?;
-                read_id::<8>(bytes, off, "span_id", RejectReason::IdLength)
-                    .map_err(|e| e.at_field("span_id"))?;
-            }
+            1 => trace_id = r.read_len().map_err(|e| e.at_field("trace_id"))?,
+            2 => span_id = r.read_len().map_err(|e| e.at_field("span_id"))?,
             3 => {
                 let (bytes, _) = r.read_len().map_err(|e| e.at_field("trace_state"))?;
                 text(bytes);
@@ -1327,6 +1346,10 @@ fn scan_link(buf: &[u8], base: usize) -> WireResult<()> {
             _ => r.skip(field, wt)?,
         }
     }
+    read_id::<16>(trace_id.0, trace_id.1, "trace_id", RejectReason::IdLength)
+        .map_err(|e| e.at_field("trace_id"))?;
+    read_id::<8>(span_id.0, span_id.1, "span_id", RejectReason::IdLength)
+        .map_err(|e| e.at_field("span_id"))?;
     Ok(())
 }
 
