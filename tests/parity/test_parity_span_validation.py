@@ -12,14 +12,15 @@ unmarshaler) refuses with its whole payload and tailsample takes as an unknown f
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pytest
-import tailsample
-
-from otlp_builders import enc_len, enc_uint, raw_request, raw_span, spans_out
 from test_parity import config, load_or_skip
+
+import tailsample
+from otlp_builders import enc_len, enc_uint, raw_request, raw_span, spans_out
 
 CONFIG = config("""
     policies:
@@ -115,7 +116,8 @@ WIRE_TYPES = [
     ("kind-length-delimited", raw_span(tid(1), extra=enc_len(6, b"\x02") + ERROR)),
     ("name-as-varint", raw_span(tid(1), name=None, extra=enc_uint(5, 7) + ERROR)),
     ("status-code-length-delimited", raw_span(tid(1), extra=enc_len(15, enc_len(3, b"\x02")))),
-    ("attribute-string-as-varint", raw_span(tid(1), extra=enc_len(9, enc_len(1, b"http.route") + enc_len(2, enc_uint(1, 3))))),
+    ("attribute-string-as-varint",
+     raw_span(tid(1), extra=enc_len(9, enc_len(1, b"http.route") + enc_len(2, enc_uint(1, 3))))),
 ]
 
 
