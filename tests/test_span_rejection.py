@@ -10,6 +10,7 @@ be passed on either).
 
 from __future__ import annotations
 
+import json
 import random
 import urllib.request
 
@@ -33,6 +34,8 @@ from otlp_builders import (
 )
 from service_harness import service_config, serving, sink, wait_for
 from tailsample.engine import REJECT_REASONS
+from tailsample.errors import DecodeError
+from tailsample.fileformat import proto_to_json
 from tailsample.otlp_status import decode_partial_success
 from tailsample.tree import build_traces
 
@@ -152,10 +155,28 @@ def test_policies_read_invalid_utf8_as_empty(rng):
         assert eng.ingest(raw_request(span), now=0.0) == 1
         assert eng.explain(tid)["trace_id"] == tid.hex()
         assert spans_out(eng.flush(now=100.0)) == []
-    # The Python trace tree parses with upb, which refuses invalid UTF-8: a clean DecodeError, never a traceback.
-    from tailsample.errors import DecodeError
+    # The Python trace tree reads each invalid sequence as U+FFFD.
+    tree = build_traces([raw_request(span)])[tid.hex()]
+    assert [n.name for n in tree.roots] == ["caf\ufffd(\ufffd"]
+
+
+def test_json_output_writes_invalid_utf8_as_replacement_characters(rng):
+    """Scenario: kept spans holding invalid UTF-8 in a name, an attribute key and value, and the scope name,
+    written as OTLP/JSON (file exporter `format: json`, the debug exporter, /debug/kept).
+    Guarantees: each invalid sequence becomes U+FFFD, as Go's encoding/json writes it; everything else as
+    always; a payload that is malformed otherwise is still a DecodeError."""
+    tid = trace_id(rng)
+    span = raw_span(tid, name=NOT_UTF8, extra=enc_len(9, enc_len(1, b"k\xff") + enc_len(2, enc_len(1, b"ok"))))
+    eng = new_engine()
+    eng.ingest(raw_request(span, scope=enc_len(1, b"lib\xfe") + enc_len(2, b"1.0")), now=0.0)
+    doc = json.loads(proto_to_json(b"".join(eng.flush(now=100.0))))
+    ss = doc["resourceSpans"][0]["scopeSpans"][0]
+    assert ss["scope"] == {"name": "lib\ufffd", "version": "1.0"}
+    out = ss["spans"][0]
+    assert (out["traceId"], out["name"]) == (tid.hex(), "caf\ufffd(\ufffd")
+    assert out["attributes"] == [{"key": "k\ufffd", "value": {"stringValue": "ok"}}]
     with pytest.raises(DecodeError):
-        build_traces([raw_request(span)])
+        proto_to_json(raw_request(span)[:-3])
 
 
 # ---- the Proof through the real service --------------------------------------------------------------------
