@@ -218,8 +218,32 @@ def iter_fields(buf: bytes) -> Iterable[tuple[int, int, bytes | int]]:
         elif wt == 5:
             yield number, wt, int.from_bytes(buf[pos:pos + 4], "little")
             pos += 4
+        elif wt == 3:  # an unknown group, passed through: skipped with what it holds
+            pos = _skip_group(buf, pos, number)
         else:
             raise ValueError(f"unexpected wire type {wt} in engine output")
+
+
+def _skip_group(buf: bytes, pos: int, number: int) -> int:
+    """The position after the end of group `number` whose content starts at `pos`."""
+    while True:
+        tag, pos = read_varint(buf, pos)
+        wt = tag & 7
+        if wt == 4:
+            if tag >> 3 != number:
+                raise ValueError(f"group {number} closed by {tag >> 3}")
+            return pos
+        if wt == 0:
+            _, pos = read_varint(buf, pos)
+        elif wt in (1, 5):
+            pos += 8 if wt == 1 else 4
+        elif wt == 2:
+            n, pos = read_varint(buf, pos)
+            pos += n
+        elif wt == 3:
+            pos = _skip_group(buf, pos, tag >> 3)
+        else:
+            raise ValueError(f"unexpected wire type {wt} in a group")
 
 
 def _span_ids(raw: bytes) -> tuple[bytes, bytes]:

@@ -1,8 +1,7 @@
 """Malformed payloads: refused whole with a `DecodeError` that says what is wrong and where, never a crash.
 
-Contract: truncated input, a wrong wire type, a trace ID that is not 16 bytes or is all zeros, a span ID that is
-not 8 bytes, a parent span ID neither empty nor 8 bytes (and invalid UTF-8, an overlong varint)
-raise `tailsample.DecodeError` (a `ValueError`) with `.field`, the protobuf field path
+Contract: truncated input, an invalid wire type (6, 7), field number 0, unclosed or unopened groups, an overlong
+varint, a length past the end raise `tailsample.DecodeError` (a `ValueError`) with `.field`, the protobuf field path
 (`resource_spans[0].scope_spans[0].spans[2].trace_id`), and `.offset`, the byte offset in the payload; the message
 names both. Nothing of a refused payload enters the store and every buffered trace is unaffected;
 `payloads_rejected` counts it.
@@ -209,6 +208,48 @@ def payload_cases() -> dict[str, Bad]:
 
 CASES = payload_cases()
 
+# Issue 19: what every protobuf runtime parses is not refused whole. Spans without a usable trace ID, or with an
+# ID of the wrong length, are rejected alone (reason); a known field of the wrong wire type is an unknown field,
+# invalid UTF-8 and an absent span ID are taken as they came (tests/test_span_rejection.py).
+REJECTED_ALONE = {
+    **{k: "invalid_trace_id" for k in ("trace-id-15-bytes", "trace-id-17-bytes", "trace-id-empty", "trace-id-missing",
+                                       "trace-id-all-zeros", "trace-id-repeated-last-is-bad", "trace-id-as-varint",
+                                       "second-resource-second-span")},
+    **{k: "id_length" for k in ("span-id-7-bytes", "span-id-9-bytes", "parent-4-bytes", "parent-16-bytes",
+                                "link-trace-id-15-bytes", "link-span-id-3-bytes", "second-scope")},
+}
+TAKEN = {k for k in CASES if k.endswith("utf8") or k in (
+    "span-id-missing", "span-id-as-fixed64", "start-time-as-varint", "flags-as-varint", "kind-as-bytes",
+    "status-as-varint", "status-code-as-bytes", "attribute-as-fixed32", "event-as-varint", "span-name-bad-first-byte",
+    "request-field-as-varint", "scope-spans-as-varint", "spans-as-fixed32")}
+MALFORMED = {k: v for k, v in CASES.items() if k not in REJECTED_ALONE and k not in TAKEN}
+
+
+@pytest.mark.parametrize("name", list(REJECTED_ALONE))
+def test_a_span_without_usable_ids_is_rejected_alone(name: str):
+    """Scenario: the former refusal cases of IDs. Guarantees: the span alone is rejected, counted under its
+    reason, the rejection naming the field path and byte offset; nothing else of the request is lost."""
+    case = CASES[name]
+    eng = new_engine()
+    got = eng.ingest_report(case.payload, now=0.0)
+    assert (got.rejected_spans, dict(got.rejected_by_reason)) == (1, {REJECTED_ALONE[name]: 1})
+    at, _, rest = got.rejection.partition(": ")
+    assert case.field.startswith(at), got.rejection
+    assert rest.endswith(f"(at byte {case.offset})"), got.rejection
+    assert got.spans == eng.stats()["spans_received"] == len(spans_out(eng.flush(now=100.0)))
+
+
+@pytest.mark.parametrize("name", sorted(TAKEN))
+def test_what_protobuf_runtimes_parse_is_taken(name: str):
+    """Scenario: the former refusal cases of wire types and invalid UTF-8. Guarantees: taken whole, nothing
+    rejected; every span leaves byte for byte."""
+    case = CASES[name]
+    eng = new_engine()
+    got = eng.ingest_report(case.payload, now=0.0)
+    assert (got.rejected_spans, got.rejection) == (0, "")
+    out = [raw for _, _, raw in spans_out(eng.flush(now=100.0))]
+    assert len(out) == got.spans and all(raw in case.payload for raw in out)
+
 
 def test_the_case_table_is_well_formed():
     """Guarantees (of the table itself): every expected offset lies within its payload, and opentelemetry-proto
@@ -218,7 +259,7 @@ def test_the_case_table_is_well_formed():
         assert 0 <= bad.offset <= len(bad.payload), name
 
 
-@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+@pytest.mark.parametrize("case", list(MALFORMED.values()), ids=list(MALFORMED))
 def test_malformed_payload_is_refused_saying_what_and_where(case: Bad):
     """Scenario: one malformed payload per case. Guarantees: DecodeError (a ValueError and TailsampleError) with
     `.field` the field path and `.offset` the byte offset, both in the message with what is wrong; the payload
@@ -281,21 +322,17 @@ def entity_ref_resource(schema_url: bytes) -> bytes:
     return enc_len(1, kv_bytes(b"service.name", enc_len(1, b"svc"))) + enc_len(3, ref)
 
 
-def test_invalid_utf8_in_resource_entity_refs_is_refused():
-    """Scenario: a Resource whose `entity_refs[0].schema_url` is not UTF-8 (protobuf refuses the payload).
-    Guarantees: DecodeError, so that no output payload ever carries bytes opentelemetry-proto cannot parse."""
-    payload = raw_request(raw_span(), resource=entity_ref_resource(b"\xff\xfe"))
+def test_invalid_utf8_in_resource_entity_refs_is_taken_as_it_came():
+    """Scenario: a Resource whose `entity_refs[0].schema_url` is not UTF-8 (upb refuses the payload; pdata, the
+    reference, takes it). Guarantees (issue 19): taken, the resource passed on byte for byte."""
+    resource = entity_ref_resource(b"\xff\xfe")
+    payload = raw_request(raw_span(), resource=resource)
     with pytest.raises(ProtobufDecodeError):
         ExportTraceServiceRequest.FromString(payload)
     eng = new_engine()
-    try:
-        eng.ingest(payload, now=0.0)
-    except tailsample.DecodeError:
-        return
+    assert eng.ingest(payload, now=0.0) == 1
     out = eng.flush(now=0.0)
-    for p in out:  # what the engine let through must at least come out parseable
-        ExportTraceServiceRequest.FromString(p)
-    pytest.fail("accepted a payload with invalid UTF-8 in Resource.entity_refs[0].schema_url")
+    assert len(out) == 1 and enc_len(1, resource) in out[0]
 
 
 def test_valid_resource_entity_refs_pass_through():
@@ -376,19 +413,18 @@ def test_truncation_between_resources_is_a_shorter_valid_payload(rng):
 
 def corrupt_tail(kind: str) -> bytes:
     """A last resource_spans that is broken in the way `kind` says (appended after valid ones)."""
-    if kind == "bad-trace-id":
-        return enc_len(1, raw_resource_spans([raw_scope_spans([GOOD, raw_span(tid=TID15)])]))
-    if kind == "invalid-utf8-resource":
-        return enc_len(1, raw_resource_spans([raw_scope_spans([GOOD])],
-                                             resource=enc_len(1, kv_bytes(b"k", enc_len(1, b"\xff")))))
-    if kind == "wrong-wire-type":
-        return enc_len(1, raw_resource_spans([raw_scope_spans([GOOD + enc_uint(7, 1)])]))
+    if kind == "unclosed-group":
+        return enc_len(1, raw_resource_spans([raw_scope_spans([GOOD, raw_span(extra=enc_tag(50, SGROUP))])]))
+    if kind == "invalid-wire-type":
+        return enc_len(1, raw_resource_spans([raw_scope_spans([GOOD + bytes([(12 << 3) | 6])])]))
+    if kind == "varint-overflow":
+        return enc_len(1, raw_resource_spans([raw_scope_spans([GOOD + enc_tag(6, VARINT) + b"\xff" * 10 + b"\x01"])]))
     if kind == "truncated":
         return enc_len(1, raw_resource_spans([raw_scope_spans([GOOD])]))[:-3]
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["bad-trace-id", "invalid-utf8-resource", "wrong-wire-type", "truncated"])
+@pytest.mark.parametrize("kind", ["unclosed-group", "invalid-wire-type", "varint-overflow", "truncated"])
 @pytest.mark.parametrize("policies", ["always", "errors"])
 def test_a_refused_payload_leaves_buffered_traces_untouched(kind, policies, rng):
     """Scenario: traces X and Y buffered; then a payload with more spans of X (one an ERROR), a new trace Z and,
@@ -464,8 +500,8 @@ BASE = rich_payload(random.Random("fuzz-base"), resources=2)
                                 st.integers(0, 255)), min_size=1, max_size=4))
 def test_mutated_payloads_are_refused_or_accepted_never_anything_else(edits):
     """Scenario: a valid two-resource payload with a few bytes changed, deleted or inserted. Guarantees:
-    DecodeError or accepted; if accepted, flush (always_sample) returns exactly the spans it held, in payloads
-    opentelemetry-proto parses."""
+    DecodeError or accepted; if accepted, flush (always_sample) returns exactly the spans it held, byte for byte,
+    in payloads opentelemetry-proto parses when it parses the input."""
     data = bytearray(BASE)
     for pos, op, byte in edits:
         pos = min(pos, len(data) - 1)
@@ -479,15 +515,22 @@ def test_mutated_payloads_are_refused_or_accepted_never_anything_else(edits):
     if accepted_or_decode_error(eng, bytes(data)):
         out = eng.flush(now=0.0)
         n = tailsample.inspect_payload(bytes(data))["spans"]
-        assert len(spans_out(out)) == n
+        kept = spans_out(out)
+        assert len(kept) == n
+        assert all(raw in bytes(data) for _, _, raw in kept)
+        assert_stats_invariant(eng)
+        try:  # invalid UTF-8 passes through as it came (issue 19); otherwise the output parses as the input did
+            ExportTraceServiceRequest.FromString(bytes(data))
+        except ProtobufDecodeError:
+            return
         for p in out:
             ExportTraceServiceRequest.FromString(p)
-        assert_stats_invariant(eng)
 
 
 def test_the_engine_is_never_laxer_than_protobuf():
     """Scenario: 20000 seeded random mutations of a valid payload (whose resources hold only ASCII text).
-    Guarantees: whatever the engine accepts, opentelemetry-proto parses too, with the same number of spans."""
+    Guarantees: whatever the engine accepts, opentelemetry-proto parses too, with the same number of spans
+    (taken or rejected alone), but for invalid UTF-8, which the engine takes as pdata (the reference) does."""
     rng = random.Random("laxer")
     accepted = 0
     for _ in range(20_000):
@@ -502,10 +545,15 @@ def test_the_engine_is_never_laxer_than_protobuf():
             else:
                 data.insert(pos, rng.randrange(256))
         try:
-            summary = tailsample.inspect_payload(bytes(data))
+            got = new_engine().ingest_report(bytes(data), now=0.0)
         except tailsample.DecodeError:
             continue
         accepted += 1
-        req = ExportTraceServiceRequest.FromString(bytes(data))
-        assert summary["spans"] == sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+        try:
+            req = ExportTraceServiceRequest.FromString(bytes(data))
+        except ProtobufDecodeError as e:
+            assert "UTF-8" in str(e), e
+            continue
+        assert got.spans + got.rejected_spans == sum(len(ss.spans) for rs in req.resource_spans
+                                                     for ss in rs.scope_spans)
     assert accepted > 1000

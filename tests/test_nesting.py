@@ -202,7 +202,7 @@ def test_the_service_answers_a_partial_success_and_delivers_the_rest(protocol, r
             assert status == 200, doc
             assert levels(ExportTraceServiceRequest.FromString(_json_to_proto(doc))) <= MAX_LEVELS
             transport = "grpc" if protocol == "grpc" else "http"
-            assert s.metric('tailsample_engine_spans_rejected_total{processor="tail_sampling"}') == 1
+            assert s.metric('tailsample_engine_spans_rejected_total{processor="tail_sampling",reason="too_deep"}') == 1
             assert s.metric(f'otelcol_receiver_refused_spans_total{{receiver="otlp",transport="{transport}"}}') == 1
             assert s.metric(f'otelcol_receiver_accepted_spans_total{{receiver="otlp",transport="{transport}"}}') == 21
 
@@ -249,6 +249,6 @@ def test_a_request_of_rejected_spans_alone_is_a_partial_success(rng):
             status, body = post(s.url(), payload, "application/x-protobuf")
             assert status == 200
             assert decode_partial_success(body)[0] == 1
-            assert s.metric('tailsample_engine_spans_rejected_total{processor="tail_sampling"}') == 1
+            assert s.metric('tailsample_engine_spans_rejected_total{processor="tail_sampling",reason="too_deep"}') == 1
     assert backend.payloads == []
 

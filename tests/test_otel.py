@@ -430,7 +430,7 @@ def test_a_trace_refused_by_the_engine_waits_and_is_retried(make: Callable[..., 
 
 def test_a_span_the_engine_rejects_is_dropped_alone(make: Callable[..., Setup]) -> None:
     """Scenario: a batch of three spans in which one has an all-zero trace ID (invalid in OTLP).
-    Guarantees: the engine's DecodeError costs only that span (counted in spans_rejected); the two others,
+    Guarantees: the engine rejects that span alone (counted in spans_rejected); the two others,
     of a kept trace, are exported."""
     s = make(config({"name": "all", "type": "always_sample"}), ingest_batch_size=3)
     start = time.time_ns()

@@ -119,8 +119,8 @@ fn walk(d: &Decoded<'_>, keys: &AttrKeys) {
     }
 }
 
-/// Every payload the core emits must be a valid request again, within the nesting rule (no span of it is
-/// rejected: every protobuf runtime parses it), and within `max_payload_bytes` unless it holds one span alone.
+/// Every payload the core emits must be a valid request again, no span of it rejected (within the nesting
+/// rule, every ID usable), and within `max_payload_bytes` unless it holds one span alone.
 fn check_out(payloads: &[Vec<u8>], what: &str, max_bytes: usize) {
     for p in payloads {
         match decode(p, &KEYS) {
@@ -128,7 +128,7 @@ fn check_out(payloads: &[Vec<u8>], what: &str, max_bytes: usize) {
             Ok(d) => {
                 assert_eq!(
                     d.rejected_spans, 0,
-                    "{what} emitted a span nested too deep: {:?}",
+                    "{what} emitted a span that cannot be used: {:?}",
                     d.rejection
                 );
                 assert!(
@@ -191,8 +191,13 @@ fn stage(data: &[u8]) {
     let decoded = decode(data, &KEYS);
     let ok = decoded.is_ok();
     if let Ok(d) = &decoded {
-        // Spans nested past the limit are rejected alone (counted, with a reason), never taken.
+        // Spans that cannot be used are rejected alone (counted by reason, the first named), never taken.
         assert_eq!(d.rejected_spans == 0, d.rejection.is_none());
+        assert_eq!(d.rejected_by_reason.iter().sum::<usize>(), d.rejected_spans);
+        assert!(
+            d.spans.iter().all(|s| s.trace_id != [0; 16]),
+            "a span without a usable trace ID taken"
+        );
         assert_eq!(d.keys, KEYS.len());
         assert_eq!(d.span_attrs.len(), d.spans.len() * d.keys);
         assert_eq!(d.resource_attrs.len(), d.resources.len() * d.keys);

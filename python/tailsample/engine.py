@@ -7,7 +7,8 @@ may feed one engine at once. This wrapper supplies the clock and keeps the API t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from tailsample import _native
@@ -24,11 +25,18 @@ class Ingested:
     spans: int
     """Spans taken."""
     rejected_spans: int = 0
-    """Spans rejected alone: nested deeper than the 64 protobuf message levels a request may hold (in their
-    attributes, events or links, or their resource's or scope's attributes); the rest of the payload was taken.
-    An OTLP receiver answers them as a partial success."""
+    """Spans rejected alone, the rest of the payload taken (an OTLP receiver answers them as a partial
+    success): spans without a usable trace ID (absent, empty, not 16 bytes, all zeros), spans with a span,
+    parent or link ID of the wrong length, and spans nested deeper than the 64 protobuf message levels a request
+    may hold (in their attributes, events or links, or their resource's or scope's attributes)."""
     rejection: str = ""
     """Why, and where, the first of them was rejected."""
+    rejected_by_reason: Mapping[str, int] = field(default_factory=dict)
+    """The rejected spans per reason (`REJECT_REASONS`), only the reasons seen."""
+
+
+REJECT_REASONS = ("too_deep", "invalid_trace_id", "id_length")
+"""Why a span is rejected alone: the `reason` label of `tailsample_engine_spans_rejected_total`."""
 
 
 @dataclass(frozen=True)
@@ -95,7 +103,7 @@ class Engine:
 
     def ingest(self, payload: bytes | bytearray | memoryview, *, now: float | None = None) -> int:
         """Take one ExportTraceServiceRequest (protobuf bytes), whole or not at all; return the spans taken: all of
-        them but spans nested too deep, rejected alone (see `ingest_report`).
+        them but the spans rejected alone (see `Ingested.rejected_spans` and `ingest_report`).
 
         Raises `DecodeError` for a malformed payload and `BackpressureError` when a limit is reached; in both
         cases nothing of the payload was taken and every buffered trace is unaffected.
@@ -108,8 +116,8 @@ class Engine:
         """`ingest`, also saying which spans were rejected alone (what an OTLP partial success reports)."""
         if not isinstance(payload, bytes):
             payload = bytes(payload)
-        spans, rejected, why = self._native.ingest_report(payload, self._now(now))
-        return Ingested(spans, rejected, why)
+        spans, rejected, why, by_reason = self._native.ingest_report(payload, self._now(now))
+        return Ingested(spans, rejected, why, dict(by_reason)) if rejected else Ingested(spans)
 
     def oversized_spans(self) -> tuple[int, tuple[str, int] | None]:
         """Kept spans larger than `tailsample.max_payload_bytes` by themselves so far (each left alone in a payload
@@ -264,4 +272,4 @@ def inspect_payload(payload: bytes) -> dict[str, int]:
     return _native.inspect_payload(payload)
 
 
-__all__ = ["Engine", "Ingested", "inspect_payload", "split_by_trace"]
+__all__ = ["REJECT_REASONS", "Engine", "Ingested", "inspect_payload", "split_by_trace"]

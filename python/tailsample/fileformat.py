@@ -105,8 +105,82 @@ def proto_to_json(payload: bytes) -> str:
     try:
         request.ParseFromString(payload)
     except _ProtobufDecodeError as exc:
-        raise DecodeError(f"not a protobuf ExportTraceServiceRequest: {exc}") from None
+        # The engine takes strings that are not UTF-8 as pdata does (and passes them on as they came); JSON
+        # cannot carry them: each invalid sequence becomes U+FFFD, as Go's encoding/json writes it.
+        repaired = repair_utf8(payload) if "UTF-8" in str(exc) else None
+        if repaired is None:
+            raise DecodeError(f"not a protobuf ExportTraceServiceRequest: {exc}") from None
+        request.ParseFromString(repaired)
     return json.dumps(_message_to_json(request), separators=(",", ":"), ensure_ascii=False)
+
+
+_LENIENT: Any = None  # ExportTraceServiceRequest with every string field declared `bytes`, built on first use
+
+
+def _lenient_request_class() -> Any:
+    global _LENIENT
+    if _LENIENT is None:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        pool = descriptor_pool.DescriptorPool()
+        done: set[str] = set()
+
+        def add(fd: Any) -> None:
+            if fd.name in done:
+                return
+            for dep in fd.dependencies:
+                add(dep)
+            proto = descriptor_pb2.FileDescriptorProto()
+            fd.CopyToProto(proto)
+            stack = list(proto.message_type)
+            while stack:
+                m = stack.pop()
+                stack.extend(m.nested_type)
+                for f in m.field:
+                    if f.type == FieldDescriptor.TYPE_STRING:
+                        f.type = FieldDescriptor.TYPE_BYTES
+            pool.Add(proto)
+            done.add(fd.name)
+
+        add(ExportTraceServiceRequest.DESCRIPTOR.file)
+        name = ExportTraceServiceRequest.DESCRIPTOR.full_name
+        _LENIENT = message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+    return _LENIENT
+
+
+def repair_utf8(payload: bytes) -> bytes | None:
+    """`payload` with every string field's invalid UTF-8 replaced by U+FFFD; None if it is not a request even so."""
+    lenient = _lenient_request_class()()
+    try:
+        lenient.ParseFromString(payload)
+    except _ProtobufDecodeError:
+        return None
+    real = {f.full_name for f in _string_fields(ExportTraceServiceRequest.DESCRIPTOR, set())}
+
+    def walk(msg: Any) -> None:
+        for fd, value in msg.ListFields():
+            if fd.message_type is not None:
+                for m in value if fd.is_repeated else [value]:
+                    walk(m)
+            elif fd.full_name in real:
+                if fd.is_repeated:
+                    value[:] = [v.decode("utf-8", "replace").encode() for v in value]
+                else:
+                    setattr(msg, fd.name, value.decode("utf-8", "replace").encode())
+
+    walk(lenient)
+    return bytes(lenient.SerializeToString())
+
+
+def _string_fields(desc: Any, seen: set[str]) -> Iterator[Any]:
+    if desc.full_name in seen:
+        return
+    seen.add(desc.full_name)
+    for f in desc.fields:
+        if f.type == FieldDescriptor.TYPE_STRING:
+            yield f
+        elif f.message_type is not None:
+            yield from _string_fields(f.message_type, seen)
 
 
 def _request_from_json(obj: Any) -> ExportTraceServiceRequest:
@@ -801,4 +875,5 @@ __all__ = [
     "json_to_proto",
     "proto_to_json",
     "read_payloads",
+    "repair_utf8",
 ]

@@ -317,7 +317,7 @@ class TailSamplingSpanProcessor(SpanProcessor):
             self._reject(batch)
             return True
         try:
-            self._engine.ingest(payload, now=self._now())
+            got = self._engine.ingest_report(payload, now=self._now())
         except BackpressureError:
             with self._lock:
                 self._retry.append(batch)
@@ -332,6 +332,13 @@ class TailSamplingSpanProcessor(SpanProcessor):
             _logger.exception("tailsample: the engine failed to take %d spans; dropped", len(batch))
             self._reject(batch)
             return True
+        if got.rejected_spans:
+            # Rejected alone by the engine (an SDK span can only lack a usable trace ID): dropped, the rest taken.
+            bad = [span for span in batch if span.context is None or span.context.trace_id == 0]
+            _logger.warning("tailsample: the engine rejected %d spans alone (%s); dropped", got.rejected_spans,
+                            got.rejection)
+            self._reject(bad)
+            batch = [span for span in batch if span.context is not None and span.context.trace_id != 0]
         with self._lock:
             # Read after the ingest returned: the engine's first-seen time for the trace is no later than this,
             # so the first poll at or past deadline has decided every span of the batch.

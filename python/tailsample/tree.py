@@ -50,6 +50,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tailsample.errors import DecodeError
+from tailsample.fileformat import repair_utf8
 
 # A JSON-safe attribute value: AnyValue with bytes as base64 and non-finite doubles as "NaN"/"Infinity".
 AttrValue = str | int | float | bool | None | list[Any] | dict[str, Any]
@@ -191,7 +192,11 @@ def build_traces(payloads: Iterable[bytes], *, attributes: Sequence[str] = ()) -
         try:
             request.ParseFromString(payload)
         except _ProtobufDecodeError as exc:
-            raise DecodeError(f"payload {n + 1}: not a protobuf ExportTraceServiceRequest: {exc}") from None
+            # Strings that are not UTF-8 (taken as pdata takes them) read with U+FFFD for each invalid sequence.
+            repaired = repair_utf8(payload) if "UTF-8" in str(exc) else None
+            if repaired is None:
+                raise DecodeError(f"payload {n + 1}: not a protobuf ExportTraceServiceRequest: {exc}") from None
+            request.ParseFromString(repaired)
         for rs in request.resource_spans:
             service = "unknown_service"
             for a in rs.resource.attributes:

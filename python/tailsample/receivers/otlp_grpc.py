@@ -2,7 +2,8 @@
 
 No Python protobuf type is involved: the method is registered without a deserializer, so the request arrives as
 bytes and goes straight to the engine. Answers as the OTLP specification says: OK with an empty
-`ExportTraceServiceResponse` (or its `partial_success` when spans nested too deep were rejected alone);
+`ExportTraceServiceResponse` (or its `partial_success` when spans were rejected alone: no usable trace ID, an
+ID of the wrong length, nested too deep);
 INVALID_ARGUMENT with a message for malformed data; UNAUTHENTICATED without the bearer token; RESOURCE_EXHAUSTED
 with a `RetryInfo` detail under backpressure (OTLP clients retry that one only when the detail is there). Messages
 over `max_recv_msg_size_mib` are refused by grpcio itself (RESOURCE_EXHAUSTED) before they reach the handler.

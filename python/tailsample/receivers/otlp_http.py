@@ -1,7 +1,8 @@
 """OTLP/HTTP receiver: `POST /v1/traces` with protobuf or JSON bodies, as the OTLP specification answers them.
 
 - 200 with an empty `ExportTraceServiceResponse` (in the request's content type) when the pipelines took it, or
-  with its `partial_success` (the count and the first reason) when spans nested too deep were rejected alone;
+  with its `partial_success` (the count and the first reason) when spans were rejected alone (no usable trace
+  ID, an ID of the wrong length, nested too deep);
 - 400 with a `google.rpc.Status` naming what was wrong for malformed protobuf or JSON (the client must not retry);
 - 401 without the bearer token, when the receiver has `auth`;
 - 413 for a body over `max_request_body_size`, compressed or after decompression (a gzip bomb stops there: the

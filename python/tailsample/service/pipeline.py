@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
 
 from tailsample import _native
-from tailsample.engine import Engine, Ingested
+from tailsample.engine import REJECT_REASONS, Engine, Ingested
 from tailsample.errors import StorageError
 from tailsample.exporters.base import Batch, Exporter, Ticket
 from tailsample.lint import AttributeInventory
@@ -339,7 +339,9 @@ class ServicePipeline:
 
     def report_rejected(self, got: Ingested) -> None:
         self._rejections.warning("%s: spans rejected alone, their requests answered with a partial success; "
-                                 "this one: %s", self.sampler_id, got.rejection, count=got.rejected_spans)
+                                 "this one: %s (%s)", self.sampler_id, got.rejection,
+                                 ", ".join(f"{r}: {n}" for r, n in got.rejected_by_reason.items()),
+                                 count=got.rejected_spans)
 
     def _report_oversized(self) -> None:
         seen, last = self.engine.oversized_spans()
@@ -409,7 +411,14 @@ class ServicePipeline:
             stats["traces_received"])
         add(PREFIX + "traces_dropped_too_large", "counter", "Count of traces dropped for exceeding the size limit",
             stats["traces_dropped_too_large"])
+        # Spans rejected alone: one series per reason (their sum is the engine's spans_rejected).
+        for reason in REJECT_REASONS:
+            add("tailsample_engine_spans_rejected", "counter", "Spans rejected alone, the rest of their requests "
+                "taken (an OTLP partial success), by reason", stats.get(f"spans_rejected_{reason}", 0),
+                ("reason", reason))
         for key, value in stats.items():
+            if key.startswith("spans_rejected"):
+                continue
             kind = "gauge" if key in _GAUGES or key.startswith("limit_") else "counter"
             name, scale = engine_metric_name(key, kind)
             add(name, kind, f"engine stat {key} (see the README's limits table)", value * scale)

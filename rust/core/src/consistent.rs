@@ -458,13 +458,8 @@ fn rewrite_span_into(
     while !r.is_empty() {
         let start = r.offset();
         let (field, wt) = r.read_tag().map_err(wire_error)?;
-        if field == SPAN_TRACE_STATE {
-            if wt != WireType::Len {
-                return Err(format!(
-                    "span field 3 (trace_state) at byte {start} is a {}, not a string",
-                    wt.name()
-                ));
-            }
+        // A mistyped field 3 is an unknown field (as every protobuf runtime reads it): copied as it came.
+        if field == SPAN_TRACE_STATE && wt == WireType::Len {
             r.read_len().map_err(wire_error)?;
             out.extend_from_slice(&raw[run..start]);
             run = r.offset();
@@ -1264,7 +1259,6 @@ mod tests {
         for bad in [
             &raw[..raw.len() - 1],   // truncated
             &[0x1a, 0x05, b'a'][..], // trace_state longer than the message
-            &[0x18, 0x01][..],       // trace_state as a varint
             &[0x00][..],             // field 0
             &[0x0e][..],             // wire type 6
             &[0x0c][..],             // end-group without start
@@ -1277,6 +1271,10 @@ mod tests {
             assert_eq!(out, b"prefix");
             assert_eq!(span_trace_state(bad), "");
         }
+        // trace_state as a varint is an unknown field: kept, the new trace_state written before field 4.
+        let mut mistyped = Vec::new();
+        rewrite_span(&[0x18, 0x01], "a=b", b"", &mut mistyped).unwrap();
+        assert_eq!(mistyped, [0x18, 0x01, 0x1a, 0x03, b'a', b'=', b'b']);
         // Invalid UTF-8 in trace_state reads as "".
         assert_eq!(span_trace_state(&[0x1a, 0x02, 0xc3, 0x28]), "");
         // Appends after what out held.

@@ -19,6 +19,7 @@ use crate::durable::{ReplayReport, StorageOptions, SyncPolicy, TailStorage};
 use crate::error::{Error, Result};
 use crate::otlp::decode::decode;
 use crate::otlp::encode::{encode_requests, OutChunk};
+use crate::otlp::wire::RejectReason;
 use crate::otlp::Decoded;
 use crate::policy::inclusion::Stage;
 use crate::policy::Kind;
@@ -39,8 +40,8 @@ pub struct Engine {
     payloads_rejected: AtomicU64,
     payloads_refused: AtomicU64,
     payloads_emitted: AtomicU64,
-    /// Spans rejected alone, nested deeper than `MAX_LEVELS` (the rest of their payloads taken).
-    spans_rejected: AtomicU64,
+    /// Spans rejected alone, by `RejectReason::index` (the rest of their payloads taken).
+    spans_rejected: [AtomicU64; RejectReason::ALL.len()],
     /// Kept spans larger than `max_payload_bytes` by themselves, each sent in a payload of its own; and the
     /// last one's trace ID (for the log).
     spans_oversized: AtomicU64,
@@ -108,7 +109,7 @@ impl Engine {
             payloads_rejected: AtomicU64::new(0),
             payloads_refused: AtomicU64::new(0),
             payloads_emitted: AtomicU64::new(0),
-            spans_rejected: AtomicU64::new(0),
+            spans_rejected: Default::default(),
             spans_oversized: AtomicU64::new(0),
             last_oversized: Mutex::new(None),
             buffered_bytes: AtomicU64::new(0),
@@ -446,11 +447,20 @@ impl Engine {
         }
         self.record_red(&d);
         self.payloads_received.fetch_add(1, Ordering::Relaxed);
-        self.spans_rejected
-            .fetch_add(d.rejected_spans as u64, Ordering::Relaxed);
+        for (counter, n) in self.spans_rejected.iter().zip(d.rejected_by_reason) {
+            if n > 0 {
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
         Ok(Ingested {
             spans: d.spans.len(),
             rejected_spans: d.rejected_spans,
+            rejected_by_reason: RejectReason::ALL
+                .iter()
+                .zip(d.rejected_by_reason)
+                .filter(|(_, n)| *n > 0)
+                .map(|(r, n)| (*r, n))
+                .collect(),
             rejection: d.rejection,
         })
     }
@@ -692,7 +702,22 @@ impl Engine {
             ("spans_received", s.spans_received),
             (
                 "spans_rejected",
-                self.spans_rejected.load(Ordering::Relaxed),
+                self.spans_rejected
+                    .iter()
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .sum(),
+            ),
+            (
+                RejectReason::TooDeep.stat_key(),
+                self.spans_rejected[RejectReason::TooDeep.index()].load(Ordering::Relaxed),
+            ),
+            (
+                RejectReason::InvalidTraceId.stat_key(),
+                self.spans_rejected[RejectReason::InvalidTraceId.index()].load(Ordering::Relaxed),
+            ),
+            (
+                RejectReason::IdLength.stat_key(),
+                self.spans_rejected[RejectReason::IdLength.index()].load(Ordering::Relaxed),
             ),
             (
                 "spans_oversized",
@@ -930,9 +955,12 @@ fn add_gauges(a: &mut ShardGauges, b: &ShardGauges) {
 pub struct Ingested {
     /// Spans taken.
     pub spans: usize,
-    /// Spans rejected alone, nested deeper than `MAX_LEVELS` protobuf message levels (or under a resource or
-    /// scope that is); the rest of the payload was taken.
+    /// Spans rejected alone (see `Decoded`: no usable trace ID, an ID of the wrong length, nested deeper than
+    /// `MAX_LEVELS` protobuf message levels or under a resource or scope that is); the rest of the payload was
+    /// taken.
     pub rejected_spans: usize,
+    /// The same, per reason (only the reasons seen, in `RejectReason::ALL` order).
+    pub rejected_by_reason: Vec<(RejectReason, usize)>,
     /// Why the first of them was rejected, and where.
     pub rejection: Option<String>,
 }

@@ -5,6 +5,7 @@ mod common;
 
 use common::otlp_prost::*;
 use prost::Message;
+use tailsample_core::otlp::wire::RejectReason;
 use tailsample_core::otlp::{decode, AttrKeys, AttrValue};
 use tailsample_core::Error;
 
@@ -324,38 +325,198 @@ macro_rules! malformed {
 const SPAN: &str = "resource_spans[0].scope_spans[0].spans[0]";
 
 malformed! {
-    trace_id_of_15_bytes: wrap_span(&[field_bytes(1, &[7u8; 15]), field_bytes(2, &[8u8; 8])].concat())
-        => (format!("{SPAN}.trace_id"), "trace_id must be 16 bytes, got 15");
-    trace_id_missing: wrap_span(&field_bytes(2, &[8u8; 8]))
-        => (format!("{SPAN}.trace_id"), "trace_id must be 16 bytes, got 0");
-    trace_id_all_zero: wrap_span(&[field_bytes(1, &[0u8; 16]), field_bytes(2, &[8u8; 8])].concat())
-        => (format!("{SPAN}.trace_id"), "all zeros");
-    span_id_of_9_bytes: wrap_span(&[field_bytes(1, &[7u8; 16]), field_bytes(2, &[8u8; 9])].concat())
-        => (format!("{SPAN}.span_id"), "span_id must be 8 bytes, got 9");
-    parent_of_4_bytes: wrap_span(&[good_span_fields(), field_bytes(4, &[1u8; 4])].concat())
-        => (format!("{SPAN}.parent_span_id"), "parent_span_id must be 8 bytes or empty, got 4");
-    name_with_wrong_wire_type: wrap_span(&[good_span_fields(), vec![(5 << 3), 1]].concat())
-        => (format!("{SPAN}.name"), "wrong wire type: expected length-delimited, got varint");
-    start_time_as_varint: wrap_span(&[good_span_fields(), vec![(7 << 3), 1]].concat())
-        => (format!("{SPAN}.start_time_unix_nano"), "expected fixed64, got varint");
-    name_not_utf8: wrap_span(&[good_span_fields(), field_bytes(5, &[b'o', 0xff, b'k'])].concat())
-        => (format!("{SPAN}.name"), "not valid UTF-8");
     truncated_fixed64: wrap_span(&[good_span_fields(), vec![(8 << 3) | 1, 1, 2, 3]].concat())
         => (format!("{SPAN}.end_time_unix_nano"), "truncated fixed64");
-    attribute_value_not_utf8: wrap_span(&[good_span_fields(), field_bytes(9, &[field_bytes(1, b"k"), field_bytes(2, &field_bytes(1, &[0xc3]))].concat())].concat())
-        => (format!("{SPAN}.attributes[0].value.string_value"), "not valid UTF-8");
-    status_code_wrong_type: wrap_span(&[good_span_fields(), field_bytes(15, &field_bytes(3, b"x"))].concat())
-        => (format!("{SPAN}.status.code"), "expected varint");
-    link_trace_id_of_3_bytes: wrap_span(&[good_span_fields(), field_bytes(13, &field_bytes(1, &[1, 2, 3]))].concat())
-        => (format!("{SPAN}.links[0].trace_id"), "trace_id must be 16 bytes or empty, got 3");
     invalid_wire_type_7: vec![0x0f]
         => (String::new(), "invalid wire type 7");
-    resource_spans_as_varint: vec![0x08, 0x01]
-        => ("resource_spans[0]".to_string(), "expected length-delimited, got varint");
     length_past_end: vec![0x0a, 0x10, 0x00]
         => ("resource_spans[0]".to_string(), "runs past the end");
     unterminated_varint: vec![0x0a, 0x80]
         => ("resource_spans[0]".to_string(), "truncated varint");
+    // A reason to reject the span alone never hides malformed bytes after it, in the span or in the link.
+    link_bad_id_then_truncated: wrap_span(&[good_span_fields(), field_bytes(13, &[field_bytes(1, &[1, 2, 3]), vec![0x12, 0x08, 1]].concat())].concat())
+        => (format!("{SPAN}.links[0].span_id"), "runs past the end");
+    bad_span_id_then_truncated: wrap_span(&[field_bytes(1, &[7u8; 16]), field_bytes(2, &[1, 2]), vec![0x41, 0x01]].concat())
+        => (format!("{SPAN}.end_time_unix_nano"), "truncated fixed64");
+    name_not_utf8_then_truncated: wrap_span(&[good_span_fields(), field_bytes(5, &[b'o', 0xff]), vec![0x2a, 9]].concat())
+        => (format!("{SPAN}.name"), "runs past the end");
+}
+
+/// The span `bad` between two good spans (trace bytes 1 and 2), under one resource and scope.
+fn between_good(bad: &[u8]) -> Vec<u8> {
+    let good = |t: u8| [field_bytes(1, &[t; 16]), field_bytes(2, &[t; 8])].concat();
+    let mut ss = Vec::new();
+    for s in [good(1), bad.to_vec(), good(2)] {
+        ss.extend(field_bytes(2, &s));
+    }
+    let rs = [vec![0x12], varint(ss.len()), ss].concat();
+    [vec![0x0a], varint(rs.len()), rs].concat()
+}
+
+fn varint(mut n: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    while n >= 0x80 {
+        v.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    v.push(n as u8);
+    v
+}
+
+macro_rules! rejected_alone {
+    ($($name:ident: $span:expr => ($reason:ident, $field:expr, $msg:expr);)*) => {$(
+        /// Scenario: a span that cannot be used between two good ones. Guarantees: it alone is rejected,
+        /// counted under its reason, named with its field; the good spans are taken.
+        #[test]
+        fn $name() {
+            let span: Vec<u8> = $span;
+            let bytes = between_good(&span);
+            let d = decode(&bytes, &keys()).expect("the rest of the request stands");
+            assert_eq!(
+                d.spans.iter().map(|s| s.trace_id[0]).collect::<Vec<_>>(),
+                [1, 2]
+            );
+            assert_eq!(d.rejected_spans, 1);
+            let mut want = [0; RejectReason::ALL.len()];
+            want[RejectReason::$reason.index()] = 1;
+            assert_eq!(d.rejected_by_reason, want);
+            let why = d.rejection.unwrap_or_default();
+            let at = format!("resource_spans[0].scope_spans[0].spans[1].{}: ", $field);
+            assert!(why.starts_with(&at), "{why}");
+            assert!(why.contains($msg), "{why} should contain {:?}", $msg);
+        }
+    )*};
+}
+
+rejected_alone! {
+    trace_id_of_15_bytes: [field_bytes(1, &[7u8; 15]), field_bytes(2, &[8u8; 8])].concat()
+        => (InvalidTraceId, "trace_id", "trace_id must be 16 bytes or empty, got 15");
+    trace_id_missing: field_bytes(2, &[8u8; 8])
+        => (InvalidTraceId, "trace_id", "trace_id is empty or absent");
+    trace_id_empty: [field_bytes(1, &[]), field_bytes(2, &[8u8; 8])].concat()
+        => (InvalidTraceId, "trace_id", "trace_id is empty or absent");
+    trace_id_all_zero: [field_bytes(1, &[0u8; 16]), field_bytes(2, &[8u8; 8])].concat()
+        => (InvalidTraceId, "trace_id", "all zeros");
+    trace_id_as_varint_is_unknown_so_absent: [vec![0x08, 1], field_bytes(2, &[8u8; 8])].concat()
+        => (InvalidTraceId, "trace_id", "trace_id is empty or absent");
+    span_id_of_9_bytes: [field_bytes(1, &[7u8; 16]), field_bytes(2, &[8u8; 9])].concat()
+        => (IdLength, "span_id", "span_id must be 8 bytes or empty, got 9");
+    parent_of_4_bytes: [good_span_fields(), field_bytes(4, &[1u8; 4])].concat()
+        => (IdLength, "parent_span_id", "parent_span_id must be 8 bytes or empty, got 4");
+    link_trace_id_of_3_bytes: [good_span_fields(), field_bytes(13, &field_bytes(1, &[1, 2, 3]))].concat()
+        => (IdLength, "links[0]", "trace_id must be 16 bytes or empty, got 3");
+}
+
+/// The request of `span` between two good spans, checked to be taken whole, the span's bytes as they came.
+fn taken(span: &[u8], keys: &AttrKeys) -> Vec<u8> {
+    let bytes = between_good(span);
+    let d = decode(&bytes, keys).expect("taken");
+    assert_eq!((d.spans.len(), d.rejected_spans), (3, 0));
+    assert_eq!(d.spans[1].raw, span, "the span's bytes, as they came");
+    bytes
+}
+
+/// Scenario: what every protobuf runtime parses, or what pdata (the reference) takes: known fields with the
+/// wrong wire type (unknown fields to every runtime), invalid UTF-8 in strings, an empty span ID.
+/// Guarantees: the span is taken, its bytes kept as they came; a mistyped field reads as absent, an invalid
+/// string as "", an empty span ID as zeros.
+#[test]
+fn what_runtimes_parse_is_taken_as_it_came() {
+    let k = AttrKeys::new(["k"]);
+    let read = |span: &[u8], f: &dyn Fn(&tailsample_core::otlp::decode::Decoded<'_>)| {
+        let bytes = taken(span, &k);
+        f(&decode(&bytes, &k).unwrap());
+    };
+    let g = good_span_fields;
+    read(&[g(), vec![5 << 3, 1]].concat(), &|d| {
+        assert_eq!(d.spans[1].name, "")
+    });
+    read(&[g(), vec![6 << 3 | 2, 1, 3]].concat(), &|d| {
+        assert_eq!(d.spans[1].kind, 0)
+    });
+    read(&[g(), vec![7 << 3, 1]].concat(), &|d| {
+        assert_eq!(d.spans[1].start_time_unix_nano, 0)
+    });
+    read(&[g(), field_bytes(5, &[b'o', 0xff, b'k'])].concat(), &|d| {
+        assert_eq!(d.spans[1].name, "")
+    });
+    let attr = field_bytes(
+        9,
+        &[
+            field_bytes(1, b"k"),
+            field_bytes(2, &field_bytes(1, &[0xc3])),
+        ]
+        .concat(),
+    );
+    read(&[g(), attr].concat(), &|d| {
+        assert_eq!(d.span_attr(1, 0), AttrValue::Str(""))
+    });
+    let key_not_utf8 = field_bytes(
+        9,
+        &[
+            field_bytes(1, &[0xff]),
+            field_bytes(2, &field_bytes(1, b"v")),
+        ]
+        .concat(),
+    );
+    read(&[g(), key_not_utf8].concat(), &|d| {
+        assert_eq!(d.span_attr(1, 0), AttrValue::Absent)
+    });
+    // An int sent as a string, in an attribute: unknown, so the value is empty.
+    let mistyped_int = field_bytes(
+        9,
+        &[field_bytes(1, b"k"), field_bytes(2, &field_bytes(3, b"1"))].concat(),
+    );
+    read(&[g(), mistyped_int].concat(), &|d| {
+        assert_eq!(d.span_attr(1, 0), AttrValue::Empty)
+    });
+    read(
+        &[g(), field_bytes(15, &field_bytes(3, b"x"))].concat(),
+        &|d| assert_eq!(d.spans[1].status_code, 0),
+    );
+    read(
+        &[
+            g(),
+            field_bytes(15, &[field_bytes(2, &[0xfe]), vec![0x18, 2]].concat()),
+        ]
+        .concat(),
+        &|d| assert_eq!(d.spans[1].status_code, 2),
+    );
+    read(
+        &[field_bytes(1, &[7u8; 16]), field_bytes(2, &[])].concat(),
+        &|d| assert_eq!(d.spans[1].span_id, [0; 8]),
+    );
+    read(&field_bytes(1, &[7u8; 16]), &|d| {
+        assert_eq!(d.spans[1].span_id, [0; 8])
+    });
+    // Events and links with mistyped fields and invalid strings.
+    let event = field_bytes(
+        11,
+        &[field_bytes(1, b"12345678"), field_bytes(2, &[0xff])].concat(),
+    );
+    let link = field_bytes(
+        13,
+        &[
+            vec![0x08, 1],
+            field_bytes(6, b"four"),
+            field_bytes(3, &[0xc0]),
+        ]
+        .concat(),
+    );
+    read(&[g(), event, link].concat(), &|d| {
+        assert_eq!(d.spans.len(), 3)
+    });
+    // Mistyped fields at the request, resource spans and scope spans levels: unknown, skipped.
+    let d = decode(&[0x08, 0x01], &k).unwrap();
+    assert_eq!((d.spans.len(), d.rejected_spans), (0, 0));
+    let rs = [
+        vec![0x08, 1, 0x10, 1, 0x18, 1],
+        field_bytes(2, &[vec![0x08, 1], vec![0x10, 1]].concat()),
+    ]
+    .concat();
+    let req = [vec![0x0a, rs.len() as u8], rs].concat();
+    let d = decode(&req, &k).unwrap();
+    assert_eq!((d.spans.len(), d.rejected_spans), (0, 0));
 }
 
 /// Scenario: a valid one-resource payload cut at every byte. Guarantees: every cut is an error (the length

@@ -6,6 +6,7 @@ use common::otlp_prost::*;
 use common::{span_ids, stat};
 use prost::Message;
 use serde_json::json;
+use tailsample_core::otlp::wire::RejectReason;
 use tailsample_core::{Engine, EngineConfig, Error};
 
 const S: i64 = 1_000_000_000;
@@ -344,22 +345,56 @@ fn output_payloads_respect_the_size_limit() {
     assert_eq!(span_ids(&out).len(), 400);
 }
 
-/// Scenario: a rejected payload between good ones. Guarantees: counted, nothing of it buffered, the others'
-/// decisions unchanged.
+/// Scenario: a malformed (truncated) payload between good ones. Guarantees: counted, nothing of it buffered,
+/// the others' decisions unchanged.
 #[test]
 fn rejected_payload_leaves_the_store_untouched() {
     let e = engine(json!({}), always());
     let mut rng = Rng(11);
     let (_, good) = one_trace(&mut rng, 3);
     e.ingest(&good, 0).unwrap();
-    let mut bad = request(&mut rng, 5, 5, "svc");
-    bad.resource_spans[0].scope_spans[0].spans[4].span_id = vec![1; 7];
+    let bad = request(&mut rng, 5, 5, "svc").encode_to_vec();
     assert!(matches!(
-        e.ingest(&bad.encode_to_vec(), 0),
+        e.ingest(&bad[..bad.len() - 3], 0),
         Err(Error::Decode { .. })
     ));
     assert_eq!(stat(&e, "payloads_rejected"), 1);
     assert_eq!(stat(&e, "traces_in_memory"), 1);
+    assert_eq!(span_ids(&e.flush(S)).len(), 3);
+}
+
+/// Scenario: a payload of 5 spans, one with a 7-byte span ID and one with an all-zero trace ID.
+/// Guarantees: those two are rejected alone and counted by reason; the 3 others are taken and leave.
+#[test]
+fn unusable_spans_are_rejected_alone_and_counted_by_reason() {
+    let e = engine(json!({}), always());
+    let mut rng = Rng(12);
+    let mut req = request(&mut rng, 5, 5, "svc");
+    req.resource_spans[0].scope_spans[0].spans[4].span_id = vec![1; 7];
+    req.resource_spans[0].scope_spans[0].spans[2].trace_id = vec![0; 16];
+    let got = e.ingest_report(&req.encode_to_vec(), 0).unwrap();
+    assert_eq!((got.spans, got.rejected_spans), (3, 2));
+    assert_eq!(
+        got.rejected_by_reason,
+        [
+            (RejectReason::InvalidTraceId, 1),
+            (RejectReason::IdLength, 1)
+        ]
+    );
+    assert!(got
+        .rejection
+        .unwrap_or_default()
+        .starts_with("resource_spans[0].scope_spans[0].spans[2].trace_id: "));
+    assert_eq!(stat(&e, "payloads_rejected"), 0);
+    assert_eq!(
+        (
+            stat(&e, "spans_rejected"),
+            stat(&e, "spans_rejected_invalid_trace_id"),
+            stat(&e, "spans_rejected_id_length"),
+            stat(&e, "spans_rejected_too_deep")
+        ),
+        (2, 1, 1, 0)
+    );
     assert_eq!(span_ids(&e.flush(S)).len(), 3);
 }
 

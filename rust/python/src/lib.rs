@@ -385,16 +385,28 @@ impl NativeEngine {
         run(py, || self.engine.ingest(payload, now))?.map_err(|e| to_py(py, e))
     }
 
-    /// `ingest`, also saying what was rejected alone: (spans taken, spans rejected, the first one's reason or "").
+    /// `ingest`, also saying what was rejected alone: (spans taken, spans rejected, the first one's reason or "",
+    /// [(reason label, spans)] for the reasons seen).
+    #[allow(clippy::type_complexity)]
     fn ingest_report(
         &self,
         py: Python<'_>,
         payload: &[u8],
         now: f64,
-    ) -> PyResult<(usize, usize, String)> {
+    ) -> PyResult<(usize, usize, String, Vec<(&'static str, usize)>)> {
         let now = now_ns(py, now)?;
         let r = run(py, || self.engine.ingest_report(payload, now))?.map_err(|e| to_py(py, e))?;
-        Ok((r.spans, r.rejected_spans, r.rejection.unwrap_or_default()))
+        let by_reason = r
+            .rejected_by_reason
+            .iter()
+            .map(|(reason, n)| (reason.label(), *n))
+            .collect();
+        Ok((
+            r.spans,
+            r.rejected_spans,
+            r.rejection.unwrap_or_default(),
+            by_reason,
+        ))
     }
 
     /// (kept spans larger than max_payload_bytes so far, the last one's (trace ID as 32 hex digits, size) or None).

@@ -9,7 +9,9 @@
 
 use std::borrow::Cow;
 
-use super::wire::{is_ascii, utf8, wrong_type, Fail, Reader, WireResult, WireType, MAX_LEVELS};
+use super::wire::{
+    is_ascii, mistyped, text, Fail, Reader, RejectReason, WireResult, WireType, MAX_LEVELS,
+};
 use crate::error::Error;
 
 /// The attribute keys that configured policies read; the scanner extracts only these.
@@ -381,7 +383,7 @@ impl<'a> Iterator for Entries<'a> {
                 (1 | 2, WireType::Len) => {
                     let Ok((b, _)) = r.read_len() else { break };
                     if field == 1 {
-                        key = std::str::from_utf8(b).unwrap_or("");
+                        key = text(b);
                     } else {
                         value = read_any_value(b);
                     }
@@ -408,7 +410,7 @@ fn read_any_value(buf: &[u8]) -> AttrValue<'_> {
             (1 | 5 | 6 | 7, WireType::Len) => {
                 let Ok((b, _)) = r.read_len() else { break };
                 match field {
-                    1 => AttrValue::Str(std::str::from_utf8(b).unwrap_or("")),
+                    1 => AttrValue::Str(text(b)),
                     5 => AttrValue::Array(b),
                     6 => AttrValue::Map(b),
                     _ => AttrValue::Bytes(b),
@@ -480,9 +482,11 @@ pub struct SpanView<'a> {
 /// A validated request: resources, scopes and spans in wire order, and the extracted attributes
 /// (`attrs[i * keys + k]` for span `i`, `resource_attrs[r * keys + k]` for resource `r`).
 ///
-/// Spans nested deeper than `MAX_LEVELS` (in their attributes, events, links, or their resource's or scope's
-/// attributes) are not in `spans`: they are counted in `rejected_spans`, the first one's reason in `rejection`,
-/// and the rest of the request stands (an OTLP partial success).
+/// Spans that cannot be used are not in `spans`: without a usable trace ID, with an ID of the wrong length
+/// (span, parent, link), or nested deeper than `MAX_LEVELS` (in their attributes, events, links, or their
+/// resource's or scope's attributes). They are counted in `rejected_spans` (and by reason, indexed by
+/// `RejectReason::index`), the first one's reason in `rejection`, and the rest of the request stands (an OTLP
+/// partial success).
 #[derive(Debug, Default)]
 pub struct Decoded<'a> {
     pub resources: Vec<ResourceView<'a>>,
@@ -492,6 +496,7 @@ pub struct Decoded<'a> {
     pub resource_attrs: Vec<AttrValue<'a>>,
     pub keys: usize,
     pub rejected_spans: usize,
+    pub rejected_by_reason: [usize; RejectReason::ALL.len()],
     pub rejection: Option<String>,
 }
 
@@ -538,6 +543,8 @@ impl<'a> Decoded<'a> {
     #[cold]
     fn reject(&mut self, n: usize, at: impl FnOnce() -> String, why: &Fail) {
         self.rejected_spans += n;
+        let reason = why.reject.unwrap_or(RejectReason::TooDeep);
+        self.rejected_by_reason[reason.index()] += n;
         if self.rejection.is_none() {
             let under = why.field.split('.').next().unwrap_or("");
             let at = at();
@@ -549,6 +556,29 @@ impl<'a> Decoded<'a> {
             self.rejection = Some(format!("{at}: {} (at byte {})", why.message, why.offset));
         }
     }
+}
+
+/// The wire type of every field each message declares (`[n - 1]` for field `n`; see `mistyped`). A field that
+/// arrives with another one is unknown to every protobuf runtime: skipped here, kept in the raw bytes.
+mod wt {
+    use super::WireType::{self, Len, Varint, I32, I64};
+    pub const REQUEST: [WireType; 1] = [Len];
+    /// `instrumentation_library_spans` (1000) is checked by hand.
+    pub const RESOURCE_SPANS: [WireType; 3] = [Len, Len, Len];
+    pub const RESOURCE: [WireType; 3] = [Len, Varint, Len];
+    pub const ENTITY_REF: [WireType; 4] = [Len, Len, Len, Len];
+    pub const KEY_VALUE: [WireType; 2] = [Len, Len];
+    pub const ANY_VALUE: [WireType; 7] = [Len, Varint, Varint, I64, Len, Len, Len];
+    /// `ArrayValue.values`, `KeyValueList.values`.
+    pub const REPEATED_MESSAGE: [WireType; 1] = [Len];
+    pub const SCOPE_SPANS: [WireType; 3] = [Len, Len, Len];
+    pub const SCOPE: [WireType; 4] = [Len, Len, Len, Varint];
+    pub const SPAN: [WireType; 16] = [
+        Len, Len, Len, Len, Len, Varint, I64, I64, Len, Varint, Len, Varint, Len, Varint, Len, I32,
+    ];
+    pub const EVENT: [WireType; 4] = [I64, Len, Len, Varint];
+    pub const LINK: [WireType; 6] = [Len, Len, Len, Len, Varint, I32];
+    pub const STATUS: [WireType; 3] = [Varint, Len, Varint];
 }
 
 /// Scans and validates a whole `ExportTraceServiceRequest`.
@@ -577,11 +607,12 @@ fn scan_request<'a>(payload: &'a [u8], keys: &AttrKeys, out: &mut Decoded<'a>) -
     let mut r = Reader::at_level(payload, 0, L_REQUEST);
     let mut index = 0usize;
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::REQUEST, field, wt) {
+            r.skip(field, wt)?;
+            continue;
+        }
         if field == 1 {
-            expect(at, wt, WireType::Len)
-                .map_err(|e| e.within(format!("resource_spans[{index}]")))?;
             let (bytes, off) = r
                 .read_len()
                 .map_err(|e| e.within(format!("resource_spans[{index}]")))?;
@@ -593,15 +624,6 @@ fn scan_request<'a>(payload: &'a [u8], keys: &AttrKeys, out: &mut Decoded<'a>) -
         }
     }
     Ok(())
-}
-
-#[inline]
-fn expect(at: usize, got: WireType, want: WireType) -> WireResult<()> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(wrong_type(at, want, got))
-    }
 }
 
 /// Merges a repeated singular message field the protobuf way: by concatenating its encodings.
@@ -635,17 +657,19 @@ fn scan_resource_spans<'a>(
     let mut r = Reader::at_level(buf, base, L_RESOURCE_SPANS);
     let mut scope_index = 0usize;
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::RESOURCE_SPANS, field, wt) || (field == 1000 && wt != WireType::Len) {
+            r.skip(field, wt)?;
+            continue;
+        }
         match field {
             1 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("resource"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("resource"))?;
                 let attrs = &mut out.resource_attrs[rid * keys.len()..(rid + 1) * keys.len()];
                 match scan_resource(bytes, off, keys, attrs) {
                     Ok(()) => merge(&mut out.resources[rid].raw, bytes),
                     // Every span under it is rejected, below, once the scopes are scanned.
-                    Err(e) if e.too_deep => {
+                    Err(e) if e.reject.is_some() => {
                         too_deep.get_or_insert(e);
                     }
                     Err(e) => return Err(e.within("resource")),
@@ -659,7 +683,6 @@ fn scan_resource_spans<'a>(
                     "instrumentation_library_spans"
                 };
                 let label = || format!("{name}[{scope_index}]");
-                expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
                 let path = (rs_index, name, scope_index);
                 scan_scope_spans(bytes, off, rid as u32, path, keys, out)
@@ -667,10 +690,8 @@ fn scan_resource_spans<'a>(
                 scope_index += 1;
             }
             3 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("schema_url"))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.at_field("schema_url"))?;
-                out.resources[rid].schema_url =
-                    utf8(bytes, off).map_err(|e| e.at_field("schema_url"))?;
+                let (bytes, _) = r.read_len().map_err(|e| e.at_field("schema_url"))?;
+                out.resources[rid].schema_url = text(bytes);
             }
             _ => r.skip(field, wt)?,
         }
@@ -695,21 +716,21 @@ fn scan_resource<'a>(
     let mut index = 0usize;
     let mut entity_index = 0usize;
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::RESOURCE, field, wt) {
+            r.skip(field, wt)?;
+            continue;
+        }
         match field {
             1 => {
-                index = scan_attribute(&mut r, at, wt, index, keys, attrs)?;
+                index = scan_attribute(&mut r, index, keys, attrs)?;
             }
             2 => {
-                expect(at, wt, WireType::Varint)
-                    .map_err(|e| e.at_field("dropped_attributes_count"))?;
                 r.read_varint()
                     .map_err(|e| e.at_field("dropped_attributes_count"))?;
             }
             3 => {
                 let label = || format!("entity_refs[{entity_index}]");
-                expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
                 scan_entity_ref(bytes, off).map_err(|e| e.within(label()))?;
                 entity_index += 1;
@@ -724,8 +745,11 @@ fn scan_resource<'a>(
 fn scan_entity_ref(buf: &[u8], base: usize) -> WireResult<()> {
     let mut r = Reader::at_level(buf, base, L_ENTITY_REF);
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::ENTITY_REF, field, wt) {
+            r.skip(field, wt)?;
+            continue;
+        }
         let label = match field {
             1 => "schema_url",
             2 => "type",
@@ -736,9 +760,8 @@ fn scan_entity_ref(buf: &[u8], base: usize) -> WireResult<()> {
                 continue;
             }
         };
-        expect(at, wt, WireType::Len).map_err(|e| e.at_field(label))?;
-        let (bytes, off) = r.read_len().map_err(|e| e.at_field(label))?;
-        utf8(bytes, off).map_err(|e| e.at_field(label))?;
+        let (bytes, _) = r.read_len().map_err(|e| e.at_field(label))?;
+        text(bytes);
     }
     Ok(())
 }
@@ -748,14 +771,11 @@ fn scan_entity_ref(buf: &[u8], base: usize) -> WireResult<()> {
 #[inline]
 fn scan_attribute<'a>(
     r: &mut Reader<'a>,
-    at: usize,
-    wt: WireType,
     index: usize,
     keys: &AttrKeys,
     attrs: &mut [AttrValue<'a>],
 ) -> WireResult<usize> {
     let label = || format!("attributes[{index}]");
-    expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
     let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
     let (key, value) = scan_key_value(bytes, off, r.level() + 1).map_err(|e| e.within(label()))?;
     if !keys.is_empty() {
@@ -823,16 +843,17 @@ fn scan_key_value_general(
     let mut key = "";
     let mut value = AttrValue::Empty;
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::KEY_VALUE, field, wt) {
+            r.skip(field, wt)?;
+            continue;
+        }
         match field {
             1 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("key"))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.at_field("key"))?;
-                key = utf8(bytes, off).map_err(|e| e.at_field("key"))?;
+                let (bytes, _) = r.read_len().map_err(|e| e.at_field("key"))?;
+                key = text(bytes);
             }
             2 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("value"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("value"))?;
                 value = scan_any_value(bytes, off, level + 1).map_err(|e| e.within("value"))?;
             }
@@ -850,42 +871,32 @@ fn scan_any_value(buf: &[u8], base: usize, level: usize) -> WireResult<AttrValue
     let mut r = Reader::at_level(buf, base, level);
     let mut value = AttrValue::Empty;
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::ANY_VALUE, field, wt) {
+            r.skip(field, wt)?;
+            continue;
+        }
         value = match field {
             1 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("string_value"))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.at_field("string_value"))?;
-                AttrValue::Str(utf8(bytes, off).map_err(|e| e.at_field("string_value"))?)
+                let (bytes, _) = r.read_len().map_err(|e| e.at_field("string_value"))?;
+                AttrValue::Str(text(bytes))
             }
-            2 => {
-                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("bool_value"))?;
-                AttrValue::Bool(r.read_varint().map_err(|e| e.at_field("bool_value"))? != 0)
-            }
-            3 => {
-                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("int_value"))?;
-                AttrValue::Int(r.read_varint().map_err(|e| e.at_field("int_value"))? as i64)
-            }
-            4 => {
-                expect(at, wt, WireType::I64).map_err(|e| e.at_field("double_value"))?;
-                AttrValue::Double(f64::from_bits(
-                    r.read_fixed64().map_err(|e| e.at_field("double_value"))?,
-                ))
-            }
+            2 => AttrValue::Bool(r.read_varint().map_err(|e| e.at_field("bool_value"))? != 0),
+            3 => AttrValue::Int(r.read_varint().map_err(|e| e.at_field("int_value"))? as i64),
+            4 => AttrValue::Double(f64::from_bits(
+                r.read_fixed64().map_err(|e| e.at_field("double_value"))?,
+            )),
             5 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("array_value"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("array_value"))?;
                 scan_array(bytes, off, level + 1).map_err(|e| e.within("array_value"))?;
                 AttrValue::Array(bytes)
             }
             6 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("kvlist_value"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("kvlist_value"))?;
                 scan_kvlist(bytes, off, level + 1).map_err(|e| e.within("kvlist_value"))?;
                 AttrValue::Map(bytes)
             }
             7 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("bytes_value"))?;
                 let (bytes, _) = r.read_len().map_err(|e| e.at_field("bytes_value"))?;
                 AttrValue::Bytes(bytes)
             }
@@ -905,11 +916,13 @@ fn scan_array(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
     let mut r = Reader::at_level(buf, base, level);
     let mut index = 0usize;
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::REPEATED_MESSAGE, field, wt) {
+            r.skip(field, wt)?;
+            continue;
+        }
         if field == 1 {
             let label = || format!("values[{index}]");
-            expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
             let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
             scan_any_value(bytes, off, level + 1).map_err(|e| e.within(label()))?;
             index += 1;
@@ -927,11 +940,13 @@ fn scan_kvlist(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
     let mut r = Reader::at_level(buf, base, level);
     let mut index = 0usize;
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::REPEATED_MESSAGE, field, wt) {
+            r.skip(field, wt)?;
+            continue;
+        }
         if field == 1 {
             let label = || format!("values[{index}]");
-            expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
             let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
             scan_key_value(bytes, off, level + 1).map_err(|e| e.within(label()))?;
             index += 1;
@@ -943,14 +958,8 @@ fn scan_kvlist(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
 }
 
 /// Validates the attributes of a message we do not extract from (events, links, scopes).
-fn scan_plain_attribute(
-    r: &mut Reader<'_>,
-    at: usize,
-    wt: WireType,
-    index: usize,
-) -> WireResult<()> {
+fn scan_plain_attribute(r: &mut Reader<'_>, index: usize) -> WireResult<()> {
     let label = || format!("attributes[{index}]");
-    expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
     let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
     scan_key_value(bytes, off, r.level() + 1).map_err(|e| e.within(label()))?;
     Ok(())
@@ -979,16 +988,18 @@ fn scan_scope_spans<'a>(
     let mut r = Reader::at_level(buf, base, L_SCOPE_SPANS);
     let mut span_index = 0usize;
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::SCOPE_SPANS, field, wt) {
+            r.skip(field, wt)?;
+            continue;
+        }
         match field {
             1 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("scope"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("scope"))?;
                 let name = match scan_scope(bytes, off) {
                     Ok(name) => name,
                     // Every span of this scope is rejected, below.
-                    Err(e) if e.too_deep => {
+                    Err(e) if e.reject.is_some() => {
                         too_deep.get_or_insert(e);
                         continue;
                     }
@@ -1002,7 +1013,6 @@ fn scan_scope_spans<'a>(
             }
             2 => {
                 let label = || format!("spans[{span_index}]");
-                expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
                 let first_attr = out.span_attrs.len();
                 out.span_attrs
@@ -1016,7 +1026,7 @@ fn scan_scope_spans<'a>(
                 ) {
                     Ok(span) => out.spans.push(span),
                     // Rejected alone: the rest of the request stands.
-                    Err(e) if e.too_deep => {
+                    Err(e) if e.reject.is_some() => {
                         out.span_attrs.truncate(first_attr);
                         out.reject(1, || format!("{}.{}", here(), label()), &e);
                     }
@@ -1025,10 +1035,8 @@ fn scan_scope_spans<'a>(
                 span_index += 1;
             }
             3 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("schema_url"))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.at_field("schema_url"))?;
-                out.scopes[sid].schema_url =
-                    utf8(bytes, off).map_err(|e| e.at_field("schema_url"))?;
+                let (bytes, _) = r.read_len().map_err(|e| e.at_field("schema_url"))?;
+                out.scopes[sid].schema_url = text(bytes);
             }
             _ => r.skip(field, wt)?,
         }
@@ -1045,25 +1053,25 @@ fn scan_scope(buf: &[u8], base: usize) -> WireResult<Option<&str>> {
     let mut name = None;
     let mut index = 0usize;
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::SCOPE, field, wt) {
+            r.skip(field, wt)?;
+            continue;
+        }
         match field {
             1 | 2 => {
                 let label = if field == 1 { "name" } else { "version" };
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field(label))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.at_field(label))?;
-                let s = utf8(bytes, off).map_err(|e| e.at_field(label))?;
+                let (bytes, _) = r.read_len().map_err(|e| e.at_field(label))?;
+                let s = text(bytes);
                 if field == 1 {
                     name = Some(s);
                 }
             }
             3 => {
-                scan_plain_attribute(&mut r, at, wt, index)?;
+                scan_plain_attribute(&mut r, index)?;
                 index += 1;
             }
             4 => {
-                expect(at, wt, WireType::Varint)
-                    .map_err(|e| e.at_field("dropped_attributes_count"))?;
                 r.read_varint()
                     .map_err(|e| e.at_field("dropped_attributes_count"))?;
             }
@@ -1073,24 +1081,34 @@ fn scan_scope(buf: &[u8], base: usize) -> WireResult<Option<&str>> {
     Ok(name)
 }
 
+/// Keeps the first rejection of a span (`Fail::reject`) while its scan goes on; anything else is returned.
+#[inline]
+fn pending(first: &mut Option<Fail>, e: Fail) -> WireResult<()> {
+    if e.reject.is_none() {
+        return Err(e);
+    }
+    first.get_or_insert(e);
+    Ok(())
+}
+
+/// An ID field: `None` when empty, the ID when `N` bytes; any other length rejects the span holding it with
+/// `reason` (every protobuf runtime parses it, but pdata refuses the request holding it, so the span could be
+/// neither used nor passed on).
 fn read_id<const N: usize>(
     bytes: &[u8],
     off: usize,
     name: &str,
-    allow_empty: bool,
+    reason: RejectReason,
 ) -> WireResult<Option<[u8; N]>> {
-    if bytes.is_empty() && allow_empty {
+    if bytes.is_empty() {
         return Ok(None);
     }
     match <[u8; N]>::try_from(bytes) {
         Ok(id) => Ok(Some(id)),
-        Err(_) => Err(Fail::new(
+        Err(_) => Err(Fail::rejecting(
             off,
-            format!(
-                "{name} must be {N} bytes{}, got {}",
-                if allow_empty { " or empty" } else { "" },
-                bytes.len()
-            ),
+            reason,
+            format!("{name} must be {N} bytes or empty, got {}", bytes.len()),
         )),
     }
 }
@@ -1123,14 +1141,20 @@ fn scan_span<'a>(
         flags: 0,
         reencoded_extra: 0,
     };
+    // The first reason to reject the span, kept while the rest of it is validated: malformed bytes after it
+    // still refuse the request (a rejection never hides them).
+    let mut rejected: Option<Fail> = None;
     let mut has_parent_field = false;
     let mut has_status_field = false;
     let mut attr_index = 0usize;
     let mut event_index = 0usize;
     let mut link_index = 0usize;
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::SPAN, field, wt) {
+            r.skip(field, wt)?;
+            continue;
+        }
         match field {
             1 | 2 | 4 => {
                 let label = match field {
@@ -1138,7 +1162,6 @@ fn scan_span<'a>(
                     2 => "span_id",
                     _ => "parent_span_id",
                 };
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field(label))?;
                 let v = r.read_len().map_err(|e| e.at_field(label))?;
                 match field {
                     1 => trace_id = v,
@@ -1151,9 +1174,8 @@ fn scan_span<'a>(
             }
             3 | 5 => {
                 let label = if field == 3 { "trace_state" } else { "name" };
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field(label))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.at_field(label))?;
-                let s = utf8(bytes, off).map_err(|e| e.at_field(label))?;
+                let (bytes, _) = r.read_len().map_err(|e| e.at_field(label))?;
+                let s = text(bytes);
                 if field == 3 {
                     span.trace_state = s;
                 } else {
@@ -1161,49 +1183,50 @@ fn scan_span<'a>(
                 }
             }
             6 => {
-                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("kind"))?;
                 span.kind = r.read_varint().map_err(|e| e.at_field("kind"))? as i32;
             }
             7 => {
-                expect(at, wt, WireType::I64).map_err(|e| e.at_field("start_time_unix_nano"))?;
                 span.start_time_unix_nano = r
                     .read_fixed64()
                     .map_err(|e| e.at_field("start_time_unix_nano"))?;
             }
             8 => {
-                expect(at, wt, WireType::I64).map_err(|e| e.at_field("end_time_unix_nano"))?;
                 span.end_time_unix_nano = r
                     .read_fixed64()
                     .map_err(|e| e.at_field("end_time_unix_nano"))?;
             }
-            9 => {
-                attr_index = scan_attribute(&mut r, at, wt, attr_index, keys, attrs)?;
-            }
+            9 => match scan_attribute(&mut r, attr_index, keys, attrs) {
+                Ok(next) => attr_index = next,
+                Err(e) => {
+                    attr_index += 1;
+                    pending(&mut rejected, e)?;
+                }
+            },
             10 | 12 | 14 => {
                 let label = match field {
                     10 => "dropped_attributes_count",
                     12 => "dropped_events_count",
                     _ => "dropped_links_count",
                 };
-                expect(at, wt, WireType::Varint).map_err(|e| e.at_field(label))?;
                 r.read_varint().map_err(|e| e.at_field(label))?;
             }
             11 => {
                 let label = || format!("events[{event_index}]");
-                expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-                scan_event(bytes, off).map_err(|e| e.within(label()))?;
+                if let Err(e) = scan_event(bytes, off) {
+                    pending(&mut rejected, e.within(label()))?;
+                }
                 event_index += 1;
             }
             13 => {
                 let label = || format!("links[{link_index}]");
-                expect(at, wt, WireType::Len).map_err(|e| e.within(label()))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-                scan_link(bytes, off).map_err(|e| e.within(label()))?;
+                if let Err(e) = scan_link(bytes, off) {
+                    pending(&mut rejected, e.within(label()))?;
+                }
                 link_index += 1;
             }
             15 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("status"))?;
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("status"))?;
                 has_status_field = true;
                 if let Some(code) = scan_status(bytes, off).map_err(|e| e.within("status"))? {
@@ -1211,26 +1234,47 @@ fn scan_span<'a>(
                 }
             }
             16 => {
-                expect(at, wt, WireType::I32).map_err(|e| e.at_field("flags"))?;
                 span.flags = r.read_fixed32().map_err(|e| e.at_field("flags"))?;
             }
             _ => r.skip(field, wt)?,
         }
     }
-    let tid: [u8; 16] = read_id(trace_id.0, trace_id.1, "trace_id", false)
-        .map_err(|e| e.at_field("trace_id"))?
-        .unwrap_or_default();
-    if tid == [0; 16] {
-        return Err(
-            Fail::new(trace_id.1, "trace_id is all zeros (an invalid trace ID)")
-                .at_field("trace_id"),
-        );
+    if let Some(e) = rejected {
+        return Err(e);
     }
-    span.trace_id = tid;
-    span.span_id = read_id(span_id.0, span_id.1, "span_id", false)
+    // A span without a usable trace ID cannot join a trace: rejected alone (pdata would read an empty or
+    // all-zero ID as the one trace ID zero, shared by every such span of every sender).
+    let tid = read_id::<16>(
+        trace_id.0,
+        trace_id.1,
+        "trace_id",
+        RejectReason::InvalidTraceId,
+    )
+    .map_err(|e| e.at_field("trace_id"))?;
+    span.trace_id = match tid {
+        Some(id) if id != [0; 16] => id,
+        Some(_) => {
+            return Err(Fail::rejecting(
+                trace_id.1,
+                RejectReason::InvalidTraceId,
+                "trace_id is all zeros (an invalid trace ID)",
+            )
+            .at_field("trace_id"))
+        }
+        None => {
+            return Err(Fail::rejecting(
+                trace_id.1,
+                RejectReason::InvalidTraceId,
+                "trace_id is empty or absent",
+            )
+            .at_field("trace_id"))
+        }
+    };
+    // An empty span ID is taken, as pdata takes it (all zeros).
+    span.span_id = read_id(span_id.0, span_id.1, "span_id", RejectReason::IdLength)
         .map_err(|e| e.at_field("span_id"))?
         .unwrap_or_default();
-    let p: Option<[u8; 8]> = read_id(parent.0, parent.1, "parent_span_id", true)
+    let p: Option<[u8; 8]> = read_id(parent.0, parent.1, "parent_span_id", RejectReason::IdLength)
         .map_err(|e| e.at_field("parent_span_id"))?;
     // An all-zero parent is an invalid span ID, which pdata treats as empty: the span is a root.
     span.parent_span_id = p.filter(|id| *id != [0; 8]);
@@ -1242,25 +1286,24 @@ fn scan_event(buf: &[u8], base: usize) -> WireResult<()> {
     let mut r = Reader::at_level(buf, base, L_SPAN_PART);
     let mut index = 0usize;
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::EVENT, field, wt) {
+            r.skip(field, wt)?;
+            continue;
+        }
         match field {
             1 => {
-                expect(at, wt, WireType::I64).map_err(|e| e.at_field("time_unix_nano"))?;
                 r.read_fixed64().map_err(|e| e.at_field("time_unix_nano"))?;
             }
             2 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("name"))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.at_field("name"))?;
-                utf8(bytes, off).map_err(|e| e.at_field("name"))?;
+                let (bytes, _) = r.read_len().map_err(|e| e.at_field("name"))?;
+                text(bytes);
             }
             3 => {
-                scan_plain_attribute(&mut r, at, wt, index)?;
+                scan_plain_attribute(&mut r, index)?;
                 index += 1;
             }
             4 => {
-                expect(at, wt, WireType::Varint)
-                    .map_err(|e| e.at_field("dropped_attributes_count"))?;
                 r.read_varint()
                     .map_err(|e| e.at_field("dropped_attributes_count"))?;
             }
@@ -1273,42 +1316,40 @@ fn scan_event(buf: &[u8], base: usize) -> WireResult<()> {
 fn scan_link(buf: &[u8], base: usize) -> WireResult<()> {
     let mut r = Reader::at_level(buf, base, L_SPAN_PART);
     let mut index = 0usize;
+    // IDs are checked once the whole link is validated (a repeated field's last occurrence wins).
+    let mut trace_id: (&[u8], usize) = (&[], base);
+    let mut span_id: (&[u8], usize) = (&[], base);
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::LINK, field, wt) {
+            r.skip(field, wt)?;
+            continue;
+        }
         match field {
-            1 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("trace_id"))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.at_field("trace_id"))?;
-                read_id::<16>(bytes, off, "trace_id", true).map_err(|e| e.at_field("trace_id"))?;
-            }
-            2 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("span_id"))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.at_field("span_id"))?;
-                read_id::<8>(bytes, off, "span_id", true).map_err(|e| e.at_field("span_id"))?;
-            }
+            1 => trace_id = r.read_len().map_err(|e| e.at_field("trace_id"))?,
+            2 => span_id = r.read_len().map_err(|e| e.at_field("span_id"))?,
             3 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("trace_state"))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.at_field("trace_state"))?;
-                utf8(bytes, off).map_err(|e| e.at_field("trace_state"))?;
+                let (bytes, _) = r.read_len().map_err(|e| e.at_field("trace_state"))?;
+                text(bytes);
             }
             4 => {
-                scan_plain_attribute(&mut r, at, wt, index)?;
+                scan_plain_attribute(&mut r, index)?;
                 index += 1;
             }
             5 => {
-                expect(at, wt, WireType::Varint)
-                    .map_err(|e| e.at_field("dropped_attributes_count"))?;
                 r.read_varint()
                     .map_err(|e| e.at_field("dropped_attributes_count"))?;
             }
             6 => {
-                expect(at, wt, WireType::I32).map_err(|e| e.at_field("flags"))?;
                 r.read_fixed32().map_err(|e| e.at_field("flags"))?;
             }
             _ => r.skip(field, wt)?,
         }
     }
+    read_id::<16>(trace_id.0, trace_id.1, "trace_id", RejectReason::IdLength)
+        .map_err(|e| e.at_field("trace_id"))?;
+    read_id::<8>(span_id.0, span_id.1, "span_id", RejectReason::IdLength)
+        .map_err(|e| e.at_field("span_id"))?;
     Ok(())
 }
 
@@ -1317,20 +1358,20 @@ fn scan_status(buf: &[u8], base: usize) -> WireResult<Option<i32>> {
     let mut r = Reader::at_level(buf, base, L_SPAN_PART);
     let mut code = None;
     while !r.is_empty() {
-        let at = r.offset();
         let (field, wt) = r.read_tag()?;
+        if mistyped(&wt::STATUS, field, wt) {
+            r.skip(field, wt)?;
+            continue;
+        }
         match field {
             1 => {
-                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("deprecated_code"))?;
                 r.read_varint().map_err(|e| e.at_field("deprecated_code"))?;
             }
             2 => {
-                expect(at, wt, WireType::Len).map_err(|e| e.at_field("message"))?;
-                let (bytes, off) = r.read_len().map_err(|e| e.at_field("message"))?;
-                utf8(bytes, off).map_err(|e| e.at_field("message"))?;
+                let (bytes, _) = r.read_len().map_err(|e| e.at_field("message"))?;
+                text(bytes);
             }
             3 => {
-                expect(at, wt, WireType::Varint).map_err(|e| e.at_field("code"))?;
                 code = Some(r.read_varint().map_err(|e| e.at_field("code"))? as i32);
             }
             _ => r.skip(field, wt)?,
@@ -1367,17 +1408,18 @@ pub fn for_each_event<'a>(
         let mut e = Reader::at_level(event, off, L_SPAN_PART);
         let mut index = 0usize;
         while !e.is_empty() {
-            let at = e.offset();
             let Ok((ef, ewt)) = e.read_tag() else { break };
             match ef {
                 2 if ewt == WireType::Len => match e.read_len() {
-                    Ok((b, o)) => name = utf8(b, o).unwrap_or(""),
+                    Ok((b, _)) => name = text(b),
                     Err(_) => break,
                 },
-                3 => match scan_attribute(&mut e, at, ewt, index, keys, &mut attrs) {
-                    Ok(next) => index = next,
-                    Err(_) => break,
-                },
+                3 if ewt == WireType::Len => {
+                    match scan_attribute(&mut e, index, keys, &mut attrs) {
+                        Ok(next) => index = next,
+                        Err(_) => break,
+                    }
+                }
                 _ => {
                     if e.skip(ef, ewt).is_err() {
                         break;

@@ -31,9 +31,50 @@ pub struct FailInfo {
     pub field: String,
     pub offset: usize,
     pub message: String,
-    /// Nesting past `MAX_LEVELS`: the scan rejects the span (or the resource or scope's spans) holding it, not
-    /// the whole request.
-    pub too_deep: bool,
+    /// Set when the scan rejects the span holding the problem (or the spans under a resource or scope holding
+    /// it), not the whole request; `None` for malformed data, which refuses the request.
+    pub reject: Option<RejectReason>,
+}
+
+/// Why a span was rejected alone (an OTLP partial success), as the `reason` label of
+/// `tailsample_engine_spans_rejected_total` and `Ingested.rejected_by_reason` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Nested deeper than `MAX_LEVELS` protobuf message levels (in the span, or its resource or scope).
+    TooDeep,
+    /// No usable trace ID: absent, empty, not 16 bytes, or all zeros.
+    InvalidTraceId,
+    /// A span, parent span or link ID of the wrong length (every protobuf runtime parses it; pdata refuses the
+    /// whole request holding it, so it could not be passed on).
+    IdLength,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 3] = [
+        RejectReason::TooDeep,
+        RejectReason::InvalidTraceId,
+        RejectReason::IdLength,
+    ];
+    /// The metric label and the key in `Ingested.rejected_by_reason`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::TooDeep => "too_deep",
+            RejectReason::InvalidTraceId => "invalid_trace_id",
+            RejectReason::IdLength => "id_length",
+        }
+    }
+    /// The engine stat counting it (`Engine::stats`).
+    pub fn stat_key(self) -> &'static str {
+        match self {
+            RejectReason::TooDeep => "spans_rejected_too_deep",
+            RejectReason::InvalidTraceId => "spans_rejected_invalid_trace_id",
+            RejectReason::IdLength => "spans_rejected_id_length",
+        }
+    }
+    /// Position in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// A boxed `FailInfo`: one pointer, so that every `WireResult` in the hot path stays register-sized.
@@ -61,19 +102,26 @@ impl Fail {
             field: String::new(),
             offset,
             message: message.into(),
-            too_deep: false,
+            reject: None,
         }))
     }
-    /// Nesting past `MAX_LEVELS` (see `FailInfo::too_deep`).
+    /// A problem that rejects the span holding it, not the request (see `FailInfo::reject`).
+    #[cold]
+    #[inline(never)]
+    pub fn rejecting(offset: usize, reason: RejectReason, message: impl Into<String>) -> Self {
+        let mut f = Fail::new(offset, message);
+        f.reject = Some(reason);
+        f
+    }
+    /// Nesting past `MAX_LEVELS` (see `FailInfo::reject`).
     #[cold]
     #[inline(never)]
     pub fn too_deep(offset: usize, what: &str) -> Self {
-        let mut f = Fail::new(
+        Fail::rejecting(
             offset,
+            RejectReason::TooDeep,
             format!("{what} nested deeper than {MAX_LEVELS} protobuf message levels"),
-        );
-        f.too_deep = true;
-        f
+        )
     }
     pub fn into_info(self) -> FailInfo {
         *self.0
@@ -309,6 +357,28 @@ pub fn wrong_type(offset: usize, expected: WireType, got: WireType) -> Fail {
             got.name()
         ),
     )
+}
+
+/// A `string` field as the engine reads it: the bytes when they are valid UTF-8, `""` when not. Protobuf
+/// runtimes differ here (upb refuses the message, Go's pdata takes the bytes as a Go string); the engine takes
+/// the span, passes its bytes on as they came, and reads the string as empty (as a non-string value reads).
+#[inline]
+pub fn text(bytes: &[u8]) -> &str {
+    if is_ascii(bytes) {
+        // SAFETY: every byte is below 0x80, so the bytes are valid UTF-8.
+        return unsafe { std::str::from_utf8_unchecked(bytes) };
+    }
+    std::str::from_utf8(bytes).unwrap_or("")
+}
+
+/// The wire type a message's field `field` is declared with, from its table (`table[n - 1]` for field `n`);
+/// `true` when the field is known and arrived with another one. Every protobuf runtime (upb, Go, C++) then reads
+/// it as an unknown field: skipped, and kept in the raw bytes.
+#[inline(always)]
+pub fn mistyped(table: &[WireType], field: u32, wt: WireType) -> bool {
+    table
+        .get((field as usize).wrapping_sub(1))
+        .is_some_and(|want| *want != wt)
 }
 
 /// Checks that `bytes` are valid UTF-8, as proto3 requires of `string` fields. Most strings in telemetry are
