@@ -208,26 +208,30 @@ def payload_cases() -> dict[str, Bad]:
 
 CASES = payload_cases()
 
-# Issue 19: what every protobuf runtime parses is not refused whole. Spans without a usable trace ID, or with an
-# ID of the wrong length, are rejected alone (reason); a known field of the wrong wire type is an unknown field,
-# invalid UTF-8 and an absent span ID are taken as they came (tests/test_span_rejection.py).
+# Issue 19: what every protobuf runtime parses is not refused whole. Spans without a usable trace ID, with an ID
+# of the wrong length, or with a known field of the wrong wire type (pdata refuses a request holding either, so
+# such a span could not be passed on) are rejected alone (reason); invalid UTF-8, an absent span ID, and mistyped
+# fields of the containers (request, resource spans, scope spans: not passed on) are taken
+# (tests/test_span_rejection.py).
 REJECTED_ALONE = {
     **{k: "invalid_trace_id" for k in ("trace-id-15-bytes", "trace-id-17-bytes", "trace-id-empty", "trace-id-missing",
-                                       "trace-id-all-zeros", "trace-id-repeated-last-is-bad", "trace-id-as-varint",
+                                       "trace-id-all-zeros", "trace-id-repeated-last-is-bad",
                                        "second-resource-second-span")},
     **{k: "id_length" for k in ("span-id-7-bytes", "span-id-9-bytes", "parent-4-bytes", "parent-16-bytes",
                                 "link-trace-id-15-bytes", "link-span-id-3-bytes", "second-scope")},
+    **{k: "wire_type" for k in ("trace-id-as-varint", "span-id-as-fixed64", "start-time-as-varint", "flags-as-varint",
+                                "kind-as-bytes", "status-as-varint", "status-code-as-bytes", "attribute-as-fixed32",
+                                "event-as-varint")},
 }
 TAKEN = {k for k in CASES if k.endswith("utf8") or k in (
-    "span-id-missing", "span-id-as-fixed64", "start-time-as-varint", "flags-as-varint", "kind-as-bytes",
-    "status-as-varint", "status-code-as-bytes", "attribute-as-fixed32", "event-as-varint", "span-name-bad-first-byte",
-    "request-field-as-varint", "scope-spans-as-varint", "spans-as-fixed32")}
+    "span-id-missing", "span-name-bad-first-byte", "request-field-as-varint", "scope-spans-as-varint",
+    "spans-as-fixed32")}
 MALFORMED = {k: v for k, v in CASES.items() if k not in REJECTED_ALONE and k not in TAKEN}
 
 
 @pytest.mark.parametrize("name", list(REJECTED_ALONE))
 def test_a_span_without_usable_ids_is_rejected_alone(name: str):
-    """Scenario: the former refusal cases of IDs. Guarantees: the span alone is rejected, counted under its
+    """Scenario: the former refusal cases of IDs and span wire types. Guarantees: the span alone is rejected, counted under its
     reason, the rejection naming the field path and byte offset; nothing else of the request is lost."""
     case = CASES[name]
     eng = new_engine()
@@ -241,7 +245,7 @@ def test_a_span_without_usable_ids_is_rejected_alone(name: str):
 
 @pytest.mark.parametrize("name", sorted(TAKEN))
 def test_what_protobuf_runtimes_parse_is_taken(name: str):
-    """Scenario: the former refusal cases of wire types and invalid UTF-8. Guarantees: taken whole, nothing
+    """Scenario: the former refusal cases of container wire types and invalid UTF-8. Guarantees: taken whole, nothing
     rejected; every span leaves byte for byte."""
     case = CASES[name]
     eng = new_engine()

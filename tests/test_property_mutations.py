@@ -4,8 +4,9 @@ Valid requests (resources, scopes, spans with attributes of every value kind, ev
 mutated at random, at any depth of the message tree: known fields given another wire type, fields duplicated,
 dropped or cut short, unknown fields and groups inserted, bytes flipped, inserted or deleted. Whatever
 `ExportTraceServiceRequest.FromString` takes, the engine takes too: every span the runtime sees is either taken
-or rejected alone (exactly those without a usable trace ID or with an ID of the wrong length), taken spans leave
-byte for byte, and the output parses again.
+or rejected alone (exactly those without a usable trace ID, with an ID of the wrong length, or holding, or under a
+resource or scope holding, a known field of the wrong wire type: pdata refuses those), taken spans leave byte for
+byte, and the output parses again.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from __future__ import annotations
 import random
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError
+from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from otlp_builders import enc_tag, enc_varint, new_engine, read_varint, spans_out
 
@@ -154,11 +156,24 @@ def mutate(buf: bytes, rnd: random.Random, depth: int = 0) -> bytes:
     return encode(fields)
 
 
-def usable(span: Span) -> bool:
+def mistyped(msg: Message) -> bool:
+    """A known field with another wire type anywhere in the message (upb keeps it among the unknown fields)."""
+    known = msg.DESCRIPTOR.fields_by_number
+    if any(f.field_number in known for f in UnknownFieldSet(msg)):
+        return True
+    for fd, value in msg.ListFields():
+        if fd.message_type is not None:
+            if any(mistyped(v) for v in (value if not isinstance(value, Message) else [value])):
+                return True
+    return False
+
+
+def usable(span: Span, rs: ResourceSpans, ss: ScopeSpans) -> bool:
     """What the engine takes of a span the runtime parsed (the rest is rejected alone)."""
     ids_ok = len(span.span_id) in (0, 8) and len(span.parent_span_id) in (0, 8)
     links_ok = all(len(link.trace_id) in (0, 16) and len(link.span_id) in (0, 8) for link in span.links)
-    return len(span.trace_id) == 16 and any(span.trace_id) and ids_ok and links_ok
+    typed = not (mistyped(span) or mistyped(rs.resource) or mistyped(ss.scope))
+    return len(span.trace_id) == 16 and any(span.trace_id) and ids_ok and links_ok and typed
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
@@ -172,10 +187,11 @@ def test_what_the_protobuf_runtime_parses_is_never_refused_whole(rnd: random.Ran
     except ProtobufDecodeError:
         assume(False)
         return
-    spans = [s for rs in parsed.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    placed = [(s, rs, ss) for rs in parsed.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    spans = [s for s, _, _ in placed]
     eng = new_engine()
     got = eng.ingest_report(payload, now=0.0)  # a DecodeError here fails the property
-    want_taken = sum(usable(s) for s in spans)
+    want_taken = sum(usable(*p) for p in placed)
     event("some spans rejected alone" if want_taken < len(spans) else "every span taken")
     event("a span with a mistyped or unknown field" if any(len(UnknownFieldSet(s)) for s in spans)
           else "no unknown field in spans")

@@ -35,7 +35,7 @@ class Ingested:
     """The rejected spans per reason (`REJECT_REASONS`), only the reasons seen."""
 
 
-REJECT_REASONS = ("too_deep", "invalid_trace_id", "id_length")
+REJECT_REASONS = ("too_deep", "invalid_trace_id", "id_length", "wire_type")
 """Why a span is rejected alone: the `reason` label of `tailsample_engine_spans_rejected_total`."""
 
 

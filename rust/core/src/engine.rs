@@ -720,6 +720,10 @@ impl Engine {
                 self.spans_rejected[RejectReason::IdLength.index()].load(Ordering::Relaxed),
             ),
             (
+                RejectReason::WireType.stat_key(),
+                self.spans_rejected[RejectReason::WireType.index()].load(Ordering::Relaxed),
+            ),
+            (
                 "spans_oversized",
                 self.spans_oversized.load(Ordering::Relaxed),
             ),

@@ -713,12 +713,15 @@ fn scan_resource<'a>(
     attrs: &mut [AttrValue<'a>],
 ) -> WireResult<()> {
     let mut r = Reader::at_level(buf, base, L_RESOURCE);
+    let mut mistyped_field: Option<Fail> = None;
     let mut index = 0usize;
     let mut entity_index = 0usize;
     while !r.is_empty() {
+        let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if mistyped(&wt::RESOURCE, field, wt) {
             r.skip(field, wt)?;
+            mistyped_field.get_or_insert_with(|| Fail::wire_type(at, field, wt));
             continue;
         }
         match field {
@@ -738,16 +741,22 @@ fn scan_resource<'a>(
             _ => r.skip(field, wt)?,
         }
     }
-    Ok(())
+    match mistyped_field {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Validates an `EntityRef` (schema_url, type, id_keys, description_keys: all strings).
 fn scan_entity_ref(buf: &[u8], base: usize) -> WireResult<()> {
     let mut r = Reader::at_level(buf, base, L_ENTITY_REF);
+    let mut mistyped_field: Option<Fail> = None;
     while !r.is_empty() {
+        let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if mistyped(&wt::ENTITY_REF, field, wt) {
             r.skip(field, wt)?;
+            mistyped_field.get_or_insert_with(|| Fail::wire_type(at, field, wt));
             continue;
         }
         let label = match field {
@@ -763,7 +772,10 @@ fn scan_entity_ref(buf: &[u8], base: usize) -> WireResult<()> {
         let (bytes, _) = r.read_len().map_err(|e| e.at_field(label))?;
         text(bytes);
     }
-    Ok(())
+    match mistyped_field {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Reads one `attributes` entry (a KeyValue); records its value if a policy reads its key and it is the first
@@ -840,12 +852,15 @@ fn scan_key_value_general(
     level: usize,
 ) -> WireResult<(&str, AttrValue<'_>)> {
     let mut r = Reader::at_level(buf, base, level);
+    let mut mistyped_field: Option<Fail> = None;
     let mut key = "";
     let mut value = AttrValue::Empty;
     while !r.is_empty() {
+        let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if mistyped(&wt::KEY_VALUE, field, wt) {
             r.skip(field, wt)?;
+            mistyped_field.get_or_insert_with(|| Fail::wire_type(at, field, wt));
             continue;
         }
         match field {
@@ -860,7 +875,10 @@ fn scan_key_value_general(
             _ => r.skip(field, wt)?,
         }
     }
-    Ok((key, value))
+    match mistyped_field {
+        Some(e) => Err(e),
+        None => Ok((key, value)),
+    }
 }
 
 /// An `AnyValue` at message level `level`; its array or map is one level more, their elements one more again.
@@ -869,11 +887,14 @@ fn scan_any_value(buf: &[u8], base: usize, level: usize) -> WireResult<AttrValue
         return Err(Fail::too_deep(base, "attribute values"));
     }
     let mut r = Reader::at_level(buf, base, level);
+    let mut mistyped_field: Option<Fail> = None;
     let mut value = AttrValue::Empty;
     while !r.is_empty() {
+        let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if mistyped(&wt::ANY_VALUE, field, wt) {
             r.skip(field, wt)?;
+            mistyped_field.get_or_insert_with(|| Fail::wire_type(at, field, wt));
             continue;
         }
         value = match field {
@@ -906,7 +927,10 @@ fn scan_any_value(buf: &[u8], base: usize, level: usize) -> WireResult<AttrValue
             }
         };
     }
-    Ok(value)
+    match mistyped_field {
+        Some(e) => Err(e),
+        None => Ok(value),
+    }
 }
 
 fn scan_array(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
@@ -914,11 +938,14 @@ fn scan_array(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
         return Err(Fail::too_deep(base, "attribute values"));
     }
     let mut r = Reader::at_level(buf, base, level);
+    let mut mistyped_field: Option<Fail> = None;
     let mut index = 0usize;
     while !r.is_empty() {
+        let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if mistyped(&wt::REPEATED_MESSAGE, field, wt) {
             r.skip(field, wt)?;
+            mistyped_field.get_or_insert_with(|| Fail::wire_type(at, field, wt));
             continue;
         }
         if field == 1 {
@@ -930,7 +957,10 @@ fn scan_array(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
             r.skip(field, wt)?;
         }
     }
-    Ok(())
+    match mistyped_field {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn scan_kvlist(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
@@ -938,11 +968,14 @@ fn scan_kvlist(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
         return Err(Fail::too_deep(base, "attribute values"));
     }
     let mut r = Reader::at_level(buf, base, level);
+    let mut mistyped_field: Option<Fail> = None;
     let mut index = 0usize;
     while !r.is_empty() {
+        let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if mistyped(&wt::REPEATED_MESSAGE, field, wt) {
             r.skip(field, wt)?;
+            mistyped_field.get_or_insert_with(|| Fail::wire_type(at, field, wt));
             continue;
         }
         if field == 1 {
@@ -954,7 +987,10 @@ fn scan_kvlist(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
             r.skip(field, wt)?;
         }
     }
-    Ok(())
+    match mistyped_field {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Validates the attributes of a message we do not extract from (events, links, scopes).
@@ -1050,12 +1086,15 @@ fn scan_scope_spans<'a>(
 /// Validates an `InstrumentationScope`; returns its name if set.
 fn scan_scope(buf: &[u8], base: usize) -> WireResult<Option<&str>> {
     let mut r = Reader::at_level(buf, base, L_SCOPE);
+    let mut mistyped_field: Option<Fail> = None;
     let mut name = None;
     let mut index = 0usize;
     while !r.is_empty() {
+        let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if mistyped(&wt::SCOPE, field, wt) {
             r.skip(field, wt)?;
+            mistyped_field.get_or_insert_with(|| Fail::wire_type(at, field, wt));
             continue;
         }
         match field {
@@ -1078,7 +1117,10 @@ fn scan_scope(buf: &[u8], base: usize) -> WireResult<Option<&str>> {
             _ => r.skip(field, wt)?,
         }
     }
-    Ok(name)
+    match mistyped_field {
+        Some(e) => Err(e),
+        None => Ok(name),
+    }
 }
 
 /// Keeps the first rejection of a span (`Fail::reject`) while its scan goes on; anything else is returned.
@@ -1150,9 +1192,11 @@ fn scan_span<'a>(
     let mut event_index = 0usize;
     let mut link_index = 0usize;
     while !r.is_empty() {
+        let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if mistyped(&wt::SPAN, field, wt) {
             r.skip(field, wt)?;
+            pending(&mut rejected, Fail::wire_type(at, field, wt))?;
             continue;
         }
         match field {
@@ -1229,8 +1273,10 @@ fn scan_span<'a>(
             15 => {
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("status"))?;
                 has_status_field = true;
-                if let Some(code) = scan_status(bytes, off).map_err(|e| e.within("status"))? {
-                    span.status_code = code;
+                match scan_status(bytes, off) {
+                    Ok(Some(code)) => span.status_code = code,
+                    Ok(None) => {}
+                    Err(e) => pending(&mut rejected, e.within("status"))?,
                 }
             }
             16 => {
@@ -1284,11 +1330,14 @@ fn scan_span<'a>(
 
 fn scan_event(buf: &[u8], base: usize) -> WireResult<()> {
     let mut r = Reader::at_level(buf, base, L_SPAN_PART);
+    let mut mistyped_field: Option<Fail> = None;
     let mut index = 0usize;
     while !r.is_empty() {
+        let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if mistyped(&wt::EVENT, field, wt) {
             r.skip(field, wt)?;
+            mistyped_field.get_or_insert_with(|| Fail::wire_type(at, field, wt));
             continue;
         }
         match field {
@@ -1310,19 +1359,25 @@ fn scan_event(buf: &[u8], base: usize) -> WireResult<()> {
             _ => r.skip(field, wt)?,
         }
     }
-    Ok(())
+    match mistyped_field {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn scan_link(buf: &[u8], base: usize) -> WireResult<()> {
     let mut r = Reader::at_level(buf, base, L_SPAN_PART);
+    let mut mistyped_field: Option<Fail> = None;
     let mut index = 0usize;
     // IDs are checked once the whole link is validated (a repeated field's last occurrence wins).
     let mut trace_id: (&[u8], usize) = (&[], base);
     let mut span_id: (&[u8], usize) = (&[], base);
     while !r.is_empty() {
+        let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if mistyped(&wt::LINK, field, wt) {
             r.skip(field, wt)?;
+            mistyped_field.get_or_insert_with(|| Fail::wire_type(at, field, wt));
             continue;
         }
         match field {
@@ -1350,17 +1405,23 @@ fn scan_link(buf: &[u8], base: usize) -> WireResult<()> {
         .map_err(|e| e.at_field("trace_id"))?;
     read_id::<8>(span_id.0, span_id.1, "span_id", RejectReason::IdLength)
         .map_err(|e| e.at_field("span_id"))?;
-    Ok(())
+    match mistyped_field {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Validates a `Status`; returns its code if set.
 fn scan_status(buf: &[u8], base: usize) -> WireResult<Option<i32>> {
     let mut r = Reader::at_level(buf, base, L_SPAN_PART);
+    let mut mistyped_field: Option<Fail> = None;
     let mut code = None;
     while !r.is_empty() {
+        let at = r.offset();
         let (field, wt) = r.read_tag()?;
         if mistyped(&wt::STATUS, field, wt) {
             r.skip(field, wt)?;
+            mistyped_field.get_or_insert_with(|| Fail::wire_type(at, field, wt));
             continue;
         }
         match field {
@@ -1377,7 +1438,10 @@ fn scan_status(buf: &[u8], base: usize) -> WireResult<Option<i32>> {
             _ => r.skip(field, wt)?,
         }
     }
-    Ok(code)
+    match mistyped_field {
+        Some(e) => Err(e),
+        None => Ok(code),
+    }
 }
 
 /// Calls `f(name, attributes)` for each event of an already validated span (its raw bytes), with the event

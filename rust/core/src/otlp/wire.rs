@@ -47,13 +47,18 @@ pub enum RejectReason {
     /// A span, parent span or link ID of the wrong length (every protobuf runtime parses it; pdata refuses the
     /// whole request holding it, so it could not be passed on).
     IdLength,
+    /// A known field of a span, or of its resource or scope, with another wire type than declared. upb, Go's
+    /// protobuf and C++ read it as an unknown field, but pdata (the collector, Jaeger, most backends) refuses the
+    /// whole request holding it: passed on byte for byte, it would cost every trace of the kept batch.
+    WireType,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 3] = [
+    pub const ALL: [RejectReason; 4] = [
         RejectReason::TooDeep,
         RejectReason::InvalidTraceId,
         RejectReason::IdLength,
+        RejectReason::WireType,
     ];
     /// The metric label and the key in `Ingested.rejected_by_reason`.
     pub fn label(self) -> &'static str {
@@ -61,6 +66,7 @@ impl RejectReason {
             RejectReason::TooDeep => "too_deep",
             RejectReason::InvalidTraceId => "invalid_trace_id",
             RejectReason::IdLength => "id_length",
+            RejectReason::WireType => "wire_type",
         }
     }
     /// The engine stat counting it (`Engine::stats`).
@@ -69,6 +75,7 @@ impl RejectReason {
             RejectReason::TooDeep => "spans_rejected_too_deep",
             RejectReason::InvalidTraceId => "spans_rejected_invalid_trace_id",
             RejectReason::IdLength => "spans_rejected_id_length",
+            RejectReason::WireType => "spans_rejected_wire_type",
         }
     }
     /// Position in `ALL`.
@@ -112,6 +119,17 @@ impl Fail {
         let mut f = Fail::new(offset, message);
         f.reject = Some(reason);
         f
+    }
+    /// A known field with another wire type than declared, in bytes that are passed on (see
+    /// [`RejectReason::WireType`]).
+    #[cold]
+    #[inline(never)]
+    pub fn wire_type(offset: usize, field: u32, wt: WireType) -> Self {
+        Fail::rejecting(
+            offset,
+            RejectReason::WireType,
+            format!("field {field} has wire type {wt:?}, not the one its message declares (pdata refuses it)"),
+        )
     }
     /// Nesting past `MAX_LEVELS` (see `FailInfo::reject`).
     #[cold]
@@ -372,8 +390,10 @@ pub fn text(bytes: &[u8]) -> &str {
 }
 
 /// The wire type a message's field `field` is declared with, from its table (`table[n - 1]` for field `n`);
-/// `true` when the field is known and arrived with another one. Every protobuf runtime (upb, Go, C++) then reads
-/// it as an unknown field: skipped, and kept in the raw bytes.
+/// `true` when the field is known and arrived with another one. upb, Go's protobuf and C++ read it as an unknown
+/// field; pdata refuses the request. In the containers (request, resource spans, scope spans), whose bytes are not
+/// passed on, it is skipped; in a span, resource or scope, passed on as they came, it rejects the spans holding it
+/// ([`Fail::wire_type`]).
 #[inline(always)]
 pub fn mistyped(table: &[WireType], field: u32, wt: WireType) -> bool {
     table
