@@ -332,18 +332,18 @@ mod tests {
                    span.<any span path>, resource.attributes[\"…\"], instrumentation_scope.name";
         unknown_function: Span r#"Foo(name) == "x""#
             => 0, "unknown converter `Foo`; tailsample's conditions support IsMatch, IsString, IsInt, IsDouble, \
-                   IsBool, Len";
+                   IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat";
         unknown_function_as_condition: Span r#"name == "a" and IsPresent(attributes["x"])"#
             => 16, "unknown converter `IsPresent`; tailsample's conditions support IsMatch, IsString, IsInt, \
-                    IsDouble, IsBool, Len";
+                    IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat";
         lowercase_converter: Span r#"isMatch(name, "x")"#
             => 0, "converter names start with an uppercase letter: did you mean `IsMatch`?";
         editor_statement: Span r#"set(name, "x")"#
             => 0, "`set(…)` is an editor call (a statement that changes telemetry); a condition can only call \
-                   converters (IsMatch, IsString, IsInt, IsDouble, IsBool, Len)";
+                   converters (IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat)";
         statement_with_where: Span r#"drop() where name == "x""#
             => 0, "`drop(…)` is an editor call (a statement that changes telemetry); a condition can only call \
-                   converters (IsMatch, IsString, IsInt, IsDouble, IsBool, Len)";
+                   converters (IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat)";
         leading_where: Span r#"where name == "x""#
             => 0, "`where` introduces the condition of a statement; an ottl_condition is the condition alone";
         trailing_where: Span r#"name == "x" where kind == 1"#

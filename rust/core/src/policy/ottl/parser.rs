@@ -137,7 +137,10 @@ pub(crate) enum Index {
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
     pub func: Func,
+    /// The first argument (for `Concat`, the delimiter).
     pub target: Value,
+    /// The other arguments: `HasPrefix`'s prefix, `HasSuffix`'s suffix, `Concat`'s values.
+    pub rest: Vec<Value>,
     /// The call's text, for evaluation errors.
     pub text: String,
 }
@@ -150,11 +153,20 @@ pub(crate) enum Func {
     IsInt,
     IsDouble,
     IsBool,
+    IsMap,
+    IsList,
     Len,
+    ToLowerCase,
+    ToUpperCase,
+    HasPrefix,
+    HasSuffix,
+    String,
+    Concat,
 }
 
 /// The converters tailsample runs, for error messages.
-pub(crate) const CONVERTERS: &str = "IsMatch, IsString, IsInt, IsDouble, IsBool, Len";
+pub(crate) const CONVERTERS: &str = "IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, \
+    ToUpperCase, HasPrefix, HasSuffix, String, Concat";
 
 /// The span context's enum symbols (`ctxspan.SymbolTable`), also accepted in the span event context.
 const ENUMS: &[(&str, i64)] = &[
@@ -214,11 +226,18 @@ fn ty(v: &Value) -> Ty {
             Path::TraceStateKey(_) | Path::Attr(_) => Ty::Any,
             _ => Ty::Str,
         },
-        Value::Call(c) => match c.func {
-            Func::Len => Ty::Int,
-            _ => Ty::Bool,
-        },
+        Value::Call(c) => call_ty(c),
         Value::Math(_) => Ty::Any,
+    }
+}
+
+fn call_ty(c: &Call) -> Ty {
+    match c.func {
+        Func::Len => Ty::Int,
+        Func::ToLowerCase | Func::ToUpperCase | Func::Concat => Ty::Str,
+        // nil for a nil target.
+        Func::String => Ty::Any,
+        _ => Ty::Bool,
     }
 }
 
@@ -286,6 +305,8 @@ enum Key {
 struct Arg<'s> {
     name: Option<(&'s str, usize)>,
     value: Value,
+    /// A list literal (`[a, b]`), which only `Concat` takes.
+    list: Option<Vec<Value>>,
     at: usize,
 }
 
@@ -493,12 +514,16 @@ impl<'s> Parser<'s> {
         let text = &self.src[start..self.last_end()];
         match left {
             Value::Lit(Lit::Bool(b)) if !text.starts_with('(') => Ok(BoolExpr::Const(b)),
-            Value::Call(c) if !matches!(c.func, Func::Len) && !text.starts_with('(') => {
+            Value::Call(c) if call_ty(&c) == Ty::Bool && !text.starts_with('(') => {
                 Ok(BoolExpr::Converter(c))
             }
-            Value::Call(_) if !text.starts_with('(') => self.fail(
+            Value::Call(c) if matches!(c.func, Func::Len) && !text.starts_with('(') => self.fail(
                 start,
                 format!("`{text}` returns an int, not a boolean: compare it, e.g. `{text} > 0`"),
+            ),
+            Value::Call(_) if !text.starts_with('(') => self.fail(
+                start,
+                format!("`{text}` returns a string, not a boolean: compare it, e.g. `{text} == \"x\"`"),
             ),
             _ => {
                 let t = self.peek();
@@ -747,10 +772,15 @@ impl<'s> Parser<'s> {
                         ),
                     );
                 }
-                let v = self.value()?;
+                let (v, list) = if self.peek().tok == Tok::LBracket {
+                    (Value::Lit(Lit::Nil), Some(self.list_literal()?))
+                } else {
+                    (self.value()?, None)
+                };
                 args.push(Arg {
                     name: arg_name,
                     value: v,
+                    list,
                     at,
                 });
                 if self.eat(&Tok::Comma) {
@@ -784,10 +814,46 @@ impl<'s> Parser<'s> {
         self.build_call(&name_tok, args, text)
     }
 
+    /// `[value, value, ...]`, as a converter's argument.
+    fn list_literal(&mut self) -> PResult<Vec<Value>> {
+        let open = self.bump();
+        self.enter(open.start)?;
+        let mut items = Vec::new();
+        if !self.eat(&Tok::RBracket) {
+            loop {
+                if self.peek().tok == Tok::LBracket {
+                    return self.fail(self.peek().start, "lists inside lists are not supported");
+                }
+                items.push(self.value()?);
+                if self.eat(&Tok::Comma) {
+                    continue;
+                }
+                if self.eat(&Tok::RBracket) {
+                    break;
+                }
+                let t = self.peek();
+                return self.fail(
+                    t.start,
+                    format!(
+                        "expected `,` or `]` in the list opened at position {}, found {}",
+                        self.char_pos(open.start),
+                        t.describe()
+                    ),
+                );
+            }
+        }
+        self.depth -= 1;
+        Ok(items)
+    }
+
     fn build_call(&self, name: &Token<'s>, args: Vec<Arg<'s>>, text: String) -> PResult<Value> {
         let params: &[&str] = match name.text {
             "IsMatch" => &["target", "pattern"],
-            "IsString" | "IsInt" | "IsDouble" | "IsBool" | "Len" => &["target"],
+            "IsString" | "IsInt" | "IsDouble" | "IsBool" | "IsMap" | "IsList" | "Len" | "ToLowerCase"
+            | "ToUpperCase" | "String" => &["target"],
+            "HasPrefix" => &["target", "prefix"],
+            "HasSuffix" => &["target", "suffix"],
+            "Concat" => &["vals", "delimiter"],
             other => {
                 return self.fail(
                     name.start,
@@ -811,11 +877,13 @@ impl<'s> Parser<'s> {
             );
         }
         let mut slots: Vec<Option<(Value, usize)>> = vec![None; params.len()];
+        let mut vals: Option<Vec<Value>> = None;
         for (
             i,
             Arg {
                 name: arg_name,
                 value: v,
+                list,
                 at,
             },
         ) in args.into_iter().enumerate()
@@ -839,10 +907,28 @@ impl<'s> Parser<'s> {
             if slots[k].is_some() {
                 return self.fail(at, format!("parameter `{}` is given twice", params[k]));
             }
+            let wants_list = params[k] == "vals";
+            match (list, wants_list) {
+                (Some(items), true) => vals = Some(items),
+                (None, true) => {
+                    return self.fail(
+                        at,
+                        "the values of Concat are a list literal, e.g. `Concat([name, attributes[\"k\"]], \"-\")`",
+                    )
+                }
+                (Some(_), false) => {
+                    return self.fail(
+                        at,
+                        format!("`{}` of {} is not a list", params[k], name.text),
+                    )
+                }
+                (None, false) => {}
+            }
             slots[k] = Some((v, at));
         }
         let mut slots = slots.into_iter().map(|s| s.expect("every parameter given"));
-        let (target, target_at) = slots.next().expect("a target");
+        let (mut target, target_at) = slots.next().expect("a target");
+        let mut rest = Vec::new();
         let func = match name.text {
             "IsMatch" => {
                 let (pattern, at) = slots.next().expect("a pattern");
@@ -867,6 +953,25 @@ impl<'s> Parser<'s> {
             "IsInt" => Func::IsInt,
             "IsDouble" => Func::IsDouble,
             "IsBool" => Func::IsBool,
+            "IsMap" => Func::IsMap,
+            "IsList" => Func::IsList,
+            "ToLowerCase" => Func::ToLowerCase,
+            "ToUpperCase" => Func::ToUpperCase,
+            "String" => Func::String,
+            "HasPrefix" | "HasSuffix" => {
+                rest.push(slots.next().expect("a prefix or suffix").0);
+                if name.text == "HasPrefix" {
+                    Func::HasPrefix
+                } else {
+                    Func::HasSuffix
+                }
+            }
+            "Concat" => {
+                rest = vals.take().unwrap_or_default();
+                // The delimiter goes in `target`.
+                target = slots.next().expect("a delimiter").0;
+                Func::Concat
+            }
             _ => {
                 let t = ty(&target);
                 if matches!(t, Ty::Nil | Ty::Bool | Ty::Int | Ty::Float) {
@@ -881,7 +986,12 @@ impl<'s> Parser<'s> {
                 Func::Len
             }
         };
-        Ok(Value::Call(Box::new(Call { func, target, text })))
+        Ok(Value::Call(Box::new(Call {
+            func,
+            target,
+            rest,
+            text,
+        })))
     }
 
     fn path(&mut self) -> PResult<Value> {
@@ -1179,7 +1289,7 @@ impl BoolExpr {
                 left.visit_attrs(f);
                 right.visit_attrs(f);
             }
-            BoolExpr::Converter(c) => c.target.visit_attrs(f),
+            BoolExpr::Converter(c) => c.visit_attrs(f),
         }
     }
 
@@ -1194,8 +1304,20 @@ impl BoolExpr {
                 left.visit_attrs_mut(f);
                 right.visit_attrs_mut(f);
             }
-            BoolExpr::Converter(c) => c.target.visit_attrs_mut(f),
+            BoolExpr::Converter(c) => c.visit_attrs_mut(f),
         }
+    }
+}
+
+impl Call {
+    fn visit_attrs(&self, f: &mut impl FnMut(&Attr)) {
+        self.target.visit_attrs(f);
+        self.rest.iter().for_each(|v| v.visit_attrs(f));
+    }
+
+    fn visit_attrs_mut(&mut self, f: &mut impl FnMut(&mut Attr)) {
+        self.target.visit_attrs_mut(f);
+        self.rest.iter_mut().for_each(|v| v.visit_attrs_mut(f));
     }
 }
 
@@ -1205,7 +1327,7 @@ impl Value {
             Value::Lit(_) => {}
             Value::Path(Path::Attr(a)) => f(a),
             Value::Path(_) => {}
-            Value::Call(c) => c.target.visit_attrs(f),
+            Value::Call(c) => c.visit_attrs(f),
             Value::Math(m) => {
                 m.left.visit_attrs(f);
                 m.right.visit_attrs(f);
@@ -1218,7 +1340,7 @@ impl Value {
             Value::Lit(_) => {}
             Value::Path(Path::Attr(a)) => f(a),
             Value::Path(_) => {}
-            Value::Call(c) => c.target.visit_attrs_mut(f),
+            Value::Call(c) => c.visit_attrs_mut(f),
             Value::Math(m) => {
                 m.left.visit_attrs_mut(f);
                 m.right.visit_attrs_mut(f);
@@ -1284,9 +1406,22 @@ mod tests {
             Func::IsInt => "IsInt",
             Func::IsDouble => "IsDouble",
             Func::IsBool => "IsBool",
+            Func::IsMap => "IsMap",
+            Func::IsList => "IsList",
             Func::Len => "Len",
+            Func::ToLowerCase => "ToLowerCase",
+            Func::ToUpperCase => "ToUpperCase",
+            Func::HasPrefix => "HasPrefix",
+            Func::HasSuffix => "HasSuffix",
+            Func::String => "String",
+            Func::Concat => {
+                let items: Vec<String> = c.rest.iter().map(show_value).collect();
+                return format!("Concat([{}], {})", items.join(", "), show_value(&c.target));
+            }
         };
-        format!("{name}({})", show_value(&c.target))
+        let mut args = vec![show_value(&c.target)];
+        args.extend(c.rest.iter().map(show_value));
+        format!("{name}({})", args.join(", "))
     }
 
     fn span(src: &str) -> String {
