@@ -13,7 +13,7 @@ use std::cmp::Ordering;
 use std::fmt::{self, Write as _};
 
 use super::parser::{Attr, BoolExpr, Call, Func, Index, Lit, Math, MathOp, Path, Source, Value};
-use super::{CmpOp, SpanCtx};
+use super::{raw, CmpOp, SpanCtx};
 use crate::otlp::decode::AttrValue;
 use crate::policy::trace_state;
 
@@ -176,24 +176,25 @@ fn value<'v>(v: &'v Value, env: &Env<'v>) -> EResult<Val<'v>> {
 
 #[inline(always)]
 fn attr<'v>(a: &Attr, env: &Env<'v>) -> Val<'v> {
+    Val::of_attr(attr_value(a, env))
+}
+
+#[inline(always)]
+fn attr_value<'v>(a: &Attr, env: &Env<'v>) -> AttrValue<'v> {
     let values = match a.source {
         Source::Span => env.span.attrs,
         Source::Resource => env.span.resource_attrs,
         Source::Event => env.event_attrs,
+        Source::Scope => return raw::scope_attribute(env.span.scope_raw, &a.key),
     };
-    Val::of_attr(values.get(a.index).copied().unwrap_or_default())
+    values.get(a.index).copied().unwrap_or_default()
 }
 
 /// `attributes["k"][…]…` as OTTL's `getIndexableValue` reads it: a string indexes a map (a missing key is nil),
 /// an int indexes a list (out of range is an error), anything else is an error; an absent attribute is nil
 /// before any indexing.
 fn indexed<'v>(a: &'v Attr, env: &Env<'v>) -> EResult<Val<'v>> {
-    let values = match a.source {
-        Source::Span => env.span.attrs,
-        Source::Resource => env.span.resource_attrs,
-        Source::Event => env.event_attrs,
-    };
-    let mut v = values.get(a.index).copied().unwrap_or_default();
+    let mut v = attr_value(a, env);
     if !v.is_present() {
         return Ok(Val::Nil);
     }
@@ -279,6 +280,8 @@ fn path<'v>(p: &'v Path, env: &Env<'v>) -> Val<'v> {
         Path::SpanIdString => Val::Hex(&s.span_id),
         Path::ParentSpanIdString => Val::Hex(s.parent_span_id.as_ref().map_or(&[0; 8], |p| p)),
         Path::ScopeName => Val::Str(env.span.scope_name),
+        Path::ScopeVersion => Val::Str(raw::scope_version(env.span.scope_raw)),
+        Path::StatusMessage => Val::Str(raw::status_message(s.raw)),
         Path::EventName => Val::Str(env.event_name),
         Path::Attr(a) => attr(a, env),
     }
@@ -566,7 +569,9 @@ fn value_equal(a: AttrValue<'_>, b: AttrValue<'_>) -> bool {
         (AttrValue::Bytes(x), AttrValue::Bytes(y)) => x == y,
         (AttrValue::Array(_), AttrValue::Array(_)) => {
             a.elements().count() == b.elements().count()
-                && a.elements().zip(b.elements()).all(|(x, y)| value_equal(x, y))
+                && a.elements()
+                    .zip(b.elements())
+                    .all(|(x, y)| value_equal(x, y))
         }
         (AttrValue::Map(_), AttrValue::Map(_)) => {
             a.entries().count() == b.entries().count()
@@ -717,9 +722,11 @@ pub(crate) fn compare(a: &Val<'_>, b: &Val<'_>, op: CmpOp) -> EResult<bool> {
             ordered(&x.bytes().cmp(hex_digits(y)), &Ordering::Equal, op)
         }
         // A converter's string against another string.
-        (x, y) if x.text().is_some() && y.text().is_some() => {
-            ordered(x.text().unwrap_or_default(), y.text().unwrap_or_default(), op)
-        }
+        (x, y) if x.text().is_some() && y.text().is_some() => ordered(
+            x.text().unwrap_or_default(),
+            y.text().unwrap_or_default(),
+            op,
+        ),
         _ => op == CmpOp::Ne,
     })
 }
@@ -865,7 +872,10 @@ mod tests {
             ("b", vec![0x3a, 3, 1, 2, 255]),
             ("e", vec![]),
             ("A", av::int(-5)),
-            ("s", av::array(&[av::boolean(true), av::map(&[("k", av::str("v"))])])),
+            (
+                "s",
+                av::array(&[av::boolean(true), av::map(&[("k", av::str("v"))])]),
+            ),
             ("A", av::int(7)),
         ]);
         assert_eq!(
@@ -876,7 +886,13 @@ mod tests {
         assert_eq!(json_of(AttrValue::Map(&[]), "x").unwrap(), "{}");
         let nan = av::array_body(&[av::double(f64::INFINITY)]);
         assert!(json_of(AttrValue::Array(&nan), "x").is_err());
-        for (b, want) in [(&b""[..], ""), (b"f", "Zg=="), (b"fo", "Zm8="), (b"foo", "Zm9v"), (b"foob", "Zm9vYg==")] {
+        for (b, want) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+        ] {
             let mut s = String::new();
             write_base64(&mut s, b);
             assert_eq!(s, want);
@@ -1043,6 +1059,7 @@ mod tests {
         let mut status = Vec::new();
         varint(&mut status, 3 << 3);
         varint(&mut status, t.status);
+        bytes_field(&mut status, 2, b"boom");
         bytes_field(&mut span, 15, &status);
         let mut scope = Vec::new();
         bytes_field(&mut scope, 1, b"io.opentelemetry.http");
@@ -1073,6 +1090,7 @@ mod tests {
                 attrs: &a,
                 resource_attrs: &r,
                 scope_name: "io.opentelemetry.http",
+                scope_raw: &[],
             };
             c.eval_span(&ctx)
         })
@@ -1343,6 +1361,7 @@ mod tests {
                 attrs: &attrs(),
                 resource_attrs: &resource_attrs(),
                 scope_name: "",
+                scope_raw: &[],
             })
         });
         assert_eq!(got, Ok(true));
@@ -1358,6 +1377,7 @@ mod tests {
                 attrs: &a,
                 resource_attrs: &r,
                 scope_name: "scope",
+                scope_raw: &[],
             };
             c.eval_event(&EventCtx {
                 name,
@@ -1404,6 +1424,81 @@ mod tests {
         }
     }
 
+    /// Scenario: `status.message` and `instrumentation_scope.version` / `.attributes` (read from raw bytes), in
+    /// both contexts.
+    /// Guarantees: the values the reference's paths give; a missing scope attribute is nil; indexing works.
+    #[test]
+    fn status_message_and_scope_paths() {
+        let kv = |k: &str, v: Vec<u8>| {
+            let mut body = Vec::new();
+            bytes_field(&mut body, 1, k.as_bytes());
+            bytes_field(&mut body, 2, &v);
+            body
+        };
+        let mut scope = Vec::new();
+        bytes_field(&mut scope, 1, b"io.opentelemetry.http");
+        bytes_field(&mut scope, 2, b"2.1.0");
+        bytes_field(&mut scope, 3, &kv("team", av::str("payments")));
+        bytes_field(
+            &mut scope,
+            3,
+            &kv("tags", av::array(&[av::str("a"), av::int(2)])),
+        );
+        let cases = [
+            (r#"status.message == "boom""#, true),
+            (r#"span.status.message == "boom""#, true),
+            (r#"instrumentation_scope.version == "2.1.0""#, true),
+            (r#"scope.version == "2.1.0""#, true),
+            (
+                r#"instrumentation_scope.attributes["team"] == "payments""#,
+                true,
+            ),
+            (r#"instrumentation_scope.attributes["tags"][1] == 2"#, true),
+            (
+                r#"Len(instrumentation_scope.attributes["tags"]) == 2"#,
+                true,
+            ),
+            (r#"instrumentation_scope.attributes["absent"] == nil"#, true),
+            (
+                r#"IsMatch(instrumentation_scope.attributes["tags"], "^\\[\"a\",2\\]$")"#,
+                true,
+            ),
+        ];
+        with_span(&TestSpan::new(""), |view| {
+            let (a, r) = (attrs(), resource_attrs());
+            let ctx = SpanCtx {
+                span: view,
+                attrs: &a,
+                resource_attrs: &r,
+                scope_name: "io.opentelemetry.http",
+                scope_raw: &scope,
+            };
+            for (expr, want) in cases {
+                let mut c = parse(expr, ContextKind::Span).unwrap_or_else(|e| panic!("{e}"));
+                c.bind(&keys());
+                assert_eq!(c.eval_span(&ctx), Ok(want), "{expr}");
+                if !expr.starts_with("status") {
+                    let mut c =
+                        parse(expr, ContextKind::SpanEvent).unwrap_or_else(|e| panic!("{e}"));
+                    c.bind(&keys());
+                    let ev = EventCtx {
+                        name: "e",
+                        attrs: &[],
+                        span: &ctx,
+                    };
+                    assert_eq!(c.eval_event(&ev), Ok(want), "spanevent: {expr}");
+                }
+            }
+            let empty = SpanCtx {
+                scope_raw: &[],
+                ..ctx
+            };
+            let mut c = parse(r#"instrumentation_scope.version == """#, ContextKind::Span).unwrap();
+            c.bind(&keys());
+            assert_eq!(c.eval_span(&empty), Ok(true));
+        });
+    }
+
     #[test]
     fn conditions_are_evaluated_in_their_context_only() {
         let c = parse("true", ContextKind::SpanEvent).unwrap();
@@ -1414,6 +1509,7 @@ mod tests {
                 attrs: &[],
                 resource_attrs: &[],
                 scope_name: "",
+                scope_raw: &[],
             };
             assert!(c.eval_span(&span).is_err());
             let ev = EventCtx {
@@ -1487,6 +1583,7 @@ mod tests {
                 attrs: &a,
                 resource_attrs: &r,
                 scope_name: "scope",
+                scope_raw: &[],
             };
             for expr in TYPICAL {
                 let mut c = parse(expr, ContextKind::Span).unwrap();
@@ -1516,6 +1613,7 @@ mod tests {
             attrs: &a,
             resource_attrs: &r,
             scope_name: "scope",
+            scope_raw: &[],
         };
         let n = 1_000_000u32;
         let best = |f: &mut dyn FnMut()| {

@@ -42,6 +42,7 @@
 mod eval;
 mod lexer;
 mod parser;
+mod raw;
 mod re2;
 
 use std::fmt;
@@ -156,6 +157,9 @@ pub struct SpanCtx<'a> {
     /// Its resource's, by key index.
     pub resource_attrs: &'a [AttrValue<'a>],
     pub scope_name: &'a str,
+    /// The scope's raw `InstrumentationScope` bytes ("" if none), for `instrumentation_scope.version` and
+    /// `.attributes`, read only when a condition asks.
+    pub scope_raw: &'a [u8],
 }
 
 /// What a span event condition sees: the event's name and extracted attributes, and its span's context.
@@ -207,6 +211,8 @@ impl Condition {
                 parser::Source::Span => &mut out.span,
                 parser::Source::Event => &mut out.event,
                 parser::Source::Resource => &mut out.resource,
+                // Read from the scope's raw bytes, not extracted by the scanner.
+                parser::Source::Scope => return,
             };
             if !list.contains(&a.key) {
                 list.push(a.key.clone());
@@ -219,6 +225,9 @@ impl Condition {
     /// set indexes span, resource and event attributes (`SpanCtx::attrs`, `resource_attrs`, `EventCtx::attrs`).
     pub fn bind(&mut self, keys: &AttrKeys) {
         self.root.visit_attrs_mut(&mut |a| {
+            if a.source == parser::Source::Scope {
+                return;
+            }
             a.index = keys
                 .index_of_str(&a.key)
                 .expect("attribute key registered before bind");
@@ -288,20 +297,22 @@ mod tests {
         blank: Span "  " => 0, "empty condition";
         unknown_path: Span r#"nme == "x""#
             => 0, "unknown path `nme` in the span context; tailsample supports: name, kind, kind.string, \
-                   kind.deprecated_string, status.code, attributes[\"…\"], resource.attributes[\"…\"], \
-                   instrumentation_scope.name, trace_state, trace_state[\"…\"], start_time_unix_nano, \
+                   kind.deprecated_string, status.code, status.message, attributes[\"…\"], \
+                   resource.attributes[\"…\"], instrumentation_scope.name, instrumentation_scope.version, \
+                   instrumentation_scope.attributes[\"…\"], trace_state, trace_state[\"…\"], start_time_unix_nano, \
                    end_time_unix_nano, trace_id.string, span_id.string, parent_span_id.string";
         unknown_path_after_and: Span r#"name == "a" and foo.bar == 1"#
             => 16, "unknown path `foo.bar` in the span context; tailsample supports: name, kind, kind.string, \
-                    kind.deprecated_string, status.code, attributes[\"…\"], resource.attributes[\"…\"], \
-                    instrumentation_scope.name, trace_state, trace_state[\"…\"], start_time_unix_nano, \
+                    kind.deprecated_string, status.code, status.message, attributes[\"…\"], \
+                    resource.attributes[\"…\"], instrumentation_scope.name, instrumentation_scope.version, \
+                    instrumentation_scope.attributes[\"…\"], trace_state, trace_state[\"…\"], start_time_unix_nano, \
                     end_time_unix_nano, trace_id.string, span_id.string, parent_span_id.string";
         unknown_field: Span "status.cod == 1" => 7, "`status` has no field `cod`";
         unknown_resource_path: Span r#"resource.name == "x""#
             => 9, "unknown path `resource.name` in the resource context; tailsample supports: \
                    resource.attributes[\"…\"]";
-        unsupported_path: Span r#"status.message == "x""#
-            => 0, "`status.message` is an OTTL path tailsample's conditions do not read";
+        unsupported_path: Span r#"scope.schema_url == "x""#
+            => 6, "`scope.schema_url` is an OTTL path tailsample's conditions do not read";
         unsupported_time_path: Span "start_time > 0"
             => 0, "`start_time` is an OTTL path tailsample's conditions do not read; use `start_time_unix_nano`";
         unsupported_raw_id: Span "trace_id == nil"
@@ -329,7 +340,8 @@ mod tests {
             => 0, "unknown path `kind` in the spanevent context; the span's field is `span.kind`";
         unknown_event_path: SpanEvent "foo == 1"
             => 0, "unknown path `foo` in the spanevent context; tailsample supports: name, attributes[\"…\"], \
-                   span.<any span path>, resource.attributes[\"…\"], instrumentation_scope.name";
+                   span.<any span path>, resource.attributes[\"…\"], instrumentation_scope.name, \
+                   instrumentation_scope.version, instrumentation_scope.attributes[\"…\"]";
         unknown_function: Span r#"Foo(name) == "x""#
             => 0, "unknown converter `Foo`; tailsample's conditions support IsMatch, IsString, IsInt, IsDouble, \
                    IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat";

@@ -103,6 +103,10 @@ pub(crate) enum Path {
     SpanIdString,
     ParentSpanIdString,
     ScopeName,
+    /// `instrumentation_scope.version`.
+    ScopeVersion,
+    /// `status.message`.
+    StatusMessage,
     EventName,
     Attr(Attr),
 }
@@ -113,6 +117,8 @@ pub(crate) enum Source {
     Span,
     Resource,
     Event,
+    /// The instrumentation scope's attributes (read from its raw bytes, not bound to the key set).
+    Scope,
 }
 
 #[derive(Debug, Clone)]
@@ -165,7 +171,8 @@ pub(crate) enum Func {
 }
 
 /// The converters tailsample runs, for error messages.
-pub(crate) const CONVERTERS: &str = "IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, \
+pub(crate) const CONVERTERS: &str =
+    "IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, \
     ToUpperCase, HasPrefix, HasSuffix, String, Concat";
 
 /// The span context's enum symbols (`ctxspan.SymbolTable`), also accepted in the span event context.
@@ -523,7 +530,9 @@ impl<'s> Parser<'s> {
             ),
             Value::Call(_) if !text.starts_with('(') => self.fail(
                 start,
-                format!("`{text}` returns a string, not a boolean: compare it, e.g. `{text} == \"x\"`"),
+                format!(
+                    "`{text}` returns a string, not a boolean: compare it, e.g. `{text} == \"x\"`"
+                ),
             ),
             _ => {
                 let t = self.peek();
@@ -849,8 +858,8 @@ impl<'s> Parser<'s> {
     fn build_call(&self, name: &Token<'s>, args: Vec<Arg<'s>>, text: String) -> PResult<Value> {
         let params: &[&str] = match name.text {
             "IsMatch" => &["target", "pattern"],
-            "IsString" | "IsInt" | "IsDouble" | "IsBool" | "IsMap" | "IsList" | "Len" | "ToLowerCase"
-            | "ToUpperCase" | "String" => &["target"],
+            "IsString" | "IsInt" | "IsDouble" | "IsBool" | "IsMap" | "IsList" | "Len"
+            | "ToLowerCase" | "ToUpperCase" | "String" => &["target"],
             "HasPrefix" => &["target", "prefix"],
             "HasSuffix" => &["target", "suffix"],
             "Concat" => &["vals", "delimiter"],
@@ -1158,8 +1167,9 @@ impl<'s> Parser<'s> {
     }
 
     fn span_path(&self, segs: &[Seg<'_>], text: &str) -> PResult<Path> {
-        const KNOWN: &str = "name, kind, kind.string, kind.deprecated_string, status.code, attributes[\"…\"], \
-            resource.attributes[\"…\"], instrumentation_scope.name, trace_state, trace_state[\"…\"], \
+        const KNOWN: &str = "name, kind, kind.string, kind.deprecated_string, status.code, status.message, \
+            attributes[\"…\"], resource.attributes[\"…\"], instrumentation_scope.name, instrumentation_scope.version, \
+            instrumentation_scope.attributes[\"…\"], trace_state, trace_state[\"…\"], \
             start_time_unix_nano, end_time_unix_nano, trace_id.string, span_id.string, parent_span_id.string";
         let seg = &segs[0];
         let field = segs.get(1).map(|s| s.name);
@@ -1171,7 +1181,7 @@ impl<'s> Parser<'s> {
                 self.plain(segs, 2, Path::SpanKindDeprecatedString)
             }
             ("status", Some("code")) => self.plain(segs, 2, Path::StatusCode),
-            ("status", Some("message")) => self.unsupported(seg, text, ""),
+            ("status", Some("message")) => self.plain(segs, 2, Path::StatusMessage),
             ("status", None) => self.unsupported(seg, text, "; compare `status.code`"),
             ("start_time_unix_nano", _) => self.plain(segs, 1, Path::StartTimeUnixNano),
             ("end_time_unix_nano", _) => self.plain(segs, 1, Path::EndTimeUnixNano),
@@ -1232,14 +1242,14 @@ impl<'s> Parser<'s> {
         let seg = &segs[0];
         match seg.name {
             "name" => self.plain(segs, 1, Path::ScopeName),
-            "version" | "attributes" | "dropped_attributes_count" | "schema_url" => {
-                self.unsupported(seg, text, "")
-            }
+            "version" => self.plain(segs, 1, Path::ScopeVersion),
+            "attributes" => self.attribute(segs, Source::Scope, text),
+            "dropped_attributes_count" | "schema_url" => self.unsupported(seg, text, ""),
             _ => self.unknown(
                 seg,
                 text,
                 "instrumentation scope",
-                "instrumentation_scope.name",
+                "instrumentation_scope.name, instrumentation_scope.version, instrumentation_scope.attributes[\"…\"]",
             ),
         }
     }
@@ -1247,7 +1257,7 @@ impl<'s> Parser<'s> {
     fn event_path(&self, segs: &[Seg<'_>], text: &str) -> PResult<Path> {
         const KNOWN: &str =
             "name, attributes[\"…\"], span.<any span path>, resource.attributes[\"…\"], \
-            instrumentation_scope.name";
+            instrumentation_scope.name, instrumentation_scope.version, instrumentation_scope.attributes[\"…\"]";
         let seg = &segs[0];
         match seg.name {
             "name" => self.plain(segs, 1, Path::EventName),
