@@ -499,8 +499,10 @@ MAIN_CASES: dict[str, str] = {
             ottl_condition:
               error_mode: ignore
               span:
-                - 'IsMatch(attributes["ottl.value"], "^\\\\[\\\\{\\"k\\":\\"v\\"\\\\},\\\\[\\"n\\"\\\\]\\\\]$|^\\\\[\\\\]$|^\\\\{\\\\}$")'
-                - 'IsMatch(attributes["ottl.value"], "\\"y\\":\\"YWI=\\",\\"z\\":1e-07|^\\\\{\\"B\\":1,\\"_\\":3,\\"a\\":2\\\\}$")'
+                - 'IsMatch(attributes["ottl.value"], "^\\\\[\\\\{\\"k\\":\\"v\\"\\\\},\\\\[\\"n\\"\\\\]\\\\]$")'
+                - 'IsMatch(attributes["ottl.value"], "^\\\\[\\\\]$|^\\\\{\\\\}$")'
+                - 'IsMatch(attributes["ottl.value"], "\\"y\\":\\"YWI=\\",\\"z\\":1e-07")'
+                - 'IsMatch(attributes["ottl.value"], "^\\\\{\\"B\\":1,\\"_\\":3,\\"a\\":2\\\\}$")'
         """,
     "ottl_list_map_len_and_equality": """
         policies:
@@ -518,12 +520,14 @@ MAIN_CASES: dict[str, str] = {
             type: ottl_condition
             ottl_condition:
               error_mode: ignore
-              span: ['attributes["ottl.value"] == resource.attributes["ottl.value"] and attributes["ottl.value"] != nil']
+              span:
+                - 'attributes["ottl.value"] == resource.attributes["ottl.value"] and attributes["ottl.value"] != nil'
           - name: differs-from-resource
             type: ottl_condition
             ottl_condition:
               error_mode: ignore
-              span: ['attributes["ottl.value"] != resource.attributes["ottl.value"] and IsList(attributes["ottl.value"])']
+              span:
+                - 'attributes["ottl.value"] != resource.attributes["ottl.value"] and IsList(attributes["ottl.value"])'
           - name: is-map
             type: ottl_condition
             ottl_condition:
@@ -564,7 +568,9 @@ MAIN_CASES: dict[str, str] = {
             type: ottl_condition
             ottl_condition:
               error_mode: ignore
-              span: ['String(attributes["ottl.value"]) == "[3,2,1]" or String(attributes["http.response.status_code"]) == "503"']
+              span:
+                - 'String(attributes["ottl.value"]) == "[3,2,1]"'
+                - 'String(attributes["http.response.status_code"]) == "503"'
           - name: lower
             type: ottl_condition
             ottl_condition:

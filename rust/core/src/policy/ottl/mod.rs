@@ -362,6 +362,21 @@ mod tests {
             => 12, "unexpected `where`: an ottl_condition is a condition only, not a statement";
         too_few_arguments: Span r#"IsMatch(name)"#
             => 0, "IsMatch takes 2 arguments (target, pattern), got 1";
+        concat_without_a_list: Span r#"Concat(name, "-") == "x""#
+            => 7, "the values of Concat are a list literal, e.g. `Concat([name, attributes[\"k\"]], \"-\")`";
+        list_argument_elsewhere: Span r#"HasPrefix(name, ["a"])"#
+            => 16, "`prefix` of HasPrefix is not a list";
+        list_in_a_comparison: Span r#"attributes["k"] == ["a"]"#
+            => 19, "list values (`[…]`) are not supported in conditions";
+        unclosed_list: Span r#"Concat([name "x") == "a""#
+            => 13, "expected `,` or `]` in the list opened at position 7, found `\"x\"`";
+        string_converter_as_condition: Span "ToLowerCase(name)"
+            => 0, "`ToLowerCase(name)` returns a string, not a boolean: compare it, e.g. `ToLowerCase(name) == \"x\"`";
+        substring_is_refused: Span r#"Substring(name, 0, 3) == "GET""#
+            => 0, "unknown converter `Substring`; tailsample's conditions support IsMatch, IsString, IsInt, IsDouble, \
+                   IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat";
+        scope_dropped_count: Span "instrumentation_scope.dropped_attributes_count == 0"
+            => 22, "`instrumentation_scope.dropped_attributes_count` is an OTTL path tailsample's conditions do not read";
         too_many_arguments: Span r#"IsString(name, "x")"#
             => 0, "IsString takes 1 argument (target), got 2";
         unknown_named_argument: Span r#"IsMatch(target = name, regex = "x")"#

@@ -1564,6 +1564,20 @@ mod tests {
         converter_positional_then_named: span r#"IsMatch(name, pattern = "x")"# => "IsMatch(SpanName, /x/)";
         converter_nested: span r#"IsMatch(Len(name), "1")"# => "IsMatch(Len(SpanName), /1/)";
         converter_pattern_translated: span r#"IsMatch(name, "\\d")"# => "IsMatch(SpanName, /[0-9]/)";
+        converter_is_map: span r#"IsMap(attributes["a"])"# => r#"IsMap(Span["a"])"#;
+        converter_is_list: span r#"IsList(attributes["a"])"# => r#"IsList(Span["a"])"#;
+        converter_to_lower_case: span r#"ToLowerCase(name) == "x""# => r#"ToLowerCase(SpanName) == "x""#;
+        converter_to_upper_case: span r#"ToUpperCase(name) == "X""# => r#"ToUpperCase(SpanName) == "X""#;
+        converter_has_prefix: span r#"HasPrefix(name, "G")"# => r#"HasPrefix(SpanName, "G")"#;
+        converter_has_suffix_named: span r#"HasSuffix(suffix = "s", target = name)"# => r#"HasSuffix(SpanName, "s")"#;
+        converter_string: span r#"String(attributes["a"]) == "1""# => r#"String(Span["a"]) == "1""#;
+        converter_concat: span r#"Concat([name, 1, attributes["a"]], "-") == "x""#
+            => r#"Concat([SpanName, 1i, Span["a"]], "-") == "x""#;
+        converter_concat_empty_list: span r#"Concat([], "") == """# => r#"Concat([], "") == """#;
+        path_status_message: span r#"status.message == "x""# => r#"StatusMessage == "x""#;
+        path_scope_version: span r#"instrumentation_scope.version == "1""# => r#"ScopeVersion == "1""#;
+        path_scope_attribute: span r#"scope.attributes["k"][0] == 1"# => r#"Scope["k"] == 1i"#;
+        event_scope_version: spanevent r#"instrumentation_scope.version == "1""# => r#"ScopeVersion == "1""#;
         converter_target_arithmetic: span r#"IsMatch(kind + 1, "3")"# => "IsMatch((SpanKind + 1i), /3/)";
     }
 

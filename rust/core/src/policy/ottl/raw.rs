@@ -80,7 +80,7 @@ fn any_value(buf: &[u8]) -> AttrValue<'_> {
                 Ok(v) => AttrValue::Double(f64::from_bits(v)),
                 Err(_) => break,
             },
-            (5 | 6 | 7, WireType::Len) => match r.read_len() {
+            (5..=7, WireType::Len) => match r.read_len() {
                 Ok((b, _)) if field == 5 => AttrValue::Array(b),
                 Ok((b, _)) if field == 6 => AttrValue::Map(b),
                 Ok((b, _)) => AttrValue::Bytes(b),
