@@ -577,6 +577,31 @@ MAIN_CASES: dict[str, str] = {
               error_mode: ignore
               span: ['ToLowerCase(name) == "get /api" and not (name == "get /api")']
         """,
+    "ottl_int_double": """
+        policies:
+          - name: int-of-string
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span:
+                - 'Int(attributes["http.response.status_code"]) >= 503 and IsString(attributes["http.response.status_code"])'
+          - name: int-of-float
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span:
+                - 'Int(attributes["http.response.status_code"]) == 499 and IsDouble(attributes["http.response.status_code"])'
+          - name: double-of-bool
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['Double(attributes["debug"]) == 1.0 and not IsInt(attributes["debug"])']
+          - name: double-of-version
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['Double(instrumentation_scope.version) > 9']
+        """,
     "ottl_condition_more": """
         policies:
           - name: ottl-more

@@ -317,6 +317,48 @@ fn call<'v>(c: &'v Call, env: &Env<'v>) -> EResult<Val<'v>> {
             Val::Str(s) => Val::Str(s),
             other => Val::Own(with_str(&other, &c.text, str::to_string)?),
         },
+        Func::Int => match t {
+            Val::Nil => Val::Nil,
+            Val::Int(i) => Val::Int(i),
+            Val::Float(f) => Val::Int(go_float_to_int(f)),
+            Val::Bool(b) => Val::Int(i64::from(b)),
+            Val::Str(_) | Val::Own(_) | Val::Hex(_) => {
+                let s = string_of(&t, &c.text)?;
+                // Go's `strconv.ParseInt(s, 10, 64)`: an optional sign and decimal digits, in range.
+                Val::Int(s.parse::<i64>().map_err(|_| {
+                    EvalError::new(format!("{}: {s:?} is not a base-10 int64", c.text))
+                })?)
+            }
+            other => {
+                return Err(EvalError::new(format!(
+                    "{}: Int takes an int, a float, a string or a boolean, got {}",
+                    c.text,
+                    other.type_name()
+                )))
+            }
+        },
+        Func::Double => match t {
+            Val::Nil => Val::Nil,
+            Val::Float(f) => Val::Float(f),
+            Val::Int(i) => Val::Float(i as f64),
+            Val::Bool(b) => Val::Float(if b { 1.0 } else { 0.0 }),
+            Val::Str(_) | Val::Own(_) | Val::Hex(_) => {
+                let s = string_of(&t, &c.text)?;
+                Val::Float(go_parse_float(&s).ok_or_else(|| {
+                    EvalError::new(format!(
+                        "{}: {s:?} is not a float tailsample can parse",
+                        c.text
+                    ))
+                })?)
+            }
+            other => {
+                return Err(EvalError::new(format!(
+                    "{}: Double takes an int, a float, a string or a boolean, got {}",
+                    c.text,
+                    other.type_name()
+                )))
+            }
+        },
         Func::Concat => {
             let delimiter = string_of(&t, &c.text)?;
             let mut out = String::new();
@@ -348,6 +390,31 @@ fn call<'v>(c: &'v Call, env: &Env<'v>) -> EResult<Val<'v>> {
             }
         },
     })
+}
+
+/// Go's `int64(f)` on amd64 (where the collector runs): truncation toward zero; NaN and values out of range give
+/// the "integer indefinite" value, `i64::MIN` (Rust's `as` would saturate instead).
+fn go_float_to_int(f: f64) -> i64 {
+    if f.is_nan() || f >= 9_223_372_036_854_775_808.0 || f < -9_223_372_036_854_775_808.0 {
+        i64::MIN
+    } else {
+        f as i64
+    }
+}
+
+/// Go's `strconv.ParseFloat(s, 64)` for decimal forms and `inf`/`infinity`/`nan`: `None` where Go fails (a syntax
+/// error, or a finite number too large, which Go reports as a range error). Go's hexadecimal floats (`0x1p-2`)
+/// are not parsed (`None`).
+fn go_parse_float(s: &str) -> Option<f64> {
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if unsigned.starts_with("0x") || unsigned.starts_with("0X") || s.contains('_') {
+        return None;
+    }
+    let f: f64 = s.parse().ok()?;
+    if f.is_infinite() && !unsigned.to_ascii_lowercase().starts_with("inf") {
+        return None;
+    }
+    Some(f)
 }
 
 /// `v` as OTTL's `StringGetter` takes it: a string, anything else (nil too) a type error.
@@ -1273,6 +1340,14 @@ mod tests {
         concat: r#"Concat([name, attributes["i"], attributes["absent"], 1.5, attributes["b"]], "|") == "GET /users|200|<nil>|1.5|true""# => true;
         concat_empty: r#"Concat([], "-") == """# => true;
         concat_named: r#"Concat(delimiter = "", vals = ["a", "b"]) == "ab""# => true;
+        int_of_string: r#"Int("42") == 42 and Int("-7") == -7 and Int("+3") == 3"# => true;
+        int_of_float_truncates: r#"Int(attributes["f"]) == 1 and Int(-2.9) == -2"# => true;
+        int_of_bool: r#"Int(attributes["b"]) == 1"# => true;
+        int_of_nil_is_nil: r#"Int(attributes["absent"]) == nil"# => true;
+        int_of_nan_is_min: r#"Int(attributes["nan"]) == -9223372036854775807 - 1"# => true;
+        double_of_string: r#"Double("1.5e3") == 1500 and Double(".5") == 0.5 and Double("-Inf") < 0"# => true;
+        double_of_int: r#"Double(attributes["i"]) == 200.0 and IsDouble(Double(attributes["i"]))"# => true;
+        double_of_nil_is_nil: r#"Double(attributes["absent"]) == nil"# => true;
         converter_result_in_is_match: r#"IsMatch(ToLowerCase(name), "^get ")"# => true;
     }
 
@@ -1295,6 +1370,10 @@ mod tests {
             => r#"HasPrefix(attributes["absent"], "x"): expected a string, got nil"#;
         concat_with_nan: r#"Concat([attributes["nan"]], "") == "x""#
             => r#"Concat([attributes["nan"]], ""): NaN has no string form (OTTL fails to convert NaN and infinities)"#;
+        int_of_bad_string: r#"Int("1.5") == 1"# => r#"Int("1.5"): "1.5" is not a base-10 int64"#;
+        int_of_map: r#"Int(attributes["map"]) == 1"#
+            => r#"Int(attributes["map"]): Int takes an int, a float, a string or a boolean, got a map"#;
+        double_out_of_range: r#"Double("1e400") > 0"# => r#"Double("1e400"): "1e400" is not a float tailsample can parse"#;
         len_of_nil: r#"Len(attributes["absent"]) > 0"#
             => r#"Len(attributes["absent"]): Len takes a string, bytes, a map or a list, got nil"#;
         len_of_int_attribute: r#"Len(attributes["i"]) > 0"#

@@ -168,12 +168,14 @@ pub(crate) enum Func {
     HasSuffix,
     String,
     Concat,
+    Int,
+    Double,
 }
 
 /// The converters tailsample runs, for error messages.
 pub(crate) const CONVERTERS: &str =
     "IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, \
-    ToUpperCase, HasPrefix, HasSuffix, String, Concat";
+    ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double";
 
 /// The span context's enum symbols (`ctxspan.SymbolTable`), also accepted in the span event context.
 const ENUMS: &[(&str, i64)] = &[
@@ -243,7 +245,7 @@ fn call_ty(c: &Call) -> Ty {
         Func::Len => Ty::Int,
         Func::ToLowerCase | Func::ToUpperCase | Func::Concat => Ty::Str,
         // nil for a nil target.
-        Func::String => Ty::Any,
+        Func::String | Func::Int | Func::Double => Ty::Any,
         _ => Ty::Bool,
     }
 }
@@ -859,7 +861,7 @@ impl<'s> Parser<'s> {
         let params: &[&str] = match name.text {
             "IsMatch" => &["target", "pattern"],
             "IsString" | "IsInt" | "IsDouble" | "IsBool" | "IsMap" | "IsList" | "Len"
-            | "ToLowerCase" | "ToUpperCase" | "String" => &["target"],
+            | "ToLowerCase" | "ToUpperCase" | "String" | "Int" | "Double" => &["target"],
             "HasPrefix" => &["target", "prefix"],
             "HasSuffix" => &["target", "suffix"],
             "Concat" => &["vals", "delimiter"],
@@ -967,6 +969,8 @@ impl<'s> Parser<'s> {
             "ToLowerCase" => Func::ToLowerCase,
             "ToUpperCase" => Func::ToUpperCase,
             "String" => Func::String,
+            "Int" => Func::Int,
+            "Double" => Func::Double,
             "HasPrefix" | "HasSuffix" => {
                 rest.push(slots.next().expect("a prefix or suffix").0);
                 if name.text == "HasPrefix" {
@@ -1424,6 +1428,8 @@ mod tests {
             Func::HasPrefix => "HasPrefix",
             Func::HasSuffix => "HasSuffix",
             Func::String => "String",
+            Func::Int => "Int",
+            Func::Double => "Double",
             Func::Concat => {
                 let items: Vec<String> = c.rest.iter().map(show_value).collect();
                 return format!("Concat([{}], {})", items.join(", "), show_value(&c.target));
