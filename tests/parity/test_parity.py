@@ -584,13 +584,17 @@ MAIN_CASES: dict[str, str] = {
             ottl_condition:
               error_mode: ignore
               span:
-                - 'Int(attributes["http.response.status_code"]) >= 503 and IsString(attributes["http.response.status_code"])'
+                - >-
+                  Int(attributes["http.response.status_code"]) >= 503
+                  and IsString(attributes["http.response.status_code"])
           - name: int-of-float
             type: ottl_condition
             ottl_condition:
               error_mode: ignore
               span:
-                - 'Int(attributes["http.response.status_code"]) == 499 and IsDouble(attributes["http.response.status_code"])'
+                - >-
+                  Int(attributes["http.response.status_code"]) == 499
+                  and IsDouble(attributes["http.response.status_code"])
           - name: double-of-bool
             type: ottl_condition
             ottl_condition:
