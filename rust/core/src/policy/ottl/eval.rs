@@ -395,7 +395,8 @@ fn call<'v>(c: &'v Call, env: &Env<'v>) -> EResult<Val<'v>> {
 /// Go's `int64(f)` on amd64 (where the collector runs): truncation toward zero; NaN and values out of range give
 /// the "integer indefinite" value, `i64::MIN` (Rust's `as` would saturate instead).
 fn go_float_to_int(f: f64) -> i64 {
-    if f.is_nan() || f >= 9_223_372_036_854_775_808.0 || f < -9_223_372_036_854_775_808.0 {
+    // NaN is outside every range.
+    if !(-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
         i64::MIN
     } else {
         f as i64
