@@ -2,8 +2,9 @@
 //!
 //! Values are borrowed from the span, its extracted attributes or the condition's literals; an ID's hex form is
 //! compared digit by digit as it is produced, and numbers formatted for `IsMatch` go to stack buffers. Nothing
-//! allocates except an error's message, `IsMatch` on a bytes value longer than 32 bytes (its hex form), and
-//! `trace_state["k"]` on a non-empty trace state (which `policy::trace_state::get` parses with a small `Vec`).
+//! allocates except an error's message, `IsMatch` on a bytes value longer than 32 bytes (its hex form),
+//! `trace_state["k"]` on a non-empty trace state (which `policy::trace_state::get` parses with a small `Vec`),
+//! the string converters' results (`ToLowerCase`, `Concat`, `String`, …) and the JSON text of a map or list.
 //!
 //! `value`, `path`, `attr` and `compare` are inlined into `condition` on purpose: returning a value through
 //! memory from a call and reading it back cost several times the comparison itself (measured: ~25 → ~10 ns).

@@ -9,14 +9,18 @@
 //! - values: strings (Go escapes), ints (Go `ParseInt(s, 0, 64)`: a leading `0` is octal), floats, `true`, `false`,
 //!   `nil`, byte literals `0x…`, the span enums `SPAN_KIND_*` and `STATUS_CODE_*`, arithmetic `+ - * /` on ints and
 //!   floats (int with float gives a float; division by zero is an evaluation error; ints wrap as in Go);
-//! - span context paths: `name`, `kind` (+ `.string`, `.deprecated_string`), `status.code`, `attributes["k"]`,
-//!   `resource.attributes["k"]`, `instrumentation_scope.name` (or `scope.name`), `trace_state`,
+//! - span context paths: `name`, `kind` (+ `.string`, `.deprecated_string`), `status.code`, `status.message`,
+//!   `attributes["k"]`, `resource.attributes["k"]`, `instrumentation_scope.name` (or `scope.name`),
+//!   `instrumentation_scope.version`, `instrumentation_scope.attributes["k"]` (these three read from the raw
+//!   bytes when asked, see `raw`), `trace_state`,
 //!   `trace_state["k"]`, `start_time_unix_nano`, `end_time_unix_nano`, `trace_id.string`, `span_id.string`,
 //!   `parent_span_id.string`; a `span.` prefix is accepted;
 //! - span event context paths: `name` and `attributes["k"]` (the event's, also with a `spanevent.` prefix), every
-//!   span path under `span.`, `resource.attributes["k"]`, `instrumentation_scope.name`;
+//!   span path under `span.`, `resource.attributes["k"]`, the `instrumentation_scope` paths;
 //! - converters: `IsMatch(target, pattern)` (pattern a string literal in Go RE2 syntax, see `re2`),
-//!   `IsString`, `IsInt`, `IsDouble`, `IsBool`, `Len`; named arguments (`IsMatch(target = name, pattern = "x")`).
+//!   `IsString`, `IsInt`, `IsDouble`, `IsBool`, `IsMap`, `IsList`, `Len`, `ToLowerCase`, `ToUpperCase`,
+//!   `HasPrefix`, `HasSuffix`, `String`, `Concat([...], delimiter)` (the only place a list literal is taken),
+//!   `Int`, `Double`; named arguments (`IsMatch(target = name, pattern = "x")`).
 //!
 //! Semantics follow the reference's code where its documentation differs:
 //!
@@ -27,17 +31,20 @@
 //! - an absent attribute and an attribute with an empty value read as `nil`;
 //! - `trace_state["k"]` is `""` when the key is absent and `nil` when the trace state does not parse (the
 //!   reference's getter returns nil there, not an error);
-//! - `IsMatch` converts its target as OTTL's `StringLikeGetter`: ints and booleans formatted, floats as Go/JSON
-//!   format them (`1e+21`, `1e-7`), bytes as lowercase hex; `nil` does not match;
-//! - `Len` is the length in bytes of a string (Go's `len`), of bytes, or an error for other values;
+//! - `IsMatch`, `String` and `Concat` convert as OTTL's `StringLikeGetter`: ints and booleans formatted, floats as
+//!   go-json formats them (`1e+21`, `1e-07`), bytes as lowercase hex, maps and lists as go-json's text of their
+//!   `AsRaw()` (sorted keys, base64 bytes, HTML escapes); `nil` does not match;
+//! - `Len` is the length in bytes of a string (Go's `len`), of bytes, the entries of a map or the elements of a
+//!   list, or an error for other values;
+//! - maps and lists compare with `==`/`!=` as `pcommon`'s `Equal`; ordering them is false;
+//! - the string converters (`ToLowerCase`, `HasPrefix`, …) take strings only (OTTL's `StringGetter`), so a
+//!   `nil` or a number fails to evaluate;
 //! - indexing into an attribute's value, as OTTL's `getIndexableValue`: `attributes["k"][0]`, `attributes["m"]["x"]`,
 //!   nested (`[0]["a"]`), on span, resource and event attributes. A string indexes a map (the first entry of
 //!   that key; a missing key is `nil`), an int indexes a list; an out-of-range index, a string into a list, an int
 //!   into a map, or any index into a scalar is an evaluation error; an absent attribute is `nil` whatever follows.
 //!
-//! What tailsample does not do with a whole map or list value (as opposed to an element): `Len` of it, `IsMatch`
-//! on it (OTTL would match its JSON), and `==`/`!=` between two of them are evaluation errors (`EvalError`).
-//! Comparing one with a value of another type needs no contents and works.
+//! Everything else (other converters, editors, other paths, map literals) is refused when parsed.
 
 mod eval;
 mod lexer;
