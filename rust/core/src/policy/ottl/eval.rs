@@ -318,6 +318,23 @@ fn call<'v>(c: &'v Call, env: &Env<'v>) -> EResult<Val<'v>> {
             Val::Str(s) => Val::Str(s),
             other => Val::Own(with_str(&other, &c.text, str::to_string)?),
         },
+        Func::TrimPrefix | Func::TrimSuffix => {
+            let s = string_of(&t, &c.text)?;
+            let affix = value(&c.rest[0], env)?;
+            let affix = string_of(&affix, &c.text)?;
+            let trimmed = if matches!(c.func, Func::TrimPrefix) {
+                s.strip_prefix(&*affix)
+            } else {
+                s.strip_suffix(&*affix)
+            };
+            Val::Own(trimmed.unwrap_or(&s).to_string())
+        }
+        // Go's `strings.Trim`: leading and trailing characters found in the cutset.
+        Func::Trim(cutset) => Val::Own(
+            string_of(&t, &c.text)?
+                .trim_matches(|ch| cutset.contains(ch))
+                .to_string(),
+        ),
         Func::Int => match t {
             Val::Nil => Val::Nil,
             Val::Int(i) => Val::Int(i),
@@ -1350,6 +1367,10 @@ mod tests {
         double_of_string: r#"Double("1.5e3") == 1500 and Double(".5") == 0.5 and Double("-Inf") < 0"# => true;
         double_of_int: r#"Double(attributes["i"]) == 200.0 and IsDouble(Double(attributes["i"]))"# => true;
         double_of_nil_is_nil: r#"Double(attributes["absent"]) == nil"# => true;
+        trim_default_spaces: r#"Trim("  a b  ") == "a b""# => true;
+        trim_cutset: r#"Trim(replacement = "/x", target = "x//users/x") == "users" and Trim("abc", "") == "abc""# => true;
+        trim_prefix: r#"TrimPrefix(name, "GET ") == "/users" and TrimPrefix(name, "POST") == name"# => true;
+        trim_suffix: r#"TrimSuffix(attributes["s"], "/users") == "GET ""# => true;
         converter_result_in_is_match: r#"IsMatch(ToLowerCase(name), "^get ")"# => true;
     }
 

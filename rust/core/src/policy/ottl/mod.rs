@@ -351,18 +351,18 @@ mod tests {
                    instrumentation_scope.version, instrumentation_scope.attributes[\"…\"]";
         unknown_function: Span r#"Foo(name) == "x""#
             => 0, "unknown converter `Foo`; tailsample's conditions support IsMatch, IsString, IsInt, IsDouble, \
-                   IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double";
+                   IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double, Trim, TrimPrefix, TrimSuffix";
         unknown_function_as_condition: Span r#"name == "a" and IsPresent(attributes["x"])"#
             => 16, "unknown converter `IsPresent`; tailsample's conditions support IsMatch, IsString, IsInt, \
-                    IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double";
+                    IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double, Trim, TrimPrefix, TrimSuffix";
         lowercase_converter: Span r#"isMatch(name, "x")"#
             => 0, "converter names start with an uppercase letter: did you mean `IsMatch`?";
         editor_statement: Span r#"set(name, "x")"#
             => 0, "`set(…)` is an editor call (a statement that changes telemetry); a condition can only call \
-                   converters (IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double)";
+                   converters (IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double, Trim, TrimPrefix, TrimSuffix)";
         statement_with_where: Span r#"drop() where name == "x""#
             => 0, "`drop(…)` is an editor call (a statement that changes telemetry); a condition can only call \
-                   converters (IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double)";
+                   converters (IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double, Trim, TrimPrefix, TrimSuffix)";
         leading_where: Span r#"where name == "x""#
             => 0, "`where` introduces the condition of a statement; an ottl_condition is the condition alone";
         trailing_where: Span r#"name == "x" where kind == 1"#
@@ -381,9 +381,13 @@ mod tests {
             => 0, "`ToLowerCase(name)` returns a string, not a boolean: compare it, e.g. `ToLowerCase(name) == \"x\"`";
         substring_is_refused: Span r#"Substring(name, 0, 3) == "GET""#
             => 0, "unknown converter `Substring`; tailsample's conditions support IsMatch, IsString, IsInt, IsDouble, \
-                   IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double";
+                   IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double, Trim, TrimPrefix, TrimSuffix";
         scope_dropped_count: Span "instrumentation_scope.dropped_attributes_count == 0"
             => 22, "`instrumentation_scope.dropped_attributes_count` is an OTTL path tailsample's conditions do not read";
+        trim_replacement_not_literal: Span "Trim(name, name) == \"x\""
+            => 11, "the replacement of Trim must be a string literal";
+        trim_too_many: Span "Trim(name, \" \", \"x\") == \"x\""
+            => 0, "Trim takes 1 or 2 arguments (target, replacement), got 3";
         too_many_arguments: Span r#"IsString(name, "x")"#
             => 0, "IsString takes 1 argument (target), got 2";
         unknown_named_argument: Span r#"IsMatch(target = name, regex = "x")"#

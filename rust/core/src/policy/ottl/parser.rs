@@ -170,12 +170,16 @@ pub(crate) enum Func {
     Concat,
     Int,
     Double,
+    TrimPrefix,
+    TrimSuffix,
+    /// `Trim(target[, replacement])`: the characters to trim (a string literal, `" "` if not given).
+    Trim(String),
 }
 
 /// The converters tailsample runs, for error messages.
 pub(crate) const CONVERTERS: &str =
     "IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, \
-    ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double";
+    ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double, Trim, TrimPrefix, TrimSuffix";
 
 /// The span context's enum symbols (`ctxspan.SymbolTable`), also accepted in the span event context.
 const ENUMS: &[(&str, i64)] = &[
@@ -243,7 +247,12 @@ fn ty(v: &Value) -> Ty {
 fn call_ty(c: &Call) -> Ty {
     match c.func {
         Func::Len => Ty::Int,
-        Func::ToLowerCase | Func::ToUpperCase | Func::Concat => Ty::Str,
+        Func::ToLowerCase
+        | Func::ToUpperCase
+        | Func::Concat
+        | Func::Trim(_)
+        | Func::TrimPrefix
+        | Func::TrimSuffix => Ty::Str,
         // nil for a nil target.
         Func::String | Func::Int | Func::Double => Ty::Any,
         _ => Ty::Bool,
@@ -862,8 +871,9 @@ impl<'s> Parser<'s> {
             "IsMatch" => &["target", "pattern"],
             "IsString" | "IsInt" | "IsDouble" | "IsBool" | "IsMap" | "IsList" | "Len"
             | "ToLowerCase" | "ToUpperCase" | "String" | "Int" | "Double" => &["target"],
-            "HasPrefix" => &["target", "prefix"],
-            "HasSuffix" => &["target", "suffix"],
+            "HasPrefix" | "TrimPrefix" => &["target", "prefix"],
+            "HasSuffix" | "TrimSuffix" => &["target", "suffix"],
+            "Trim" => &["target", "replacement"],
             "Concat" => &["vals", "delimiter"],
             other => {
                 return self.fail(
@@ -874,13 +884,19 @@ impl<'s> Parser<'s> {
                 )
             }
         };
-        if args.len() != params.len() {
+        // Trim's replacement is optional (`ottl.Optional`).
+        let required = if name.text == "Trim" { 1 } else { params.len() };
+        if args.len() < required || args.len() > params.len() {
             return self.fail(
                 name.start,
                 format!(
                     "{} takes {} argument{} ({}), got {}",
                     name.text,
-                    params.len(),
+                    if required < params.len() {
+                        format!("{required} or {}", params.len())
+                    } else {
+                        params.len().to_string()
+                    },
                     if params.len() == 1 { "" } else { "s" },
                     params.join(", "),
                     args.len()
@@ -937,6 +953,24 @@ impl<'s> Parser<'s> {
             }
             slots[k] = Some((v, at));
         }
+        if name.text == "Trim" {
+            let Some((target, _)) = slots[0].take() else {
+                return self.fail(name.start, "Trim needs its `target`");
+            };
+            let cutset = match slots[1].take() {
+                None => " ".to_string(),
+                Some((Value::Lit(Lit::Str(s)), _)) => s,
+                Some((_, at)) => {
+                    return self.fail(at, "the replacement of Trim must be a string literal")
+                }
+            };
+            return Ok(Value::Call(Box::new(Call {
+                func: Func::Trim(cutset),
+                target,
+                rest: Vec::new(),
+                text,
+            })));
+        }
         let mut slots = slots.into_iter().map(|s| s.expect("every parameter given"));
         let (mut target, target_at) = slots.next().expect("a target");
         let mut rest = Vec::new();
@@ -971,12 +1005,13 @@ impl<'s> Parser<'s> {
             "String" => Func::String,
             "Int" => Func::Int,
             "Double" => Func::Double,
-            "HasPrefix" | "HasSuffix" => {
+            "HasPrefix" | "HasSuffix" | "TrimPrefix" | "TrimSuffix" => {
                 rest.push(slots.next().expect("a prefix or suffix").0);
-                if name.text == "HasPrefix" {
-                    Func::HasPrefix
-                } else {
-                    Func::HasSuffix
+                match name.text {
+                    "HasPrefix" => Func::HasPrefix,
+                    "HasSuffix" => Func::HasSuffix,
+                    "TrimPrefix" => Func::TrimPrefix,
+                    _ => Func::TrimSuffix,
                 }
             }
             "Concat" => {
@@ -1430,6 +1465,9 @@ mod tests {
             Func::String => "String",
             Func::Int => "Int",
             Func::Double => "Double",
+            Func::TrimPrefix => "TrimPrefix",
+            Func::TrimSuffix => "TrimSuffix",
+            Func::Trim(cut) => return format!("Trim({}, {cut:?})", show_value(&c.target)),
             Func::Concat => {
                 let items: Vec<String> = c.rest.iter().map(show_value).collect();
                 return format!("Concat([{}], {})", items.join(", "), show_value(&c.target));
