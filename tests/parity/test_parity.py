@@ -606,6 +606,29 @@ MAIN_CASES: dict[str, str] = {
               error_mode: ignore
               span: ['Double(instrumentation_scope.version) > 9']
         """,
+    "ottl_trim": """
+        policies:
+          - name: trim-suffix
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['TrimSuffix(status.message, " connecting") == "Timeout while"']
+          - name: trim-prefix
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['TrimPrefix(name, "GET ") == "/api/v2"']
+          - name: trim-spaces
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['Trim(name) == "GET /api" and name != "GET /api"']
+          - name: trim-cutset
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['Trim(name, "/ GETa") == "pi/v2" or Trim(name, "/ GETa") == "pi"']
+        """,
     "ottl_condition_more": """
         policies:
           - name: ottl-more

@@ -20,7 +20,7 @@
 //! - converters: `IsMatch(target, pattern)` (pattern a string literal in Go RE2 syntax, see `re2`),
 //!   `IsString`, `IsInt`, `IsDouble`, `IsBool`, `IsMap`, `IsList`, `Len`, `ToLowerCase`, `ToUpperCase`,
 //!   `HasPrefix`, `HasSuffix`, `String`, `Concat([...], delimiter)` (the only place a list literal is taken),
-//!   `Int`, `Double`; named arguments (`IsMatch(target = name, pattern = "x")`).
+//!   `Int`, `Double`, `Trim`, `TrimPrefix`, `TrimSuffix`; named arguments (`IsMatch(target = name, pattern = "x")`).
 //!
 //! Semantics follow the reference's code where its documentation differs:
 //!
