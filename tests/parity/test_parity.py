@@ -480,6 +480,168 @@ MAIN_CASES: dict[str, str] = {
                 - 'attributes["http.response.status_code"] >= 500'
                 - 'name == "GET /api"'
         """,
+    "ottl_list_map_is_match": """
+        policies:
+          - name: quoted-b
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['IsMatch(attributes["ottl.value"], "\\"b\\"")']
+          - name: exact-list
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['IsMatch(attributes["ottl.value"], "^\\\\[1,2,3\\\\]$")']
+          - name: html-escaped
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['IsMatch(attributes["ottl.value"], "u003c|u0026|u2028|\\\\\\\\n\\\\\\\\t")']
+          - name: floats-bytes
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['IsMatch(attributes["ottl.value"], "1\\\\.5,1e-07,1e\\\\+21,true,\\"Af8=\\"")']
+          - name: sorted-map
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['IsMatch(resource.attributes["ottl.value"], "^\\\\{\\"a\\":\\"x\\",\\"b\\":1\\\\}$")']
+          - name: nested-and-empty
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span:
+                - 'IsMatch(attributes["ottl.value"], "^\\\\[\\\\{\\"k\\":\\"v\\"\\\\},\\\\[\\"n\\"\\\\]\\\\]$")'
+                - 'IsMatch(attributes["ottl.value"], "^\\\\[\\\\]$|^\\\\{\\\\}$")'
+                - 'IsMatch(attributes["ottl.value"], "\\"y\\":\\"YWI=\\",\\"z\\":1e-07")'
+                - 'IsMatch(attributes["ottl.value"], "^\\\\{\\"B\\":1,\\"_\\":3,\\"a\\":2\\\\}$")'
+        """,
+    "ottl_list_map_len_and_equality": """
+        policies:
+          - name: len-3
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['Len(attributes["ottl.value"]) == 3']
+          - name: len-0
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['Len(resource.attributes["ottl.value"]) == 0']
+          - name: same-as-resource
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span:
+                - 'attributes["ottl.value"] == resource.attributes["ottl.value"] and attributes["ottl.value"] != nil'
+          - name: differs-from-resource
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span:
+                - 'attributes["ottl.value"] != resource.attributes["ottl.value"] and IsList(attributes["ottl.value"])'
+          - name: is-map
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['IsMap(attributes["ottl.value"]) and Len(attributes["ottl.value"]) > 1']
+        """,
+    "ottl_converters_and_paths": """
+        policies:
+          - name: scope-version
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['instrumentation_scope.version == "" and instrumentation_scope.name == "db.lib"']
+          - name: concat
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['Concat([instrumentation_scope.name, instrumentation_scope.version], "@") == "db.lib@2.3.1"']
+          - name: scope-attributes
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span:
+                - 'instrumentation_scope.attributes["team"] == "payments"'
+                - 'instrumentation_scope.attributes["tier"] == 2'
+              spanevent: ['span.status.message == "é"']
+          - name: suffix
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['HasSuffix(status.message, "connecting")']
+          - name: upper-prefix
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['HasPrefix(ToUpperCase(status.message), "TIMEOUT")']
+          - name: string-of-list
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span:
+                - 'String(attributes["ottl.value"]) == "[3,2,1]"'
+                - 'String(attributes["http.response.status_code"]) == "503"'
+          - name: lower
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['ToLowerCase(name) == "get /api" and not (name == "get /api")']
+        """,
+    "ottl_int_double": """
+        policies:
+          - name: int-of-string
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span:
+                - >-
+                  Int(attributes["http.response.status_code"]) >= 503
+                  and IsString(attributes["http.response.status_code"])
+          - name: int-of-float
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span:
+                - >-
+                  Int(attributes["http.response.status_code"]) == 499
+                  and IsDouble(attributes["http.response.status_code"])
+          - name: double-of-bool
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['Double(attributes["debug"]) == 1.0 and not IsInt(attributes["debug"])']
+          - name: double-of-version
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['Double(instrumentation_scope.version) > 9']
+        """,
+    "ottl_trim": """
+        policies:
+          - name: trim-suffix
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['TrimSuffix(status.message, " connecting") == "Timeout while"']
+          - name: trim-prefix
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['TrimPrefix(name, "GET ") == "/api/v2"']
+          - name: trim-spaces
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['Trim(name) == "GET /api" and name != "GET /api"']
+          - name: trim-cutset
+            type: ottl_condition
+            ottl_condition:
+              error_mode: ignore
+              span: ['Trim(name, "/ GETa") == "pi/v2" or Trim(name, "/ GETa") == "pi"']
+        """,
     "ottl_condition_more": """
         policies:
           - name: ottl-more

@@ -231,7 +231,7 @@ class Part:
 
     resource: dict[str, Any] | None
     spans: list[Span]
-    scope: tuple[str, str] = ("parity.lib", "1.0")
+    scope: tuple[Any, ...] = ("parity.lib", "1.0")  # (name, version[, ((attribute key, value), ...)])
     resource_schema_url: str = ""
     scope_schema_url: str = ""
     gap: int = 1  # payloads between this part and the previous part of the same trace
@@ -311,7 +311,9 @@ def assemble(traces: Sequence[Trace], *, parts_per_payload: int = 24,
                 rs.resource.attributes.extend(attrs(head.resource))
             for (scope, scope_url), spans in scopes.items():
                 ss = ScopeSpans(spans=spans, schema_url=scope_url)
-                ss.scope.name, ss.scope.version = scope
+                ss.scope.name, ss.scope.version = scope[:2]
+                if len(scope) > 2:
+                    ss.scope.attributes.extend(attrs(dict(scope[2])))
                 rs.scope_spans.append(ss)
             req.resource_spans.append(rs)
         payloads.append(req.SerializeToString())
@@ -422,6 +424,17 @@ K_DEBUG = "debug"
 K_FORCE = "http.request.header.x-force-trace"
 K_FORCE_UNDERSCORES = "http.request.header.x_force_trace"
 K_TENANT = "tenant"
+K_OTTL = "ottl.value"
+# list and map values for OTTL's conversions: JSON text (sorted keys, HTML escapes, go-json floats, base64 bytes),
+# Len, equality
+OTTL_LISTS: list[Any] = [["a", "b"], [1, 2, 3], [], ["x<y", 'q"uote', "a&b"], [1.5, 1e-7, 1e21, True, b"\x01\xff"],
+                         [{"k": "v"}, ["n"]], ["é", "\n\t", "\u2028"], [float("nan")], ["b"], [3, 2, 1]]
+OTTL_MAPS: list[Any] = [{"b": 1, "a": "x"}, {}, {"k": [1, 2]}, {"z": 1e-7, "y": b"ab"}, {"m": {"n": "deep"}},
+                        {"a": "b", "c": "d", "e": "f"}, {"a": "x", "b": 1}, {"B": 1, "a": 2, "_": 3}]
+OTTL_STATUS_MESSAGES = ["", "timeout", "Timeout while connecting", "é", "upstream TIMEOUT"]
+OTTL_SCOPES: list[tuple[Any, ...]] = [("parity.lib", "1.0"), ("db.lib", "2.3.1", (("team", "db"), ("tier", 2))),
+                                      ("db.lib", ""), ("pay.lib", "9.9", (("team", "payments"),)),
+                                      ("pay.lib", "2.3.1", (("team", "Payments"), ("tier", "2")))]
 
 
 class Gen:
@@ -732,6 +745,23 @@ def _ottl(g: Gen) -> None:
     for ev in ("exception", "Exception", "retry"):
         g.simple("ottl-edge", events=[ev], note=f"event {ev!r}")
     g.simple("ottl-edge", resource={"service.name": "checkout"}, note="service checkout")
+    for v in OTTL_LISTS + OTTL_MAPS:
+        g.simple("ottl-edge", attributes={K_OTTL: v}, note=f"{K_OTTL}={v!r}")
+        g.simple("ottl-edge", resource={"service.name": "cart", K_OTTL: v}, note=f"resource {K_OTTL}={v!r}")
+        g.two_parts("ottl-edge", {"name": "root"}, {"attributes": {K_OTTL: v}}, note=f"second span {K_OTTL}={v!r}")
+    # the same value on the span and its resource, and maps equal whatever the order of their entries
+    for v, w in [(["a", "b"], ["a", "b"]), (["a", "b"], ["b", "a"]), ({"b": 1, "a": "x"}, {"a": "x", "b": 1}),
+                 ({"a": "x"}, {"a": "x", "b": 1}), ([1, 2, 3], [1.0, 2, 3]), ([float("nan")], [float("nan")]),
+                 ({}, {}), ([], {})]:
+        g.simple("ottl-edge", attributes={K_OTTL: v}, resource={"service.name": "cart", K_OTTL: w},
+                 note=f"span {K_OTTL}={v!r}, resource {K_OTTL}={w!r}")
+    for msg in OTTL_STATUS_MESSAGES:
+        t = g.simple("ottl-edge", status=STATUS_ERROR, note=f"status message {msg!r}")
+        t.parts[0].spans[0].status.message = msg
+    for scope in OTTL_SCOPES:
+        tid = g.new_tid()
+        g.add("ottl-edge", [Part({"service.name": "search"}, [g.span(tid, name="scoped")], scope=scope)], tid,
+              note=f"scope {scope!r}")
 
 
 def _span_counts(g: Gen) -> None:

@@ -136,6 +136,8 @@ pub struct SpanFacts<'a, 'b> {
     pub attrs: &'b [AttrValue<'a>],
     pub resource_attrs: &'b [AttrValue<'a>],
     pub scope_name: &'a str,
+    /// The scope's raw `InstrumentationScope` bytes, for `ottl_condition`.
+    pub scope_raw: &'b [u8],
     pub keys: &'b AttrKeys,
 }
 

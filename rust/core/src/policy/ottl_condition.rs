@@ -90,6 +90,7 @@ impl OttlCondition {
             attrs: s.attrs,
             resource_attrs: s.resource_attrs,
             scope_name: s.scope_name,
+            scope_raw: s.scope_raw,
         };
         let mut failed = false;
         for c in &self.span {

@@ -621,6 +621,7 @@ impl Shard {
                         attrs: d.span_attrs_of(si as usize),
                         resource_attrs: d.resource_attrs_of(scope.resource as usize),
                         scope_name: scope.name,
+                        scope_raw: scope.raw.as_deref().unwrap_or_default(),
                         keys: &cfg.attr_keys,
                     };
                     for (slot, kind) in &cfg.folders {

@@ -2,17 +2,19 @@
 //!
 //! Values are borrowed from the span, its extracted attributes or the condition's literals; an ID's hex form is
 //! compared digit by digit as it is produced, and numbers formatted for `IsMatch` go to stack buffers. Nothing
-//! allocates except an error's message, `IsMatch` on a bytes value longer than 32 bytes (its hex form), and
-//! `trace_state["k"]` on a non-empty trace state (which `policy::trace_state::get` parses with a small `Vec`).
+//! allocates except an error's message, `IsMatch` on a bytes value longer than 32 bytes (its hex form),
+//! `trace_state["k"]` on a non-empty trace state (which `policy::trace_state::get` parses with a small `Vec`),
+//! the string converters' results (`ToLowerCase`, `Concat`, `String`, …) and the JSON text of a map or list.
 //!
 //! `value`, `path`, `attr` and `compare` are inlined into `condition` on purpose: returning a value through
 //! memory from a call and reading it back cost several times the comparison itself (measured: ~25 → ~10 ns).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt::{self, Write as _};
 
 use super::parser::{Attr, BoolExpr, Call, Func, Index, Lit, Math, MathOp, Path, Source, Value};
-use super::{CmpOp, SpanCtx};
+use super::{raw, CmpOp, SpanCtx};
 use crate::otlp::decode::AttrValue;
 use crate::policy::trace_state;
 
@@ -49,9 +51,8 @@ pub(crate) struct Env<'v> {
 }
 
 /// A value while evaluating: OTTL's `nil`, `bool`, `int64`, `float64`, `string`, `[]byte`, `pcommon.Map` and
-/// `pcommon.Slice` (the last two only as a type: their contents are read by indexing the attribute,
-/// `attributes["k"][0]`, before a value is made).
-#[derive(Debug, Clone, Copy)]
+/// `pcommon.Slice` (the last two as the encoded body of the map or list, read when needed).
+#[derive(Debug, Clone)]
 pub(crate) enum Val<'v> {
     Nil,
     Bool(bool),
@@ -61,8 +62,12 @@ pub(crate) enum Val<'v> {
     /// A string: these ID bytes in lowercase hex (written out only when needed).
     Hex(&'v [u8]),
     Bytes(&'v [u8]),
-    Map,
-    Slice,
+    /// A string a converter made (`ToLowerCase`, `Concat`, ...).
+    Own(String),
+    /// A map value's body (`KeyValueList`).
+    Map(&'v [u8]),
+    /// A list value's body (`ArrayValue`).
+    Slice(&'v [u8]),
 }
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -83,8 +88,8 @@ impl<'v> Val<'v> {
             AttrValue::Int(i) => Val::Int(i),
             AttrValue::Double(f) => Val::Float(f),
             AttrValue::Bytes(b) => Val::Bytes(b),
-            AttrValue::Array(_) => Val::Slice,
-            AttrValue::Map(_) => Val::Map,
+            AttrValue::Array(b) => Val::Slice(b),
+            AttrValue::Map(b) => Val::Map(b),
         }
     }
 
@@ -94,15 +99,25 @@ impl<'v> Val<'v> {
             Val::Bool(_) => "a boolean",
             Val::Int(_) => "an int",
             Val::Float(_) => "a float",
-            Val::Str(_) | Val::Hex(_) => "a string",
+            Val::Str(_) | Val::Hex(_) | Val::Own(_) => "a string",
             Val::Bytes(_) => "bytes",
-            Val::Map => "a map",
-            Val::Slice => "a list",
+            Val::Map(_) => "a map",
+            Val::Slice(_) => "a list",
         }
     }
 
     fn is_str(&self) -> bool {
-        matches!(self, Val::Str(_) | Val::Hex(_))
+        matches!(self, Val::Str(_) | Val::Hex(_) | Val::Own(_))
+    }
+
+    /// The string, if it is one held as text (not an ID's hex form).
+    #[inline(always)]
+    fn text(&self) -> Option<&str> {
+        match self {
+            Val::Str(s) => Some(s),
+            Val::Own(s) => Some(s),
+            _ => None,
+        }
     }
 }
 
@@ -162,24 +177,25 @@ fn value<'v>(v: &'v Value, env: &Env<'v>) -> EResult<Val<'v>> {
 
 #[inline(always)]
 fn attr<'v>(a: &Attr, env: &Env<'v>) -> Val<'v> {
+    Val::of_attr(attr_value(a, env))
+}
+
+#[inline(always)]
+fn attr_value<'v>(a: &Attr, env: &Env<'v>) -> AttrValue<'v> {
     let values = match a.source {
         Source::Span => env.span.attrs,
         Source::Resource => env.span.resource_attrs,
         Source::Event => env.event_attrs,
+        Source::Scope => return raw::scope_attribute(env.span.scope_raw, &a.key),
     };
-    Val::of_attr(values.get(a.index).copied().unwrap_or_default())
+    values.get(a.index).copied().unwrap_or_default()
 }
 
 /// `attributes["k"][…]…` as OTTL's `getIndexableValue` reads it: a string indexes a map (a missing key is nil),
 /// an int indexes a list (out of range is an error), anything else is an error; an absent attribute is nil
 /// before any indexing.
 fn indexed<'v>(a: &'v Attr, env: &Env<'v>) -> EResult<Val<'v>> {
-    let values = match a.source {
-        Source::Span => env.span.attrs,
-        Source::Resource => env.span.resource_attrs,
-        Source::Event => env.event_attrs,
-    };
-    let mut v = values.get(a.index).copied().unwrap_or_default();
+    let mut v = attr_value(a, env);
     if !v.is_present() {
         return Ok(Val::Nil);
     }
@@ -265,16 +281,11 @@ fn path<'v>(p: &'v Path, env: &Env<'v>) -> Val<'v> {
         Path::SpanIdString => Val::Hex(&s.span_id),
         Path::ParentSpanIdString => Val::Hex(s.parent_span_id.as_ref().map_or(&[0; 8], |p| p)),
         Path::ScopeName => Val::Str(env.span.scope_name),
+        Path::ScopeVersion => Val::Str(raw::scope_version(env.span.scope_raw)),
+        Path::StatusMessage => Val::Str(raw::status_message(s.raw)),
         Path::EventName => Val::Str(env.event_name),
         Path::Attr(a) => attr(a, env),
     }
-}
-
-fn opaque(what: &str, v: &Val<'_>) -> EvalError {
-    EvalError::new(format!(
-        "{what}: the value is {}, which tailsample reads only through an index (`[\"key\"]`, `[0]`)",
-        v.type_name()
-    ))
 }
 
 fn call<'v>(c: &'v Call, env: &Env<'v>) -> EResult<Val<'v>> {
@@ -288,11 +299,106 @@ fn call<'v>(c: &'v Call, env: &Env<'v>) -> EResult<Val<'v>> {
         Func::IsInt => Val::Bool(matches!(t, Val::Int(_))),
         Func::IsDouble => Val::Bool(matches!(t, Val::Float(_))),
         Func::IsBool => Val::Bool(matches!(t, Val::Bool(_))),
+        Func::IsMap => Val::Bool(matches!(t, Val::Map(_))),
+        Func::IsList => Val::Bool(matches!(t, Val::Slice(_))),
+        Func::ToLowerCase => Val::Own(go_lower(&string_of(&t, &c.text)?)),
+        Func::ToUpperCase => Val::Own(go_upper(&string_of(&t, &c.text)?)),
+        Func::HasPrefix | Func::HasSuffix => {
+            let s = string_of(&t, &c.text)?;
+            let affix = value(&c.rest[0], env)?;
+            let affix = string_of(&affix, &c.text)?;
+            Val::Bool(if matches!(c.func, Func::HasPrefix) {
+                s.starts_with(&*affix)
+            } else {
+                s.ends_with(&*affix)
+            })
+        }
+        Func::String => match t {
+            Val::Nil => Val::Nil,
+            Val::Str(s) => Val::Str(s),
+            other => Val::Own(with_str(&other, &c.text, str::to_string)?),
+        },
+        Func::TrimPrefix | Func::TrimSuffix => {
+            let s = string_of(&t, &c.text)?;
+            let affix = value(&c.rest[0], env)?;
+            let affix = string_of(&affix, &c.text)?;
+            let trimmed = if matches!(c.func, Func::TrimPrefix) {
+                s.strip_prefix(&*affix)
+            } else {
+                s.strip_suffix(&*affix)
+            };
+            Val::Own(trimmed.unwrap_or(&s).to_string())
+        }
+        // Go's `strings.Trim`: leading and trailing characters found in the cutset.
+        Func::Trim(cutset) => Val::Own(
+            string_of(&t, &c.text)?
+                .trim_matches(|ch| cutset.contains(ch))
+                .to_string(),
+        ),
+        Func::Int => match t {
+            Val::Nil => Val::Nil,
+            Val::Int(i) => Val::Int(i),
+            Val::Float(f) => Val::Int(go_float_to_int(f)),
+            Val::Bool(b) => Val::Int(i64::from(b)),
+            Val::Str(_) | Val::Own(_) | Val::Hex(_) => {
+                let s = string_of(&t, &c.text)?;
+                // Go's `strconv.ParseInt(s, 10, 64)`: an optional sign and decimal digits, in range.
+                Val::Int(s.parse::<i64>().map_err(|_| {
+                    EvalError::new(format!("{}: {s:?} is not a base-10 int64", c.text))
+                })?)
+            }
+            other => {
+                return Err(EvalError::new(format!(
+                    "{}: Int takes an int, a float, a string or a boolean, got {}",
+                    c.text,
+                    other.type_name()
+                )))
+            }
+        },
+        Func::Double => match t {
+            Val::Nil => Val::Nil,
+            Val::Float(f) => Val::Float(f),
+            Val::Int(i) => Val::Float(i as f64),
+            Val::Bool(b) => Val::Float(if b { 1.0 } else { 0.0 }),
+            Val::Str(_) | Val::Own(_) | Val::Hex(_) => {
+                let s = string_of(&t, &c.text)?;
+                Val::Float(go_parse_float(&s).ok_or_else(|| {
+                    EvalError::new(format!(
+                        "{}: {s:?} is not a float tailsample can parse",
+                        c.text
+                    ))
+                })?)
+            }
+            other => {
+                return Err(EvalError::new(format!(
+                    "{}: Double takes an int, a float, a string or a boolean, got {}",
+                    c.text,
+                    other.type_name()
+                )))
+            }
+        },
+        Func::Concat => {
+            let delimiter = string_of(&t, &c.text)?;
+            let mut out = String::new();
+            for (i, item) in c.rest.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(&delimiter);
+                }
+                match value(item, env)? {
+                    Val::Nil => out.push_str("<nil>"),
+                    v => with_str(&v, &c.text, |s| out.push_str(s))?,
+                }
+            }
+            Val::Own(out)
+        }
         Func::Len => match t {
             Val::Str(s) => Val::Int(s.len() as i64),
             Val::Hex(id) => Val::Int(2 * id.len() as i64),
+            Val::Own(s) => Val::Int(s.len() as i64),
             Val::Bytes(b) => Val::Int(b.len() as i64),
-            Val::Map | Val::Slice => return Err(opaque(&c.text, &t)),
+            // `pcommon.Map.Len()` counts every entry, a repeated key too.
+            Val::Map(b) => Val::Int(AttrValue::Map(b).entries().count() as i64),
+            Val::Slice(b) => Val::Int(AttrValue::Array(b).elements().count() as i64),
             other => {
                 return Err(EvalError::new(format!(
                     "{}: Len takes a string, bytes, a map or a list, got {}",
@@ -302,6 +408,75 @@ fn call<'v>(c: &'v Call, env: &Env<'v>) -> EResult<Val<'v>> {
             }
         },
     })
+}
+
+/// Go's `int64(f)` on amd64 (where the collector runs): truncation toward zero; NaN and values out of range give
+/// the "integer indefinite" value, `i64::MIN` (Rust's `as` would saturate instead).
+fn go_float_to_int(f: f64) -> i64 {
+    // NaN is outside every range.
+    if !(-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
+        i64::MIN
+    } else {
+        f as i64
+    }
+}
+
+/// Go's `strconv.ParseFloat(s, 64)` for decimal forms and `inf`/`infinity`/`nan`: `None` where Go fails (a syntax
+/// error, or a finite number too large, which Go reports as a range error). Go's hexadecimal floats (`0x1p-2`)
+/// are not parsed (`None`).
+fn go_parse_float(s: &str) -> Option<f64> {
+    let unsigned = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if unsigned.starts_with("0x") || unsigned.starts_with("0X") || s.contains('_') {
+        return None;
+    }
+    let f: f64 = s.parse().ok()?;
+    if f.is_infinite() && !unsigned.to_ascii_lowercase().starts_with("inf") {
+        return None;
+    }
+    Some(f)
+}
+
+/// `v` as OTTL's `StringGetter` takes it: a string, anything else (nil too) a type error.
+fn string_of<'a>(v: &'a Val<'_>, what: &str) -> EResult<Cow<'a, str>> {
+    match v {
+        Val::Str(s) => Ok(Cow::Borrowed(s)),
+        Val::Own(s) => Ok(Cow::Borrowed(s)),
+        Val::Hex(id) => Ok(Cow::Owned(hex_digits(id).map(char::from).collect())),
+        other => Err(EvalError::new(format!(
+            "{what}: expected a string, got {}",
+            other.type_name()
+        ))),
+    }
+}
+
+/// Go's `strings.ToLower`: each character by its own (simple) lowercase mapping, so no context rules (a final
+/// `Σ` is `σ`, not `ς`) and `İ` is `i`.
+fn go_lower(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let mut m = c.to_lowercase();
+        match (m.next(), m.next()) {
+            (Some(l), None) => out.push(l),
+            // Only U+0130 lowercases to more than one character; Go's simple mapping gives `i`.
+            (Some(l), Some(_)) if c == '\u{130}' => out.push(l),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Go's `strings.ToUpper`: each character by its simple uppercase mapping; a character whose uppercase is several
+/// characters (`ß`, ligatures) stays as it is, as Go has no single-rune mapping for it.
+fn go_upper(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let mut m = c.to_uppercase();
+        match (m.next(), m.next()) {
+            (Some(u), None) => out.push(u),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// A small `fmt::Write` buffer on the stack.
@@ -335,24 +510,163 @@ impl<const N: usize> fmt::Write for StackBuf<N> {
     }
 }
 
-/// A float as OTTL turns it into a string (jsoniter, like Go's `encoding/json`): the shortest representation,
-/// `'f'` format within [1e-6, 1e21), else `'e'` format with Go's exponent (`1e+21`, `1e-7`).
+/// A float as OTTL turns it into a string (`github.com/goccy/go-json`'s `Marshal`): the shortest representation,
+/// `'f'` format within [1e-6, 1e21), else Go's `strconv` `'e'` format, whose exponent has at least two digits
+/// (`1e+21`, `1e-07`: unlike `encoding/json`, go-json does not trim it).
 fn write_go_float(out: &mut impl fmt::Write, f: f64) -> fmt::Result {
     let abs = f.abs();
     if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
         let mut e = StackBuf::<48>::new();
         write!(e, "{f:e}")?;
         let s = e.as_str();
-        match s.find('e') {
-            Some(p) if !s[p + 1..].starts_with('-') => {
-                out.write_str(&s[..=p])?;
-                out.write_char('+')?;
-                out.write_str(&s[p + 1..])
-            }
-            _ => out.write_str(s),
+        let p = s.find('e').unwrap_or(s.len());
+        out.write_str(&s[..p])?;
+        let exp = s.get(p + 1..).unwrap_or("");
+        let (sign, digits) = match exp.strip_prefix('-') {
+            Some(d) => ('-', d),
+            None => ('+', exp),
+        };
+        out.write_char('e')?;
+        out.write_char(sign)?;
+        if digits.len() < 2 {
+            out.write_char('0')?;
         }
+        out.write_str(digits)
     } else {
         write!(out, "{f}")
+    }
+}
+
+/// A map or list value as OTTL's `StringLikeGetter` turns it into a string: go-json's `Marshal` of its
+/// `AsRaw()`. Map keys sorted bytewise, a repeated key's last value (`AsRaw` builds a Go map), bytes in base64,
+/// empty values `null`, `<`, `>`, `&`, U+2028 and U+2029 escaped; NaN and infinities fail, as they fail there.
+fn json_of(v: AttrValue<'_>, what: &str) -> EResult<String> {
+    let mut out = String::new();
+    write_json(&mut out, v).map_err(|f| {
+        EvalError::new(format!(
+            "{what}: {f} has no JSON form (OTTL fails to convert NaN and infinities)"
+        ))
+    })?;
+    Ok(out)
+}
+
+/// Appends `v`'s JSON; the error is a float JSON cannot hold.
+fn write_json(out: &mut String, v: AttrValue<'_>) -> Result<(), f64> {
+    match v {
+        AttrValue::Absent | AttrValue::Empty => out.push_str("null"),
+        AttrValue::Str(s) => write_json_str(out, s),
+        AttrValue::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        AttrValue::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        AttrValue::Double(f) => {
+            if !f.is_finite() {
+                return Err(f);
+            }
+            let _ = write_go_float(out, f);
+        }
+        AttrValue::Bytes(b) => {
+            out.push('"');
+            write_base64(out, b);
+            out.push('"');
+        }
+        AttrValue::Array(_) => {
+            out.push('[');
+            for (i, e) in v.elements().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(out, e)?;
+            }
+            out.push(']');
+        }
+        AttrValue::Map(_) => {
+            let mut entries: Vec<(&str, AttrValue<'_>)> = Vec::new();
+            for (k, e) in v.entries() {
+                match entries.iter_mut().find(|(ek, _)| *ek == k) {
+                    Some(slot) => slot.1 = e,
+                    None => entries.push((k, e)),
+                }
+            }
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (k, e)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json_str(out, k);
+                out.push(':');
+                write_json(out, e)?;
+            }
+            out.push('}');
+        }
+    }
+    Ok(())
+}
+
+/// A JSON string as go-json escapes it (HTML-safe, like `encoding/json`).
+fn write_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '<' | '>' | '&' | '\u{0}'..='\u{1f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            _ => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Standard base64 with padding (Go's `[]byte` in JSON).
+fn write_base64(out: &mut String, b: &[u8]) {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in b.chunks(3) {
+        let n = chunk.len();
+        let v = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= n {
+                out.push(A[(v >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+}
+
+/// `pcommon.Value.Equal`: same type and contents; maps by `Map.Equal` (same number of entries, each entry equal
+/// to the first entry of that key in the other), lists element by element; a NaN is unequal to itself.
+fn value_equal(a: AttrValue<'_>, b: AttrValue<'_>) -> bool {
+    match (a, b) {
+        (AttrValue::Absent | AttrValue::Empty, AttrValue::Absent | AttrValue::Empty) => true,
+        (AttrValue::Str(x), AttrValue::Str(y)) => x == y,
+        (AttrValue::Bool(x), AttrValue::Bool(y)) => x == y,
+        (AttrValue::Int(x), AttrValue::Int(y)) => x == y,
+        (AttrValue::Double(x), AttrValue::Double(y)) => x == y,
+        (AttrValue::Bytes(x), AttrValue::Bytes(y)) => x == y,
+        (AttrValue::Array(_), AttrValue::Array(_)) => {
+            a.elements().count() == b.elements().count()
+                && a.elements()
+                    .zip(b.elements())
+                    .all(|(x, y)| value_equal(x, y))
+        }
+        (AttrValue::Map(_), AttrValue::Map(_)) => {
+            a.entries().count() == b.entries().count()
+                && a.entries().all(|(k, x)| match b.get(k) {
+                    AttrValue::Absent => false,
+                    y => value_equal(x, y),
+                })
+        }
+        _ => false,
     }
 }
 
@@ -387,7 +701,9 @@ fn with_str<R>(v: &Val<'_>, what: &str, f: impl FnOnce(&str) -> R) -> EResult<R>
             let hex: Vec<u8> = hex_digits(b).collect();
             Ok(f(std::str::from_utf8(&hex).unwrap_or("")))
         }
-        Val::Map | Val::Slice => Err(opaque(what, v)),
+        Val::Own(s) => Ok(f(s)),
+        Val::Map(b) => json_of(AttrValue::Map(b), what).map(|j| f(&j)),
+        Val::Slice(b) => json_of(AttrValue::Array(b), what).map(|j| f(&j)),
         Val::Nil => Ok(f("")),
     }
 }
@@ -462,22 +778,41 @@ pub(crate) fn compare(a: &Val<'_>, b: &Val<'_>, op: CmpOp) -> EResult<bool> {
             ordered(&as_f64(a), &as_f64(b), op)
         }
         (Val::Bytes(x), Val::Bytes(y)) => ordered(*x, *y, op),
-        (Val::Map, Val::Map) | (Val::Slice, Val::Slice) => match op {
-            CmpOp::Eq | CmpOp::Ne => {
-                return Err(EvalError::new(format!(
-                    "comparing two {}s as wholes is not supported by tailsample; compare their entries by \
-                     index (`[\"key\"]`, `[0]`)",
-                    if matches!(a, Val::Map) { "map" } else { "list" }
-                )))
+        // `pcommon.Map.Equal` / `Slice.Equal`; ordering two of them is an invalid comparison (false).
+        (Val::Map(x), Val::Map(y)) => {
+            let eq = value_equal(AttrValue::Map(x), AttrValue::Map(y));
+            match op {
+                CmpOp::Eq => eq,
+                CmpOp::Ne => !eq,
+                _ => false,
             }
-            _ => false,
-        },
+        }
+        (Val::Slice(x), Val::Slice(y)) => {
+            let eq = value_equal(AttrValue::Array(x), AttrValue::Array(y));
+            match op {
+                CmpOp::Eq => eq,
+                CmpOp::Ne => !eq,
+                _ => false,
+            }
+        }
         (Val::Str(x), Val::Str(y)) => ordered(*x, *y, op),
         // A hex ID against a string: the digits compared as they are written out. Two IDs compare as their bytes,
         // which orders them as their hex forms.
         (Val::Hex(x), Val::Hex(y)) => ordered(*x, *y, op),
-        (Val::Hex(x), Val::Str(y)) => ordered(&hex_digits(x).cmp(y.bytes()), &Ordering::Equal, op),
-        (Val::Str(x), Val::Hex(y)) => ordered(&x.bytes().cmp(hex_digits(y)), &Ordering::Equal, op),
+        (Val::Hex(x), y) if y.text().is_some() => {
+            let y = y.text().unwrap_or_default();
+            ordered(&hex_digits(x).cmp(y.bytes()), &Ordering::Equal, op)
+        }
+        (x, Val::Hex(y)) if x.text().is_some() => {
+            let x = x.text().unwrap_or_default();
+            ordered(&x.bytes().cmp(hex_digits(y)), &Ordering::Equal, op)
+        }
+        // A converter's string against another string.
+        (x, y) if x.text().is_some() && y.text().is_some() => ordered(
+            x.text().unwrap_or_default(),
+            y.text().unwrap_or_default(),
+            op,
+        ),
         _ => op == CmpOp::Ne,
     })
 }
@@ -515,6 +850,8 @@ mod tests {
     const GREATER: [bool; 6] = [false, true, false, false, true, true];
     const NOT_EQUAL: [bool; 6] = [false, true, false, false, false, false];
     const NAN: [bool; 6] = [false, true, false, false, false, false];
+    /// Maps and lists: `==` by contents, every ordering false.
+    const NOT_EQUAL_OR_SAME: [bool; 6] = [true, false, false, false, false, false];
 
     compare_cases! {
         identity_string: Val::Str("1"), Val::Str("1") => EQUAL;
@@ -570,22 +907,88 @@ mod tests {
         string_vs_hex_string: Val::Str("b"), Val::Hex(&[0xab]) => GREATER;
         hex_vs_hex: Val::Hex(&[0x0a]), Val::Hex(&[0xa0]) => LESS;
         hex_vs_bytes: Val::Hex(&[0xab]), Val::Bytes(&[0xab]) => NOT_EQUAL;
-        map_vs_nil: Val::Map, Val::Nil => NOT_EQUAL;
-        map_vs_string: Val::Map, Val::Str("{}") => NOT_EQUAL;
-        list_vs_map: Val::Slice, Val::Map => NOT_EQUAL;
-        list_vs_int: Val::Slice, Val::Int(0) => NOT_EQUAL;
+        map_vs_nil: Val::Map(b""), Val::Nil => NOT_EQUAL;
+        map_vs_string: Val::Map(b""), Val::Str("{}") => NOT_EQUAL;
+        list_vs_map: Val::Slice(b""), Val::Map(b"") => NOT_EQUAL;
+        list_vs_int: Val::Slice(b""), Val::Int(0) => NOT_EQUAL;
+        empty_maps: Val::Map(b""), Val::Map(b"") => NOT_EQUAL_OR_SAME;
+        converter_string_vs_string: Val::Own("a".into()), Val::Str("b") => LESS;
+        converter_string_vs_hex: Val::Own("ab".into()), Val::Hex(&[0xab]) => EQUAL;
+    }
+
+    /// Scenario: two maps or lists compared whole.
+    /// Guarantees: `pcommon.Map.Equal` / `Slice.Equal`: order of entries does not matter for maps, it does for
+    /// lists; a repeated key compares by its first entry; types must match (1 is not 1.0); NaN is unequal.
+    #[test]
+    fn maps_and_lists_compare_by_contents() {
+        let m1 = av::map_body(&[("a", av::int(1)), ("b", av::str("x"))]);
+        let m2 = av::map_body(&[("b", av::str("x")), ("a", av::int(1))]);
+        let m3 = av::map_body(&[("a", av::double(1.0)), ("b", av::str("x"))]);
+        let m4 = av::map_body(&[("a", av::int(1)), ("a", av::int(1))]);
+        let m5 = av::map_body(&[("a", av::int(1)), ("a", av::int(3))]);
+        let m6 = av::map_body(&[("a", av::int(1))]);
+        let eq = |a: Val<'_>, b: Val<'_>| compare(&a, &b, CmpOp::Eq).unwrap();
+        assert!(eq(Val::Map(&m1), Val::Map(&m2)));
+        assert!(!eq(Val::Map(&m1), Val::Map(&m3)));
+        // Each entry of the left against the first of its key on the right: asymmetric with repeated keys.
+        assert!(eq(Val::Map(&m4), Val::Map(&m5)));
+        assert!(!eq(Val::Map(&m5), Val::Map(&m4)));
+        assert!(!eq(Val::Map(&m4), Val::Map(&m6)), "different entry counts");
+        assert!(compare(&Val::Map(&m1), &Val::Map(&m3), CmpOp::Ne).unwrap());
+        assert!(!compare(&Val::Map(&m1), &Val::Map(&m2), CmpOp::Le).unwrap());
+        let l1 = av::array_body(&[av::int(1), av::map(&[("k", av::str("v"))])]);
+        let l2 = av::array_body(&[av::map(&[("k", av::str("v"))]), av::int(1)]);
+        assert!(eq(Val::Slice(&l1), Val::Slice(&l1.clone())));
+        assert!(!eq(Val::Slice(&l1), Val::Slice(&l2)));
+        let nan = av::array_body(&[av::double(f64::NAN)]);
+        assert!(!eq(Val::Slice(&nan), Val::Slice(&nan)));
+        assert!(!eq(Val::Slice(&l1), Val::Map(&m1)));
+    }
+
+    /// Scenario: maps and lists turned into strings (IsMatch, String, Concat).
+    /// Guarantees: the text go-json gives for `AsRaw()` (checked against the reference's Go code: sorted keys,
+    /// last of a repeated key, base64 bytes, `null`, HTML escapes, `1e-07`).
+    #[test]
+    fn json_text_of_maps_and_lists() {
+        let m = av::map_body(&[
+            ("z", av::str("a<b>&\"\\\n\t\u{8}\u{c}\u{1}é\u{2028}")),
+            ("f", av::double(1e-7)),
+            ("g", av::double(1e21)),
+            ("h", av::double(2.0)),
+            ("b", vec![0x3a, 3, 1, 2, 255]),
+            ("e", vec![]),
+            ("A", av::int(-5)),
+            (
+                "s",
+                av::array(&[av::boolean(true), av::map(&[("k", av::str("v"))])]),
+            ),
+            ("A", av::int(7)),
+        ]);
+        assert_eq!(
+            json_of(AttrValue::Map(&m), "x").unwrap(),
+            r#"{"A":7,"b":"AQL/","e":null,"f":1e-07,"g":1e+21,"h":2,"s":[true,{"k":"v"}],"z":"a\u003cb\u003e\u0026\"\\\n\t\u0008\u000c\u0001é\u2028"}"#
+        );
+        assert_eq!(json_of(AttrValue::Array(&[]), "x").unwrap(), "[]");
+        assert_eq!(json_of(AttrValue::Map(&[]), "x").unwrap(), "{}");
+        let nan = av::array_body(&[av::double(f64::INFINITY)]);
+        assert!(json_of(AttrValue::Array(&nan), "x").is_err());
+        for (b, want) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+        ] {
+            let mut s = String::new();
+            write_base64(&mut s, b);
+            assert_eq!(s, want);
+        }
     }
 
     #[test]
-    fn equality_of_two_maps_needs_contents() {
-        let e = compare(&Val::Map, &Val::Map, CmpOp::Eq).unwrap_err();
-        assert_eq!(
-            e.message,
-            "comparing two maps as wholes is not supported by tailsample; compare their entries by index \
-             (`[\"key\"]`, `[0]`)"
-        );
-        assert!(compare(&Val::Slice, &Val::Slice, CmpOp::Ne).is_err());
-        assert!(!compare(&Val::Map, &Val::Map, CmpOp::Lt).unwrap());
+    fn go_case_mapping() {
+        assert_eq!(go_lower("ΣΑΣ İ ÀB"), "σασ i àb");
+        assert_eq!(go_upper("straße ǆ àb"), "STRAßE Ǆ ÀB");
     }
 
     macro_rules! float_format_cases {
@@ -605,7 +1008,7 @@ mod tests {
         float_shortest: 0.1 + 0.2 => "0.30000000000000004";
         float_negative_zero: -0.0 => "-0";
         float_small_fixed: 0.000001 => "0.000001";
-        float_smaller_is_exponent: 0.0000001 => "1e-7";
+        float_smaller_is_exponent: 0.0000001 => "1e-07";
         float_two_digit_negative_exponent: 1.5e-10 => "1.5e-10";
         float_large_fixed: 1e20 => "100000000000000000000";
         float_large_is_exponent: 1e21 => "1e+21";
@@ -742,6 +1145,7 @@ mod tests {
         let mut status = Vec::new();
         varint(&mut status, 3 << 3);
         varint(&mut status, t.status);
+        bytes_field(&mut status, 2, b"boom");
         bytes_field(&mut span, 15, &status);
         let mut scope = Vec::new();
         bytes_field(&mut scope, 1, b"io.opentelemetry.http");
@@ -772,6 +1176,7 @@ mod tests {
                 attrs: &a,
                 resource_attrs: &r,
                 scope_name: "io.opentelemetry.http",
+                scope_raw: &[],
             };
             c.eval_span(&ctx)
         })
@@ -928,6 +1333,45 @@ mod tests {
         resource_list_element: r#"resource.attributes["list"][0] == "res""# => true;
         resource_list_element_differs: r#"resource.attributes["list"][0] == "true""# => false;
         indexed_in_arithmetic: r#"attributes["list"][1] * 2 == 4"# => true;
+        // Whole maps and lists (OTTL's `Len`, `StringLikeGetter` JSON, `pcommon` equality).
+        len_of_map: r#"Len(attributes["map"]) == 4"# => true;
+        len_of_list: r#"Len(attributes["list"]) == 5"# => true;
+        len_of_nested_list: r#"Len(attributes["list"][3]) == 1"# => true;
+        is_match_on_map_json: r#"IsMatch(attributes["map"], "^\\{\"a\":\"dup\",\"e\":null,\"n\":\\{\"deep\":\\[1,\"two\"\\]\\}\\}$")"# => true;
+        is_match_on_list_json: r#"IsMatch(attributes["list"], "^\\[\"true\",2,\\{\"a\":\"b\"\\},\\[3.5\\],null\\]$")"# => true;
+        map_equals_itself: r#"attributes["map"]["n"] == attributes["map"]["n"]"# => true;
+        // Its repeated key "a": the second entry is compared with the first ("dup" vs "x"), as `Map.Equal` does.
+        map_with_a_repeated_key_differs_from_itself: r#"attributes["map"] == attributes["map"]"# => false;
+        list_differs_from_its_element: r#"attributes["list"] != attributes["list"][3]"# => true;
+        resource_list_differs: r#"resource.attributes["list"] == attributes["list"]"# => false;
+        is_map: r#"IsMap(attributes["map"]) and not IsMap(attributes["list"]) and not IsMap(attributes["absent"])"# => true;
+        is_list: r#"IsList(attributes["list"]) and IsList(attributes["list"][3]) and not IsList(attributes["s"])"# => true;
+        not_of_len_of_map: r#"not (Len(attributes["map"]) > 4)"# => true;
+        // String converters.
+        to_lower_case: r#"ToLowerCase(name) == "get /users""# => true;
+        to_upper_case: r#"ToUpperCase(attributes["s"]) == "GET /USERS""# => true;
+        to_lower_case_of_trace_id: r#"ToLowerCase(trace_id.string) == trace_id.string"# => true;
+        has_prefix: r#"HasPrefix(name, "GET ") and not HasPrefix(name, "get")"# => true;
+        has_suffix: r#"HasSuffix(attributes["s"], "/users") and HasSuffix(name, "")"# => true;
+        string_of_int: r#"String(attributes["i"]) == "200""# => true;
+        string_of_nil_is_nil: r#"String(attributes["absent"]) == nil"# => true;
+        string_of_map: r#"IsMatch(String(attributes["list"][2]), "^\\{\"a\":\"b\"\\}$")"# => true;
+        concat: r#"Concat([name, attributes["i"], attributes["absent"], 1.5, attributes["b"]], "|") == "GET /users|200|<nil>|1.5|true""# => true;
+        concat_empty: r#"Concat([], "-") == """# => true;
+        concat_named: r#"Concat(delimiter = "", vals = ["a", "b"]) == "ab""# => true;
+        int_of_string: r#"Int("42") == 42 and Int("-7") == -7 and Int("+3") == 3"# => true;
+        int_of_float_truncates: r#"Int(attributes["f"]) == 1 and Int(-2.9) == -2"# => true;
+        int_of_bool: r#"Int(attributes["b"]) == 1"# => true;
+        int_of_nil_is_nil: r#"Int(attributes["absent"]) == nil"# => true;
+        int_of_nan_is_min: r#"Int(attributes["nan"]) == -9223372036854775807 - 1"# => true;
+        double_of_string: r#"Double("1.5e3") == 1500 and Double(".5") == 0.5 and Double("-Inf") < 0"# => true;
+        double_of_int: r#"Double(attributes["i"]) == 200.0 and IsDouble(Double(attributes["i"]))"# => true;
+        double_of_nil_is_nil: r#"Double(attributes["absent"]) == nil"# => true;
+        trim_default_spaces: r#"Trim("  a b  ") == "a b""# => true;
+        trim_cutset: r#"Trim(replacement = "/x", target = "x//users/x") == "users" and Trim("abc", "") == "abc""# => true;
+        trim_prefix: r#"TrimPrefix(name, "GET ") == "/users" and TrimPrefix(name, "POST") == name"# => true;
+        trim_suffix: r#"TrimSuffix(attributes["s"], "/users") == "GET ""# => true;
+        converter_result_in_is_match: r#"IsMatch(ToLowerCase(name), "^get ")"# => true;
     }
 
     /// Scenario: a condition whose evaluation fails on the test span.
@@ -943,21 +1387,22 @@ mod tests {
     }
 
     eval_error_cases! {
-        len_of_map: r#"Len(attributes["map"]) > 0"#
-            => r#"Len(attributes["map"]): the value is a map, which tailsample reads only through an index (`["key"]`, `[0]`)"#;
-        len_of_list: r#"Len(attributes["list"]) > 0"#
-            => r#"Len(attributes["list"]): the value is a list, which tailsample reads only through an index (`["key"]`, `[0]`)"#;
+        to_lower_case_of_int: r#"ToLowerCase(attributes["i"]) == "x""#
+            => r#"ToLowerCase(attributes["i"]): expected a string, got an int"#;
+        has_prefix_of_nil: r#"HasPrefix(attributes["absent"], "x")"#
+            => r#"HasPrefix(attributes["absent"], "x"): expected a string, got nil"#;
+        concat_with_nan: r#"Concat([attributes["nan"]], "") == "x""#
+            => r#"Concat([attributes["nan"]], ""): NaN has no string form (OTTL fails to convert NaN and infinities)"#;
+        int_of_bad_string: r#"Int("1.5") == 1"# => r#"Int("1.5"): "1.5" is not a base-10 int64"#;
+        int_of_map: r#"Int(attributes["map"]) == 1"#
+            => r#"Int(attributes["map"]): Int takes an int, a float, a string or a boolean, got a map"#;
+        double_out_of_range: r#"Double("1e400") > 0"# => r#"Double("1e400"): "1e400" is not a float tailsample can parse"#;
         len_of_nil: r#"Len(attributes["absent"]) > 0"#
             => r#"Len(attributes["absent"]): Len takes a string, bytes, a map or a list, got nil"#;
         len_of_int_attribute: r#"Len(attributes["i"]) > 0"#
             => r#"Len(attributes["i"]): Len takes a string, bytes, a map or a list, got an int"#;
-        is_match_on_map: r#"IsMatch(attributes["map"], "x")"#
-            => r#"IsMatch(attributes["map"], "x"): the value is a map, which tailsample reads only through an index (`["key"]`, `[0]`)"#;
         is_match_on_nan: r#"IsMatch(attributes["nan"], "x")"#
             => r#"IsMatch(attributes["nan"], "x"): NaN has no string form (OTTL fails to convert NaN and infinities)"#;
-        maps_compared: r#"attributes["map"] == attributes["map"]"#
-            => "comparing two maps as wholes is not supported by tailsample; compare their entries by index \
-                (`[\"key\"]`, `[0]`)";
         arithmetic_on_nil: r#"attributes["absent"] + 1 > 0"#
             => r#"attributes["absent"] + 1: arithmetic needs ints or floats, got nil"#;
         arithmetic_on_string_attribute: r#"1 + attributes["s"] > 0"#
@@ -979,17 +1424,13 @@ mod tests {
             => r#"attributes["empty"]["x"]: an empty value cannot be indexed"#;
         index_past_a_scalar: r#"attributes["map"]["a"][0] == nil"#
             => r#"attributes["map"]["a"][0]: a string cannot be indexed"#;
-        indexed_list_is_still_a_list: r#"Len(attributes["list"][3]) > 0"#
-            => r#"Len(attributes["list"][3]): the value is a list, which tailsample reads only through an index (`["key"]`, `[0]`)"#;
-        error_inside_not: r#"not (Len(attributes["map"]) > 0)"#
-            => r#"Len(attributes["map"]): the value is a map, which tailsample reads only through an index (`["key"]`, `[0]`)"#;
     }
 
     #[test]
     fn errors_are_short_circuited_like_the_reference() {
-        assert_eq!(eval(r#"true or Len(attributes["map"]) > 0"#), Ok(true));
-        assert_eq!(eval(r#"false and Len(attributes["map"]) > 0"#), Ok(false));
-        assert!(eval(r#"false or Len(attributes["map"]) > 0"#).is_err());
+        assert_eq!(eval(r#"true or Len(attributes["i"]) > 0"#), Ok(true));
+        assert_eq!(eval(r#"false and Len(attributes["i"]) > 0"#), Ok(false));
+        assert!(eval(r#"false or Len(attributes["i"]) > 0"#).is_err());
     }
 
     #[test]
@@ -1022,6 +1463,7 @@ mod tests {
                 attrs: &attrs(),
                 resource_attrs: &resource_attrs(),
                 scope_name: "",
+                scope_raw: &[],
             })
         });
         assert_eq!(got, Ok(true));
@@ -1037,6 +1479,7 @@ mod tests {
                 attrs: &a,
                 resource_attrs: &r,
                 scope_name: "scope",
+                scope_raw: &[],
             };
             c.eval_event(&EventCtx {
                 name,
@@ -1083,6 +1526,81 @@ mod tests {
         }
     }
 
+    /// Scenario: `status.message` and `instrumentation_scope.version` / `.attributes` (read from raw bytes), in
+    /// both contexts.
+    /// Guarantees: the values the reference's paths give; a missing scope attribute is nil; indexing works.
+    #[test]
+    fn status_message_and_scope_paths() {
+        let kv = |k: &str, v: Vec<u8>| {
+            let mut body = Vec::new();
+            bytes_field(&mut body, 1, k.as_bytes());
+            bytes_field(&mut body, 2, &v);
+            body
+        };
+        let mut scope = Vec::new();
+        bytes_field(&mut scope, 1, b"io.opentelemetry.http");
+        bytes_field(&mut scope, 2, b"2.1.0");
+        bytes_field(&mut scope, 3, &kv("team", av::str("payments")));
+        bytes_field(
+            &mut scope,
+            3,
+            &kv("tags", av::array(&[av::str("a"), av::int(2)])),
+        );
+        let cases = [
+            (r#"status.message == "boom""#, true),
+            (r#"span.status.message == "boom""#, true),
+            (r#"instrumentation_scope.version == "2.1.0""#, true),
+            (r#"scope.version == "2.1.0""#, true),
+            (
+                r#"instrumentation_scope.attributes["team"] == "payments""#,
+                true,
+            ),
+            (r#"instrumentation_scope.attributes["tags"][1] == 2"#, true),
+            (
+                r#"Len(instrumentation_scope.attributes["tags"]) == 2"#,
+                true,
+            ),
+            (r#"instrumentation_scope.attributes["absent"] == nil"#, true),
+            (
+                r#"IsMatch(instrumentation_scope.attributes["tags"], "^\\[\"a\",2\\]$")"#,
+                true,
+            ),
+        ];
+        with_span(&TestSpan::new(""), |view| {
+            let (a, r) = (attrs(), resource_attrs());
+            let ctx = SpanCtx {
+                span: view,
+                attrs: &a,
+                resource_attrs: &r,
+                scope_name: "io.opentelemetry.http",
+                scope_raw: &scope,
+            };
+            for (expr, want) in cases {
+                let mut c = parse(expr, ContextKind::Span).unwrap_or_else(|e| panic!("{e}"));
+                c.bind(&keys());
+                assert_eq!(c.eval_span(&ctx), Ok(want), "{expr}");
+                if !expr.starts_with("status") {
+                    let mut c =
+                        parse(expr, ContextKind::SpanEvent).unwrap_or_else(|e| panic!("{e}"));
+                    c.bind(&keys());
+                    let ev = EventCtx {
+                        name: "e",
+                        attrs: &[],
+                        span: &ctx,
+                    };
+                    assert_eq!(c.eval_event(&ev), Ok(want), "spanevent: {expr}");
+                }
+            }
+            let empty = SpanCtx {
+                scope_raw: &[],
+                ..ctx
+            };
+            let mut c = parse(r#"instrumentation_scope.version == """#, ContextKind::Span).unwrap();
+            c.bind(&keys());
+            assert_eq!(c.eval_span(&empty), Ok(true));
+        });
+    }
+
     #[test]
     fn conditions_are_evaluated_in_their_context_only() {
         let c = parse("true", ContextKind::SpanEvent).unwrap();
@@ -1093,6 +1611,7 @@ mod tests {
                 attrs: &[],
                 resource_attrs: &[],
                 scope_name: "",
+                scope_raw: &[],
             };
             assert!(c.eval_span(&span).is_err());
             let ev = EventCtx {
@@ -1166,6 +1685,7 @@ mod tests {
                 attrs: &a,
                 resource_attrs: &r,
                 scope_name: "scope",
+                scope_raw: &[],
             };
             for expr in TYPICAL {
                 let mut c = parse(expr, ContextKind::Span).unwrap();
@@ -1195,6 +1715,7 @@ mod tests {
             attrs: &a,
             resource_attrs: &r,
             scope_name: "scope",
+            scope_raw: &[],
         };
         let n = 1_000_000u32;
         let best = |f: &mut dyn FnMut()| {

@@ -9,14 +9,18 @@
 //! - values: strings (Go escapes), ints (Go `ParseInt(s, 0, 64)`: a leading `0` is octal), floats, `true`, `false`,
 //!   `nil`, byte literals `0x…`, the span enums `SPAN_KIND_*` and `STATUS_CODE_*`, arithmetic `+ - * /` on ints and
 //!   floats (int with float gives a float; division by zero is an evaluation error; ints wrap as in Go);
-//! - span context paths: `name`, `kind` (+ `.string`, `.deprecated_string`), `status.code`, `attributes["k"]`,
-//!   `resource.attributes["k"]`, `instrumentation_scope.name` (or `scope.name`), `trace_state`,
+//! - span context paths: `name`, `kind` (+ `.string`, `.deprecated_string`), `status.code`, `status.message`,
+//!   `attributes["k"]`, `resource.attributes["k"]`, `instrumentation_scope.name` (or `scope.name`),
+//!   `instrumentation_scope.version`, `instrumentation_scope.attributes["k"]` (these three read from the raw
+//!   bytes when asked, see `raw`), `trace_state`,
 //!   `trace_state["k"]`, `start_time_unix_nano`, `end_time_unix_nano`, `trace_id.string`, `span_id.string`,
 //!   `parent_span_id.string`; a `span.` prefix is accepted;
 //! - span event context paths: `name` and `attributes["k"]` (the event's, also with a `spanevent.` prefix), every
-//!   span path under `span.`, `resource.attributes["k"]`, `instrumentation_scope.name`;
+//!   span path under `span.`, `resource.attributes["k"]`, the `instrumentation_scope` paths;
 //! - converters: `IsMatch(target, pattern)` (pattern a string literal in Go RE2 syntax, see `re2`),
-//!   `IsString`, `IsInt`, `IsDouble`, `IsBool`, `Len`; named arguments (`IsMatch(target = name, pattern = "x")`).
+//!   `IsString`, `IsInt`, `IsDouble`, `IsBool`, `IsMap`, `IsList`, `Len`, `ToLowerCase`, `ToUpperCase`,
+//!   `HasPrefix`, `HasSuffix`, `String`, `Concat([...], delimiter)` (the only place a list literal is taken),
+//!   `Int`, `Double`, `Trim`, `TrimPrefix`, `TrimSuffix`; named arguments (`IsMatch(target = name, pattern = "x")`).
 //!
 //! Semantics follow the reference's code where its documentation differs:
 //!
@@ -27,21 +31,25 @@
 //! - an absent attribute and an attribute with an empty value read as `nil`;
 //! - `trace_state["k"]` is `""` when the key is absent and `nil` when the trace state does not parse (the
 //!   reference's getter returns nil there, not an error);
-//! - `IsMatch` converts its target as OTTL's `StringLikeGetter`: ints and booleans formatted, floats as Go/JSON
-//!   format them (`1e+21`, `1e-7`), bytes as lowercase hex; `nil` does not match;
-//! - `Len` is the length in bytes of a string (Go's `len`), of bytes, or an error for other values;
+//! - `IsMatch`, `String` and `Concat` convert as OTTL's `StringLikeGetter`: ints and booleans formatted, floats as
+//!   go-json formats them (`1e+21`, `1e-07`), bytes as lowercase hex, maps and lists as go-json's text of their
+//!   `AsRaw()` (sorted keys, base64 bytes, HTML escapes); `nil` does not match;
+//! - `Len` is the length in bytes of a string (Go's `len`), of bytes, the entries of a map or the elements of a
+//!   list, or an error for other values;
+//! - maps and lists compare with `==`/`!=` as `pcommon`'s `Equal`; ordering them is false;
+//! - the string converters (`ToLowerCase`, `HasPrefix`, …) take strings only (OTTL's `StringGetter`), so a
+//!   `nil` or a number fails to evaluate;
 //! - indexing into an attribute's value, as OTTL's `getIndexableValue`: `attributes["k"][0]`, `attributes["m"]["x"]`,
 //!   nested (`[0]["a"]`), on span, resource and event attributes. A string indexes a map (the first entry of
 //!   that key; a missing key is `nil`), an int indexes a list; an out-of-range index, a string into a list, an int
 //!   into a map, or any index into a scalar is an evaluation error; an absent attribute is `nil` whatever follows.
 //!
-//! What tailsample does not do with a whole map or list value (as opposed to an element): `Len` of it, `IsMatch`
-//! on it (OTTL would match its JSON), and `==`/`!=` between two of them are evaluation errors (`EvalError`).
-//! Comparing one with a value of another type needs no contents and works.
+//! Everything else (other converters, editors, other paths, map literals) is refused when parsed.
 
 mod eval;
 mod lexer;
 mod parser;
+mod raw;
 mod re2;
 
 use std::fmt;
@@ -156,6 +164,9 @@ pub struct SpanCtx<'a> {
     /// Its resource's, by key index.
     pub resource_attrs: &'a [AttrValue<'a>],
     pub scope_name: &'a str,
+    /// The scope's raw `InstrumentationScope` bytes ("" if none), for `instrumentation_scope.version` and
+    /// `.attributes`, read only when a condition asks.
+    pub scope_raw: &'a [u8],
 }
 
 /// What a span event condition sees: the event's name and extracted attributes, and its span's context.
@@ -207,6 +218,8 @@ impl Condition {
                 parser::Source::Span => &mut out.span,
                 parser::Source::Event => &mut out.event,
                 parser::Source::Resource => &mut out.resource,
+                // Read from the scope's raw bytes, not extracted by the scanner.
+                parser::Source::Scope => return,
             };
             if !list.contains(&a.key) {
                 list.push(a.key.clone());
@@ -219,6 +232,9 @@ impl Condition {
     /// set indexes span, resource and event attributes (`SpanCtx::attrs`, `resource_attrs`, `EventCtx::attrs`).
     pub fn bind(&mut self, keys: &AttrKeys) {
         self.root.visit_attrs_mut(&mut |a| {
+            if a.source == parser::Source::Scope {
+                return;
+            }
             a.index = keys
                 .index_of_str(&a.key)
                 .expect("attribute key registered before bind");
@@ -288,20 +304,22 @@ mod tests {
         blank: Span "  " => 0, "empty condition";
         unknown_path: Span r#"nme == "x""#
             => 0, "unknown path `nme` in the span context; tailsample supports: name, kind, kind.string, \
-                   kind.deprecated_string, status.code, attributes[\"…\"], resource.attributes[\"…\"], \
-                   instrumentation_scope.name, trace_state, trace_state[\"…\"], start_time_unix_nano, \
+                   kind.deprecated_string, status.code, status.message, attributes[\"…\"], \
+                   resource.attributes[\"…\"], instrumentation_scope.name, instrumentation_scope.version, \
+                   instrumentation_scope.attributes[\"…\"], trace_state, trace_state[\"…\"], start_time_unix_nano, \
                    end_time_unix_nano, trace_id.string, span_id.string, parent_span_id.string";
         unknown_path_after_and: Span r#"name == "a" and foo.bar == 1"#
             => 16, "unknown path `foo.bar` in the span context; tailsample supports: name, kind, kind.string, \
-                    kind.deprecated_string, status.code, attributes[\"…\"], resource.attributes[\"…\"], \
-                    instrumentation_scope.name, trace_state, trace_state[\"…\"], start_time_unix_nano, \
+                    kind.deprecated_string, status.code, status.message, attributes[\"…\"], \
+                    resource.attributes[\"…\"], instrumentation_scope.name, instrumentation_scope.version, \
+                    instrumentation_scope.attributes[\"…\"], trace_state, trace_state[\"…\"], start_time_unix_nano, \
                     end_time_unix_nano, trace_id.string, span_id.string, parent_span_id.string";
         unknown_field: Span "status.cod == 1" => 7, "`status` has no field `cod`";
         unknown_resource_path: Span r#"resource.name == "x""#
             => 9, "unknown path `resource.name` in the resource context; tailsample supports: \
                    resource.attributes[\"…\"]";
-        unsupported_path: Span r#"status.message == "x""#
-            => 0, "`status.message` is an OTTL path tailsample's conditions do not read";
+        unsupported_path: Span r#"scope.schema_url == "x""#
+            => 6, "`scope.schema_url` is an OTTL path tailsample's conditions do not read";
         unsupported_time_path: Span "start_time > 0"
             => 0, "`start_time` is an OTTL path tailsample's conditions do not read; use `start_time_unix_nano`";
         unsupported_raw_id: Span "trace_id == nil"
@@ -329,27 +347,47 @@ mod tests {
             => 0, "unknown path `kind` in the spanevent context; the span's field is `span.kind`";
         unknown_event_path: SpanEvent "foo == 1"
             => 0, "unknown path `foo` in the spanevent context; tailsample supports: name, attributes[\"…\"], \
-                   span.<any span path>, resource.attributes[\"…\"], instrumentation_scope.name";
+                   span.<any span path>, resource.attributes[\"…\"], instrumentation_scope.name, \
+                   instrumentation_scope.version, instrumentation_scope.attributes[\"…\"]";
         unknown_function: Span r#"Foo(name) == "x""#
             => 0, "unknown converter `Foo`; tailsample's conditions support IsMatch, IsString, IsInt, IsDouble, \
-                   IsBool, Len";
+                   IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double, Trim, TrimPrefix, TrimSuffix";
         unknown_function_as_condition: Span r#"name == "a" and IsPresent(attributes["x"])"#
             => 16, "unknown converter `IsPresent`; tailsample's conditions support IsMatch, IsString, IsInt, \
-                    IsDouble, IsBool, Len";
+                    IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double, Trim, TrimPrefix, TrimSuffix";
         lowercase_converter: Span r#"isMatch(name, "x")"#
             => 0, "converter names start with an uppercase letter: did you mean `IsMatch`?";
         editor_statement: Span r#"set(name, "x")"#
             => 0, "`set(…)` is an editor call (a statement that changes telemetry); a condition can only call \
-                   converters (IsMatch, IsString, IsInt, IsDouble, IsBool, Len)";
+                   converters (IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double, Trim, TrimPrefix, TrimSuffix)";
         statement_with_where: Span r#"drop() where name == "x""#
             => 0, "`drop(…)` is an editor call (a statement that changes telemetry); a condition can only call \
-                   converters (IsMatch, IsString, IsInt, IsDouble, IsBool, Len)";
+                   converters (IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double, Trim, TrimPrefix, TrimSuffix)";
         leading_where: Span r#"where name == "x""#
             => 0, "`where` introduces the condition of a statement; an ottl_condition is the condition alone";
         trailing_where: Span r#"name == "x" where kind == 1"#
             => 12, "unexpected `where`: an ottl_condition is a condition only, not a statement";
         too_few_arguments: Span r#"IsMatch(name)"#
             => 0, "IsMatch takes 2 arguments (target, pattern), got 1";
+        concat_without_a_list: Span r#"Concat(name, "-") == "x""#
+            => 7, "the values of Concat are a list literal, e.g. `Concat([name, attributes[\"k\"]], \"-\")`";
+        list_argument_elsewhere: Span r#"HasPrefix(name, ["a"])"#
+            => 16, "`prefix` of HasPrefix is not a list";
+        list_in_a_comparison: Span r#"attributes["k"] == ["a"]"#
+            => 19, "list values (`[…]`) are not supported in conditions";
+        unclosed_list: Span r#"Concat([name "x") == "a""#
+            => 13, "expected `,` or `]` in the list opened at position 7, found `\"x\"`";
+        string_converter_as_condition: Span "ToLowerCase(name)"
+            => 0, "`ToLowerCase(name)` returns a string, not a boolean: compare it, e.g. `ToLowerCase(name) == \"x\"`";
+        substring_is_refused: Span r#"Substring(name, 0, 3) == "GET""#
+            => 0, "unknown converter `Substring`; tailsample's conditions support IsMatch, IsString, IsInt, IsDouble, \
+                   IsBool, IsMap, IsList, Len, ToLowerCase, ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double, Trim, TrimPrefix, TrimSuffix";
+        scope_dropped_count: Span "instrumentation_scope.dropped_attributes_count == 0"
+            => 22, "`instrumentation_scope.dropped_attributes_count` is an OTTL path tailsample's conditions do not read";
+        trim_replacement_not_literal: Span "Trim(name, name) == \"x\""
+            => 11, "the replacement of Trim must be a string literal";
+        trim_too_many: Span "Trim(name, \" \", \"x\") == \"x\""
+            => 0, "Trim takes 1 or 2 arguments (target, replacement), got 3";
         too_many_arguments: Span r#"IsString(name, "x")"#
             => 0, "IsString takes 1 argument (target), got 2";
         unknown_named_argument: Span r#"IsMatch(target = name, regex = "x")"#

@@ -103,6 +103,10 @@ pub(crate) enum Path {
     SpanIdString,
     ParentSpanIdString,
     ScopeName,
+    /// `instrumentation_scope.version`.
+    ScopeVersion,
+    /// `status.message`.
+    StatusMessage,
     EventName,
     Attr(Attr),
 }
@@ -113,6 +117,8 @@ pub(crate) enum Source {
     Span,
     Resource,
     Event,
+    /// The instrumentation scope's attributes (read from its raw bytes, not bound to the key set).
+    Scope,
 }
 
 #[derive(Debug, Clone)]
@@ -137,7 +143,10 @@ pub(crate) enum Index {
 #[derive(Debug, Clone)]
 pub(crate) struct Call {
     pub func: Func,
+    /// The first argument (for `Concat`, the delimiter).
     pub target: Value,
+    /// The other arguments: `HasPrefix`'s prefix, `HasSuffix`'s suffix, `Concat`'s values.
+    pub rest: Vec<Value>,
     /// The call's text, for evaluation errors.
     pub text: String,
 }
@@ -150,11 +159,27 @@ pub(crate) enum Func {
     IsInt,
     IsDouble,
     IsBool,
+    IsMap,
+    IsList,
     Len,
+    ToLowerCase,
+    ToUpperCase,
+    HasPrefix,
+    HasSuffix,
+    String,
+    Concat,
+    Int,
+    Double,
+    TrimPrefix,
+    TrimSuffix,
+    /// `Trim(target[, replacement])`: the characters to trim (a string literal, `" "` if not given).
+    Trim(String),
 }
 
 /// The converters tailsample runs, for error messages.
-pub(crate) const CONVERTERS: &str = "IsMatch, IsString, IsInt, IsDouble, IsBool, Len";
+pub(crate) const CONVERTERS: &str =
+    "IsMatch, IsString, IsInt, IsDouble, IsBool, IsMap, IsList, Len, ToLowerCase, \
+    ToUpperCase, HasPrefix, HasSuffix, String, Concat, Int, Double, Trim, TrimPrefix, TrimSuffix";
 
 /// The span context's enum symbols (`ctxspan.SymbolTable`), also accepted in the span event context.
 const ENUMS: &[(&str, i64)] = &[
@@ -214,11 +239,23 @@ fn ty(v: &Value) -> Ty {
             Path::TraceStateKey(_) | Path::Attr(_) => Ty::Any,
             _ => Ty::Str,
         },
-        Value::Call(c) => match c.func {
-            Func::Len => Ty::Int,
-            _ => Ty::Bool,
-        },
+        Value::Call(c) => call_ty(c),
         Value::Math(_) => Ty::Any,
+    }
+}
+
+fn call_ty(c: &Call) -> Ty {
+    match c.func {
+        Func::Len => Ty::Int,
+        Func::ToLowerCase
+        | Func::ToUpperCase
+        | Func::Concat
+        | Func::Trim(_)
+        | Func::TrimPrefix
+        | Func::TrimSuffix => Ty::Str,
+        // nil for a nil target.
+        Func::String | Func::Int | Func::Double => Ty::Any,
+        _ => Ty::Bool,
     }
 }
 
@@ -286,6 +323,8 @@ enum Key {
 struct Arg<'s> {
     name: Option<(&'s str, usize)>,
     value: Value,
+    /// A list literal (`[a, b]`), which only `Concat` takes.
+    list: Option<Vec<Value>>,
     at: usize,
 }
 
@@ -493,12 +532,18 @@ impl<'s> Parser<'s> {
         let text = &self.src[start..self.last_end()];
         match left {
             Value::Lit(Lit::Bool(b)) if !text.starts_with('(') => Ok(BoolExpr::Const(b)),
-            Value::Call(c) if !matches!(c.func, Func::Len) && !text.starts_with('(') => {
+            Value::Call(c) if call_ty(&c) == Ty::Bool && !text.starts_with('(') => {
                 Ok(BoolExpr::Converter(c))
             }
-            Value::Call(_) if !text.starts_with('(') => self.fail(
+            Value::Call(c) if matches!(c.func, Func::Len) && !text.starts_with('(') => self.fail(
                 start,
                 format!("`{text}` returns an int, not a boolean: compare it, e.g. `{text} > 0`"),
+            ),
+            Value::Call(_) if !text.starts_with('(') => self.fail(
+                start,
+                format!(
+                    "`{text}` returns a string, not a boolean: compare it, e.g. `{text} == \"x\"`"
+                ),
             ),
             _ => {
                 let t = self.peek();
@@ -747,10 +792,15 @@ impl<'s> Parser<'s> {
                         ),
                     );
                 }
-                let v = self.value()?;
+                let (v, list) = if self.peek().tok == Tok::LBracket {
+                    (Value::Lit(Lit::Nil), Some(self.list_literal()?))
+                } else {
+                    (self.value()?, None)
+                };
                 args.push(Arg {
                     name: arg_name,
                     value: v,
+                    list,
                     at,
                 });
                 if self.eat(&Tok::Comma) {
@@ -784,10 +834,47 @@ impl<'s> Parser<'s> {
         self.build_call(&name_tok, args, text)
     }
 
+    /// `[value, value, ...]`, as a converter's argument.
+    fn list_literal(&mut self) -> PResult<Vec<Value>> {
+        let open = self.bump();
+        self.enter(open.start)?;
+        let mut items = Vec::new();
+        if !self.eat(&Tok::RBracket) {
+            loop {
+                if self.peek().tok == Tok::LBracket {
+                    return self.fail(self.peek().start, "lists inside lists are not supported");
+                }
+                items.push(self.value()?);
+                if self.eat(&Tok::Comma) {
+                    continue;
+                }
+                if self.eat(&Tok::RBracket) {
+                    break;
+                }
+                let t = self.peek();
+                return self.fail(
+                    t.start,
+                    format!(
+                        "expected `,` or `]` in the list opened at position {}, found {}",
+                        self.char_pos(open.start),
+                        t.describe()
+                    ),
+                );
+            }
+        }
+        self.depth -= 1;
+        Ok(items)
+    }
+
     fn build_call(&self, name: &Token<'s>, args: Vec<Arg<'s>>, text: String) -> PResult<Value> {
         let params: &[&str] = match name.text {
             "IsMatch" => &["target", "pattern"],
-            "IsString" | "IsInt" | "IsDouble" | "IsBool" | "Len" => &["target"],
+            "IsString" | "IsInt" | "IsDouble" | "IsBool" | "IsMap" | "IsList" | "Len"
+            | "ToLowerCase" | "ToUpperCase" | "String" | "Int" | "Double" => &["target"],
+            "HasPrefix" | "TrimPrefix" => &["target", "prefix"],
+            "HasSuffix" | "TrimSuffix" => &["target", "suffix"],
+            "Trim" => &["target", "replacement"],
+            "Concat" => &["vals", "delimiter"],
             other => {
                 return self.fail(
                     name.start,
@@ -797,13 +884,19 @@ impl<'s> Parser<'s> {
                 )
             }
         };
-        if args.len() != params.len() {
+        // Trim's replacement is optional (`ottl.Optional`).
+        let required = if name.text == "Trim" { 1 } else { params.len() };
+        if args.len() < required || args.len() > params.len() {
             return self.fail(
                 name.start,
                 format!(
                     "{} takes {} argument{} ({}), got {}",
                     name.text,
-                    params.len(),
+                    if required < params.len() {
+                        format!("{required} or {}", params.len())
+                    } else {
+                        params.len().to_string()
+                    },
                     if params.len() == 1 { "" } else { "s" },
                     params.join(", "),
                     args.len()
@@ -811,11 +904,13 @@ impl<'s> Parser<'s> {
             );
         }
         let mut slots: Vec<Option<(Value, usize)>> = vec![None; params.len()];
+        let mut vals: Option<Vec<Value>> = None;
         for (
             i,
             Arg {
                 name: arg_name,
                 value: v,
+                list,
                 at,
             },
         ) in args.into_iter().enumerate()
@@ -839,10 +934,46 @@ impl<'s> Parser<'s> {
             if slots[k].is_some() {
                 return self.fail(at, format!("parameter `{}` is given twice", params[k]));
             }
+            let wants_list = params[k] == "vals";
+            match (list, wants_list) {
+                (Some(items), true) => vals = Some(items),
+                (None, true) => {
+                    return self.fail(
+                        at,
+                        "the values of Concat are a list literal, e.g. `Concat([name, attributes[\"k\"]], \"-\")`",
+                    )
+                }
+                (Some(_), false) => {
+                    return self.fail(
+                        at,
+                        format!("`{}` of {} is not a list", params[k], name.text),
+                    )
+                }
+                (None, false) => {}
+            }
             slots[k] = Some((v, at));
         }
+        if name.text == "Trim" {
+            let Some((target, _)) = slots[0].take() else {
+                return self.fail(name.start, "Trim needs its `target`");
+            };
+            let cutset = match slots[1].take() {
+                None => " ".to_string(),
+                Some((Value::Lit(Lit::Str(s)), _)) => s,
+                Some((_, at)) => {
+                    return self.fail(at, "the replacement of Trim must be a string literal")
+                }
+            };
+            return Ok(Value::Call(Box::new(Call {
+                func: Func::Trim(cutset),
+                target,
+                rest: Vec::new(),
+                text,
+            })));
+        }
         let mut slots = slots.into_iter().map(|s| s.expect("every parameter given"));
-        let (target, target_at) = slots.next().expect("a target");
+        let (mut target, target_at) = slots.next().expect("a target");
+        let mut rest = Vec::new();
         let func = match name.text {
             "IsMatch" => {
                 let (pattern, at) = slots.next().expect("a pattern");
@@ -867,6 +998,28 @@ impl<'s> Parser<'s> {
             "IsInt" => Func::IsInt,
             "IsDouble" => Func::IsDouble,
             "IsBool" => Func::IsBool,
+            "IsMap" => Func::IsMap,
+            "IsList" => Func::IsList,
+            "ToLowerCase" => Func::ToLowerCase,
+            "ToUpperCase" => Func::ToUpperCase,
+            "String" => Func::String,
+            "Int" => Func::Int,
+            "Double" => Func::Double,
+            "HasPrefix" | "HasSuffix" | "TrimPrefix" | "TrimSuffix" => {
+                rest.push(slots.next().expect("a prefix or suffix").0);
+                match name.text {
+                    "HasPrefix" => Func::HasPrefix,
+                    "HasSuffix" => Func::HasSuffix,
+                    "TrimPrefix" => Func::TrimPrefix,
+                    _ => Func::TrimSuffix,
+                }
+            }
+            "Concat" => {
+                rest = vals.take().unwrap_or_default();
+                // The delimiter goes in `target`.
+                target = slots.next().expect("a delimiter").0;
+                Func::Concat
+            }
             _ => {
                 let t = ty(&target);
                 if matches!(t, Ty::Nil | Ty::Bool | Ty::Int | Ty::Float) {
@@ -881,7 +1034,12 @@ impl<'s> Parser<'s> {
                 Func::Len
             }
         };
-        Ok(Value::Call(Box::new(Call { func, target, text })))
+        Ok(Value::Call(Box::new(Call {
+            func,
+            target,
+            rest,
+            text,
+        })))
     }
 
     fn path(&mut self) -> PResult<Value> {
@@ -1048,8 +1206,9 @@ impl<'s> Parser<'s> {
     }
 
     fn span_path(&self, segs: &[Seg<'_>], text: &str) -> PResult<Path> {
-        const KNOWN: &str = "name, kind, kind.string, kind.deprecated_string, status.code, attributes[\"…\"], \
-            resource.attributes[\"…\"], instrumentation_scope.name, trace_state, trace_state[\"…\"], \
+        const KNOWN: &str = "name, kind, kind.string, kind.deprecated_string, status.code, status.message, \
+            attributes[\"…\"], resource.attributes[\"…\"], instrumentation_scope.name, instrumentation_scope.version, \
+            instrumentation_scope.attributes[\"…\"], trace_state, trace_state[\"…\"], \
             start_time_unix_nano, end_time_unix_nano, trace_id.string, span_id.string, parent_span_id.string";
         let seg = &segs[0];
         let field = segs.get(1).map(|s| s.name);
@@ -1061,7 +1220,7 @@ impl<'s> Parser<'s> {
                 self.plain(segs, 2, Path::SpanKindDeprecatedString)
             }
             ("status", Some("code")) => self.plain(segs, 2, Path::StatusCode),
-            ("status", Some("message")) => self.unsupported(seg, text, ""),
+            ("status", Some("message")) => self.plain(segs, 2, Path::StatusMessage),
             ("status", None) => self.unsupported(seg, text, "; compare `status.code`"),
             ("start_time_unix_nano", _) => self.plain(segs, 1, Path::StartTimeUnixNano),
             ("end_time_unix_nano", _) => self.plain(segs, 1, Path::EndTimeUnixNano),
@@ -1122,14 +1281,14 @@ impl<'s> Parser<'s> {
         let seg = &segs[0];
         match seg.name {
             "name" => self.plain(segs, 1, Path::ScopeName),
-            "version" | "attributes" | "dropped_attributes_count" | "schema_url" => {
-                self.unsupported(seg, text, "")
-            }
+            "version" => self.plain(segs, 1, Path::ScopeVersion),
+            "attributes" => self.attribute(segs, Source::Scope, text),
+            "dropped_attributes_count" | "schema_url" => self.unsupported(seg, text, ""),
             _ => self.unknown(
                 seg,
                 text,
                 "instrumentation scope",
-                "instrumentation_scope.name",
+                "instrumentation_scope.name, instrumentation_scope.version, instrumentation_scope.attributes[\"…\"]",
             ),
         }
     }
@@ -1137,7 +1296,7 @@ impl<'s> Parser<'s> {
     fn event_path(&self, segs: &[Seg<'_>], text: &str) -> PResult<Path> {
         const KNOWN: &str =
             "name, attributes[\"…\"], span.<any span path>, resource.attributes[\"…\"], \
-            instrumentation_scope.name";
+            instrumentation_scope.name, instrumentation_scope.version, instrumentation_scope.attributes[\"…\"]";
         let seg = &segs[0];
         match seg.name {
             "name" => self.plain(segs, 1, Path::EventName),
@@ -1179,7 +1338,7 @@ impl BoolExpr {
                 left.visit_attrs(f);
                 right.visit_attrs(f);
             }
-            BoolExpr::Converter(c) => c.target.visit_attrs(f),
+            BoolExpr::Converter(c) => c.visit_attrs(f),
         }
     }
 
@@ -1194,8 +1353,20 @@ impl BoolExpr {
                 left.visit_attrs_mut(f);
                 right.visit_attrs_mut(f);
             }
-            BoolExpr::Converter(c) => c.target.visit_attrs_mut(f),
+            BoolExpr::Converter(c) => c.visit_attrs_mut(f),
         }
+    }
+}
+
+impl Call {
+    fn visit_attrs(&self, f: &mut impl FnMut(&Attr)) {
+        self.target.visit_attrs(f);
+        self.rest.iter().for_each(|v| v.visit_attrs(f));
+    }
+
+    fn visit_attrs_mut(&mut self, f: &mut impl FnMut(&mut Attr)) {
+        self.target.visit_attrs_mut(f);
+        self.rest.iter_mut().for_each(|v| v.visit_attrs_mut(f));
     }
 }
 
@@ -1205,7 +1376,7 @@ impl Value {
             Value::Lit(_) => {}
             Value::Path(Path::Attr(a)) => f(a),
             Value::Path(_) => {}
-            Value::Call(c) => c.target.visit_attrs(f),
+            Value::Call(c) => c.visit_attrs(f),
             Value::Math(m) => {
                 m.left.visit_attrs(f);
                 m.right.visit_attrs(f);
@@ -1218,7 +1389,7 @@ impl Value {
             Value::Lit(_) => {}
             Value::Path(Path::Attr(a)) => f(a),
             Value::Path(_) => {}
-            Value::Call(c) => c.target.visit_attrs_mut(f),
+            Value::Call(c) => c.visit_attrs_mut(f),
             Value::Math(m) => {
                 m.left.visit_attrs_mut(f);
                 m.right.visit_attrs_mut(f);
@@ -1284,9 +1455,27 @@ mod tests {
             Func::IsInt => "IsInt",
             Func::IsDouble => "IsDouble",
             Func::IsBool => "IsBool",
+            Func::IsMap => "IsMap",
+            Func::IsList => "IsList",
             Func::Len => "Len",
+            Func::ToLowerCase => "ToLowerCase",
+            Func::ToUpperCase => "ToUpperCase",
+            Func::HasPrefix => "HasPrefix",
+            Func::HasSuffix => "HasSuffix",
+            Func::String => "String",
+            Func::Int => "Int",
+            Func::Double => "Double",
+            Func::TrimPrefix => "TrimPrefix",
+            Func::TrimSuffix => "TrimSuffix",
+            Func::Trim(cut) => return format!("Trim({}, {cut:?})", show_value(&c.target)),
+            Func::Concat => {
+                let items: Vec<String> = c.rest.iter().map(show_value).collect();
+                return format!("Concat([{}], {})", items.join(", "), show_value(&c.target));
+            }
         };
-        format!("{name}({})", show_value(&c.target))
+        let mut args = vec![show_value(&c.target)];
+        args.extend(c.rest.iter().map(show_value));
+        format!("{name}({})", args.join(", "))
     }
 
     fn span(src: &str) -> String {
@@ -1419,6 +1608,20 @@ mod tests {
         converter_positional_then_named: span r#"IsMatch(name, pattern = "x")"# => "IsMatch(SpanName, /x/)";
         converter_nested: span r#"IsMatch(Len(name), "1")"# => "IsMatch(Len(SpanName), /1/)";
         converter_pattern_translated: span r#"IsMatch(name, "\\d")"# => "IsMatch(SpanName, /[0-9]/)";
+        converter_is_map: span r#"IsMap(attributes["a"])"# => r#"IsMap(Span["a"])"#;
+        converter_is_list: span r#"IsList(attributes["a"])"# => r#"IsList(Span["a"])"#;
+        converter_to_lower_case: span r#"ToLowerCase(name) == "x""# => r#"ToLowerCase(SpanName) == "x""#;
+        converter_to_upper_case: span r#"ToUpperCase(name) == "X""# => r#"ToUpperCase(SpanName) == "X""#;
+        converter_has_prefix: span r#"HasPrefix(name, "G")"# => r#"HasPrefix(SpanName, "G")"#;
+        converter_has_suffix_named: span r#"HasSuffix(suffix = "s", target = name)"# => r#"HasSuffix(SpanName, "s")"#;
+        converter_string: span r#"String(attributes["a"]) == "1""# => r#"String(Span["a"]) == "1""#;
+        converter_concat: span r#"Concat([name, 1, attributes["a"]], "-") == "x""#
+            => r#"Concat([SpanName, 1i, Span["a"]], "-") == "x""#;
+        converter_concat_empty_list: span r#"Concat([], "") == """# => r#"Concat([], "") == """#;
+        path_status_message: span r#"status.message == "x""# => r#"StatusMessage == "x""#;
+        path_scope_version: span r#"instrumentation_scope.version == "1""# => r#"ScopeVersion == "1""#;
+        path_scope_attribute: span r#"scope.attributes["k"][0] == 1"# => r#"Scope["k"] == 1i"#;
+        event_scope_version: spanevent r#"instrumentation_scope.version == "1""# => r#"ScopeVersion == "1""#;
         converter_target_arithmetic: span r#"IsMatch(kind + 1, "3")"# => "IsMatch((SpanKind + 1i), /3/)";
     }
 
