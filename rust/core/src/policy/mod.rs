@@ -25,6 +25,7 @@ pub mod ottl;
 pub mod ottl_condition;
 pub mod probabilistic;
 pub mod rate_limiting;
+pub mod re2;
 pub mod span_count;
 pub mod status_code;
 pub mod string_attribute;

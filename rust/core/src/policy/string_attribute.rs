@@ -1,5 +1,6 @@
 //! `string_attribute`: sampled if a resource attribute, or a non-empty span attribute, named `key` equals one of
-//! `values` (or, with `enabled_regex_matching`, contains a match of one of them: RE2-style, unanchored).
+//! `values` (or, with `enabled_regex_matching`, contains a match of one of them: Go's RE2 syntax and meaning, as
+//! `re2` translates it, unanchored).
 //! As in the reference, a non-string value reads as "" (so it can only match a regex that matches "").
 //!
 //! tailsample also matches inside array values, as real instrumentation sends captured headers
@@ -11,7 +12,7 @@
 
 use regex::RegexSet;
 
-use super::{invert_match, Vote};
+use super::{invert_match, re2, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 use crate::otlp::decode::AttrValue;
@@ -45,20 +46,12 @@ impl StringAttribute {
         let invert_match = invert_match(&mut m)?;
         m.finish()?;
         let matcher = if regex {
-            for (i, v) in values.iter().enumerate() {
-                if let Err(e) = regex::Regex::new(v) {
-                    return Err(Error::config(
-                        format!("{values_path}[{i}]"),
-                        format!(
-                            "invalid regular expression {v:?}: {}",
-                            first_line(&e.to_string())
-                        ),
-                    ));
-                }
-            }
-            Matcher::Regex(
-                RegexSet::new(&values).map_err(|e| Error::config(values_path, e.to_string()))?,
-            )
+            Matcher::Regex(re2::compile_set(&values).map_err(|(i, why)| {
+                Error::config(
+                    format!("{values_path}[{i}]"),
+                    format!("invalid regular expression {:?}: {why}", values[i]),
+                )
+            })?)
         } else {
             Matcher::Exact(values.into_iter().filter(|v| !v.is_empty()).collect())
         };
@@ -105,14 +98,6 @@ impl StringAttribute {
     pub fn evaluate(&self, matched: bool) -> Vote {
         super::vote(matched, self.invert_match)
     }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines()
-        .rfind(|l| !l.trim().is_empty())
-        .unwrap_or(s)
-        .trim()
-        .to_string()
 }
 
 #[cfg(test)]

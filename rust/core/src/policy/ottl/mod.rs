@@ -42,7 +42,6 @@
 mod eval;
 mod lexer;
 mod parser;
-mod re2;
 
 use std::fmt;
 
