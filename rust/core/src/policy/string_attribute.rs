@@ -150,6 +150,17 @@ mod tests {
         empty_span_value_is_skipped: span_matches, false,
             json!({"key": "k", "values": [".*"], "enabled_regex_matching": true}), av::str("") => false;
         scalar_is_the_same_when_strict: span_matches, true, EXACT(), av::str("true") => true;
+        // Go's RE2 meaning (the reference's `regexp`): `\w \d \b` are ASCII-only
+        go_word_class_is_ascii: span_matches, false,
+            json!({"key": "k", "values": [r"^\w+$"], "enabled_regex_matching": true}), av::str("éfoo") => false;
+        go_word_boundary_is_ascii: span_matches, false,
+            json!({"key": "k", "values": [r"\bfoo\b"], "enabled_regex_matching": true}), av::str("éfoo") => true;
+        go_digit_is_ascii: span_matches, false,
+            json!({"key": "k", "values": [r"\d"], "enabled_regex_matching": true}), av::str("٣") => false;
+        go_quote_meta_is_literal: span_matches, false,
+            json!({"key": "k", "values": [r"^\Qa.b\E$"], "enabled_regex_matching": true}), av::str("a.b") => true;
+        go_fold_kelvin_sign: span_matches, false,
+            json!({"key": "k", "values": ["(?i)^k$"], "enabled_regex_matching": true}), av::str("\u{212A}") => true;
         // arrays (real instrumentation's captured headers)
         array_of_the_value_matches_on_a_span: span_matches, false, EXACT(), av::array(&[av::str("true")]) => true;
         array_of_the_value_matches_on_a_resource: resource_matches, false, EXACT(),
@@ -220,6 +231,23 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    /// Scenario: patterns Go's `regexp` refuses (Rust's would take them). Guarantees: refused at load, naming the
+    /// value and Go's rule.
+    #[test]
+    fn patterns_go_refuses_are_refused() {
+        let e =
+            policy(json!({"key": "k", "values": ["a", "x{1001}"], "enabled_regex_matching": true}))
+                .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "policies[2].string_attribute.values[1]: invalid regular expression \"x{1001}\": invalid repeat count \
+             `{1001}` (Go's regexp refuses counts over 1000)"
+        );
+        let e = policy(json!({"key": "k", "values": ["(?x) a"], "enabled_regex_matching": true}))
+            .unwrap_err();
+        assert!(e.to_string().contains("values[0]: invalid regular expression \"(?x) a\": invalid or unsupported Perl syntax"), "{e}");
     }
 
     #[test]

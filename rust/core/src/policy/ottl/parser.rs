@@ -855,11 +855,9 @@ impl<'s> Parser<'s> {
                     );
                 };
                 let regex = re2::compile(&pattern).map_err(|why| ParseError {
-                        at,
-                        message: format!(
-                            "invalid regular expression {pattern:?} in IsMatch: {why}"
-                        ),
-                    })?;
+                    at,
+                    message: format!("invalid regular expression {pattern:?} in IsMatch: {why}"),
+                })?;
                 Func::IsMatch(regex)
             }
             "IsString" => Func::IsString,
