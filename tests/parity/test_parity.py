@@ -15,6 +15,7 @@ keeps. README.md beside this file says how the reference is driven and what in i
 
 from __future__ import annotations
 
+import json
 import shutil
 import textwrap
 from collections import Counter
@@ -36,6 +37,7 @@ from workload import (
     prob_hash,
     reference_latency_ms,
     reference_threshold,
+    regex_workload,
     scripted,
 )
 
@@ -955,6 +957,65 @@ def test_stateful_scripted(case_id: str, reference: Callable[..., dict[str, Any]
         pytest.fail(f"{case_id}: tailsample kept traces {got_ts}, the reference {ref['version']} kept {got_ref} "
                     f"({case.why})\nscript (arrival order):\n{script}\nconfig:\n{textwrap.indent(text, '  ')}",
                     pytrace=False)
+
+
+# ---- Go regular expressions (string_attribute and OTTL IsMatch) ----------------------------------------------
+
+# Patterns Go's regexp accepts, whose meaning a Unicode-aware engine would change (or whose syntax it would refuse)
+GO_REGEXES = [r"^\w+$", r"\bfoo\b", r"\d", r"^\d+$", r"(?i)^k$", r"(?i)^s$", r"(?i)^\w$", r"(?i)^\W+$", r"\s",
+              r"^\Qa.b*\E$", r"^\p{Greek}+$", r"\p{greek}", r"^\p{Lu}", r"\x{212A}", r"^(?P<1>a)\.b", r"^\<a\>$",
+              r"^a{$", r"^x{1000}$", r"^[[:alpha:]]+$", r"[^\x00-\x7F]", r"(?i)^ǅ$", r"(?i)^ss$", r"^\PL+$",
+              r"\p{^Latin}", r"^(?)a", r"^[\d\s]+$"]
+# Patterns Go's regexp refuses (a Rust regex would take most of them)
+GO_REFUSED = [r"x{1001}", r"(x{10}){101}", r"a**", r"(?x)a b", r"\u0041", r"\p{Alphabetic}", r"[[:foo:]]"]
+
+
+def _regex_config(pattern: str, ottl: bool) -> str:
+    if ottl:
+        cond = yaml.safe_dump(f'IsMatch(attributes["http.route"], {json.dumps(pattern)})', width=10_000).strip()
+        cond = cond.removesuffix("...").strip()
+        return config(f"""
+            policies:
+              - name: re
+                type: ottl_condition
+                ottl_condition:
+                  span:
+                    - {cond}
+            """)
+    value = json.dumps(pattern, ensure_ascii=False)
+    return config(f"""
+        policies:
+          - name: re
+            type: string_attribute
+            string_attribute: {{key: http.route, values: [{value}], enabled_regex_matching: true}}
+        """)
+
+
+@pytest.mark.parametrize("ottl", [False, True], ids=["string_attribute", "ottl"])
+@pytest.mark.parametrize("pattern", GO_REGEXES)
+def test_go_regex_semantics(pattern: str, ottl: bool, reference: Callable[..., dict[str, Any]]) -> None:
+    """Each value of the regex workload sampled, or not, as Go's regexp matches it, in both policies."""
+    text = _regex_config(pattern, ottl)
+    wl = regex_workload()
+    ref = reference(text, wl)
+    check_reference_ran(ref, wl)
+    run = run_tailsample(load_or_skip(text), wl)
+    by_hex = wl.by_hex()
+    ref_kept = set(ref["kept"])
+    differ = sorted(by_hex[t].note for t in run.kept ^ ref_kept)
+    assert run.kept == ref_kept, f"{pattern!r}: decided differently on {differ}"
+
+
+@pytest.mark.parametrize("ottl", [False, True], ids=["string_attribute", "ottl"])
+@pytest.mark.parametrize("pattern", GO_REFUSED)
+def test_go_regex_refused(pattern: str, ottl: bool, reference: Callable[..., dict[str, Any]]) -> None:
+    """What Go's regexp refuses, the reference refuses at start and tailsample at load, saying it is Go's rule."""
+    text = _regex_config(pattern, ottl)
+    ref = reference(text, regex_workload())
+    assert ref["errors"], f"the reference took {pattern!r}"
+    with pytest.raises(tailsample.ConfigError, match="invalid regular expression") as exc:
+        tailsample.Config.from_dict(yaml.safe_load(text))
+    assert json.dumps(pattern) in str(exc.value) or repr(pattern) in str(exc.value), str(exc.value)
 
 
 # ---- the harness itself ---------------------------------------------------------------------------------------
