@@ -256,7 +256,18 @@ impl Policy {
             ));
         };
         if items.is_empty() {
-            return Err(Error::config(path, "expected at least one policy"));
+            // The reference accepts an empty list; say what it then does.
+            let reading = if path.ends_with("and_sub_policy") {
+                "samples every trace"
+            } else if path.ends_with("drop_sub_policy") {
+                "drops every trace"
+            } else {
+                "samples no trace"
+            };
+            return Err(Error::config(
+                path,
+                format!("expected at least one policy (the reference accepts an empty list and then {reading})"),
+            ));
         }
         let mut out: Vec<Policy> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {

@@ -13,14 +13,17 @@ pub struct SpanCount {
 
 impl SpanCount {
     pub fn parse(mut m: Mapping<'_>) -> Result<Self> {
-        let min_spans = m.int_at_least("min_spans", 0, 0)?;
+        let min_spans = m.int_at_least_or("min_spans", 0, 0, "then samples every trace")?;
         let max_path = m.key_path("max_spans");
         let max_spans = m.int_at_least("max_spans", 0, 0)?;
         m.finish()?;
         if max_spans != 0 && max_spans < min_spans {
             return Err(Error::config(
                 max_path,
-                format!("must be at least min_spans ({min_spans}), got {max_spans}"),
+                format!(
+                    "must be at least min_spans ({min_spans}), got {max_spans} (the reference accepts it and then \
+                     samples no trace)"
+                ),
             ));
         }
         Ok(SpanCount {

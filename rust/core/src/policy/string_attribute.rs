@@ -36,7 +36,7 @@ enum Matcher {
 
 impl StringAttribute {
     pub fn parse(mut m: Mapping<'_>) -> Result<Self> {
-        let key = m.required_string("key")?;
+        let key = m.attribute_key()?;
         let values_path = m.key_path("values");
         let values = m.strings("values")?;
         let regex = m.boolean("enabled_regex_matching", false)?;
@@ -255,7 +255,8 @@ mod tests {
         let e = policy(json!({"values": ["a"]})).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "policies[2].string_attribute.key: is required"
+            "policies[2].string_attribute.key: is required (the reference accepts it and then reads the attribute \
+             named \"\", which instrumentation does not send)"
         );
     }
 }
