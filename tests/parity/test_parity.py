@@ -1018,6 +1018,61 @@ def test_go_regex_refused(pattern: str, ottl: bool, reference: Callable[..., dic
     assert json.dumps(pattern) in str(exc.value) or repr(pattern) in str(exc.value), str(exc.value)
 
 
+# ---- configuration values the reference accepts -------------------------------------------------------------
+
+_ALL = "{name: all, type: always_sample}"
+# Taken with the reference's meaning: both load them and decide alike.
+CONFIG_SAME = {
+    "integer written as a float": "num_traces: 100.0\npolicies: [" + _ALL + "]",
+    "negative cache size": "decision_cache: {sampled_cache_size: -1}\npolicies: [" + _ALL + "]",
+    "one string as a list": "policies: [{name: s, type: string_attribute, "
+                            "string_attribute: {key: http.route, values: 'foo,123'}}]",
+    "status codes as one string": "policies: [{name: s, type: status_code, "
+                                  "status_code: {status_codes: 'ERROR,UNSET'}}]",
+    "negative allocation percent": "policies: [{name: c, type: composite, composite: {max_total_spans_per_second: 100, "
+                                   "policy_order: [x], composite_sub_policy: [{name: x, type: always_sample}], "
+                                   "rate_allocation: [{policy: x, percent: -5}]}}]",
+}
+# Refused, with a message that says how the reference reads them.
+CONFIG_EXPLAINED = {
+    "bare-number duration": "decision_wait: 30\npolicies: [" + _ALL + "]",
+    "zero num_traces": "num_traces: 0\npolicies: [" + _ALL + "]",
+    "fractional integer": "policies: [{name: l, type: latency, latency: {threshold_ms: 1.5}}]",
+    "negative threshold": "policies: [{name: l, type: latency, latency: {threshold_ms: -5}}]",
+    "upper below threshold": "policies: [{name: l, type: latency, "
+                             "latency: {threshold_ms: 100, upper_threshold_ms: 50}}]",
+    "empty policies": "policies: []",
+    "empty and": "policies: [{name: a, type: and, and: {and_sub_policy: []}}]",
+    "empty drop": "policies: [{name: a, type: drop, drop: {drop_sub_policy: []}}]",
+    "zero rate": "policies: [{name: r, type: rate_limiting, rate_limiting: {spans_per_second: 0}}]",
+    "negative percentage": "policies: [{name: p, type: probabilistic, probabilistic: {sampling_percentage: -1}}]",
+    "max_spans below min_spans": "policies: [{name: s, type: span_count, span_count: {min_spans: 5, max_spans: 2}}]",
+    "empty key": "policies: [{name: s, type: string_attribute, string_attribute: {key: '', values: [a]}}]",
+    "unknown composite name": "policies: [{name: c, type: composite, composite: {max_total_spans_per_second: 100, "
+                              "policy_order: [y], composite_sub_policy: [{name: x, type: always_sample}]}}]",
+}
+
+
+@pytest.mark.parametrize("case_id", list(CONFIG_SAME))
+def test_config_reference_reading(case_id: str, reference: Callable[..., dict[str, Any]]) -> None:
+    text = HEADER + CONFIG_SAME[case_id] + "\n"
+    wl = regex_workload()
+    ref = reference(text, wl)
+    check_reference_ran(ref, wl)
+    run = run_tailsample(load_or_skip(text), wl)
+    assert run.kept == set(ref["kept"]), case_id
+
+
+@pytest.mark.parametrize("case_id", list(CONFIG_EXPLAINED))
+def test_config_refused_with_reference_reading(case_id: str, reference: Callable[..., dict[str, Any]]) -> None:
+    body = CONFIG_EXPLAINED[case_id]
+    text = ("" if body.startswith("decision_wait") else HEADER) + body + "\n"
+    ref = reference(text, regex_workload())
+    assert not ref["errors"], f"the reference now refuses it too: {ref['errors']}"
+    with pytest.raises(tailsample.ConfigError, match=r"the reference (accepts|reads|truncates)"):
+        tailsample.Config.from_dict(yaml.safe_load(text))
+
+
 # ---- the harness itself ---------------------------------------------------------------------------------------
 
 
