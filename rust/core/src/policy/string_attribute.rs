@@ -42,7 +42,7 @@ impl StringAttribute {
         let regex = m.boolean("enabled_regex_matching", false)?;
         // The reference caches regex results in an LRU of this size; Rust's regex needs no cache, the key is
         // accepted so that existing configurations load.
-        m.int_at_least("cache_max_size", 0, 0)?;
+        m.int("cache_max_size", 0)?;
         let invert_match = invert_match(&mut m)?;
         m.finish()?;
         let matcher = if regex {
