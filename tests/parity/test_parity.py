@@ -1051,6 +1051,7 @@ CONFIG_EXPLAINED = {
     "zero rate": "policies: [{name: r, type: rate_limiting, rate_limiting: {spans_per_second: 0}}]",
     "negative percentage": "policies: [{name: p, type: probabilistic, probabilistic: {sampling_percentage: -1}}]",
     "max_spans below min_spans": "policies: [{name: s, type: span_count, span_count: {min_spans: 5, max_spans: 2}}]",
+    "span count beyond 32 bits": "policies: [{name: s, type: span_count, span_count: {min_spans: 3000000000}}]",
     "empty key": "policies: [{name: s, type: string_attribute, string_attribute: {key: '', values: [a]}}]",
     "unknown composite name": "policies: [{name: c, type: composite, composite: {max_total_spans_per_second: 100, "
                               "policy_order: [y], composite_sub_policy: [{name: x, type: always_sample}]}}]",
