@@ -1052,6 +1052,10 @@ CONFIG_EXPLAINED = {
     "negative percentage": "policies: [{name: p, type: probabilistic, probabilistic: {sampling_percentage: -1}}]",
     "max_spans below min_spans": "policies: [{name: s, type: span_count, span_count: {min_spans: 5, max_spans: 2}}]",
     "span count beyond 32 bits": "policies: [{name: s, type: span_count, span_count: {min_spans: 3000000000}}]",
+    "integer beyond 64 bits": "policies: [{name: n, type: numeric_attribute, "
+                              "numeric_attribute: {key: k, min_value: 1, max_value: 9223372036854775808}}]",
+    "repeated sub-policy name": "policies: [{name: a, type: and, and: {and_sub_policy: "
+                                "[{name: x, type: always_sample}, {name: x, type: always_sample}]}}]",
     "empty key": "policies: [{name: s, type: string_attribute, string_attribute: {key: '', values: [a]}}]",
     "unknown composite name": "policies: [{name: c, type: composite, composite: {max_total_spans_per_second: 100, "
                               "policy_order: [y], composite_sub_policy: [{name: x, type: always_sample}]}}]",

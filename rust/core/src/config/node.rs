@@ -105,9 +105,13 @@ impl<'a> Mapping<'a> {
                             f.trunc() as i64
                         ),
                     )),
-                    _ if n.is_u64() => {
-                        Err(self.fail(key, format!("expected an integer, got {n} (too large)")))
-                    }
+                    _ if n.is_u64() => Err(self.fail(
+                        key,
+                        format!(
+                            "expected an integer, got {n} (too large; the reference wraps it to {})",
+                            n.as_u64().unwrap_or(0) as i64
+                        ),
+                    )),
                     _ => Err(self.fail(key, format!("expected an integer, got {n}"))),
                 },
                 Ok,

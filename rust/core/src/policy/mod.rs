@@ -275,7 +275,16 @@ impl Policy {
             if let Some(j) = out.iter().position(|q| q.name == p.name) {
                 return Err(Error::config(
                     format!("{path}[{i}].name"),
-                    format!("duplicate policy name {:?} (also {path}[{j}])", p.name),
+                    if path == "policies" {
+                        format!("duplicate policy name {:?} (also {path}[{j}])", p.name)
+                    } else {
+                        // The reference refuses repeated names only among top-level policies.
+                        format!(
+                            "duplicate policy name {:?} (also {path}[{j}]; the reference accepts a repeated \
+                             sub-policy name, tailsample names each sub-policy in its statistics)",
+                            p.name
+                        )
+                    },
                 ));
             }
             out.push(p);
