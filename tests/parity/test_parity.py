@@ -1082,7 +1082,7 @@ def test_config_refused_with_reference_reading(case_id: str, reference: Callable
     text = ("" if body.startswith("decision_wait") else HEADER) + body + "\n"
     ref = reference(text, regex_workload())
     assert not ref["errors"], f"the reference now refuses it too: {ref['errors']}"
-    with pytest.raises(tailsample.ConfigError, match=r"the reference (accepts|reads|truncates)"):
+    with pytest.raises(tailsample.ConfigError, match=r"the reference (accepts|reads|truncates|wraps)"):
         tailsample.Config.from_dict(yaml.safe_load(text))
 
 
