@@ -77,6 +77,12 @@ def test_keys_read_walks_sub_policies_and_ottl_places() -> None:
     ]
 
 
+def test_keys_read_splits_one_string_of_values_at_commas() -> None:
+    """`values: "a,b"` is the list [a, b], as the reference's decoder (and the engine) read it."""
+    cfg = policies({"name": "s", "type": "string_attribute", "string_attribute": {"key": "k", "values": "a,b"}})
+    assert [r.values for r in keys_read(cfg)] == [("a", "b")]
+
+
 def test_header_aliases_are_both_spellings_of_the_header_name_only() -> None:
     assert header_aliases("http.request.header.x-force-trace") == {"http.request.header.x_force_trace"}
     assert header_aliases("http.response.header.x_b3_id") == {"http.response.header.x-b3-id"}

@@ -77,7 +77,10 @@ def _reads(p: Mapping[str, Any], path: str, top: str) -> Iterable[KeyRead]:
         expects: Expects = {"string_attribute": "string", "numeric_attribute": "number",
                             "boolean_attribute": "bool"}[kind]  # type: ignore[assignment]
         regex = bool(body.get("enabled_regex_matching"))
-        values = () if regex or kind != "string_attribute" else tuple(str(v) for v in body.get("values", []) if v)
+        raw = body.get("values", [])
+        # One string is a comma-separated list, as the reference (and the engine) read it.
+        listed = raw.split(",") if isinstance(raw, str) else raw
+        values = () if regex or kind != "string_attribute" else tuple(str(v) for v in listed if v)
         yield KeyRead(path, top, kind, str(body.get("key", "")), "any", expects, values)
     elif kind == "trace_aggregate":
         yield KeyRead(path, top, kind, str(body.get("key", "")), "span", "number")

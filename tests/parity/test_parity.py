@@ -22,6 +22,7 @@ keeps. README.md beside this file says how the reference is driven and what in i
 from __future__ import annotations
 
 import os
+import json
 import shutil
 import textwrap
 from collections import Counter
@@ -47,6 +48,7 @@ from workload import (
     prob_hash,
     reference_latency_ms,
     reference_threshold,
+    regex_workload,
     scripted,
 )
 
@@ -1388,6 +1390,131 @@ def test_reference_unknown_fields_and_wrong_wire_types(reference: Callable[..., 
     bad = Workload(wl.traces, [req.SerializeToString(), *wl.payloads[1:]])
     ref = reference(text, bad)
     assert "wrong wireType = 2 for field Kind" in ref["errors"], ref["errors"]
+# ---- Go regular expressions (string_attribute and OTTL IsMatch) ----------------------------------------------
+
+# Patterns Go's regexp accepts, whose meaning a Unicode-aware engine would change (or whose syntax it would refuse)
+GO_REGEXES = [r"^\w+$", r"\bfoo\b", r"\d", r"^\d+$", r"(?i)^k$", r"(?i)^s$", r"(?i)^\w$", r"(?i)^\W+$", r"\s",
+              r"^\Qa.b*\E$", r"^\p{Greek}+$", r"\p{greek}", r"^\p{Lu}", r"\x{212A}", r"^(?P<1>a)\.b", r"^\<a\>$",
+              r"^a{$", r"^x{1000}$", r"^[[:alpha:]]+$", r"[^\x00-\x7F]", r"(?i)^ǅ$", r"(?i)^ss$", r"^\PL+$",
+              r"\p{^Latin}", r"^(?)a", r"^[\d\s]+$"]
+# Patterns Go's regexp refuses (a Rust regex would take most of them)
+GO_REFUSED = [r"x{1001}", r"(x{10}){101}", r"a**", r"(?x)a b", r"\u0041", r"\p{Alphabetic}", r"[[:foo:]]"]
+
+
+def _regex_config(pattern: str, ottl: bool) -> str:
+    if ottl:
+        cond = yaml.safe_dump(f'IsMatch(attributes["http.route"], {json.dumps(pattern)})', width=10_000).strip()
+        cond = cond.removesuffix("...").strip()
+        return config(f"""
+            policies:
+              - name: re
+                type: ottl_condition
+                ottl_condition:
+                  span:
+                    - {cond}
+            """)
+    value = json.dumps(pattern, ensure_ascii=False)
+    return config(f"""
+        policies:
+          - name: re
+            type: string_attribute
+            string_attribute: {{key: http.route, values: [{value}], enabled_regex_matching: true}}
+        """)
+
+
+@pytest.mark.parametrize("ottl", [False, True], ids=["string_attribute", "ottl"])
+@pytest.mark.parametrize("pattern", GO_REGEXES)
+def test_go_regex_semantics(pattern: str, ottl: bool, reference: Callable[..., dict[str, Any]]) -> None:
+    """Each value of the regex workload sampled, or not, as Go's regexp matches it, in both policies."""
+    text = _regex_config(pattern, ottl)
+    wl = regex_workload()
+    ref = reference(text, wl)
+    check_reference_ran(ref, wl)
+    run = run_tailsample(load_or_skip(text), wl)
+    by_hex = wl.by_hex()
+    ref_kept = set(ref["kept"])
+    differ = sorted(by_hex[t].note for t in run.kept ^ ref_kept)
+    assert run.kept == ref_kept, f"{pattern!r}: decided differently on {differ}"
+
+
+@pytest.mark.parametrize("ottl", [False, True], ids=["string_attribute", "ottl"])
+@pytest.mark.parametrize("pattern", GO_REFUSED)
+def test_go_regex_refused(pattern: str, ottl: bool, reference: Callable[..., dict[str, Any]]) -> None:
+    """What Go's regexp refuses, the reference refuses at start and tailsample at load, saying it is Go's rule."""
+    text = _regex_config(pattern, ottl)
+    ref = reference(text, regex_workload())
+    assert ref["errors"], f"the reference took {pattern!r}"
+    with pytest.raises(tailsample.ConfigError, match="invalid regular expression") as exc:
+        tailsample.Config.from_dict(yaml.safe_load(text))
+    assert json.dumps(pattern) in str(exc.value) or repr(pattern) in str(exc.value), str(exc.value)
+
+
+# ---- configuration values the reference accepts -------------------------------------------------------------
+
+_ALL = "{name: all, type: always_sample}"
+# Taken with the reference's meaning: both load them and decide alike.
+CONFIG_SAME = {
+    "integer written as a float": "num_traces: 100.0\npolicies: [" + _ALL + "]",
+    "negative cache size": "decision_cache: {sampled_cache_size: -1}\npolicies: [" + _ALL + "]",
+    "one string as a list": "policies: [{name: s, type: string_attribute, "
+                            "string_attribute: {key: http.route, values: 'foo,123'}}]",
+    "status codes as one string": "policies: [{name: s, type: status_code, "
+                                  "status_code: {status_codes: 'ERROR,UNSET'}}]",
+    "negative burst capacity": "policies: [{name: r, type: rate_limiting, "
+                               "rate_limiting: {spans_per_second: 10, burst_capacity: -1}}]",
+    "negative regex cache size": "policies: [{name: s, type: string_attribute, string_attribute: {key: http.route, "
+                                 "values: ['^f'], enabled_regex_matching: true, cache_max_size: -1}}]",
+    "negative allocation percent": "policies: [{name: c, type: composite, composite: {max_total_spans_per_second: 100, "
+                                   "policy_order: [x], composite_sub_policy: [{name: x, type: always_sample}], "
+                                   "rate_allocation: [{policy: x, percent: -5}]}}]",
+}
+# Refused, with a message that says how the reference reads them.
+CONFIG_EXPLAINED = {
+    "bare-number duration": "decision_wait: 30\npolicies: [" + _ALL + "]",
+    "zero num_traces": "num_traces: 0\npolicies: [" + _ALL + "]",
+    "fractional integer": "policies: [{name: l, type: latency, latency: {threshold_ms: 1.5}}]",
+    "negative threshold": "policies: [{name: l, type: latency, latency: {threshold_ms: -5}}]",
+    "upper below threshold": "policies: [{name: l, type: latency, "
+                             "latency: {threshold_ms: 100, upper_threshold_ms: 50}}]",
+    "empty policies": "policies: []",
+    "empty and": "policies: [{name: a, type: and, and: {and_sub_policy: []}}]",
+    "empty drop": "policies: [{name: a, type: drop, drop: {drop_sub_policy: []}}]",
+    "zero rate": "policies: [{name: r, type: rate_limiting, rate_limiting: {spans_per_second: 0}}]",
+    "negative percentage": "policies: [{name: p, type: probabilistic, probabilistic: {sampling_percentage: -1}}]",
+    "max_spans below min_spans": "policies: [{name: s, type: span_count, span_count: {min_spans: 5, max_spans: 2}}]",
+    "span count beyond 32 bits": "policies: [{name: s, type: span_count, span_count: {min_spans: 3000000000}}]",
+    "integer beyond 64 bits": "policies: [{name: n, type: numeric_attribute, "
+                              "numeric_attribute: {key: k, min_value: 1, max_value: 9223372036854775808}}]",
+    "repeated sub-policy name": "policies: [{name: a, type: and, and: {and_sub_policy: "
+                                "[{name: x, type: always_sample}, {name: x, type: always_sample}]}}]",
+    "empty key": "policies: [{name: s, type: string_attribute, string_attribute: {key: '', values: [a]}}]",
+    "unknown composite name": "policies: [{name: c, type: composite, composite: {max_total_spans_per_second: 100, "
+                              "policy_order: [y], composite_sub_policy: [{name: x, type: always_sample}]}}]",
+}
+
+
+@pytest.mark.parametrize("case_id", list(CONFIG_SAME))
+def test_config_reference_reading(case_id: str, reference: Callable[..., dict[str, Any]]) -> None:
+    text = HEADER + CONFIG_SAME[case_id] + "\n"
+    wl = regex_workload()
+    ref = reference(text, wl)
+    check_reference_ran(ref, wl)
+    run = run_tailsample(load_or_skip(text), wl)
+    if "rate_limiting" in text:
+        # Which traces a bucket takes within one tick depends on the reference's (random) decision order.
+        assert len(run.kept) == len(ref["kept"]) < len(wl.traces), case_id
+    else:
+        assert run.kept == set(ref["kept"]), case_id
+
+
+@pytest.mark.parametrize("case_id", list(CONFIG_EXPLAINED))
+def test_config_refused_with_reference_reading(case_id: str, reference: Callable[..., dict[str, Any]]) -> None:
+    body = CONFIG_EXPLAINED[case_id]
+    text = ("" if body.startswith("decision_wait") else HEADER) + body + "\n"
+    ref = reference(text, regex_workload())
+    assert not ref["errors"], f"the reference now refuses it too: {ref['errors']}"
+    with pytest.raises(tailsample.ConfigError, match=r"the reference (accepts|reads|truncates|wraps)"):
+        tailsample.Config.from_dict(yaml.safe_load(text))
 
 
 # ---- the harness itself ---------------------------------------------------------------------------------------

@@ -305,18 +305,25 @@ impl EngineConfig {
         if decision_wait_ns <= 0 {
             return Err(Error::config(
                 "decision_wait",
-                "must be a positive duration",
+                "must be a positive duration (the reference accepts it and decides each trace at its next \
+                 1-second tick, as with 1s)",
             ));
         }
-        let num_traces = m.int_at_least("num_traces", 50_000, 1)? as usize;
+        let num_traces = m.int_at_least_or(
+            "num_traces",
+            50_000,
+            1,
+            "then holds one trace at a time: each new trace evicts the one before",
+        )? as usize;
         let expected_new_traces_per_sec =
             m.int_at_least("expected_new_traces_per_sec", 0, 0)? as u64;
         let (sampled_cache_size, non_sampled_cache_size) = match m.value("decision_cache") {
             None => (0, 0),
             Some(v) => {
                 let mut c = Node::new(v, "decision_cache").mapping()?;
-                let s = c.int_at_least("sampled_cache_size", 0, 0)? as usize;
-                let n = c.int_at_least("non_sampled_cache_size", 0, 0)? as usize;
+                // The reference reads a size of 0 or less as "no cache", as tailsample reads 0.
+                let s = c.int("sampled_cache_size", 0)?.max(0) as usize;
+                let n = c.int("non_sampled_cache_size", 0)?.max(0) as usize;
                 c.finish()?;
                 (s, n)
             }
@@ -715,6 +722,20 @@ mod tests {
         )*};
     }
 
+    /// Scenario: values the reference v0.161.0 accepts, written as its decoder takes them. Guarantees: the
+    /// same meaning here.
+    #[test]
+    fn reference_readings_are_accepted() {
+        let c = load(json!({"num_traces": 10.0, "decision_cache": {"sampled_cache_size": -1},
+            "policies": [{"name": "a", "type": "status_code", "status_code": {"status_codes": "ERROR,OK"}},
+                         {"name": "b", "type": "string_attribute", "string_attribute": {"key": "k", "values": "x"}},
+                         {"name": "c", "type": "latency", "latency": {"threshold_ms": 1e3}}]}))
+        .unwrap();
+        assert_eq!(c.num_traces, 10);
+        assert_eq!(c.sampled_cache_size, 0);
+        assert_eq!(c.policies.len(), 3);
+    }
+
     config_errors! {
         threshold_must_be_an_integer:
             json!({"policies": [{"name": "a", "type": "always_sample"}, {"name": "b", "type": "latency", "latency": {"threshold_ms": "1s"}}]})
@@ -739,7 +760,35 @@ mod tests {
             => "tail_storage: must name a file_storage extension (file_storage or file_storage/<name>), got the number 5";
         zero_num_traces:
             json!({"num_traces": 0, "policies": [{"name": "a", "type": "always_sample"}]})
-            => "num_traces: must be at least 1, got 0";
+            => "num_traces: must be at least 1, got 0 (the reference accepts it and then holds one trace at a time: \
+                each new trace evicts the one before)";
+        // Values the reference v0.161.0 accepts and tailsample refuses: the message says how the reference reads them.
+        bare_number_duration:
+            json!({"decision_wait": 30, "policies": [{"name": "a", "type": "always_sample"}]})
+            => "decision_wait: expected a duration such as \"10s\" or \"500ms\", got the number 30 (the reference \
+                reads a bare number as nanoseconds: 30ns)";
+        zero_decision_wait:
+            json!({"decision_wait": "0s", "policies": [{"name": "a", "type": "always_sample"}]})
+            => "decision_wait: must be a positive duration (the reference accepts it and decides each trace at its \
+                next 1-second tick, as with 1s)";
+        fractional_integer:
+            json!({"policies": [{"name": "a", "type": "latency", "latency": {"threshold_ms": 1.5}}]})
+            => "policies[0].latency.threshold_ms: expected an integer, got 1.5 (the reference truncates it to 1)";
+        negative_latency:
+            json!({"policies": [{"name": "a", "type": "latency", "latency": {"threshold_ms": -5}}]})
+            => "policies[0].latency.threshold_ms: must be at least 0, got -5 (the reference accepts it and then \
+                samples every trace)";
+        empty_policies:
+            json!({"policies": []})
+            => "policies: expected at least one policy (the reference accepts an empty list and then samples no trace)";
+        empty_and:
+            json!({"policies": [{"name": "a", "type": "and", "and": {"and_sub_policy": []}}]})
+            => "policies[0].and.and_sub_policy: expected at least one policy (the reference accepts an empty list \
+                and then samples every trace)";
+        zero_rate:
+            json!({"policies": [{"name": "a", "type": "rate_limiting", "rate_limiting": {"spans_per_second": 0}}]})
+            => "policies[0].rate_limiting.spans_per_second: must be a positive number (the reference accepts 0 and \
+                then samples no trace)";
         missing_name:
             json!({"policies": [{"type": "always_sample"}]})
             => "policies[0].name: is required";

@@ -93,13 +93,29 @@ impl<'a> Mapping<'a> {
     pub fn int(&mut self, key: &'static str, default: i64) -> Result<i64> {
         match self.take(key) {
             None => Ok(default),
-            Some(Value::Number(n)) => n.as_i64().ok_or_else(|| {
-                if n.is_u64() {
-                    self.fail(key, format!("expected an integer, got {n} (too large)"))
-                } else {
-                    self.fail(key, format!("expected an integer, got {n}"))
-                }
-            }),
+            Some(Value::Number(n)) => n.as_i64().map_or_else(
+                || match n.as_f64() {
+                    // A whole number written as a float (`10.0`, YAML 1.2's `1e3`): the reference's decoder
+                    // takes it as that integer.
+                    Some(f) if !n.is_u64() && f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
+                    Some(f) if !n.is_u64() && f.is_finite() && f.abs() < 9.0e15 => Err(self.fail(
+                        key,
+                        format!(
+                            "expected an integer, got {n} (the reference truncates it to {})",
+                            f.trunc() as i64
+                        ),
+                    )),
+                    _ if n.is_u64() => Err(self.fail(
+                        key,
+                        format!(
+                            "expected an integer, got {n} (too large; the reference wraps it to {})",
+                            n.as_u64().unwrap_or(0) as i64
+                        ),
+                    )),
+                    _ => Err(self.fail(key, format!("expected an integer, got {n}"))),
+                },
+                Ok,
+            ),
             Some(other) => {
                 Err(self.fail(key, format!("expected an integer, got {}", describe(other))))
             }
@@ -108,9 +124,26 @@ impl<'a> Mapping<'a> {
 
     /// An integer that must be at least `min`.
     pub fn int_at_least(&mut self, key: &'static str, default: i64, min: i64) -> Result<i64> {
+        self.int_at_least_or(key, default, min, "")
+    }
+
+    /// An integer that must be at least `min`, where the reference accepts smaller ones: the error says how the
+    /// reference reads them (`reference`, e.g. "then samples every trace").
+    pub fn int_at_least_or(
+        &mut self,
+        key: &'static str,
+        default: i64,
+        min: i64,
+        reference: &str,
+    ) -> Result<i64> {
         let v = self.int(key, default)?;
         if v < min {
-            return Err(self.fail(key, format!("must be at least {min}, got {v}")));
+            let why = if reference.is_empty() {
+                String::new()
+            } else {
+                format!(" (the reference accepts it and {reference})")
+            };
+            return Err(self.fail(key, format!("must be at least {min}, got {v}{why}")));
         }
         Ok(v)
     }
@@ -165,10 +198,28 @@ impl<'a> Mapping<'a> {
         Ok(s)
     }
 
-    /// A list of strings (an absent key is an empty list).
+    /// `key` of a reference attribute policy: required and non-empty here; the reference accepts it absent or
+    /// empty, and then reads the attribute named "" (the error says so).
+    pub fn attribute_key(&mut self) -> Result<String> {
+        self.required_string("key").map_err(|e| match e {
+            Error::Config { path, message } => Error::Config {
+                path,
+                message: format!(
+                    "{message} (the reference accepts it and then reads the attribute named \"\", which \
+                     instrumentation does not send)"
+                ),
+            },
+            other => other,
+        })
+    }
+
+    /// A list of strings (an absent key is an empty list). A single string is split at commas, as the
+    /// reference's decoder does (`status_codes: ERROR,OK`; `""` is an empty list).
     pub fn strings(&mut self, key: &'static str) -> Result<Vec<String>> {
         match self.take(key) {
             None => Ok(Vec::new()),
+            Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+            Some(Value::String(s)) => Ok(s.split(',').map(str::to_string).collect()),
             Some(Value::Array(items)) => items
                 .iter()
                 .enumerate()
@@ -193,6 +244,13 @@ impl<'a> Mapping<'a> {
             None => Ok(default_ns),
             Some(Value::String(s)) => parse_go_duration(s).map_err(|m| self.fail(key, m)),
             Some(Value::Number(n)) if n.as_i64() == Some(0) => Ok(0),
+            Some(Value::Number(n)) => Err(self.fail(
+                key,
+                format!(
+                    "expected a duration such as \"10s\" or \"500ms\", got the number {n} (the reference reads \
+                     a bare number as nanoseconds: {n}ns)"
+                ),
+            )),
             Some(other) => Err(self.fail(
                 key,
                 format!(

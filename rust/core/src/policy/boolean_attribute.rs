@@ -23,7 +23,7 @@ pub struct BooleanAttribute {
 
 impl BooleanAttribute {
     pub fn parse(mut m: Mapping<'_>) -> Result<Self> {
-        let key = m.required_string("key")?;
+        let key = m.attribute_key()?;
         let value = m.boolean("value", false)?;
         let invert_match = invert_match(&mut m)?;
         m.finish()?;

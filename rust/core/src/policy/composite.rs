@@ -37,7 +37,9 @@ impl Composite {
             if !subs.iter().any(|s| &s.name == name) {
                 return Err(Error::config(
                     format!("{order_path}[{i}]"),
-                    format!("{name:?} is not a composite_sub_policy"),
+                    format!(
+                        "{name:?} is not a composite_sub_policy (the reference accepts it and ignores the name)"
+                    ),
                 ));
             }
         }
@@ -59,12 +61,16 @@ impl Composite {
                 let item_path = format!("{alloc_path}[{i}]");
                 let mut a = Node::new(item, &item_path).mapping()?;
                 let policy = a.required_string("policy")?;
-                let percent = a.int_at_least("percent", 0, 0)?;
+                // A negative percent is an equal share, as 0 is, in the reference and here.
+                let percent = a.int("percent", 0)?;
                 a.finish()?;
                 let Some(j) = subs.iter().position(|s| s.name == policy) else {
                     return Err(Error::config(
                         format!("{item_path}.policy"),
-                        format!("{policy:?} is not a composite_sub_policy"),
+                        format!(
+                            "{policy:?} is not a composite_sub_policy (the reference accepts it and ignores the \
+                             allocation)"
+                        ),
                     ));
                 };
                 let sps = if percent > 0 {
@@ -182,7 +188,8 @@ mod tests {
         let e = composite(v).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "p.composite.rate_allocation[0].policy: \"nope\" is not a composite_sub_policy"
+            "p.composite.rate_allocation[0].policy: \"nope\" is not a composite_sub_policy (the reference accepts \
+             it and ignores the allocation)"
         );
         let mut v = cfg();
         v["policy_order"] = json!(["errors", "x"]);

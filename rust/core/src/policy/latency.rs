@@ -16,7 +16,7 @@ pub struct Latency {
 
 impl Latency {
     pub fn parse(mut m: Mapping<'_>) -> Result<Self> {
-        let threshold_ms = m.int_at_least("threshold_ms", 0, 0)?;
+        let threshold_ms = m.int_at_least_or("threshold_ms", 0, 0, "then samples every trace")?;
         let upper_path = m.key_path("upper_threshold_ms");
         let upper_threshold_ms = m.int_at_least("upper_threshold_ms", 0, 0)?;
         m.finish()?;
@@ -24,7 +24,8 @@ impl Latency {
             return Err(Error::config(
                 upper_path,
                 format!(
-                    "must be greater than threshold_ms ({threshold_ms}), got {upper_threshold_ms}"
+                    "must be greater than threshold_ms ({threshold_ms}), got {upper_threshold_ms} (the reference \
+                     accepts it and then samples no trace)"
                 ),
             ));
         }

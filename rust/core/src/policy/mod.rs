@@ -25,6 +25,7 @@ pub mod ottl;
 pub mod ottl_condition;
 pub mod probabilistic;
 pub mod rate_limiting;
+pub mod re2;
 pub mod span_count;
 pub mod status_code;
 pub mod string_attribute;
@@ -259,7 +260,18 @@ impl Policy {
             ));
         };
         if items.is_empty() {
-            return Err(Error::config(path, "expected at least one policy"));
+            // The reference accepts an empty list; say what it then does.
+            let reading = if path.ends_with("and_sub_policy") {
+                "samples every trace"
+            } else if path.ends_with("drop_sub_policy") {
+                "drops every trace"
+            } else {
+                "samples no trace"
+            };
+            return Err(Error::config(
+                path,
+                format!("expected at least one policy (the reference accepts an empty list and then {reading})"),
+            ));
         }
         let mut out: Vec<Policy> = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
@@ -267,7 +279,16 @@ impl Policy {
             if let Some(j) = out.iter().position(|q| q.name == p.name) {
                 return Err(Error::config(
                     format!("{path}[{i}].name"),
-                    format!("duplicate policy name {:?} (also {path}[{j}])", p.name),
+                    if path == "policies" {
+                        format!("duplicate policy name {:?} (also {path}[{j}])", p.name)
+                    } else {
+                        // The reference refuses repeated names only among top-level policies.
+                        format!(
+                            "duplicate policy name {:?} (also {path}[{j}]; the reference accepts a repeated \
+                             sub-policy name, tailsample names each sub-policy in its statistics)",
+                            p.name
+                        )
+                    },
                 ));
             }
             out.push(p);

@@ -25,7 +25,7 @@ pub struct NumericAttribute {
 
 impl NumericAttribute {
     pub fn parse(mut m: Mapping<'_>) -> Result<Self> {
-        let key = m.required_string("key")?;
+        let key = m.attribute_key()?;
         let min_value = m.int("min_value", 0)?;
         let max_value = m.int("max_value", 0)?;
         let invert_match = invert_match(&mut m)?;

@@ -140,7 +140,10 @@ impl Probabilistic {
         if !pct.is_finite() || pct < 0.0 {
             return Err(Error::config(
                 path,
-                format!("must be a percentage of at least 0, got {pct}"),
+                format!(
+                    "must be a percentage of at least 0, got {pct} (the reference accepts it and then samples no \
+                     trace)"
+                ),
             ));
         }
         let mut p = Probabilistic::new(pct, &salt);

@@ -48,10 +48,14 @@ impl TokenBucket {
 /// Reads `<rate_key>` and `burst_capacity` (0 or absent: twice the rate).
 pub fn parse_bucket(m: &mut Mapping<'_>, rate_key: &'static str) -> Result<TokenBucket> {
     let path = m.key_path(rate_key);
-    let rate = m.int_at_least(rate_key, 0, 0)?;
-    let burst = m.int_at_least("burst_capacity", 0, 0)?;
+    let rate = m.int_at_least_or(rate_key, 0, 0, "then samples no trace")?;
+    // 0 or less: the default, as the reference reads it.
+    let burst = m.int("burst_capacity", 0)?;
     if rate == 0 {
-        return Err(Error::config(path, "must be a positive number"));
+        return Err(Error::config(
+            path,
+            "must be a positive number (the reference accepts 0 and then samples no trace)",
+        ));
     }
     Ok(TokenBucket::new(
         rate,

@@ -1,5 +1,6 @@
 //! `string_attribute`: sampled if a resource attribute, or a non-empty span attribute, named `key` equals one of
-//! `values` (or, with `enabled_regex_matching`, contains a match of one of them: RE2-style, unanchored).
+//! `values` (or, with `enabled_regex_matching`, contains a match of one of them: Go's RE2 syntax and meaning, as
+//! `re2` translates it, unanchored).
 //! As in the reference, a non-string value reads as "" (so it can only match a regex that matches "").
 //!
 //! tailsample also matches inside array values, as real instrumentation sends captured headers
@@ -11,7 +12,7 @@
 
 use regex::RegexSet;
 
-use super::{invert_match, Vote};
+use super::{invert_match, re2, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 use crate::otlp::decode::AttrValue;
@@ -35,30 +36,22 @@ enum Matcher {
 
 impl StringAttribute {
     pub fn parse(mut m: Mapping<'_>) -> Result<Self> {
-        let key = m.required_string("key")?;
+        let key = m.attribute_key()?;
         let values_path = m.key_path("values");
         let values = m.strings("values")?;
         let regex = m.boolean("enabled_regex_matching", false)?;
         // The reference caches regex results in an LRU of this size; Rust's regex needs no cache, the key is
         // accepted so that existing configurations load.
-        m.int_at_least("cache_max_size", 0, 0)?;
+        m.int("cache_max_size", 0)?;
         let invert_match = invert_match(&mut m)?;
         m.finish()?;
         let matcher = if regex {
-            for (i, v) in values.iter().enumerate() {
-                if let Err(e) = regex::Regex::new(v) {
-                    return Err(Error::config(
-                        format!("{values_path}[{i}]"),
-                        format!(
-                            "invalid regular expression {v:?}: {}",
-                            first_line(&e.to_string())
-                        ),
-                    ));
-                }
-            }
-            Matcher::Regex(
-                RegexSet::new(&values).map_err(|e| Error::config(values_path, e.to_string()))?,
-            )
+            Matcher::Regex(re2::compile_set(&values).map_err(|(i, why)| {
+                Error::config(
+                    format!("{values_path}[{i}]"),
+                    format!("invalid regular expression {:?}: {why}", values[i]),
+                )
+            })?)
         } else {
             Matcher::Exact(values.into_iter().filter(|v| !v.is_empty()).collect())
         };
@@ -105,14 +98,6 @@ impl StringAttribute {
     pub fn evaluate(&self, matched: bool) -> Vote {
         super::vote(matched, self.invert_match)
     }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines()
-        .rfind(|l| !l.trim().is_empty())
-        .unwrap_or(s)
-        .trim()
-        .to_string()
 }
 
 #[cfg(test)]
@@ -165,6 +150,17 @@ mod tests {
         empty_span_value_is_skipped: span_matches, false,
             json!({"key": "k", "values": [".*"], "enabled_regex_matching": true}), av::str("") => false;
         scalar_is_the_same_when_strict: span_matches, true, EXACT(), av::str("true") => true;
+        // Go's RE2 meaning (the reference's `regexp`): `\w \d \b` are ASCII-only
+        go_word_class_is_ascii: span_matches, false,
+            json!({"key": "k", "values": [r"^\w+$"], "enabled_regex_matching": true}), av::str("éfoo") => false;
+        go_word_boundary_is_ascii: span_matches, false,
+            json!({"key": "k", "values": [r"\bfoo\b"], "enabled_regex_matching": true}), av::str("éfoo") => true;
+        go_digit_is_ascii: span_matches, false,
+            json!({"key": "k", "values": [r"\d"], "enabled_regex_matching": true}), av::str("٣") => false;
+        go_quote_meta_is_literal: span_matches, false,
+            json!({"key": "k", "values": [r"^\Qa.b\E$"], "enabled_regex_matching": true}), av::str("a.b") => true;
+        go_fold_kelvin_sign: span_matches, false,
+            json!({"key": "k", "values": ["(?i)^k$"], "enabled_regex_matching": true}), av::str("\u{212A}") => true;
         // arrays (real instrumentation's captured headers)
         array_of_the_value_matches_on_a_span: span_matches, false, EXACT(), av::array(&[av::str("true")]) => true;
         array_of_the_value_matches_on_a_resource: resource_matches, false, EXACT(),
@@ -237,12 +233,30 @@ mod tests {
         );
     }
 
+    /// Scenario: patterns Go's `regexp` refuses (Rust's would take them). Guarantees: refused at load, naming the
+    /// value and Go's rule.
+    #[test]
+    fn patterns_go_refuses_are_refused() {
+        let e =
+            policy(json!({"key": "k", "values": ["a", "x{1001}"], "enabled_regex_matching": true}))
+                .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "policies[2].string_attribute.values[1]: invalid regular expression \"x{1001}\": invalid repeat count \
+             `{1001}` (Go's regexp refuses counts over 1000)"
+        );
+        let e = policy(json!({"key": "k", "values": ["(?x) a"], "enabled_regex_matching": true}))
+            .unwrap_err();
+        assert!(e.to_string().contains("values[0]: invalid regular expression \"(?x) a\": invalid or unsupported Perl syntax"), "{e}");
+    }
+
     #[test]
     fn key_is_required() {
         let e = policy(json!({"values": ["a"]})).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "policies[2].string_attribute.key: is required"
+            "policies[2].string_attribute.key: is required (the reference accepts it and then reads the attribute \
+             named \"\", which instrumentation does not send)"
         );
     }
 }

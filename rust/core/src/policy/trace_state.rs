@@ -102,7 +102,7 @@ pub struct TraceState {
 
 impl TraceState {
     pub fn parse(mut m: Mapping<'_>) -> Result<Self> {
-        let key = m.required_string("key")?;
+        let key = m.attribute_key()?;
         let values = m.strings("values")?;
         m.finish()?;
         // As the reference: empty values, and values that cannot fit a member with this key, never match.

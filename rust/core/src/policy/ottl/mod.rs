@@ -50,7 +50,6 @@ mod eval;
 mod lexer;
 mod parser;
 mod raw;
-mod re2;
 
 use std::fmt;
 

@@ -24,7 +24,8 @@
 use regex::Regex;
 
 use super::lexer::{tokenize, Tok, Token};
-use super::{re2, CmpOp, ContextKind};
+use super::{CmpOp, ContextKind};
+use crate::policy::re2;
 
 /// A parse error at a byte offset of the expression.
 #[derive(Debug, Clone, PartialEq)]
@@ -984,14 +985,10 @@ impl<'s> Parser<'s> {
                          is parsed)",
                     );
                 };
-                let regex = re2::translate(&pattern)
-                    .and_then(|p| Regex::new(&p).map_err(|e| last_line(&e.to_string())))
-                    .map_err(|why| ParseError {
-                        at,
-                        message: format!(
-                            "invalid regular expression {pattern:?} in IsMatch: {why}"
-                        ),
-                    })?;
+                let regex = re2::compile(&pattern).map_err(|why| ParseError {
+                    at,
+                    message: format!("invalid regular expression {pattern:?} in IsMatch: {why}"),
+                })?;
                 Func::IsMatch(regex)
             }
             "IsString" => Func::IsString,
@@ -1313,16 +1310,6 @@ impl<'s> Parser<'s> {
             _ => self.unknown(seg, text, "spanevent", KNOWN),
         }
     }
-}
-
-/// The useful line of a `regex` error (its last non-empty line, without `error: `).
-fn last_line(s: &str) -> String {
-    let line = s
-        .lines()
-        .rfind(|l| !l.trim().is_empty())
-        .unwrap_or(s)
-        .trim();
-    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }
 
 impl BoolExpr {
