@@ -231,8 +231,9 @@ MALFORMED = {k: v for k, v in CASES.items() if k not in REJECTED_ALONE and k not
 
 @pytest.mark.parametrize("name", list(REJECTED_ALONE))
 def test_a_span_without_usable_ids_is_rejected_alone(name: str):
-    """Scenario: the former refusal cases of IDs and span wire types. Guarantees: the span alone is rejected, counted under its
-    reason, the rejection naming the field path and byte offset; nothing else of the request is lost."""
+    """Scenario: the former refusal cases of IDs and span wire types. Guarantees: the span alone is rejected,
+    counted under its reason, the rejection naming the field path and byte offset; nothing else of the request is
+    lost."""
     case = CASES[name]
     eng = new_engine()
     got = eng.ingest_report(case.payload, now=0.0)

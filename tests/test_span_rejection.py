@@ -239,4 +239,5 @@ def test_a_mistyped_field_of_a_resource_or_scope_rejects_the_spans_under_it(wher
     ExportTraceServiceRequest.FromString(payload)
     got = new_engine().ingest_report(payload, now=0.0)
     assert (got.spans, got.rejected_spans, dict(got.rejected_by_reason)) == (1, 2, {"wire_type": 2})
-    assert got.rejection.startswith(f"resource_spans[0].{'resource' if where == 'resource' else 'scope_spans[0].scope'}")
+    holder = "resource" if where == "resource" else "scope_spans[0].scope"
+    assert got.rejection.startswith(f"resource_spans[0].{holder}")

@@ -21,8 +21,8 @@ keeps. README.md beside this file says how the reference is driven and what in i
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import shutil
 import textwrap
 from collections import Counter
