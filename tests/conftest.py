@@ -6,11 +6,18 @@ can `import otlp_builders` whatever pytest's rootdir and import mode are.
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI replays a fixed sequence of examples (a red CI is then a reproducible one); developers' runs explore new ones.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI", "").strip().lower() in ("true", "1", "yes"):
+    settings.load_profile("ci")
 
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:

@@ -558,8 +558,10 @@ impl<'a> Decoded<'a> {
     }
 }
 
-/// The wire type of every field each message declares (`[n - 1]` for field `n`; see `mistyped`). A field that
-/// arrives with another one is unknown to every protobuf runtime: skipped here, kept in the raw bytes.
+/// The wire type of every field each message declares (`[n - 1]` for field `n`; see `mistyped`), as
+/// opentelemetry-proto 1.9 declares them (`KeyValue.key_strindex` and `AnyValue.string_value_strindex`, used by
+/// profiles, included). A field that arrives with another one is unknown to upb, Go's protobuf and C++, and
+/// refused by pdata: skipped in the containers, the spans holding it rejected elsewhere.
 mod wt {
     use super::WireType::{self, Len, Varint, I32, I64};
     pub const REQUEST: [WireType; 1] = [Len];
@@ -567,8 +569,8 @@ mod wt {
     pub const RESOURCE_SPANS: [WireType; 3] = [Len, Len, Len];
     pub const RESOURCE: [WireType; 3] = [Len, Varint, Len];
     pub const ENTITY_REF: [WireType; 4] = [Len, Len, Len, Len];
-    pub const KEY_VALUE: [WireType; 2] = [Len, Len];
-    pub const ANY_VALUE: [WireType; 7] = [Len, Varint, Varint, I64, Len, Len, Len];
+    pub const KEY_VALUE: [WireType; 3] = [Len, Len, Varint];
+    pub const ANY_VALUE: [WireType; 8] = [Len, Varint, Varint, I64, Len, Len, Len, Varint];
     /// `ArrayValue.values`, `KeyValueList.values`.
     pub const REPEATED_MESSAGE: [WireType; 1] = [Len];
     pub const SCOPE_SPANS: [WireType; 3] = [Len, Len, Len];

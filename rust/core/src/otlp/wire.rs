@@ -245,9 +245,7 @@ impl<'a> Reader<'a> {
                 return Err(Fail::new(start, "truncated varint"));
             };
             self.pos += 1;
-            if i == 9 && b > 1 {
-                return Err(Fail::new(start, "varint longer than 64 bits"));
-            }
+            // The tenth byte's bits past 64 are dropped, as upb, C++ and pdata (gogo) drop them.
             value |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
                 return Ok(value);
@@ -484,16 +482,16 @@ mod tests {
     }
 
     #[test]
-    fn overlong_varint_is_refused() {
+    fn eleven_byte_varint_is_refused_and_ten_bytes_keep_64_bits() {
         let bytes = [0xffu8; 11];
         let err = Reader::new(&bytes, 5).read_varint().unwrap_err();
         assert_eq!(err.offset, 5);
-        let bytes = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
-        assert!(Reader::new(&bytes, 0)
-            .read_varint()
-            .unwrap_err()
-            .message
-            .contains("64 bits"));
+        assert!(err.message.contains("longer than 10 bytes"));
+        // Bits past 64 in the tenth byte are dropped, as upb, C++ and pdata drop them.
+        let bytes = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        assert_eq!(Reader::new(&bytes, 0).read_varint().unwrap(), u64::MAX);
+        let bytes = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02];
+        assert_eq!(Reader::new(&bytes, 0).read_varint().unwrap(), 0);
     }
 
     #[test]
