@@ -34,6 +34,9 @@ const VALUES: &[AttrValue<'static>] = &[
     AttrValue::Double(1e21),
 ];
 
+/// `InstrumentationScope{name: "io.opentelemetry.http", version: "1.2.0", attributes: [{key: "k", value: "v"}]}`.
+const SCOPE_RAW: &[u8] = b"\x0a\x15io.opentelemetry.http\x12\x051.2.0\x1a\x08\x0a\x01k\x12\x03\x0a\x01v";
+
 fn span(variant: usize) -> SpanView<'static> {
     SpanView {
         scope: 0,
@@ -88,6 +91,8 @@ fn check(expr: &str, kind: ContextKind) {
             attrs: &attrs,
             resource_attrs: &resource_attrs,
             scope_name: ["io.opentelemetry.http", ""][variant % 2],
+            // An InstrumentationScope with a version and an attribute, or none (`instrumentation_scope.*`).
+            scope_raw: [SCOPE_RAW, &[]][variant % 2],
         };
         match kind {
             ContextKind::Span => {
