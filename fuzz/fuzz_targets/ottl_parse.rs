@@ -52,7 +52,6 @@ fn span(variant: usize) -> SpanView<'static> {
         status_code: [2, 0, -1][variant % 3],
         trace_state: ["vendor=on,t1@sys=x", "", "=,,bad state=="][variant % 3],
         flags: [1, 0, u32::MAX][variant % 3],
-        reencoded_extra: 0,
     }
 }
 

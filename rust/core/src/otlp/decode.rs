@@ -474,9 +474,6 @@ pub struct SpanView<'a> {
     pub status_code: i32,
     pub trace_state: &'a str,
     pub flags: u32,
-    /// Bytes the reference adds when it re-encodes this span: pdata always writes `parent_span_id` and `status`,
-    /// 2 bytes each when the sender left them out (for `bytes_limiting`, which measures re-encoded traces).
-    pub reencoded_extra: u8,
 }
 
 /// A validated request: resources, scopes and spans in wire order, and the extracted attributes
@@ -1183,13 +1180,10 @@ fn scan_span<'a>(
         status_code: 0,
         trace_state: "",
         flags: 0,
-        reencoded_extra: 0,
     };
     // The first reason to reject the span, kept while the rest of it is validated: malformed bytes after it
     // still refuse the request (a rejection never hides them).
     let mut rejected: Option<Fail> = None;
-    let mut has_parent_field = false;
-    let mut has_status_field = false;
     let mut attr_index = 0usize;
     let mut event_index = 0usize;
     let mut link_index = 0usize;
@@ -1212,10 +1206,7 @@ fn scan_span<'a>(
                 match field {
                     1 => trace_id = v,
                     2 => span_id = v,
-                    _ => {
-                        parent = v;
-                        has_parent_field = true;
-                    }
+                    _ => parent = v,
                 }
             }
             3 | 5 => {
@@ -1274,7 +1265,6 @@ fn scan_span<'a>(
             }
             15 => {
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("status"))?;
-                has_status_field = true;
                 match scan_status(bytes, off) {
                     Ok(Some(code)) => span.status_code = code,
                     Ok(None) => {}
@@ -1326,7 +1316,6 @@ fn scan_span<'a>(
         .map_err(|e| e.at_field("parent_span_id"))?;
     // An all-zero parent is an invalid span ID, which pdata treats as empty: the span is a root.
     span.parent_span_id = p.filter(|id| *id != [0; 8]);
-    span.reencoded_extra = 2 * u8::from(!has_parent_field) + 2 * u8::from(!has_status_field);
     Ok(span)
 }
 

@@ -191,7 +191,6 @@ mod tests {
             status_code: 0,
             trace_state: "",
             flags: 0,
-            reencoded_extra: 0,
         }
     }
 
