@@ -758,22 +758,32 @@ def test_late_spans_of_a_dropped_trace_are_discarded(rng):
     assert eng.poll(now=10.0) == [] and eng.flush(now=20.0) == []
 
 
-def test_without_caches_a_late_span_starts_a_new_trace(rng):
-    """Scenario: no caches; a boring trace dropped at 1 s; an ERROR span of it at 2 s.
-    Guarantees: the late span is a new trace (traces_received 2), decided on its own at 3 s: kept, and only it
-    comes out."""
-    eng = new_engine(ERRORS, decision_wait="1s")
+def test_without_caches_a_late_span_follows_the_held_decision(rng):
+    """Scenario: no caches (the default); a boring trace dropped at 1 s; an ERROR span of it at 2 s; then, with
+    num_traces 2, two newer traces push the held decision out, and another late ERROR span arrives.
+    Guarantees: as in the reference, the decided trace is held (ID only, counted against num_traces): the first
+    late span follows the decision (dropped, not a new trace); once pushed out, a late span starts a new trace,
+    decided on its own and kept."""
+    eng = new_engine(ERRORS, decision_wait="1s", num_traces=2, num_shards=1)
     t = trace_spans(rng, 2)
     eng.ingest(make_request(service("a"), t), now=0.0)
     assert eng.poll(now=1.1) == []
-    led = Ledger()
+    assert eng.stats()["decided_traces_in_memory"] == 1
     late = make_span(t[0].trace_id, span_id(rng), parent=t[0].span_id, status=STATUS_ERROR)
-    eng.ingest(led.add(make_request(service("a"), [late])), now=2.0)
+    eng.ingest(make_request(service("a"), [late]), now=2.0)
     s = eng.stats()
-    assert s["traces_received"] == 2 and s["traces_in_memory"] == 1
-    assert s["late_spans_dropped"] == 0 and s["late_spans_forwarded"] == 0
-    assert eng.poll(now=2.8) == []
-    assert_output_is(read_output(eng.poll(now=3.1)), led.spans)
+    assert s["traces_received"] == 1 and s["traces_in_memory"] == 0
+    assert s["late_spans_dropped"] == 1 and s["late_spans_forwarded"] == 0
+    assert eng.poll(now=3.1) == []
+    for _ in range(2):
+        eng.ingest(make_request(service("b"), trace_spans(rng, 1)), now=3.2)
+    assert eng.stats()["decided_traces_in_memory"] == 0
+    assert eng.poll(now=4.3) == []
+    led = Ledger()
+    again = make_span(t[0].trace_id, span_id(rng), parent=t[0].span_id, status=STATUS_ERROR)
+    eng.ingest(led.add(make_request(service("a"), [again])), now=4.4)
+    assert eng.stats()["traces_received"] == 4
+    assert_output_is(read_output(eng.poll(now=5.5)), led.spans)
     assert_stats_invariant(eng)
 
 

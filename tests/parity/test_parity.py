@@ -40,6 +40,7 @@ from workload import (
     PROBABILISTIC,
     Gen,
     Part,
+    Trace,
     Workload,
     add_unknown_fields,
     assemble,
@@ -1311,10 +1312,7 @@ ERRORS = """
 
 @pytest.mark.parametrize(("caches", "unknown"), [
     (True, False), (True, True),
-    pytest.param(False, False, marks=pytest.mark.xfail(strict=True, reason=(
-        "known difference: without decision caches tailsample forgets a decided trace, so a late span starts a "
-        "new trace (the kept trace's late span is decided alone, the not-sampled trace's error span is kept); "
-        "the reference keeps decided traces in memory until num_traces evicts them"))),
+    (False, False),
 ], ids=["caches", "caches_unknown_fields", "no_caches"])
 def test_late_spans_follow_the_decision(caches: bool, unknown: bool,
                                         reference: Callable[..., dict[str, Any]]) -> None:
@@ -1332,6 +1330,32 @@ def test_late_spans_follow_the_decision(caches: bool, unknown: bool,
     assert ref["decided_before_shutdown"] >= 4, f"the reference decided {ref['decided_before_shutdown']} on time"
     want = sorted([wl.traces[0].tid.hex(), wl.traces[3].tid.hex()])
     assert ref["kept"] == want and ref["kept_spans"] == 4, (ref["kept"], ref["kept_spans"])
+    ts_out = run_tailsample_timed(load_or_skip(text), wl, gaps)
+    compare_output(wl, ts_out, ref["output"])
+
+
+def test_held_decisions_leave_num_traces_oldest_arrival_first(reference: Callable[..., dict[str, Any]]) -> None:
+    """No decision caches, num_traces 3, decision_wait 1s, one trace per payload: A (error root, kept) and B
+    (OK root, not kept) are decided and held; 3.5 s later C and D arrive, and D's arrival pushes A (the oldest
+    arrival) out. B's late error span then follows B's decision (dropped, not a new kept trace); A's late OK span
+    starts a new trace (not kept, where a held A would have sent it on), and its arrival pushes B out."""
+    g = Gen(12)
+    a, b, c, d = (g.new_tid() for _ in range(4))
+    a_root = g.span(a, status=STATUS_ERROR, name="root")
+    b_root = g.span(b, name="root")
+    b_late = g.span(b, parent=b_root.span_id, status=STATUS_ERROR, name="late")
+    a_late = g.span(a, parent=a_root.span_id, name="late")
+    res = {"service.name": "checkout"}
+    order = [(a, a_root), (b, b_root), (c, g.span(c, name="root")), (d, g.span(d, name="root")),
+             (b, b_late), (a, a_late)]
+    payloads = [assemble([Trace(tid, "held", [Part(res, [sp])])])[0] for tid, sp in order]
+    traces = [Trace(tid, "held", [Part(res, [sp for t, sp in order if t == tid])]) for tid in (a, b, c, d)]
+    wl = Workload(traces, payloads)
+    text = "decision_wait: 1s\nnum_traces: 3\n" + textwrap.dedent(ERRORS).strip() + "\n"
+    gaps = {2: LATE_GAP_S}
+    ref = reference(text, wl, gaps=gaps, output=True)
+    assert not ref["errors"], ref["errors"]
+    assert ref["kept"] == [a.hex()] and ref["kept_spans"] == 1, (ref["kept"], ref["kept_spans"])
     ts_out = run_tailsample_timed(load_or_skip(text), wl, gaps)
     compare_output(wl, ts_out, ref["output"])
 

@@ -47,8 +47,8 @@ log = logging.getLogger("tailsample.pipeline")
 
 PREFIX = "otelcol_processor_tail_sampling_"
 # engine stats that are gauges (levels); every other key is a counter
-_GAUGES = frozenset({"traces_in_memory", "spans_in_memory", "span_bytes_in_memory", "memory_bytes",
-                     "late_span_buffer_bytes", "sampled_cache_entries", "non_sampled_cache_entries",
+_GAUGES = frozenset({"traces_in_memory", "decided_traces_in_memory", "spans_in_memory", "span_bytes_in_memory",
+                     "memory_bytes", "late_span_buffer_bytes", "sampled_cache_entries", "non_sampled_cache_entries",
                      "non_sampled_cache_bytes", "interned_origins", "num_shards", "policy_state_keys",
                      "policy_state_bytes", "red_series", "red_memory_bytes", "decision_log_records",
                      "decision_log_bytes", "recent_kept_traces", "recent_kept_bytes", "propagation_pairs",

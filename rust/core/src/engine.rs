@@ -757,6 +757,7 @@ impl Engine {
                 self.storage_errors.load(Ordering::Relaxed),
             ),
             ("traces_in_memory", g.traces_in_memory),
+            ("decided_traces_in_memory", g.decided_traces_in_memory),
             ("spans_in_memory", g.spans_in_memory),
             ("span_bytes_in_memory", g.span_bytes_in_memory),
             ("memory_bytes", g.memory_bytes),
@@ -944,6 +945,7 @@ fn add_stats(a: &mut ShardStats, b: &ShardStats) {
 
 fn add_gauges(a: &mut ShardGauges, b: &ShardGauges) {
     a.traces_in_memory += b.traces_in_memory;
+    a.decided_traces_in_memory += b.decided_traces_in_memory;
     a.spans_in_memory += b.spans_in_memory;
     a.span_bytes_in_memory += b.span_bytes_in_memory;
     a.memory_bytes += b.memory_bytes;

@@ -183,16 +183,31 @@ fn late_spans_follow_the_cached_decision() {
     invariant(&e);
 }
 
-/// Scenario: caches off; a span arrives after its trace was decided. Guarantees: it starts a new trace.
+/// Scenario: caches off (the default); a span arrives after its trace was decided, then the trace is pushed
+/// out of `num_traces` by newer ones. Guarantees: as in the reference, the decided trace stays held (ID only)
+/// and its late span follows the decision; once `num_traces` newer traces pushed it out, a late span starts a
+/// new trace.
 #[test]
-fn without_caches_a_late_span_starts_a_new_trace() {
-    let e = engine(json!({}), always());
+fn without_caches_late_spans_follow_the_decision_until_num_traces_pushes_it_out() {
+    let e = engine(json!({"num_traces": 2, "num_shards": 1}), always());
     let (_, p) = one_trace(&mut Rng(6), 1);
     e.ingest(&p, 0).unwrap();
     assert_eq!(span_ids(&e.poll(10 * S)).len(), 1);
+    assert_eq!(stat(&e, "decided_traces_in_memory"), 1);
     e.ingest(&p, 11 * S).unwrap();
-    assert_eq!(stat(&e, "traces_received"), 2);
-    assert_eq!(span_ids(&e.poll(21 * S)).len(), 1);
+    assert_eq!(stat(&e, "traces_received"), 1);
+    assert_eq!(stat(&e, "late_spans_forwarded"), 1);
+    assert_eq!(span_ids(&e.poll(11 * S)).len(), 1);
+    // Two newer traces: the second one's arrival pushes the held decision out (2 places, oldest first).
+    for seed in [7, 8] {
+        let (_, q) = one_trace(&mut Rng(seed), 1);
+        e.ingest(&q, 12 * S).unwrap();
+    }
+    assert_eq!(stat(&e, "decided_traces_in_memory"), 0);
+    assert_eq!(stat(&e, "traces_evicted"), 0);
+    e.ingest(&p, 13 * S).unwrap();
+    assert_eq!(stat(&e, "traces_received"), 4);
+    invariant(&e);
 }
 
 /// Scenario: maximum_trace_size_bytes smaller than a trace. Guarantees: not sampled at once, counted, its

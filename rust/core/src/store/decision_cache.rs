@@ -7,6 +7,7 @@
 //!   last `size` IDs are remembered for at most 6.3 bytes per ID. A lookup can say "dropped" for an ID that never
 //!   was with probability about 3 × 8 / 2^32 ≈ 5.6e-9 (two buckets of four slots in each of three generations).
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::collections::VecDeque;
 
@@ -231,6 +232,66 @@ impl NotSampledFilter {
     }
 }
 
+/// Decided traces held as the reference holds them when there is no cache for their outcome.
+///
+/// Without a decision cache the reference keeps a decided trace in its table, spans released, until
+/// `num_traces` pushes it out, oldest arrival first, decided or not; until then its late spans follow the
+/// decision (sent on without the cached-decision attribute, or dropped). The store keeps only the ID, its
+/// arrival number and the outcome (about 100 B per trace), and counts it against `num_traces` as the
+/// reference does.
+#[derive(Default)]
+pub struct ResidentDecisions {
+    by_id: HashMap<u128, Resident, RandomState>,
+    by_arrival: BTreeMap<u64, u128>,
+}
+
+/// What a resident trace was decided: kept (with its stage) or not.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Resident {
+    Kept(Stage),
+    NotKept,
+}
+
+/// Bytes per resident trace: the table entry (ID, outcome, arrival, hash overhead) and the order entry.
+const RESIDENT_BYTES: usize = 100;
+
+impl ResidentDecisions {
+    /// Holds `id`, first seen as arrival number `arrival`; an ID already held keeps its first outcome.
+    pub fn insert(&mut self, id: u128, arrival: u64, outcome: Resident) {
+        if self.by_id.contains_key(&id) {
+            return;
+        }
+        self.by_id.insert(id, outcome);
+        self.by_arrival.insert(arrival, id);
+    }
+    #[inline]
+    pub fn get(&self, id: u128) -> Option<Resident> {
+        if self.by_id.is_empty() {
+            return None;
+        }
+        self.by_id.get(&id).copied()
+    }
+    /// The arrival number of the oldest held trace.
+    pub fn oldest_arrival(&self) -> Option<u64> {
+        self.by_arrival.first_key_value().map(|(&a, _)| a)
+    }
+    /// Forgets the oldest held trace (a late span of it then starts a new trace).
+    pub fn pop_oldest(&mut self) -> Option<u128> {
+        let (_, id) = self.by_arrival.pop_first()?;
+        self.by_id.remove(&id);
+        Some(id)
+    }
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+    pub fn bytes(&self) -> usize {
+        self.by_id.len() * RESIDENT_BYTES
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +311,25 @@ mod tests {
         assert_eq!(c.len(), 3);
         let off = SampledCache::new(0);
         assert!(!off.contains(id(2)));
+    }
+
+    /// Scenario: traces decided out of arrival order (a root-triggered decision first). Guarantee: they are
+    /// forgotten oldest arrival first, whatever the order of their decisions, and an ID keeps its first outcome.
+    #[test]
+    fn resident_decisions_leave_oldest_arrival_first() {
+        let mut r = ResidentDecisions::default();
+        r.insert(id(2), 2, Resident::NotKept);
+        r.insert(id(0), 0, Resident::Kept(Stage::Certain));
+        r.insert(id(1), 1, Resident::NotKept);
+        r.insert(id(0), 5, Resident::NotKept);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r.get(id(0)), Some(Resident::Kept(Stage::Certain)));
+        assert_eq!(r.oldest_arrival(), Some(0));
+        assert_eq!(r.pop_oldest(), Some(id(0)));
+        assert_eq!(r.pop_oldest(), Some(id(1)));
+        assert_eq!(r.get(id(1)), None);
+        assert_eq!(r.get(id(2)), Some(Resident::NotKept));
+        assert_eq!(r.bytes(), RESIDENT_BYTES);
     }
 
     /// Scenario: a filter sized for 100k IDs takes a million. Guarantees: the last 100k are all remembered,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use ahash::RandomState;
 
-use super::decision_cache::{NotSampledFilter, SampledCache};
+use super::decision_cache::{NotSampledFilter, Resident, ResidentDecisions, SampledCache};
 use super::decision_log::{DecisionLog, LoggedVote, Outcome, Record, Trigger, MAX_LOGGED_POLICIES};
 use super::intern::{Interner, Origin, Resource};
 use super::recent::{KeptSummary, KeptTrace, RecentKept};
@@ -44,6 +44,8 @@ struct Trace {
     generation: u32,
     live: bool,
     first_seen: i64,
+    /// The shard's count of new traces when this one arrived: `num_traces` pushes out the oldest arrival.
+    arrival: u64,
     view: TraceView,
     chunks: Vec<Chunk>,
     framed_bytes: u64,
@@ -220,6 +222,10 @@ pub struct Shard {
     root_due: VecDeque<(u32, u32, i64)>,
     sampled: SampledCache,
     not_sampled: NotSampledFilter,
+    /// Decided traces held in the table's place when their outcome has no cache (see `ResidentDecisions`).
+    resident: ResidentDecisions,
+    /// New traces so far: the next one's arrival number.
+    arrivals: u64,
     interner: Interner,
     late: Vec<Chunk>,
     late_bytes: u64,
@@ -281,6 +287,8 @@ impl Shard {
             root_due: VecDeque::new(),
             sampled: SampledCache::new(sampled_cache),
             not_sampled: NotSampledFilter::new(non_sampled_cache),
+            resident: ResidentDecisions::default(),
+            arrivals: 0,
             interner: Interner::new(),
             late: Vec::new(),
             late_bytes: 0,
@@ -368,6 +376,7 @@ impl Shard {
                     continue;
                 }
                 prev = Some(id);
+                // A held decision counts as new: making room for another trace of the payload may push it out.
                 if !self.table.contains_key(&id)
                     && !self.sampled.contains(id)
                     && !self.not_sampled.contains(id)
@@ -514,6 +523,57 @@ impl Shard {
         }
     }
 
+    /// Late spans of a kept trace: out at the next poll, rewritten with `stage` and `attrs`.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_late<'a>(
+        &mut self,
+        d: &Decoded<'a>,
+        id: u128,
+        group: &[(u128, u32)],
+        seen: &mut PayloadOrigins<'a>,
+        now: i64,
+        stage: Stage,
+        attrs: &[u8],
+    ) {
+        self.learn_late(d, group, seen, now);
+        self.stats.late_spans_forwarded += group.len() as u64;
+        self.log.add_late(id, group.len() as u32);
+        self.chunks_of(d, group, seen, |s, mut c| {
+            c.framed = s.rewrite_kept(c.framed, stage, attrs);
+            s.late_bytes += c.framed.len() as u64;
+            s.late.push(c);
+        });
+    }
+
+    /// Late spans of a trace decided not kept: dropped, and counted.
+    fn drop_late<'a>(
+        &mut self,
+        d: &Decoded<'a>,
+        id: u128,
+        group: &[(u128, u32)],
+        seen: &mut PayloadOrigins<'a>,
+        now: i64,
+    ) {
+        self.learn_late(d, group, seen, now);
+        self.stats.late_spans_dropped += group.len() as u64;
+        self.log.add_late(id, group.len() as u32);
+    }
+
+    /// Remembers a decision for the trace's late spans: in the decision cache of its outcome, or, when that
+    /// cache is off (size 0), held in the table's place until `num_traces` pushes it out, as the reference does.
+    fn remember_outcome(&mut self, id: u128, slot: u32, outcome: Resident) {
+        match outcome {
+            Resident::Kept(stage) if self.cfg.sampled_cache_size > 0 => {
+                self.sampled.insert(id, stage)
+            }
+            Resident::NotKept if self.cfg.non_sampled_cache_size > 0 => self.not_sampled.insert(id),
+            _ => {
+                let arrival = self.traces[slot as usize].arrival;
+                self.resident.insert(id, arrival, outcome);
+            }
+        }
+    }
+
     fn ingest_trace<'a>(
         &mut self,
         d: &Decoded<'a>,
@@ -527,29 +587,31 @@ impl Shard {
             Some(&slot) => slot,
             None if self.sampled.contains(id) => {
                 // A late span of a kept trace: out at the next poll, with the trace's sampling probability.
-                self.learn_late(d, group, seen, now);
-                self.stats.late_spans_forwarded += group.len() as u64;
-                self.log.add_late(id, group.len() as u32);
                 let stage = self.sampled.get(id).unwrap_or_default();
                 let attrs = if self.cfg.record_policy {
                     bool_attribute("tailsampling.cached_decision", true)
                 } else {
                     Vec::new()
                 };
-                self.chunks_of(d, group, seen, |s, mut c| {
-                    c.framed = s.rewrite_kept(c.framed, stage, &attrs);
-                    s.late_bytes += c.framed.len() as u64;
-                    s.late.push(c);
-                });
+                self.forward_late(d, id, group, seen, now, stage, &attrs);
                 return;
             }
             None if self.not_sampled.contains(id) => {
-                self.learn_late(d, group, seen, now);
-                self.stats.late_spans_dropped += group.len() as u64;
-                self.log.add_late(id, group.len() as u32);
+                self.drop_late(d, id, group, seen, now);
                 return;
             }
-            None => self.new_trace(id, now, segment),
+            None => match self.resident.get(id) {
+                // Held in the table's place: the reference sends these on as they come, without attributes.
+                Some(Resident::Kept(stage)) => {
+                    self.forward_late(d, id, group, seen, now, stage, &[]);
+                    return;
+                }
+                Some(Resident::NotKept) => {
+                    self.drop_late(d, id, group, seen, now);
+                    return;
+                }
+                None => self.new_trace(id, now, segment),
+            },
         };
         // Fold the summary: counts, times, status, flags, root, and the folding policies' bits.
         let s = slot as usize;
@@ -661,7 +723,7 @@ impl Shard {
             self.stats.traces_dropped += 1;
             self.stats.traces_dropped_too_large += 1;
             self.stats.spans_dropped += u64::from(self.traces[s].view.span_count);
-            self.not_sampled.insert(id);
+            self.remember_outcome(id, slot, Resident::NotKept);
             self.log_undecided(slot, Outcome::DroppedTooLarge, Trigger::Ingest, now);
             self.record_decision(id, Verdict::NotSampled, self.traces[s].first_segment);
             self.free_slot(slot);
@@ -772,8 +834,8 @@ impl Shard {
     }
 
     fn new_trace(&mut self, id: u128, now: i64, segment: u64) -> u32 {
-        if self.table.len() >= self.limit {
-            self.evict_oldest();
+        if self.table.len() + self.resident.len() >= self.limit {
+            self.make_room();
         }
         let slot = match self.free.pop() {
             Some(slot) => slot,
@@ -785,6 +847,8 @@ impl Shard {
         let t = &mut self.traces[slot as usize];
         t.live = true;
         t.first_seen = now;
+        t.arrival = self.arrivals;
+        self.arrivals += 1;
         t.view = TraceView {
             trace_id: id.to_be_bytes(),
             ..Default::default()
@@ -800,6 +864,33 @@ impl Shard {
         self.stats.traces_received += 1;
         self.compact_queues();
         slot
+    }
+
+    /// Frees one place of `num_traces`: the oldest arrival among the undecided traces and the decided ones held
+    /// (as the reference's single queue does). With `block_on_overflow` undecided traces are never pushed out
+    /// here (`admit` refused the payload instead), so a held decision goes first.
+    fn make_room(&mut self) {
+        let oldest_undecided = loop {
+            match self.due.front() {
+                Some(&(slot, generation)) if !self.is_live(slot, generation) => {
+                    self.due.pop_front();
+                }
+                Some(&(slot, _)) => break Some(self.traces[slot as usize].arrival),
+                None => break None,
+            }
+        };
+        let resident_first = match (self.resident.oldest_arrival(), oldest_undecided) {
+            (Some(r), Some(u)) => {
+                r < u || (self.cfg.block_on_overflow && self.table.len() < self.limit)
+            }
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if resident_first {
+            self.resident.pop_oldest();
+        } else {
+            self.evict_oldest();
+        }
     }
 
     /// Pushes out the oldest first-seen undecided trace (its spans are lost, and counted).
@@ -938,7 +1029,7 @@ impl Shard {
                 self.stats.traces_dropped += 1;
                 self.stats.traces_dropped_by_policy += 1;
                 self.stats.spans_dropped += spans;
-                self.not_sampled.insert(id);
+                self.remember_outcome(id, slot, Resident::NotKept);
                 self.record_decision(id, Verdict::NotSampled, 0);
                 Outcome::DroppedByPolicy
             }
@@ -958,7 +1049,7 @@ impl Shard {
                 if stage == Stage::Unknown {
                     self.stats.traces_sampled_probability_unknown += 1;
                 }
-                self.sampled.insert(id, stage);
+                self.remember_outcome(id, slot, Resident::Kept(stage));
                 logged_stage = stage;
                 let attrs = if self.cfg.record_policy {
                     self.policy_attributes(i)
@@ -976,7 +1067,7 @@ impl Shard {
             (false, None) => {
                 self.stats.traces_not_sampled += 1;
                 self.stats.spans_not_sampled += spans;
-                self.not_sampled.insert(id);
+                self.remember_outcome(id, slot, Resident::NotKept);
                 self.record_decision(id, Verdict::NotSampled, 0);
                 Outcome::NotSampled
             }
@@ -1038,7 +1129,7 @@ impl Shard {
             }
             _ => Vec::new(),
         };
-        self.sampled.insert(id, stage);
+        self.remember_outcome(id, slot, Resident::Kept(stage));
         self.stats.traces_resent += 1;
         self.stats.spans_resent += u64::from(self.traces[s].view.span_count);
         let verdict = Verdict::Sampled { policy, stage };
@@ -1185,13 +1276,15 @@ impl Shard {
         let per_chunk = std::mem::size_of::<Chunk>() + 16; // allocation header
         ShardGauges {
             traces_in_memory: self.table.len() as u64,
+            decided_traces_in_memory: self.resident.len() as u64,
             spans_in_memory: self.spans,
             span_bytes_in_memory: self.span_bytes,
             memory_bytes: self.span_bytes
                 + (self.traces.len() * per_trace) as u64
                 + self.chunks * per_chunk as u64
                 + (self.interner.len() * 256) as u64
-                + self.audit_spans * std::mem::size_of::<AuditSpan>() as u64,
+                + self.audit_spans * std::mem::size_of::<AuditSpan>() as u64
+                + self.resident.bytes() as u64,
             late_span_buffer_bytes: self.late_bytes,
             sampled_cache_entries: self.sampled.len() as u64,
             non_sampled_cache_entries: self.not_sampled.len() as u64,

@@ -145,6 +145,8 @@ pub struct PolicyCounters {
 #[derive(Debug, Clone, Default)]
 pub struct ShardGauges {
     pub traces_in_memory: u64,
+    /// Decided traces held for their late spans where their outcome has no decision cache (IDs only).
+    pub decided_traces_in_memory: u64,
     pub spans_in_memory: u64,
     /// Framed span bytes buffered (the spans' own bytes plus 2–4 bytes of framing each).
     pub span_bytes_in_memory: u64,
