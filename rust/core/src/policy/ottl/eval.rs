@@ -456,6 +456,7 @@ fn go_lower(s: &str) -> String {
     for c in s.chars() {
         let mut m = c.to_lowercase();
         match (m.next(), m.next()) {
+            _ if newer_than_go_unicode(c) => out.push(c),
             (Some(l), None) => out.push(l),
             // Only U+0130 lowercases to more than one character; Go's simple mapping gives `i`.
             (Some(l), Some(_)) if c == '\u{130}' => out.push(l),
@@ -465,6 +466,16 @@ fn go_lower(s: &str) -> String {
     out
 }
 
+/// Case pairs that Rust's Unicode (16 and later) has and Go's (15.0, Go 1.26, with which the collector is
+/// built) lacks: Go leaves these characters as they are. Found by comparing every code point's mappings.
+fn newer_than_go_unicode(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x19B | 0x264 | 0x1C89 | 0x1C8A | 0xA7CB..=0xA7CF | 0xA7D2..=0xA7D5 | 0xA7DA..=0xA7DC
+            | 0x10D50..=0x10D65 | 0x10D70..=0x10D85 | 0x16EA0..=0x16EB8 | 0x16EBB..=0x16ED3
+    )
+}
+
 /// Go's `strings.ToUpper`: each character by its simple uppercase mapping; a character whose uppercase is several
 /// characters (`ß`, ligatures) stays as it is, as Go has no single-rune mapping for it.
 fn go_upper(s: &str) -> String {
@@ -472,7 +483,16 @@ fn go_upper(s: &str) -> String {
     for c in s.chars() {
         let mut m = c.to_uppercase();
         match (m.next(), m.next()) {
+            _ if newer_than_go_unicode(c) => out.push(c),
             (Some(u), None) => out.push(u),
+            // Greek with ypogegrammeni: the full uppercase is two characters, the simple one (Go's) the
+            // titlecase letter with prosgegrammeni, 8 code points on.
+            _ if matches!(c as u32, 0x1F80..=0x1F87 | 0x1F90..=0x1F97 | 0x1FA0..=0x1FA7) => {
+                out.push(char::from_u32(c as u32 + 8).unwrap_or(c))
+            }
+            _ if matches!(c as u32, 0x1FB3 | 0x1FC3 | 0x1FF3) => {
+                out.push(char::from_u32(c as u32 + 9).unwrap_or(c))
+            }
             _ => out.push(c),
         }
     }
@@ -821,6 +841,38 @@ pub(crate) fn compare(a: &Val<'_>, b: &Val<'_>, op: CmpOp) -> EResult<bool> {
 mod tests {
     use super::super::{parse, ContextKind, EventCtx};
     use super::*;
+
+    /// Scenario: every code point through ToUpperCase and ToLowerCase. Guarantee: Go's mappings exactly
+    /// (`tests/data/go_case_mappings.txt`, written by `scripts/go_case_mappings` with the Go the reference is built
+    /// with): a changed character there, unchanged everywhere else.
+    #[test]
+    fn case_mappings_are_gos_for_every_code_point() {
+        let table = include_str!("../../../tests/data/go_case_mappings.txt");
+        let mut go = std::collections::HashMap::new();
+        for line in table.lines().filter(|l| !l.starts_with('#')) {
+            let v: Vec<u32> = line
+                .split(' ')
+                .map(|h| u32::from_str_radix(h, 16).unwrap())
+                .collect();
+            go.insert(v[0], (v[1], v[2]));
+        }
+        assert!(go.len() > 2800);
+        let mut wrong = Vec::new();
+        for r in 0..=0x10FFFFu32 {
+            let Some(c) = char::from_u32(r) else { continue };
+            let (up, low) = go.get(&r).copied().unwrap_or((r, r));
+            let s = c.to_string();
+            let got = (go_upper(&s), go_lower(&s));
+            let want = (
+                char::from_u32(up).unwrap().to_string(),
+                char::from_u32(low).unwrap().to_string(),
+            );
+            if got != want {
+                wrong.push(format!("{r:x}"));
+            }
+        }
+        assert!(wrong.is_empty(), "differ from Go: {wrong:?}");
+    }
     use crate::otlp::decode::any_value as av;
     use crate::otlp::decode::{decode, AttrKeys, SpanView};
 

@@ -1,0 +1,2 @@
+module gocase
+go 1.22
