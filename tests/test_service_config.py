@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tailsample import Config, ConfigError
-from tailsample.service import (
+from tailsample.collector.settings import (
     BatchProcessor,
     BearerTokenAuthExtension,
     ClientTLS,

@@ -14,7 +14,7 @@ from typing import Any
 from tailsample import _native
 from tailsample.config import Config
 from tailsample.errors import ConfigError, TailsampleError
-from tailsample.gaps import GapReport
+from tailsample.incident.gaps import GapReport
 from tailsample.storage import FileStorage
 
 
@@ -210,7 +210,8 @@ class Engine:
     def explain(self, trace_id: str | bytes) -> dict[str, Any]:
         """What the engine knows of a trace: pending, decided (outcome, every policy's vote, times, late spans),
         only in a decision cache, or unknown. `trace_id` is 32 hex digits or 16 bytes; a malformed one raises
-        ValueError. See `tailsample.explain` for the keys, and `tailsample.explain.describe` for text."""
+        ValueError. See `tailsample.incident.explain` for the keys, and `tailsample.incident.explain.describe`
+        for text."""
         if isinstance(trace_id, (bytes, bytearray, memoryview)):
             raw = bytes(trace_id)
             if len(raw) != 16:
@@ -230,7 +231,7 @@ class Engine:
         )
 
     def gaps(self) -> GapReport | None:
-        """The propagation-gap audit of every trace decided so far (see `tailsample.gaps`); None when
+        """The propagation-gap audit of every trace decided so far (see `tailsample.incident.gaps`); None when
         `tailsample.propagation_audit` is off. Pairs come worst first; the report is JSON-safe."""
         got = self._native.gaps()
         return None if got is None else GapReport(**got)  # type: ignore[typeddict-item]

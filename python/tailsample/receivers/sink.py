@@ -6,10 +6,10 @@ import asyncio
 from typing import Protocol
 
 from tailsample import _native
+from tailsample.collector.metrics import Registry
 from tailsample.engine import Ingested
 from tailsample.errors import DecodeError
 from tailsample.receivers.connections import ListenerMetrics
-from tailsample.service.metrics import Registry
 
 
 class Sink(Protocol):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tailsample.service.config import (
+from tailsample.collector.settings import (
     BatchProcessor,
     BearerTokenAuthExtension,
     ClientTLS,

@@ -23,10 +23,21 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tailsample.collector.fileformat import proto_to_json
+from tailsample.collector.settings import (
+    BearerTokenAuthExtension,
+    FileStorageExtension,
+    HealthCheckExtension,
+    HostPort,
+    MemoryLimiterProcessor,
+    OtlpExporter,
+    ServiceConfig,
+    TailSamplingProcessor,
+)
+from tailsample.collector.settings import KafkaReceiver as KafkaReceiverSettings
 from tailsample.errors import ConfigError
 from tailsample.exporters import Exporter, ExporterMetrics, build_exporter
-from tailsample.fileformat import proto_to_json
-from tailsample.lint import policy_near_misses, strict_matching
+from tailsample.incident.lint import policy_near_misses, strict_matching
 from tailsample.receivers import BearerTokenAuth, OtlpGrpcReceiver, OtlpHttpReceiver, ReceiverMetrics
 from tailsample.receivers.connections import (
     ENDPOINT_LIMITS_CAP,
@@ -39,25 +50,14 @@ from tailsample.receivers.connections import (
     raise_nofile_limit,
     serve,
 )
-from tailsample.service.config import (
-    BearerTokenAuthExtension,
-    FileStorageExtension,
-    HealthCheckExtension,
-    HostPort,
-    MemoryLimiterProcessor,
-    OtlpExporter,
-    ServiceConfig,
-    TailSamplingProcessor,
-)
-from tailsample.service.config import KafkaReceiver as KafkaReceiverSettings
 
 if TYPE_CHECKING:
-    from tailsample.receivers.kafka import KafkaReceiver
+    from tailsample.receivers.kafka_receiver import KafkaReceiver
+from tailsample.collector.metrics import Registry, Sample
+from tailsample.incident.tree import build_traces, summary_json
 from tailsample.service.debug import DebugGate
 from tailsample.service.memory import MemoryLimiter, resident_bytes
-from tailsample.service.metrics import Registry, Sample
 from tailsample.service.pipeline import FanoutSink, ServicePipeline
-from tailsample.tree import build_traces, summary_json
 
 log = logging.getLogger("tailsample.serve")
 
@@ -172,7 +172,7 @@ class Service:
             if not pipes:
                 continue  # defined but unused, as the collector: not started
             if isinstance(rec, KafkaReceiverSettings):
-                from tailsample.receivers.kafka import KafkaReceiver as _Kafka  # confluent-kafka: when used
+                from tailsample.receivers.kafka_receiver import KafkaReceiver as _Kafka  # confluent-kafka: when used
 
                 k = _Kafka(rid, rec, pipes, self.registry)
                 self._receivers.append(k)

@@ -33,15 +33,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
 
 from tailsample import _native
+from tailsample.collector.metrics import Registry, Sample
+from tailsample.collector.settings import BatchProcessor, Pipeline, TailSamplingProcessor
+from tailsample.collector.throttle import REPORT_INTERVAL_S, EveryInterval
 from tailsample.engine import REJECT_REASONS, Engine, Ingested
 from tailsample.errors import StorageError
 from tailsample.exporters.base import Batch, Exporter, Ticket
-from tailsample.lint import AttributeInventory
-from tailsample.service.config import BatchProcessor, Pipeline, TailSamplingProcessor
+from tailsample.incident.lint import AttributeInventory
 from tailsample.service.memory import MemoryLimiter
-from tailsample.service.metrics import Registry, Sample
 from tailsample.storage import FileStorage
-from tailsample.throttle import REPORT_INTERVAL_S, EveryInterval
 
 log = logging.getLogger("tailsample.pipeline")
 

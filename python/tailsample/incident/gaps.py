@@ -11,7 +11,7 @@ whose parent never arrived is an **orphan** and makes its trace **broken**. Exam
 same engine code, run over the files), and the text `tailsample gaps` prints.
 
 A report (`GapReport`) is plain JSON-safe data, the same from `Engine.gaps()`, from `GET /debug/gaps` on a
-running service, and from `audit_payloads`; `tailsample.graph` draws it.
+running service, and from `audit_payloads`; `tailsample.incident.graph` draws it.
 """
 
 from __future__ import annotations

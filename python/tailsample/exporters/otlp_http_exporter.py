@@ -14,10 +14,10 @@ import zlib
 
 import aiohttp
 
+from tailsample.collector.otlp_status import decode_partial_success, decode_status
+from tailsample.collector.settings import OtlpExporter
+from tailsample.collector.tls import client_context
 from tailsample.exporters.base import Batch, Exporter, ExporterMetrics, ExportError
-from tailsample.otlp_status import decode_partial_success, decode_status
-from tailsample.service.config import OtlpExporter
-from tailsample.tls import client_context
 
 log = logging.getLogger("tailsample.exporter.otlp_http")
 

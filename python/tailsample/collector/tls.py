@@ -9,8 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from tailsample.errors import ConfigError
-from tailsample.service.config import (
+from tailsample.collector.settings import (
     ClientTLS,
     KafkaExporter,
     KafkaReceiver,
@@ -19,6 +18,7 @@ from tailsample.service.config import (
     ServerTLS,
     ServiceConfig,
 )
+from tailsample.errors import ConfigError
 
 
 def _read(path: str, what: str) -> bytes:

@@ -12,10 +12,10 @@ import logging
 import grpc
 from grpc import aio
 
+from tailsample.collector.otlp_status import decode_partial_success, decode_status
+from tailsample.collector.settings import OtlpExporter
+from tailsample.collector.tls import client_credentials
 from tailsample.exporters.base import Batch, Exporter, ExporterMetrics, ExportError
-from tailsample.otlp_status import decode_partial_success, decode_status
-from tailsample.service.config import OtlpExporter
-from tailsample.tls import client_credentials
 
 log = logging.getLogger("tailsample.exporter.otlp_grpc")
 

@@ -205,7 +205,8 @@ class FileExporter:
 @dataclass(frozen=True)
 class KafkaClient:
     """What the Kafka receiver and exporter share: where the brokers are and how to authenticate (the
-    collector's `brokers`, `client_id` and `auth`), mapped onto librdkafka's settings by `tailsample.kafka`."""
+    collector's `brokers`, `client_id` and `auth`), mapped onto librdkafka's settings by
+    `tailsample.collector.kafka`."""
 
     brokers: tuple[str, ...] = ("localhost:9092",)
     client_id: str = "otel-collector"

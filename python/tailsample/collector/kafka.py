@@ -12,8 +12,8 @@ from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
+from tailsample.collector.settings import KafkaClient
 from tailsample.engine import split_by_trace
-from tailsample.service.config import KafkaClient
 
 
 def confluent_kafka() -> ModuleType:

@@ -17,9 +17,9 @@ import asyncio
 import threading
 from typing import Any
 
+from tailsample.collector import settings as cfg
+from tailsample.collector.kafka import client_config, confluent_kafka, trace_messages
 from tailsample.exporters.base import Batch, Exporter, ExporterMetrics, ExportError
-from tailsample.kafka import client_config, confluent_kafka, trace_messages
-from tailsample.service import config as cfg
 
 
 class KafkaExporter(Exporter):

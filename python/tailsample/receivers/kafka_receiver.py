@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from tailsample.collector.kafka import client_config, confluent_kafka
+from tailsample.collector.metrics import Registry, Sample
+from tailsample.collector.settings import KafkaReceiver as KafkaReceiverSettings
 from tailsample.errors import BackpressureError
-from tailsample.kafka import client_config, confluent_kafka
-from tailsample.service.config import KafkaReceiver as KafkaReceiverSettings
-from tailsample.service.metrics import Registry, Sample
 from tailsample.service.pipeline import ServicePipeline
 
 log = logging.getLogger("tailsample.receiver.kafka")
