@@ -11,15 +11,15 @@ from tailsample.exporters.otlp_grpc_exporter import OtlpGrpcExporter
 from tailsample.exporters.otlp_http_exporter import OtlpHttpExporter
 
 
-def build_exporter(settings: cfg.Exporter, metrics: ExporterMetrics) -> Exporter:
+def build_exporter(settings: cfg.ExporterSettings, metrics: ExporterMetrics) -> Exporter:
     """The exporter for one `exporters.<id>` entry."""
-    if isinstance(settings, cfg.OtlpExporter):
+    if isinstance(settings, cfg.OtlpExporterSettings):
         if settings.protocol == "grpc":
             return OtlpGrpcExporter(settings, metrics)
         return OtlpHttpExporter(settings, metrics)
-    if isinstance(settings, cfg.FileExporter):
+    if isinstance(settings, cfg.FileExporterSettings):
         return FileExporter(settings, metrics)
-    if isinstance(settings, cfg.KafkaExporter):
+    if isinstance(settings, cfg.KafkaExporterSettings):
         from tailsample.exporters.kafka_exporter import KafkaExporter  # confluent-kafka is optional: imported when used
 
         return KafkaExporter(settings, metrics)

@@ -11,8 +11,7 @@ import logging
 
 from tailsample import _native
 from tailsample.collector.fileformat import proto_to_json
-from tailsample.collector.settings import DebugExporter as DebugExporterSettings
-from tailsample.collector.settings import QueueSettings, RetrySettings
+from tailsample.collector.settings import DebugExporterSettings, QueueSettings, RetrySettings
 from tailsample.exporters.base import Batch, Exporter, ExporterMetrics
 
 log = logging.getLogger("tailsample.exporter.debug")

@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from tailsample.collector.fileformat import PayloadWriter
-from tailsample.collector.settings import FileExporter as FileExporterSettings
-from tailsample.collector.settings import QueueSettings, RetrySettings
+from tailsample.collector.settings import FileExporterSettings, QueueSettings, RetrySettings
 from tailsample.exporters.base import Batch, Exporter, ExporterMetrics, ExportError
 
 

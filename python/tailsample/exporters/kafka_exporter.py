@@ -25,7 +25,7 @@ from tailsample.exporters.base import Batch, Exporter, ExporterMetrics, ExportEr
 class KafkaExporter(Exporter):
     kind = "kafka"
 
-    def __init__(self, settings: cfg.KafkaExporter, metrics: ExporterMetrics) -> None:
+    def __init__(self, settings: cfg.KafkaExporterSettings, metrics: ExporterMetrics) -> None:
         super().__init__(settings.id, settings.sending_queue, settings.retry_on_failure, metrics)
         self.settings = settings
         self._producer: Any = None

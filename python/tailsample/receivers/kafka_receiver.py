@@ -40,7 +40,7 @@ from typing import Any
 
 from tailsample.collector.kafka import client_config, confluent_kafka
 from tailsample.collector.metrics import Registry, Sample
-from tailsample.collector.settings import KafkaReceiver as KafkaReceiverSettings
+from tailsample.collector.settings import KafkaReceiverSettings
 from tailsample.errors import BackpressureError
 from tailsample.service.pipeline import ServicePipeline
 

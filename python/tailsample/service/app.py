@@ -29,12 +29,12 @@ from tailsample.collector.settings import (
     FileStorageExtension,
     HealthCheckExtension,
     HostPort,
+    KafkaReceiverSettings,
     MemoryLimiterProcessor,
-    OtlpExporter,
+    OtlpExporterSettings,
     ServiceConfig,
     TailSamplingProcessor,
 )
-from tailsample.collector.settings import KafkaReceiver as KafkaReceiverSettings
 from tailsample.errors import ConfigError
 from tailsample.exporters import Exporter, ExporterMetrics, build_exporter
 from tailsample.incident.lint import policy_near_misses, strict_matching
@@ -123,7 +123,7 @@ class Service:
 
     def _check_supported(self) -> None:
         for eid, exp in self.config.exporters.items():
-            if isinstance(exp, OtlpExporter) and exp.sending_queue.storage and not exp.sending_queue.enabled:
+            if isinstance(exp, OtlpExporterSettings) and exp.sending_queue.storage and not exp.sending_queue.enabled:
                 raise ConfigError(f"{self.config.source}: exporters.{eid}.sending_queue.storage needs the queue "
                                   "enabled (sending_queue.enabled: true)", path=f"exporters.{eid}.sending_queue")
 
@@ -143,7 +143,7 @@ class Service:
         for eid in used_exporters:
             settings = cfg.exporters[eid]
             self.exporters[eid] = build_exporter(settings, exporter_metrics)
-            if isinstance(settings, OtlpExporter) and settings.sending_queue.storage:
+            if isinstance(settings, OtlpExporterSettings) and settings.sending_queue.storage:
                 self.exporters[eid].use_storage(storages[settings.sending_queue.storage])
         for exporter in self.exporters.values():
             await exporter.start()
