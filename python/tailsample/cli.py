@@ -515,8 +515,9 @@ def _gaps(args: argparse.Namespace) -> int:
     import json
 
     from tailsample.collector.fileformat import read_payloads
+    from tailsample.engine import GapReport
     from tailsample.incident.backends import BackendError
-    from tailsample.incident.gaps import GapReport, audit_payloads, merge_reports, render_text
+    from tailsample.incident.gaps import audit_payloads, merge_reports, render_text
 
     report: GapReport
     if (code := _sources_error(args, "gaps", exactly_one=False)) is not None:
