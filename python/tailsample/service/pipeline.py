@@ -288,6 +288,10 @@ class ServicePipeline:
 
     def consume(self, payload: bytes) -> Ingested:
         self.admit()
+        return self.take(payload)
+
+    def take(self, payload: bytes) -> Ingested:
+        """Into the engine, the limiters already checked (`admit`)."""
         got = self.engine.ingest_report(payload)
         self.observe(payload)
         if got.rejected_spans:
@@ -594,11 +598,7 @@ class FanoutSink:
             p.admit()
         got = Ingested(0)
         for p in self.pipelines:  # every engine rejects the same spans: the rule depends on the bytes only
-            got = p.engine.ingest_report(payload)
-        for p in self.pipelines:
-            p.observe(payload)
-            if got.rejected_spans:
-                p.report_rejected(got)
+            got = p.take(payload)
         return got
 
 
