@@ -109,8 +109,9 @@ class OtlpReceiverSettings:
 
 @dataclass(frozen=True)
 class KafkaReceiverSettings:
-    """`receivers.kafka`: a consumer group member. Offsets are committed after decision (see receivers.kafka),
-    not on a timer, so `autocommit` and `message_marking` are accepted and ignored."""
+    """`receivers.kafka`: a consumer group member. Offsets are committed after decision (see
+    `tailsample.receivers.kafka_receiver`), not on a timer, so `autocommit` and `message_marking` are accepted and
+    ignored."""
 
     id: str
     client: KafkaClient
