@@ -20,7 +20,7 @@ import yaml
 
 from tailsample.config import Config, default_config_text
 from tailsample.engine import Engine
-from tailsample.synth import TrafficGenerator
+from tailsample.traffic.synth import TrafficGenerator
 
 
 def main() -> None:

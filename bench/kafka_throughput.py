@@ -1,8 +1,8 @@
 """Throughput of `tailsample serve` reading Kafka: one instance, then two in one consumer group, on this machine.
 
 A real broker (scripts/kafka/broker.py, KRaft on 127.0.0.1) gets a topic of 8 partitions. For each instance
-count: the instances start on the empty topic and join the group; then synthetic traffic (`tailsample.synth`, seed
-policies, one trace per message keyed by trace ID, as the collector's Kafka exporter with partition_traces_by_id)
+count: the instances start on the empty topic and join the group; then synthetic traffic (`tailsample.traffic.synth`,
+seed policies, one trace per message keyed by trace ID, as the collector's Kafka exporter with partition_traces_by_id)
 is produced as fast as the producer goes, and the clock runs from the first message produced until every message
 is committed by the group (commits follow decisions and exports). spans/s = spans / that time. On 2 cores, the
 broker, the producer and the instances share the machine: the figures say what this machine does, not how the
@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
+from tailsample.collector.metrics import parse_text
 from tailsample.engine import split_by_trace
-from tailsample.service.metrics import parse_text
-from tailsample.synth import TrafficGenerator
+from tailsample.traffic.synth import TrafficGenerator
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 8

@@ -103,7 +103,7 @@ def _throughput_pass(engine: Any, payloads: list[bytes]) -> dict[str, Any]:
 
 def worker(mode: str, config_path: str, files: list[str]) -> dict[str, Any]:
     from tailsample import Config, Engine, _native
-    from tailsample.fileformat import read_payloads
+    from tailsample.collector.fileformat import read_payloads
 
     payloads = [p for f in files for p in read_payloads(Path(f), "proto")]
     config = Config.from_file(config_path)
@@ -202,7 +202,7 @@ def describe(path: Path) -> dict[str, Any]:
     """The workload file, parsed by the protobuf library: spans, distinct traces, payload and Span message bytes."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    from tailsample.fileformat import read_payloads
+    from tailsample.collector.fileformat import read_payloads
 
     payloads = spans = span_bytes = payload_bytes = 0
     traces: set[bytes] = set()

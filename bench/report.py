@@ -198,7 +198,7 @@ def soak_section(data: Any, plots: str = "plots") -> list[str]:
               f"{v.get('generator_failed_spans', 0):,.0f} failed)"
     verdict = "OK" if v.get("ok") else "not OK: " + ", ".join(v.get("failed_checks", []))
     return [
-        f"`tailsample serve` under the realistic mix of `tailsample.synth` over OTLP/HTTP for {a['minutes']:g} "
+        f"`tailsample serve` under the realistic mix of `tailsample.traffic.synth` over OTLP/HTTP for {a['minutes']:g} "
         f"minutes (offered window; the traffic's tail follows), seed policies with decision_wait "
         f"{a['decision_wait']:g} s, {storage}; sampled every {a['interval']:g} s. The warm-up is the first "
         f"{v['warmup_minutes']:.1f} minutes; RSS slope: least squares over the samples after it. Decision lag: "
@@ -278,7 +278,7 @@ def main() -> int:
         "",
         "## Throughput harness (`tailsample bench`): real clock, decisions while ingesting",
         "",
-        "The realistic mix of `tailsample.synth` (1-50 spans per trace), one ingest thread and one poll thread "
+        "The realistic mix of `tailsample.traffic.synth` (1-50 spans per trace), one ingest thread and one poll thread "
         "(every 50 ms), seed policies with decision_wait 2 s. Decision lag is decided time minus due time (the "
         "upper bound of its histogram bucket). spans/s is over the whole run, including the traffic's tail (the "
         "last traces' spans arrive up to 8 s after the offered window); 'at most N ms behind' in the JSON says "

@@ -9,7 +9,7 @@ file's sink, Prometheus metrics), on free ports of 127.0.0.1, with `--decision-w
 `--tail-storage DIR` the buffer is also written to disk (`tail_storage` on a `file_storage` extension in a fresh
 subdirectory of DIR, removed afterwards unless `--keep-storage`), so the soak covers durable mode too.
 
-The load is the realistic mix of `tailsample.synth` (1-50 spans per trace, about 400 spans per request), made
+The load is the realistic mix of `tailsample.traffic.synth` (1-50 spans per trace, about 400 spans per request), made
 while it is sent, for `--minutes` at `--rate` spans/s: one process (forked), paced open loop on the traffic's own
 arrival times (aiohttp, `--connections` connections); every span of the traces that start in the window is sent,
 so the traffic's tail runs up to 8 s past it. At most `--max-in-flight` requests wait for an answer; a request
@@ -71,7 +71,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import services
 from services import cpu_seconds, finite, log, scrape, total
-from tailsample.synth import TrafficGenerator
+from tailsample.traffic.synth import TrafficGenerator
 
 MIB = 2**20
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -1,7 +1,7 @@
 """The benchmark workloads: the same payload files for tailsample and for the reference processor.
 
 A workload is a list of OTLP `ExportTraceServiceRequest` payloads with a fixed payload size (spans per request)
-and a fixed trace shape (spans per trace), or the realistic mix of `tailsample.synth` (1-50 spans per trace).
+and a fixed trace shape (spans per trace), or the realistic mix of `tailsample.traffic.synth` (1-50 spans per trace).
 Every span carries about ten semantic-convention attributes under a realistic resource (service.name,
 version, host, k8s, cloud: 11 attributes). 1 % of traces hold an error span, 1 % are slow (root 1.5 s), 0.1 %
 carry the forcing header: what the seed's policies keep, plus the 1 % probabilistic share.
@@ -29,7 +29,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from tailsample.fileformat import PayloadWriter, read_payloads
+from tailsample.collector.fileformat import PayloadWriter, read_payloads
 
 DATA = Path(os.environ.get("TAILSAMPLE_BENCH_DATA", Path(__file__).resolve().parent / ".data"))
 SEED = Path(__file__).resolve().parents[1] / "python" / "tailsample" / "data" / "seed-config.yaml"

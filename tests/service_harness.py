@@ -27,10 +27,10 @@ from aiohttp import web
 from grpc import aio
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tailsample.otlp_status import encode_status
+from tailsample.collector.metrics import parse_text
+from tailsample.collector.otlp_status import encode_status
+from tailsample.collector.settings import ServiceConfig
 from tailsample.service.app import Service
-from tailsample.service.config import ServiceConfig
-from tailsample.service.metrics import parse_text
 
 LOOPBACK = "127.0.0.1"
 

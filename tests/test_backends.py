@@ -1,4 +1,4 @@
-"""`tailsample.backends` and the `--jaeger` options without Jaeger: what happens when the backend is down or
+"""`tailsample.incident.backends` and the `--jaeger` options without Jaeger: what happens when the backend is down or
 answers something that is not its API (real loopback servers), and the API's documented shapes (several JSON
 documents in one answer, one resourceSpans per span, 404 "No traces found")."""
 
@@ -15,9 +15,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from sdk_traffic import encode, make_traffic
 from service_harness import LOOPBACK, free_port
-from tailsample.backends import BackendError, JaegerClient, pull
 from tailsample.cli import main
-from tailsample.fileformat import json_to_proto, proto_to_json
+from tailsample.collector.fileformat import json_to_proto, proto_to_json
+from tailsample.incident.backends import BackendError, JaegerClient, pull
 
 Answer = tuple[int, str, bytes]  # status, content type, body
 
@@ -87,7 +87,7 @@ def test_a_streamed_answer_of_one_span_per_resource_is_put_back_together(capsys)
         client = JaegerClient(url)
         pulled = pull(client, services=["cart"], lookback=600, limit=50, now=1_700_000_000.0)
         assert len(pulled.traces) == 4 and not pulled.limited
-        from tailsample.tree import build_traces
+        from tailsample.incident.tree import build_traces
 
         trees = build_traces(pulled.payloads())
         assert sorted(t.span_count for t in trees.values()) == [2, 2, 4, 4]
@@ -206,7 +206,7 @@ def test_tempo_search_and_trace_by_id_give_the_same_audit_as_a_file(capsys, tmp_
     Guarantees: `gaps --tempo` finds the 6 traces (IDs padded back to 32 digits, each once though found by
     several services) and reports what `gaps FILE` reports on the same spans; `show --tempo --trace-id` and
     `explain --tempo` read one trace; an unknown ID is "not in Tempo"; the search asks for the window and limit."""
-    from tailsample.fileformat import PayloadWriter
+    from tailsample.collector.fileformat import PayloadWriter
 
     answer, frontend, payments, asked = tempo_answers(protobuf)
     with http_server(answer) as (url, _):

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from otlp_builders import make_request, make_span, service, span_id, trace_id
 from tailsample import Config, Engine
-from tailsample.bench import run_bench, seed_config, write_json
+from tailsample.traffic.bench import run_bench, seed_config, write_json
 
 
 def test_decision_lag_lands_in_its_bucket(rng):

@@ -17,8 +17,8 @@ import yaml
 
 from otlp_builders import STATUS_ERROR, make_request, make_span, service, span_id, trace_id
 from service_harness import ServiceThread, service_config, serving, sink, wait_for
+from tailsample.collector.settings import ServiceConfig
 from tailsample.errors import ConfigError
-from tailsample.service.config import ServiceConfig
 from tailsample.service.debug import TokenBucket
 
 PATHS = ["/debug/traces/" + "ab" * 16, "/debug/gaps", "/debug/attributes", "/debug/kept", "/debug/kept/" + "ab" * 16]

@@ -36,7 +36,7 @@ tail_sampling:
 
 
 def _run(**kwargs):
-    from tailsample.demo import run_demo
+    from tailsample.traffic.demo import run_demo
 
     out = io.StringIO()
     from rich.console import Console
@@ -160,7 +160,7 @@ def test_the_check_catches_traces_decided_before_they_are_complete():
 
 
 def test_invalid_duration_is_rejected():
-    from tailsample.demo import run_demo
+    from tailsample.traffic.demo import run_demo
 
     with pytest.raises(ValueError):
         run_demo(seconds=0)

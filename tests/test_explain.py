@@ -17,7 +17,7 @@ import pytest
 from otlp_builders import STATUS_ERROR, make_request, make_span, service, span_id, trace_id
 from service_harness import get_json, service_config, serving, sink, wait_for
 from tailsample import Config, Engine
-from tailsample.explain import describe
+from tailsample.incident.explain import describe
 
 ERRORS = {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
 SLOW = {"name": "slow", "type": "latency", "latency": {"threshold_ms": 1000}}

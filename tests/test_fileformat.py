@@ -22,9 +22,8 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from tailsample import fileformat
-from tailsample.errors import DecodeError
-from tailsample.fileformat import (
+from tailsample.collector import fileformat
+from tailsample.collector.fileformat import (
     PayloadReader,
     PayloadWriter,
     detect_format,
@@ -32,6 +31,7 @@ from tailsample.fileformat import (
     proto_to_json,
     read_payloads,
 )
+from tailsample.errors import DecodeError
 
 TRACE_A = bytes.fromhex("5b8efff798038103d269b633813fc60c")
 TRACE_B = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")

@@ -20,9 +20,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from otlp_builders import STATUS_ERROR, make_request, make_span, service, span_id, trace_id
 from service_harness import service_config, serving, sink, wait_for
 from tailsample import Config, Engine
+from tailsample.collector.fileformat import PayloadWriter
 from tailsample.errors import ConfigError
-from tailsample.fileformat import PayloadWriter
-from tailsample.gaps import merge_reports, render_text
+from tailsample.incident.gaps import merge_reports, render_text
 
 SERVER, CLIENT = Span.SpanKind.SPAN_KIND_SERVER, Span.SpanKind.SPAN_KIND_CLIENT
 PRODUCER, CONSUMER = Span.SpanKind.SPAN_KIND_PRODUCER, Span.SpanKind.SPAN_KIND_CONSUMER
@@ -94,7 +94,7 @@ def test_missing_server_span_is_exactly_one_gap_for_the_right_pair(rng) -> None:
     stats = e.stats()
     assert stats["propagation_gaps"] == 1 and stats["propagation_traces_audited"] == 21
     assert e.explain(bad.hex())["propagation"] == {"gaps": 1, "orphan_spans": 0}
-    from tailsample.explain import describe
+    from tailsample.incident.explain import describe
     assert any(line.startswith("  propagation: 1 calls whose callee never joined the trace, 0 spans whose parent")
                for line in describe(e.explain(bad.hex())))
     assert not any("propagation" in line for line in describe(e.explain(good.hex())))

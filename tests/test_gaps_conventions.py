@@ -17,7 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from otlp_builders import MS, STATUS_ERROR, T0, make_request, make_span, span_id, trace_id
 from tailsample import Config, Engine
-from tailsample.gaps import audit_payloads, merge_reports, render_text
+from tailsample.incident.gaps import audit_payloads, merge_reports, render_text
 from tailsample.service.pipeline import gap_samples
 
 SERVER, CLIENT = Span.SpanKind.SPAN_KIND_SERVER, Span.SpanKind.SPAN_KIND_CLIENT

@@ -11,8 +11,8 @@ from itertools import combinations
 
 import pytest
 
-from tailsample import graph
-from tailsample.graph import to_dot, to_svg, write_graph
+from tailsample.incident import graph
+from tailsample.incident.graph import to_dot, to_svg, write_graph
 
 NS = "{http://www.w3.org/2000/svg}"
 WEIRD = 'we"ird\\svc: ünï'  # a quote, a backslash, a colon and non-ASCII

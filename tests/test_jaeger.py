@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from jaeger_fixture import Jaeger, jaeger  # noqa: F401 - the fixture
 from sdk_traffic import SERVICES, Traffic, encode, make_traffic
 from tailsample.cli import main
-from tailsample.fileformat import PayloadWriter
+from tailsample.collector.fileformat import PayloadWriter
 
 pytestmark = pytest.mark.jaeger
 

@@ -12,8 +12,8 @@ import pytest
 import kafka_fixtures
 from otlp_builders import STATUS_ERROR, make_request, make_span, service, span_id, spans_out, trace_id
 from service_harness import service_config, serving, wait_for
+from tailsample.collector.settings import ServiceConfig
 from tailsample.errors import ConfigError
-from tailsample.service.config import ServiceConfig
 
 kafka_broker = kafka_fixtures.kafka_broker
 ck = pytest.importorskip("confluent_kafka", reason="confluent-kafka is not installed (pip install -e '.[test]')")
@@ -122,7 +122,7 @@ def test_kafka_exporter_config_errors(exporter: dict[str, Any], message: str) ->
 
 
 def test_kafka_client_settings_map_onto_librdkafka() -> None:
-    from tailsample.kafka import client_config
+    from tailsample.collector.kafka import client_config
 
     cfg = ServiceConfig.from_dict(service_config(exporters={"kafka": {
         "brokers": ["127.0.0.1:9093", "127.0.0.1:9094"], "client_id": "ts",
@@ -140,7 +140,7 @@ def test_replay_loads_recorded_traffic_into_a_topic(kafka_broker, rng, tmp_path,
     with 3 of 6 traces. Guarantees: one message per trace per payload (12), keyed by ID, every span of the file
     exactly once, and all messages of a trace in one partition."""
     from tailsample.cli import main
-    from tailsample.fileformat import PayloadWriter
+    from tailsample.collector.fileformat import PayloadWriter
 
     tids = [trace_id(rng) for _ in range(6)]
     payloads = [make_request(service(f"svc-{i}"), [make_span(t, span_id(rng)) for t in tids[i:i + 3]])

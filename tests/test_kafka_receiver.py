@@ -12,8 +12,8 @@ import pytest
 import kafka_fixtures
 from otlp_builders import STATUS_ERROR, make_request, make_span, service, span_id, trace_id
 from service_harness import service_config, serving, sink, wait_for
+from tailsample.collector.settings import ServiceConfig
 from tailsample.errors import ConfigError
-from tailsample.service.config import ServiceConfig
 
 kafka_broker = kafka_fixtures.kafka_broker
 ck = pytest.importorskip("confluent_kafka", reason="confluent-kafka is not installed (pip install -e '.[test]')")

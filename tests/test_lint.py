@@ -1,4 +1,4 @@
-"""Policy lint against traffic (`tailsample.lint`, `tailsample check-config --traffic/--url`, explain's near
+"""Policy lint against traffic (`tailsample.incident.lint`, `tailsample check-config --traffic/--url`, explain's near
 misses), on spans shaped as the OpenTelemetry Python instrumentation sends them (see
 `docs/real-instrumentation.md`): the captured header as `http.request.header.x_force_trace` = ["true"]."""
 
@@ -17,8 +17,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from otlp_builders import make_request, make_span, span_id, trace_id
 from service_harness import service_config, serving, wait_for
 from tailsample import Config
-from tailsample.fileformat import PayloadWriter
-from tailsample.lint import AttributeInventory, header_aliases, keys_read, lint, near_misses, render_text
+from tailsample.collector.fileformat import PayloadWriter
+from tailsample.incident.lint import AttributeInventory, header_aliases, keys_read, lint, near_misses, render_text
 
 SERVER = Span.SpanKind.SPAN_KIND_SERVER
 CLIENT = Span.SpanKind.SPAN_KIND_CLIENT

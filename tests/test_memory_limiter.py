@@ -21,11 +21,11 @@ import tailsample
 from otlp_builders import STATUS_ERROR, STATUS_UNSET, make_request, make_span, service, span_id, trace_id
 from service_harness import ServeSubprocess, free_port, wait_for
 from tailsample import _native
+from tailsample.collector.metrics import Registry, parse_text
+from tailsample.collector.settings import MemoryLimiterProcessor
 from tailsample.errors import BackpressureError
 from tailsample.service import memory
-from tailsample.service.config import MemoryLimiterProcessor
 from tailsample.service.memory import MemoryLimiter, MemoryReading, purge_memory, read_memory
-from tailsample.service.metrics import Registry, parse_text
 
 MiB = 1 << 20
 

@@ -22,8 +22,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from otlp_builders import enc_fixed64, enc_len, enc_uint, new_engine, span_id, spans_out, trace_id
 from service_harness import get_json, service_config, serving, serving_process, sink, wait_for
-from tailsample.fileformat import json_to_proto, proto_to_json
-from tailsample.otlp_status import decode_partial_success
+from tailsample.collector.fileformat import json_to_proto, proto_to_json
+from tailsample.collector.otlp_status import decode_partial_success
 
 MAX_LEVELS = 64
 RUNTIME_LIMIT = 100

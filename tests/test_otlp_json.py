@@ -33,7 +33,8 @@ from otlp_builders import (
     span_id,
     trace_id,
 )
-from tailsample import _native, fileformat
+from tailsample import _native
+from tailsample.collector import fileformat
 from tailsample.errors import DecodeError
 
 NEAR_2_63 = 2**63 - 1
@@ -194,7 +195,7 @@ def test_legacy_instrumentation_library_spans() -> None:
 
 
 def test_synthetic_traffic() -> None:
-    from tailsample.synth import TrafficGenerator
+    from tailsample.traffic.synth import TrafficGenerator
 
     gen = TrafficGenerator(seed=3, spans_per_second=2_000, spans_per_payload=200)
     n = 0

@@ -16,9 +16,9 @@ import pytest
 from realworld import checks, emitted
 from realworld.harness import CAPTURED_HEADER_KEYS, FIXTURES, attr_keys, read_recording, spans_by_trace
 from tailsample import Config, Engine
+from tailsample.collector.fileformat import read_payloads
 from tailsample.engine import split_by_trace
-from tailsample.fileformat import read_payloads
-from tailsample.gaps import audit_payloads
+from tailsample.incident.gaps import audit_payloads
 
 SIDECARS = sorted(FIXTURES.glob("*.truth.json"))
 

@@ -12,7 +12,7 @@ from typing import Any
 from otlp_builders import STATUS_ERROR, make_request, make_span, service, span_id, spans_out, trace_id
 from service_harness import get_json, service_config, serving, sink, wait_for
 from tailsample import Config, Engine
-from tailsample.tree import build_traces, render_text
+from tailsample.incident.tree import build_traces, render_text
 
 ERRORS = {"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}
 

@@ -34,9 +34,9 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from rich.console import Console  # noqa: E402
 
 import tailsample  # noqa: E402
+from tailsample.collector.fileformat import PayloadWriter, detect_format, read_payloads  # noqa: E402
 from tailsample.errors import DecodeError  # noqa: E402
-from tailsample.fileformat import PayloadWriter, detect_format, read_payloads  # noqa: E402
-from tailsample.replay import ReplayReport, replay  # noqa: E402
+from tailsample.traffic.replay import ReplayReport, replay  # noqa: E402
 
 FORCE_KEY = "http.request.header.x-force-trace"
 T0 = 1_700_000_000 * 10**9

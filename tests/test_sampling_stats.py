@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from otlp_builders import enc_len, enc_uint, raw_resource_spans, raw_scope_spans, raw_span
 from tailsample import Config, Engine
-from tailsample.synth import TrafficGenerator
+from tailsample.traffic.synth import TrafficGenerator
 
 TWO56 = 1 << 56
 NS = 1_000_000_000

@@ -242,7 +242,7 @@ def test_accept_out_of_descriptors_logged_once_per_interval(tmp_path: Path) -> N
     script.write_text(textwrap.dedent("""
         import asyncio, logging, resource, sys
         from tailsample.receivers.connections import ListenerMetrics, install_accept_error_handler
-        from tailsample.service.metrics import Registry, parse_text
+        from tailsample.collector.metrics import Registry, parse_text
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
         resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
         async def main():

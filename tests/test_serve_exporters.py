@@ -12,9 +12,9 @@ import pytest
 
 from otlp_builders import STATUS_ERROR, make_request, make_span, service, span_id, trace_id
 from service_harness import service_config, serving, sink, wait_for
+from tailsample.collector.fileformat import read_payloads
+from tailsample.collector.settings import RetrySettings
 from tailsample.exporters.base import Backoff
-from tailsample.fileformat import read_payloads
-from tailsample.service.config import RetrySettings
 
 FAST_RETRY = {"initial_interval": "20ms", "max_interval": "100ms", "max_elapsed_time": "20s"}
 
@@ -194,7 +194,7 @@ def test_backoff_follows_the_collector():
 
 def test_gzip_is_used_for_http_bodies(backend, rng, monkeypatch):
     seen = []
-    import tailsample.exporters.otlp_http as mod
+    import tailsample.exporters.otlp_http_exporter as mod
 
     real = mod._gzip
     monkeypatch.setattr(mod, "_gzip", lambda data: seen.append(len(data)) or real(data))

@@ -8,7 +8,7 @@ import pytest
 
 from otlp_builders import STATUS_ERROR, make_request, make_span, service, span_id, trace_id
 from service_harness import make_certs, service_config, serving, sink, wait_for
-from tailsample.otlp_status import decode_status
+from tailsample.collector.otlp_status import decode_status
 
 METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 

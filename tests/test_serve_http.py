@@ -14,7 +14,7 @@ import pytest
 
 from otlp_builders import STATUS_ERROR, make_request, make_span, service, span_id, trace_id
 from service_harness import service_config, serving, sink, wait_for
-from tailsample.otlp_status import decode_status
+from tailsample.collector.otlp_status import decode_status
 
 PROTO = {"Content-Type": "application/x-protobuf"}
 
@@ -68,7 +68,7 @@ def test_protobuf_json_and_gzip_bodies_are_accepted_and_errors_kept(served, back
     assert headers["Content-Type"].startswith("application/x-protobuf")
     status, _, body = post(served.url(), gzip.compress(p2), {**PROTO, "Content-Encoding": "gzip"})
     assert status == 200
-    from tailsample.fileformat import proto_to_json
+    from tailsample.collector.fileformat import proto_to_json
 
     status, headers, body = post(served.url(), proto_to_json(p3).encode(), {"Content-Type": "application/json"})
     assert (status, json.loads(body)) == (200, {})
@@ -214,7 +214,7 @@ def test_red_metrics_count_every_span_before_sampling_on_the_prometheus_endpoint
     """Scenario: `tailsample.red_metrics` on, 3 error traces and 5 boring ones sent, only errors kept.
     Guarantees: the metrics endpoint counts all 11 spans under the spanmetrics connector's names and labels,
     errors included, with a duration histogram whose count equals the calls; the kept spans are the 6 of errors."""
-    from tailsample.service.metrics import parse_text
+    from tailsample.collector.metrics import parse_text
 
     cfg = service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}},
                          tail_sampling={"tailsample": {"red_metrics": {"max_series": 10}}})

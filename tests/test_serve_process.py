@@ -22,7 +22,7 @@ from opentelemetry.trace import Status, StatusCode
 
 from otlp_builders import spans_out
 from service_harness import ServeSubprocess, free_port, make_certs, wait_for
-from tailsample.fileformat import read_payloads
+from tailsample.collector.fileformat import read_payloads
 
 
 class ServeProcess(ServeSubprocess):

@@ -16,12 +16,12 @@ import pytest
 import yaml
 
 from tailsample import Config, ConfigError
-from tailsample.service import (
+from tailsample.collector.settings import (
     BatchProcessor,
     BearerTokenAuthExtension,
     ClientTLS,
-    DebugExporter,
-    FileExporter,
+    DebugExporterSettings,
+    FileExporterSettings,
     FileStorageExtension,
     GrpcServer,
     HealthCheckExtension,
@@ -29,7 +29,7 @@ from tailsample.service import (
     HttpServer,
     MemoryLimiterProcessor,
     MetricsTelemetry,
-    OtlpExporter,
+    OtlpExporterSettings,
     QueueSettings,
     RetrySettings,
     ServerTLS,
@@ -206,7 +206,7 @@ def test_full_config_loads_with_its_values(tmp_path: Path) -> None:
     assert cfg.processors["memory_limiter"] == MemoryLimiterProcessor("memory_limiter", 1.0, 4000, 800, 0, 0)
 
     otlp = cfg.exporters["otlp"]
-    assert isinstance(otlp, OtlpExporter)
+    assert isinstance(otlp, OtlpExporterSettings)
     assert otlp.protocol == "grpc"
     assert otlp.endpoint == "backend.example.com:4317"
     assert dict(otlp.headers) == {"x-api-key": "k-123"}
@@ -217,12 +217,12 @@ def test_full_config_loads_with_its_values(tmp_path: Path) -> None:
     assert otlp.sending_queue == QueueSettings(True, 10, 5000, "file_storage/queue")
 
     archive = cfg.exporters["otlphttp/archive"]
-    assert isinstance(archive, OtlpExporter)
+    assert isinstance(archive, OtlpExporterSettings)
     assert archive.protocol == "http"
     assert archive.compression == "none"
     assert archive.retry_on_failure == RetrySettings(enabled=False, max_elapsed_time=600.0)
-    assert cfg.exporters["file"] == FileExporter("file", "/var/log/kept.jsonl", "json")
-    assert cfg.exporters["debug"] == DebugExporter("debug", "detailed")
+    assert cfg.exporters["file"] == FileExporterSettings("file", "/var/log/kept.jsonl", "json")
+    assert cfg.exporters["debug"] == DebugExporterSettings("debug", "detailed")
 
     assert cfg.extensions["health_check"] == HealthCheckExtension("health_check", HostPort("0.0.0.0", 13133))
     assert cfg.extensions["bearertokenauth/ingest"] == BearerTokenAuthExtension(
@@ -266,7 +266,7 @@ def test_every_default() -> None:
     rec = cfg.receivers["otlp"]
     assert rec.grpc == GrpcServer(HostPort("127.0.0.1", 4317), max_recv_msg_size_mib=4, tls=None, auth=None)
     assert rec.http == HttpServer(HostPort("127.0.0.1", 4318), max_request_body_size=20 * 1024 * 1024)
-    assert cfg.exporters["debug"] == DebugExporter("debug", "basic")
+    assert cfg.exporters["debug"] == DebugExporterSettings("debug", "basic")
     assert cfg.metrics == MetricsTelemetry("normal", (HostPort("127.0.0.1", 8888),))
     assert cfg.service_extensions == ()
     assert dict(cfg.extensions) == {}
@@ -280,15 +280,15 @@ def test_every_default() -> None:
     assert cfg.processors["batch"] == BatchProcessor("batch", timeout=0.2, send_batch_size=8192, send_batch_max_size=0)
     assert cfg.processors["memory_limiter"] == MemoryLimiterProcessor("memory_limiter", 1.0, 0, 0, 80, 0)
     otlp = cfg.exporters["otlp"]
-    assert isinstance(otlp, OtlpExporter)
+    assert isinstance(otlp, OtlpExporterSettings)
     assert (otlp.protocol, dict(otlp.headers), otlp.compression, otlp.timeout) == ("grpc", {}, "gzip", 5.0)
     assert otlp.tls == ClientTLS(insecure=False, ca_file=None, cert_file=None, key_file=None)
     assert otlp.retry_on_failure == RetrySettings(enabled=True, initial_interval=5.0, randomization_factor=0.5,
                                                   multiplier=1.5, max_interval=30.0, max_elapsed_time=300.0)
     assert otlp.sending_queue == QueueSettings(enabled=True, num_consumers=10, queue_size=1000, storage=None)
     http = cfg.exporters["otlp_http"]
-    assert isinstance(http, OtlpExporter) and http.protocol == "http" and http.timeout == 5.0
-    assert cfg.exporters["file"] == FileExporter("file", "out.jsonl", "json")
+    assert isinstance(http, OtlpExporterSettings) and http.protocol == "http" and http.timeout == 5.0
+    assert cfg.exporters["file"] == FileExporterSettings("file", "out.jsonl", "json")
     assert cfg.extensions["health_check"] == HealthCheckExtension("health_check", HostPort("127.0.0.1", 13133))
 
 
@@ -324,7 +324,7 @@ def test_named_components_and_pipelines() -> None:
     ts = cfg.processors["tail_sampling/slow"]
     assert isinstance(ts, TailSamplingProcessor) and ts.config.policy_names == ["slow"]
     exp = cfg.exporters["otlp_grpc/b"]
-    assert isinstance(exp, OtlpExporter) and exp.tls.insecure
+    assert isinstance(exp, OtlpExporterSettings) and exp.tls.insecure
     assert cfg.metrics == MetricsTelemetry("basic", (HostPort("0.0.0.0", 9999),))
 
 
@@ -346,7 +346,7 @@ def test_env_substitution_in_strings(written: str, env: dict[str, str], expected
     data = minimal()
     data["exporters"]["otlp"] = {"endpoint": "b:4317", "headers": {"h": written}}
     exp = ServiceConfig.from_dict(data, env=env).exporters["otlp"]
-    assert isinstance(exp, OtlpExporter) and exp.headers["h"] == expected
+    assert isinstance(exp, OtlpExporterSettings) and exp.headers["h"] == expected
 
 
 def test_a_whole_value_reference_takes_its_yaml_type() -> None:
@@ -357,7 +357,7 @@ def test_a_whole_value_reference_takes_its_yaml_type() -> None:
     cfg = ServiceConfig.from_dict(data, env={"N": "512", "ON": "false"})
     assert cfg.processors["batch"] == BatchProcessor("batch", send_batch_size=512)
     exp = cfg.exporters["otlp"]
-    assert isinstance(exp, OtlpExporter) and exp.retry_on_failure.enabled is False
+    assert isinstance(exp, OtlpExporterSettings) and exp.retry_on_failure.enabled is False
 
 
 def test_env_substitution_reaches_the_tail_sampling_block() -> None:
@@ -707,7 +707,7 @@ def test_connection_limits_parse_with_the_collector_key_names() -> None:
 def test_otlphttp_traces_endpoint_replaces_endpoint() -> None:
     cfg = _set("exporters.otlphttp", {"traces_endpoint": "https://example.test/custom"})
     exp = ServiceConfig.from_dict(cfg).exporters["otlphttp"]
-    assert isinstance(exp, OtlpExporter) and exp.traces_endpoint == "https://example.test/custom"
+    assert isinstance(exp, OtlpExporterSettings) and exp.traces_endpoint == "https://example.test/custom"
 
 
 def test_the_bundled_serve_config_loads_and_binds_loopback() -> None:

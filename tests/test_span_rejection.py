@@ -33,11 +33,11 @@ from otlp_builders import (
     trace_id,
 )
 from service_harness import service_config, serving, sink, wait_for
+from tailsample.collector.fileformat import proto_to_json
+from tailsample.collector.otlp_status import decode_partial_success
 from tailsample.engine import REJECT_REASONS
 from tailsample.errors import DecodeError
-from tailsample.fileformat import proto_to_json
-from tailsample.otlp_status import decode_partial_success
-from tailsample.tree import build_traces
+from tailsample.incident.tree import build_traces
 
 ERROR_STATUS = enc_len(15, enc_uint(3, 2))
 

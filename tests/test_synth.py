@@ -1,6 +1,6 @@
 """The synthetic traffic generator: valid OTLP, real trace trees, the configured shares, and its own truth.
 
-Runs without the native module: `tailsample.synth` is pure Python + numpy, loaded from its file when the
+Runs without the native module: `tailsample.traffic.synth` is pure Python + numpy, loaded from its file when the
 package itself cannot be imported yet.
 """
 
@@ -21,10 +21,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 def _load_synth() -> ModuleType:
     try:
-        from tailsample import synth
+        from tailsample.traffic import synth
         return synth
     except ImportError:  # the native module is not built: load the pure-Python file on its own
-        path = Path(__file__).resolve().parents[1] / "python" / "tailsample" / "synth.py"
+        path = Path(__file__).resolve().parents[1] / "python" / "tailsample" / "traffic" / "synth.py"
         spec = importlib.util.spec_from_file_location("tailsample_synth_standalone", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)

@@ -24,10 +24,10 @@ from opentelemetry.trace import Status, StatusCode
 
 from otlp_builders import STATUS_ERROR, make_request, make_span
 from service_harness import ServeSubprocess, free_port, service_config, serving, sink, wait_for
+from tailsample.collector.settings import ServiceConfig
 from tailsample.config import Config
 from tailsample.engine import Engine
 from tailsample.errors import BackpressureError, ConfigError
-from tailsample.service.config import ServiceConfig
 from tailsample.storage import FileStorage
 
 ERRORS = [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]

@@ -1,4 +1,4 @@
-"""`tailsample.throttle`: repeated events logged at most once per interval, with their count."""
+"""`tailsample.collector.throttle`: repeated events logged at most once per interval, with their count."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from tailsample.throttle import EveryInterval
+from tailsample.collector.throttle import EveryInterval
 
 
 def test_every_interval_logs_once_per_period_with_the_count(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,4 +1,4 @@
-"""`tailsample show`: kept traces rendered as trees (tailsample.tree and the CLI subcommand)."""
+"""`tailsample show`: kept traces rendered as trees (tailsample.incident.tree and the CLI subcommand)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from otlp_builders import (
     service,
 )
 from tailsample.cli import main
+from tailsample.collector.fileformat import PayloadWriter, read_payloads
 from tailsample.errors import DecodeError
-from tailsample.fileformat import PayloadWriter, read_payloads
-from tailsample.tree import build_traces, format_duration, render_text, to_json
+from tailsample.incident.tree import build_traces, format_duration, render_text, to_json
 
 AGENT = bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736")
 OTHER = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")

@@ -214,7 +214,7 @@ def ottl_expressions(config_texts: list[str]) -> set[str]:
 
 def synthetic_payloads() -> Iterator[bytes]:
     sys.path.insert(0, str(REPO / "python"))
-    from tailsample.synth import TrafficGenerator
+    from tailsample.traffic.synth import TrafficGenerator
 
     shapes = [
         dict(seed=1, spans_per_payload=1, max_spans_per_trace=3),

@@ -30,8 +30,8 @@ def _check_config(args: argparse.Namespace) -> int:
 
     data, _ = parse_yaml(read_config_text(args.file), args.file)
     if isinstance(data, dict) and "service" in data:  # a whole collector config: what `serve` would run
-        from tailsample.service.config import ServiceConfig
-        from tailsample.tls import check_config_files
+        from tailsample.collector.settings import ServiceConfig
+        from tailsample.collector.tls import check_config_files
 
         service = ServiceConfig.from_file(args.file)
         problems = check_config_files(service)
@@ -60,15 +60,15 @@ def _lint_policies(args: argparse.Namespace, cfg: Config) -> int:
     import io
     import json
 
-    from tailsample.lint import AttributeInventory, lint, render_text, strict_matching
+    from tailsample.incident.lint import AttributeInventory, lint, render_text, strict_matching
 
     if bool(args.traffic) == bool(args.url):
         print("tailsample check-config: give --traffic FILE…, or --url of a running service (not both)",
               file=sys.stderr)
         return 2
     if args.traffic:
-        from tailsample.fileformat import read_payloads
-        from tailsample.replay import replay
+        from tailsample.collector.fileformat import read_payloads
+        from tailsample.traffic.replay import replay
 
         inventory = AttributeInventory()
         for f in args.traffic:
@@ -109,7 +109,7 @@ def _lint_policies(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from tailsample.replay import replay
+    from tailsample.traffic.replay import replay
 
     if args.to_kafka:
         return _replay_to_kafka(args)
@@ -122,9 +122,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _replay_to_kafka(args: argparse.Namespace) -> int:
     """Recorded traffic into a Kafka topic, unsampled, as the collector's Kafka exporter writes it."""
-    from tailsample.fileformat import read_payloads
-    from tailsample.kafka import client_config, confluent_kafka, produce_all
-    from tailsample.service.config import KafkaClient
+    from tailsample.collector.fileformat import read_payloads
+    from tailsample.collector.kafka import client_config, confluent_kafka, produce_all
+    from tailsample.collector.settings import KafkaClient
 
     conf = client_config(KafkaClient(brokers=tuple(b.strip() for b in args.to_kafka.split(",") if b.strip()),
                                      client_id="tailsample-replay"))
@@ -137,7 +137,7 @@ def _replay_to_kafka(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from tailsample.demo import run_demo
+    from tailsample.traffic.demo import run_demo
 
     cfg = _load(args.config, args.name) if args.config else None
     report = run_demo(seconds=args.seconds, rate=args.rate, seed=args.seed, config=cfg)
@@ -148,8 +148,8 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
+    from tailsample.collector.settings import ServiceConfig, parse_duration
     from tailsample.service.app import Service
-    from tailsample.service.config import ServiceConfig, parse_duration
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -174,8 +174,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from tailsample.bench import run_bench, seed_config, write_json
-    from tailsample.service.config import parse_duration
+    from tailsample.collector.settings import parse_duration
+    from tailsample.traffic.bench import run_bench, seed_config, write_json
 
     if args.config:
         config = _load(args.config, args.name)
@@ -267,7 +267,7 @@ def _get_json(url: str, args: argparse.Namespace, service: str) -> Any:
 
 
 def _lookback_arg(text: str) -> float:
-    from tailsample.service.config import parse_duration
+    from tailsample.collector.settings import parse_duration
 
     try:
         seconds = parse_duration(text)
@@ -291,7 +291,7 @@ def _bytes_arg(text: str) -> int:
 
 
 def _backend_args(p: argparse.ArgumentParser, *, limit: bool) -> None:
-    from tailsample.backends import DEFAULT_LIMIT
+    from tailsample.incident.backends import DEFAULT_LIMIT
 
     p.add_argument("--jaeger", metavar="URL", help="read stored traces from Jaeger's query service (v2, HTTP API "
                    "v3), e.g. http://127.0.0.1:16686")
@@ -314,7 +314,7 @@ def _store_url(args: argparse.Namespace) -> str | None:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from tailsample.backends import JaegerClient, TempoClient
+    from tailsample.incident.backends import JaegerClient, TempoClient
 
     if args.jaeger:
         return JaegerClient(args.jaeger, timeout=args.timeout, max_bytes=args.max_bytes)
@@ -324,7 +324,7 @@ def _store(args: argparse.Namespace) -> Any:
 def _pull_store(args: argparse.Namespace, limit: int) -> Any:
     """The stored traces `--jaeger/--tempo --service --lookback` select, at most `limit`; a note on stderr if
     the limit stopped the pull."""
-    from tailsample.backends import pull
+    from tailsample.incident.backends import pull
 
     client = _store(args)
     pulled = pull(client, services=args.service, lookback=args.lookback, limit=limit)
@@ -348,9 +348,9 @@ def _show(args: argparse.Namespace) -> int:
     import os
     import shutil
 
-    from tailsample.backends import BackendError
-    from tailsample.fileformat import json_to_proto, read_payloads
-    from tailsample.tree import build_traces, rank_traces, render_list, render_text, summary_json, to_json
+    from tailsample.collector.fileformat import json_to_proto, read_payloads
+    from tailsample.incident.backends import BackendError
+    from tailsample.incident.tree import build_traces, rank_traces, render_list, render_text, summary_json, to_json
 
     if (code := _sources_error(args, "show", exactly_one=True)) is not None:
         return code
@@ -437,7 +437,7 @@ def _seconds_text(seconds: float) -> str:
 def _stored_answer(args: argparse.Namespace) -> dict[str, Any]:
     """What the store holds of the trace: found or not, spans, services, errors, calls whose callee never
     joined."""
-    from tailsample.tree import build_traces, summary_json
+    from tailsample.incident.tree import build_traces, summary_json
 
     client = _store(args)
     payload = client.trace(args.trace_id)
@@ -477,8 +477,8 @@ def _describe_stored(answer: dict[str, Any]) -> list[str]:
 def _explain(args: argparse.Namespace) -> int:
     import json
 
-    from tailsample.backends import BackendError
-    from tailsample.explain import describe
+    from tailsample.incident.backends import BackendError
+    from tailsample.incident.explain import describe
 
     if args.jaeger and args.tempo:
         print("tailsample explain: give --jaeger or --tempo (not both)", file=sys.stderr)
@@ -514,9 +514,10 @@ def _explain(args: argparse.Namespace) -> int:
 def _gaps(args: argparse.Namespace) -> int:
     import json
 
-    from tailsample.backends import BackendError
-    from tailsample.fileformat import read_payloads
-    from tailsample.gaps import GapReport, audit_payloads, merge_reports, render_text
+    from tailsample.collector.fileformat import read_payloads
+    from tailsample.engine import GapReport
+    from tailsample.incident.backends import BackendError
+    from tailsample.incident.gaps import audit_payloads, merge_reports, render_text
 
     report: GapReport
     if (code := _sources_error(args, "gaps", exactly_one=False)) is not None:
@@ -561,7 +562,7 @@ def _gaps(args: argparse.Namespace) -> int:
         report = merge_reports(reports)
         source = url
     if args.graph:
-        from tailsample.graph import write_graph
+        from tailsample.incident.graph import write_graph
 
         fmt = write_graph(report, args.graph, title=f"tailsample service graph: {source}")
         print(f"service graph ({fmt}) written to {args.graph}", file=sys.stderr)

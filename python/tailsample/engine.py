@@ -9,12 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from tailsample import _native
 from tailsample.config import Config
 from tailsample.errors import ConfigError, TailsampleError
-from tailsample.gaps import GapReport
 from tailsample.storage import FileStorage
 
 
@@ -66,6 +65,65 @@ class RedMetrics:
     bounds: tuple[float, ...]
     """Upper bounds of the duration buckets, in seconds (inclusive, as Prometheus `le`)."""
     series: tuple[RedSeries, ...]
+
+
+# The propagation-gap report (`Engine.gaps()`; `tailsample.incident.gaps` merges, audits files and prints it).
+class GapPair(TypedDict):
+    """Calls from one service to one destination, as the calling spans name it."""
+
+    source: str
+    destination: str
+    """The service behind the addresses called when it is known, else as the calling spans name it."""
+    addresses: list[str]
+    """The addresses (`host:port`) the calls named, when they named addresses."""
+    callee: str | None
+    """`service.name` of a SERVER/CONSUMER span seen answering this pair, if any."""
+    destination_traced: bool
+    """The destination is a traced service (seen as a `service.name`, or answering a call): its gaps are context
+    dropped on the way. Otherwise it may be an external API or an uninstrumented service."""
+    calls: int
+    gaps: int
+    """Calls with no SERVER/CONSUMER child in their trace."""
+    gap_traces: int
+    examples: list[str]
+    """Trace IDs with a gap for this pair: kept ones first, then most recent first."""
+    kept_examples: list[str]
+    """Those of `examples` that were kept (a backend has them)."""
+    overflow: bool
+    """The calls of every pair past `max_pairs` (source and destination empty)."""
+    unnamed: bool
+    """Calls that named no destination and that nobody answered (destination `(unnamed)`)."""
+
+
+class BrokenService(TypedDict):
+    """Spans of one service whose parent never arrived."""
+
+    service: str
+    traces: int
+    orphan_spans: int
+    examples: list[str]
+    kept_examples: list[str]
+
+
+class GapReport(TypedDict):
+    traces_audited: int
+    traces_with_gaps: int
+    traces_broken: int
+    calls: int
+    gaps: int
+    orphan_spans: int
+    overflow_calls: int
+    unnamed_calls: int
+    """Calls carrying no usable destination attribute (those answered are named by their callee)."""
+    unnamed_gaps: int
+    """Of those, the ones nobody answered: counted under the pairs (caller → `(unnamed)`)."""
+    names_overflowed: int
+    addresses_overflowed: int
+    pairs: list[GapPair]
+    """Worst first: most gaps, then most calls; the overflow pair last."""
+    broken: list[BrokenService]
+    addresses: dict[str, str]
+    """Address (`host:port`) → the service whose SERVER/CONSUMER spans last described themselves by it."""
 
 
 class Engine:
@@ -210,7 +268,8 @@ class Engine:
     def explain(self, trace_id: str | bytes) -> dict[str, Any]:
         """What the engine knows of a trace: pending, decided (outcome, every policy's vote, times, late spans),
         only in a decision cache, or unknown. `trace_id` is 32 hex digits or 16 bytes; a malformed one raises
-        ValueError. See `tailsample.explain` for the keys, and `tailsample.explain.describe` for text."""
+        ValueError. See `tailsample.incident.explain` for the keys, and `tailsample.incident.explain.describe`
+        for text."""
         if isinstance(trace_id, (bytes, bytearray, memoryview)):
             raw = bytes(trace_id)
             if len(raw) != 16:
@@ -230,7 +289,7 @@ class Engine:
         )
 
     def gaps(self) -> GapReport | None:
-        """The propagation-gap audit of every trace decided so far (see `tailsample.gaps`); None when
+        """The propagation-gap audit of every trace decided so far (see `tailsample.incident.gaps`); None when
         `tailsample.propagation_audit` is off. Pairs come worst first; the report is JSON-safe."""
         got = self._native.gaps()
         return None if got is None else GapReport(**got)  # type: ignore[typeddict-item]

@@ -161,7 +161,7 @@ class Serve:
         return {row["trace_id"] for row in json.loads(body)["pipelines"][pipeline]}
 
     def metrics(self) -> dict[str, float]:
-        from tailsample.service.metrics import parse_text
+        from tailsample.collector.metrics import parse_text
 
         return parse_text(http_get(f"{self.metrics_url}/metrics", timeout=10)[2].decode())
 
@@ -205,7 +205,7 @@ def serve_config(tmp: Path, jaeger_otlp_grpc: str) -> tuple[dict[str, Any], dict
 
 @contextlib.contextmanager
 def serve(tmp: Path, jaeger_otlp_grpc: str) -> Iterator[Serve]:
-    from tailsample.service.config import parse_duration
+    from tailsample.collector.settings import parse_duration
 
     config, ports = serve_config(tmp, jaeger_otlp_grpc)
     path = tmp / "serve.yaml"

@@ -31,11 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tailsample import _native
+from tailsample.collector.metrics import Registry, Sample
+from tailsample.collector.settings import QueueSettings, RetrySettings
+from tailsample.collector.throttle import REPORT_INTERVAL_S, EveryInterval
 from tailsample.errors import BackpressureError, StorageError
-from tailsample.service.config import QueueSettings, RetrySettings
-from tailsample.service.metrics import Registry, Sample
 from tailsample.storage import FileStorage
-from tailsample.throttle import REPORT_INTERVAL_S, EveryInterval
 
 log = logging.getLogger("tailsample.exporter")
 

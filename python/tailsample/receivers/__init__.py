@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tailsample.receivers.auth import BearerTokenAuth
-from tailsample.receivers.otlp_grpc import OtlpGrpcReceiver
-from tailsample.receivers.otlp_http import OtlpHttpReceiver
+from tailsample.collector.auth import BearerTokenAuth
+from tailsample.receivers.otlp_grpc_receiver import OtlpGrpcReceiver
+from tailsample.receivers.otlp_http_receiver import OtlpHttpReceiver
 from tailsample.receivers.sink import ReceiverMetrics, Sink
 
 __all__ = ["BearerTokenAuth", "OtlpGrpcReceiver", "OtlpHttpReceiver", "ReceiverMetrics", "Sink"]

@@ -25,8 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
-from tailsample.service.metrics import Registry
-from tailsample.throttle import EveryInterval
+from tailsample.collector.metrics import Registry
+from tailsample.collector.throttle import EveryInterval
 
 log = logging.getLogger("tailsample.connections")
 

@@ -6,10 +6,10 @@ import asyncio
 from typing import Protocol
 
 from tailsample import _native
+from tailsample.collector.metrics import Registry
 from tailsample.engine import Ingested
-from tailsample.errors import DecodeError
+from tailsample.errors import DecodeError, TailsampleError
 from tailsample.receivers.connections import ListenerMetrics
-from tailsample.service.metrics import Registry
 
 
 class Sink(Protocol):
@@ -25,6 +25,33 @@ class Sink(Protocol):
     """
 
     def consume(self, payload: bytes) -> Ingested: ...
+
+
+class TrackedSink(Protocol):
+    """One pipeline behind a receiver that acknowledges its source only once what it took is decided and its kept
+    spans are sent (the Kafka receiver commits offsets so). Rounds are the pipeline's decision rounds, numbered
+    from 1: `round_started` is the last one begun; `round_sent_through` the last of the unbroken run, from the
+    first, whose kept spans every exporter has sent."""
+
+    def consume_batch(self, payloads: list[bytes]) -> list[tuple[int, list[bytes]] | TailsampleError]:
+        """Each payload taken whole or not at all, in order: `(spans, trace IDs)`, or the `DecodeError` of a
+        malformed one (skipped), or a `BackpressureError`, always last (the payloads after it were not tried).
+        Raises `BackpressureError` when a limit refuses the batch before anything is taken."""
+        ...
+
+    @property
+    def round_started(self) -> int: ...
+
+    @property
+    def round_sent_through(self) -> int: ...
+
+    def buffered(self, trace_ids: list[bytes]) -> list[bool]:
+        """Which of these traces are still buffered, undecided."""
+        ...
+
+    def forget(self, trace_ids: list[bytes]) -> int:
+        """Drop these buffered traces undecided (another instance rebuilds them); how many were buffered."""
+        ...
 
 
 async def consume(sink: Sink, payload: bytes) -> Ingested:
@@ -69,4 +96,4 @@ class ReceiverMetrics:
         self.aborted.add(0, receiver_id, transport)
 
 
-__all__ = ["ReceiverMetrics", "Sink", "span_count"]
+__all__ = ["ReceiverMetrics", "Sink", "TrackedSink", "span_count"]

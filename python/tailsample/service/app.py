@@ -23,10 +23,21 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tailsample.collector.fileformat import proto_to_json
+from tailsample.collector.settings import (
+    BearerTokenAuthExtension,
+    FileStorageExtension,
+    HealthCheckExtension,
+    HostPort,
+    KafkaReceiverSettings,
+    MemoryLimiterProcessor,
+    OtlpExporterSettings,
+    ServiceConfig,
+    TailSamplingProcessor,
+)
 from tailsample.errors import ConfigError
 from tailsample.exporters import Exporter, ExporterMetrics, build_exporter
-from tailsample.fileformat import proto_to_json
-from tailsample.lint import policy_near_misses, strict_matching
+from tailsample.incident.lint import policy_near_misses, strict_matching
 from tailsample.receivers import BearerTokenAuth, OtlpGrpcReceiver, OtlpHttpReceiver, ReceiverMetrics
 from tailsample.receivers.connections import (
     ENDPOINT_LIMITS_CAP,
@@ -39,25 +50,14 @@ from tailsample.receivers.connections import (
     raise_nofile_limit,
     serve,
 )
-from tailsample.service.config import (
-    BearerTokenAuthExtension,
-    FileStorageExtension,
-    HealthCheckExtension,
-    HostPort,
-    MemoryLimiterProcessor,
-    OtlpExporter,
-    ServiceConfig,
-    TailSamplingProcessor,
-)
-from tailsample.service.config import KafkaReceiver as KafkaReceiverSettings
 
 if TYPE_CHECKING:
-    from tailsample.receivers.kafka import KafkaReceiver
+    from tailsample.receivers.kafka_receiver import KafkaReceiver
+from tailsample.collector.metrics import Registry, Sample
+from tailsample.incident.tree import build_traces, summary_json
 from tailsample.service.debug import DebugGate
 from tailsample.service.memory import MemoryLimiter, resident_bytes
-from tailsample.service.metrics import Registry, Sample
 from tailsample.service.pipeline import FanoutSink, ServicePipeline
-from tailsample.tree import build_traces, summary_json
 
 log = logging.getLogger("tailsample.serve")
 
@@ -123,7 +123,7 @@ class Service:
 
     def _check_supported(self) -> None:
         for eid, exp in self.config.exporters.items():
-            if isinstance(exp, OtlpExporter) and exp.sending_queue.storage and not exp.sending_queue.enabled:
+            if isinstance(exp, OtlpExporterSettings) and exp.sending_queue.storage and not exp.sending_queue.enabled:
                 raise ConfigError(f"{self.config.source}: exporters.{eid}.sending_queue.storage needs the queue "
                                   "enabled (sending_queue.enabled: true)", path=f"exporters.{eid}.sending_queue")
 
@@ -143,7 +143,7 @@ class Service:
         for eid in used_exporters:
             settings = cfg.exporters[eid]
             self.exporters[eid] = build_exporter(settings, exporter_metrics)
-            if isinstance(settings, OtlpExporter) and settings.sending_queue.storage:
+            if isinstance(settings, OtlpExporterSettings) and settings.sending_queue.storage:
                 self.exporters[eid].use_storage(storages[settings.sending_queue.storage])
         for exporter in self.exporters.values():
             await exporter.start()
@@ -172,7 +172,7 @@ class Service:
             if not pipes:
                 continue  # defined but unused, as the collector: not started
             if isinstance(rec, KafkaReceiverSettings):
-                from tailsample.receivers.kafka import KafkaReceiver as _Kafka  # confluent-kafka: when used
+                from tailsample.receivers.kafka_receiver import KafkaReceiver as _Kafka  # confluent-kafka: when used
 
                 k = _Kafka(rid, rec, pipes, self.registry)
                 self._receivers.append(k)

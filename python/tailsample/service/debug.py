@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from tailsample.receivers.auth import BearerTokenAuth
-from tailsample.service.config import DebugEndpointsExtension
-from tailsample.service.metrics import Registry
+from tailsample.collector.auth import BearerTokenAuth
+from tailsample.collector.metrics import Registry
+from tailsample.collector.settings import DebugEndpointsExtension
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

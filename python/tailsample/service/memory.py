@@ -38,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tailsample import _native
+from tailsample.collector.metrics import Registry
+from tailsample.collector.settings import MemoryLimiterProcessor
 from tailsample.errors import BackpressureError
-from tailsample.service.config import MemoryLimiterProcessor
-from tailsample.service.metrics import Registry
 
 log = logging.getLogger("tailsample.memory_limiter")
 

@@ -33,15 +33,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
 
 from tailsample import _native
+from tailsample.collector.metrics import Registry, Sample
+from tailsample.collector.settings import BatchProcessor, Pipeline, TailSamplingProcessor
+from tailsample.collector.throttle import REPORT_INTERVAL_S, EveryInterval
 from tailsample.engine import REJECT_REASONS, Engine, Ingested
-from tailsample.errors import StorageError
+from tailsample.errors import StorageError, TailsampleError
 from tailsample.exporters.base import Batch, Exporter, Ticket
-from tailsample.lint import AttributeInventory
-from tailsample.service.config import BatchProcessor, Pipeline, TailSamplingProcessor
+from tailsample.incident.lint import AttributeInventory
 from tailsample.service.memory import MemoryLimiter
-from tailsample.service.metrics import Registry, Sample
 from tailsample.storage import FileStorage
-from tailsample.throttle import REPORT_INTERVAL_S, EveryInterval
 
 log = logging.getLogger("tailsample.pipeline")
 
@@ -280,9 +280,18 @@ class ServicePipeline:
 
     # ---- in: called by the receivers, on the event loop --------------------------------------------------------
 
-    def consume(self, payload: bytes) -> Ingested:
+    def admit(self) -> None:
+        """Raises BackpressureError while one of the pipeline's memory limiters refuses data. Every way in calls it
+        before the engine takes anything, so a refusal takes nothing."""
         for limiter in self.limiters:
             limiter.check()
+
+    def consume(self, payload: bytes) -> Ingested:
+        self.admit()
+        return self.take(payload)
+
+    def take(self, payload: bytes) -> Ingested:
+        """Into the engine, the limiters already checked (`admit`)."""
         got = self.engine.ingest_report(payload)
         self.observe(payload)
         if got.rejected_spans:
@@ -304,6 +313,31 @@ class ServicePipeline:
                 # It held a span nested past the Python runtime's 100 levels, which the engine rejected alone:
                 # the inventory (a sample) skips the payload.
                 pass
+
+    # ---- in, for a receiver that commits after decisions (Kafka): `receivers.sink.TrackedSink` ------------------
+
+    def consume_batch(self, payloads: list[bytes]) -> list[tuple[int, list[bytes]] | TailsampleError]:
+        """`Engine.ingest_batch` behind the memory limiters (a refusal raises BackpressureError, nothing taken)."""
+        self.admit()
+        out = self.engine.ingest_batch(payloads)
+        taken = next((p for p, r in zip(payloads, out, strict=False) if isinstance(r, tuple)), None)
+        if taken is not None:
+            self.observe(taken)  # one is all the sample takes at a time
+        return out
+
+    @property
+    def round_started(self) -> int:
+        return self.rounds.started
+
+    @property
+    def round_sent_through(self) -> int:
+        return self.rounds.sent_through
+
+    def buffered(self, trace_ids: list[bytes]) -> list[bool]:
+        return self.engine.buffered(trace_ids)
+
+    def forget(self, trace_ids: list[bytes]) -> int:
+        return self.engine.forget(trace_ids)
 
     def inventory_json(self) -> dict[str, object]:
         with self._inventory_lock:
@@ -561,15 +595,10 @@ class FanoutSink:
         if len(self.pipelines) == 1:
             return self.pipelines[0].consume(payload)
         for p in self.pipelines:
-            for limiter in p.limiters:
-                limiter.check()
+            p.admit()
         got = Ingested(0)
         for p in self.pipelines:  # every engine rejects the same spans: the rule depends on the bytes only
-            got = p.engine.ingest_report(payload)
-        for p in self.pipelines:
-            p.observe(payload)
-            if got.rejected_spans:
-                p.report_rejected(got)
+            got = p.take(payload)
         return got
 
 

@@ -14,10 +14,10 @@ import zlib
 
 import aiohttp
 
+from tailsample.collector.otlp_status import decode_partial_success, decode_status
+from tailsample.collector.settings import OtlpExporterSettings
+from tailsample.collector.tls import client_context
 from tailsample.exporters.base import Batch, Exporter, ExporterMetrics, ExportError
-from tailsample.otlp_status import decode_partial_success, decode_status
-from tailsample.service.config import OtlpExporter
-from tailsample.tls import client_context
 
 log = logging.getLogger("tailsample.exporter.otlp_http")
 
@@ -51,7 +51,7 @@ def _gzip(data: bytes) -> bytes:
 class OtlpHttpExporter(Exporter):
     kind = "otlphttp"
 
-    def __init__(self, settings: OtlpExporter, metrics: ExporterMetrics) -> None:
+    def __init__(self, settings: OtlpExporterSettings, metrics: ExporterMetrics) -> None:
         super().__init__(settings.id, settings.sending_queue, settings.retry_on_failure, metrics)
         self.settings = settings
         self.url = settings.traces_endpoint or traces_url(settings.endpoint)

@@ -10,12 +10,12 @@ States:
   root_received, flush, ingest), `decided_by` (the first policy that sampled), `votes` (every top-level policy:
   sampled, not_sampled, dropped, error, not_evaluated), times, `span_count`, `late_spans` and, with adjusted
   counts on, `sampling_probability` of a kept trace; with the propagation audit on, `propagation`: the trace's
-  `gaps` (calls no callee joined) and `orphan_spans` (spans whose parent never arrived), see `tailsample.gaps`;
+  `gaps` (calls no callee joined) and `orphan_spans` (spans whose parent never arrived), see `tailsample.incident.gaps`;
 - `sampled_cache` / `non_sampled_filter`: the record is gone, but a decision cache still remembers the ID;
 - `unknown`: never seen, or forgotten.
 
 From a running service, a decided answer may also carry `near_misses`: per policy that voted not_sampled, the
-attribute keys it reads that the service's traffic sample spells otherwise (`tailsample.lint`).
+attribute keys it reads that the service's traffic sample spells otherwise (`tailsample.incident.lint`).
 
 Times are seconds on the engine clock; `clock` is that clock now, so `clock - first_seen` is the trace's age.
 """

@@ -1,6 +1,6 @@
 """The project's main job on defaults: synthetic shop traffic through the bundled policies, and what it saves.
 
-`run_demo` generates `seconds` of traffic at `rate` spans/s (`tailsample.synth`), all of it before the engine
+`run_demo` generates `seconds` of traffic at `rate` spans/s (`tailsample.traffic.synth`), all of it before the engine
 starts so that generation is not timed, then feeds it to an engine whose clock is the simulated time: a
 30 s simulation with a 10 s decision wait runs flat out, with decisions as they would fall in real time.
 Only the engine calls (ingest, poll, flush) are timed. The kept spans are read back (trace IDs only) and
@@ -24,7 +24,7 @@ from rich.table import Table
 from tailsample.config import Config
 from tailsample.engine import Engine
 from tailsample.errors import BackpressureError
-from tailsample.synth import FORCE_KEY, Batch, TraceTruth, TrafficGenerator, count_spans_by_trace
+from tailsample.traffic.synth import FORCE_KEY, Batch, TraceTruth, TrafficGenerator, count_spans_by_trace
 
 TARGET_SPANS_PER_SECOND = 50_000.0  # what the card asks of the engine
 SECONDS_PER_DAY = 86_400

@@ -17,15 +17,15 @@ import asyncio
 import threading
 from typing import Any
 
+from tailsample.collector import settings as cfg
+from tailsample.collector.kafka import client_config, confluent_kafka, trace_messages
 from tailsample.exporters.base import Batch, Exporter, ExporterMetrics, ExportError
-from tailsample.kafka import client_config, confluent_kafka, trace_messages
-from tailsample.service import config as cfg
 
 
 class KafkaExporter(Exporter):
     kind = "kafka"
 
-    def __init__(self, settings: cfg.KafkaExporter, metrics: ExporterMetrics) -> None:
+    def __init__(self, settings: cfg.KafkaExporterSettings, metrics: ExporterMetrics) -> None:
         super().__init__(settings.id, settings.sending_queue, settings.retry_on_failure, metrics)
         self.settings = settings
         self._producer: Any = None

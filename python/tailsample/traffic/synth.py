@@ -25,7 +25,7 @@ other work), 30 simulated seconds at the default 50,000 spans/s (1.5 M spans, pa
 come): 0.95-1.3 million spans/s over runs; 0.45-0.65 M spans/s when every payload is kept in a list (the
 demo does; the cost is allocating 650 MB). `truth` is built when first read, about 2 us per trace. Command:
 
-    python -c "import time, tailsample.synth as s; g = s.TrafficGenerator(); t = time.perf_counter();
+    python -c "import time, tailsample.traffic.synth as s; g = s.TrafficGenerator(); t = time.perf_counter();
                n = sum(b.spans for b in g.batches(30)); print(n / (time.perf_counter() - t))"
 """
 

@@ -49,8 +49,8 @@ from google.protobuf.message import DecodeError as _ProtobufDecodeError  # type:
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
+from tailsample.collector.fileformat import repair_utf8
 from tailsample.errors import DecodeError
-from tailsample.fileformat import repair_utf8
 
 # A JSON-safe attribute value: AnyValue with bytes as base64 and non-finite doubles as "NaN"/"Infinity".
 AttrValue = str | int | float | bool | None | list[Any] | dict[str, Any]

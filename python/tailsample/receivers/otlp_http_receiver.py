@@ -25,9 +25,9 @@ from typing import Literal
 
 from aiohttp import ClientPayloadError, web
 
-from tailsample.errors import BackpressureError, DecodeError, StorageError
-from tailsample.fileformat import json_to_proto
-from tailsample.otlp_status import (
+from tailsample.collector.auth import BearerTokenAuth
+from tailsample.collector.fileformat import json_to_proto
+from tailsample.collector.otlp_status import (
     INVALID_ARGUMENT,
     UNAUTHENTICATED,
     UNAVAILABLE,
@@ -36,12 +36,12 @@ from tailsample.otlp_status import (
     partial_success_json,
     status_json,
 )
-from tailsample.receivers.auth import BearerTokenAuth
+from tailsample.collector.settings import HostPort, HttpServer
+from tailsample.collector.throttle import EveryInterval
+from tailsample.collector.tls import server_context
+from tailsample.errors import BackpressureError, DecodeError, StorageError
 from tailsample.receivers.connections import Limits, ListenerGuard, serve
 from tailsample.receivers.sink import ReceiverMetrics, Sink, consume, span_count
-from tailsample.service.config import HostPort, HttpServer
-from tailsample.throttle import EveryInterval
-from tailsample.tls import server_context
 
 log = logging.getLogger("tailsample.receiver.http")
 

@@ -101,16 +101,17 @@ class HttpServer:
 
 
 @dataclass(frozen=True)
-class OtlpReceiver:
+class OtlpReceiverSettings:
     id: str
     grpc: GrpcServer | None
     http: HttpServer | None
 
 
 @dataclass(frozen=True)
-class KafkaReceiver:
-    """`receivers.kafka`: a consumer group member. Offsets are committed after decision (see receivers.kafka),
-    not on a timer, so `autocommit` and `message_marking` are accepted and ignored."""
+class KafkaReceiverSettings:
+    """`receivers.kafka`: a consumer group member. Offsets are committed after decision (see
+    `tailsample.receivers.kafka_receiver`), not on a timer, so `autocommit` and `message_marking` are accepted and
+    ignored."""
 
     id: str
     client: KafkaClient
@@ -124,7 +125,7 @@ class KafkaReceiver:
     max_uncommitted_messages: int = 100_000
 
 
-Receiver = OtlpReceiver | KafkaReceiver
+ReceiverSettings = OtlpReceiverSettings | KafkaReceiverSettings
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ class QueueSettings:
 
 
 @dataclass(frozen=True)
-class OtlpExporter:
+class OtlpExporterSettings:
     id: str
     protocol: Literal["grpc", "http"]
     endpoint: str
@@ -195,7 +196,7 @@ class OtlpExporter:
 
 
 @dataclass(frozen=True)
-class FileExporter:
+class FileExporterSettings:
     id: str
     path: str
     format: Literal["json", "proto"] = "json"
@@ -205,7 +206,8 @@ class FileExporter:
 @dataclass(frozen=True)
 class KafkaClient:
     """What the Kafka receiver and exporter share: where the brokers are and how to authenticate (the
-    collector's `brokers`, `client_id` and `auth`), mapped onto librdkafka's settings by `tailsample.kafka`."""
+    collector's `brokers`, `client_id` and `auth`), mapped onto librdkafka's settings by
+    `tailsample.collector.kafka`."""
 
     brokers: tuple[str, ...] = ("localhost:9092",)
     client_id: str = "otel-collector"
@@ -216,7 +218,7 @@ class KafkaClient:
 
 
 @dataclass(frozen=True)
-class KafkaExporter:
+class KafkaExporterSettings:
     id: str
     client: KafkaClient
     topic: str = "otlp_spans"
@@ -230,12 +232,12 @@ class KafkaExporter:
 
 
 @dataclass(frozen=True)
-class DebugExporter:
+class DebugExporterSettings:
     id: str
     verbosity: Literal["basic", "normal", "detailed"] = "basic"
 
 
-Exporter = OtlpExporter | FileExporter | DebugExporter | KafkaExporter
+ExporterSettings = OtlpExporterSettings | FileExporterSettings | DebugExporterSettings | KafkaExporterSettings
 
 
 @dataclass(frozen=True)
@@ -317,9 +319,9 @@ class MetricsTelemetry:
 class ServiceConfig:
     """A validated collector configuration for `tailsample serve`."""
 
-    receivers: Mapping[str, Receiver]
+    receivers: Mapping[str, ReceiverSettings]
     processors: Mapping[str, Processor]
-    exporters: Mapping[str, Exporter]
+    exporters: Mapping[str, ExporterSettings]
     extensions: Mapping[str, Extension]
     pipelines: Mapping[str, Pipeline]
     service_extensions: tuple[str, ...]
@@ -621,7 +623,7 @@ def _auth(node: _Node) -> str | None:
     return node.sub("auth", ("authenticator",)).req_text("authenticator")
 
 
-def _receiver(ctx: _Ctx, kind: str, rid: str, value: Any) -> Receiver:
+def _receiver(ctx: _Ctx, kind: str, rid: str, value: Any) -> ReceiverSettings:
     path = f"receivers.{rid}"
     if kind not in RECEIVER_TYPES:
         ctx.fail(path, f"unsupported receiver type {kind!r}; tailsample serve supports: {', '.join(RECEIVER_TYPES)}")
@@ -666,7 +668,7 @@ def _receiver(ctx: _Ctx, kind: str, rid: str, value: Any) -> Receiver:
             idle_timeout=h.duration("idle_timeout", 60.0))
     if grpc is None and http is None:
         ctx.fail(protocols.path, "must enable at least one of grpc, http")
-    return OtlpReceiver(rid, grpc, http)
+    return OtlpReceiverSettings(rid, grpc, http)
 
 
 def _grpc_keepalive(g: _Node) -> GrpcKeepalive:
@@ -746,7 +748,7 @@ def _string_map(ctx: _Ctx, path: str, value: Any) -> dict[str, str]:
     return dict(headers)
 
 
-def _exporter(ctx: _Ctx, kind: str, eid: str, value: Any) -> Exporter:
+def _exporter(ctx: _Ctx, kind: str, eid: str, value: Any) -> ExporterSettings:
     path = f"exporters.{eid}"
     if kind in ("otlp", "otlp_grpc", "otlphttp", "otlp_http"):
         protocol: Literal["grpc", "http"] = "grpc" if kind in ("otlp", "otlp_grpc") else "http"
@@ -781,7 +783,7 @@ def _exporter(ctx: _Ctx, kind: str, eid: str, value: Any) -> Exporter:
         q = e.sub("sending_queue", ("enabled", "num_consumers", "queue_size", "storage"))
         queue = QueueSettings(q.flag("enabled", True), q.integer("num_consumers", 10, minimum=1),
                               q.integer("queue_size", 1000, minimum=1), q.opt_text("storage"))
-        return OtlpExporter(eid, protocol, endpoint, MappingProxyType(headers),
+        return OtlpExporterSettings(eid, protocol, endpoint, MappingProxyType(headers),
                             "gzip" if compression == "gzip" else "none", e.duration("timeout", 5.0), tls, retry, queue,
                             traces_endpoint)
     if kind == "file":
@@ -796,13 +798,13 @@ def _exporter(ctx: _Ctx, kind: str, eid: str, value: Any) -> Exporter:
         if compression not in ("", "none"):
             f.fail("compression", f"{compression!r} is not supported by tailsample serve yet; "
                                   "only uncompressed files (omit compression)")
-        return FileExporter(eid, file_path, "json" if fmt == "json" else "proto", f.flag("append", False))
+        return FileExporterSettings(eid, file_path, "json" if fmt == "json" else "proto", f.flag("append", False))
     if kind == "kafka":
         return _kafka_exporter(ctx, eid, path, value)
     if kind == "debug":
         d = _Node(ctx, path, value, ("verbosity",), _DEBUG_IGNORED)
         verbosity = d.choice("verbosity", ("basic", "normal", "detailed"), "basic")
-        return DebugExporter(eid, "basic" if verbosity == "basic" else "normal" if verbosity == "normal"
+        return DebugExporterSettings(eid, "basic" if verbosity == "basic" else "normal" if verbosity == "normal"
                              else "detailed")
     ctx.fail(path, f"unsupported exporter type {kind!r}; tailsample serve supports: {', '.join(EXPORTER_TYPES)}")
 
@@ -845,7 +847,7 @@ def _kafka_topic(node: _Node, default: str) -> str:
     return traces.opt_text("topic") or node.text("topic", default)
 
 
-def _kafka_exporter(ctx: _Ctx, eid: str, path: str, value: Any) -> KafkaExporter:
+def _kafka_exporter(ctx: _Ctx, eid: str, path: str, value: Any) -> KafkaExporterSettings:
     e = _Node(ctx, path, value, ("auth", "brokers", "client_id", "encoding", "partition_traces_by_id", "producer",
                                  "retry_on_failure", "sending_queue", "timeout", "topic", "traces"),
               _KAFKA_IGNORED)
@@ -862,9 +864,10 @@ def _kafka_exporter(ctx: _Ctx, eid: str, path: str, value: Any) -> KafkaExporter
     q = e.sub("sending_queue", ("enabled", "num_consumers", "queue_size", "storage"))
     queue = QueueSettings(q.flag("enabled", True), q.integer("num_consumers", 10, minimum=1),
                           q.integer("queue_size", 1000, minimum=1), q.opt_text("storage"))
-    return KafkaExporter(eid, _kafka_client(e), _kafka_topic(e, "otlp_spans"), e.flag("partition_traces_by_id", False),
-                         e.duration("timeout", 5.0), p.integer("max_message_bytes", 1_000_000, minimum=1),
-                         1 if acks is None else int(acks), compression, retry, queue)
+    return KafkaExporterSettings(eid, _kafka_client(e), _kafka_topic(e, "otlp_spans"),
+                                 e.flag("partition_traces_by_id", False), e.duration("timeout", 5.0),
+                                 p.integer("max_message_bytes", 1_000_000, minimum=1),
+                                 1 if acks is None else int(acks), compression, retry, queue)
 
 
 _KAFKA_RECEIVER_IGNORED = {
@@ -878,7 +881,7 @@ _KAFKA_RECEIVER_IGNORED = {
 }
 
 
-def _kafka_receiver(ctx: _Ctx, rid: str, path: str, value: Any) -> KafkaReceiver:
+def _kafka_receiver(ctx: _Ctx, rid: str, path: str, value: Any) -> KafkaReceiverSettings:
     r = _Node(ctx, path, value, ("auth", "brokers", "client_id", "encoding", "group_id", "group_rebalance_strategy",
                                  "heartbeat_interval", "initial_offset", "max_uncommitted_messages",
                                  "session_timeout", "topic", "traces"), _KAFKA_RECEIVER_IGNORED)
@@ -890,9 +893,10 @@ def _kafka_receiver(ctx: _Ctx, rid: str, path: str, value: Any) -> KafkaReceiver
     heartbeat = r.duration("heartbeat_interval", 3.0)
     if heartbeat >= session:
         r.fail("heartbeat_interval", f"must be shorter than session_timeout ({session:g}s)")
-    return KafkaReceiver(rid, _kafka_client(r), _kafka_topic(r, "otlp_spans"), r.text("group_id", "otel-collector"),
-                         "latest" if initial == "latest" else "earliest", session, heartbeat, strategies[strategy],
-                         r.integer("max_uncommitted_messages", 100_000, minimum=1))
+    return KafkaReceiverSettings(rid, _kafka_client(r), _kafka_topic(r, "otlp_spans"),
+                                 r.text("group_id", "otel-collector"), "latest" if initial == "latest" else "earliest",
+                                 session, heartbeat, strategies[strategy],
+                                 r.integer("max_uncommitted_messages", 100_000, minimum=1))
 
 
 def _extension(ctx: _Ctx, kind: str, xid: str, value: Any) -> Extension:
@@ -1054,7 +1058,7 @@ def _build(data: Any, ctx: _Ctx, env: Mapping[str, str] | None) -> ServiceConfig
             ctx.fail(path, f"{ref!r} is not listed in service.extensions")
 
     for rid, rec in cfg["receivers"].items():
-        if not isinstance(rec, OtlpReceiver):
+        if not isinstance(rec, OtlpReceiverSettings):
             continue
         for proto, server in (("grpc", rec.grpc), ("http", rec.http)):
             if server is not None:
@@ -1073,7 +1077,7 @@ def _build(data: Any, ctx: _Ctx, env: Mapping[str, str] | None) -> ServiceConfig
         if isinstance(proc, TailSamplingProcessor):
             check_ref(f"processors.{pid}.tail_storage", proc.config.tail_storage, FileStorageExtension)
     for eid, exp in cfg["exporters"].items():
-        if isinstance(exp, OtlpExporter):
+        if isinstance(exp, OtlpExporterSettings):
             check_ref(f"exporters.{eid}.sending_queue.storage", exp.sending_queue.storage, FileStorageExtension)
 
     return ServiceConfig(
@@ -1084,10 +1088,10 @@ def _build(data: Any, ctx: _Ctx, env: Mapping[str, str] | None) -> ServiceConfig
 
 
 __all__ = [
-    "BatchProcessor", "BearerTokenAuthExtension", "ClientTLS", "DebugEndpointsExtension", "DebugExporter", "Exporter",
-    "Extension",
-    "FileExporter", "FileStorageExtension", "GrpcServer", "HealthCheckExtension", "HostPort", "HttpServer",
-    "KafkaClient", "KafkaExporter", "KafkaReceiver", "MemoryLimiterProcessor", "MetricsTelemetry", "OtlpExporter",
-    "OtlpReceiver", "Pipeline", "Processor", "QueueSettings", "Receiver", "RetrySettings", "ServerTLS",
-    "ServiceConfig", "TailSamplingProcessor", "parse_duration",
+    "BatchProcessor", "BearerTokenAuthExtension", "ClientTLS", "DebugEndpointsExtension", "DebugExporterSettings",
+    "ExporterSettings", "Extension", "FileExporterSettings", "FileStorageExtension", "GrpcServer",
+    "HealthCheckExtension", "HostPort", "HttpServer", "KafkaClient", "KafkaExporterSettings", "KafkaReceiverSettings",
+    "MemoryLimiterProcessor", "MetricsTelemetry", "OtlpExporterSettings", "OtlpReceiverSettings", "Pipeline",
+    "Processor", "QueueSettings", "ReceiverSettings", "RetrySettings", "ServerTLS", "ServiceConfig",
+    "TailSamplingProcessor", "parse_duration",
 ]

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import asyncio
 
+from tailsample.collector.fileformat import PayloadWriter
+from tailsample.collector.settings import FileExporterSettings, QueueSettings, RetrySettings
 from tailsample.exporters.base import Batch, Exporter, ExporterMetrics, ExportError
-from tailsample.fileformat import PayloadWriter
-from tailsample.service.config import FileExporter as FileExporterSettings
-from tailsample.service.config import QueueSettings, RetrySettings
 
 
 class FileExporter(Exporter):

@@ -1,6 +1,6 @@
 """`tailsample bench`: run a workload through the engine for a set time, at an offered rate or flat out.
 
-Traffic comes from `tailsample.synth` (the realistic shop mix: 1-50 spans per trace, ~10 attributes per span),
+Traffic comes from `tailsample.traffic.synth` (the realistic shop mix: 1-50 spans per trace, ~10 attributes per span),
 generated before the clock starts so the generator is not measured. One thread ingests, paced to the offered
 rate on the wall clock (or as fast as it can); a second thread polls the engine every `tick` seconds, as
 `tailsample serve` does; decisions are due `decision_wait` after a trace's first span, on the real clock.
@@ -33,7 +33,7 @@ from rich.console import Console
 from tailsample.config import Config
 from tailsample.engine import Engine
 from tailsample.errors import BackpressureError
-from tailsample.synth import TrafficGenerator
+from tailsample.traffic.synth import TrafficGenerator
 
 FLAT_OUT_POOL_SPANS = 4_000_000  # about 1.7 GB of payloads
 DRAIN_LIMIT_S = 10.0

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import grpc
 
-from tailsample.errors import ConfigError
-from tailsample.service.config import (
+from tailsample.collector.settings import (
     ClientTLS,
-    KafkaExporter,
-    KafkaReceiver,
-    OtlpExporter,
-    OtlpReceiver,
+    KafkaExporterSettings,
+    KafkaReceiverSettings,
+    OtlpExporterSettings,
+    OtlpReceiverSettings,
     ServerTLS,
     ServiceConfig,
 )
+from tailsample.errors import ConfigError
 
 
 def _read(path: str, what: str) -> bytes:
@@ -97,17 +97,17 @@ def check_config_files(config: ServiceConfig) -> list[ConfigError]:
             problems.append(exc)
 
     for rid, rec in config.receivers.items():
-        if isinstance(rec, OtlpReceiver):
+        if isinstance(rec, OtlpReceiverSettings):
             for proto, server in (("grpc", rec.grpc), ("http", rec.http)):
                 if server is not None and server.tls is not None:
                     run(check_pair, server.tls.cert_file, server.tls.key_file,
                         f"receivers.{rid}.protocols.{proto}.tls")
-        elif isinstance(rec, KafkaReceiver) and rec.client.tls is not None:
+        elif isinstance(rec, KafkaReceiverSettings) and rec.client.tls is not None:
             run(check_client, rec.client.tls, f"receivers.{rid}.auth.tls")
     for eid, exp in config.exporters.items():
-        if isinstance(exp, OtlpExporter):
+        if isinstance(exp, OtlpExporterSettings):
             run(check_client, exp.tls, f"exporters.{eid}.tls")
-        elif isinstance(exp, KafkaExporter) and exp.client.tls is not None:
+        elif isinstance(exp, KafkaExporterSettings) and exp.client.tls is not None:
             run(check_client, exp.client.tls, f"exporters.{eid}.auth.tls")
     return problems
 

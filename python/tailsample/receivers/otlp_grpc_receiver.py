@@ -22,12 +22,12 @@ import logging
 import grpc
 from grpc import aio
 
+from tailsample.collector.auth import BearerTokenAuth
+from tailsample.collector.otlp_status import RESOURCE_EXHAUSTED, encode_partial_success, encode_status
+from tailsample.collector.settings import GrpcServer, HostPort
+from tailsample.collector.tls import server_credentials
 from tailsample.errors import BackpressureError, DecodeError, StorageError
-from tailsample.otlp_status import RESOURCE_EXHAUSTED, encode_partial_success, encode_status
-from tailsample.receivers.auth import BearerTokenAuth
 from tailsample.receivers.sink import ReceiverMetrics, Sink, consume, span_count
-from tailsample.service.config import GrpcServer, HostPort
-from tailsample.tls import server_credentials
 
 log = logging.getLogger("tailsample.receiver.grpc")
 

@@ -43,9 +43,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tailsample.collector.fileformat import json_documents, json_to_proto
 from tailsample.engine import split_by_trace
 from tailsample.errors import DecodeError, TailsampleError
-from tailsample.fileformat import json_documents, json_to_proto
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_BYTES = 256 << 20  # over a whole pull: the traces are audited in memory anyway

@@ -32,10 +32,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from tailsample.collector.fileformat import FORMATS, PayloadReader, PayloadWriter, detect_format
 from tailsample.config import Config
 from tailsample.engine import Engine, inspect_payload
 from tailsample.errors import BackpressureError, DecodeError
-from tailsample.fileformat import FORMATS, PayloadReader, PayloadWriter, detect_format
 
 CLOCKS = ("event", "wall")
 _SHOWN_REJECTIONS = 20  # print the first ones as they come; all are in the report

@@ -7,76 +7,21 @@ SERVER or CONSUMER child in the trace it is a **gap** for the pair (caller's `se
 address is shown as the service whose own SERVER/CONSUMER spans describe themselves by it (`addresses` lists the
 addresses called); a call naming nothing that nobody answered is counted under the destination `(unnamed)`. A span
 whose parent never arrived is an **orphan** and makes its trace **broken**. Example trace IDs prefer kept traces
-(`kept_examples` says which). This module holds the report's shape, the offline audit of recorded OTLP files (the
-same engine code, run over the files), and the text `tailsample gaps` prints.
+(`kept_examples` says which). This module holds the offline audit of recorded OTLP files (the same engine code,
+run over the files), the merging of reports, and the text `tailsample gaps` prints.
 
-A report (`GapReport`) is plain JSON-safe data, the same from `Engine.gaps()`, from `GET /debug/gaps` on a
-running service, and from `audit_payloads`; `tailsample.graph` draws it.
+A report (`tailsample.engine.GapReport`: the engine returns it, so its shape lives there) is plain JSON-safe data,
+the same from `Engine.gaps()`, from `GET /debug/gaps` on a running service, and from `audit_payloads`;
+`tailsample.incident.graph` draws it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, TypedDict
+from typing import Any
 
-
-class GapPair(TypedDict):
-    """Calls from one service to one destination, as the calling spans name it."""
-
-    source: str
-    destination: str
-    """The service behind the addresses called when it is known, else as the calling spans name it."""
-    addresses: list[str]
-    """The addresses (`host:port`) the calls named, when they named addresses."""
-    callee: str | None
-    """`service.name` of a SERVER/CONSUMER span seen answering this pair, if any."""
-    destination_traced: bool
-    """The destination is a traced service (seen as a `service.name`, or answering a call): its gaps are context
-    dropped on the way. Otherwise it may be an external API or an uninstrumented service."""
-    calls: int
-    gaps: int
-    """Calls with no SERVER/CONSUMER child in their trace."""
-    gap_traces: int
-    examples: list[str]
-    """Trace IDs with a gap for this pair: kept ones first, then most recent first."""
-    kept_examples: list[str]
-    """Those of `examples` that were kept (a backend has them)."""
-    overflow: bool
-    """The calls of every pair past `max_pairs` (source and destination empty)."""
-    unnamed: bool
-    """Calls that named no destination and that nobody answered (destination `(unnamed)`)."""
-
-
-class BrokenService(TypedDict):
-    """Spans of one service whose parent never arrived."""
-
-    service: str
-    traces: int
-    orphan_spans: int
-    examples: list[str]
-    kept_examples: list[str]
-
-
-class GapReport(TypedDict):
-    traces_audited: int
-    traces_with_gaps: int
-    traces_broken: int
-    calls: int
-    gaps: int
-    orphan_spans: int
-    overflow_calls: int
-    unnamed_calls: int
-    """Calls carrying no usable destination attribute (those answered are named by their callee)."""
-    unnamed_gaps: int
-    """Of those, the ones nobody answered: counted under the pairs (caller → `(unnamed)`)."""
-    names_overflowed: int
-    addresses_overflowed: int
-    pairs: list[GapPair]
-    """Worst first: most gaps, then most calls; the overflow pair last."""
-    broken: list[BrokenService]
-    addresses: dict[str, str]
-    """Address (`host:port`) → the service whose SERVER/CONSUMER spans last described themselves by it."""
-
+from tailsample.config import Config
+from tailsample.engine import BrokenService, Engine, GapPair, GapReport
 
 _TOTALS = ("traces_audited", "traces_with_gaps", "traces_broken", "calls", "gaps", "orphan_spans", "overflow_calls",
            "unnamed_calls", "unnamed_gaps", "names_overflowed", "addresses_overflowed")
@@ -144,9 +89,6 @@ def audit_payloads(payloads: Iterable[bytes], *, max_traces: int = 1_000_000,
     and some went unaudited). `options` are `tailsample.propagation_audit`'s (destination_attributes,
     ignore_destinations, ...). `kept`: the traces are known to be kept (read back from a backend), and the
     examples say so; otherwise none is (the engine keeps nothing)."""
-    from tailsample.config import Config
-    from tailsample.engine import Engine
-
     audit = {**(options or {}), "enabled": True}
     config = Config.from_dict({
         "decision_wait": "24h",  # nothing is decided before the end: a trace's spans may be anywhere in the files

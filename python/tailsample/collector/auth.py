@@ -11,8 +11,8 @@ import logging
 import os
 import threading
 
+from tailsample.collector.settings import BearerTokenAuthExtension
 from tailsample.errors import ConfigError
-from tailsample.service.config import BearerTokenAuthExtension
 
 log = logging.getLogger("tailsample.auth")
 

@@ -12,10 +12,10 @@ import logging
 import grpc
 from grpc import aio
 
+from tailsample.collector.otlp_status import decode_partial_success, decode_status
+from tailsample.collector.settings import OtlpExporterSettings
+from tailsample.collector.tls import client_credentials
 from tailsample.exporters.base import Batch, Exporter, ExporterMetrics, ExportError
-from tailsample.otlp_status import decode_partial_success, decode_status
-from tailsample.service.config import OtlpExporter
-from tailsample.tls import client_credentials
 
 log = logging.getLogger("tailsample.exporter.otlp_grpc")
 
@@ -34,7 +34,7 @@ def grpc_target(endpoint: str) -> tuple[str, bool]:
 class OtlpGrpcExporter(Exporter):
     kind = "otlp"
 
-    def __init__(self, settings: OtlpExporter, metrics: ExporterMetrics) -> None:
+    def __init__(self, settings: OtlpExporterSettings, metrics: ExporterMetrics) -> None:
         super().__init__(settings.id, settings.sending_queue, settings.retry_on_failure, metrics)
         self.settings = settings
         self._channel: aio.Channel | None = None

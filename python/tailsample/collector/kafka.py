@@ -3,7 +3,8 @@ message (`encoding: otlp_proto`), and with `partition_traces_by_id`, one trace p
 trace ID, so Kafka's key hashing puts every span of a trace in one partition, read by one consumer.
 
 The client is confluent-kafka (librdkafka), an optional dependency: `pip install 'tailsample[kafka]'`. This module
-maps the collector's settings onto librdkafka's and cuts payloads into messages; `exporters.kafka` sends them.
+maps the collector's settings onto librdkafka's and cuts payloads into messages; `exporters.kafka_exporter` sends
+them.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from collections.abc import Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
+from tailsample.collector.settings import KafkaClient
 from tailsample.engine import split_by_trace
-from tailsample.service.config import KafkaClient
 
 
 def confluent_kafka() -> ModuleType:

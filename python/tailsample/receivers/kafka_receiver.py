@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from tailsample.errors import BackpressureError
-from tailsample.kafka import client_config, confluent_kafka
-from tailsample.service.config import KafkaReceiver as KafkaReceiverSettings
-from tailsample.service.metrics import Registry, Sample
-from tailsample.service.pipeline import ServicePipeline
+from tailsample.collector.kafka import client_config, confluent_kafka
+from tailsample.collector.metrics import Registry, Sample
+from tailsample.collector.settings import KafkaReceiverSettings
+from tailsample.errors import BackpressureError, TailsampleError
+from tailsample.receivers.sink import TrackedSink
 
 log = logging.getLogger("tailsample.receiver.kafka")
 
@@ -71,7 +71,7 @@ class _Partition:
 class KafkaReceiver:
     kind = "kafka"
 
-    def __init__(self, receiver_id: str, settings: KafkaReceiverSettings, pipelines: Sequence[ServicePipeline],
+    def __init__(self, receiver_id: str, settings: KafkaReceiverSettings, pipelines: Sequence[TrackedSink],
                  registry: Registry) -> None:
         self.id = receiver_id
         self.settings = settings
@@ -150,8 +150,8 @@ class KafkaReceiver:
         if not msgs:
             return
         payloads = [m.value() or b"" for m in msgs]
-        rounds = [p.rounds.started for p in self.pipelines]  # before any of them is taken
-        results: list[tuple[int, list[bytes]] | Exception] = []
+        rounds = [p.round_started for p in self.pipelines]  # before any of them is taken
+        results: list[tuple[int, list[bytes]] | TailsampleError] = []
         for p in self.pipelines:
             results = self._ingest(p, payloads)
         spans = 0
@@ -172,28 +172,23 @@ class KafkaReceiver:
         self._messages.add(len(msgs), self.id)  # counted per batch: the counters take a lock
         self._spans.add(spans, self.id, "kafka")
 
-    def _ingest(self, pipeline: ServicePipeline, payloads: list[bytes]) -> list[tuple[int, list[bytes]] | Exception]:
+    def _ingest(self, pipeline: TrackedSink, payloads: list[bytes]) -> list[tuple[int, list[bytes]] | TailsampleError]:
         """Into one pipeline, waiting out backpressure (a full engine or memory limiter): Kafka keeps the rest.
         One result per payload: `(spans, trace IDs)`, or the DecodeError of a malformed one."""
-        out: list[tuple[int, list[bytes]] | Exception] = []
+        out: list[tuple[int, list[bytes]] | TailsampleError] = []
         while len(out) < len(payloads):
             try:
-                for limiter in pipeline.limiters:
-                    limiter.check()
-            except BackpressureError:
+                got = pipeline.consume_batch(payloads[len(out):])
+            except BackpressureError:  # refused before anything was taken
                 if self._stop.wait(0.05):
                     raise
                 continue
-            for r in pipeline.engine.ingest_batch(payloads[len(out):]):
+            for r in got:
                 if isinstance(r, BackpressureError):
                     if self._stop.wait(0.05):
                         raise r
                     break
                 out.append(r)
-        for payload, result in zip(payloads, out, strict=True):
-            if not isinstance(result, Exception):
-                pipeline.observe(payload)
-                break  # one is all the sample takes at a time
         return out
 
     def _pause_or_resume(self) -> None:
@@ -216,8 +211,8 @@ class KafkaReceiver:
         for i, p in enumerate(self.pipelines):
             todo = [m for m in messages if m.decided[i] is None]
             ids = [tid for m in todo for tid in m.trace_ids]
-            flags = iter(p.engine.buffered(ids) if ids else [])
-            started = p.rounds.started  # read after the check: any round that took them out has started
+            flags = iter(p.buffered(ids) if ids else [])
+            started = p.round_started  # read after the check: any round that took them out has started
             for m in todo:
                 if any([next(flags) for _ in m.trace_ids]):
                     continue
@@ -227,8 +222,8 @@ class KafkaReceiver:
     def _done(self, m: _Message) -> bool:
         if len(self.pipelines) == 1:  # the common case, on the hot path
             d = m.decided[0]
-            return d is not None and self.pipelines[0].rounds.sent_through >= d
-        return all(d is not None and p.rounds.sent_through >= d for p, d in zip(self.pipelines, m.decided,
+            return d is not None and self.pipelines[0].round_sent_through >= d
+        return all(d is not None and p.round_sent_through >= d for p, d in zip(self.pipelines, m.decided,
                                                                                  strict=True))
 
     def _commit_done(self, *, wait: bool = False, only: Sequence[tuple[str, int]] | None = None) -> None:
@@ -263,7 +258,7 @@ class KafkaReceiver:
         ids = sorted({tid for tp in tps if tp in self._partitions for m in self._partitions[tp].messages
                       for tid in m.trace_ids} - kept)
         if ids:
-            forgotten = max(p.engine.forget(ids) for p in self.pipelines)
+            forgotten = max(p.forget(ids) for p in self.pipelines)
             self._forgotten.add(forgotten, self.id)
             log.info("%s: gave up %d partitions; forgot %d buffered traces for their next owner", self.id, len(tps),
                      forgotten)

@@ -10,10 +10,9 @@ import json
 import logging
 
 from tailsample import _native
+from tailsample.collector.fileformat import proto_to_json
+from tailsample.collector.settings import DebugExporterSettings, QueueSettings, RetrySettings
 from tailsample.exporters.base import Batch, Exporter, ExporterMetrics
-from tailsample.fileformat import proto_to_json
-from tailsample.service.config import DebugExporter as DebugExporterSettings
-from tailsample.service.config import QueueSettings, RetrySettings
 
 log = logging.getLogger("tailsample.exporter.debug")
 
