@@ -1,2 +1,2 @@
-module gocase
+module gocasemappings
 go 1.22

@@ -1,0 +1,2 @@
+module goparsefloat
+go 1.22
