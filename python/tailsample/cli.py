@@ -168,7 +168,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(service.run())
     except (OSError, RuntimeError) as exc:  # an address in use, a certificate that does not load
-        print(f"tailsample: cannot serve: {exc}", file=sys.stderr)
+        # an OSError's own words, without its "[Errno 98]" prefix
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"tailsample: cannot serve: {reason}", file=sys.stderr)
         return 1
     return 0
 
