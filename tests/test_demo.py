@@ -186,3 +186,19 @@ def test_memory_stays_bounded_as_the_demo_runs_longer():
         assert report.all_must_keep_kept
         assert report.traces_generated == report.stats["traces_received"]
     assert peaks[1] < 1.2 * peaks[0], [f"{p / 1e6:.1f} MB" for p in peaks]
+
+
+def test_the_readme_shows_what_make_demo_prints():
+    """Scenario: `tailsample demo` on its defaults (what `make demo` runs), and the output the README's Quick
+    start shows. Guarantees: every line the README shows is printed, except the lines that carry timings
+    (throughput, generation speed), which move with the machine's load."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("What `make demo` prints", 1)[1].split("```", 2)[1]
+    shown = [line.rstrip() for line in block.splitlines() if line.strip() and "spans/s" not in line]
+    assert len(shown) > 15
+    _, printed = _run()
+    printed_lines = {line.rstrip() for line in printed.splitlines()}
+    missing = [line for line in shown if line not in printed_lines]
+    assert not missing, "README lines `tailsample demo` no longer prints:\n" + "\n".join(missing)
