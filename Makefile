@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tailsample-deps
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build demo test test-rust lint test-python test-jaeger test-realworld fuzz-ci fuzz soak bench bench-setup bench-results wheel wheel-check format clean all
+.PHONY: help setup build build-demo demo test test-rust lint test-python test-jaeger test-realworld fuzz-ci fuzz soak bench bench-setup bench-results wheel wheel-check docs format clean all
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -27,7 +27,10 @@ setup: $(STAMP) ## create .venv with maturin (dependencies come with the build)
 build: setup ## build the Rust extension (release) and install the package, editable, with its test extras
 	$(BIN)/maturin develop --release -q -E test
 
-demo: build ## the main job on defaults: 30 s of synthetic traffic through the seed policies
+build-demo: setup
+	$(BIN)/maturin develop --release -q
+
+demo: build-demo ## the main job on defaults: 30 s of synthetic traffic through the seed policies (installs no test tools)
 	$(BIN)/tailsample demo
 
 test-rust: ## cargo test of the core
@@ -97,6 +100,9 @@ wheel-check: wheel ## install the wheel in a fresh venv and run the command from
 	/tmp/tailsample-wheel-venv/bin/tailsample demo --seconds 3
 	/tmp/tailsample-wheel-venv/bin/tailsample check-config tests/data/serve-smoke.yaml
 	timeout --preserve-status -s TERM 4 /tmp/tailsample-wheel-venv/bin/tailsample serve --config tests/data/serve-smoke.yaml
+
+docs: build-demo ## regenerate the README's configuration and limits tables and docs/reference.md from python/tailsample/collector/reference.py
+	$(BIN)/python scripts/gen_reference.py
 
 format: setup ## format Rust and Python
 	cargo fmt --all

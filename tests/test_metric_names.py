@@ -160,13 +160,9 @@ def full_config(tmp: Path, backend: Any, ports: dict[str, int], certs: Any) -> d
     }
 
 
-def test_a_running_service_exposes_only_conforming_metric_names(tmp_path: Path) -> None:
-    """Scenario: `tailsample serve` with both OTLP receivers (TLS, bearer token), a Kafka receiver and exporter
-    (no broker: they start and register their metrics all the same), memory_limiter, two
-    tail_sampling processors (tail storage, RED metrics, the propagation audit, a drop policy), batch, the otlp,
-    otlphttp, file and debug exporters (a persistent queue), and the debug endpoints; traffic that is kept,
-    dropped, rejected and refused a token. Guarantees: every family on /metrics follows the naming rules;
-    the engine's decision lag is `tailsample_engine_decision_lag_seconds_total`."""
+def scrape_full_service(tmp_path: Path) -> str:
+    """/metrics of `tailsample serve` with every component configured and traffic through it (also read by
+    tests/test_reference.py, which checks the families against tailsample.collector.reference)."""
     rng = random.Random(18)
     ports = {k: free_port() for k in ("grpc", "http", "health", "metrics", "kafka")}
     certs = make_certs(tmp_path)
@@ -184,7 +180,9 @@ def test_a_running_service_exposes_only_conforming_metric_names(tmp_path: Path) 
                               attributes={"url.path": "/health" if i % 5 == 0 else "/cart"},
                               kind=Span.SpanKind.SPAN_KIND_SERVER),
                     make_span(tid, span_id(rng), parent=root, name="POST payments",
-                              attributes={"peer.service": "payments"}, kind=Span.SpanKind.SPAN_KIND_CLIENT)])
+                              attributes={"peer.service": "payments"}, kind=Span.SpanKind.SPAN_KIND_CLIENT),
+                    # an orphan (its parent never arrives): the audit's broken-trace families render
+                    make_span(tid, span_id(rng), parent=span_id(rng), name="cache get")])
                 for headers in ({}, {"Authorization": f"Bearer {TOKEN}"}):
                     req = urllib.request.Request(url, data=payload, headers={
                         "Content-Type": "application/x-protobuf", **headers})
@@ -196,11 +194,24 @@ def test_a_running_service_exposes_only_conforming_metric_names(tmp_path: Path) 
             wait_for(lambda: serve.metrics().get(
                 'tailsample_propagation_calls_total{processor="tail_sampling",source="cart",'
                 'destination="payments"}', 0) > 0, timeout=10, what="the audit's pairs")
+            wait_for(lambda: any(k.startswith("tailsample_propagation_orphan_spans_total")
+                                 for k in serve.metrics()), timeout=10, what="the audit's broken traces")
             with urllib.request.urlopen(f"http://{LOOPBACK}:{ports['metrics']}/metrics", timeout=5) as r:
                 text = r.read().decode()
         finally:
             serve.proc.send_signal(signal.SIGTERM)
             serve.proc.wait(timeout=30)
+    return text
+
+
+def test_a_running_service_exposes_only_conforming_metric_names(tmp_path: Path) -> None:
+    """Scenario: `tailsample serve` with both OTLP receivers (TLS, bearer token), a Kafka receiver and exporter
+    (no broker: they start and register their metrics all the same), memory_limiter, two
+    tail_sampling processors (tail storage, RED metrics, the propagation audit, a drop policy), batch, the otlp,
+    otlphttp, file and debug exporters (a persistent queue), and the debug endpoints; traffic that is kept,
+    dropped, rejected and refused a token. Guarantees: every family on /metrics follows the naming rules;
+    the engine's decision lag is `tailsample_engine_decision_lag_seconds_total`."""
+    text = scrape_full_service(tmp_path)
     families = {line.split(" ")[2] for line in text.splitlines() if line.startswith("# TYPE ")}
     for expected in ("tailsample_engine_decision_lag_seconds_total", "otelcol_exporter_sent_spans_total",
                      "tailsample_memory_limiter_used_bytes", "traces_span_metrics_calls_total",

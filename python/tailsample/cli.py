@@ -168,7 +168,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         asyncio.run(service.run())
     except (OSError, RuntimeError) as exc:  # an address in use, a certificate that does not load
-        print(f"tailsample: cannot serve: {exc}", file=sys.stderr)
+        # an OSError's own words, without its "[Errno 98]" prefix
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"tailsample: cannot serve: {reason}", file=sys.stderr)
         return 1
     return 0
 
@@ -247,13 +249,21 @@ def _get_json(url: str, args: argparse.Namespace, service: str) -> Any:
         request.add_header("Authorization", header)
     try:
         with urllib.request.urlopen(request, timeout=args.timeout) as resp:
-            return json.loads(resp.read())
+            raw = resp.read()
+            try:
+                return json.loads(raw)
+            except ValueError:
+                raise _ServiceUnreachable(_not_tailsample(url, service, resp.status, resp.headers.get(
+                    "Content-Type"), raw)) from None
     except urllib.error.HTTPError as exc:
-        text = exc.read().decode("utf-8", "replace")
+        raw = exc.read()
+        text = raw.decode("utf-8", "replace")
         try:
             body = json.loads(text)
         except ValueError:
-            body = None
+            # tailsample's endpoints answer errors in JSON: anything else is another server
+            raise _ServiceUnreachable(_not_tailsample(url, service, exc.code, exc.headers.get("Content-Type"),
+                                                      raw)) from None
         detail = body.get("error", text) if isinstance(body, dict) else text
         if exc.code == 404 and isinstance(body, dict) and body.get("disabled"):
             raise _ServiceUnreachable(f"{service}: {detail}") from None
@@ -264,6 +274,25 @@ def _get_json(url: str, args: argparse.Namespace, service: str) -> Any:
     except (urllib.error.URLError, OSError) as exc:
         raise _ServiceUnreachable(f"cannot reach a tailsample service at {service} ({exc}); is `tailsample serve` "
                                   "running, and is this its telemetry metrics address?") from None
+
+
+def _not_tailsample(url: str, service: str, status: int, content_type: str | None, body: bytes) -> str:
+    """What a server that is not `tailsample serve` answered, in a line: its status, content type and, for
+    HTML, the page's title, never the page itself."""
+    import re
+
+    text = body[:4096].decode("utf-8", "replace")
+    title = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+    if title:
+        what = f"an HTML page titled {' '.join(title[1].split())[:80]!r}"
+    elif "<html" in text.lower() or (content_type or "").startswith("text/html"):
+        what = "an HTML page"
+    else:
+        first = " ".join(text.split())[:80]
+        what = f"{content_type or 'no content type'}: {first!r}" if first else "an empty body"
+    return (f"{url}: HTTP {status}, {what}, not JSON: {service} does not look like a tailsample service's "
+            "telemetry metrics address (service.telemetry.metrics.address of `tailsample serve`, default "
+            f"{DEFAULT_SERVICE_URL})")
 
 
 def _lookback_arg(text: str) -> float:

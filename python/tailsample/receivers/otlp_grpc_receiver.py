@@ -17,7 +17,9 @@ with no call, 5 min by default).
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 
 import grpc
 from grpc import aio
@@ -35,6 +37,26 @@ SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
 RETRY_AFTER_S = 1.0
 MiB = 1024 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0  # a connection that never completes the HTTP/2 preface (grpc's default: 120 s)
+
+
+
+def _check_free(receiver_id: str, host: str, port: int) -> None:
+    """Raises OSError naming the receiver and the address when something already listens there. grpcio would
+    only log a C-core line and raise "Failed to bind"; binding a socket first (as grpcio binds: SO_REUSEADDR,
+    no SO_REUSEPORT) gives the cause."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(exc.errno, f"{receiver_id} (grpc): {host or '*'}:{port} is already in use (another "
+                              "process listens there: stop it, or change the receiver's endpoint)") from None
+            raise OSError(exc.errno, f"{receiver_id} (grpc): cannot listen on {host}:{port}: {exc.strerror}") from None
+
 
 
 class OtlpGrpcReceiver:
@@ -67,10 +89,14 @@ class OtlpGrpcReceiver:
         server.add_generic_rpc_handlers((handler,))
         ep = self.settings.endpoint
         target = f"{ep.host or '[::]'}:{ep.port}" if ":" not in ep.host else f"[{ep.host}]:{ep.port}"
-        if self.settings.tls is not None:
-            port = server.add_secure_port(target, server_credentials(self.settings.tls))
-        else:
-            port = server.add_insecure_port(target)
+        _check_free(self.id, ep.host, ep.port)
+        try:
+            if self.settings.tls is not None:
+                port = server.add_secure_port(target, server_credentials(self.settings.tls))
+            else:
+                port = server.add_insecure_port(target)
+        except RuntimeError as exc:  # grpcio's "Failed to bind": the probe above lost a race, or no such address
+            raise OSError(f"{self.id} (grpc): cannot listen on {ep.host}:{ep.port}: {exc}") from None
         await server.start()
         self._server = server
         self.address = HostPort(ep.host, port)

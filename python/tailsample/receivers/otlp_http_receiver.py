@@ -19,6 +19,7 @@ Bodies pass through as bytes: protobuf goes straight to the engine, JSON is tran
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import zlib
 from typing import Literal
@@ -105,7 +106,14 @@ class OtlpHttpReceiver:
         ssl_ctx = server_context(s.tls) if s.tls else None
         tls_kw = {"ssl": ssl_ctx, "ssl_handshake_timeout": handshake_timeout} if ssl_ctx else {}
         ep = s.endpoint
-        self._server = await serve(self._runner, guard, ep.host, ep.port, **tls_kw)
+        try:
+            self._server = await serve(self._runner, guard, ep.host, ep.port, **tls_kw)
+        except OSError as exc:
+            await self._runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(exc.errno, f"{self.id} (http): {ep.host or '*'}:{ep.port} is already in use (another "
+                              "process listens there: stop it, or change the receiver's endpoint)") from None
+            raise
         self.address = HostPort(ep.host, self._server.sockets[0].getsockname()[1])  # the bound port (ep.port may be 0)
         return self.address
 

@@ -354,11 +354,13 @@ class Service:
     def request_stop(self) -> None:
         self._stopping.set()
 
-    async def stop(self) -> None:
-        """Receivers off, decide or drop what is pending, drain the exporters within `shutdown_timeout`."""
+    async def stop(self, quiet: bool = False) -> None:
+        """Receivers off, decide or drop what is pending, drain the exporters within `shutdown_timeout`.
+        `quiet`: after a failed start, nothing is logged."""
         deadline = time.monotonic() + self.shutdown_timeout
         self.ready = False
-        log.info("tailsample serve: shutting down")
+        if not quiet:
+            log.info("tailsample serve: shutting down")
         for r in self._receivers:
             if isinstance(r, OtlpGrpcReceiver):
                 await r.stop(grace=min(5.0, self.shutdown_timeout))
@@ -374,7 +376,8 @@ class Service:
         for ep in self._endpoints:
             await ep.stop()
         self._executor.shutdown(wait=True)
-        log.info("tailsample serve: stopped")
+        if not quiet:
+            log.info("tailsample serve: stopped")
 
     async def run(self) -> None:
         """Start, serve until SIGTERM or SIGINT (or `request_stop()`), stop."""
@@ -384,6 +387,11 @@ class Service:
                 loop.add_signal_handler(sig, self.request_stop)
         try:
             await self.start()
+        except BaseException:
+            # it never served: release what had started, without announcing a shutdown
+            await self.stop(quiet=True)
+            raise
+        try:
             await self._stopping.wait()
         finally:
             await self.stop()

@@ -39,6 +39,7 @@ from tailsample.collector.throttle import REPORT_INTERVAL_S, EveryInterval
 from tailsample.engine import REJECT_REASONS, Engine, Ingested
 from tailsample.errors import StorageError, TailsampleError
 from tailsample.exporters.base import Batch, Exporter, Ticket
+from tailsample.collector.reference import engine_gauges, engine_stat
 from tailsample.incident.lint import AttributeInventory
 from tailsample.service.memory import MemoryLimiter
 from tailsample.storage import FileStorage
@@ -46,16 +47,8 @@ from tailsample.storage import FileStorage
 log = logging.getLogger("tailsample.pipeline")
 
 PREFIX = "otelcol_processor_tail_sampling_"
-# engine stats that are gauges (levels); every other key is a counter
-_GAUGES = frozenset({"traces_in_memory", "decided_traces_in_memory", "spans_in_memory", "span_bytes_in_memory",
-                     "memory_bytes", "late_span_buffer_bytes", "sampled_cache_entries", "non_sampled_cache_entries",
-                     "non_sampled_cache_bytes", "interned_origins", "num_shards", "policy_state_keys",
-                     "policy_state_bytes", "red_series", "red_memory_bytes", "decision_log_records",
-                     "decision_log_bytes", "recent_kept_traces", "recent_kept_bytes", "propagation_pairs",
-                     "propagation_memory_bytes", "propagation_addresses", "buffered_bytes", "storage_bytes",
-                     "storage_directory_bytes",
-                     "storage_span_segments", "storage_decision_segments", "storage_open_rounds",
-                     "storage_acknowledged_round"})
+# engine stats that are gauges (levels); every other key is a counter. The list is the reference's.
+_GAUGES = engine_gauges()
 # The attribute inventory (`/debug/attributes`, `check-config --url`, explain's near misses) reads at most one
 # payload per interval: a sample of the keys, at a bounded cost whatever the rate.
 INVENTORY_INTERVAL_S = 1.0
@@ -455,7 +448,8 @@ class ServicePipeline:
                 continue
             kind = "gauge" if key in _GAUGES or key.startswith("limit_") else "counter"
             name, scale = engine_metric_name(key, kind)
-            add(name, kind, f"engine stat {key} (see the README's limits table)", value * scale)
+            stat = engine_stat(key)
+            add(name, kind, stat.meaning if stat else f"engine stat {key}", value * scale)
         add("tailsample_attribute_inventory_keys", "gauge", "Attribute keys held by the traffic sample that "
             "check-config --url and explain read (bounded)", self.inventory.size)
         add("tailsample_attribute_inventory_keys_dropped", "counter", "New attribute keys not counted: the "

@@ -1,19 +1,20 @@
 """The project's main job on defaults: synthetic shop traffic through the bundled policies, and what it saves.
 
-`run_demo` generates `seconds` of traffic at `rate` spans/s (`tailsample.traffic.synth`), all of it before the engine
-starts so that generation is not timed, then feeds it to an engine whose clock is the simulated time: a
-30 s simulation with a 10 s decision wait runs flat out, with decisions as they would fall in real time.
-Only the engine calls (ingest, poll, flush) are timed. The kept spans are read back (trace IDs only) and
-checked against the generator's truth: every trace with an error, a slow root or the force header must be
-kept, complete. Then the storage argument of the seed document, with measured numbers: spans/s x 86,400 x
-bytes per span on the wire (uncompressed OTLP protobuf, resource and scope overhead included), before and
-after sampling.
+`run_demo` generates `seconds` of traffic at `rate` spans/s (`tailsample.traffic.synth`) as it goes, payload by payload,
+and feeds it to an engine whose clock is the simulated time: a 30 s simulation with a 10 s decision wait runs
+flat out, with decisions as they would fall in real time. Only the engine calls (ingest, poll, flush) are timed.
+The kept spans are read back (trace IDs only) and checked against the generator's truth once each trace is
+surely decided: every trace with an error, a slow root or the force header must be kept, complete. What is held
+at once (payloads not yet ingested, traces not yet checked) is bounded by the rate and the decision wait, not by
+`seconds`. Then the storage argument of the seed document, with measured numbers: spans/s x 86,400 x bytes per
+span on the wire (uncompressed OTLP protobuf, resource and scope overhead included), before and after sampling.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,9 @@ TARGET_SPANS_PER_SECOND = 50_000.0  # what the card asks of the engine
 SECONDS_PER_DAY = 86_400
 POLL_INTERVAL_S = 0.1  # simulated seconds between polls
 CASES = ("error", "slow", "forced")  # what the bundled policies must always keep
+# A trace's spans all arrive within this many simulated seconds of its start (root up to 4 s, late spans up to
+# 3 s more, exporter batching): past its start + decision_wait + this, its decision and output are final.
+ARRIVAL_SPREAD_S = 10.0
 
 
 @dataclass
@@ -115,46 +119,123 @@ def run_demo(*, seconds: float = 30.0, rate: float = 50_000, seed: int = 1, conf
                  f"(seed {seed})")
     _print_config(console, config)
 
-    # Generate everything first: the engine timing below must not include the generator.
     gen = TrafficGenerator(seed=seed, spans_per_second=rate)
-    started = time.perf_counter()
-    with console.status("generating traffic..."):
-        batches = list(gen.batches(seconds))
-    report.generation_seconds = time.perf_counter() - started
-    report.payloads_generated = len(batches)
-    report.spans_generated = sum(b.spans for b in batches)
-    report.bytes_generated = sum(len(b.payload) for b in batches)
-
+    console.print(f"generating and sampling {seconds:g} s of traffic as it goes ...", highlight=False)
+    with console.status("running..."):
+        _run_engine(config, gen, seconds, report)
     _print_traffic(console, report)
-
-    out = _run_engine(config, batches, report)
-    report.payloads_kept = len(out)
-    report.bytes_kept = sum(len(p) for p in out)
-    kept: dict[bytes, int] = {}
-    for payload in out:
-        count_spans_by_trace(payload, kept)
-    report.traces_kept = len(kept)
-    report.spans_kept = sum(kept.values())
-
-    truth = gen.truth
-    report.traces_generated = len(truth)
-    _check_truth(report, truth, kept)
-    _attribute(report, config, truth, kept)
     _print_report(console, report)
     return report
 
 
-def _run_engine(config: Config, batches: Sequence[Batch], report: DemoReport) -> list[bytes]:
-    """Feed every batch at its simulated arrival time, poll every POLL_INTERVAL_S, flush at the end."""
+def _timed(batches: Iterator[Batch], report: DemoReport) -> Iterator[Batch]:
+    """The generator's batches, its time counted apart from the engine's, its output counted."""
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        report.generation_seconds += time.perf_counter() - t0
+        if batch is None:
+            return
+        report.payloads_generated += 1
+        report.spans_generated += batch.spans
+        report.bytes_generated += len(batch.payload)
+        yield batch
+
+
+class _Checker:
+    """Kept output against the truth, trace by trace, once each trace is surely decided; holds only the truth
+    and the kept counts of traces not yet checked."""
+
+    def __init__(self, report: DemoReport, config: Config) -> None:
+        self.report = report
+        policies = config.normalized().get("policies", [])
+        self.names = [str(p.get("name")) for p in policies]
+        self.preds = [_predicate(p) for p in policies]
+        self.kept: dict[bytes, int] = {}  # spans out per trace, for traces not yet checked
+        self.pending: deque[tuple[float, dict[bytes, TraceTruth]]] = deque()  # (when final, truth)
+        self.unattributed: set[str] = set()
+        report.must_keep = dict.fromkeys(CASES, 0)
+        report.missed = dict.fromkeys(CASES, 0)
+        report.kept_traces_by_policy = dict.fromkeys(self.names, 0)
+        report.kept_spans_by_policy = dict.fromkeys(self.names, 0)
+
+    def output(self, payloads: list[bytes]) -> None:
+        for payload in payloads:
+            self.report.payloads_kept += 1
+            self.report.bytes_kept += len(payload)
+            count_spans_by_trace(payload, self.kept)
+
+    def generated(self, truth: dict[bytes, TraceTruth], final_at: float) -> None:
+        if truth:
+            self.pending.append((final_at, truth))
+
+    def check_until(self, now: float) -> None:
+        while self.pending and self.pending[0][0] <= now:
+            for t in self.pending.popleft()[1].values():
+                self._check(t)
+
+    def finish(self) -> None:
+        self.check_until(float("inf"))
+        r = self.report
+        # output of traces already checked (late spans past the spread): counted, not attributable
+        r.traces_kept += len(self.kept)
+        r.spans_kept += sum(self.kept.values())
+        self.kept.clear()
+        for name in self.unattributed:
+            r.kept_traces_by_policy[name] = r.kept_spans_by_policy[name] = None
+
+    def _check(self, t: TraceTruth) -> None:
+        """Every error/slow/forced trace kept with all its spans; kept traces that lost spans; per policy, the
+        first in order that must have voted sampled. A policy the truth cannot evaluate (probabilistic, ...) gets
+        the kept traces no other policy explains, when it is the only such policy from there on; otherwise those
+        traces stay unattributed."""
+        r = self.report
+        r.traces_generated += 1
+        out = self.kept.pop(t.trace_id, 0)
+        if out:
+            r.traces_kept += 1
+            r.spans_kept += out
+            if out != t.spans:
+                r.incomplete_kept_traces += 1
+        for case in CASES:
+            if getattr(t, case):
+                r.must_keep[case] += 1
+                if out != t.spans:
+                    r.missed[case] += 1
+        if not out:
+            return
+        owner: str | None = None
+        for i, pred in enumerate(self.preds):
+            if pred is None:
+                rest = self.preds[i + 1:]
+                if all(p is not None and not p(t) for p in rest):
+                    owner = self.names[i]
+                else:
+                    self.unattributed.add(self.names[i])
+                break
+            if pred(t):
+                owner = self.names[i]
+                break
+        if owner is not None:
+            r.kept_traces_by_policy[owner] = (r.kept_traces_by_policy[owner] or 0) + 1
+            r.kept_spans_by_policy[owner] = (r.kept_spans_by_policy[owner] or 0) + out
+
+
+def _run_engine(config: Config, gen: TrafficGenerator, seconds: float, report: DemoReport) -> None:
+    """Feed every batch as it is generated, at its simulated arrival time, poll every POLL_INTERVAL_S, flush at
+    the end; check traces against the truth as their decisions become final."""
     engine = Engine(config)
-    out: list[bytes] = []
+    check = _Checker(report, config)
+    settle = config.decision_wait + ARRIVAL_SPREAD_S + POLL_INTERVAL_S
     clock = time.perf_counter
     spent = 0.0
     next_poll = POLL_INTERVAL_S
     now = 0.0
-    for batch in batches:
+    for batch in _timed(gen.batches(seconds), report):
+        check.generated(gen.take_truth(), gen.generated_until + settle)
         now = batch.t
         t0 = clock()
+        out: list[bytes] = []
         try:
             engine.ingest(batch.payload, now=now)
         except BackpressureError:
@@ -168,27 +249,16 @@ def _run_engine(config: Config, batches: Sequence[Batch], report: DemoReport) ->
             out += engine.poll(now=now)
             next_poll = now + POLL_INTERVAL_S
         spent += clock() - t0
+        check.output(out)
+        check.check_until(now)
     t0 = clock()
-    out += engine.flush(now=now)
+    out = engine.flush(now=now)
     report.engine_seconds = spent + clock() - t0
+    check.generated(gen.take_truth(), now)
+    check.output(out)
+    check.finish()
     report.stats = engine.stats()
     report.policy_stats = engine.policy_stats()
-    return out
-
-
-def _check_truth(report: DemoReport, truth: dict[bytes, TraceTruth], kept: dict[bytes, int]) -> None:
-    """Every error/slow/forced trace kept with all its spans; count kept traces that lost spans."""
-    report.must_keep = dict.fromkeys(CASES, 0)
-    report.missed = dict.fromkeys(CASES, 0)
-    for t in truth.values():
-        out = kept.get(t.trace_id, 0)
-        if out and out != t.spans:
-            report.incomplete_kept_traces += 1
-        for case in CASES:
-            if getattr(t, case):
-                report.must_keep[case] += 1
-                if out != t.spans:
-                    report.missed[case] += 1
 
 
 def _predicate(policy: dict[str, Any]) -> Callable[[TraceTruth], bool] | None:
@@ -209,44 +279,6 @@ def _predicate(policy: dict[str, Any]) -> Callable[[TraceTruth], bool] | None:
             matches = "true" in spec.get("values", [])
             return lambda t: matches and t.forced
     return None
-
-
-def _attribute(report: DemoReport, config: Config, truth: dict[bytes, TraceTruth],
-               kept: dict[bytes, int]) -> None:
-    """Kept traces and spans per policy: the first policy in order that must have voted sampled.
-
-    A policy the truth cannot evaluate (probabilistic, ...) gets the kept traces no other policy explains,
-    when it is the only such policy from there on; otherwise those traces stay unattributed.
-    """
-    policies = config.normalized().get("policies", [])
-    names = [str(p.get("name")) for p in policies]
-    preds = [_predicate(p) for p in policies]
-    traces: dict[str, int | None] = dict.fromkeys(names, 0)
-    spans: dict[str, int | None] = dict.fromkeys(names, 0)
-    unattributed: set[str] = set()
-    for tid, count in kept.items():
-        t = truth.get(tid)
-        owner: str | None = None
-        if t is not None:
-            for i, pred in enumerate(preds):
-                if pred is None:
-                    rest = preds[i + 1:]
-                    if all(p is not None and not p(t) for p in rest):
-                        owner = names[i]
-                    else:
-                        unattributed.add(names[i])
-                    break
-                if pred(t):
-                    owner = names[i]
-                    break
-        if owner is None:
-            continue
-        traces[owner] = (traces[owner] or 0) + 1
-        spans[owner] = (spans[owner] or 0) + count
-    for name in unattributed:
-        traces[name] = spans[name] = None
-    report.kept_traces_by_policy = traces
-    report.kept_spans_by_policy = spans
 
 
 # -- printing ------------------------------------------------------------------------------------------------
@@ -276,7 +308,6 @@ def _print_traffic(console: Console, r: DemoReport) -> None:
         f"generated  {r.spans_generated:,} spans in {r.payloads_generated:,} payloads "
         f"({_size(r.bytes_generated)}, {r.bytes_per_span:.0f} B/span) in {r.generation_seconds:.1f} s "
         f"({gen_rate:,.0f} spans/s; not part of the engine timing)", highlight=False)
-    console.print(f"running the engine over {r.payloads_generated:,} payloads ...", highlight=False)
 
 
 def _print_report(console: Console, r: DemoReport) -> None:

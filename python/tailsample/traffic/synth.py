@@ -121,6 +121,7 @@ class TrafficGenerator:
         self._trace_rate = self.spans_per_second / self.mean_spans_per_trace
         self._variants: dict[int, _Variant] = {}
         self._clock = 0.0  # where the next call of `batches` starts, simulated seconds
+        self._generated_until = 0.0
 
     @property
     def truth(self) -> dict[bytes, TraceTruth]:
@@ -133,6 +134,18 @@ class TrafficGenerator:
                 truth[key] = TraceTruth(key, sz, e, sl, f, dms)
         self._pending_truth.clear()
         return truth
+
+    def take_truth(self) -> dict[bytes, TraceTruth]:
+        """The traces generated since the last call (or since the start), handed over and forgotten here: a
+        caller that checks traces as it goes holds only those not yet checked. Each starts before
+        `generated_until`."""
+        taken, self._truth = self.truth, {}
+        return taken
+
+    @property
+    def generated_until(self) -> float:
+        """Every trace generated so far starts before this simulated time."""
+        return self._generated_until
 
     def batches(self, duration_s: float) -> Iterator[Batch]:
         """Traffic of the traces that start within the next `duration_s` simulated seconds, in arrival order.
@@ -153,6 +166,7 @@ class TrafficGenerator:
             final = t1 >= end
             if t1 > t0:
                 self._generate(t0, t1, queues)
+                self._generated_until = t1
             for batch in self._drain(queues, math.inf if final else t1):
                 last_t = batch.t
                 yield batch
