@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 
 from tailsample import Engine
+from tailsample.collector.reference import CONFIG_KEYS, ENGINE_STATS, LIMITS, SERVICE_METRICS
 from tailsample.config import Config
 from tailsample.errors import ConfigError
-from tailsample.collector.reference import CONFIG_KEYS, ENGINE_STATS, LIMITS, SERVICE_METRICS
 from tailsample.service.pipeline import engine_metric_name
 from test_metric_names import scrape_full_service
 

@@ -34,12 +34,12 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: 
 
 from tailsample import _native
 from tailsample.collector.metrics import Registry, Sample
+from tailsample.collector.reference import engine_gauges, engine_stat
 from tailsample.collector.settings import BatchProcessor, Pipeline, TailSamplingProcessor
 from tailsample.collector.throttle import REPORT_INTERVAL_S, EveryInterval
 from tailsample.engine import REJECT_REASONS, Engine, Ingested
 from tailsample.errors import StorageError, TailsampleError
 from tailsample.exporters.base import Batch, Exporter, Ticket
-from tailsample.collector.reference import engine_gauges, engine_stat
 from tailsample.incident.lint import AttributeInventory
 from tailsample.service.memory import MemoryLimiter
 from tailsample.storage import FileStorage
