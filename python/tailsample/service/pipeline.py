@@ -422,6 +422,8 @@ class ServicePipeline:
             kind = "gauge" if key in _GAUGES or key.startswith("limit_") else "counter"
             name, scale = engine_metric_name(key, kind)
             add(name, kind, f"engine stat {key} (see the README's limits table)", value * scale)
+        add("tailsample_engine_limit_decision_wait_seconds", "gauge", "The decision_wait of this processor: the "
+            "alert on decision lag compares with it", self.engine.config.decision_wait)
         add("tailsample_attribute_inventory_keys", "gauge", "Attribute keys held by the traffic sample that "
             "check-config --url and explain read (bounded)", self.inventory.size)
         add("tailsample_attribute_inventory_keys_dropped", "counter", "New attribute keys not counted: the "
