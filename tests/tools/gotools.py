@@ -306,7 +306,7 @@ def prometheus() -> Path:
 
 @_memoised
 def promtool() -> Path:
-    """promtool (`cmd/promtool` of the same module and version as `prometheus()`), for `check rules` and `test rules`."""
+    """promtool (`cmd/promtool`, the module and version of `prometheus()`): `check rules` and `test rules`."""
     return _prometheus_tool("promtool")
 
 

@@ -205,7 +205,7 @@ class StatusPage:
         name = request.match_info["name"]
         if name not in ASSETS:
             return _json(404, {"error": f"no asset {name!r}"})
-        text = resources.files("tailsample.ui").joinpath("static", name).read_text("utf-8")
+        text = resources.files("tailsample.ui").joinpath("static").joinpath(name).read_text("utf-8")
         return web.Response(text=text, content_type=ASSETS[name], charset="utf-8",
                             headers={**SECURITY_HEADERS, "Cache-Control": "max-age=300"})
 
@@ -375,7 +375,7 @@ def _json(status: int, body: dict[str, Any]) -> web.Response:
 
 def _num(v: float | None, unit: str = "") -> str:
     if v is None:
-        return "–"
+        return "-"
     for factor, suffix in ((1 << 30, " GiB"), (1 << 20, " MiB"), (1 << 10, " KiB")) if unit == "B" else ():
         if abs(v) >= factor:
             return f"{v / factor:.1f}{suffix}"

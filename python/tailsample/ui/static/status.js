@@ -13,7 +13,7 @@ function h(tag, attrs, ...children) {
 
 // the same formatting as tailsample.ui.status._num
 function fmt(v, unit) {
-  if (v === null || v === undefined) return "–";
+  if (v === null || v === undefined) return "-";
   if (unit === "B") {
     for (const [f, s] of [[2 ** 30, " GiB"], [2 ** 20, " MiB"], [2 ** 10, " KiB"]]) {
       if (Math.abs(v) >= f) return (v / f).toFixed(1) + s;
