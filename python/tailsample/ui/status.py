@@ -412,13 +412,14 @@ def render_page(data: dict[str, Any]) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tailsample status</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<link rel="stylesheet" href="/status/assets/status.css"></head>
+<link rel="icon" href="data:,"><link rel="stylesheet" href="/status/assets/status.css"></head>
 <body>
 <header><h1>tailsample</h1><span id="updated" data-generated="{data['generated_at']}">status</span>
 <a href="/metrics">/metrics</a> <a href="/status/data">/status/data</a></header>
 <section class="tiles">{tile_html}</section>
 <section><h2>Throughput</h2><svg id="rates" viewBox="0 0 600 120" preserveAspectRatio="none"></svg>
-<div class="legend"><span class="in">spans in / s</span> <span class="kept">spans kept / s</span></div></section>
+<div class="legend"><span class="in">spans in / s</span> <span class="kept">spans kept / s</span>
+<span id="rates-max" class="note"></span></div></section>
 <section id="pipelines"></section>
 <section><h2>Exporters</h2><div id="exporters"></div></section>
 <section><h2>Memory limiter</h2><div id="limiters"></div></section>

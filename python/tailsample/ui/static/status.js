@@ -52,7 +52,7 @@ function chart(svg, history) {
   svg.replaceChildren();
   const pts = history.filter((p) => p[1] !== null);
   if (pts.length < 2) {
-    svg.append(h("svg:text", { x: 10, y: 60, class: "empty" }, "collecting…"));
+    document.getElementById("rates-max").textContent = "collecting…";
     return;
   }
   const t0 = pts[0][0], t1 = pts[pts.length - 1][0] || 1e-9, max = Math.max(1, ...pts.map((p) => p[1]));
@@ -60,7 +60,8 @@ function chart(svg, history) {
   for (const [i, cls] of [[1, "in"], [2, "kept"]]) {
     svg.append(h("svg:polyline", { class: cls, points: pts.map((p) => `${x(p[0])},${y(p[i])}`).join(" ") }));
   }
-  svg.append(h("svg:text", { x: 8, y: 14, class: "axis" }, fmt(max) + " / s"));
+  // the SVG stretches to the page's width: text goes outside it, undistorted
+  document.getElementById("rates-max").textContent = "top: " + fmt(max) + " / s";
 }
 
 // services on a circle; an edge per pair, red and dashed when calls lost their context
@@ -117,7 +118,7 @@ function pipeline(p) {
   if (!p.recent_kept.length) sec.append(h("p", { class: "note" }, "none held yet"));
   for (const k of p.recent_kept) {
     sec.append(h("details", { class: "trace" }, h("summary", {}, `${k.trace_id} · ${k.span_count} spans` +
-      (k.duration ? ` · ${k.duration}` : "") + (k.errors ? ` · ${k.errors} errors` : "")),
+      (k.duration ? ` · ${k.duration}` : "") + (k.errors ? ` · ${k.errors} error${k.errors > 1 ? "s" : ""}` : "")),
     h("pre", {}, k.tree || "(not drawn)")));
   }
   return sec;
