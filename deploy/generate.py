@@ -159,15 +159,16 @@ class Alert:
 _BY = "job, instance, processor"
 
 
-def _ratio(num: str, den: str, window: str, by: str = _BY) -> str:
-    return f"sum by ({by}) (rate({num}[{window}]))\n/ sum by ({by}) (rate({den}[{window}]))"
+def _ratio(num: str, den: str, window: str, *, offset: str = "", by: str = _BY) -> str:
+    at = f" offset {offset}" if offset else ""
+    return f"sum by ({by}) (rate({num}[{window}]{at}))\n/ sum by ({by}) (rate({den}[{window}]{at}))"
 
 
 _GLOBAL = f"{TS}global_count_traces_sampled_total"
 _KEPT = _GLOBAL + '{decision="sampled"}'
 ALERTS: tuple[Alert, ...] = (
     Alert("TailsampleKeptShareCollapsed",
-          f"(({_ratio(_KEPT, _GLOBAL, '5m')})\n< 0.25 * ({_ratio(_KEPT, _GLOBAL, '1h offset 5m')}))\n"
+          f"(({_ratio(_KEPT, _GLOBAL, '5m')})\n< 0.25 * ({_ratio(_KEPT, _GLOBAL, '1h', offset='5m')}))\n"
           f"or (sum by ({_BY}) (rate({_KEPT}[5m])) == 0\n"
           f"    and sum by ({_BY}) (rate({_GLOBAL}[5m])) > 0)",
           "15m", "critical", "{{ $labels.processor }} on {{ $labels.instance }} keeps far fewer traces than before",
