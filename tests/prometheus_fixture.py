@@ -45,16 +45,21 @@ def _cached(name: str) -> Path | None:
     return binary if binary.exists() and stamp.exists() and stamp.read_text().strip() == key else None
 
 
+def _binary(name: str) -> Path:
+    """The built `name` (prometheus or promtool), or the calling test skipped with the reason."""
+    if os.environ.get(BUILD_ENV) != "1" and _cached(name) is None:
+        pytest.skip(f"{name} {gotools.PROMETHEUS_VERSION} is not built yet (many minutes): `make test-status` or "
+                    f"{BUILD_ENV}=1 builds it into the gotools cache")
+    return gotools.require(gotools.prometheus if name == "prometheus" else gotools.promtool)
+
+
 def prometheus_binaries() -> tuple[Path, Path]:
     """(prometheus, promtool), or the calling test skipped with the reason."""
-    if os.environ.get(BUILD_ENV) != "1" and (_cached("prometheus") is None or _cached("promtool") is None):
-        pytest.skip(f"Prometheus {gotools.PROMETHEUS_VERSION} is not built yet (many minutes): `make test-status` "
-                    f"or {BUILD_ENV}=1 builds it into the gotools cache")
-    return gotools.require(gotools.prometheus), gotools.require(gotools.promtool)
+    return _binary("prometheus"), _binary("promtool")
 
 
 def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    _, tool = prometheus_binaries()
+    tool = _binary("promtool")
     return subprocess.run([str(tool), *args], capture_output=True, text=True, timeout=120, cwd=cwd, check=False)
 
 
