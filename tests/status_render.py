@@ -12,6 +12,7 @@ import functools
 import html
 import importlib.util
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -76,10 +77,30 @@ def chromium(width: int = 1280, height: int = 900) -> Iterator[Any]:
 
 
 def screenshot(url: str, path: Path, *, width: int, height: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The page at `url`, `width` wide and as tall as its content (at least `height`), as a PNG."""
     with chromium(width, height) as driver:
         driver.get(url)
-        driver.save_screenshot(str(path))
+        full_page_screenshot(driver, path, width)
+
+
+def full_page_screenshot(driver: Any, path: Path, width: int) -> None:
+    """The whole page as a PNG: the viewport set (DevTools device metrics) to the page's height, since a headless
+    window's own height includes browser chrome the screenshot does not."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+    assert driver.save_screenshot(str(path))
+
+
+_METRIC = re.compile(r"\b((?:otelcol|tailsample)_[a-z0-9_]+)(\{)?")
+
+
+def only_job(expr: str, job: str) -> str:
+    """`expr` with every selector of a tailsample metric narrowed to `job` (the queries' metrics are all named
+    otelcol_* or tailsample_*)."""
+    return _METRIC.sub(lambda m: f'{m.group(1)}{{job="{job}",' if m.group(2) else f'{m.group(1)}{{job="{job}"}}',
+                       expr)
 
 
 # ---- the dashboard's panels, drawn ----------------------------------------------------------------------------
@@ -120,7 +141,8 @@ def _panel_svg(panel: dict[str, Any], series: list[tuple[str, list[tuple[float, 
     unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit", "short")
     points = [p for _, pts in series for p in pts]
     t0, t1 = min(t for t, _ in points), max(t for t, _ in points)
-    top = max([v for _, v in points] + [panel.get("fieldConfig", {}).get("defaults", {}).get("max") or 0, 1e-9])
+    top = max([v for _, v in points] + [panel.get("fieldConfig", {}).get("defaults", {}).get("max") or 0])
+    top = top if top > 0 else 1.0  # all zero: a flat line at the bottom
     pw, ph = w - 70, h - 70
 
     def x(t: float) -> float:
@@ -144,7 +166,7 @@ def _panel_svg(panel: dict[str, Any], series: list[tuple[str, list[tuple[float, 
 
 
 def dashboard_preview(dashboard: dict[str, Any], query_range: Callable[[str], list[dict[str, Any]]],
-                      *, job_filter: str | None = None) -> Preview:
+                      *, subtitle: str = "") -> Preview:
     """The dashboard's panels (in its grid order, 24 columns) drawn from `query_range(expr)` answers."""
     col_px, row_px = 56, 28
     cells = []
@@ -161,8 +183,6 @@ def dashboard_preview(dashboard: dict[str, Any], query_range: Callable[[str], li
         series: list[tuple[str, list[tuple[float, float]]]] = []
         for target in panel["targets"]:
             for s in query_range(target["expr"]):
-                if job_filter and s["metric"].get("job") not in (None, job_filter):
-                    continue
                 pts = [(float(t), float(v)) for t, v in s["values"] if v not in ("NaN", "+Inf", "-Inf")]
                 if pts:
                     series.append((_legend(target.get("legendFormat", ""), s["metric"]), pts))
@@ -179,9 +199,10 @@ h1 {{ font-size: 16px; margin: 10px 12px; }}
 .panel {{ position: absolute; border: 1px solid #e3e6ea; border-radius: 4px; background: #fff; }}
 .tt {{ font-size: 13px; font-weight: 600; }} .ax {{ font-size: 10px; fill: #889; }} .lg {{ font-size: 11px; }}
 </style></head><body><h1>{html.escape(dashboard["title"])}: the panels of deploy/grafana/tailsample.json, from a real
-Prometheus scraping tailsample serve (drawn by tests/status_render.py, not by Grafana)</h1>
+Prometheus scraping tailsample serve{html.escape(subtitle)} (drawn by tests/status_render.py, not by Grafana)</h1>
 <div class="board" style="height:{bottom}px">{"".join(cells)}</div></body></html>"""
     return Preview(page, bottom + 60, empty)
 
 
-__all__ = ["DEPLOY", "Preview", "chromium", "dashboard_preview", "deploy_generator", "screenshot"]
+__all__ = ["DEPLOY", "Preview", "chromium", "dashboard_preview", "deploy_generator", "full_page_screenshot", "only_job",
+           "screenshot"]

@@ -9,7 +9,6 @@ Skipped when Chromium or ChromeDriver is missing, except under CI (tests/status_
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 
 from sdk_traffic import Traffic, make_traffic
 from service_harness import OtlpSink, ServiceThread, service_config, serving, sink, wait_for
-from status_render import chromium
+from status_render import chromium, full_page_screenshot
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts" / "status"
 
@@ -110,12 +109,7 @@ def test_status_page_in_chromium(served: tuple[ServiceThread, OtlpSink]) -> None
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"
                   and "/status/trace/not-a-trace-id" not in e["message"]]  # the 400 asked for above
         assert severe == [], severe
-        time.sleep(0.3)
-        height = int(driver.execute_script("return document.body.scrollHeight")) + 40
-        driver.set_window_size(1280, height)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        assert driver.save_screenshot(str(ARTIFACTS / "status.png"))
+        full_page_screenshot(driver, ARTIFACTS / "status.png", 1280)
         target = os.environ.get("TAILSAMPLE_STATUS_SCREENSHOTS")
         if target:
-            Path(target).mkdir(parents=True, exist_ok=True)
-            assert driver.save_screenshot(str(Path(target) / "status.png"))
+            full_page_screenshot(driver, Path(target) / "status.png", 1280)

@@ -215,14 +215,17 @@ def test_healthy_scenario_is_quiet(run: Run) -> None:
 
 
 def test_dashboard_panels_drawn(run: Run, tmp_path: Path) -> None:
-    """Scenario: each panel's queries over the run, from Prometheus's range API, drawn as SVG on one page
-    (Grafana itself is not used: AGPL). Guarantees: every panel has points; with TAILSAMPLE_STATUS_SCREENSHOTS
-    set to a directory and a Chromium here, the page is screenshotted there as dashboard.png."""
-    from status_render import dashboard_preview, screenshot
+    """Scenario: each panel's queries over the run, narrowed to the healthy job, from Prometheus's range API,
+    drawn as SVG on one page (Grafana itself is not used: AGPL). Guarantees: every panel has points; with
+    TAILSAMPLE_STATUS_SCREENSHOTS set to a directory and a Chromium here, the page is screenshotted there as
+    dashboard.png."""
+    from status_render import dashboard_preview, only_job, screenshot
 
     dashboard = json.loads((DEPLOY / "grafana" / "tailsample.json").read_text())
+    # the healthy scenario alone, rates over 5 s: the picture of one service in normal operation
     page = dashboard_preview(dashboard, lambda expr: run.prometheus.query_range(
-        _expr(expr), run.started, run.ended, 1.0), job_filter=None)
+        only_job(expr.replace("$__rate_interval", "5s"), "healthy"), run.started, run.ended, 1.0),
+        subtitle=" (job healthy, 25 s of OpenTelemetry SDK traffic, rates over 5 s)")
     out = tmp_path / "dashboard.html"
     out.write_text(page.html)
     assert page.empty_panels == [], page.empty_panels
