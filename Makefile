@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.tailsample-deps
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build build-demo demo test test-rust lint test-python test-jaeger test-realworld fuzz-ci fuzz soak bench bench-setup bench-results wheel wheel-check docs format clean all
+.PHONY: help setup build build-demo demo test test-rust lint test-python test-jaeger test-status deploy test-realworld fuzz-ci fuzz soak bench bench-setup bench-results wheel wheel-check docs format clean all
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,12 @@ test-realworld: build ## real OTel instrumentation (Python, Node, Go stacks) →
 	if [ -n "$(UPDATE)" ]; then $(BIN)/python tests/realworld/emitted.py || rc=1; fi; exit $$rc
 
 test: test-rust lint test-python ## every test: cargo test, clippy, fmt, ruff, mypy, pytest
+
+test-status: build ## build Prometheus into the Go tools cache if needed (many minutes), then the dashboard, alert and status page tests against it and Chromium; rewrites docs/status.png and docs/dashboard.png
+	TAILSAMPLE_BUILD_PROMETHEUS=1 TAILSAMPLE_STATUS_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_status_prometheus.py tests/test_status_browser.py
+
+deploy: build ## regenerate deploy/grafana and deploy/prometheus from deploy/generate.py
+	$(BIN)/python deploy/generate.py
 
 test-jaeger: build ## build Jaeger v2 into the Go tools cache if needed (~9 min), then the tests that need it (-m jaeger)
 	TAILSAMPLE_BUILD_JAEGER=1 $(BIN)/python -m pytest -q -m jaeger

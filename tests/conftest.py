@@ -32,3 +32,5 @@ def rng(request: pytest.FixtureRequest) -> random.Random:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "jaeger: needs a real Jaeger v2 (skipped unless built: `make test-jaeger`)")
+    config.addinivalue_line("markers", "prometheus: needs a real Prometheus and promtool (skipped unless built: "
+                                       "`make test-status`)")

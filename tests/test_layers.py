@@ -25,6 +25,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("tailsample.collector",),
     # I/O and tools over the engine: they never import each other
     ("tailsample.receivers", "tailsample.exporters", "tailsample.incident", "tailsample.otel", "tailsample.logging"),
+    # views over the engine and the incident tools (the status page)
+    ("tailsample.ui",),
     # `tailsample serve`
     ("tailsample.service",),
     # what a person runs

@@ -4,6 +4,8 @@
     gotools.telemetrygen()  # -> Path of telemetrygen (opentelemetry-collector-contrib/cmd/telemetrygen)
     gotools.otelcol()       # -> Path of a collector built by ocb from tests/tools/otelcol-builder.yaml
     gotools.jaeger()        # -> Path of Jaeger v2 (cmd/jaeger), built in a scratch module
+    gotools.prometheus()    # -> Path of Prometheus (cmd/prometheus), built in a scratch module
+    gotools.promtool()      # -> Path of promtool (cmd/promtool), same module and version
 
 Both raise `GoToolUnavailable` when this machine cannot build them (no `go` on PATH, module proxy unreachable or
 refusing a module, toolchain too old): a test should skip with that message (`gotools.require(gotools.otelcol)`
@@ -42,6 +44,8 @@ TELEMETRYGEN_MODULE = "github.com/open-telemetry/opentelemetry-collector-contrib
 TELEMETRYGEN_VERSION = "v0.161.0"
 JAEGER_MODULE = "github.com/jaegertracing/jaeger"
 JAEGER_PACKAGE = "github.com/jaegertracing/jaeger/cmd/jaeger"
+PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
+PROMETHEUS_VERSION = "v0.316.0"  # Prometheus 3.x's Go module version; its API and promtool, no UI assets
 JAEGER_VERSION = "v1.75.0"  # Jaeger v2 (the OpenTelemetry-collector-based all-in-one); its query API, no UI assets
 BUILDER_MODULE = "go.opentelemetry.io/collector/cmd/builder"
 BUILDER_VERSION = "v0.161.0"  # the collector release of the manifest's components (core beta v0.161.0, stable v1.67.0)
@@ -268,6 +272,42 @@ def jaeger() -> Path:
             shutil.rmtree(scratch, ignore_errors=True)
 
     return _tool("jaeger", key, build)
+
+
+def _scratch_tool_build(go: str, module: str, version: str, package: str, dest: Path, *, what: str) -> None:
+    """`package` built as a tool dependency of a scratch module (`go get -tool`, then `go build`).
+
+    Used where `go install module@version` refuses the module (replace directives in its go.mod).
+    """
+    scratch = Path(tempfile.mkdtemp(prefix=".build-", dir=dest.parent))
+    try:
+        run_go([go, "mod", "init", "tailsample.test/tool"], cwd=scratch, what=what, timeout=60)
+        run_go([go, "get", "-tool", f"{package}@{version}"], cwd=scratch, what=what, timeout=INSTALL_TIMEOUT_S)
+        run_go([go, "build", "-trimpath", "-o", str(dest), package], cwd=scratch, what=what,
+               timeout=OTELCOL_TIMEOUT_S)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _prometheus_tool(name: str) -> Path:
+    go = find_go()
+    package = f"{PROMETHEUS_MODULE}/cmd/{name}"
+    key = _key(name, f"{package}@{PROMETHEUS_VERSION}", go_version(go))
+    return _tool(name, key, lambda dest: _scratch_tool_build(
+        go, PROMETHEUS_MODULE, PROMETHEUS_VERSION, package, dest, what=f"{name} {PROMETHEUS_VERSION}"))
+
+
+@_memoised
+def prometheus() -> Path:
+    """Prometheus (`PROMETHEUS_MODULE/cmd/prometheus@PROMETHEUS_VERSION`), many minutes to build on 2 cores, then
+    cached; built without its web UI assets (the tests use only its HTTP API)."""
+    return _prometheus_tool("prometheus")
+
+
+@_memoised
+def promtool() -> Path:
+    """promtool (`cmd/promtool`, the module and version of `prometheus()`): `check rules` and `test rules`."""
+    return _prometheus_tool("promtool")
 
 
 def require(tool: Callable[[], Path]) -> Path:

@@ -349,6 +349,11 @@ LIMITS: tuple[Limit, ...] = (
         "`otelcol_exporter_send_failed_spans_total`, `tailsample_exporter_retries_total`",
     ),
     Limit("`memory_limiter` (serve)", "503 / RESOURCE_EXHAUSTED, nothing taken", "`tailsample_memory_limiter_*`"),
+    Limit(
+        "`/status/data` (serve)",
+        "computed at most once a second; lists capped (policies, exporters, pairs, kept traces drawn)",
+        "`tailsample_debug_requests_total` when behind the `/debug` gate",
+    ),
 )
 
 ENGINE_STATS: tuple[EngineStat, ...] = (
@@ -402,6 +407,12 @@ ENGINE_STATS: tuple[EngineStat, ...] = (
     EngineStat("refused_tail_storage", "counter", "payloads refused because tail storage is full"),
     EngineStat("storage_errors", "counter", "tail storage write or read errors"),
     EngineStat("traces_in_memory", "gauge", "undecided traces held"),
+    EngineStat("error_traces_decided", "counter", "traces holding an ERROR span that were decided"),
+    EngineStat(
+        "error_traces_not_sampled",
+        "counter",
+        "traces holding an ERROR span decided not kept (dropped by a policy or not sampled)",
+    ),
     EngineStat(
         "decided_traces_in_memory",
         "gauge",
@@ -760,6 +771,12 @@ SERVICE_METRICS: tuple[Metric, ...] = (
         "counter",
         ("processor",),
         "Count of traces dropped for exceeding the size limit",
+    ),
+    Metric(
+        "tailsample_engine_limit_decision_wait_seconds",
+        "gauge",
+        ("processor",),
+        "The decision_wait of this processor: the alert on decision lag compares with it",
     ),
     Metric(
         "tailsample_attribute_inventory_keys",

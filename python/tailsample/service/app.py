@@ -58,6 +58,7 @@ from tailsample.incident.tree import build_traces, summary_json
 from tailsample.service.debug import DebugGate
 from tailsample.service.memory import MemoryLimiter, resident_bytes
 from tailsample.service.pipeline import FanoutSink, ServicePipeline
+from tailsample.ui.status import StatusPage
 
 log = logging.getLogger("tailsample.serve")
 
@@ -194,8 +195,8 @@ class Service:
         if cfg.metrics.level != "none":
             for i, ep in enumerate(cfg.metrics.endpoints):
                 name = "metrics" if i == 0 else f"metrics/{i}"
-                m = _HttpEndpoint(name, ep, [web.get("/metrics", self._metrics), *self._debug_routes(auths)],
-                                  receiver_metrics.listeners)
+                m = _HttpEndpoint(name, ep, [web.get("/metrics", self._metrics), *self._debug_routes(auths),
+                                             *self._status.routes(ep.host)], receiver_metrics.listeners)
                 self._endpoints.append(m)
                 self.addresses[name] = await m.start()
         for xid in cfg.service_extensions:
@@ -213,6 +214,11 @@ class Service:
         self.ready = True
         log.info("tailsample serve: ready; %s", ", ".join([*(f"{k} on {v}" for k, v in self.addresses.items()),
                                                             *(f"{k} reading {v}" for k, v in self.consumers.items())]))
+
+    @functools.cached_property
+    def _status(self) -> StatusPage:
+        """The status page (`/status`): open on a loopback metrics address, else behind the /debug gate."""
+        return StatusPage(self.registry.render, lambda: self.pipelines, self._debug)
 
     def _debug_routes(self, auths: dict[str, BearerTokenAuth]) -> list[web.RouteDef]:
         """The /debug endpoints behind their gate (off without a `tailsample_debug` extension)."""

@@ -450,6 +450,8 @@ class ServicePipeline:
             name, scale = engine_metric_name(key, kind)
             stat = engine_stat(key)
             add(name, kind, stat.meaning if stat else f"engine stat {key}", value * scale)
+        add("tailsample_engine_limit_decision_wait_seconds", "gauge", "The decision_wait of this processor: the "
+            "alert on decision lag compares with it", self.engine.config.decision_wait)
         add("tailsample_attribute_inventory_keys", "gauge", "Attribute keys held by the traffic sample that "
             "check-config --url and explain read (bounded)", self.inventory.size)
         add("tailsample_attribute_inventory_keys_dropped", "counter", "New attribute keys not counted: the "

@@ -816,6 +816,8 @@ impl Engine {
             ("late_spans_dropped", s.late_spans_dropped),
             ("late_span_buffer_bytes", g.late_span_buffer_bytes),
             ("policy_evaluation_errors", s.policy_evaluation_errors),
+            ("error_traces_decided", s.error_traces_decided),
+            ("error_traces_not_sampled", s.error_traces_not_sampled),
             ("decisions_after_root", s.decisions_after_root),
             ("decisions_on_flush", s.decisions_on_flush),
             ("decision_lag_ns_total", s.decision_lag_ns_total),
@@ -934,6 +936,8 @@ fn add_stats(a: &mut ShardStats, b: &ShardStats) {
     a.late_spans_forwarded += b.late_spans_forwarded;
     a.late_spans_dropped += b.late_spans_dropped;
     a.policy_evaluation_errors += b.policy_evaluation_errors;
+    a.error_traces_decided += b.error_traces_decided;
+    a.error_traces_not_sampled += b.error_traces_not_sampled;
     a.decisions_after_root += b.decisions_after_root;
     a.decisions_on_flush += b.decisions_on_flush;
     a.refused_num_traces += b.refused_num_traces;

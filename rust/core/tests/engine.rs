@@ -462,3 +462,31 @@ fn seed_policies_keep_errors_and_slow_traces() {
     assert_eq!(ps[2].1.sampled, 30);
     invariant(&e);
 }
+
+/// Scenario: two traces with an ERROR span and one without, decided by a policy set that keeps errors, then by
+/// one that keeps nothing. Guarantees: `error_traces_decided` counts the two error traces either way;
+/// `error_traces_not_sampled` is 0 when they are kept and 2 when they are not (the alert on error traces not
+/// kept reads these).
+#[test]
+fn error_traces_not_kept_are_counted() {
+    let errors = json!([{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]);
+    let nothing = json!([{"name": "none", "type": "probabilistic", "probabilistic": {"sampling_percentage": 0}}]);
+    for (policies, not_kept) in [(errors, 0), (nothing, 2)] {
+        let e = engine(json!({}), policies);
+        let mut rng = Rng(41);
+        for error in [true, true, false] {
+            let mut req = request(&mut rng, 2, 2, "svc");
+            for s in &mut req.resource_spans[0].scope_spans[0].spans {
+                s.status = Some(Status {
+                    message: String::new(),
+                    code: if error { 2 } else { 0 },
+                });
+            }
+            e.ingest(&req.encode_to_vec(), 0).unwrap();
+        }
+        e.flush(100 * S);
+        assert_eq!(stat(&e, "error_traces_decided"), 2);
+        assert_eq!(stat(&e, "error_traces_not_sampled"), not_kept);
+        invariant(&e);
+    }
+}

@@ -1020,6 +1020,10 @@ impl Shard {
         self.stats.decisions_timed += 1;
         self.stats.decision_lag.record(lag);
         let kept = !dropped && first_sampled.is_some();
+        if view.status_mask & status_bits::ERROR != 0 {
+            self.stats.error_traces_decided += 1;
+            self.stats.error_traces_not_sampled += u64::from(!kept);
+        }
         let audit = self
             .audit
             .as_mut()

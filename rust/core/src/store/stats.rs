@@ -34,6 +34,10 @@ pub struct ShardStats {
     pub late_spans_forwarded: u64,
     pub late_spans_dropped: u64,
     pub policy_evaluation_errors: u64,
+    /// Decided traces with a span of status ERROR, and those of them not kept (not sampled or dropped by a
+    /// policy): the alert on error traces not kept reads their ratio.
+    pub error_traces_decided: u64,
+    pub error_traces_not_sampled: u64,
     /// Traces decided early because their root span arrived (`decision_wait_after_root_received`).
     pub decisions_after_root: u64,
     pub decisions_on_flush: u64,
