@@ -19,33 +19,27 @@ impl And {
         Ok(And { subs })
     }
 
-    pub fn evaluate(&mut self, t: &TraceView, now: i64) -> std::result::Result<Vote, String> {
-        for sub in &mut self.subs {
-            sub.last_vote = None;
-        }
-        for sub in &mut self.subs {
-            if sub.evaluate(t, now)? != Vote::Sampled {
-                return Ok(Vote::NotSampled);
-            }
-        }
-        Ok(Vote::Sampled)
-    }
-
-    /// Every sub-policy must keep the trace: the conjunction of their inclusions. A sub-policy that was not
-    /// evaluated (after one that did not sample) makes it unknown, unless one of those evaluated never keeps.
-    pub fn inclusion(&self) -> Inclusion {
+    /// The vote, and its inclusion: every sub-policy must keep the trace, so the conjunction of their
+    /// inclusions. A sub-policy that was not evaluated (after one that did not sample) makes it unknown, unless
+    /// one of those evaluated never keeps.
+    pub fn evaluate(
+        &mut self,
+        t: &TraceView,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
         let mut acc = Inclusion::Always;
-        let mut skipped = false;
-        for sub in &self.subs {
-            match sub.last_vote {
-                Some(v) => acc = acc.and(sub.kind.inclusion(v)),
-                None => skipped = true,
+        let n = self.subs.len();
+        for (i, sub) in self.subs.iter_mut().enumerate() {
+            let (vote, inclusion) = sub.evaluate(t, now)?;
+            acc = acc.and(inclusion);
+            if vote != Vote::Sampled {
+                let skipped = i + 1 < n;
+                if skipped && acc != Inclusion::Never {
+                    acc = Inclusion::Unknown;
+                }
+                return Ok((Vote::NotSampled, acc));
             }
         }
-        if skipped && acc != Inclusion::Never {
-            Inclusion::Unknown
-        } else {
-            acc
-        }
+        Ok((Vote::Sampled, acc))
     }
 }

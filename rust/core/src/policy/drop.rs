@@ -1,6 +1,7 @@
 //! `drop`: if every sub-policy (`drop_sub_policy`) samples, the trace is dropped, whatever any other policy
 //! says (a veto). Evaluation stops at the first sub-policy that does not sample.
 
+use super::inclusion::Inclusion;
 use super::{Policy, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::Result;
@@ -20,12 +21,17 @@ impl Drop {
         Ok(Drop { subs })
     }
 
-    pub fn evaluate(&mut self, t: &TraceView, now: i64) -> std::result::Result<Vote, String> {
+    /// The vote; it never keeps a trace (inclusion `Never`).
+    pub fn evaluate(
+        &mut self,
+        t: &TraceView,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
         for sub in &mut self.subs {
-            if sub.evaluate(t, now)? != Vote::Sampled {
-                return Ok(Vote::NotSampled);
+            if sub.evaluate(t, now)?.0 != Vote::Sampled {
+                return Ok((Vote::NotSampled, Inclusion::Never));
             }
         }
-        Ok(Vote::Dropped)
+        Ok((Vote::Dropped, Inclusion::Never))
     }
 }

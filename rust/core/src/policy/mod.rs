@@ -5,7 +5,7 @@
 //!   summary (`resource_matches`, `span_matches`), so that deciding rarely re-reads a span;
 //! - at decision time, `evaluate` reads the summary (`TraceView`) and votes.
 //!
-//! Precedence of votes, written once (`decide` in `store::shard`): any `drop` → dropped; else any sampled →
+//! Precedence of votes, written once (`decision::precedence`): any `drop` → dropped; else any sampled →
 //! sampled; else not sampled. An evaluation error counts as no vote. Combinators (`and`, `not`, `drop`,
 //! `composite`) hold sub-policies of the same type; an error in a sub-policy is the combinator's error.
 
@@ -15,6 +15,7 @@ pub mod and;
 pub mod boolean_attribute;
 pub mod bytes_limiting;
 pub mod composite;
+pub mod decision;
 pub mod drop;
 pub mod inclusion;
 pub mod latency;
@@ -39,14 +40,8 @@ use crate::error::{Error, Result};
 use crate::otlp::decode::{AttrKeys, AttrValue, SpanView};
 use serde_json::Value;
 
-/// A policy's vote on a trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Vote {
-    Sampled,
-    NotSampled,
-    /// A `drop` policy fired: a veto over every other vote.
-    Dropped,
-}
+pub use decision::Vote;
+use inclusion::Inclusion;
 
 /// Bits of `TraceView::status_mask`: which status codes the trace's spans carry.
 pub mod status_bits {
@@ -210,9 +205,6 @@ pub struct Policy {
     pub kind: Kind,
     /// The bit of `TraceView::matched` this policy folds into, if it folds.
     pub slot: Option<u8>,
-    /// Its vote on the trace evaluated last (None: not evaluated, or failed), for the trace's inclusion
-    /// probability (`inclusion`).
-    pub last_vote: Option<Vote>,
 }
 
 impl Policy {
@@ -241,7 +233,6 @@ impl Policy {
             name,
             kind,
             slot: None,
-            last_vote: None,
         })
     }
 
@@ -296,28 +287,22 @@ impl Policy {
         Ok(out)
     }
 
-    /// The vote on a decided trace; `now` is the engine clock (ns), for the stateful policies.
-    pub fn evaluate(&mut self, t: &TraceView, now: i64) -> std::result::Result<Vote, String> {
+    /// The vote on a decided trace, and how it depends on the trace's randomness (`inclusion`); `now` is the
+    /// engine clock (ns), for the stateful policies.
+    pub fn evaluate(
+        &mut self,
+        t: &TraceView,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
         let (matched, failed) = match self.slot {
             Some(s) => (t.matched & (1u64 << s) != 0, t.errors & (1u64 << s) != 0),
             None => (false, false),
         };
-        self.last_vote = None;
         // A definite match on some span wins over a failure on another.
         if failed && !matched {
             return Err(format!("policy {:?} failed to evaluate a span", self.name));
         }
-        let vote = self.kind.evaluate(t, matched, now)?;
-        self.last_vote = Some(vote);
-        Ok(vote)
-    }
-
-    /// How its last vote depends on the trace's randomness (see `inclusion`).
-    pub fn inclusion(&self) -> inclusion::Inclusion {
-        match self.last_vote {
-            None => inclusion::Inclusion::Never,
-            Some(v) => self.kind.inclusion(v),
-        }
+        self.kind.evaluate(t, matched, now)
     }
 
     /// Every policy of this tree, depth first (itself included), for slot assignment and key collection.
@@ -525,8 +510,8 @@ impl Kind {
         t: &TraceView,
         matched: bool,
         now: i64,
-    ) -> std::result::Result<Vote, String> {
-        Ok(match self {
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        let vote = match self {
             Kind::AlwaysSample(p) => p.evaluate(t),
             Kind::StatusCode(p) => p.evaluate(t),
             Kind::Latency(p) => p.evaluate(t),
@@ -539,6 +524,7 @@ impl Kind {
             Kind::TraceFlags(p) => p.evaluate(t),
             Kind::RateLimiting(p) => p.evaluate(t, now),
             Kind::BytesLimiting(p) => p.evaluate(t, now),
+            // Combinators say how their vote depends on their sub-policies'.
             Kind::And(p) => return p.evaluate(t, now),
             Kind::Not(p) => return p.evaluate(t, now),
             Kind::Drop(p) => return p.evaluate(t, now),
@@ -547,7 +533,8 @@ impl Kind {
             Kind::TraceAggregate(p) => p.evaluate(t),
             Kind::LatencyPercentile(p) => p.evaluate(t, now),
             Kind::Adaptive(p) => p.evaluate(t, now),
-        })
+        };
+        Ok((vote, self.inclusion(vote)))
     }
 
     /// The trace key of a keyed policy, for slot assignment.
@@ -559,20 +546,14 @@ impl Kind {
         }
     }
 
-    /// How this policy's `vote` on the trace just evaluated depends on the trace's randomness.
-    pub fn inclusion(&self, vote: Vote) -> inclusion::Inclusion {
-        use inclusion::Inclusion;
+    /// How this (non-combinator) policy's `vote` on the trace just evaluated depends on the trace's randomness.
+    fn inclusion(&self, vote: Vote) -> Inclusion {
         let sampled = vote == Vote::Sampled;
         match self {
             Kind::Probabilistic(p) => p.inclusion(),
             Kind::Adaptive(p) => Inclusion::Threshold(p.last_threshold),
-            // Their votes depend on other traces (tokens, allocations), not on this trace's randomness.
-            Kind::RateLimiting(_) | Kind::BytesLimiting(_) | Kind::Composite(_) if sampled => {
-                Inclusion::Unknown
-            }
-            Kind::And(p) => p.inclusion(),
-            Kind::Not(p) => p.sub.inclusion().negate(),
-            Kind::Drop(_) => Inclusion::Never,
+            // Their votes depend on other traces (tokens), not on this trace's randomness.
+            Kind::RateLimiting(_) | Kind::BytesLimiting(_) if sampled => Inclusion::Unknown,
             _ if sampled => Inclusion::Always,
             _ => Inclusion::Never,
         }

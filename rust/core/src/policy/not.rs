@@ -1,5 +1,6 @@
 //! `not`: flips its sub-policy's (`not_sub_policy`) vote, sampled ↔ not sampled.
 
+use super::inclusion::Inclusion;
 use super::{Policy, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
@@ -33,11 +34,18 @@ impl Not {
         Ok(Not { sub: Box::new(sub) })
     }
 
-    pub fn evaluate(&mut self, t: &TraceView, now: i64) -> std::result::Result<Vote, String> {
-        Ok(match self.sub.evaluate(t, now)? {
+    /// The flipped vote; the trace is kept when the sub-policy does not keep it.
+    pub fn evaluate(
+        &mut self,
+        t: &TraceView,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        let (vote, inclusion) = self.sub.evaluate(t, now)?;
+        let vote = match vote {
             Vote::Sampled => Vote::NotSampled,
             Vote::NotSampled => Vote::Sampled,
             Vote::Dropped => Vote::Dropped,
-        })
+        };
+        Ok((vote, inclusion.negate()))
     }
 }
