@@ -1,8 +1,8 @@
 //! `and`: sampled iff every sub-policy (`and_sub_policy`) samples. Evaluation stops at the first sub-policy
 //! that does not; an error in a sub-policy is this policy's error.
 
+use super::{Policy, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
-use super::{Policy, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::Result;
 
@@ -41,5 +41,30 @@ impl And {
             }
         }
         Ok((Vote::Sampled, acc))
+    }
+}
+
+impl PolicyType for And {
+    const TYPE: &'static str = "and";
+
+    fn from_block(m: Mapping<'_>, path: &str) -> Result<Self> {
+        And::parse(m, path)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        self.evaluate(t, now)
+    }
+
+    fn children(&self) -> &[Policy] {
+        &self.subs
+    }
+
+    fn children_mut(&mut self) -> &mut [Policy] {
+        &mut self.subs
     }
 }

@@ -5,8 +5,8 @@
 //! to the next sub-policy (the reference's semantics). Budgets restart every second of the engine clock.
 //! `policy_order` is accepted, as the reference accepts it, and does not change the order.
 
+use super::{Policy, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
-use super::{Policy, TraceView, Vote};
 use crate::config::node::{describe, Mapping, Node};
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -127,6 +127,35 @@ impl Composite {
             }
         }
         Ok((Vote::NotSampled, Inclusion::Never))
+    }
+}
+
+impl PolicyType for Composite {
+    const TYPE: &'static str = "composite";
+
+    fn from_block(m: Mapping<'_>, path: &str) -> Result<Self> {
+        Composite::parse(m, path)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        self.evaluate(t, now)
+    }
+
+    fn children(&self) -> &[Policy] {
+        self.subs()
+    }
+
+    fn children_mut(&mut self) -> &mut [Policy] {
+        self.subs_mut()
+    }
+
+    fn sampled_by(&self) -> Option<&str> {
+        self.last_sampled_by.map(|i| self.sub_name(i))
     }
 }
 

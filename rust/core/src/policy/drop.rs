@@ -1,8 +1,8 @@
 //! `drop`: if every sub-policy (`drop_sub_policy`) samples, the trace is dropped, whatever any other policy
 //! says (a veto). Evaluation stops at the first sub-policy that does not sample.
 
+use super::{Policy, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
-use super::{Policy, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::Result;
 
@@ -33,5 +33,34 @@ impl Drop {
             }
         }
         Ok((Vote::Dropped, Inclusion::Never))
+    }
+}
+
+impl PolicyType for Drop {
+    const TYPE: &'static str = "drop";
+
+    fn from_block(m: Mapping<'_>, path: &str) -> Result<Self> {
+        Drop::parse(m, path)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        self.evaluate(t, now)
+    }
+
+    fn children(&self) -> &[Policy] {
+        &self.subs
+    }
+
+    fn children_mut(&mut self) -> &mut [Policy] {
+        &mut self.subs
+    }
+
+    fn vetoes(&self) -> bool {
+        true
     }
 }

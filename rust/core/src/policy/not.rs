@@ -1,7 +1,7 @@
 //! `not`: flips its sub-policy's (`not_sub_policy`) vote, sampled ↔ not sampled.
 
+use super::{Policy, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
-use super::{Policy, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -47,5 +47,30 @@ impl Not {
             Vote::Dropped => Vote::Dropped,
         };
         Ok((vote, inclusion.negate()))
+    }
+}
+
+impl PolicyType for Not {
+    const TYPE: &'static str = "not";
+
+    fn from_block(m: Mapping<'_>, path: &str) -> Result<Self> {
+        Not::parse(m, path)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        self.evaluate(t, now)
+    }
+
+    fn children(&self) -> &[Policy] {
+        std::slice::from_ref(&*self.sub)
+    }
+
+    fn children_mut(&mut self) -> &mut [Policy] {
+        std::slice::from_mut(&mut *self.sub)
     }
 }

@@ -29,7 +29,7 @@ use crate::otlp::pdata_size;
 use crate::otlp::wire::len_field_size;
 use crate::policy::decision::{self, Ballot, Decision, Outcome, MAX_RECORDED_VOTES};
 use crate::policy::inclusion::{Inclusion, Stage};
-use crate::policy::{ot_bits, status_bits, Fold, Kind, Policy, SpanFacts, TraceView, Vote};
+use crate::policy::{ot_bits, status_bits, Fold, Policy, SpanFacts, TraceView, Vote};
 use crate::propagation::{span_kind, AuditReader, AuditSpan, GapReport, PropagationAudit, NONE};
 
 /// A run of one trace's spans from one payload under one origin, framed as `ScopeSpans.spans` entries.
@@ -261,7 +261,7 @@ impl Shard {
         recent_kept_bytes: usize,
     ) -> Self {
         let policies = cfg.policies.clone();
-        let is_drop = |p: &Policy| matches!(p.kind, Kind::Drop(_));
+        let is_drop = |p: &Policy| p.kind.vetoes();
         let drops = (0..policies.len()).filter(|&i| is_drop(&policies[i]));
         let eval_order: Vec<usize> = drops
             .chain((0..policies.len()).filter(|&i| !is_drop(&policies[i])))
@@ -270,7 +270,7 @@ impl Shard {
         let audit = ShardAudit::new(&cfg);
         let mut measures_size = cfg.maximum_trace_size_bytes > 0;
         for p in &policies {
-            p.walk(&mut |q| measures_size |= matches!(q.kind, Kind::BytesLimiting(_)));
+            p.walk(&mut |q| measures_size |= q.kind.measures_size());
         }
         Shard {
             cfg,
@@ -1081,13 +1081,8 @@ impl Shard {
     fn policy_attributes(&self, i: usize) -> Vec<u8> {
         let p = &self.policies[i];
         let mut attrs = string_attribute("tailsampling.policy", &p.name);
-        if let Kind::Composite(c) = &p.kind {
-            if let Some(sub) = c.last_sampled_by {
-                attrs.extend(string_attribute(
-                    "tailsampling.composite_policy",
-                    c.sub_name(sub),
-                ));
-            }
+        if let Some(sub) = p.kind.sampled_by() {
+            attrs.extend(string_attribute("tailsampling.composite_policy", sub));
         }
         attrs
     }
