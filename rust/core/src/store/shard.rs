@@ -941,11 +941,6 @@ impl Shard {
                 } else {
                     Vec::new()
                 };
-                let verdict = Verdict::Sampled {
-                    policy: Some(i as u16),
-                    stage,
-                };
-                self.record_decision(id, verdict, self.traces[s].first_segment);
                 self.keep_chunks(s, id, stage, &attrs, now, out);
             }
             (Outcome::DroppedByPolicy, _) => {
@@ -953,23 +948,29 @@ impl Shard {
                 self.stats.traces_dropped_by_policy += 1;
                 self.stats.spans_dropped += spans;
                 self.not_sampled.insert(id);
-                self.record_decision(id, Verdict::NotSampled, 0);
             }
             _ => {
                 self.stats.traces_not_sampled += 1;
                 self.stats.spans_not_sampled += spans;
                 self.not_sampled.insert(id);
-                self.record_decision(id, Verdict::NotSampled, 0);
             }
         }
+        let decision = Decision {
+            outcome,
+            policy: decided_by.map(|i| i as u16),
+            votes,
+            stage,
+        };
+        // Tail storage follows the oldest spans segment of the kept traces only.
+        let first_segment = if kept {
+            self.traces[s].first_segment
+        } else {
+            0
+        };
+        self.record_decision(id, Verdict::from(&decision), first_segment);
         self.log.push(Record {
             trace_id: id,
-            decision: Decision {
-                outcome,
-                policy: decided_by.map(|i| i as u16),
-                votes,
-                stage,
-            },
+            decision,
             trigger,
             first_seen: self.traces[s].first_seen,
             due,
