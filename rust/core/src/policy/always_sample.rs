@@ -1,7 +1,7 @@
 //! `always_sample`: every trace is sampled.
 
-use super::{certain, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::Result;
 

@@ -1,8 +1,8 @@
 //! `and`: sampled iff every sub-policy (`and_sub_policy`) samples. Evaluation stops at the first sub-policy
 //! that does not; an error in a sub-policy is this policy's error.
 
-use super::{Policy, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{Policy, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::Result;
 

@@ -6,8 +6,8 @@
 //! nothing). With `invert_match`, sampled when no element of any array matched.
 //! `tailsample.strict_reference_matching` restores the reference's reading (an array is false).
 
-use super::{certain, invert_match, Fold, PolicyType, SpanFacts, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{certain, invert_match, Fold, PolicyType, SpanFacts, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::otlp::decode::{AttrKeys, AttrValue};
 use crate::error::Result;

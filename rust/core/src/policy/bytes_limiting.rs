@@ -2,8 +2,8 @@
 //! rate); a trace takes its size in bytes, measured as the reference measures it (its received batches as
 //! OTLP protobuf, see `TraceView::otlp_bytes`).
 
-use super::{certain, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use super::rate_limiting::{parse_bucket, TokenBucket};
 use crate::config::node::Mapping;
 use crate::error::Result;

@@ -5,8 +5,8 @@
 //! to the next sub-policy (the reference's semantics). Budgets restart every second of the engine clock.
 //! `policy_order` is accepted, as the reference accepts it, and does not change the order.
 
-use super::{Policy, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{Policy, PolicyType, TraceView, Vote};
 use crate::config::node::{describe, Mapping, Node};
 use crate::error::{Error, Result};
 use serde_json::Value;

@@ -1,8 +1,8 @@
 //! `drop`: if every sub-policy (`drop_sub_policy`) samples, the trace is dropped, whatever any other policy
 //! says (a veto). Evaluation stops at the first sub-policy that does not sample.
 
-use super::{Policy, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{Policy, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::Result;
 

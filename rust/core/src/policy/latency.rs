@@ -3,8 +3,8 @@
 //! milliseconds, truncated, as the reference's `Duration.Milliseconds()` does. The minimum and maximum are
 //! folded over every span at ingest, so the decision is on the whole trace, never on partial data.
 
-use super::{certain, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 

@@ -19,8 +19,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::{certain, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use super::trace_key::TraceKey;
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};

@@ -1,7 +1,7 @@
 //! `not`: flips its sub-policy's (`not_sub_policy`) vote, sampled ↔ not sampled.
 
-use super::{Policy, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{Policy, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 use serde_json::Value;

@@ -4,8 +4,8 @@
 //! matched; with `ignore` or `silent` (and when absent, as in the reference) a failing condition counts as false.
 //! Conditions are parsed at load time by `super::ottl`; anything it does not support is a ConfigError there.
 
-use super::{certain, Fold, PolicyType, SpanFacts, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{certain, Fold, PolicyType, SpanFacts, TraceView, Vote};
 use super::ottl::{self, Condition, ContextKind, EventCtx, SpanCtx};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};

@@ -12,8 +12,8 @@
 //!
 //! `sampling_precision` (hex digits of the threshold, default 4) is the collector's.
 
-use super::{PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::consistent::{
     proportional_threshold, should_keep, threshold_for_probability, DEFAULT_PRECISION,

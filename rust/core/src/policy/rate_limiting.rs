@@ -3,8 +3,8 @@
 //! larger than the burst never passes. As in the reference (golang.org/x/time/rate), the bucket starts full,
 //! refills continuously, and a refused trace takes nothing. Time is the engine's clock, so replays are exact.
 
-use super::{certain, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 

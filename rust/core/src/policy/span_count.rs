@@ -1,8 +1,8 @@
 //! `span_count`: sampled if the number of spans received for the trace is within [`min_spans`, `max_spans`]
 //! (both inclusive; `max_spans` 0 means no maximum).
 
-use super::{certain, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 

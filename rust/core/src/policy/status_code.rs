@@ -1,7 +1,7 @@
 //! `status_code`: sampled if any span has one of the listed status codes.
 
-use super::{certain, status_bits, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{certain, status_bits, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 

@@ -12,8 +12,8 @@
 
 use regex::RegexSet;
 
-use super::{certain, invert_match, re2, Fold, PolicyType, SpanFacts, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{certain, invert_match, re2, Fold, PolicyType, SpanFacts, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 use crate::otlp::decode::{AttrKeys, AttrValue};

@@ -7,8 +7,8 @@
 //! skipped. A trace with no value at all has sum and count 0 and no min or max (then `min`/`max` never match).
 //! At least one bound is required; both are inclusive.
 
-use super::{certain, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::otlp::decode::{AttrKeys, AttrValue};
 use crate::error::{Error, Result};

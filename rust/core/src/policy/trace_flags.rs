@@ -1,7 +1,7 @@
 //! `trace_flags`: sampled if any span carries the W3C sampled flag (bit 0 of its flags).
 
-use super::{certain, PolicyType, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::Result;
 

@@ -3,8 +3,8 @@
 //! The tracestate is parsed as OpenTelemetry Go's `trace.ParseTraceState` does (the reference uses it): an
 //! invalid tracestate (bad key or value characters, more than 32 members, a duplicate key) matches nothing.
 
-use super::{certain, Fold, PolicyType, SpanFacts, TraceView, Vote};
 use super::inclusion::Inclusion;
+use super::{certain, Fold, PolicyType, SpanFacts, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::Result;
 
