@@ -22,7 +22,6 @@ use crate::otlp::encode::{encode_requests, OutChunk};
 use crate::otlp::wire::RejectReason;
 use crate::otlp::Decoded;
 use crate::policy::inclusion::Stage;
-use crate::policy::Kind;
 use crate::propagation::GapReport;
 use crate::red::{RedMetrics, RedSeries};
 use crate::store::recent::KeptSummary;
@@ -548,17 +547,7 @@ impl Engine {
         let (mut keys, mut overflowed, mut bytes) = (0, 0, 0);
         for p in &self.cfg.policies {
             p.walk(&mut |q| {
-                let (k, o, b) = match &q.kind {
-                    Kind::LatencyPercentile(l) => {
-                        let (k, b) = l.tracked();
-                        (k, l.overflowed(), b)
-                    }
-                    Kind::Adaptive(a) => {
-                        let (k, b) = a.tracked();
-                        (k, a.overflowed(), b)
-                    }
-                    _ => (0, 0, 0),
-                };
+                let (k, o, b) = q.kind.state();
                 keys += k;
                 overflowed += o;
                 bytes += b;

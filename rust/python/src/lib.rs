@@ -14,10 +14,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use std::sync::Arc;
 use tailsample_core::consistent::probability_of_threshold;
+use tailsample_core::policy::decision::Ballot;
 use tailsample_core::policy::inclusion::Stage;
 use tailsample_core::propagation::Example;
 use tailsample_core::store::stats::LAG_BOUNDS_NS;
-use tailsample_core::store::{Knowledge, LoggedVote};
+use tailsample_core::store::Knowledge;
 
 use std::sync::Mutex;
 
@@ -578,18 +579,20 @@ impl NativeEngine {
             }
             Knowledge::Decided(r) => {
                 d.set_item("state", "decided")?;
-                d.set_item("outcome", r.outcome.name())?;
+                d.set_item("outcome", r.decision.reason())?;
                 d.set_item("trigger", r.trigger.name())?;
                 let names = cfg.policy_names();
                 d.set_item(
                     "decided_by",
-                    r.decided_by.and_then(|i| names.get(i as usize).copied()),
+                    r.decision
+                        .policy
+                        .and_then(|i| names.get(i as usize).copied()),
                 )?;
                 let votes = PyDict::new(py);
-                let evaluated = r.votes.iter().any(|v| *v != LoggedVote::NotEvaluated);
+                let evaluated = r.decision.votes.iter().any(|v| *v != Ballot::NotEvaluated);
                 if evaluated {
                     for (i, name) in names.iter().enumerate() {
-                        let v = r.votes.get(i).copied().unwrap_or_default();
+                        let v = r.decision.votes.get(i).copied().unwrap_or_default();
                         votes.set_item(name, v.name())?;
                     }
                 }
@@ -605,8 +608,8 @@ impl NativeEngine {
                     audit.set_item("orphan_spans", a.orphans)?;
                     d.set_item("propagation", audit)?;
                 }
-                if cfg.adjusted_counts.is_some() && r.outcome.name() == "sampled" {
-                    let p = match r.stage {
+                if cfg.adjusted_counts.is_some() && r.decision.kept() {
+                    let p = match r.decision.stage {
                         Stage::Certain => Some(1.0),
                         Stage::Threshold(t) => Some(probability_of_threshold(t)),
                         Stage::Proportional(p) => Some(p),

@@ -442,8 +442,7 @@ impl EngineConfig {
         for p in policies.iter_mut() {
             p.walk_mut(&mut |q| {
                 q.kind.bind(&keys);
-                reads_ot |= matches!(&q.kind, Kind::Adaptive(_))
-                    || matches!(&q.kind, Kind::Probabilistic(p) if p.mode != crate::policy::probabilistic::Mode::HashSeed);
+                reads_ot |= q.kind.reads_ot();
                 if let Some(k) = q.kind.trace_key_mut() {
                     if keyers.len() >= MAX_KEYED {
                         too_many_keyed = true;
@@ -452,7 +451,7 @@ impl EngineConfig {
                     k.slot = keyers.len();
                     keyers.push(k.clone());
                 }
-                if let Kind::TraceAggregate(a) = &mut q.kind {
+                if let Some(a) = q.kind.aggregate_mut() {
                     if aggregators.len() >= MAX_AGGREGATES {
                         too_many_aggregates = true;
                         return;

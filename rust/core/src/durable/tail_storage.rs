@@ -27,6 +27,7 @@ use super::segment_log::{
     AppendError, Budget, LogOptions, LogStats, Position, Records, SegmentLog, SyncPolicy,
     Truncation,
 };
+use crate::policy::decision::{Decision, Outcome};
 use crate::policy::inclusion::Stage;
 
 pub const PAYLOAD: u8 = 1;
@@ -50,6 +51,23 @@ pub enum Verdict {
     NotSampled,
     /// Left undecided (evicted, forgotten, dropped at shutdown): no cache entry.
     Discarded,
+}
+
+impl From<&Decision> for Verdict {
+    /// What replay needs of a decision: its class (kept, not kept, or left undecided), and for a kept trace
+    /// the deciding policy and the probability.
+    fn from(d: &Decision) -> Verdict {
+        match d.outcome {
+            Outcome::Sampled => Verdict::Sampled {
+                policy: d.policy,
+                stage: d.stage,
+            },
+            Outcome::NotSampled | Outcome::DroppedByPolicy | Outcome::DroppedTooLarge => {
+                Verdict::NotSampled
+            }
+            Outcome::DroppedOnShutdown | Outcome::Evicted => Verdict::Discarded,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -672,6 +690,40 @@ mod tests {
         let mut cut = r.encode();
         cut.pop();
         assert_eq!(RoundRecord::decode(&cut), None);
+    }
+
+    /// Scenario: each outcome of a decision. Guarantees: replay keeps its class, and a kept trace's policy
+    /// and probability.
+    #[test]
+    fn verdicts_of_decisions() {
+        let kept = Decision {
+            policy: Some(2),
+            stage: Stage::Threshold(7),
+            ..Decision::without_votes(Outcome::Sampled)
+        };
+        assert_eq!(
+            Verdict::from(&kept),
+            Verdict::Sampled {
+                policy: Some(2),
+                stage: Stage::Threshold(7)
+            }
+        );
+        for o in [
+            Outcome::NotSampled,
+            Outcome::DroppedByPolicy,
+            Outcome::DroppedTooLarge,
+        ] {
+            assert_eq!(
+                Verdict::from(&Decision::without_votes(o)),
+                Verdict::NotSampled
+            );
+        }
+        for o in [Outcome::DroppedOnShutdown, Outcome::Evicted] {
+            assert_eq!(
+                Verdict::from(&Decision::without_votes(o)),
+                Verdict::Discarded
+            );
+        }
     }
 
     fn at(segment: u64, offset: u64) -> Position {

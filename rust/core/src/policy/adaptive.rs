@@ -23,13 +23,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::inclusion::Inclusion;
+use super::{PolicyType, TraceView, Vote};
 use super::trace_key::TraceKey;
-use super::{TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::consistent::{
     should_keep, threshold_for_probability, DEFAULT_PRECISION, NEVER_SAMPLE_THRESHOLD,
 };
 use crate::error::{Error, Result};
+use crate::otlp::decode::AttrKeys;
 
 /// The key standing for every key past `max_keys`.
 const OVERFLOW_KEY: u64 = 0;
@@ -246,6 +248,45 @@ impl EmaState {
         }
         self.rates = rates;
         self.have_data = true;
+    }
+}
+
+impl PolicyType for Adaptive {
+    const TYPE: &'static str = "adaptive";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        Adaptive::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        let vote = self.evaluate(t, now);
+        Ok((vote, Inclusion::Threshold(self.last_threshold)))
+    }
+
+    fn attribute_keys(&self) -> Vec<String> {
+        self.key.attribute_keys()
+    }
+
+    fn bind(&mut self, keys: &AttrKeys) {
+        self.key.bind(keys)
+    }
+
+    fn trace_key_mut(&mut self) -> Option<&mut TraceKey> {
+        Some(&mut self.key)
+    }
+
+    fn state(&self) -> (u64, u64, u64) {
+        let (keys, bytes) = self.tracked();
+        (keys, self.overflowed(), bytes)
+    }
+
+    fn reads_ot(&self) -> bool {
+        true
     }
 }
 

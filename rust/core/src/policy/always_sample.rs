@@ -1,6 +1,7 @@
 //! `always_sample`: every trace is sampled.
 
-use super::{TraceView, Vote};
+use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::Result;
 
@@ -14,6 +15,23 @@ impl AlwaysSample {
     }
     pub fn evaluate(&self, _t: &TraceView) -> Vote {
         Vote::Sampled
+    }
+}
+
+impl PolicyType for AlwaysSample {
+    const TYPE: &'static str = "always_sample";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        AlwaysSample::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        _now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        Ok(certain(self.evaluate(t)))
     }
 }
 

@@ -6,10 +6,11 @@
 //! nothing). With `invert_match`, sampled when no element of any array matched.
 //! `tailsample.strict_reference_matching` restores the reference's reading (an array is false).
 
-use super::{invert_match, Vote};
+use super::inclusion::Inclusion;
+use super::{certain, invert_match, Fold, PolicyType, SpanFacts, TraceView, Vote};
 use crate::config::node::Mapping;
+use crate::otlp::decode::{AttrKeys, AttrValue};
 use crate::error::Result;
-use crate::otlp::decode::AttrValue;
 
 #[derive(Debug, Clone)]
 pub struct BooleanAttribute {
@@ -48,6 +49,46 @@ impl BooleanAttribute {
 
     pub fn evaluate(&self, matched: bool) -> Vote {
         super::vote(matched, self.invert_match)
+    }
+}
+
+impl PolicyType for BooleanAttribute {
+    const TYPE: &'static str = "boolean_attribute";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        BooleanAttribute::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        _t: &TraceView,
+        matched: bool,
+        _now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        Ok(certain(self.evaluate(matched)))
+    }
+
+    fn attribute_keys(&self) -> Vec<String> {
+        vec![self.key.clone()]
+    }
+
+    fn bind(&mut self, keys: &AttrKeys) {
+        self.key_index = keys.index_of_str(&self.key).expect("key registered");
+        self.match_elements = !keys.strict();
+    }
+
+    fn folds(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn resource_matches(&self, attrs: &[AttrValue<'_>]) -> bool {
+        self.value_matches(attrs)
+    }
+
+    #[inline]
+    fn span_fold(&self, s: &SpanFacts<'_, '_>) -> Fold {
+        Fold::of(self.value_matches(s.attrs))
     }
 }
 

@@ -2,8 +2,9 @@
 //! rate); a trace takes its size in bytes, measured as the reference measures it (its received batches as
 //! OTLP protobuf, see `TraceView::otlp_bytes`).
 
+use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use super::rate_limiting::{parse_bucket, TokenBucket};
-use super::{TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::Result;
 
@@ -21,6 +22,32 @@ impl BytesLimiting {
 
     pub fn evaluate(&mut self, t: &TraceView, now: i64) -> Vote {
         super::vote(self.bucket.allow(now, t.otlp_bytes), false)
+    }
+}
+
+impl PolicyType for BytesLimiting {
+    const TYPE: &'static str = "bytes_limiting";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        BytesLimiting::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        let vote = self.evaluate(t, now);
+        // It keeps a trace for the tokens left, not for the trace's randomness.
+        Ok(match vote {
+            Vote::Sampled => (vote, Inclusion::Unknown),
+            _ => certain(vote),
+        })
+    }
+
+    fn measures_size(&self) -> bool {
+        true
     }
 }
 

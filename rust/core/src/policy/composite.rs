@@ -5,7 +5,8 @@
 //! to the next sub-policy (the reference's semantics). Budgets restart every second of the engine clock.
 //! `policy_order` is accepted, as the reference accepts it, and does not change the order.
 
-use super::{Policy, TraceView, Vote};
+use super::inclusion::Inclusion;
+use super::{Policy, PolicyType, TraceView, Vote};
 use crate::config::node::{describe, Mapping, Node};
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -102,24 +103,59 @@ impl Composite {
         &self.subs[i].name
     }
 
-    pub fn evaluate(&mut self, t: &TraceView, now: i64) -> std::result::Result<Vote, String> {
+    /// The vote; a kept trace's inclusion is `Unknown` (it depends on other traces' shares, not on this
+    /// trace's randomness).
+    pub fn evaluate(
+        &mut self,
+        t: &TraceView,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
         let second = now.div_euclid(1_000_000_000);
         if self.current_second != Some(second) {
             self.current_second = Some(second);
             self.sampled.iter_mut().for_each(|s| *s = 0);
         }
         for i in 0..self.subs.len() {
-            if self.subs[i].evaluate(t, now)? == Vote::Sampled {
+            if self.subs[i].evaluate(t, now)?.0 == Vote::Sampled {
                 let if_sampled = self.sampled[i] + i64::from(t.span_count);
                 if if_sampled <= self.allocated[i] && if_sampled <= self.max_total {
                     self.sampled[i] = if_sampled;
                     self.last_sampled_by = Some(i);
-                    return Ok(Vote::Sampled);
+                    return Ok((Vote::Sampled, Inclusion::Unknown));
                 }
-                return Ok(Vote::NotSampled);
+                return Ok((Vote::NotSampled, Inclusion::Never));
             }
         }
-        Ok(Vote::NotSampled)
+        Ok((Vote::NotSampled, Inclusion::Never))
+    }
+}
+
+impl PolicyType for Composite {
+    const TYPE: &'static str = "composite";
+
+    fn from_block(m: Mapping<'_>, path: &str) -> Result<Self> {
+        Composite::parse(m, path)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        self.evaluate(t, now)
+    }
+
+    fn children(&self) -> &[Policy] {
+        self.subs()
+    }
+
+    fn children_mut(&mut self) -> &mut [Policy] {
+        self.subs_mut()
+    }
+
+    fn sampled_by(&self) -> Option<&str> {
+        self.last_sampled_by.map(|i| self.sub_name(i))
     }
 }
 
@@ -163,19 +199,19 @@ mod tests {
             status_mask: super::super::status_bits::OK,
             ..Default::default()
         };
-        assert_eq!(c.evaluate(&err, 0).unwrap(), Vote::Sampled);
-        assert_eq!(c.evaluate(&err, 0).unwrap(), Vote::Sampled);
+        assert_eq!(c.evaluate(&err, 0).unwrap().0, Vote::Sampled);
+        assert_eq!(c.evaluate(&err, 0).unwrap().0, Vote::Sampled);
         assert_eq!(c.last_sampled_by, Some(0));
         assert_eq!(
-            c.evaluate(&err, 0).unwrap(),
+            c.evaluate(&err, 0).unwrap().0,
             Vote::NotSampled,
             "75 > 60, and no fall-through to 'rest'"
         );
-        assert_eq!(c.evaluate(&ok, 0).unwrap(), Vote::Sampled);
-        assert_eq!(c.evaluate(&ok, 0).unwrap(), Vote::Sampled);
-        assert_eq!(c.evaluate(&ok, 0).unwrap(), Vote::NotSampled);
+        assert_eq!(c.evaluate(&ok, 0).unwrap().0, Vote::Sampled);
+        assert_eq!(c.evaluate(&ok, 0).unwrap().0, Vote::Sampled);
+        assert_eq!(c.evaluate(&ok, 0).unwrap().0, Vote::NotSampled);
         assert_eq!(
-            c.evaluate(&err, 1_000_000_000).unwrap(),
+            c.evaluate(&err, 1_000_000_000).unwrap().0,
             Vote::Sampled,
             "a new second"
         );

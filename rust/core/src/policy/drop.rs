@@ -1,7 +1,8 @@
 //! `drop`: if every sub-policy (`drop_sub_policy`) samples, the trace is dropped, whatever any other policy
 //! says (a veto). Evaluation stops at the first sub-policy that does not sample.
 
-use super::{Policy, TraceView, Vote};
+use super::inclusion::Inclusion;
+use super::{Policy, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::Result;
 
@@ -20,12 +21,46 @@ impl Drop {
         Ok(Drop { subs })
     }
 
-    pub fn evaluate(&mut self, t: &TraceView, now: i64) -> std::result::Result<Vote, String> {
+    /// The vote; it never keeps a trace (inclusion `Never`).
+    pub fn evaluate(
+        &mut self,
+        t: &TraceView,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
         for sub in &mut self.subs {
-            if sub.evaluate(t, now)? != Vote::Sampled {
-                return Ok(Vote::NotSampled);
+            if sub.evaluate(t, now)?.0 != Vote::Sampled {
+                return Ok((Vote::NotSampled, Inclusion::Never));
             }
         }
-        Ok(Vote::Dropped)
+        Ok((Vote::Dropped, Inclusion::Never))
+    }
+}
+
+impl PolicyType for Drop {
+    const TYPE: &'static str = "drop";
+
+    fn from_block(m: Mapping<'_>, path: &str) -> Result<Self> {
+        Drop::parse(m, path)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        self.evaluate(t, now)
+    }
+
+    fn children(&self) -> &[Policy] {
+        &self.subs
+    }
+
+    fn children_mut(&mut self) -> &mut [Policy] {
+        &mut self.subs
+    }
+
+    fn vetoes(&self) -> bool {
+        true
     }
 }

@@ -3,7 +3,8 @@
 //! milliseconds, truncated, as the reference's `Duration.Milliseconds()` does. The minimum and maximum are
 //! folded over every span at ingest, so the decision is on the whole trace, never on partial data.
 
-use super::{TraceView, Vote};
+use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 
@@ -47,6 +48,23 @@ impl Latency {
         let hit =
             d > self.threshold_ms && (self.upper_threshold_ms == 0 || d <= self.upper_threshold_ms);
         super::vote(hit, false)
+    }
+}
+
+impl PolicyType for Latency {
+    const TYPE: &'static str = "latency";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        Latency::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        _now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        Ok(certain(self.evaluate(t)))
     }
 }
 

@@ -19,10 +19,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use super::trace_key::TraceKey;
-use super::{TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
+use crate::otlp::decode::AttrKeys;
 use crate::sketch::WindowedSketch;
 
 #[derive(Debug, Clone)]
@@ -206,6 +208,40 @@ impl LatencyPercentile {
 
     pub fn overflowed(&self) -> u64 {
         self.groups().overflowed
+    }
+}
+
+impl PolicyType for LatencyPercentile {
+    const TYPE: &'static str = "latency_percentile";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        LatencyPercentile::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        Ok(certain(self.evaluate(t, now)))
+    }
+
+    fn attribute_keys(&self) -> Vec<String> {
+        self.key.attribute_keys()
+    }
+
+    fn bind(&mut self, keys: &AttrKeys) {
+        self.key.bind(keys)
+    }
+
+    fn trace_key_mut(&mut self) -> Option<&mut TraceKey> {
+        Some(&mut self.key)
+    }
+
+    fn state(&self) -> (u64, u64, u64) {
+        let (keys, bytes) = self.tracked();
+        (keys, self.overflowed(), bytes)
     }
 }
 

@@ -2,51 +2,50 @@
 //!
 //! A policy never reads the clock, takes a lock or allocates per span. It sees a trace in two ways:
 //! - at ingest, policies that look at attributes *fold* each resource and span into one bit of the trace's
-//!   summary (`resource_matches`, `span_matches`), so that deciding rarely re-reads a span;
-//! - at decision time, `evaluate` reads the summary (`TraceView`) and votes.
+//!   summary (`resource_matches`, `span_fold`), so that deciding rarely re-reads a span;
+//! - at decision time, `PolicyType::vote` reads the summary (`TraceView`) and votes.
 //!
-//! Precedence of votes, written once (`decide` in `store::shard`): any `drop` → dropped; else any sampled →
+//! Precedence of votes, written once (`decision::precedence`): any `drop` → dropped; else any sampled →
 //! sampled; else not sampled. An evaluation error counts as no vote. Combinators (`and`, `not`, `drop`,
 //! `composite`) hold sub-policies of the same type; an error in a sub-policy is the combinator's error.
+//!
+//! # Adding a policy: one file, one line
+//! 1. Write `policy/<name>.rs`: its struct, its tests, and `impl PolicyType for <Type>`: `TYPE` (its name in
+//!    the YAML), `from_block` (read and validate its block; errors name the key and list accepted values) and
+//!    `vote` (its vote and `Inclusion`). Override the trait's defaults only for what it does beyond reading the
+//!    summary: attribute keys and folding, sub-policies, trace keys, OTEP 235 values, trace sizes.
+//! 2. Add `Variant(<name>::Type),` to `policies!` below. That declares the module, adds the variant to `Kind`,
+//!    its name to `SUPPORTED` (so configuration reads it and errors list it), and every dispatch; the store,
+//!    the engine and the configuration call `Kind`'s methods and never name a policy type.
+//!
+//! # The types of a decision, and why each remains
+//! - `Vote` (`decision`): one policy's vote on one trace: sampled, not sampled, or dropped (a veto).
+//! - `Inclusion` (`inclusion`): how that vote depends on the trace's randomness, cast beside the vote.
+//! - `Ballot` (`decision`): a vote as a decision records it, with "not evaluated" and "failed".
+//! - `Decision` (`decision`): what was decided for a trace: its `Outcome`, the deciding policy, every
+//!   top-level `Ballot`, and the probability it was kept with (`Stage`). The decision log and `explain` hold it.
+//! - `Stage` (`inclusion`): a kept trace's sampling probability, written on its spans and in the caches.
+//! - `Fold`: one span's match at ingest for a folding policy: not a vote on the trace.
+//! - `store::Trigger`: why the decision was taken *when* it was (timer, root, flush, ingest or eviction): it
+//!   belongs to the store's timing, not to the judgement.
+//! - `store::shard::Knowledge`: what the store knows of a trace ID (pending, a recorded `Decision`, or only
+//!   its cache entry), for `explain`.
+//! - `durable::Verdict`: the part of a decision that replay needs, as written to disk (kept by which policy
+//!   at which stage, not kept, or left undecided); its encoding is the on-disk format.
 
-pub mod adaptive;
-pub mod always_sample;
-pub mod and;
-pub mod boolean_attribute;
-pub mod bytes_limiting;
-pub mod composite;
-pub mod drop;
+pub mod decision;
 pub mod inclusion;
-pub mod latency;
-pub mod latency_percentile;
-pub mod not;
-pub mod numeric_attribute;
 pub mod ottl;
-pub mod ottl_condition;
-pub mod probabilistic;
-pub mod rate_limiting;
 pub mod re2;
-pub mod span_count;
-pub mod status_code;
-pub mod string_attribute;
-pub mod trace_aggregate;
-pub mod trace_flags;
 pub mod trace_key;
-pub mod trace_state;
 
 use crate::config::node::{describe, Mapping, Node};
 use crate::error::{Error, Result};
 use crate::otlp::decode::{AttrKeys, AttrValue, SpanView};
 use serde_json::Value;
 
-/// A policy's vote on a trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Vote {
-    Sampled,
-    NotSampled,
-    /// A `drop` policy fired: a veto over every other vote.
-    Dropped,
-}
+pub use decision::Vote;
+use inclusion::Inclusion;
 
 /// Bits of `TraceView::status_mask`: which status codes the trace's spans carry.
 pub mod status_bits {
@@ -151,9 +150,250 @@ pub enum Fold {
     Error,
 }
 
-/// One configured policy of any type.
-#[derive(Debug, Clone)]
-pub enum Kind {
+/// What every policy type implements, in its own file; the only required parts are its name, its reading and
+/// its vote. The defaults describe a policy that reads the summary alone: no attributes, no folding, no
+/// sub-policies, kept `Always` when it samples.
+pub trait PolicyType: Sized {
+    /// Its `type` in the YAML (and the key of its block).
+    const TYPE: &'static str;
+
+    /// Reads its block (the mapping under the key named like the type); `path` is the block's path.
+    fn from_block(m: Mapping<'_>, path: &str) -> Result<Self>;
+
+    /// The vote on a decided trace, and how it depends on the trace's randomness. `matched` is this policy's
+    /// folded bit (false if it does not fold); `now` is the engine clock (ns), for the stateful policies.
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        matched: bool,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String>;
+
+    /// Sub-policies (combinators).
+    fn children(&self) -> &[Policy] {
+        &[]
+    }
+    fn children_mut(&mut self) -> &mut [Policy] {
+        &mut []
+    }
+    /// Attribute keys this policy (not its children) reads; the scanner extracts only these.
+    fn attribute_keys(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Resolves attribute keys to their index in the scanner's key set, and takes its matching mode.
+    fn bind(&mut self, _keys: &AttrKeys) {}
+    /// Whether this policy folds resources and spans into a summary bit at ingest.
+    fn folds(&self) -> bool {
+        false
+    }
+    /// Folding: does this resource (its extracted attributes) match?
+    fn resource_matches(&self, _attrs: &[AttrValue<'_>]) -> bool {
+        false
+    }
+    /// Folding: this span's verdict.
+    fn span_fold(&self, _s: &SpanFacts<'_, '_>) -> Fold {
+        Fold::NoMatch
+    }
+    /// The trace key of a keyed policy, for slot assignment.
+    fn trace_key_mut(&mut self) -> Option<&mut trace_key::TraceKey> {
+        None
+    }
+    /// A `trace_aggregate` policy, for slot assignment.
+    fn aggregate_mut(&mut self) -> Option<&mut trace_aggregate::TraceAggregate> {
+        None
+    }
+    /// It reads spans' OTEP 235 `th`/`rv` (consistent samplers).
+    fn reads_ot(&self) -> bool {
+        false
+    }
+    /// It reads trace sizes, measured at ingest.
+    fn measures_size(&self) -> bool {
+        false
+    }
+    /// Its `Dropped` vote vetoes every other: evaluated before the others (`drop`).
+    fn vetoes(&self) -> bool {
+        false
+    }
+    /// The sub-policy that sampled the trace it sampled last (`tailsampling.composite_policy`).
+    fn sampled_by(&self) -> Option<&str> {
+        None
+    }
+    /// Keys tracked, traces judged under the overflow key, and bytes of state (stateful policies).
+    fn state(&self) -> (u64, u64, u64) {
+        (0, 0, 0)
+    }
+}
+
+/// The vote of a policy that keeps a trace for its content alone: `Always` when sampled, else `Never`.
+#[inline]
+pub fn certain(vote: Vote) -> (Vote, Inclusion) {
+    let inclusion = if vote == Vote::Sampled {
+        Inclusion::Always
+    } else {
+        Inclusion::Never
+    };
+    (vote, inclusion)
+}
+
+impl Fold {
+    #[inline]
+    pub fn of(hit: bool) -> Fold {
+        if hit {
+            Fold::Match
+        } else {
+            Fold::NoMatch
+        }
+    }
+}
+
+/// Declares the policy modules and the closed enum over their types (`Kind`), whose methods dispatch to
+/// `PolicyType` with a `match`: static dispatch, no allocation, as cheap per span as hand-written arms.
+macro_rules! policies {
+    ($($variant:ident($module:ident::$ty:ident)),* $(,)?) => {
+        $(pub mod $module;)*
+
+        /// One configured policy of any type.
+        #[derive(Debug, Clone)]
+        pub enum Kind {
+            $($variant($module::$ty),)*
+        }
+
+        /// The policy types tailsample runs, as written in the YAML.
+        pub const SUPPORTED: &[&str] = &[$(<$module::$ty as PolicyType>::TYPE,)*];
+
+        impl Kind {
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(Kind::$variant(_) => <$module::$ty as PolicyType>::TYPE,)*
+                }
+            }
+
+            /// The registered type named `type_name` reading its block, if one is registered.
+            fn parse_registered(type_name: &str, m: Mapping<'_>, path: &str) -> Option<Result<Kind>> {
+                $(
+                    if type_name == <$module::$ty as PolicyType>::TYPE {
+                        return Some(<$module::$ty as PolicyType>::from_block(m, path).map(Kind::$variant));
+                    }
+                )*
+                None
+            }
+
+            fn children(&self) -> &[Policy] {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::children(p),)*
+                }
+            }
+
+            fn children_mut(&mut self) -> &mut [Policy] {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::children_mut(p),)*
+                }
+            }
+
+            /// Attribute keys this policy (not its children) reads; the scanner extracts only these.
+            pub fn attribute_keys(&self) -> Vec<String> {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::attribute_keys(p),)*
+                }
+            }
+
+            /// Resolves attribute keys to their index in the scanner's key set, and takes its matching mode
+            /// (`AttrKeys::strict`: array elements are matched unless strict).
+            pub fn bind(&mut self, keys: &AttrKeys) {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::bind(p, keys),)*
+                }
+            }
+
+            /// Whether this policy folds resources and spans into a summary bit at ingest.
+            pub fn folds(&self) -> bool {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::folds(p),)*
+                }
+            }
+
+            /// Folding: does this resource (its extracted attributes) match?
+            #[inline]
+            pub fn resource_matches(&self, attrs: &[AttrValue<'_>]) -> bool {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::resource_matches(p, attrs),)*
+                }
+            }
+
+            /// Folding: this span's verdict.
+            #[inline]
+            pub fn span_fold(&self, s: &SpanFacts<'_, '_>) -> Fold {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::span_fold(p, s),)*
+                }
+            }
+
+            /// The vote on a decided trace, and its inclusion. `matched` is this policy's folded bit.
+            pub fn evaluate(
+                &mut self,
+                t: &TraceView,
+                matched: bool,
+                now: i64,
+            ) -> std::result::Result<(Vote, Inclusion), String> {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::vote(p, t, matched, now),)*
+                }
+            }
+
+            /// The trace key of a keyed policy, for slot assignment.
+            pub fn trace_key_mut(&mut self) -> Option<&mut trace_key::TraceKey> {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::trace_key_mut(p),)*
+                }
+            }
+
+            /// A `trace_aggregate` policy, for slot assignment.
+            pub fn aggregate_mut(&mut self) -> Option<&mut trace_aggregate::TraceAggregate> {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::aggregate_mut(p),)*
+                }
+            }
+
+            /// It reads spans' OTEP 235 `th`/`rv`.
+            pub fn reads_ot(&self) -> bool {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::reads_ot(p),)*
+                }
+            }
+
+            /// It reads trace sizes.
+            pub fn measures_size(&self) -> bool {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::measures_size(p),)*
+                }
+            }
+
+            /// Its `Dropped` vote vetoes every other (evaluated first).
+            pub fn vetoes(&self) -> bool {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::vetoes(p),)*
+                }
+            }
+
+            /// The sub-policy that sampled the trace it sampled last.
+            pub fn sampled_by(&self) -> Option<&str> {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::sampled_by(p),)*
+                }
+            }
+
+            /// Keys tracked, traces judged under the overflow key, bytes of state.
+            pub fn state(&self) -> (u64, u64, u64) {
+                match self {
+                    $(Kind::$variant(p) => PolicyType::state(p),)*
+                }
+            }
+        }
+    };
+}
+
+// The registry: one line per policy type (`Variant(module::Type)`); the module is declared here too.
+policies! {
     AlwaysSample(always_sample::AlwaysSample),
     StatusCode(status_code::StatusCode),
     Latency(latency::Latency),
@@ -176,30 +416,6 @@ pub enum Kind {
     Adaptive(adaptive::Adaptive),
 }
 
-/// The policy types tailsample runs, as written in the YAML.
-pub const SUPPORTED: &[&str] = &[
-    "always_sample",
-    "status_code",
-    "latency",
-    "probabilistic",
-    "string_attribute",
-    "numeric_attribute",
-    "boolean_attribute",
-    "span_count",
-    "trace_state",
-    "trace_flags",
-    "rate_limiting",
-    "bytes_limiting",
-    "and",
-    "not",
-    "drop",
-    "composite",
-    "ottl_condition",
-    "trace_aggregate",
-    "latency_percentile",
-    "adaptive",
-];
-
 /// Types the reference has that tailsample does not run yet: a clear error rather than "unknown".
 pub const NOT_YET: &[&str] = &[];
 
@@ -210,9 +426,6 @@ pub struct Policy {
     pub kind: Kind,
     /// The bit of `TraceView::matched` this policy folds into, if it folds.
     pub slot: Option<u8>,
-    /// Its vote on the trace evaluated last (None: not evaluated, or failed), for the trace's inclusion
-    /// probability (`inclusion`).
-    pub last_vote: Option<Vote>,
 }
 
 impl Policy {
@@ -241,7 +454,6 @@ impl Policy {
             name,
             kind,
             slot: None,
-            last_vote: None,
         })
     }
 
@@ -296,28 +508,22 @@ impl Policy {
         Ok(out)
     }
 
-    /// The vote on a decided trace; `now` is the engine clock (ns), for the stateful policies.
-    pub fn evaluate(&mut self, t: &TraceView, now: i64) -> std::result::Result<Vote, String> {
+    /// The vote on a decided trace, and how it depends on the trace's randomness (`inclusion`); `now` is the
+    /// engine clock (ns), for the stateful policies.
+    pub fn evaluate(
+        &mut self,
+        t: &TraceView,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
         let (matched, failed) = match self.slot {
             Some(s) => (t.matched & (1u64 << s) != 0, t.errors & (1u64 << s) != 0),
             None => (false, false),
         };
-        self.last_vote = None;
         // A definite match on some span wins over a failure on another.
         if failed && !matched {
             return Err(format!("policy {:?} failed to evaluate a span", self.name));
         }
-        let vote = self.kind.evaluate(t, matched, now)?;
-        self.last_vote = Some(vote);
-        Ok(vote)
-    }
-
-    /// How its last vote depends on the trace's randomness (see `inclusion`).
-    pub fn inclusion(&self) -> inclusion::Inclusion {
-        match self.last_vote {
-            None => inclusion::Inclusion::Never,
-            Some(v) => self.kind.inclusion(v),
-        }
+        self.kind.evaluate(t, matched, now)
     }
 
     /// Every policy of this tree, depth first (itself included), for slot assignment and key collection.
@@ -337,245 +543,22 @@ impl Policy {
 }
 
 impl Kind {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Kind::AlwaysSample(_) => "always_sample",
-            Kind::StatusCode(_) => "status_code",
-            Kind::Latency(_) => "latency",
-            Kind::Probabilistic(_) => "probabilistic",
-            Kind::StringAttribute(_) => "string_attribute",
-            Kind::NumericAttribute(_) => "numeric_attribute",
-            Kind::BooleanAttribute(_) => "boolean_attribute",
-            Kind::SpanCount(_) => "span_count",
-            Kind::TraceState(_) => "trace_state",
-            Kind::TraceFlags(_) => "trace_flags",
-            Kind::RateLimiting(_) => "rate_limiting",
-            Kind::BytesLimiting(_) => "bytes_limiting",
-            Kind::And(_) => "and",
-            Kind::Not(_) => "not",
-            Kind::Drop(_) => "drop",
-            Kind::Composite(_) => "composite",
-            Kind::OttlCondition(_) => "ottl_condition",
-            Kind::TraceAggregate(_) => "trace_aggregate",
-            Kind::LatencyPercentile(_) => "latency_percentile",
-            Kind::Adaptive(_) => "adaptive",
-        }
-    }
-
     /// Reads the policy block of `type_name` (the mapping under the key named like the type).
     pub fn parse(type_name: &str, block: Node<'_>, type_path: &str) -> Result<Kind> {
         let path = block.path().to_string();
         let m = block.mapping()?;
-        Ok(match type_name {
-            "always_sample" => Kind::AlwaysSample(always_sample::AlwaysSample::parse(m)?),
-            "status_code" => Kind::StatusCode(status_code::StatusCode::parse(m)?),
-            "latency" => Kind::Latency(latency::Latency::parse(m)?),
-            "probabilistic" => Kind::Probabilistic(probabilistic::Probabilistic::parse(m)?),
-            "string_attribute" => {
-                Kind::StringAttribute(string_attribute::StringAttribute::parse(m)?)
-            }
-            "numeric_attribute" => {
-                Kind::NumericAttribute(numeric_attribute::NumericAttribute::parse(m)?)
-            }
-            "boolean_attribute" => {
-                Kind::BooleanAttribute(boolean_attribute::BooleanAttribute::parse(m)?)
-            }
-            "span_count" => Kind::SpanCount(span_count::SpanCount::parse(m)?),
-            "trace_state" => Kind::TraceState(trace_state::TraceState::parse(m)?),
-            "trace_flags" => Kind::TraceFlags(trace_flags::TraceFlags::parse(m)?),
-            "rate_limiting" => Kind::RateLimiting(rate_limiting::RateLimiting::parse(m)?),
-            "bytes_limiting" => Kind::BytesLimiting(bytes_limiting::BytesLimiting::parse(m)?),
-            "and" => Kind::And(and::And::parse(m, &path)?),
-            "not" => Kind::Not(not::Not::parse(m, &path)?),
-            "drop" => Kind::Drop(drop::Drop::parse(m, &path)?),
-            "composite" => Kind::Composite(composite::Composite::parse(m, &path)?),
-            "ottl_condition" => Kind::OttlCondition(ottl_condition::OttlCondition::parse(m)?),
-            "trace_aggregate" => Kind::TraceAggregate(trace_aggregate::TraceAggregate::parse(m)?),
-            "latency_percentile" => {
-                Kind::LatencyPercentile(latency_percentile::LatencyPercentile::parse(m)?)
-            }
-            "adaptive" => Kind::Adaptive(adaptive::Adaptive::parse(m)?),
-            other if NOT_YET.contains(&other) => {
-                return Err(Error::config(
-                    type_path,
-                    format!(
-                        "policy type {other:?} is not supported by tailsample yet; supported: {}",
-                        SUPPORTED.join(", ")
-                    ),
-                ))
-            }
-            other => {
-                return Err(Error::config(
-                    type_path,
-                    format!(
-                        "unknown policy type {other:?}; supported: {}",
-                        SUPPORTED.join(", ")
-                    ),
-                ))
-            }
-        })
-    }
-
-    fn children(&self) -> &[Policy] {
-        match self {
-            Kind::And(p) => &p.subs,
-            Kind::Drop(p) => &p.subs,
-            Kind::Composite(p) => p.subs(),
-            Kind::Not(p) => std::slice::from_ref(&*p.sub),
-            _ => &[],
+        if let Some(kind) = Kind::parse_registered(type_name, m, &path) {
+            return kind;
         }
-    }
-
-    fn children_mut(&mut self) -> &mut [Policy] {
-        match self {
-            Kind::And(p) => &mut p.subs,
-            Kind::Drop(p) => &mut p.subs,
-            Kind::Composite(p) => p.subs_mut(),
-            Kind::Not(p) => std::slice::from_mut(&mut *p.sub),
-            _ => &mut [],
-        }
-    }
-
-    /// Attribute keys this policy (not its children) reads; the scanner extracts only these.
-    pub fn attribute_keys(&self) -> Vec<String> {
-        match self {
-            Kind::StringAttribute(p) => vec![p.key.clone()],
-            Kind::NumericAttribute(p) => vec![p.key.clone()],
-            Kind::BooleanAttribute(p) => vec![p.key.clone()],
-            Kind::OttlCondition(p) => p.attribute_keys(),
-            Kind::TraceAggregate(p) => vec![p.key.clone()],
-            Kind::LatencyPercentile(p) => p.key.attribute_keys(),
-            Kind::Adaptive(p) => p.key.attribute_keys(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Resolves attribute keys to their index in the scanner's key set, and takes its matching mode
-    /// (`AttrKeys::strict`: array elements are matched unless strict).
-    pub fn bind(&mut self, keys: &AttrKeys) {
-        match self {
-            Kind::StringAttribute(p) => {
-                p.key_index = keys.index_of_str(&p.key).expect("key registered");
-                p.match_elements = !keys.strict();
-            }
-            Kind::NumericAttribute(p) => {
-                p.key_index = keys.index_of_str(&p.key).expect("key registered");
-                p.match_elements = !keys.strict();
-            }
-            Kind::BooleanAttribute(p) => {
-                p.key_index = keys.index_of_str(&p.key).expect("key registered");
-                p.match_elements = !keys.strict();
-            }
-            Kind::OttlCondition(p) => p.bind(keys),
-            Kind::TraceAggregate(p) => {
-                p.key_index = keys.index_of_str(&p.key).expect("key registered")
-            }
-            Kind::LatencyPercentile(p) => p.key.bind(keys),
-            Kind::Adaptive(p) => p.key.bind(keys),
-            _ => {}
-        }
-    }
-
-    /// Whether this policy folds resources and spans into a summary bit at ingest.
-    pub fn folds(&self) -> bool {
-        matches!(
-            self,
-            Kind::StringAttribute(_)
-                | Kind::NumericAttribute(_)
-                | Kind::BooleanAttribute(_)
-                | Kind::TraceState(_)
-                | Kind::OttlCondition(_)
-        )
-    }
-
-    /// Folding: does this resource (its extracted attributes) match?
-    #[inline]
-    pub fn resource_matches(&self, attrs: &[AttrValue<'_>]) -> bool {
-        match self {
-            Kind::StringAttribute(p) => p.resource_matches(attrs),
-            Kind::NumericAttribute(p) => p.value_matches(attrs),
-            Kind::BooleanAttribute(p) => p.value_matches(attrs),
-            _ => false,
-        }
-    }
-
-    /// Folding: this span's verdict.
-    #[inline]
-    pub fn span_fold(&self, s: &SpanFacts<'_, '_>) -> Fold {
-        if let Kind::OttlCondition(p) = self {
-            return p.span_fold(s);
-        }
-        let hit = match self {
-            Kind::StringAttribute(p) => p.span_matches(s.attrs),
-            Kind::NumericAttribute(p) => p.value_matches(s.attrs),
-            Kind::BooleanAttribute(p) => p.value_matches(s.attrs),
-            Kind::TraceState(p) => p.span_matches(s.span.trace_state),
-            _ => false,
-        };
-        if hit {
-            Fold::Match
-        } else {
-            Fold::NoMatch
-        }
-    }
-
-    /// The vote on a decided trace. `matched` is this policy's folded bit (false if it does not fold).
-    pub fn evaluate(
-        &mut self,
-        t: &TraceView,
-        matched: bool,
-        now: i64,
-    ) -> std::result::Result<Vote, String> {
-        Ok(match self {
-            Kind::AlwaysSample(p) => p.evaluate(t),
-            Kind::StatusCode(p) => p.evaluate(t),
-            Kind::Latency(p) => p.evaluate(t),
-            Kind::Probabilistic(p) => p.evaluate(t),
-            Kind::StringAttribute(p) => p.evaluate(matched),
-            Kind::NumericAttribute(p) => p.evaluate(matched),
-            Kind::BooleanAttribute(p) => p.evaluate(matched),
-            Kind::SpanCount(p) => p.evaluate(t),
-            Kind::TraceState(p) => p.evaluate(matched),
-            Kind::TraceFlags(p) => p.evaluate(t),
-            Kind::RateLimiting(p) => p.evaluate(t, now),
-            Kind::BytesLimiting(p) => p.evaluate(t, now),
-            Kind::And(p) => return p.evaluate(t, now),
-            Kind::Not(p) => return p.evaluate(t, now),
-            Kind::Drop(p) => return p.evaluate(t, now),
-            Kind::Composite(p) => return p.evaluate(t, now),
-            Kind::OttlCondition(p) => p.evaluate(matched),
-            Kind::TraceAggregate(p) => p.evaluate(t),
-            Kind::LatencyPercentile(p) => p.evaluate(t, now),
-            Kind::Adaptive(p) => p.evaluate(t, now),
-        })
-    }
-
-    /// The trace key of a keyed policy, for slot assignment.
-    pub fn trace_key_mut(&mut self) -> Option<&mut trace_key::TraceKey> {
-        match self {
-            Kind::LatencyPercentile(p) => Some(&mut p.key),
-            Kind::Adaptive(p) => Some(&mut p.key),
-            _ => None,
-        }
-    }
-
-    /// How this policy's `vote` on the trace just evaluated depends on the trace's randomness.
-    pub fn inclusion(&self, vote: Vote) -> inclusion::Inclusion {
-        use inclusion::Inclusion;
-        let sampled = vote == Vote::Sampled;
-        match self {
-            Kind::Probabilistic(p) => p.inclusion(),
-            Kind::Adaptive(p) => Inclusion::Threshold(p.last_threshold),
-            // Their votes depend on other traces (tokens, allocations), not on this trace's randomness.
-            Kind::RateLimiting(_) | Kind::BytesLimiting(_) | Kind::Composite(_) if sampled => {
-                Inclusion::Unknown
-            }
-            Kind::And(p) => p.inclusion(),
-            Kind::Not(p) => p.sub.inclusion().negate(),
-            Kind::Drop(_) => Inclusion::Never,
-            _ if sampled => Inclusion::Always,
-            _ => Inclusion::Never,
-        }
+        let supported = SUPPORTED.join(", ");
+        Err(Error::config(
+            type_path,
+            if NOT_YET.contains(&type_name) {
+                format!("policy type {type_name:?} is not supported by tailsample yet; supported: {supported}")
+            } else {
+                format!("unknown policy type {type_name:?}; supported: {supported}")
+            },
+        ))
     }
 }
 
@@ -592,4 +575,79 @@ pub fn vote(matched: bool, invert: bool) -> Vote {
 /// Reads the optional `invert_match` key shared by the attribute policies.
 pub fn invert_match(m: &mut Mapping<'_>) -> Result<bool> {
     m.boolean("invert_match", false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Scenario: the registry. Guarantees: every registered type is named once in `SUPPORTED`, is read from
+    /// its own block by `Policy::parse` and names itself back, so one `policies!` line is all a type needs.
+    #[test]
+    fn every_registered_type_is_read_by_its_name() {
+        let mut seen = std::collections::HashSet::new();
+        for &name in SUPPORTED {
+            assert!(seen.insert(name), "{name} registered twice");
+            let Err(e) = Policy::parse(&json!({"name": "p", "type": name, name: 1}), "policies[0]")
+            else {
+                panic!("{name}: a block that is not a mapping must be refused");
+            };
+            assert!(
+                e.to_string().contains(&format!("policies[0].{name}")),
+                "{name}: {e}"
+            );
+        }
+        let p = Policy::parse(
+            &json!({"name": "p", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}),
+            "policies[0]",
+        )
+        .unwrap();
+        assert_eq!(p.kind.type_name(), "status_code");
+    }
+
+    /// Scenario: a type nobody registered. Guarantees: a configuration error at its `type` that lists every
+    /// registered type.
+    #[test]
+    fn unknown_types_list_the_registry() {
+        let e = Policy::parse(&json!({"name": "p", "type": "nope"}), "policies[0]").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("policies[0].type"), "{msg}");
+        for name in SUPPORTED {
+            assert!(msg.contains(name), "{msg}");
+        }
+    }
+
+    /// Scenario: combinators cast their sub-policies' inclusion with their vote (no state between
+    /// evaluations). Guarantees: `not` over a certain sample never keeps; `and` over a sample and a
+    /// non-sample is `Never`; a sub-policy `and` never reached makes the conjunction unknown.
+    #[test]
+    fn combinators_cast_inclusion_with_the_vote() {
+        let parse = |v: serde_json::Value| Policy::parse(&v, "p").unwrap();
+        let err = TraceView {
+            status_mask: status_bits::ERROR,
+            ..Default::default()
+        };
+        let mut not = parse(json!({"name": "n", "type": "not", "not": {"not_sub_policy":
+            {"name": "s", "type": "always_sample"}}}));
+        assert_eq!(
+            not.evaluate(&err, 0),
+            Ok((Vote::NotSampled, Inclusion::Never))
+        );
+        let mut and = parse(
+            json!({"name": "a", "type": "and", "and": {"and_sub_policy": [
+            {"name": "e", "type": "status_code", "status_code": {"status_codes": ["OK"]}},
+            {"name": "s", "type": "always_sample"}]}}),
+        );
+        assert_eq!(
+            and.evaluate(&err, 0),
+            Ok((Vote::NotSampled, Inclusion::Never))
+        );
+        let mut and_p = parse(
+            json!({"name": "a", "type": "and", "and": {"and_sub_policy": [
+            {"name": "p", "type": "probabilistic", "probabilistic": {"sampling_percentage": 0}},
+            {"name": "s", "type": "always_sample"}]}}),
+        );
+        assert_eq!(and_p.evaluate(&err, 0).unwrap().1, Inclusion::Unknown);
+    }
 }

@@ -1,6 +1,7 @@
 //! `not`: flips its sub-policy's (`not_sub_policy`) vote, sampled ↔ not sampled.
 
-use super::{Policy, TraceView, Vote};
+use super::inclusion::Inclusion;
+use super::{Policy, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -33,11 +34,43 @@ impl Not {
         Ok(Not { sub: Box::new(sub) })
     }
 
-    pub fn evaluate(&mut self, t: &TraceView, now: i64) -> std::result::Result<Vote, String> {
-        Ok(match self.sub.evaluate(t, now)? {
+    /// The flipped vote; the trace is kept when the sub-policy does not keep it.
+    pub fn evaluate(
+        &mut self,
+        t: &TraceView,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        let (vote, inclusion) = self.sub.evaluate(t, now)?;
+        let vote = match vote {
             Vote::Sampled => Vote::NotSampled,
             Vote::NotSampled => Vote::Sampled,
             Vote::Dropped => Vote::Dropped,
-        })
+        };
+        Ok((vote, inclusion.negate()))
+    }
+}
+
+impl PolicyType for Not {
+    const TYPE: &'static str = "not";
+
+    fn from_block(m: Mapping<'_>, path: &str) -> Result<Self> {
+        Not::parse(m, path)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        self.evaluate(t, now)
+    }
+
+    fn children(&self) -> &[Policy] {
+        std::slice::from_ref(&*self.sub)
+    }
+
+    fn children_mut(&mut self) -> &mut [Policy] {
+        std::slice::from_mut(&mut *self.sub)
     }
 }

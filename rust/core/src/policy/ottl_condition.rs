@@ -4,8 +4,9 @@
 //! matched; with `ignore` or `silent` (and when absent, as in the reference) a failing condition counts as false.
 //! Conditions are parsed at load time by `super::ottl`; anything it does not support is a ConfigError there.
 
+use super::inclusion::Inclusion;
+use super::{certain, Fold, PolicyType, SpanFacts, TraceView, Vote};
 use super::ottl::{self, Condition, ContextKind, EventCtx, SpanCtx};
-use super::{Fold, SpanFacts, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 use crate::otlp::decode::{for_each_event, AttrKeys};
@@ -135,5 +136,39 @@ impl OttlCondition {
 
     pub fn evaluate(&self, matched: bool) -> Vote {
         super::vote(matched, false)
+    }
+}
+
+impl PolicyType for OttlCondition {
+    const TYPE: &'static str = "ottl_condition";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        OttlCondition::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        _t: &TraceView,
+        matched: bool,
+        _now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        Ok(certain(self.evaluate(matched)))
+    }
+
+    fn attribute_keys(&self) -> Vec<String> {
+        OttlCondition::attribute_keys(self)
+    }
+
+    fn bind(&mut self, keys: &AttrKeys) {
+        OttlCondition::bind(self, keys)
+    }
+
+    fn folds(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn span_fold(&self, s: &SpanFacts<'_, '_>) -> Fold {
+        OttlCondition::span_fold(self, s)
     }
 }

@@ -13,7 +13,7 @@
 //! `sampling_precision` (hex digits of the threshold, default 4) is the collector's.
 
 use super::inclusion::Inclusion;
-use super::{TraceView, Vote};
+use super::{PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::consistent::{
     proportional_threshold, should_keep, threshold_for_probability, DEFAULT_PRECISION,
@@ -182,6 +182,28 @@ impl Probabilistic {
         let threshold = self.consistent_threshold(t);
         self.last_threshold = threshold;
         super::vote(should_keep(t.randomness(), threshold), false)
+    }
+}
+
+impl PolicyType for Probabilistic {
+    const TYPE: &'static str = "probabilistic";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        Probabilistic::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        _now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        let vote = self.evaluate(t);
+        Ok((vote, self.inclusion()))
+    }
+
+    fn reads_ot(&self) -> bool {
+        self.mode != Mode::HashSeed
     }
 }
 

@@ -3,7 +3,8 @@
 //! larger than the burst never passes. As in the reference (golang.org/x/time/rate), the bucket starts full,
 //! refills continuously, and a refused trace takes nothing. Time is the engine's clock, so replays are exact.
 
-use super::{TraceView, Vote};
+use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 
@@ -81,6 +82,28 @@ impl RateLimiting {
 
     pub fn evaluate(&mut self, t: &TraceView, now: i64) -> Vote {
         super::vote(self.bucket.allow(now, u64::from(t.span_count)), false)
+    }
+}
+
+impl PolicyType for RateLimiting {
+    const TYPE: &'static str = "rate_limiting";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        RateLimiting::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        let vote = self.evaluate(t, now);
+        // It keeps a trace for the tokens left, not for the trace's randomness.
+        Ok(match vote {
+            Vote::Sampled => (vote, Inclusion::Unknown),
+            _ => certain(vote),
+        })
     }
 }
 

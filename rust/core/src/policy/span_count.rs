@@ -1,7 +1,8 @@
 //! `span_count`: sampled if the number of spans received for the trace is within [`min_spans`, `max_spans`]
 //! (both inclusive; `max_spans` 0 means no maximum).
 
-use super::{TraceView, Vote};
+use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 
@@ -53,6 +54,23 @@ impl SpanCount {
             n >= self.min_spans && (self.max_spans == 0 || n <= self.max_spans),
             false,
         )
+    }
+}
+
+impl PolicyType for SpanCount {
+    const TYPE: &'static str = "span_count";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        SpanCount::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        _now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        Ok(certain(self.evaluate(t)))
     }
 }
 

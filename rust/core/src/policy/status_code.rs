@@ -1,6 +1,7 @@
 //! `status_code`: sampled if any span has one of the listed status codes.
 
-use super::{status_bits, TraceView, Vote};
+use super::inclusion::Inclusion;
+use super::{certain, status_bits, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
 
@@ -40,6 +41,23 @@ impl StatusCode {
 
     pub fn evaluate(&self, t: &TraceView) -> Vote {
         super::vote(t.status_mask & self.mask != 0, false)
+    }
+}
+
+impl PolicyType for StatusCode {
+    const TYPE: &'static str = "status_code";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        StatusCode::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        _now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        Ok(certain(self.evaluate(t)))
     }
 }
 

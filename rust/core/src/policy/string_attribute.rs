@@ -12,10 +12,11 @@
 
 use regex::RegexSet;
 
-use super::{invert_match, re2, Vote};
+use super::inclusion::Inclusion;
+use super::{certain, invert_match, re2, Fold, PolicyType, SpanFacts, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::{Error, Result};
-use crate::otlp::decode::AttrValue;
+use crate::otlp::decode::{AttrKeys, AttrValue};
 
 #[derive(Debug, Clone)]
 pub struct StringAttribute {
@@ -97,6 +98,46 @@ impl StringAttribute {
 
     pub fn evaluate(&self, matched: bool) -> Vote {
         super::vote(matched, self.invert_match)
+    }
+}
+
+impl PolicyType for StringAttribute {
+    const TYPE: &'static str = "string_attribute";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        StringAttribute::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        _t: &TraceView,
+        matched: bool,
+        _now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        Ok(certain(self.evaluate(matched)))
+    }
+
+    fn attribute_keys(&self) -> Vec<String> {
+        vec![self.key.clone()]
+    }
+
+    fn bind(&mut self, keys: &AttrKeys) {
+        self.key_index = keys.index_of_str(&self.key).expect("key registered");
+        self.match_elements = !keys.strict();
+    }
+
+    fn folds(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn resource_matches(&self, attrs: &[AttrValue<'_>]) -> bool {
+        StringAttribute::resource_matches(self, attrs)
+    }
+
+    #[inline]
+    fn span_fold(&self, s: &SpanFacts<'_, '_>) -> Fold {
+        Fold::of(self.span_matches(s.attrs))
     }
 }
 

@@ -7,10 +7,11 @@
 //! skipped. A trace with no value at all has sum and count 0 and no min or max (then `min`/`max` never match).
 //! At least one bound is required; both are inclusive.
 
-use super::{TraceView, Vote};
+use super::inclusion::Inclusion;
+use super::{certain, PolicyType, TraceView, Vote};
 use crate::config::node::Mapping;
+use crate::otlp::decode::{AttrKeys, AttrValue};
 use crate::error::{Error, Result};
-use crate::otlp::decode::AttrValue;
 
 /// Aggregating policies per processor: each takes one number of `TraceView::aggregates`.
 pub const MAX_AGGREGATES: usize = 4;
@@ -109,6 +110,35 @@ impl TraceAggregate {
             _ => (self.min_value..=self.max_value).contains(&value),
         };
         super::vote(hit, false)
+    }
+}
+
+impl PolicyType for TraceAggregate {
+    const TYPE: &'static str = "trace_aggregate";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        TraceAggregate::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        t: &TraceView,
+        _matched: bool,
+        _now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        Ok(certain(self.evaluate(t)))
+    }
+
+    fn attribute_keys(&self) -> Vec<String> {
+        vec![self.key.clone()]
+    }
+
+    fn bind(&mut self, keys: &AttrKeys) {
+        self.key_index = keys.index_of_str(&self.key).expect("key registered")
+    }
+
+    fn aggregate_mut(&mut self) -> Option<&mut TraceAggregate> {
+        Some(self)
     }
 }
 

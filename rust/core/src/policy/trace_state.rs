@@ -3,7 +3,8 @@
 //! The tracestate is parsed as OpenTelemetry Go's `trace.ParseTraceState` does (the reference uses it): an
 //! invalid tracestate (bad key or value characters, more than 32 members, a duplicate key) matches nothing.
 
-use super::Vote;
+use super::inclusion::Inclusion;
+use super::{certain, Fold, PolicyType, SpanFacts, TraceView, Vote};
 use crate::config::node::Mapping;
 use crate::error::Result;
 
@@ -127,6 +128,32 @@ impl TraceState {
 
     pub fn evaluate(&self, matched: bool) -> Vote {
         super::vote(matched, false)
+    }
+}
+
+impl PolicyType for TraceState {
+    const TYPE: &'static str = "trace_state";
+
+    fn from_block(m: Mapping<'_>, _path: &str) -> Result<Self> {
+        TraceState::parse(m)
+    }
+
+    fn vote(
+        &mut self,
+        _t: &TraceView,
+        matched: bool,
+        _now: i64,
+    ) -> std::result::Result<(Vote, Inclusion), String> {
+        Ok(certain(self.evaluate(matched)))
+    }
+
+    fn folds(&self) -> bool {
+        true
+    }
+
+    #[inline]
+    fn span_fold(&self, s: &SpanFacts<'_, '_>) -> Fold {
+        Fold::of(self.span_matches(s.span.trace_state))
     }
 }
 

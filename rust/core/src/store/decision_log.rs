@@ -2,50 +2,18 @@
 //! and why?" during an incident.
 //!
 //! A ring of the last `capacity` records per shard (first in, first out) with an index by trace ID. A record
-//! holds the outcome, every top-level policy's vote (up to `MAX_LOGGED_POLICIES`), the first-seen, due and
-//! decided times, the span count, the late spans that arrived after the decision, and the sampling probability
-//! written on the kept spans. About 120 bytes per record with its index entry: the default 100,000 records
-//! per engine take about 12 MB (`decision_log_bytes`).
+//! holds the trace's `Decision` (outcome, deciding policy, every top-level policy's vote, probability), why it
+//! was taken when it was (`Trigger`), the first-seen, due and decided times, the span count, and the late
+//! spans that arrived after the decision. About 120 bytes per record with its index entry: the default
+//! 100,000 records per engine take about 12 MB (`decision_log_bytes`).
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
 
 use ahash::RandomState;
 
-use crate::policy::inclusion::Stage;
-use crate::policy::Vote;
+use crate::policy::decision::Decision;
 use crate::propagation::AuditCounts;
-
-/// Votes of at most this many top-level policies are recorded (the others read as not recorded).
-pub const MAX_LOGGED_POLICIES: usize = 32;
-
-/// How a trace left the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Sampled,
-    NotSampled,
-    /// A `drop` policy fired.
-    DroppedByPolicy,
-    /// Its spans passed `maximum_trace_size_bytes`.
-    DroppedTooLarge,
-    /// Pending at shutdown with `drop_pending_traces_on_shutdown`.
-    DroppedOnShutdown,
-    /// Pushed out undecided by a new trace at `num_traces`.
-    Evicted,
-}
-
-impl Outcome {
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::Sampled => "sampled",
-            Outcome::NotSampled => "not_sampled",
-            Outcome::DroppedByPolicy => "dropped_by_policy",
-            Outcome::DroppedTooLarge => "dropped_too_large",
-            Outcome::DroppedOnShutdown => "dropped_on_shutdown",
-            Outcome::Evicted => "evicted",
-        }
-    }
-}
 
 /// What made the decision happen when it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,55 +39,17 @@ impl Trigger {
     }
 }
 
-/// One policy's vote as recorded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LoggedVote {
-    /// Not evaluated (evaluation stopped before it), or beyond `MAX_LOGGED_POLICIES`.
-    #[default]
-    NotEvaluated,
-    Sampled,
-    NotSampled,
-    Dropped,
-    /// Its evaluation failed (no vote).
-    Error,
-}
-
-impl LoggedVote {
-    pub fn of<E>(v: &Result<Vote, E>) -> Self {
-        match v {
-            Ok(Vote::Sampled) => LoggedVote::Sampled,
-            Ok(Vote::NotSampled) => LoggedVote::NotSampled,
-            Ok(Vote::Dropped) => LoggedVote::Dropped,
-            Err(_) => LoggedVote::Error,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            LoggedVote::NotEvaluated => "not_evaluated",
-            LoggedVote::Sampled => "sampled",
-            LoggedVote::NotSampled => "not_sampled",
-            LoggedVote::Dropped => "dropped",
-            LoggedVote::Error => "error",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct Record {
     pub trace_id: u128,
-    pub outcome: Outcome,
+    pub decision: Decision,
     pub trigger: Trigger,
-    /// Index of the first policy (configuration order) that sampled, for a kept trace.
-    pub decided_by: Option<u16>,
-    pub votes: [LoggedVote; MAX_LOGGED_POLICIES],
     pub first_seen: i64,
     pub due: i64,
     pub decided_at: i64,
     pub span_count: u32,
     /// Spans of this trace that arrived after the decision (forwarded or dropped by the decision caches).
     pub late_spans: u32,
-    pub stage: Stage,
     /// What the propagation audit found in the trace (None: not audited: off, or left undecided).
     pub audit: Option<AuditCounts>,
 }
@@ -192,20 +122,23 @@ impl DecisionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::decision::Outcome;
+    use crate::policy::inclusion::Stage;
 
     fn record(id: u128) -> Record {
         Record {
             trace_id: id,
-            outcome: Outcome::Sampled,
+            decision: Decision {
+                policy: Some(0),
+                stage: Stage::Certain,
+                ..Decision::without_votes(Outcome::Sampled)
+            },
             trigger: Trigger::DecisionWait,
-            decided_by: Some(0),
-            votes: [LoggedVote::NotEvaluated; MAX_LOGGED_POLICIES],
             first_seen: 0,
             due: 0,
             decided_at: 0,
             span_count: 1,
             late_spans: 0,
-            stage: Stage::Certain,
             audit: None,
         }
     }
@@ -233,10 +166,10 @@ mod tests {
         let mut log = DecisionLog::new(2);
         log.push(record(7));
         let mut again = record(7);
-        again.outcome = Outcome::NotSampled;
+        again.decision.outcome = Outcome::NotSampled;
         log.push(again);
         log.push(record(8));
-        assert_eq!(log.get(7).unwrap().outcome, Outcome::NotSampled);
+        assert_eq!(log.get(7).unwrap().decision.outcome, Outcome::NotSampled);
         log.push(record(9));
         assert!(log.get(7).is_none());
     }

@@ -8,6 +8,6 @@ pub mod recent;
 pub mod shard;
 pub mod stats;
 
-pub use decision_log::{LoggedVote, Outcome, Record, Trigger};
+pub use decision_log::{Record, Trigger};
 pub use shard::{Chunk, Knowledge, Shard};
 pub use stats::{PolicyCounters, ShardStats};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use ahash::RandomState;
 
 use super::decision_cache::{NotSampledFilter, Resident, ResidentDecisions, SampledCache};
-use super::decision_log::{DecisionLog, LoggedVote, Outcome, Record, Trigger, MAX_LOGGED_POLICIES};
+use super::decision_log::{DecisionLog, Record, Trigger};
 use super::intern::{Interner, Origin, Resource};
 use super::recent::{KeptSummary, KeptTrace, RecentKept};
 use super::stats::{PolicyCounters, ShardGauges, ShardStats};
@@ -27,8 +27,9 @@ use crate::otlp::encode::{
 };
 use crate::otlp::pdata_size;
 use crate::otlp::wire::len_field_size;
-use crate::policy::inclusion::Stage;
-use crate::policy::{ot_bits, status_bits, Fold, Kind, Policy, SpanFacts, TraceView, Vote};
+use crate::policy::decision::{self, Ballot, Decision, Outcome, MAX_RECORDED_VOTES};
+use crate::policy::inclusion::{Inclusion, Stage};
+use crate::policy::{ot_bits, status_bits, Fold, Policy, SpanFacts, TraceView, Vote};
 use crate::propagation::{span_kind, AuditReader, AuditSpan, GapReport, PropagationAudit, NONE};
 
 /// A run of one trace's spans from one payload under one origin, framed as `ScopeSpans.spans` entries.
@@ -240,6 +241,8 @@ pub struct Shard {
     chunks: u64,
     pub stats: ShardStats,
     pub policy_stats: Vec<PolicyCounters>,
+    /// The votes cast on the trace being decided (policy index, vote, inclusion), reused across decisions.
+    cast: Vec<(usize, Ballot, Inclusion)>,
     /// With tail storage: buffered traces by first segment, and the decisions made since the last round.
     durable: Option<DurableState>,
     /// `maximum_trace_size_bytes` or a `bytes_limiting` policy reads trace sizes, measured at ingest.
@@ -264,7 +267,7 @@ impl Shard {
         recent_kept_bytes: usize,
     ) -> Self {
         let policies = cfg.policies.clone();
-        let is_drop = |p: &Policy| matches!(p.kind, Kind::Drop(_));
+        let is_drop = |p: &Policy| p.kind.vetoes();
         let drops = (0..policies.len()).filter(|&i| is_drop(&policies[i]));
         let eval_order: Vec<usize> = drops
             .chain((0..policies.len()).filter(|&i| !is_drop(&policies[i])))
@@ -273,7 +276,7 @@ impl Shard {
         let audit = ShardAudit::new(&cfg);
         let mut measures_size = cfg.maximum_trace_size_bytes > 0;
         for p in &policies {
-            p.walk(&mut |q| measures_size |= matches!(q.kind, Kind::BytesLimiting(_)));
+            p.walk(&mut |q| measures_size |= q.kind.measures_size());
         }
         Shard {
             cfg,
@@ -302,6 +305,7 @@ impl Shard {
             chunks: 0,
             stats: ShardStats::default(),
             policy_stats: vec![PolicyCounters::default(); n],
+            cast: Vec::with_capacity(n),
             durable: None,
             measures_size,
         }
@@ -735,16 +739,13 @@ impl Shard {
         let t = &self.traces[slot as usize];
         self.log.push(Record {
             trace_id: u128::from_be_bytes(t.view.trace_id),
-            outcome,
+            decision: Decision::without_votes(outcome),
             trigger,
-            decided_by: None,
-            votes: [LoggedVote::NotEvaluated; MAX_LOGGED_POLICIES],
             first_seen: t.first_seen,
             due: t.first_seen.saturating_add(self.cfg.decision_wait_ns),
             decided_at: now,
             span_count: t.view.span_count,
             late_spans: 0,
-            stage: Stage::Unknown,
             audit: None,
         });
     }
@@ -960,10 +961,8 @@ impl Shard {
         }
     }
 
-    /// Decides one trace: every policy votes (in order), the precedence rule picks the outcome: any `drop`
-    /// fired → dropped; else any policy sampled → sampled (the first in order is the one recorded); else not
-    /// sampled. The drop policies run first and evaluation stops at a drop; with `sample_on_first_match` it also
-    /// stops at the first sample.
+    /// Decides one trace: every policy votes, in evaluation order (the `drop` policies first; evaluation stops
+    /// where `decision::stops` says), and `decision::precedence` makes the outcome of the votes.
     fn decide(
         &mut self,
         slot: u32,
@@ -974,37 +973,27 @@ impl Shard {
     ) -> Outcome {
         let s = slot as usize;
         let view = self.traces[s].view;
-        let mut votes = [LoggedVote::NotEvaluated; MAX_LOGGED_POLICIES];
-        let mut first_sampled: Option<usize> = None;
-        let mut dropped = false;
-        let adjusted = self.cfg.adjusted_counts.is_some();
-        if adjusted {
-            // Policies a `sample_on_first_match` stop does not reach must not count with a stale vote.
-            for p in &mut self.policies {
-                p.last_vote = None;
-            }
-        }
+        let mut votes = [Ballot::NotEvaluated; MAX_RECORDED_VOTES];
+        self.cast.clear();
         for k in 0..self.eval_order.len() {
             let i = self.eval_order[k];
             let result = self.policies[i].evaluate(&view, now);
+            let ballot = Ballot::of(&result);
             if let Some(v) = votes.get_mut(i) {
-                *v = LoggedVote::of(&result);
+                *v = ballot;
             }
             match result {
-                Ok(Vote::Sampled) => {
-                    self.policy_stats[i].sampled += 1;
-                    if first_sampled.is_none() {
-                        first_sampled = Some(i);
+                Ok((vote, inclusion)) => {
+                    let c = &mut self.policy_stats[i];
+                    match vote {
+                        Vote::Sampled => c.sampled += 1,
+                        Vote::NotSampled => c.not_sampled += 1,
+                        Vote::Dropped => c.dropped += 1,
                     }
-                    if self.cfg.sample_on_first_match {
+                    self.cast.push((i, ballot, inclusion));
+                    if decision::stops(vote, self.cfg.sample_on_first_match) {
                         break;
                     }
-                }
-                Ok(Vote::NotSampled) => self.policy_stats[i].not_sampled += 1,
-                Ok(Vote::Dropped) => {
-                    self.policy_stats[i].dropped += 1;
-                    dropped = true;
-                    break;
                 }
                 Err(_) => {
                     self.policy_stats[i].errors += 1;
@@ -1012,14 +1001,15 @@ impl Shard {
                 }
             }
         }
+        let (outcome, decided_by) = decision::precedence(self.cast.iter().map(|&(i, b, _)| (i, b)));
         let id = u128::from_be_bytes(view.trace_id);
         let spans = u64::from(view.span_count);
-        let mut logged_stage = Stage::Certain;
+        let mut stage = Stage::Certain;
         let lag = now.saturating_sub(due).max(0) as u64;
         self.stats.decision_lag_ns_total += lag;
         self.stats.decisions_timed += 1;
         self.stats.decision_lag.record(lag);
-        let kept = !dropped && first_sampled.is_some();
+        let kept = outcome == Outcome::Sampled;
         if view.status_mask & status_bits::ERROR != 0 {
             self.stats.error_traces_decided += 1;
             self.stats.error_traces_not_sampled += u64::from(!kept);
@@ -1028,70 +1018,60 @@ impl Shard {
             .audit
             .as_mut()
             .map(|a| a.state.audit(id, &self.traces[s].audit, kept, now).into());
-        let outcome = match (dropped, first_sampled) {
-            (true, _) => {
-                self.stats.traces_dropped += 1;
-                self.stats.traces_dropped_by_policy += 1;
-                self.stats.spans_dropped += spans;
-                self.remember_outcome(id, slot, Resident::NotKept);
-                self.record_decision(id, Verdict::NotSampled, 0);
-                Outcome::DroppedByPolicy
-            }
-            (false, Some(i)) => {
+        match (outcome, decided_by) {
+            (Outcome::Sampled, Some(i)) => {
                 self.policy_stats[i].decided += 1;
                 self.stats.traces_sampled += 1;
                 self.stats.spans_sampled += spans;
-                let stage = if adjusted {
-                    Stage::of(
-                        self.eval_order
-                            .iter()
-                            .map(|&i| self.policies[i].inclusion()),
-                    )
-                } else {
-                    Stage::Certain
-                };
+                if self.cfg.adjusted_counts.is_some() {
+                    // Policies that failed or were not evaluated cast no inclusion (`Never`).
+                    stage = Stage::of(self.cast.iter().map(|&(_, _, inclusion)| inclusion));
+                }
                 if stage == Stage::Unknown {
                     self.stats.traces_sampled_probability_unknown += 1;
                 }
                 self.remember_outcome(id, slot, Resident::Kept(stage));
-                logged_stage = stage;
                 let attrs = if self.cfg.record_policy {
                     self.policy_attributes(i)
                 } else {
                     Vec::new()
                 };
-                let verdict = Verdict::Sampled {
-                    policy: Some(i as u16),
-                    stage,
-                };
-                self.record_decision(id, verdict, self.traces[s].first_segment);
                 self.keep_chunks(s, id, stage, &attrs, now, out);
-                Outcome::Sampled
             }
-            (false, None) => {
+            (Outcome::DroppedByPolicy, _) => {
+                self.stats.traces_dropped += 1;
+                self.stats.traces_dropped_by_policy += 1;
+                self.stats.spans_dropped += spans;
+                self.remember_outcome(id, slot, Resident::NotKept);
+            }
+            _ => {
                 self.stats.traces_not_sampled += 1;
                 self.stats.spans_not_sampled += spans;
                 self.remember_outcome(id, slot, Resident::NotKept);
-                self.record_decision(id, Verdict::NotSampled, 0);
-                Outcome::NotSampled
             }
+        }
+        let decision = Decision {
+            outcome,
+            policy: decided_by.map(|i| i as u16),
+            votes,
+            stage,
         };
+        // Tail storage follows the oldest spans segment of the kept traces only.
+        let first_segment = if kept {
+            self.traces[s].first_segment
+        } else {
+            0
+        };
+        self.record_decision(id, Verdict::from(&decision), first_segment);
         self.log.push(Record {
             trace_id: id,
-            outcome,
+            decision,
             trigger,
-            decided_by: if outcome == Outcome::Sampled {
-                first_sampled.map(|i| i as u16)
-            } else {
-                None
-            },
-            votes,
             first_seen: self.traces[s].first_seen,
             due,
             decided_at: now,
             span_count: view.span_count,
             late_spans: 0,
-            stage: logged_stage,
             audit,
         });
         self.free_slot(slot);
@@ -1197,13 +1177,8 @@ impl Shard {
     fn policy_attributes(&self, i: usize) -> Vec<u8> {
         let p = &self.policies[i];
         let mut attrs = string_attribute("tailsampling.policy", &p.name);
-        if let Kind::Composite(c) = &p.kind {
-            if let Some(sub) = c.last_sampled_by {
-                attrs.extend(string_attribute(
-                    "tailsampling.composite_policy",
-                    c.sub_name(sub),
-                ));
-            }
+        if let Some(sub) = p.kind.sampled_by() {
+            attrs.extend(string_attribute("tailsampling.composite_policy", sub));
         }
         attrs
     }
