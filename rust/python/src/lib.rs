@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use std::sync::Arc;
 use tailsample_core::consistent::probability_of_threshold;
+use tailsample_core::otlp::encode::Kept;
 use tailsample_core::policy::inclusion::Stage;
 use tailsample_core::propagation::Example;
 use tailsample_core::store::stats::LAG_BOUNDS_NS;
@@ -243,11 +244,38 @@ impl NativeQueue {
         r.map_err(|e| queue_error(py, e, &dir))
     }
 
-    /// The oldest item not handed out yet, as (seq, payload), or None.
-    fn next_item<'py>(&self, py: Python<'py>) -> PyResult<Option<(u64, Bound<'py, PyBytes>)>> {
+    /// The oldest item not handed out yet, as (seq, KeptPayload), or None. The queue holds kept output only,
+    /// whose counts the core reads back here (an item that does not decode, which its checksum makes
+    /// unexpected, counts 0 spans and is still handed out).
+    fn next_item(&self, py: Python<'_>) -> PyResult<Option<(u64, KeptPayload)>> {
         let dir = self.lock().dir().display().to_string();
-        let item = run(py, || self.lock().next_item())?.map_err(|e| storage_error(py, &dir, e))?;
-        Ok(item.map(|(seq, bytes)| (seq, PyBytes::new(py, &bytes))))
+        let item = run(py, || {
+            self.lock().next_item().map(|item| {
+                item.map(|(seq, payload)| {
+                    let (spans, resource_spans) = tailsample_core::inspect(&payload)
+                        .map_or((0, 0), |s| (s.spans as usize, s.resource_spans as usize));
+                    (
+                        seq,
+                        Kept {
+                            payload,
+                            spans,
+                            resource_spans,
+                        },
+                    )
+                })
+            })
+        })?
+        .map_err(|e| storage_error(py, &dir, e))?;
+        Ok(item.map(|(seq, k)| {
+            (
+                seq,
+                KeptPayload {
+                    payload: PyBytes::new(py, &k.payload).unbind(),
+                    spans: k.spans,
+                    resource_spans: k.resource_spans,
+                },
+            )
+        }))
     }
 
     /// Puts an item handed out back, in its place (to be handed out again).
@@ -294,6 +322,37 @@ struct NativeEngine {
 
 fn payloads_to_list<'py>(py: Python<'py>, payloads: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyList>> {
     PyList::new(py, payloads.iter().map(|p| PyBytes::new(py, p)))
+}
+
+/// One payload of kept spans with the counts the core knows, so Python never decodes kept output to count it.
+#[pyclass(frozen, get_all, module = "tailsample._native")]
+struct KeptPayload {
+    payload: Py<PyBytes>,
+    spans: usize,
+    resource_spans: usize,
+}
+
+#[pymethods]
+impl KeptPayload {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "KeptPayload(<{} bytes>, spans={}, resource_spans={})",
+            self.payload.bind(py).as_bytes().len(),
+            self.spans,
+            self.resource_spans
+        )
+    }
+}
+
+fn kept_to_list(py: Python<'_>, kept: Vec<Kept>) -> PyResult<Vec<KeptPayload>> {
+    Ok(kept
+        .into_iter()
+        .map(|k| KeptPayload {
+            payload: PyBytes::new(py, &k.payload).unbind(),
+            spans: k.spans,
+            resource_spans: k.resource_spans,
+        })
+        .collect())
 }
 
 #[pymethods]
@@ -372,6 +431,19 @@ impl NativeEngine {
         let now = now_ns(py, now)?;
         let (round, payloads) = run(py, || self.engine.flush_round(now))?;
         Ok((round, payloads_to_list(py, payloads)?))
+    }
+
+    /// `poll_round`, each payload a `KeptPayload` carrying its span count.
+    fn poll_round_kept(&self, py: Python<'_>, now: f64) -> PyResult<(u64, Vec<KeptPayload>)> {
+        let now = now_ns(py, now)?;
+        let (round, kept) = run(py, || self.engine.poll_round_kept(now))?;
+        Ok((round, kept_to_list(py, kept)?))
+    }
+
+    fn flush_round_kept(&self, py: Python<'_>, now: f64) -> PyResult<(u64, Vec<KeptPayload>)> {
+        let now = now_ns(py, now)?;
+        let (round, kept) = run(py, || self.engine.flush_round_kept(now))?;
+        Ok((round, kept_to_list(py, kept)?))
     }
 
     /// Round `round` and those before it are exported: tail storage may give back their space.
@@ -871,6 +943,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeEngine>()?;
     m.add_class::<NativeBudget>()?;
     m.add_class::<NativeQueue>()?;
+    m.add_class::<KeptPayload>()?;
     m.add_function(wrap_pyfunction!(inspect_payload, m)?)?;
     m.add_function(wrap_pyfunction!(error_classes, m)?)?;
     m.add_function(wrap_pyfunction!(otlp_json_to_proto, m)?)?;
