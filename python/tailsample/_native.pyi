@@ -2,8 +2,9 @@
 
 from typing import Any, final
 
-__all__ = ["KeptPayload", "NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue", "__version__", "error_classes",
-           "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto", "split_by_trace"]
+__all__ = ["KeptPayload", "NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue", "__version__",
+           "error_classes", "error_kinds", "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto",
+           "split_by_trace"]
 
 __version__: str
 
@@ -86,7 +87,12 @@ class NativeEngine:
     def kept_trace(self, trace_id: str) -> list[bytes] | None: ...
 
 def inspect_payload(payload: bytes) -> dict[str, int]: ...
-def error_classes() -> list[str]: ...
+def error_classes() -> list[tuple[str, str]]:
+    """(core error kind, `tailsample.errors` class name) for every kind the binding maps, and `internal`."""
+
+def error_kinds() -> list[str]:
+    """Every kind of the core's error type."""
+
 def otlp_json_to_proto(body: bytes) -> bytes:
     """One OTLP/JSON ExportTraceServiceRequest as protobuf bytes; raises `tailsample.errors.DecodeError`."""
 

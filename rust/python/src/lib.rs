@@ -27,22 +27,35 @@ use tailsample_core::durable::{
 };
 use tailsample_core::{seconds_to_ns, Engine, EngineConfig, Error};
 
-/// Maps a core error to its Python exception (classes defined in `tailsample/errors.py`).
+/// The Python exception class (in `tailsample/errors.py`) of each core error kind (`tailsample_core::error::KINDS`),
+/// and of an internal error (a panic). `error_classes()` hands this table to the test that keeps both sides in step.
+const ERROR_CLASSES: &[(&str, &str)] = &[
+    ("decode", "DecodeError"),
+    ("config", "ConfigError"),
+    ("backpressure", "BackpressureError"),
+    ("storage", "StorageError"),
+    (INTERNAL, "TailsampleError"),
+];
+const INTERNAL: &str = "internal";
+
+fn error_class<'py>(py: Python<'py>, kind: &str) -> PyResult<Bound<'py, PyAny>> {
+    let name = ERROR_CLASSES
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or("TailsampleError", |(_, class)| class);
+    py.import("tailsample.errors")?.getattr(name)
+}
+
+/// Maps a core error to its Python exception, with the attributes its class documents.
 fn to_py(py: Python<'_>, e: Error) -> PyErr {
     let message = e.to_string();
     let made = (|| -> PyResult<PyErr> {
-        let errors = py.import("tailsample.errors")?;
+        let class = error_class(py, e.kind())?;
         let value = match e {
-            Error::Decode { field, offset, .. } => errors
-                .getattr("DecodeError")?
-                .call1((message, field, offset))?,
-            Error::Config { path, .. } => errors.getattr("ConfigError")?.call1((message, path))?,
-            Error::Backpressure { limit, .. } => errors
-                .getattr("BackpressureError")?
-                .call1((message, limit))?,
-            Error::Storage { path, .. } => {
-                errors.getattr("StorageError")?.call1((message, path))?
-            }
+            Error::Decode { field, offset, .. } => class.call1((message, field, offset))?,
+            Error::Config { path, .. } => class.call1((message, path))?,
+            Error::Backpressure { limit, .. } => class.call1((message, limit))?,
+            Error::Storage { path, .. } => class.call1((message, path))?,
         };
         Ok(PyErr::from_value(value))
     })();
@@ -63,19 +76,13 @@ fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> PyResult<T> {
 }
 
 fn internal(py: Python<'_>, what: &str) -> PyErr {
-    match py
-        .import("tailsample.errors")
-        .and_then(|m| m.getattr("TailsampleError"))
-    {
-        Ok(cls) => match cls.call1((format!(
-            "internal error in the tailsample engine (please report): {what}"
-        ),))
-        {
-            Ok(v) => PyErr::from_value(v),
-            Err(e) => e,
-        },
-        Err(e) => e,
-    }
+    error_class(py, INTERNAL)
+        .and_then(|cls| {
+            cls.call1((format!(
+                "internal error in the tailsample engine (please report): {what}"
+            ),))
+        })
+        .map_or_else(|e| e, PyErr::from_value)
 }
 
 fn now_ns(py: Python<'_>, now: f64) -> PyResult<i64> {
@@ -886,16 +893,17 @@ fn otlp_json_to_proto<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, 
     Ok(PyBytes::new(py, &proto))
 }
 
-/// The error classes the core can raise, for the test that keeps Python and Rust in step.
+/// (core error kind, Python exception class name) for every kind and for internal errors: the table `to_py`
+/// maps with, for the test that keeps Python and Rust in step.
 #[pyfunction]
-fn error_classes() -> Vec<&'static str> {
-    vec![
-        "DecodeError",
-        "StorageError",
-        "ConfigError",
-        "BackpressureError",
-        "TailsampleError",
-    ]
+fn error_classes() -> Vec<(&'static str, &'static str)> {
+    ERROR_CLASSES.to_vec()
+}
+
+/// Every kind the core's `Error` has (`tailsample_core::error::KINDS`).
+#[pyfunction]
+fn error_kinds() -> Vec<&'static str> {
+    tailsample_core::error::KINDS.to_vec()
 }
 
 fn allocator_dict<'py>(
@@ -946,6 +954,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<KeptPayload>()?;
     m.add_function(wrap_pyfunction!(inspect_payload, m)?)?;
     m.add_function(wrap_pyfunction!(error_classes, m)?)?;
+    m.add_function(wrap_pyfunction!(error_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(otlp_json_to_proto, m)?)?;
     m.add_function(wrap_pyfunction!(split_by_trace, m)?)?;
     m.add_function(wrap_pyfunction!(memory_stats, m)?)?;

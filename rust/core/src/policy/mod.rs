@@ -200,9 +200,6 @@ pub const SUPPORTED: &[&str] = &[
     "adaptive",
 ];
 
-/// Types the reference has that tailsample does not run yet: a clear error rather than "unknown".
-pub const NOT_YET: &[&str] = &[];
-
 /// A named policy with its place in the trace summary.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -223,7 +220,7 @@ impl Policy {
         let type_name = m.required_string("type")?;
         // An entry may carry blocks for other types (the reference ignores them); only its own is read.
         let mut own: Option<&Value> = None;
-        for t in SUPPORTED.iter().chain(NOT_YET.iter()) {
+        for t in SUPPORTED {
             let v = m.value(t);
             if *t == type_name {
                 own = v;
@@ -395,15 +392,6 @@ impl Kind {
                 Kind::LatencyPercentile(latency_percentile::LatencyPercentile::parse(m)?)
             }
             "adaptive" => Kind::Adaptive(adaptive::Adaptive::parse(m)?),
-            other if NOT_YET.contains(&other) => {
-                return Err(Error::config(
-                    type_path,
-                    format!(
-                        "policy type {other:?} is not supported by tailsample yet; supported: {}",
-                        SUPPORTED.join(", ")
-                    ),
-                ))
-            }
             other => {
                 return Err(Error::config(
                     type_path,
