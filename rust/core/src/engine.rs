@@ -984,7 +984,7 @@ pub struct Ingested {
 }
 
 /// A quick look at a payload without an engine: validates it and summarises it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PayloadSummary {
     pub spans: u64,
     pub traces: u64,

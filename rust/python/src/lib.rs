@@ -85,6 +85,14 @@ fn internal(py: Python<'_>, what: &str) -> PyErr {
         .map_or_else(|e| e, PyErr::from_value)
 }
 
+/// A core result as Python data through its `serde::Serialize` (structs become dicts, sequences lists).
+fn to_python<'py, T: serde::Serialize + ?Sized>(
+    py: Python<'py>,
+    value: &T,
+) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize(py, value).map_err(PyErr::from)
+}
+
 fn now_ns(py: Python<'_>, now: f64) -> PyResult<i64> {
     seconds_to_ns(now).map_err(|_| {
         let _ = py;
@@ -300,25 +308,8 @@ impl NativeQueue {
         self.lock().len()
     }
 
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.lock().stats();
-        let d = PyDict::new(py);
-        for (k, v) in [
-            ("items", s.items),
-            ("in_flight", s.in_flight),
-            ("bytes", s.bytes),
-            ("segments", s.segments),
-            ("pushed", s.pushed),
-            ("done", s.done),
-            ("refused_full", s.refused_full),
-            ("refused_storage_full", s.refused_storage_full),
-            ("recovered", s.recovered),
-            ("corrupt", s.corrupt),
-            ("fsyncs", s.syncs),
-        ] {
-            d.set_item(k, v)?;
-        }
-        Ok(d)
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, &self.lock().stats())
     }
 }
 
@@ -394,37 +385,11 @@ impl NativeEngine {
     }
 
     /// What the replay at start found and did (None without tail storage); times in seconds.
-    fn replay_report<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(r) = self.engine.replay_report() else {
-            return Ok(None);
-        };
-        let d = PyDict::new(py);
-        d.set_item("duration", r.duration_ns as f64 / 1e9)?;
-        d.set_item("segments", r.segments)?;
-        d.set_item("bytes", r.bytes)?;
-        d.set_item("payloads", r.payloads)?;
-        d.set_item("payloads_invalid", r.payloads_invalid)?;
-        d.set_item("rounds", r.rounds)?;
-        d.set_item("decisions", r.decisions)?;
-        d.set_item("acknowledged_round", r.acknowledged_round)?;
-        d.set_item("traces_pending", r.traces_pending)?;
-        d.set_item("spans_pending", r.spans_pending)?;
-        d.set_item("traces_resent", r.traces_resent)?;
-        d.set_item("spans_resent", r.spans_resent)?;
-        d.set_item("spans_covered", r.spans_covered)?;
-        d.set_item("spans_not_sampled", r.spans_not_sampled)?;
-        let truncations = PyList::empty(py);
-        for t in &r.truncations {
-            let e = PyDict::new(py);
-            e.set_item("segment", t.segment)?;
-            e.set_item("file", t.file.display().to_string())?;
-            e.set_item("offset", t.offset)?;
-            e.set_item("bytes", t.bytes)?;
-            e.set_item("reason", &t.reason)?;
-            truncations.append(e)?;
-        }
-        d.set_item("truncations", truncations)?;
-        Ok(Some(d))
+    fn replay_report<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.engine
+            .replay_report()
+            .map(|r| to_python(py, r))
+            .transpose()
     }
 
     /// `poll`, with the round's number, for `acknowledge` once its payloads are exported.
@@ -621,14 +586,8 @@ impl NativeEngine {
     fn policy_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = run(py, || self.engine.policy_stats())?;
         let d = PyDict::new(py);
-        for (name, c) in stats {
-            let p = PyDict::new(py);
-            p.set_item("sampled", c.sampled)?;
-            p.set_item("not_sampled", c.not_sampled)?;
-            p.set_item("dropped", c.dropped)?;
-            p.set_item("errors", c.errors)?;
-            p.set_item("decided", c.decided)?;
-            d.set_item(name, p)?;
+        for (name, counts) in stats {
+            d.set_item(name, to_python(py, &counts)?)?;
         }
         Ok(d)
     }
@@ -703,17 +662,9 @@ impl NativeEngine {
 
     /// Up to `limit` recently kept traces held for `show`, newest first: dicts of trace_id, decided_at
     /// (seconds on the engine clock) and span_count.
-    fn recent_kept<'py>(&self, py: Python<'py>, limit: usize) -> PyResult<Bound<'py, PyList>> {
+    fn recent_kept<'py>(&self, py: Python<'py>, limit: usize) -> PyResult<Bound<'py, PyAny>> {
         let kept = run(py, || self.engine.recent_kept(limit))?;
-        let out = PyList::empty(py);
-        for k in kept {
-            let d = PyDict::new(py);
-            d.set_item("trace_id", format!("{:032x}", k.trace_id))?;
-            d.set_item("decided_at", k.decided_at as f64 / 1e9)?;
-            d.set_item("span_count", k.spans)?;
-            out.append(d)?;
-        }
-        Ok(out)
+        to_python(py, &kept)
     }
 
     /// A recently kept trace's spans as OTLP payloads, or None when it is not held (any more).
@@ -792,10 +743,7 @@ impl NativeEngine {
 
     /// RED metrics before sampling: (bucket bounds in seconds, series as dicts), or None when off.
     #[allow(clippy::type_complexity)]
-    fn red_metrics<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<Option<(Vec<f64>, Bound<'py, PyList>)>> {
+    fn red_metrics<'py>(&self, py: Python<'py>) -> PyResult<Option<(Vec<f64>, Bound<'py, PyAny>)>> {
         let Some(series) = run(py, || self.engine.red_metrics())? else {
             return Ok(None);
         };
@@ -806,20 +754,7 @@ impl NativeEngine {
             .as_ref()
             .map(|r| r.buckets_ns.iter().map(|&b| b as f64 / 1e9).collect())
             .unwrap_or_default();
-        let out = PyList::empty(py);
-        for s in series {
-            let d = PyDict::new(py);
-            d.set_item("service", s.service)?;
-            d.set_item("span_name", s.span_name)?;
-            d.set_item("kind", s.kind)?;
-            d.set_item("status_code", s.status_code)?;
-            d.set_item("overflow", s.overflow)?;
-            d.set_item("calls", s.calls)?;
-            d.set_item("errors", s.errors)?;
-            d.set_item("duration_sum", s.duration_sum_ns as f64 / 1e9)?;
-            d.set_item("bucket_counts", s.bucket_counts)?;
-            out.append(d)?;
-        }
+        let out = to_python(py, &series)?;
         Ok(Some((bounds, out)))
     }
 }
@@ -842,15 +777,9 @@ fn parse_trace_id(text: &str) -> PyResult<[u8; 16]> {
 
 /// Validates a payload and describes it (spans, traces, resource_spans, min start, max end).
 #[pyfunction]
-fn inspect_payload<'py>(py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyDict>> {
+fn inspect_payload<'py>(py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let s = run(py, || tailsample_core::inspect(payload))?.map_err(|e| to_py(py, e))?;
-    let d = PyDict::new(py);
-    d.set_item("spans", s.spans)?;
-    d.set_item("traces", s.traces)?;
-    d.set_item("resource_spans", s.resource_spans)?;
-    d.set_item("min_start_unix_nano", s.min_start_unix_nano)?;
-    d.set_item("max_end_unix_nano", s.max_end_unix_nano)?;
-    Ok(d)
+    to_python(py, &s)
 }
 
 /// One payload per trace, `(16-byte trace ID, payload)`, traces in order of first appearance: what the
@@ -906,29 +835,16 @@ fn error_kinds() -> Vec<&'static str> {
     tailsample_core::error::KINDS.to_vec()
 }
 
-fn allocator_dict<'py>(
-    py: Python<'py>,
-    stats: memory::AllocatorStats,
-) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("heap_bytes", stats.heap_bytes)?;
-    d.set_item("committed_bytes", stats.committed_bytes)?;
-    d.set_item("peak_committed_bytes", stats.peak_committed_bytes)?;
-    Ok(d)
-}
-
 /// The Rust heap: `heap_bytes` live now (exact), `committed_bytes` and `peak_committed_bytes` mimalloc holds.
 #[pyfunction]
-fn memory_stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let stats = run(py, memory::allocator_stats)?;
-    allocator_dict(py, stats)
+fn memory_stats(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    to_python(py, &run(py, memory::allocator_stats)?)
 }
 
 /// Hands mimalloc's freed pages back to the system now (`mi_collect(true)`); returns `memory_stats()` after.
 #[pyfunction]
-fn memory_purge(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let stats = run(py, memory::purge)?;
-    allocator_dict(py, stats)
+fn memory_purge(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    to_python(py, &run(py, memory::purge)?)
 }
 
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h, v3): how long freed memory stays committed.
