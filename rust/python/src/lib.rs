@@ -817,9 +817,30 @@ fn bytes_to_ids(bytes: &[u8]) -> PyResult<Vec<u128>> {
 /// Converts one OTLP/JSON ExportTraceServiceRequest into protobuf bytes; raises DecodeError with the JSON path.
 #[pyfunction]
 fn otlp_json_to_proto<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    let proto =
-        run(py, || tailsample_core::otlp::json::json_to_proto(body))?.map_err(|e| to_py(py, e))?;
+    let proto = run(py, || tailsample_core::otlp::json::json_to_proto(body))?
+        .map_err(|e| json_error(py, e))?;
     Ok(PyBytes::new(py, &proto))
+}
+
+/// A JSON codec error in JSON's words: its path then the problem (`resourceSpans[0]...traceId: invalid ...`),
+/// without the byte offset of protobuf errors (still in `.offset`, for invalid JSON).
+fn json_error(py: Python<'_>, e: Error) -> PyErr {
+    let Error::Decode {
+        field,
+        offset,
+        message,
+    } = e
+    else {
+        return to_py(py, e);
+    };
+    let text = if field.is_empty() {
+        message
+    } else {
+        format!("{field}: {message}")
+    };
+    error_class(py, "decode")
+        .and_then(|class| class.call1((text, field, offset)))
+        .map_or_else(|err| err, PyErr::from_value)
 }
 
 /// (core error kind, Python exception class name) for every kind and for internal errors: the table `to_py`
