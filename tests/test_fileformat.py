@@ -22,7 +22,6 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
-from tailsample import fileformat
 from tailsample.errors import DecodeError
 from tailsample.fileformat import (
     PayloadReader,
