@@ -4,7 +4,7 @@ from typing import Any, final
 
 __all__ = ["KeptPayload", "NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue", "__version__",
            "error_classes", "error_kinds", "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto",
-           "split_by_trace"]
+           "parse_go_duration", "split_by_trace"]
 
 __version__: str
 
@@ -95,6 +95,9 @@ def error_kinds() -> list[str]:
 
 def otlp_json_to_proto(body: bytes) -> bytes:
     """One OTLP/JSON ExportTraceServiceRequest as protobuf bytes; raises `tailsample.errors.DecodeError`."""
+
+def parse_go_duration(text: str) -> int:
+    """A Go duration in nanoseconds, as the core reads configuration durations; raises ValueError."""
 
 def split_by_trace(payload: bytes) -> list[tuple[bytes, bytes]]: ...
 def memory_stats() -> dict[str, int]:

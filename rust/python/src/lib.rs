@@ -843,6 +843,13 @@ fn json_error(py: Python<'_>, e: Error) -> PyErr {
         .map_or_else(|err| err, PyErr::from_value)
 }
 
+/// A Go duration (`10s`, `1m30s`) in nanoseconds, read as the core reads `decision_wait`: the one parser of
+/// durations for the whole configuration. Raises ValueError naming what is wrong.
+#[pyfunction]
+fn parse_go_duration(text: &str) -> PyResult<i64> {
+    tailsample_core::config::node::parse_go_duration(text).map_err(PyValueError::new_err)
+}
+
 /// (core error kind, Python exception class name) for every kind and for internal errors: the table `to_py`
 /// maps with, for the test that keeps Python and Rust in step.
 #[pyfunction]
@@ -892,6 +899,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(inspect_payload, m)?)?;
     m.add_function(wrap_pyfunction!(error_classes, m)?)?;
     m.add_function(wrap_pyfunction!(error_kinds, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_go_duration, m)?)?;
     m.add_function(wrap_pyfunction!(otlp_json_to_proto, m)?)?;
     m.add_function(wrap_pyfunction!(split_by_trace, m)?)?;
     m.add_function(wrap_pyfunction!(memory_stats, m)?)?;
