@@ -79,3 +79,36 @@ def test_queue_and_memory_stats_keys(tmp_path: Path):
     for m in (_native.memory_stats(), _native.memory_purge()):
         assert set(m) == {"heap_bytes", "committed_bytes", "peak_committed_bytes"}
         assert all(isinstance(v, int) and v >= 0 for v in m.values())
+
+
+def test_gap_report_keys_are_the_documented_ones():
+    """Scenario: a call from frontend to an address nobody answered, kept (an error), and a span whose parent
+    never came. Guarantees: the report, its pairs and broken services have exactly the keys `tailsample.gaps`
+    documents (the TypedDicts), trace IDs in hex, addresses a mapping."""
+    from typing import get_type_hints
+
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+    from tailsample.gaps import BrokenService, GapPair, GapReport
+
+    e = Engine(Config.from_dict({"decision_wait": "1s", "policies": ALWAYS,
+                                 "tailsample": {"propagation_audit": {}}}))
+    tid = b"\x09" * 16
+    e.ingest(make_request({"service.name": "frontend"}, [
+        make_span(tid, b"\x01" * 8, name="GET /", kind=Span.SpanKind.SPAN_KIND_SERVER),
+        make_span(tid, b"\x02" * 8, parent=b"\x01" * 8, name="POST /pay", kind=Span.SpanKind.SPAN_KIND_CLIENT,
+                  attributes={"server.address": "payments", "server.port": 8080}),
+        make_span(tid, b"\x03" * 8, parent=b"\x07" * 8, name="lost", kind=Span.SpanKind.SPAN_KIND_SERVER),
+    ]), now=0.0)
+    e.flush(now=5.0)
+    r = e.gaps()
+    assert r is not None
+    assert set(r) == set(get_type_hints(GapReport))
+    assert r["pairs"] and r["broken"] and isinstance(r["addresses"], dict)
+    for p in r["pairs"]:
+        assert set(p) == set(get_type_hints(GapPair))
+    gap = next(p for p in r["pairs"] if p["gaps"])
+    assert gap["examples"] == gap["kept_examples"] == ["09" * 16]
+    for b in r["broken"]:
+        assert set(b) == set(get_type_hints(BrokenService))
+        assert b["examples"] == ["09" * 16]

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use tailsample_core::consistent::probability_of_threshold;
 use tailsample_core::otlp::encode::Kept;
 use tailsample_core::policy::inclusion::Stage;
-use tailsample_core::propagation::Example;
 use tailsample_core::store::stats::LAG_BOUNDS_NS;
 use tailsample_core::store::{Knowledge, LoggedVote};
 
@@ -679,66 +678,10 @@ impl NativeEngine {
     }
 
     /// The propagation-gap audit as a dict (the shape `Engine.gaps()` documents), or None when off.
-    fn gaps<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(r) = run(py, || self.engine.gaps())? else {
-            return Ok(None);
-        };
-        let hex = |ids: &[Example]| -> Vec<String> {
-            ids.iter().map(|e| format!("{:032x}", e.trace_id)).collect()
-        };
-        let kept = |ids: &[Example]| -> Vec<String> {
-            (ids.iter().filter(|e| e.kept))
-                .map(|e| format!("{:032x}", e.trace_id))
-                .collect()
-        };
-        let d = PyDict::new(py);
-        let t = r.totals;
-        d.set_item("traces_audited", t.traces_audited)?;
-        d.set_item("traces_with_gaps", t.traces_with_gaps)?;
-        d.set_item("traces_broken", t.traces_broken)?;
-        d.set_item("calls", t.calls)?;
-        d.set_item("gaps", t.gaps)?;
-        d.set_item("orphan_spans", t.orphan_spans)?;
-        d.set_item("overflow_calls", t.overflow_calls)?;
-        d.set_item("unnamed_calls", t.unnamed_calls)?;
-        d.set_item("unnamed_gaps", t.unnamed_gaps)?;
-        d.set_item("names_overflowed", r.names_overflowed)?;
-        d.set_item("addresses_overflowed", r.addresses_overflowed)?;
-        let pairs = PyList::empty(py);
-        for p in &r.pairs {
-            let e = PyDict::new(py);
-            e.set_item("source", &p.source)?;
-            e.set_item("destination", &p.destination)?;
-            e.set_item("addresses", &p.addresses)?;
-            e.set_item("callee", &p.callee)?;
-            e.set_item("destination_traced", p.destination_traced)?;
-            e.set_item("calls", p.calls)?;
-            e.set_item("gaps", p.gaps)?;
-            e.set_item("gap_traces", p.gap_traces)?;
-            e.set_item("examples", hex(&p.examples))?;
-            e.set_item("kept_examples", kept(&p.examples))?;
-            e.set_item("overflow", p.overflow)?;
-            e.set_item("unnamed", p.unnamed)?;
-            pairs.append(e)?;
-        }
-        d.set_item("pairs", pairs)?;
-        let broken = PyList::empty(py);
-        for b in &r.broken {
-            let e = PyDict::new(py);
-            e.set_item("service", &b.service)?;
-            e.set_item("traces", b.traces)?;
-            e.set_item("orphan_spans", b.orphan_spans)?;
-            e.set_item("examples", hex(&b.examples))?;
-            e.set_item("kept_examples", kept(&b.examples))?;
-            broken.append(e)?;
-        }
-        d.set_item("broken", broken)?;
-        let addresses = PyDict::new(py);
-        for a in &r.addresses {
-            addresses.set_item(&a.address, &a.service)?;
-        }
-        d.set_item("addresses", addresses)?;
-        Ok(Some(d))
+    fn gaps<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        run(py, || self.engine.gaps())?
+            .map(|r| to_python(py, &r))
+            .transpose()
     }
 
     /// RED metrics before sampling: (bucket bounds in seconds, series as dicts), or None when off.
