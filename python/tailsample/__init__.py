@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tailsample._native import __version__
 from tailsample.config import Config
-from tailsample.engine import Engine, inspect_payload
+from tailsample.engine import Engine, KeptPayload, inspect_payload
 from tailsample.errors import BackpressureError, ConfigError, DecodeError, StorageError, TailsampleError
 from tailsample.storage import FileStorage
 
@@ -15,6 +15,7 @@ __all__ = [
     "DecodeError",
     "Engine",
     "FileStorage",
+    "KeptPayload",
     "StorageError",
     "TailsampleError",
     "__version__",

@@ -16,6 +16,10 @@ from tailsample.config import Config
 from tailsample.errors import ConfigError, TailsampleError
 from tailsample.storage import FileStorage
 
+KeptPayload = _native.KeptPayload
+"""One payload of kept spans as it leaves the engine: `payload` (ExportTraceServiceRequest bytes), `spans` and
+`resource_spans` (what it holds, counted by the core: no need to decode it again). Immutable."""
+
 
 @dataclass(frozen=True)
 class Ingested:
@@ -232,6 +236,22 @@ class Engine:
         """`flush`, with the round's number."""
         return self._native.flush_round(self._now(now))
 
+    def poll_kept(self, *, now: float | None = None) -> list[KeptPayload]:
+        """`poll`, each payload a `KeptPayload` carrying its span count."""
+        return self._native.poll_round_kept(self._now(now))[1]
+
+    def flush_kept(self, *, now: float | None = None) -> list[KeptPayload]:
+        """`flush`, each payload a `KeptPayload` carrying its span count."""
+        return self._native.flush_round_kept(self._now(now))[1]
+
+    def poll_round_kept(self, *, now: float | None = None) -> tuple[int, list[KeptPayload]]:
+        """`poll_round`, each payload a `KeptPayload` carrying its span count."""
+        return self._native.poll_round_kept(self._now(now))
+
+    def flush_round_kept(self, *, now: float | None = None) -> tuple[int, list[KeptPayload]]:
+        """`flush_round`, each payload a `KeptPayload` carrying its span count."""
+        return self._native.flush_round_kept(self._now(now))
+
     def acknowledge(self, round_: int) -> bool:
         """Round `round_` and every one before it are exported (or safely queued): tail storage no longer needs
         their kept spans and may delete whole segments. False without tail storage, or for an unknown or already
@@ -331,4 +351,4 @@ def inspect_payload(payload: bytes) -> dict[str, int]:
     return _native.inspect_payload(payload)
 
 
-__all__ = ["REJECT_REASONS", "Engine", "Ingested", "inspect_payload", "split_by_trace"]
+__all__ = ["REJECT_REASONS", "Engine", "Ingested", "KeptPayload", "inspect_payload", "split_by_trace"]

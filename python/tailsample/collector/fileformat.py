@@ -11,7 +11,8 @@ zstd frames) and refused with a clear error: Python before 3.14 has no zstd deco
 for it.
 
 The OTLP/JSON mapping (opentelemetry-proto, "JSON Protobuf Encoding") is the proto3 JSON mapping with these
-differences, all handled here: trace and span IDs (spans, parents, links) are hex strings, not base64; enums
+differences, all handled (JSON to protobuf by the core's transcoder, `rust/core/src/otlp/json.rs`; protobuf to
+JSON here): trace and span IDs (spans, parents, links) are hex strings, not base64; enums
 are integers (names are accepted on read); keys are lowerCamelCase (the proto field names are accepted on
 read); 64-bit integers are written as decimal strings (numbers or strings are accepted on read); unknown
 fields are ignored on read.
@@ -20,13 +21,11 @@ fields are ignored on read.
 from __future__ import annotations
 
 import base64
-import binascii
 import gzip
 import io
 import json
 import math
 import os
-import re
 import sys
 import zlib
 from collections.abc import Generator, Iterable, Iterator, Mapping
@@ -34,7 +33,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from google.protobuf import json_format  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.descriptor import FieldDescriptor  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.message import DecodeError as _ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -48,51 +46,45 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _JSON_WHITESPACE = b" \t\r\n"
 _UTF8_BOM = b"\xef\xbb\xbf"
+_JSON_STARTS = (b"{", b"[", b"")
 _CHUNK = 1 << 20  # read long messages in pieces: a corrupt length must not allocate gigabytes up front
 _MAX_DOCUMENT = 256 << 20  # largest pretty-printed JSON file we are willing to parse as a whole
-_HEX = re.compile(r"[0-9a-fA-F]*")
 
 # (camelCase key, proto field name, size in bytes, what it is) for every ID field of a span and of a link.
 _SPAN_IDS = (("traceId", "trace_id", 16, "trace id"), ("spanId", "span_id", 8, "span id"),
              ("parentSpanId", "parent_span_id", 8, "parent span id"))
 _LINK_IDS = (("traceId", "trace_id", 16, "trace id"), ("spanId", "span_id", 8, "span id"))
-_OTHER_SIGNALS = {"resourceMetrics": "metrics", "resource_metrics": "metrics", "resourceLogs": "logs",
-                  "resource_logs": "logs", "resourceProfiles": "profiles", "resource_profiles": "profiles"}
-# Collectors before OTLP 0.15 wrote these; they are the same messages under their old names.
-_LEGACY_SCOPE_SPANS = ("instrumentationLibrarySpans", "instrumentation_library_spans")
-_LEGACY_SCOPE = ("instrumentationLibrary", "instrumentation_library")
 
 
 # -- OTLP/JSON <-> protobuf --------------------------------------------------------------------------------
 
 
-class _OtherSignalError(DecodeError):
-    """Valid OTLP/JSON of another signal (metrics, logs, profiles): skippable when reading a shared file."""
-
-
 def json_to_proto(obj: str | bytes | Mapping[str, Any]) -> bytes:
     """Encode one OTLP/JSON `ExportTraceServiceRequest` (text or already parsed) as protobuf bytes.
 
-    Raises `DecodeError` for invalid JSON, for JSON that is not an ExportTraceServiceRequest and for a
-    malformed ID (`field` is then its path, e.g. `resourceSpans[0].scopeSpans[0].spans[2].traceId`). IDs are
-    hex; base64 IDs of the right length (what a plain proto3 JSON encoder writes) are accepted too, as the two
-    cannot be confused: 16 bytes are 32 hex digits but 24 base64 characters.
+    The core's transcoder (`rust/core/src/otlp/json.rs`) does it: one OTLP/JSON reader for the receivers, the
+    file readers and the CLI. Raises `DecodeError` for invalid JSON, for JSON that is not an
+    ExportTraceServiceRequest and for a malformed value (`field` is then its JSON path, e.g.
+    `resourceSpans[0].scopeSpans[0].spans[2].traceId`). IDs are hex; base64 IDs of the right length (what a
+    plain proto3 JSON encoder writes) are accepted too, as the two cannot be confused: 16 bytes are 32 hex
+    digits but 24 base64 characters.
     """
-    if isinstance(obj, str | bytes | bytearray):
-        # The Rust transcoder first (about 8x faster); on anything it refuses, this module's own reading, which
-        # is more lenient in places and words its errors for files (line, column).
+    if isinstance(obj, str):
+        body = obj.encode("utf-8", "surrogatepass")
+    elif isinstance(obj, bytes | bytearray | memoryview):
+        body = bytes(obj)
+    else:
         try:
-            return _native.otlp_json_to_proto(obj.encode() if isinstance(obj, str) else bytes(obj))
-        except DecodeError:
-            pass
-        try:
-            obj = json.loads(obj)
-        except json.JSONDecodeError as exc:
-            raise DecodeError(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-                              offset=exc.pos) from None
-        except (ValueError, RecursionError) as exc:  # not UTF-8, or nested beyond Python's stack
-            raise DecodeError(f"invalid JSON: {exc}") from None
-    return bytes(_request_from_json(obj).SerializeToString())
+            body = json.dumps(obj, ensure_ascii=False, allow_nan=True).encode("utf-8", "surrogatepass")
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise DecodeError(f"not an ExportTraceServiceRequest: {exc}") from None
+    return _native.otlp_json_to_proto(body)
+
+
+def _other_signal(exc: DecodeError) -> bool:
+    """Valid OTLP/JSON of another signal (metrics, logs, profiles): skippable when reading a shared file. The
+    core words it so (`not_traces` in json.rs); tests/test_fileformat.py holds both sides to it."""
+    return not exc.field and str(exc).endswith(", not traces")
 
 
 def proto_to_json(payload: bytes) -> str:
@@ -120,7 +112,11 @@ _LENIENT: Any = None  # ExportTraceServiceRequest with every string field declar
 def _lenient_request_class() -> Any:
     global _LENIENT
     if _LENIENT is None:
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+        from google.protobuf import (  # type: ignore[import-untyped, unused-ignore]
+            descriptor_pb2,
+            descriptor_pool,
+            message_factory,
+        )
 
         pool = descriptor_pool.DescriptorPool()
         done: set[str] = set()
@@ -183,135 +179,11 @@ def _string_fields(desc: Any, seen: set[str]) -> Iterator[Any]:
             yield from _string_fields(f.message_type, seen)
 
 
-def _request_from_json(obj: Any) -> ExportTraceServiceRequest:
-    """Build the message from a parsed OTLP/JSON value; see `json_to_proto`.
-
-    A fast path maps the JSON straight to constructor arguments, about five times faster than json_format;
-    whatever it does not expect (a type mismatch, a bad ID, an unknown enum name, a legacy field name) sends
-    the value to json_format, the reference, which either takes it or says precisely what is wrong.
-    """
-    if not isinstance(obj, Mapping):
-        raise DecodeError(f"not an ExportTraceServiceRequest: expected a JSON object, got {_json_kind(obj)}")
-    if not any(k in obj for k in ("resourceSpans", "resource_spans")) and obj:
-        others = sorted({_OTHER_SIGNALS[k] for k in obj if k in _OTHER_SIGNALS})
-        if others:
-            raise _OtherSignalError(f"not an ExportTraceServiceRequest: it holds {' and '.join(others)}, "
-                                    "not traces")
-        keys = ", ".join(sorted(str(k) for k in obj)[:5])
-        raise DecodeError(f"not an ExportTraceServiceRequest: no resourceSpans (keys: {keys})")
-    try:
-        return ExportTraceServiceRequest(**_json_to_fields(_from_json_table(_REQUEST), obj))
-    except Exception:  # anything unexpected: the reference path below decides
-        pass
-    converted = _ids_to_base64_request(obj)
-    request = ExportTraceServiceRequest()
-    try:
-        json_format.ParseDict(converted, request, ignore_unknown_fields=True)
-    except (json_format.ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
-        raise DecodeError(f"not an ExportTraceServiceRequest: {exc}") from None
-    return request
-
-
-def _ids_to_base64_request(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of the request whose span and link IDs are base64, as json_format expects; the input is kept."""
-    out = dict(obj)
-    for key in ("resourceSpans", "resource_spans"):
-        resource_spans = out.get(key)
-        if not isinstance(resource_spans, list):
-            continue  # absent, or wrong: json_format reports it with its path
-        fixed = []
-        for i, rs in enumerate(resource_spans):
-            if not isinstance(rs, Mapping):
-                fixed.append(rs)
-                continue
-            rs = _upgrade_legacy(dict(rs))
-            for skey in ("scopeSpans", "scope_spans"):
-                if isinstance(rs.get(skey), list):
-                    rs[skey] = [_fix_scope_spans(ss, f"{key}[{i}].{skey}[{j}]")
-                                for j, ss in enumerate(rs[skey])]
-            fixed.append(rs)
-        out[key] = fixed
-    return out
-
-
-def _upgrade_legacy(rs: dict[str, Any]) -> dict[str, Any]:
-    """Rename `instrumentationLibrarySpans`/`instrumentationLibrary` (old collectors) to scopeSpans/scope."""
-    for old in _LEGACY_SCOPE_SPANS:
-        legacy = rs.pop(old, None)
-        if not isinstance(legacy, list):
-            continue
-        upgraded = []
-        for ss in legacy:
-            if isinstance(ss, Mapping):
-                ss = dict(ss)
-                for old_scope in _LEGACY_SCOPE:
-                    if old_scope in ss:
-                        ss.setdefault("scope", ss.pop(old_scope))
-            upgraded.append(ss)
-        target = "scope_spans" if "scope_spans" in rs else "scopeSpans"
-        existing = rs.get(target)
-        rs[target] = (existing if isinstance(existing, list) else []) + upgraded
-    return rs
-
-
-def _fix_scope_spans(ss: Any, path: str) -> Any:
-    if not isinstance(ss, Mapping):
-        return ss
-    ss = dict(ss)
-    for key in ("spans",):
-        spans = ss.get(key)
-        if not isinstance(spans, list):
-            continue
-        fixed = []
-        for k, span in enumerate(spans):
-            if isinstance(span, Mapping):
-                span = _ids_to_base64(dict(span), _SPAN_IDS, f"{path}.{key}[{k}]")
-                for lkey in ("links",):
-                    links = span.get(lkey)
-                    if isinstance(links, list):
-                        span[lkey] = [
-                            _ids_to_base64(dict(link), _LINK_IDS, f"{path}.{key}[{k}].{lkey}[{n}]")
-                            if isinstance(link, Mapping) else link
-                            for n, link in enumerate(links)
-                        ]
-            fixed.append(span)
-        ss[key] = fixed
-    return ss
-
-
-_IdFields = tuple[tuple[str, str, int, str], ...]
-
-
-def _ids_to_base64(obj: dict[str, Any], fields: _IdFields, path: str) -> dict[str, Any]:
-    for camel, snake, size, what in fields:
-        for key in (camel, snake):
-            value = obj.get(key)
-            if isinstance(value, str):
-                obj[key] = base64.b64encode(_decode_id(value, size, what, f"{path}.{key}")).decode("ascii")
-    return obj
-
-
-def _decode_id(value: str, size: int, what: str, field: str) -> bytes:
-    """Hex per the spec; base64 of the right length as a fallback; empty means absent (a root's parent)."""
-    if value == "":
-        return b""
-    if len(value) == 2 * size and _HEX.fullmatch(value):
-        return bytes.fromhex(value)
-    try:
-        raw = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    if len(raw) == size:
-        return raw
-    shown = value if len(value) <= 48 else value[:45] + "..."
-    raise DecodeError(f"{field}: invalid {what} {shown!r}: expected {2 * size} hex digits", field=field)
-
-
-# -- the fast paths: tables per message type, built once from the descriptors --------------------------------
+# -- protobuf -> OTLP/JSON: tables per message type, built once from the descriptors ------------------------
 
 _REQUEST = ExportTraceServiceRequest.DESCRIPTOR
 # Field kinds of the tables.
-_MESSAGE, _INT, _INT64, _ID, _BYTES, _ENUM, _FLOAT, _STRING, _BOOL, _LEGACY = range(10)
+_MESSAGE, _INT, _INT64, _ID, _BYTES, _ENUM, _FLOAT, _STRING, _BOOL = range(9)
 _FD = FieldDescriptor
 _INT64_TYPES = frozenset({_FD.TYPE_INT64, _FD.TYPE_UINT64, _FD.TYPE_FIXED64, _FD.TYPE_SFIXED64,
                           _FD.TYPE_SINT64})
@@ -320,14 +192,8 @@ _INT32_TYPES = frozenset({_FD.TYPE_INT32, _FD.TYPE_UINT32, _FD.TYPE_FIXED32, _FD
 _FLOAT_TYPES = frozenset({_FD.TYPE_DOUBLE, _FD.TYPE_FLOAT})
 _ID_FIELDS = {"opentelemetry.proto.trace.v1.Span": {f[1]: f for f in _SPAN_IDS},
               "opentelemetry.proto.trace.v1.Span.Link": {f[1]: f for f in _LINK_IDS}}
-_FLOAT_NAMES = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-_INT_TEXT = re.compile(r"-?[0-9]+")
-
-# Per message type, JSON key (camelCase and proto name) -> (field name, repeated, kind, detail, oneof name).
-_FromJson = dict[str, tuple[str, bool, int, Any, "str | None"]]
 # Per message type, field number -> (JSON key, kind).
 _ToJson = dict[int, tuple[str, int]]
-_from_json_tables: dict[str, _FromJson] = {}
 _to_json_tables: dict[str, _ToJson] = {}
 
 
@@ -351,88 +217,6 @@ def _kind(field: Any, ids: Mapping[str, Any]) -> tuple[int, Any]:
     if t in _FLOAT_TYPES:
         return _FLOAT, None
     return (_BOOL, None) if t == FieldDescriptor.TYPE_BOOL else (_STRING, None)
-
-
-def _from_json_table(desc: Any) -> _FromJson:
-    """The table of a message type; a message field's detail is its type's table (linked, cycles included)."""
-    table = _from_json_tables.get(desc.full_name)
-    if table is None:
-        table = _from_json_tables[desc.full_name] = {}  # registered first: AnyValue's tables refer to it
-        ids = _ID_FIELDS.get(desc.full_name, {})
-        for field in desc.fields:
-            kind, detail = _kind(field, ids)
-            if kind == _MESSAGE:
-                detail = _from_json_table(detail)
-            oneof = field.containing_oneof.name if field.containing_oneof is not None else None
-            table[field.json_name] = table[field.name] = (field.name, _repeated(field), kind, detail, oneof)
-        if desc.full_name == "opentelemetry.proto.trace.v1.ResourceSpans":
-            for key in _LEGACY_SCOPE_SPANS:
-                table[key] = (key, False, _LEGACY, None, None)
-    return table
-
-
-def _json_to_fields(table: _FromJson, obj: Any) -> dict[str, Any]:
-    """Constructor arguments for a message from its JSON; raises (anything) on what it does not expect."""
-    if type(obj) is not dict:
-        raise TypeError("not an object")
-    out: dict[str, Any] = {}
-    oneofs: set[str] | None = None
-    for key, value in obj.items():
-        entry = table.get(key)
-        if entry is None or value is None:
-            continue  # unknown fields are ignored; null is the default
-        name, repeated, kind, detail, oneof = entry
-        if name in out or kind == _LEGACY:
-            raise ValueError(f"{key}: twice, or legacy")
-        if oneof is not None:
-            if oneofs is None:
-                oneofs = set()
-            elif oneof in oneofs:
-                raise ValueError(f"{key}: a second member of oneof {oneof}")
-            oneofs.add(oneof)
-        # The common cases inline: this loop is the cost of reading JSON.
-        if kind == _STRING and type(value) is str and not repeated:
-            out[name] = value
-        elif repeated:
-            if type(value) is not list:
-                raise TypeError(f"{key}: not a list")
-            if kind == _MESSAGE:
-                out[name] = [_json_to_fields(detail, v) for v in value]
-            else:
-                out[name] = [_json_value(kind, detail, v) for v in value]
-        elif kind == _MESSAGE:
-            out[name] = _json_to_fields(detail, value)
-        else:
-            out[name] = _json_value(kind, detail, value)
-    return out
-
-
-def _json_value(kind: int, detail: Any, value: Any) -> Any:
-    if kind == _MESSAGE:
-        return _json_to_fields(detail, value)
-    vtype = type(value)
-    if (kind == _STRING and vtype is str) or (kind == _BOOL and vtype is bool):
-        return value
-    if kind == _INT or kind == _INT64:
-        if vtype is int:
-            return value
-        if vtype is str and _INT_TEXT.fullmatch(value):
-            return int(value)
-    elif kind == _ID and vtype is str:
-        return _decode_id(value, detail[2], detail[3], detail[0])
-    elif kind == _BYTES and vtype is str:
-        return base64.b64decode(value, validate=True)
-    elif kind == _ENUM:
-        if vtype is int:
-            return value
-        if vtype is str:
-            return detail.values_by_name[value].number
-    elif kind == _FLOAT:
-        if vtype is float or vtype is int:
-            return value
-        if vtype is str:
-            return _FLOAT_NAMES[value]
-    raise TypeError(f"unexpected {vtype.__name__}")
 
 
 def _to_json_table(desc: Any) -> _ToJson:
@@ -472,18 +256,6 @@ def _float_json(value: float) -> float | str:
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "null" if value is None else type(value).__name__
-
-
 # -- reading ----------------------------------------------------------------------------------------------
 
 
@@ -499,6 +271,16 @@ class _Sink(Protocol):
 
 
 _Records = Generator["bytes | DecodeError", None, None]
+
+
+class _LineError(DecodeError):
+    """A line the transcoder refused; for invalid JSON, where in the line it stopped (`json_offset`)."""
+
+    def __init__(self, message: str, field: str | None = None, offset: int | None = None, *,
+                 json_syntax: bool = False, json_offset: int = 0) -> None:
+        super().__init__(message, field, offset)
+        self.json_syntax = json_syntax
+        self.json_offset = json_offset
 
 
 class _Stream:
@@ -629,8 +411,9 @@ class PayloadReader:
                 window = self._stream.peek(n)
                 stripped = window.removeprefix(_UTF8_BOM).lstrip(_JSON_WHITESPACE)
                 if stripped or len(window) < n:
-                    # A proto length prefix starts with `{` only for a message of 2 GB or more.
-                    return "json" if stripped[:1] in (b"{", b"") else "proto"
+                    # A proto length prefix starts with `{` or `[` only for a message of 1.5 GB or more: a JSON
+                    # array (Zipkin's format, say) is read as JSON, to be refused as not OTLP in JSON's words.
+                    return "json" if stripped[:1] in _JSON_STARTS else "proto"
                 n *= 4
         except (OSError, EOFError, zlib.error) as exc:
             if not self.gzipped:
@@ -663,7 +446,7 @@ class PayloadReader:
                 yield self._gzip_error(exc)
                 return
             if len(payload) < length:
-                hint = " (this looks like a JSON file: use format json)" if prefix[:1] == b"{" else ""
+                hint = " (this looks like a JSON file: use format json)" if prefix[:1] in _JSON_STARTS else ""
                 yield self._error(f"message {self.index} declares {length} bytes but the file ends after "
                                   f"{len(payload)}{hint}", start)
                 return
@@ -696,25 +479,18 @@ class PayloadReader:
                 continue
             self.index += 1
             self.location = f"line {line_no}"
-            try:
-                obj = json.loads(line)
-            except (ValueError, RecursionError) as exc:
-                if first and isinstance(exc, json.JSONDecodeError) and exc.pos >= len(line.rstrip()):
-                    # The line is the start of a longer document: maybe one pretty-printed request (like the
-                    # spec's example) rather than JSON lines.
-                    docs = self._whole_documents(line)
-                    if docs is not None:
-                        for item in docs:
-                            if item is not None:
-                                yield item
-                        return
-                detail = (f"{exc.msg} (column {exc.colno})" if isinstance(exc, json.JSONDecodeError)
-                          else str(exc))
-                yield self._error(f"invalid JSON: {detail}", start)
-                first = False
-                continue
+            item = self._convert(line.rstrip(b"\r\n"), start)  # the newline is not part of the document
+            if (first and isinstance(item, DecodeError) and item.json_syntax
+                    and item.json_offset >= len(line.rstrip())):
+                # The line is the start of a longer document: maybe one pretty-printed request (like the
+                # spec's example) rather than JSON lines.
+                docs = self._whole_documents(line)
+                if docs is not None:
+                    for doc in docs:
+                        if doc is not None:
+                            yield doc
+                    return
             first = False
-            item = self._convert(obj, start)
             if item is not None:
                 yield item
 
@@ -736,27 +512,29 @@ class PayloadReader:
 
         def items() -> Iterator[bytes | DecodeError | None]:
             line, offset, prev = 1, start, 0  # counted from one document to the next, not from the start
-            for n, (obj, at) in enumerate(docs):
+            ends = [at for _, at in docs[1:]] + [len(text)]
+            for n, ((_, at), end) in enumerate(zip(docs, ends, strict=True)):
                 line += text.count("\n", prev, at)
                 offset += len(text[prev:at].encode("utf-8"))
                 prev = at
                 self.index = n + 1
                 self.location = f"line {line}"
-                yield self._convert(obj, offset)
+                yield self._convert(text[at:end].encode("utf-8"), offset)
 
         return items()
 
-    def _convert(self, obj: Any, start: int) -> bytes | DecodeError | None:
-        """The request's protobuf bytes, the error to raise, or None for another signal's line to skip."""
+    def _convert(self, text: bytes, start: int) -> bytes | _LineError | None:
+        """The request's protobuf bytes (the core's transcoder), the error to raise, or None for another
+        signal's line to skip."""
         try:
-            return bytes(_request_from_json(obj).SerializeToString())
-        except _OtherSignalError as exc:
-            if self.skip_other_signals:
+            return _native.otlp_json_to_proto(text)
+        except DecodeError as exc:
+            if self.skip_other_signals and _other_signal(exc):
                 self.skipped += 1
                 return None
-            return DecodeError(f"{self.path}: {self.location}: {exc}", offset=start)
-        except DecodeError as exc:
-            return DecodeError(f"{self.path}: {self.location}: {exc}", field=exc.field, offset=start)
+            syntax = not exc.field and str(exc).startswith("invalid JSON")
+            return _LineError(f"{self.path}: {self.location}: {exc}", field=exc.field or None, offset=start,
+                              json_syntax=syntax, json_offset=exc.offset or 0)
 
     def _error(self, problem: str, offset: int) -> DecodeError:
         return DecodeError(f"{self.path}: {self.location}: {problem}", offset=offset)
@@ -786,8 +564,8 @@ def _file_size(f: io.BufferedReader) -> int:
 
 def detect_format(path: Path | str) -> str:
     """`json` or `proto`, from the content: after gzip decompression, data whose first byte other than JSON
-    whitespace is `{` is JSON (a proto length prefix starts so only for a message of 2 GB or more), anything
-    else proto; an empty file counts as JSON. Raises `DecodeError` for a zstd-compressed file."""
+    whitespace is `{` or `[` is JSON (a proto length prefix starts so only for a message of 1.5 GB or more),
+    anything else proto; an empty file counts as JSON. Raises `DecodeError` for a zstd-compressed file."""
     with PayloadReader(path) as reader:
         return reader.format
 
@@ -796,8 +574,8 @@ def read_payloads(path: Path, fmt: str | None = None) -> Iterator[bytes]:
     """Yield each message of a file-exporter file as protobuf `ExportTraceServiceRequest` bytes.
 
     `fmt` is `json`, `proto` or None to detect it: after gzip decompression (gzip files, `.gz` or not, are
-    recognised by their magic bytes), data whose first non-whitespace byte is `{` is JSON lines, anything else
-    length-prefixed protobuf. Proto messages are yielded untouched; JSON lines are converted
+    recognised by their magic bytes), data whose first non-whitespace byte is `{` or `[` is JSON lines,
+    anything else length-prefixed protobuf. Proto messages are yielded untouched; JSON lines are converted
     (`json_to_proto`); blank lines are skipped. A file holding one pretty-printed JSON document (or several,
     concatenated) is read too. The first problem raises `DecodeError` naming the file, the line or byte
     offset, and what is wrong; use `PayloadReader` to go on past bad JSON lines.

@@ -23,6 +23,7 @@ from typing import Any, Literal, NoReturn, cast
 
 import yaml
 
+from tailsample import _native
 from tailsample.config import Config, _type_name, parse_yaml, read_config_text
 from tailsample.errors import ConfigError
 from tailsample.storage import DEFAULT_MAX_SIZE, DEFAULT_SEGMENT_SIZE, SYNC_POLICIES, FileStorage, SyncPolicy
@@ -37,8 +38,6 @@ EXTENSION_TYPES = ("bearertokenauth", "file_storage", "health_check", "tailsampl
 _ID = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)(?:/(.+))?$")
 _REF = re.compile(r"\$\$|\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 # ---- the model -------------------------------------------------------------------------------------------------
@@ -363,24 +362,10 @@ class ServiceConfig:
 # ---- Go durations ----------------------------------------------------------------------------------------------
 
 def parse_duration(text: str) -> float:
-    """A Go duration (`10s`, `500ms`, `1m30s`, `0`) in seconds. Raises ValueError on anything else."""
-    s = text.strip()
-    sign = 1.0
-    if s[:1] in ("+", "-"):
-        sign = -1.0 if s[0] == "-" else 1.0
-        s = s[1:]
-    if s == "0":
-        return 0.0
-    if not s:
-        raise ValueError(f"invalid duration {text!r}")
-    total, pos = 0.0, 0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if m is None or m.group(1) in ("", "."):
-            raise ValueError(f"invalid duration {text!r}")
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    return sign * total
+    """A Go duration (`10s`, `500ms`, `1m30s`, `0`) in seconds. Raises ValueError on anything else.
+
+    The core's parser (`config/node.rs`), the one that reads `decision_wait`: one reading of durations."""
+    return _native.parse_go_duration(text) / 1e9
 
 
 # ---- environment substitution ----------------------------------------------------------------------------------

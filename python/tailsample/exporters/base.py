@@ -59,6 +59,7 @@ class Batch:
     payload: bytes
     spans: int
     tickets: tuple[Ticket, ...] = ()
+    resource_spans: int = 0
 
     def settle(self, ok: bool) -> None:
         for t in self.tickets:
@@ -292,8 +293,8 @@ class Exporter(abc.ABC):
                 if item is None:
                     await self._wake.wait()
                     continue
-            seq, payload = item
-            batch = Batch(payload, int(_native.inspect_payload(payload)["spans"]))
+            seq, kept = item
+            batch = Batch(kept.payload, kept.spans, resource_spans=kept.resource_spans)
             try:
                 await self._send_with_retry(batch)
             except asyncio.CancelledError:  # shutdown: the batch stays on disk for the next start

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 
-from tailsample import _native
 from tailsample.collector.fileformat import proto_to_json
 from tailsample.collector.settings import DebugExporterSettings, QueueSettings, RetrySettings
 from tailsample.exporters.base import Batch, Exporter, ExporterMetrics
@@ -43,8 +42,7 @@ class DebugExporter(Exporter):
         self.verbosity = settings.verbosity
 
     async def _send(self, batch: Batch) -> None:
-        info = _native.inspect_payload(batch.payload)
-        log.info("%s: Traces {resource spans: %d, spans: %d}", self.id, info["resource_spans"], info["spans"])
+        log.info("%s: Traces {resource spans: %d, spans: %d}", self.id, batch.resource_spans, batch.spans)
         if self.verbosity == "normal":
             for line in describe_spans(batch.payload):
                 log.info("%s: %s", self.id, line)

@@ -32,12 +32,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
 
-from tailsample import _native
 from tailsample.collector.metrics import Registry, Sample
 from tailsample.collector.reference import engine_gauges, engine_stat
 from tailsample.collector.settings import BatchProcessor, Pipeline, TailSamplingProcessor
 from tailsample.collector.throttle import REPORT_INTERVAL_S, EveryInterval
-from tailsample.engine import REJECT_REASONS, Engine, Ingested
+from tailsample.engine import REJECT_REASONS, Engine, Ingested, KeptPayload
 from tailsample.errors import StorageError, TailsampleError
 from tailsample.exporters.base import Batch, Exporter, Ticket
 from tailsample.incident.lint import AttributeInventory
@@ -119,10 +118,6 @@ class RoundLedger:
                 self._on_settled(last)
 
 
-def span_count(payload: bytes) -> int:
-    return int(_native.inspect_payload(payload)["spans"])
-
-
 class Batcher:
     """The `batch` processor after `tail_sampling`."""
 
@@ -158,7 +153,8 @@ class Batcher:
         pending, spans = self._pending, self._spans
         self._pending, self._spans, self._bytes = [], 0, 0
         tickets = tuple(t for b in pending for t in b.tickets)
-        merged = pending[0] if len(pending) == 1 else Batch(b"".join(b.payload for b in pending), spans, tickets)
+        merged = pending[0] if len(pending) == 1 else Batch(b"".join(b.payload for b in pending), spans, tickets,
+                                                            sum(b.resource_spans for b in pending))
         await fan_out(self.exporters, merged)
         merged.settle(True)  # the hold taken when each part entered the batcher
 
@@ -346,7 +342,7 @@ class ServicePipeline:
     async def decide(self, loop: asyncio.AbstractEventLoop, executor: concurrent.futures.Executor) -> None:
         started = time.perf_counter()
         round_ = self.rounds.begin()  # before the poll: a message taken after this is decided in a later round
-        round_.engine_round, payloads = await loop.run_in_executor(executor, self.engine.poll_round)
+        round_.engine_round, payloads = await loop.run_in_executor(executor, self.engine.poll_round_kept)
         self._timer.observe((time.perf_counter() - started) * 1e3, self.sampler_id)
         self._report_oversized()
         await self.dispatch(payloads, round_)
@@ -354,9 +350,9 @@ class ServicePipeline:
             await self.batcher.on_tick()
         self.losses.check()
 
-    async def dispatch(self, payloads: Iterable[bytes], round_: Round) -> None:
-        for payload in payloads:
-            batch = Batch(payload, span_count(payload), (round_,))
+    async def dispatch(self, payloads: Iterable[KeptPayload], round_: Round) -> None:
+        for kept in payloads:
+            batch = Batch(kept.payload, kept.spans, (round_,), kept.resource_spans)
             if self.batcher is not None:
                 round_.hold()  # released when the batcher flushes it
                 await self.batcher.add(batch)
@@ -393,7 +389,8 @@ class ServicePipeline:
         """Shutdown: decide (or drop) everything pending and hand it to the exporters. With tail storage, only
         what is due: the rest is on disk and replayed at the next start."""
         round_ = self.rounds.begin()
-        round_.engine_round, payloads = self.engine.poll_round() if self.durable else self.engine.flush_round()
+        round_.engine_round, payloads = (self.engine.poll_round_kept() if self.durable
+                                         else self.engine.flush_round_kept())
         await self.dispatch(payloads, round_)
         if self.batcher is not None:
             await self.batcher.flush()
@@ -599,4 +596,4 @@ class FanoutSink:
 
 
 __all__ = ["Batcher", "FanoutSink", "LossReporter", "Round", "RoundLedger", "ServicePipeline", "engine_metric_name",
-           "fan_out", "span_count"]
+           "fan_out"]

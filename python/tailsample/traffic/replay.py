@@ -34,7 +34,7 @@ from rich.table import Table
 
 from tailsample.collector.fileformat import FORMATS, PayloadReader, PayloadWriter, detect_format
 from tailsample.config import Config
-from tailsample.engine import Engine, inspect_payload
+from tailsample.engine import Engine, KeptPayload, inspect_payload
 from tailsample.errors import BackpressureError, DecodeError
 
 CLOCKS = ("event", "wall")
@@ -125,12 +125,12 @@ def replay(config: Config, inputs: Sequence[Path], output: Path | None, *, fmt: 
     now: float | None = 0.0 if event_clock else None
     started = time.perf_counter()
 
-    def emit(batch: list[bytes]) -> None:
-        for payload in batch:
-            report.spans_out += inspect_payload(payload)["spans"]
+    def emit(batch: list[KeptPayload]) -> None:
+        for kept in batch:
+            report.spans_out += kept.spans
             report.payloads_out += 1
             if writer is not None:
-                writer.write(payload)
+                writer.write(kept.payload)
 
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
@@ -171,12 +171,12 @@ def replay(config: Config, inputs: Sequence[Path], output: Path | None, *, fmt: 
                         except BackpressureError as exc:
                             reject(path, reader, f"engine at a limit ({exc.reason or exc}), message dropped")
                             continue
-                        emit(engine.poll(now=now))
+                        emit(engine.poll_kept(now=now))
                         bar.update(task, completed=done + reader.position)
                     report.skipped_other_signals += reader.skipped
                 done += size
                 bar.update(task, completed=done)
-            emit(engine.flush(now=now))
+            emit(engine.flush_kept(now=now))
     finally:
         if writer is not None:
             writer.close()
@@ -192,12 +192,13 @@ def replay(config: Config, inputs: Sequence[Path], output: Path | None, *, fmt: 
     return report
 
 
-def _ingest(engine: Engine, payload: bytes, now: float | None, emit: Callable[[list[bytes]], None]) -> None:
+def _ingest(engine: Engine, payload: bytes, now: float | None,
+            emit: Callable[[list[KeptPayload]], None]) -> None:
     """Ingest; at a limit, let due decisions free room and try once more before giving up."""
     try:
         engine.ingest(payload, now=now)
     except BackpressureError:
-        emit(engine.poll(now=now))
+        emit(engine.poll_kept(now=now))
         engine.ingest(payload, now=now)
 
 

@@ -18,7 +18,7 @@ use crate::durable::tail_storage::Replayed;
 use crate::durable::{ReplayReport, StorageOptions, SyncPolicy, TailStorage};
 use crate::error::{Error, Result};
 use crate::otlp::decode::decode;
-use crate::otlp::encode::{encode_requests, OutChunk};
+use crate::otlp::encode::{encode_kept, encode_requests, Kept, OutChunk};
 use crate::otlp::wire::RejectReason;
 use crate::otlp::Decoded;
 use crate::policy::inclusion::Stage;
@@ -509,6 +509,7 @@ impl Engine {
             .map(|c| OutChunk {
                 origin: &c.origin,
                 framed: &c.framed,
+                spans: c.spans,
             })
             .collect();
         Some(encode_requests(
@@ -563,6 +564,12 @@ impl Engine {
 
     /// `poll`, with the round's number: once its payloads are exported, `acknowledge(round)`.
     pub fn poll_round(&self, now: i64) -> (u64, Vec<Vec<u8>>) {
+        let (round, kept) = self.poll_round_kept(now);
+        (round, payloads(kept))
+    }
+
+    /// `poll_round`, each payload with its span count (for callers' metrics: no need to decode it again).
+    pub fn poll_round_kept(&self, now: i64) -> (u64, Vec<Kept>) {
         self.round(now, Shard::poll)
     }
 
@@ -572,12 +579,18 @@ impl Engine {
     }
 
     pub fn flush_round(&self, now: i64) -> (u64, Vec<Vec<u8>>) {
+        let (round, kept) = self.flush_round_kept(now);
+        (round, payloads(kept))
+    }
+
+    /// `flush_round`, each payload with its span count.
+    pub fn flush_round_kept(&self, now: i64) -> (u64, Vec<Kept>) {
         self.round(now, Shard::flush)
     }
 
     /// One round of decisions over every shard; with tail storage, its decisions are written before its kept
     /// spans leave.
-    fn round(&self, now: i64, each: fn(&mut Shard, i64, &mut Vec<Chunk>)) -> (u64, Vec<Vec<u8>>) {
+    fn round(&self, now: i64, each: fn(&mut Shard, i64, &mut Vec<Chunk>)) -> (u64, Vec<Kept>) {
         let now = self.tick(now);
         let mut next = lock_round(&self.next_round);
         let round = *next;
@@ -610,7 +623,7 @@ impl Engine {
         (round, self.encode(out))
     }
 
-    fn encode(&self, chunks: Vec<Chunk>) -> Vec<Vec<u8>> {
+    fn encode(&self, chunks: Vec<Chunk>) -> Vec<Kept> {
         if chunks.is_empty() {
             return Vec::new();
         }
@@ -619,9 +632,10 @@ impl Engine {
             .map(|c| OutChunk {
                 origin: &c.origin,
                 framed: &c.framed,
+                spans: c.spans,
             })
             .collect();
-        let payloads = encode_requests(&refs, self.cfg.max_payload_bytes, |trace_id, size| {
+        let payloads = encode_kept(&refs, self.cfg.max_payload_bytes, |trace_id, size| {
             self.spans_oversized.fetch_add(1, Ordering::Relaxed);
             *self
                 .last_oversized
@@ -965,7 +979,7 @@ pub struct Ingested {
 }
 
 /// A quick look at a payload without an engine: validates it and summarises it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PayloadSummary {
     pub spans: u64,
     pub traces: u64,
@@ -997,6 +1011,10 @@ pub fn inspect(payload: &[u8]) -> Result<PayloadSummary> {
             .max()
             .unwrap_or(0),
     })
+}
+
+fn payloads(kept: Vec<Kept>) -> Vec<Vec<u8>> {
+    kept.into_iter().map(|k| k.payload).collect()
 }
 
 /// Seconds (as Python's clocks give them) to engine nanoseconds.

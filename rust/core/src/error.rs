@@ -22,7 +22,21 @@ pub enum Error {
     Storage { path: String, message: String },
 }
 
+/// Every kind of error, as `Error::kind` names it: the binding maps each to one Python exception class, and
+/// its test checks that the Python side has exactly these.
+pub const KINDS: &[&str] = &["decode", "config", "backpressure", "storage"];
+
 impl Error {
+    /// The variant's name, one of `KINDS`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Decode { .. } => "decode",
+            Error::Config { .. } => "config",
+            Error::Backpressure { .. } => "backpressure",
+            Error::Storage { .. } => "storage",
+        }
+    }
+
     pub fn config(path: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Config {
             path: path.into(),
@@ -65,3 +79,41 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scenario: one error of each variant. Guarantees: `KINDS` lists each variant's kind once, in order (a new
+    /// variant fails to compile here until it is added, and then fails until `KINDS` has it).
+    #[test]
+    fn kinds_list_every_variant_once() {
+        let all = [
+            Error::Decode {
+                field: String::new(),
+                offset: 0,
+                message: String::new(),
+            },
+            Error::config("", ""),
+            Error::Backpressure {
+                limit: "num_traces",
+                message: String::new(),
+            },
+            Error::Storage {
+                path: String::new(),
+                message: String::new(),
+            },
+        ];
+        for e in &all {
+            // Exhaustive on purpose: a new variant must join `all`.
+            match e {
+                Error::Decode { .. }
+                | Error::Config { .. }
+                | Error::Backpressure { .. }
+                | Error::Storage { .. } => {}
+            }
+        }
+        let kinds: Vec<&str> = all.iter().map(Error::kind).collect();
+        assert_eq!(kinds, KINDS);
+    }
+}

@@ -15,6 +15,7 @@ pub mod otlp;
 pub mod policy;
 pub mod propagation;
 pub mod red;
+pub mod serialize;
 pub mod sketch;
 pub mod store;
 

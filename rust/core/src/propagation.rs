@@ -623,7 +623,7 @@ pub struct PropagationAudit {
     seen: Vec<(u16, u16)>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Totals {
     pub traces_audited: u64,
     pub traces_with_gaps: u64,
@@ -899,7 +899,7 @@ impl PropagationAudit {
 }
 
 /// Calls from one service to one destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GapPair {
     pub source: String,
     /// The service, when the calls named an address that resolved to one; else as the calling spans name it.
@@ -915,6 +915,7 @@ pub struct GapPair {
     pub gaps: u64,
     pub gap_traces: u64,
     /// Traces with a gap for this pair: kept ones first, then most recent first.
+    #[serde(flatten, serialize_with = "crate::serialize::examples")]
     pub examples: Vec<Example>,
     /// Calls of pairs past `max_pairs` (source and destination empty).
     pub overflow: bool,
@@ -926,11 +927,12 @@ pub struct GapPair {
 pub const MAX_PAIR_ADDRESSES: usize = 8;
 
 /// Orphan spans of one service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BrokenService {
     pub service: String,
     pub traces: u64,
     pub orphan_spans: u64,
+    #[serde(flatten, serialize_with = "crate::serialize::examples")]
     pub examples: Vec<Example>,
 }
 
@@ -943,14 +945,16 @@ pub struct KnownAddress {
 }
 
 /// The audit of one shard, or of an engine (shards merged): pairs worst first.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GapReport {
+    #[serde(flatten)]
     pub totals: Totals,
     pub names_overflowed: u64,
     pub addresses_overflowed: u64,
     pub pairs: Vec<GapPair>,
     pub broken: Vec<BrokenService>,
     /// Addresses resolved to services (not forgotten yet), sorted by address.
+    #[serde(serialize_with = "crate::serialize::addresses")]
     pub addresses: Vec<KnownAddress>,
 }
 

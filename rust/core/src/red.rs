@@ -103,7 +103,7 @@ impl Default for RedConfig {
 }
 
 /// One series, as reported by [`RedMetrics::series`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RedSeries {
     pub service: String,
     pub span_name: String,
@@ -114,6 +114,7 @@ pub struct RedSeries {
     pub calls: u64,
     pub errors: u64,
     /// Sum of the durations, saturating.
+    #[serde(rename = "duration_sum", serialize_with = "crate::serialize::seconds")]
     pub duration_sum_ns: u64,
     /// `buckets_ns.len() + 1` counts, per bucket (not cumulative): `bucket_counts[i]` counts durations `d` with
     /// `buckets_ns[i-1] < d <= buckets_ns[i]`; the last counts `d > buckets_ns.last()`.

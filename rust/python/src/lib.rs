@@ -14,9 +14,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use std::sync::Arc;
 use tailsample_core::consistent::probability_of_threshold;
+use tailsample_core::otlp::encode::Kept;
 use tailsample_core::policy::decision::Ballot;
 use tailsample_core::policy::inclusion::Stage;
-use tailsample_core::propagation::Example;
 use tailsample_core::store::stats::LAG_BOUNDS_NS;
 use tailsample_core::store::Knowledge;
 
@@ -27,22 +27,35 @@ use tailsample_core::durable::{
 };
 use tailsample_core::{seconds_to_ns, Engine, EngineConfig, Error};
 
-/// Maps a core error to its Python exception (classes defined in `tailsample/errors.py`).
+/// The Python exception class (in `tailsample/errors.py`) of each core error kind (`tailsample_core::error::KINDS`),
+/// and of an internal error (a panic). `error_classes()` hands this table to the test that keeps both sides in step.
+const ERROR_CLASSES: &[(&str, &str)] = &[
+    ("decode", "DecodeError"),
+    ("config", "ConfigError"),
+    ("backpressure", "BackpressureError"),
+    ("storage", "StorageError"),
+    (INTERNAL, "TailsampleError"),
+];
+const INTERNAL: &str = "internal";
+
+fn error_class<'py>(py: Python<'py>, kind: &str) -> PyResult<Bound<'py, PyAny>> {
+    let name = ERROR_CLASSES
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or("TailsampleError", |(_, class)| class);
+    py.import("tailsample.errors")?.getattr(name)
+}
+
+/// Maps a core error to its Python exception, with the attributes its class documents.
 fn to_py(py: Python<'_>, e: Error) -> PyErr {
     let message = e.to_string();
     let made = (|| -> PyResult<PyErr> {
-        let errors = py.import("tailsample.errors")?;
+        let class = error_class(py, e.kind())?;
         let value = match e {
-            Error::Decode { field, offset, .. } => errors
-                .getattr("DecodeError")?
-                .call1((message, field, offset))?,
-            Error::Config { path, .. } => errors.getattr("ConfigError")?.call1((message, path))?,
-            Error::Backpressure { limit, .. } => errors
-                .getattr("BackpressureError")?
-                .call1((message, limit))?,
-            Error::Storage { path, .. } => {
-                errors.getattr("StorageError")?.call1((message, path))?
-            }
+            Error::Decode { field, offset, .. } => class.call1((message, field, offset))?,
+            Error::Config { path, .. } => class.call1((message, path))?,
+            Error::Backpressure { limit, .. } => class.call1((message, limit))?,
+            Error::Storage { path, .. } => class.call1((message, path))?,
         };
         Ok(PyErr::from_value(value))
     })();
@@ -63,19 +76,21 @@ fn run<T: Send>(py: Python<'_>, f: impl FnOnce() -> T + Send) -> PyResult<T> {
 }
 
 fn internal(py: Python<'_>, what: &str) -> PyErr {
-    match py
-        .import("tailsample.errors")
-        .and_then(|m| m.getattr("TailsampleError"))
-    {
-        Ok(cls) => match cls.call1((format!(
-            "internal error in the tailsample engine (please report): {what}"
-        ),))
-        {
-            Ok(v) => PyErr::from_value(v),
-            Err(e) => e,
-        },
-        Err(e) => e,
-    }
+    error_class(py, INTERNAL)
+        .and_then(|cls| {
+            cls.call1((format!(
+                "internal error in the tailsample engine (please report): {what}"
+            ),))
+        })
+        .map_or_else(|e| e, PyErr::from_value)
+}
+
+/// A core result as Python data through its `serde::Serialize` (structs become dicts, sequences lists).
+fn to_python<'py, T: serde::Serialize + ?Sized>(
+    py: Python<'py>,
+    value: &T,
+) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize(py, value).map_err(PyErr::from)
 }
 
 fn now_ns(py: Python<'_>, now: f64) -> PyResult<i64> {
@@ -244,11 +259,38 @@ impl NativeQueue {
         r.map_err(|e| queue_error(py, e, &dir))
     }
 
-    /// The oldest item not handed out yet, as (seq, payload), or None.
-    fn next_item<'py>(&self, py: Python<'py>) -> PyResult<Option<(u64, Bound<'py, PyBytes>)>> {
+    /// The oldest item not handed out yet, as (seq, KeptPayload), or None. The queue holds kept output only,
+    /// whose counts the core reads back here (an item that does not decode, which its checksum makes
+    /// unexpected, counts 0 spans and is still handed out).
+    fn next_item(&self, py: Python<'_>) -> PyResult<Option<(u64, KeptPayload)>> {
         let dir = self.lock().dir().display().to_string();
-        let item = run(py, || self.lock().next_item())?.map_err(|e| storage_error(py, &dir, e))?;
-        Ok(item.map(|(seq, bytes)| (seq, PyBytes::new(py, &bytes))))
+        let item = run(py, || {
+            self.lock().next_item().map(|item| {
+                item.map(|(seq, payload)| {
+                    let (spans, resource_spans) = tailsample_core::inspect(&payload)
+                        .map_or((0, 0), |s| (s.spans as usize, s.resource_spans as usize));
+                    (
+                        seq,
+                        Kept {
+                            payload,
+                            spans,
+                            resource_spans,
+                        },
+                    )
+                })
+            })
+        })?
+        .map_err(|e| storage_error(py, &dir, e))?;
+        Ok(item.map(|(seq, k)| {
+            (
+                seq,
+                KeptPayload {
+                    payload: PyBytes::new(py, &k.payload).unbind(),
+                    spans: k.spans,
+                    resource_spans: k.resource_spans,
+                },
+            )
+        }))
     }
 
     /// Puts an item handed out back, in its place (to be handed out again).
@@ -266,25 +308,8 @@ impl NativeQueue {
         self.lock().len()
     }
 
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.lock().stats();
-        let d = PyDict::new(py);
-        for (k, v) in [
-            ("items", s.items),
-            ("in_flight", s.in_flight),
-            ("bytes", s.bytes),
-            ("segments", s.segments),
-            ("pushed", s.pushed),
-            ("done", s.done),
-            ("refused_full", s.refused_full),
-            ("refused_storage_full", s.refused_storage_full),
-            ("recovered", s.recovered),
-            ("corrupt", s.corrupt),
-            ("fsyncs", s.syncs),
-        ] {
-            d.set_item(k, v)?;
-        }
-        Ok(d)
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_python(py, &self.lock().stats())
     }
 }
 
@@ -295,6 +320,37 @@ struct NativeEngine {
 
 fn payloads_to_list<'py>(py: Python<'py>, payloads: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyList>> {
     PyList::new(py, payloads.iter().map(|p| PyBytes::new(py, p)))
+}
+
+/// One payload of kept spans with the counts the core knows, so Python never decodes kept output to count it.
+#[pyclass(frozen, get_all, module = "tailsample._native")]
+struct KeptPayload {
+    payload: Py<PyBytes>,
+    spans: usize,
+    resource_spans: usize,
+}
+
+#[pymethods]
+impl KeptPayload {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "KeptPayload(<{} bytes>, spans={}, resource_spans={})",
+            self.payload.bind(py).as_bytes().len(),
+            self.spans,
+            self.resource_spans
+        )
+    }
+}
+
+fn kept_to_list(py: Python<'_>, kept: Vec<Kept>) -> PyResult<Vec<KeptPayload>> {
+    Ok(kept
+        .into_iter()
+        .map(|k| KeptPayload {
+            payload: PyBytes::new(py, &k.payload).unbind(),
+            spans: k.spans,
+            resource_spans: k.resource_spans,
+        })
+        .collect())
 }
 
 #[pymethods]
@@ -329,37 +385,11 @@ impl NativeEngine {
     }
 
     /// What the replay at start found and did (None without tail storage); times in seconds.
-    fn replay_report<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(r) = self.engine.replay_report() else {
-            return Ok(None);
-        };
-        let d = PyDict::new(py);
-        d.set_item("duration", r.duration_ns as f64 / 1e9)?;
-        d.set_item("segments", r.segments)?;
-        d.set_item("bytes", r.bytes)?;
-        d.set_item("payloads", r.payloads)?;
-        d.set_item("payloads_invalid", r.payloads_invalid)?;
-        d.set_item("rounds", r.rounds)?;
-        d.set_item("decisions", r.decisions)?;
-        d.set_item("acknowledged_round", r.acknowledged_round)?;
-        d.set_item("traces_pending", r.traces_pending)?;
-        d.set_item("spans_pending", r.spans_pending)?;
-        d.set_item("traces_resent", r.traces_resent)?;
-        d.set_item("spans_resent", r.spans_resent)?;
-        d.set_item("spans_covered", r.spans_covered)?;
-        d.set_item("spans_not_sampled", r.spans_not_sampled)?;
-        let truncations = PyList::empty(py);
-        for t in &r.truncations {
-            let e = PyDict::new(py);
-            e.set_item("segment", t.segment)?;
-            e.set_item("file", t.file.display().to_string())?;
-            e.set_item("offset", t.offset)?;
-            e.set_item("bytes", t.bytes)?;
-            e.set_item("reason", &t.reason)?;
-            truncations.append(e)?;
-        }
-        d.set_item("truncations", truncations)?;
-        Ok(Some(d))
+    fn replay_report<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        self.engine
+            .replay_report()
+            .map(|r| to_python(py, r))
+            .transpose()
     }
 
     /// `poll`, with the round's number, for `acknowledge` once its payloads are exported.
@@ -373,6 +403,19 @@ impl NativeEngine {
         let now = now_ns(py, now)?;
         let (round, payloads) = run(py, || self.engine.flush_round(now))?;
         Ok((round, payloads_to_list(py, payloads)?))
+    }
+
+    /// `poll_round`, each payload a `KeptPayload` carrying its span count.
+    fn poll_round_kept(&self, py: Python<'_>, now: f64) -> PyResult<(u64, Vec<KeptPayload>)> {
+        let now = now_ns(py, now)?;
+        let (round, kept) = run(py, || self.engine.poll_round_kept(now))?;
+        Ok((round, kept_to_list(py, kept)?))
+    }
+
+    fn flush_round_kept(&self, py: Python<'_>, now: f64) -> PyResult<(u64, Vec<KeptPayload>)> {
+        let now = now_ns(py, now)?;
+        let (round, kept) = run(py, || self.engine.flush_round_kept(now))?;
+        Ok((round, kept_to_list(py, kept)?))
     }
 
     /// Round `round` and those before it are exported: tail storage may give back their space.
@@ -543,14 +586,8 @@ impl NativeEngine {
     fn policy_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = run(py, || self.engine.policy_stats())?;
         let d = PyDict::new(py);
-        for (name, c) in stats {
-            let p = PyDict::new(py);
-            p.set_item("sampled", c.sampled)?;
-            p.set_item("not_sampled", c.not_sampled)?;
-            p.set_item("dropped", c.dropped)?;
-            p.set_item("errors", c.errors)?;
-            p.set_item("decided", c.decided)?;
-            d.set_item(name, p)?;
+        for (name, counts) in stats {
+            d.set_item(name, to_python(py, &counts)?)?;
         }
         Ok(d)
     }
@@ -627,17 +664,9 @@ impl NativeEngine {
 
     /// Up to `limit` recently kept traces held for `show`, newest first: dicts of trace_id, decided_at
     /// (seconds on the engine clock) and span_count.
-    fn recent_kept<'py>(&self, py: Python<'py>, limit: usize) -> PyResult<Bound<'py, PyList>> {
+    fn recent_kept<'py>(&self, py: Python<'py>, limit: usize) -> PyResult<Bound<'py, PyAny>> {
         let kept = run(py, || self.engine.recent_kept(limit))?;
-        let out = PyList::empty(py);
-        for k in kept {
-            let d = PyDict::new(py);
-            d.set_item("trace_id", format!("{:032x}", k.trace_id))?;
-            d.set_item("decided_at", k.decided_at as f64 / 1e9)?;
-            d.set_item("span_count", k.spans)?;
-            out.append(d)?;
-        }
-        Ok(out)
+        to_python(py, &kept)
     }
 
     /// A recently kept trace's spans as OTLP payloads, or None when it is not held (any more).
@@ -652,74 +681,15 @@ impl NativeEngine {
     }
 
     /// The propagation-gap audit as a dict (the shape `Engine.gaps()` documents), or None when off.
-    fn gaps<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let Some(r) = run(py, || self.engine.gaps())? else {
-            return Ok(None);
-        };
-        let hex = |ids: &[Example]| -> Vec<String> {
-            ids.iter().map(|e| format!("{:032x}", e.trace_id)).collect()
-        };
-        let kept = |ids: &[Example]| -> Vec<String> {
-            (ids.iter().filter(|e| e.kept))
-                .map(|e| format!("{:032x}", e.trace_id))
-                .collect()
-        };
-        let d = PyDict::new(py);
-        let t = r.totals;
-        d.set_item("traces_audited", t.traces_audited)?;
-        d.set_item("traces_with_gaps", t.traces_with_gaps)?;
-        d.set_item("traces_broken", t.traces_broken)?;
-        d.set_item("calls", t.calls)?;
-        d.set_item("gaps", t.gaps)?;
-        d.set_item("orphan_spans", t.orphan_spans)?;
-        d.set_item("overflow_calls", t.overflow_calls)?;
-        d.set_item("unnamed_calls", t.unnamed_calls)?;
-        d.set_item("unnamed_gaps", t.unnamed_gaps)?;
-        d.set_item("names_overflowed", r.names_overflowed)?;
-        d.set_item("addresses_overflowed", r.addresses_overflowed)?;
-        let pairs = PyList::empty(py);
-        for p in &r.pairs {
-            let e = PyDict::new(py);
-            e.set_item("source", &p.source)?;
-            e.set_item("destination", &p.destination)?;
-            e.set_item("addresses", &p.addresses)?;
-            e.set_item("callee", &p.callee)?;
-            e.set_item("destination_traced", p.destination_traced)?;
-            e.set_item("calls", p.calls)?;
-            e.set_item("gaps", p.gaps)?;
-            e.set_item("gap_traces", p.gap_traces)?;
-            e.set_item("examples", hex(&p.examples))?;
-            e.set_item("kept_examples", kept(&p.examples))?;
-            e.set_item("overflow", p.overflow)?;
-            e.set_item("unnamed", p.unnamed)?;
-            pairs.append(e)?;
-        }
-        d.set_item("pairs", pairs)?;
-        let broken = PyList::empty(py);
-        for b in &r.broken {
-            let e = PyDict::new(py);
-            e.set_item("service", &b.service)?;
-            e.set_item("traces", b.traces)?;
-            e.set_item("orphan_spans", b.orphan_spans)?;
-            e.set_item("examples", hex(&b.examples))?;
-            e.set_item("kept_examples", kept(&b.examples))?;
-            broken.append(e)?;
-        }
-        d.set_item("broken", broken)?;
-        let addresses = PyDict::new(py);
-        for a in &r.addresses {
-            addresses.set_item(&a.address, &a.service)?;
-        }
-        d.set_item("addresses", addresses)?;
-        Ok(Some(d))
+    fn gaps<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        run(py, || self.engine.gaps())?
+            .map(|r| to_python(py, &r))
+            .transpose()
     }
 
     /// RED metrics before sampling: (bucket bounds in seconds, series as dicts), or None when off.
     #[allow(clippy::type_complexity)]
-    fn red_metrics<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<Option<(Vec<f64>, Bound<'py, PyList>)>> {
+    fn red_metrics<'py>(&self, py: Python<'py>) -> PyResult<Option<(Vec<f64>, Bound<'py, PyAny>)>> {
         let Some(series) = run(py, || self.engine.red_metrics())? else {
             return Ok(None);
         };
@@ -730,20 +700,7 @@ impl NativeEngine {
             .as_ref()
             .map(|r| r.buckets_ns.iter().map(|&b| b as f64 / 1e9).collect())
             .unwrap_or_default();
-        let out = PyList::empty(py);
-        for s in series {
-            let d = PyDict::new(py);
-            d.set_item("service", s.service)?;
-            d.set_item("span_name", s.span_name)?;
-            d.set_item("kind", s.kind)?;
-            d.set_item("status_code", s.status_code)?;
-            d.set_item("overflow", s.overflow)?;
-            d.set_item("calls", s.calls)?;
-            d.set_item("errors", s.errors)?;
-            d.set_item("duration_sum", s.duration_sum_ns as f64 / 1e9)?;
-            d.set_item("bucket_counts", s.bucket_counts)?;
-            out.append(d)?;
-        }
+        let out = to_python(py, &series)?;
         Ok(Some((bounds, out)))
     }
 }
@@ -766,15 +723,9 @@ fn parse_trace_id(text: &str) -> PyResult<[u8; 16]> {
 
 /// Validates a payload and describes it (spans, traces, resource_spans, min start, max end).
 #[pyfunction]
-fn inspect_payload<'py>(py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyDict>> {
+fn inspect_payload<'py>(py: Python<'py>, payload: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     let s = run(py, || tailsample_core::inspect(payload))?.map_err(|e| to_py(py, e))?;
-    let d = PyDict::new(py);
-    d.set_item("spans", s.spans)?;
-    d.set_item("traces", s.traces)?;
-    d.set_item("resource_spans", s.resource_spans)?;
-    d.set_item("min_start_unix_nano", s.min_start_unix_nano)?;
-    d.set_item("max_end_unix_nano", s.max_end_unix_nano)?;
-    Ok(d)
+    to_python(py, &s)
 }
 
 /// One payload per trace, `(16-byte trace ID, payload)`, traces in order of first appearance: what the
@@ -812,46 +763,62 @@ fn bytes_to_ids(bytes: &[u8]) -> PyResult<Vec<u128>> {
 /// Converts one OTLP/JSON ExportTraceServiceRequest into protobuf bytes; raises DecodeError with the JSON path.
 #[pyfunction]
 fn otlp_json_to_proto<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-    let proto =
-        run(py, || tailsample_core::otlp::json::json_to_proto(body))?.map_err(|e| to_py(py, e))?;
+    let proto = run(py, || tailsample_core::otlp::json::json_to_proto(body))?
+        .map_err(|e| json_error(py, e))?;
     Ok(PyBytes::new(py, &proto))
 }
 
-/// The error classes the core can raise, for the test that keeps Python and Rust in step.
-#[pyfunction]
-fn error_classes() -> Vec<&'static str> {
-    vec![
-        "DecodeError",
-        "StorageError",
-        "ConfigError",
-        "BackpressureError",
-        "TailsampleError",
-    ]
+/// A JSON codec error in JSON's words: its path then the problem (`resourceSpans[0]...traceId: invalid ...`),
+/// without the byte offset of protobuf errors (still in `.offset`, for invalid JSON).
+fn json_error(py: Python<'_>, e: Error) -> PyErr {
+    let Error::Decode {
+        field,
+        offset,
+        message,
+    } = e
+    else {
+        return to_py(py, e);
+    };
+    let text = if field.is_empty() {
+        message
+    } else {
+        format!("{field}: {message}")
+    };
+    error_class(py, "decode")
+        .and_then(|class| class.call1((text, field, offset)))
+        .map_or_else(|err| err, PyErr::from_value)
 }
 
-fn allocator_dict<'py>(
-    py: Python<'py>,
-    stats: memory::AllocatorStats,
-) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("heap_bytes", stats.heap_bytes)?;
-    d.set_item("committed_bytes", stats.committed_bytes)?;
-    d.set_item("peak_committed_bytes", stats.peak_committed_bytes)?;
-    Ok(d)
+/// A Go duration (`10s`, `1m30s`) in nanoseconds, read as the core reads `decision_wait`: the one parser of
+/// durations for the whole configuration. Raises ValueError naming what is wrong.
+#[pyfunction]
+fn parse_go_duration(text: &str) -> PyResult<i64> {
+    tailsample_core::config::node::parse_go_duration(text).map_err(PyValueError::new_err)
+}
+
+/// (core error kind, Python exception class name) for every kind and for internal errors: the table `to_py`
+/// maps with, for the test that keeps Python and Rust in step.
+#[pyfunction]
+fn error_classes() -> Vec<(&'static str, &'static str)> {
+    ERROR_CLASSES.to_vec()
+}
+
+/// Every kind the core's `Error` has (`tailsample_core::error::KINDS`).
+#[pyfunction]
+fn error_kinds() -> Vec<&'static str> {
+    tailsample_core::error::KINDS.to_vec()
 }
 
 /// The Rust heap: `heap_bytes` live now (exact), `committed_bytes` and `peak_committed_bytes` mimalloc holds.
 #[pyfunction]
-fn memory_stats(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let stats = run(py, memory::allocator_stats)?;
-    allocator_dict(py, stats)
+fn memory_stats(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    to_python(py, &run(py, memory::allocator_stats)?)
 }
 
 /// Hands mimalloc's freed pages back to the system now (`mi_collect(true)`); returns `memory_stats()` after.
 #[pyfunction]
-fn memory_purge(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
-    let stats = run(py, memory::purge)?;
-    allocator_dict(py, stats)
+fn memory_purge(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    to_python(py, &run(py, memory::purge)?)
 }
 
 /// mimalloc's `mi_option_purge_delay` (mimalloc.h, v3): how long freed memory stays committed.
@@ -874,8 +841,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeEngine>()?;
     m.add_class::<NativeBudget>()?;
     m.add_class::<NativeQueue>()?;
+    m.add_class::<KeptPayload>()?;
     m.add_function(wrap_pyfunction!(inspect_payload, m)?)?;
     m.add_function(wrap_pyfunction!(error_classes, m)?)?;
+    m.add_function(wrap_pyfunction!(error_kinds, m)?)?;
+    m.add_function(wrap_pyfunction!(parse_go_duration, m)?)?;
     m.add_function(wrap_pyfunction!(otlp_json_to_proto, m)?)?;
     m.add_function(wrap_pyfunction!(split_by_trace, m)?)?;
     m.add_function(wrap_pyfunction!(memory_stats, m)?)?;

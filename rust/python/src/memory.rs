@@ -58,7 +58,7 @@ unsafe impl GlobalAlloc for CountingMiMalloc {
 
 /// What the allocator reports: live Rust bytes, and what mimalloc keeps committed (live plus freed pages not
 /// yet handed back) with its peak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct AllocatorStats {
     pub heap_bytes: usize,
     pub committed_bytes: usize,

@@ -115,17 +115,19 @@ pub struct QueueRecovery {
     pub duration_ns: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct QueueStats {
     /// Items not done: waiting and in flight.
     pub items: u64,
     pub in_flight: u64,
+    #[serde(skip)]
     pub payload_bytes: u64,
     /// Bytes of the queue's segments on disk.
     pub bytes: u64,
     pub segments: u64,
     pub pushed: u64,
     pub done: u64,
+    #[serde(skip)]
     pub released: u64,
     /// Pushes refused at `max_items`.
     pub refused_full: u64,
@@ -136,8 +138,11 @@ pub struct QueueStats {
     /// Items whose record no longer matched its checksum when read back: skipped, marked done.
     pub corrupt: u64,
     /// Group-commit fsyncs (`sync`, `SyncPoint::wait`); the log's own are in `log.syncs`.
+    #[serde(rename = "fsyncs")]
     pub syncs: u64,
+    #[serde(skip)]
     pub sync_ns_total: u64,
+    #[serde(skip)]
     pub log: LogStats,
 }
 

@@ -104,7 +104,7 @@ pub struct Position {
 }
 
 /// A torn or corrupt tail found on open and cut off.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Truncation {
     pub segment: u64,
     pub file: PathBuf,

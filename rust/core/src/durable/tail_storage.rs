@@ -197,8 +197,9 @@ fn decode_ack(b: &[u8]) -> Option<(u64, Position)> {
 }
 
 /// What a replay found and did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ReplayReport {
+    #[serde(rename = "duration", serialize_with = "crate::serialize::seconds")]
     pub duration_ns: u64,
     pub segments: u64,
     pub bytes: u64,

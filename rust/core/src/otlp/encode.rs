@@ -16,6 +16,16 @@ use crate::store::intern::{Origin, Resource};
 pub struct OutChunk<'a> {
     pub origin: &'a Arc<Origin>,
     pub framed: &'a [u8],
+    /// The spans `framed` holds, so each payload knows its span count without being read again.
+    pub spans: u32,
+}
+
+/// One payload of kept spans and what it holds: callers count spans for their metrics without decoding it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    pub payload: Vec<u8>,
+    pub spans: usize,
+    pub resource_spans: usize,
 }
 
 /// Upper bound of a length-delimited header (1 tag byte for fields < 16, ≤ 5 length bytes).
@@ -95,7 +105,9 @@ fn write_payload(groups: &[ResourceGroup<'_>]) -> Vec<u8> {
 /// The payload being built: resource groups, where each resource and origin sits, and an upper bound of its size.
 struct Builder<'a> {
     max_bytes: usize,
-    payloads: Vec<Vec<u8>>,
+    payloads: Vec<Kept>,
+    /// Spans in the payload being built.
+    spans: usize,
     groups: Vec<ResourceGroup<'a>>,
     res_index: HashMap<*const Resource, usize>,
     origin_index: HashMap<*const Origin, (usize, usize)>,
@@ -120,8 +132,9 @@ impl<'a> Builder<'a> {
         self.estimate + self.cost(origin, framed) <= self.max_bytes
     }
 
-    fn add(&mut self, origin: &'a Origin, framed: &'a [u8]) {
+    fn add(&mut self, origin: &'a Origin, framed: &'a [u8], spans: usize) {
         self.estimate += self.cost(origin, framed.len());
+        self.spans += spans;
         let resource: &Resource = &origin.resource;
         let groups = &mut self.groups;
         let ri = *self
@@ -152,7 +165,12 @@ impl<'a> Builder<'a> {
 
     fn flush(&mut self) {
         if !self.groups.is_empty() {
-            self.payloads.push(write_payload(&self.groups));
+            self.payloads.push(Kept {
+                payload: write_payload(&self.groups),
+                spans: self.spans,
+                resource_spans: self.groups.len(),
+            });
+            self.spans = 0;
             self.groups.clear();
             self.res_index.clear();
             self.origin_index.clear();
@@ -170,6 +188,8 @@ impl<'a> Builder<'a> {
     ) {
         let mut r = Reader::new(framed, 0);
         let (mut start, mut end) = (0usize, 0usize);
+        // Spans in framed[start..end], the piece not added yet.
+        let mut pending = 0usize;
         while !r.is_empty() {
             // Chunks are framed by this crate (tag 2, length, span), so these reads cannot fail.
             let Ok((_, _)) = r.read_tag() else { break };
@@ -177,24 +197,28 @@ impl<'a> Builder<'a> {
             let next = r.offset();
             if self.fits(origin, next - start) {
                 end = next;
+                pending += 1;
                 continue;
             }
             if end > start {
-                self.add(origin, &framed[start..end]);
+                self.add(origin, &framed[start..end], pending);
                 start = end;
+                pending = 0;
             }
             self.flush();
             if !self.fits(origin, next - start) {
                 // This span alone is over the limit: it cannot be cut, so it goes out by itself.
-                self.add(origin, &framed[start..next]);
+                self.add(origin, &framed[start..next], 1);
                 self.flush();
                 on_oversized(span_trace_id(span), next - start);
                 start = next;
+            } else {
+                pending += 1;
             }
             end = next;
         }
         if end > start {
-            self.add(origin, &framed[start..end]);
+            self.add(origin, &framed[start..end], pending);
         }
     }
 }
@@ -226,11 +250,24 @@ fn span_trace_id(span: &[u8]) -> u128 {
 pub fn encode_requests(
     chunks: &[OutChunk<'_>],
     max_bytes: usize,
-    mut on_oversized: impl FnMut(u128, usize),
+    on_oversized: impl FnMut(u128, usize),
 ) -> Vec<Vec<u8>> {
+    encode_kept(chunks, max_bytes, on_oversized)
+        .into_iter()
+        .map(|k| k.payload)
+        .collect()
+}
+
+/// `encode_requests`, each payload with its span and resource counts.
+pub fn encode_kept(
+    chunks: &[OutChunk<'_>],
+    max_bytes: usize,
+    mut on_oversized: impl FnMut(u128, usize),
+) -> Vec<Kept> {
     let mut b = Builder {
         max_bytes,
         payloads: Vec::new(),
+        spans: 0,
         groups: Vec::new(),
         res_index: HashMap::new(),
         origin_index: HashMap::new(),
@@ -239,7 +276,7 @@ pub fn encode_requests(
     for c in chunks {
         let origin: &Origin = c.origin;
         if b.fits(origin, c.framed.len()) {
-            b.add(origin, c.framed);
+            b.add(origin, c.framed, c.spans as usize);
         } else {
             b.add_cut(origin, c.framed, &mut on_oversized);
         }
@@ -402,10 +439,12 @@ mod tests {
             OutChunk {
                 origin: &a,
                 framed: &fa,
+                spans: big.len() as u32,
             },
             OutChunk {
                 origin: &b,
                 framed: &fb,
+                spans: small.len() as u32,
             },
         ];
         let want: Vec<(String, Vec<u8>)> = big
@@ -433,6 +472,7 @@ mod tests {
                 }
             }
             assert_eq!(spans_of(&payloads), want, "{max}");
+            assert_counts_true(&encode_kept(&chunks, max, |_, _| {}));
         }
         // Without a limit, one payload.
         assert_eq!(encode_requests(&chunks, usize::MAX, |_, _| {}).len(), 1);
@@ -450,6 +490,7 @@ mod tests {
         let chunks = [OutChunk {
             origin: &a,
             framed: &f,
+            spans: spans.len() as u32,
         }];
         let mut reported = Vec::new();
         let payloads = encode_requests(&chunks, 2048, |id, size| reported.push((id, size)));
@@ -467,5 +508,19 @@ mod tests {
         assert_eq!(spans_of(&payloads[over[0]..=over[0]]).len(), 1);
         let got: Vec<Vec<u8>> = spans_of(&payloads).into_iter().map(|(_, s)| s).collect();
         assert_eq!(got, spans);
+        assert_counts_true(&encode_kept(&chunks, 2048, |_, _| {}));
+    }
+
+    /// Every payload's counts are what decoding it finds (the binding hands them out instead of a decode).
+    fn assert_counts_true(kept: &[Kept]) {
+        for (i, k) in kept.iter().enumerate() {
+            let d = decode(&k.payload, &AttrKeys::default()).expect("an emitted payload decodes");
+            assert_eq!(k.spans, d.spans.len(), "payload {i}: spans");
+            assert_eq!(
+                k.resource_spans,
+                d.resources.len(),
+                "payload {i}: resource spans"
+            );
+        }
     }
 }

@@ -550,9 +550,13 @@ fn not_traces(obj: &Map<'_>) -> String {
 
 #[cold]
 fn syntax_error(body: &[u8], e: &serde_json::Error) -> Error {
-    // serde_json reports a 1-based line and a column counted in bytes; turn them into a byte offset.
+    // serde_json reports a 1-based line and a column counted in bytes; turn them into a byte offset (the end of
+    // the text when it ended too soon).
+    let whole = body.iter().rposition(|&b| !b.is_ascii_whitespace());
     let mut offset = 0;
-    if e.line() > 0 {
+    if e.is_eof() {
+        offset = whole.map_or(0, |w| w + 1);
+    } else if e.line() > 0 {
         let mut line = 1;
         for (i, &b) in body.iter().enumerate() {
             if line == e.line() {
@@ -566,10 +570,31 @@ fn syntax_error(body: &[u8], e: &serde_json::Error) -> Error {
         }
         offset = (offset + e.column().saturating_sub(1)).min(body.len());
     }
+    // Where, in characters as an editor counts them: a one-line document (a JSON line) needs only the column.
+    let before = &body[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
+    let text = e.to_string();
+    let what = text
+        .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
+        .unwrap_or(&text);
+    let one_line = !body[..whole.map_or(0, |w| w + 1)].contains(&b'\n');
+    let place = if one_line {
+        format!("column {column}")
+    } else {
+        format!("line {line}, column {column}")
+    };
     Error::Decode {
         field: String::new(),
         offset,
-        message: format!("invalid JSON: {e}"),
+        message: format!("invalid JSON: {what} ({place})"),
     }
 }
 

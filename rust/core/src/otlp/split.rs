@@ -57,22 +57,25 @@ pub fn split_by_trace(payload: &[u8]) -> Result<Vec<(u128, Vec<u8>)>> {
             end += 1;
         }
         // Runs of spans under one scope, framed as `ScopeSpans.spans` entries.
-        let mut runs: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut runs: Vec<(usize, Vec<u8>, u32)> = Vec::new();
         for &(_, i) in &order[start..end] {
             let span = &d.spans[i];
             let scope = span.scope as usize;
-            if runs.last().is_none_or(|(s, _)| *s != scope) {
-                runs.push((scope, Vec::new()));
+            if runs.last().is_none_or(|(s, _, _)| *s != scope) {
+                runs.push((scope, Vec::new(), 0));
             }
-            let framed = &mut runs.last_mut().expect("pushed above").1;
+            let run = runs.last_mut().expect("pushed above");
+            run.2 += 1;
+            let framed = &mut run.1;
             framed.reserve(framed_size(span.raw.len()));
             frame_span(framed, span.raw);
         }
         let chunks: Vec<OutChunk<'_>> = runs
             .iter()
-            .map(|(scope, framed)| OutChunk {
+            .map(|(scope, framed, spans)| OutChunk {
                 origin: &origins[*scope],
                 framed,
+                spans: *spans,
             })
             .collect();
         let mut payloads = encode_requests(&chunks, usize::MAX, |_, _| {});

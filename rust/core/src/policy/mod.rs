@@ -416,9 +416,6 @@ policies! {
     Adaptive(adaptive::Adaptive),
 }
 
-/// Types the reference has that tailsample does not run yet: a clear error rather than "unknown".
-pub const NOT_YET: &[&str] = &[];
-
 /// A named policy with its place in the trace summary.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -436,7 +433,7 @@ impl Policy {
         let type_name = m.required_string("type")?;
         // An entry may carry blocks for other types (the reference ignores them); only its own is read.
         let mut own: Option<&Value> = None;
-        for t in SUPPORTED.iter().chain(NOT_YET.iter()) {
+        for t in SUPPORTED {
             let v = m.value(t);
             if *t == type_name {
                 own = v;
@@ -553,11 +550,7 @@ impl Kind {
         let supported = SUPPORTED.join(", ");
         Err(Error::config(
             type_path,
-            if NOT_YET.contains(&type_name) {
-                format!("policy type {type_name:?} is not supported by tailsample yet; supported: {supported}")
-            } else {
-                format!("unknown policy type {type_name:?}; supported: {supported}")
-            },
+            format!("unknown policy type {type_name:?}; supported: {supported}"),
         ))
     }
 }

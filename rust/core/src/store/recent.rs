@@ -20,10 +20,13 @@ pub struct KeptTrace {
 }
 
 /// What a listing shows of a kept trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct KeptSummary {
+    #[serde(serialize_with = "crate::serialize::trace_id_hex")]
     pub trace_id: u128,
+    #[serde(serialize_with = "crate::serialize::seconds_i64")]
     pub decided_at: i64,
+    #[serde(rename = "span_count")]
     pub spans: u32,
 }
 

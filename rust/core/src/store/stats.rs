@@ -135,7 +135,7 @@ mod tests {
 
 /// Per-policy counters, with the reference's meaning: how often the policy voted each way, how often its
 /// evaluation failed (no vote), and how many kept traces it was the first, in order, to sample.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct PolicyCounters {
     pub sampled: u64,
     pub not_sampled: u64,
