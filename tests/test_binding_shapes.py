@@ -83,12 +83,12 @@ def test_queue_and_memory_stats_keys(tmp_path: Path):
 
 def test_gap_report_keys_are_the_documented_ones():
     """Scenario: a call from frontend to an address nobody answered, kept (an error), and a span whose parent
-    never came. Guarantees: the report, its pairs and broken services have exactly the keys `tailsample.gaps`
+    never came. Guarantees: the report, its pairs and broken services have exactly the keys `tailsample.engine`
     documents (the TypedDicts), trace IDs in hex, addresses a mapping."""
     from typing import get_type_hints
 
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
-    from tailsample.gaps import BrokenService, GapPair, GapReport
+    from tailsample.engine import BrokenService, GapPair, GapReport
 
     e = Engine(Config.from_dict({"decision_wait": "1s", "policies": ALWAYS,
                                  "tailsample": {"propagation_audit": {}}}))

@@ -7,10 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from tailsample.fileformat import PayloadReader, detect_format, json_to_proto, proto_to_json, read_payloads
 
 from otlp_builders import make_request, make_span
-from tailsample import _native, fileformat
+from tailsample import _native
+from tailsample.collector import fileformat
+from tailsample.collector.fileformat import PayloadReader, detect_format, json_to_proto, proto_to_json, read_payloads
 from tailsample.errors import DecodeError
 
 PAYLOAD = make_request({"service.name": "shop"}, [make_span(b"\x01" * 16, b"\x02" * 8, name="GET /")])

@@ -10,15 +10,15 @@ import logging
 from typing import Any
 
 import pytest
-from tailsample.exporters.debug import DebugExporter
-from tailsample.service.config import DebugExporter as DebugExporterSettings
-from tailsample.service.metrics import Registry
 
 from otlp_builders import STATUS_ERROR, make_request, make_resource_spans, make_scope_spans, make_span, request
 from tailsample import _native, inspect_payload
+from tailsample.collector.metrics import Registry
+from tailsample.collector.settings import DebugExporterSettings
 from tailsample.config import Config
 from tailsample.engine import Engine, KeptPayload
 from tailsample.exporters.base import Batch, ExporterMetrics
+from tailsample.exporters.debug_exporter import DebugExporter
 from tailsample.receivers.sink import span_count
 
 ALWAYS = [{"name": "all", "type": "always_sample"}]
