@@ -236,13 +236,12 @@ impl NotSampledFilter {
 ///
 /// Without a decision cache the reference keeps a decided trace in its table, spans released, until
 /// `num_traces` pushes it out, oldest arrival first, decided or not; until then its late spans follow the
-/// decision (sent on without the cached-decision attribute, or dropped). The store keeps only the ID, its
-/// arrival number and the outcome (about 100 B per trace), and counts it against `num_traces` as the
-/// reference does.
+/// decision (sent on without the cached-decision attribute, or dropped). The shard keeps such a trace's ID in its
+/// own table, its value marked held with the trace's arrival number (one lookup finds a buffered trace or a held
+/// decision, as before); this holds the outcomes by arrival number, oldest first.
 #[derive(Default)]
 pub struct ResidentDecisions {
-    by_id: HashMap<u128, Resident, RandomState>,
-    by_arrival: BTreeMap<u64, u128>,
+    by_arrival: BTreeMap<u64, (u128, Resident)>,
 }
 
 /// What a resident trace was decided: kept (with its stage) or not.
@@ -252,43 +251,35 @@ pub enum Resident {
     NotKept,
 }
 
-/// Bytes per resident trace: the table entry (ID, outcome, arrival, hash overhead) and the order entry.
-const RESIDENT_BYTES: usize = 100;
+/// Bytes per held trace: its entry here (with the B-tree's share of a node) and its entry in the shard's table.
+const RESIDENT_BYTES: usize = std::mem::size_of::<(u64, (u128, Resident))>() + 16 + 32;
 
 impl ResidentDecisions {
-    /// Holds `id`, first seen as arrival number `arrival`; an ID already held keeps its first outcome.
-    pub fn insert(&mut self, id: u128, arrival: u64, outcome: Resident) {
-        if self.by_id.contains_key(&id) {
-            return;
-        }
-        self.by_id.insert(id, outcome);
-        self.by_arrival.insert(arrival, id);
+    /// Holds trace `id`, first seen as arrival number `arrival` (unique per shard).
+    pub fn insert(&mut self, arrival: u64, id: u128, outcome: Resident) {
+        self.by_arrival.insert(arrival, (id, outcome));
     }
+    /// The outcome of the trace held under `arrival`.
     #[inline]
-    pub fn get(&self, id: u128) -> Option<Resident> {
-        if self.by_id.is_empty() {
-            return None;
-        }
-        self.by_id.get(&id).copied()
+    pub fn get(&self, arrival: u64) -> Option<Resident> {
+        self.by_arrival.get(&arrival).map(|&(_, r)| r)
     }
     /// The arrival number of the oldest held trace.
     pub fn oldest_arrival(&self) -> Option<u64> {
         self.by_arrival.first_key_value().map(|(&a, _)| a)
     }
-    /// Forgets the oldest held trace (a late span of it then starts a new trace).
+    /// Forgets the oldest held trace and returns its ID (a late span of it then starts a new trace).
     pub fn pop_oldest(&mut self) -> Option<u128> {
-        let (_, id) = self.by_arrival.pop_first()?;
-        self.by_id.remove(&id);
-        Some(id)
+        self.by_arrival.pop_first().map(|(_, (id, _))| id)
     }
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.by_arrival.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.by_arrival.is_empty()
     }
     pub fn bytes(&self) -> usize {
-        self.by_id.len() * RESIDENT_BYTES
+        self.by_arrival.len() * RESIDENT_BYTES
     }
 }
 
@@ -314,21 +305,20 @@ mod tests {
     }
 
     /// Scenario: traces decided out of arrival order (a root-triggered decision first). Guarantee: they are
-    /// forgotten oldest arrival first, whatever the order of their decisions, and an ID keeps its first outcome.
+    /// forgotten oldest arrival first, whatever the order of their decisions.
     #[test]
     fn resident_decisions_leave_oldest_arrival_first() {
         let mut r = ResidentDecisions::default();
-        r.insert(id(2), 2, Resident::NotKept);
-        r.insert(id(0), 0, Resident::Kept(Stage::Certain));
-        r.insert(id(1), 1, Resident::NotKept);
-        r.insert(id(0), 5, Resident::NotKept);
+        r.insert(2, id(2), Resident::NotKept);
+        r.insert(0, id(0), Resident::Kept(Stage::Certain));
+        r.insert(1, id(1), Resident::NotKept);
         assert_eq!(r.len(), 3);
-        assert_eq!(r.get(id(0)), Some(Resident::Kept(Stage::Certain)));
+        assert_eq!(r.get(0), Some(Resident::Kept(Stage::Certain)));
         assert_eq!(r.oldest_arrival(), Some(0));
         assert_eq!(r.pop_oldest(), Some(id(0)));
         assert_eq!(r.pop_oldest(), Some(id(1)));
-        assert_eq!(r.get(id(1)), None);
-        assert_eq!(r.get(id(2)), Some(Resident::NotKept));
+        assert_eq!(r.get(1), None);
+        assert_eq!(r.get(2), Some(Resident::NotKept));
         assert_eq!(r.bytes(), RESIDENT_BYTES);
     }
 

@@ -63,6 +63,9 @@ struct ShardAudit {
     reader: AuditReader,
 }
 
+/// A table value at or above this holds a decided trace (its arrival number below it), not a slot.
+const HELD: u64 = 1 << 63;
+
 /// Not yet looked up, in a payload's cache of resource → service name id.
 const SERVICE_UNSET: u16 = u16::MAX;
 /// Self-descriptions remembered per payload, at most (past it they are learned again per span).
@@ -214,7 +217,9 @@ pub struct Shard {
     /// (as the reference does: a dropped trace is never offered to the others, so it spends no rate-limit token).
     eval_order: Vec<usize>,
     limit: usize,
-    table: HashMap<u128, u32, RandomState>,
+    /// Trace ID → its slot (a buffered trace), or `HELD | arrival` (a decided trace held for its late spans; its
+    /// outcome in `resident`). A `u64` value costs nothing over a `u32` beside a `u128` key.
+    table: HashMap<u128, u64, RandomState>,
     traces: Vec<Trace>,
     free: Vec<u32>,
     /// (slot, generation) in first-seen order.
@@ -223,8 +228,10 @@ pub struct Shard {
     root_due: VecDeque<(u32, u32, i64)>,
     sampled: SampledCache,
     not_sampled: NotSampledFilter,
-    /// Decided traces held in the table's place when their outcome has no cache (see `ResidentDecisions`).
+    /// The outcomes of decided traces held in the table when their outcome has no cache (`ResidentDecisions`).
     resident: ResidentDecisions,
+    /// Set while a trace is being decided: the table value that holds it once its slot is freed.
+    hold: Option<u64>,
     /// New traces so far: the next one's arrival number.
     arrivals: u64,
     interner: Interner,
@@ -291,6 +298,7 @@ impl Shard {
             sampled: SampledCache::new(sampled_cache),
             not_sampled: NotSampledFilter::new(non_sampled_cache),
             resident: ResidentDecisions::default(),
+            hold: None,
             arrivals: 0,
             interner: Interner::new(),
             late: Vec::new(),
@@ -381,20 +389,20 @@ impl Shard {
                 }
                 prev = Some(id);
                 // A held decision counts as new: making room for another trace of the payload may push it out.
-                if !self.table.contains_key(&id)
+                if self.slot_of(id).is_none()
                     && !self.sampled.contains(id)
                     && !self.not_sampled.contains(id)
                 {
                     new += 1;
                 }
             }
-            if self.table.len() + new > self.limit {
+            if self.buffered() + new > self.limit {
                 self.stats.refused_num_traces += 1;
                 return Err(Error::Backpressure {
                     limit: "num_traces",
                     message: format!(
                         "num_traces reached ({} buffered, limit {}, {} new in this payload) and block_on_overflow is on; retry after the next decisions",
-                        self.table.len(),
+                        self.buffered(),
                         self.limit,
                         new
                     ),
@@ -572,8 +580,10 @@ impl Shard {
             }
             Resident::NotKept if self.cfg.non_sampled_cache_size > 0 => self.not_sampled.insert(id),
             _ => {
+                // Held once `free_slot` releases the spans: the table keeps the ID.
                 let arrival = self.traces[slot as usize].arrival;
-                self.resident.insert(id, arrival, outcome);
+                self.resident.insert(arrival, id, outcome);
+                self.hold = Some(HELD | arrival);
             }
         }
     }
@@ -588,7 +598,18 @@ impl Shard {
         seen: &mut PayloadOrigins<'a>,
     ) {
         let slot = match self.table.get(&id) {
-            Some(&slot) => slot,
+            Some(&v) if v < HELD => v as u32,
+            // Held in the table after its decision: the reference sends these on as they come, without
+            // attributes, or drops them.
+            Some(&v) => {
+                match self.resident.get(v & !HELD) {
+                    Some(Resident::Kept(stage)) => {
+                        self.forward_late(d, id, group, seen, now, stage, &[])
+                    }
+                    _ => self.drop_late(d, id, group, seen, now),
+                }
+                return;
+            }
             None if self.sampled.contains(id) => {
                 // A late span of a kept trace: out at the next poll, with the trace's sampling probability.
                 let stage = self.sampled.get(id).unwrap_or_default();
@@ -604,18 +625,7 @@ impl Shard {
                 self.drop_late(d, id, group, seen, now);
                 return;
             }
-            None => match self.resident.get(id) {
-                // Held in the table's place: the reference sends these on as they come, without attributes.
-                Some(Resident::Kept(stage)) => {
-                    self.forward_late(d, id, group, seen, now, stage, &[]);
-                    return;
-                }
-                Some(Resident::NotKept) => {
-                    self.drop_late(d, id, group, seen, now);
-                    return;
-                }
-                None => self.new_trace(id, now, segment),
-            },
+            None => self.new_trace(id, now, segment),
         };
         // Fold the summary: counts, times, status, flags, root, and the folding policies' bits.
         let s = slot as usize;
@@ -751,12 +761,27 @@ impl Shard {
     }
 
     pub fn is_buffered(&self, id: u128) -> bool {
-        self.table.contains_key(&id)
+        self.slot_of(id).is_some()
+    }
+
+    /// The slot of a buffered (undecided) trace.
+    #[inline]
+    fn slot_of(&self, id: u128) -> Option<u32> {
+        match self.table.get(&id) {
+            Some(&v) if v < HELD => Some(v as u32),
+            _ => None,
+        }
+    }
+
+    /// Undecided traces buffered (the table also holds decided ones).
+    #[inline]
+    fn buffered(&self) -> usize {
+        self.table.len() - self.resident.len()
     }
 
     /// Forgets a buffered trace undecided (no decision, no cache entry, no record); false if not buffered.
     pub fn forget(&mut self, id: u128) -> bool {
-        let Some(&slot) = self.table.get(&id) else {
+        let Some(slot) = self.slot_of(id) else {
             return false;
         };
         self.stats.traces_forgotten += 1;
@@ -768,7 +793,7 @@ impl Shard {
 
     /// What this shard knows of a trace ID.
     pub fn explain(&self, id: u128) -> Knowledge {
-        if let Some(&slot) = self.table.get(&id) {
+        if let Some(slot) = self.slot_of(id) {
             let t = &self.traces[slot as usize];
             return Knowledge::Pending {
                 first_seen: t.first_seen,
@@ -835,7 +860,7 @@ impl Shard {
     }
 
     fn new_trace(&mut self, id: u128, now: i64, segment: u64) -> u32 {
-        if self.table.len() + self.resident.len() >= self.limit {
+        if self.table.len() >= self.limit {
             self.make_room();
         }
         let slot = match self.free.pop() {
@@ -860,7 +885,7 @@ impl Shard {
         if let Some(d) = &mut self.durable {
             *d.pending_by_segment.entry(segment).or_insert(0) += 1;
         }
-        self.table.insert(id, slot);
+        self.table.insert(id, u64::from(slot));
         self.due.push_back((slot, generation));
         self.stats.traces_received += 1;
         self.compact_queues();
@@ -882,13 +907,15 @@ impl Shard {
         };
         let resident_first = match (self.resident.oldest_arrival(), oldest_undecided) {
             (Some(r), Some(u)) => {
-                r < u || (self.cfg.block_on_overflow && self.table.len() < self.limit)
+                r < u || (self.cfg.block_on_overflow && self.buffered() < self.limit)
             }
             (Some(_), None) => true,
             (None, _) => false,
         };
         if resident_first {
-            self.resident.pop_oldest();
+            if let Some(id) = self.resident.pop_oldest() {
+                self.table.remove(&id);
+            }
         } else {
             self.evict_oldest();
         }
@@ -942,13 +969,23 @@ impl Shard {
             t.audit.clear();
         }
 
-        self.table.remove(&id);
+        // A decided trace held for its late spans keeps its ID in the table (one lookup either way).
+        match self.hold.take() {
+            Some(held) => {
+                if let Some(v) = self.table.get_mut(&id) {
+                    *v = held;
+                }
+            }
+            None => {
+                self.table.remove(&id);
+            }
+        }
         self.free.push(slot);
     }
 
     /// Drops stale queue entries once they outnumber the live traces.
     fn compact_queues(&mut self) {
-        let live = self.table.len().max(1024);
+        let live = self.buffered().max(1024);
         if self.due.len() > 2 * live {
             let traces = &self.traces;
             self.due
@@ -1103,7 +1140,7 @@ impl Shard {
     /// Replay: sends a buffered trace out with the decision it was given before a restart (its spans leave at
     /// the next poll, with the late spans). False if it is not buffered.
     pub fn resend(&mut self, id: u128, policy: Option<u16>, stage: Stage, now: i64) -> bool {
-        let Some(&slot) = self.table.get(&id) else {
+        let Some(slot) = self.slot_of(id) else {
             return false;
         };
         let s = slot as usize;
@@ -1254,7 +1291,7 @@ impl Shard {
         let per_trace = std::mem::size_of::<Trace>() + 16 + 4 + 1 + 8; // slot, table entry, queue entry
         let per_chunk = std::mem::size_of::<Chunk>() + 16; // allocation header
         ShardGauges {
-            traces_in_memory: self.table.len() as u64,
+            traces_in_memory: self.buffered() as u64,
             decided_traces_in_memory: self.resident.len() as u64,
             spans_in_memory: self.spans,
             span_bytes_in_memory: self.span_bytes,
