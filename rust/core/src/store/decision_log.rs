@@ -52,6 +52,8 @@ pub struct Record {
     pub late_spans: u32,
     /// What the propagation audit found in the trace (None: not audited: off, or left undecided).
     pub audit: Option<AuditCounts>,
+    /// The number of the configuration that decided it (`engine::ConfigVersion`): 1 until the first reload.
+    pub config_version: u32,
 }
 
 pub struct DecisionLog {
@@ -140,6 +142,7 @@ mod tests {
             span_count: 1,
             late_spans: 0,
             audit: None,
+            config_version: 1,
         }
     }
 
