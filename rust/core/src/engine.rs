@@ -1123,10 +1123,29 @@ fn fixed_settings(old: &EngineConfig, new: &EngineConfig) -> Vec<String> {
     changed
 }
 
+fn refuse_fixed(old: &EngineConfig, new: &EngineConfig) -> Result<()> {
+    let fixed = fixed_settings(old, new);
+    if fixed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::config(
+        "",
+        format!(
+            "cannot change without a restart: {}; the running configuration stays",
+            fixed.join(", ")
+        ),
+    ))
+}
+
 impl Engine {
     /// The version of the live configuration.
     pub fn config_version(&self) -> ConfigVersion {
         self.live_read().version
+    }
+
+    /// Whether `reload(cfg)` would be taken (for a caller swapping several engines all or none).
+    pub fn check_reload(&self, cfg: &EngineConfig) -> Result<()> {
+        refuse_fixed(&self.live_read().cfg, cfg)
     }
 
     /// The policy names of configuration `number`, if it is among the last few (see `Record::config_version`).
@@ -1151,16 +1170,7 @@ impl Engine {
     /// `adaptive`, `composite`) start fresh; per-policy counters carry over to the policy of the same name.
     pub fn reload(&self, cfg: EngineConfig) -> Result<Reloaded> {
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
-        let fixed = fixed_settings(&live.cfg, &cfg);
-        if !fixed.is_empty() {
-            return Err(Error::config(
-                "",
-                format!(
-                    "cannot change without a restart: {}; the running configuration stays",
-                    fixed.join(", ")
-                ),
-            ));
-        }
+        refuse_fixed(&live.cfg, &cfg)?;
         let next = ConfigVersion::of(&cfg, live.version.number + 1);
         if next.hash == live.version.hash && cfg.normalized() == live.cfg.normalized() {
             return Ok(Reloaded {

@@ -768,6 +768,13 @@ impl NativeEngine {
         ))
     }
 
+    /// Raises the ConfigError `reload(config)` would raise, changing nothing.
+    fn check_reload(&self, py: Python<'_>, config: &NativeConfig) -> PyResult<()> {
+        self.engine
+            .check_reload(&config.config)
+            .map_err(|e| to_py(py, e))
+    }
+
     /// The live configuration's version: (number, hash as 16 hex digits).
     fn config_version(&self) -> (u32, String) {
         let v = self.engine.config_version();
