@@ -1131,7 +1131,7 @@ fn refuse_fixed(old: &EngineConfig, new: &EngineConfig) -> Result<()> {
     Err(Error::config(
         "",
         format!(
-            "cannot change without a restart: {}; the running configuration stays",
+            "cannot change without a restart: {}",
             fixed.join(", ")
         ),
     ))
