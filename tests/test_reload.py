@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from otlp_builders import make_request, make_span, service, span_id, trace_id
 from service_harness import LOOPBACK, ServeSubprocess, free_port, service_config, sink, wait_for
-
 from tailsample import Config, Engine
 from tailsample.collector.settings import ServiceConfig
 from tailsample.incident.explain import describe

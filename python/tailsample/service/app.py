@@ -378,7 +378,12 @@ class Service:
         if self.reloader is None or not self.ready:
             log.warning("configuration reload (%s) ignored: the service is not serving yet", trigger)
             return
-        task = asyncio.create_task(self.reloader.reload(trigger), name="reload")
+        reloader = self.reloader
+
+        async def run() -> None:
+            await reloader.reload(trigger)  # logs and counts its own outcome
+
+        task = asyncio.create_task(run(), name="reload")
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 

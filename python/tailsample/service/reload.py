@@ -130,7 +130,7 @@ class ConfigReloader:
 
         def swap() -> dict[str, Reloaded]:
             # On the decision thread, between rounds. Every engine is checked before any swaps: all or none.
-            for pid, pipeline, sampler in plan:
+            for _pid, pipeline, sampler in plan:
                 try:
                     pipeline.engine.check_reload(sampler.config)
                 except TailsampleError as exc:
