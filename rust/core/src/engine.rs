@@ -7,8 +7,8 @@
 //! Encoding kept spans happens outside the locks, cut at `max_payload_bytes` between spans.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
@@ -100,7 +100,10 @@ impl Engine {
                 .attr_keys
                 .index_of_str("service.name")
                 .expect("service.name is extracted when RED metrics are on");
-            (Mutex::new(RedMetrics::new(r.clone())), AtomicUsize::new(service))
+            (
+                Mutex::new(RedMetrics::new(r.clone())),
+                AtomicUsize::new(service),
+            )
         });
         let version = ConfigVersion::of(&cfg, 1);
         Engine {
@@ -1090,8 +1093,16 @@ fn fixed_settings(old: &EngineConfig, new: &EngineConfig) -> Vec<String> {
             changed.push(format!("{name} ({a} → {b})"));
         }
     };
-    check("num_traces", old.num_traces.to_string(), new.num_traces.to_string());
-    check("num_shards", old.num_shards.to_string(), new.num_shards.to_string());
+    check(
+        "num_traces",
+        old.num_traces.to_string(),
+        new.num_traces.to_string(),
+    );
+    check(
+        "num_shards",
+        old.num_shards.to_string(),
+        new.num_shards.to_string(),
+    );
     check(
         "decision_cache.sampled_cache_size",
         old.sampled_cache_size.to_string(),
@@ -1130,10 +1141,7 @@ fn refuse_fixed(old: &EngineConfig, new: &EngineConfig) -> Result<()> {
     }
     Err(Error::config(
         "",
-        format!(
-            "cannot change without a restart: {}",
-            fixed.join(", ")
-        ),
+        format!("cannot change without a restart: {}", fixed.join(", ")),
     ))
 }
 

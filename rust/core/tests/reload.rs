@@ -17,8 +17,10 @@ use tailsample_core::{Engine, EngineConfig};
 const S: i64 = 1_000_000_000;
 
 fn config(policies: serde_json::Value) -> EngineConfig {
-    EngineConfig::from_value(&json!({"decision_wait": "10s", "num_traces": 10000, "policies": policies}))
-        .expect("valid config")
+    EngineConfig::from_value(
+        &json!({"decision_wait": "10s", "num_traces": 10000, "policies": policies}),
+    )
+    .expect("valid config")
 }
 
 /// A one-trace request under service `service` whose spans get `f` applied; returns (trace id, bytes).
@@ -63,13 +65,23 @@ fn buffered_traces_are_refolded_under_the_new_policies() {
     ]);
     let e = Engine::new(config(old));
     let mut rng = Rng(22);
-    let (gold, a) = trace(&mut rng, "svc", |s| s.attributes.push(kv_str("tier", "gold")));
-    let (eu, b) = trace(&mut rng, "svc", |s| s.attributes.push(kv_str("region", "eu")));
+    let (gold, a) = trace(&mut rng, "svc", |s| {
+        s.attributes.push(kv_str("tier", "gold"))
+    });
+    let (eu, b) = trace(&mut rng, "svc", |s| {
+        s.attributes.push(kv_str("region", "eu"))
+    });
     let (billing, c) = trace(&mut rng, "billing", |_| {});
-    let (slow, d) = trace(&mut rng, "svc", |s| s.attributes.push(kv_int("db.rows", 5000)));
+    let (slow, d) = trace(&mut rng, "svc", |s| {
+        s.attributes.push(kv_int("db.rows", 5000))
+    });
     // 3 spans of 40 each: the sum (120) passes, no single span does.
-    let (big, f) = trace(&mut rng, "svc", |s| s.attributes.push(kv_double("payment.amount", 40.0)));
-    let (plain, g) = trace(&mut rng, "svc", |s| s.attributes.push(kv_str("region", "us")));
+    let (big, f) = trace(&mut rng, "svc", |s| {
+        s.attributes.push(kv_double("payment.amount", 40.0))
+    });
+    let (plain, g) = trace(&mut rng, "svc", |s| {
+        s.attributes.push(kv_str("region", "us"))
+    });
     for p in [&a, &b, &c, &d, &f, &g] {
         e.ingest(p, 100 * S).unwrap();
     }
@@ -78,7 +90,11 @@ fn buffered_traces_are_refolded_under_the_new_policies() {
     assert!(r.changed);
     assert_eq!(r.version.number, 2);
     assert_eq!(r.traces_refolded, 6);
-    assert_eq!(stat(&e, "traces_in_memory"), 6, "buffered traces stay buffered");
+    assert_eq!(
+        stat(&e, "traces_in_memory"),
+        6,
+        "buffered traces stay buffered"
+    );
     let out = e.poll(110 * S);
     assert_eq!(kept(&out), set(&[&eu, &billing, &slow, &big]));
     assert!(!kept(&out).contains(&gold) && !kept(&out).contains(&plain));
@@ -146,7 +162,11 @@ fn fixed_settings_are_refused_by_name_and_the_old_policies_keep_deciding() {
     let mut rng = Rng(9);
     let (id, p) = trace(&mut rng, "svc", |_| {});
     e.ingest(&p, 100 * S).unwrap();
-    assert_eq!(kept(&e.poll(110 * S)), set(&[&id]), "the old policy still decides");
+    assert_eq!(
+        kept(&e.poll(110 * S)),
+        set(&[&id]),
+        "the old policy still decides"
+    );
     let same = e.reload(config(keep_all)).unwrap();
     assert!(!same.changed);
     assert_eq!(same.version, v1);
@@ -170,7 +190,9 @@ fn reloads_under_concurrent_traffic_lose_nothing_and_decide_once() {
             let mut rng = Rng(100 + t);
             let mut sent = Vec::new();
             for i in 0..300 {
-                let (_, p) = trace(&mut rng, "svc", |s| s.attributes.push(kv_str("tier", "gold")));
+                let (_, p) = trace(&mut rng, "svc", |s| {
+                    s.attributes.push(kv_str("tier", "gold"))
+                });
                 e.ingest(&p, 100 * S + i * S / 10).unwrap();
                 sent.push(p);
             }

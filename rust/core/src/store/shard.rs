@@ -22,8 +22,8 @@ use crate::durable::{Decided, Verdict};
 use crate::error::Error;
 use crate::otlp::decode::{decode, Decoded};
 use crate::otlp::encode::{
-    encode_requests, OutChunk, append_attributes, bool_attribute, double_attribute, frame_span, framed_size, map_spans,
-    string_attribute,
+    append_attributes, bool_attribute, double_attribute, encode_requests, frame_span, framed_size,
+    map_spans, string_attribute, OutChunk,
 };
 use crate::otlp::pdata_size;
 use crate::otlp::wire::len_field_size;
