@@ -169,7 +169,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
         "tailsample.decision_log_size",
         "100000",
-        "decisions remembered for `explain` (about 120 B each); 0 turns the log off",
+        "decisions remembered for `explain` (about 136 B each); 0 turns the log off",
         reference=False,
     ),
     ConfigKey(
