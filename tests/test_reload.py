@@ -193,3 +193,27 @@ def test_engine_reload_records_the_version_that_decided() -> None:
     assert any("configuration version 2" in line for line in describe(second))
     assert Engine(silver).config_version.hash == e.config_version.hash
     assert not e.reload(silver).changed
+
+
+def test_watch_config_reloads_when_the_file_changes(tmp_path: Path) -> None:
+    """Scenario: `serve --watch-config`; the file is rewritten with another policy set, later with the same
+    content again. Guarantees: the change is applied without a signal (version 2); rewriting the same content
+    is a reload that changes nothing (counted `unchanged`, version still 2)."""
+    ports = {"http": free_port(), "metrics": free_port(), "health": free_port()}
+    with sink() as backend:
+        serve = ServeSubprocess(tmp_path, "watch", _config(("gold",), ports, backend.http_endpoint),
+                                health_port=ports["health"], metrics_port=ports["metrics"],
+                                args=("--watch-config",))
+        try:
+            text = yaml.safe_dump(_config(("gold", "silver"), ports, backend.http_endpoint))
+            serve.config.write_text(text)
+            wait_for(lambda: _metric(serve.metrics(), "tailsample_config_reloads_total", result="ok") == 1,
+                     timeout=10, what="the file change applied")
+            assert _metric(serve.metrics(), "tailsample_config_version") == 2
+            serve.config.write_text(text + "\n")  # same configuration, another size
+            wait_for(lambda: _metric(serve.metrics(), "tailsample_config_reloads_total", result="unchanged") == 1,
+                     timeout=10, what="the rewrite seen as unchanged")
+            assert _metric(serve.metrics(), "tailsample_config_version") == 2
+        finally:
+            serve.proc.terminate()
+            assert serve.proc.wait(timeout=60) == 0, serve.log.read_text()[-3000:]

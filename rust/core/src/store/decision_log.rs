@@ -3,9 +3,9 @@
 //!
 //! A ring of the last `capacity` records per shard (first in, first out) with an index by trace ID. A record
 //! holds the trace's `Decision` (outcome, deciding policy, every top-level policy's vote, probability), why it
-//! was taken when it was (`Trigger`), the first-seen, due and decided times, the span count, and the late
-//! spans that arrived after the decision, and the configuration version that decided. About 136 bytes per record with its index entry: the default
-//! 100,000 records per engine take about 14 MB (`decision_log_bytes`).
+//! was taken when it was (`Trigger`), the first-seen, due and decided times, the span count, the late spans
+//! that arrived after the decision, and the number of the configuration that decided. About 136 bytes per
+//! record with its index entry: the default 100,000 records per engine take about 14 MB (`decision_log_bytes`).
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
