@@ -139,6 +139,8 @@ class ConfigReloader:
             for pid, pipeline, sampler in plan:
                 done[pid] = pipeline.engine.reload(sampler.config)
                 pipeline.tick = min(0.1, max(0.01, sampler.config.decision_wait / 10))
+                if pipeline.batcher is not None:  # batches join the engine's payloads up to its new cut
+                    pipeline.batcher.max_bytes = pipeline.engine.stats()["limit_max_payload_bytes"]
             return done
 
         applied = await asyncio.get_running_loop().run_in_executor(self._executor, swap)
