@@ -164,7 +164,8 @@ def _serve(args: argparse.Namespace) -> int:
         config = ServiceConfig.from_yaml(default.read_text(), source="(bundled serve-config.yaml)")
     else:
         config = ServiceConfig.from_file(args.config)
-    service = Service(config, shutdown_timeout=timeout)
+    service = Service(config, shutdown_timeout=timeout, config_path=Path(args.config) if args.config else None,
+                      watch_config=args.watch_config)
     try:
         asyncio.run(service.run())
     except (OSError, RuntimeError) as exc:  # an address in use, a certificate that does not load
@@ -674,6 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shutdown-timeout", default="30s", help="on SIGTERM/SIGINT, how long exporters may drain "
                    "their queues (a Go duration; default 30s)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--watch-config", action="store_true", help="reload the tail_sampling policies when the "
+                   "--config file changes (SIGHUP and POST /debug/reload always do)")
     p.set_defaults(run=_serve)
 
     p = sub.add_parser("show", help="render a kept trace as a tree (from OTLP files): durations, status, key "

@@ -130,6 +130,24 @@ class GapReport(TypedDict):
     """Address (`host:port`) → the service whose SERVER/CONSUMER spans last described themselves by it."""
 
 
+@dataclass(frozen=True)
+class ConfigVersion:
+    """Which configuration an engine decides by: `number` counts from 1 per engine, `hash` (16 hex digits) is the
+    same for the same configuration anywhere."""
+
+    number: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """What `Engine.reload` did: the version now live, whether anything changed, buffered traces re-folded."""
+
+    version: ConfigVersion
+    changed: bool
+    traces_refolded: int
+
+
 class Engine:
     """A tail-sampling engine for one configuration.
 
@@ -324,6 +342,28 @@ class Engine:
         (never kept, or pushed out of the recent-kept buffer). A malformed ID raises ValueError."""
         return self._native.kept_trace(trace_id)
 
+    # ---- live reload ----------------------------------------------------------------------------------------------
+
+    def reload(self, config: Config) -> Reloaded:
+        """Swaps in `config` at once: buffered traces stay and are judged by its policies when due; decision
+        caches stay; stateful policies start fresh. Raises ConfigError, changing nothing, when a setting that
+        cannot change live differs (num_traces, num_shards, decision_cache, tail_storage,
+        tailsample.decision_log_size, recent_kept_bytes, red_metrics, propagation_audit: named in the error)."""
+        number, digest, changed, refolded = self._native.reload(config._native)
+        if changed:
+            self.config = config
+        return Reloaded(ConfigVersion(number, digest), changed, refolded)
+
+    def check_reload(self, config: Config) -> None:
+        """Raises the ConfigError `reload(config)` would raise, changing nothing."""
+        self._native.check_reload(config._native)
+
+    @property
+    def config_version(self) -> ConfigVersion:
+        """The live configuration's version: 1 at start, one more per reload that changed something."""
+        number, digest = self._native.config_version()
+        return ConfigVersion(number, digest)
+
     def __repr__(self) -> str:
         s = self.stats()
         return (f"Engine(policies={self.config.policy_names!r}, in_memory={s['traces_in_memory']}, "
@@ -351,4 +391,5 @@ def inspect_payload(payload: bytes) -> dict[str, int]:
     return _native.inspect_payload(payload)
 
 
-__all__ = ["REJECT_REASONS", "Engine", "Ingested", "KeptPayload", "inspect_payload", "split_by_trace"]
+__all__ = ["REJECT_REASONS", "ConfigVersion", "Engine", "Ingested", "KeptPayload", "Reloaded", "inspect_payload",
+           "split_by_trace"]

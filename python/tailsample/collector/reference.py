@@ -169,7 +169,7 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
         "tailsample.decision_log_size",
         "100000",
-        "decisions remembered for `explain` (about 120 B each); 0 turns the log off",
+        "decisions remembered for `explain` (about 136 B each); 0 turns the log off",
         reference=False,
     ),
     ConfigKey(
@@ -715,6 +715,19 @@ SERVICE_METRICS: tuple[Metric, ...] = (
         "counter",
         ("endpoint", "outcome"),
         "Requests to the /debug endpoints by endpoint and outcome (served, disabled, rate_limited, unauthenticated)",
+    ),
+    Metric(
+        "tailsample_config_reloads_total",
+        "counter",
+        ("result",),
+        "Configuration reloads (SIGHUP, POST /debug/reload, --watch-config) by result: ok, unchanged, failed "
+        "(refused whole; the running configuration stays)",
+    ),
+    Metric(
+        "tailsample_config_version",
+        "gauge",
+        ("hash", "processor"),
+        "The live configuration's version (1 at start, one more per reload that changed it), with its content hash",
     ),
     Metric("otelcol_exporter_queue_size", "gauge", ("exporter",), "Current size of the retry queue (in batches)"),
     Metric("otelcol_exporter_queue_capacity", "gauge", ("exporter",), "Fixed capacity of the retry queue (in batches)"),

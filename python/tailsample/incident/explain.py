@@ -11,6 +11,7 @@ States:
   sampled, not_sampled, dropped, error, not_evaluated), times, `span_count`, `late_spans` and, with adjusted
   counts on, `sampling_probability` of a kept trace; with the propagation audit on, `propagation`: the trace's
   `gaps` (calls no callee joined) and `orphan_spans` (spans whose parent never arrived), see `tailsample.incident.gaps`;
+  `config_version`: the number of the configuration that decided it (1 until the first live reload);
 - `sampled_cache` / `non_sampled_filter`: the record is gone, but a decision cache still remembers the ID;
 - `unknown`: never seen, or forgotten.
 
@@ -68,6 +69,8 @@ def describe(e: dict[str, Any]) -> list[str]:
                  f"later on {_TRIGGERS.get(e['trigger'], e['trigger'])}; "
                  f"{max(0.0, e['decided_at'] - e['due']) * 1e3:.0f} ms past due")
     lines.append(f"  {e['span_count']} spans when decided; {e['late_spans']} late spans after")
+    if "config_version" in e:
+        lines.append(f"  decided by configuration version {e['config_version']} (live reloads count from 1)")
     if "sampling_probability" in e:
         p = e["sampling_probability"]
         lines.append("  sampling probability unknown (kept by a rate limit): no adjusted count" if p is None

@@ -6,6 +6,9 @@ accepting (calls in flight finish), every engine decides what it holds (or drops
 `drop_pending_traces_on_shutdown`; with tail storage, only what is due: the rest waits on disk for the next
 start), the kept spans go to the exporters, which drain their queues until
 `shutdown_timeout`; then the process exits 0.
+
+SIGHUP, `POST /debug/reload` and (with `--watch-config`) a change of the file re-read the configuration and swap
+the tail_sampling policies live (`tailsample.service.reload`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import logging
 import signal
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -58,6 +62,7 @@ from tailsample.incident.tree import build_traces, summary_json
 from tailsample.service.debug import DebugGate
 from tailsample.service.memory import MemoryLimiter, resident_bytes
 from tailsample.service.pipeline import FanoutSink, ServicePipeline
+from tailsample.service.reload import ConfigReloader
 from tailsample.ui.status import StatusPage
 
 log = logging.getLogger("tailsample.serve")
@@ -102,8 +107,12 @@ class _HttpEndpoint:
 class Service:
     """A running `tailsample serve` (build it, `await start()`, later `await stop()`; or `run()` to the end)."""
 
-    def __init__(self, config: ServiceConfig, *, shutdown_timeout: float = 30.0) -> None:
+    def __init__(self, config: ServiceConfig, *, shutdown_timeout: float = 30.0, config_path: Path | None = None,
+                 watch_config: bool = False) -> None:
         self.config = config
+        self.config_path = config_path  # what a reload reads again (None: nothing to re-read)
+        self.watch_config = watch_config
+        self.reloader: ConfigReloader | None = None
         self.shutdown_timeout = shutdown_timeout
         self.registry = Registry()
         self.ready = False
@@ -161,6 +170,8 @@ class Service:
                 ServicePipeline, p, dict(cfg.processors), [self.exporters[e] for e in p.exporters],
                 [self.limiters[x] for x in p.processors if x in self.limiters], self.registry, storage))
 
+        self.reloader = ConfigReloader(cfg, self.config_path, self.pipelines, self.registry, self._executor,
+                                       self._reloaded)
         receiver_metrics = ReceiverMetrics(self.registry)
         caps = self._connection_caps()
         auths: dict[str, BearerTokenAuth] = {}
@@ -211,6 +222,8 @@ class Service:
             self._tasks.append(asyncio.create_task(limiter.run(), name=f"{limiter.settings.id}"))
         for pipeline in self.pipelines.values():
             self._tasks.append(asyncio.create_task(self._decide_loop(loop, pipeline), name=f"decide-{pipeline.id}"))
+        if self.watch_config and self.reloader is not None:
+            self._tasks.append(asyncio.create_task(self.reloader.watch(), name="watch-config"))
         self.ready = True
         log.info("tailsample serve: ready; %s", ", ".join([*(f"{k} on {v}" for k, v in self.addresses.items()),
                                                             *(f"{k} reading {v}" for k, v in self.consumers.items())]))
@@ -225,11 +238,12 @@ class Service:
         if self._debug is None:
             settings = self.config.debug_endpoints
             self._debug = DebugGate(settings, auths.get(settings.auth or "") if settings else None, self.registry)
-        return self._debug.routes({"/debug/traces/{trace_id}": ("traces", self._explain),
-                                   "/debug/gaps": ("gaps", self._gaps),
-                                   "/debug/attributes": ("attributes", self._attributes),
-                                   "/debug/kept": ("kept", self._kept_list),
-                                   "/debug/kept/{trace_id}": ("kept_trace", self._kept_trace)})
+        return [*self._debug.post_routes({"/debug/reload": ("reload", self._reload)}),
+                *self._debug.routes({"/debug/traces/{trace_id}": ("traces", self._explain),
+                                     "/debug/gaps": ("gaps", self._gaps),
+                                     "/debug/attributes": ("attributes", self._attributes),
+                                     "/debug/kept": ("kept", self._kept_list),
+                                     "/debug/kept/{trace_id}": ("kept_trace", self._kept_trace)})]
 
     def _connection_caps(self) -> dict[str, int]:
         """Every OTLP listener's max_connections, lowered to fit the descriptor limit with the endpoints'."""
@@ -347,6 +361,32 @@ class Service:
                                 "pushed out of the recent_kept_bytes buffer); `tailsample explain` says what "
                                 "happened to it")
 
+    async def _reload(self, request: web.Request) -> web.Response:
+        """`POST /debug/reload`: re-read the configuration file; 200 when applied (or unchanged), 422 when refused
+        (the running configuration stays), with what happened as JSON."""
+        if self.reloader is None:
+            return _json_error(503, "the service is starting")
+        outcome = await self.reloader.reload("POST /debug/reload")
+        return web.Response(status=422 if outcome["result"] == "failed" else 200, text=json.dumps(outcome),
+                            content_type="application/json")
+
+    def _reloaded(self, config: ServiceConfig) -> None:
+        self.config = config
+
+    def reload_soon(self, trigger: str = "SIGHUP") -> None:
+        """Starts a reload in the background (a signal handler cannot wait for one)."""
+        if self.reloader is None or not self.ready:
+            log.warning("configuration reload (%s) ignored: the service is not serving yet", trigger)
+            return
+        reloader = self.reloader
+
+        async def run() -> None:
+            await reloader.reload(trigger)  # logs and counts its own outcome
+
+        task = asyncio.create_task(run(), name="reload")
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
     async def _health(self, request: web.Request) -> web.Response:
         up = datetime.datetime.fromtimestamp(self.started_at, datetime.timezone.utc)
         body: dict[str, Any] = {"status": "Server available" if self.ready else "Server not available",
@@ -397,6 +437,8 @@ class Service:
             # it never served: release what had started, without announcing a shutdown
             await self.stop(quiet=True)
             raise
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):  # SIGHUP: Unix only
+            loop.add_signal_handler(signal.SIGHUP, self.reload_soon)
         try:
             await self._stopping.wait()
         finally:

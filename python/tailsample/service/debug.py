@@ -77,6 +77,25 @@ class DebugGate:
             return [web.route("*", "/debug{rest:.*}", self._disabled)]
         return [web.get(path, self._wrap(name, handler)) for path, (name, handler) in handlers.items()]
 
+    def post_routes(self, handlers: dict[str, tuple[str, Handler]]) -> list[web.RouteDef]:
+        """As `routes`, for POST endpoints that change the service: these also need the gate's authenticator
+        (403 without one). When off, `routes`' catch-all answers 404."""
+        if not self.enabled:
+            return []
+        return [web.post(path, self._wrap(name, self._authenticated_only(name, handler)))
+                for path, (name, handler) in handlers.items()]
+
+    def _authenticated_only(self, name: str, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if self.auth is None:
+                return web.Response(status=403, text=json.dumps({"error": f"/debug/{name} changes the service: give "
+                                                                          "the tailsample_debug extension an "
+                                                                          "authenticator (auth) to use it"}),
+                                    content_type="application/json")
+            return await handler(request)
+
+        return guarded
+
     async def _disabled(self, request: web.Request) -> web.Response:
         self.requests.add(1, "any", "disabled")
         return web.Response(status=404, text=json.dumps({"error": DISABLED_MESSAGE, "disabled": True}),

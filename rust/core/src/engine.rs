@@ -7,8 +7,9 @@
 //! Encoding kept spans happens outside the locks, cut at `max_payload_bytes` between spans.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
 use ahash::RandomState;
@@ -29,7 +30,10 @@ use crate::store::stats::{LagHistogram, ShardGauges};
 use crate::store::{Chunk, Knowledge, PolicyCounters, Shard, ShardStats};
 
 pub struct Engine {
-    cfg: Arc<EngineConfig>,
+    /// The live configuration and its version. `ingest` and decision rounds hold it read for their whole run and
+    /// `reload` takes it written, so a payload is decoded and folded under one configuration and a round judges
+    /// under one (see `reload`).
+    live: RwLock<Live>,
     shards: Box<[Mutex<Shard>]>,
     router: RandomState,
     /// The engine's clock: the largest `now` seen. Shards read time from here, so it never runs backwards,
@@ -47,7 +51,7 @@ pub struct Engine {
     last_oversized: Mutex<Option<(u128, usize)>>,
     /// RED metrics of every span taken, before sampling (`tailsample.red_metrics`), and the index of
     /// `service.name` among the extracted attribute keys.
-    red: Option<(Mutex<RedMetrics>, usize)>,
+    red: Option<(Mutex<RedMetrics>, AtomicUsize)>,
     /// Bytes held by buffered traces over all shards (`memory_bytes`), for `max_buffered_bytes`.
     buffered_bytes: AtomicU64,
     refused_max_buffered_bytes: AtomicU64,
@@ -96,11 +100,19 @@ impl Engine {
                 .attr_keys
                 .index_of_str("service.name")
                 .expect("service.name is extracted when RED metrics are on");
-            (Mutex::new(RedMetrics::new(r.clone())), service)
+            (
+                Mutex::new(RedMetrics::new(r.clone())),
+                AtomicUsize::new(service),
+            )
         });
+        let version = ConfigVersion::of(&cfg, 1);
         Engine {
             red,
-            cfg,
+            live: RwLock::new(Live {
+                names: [(1, names_of(&cfg))].into(),
+                cfg,
+                version,
+            }),
             shards,
             router: RandomState::new(),
             clock: AtomicI64::new(i64::MIN),
@@ -138,17 +150,18 @@ impl Engine {
         let mut report = ReplayReport::default();
         let (st, decisions) = TailStorage::open(
             storage,
-            engine.cfg.sampled_cache_size as u64,
-            engine.cfg.non_sampled_cache_size as u64,
+            engine.config().sampled_cache_size as u64,
+            engine.config().non_sampled_cache_size as u64,
             &mut report,
         )
         .map_err(storage_error)?;
         let mut resend: HashMap<u128, (Option<u16>, Stage)> = HashMap::new();
         let mut clock = i64::MIN;
+        let cfg = engine.config();
         let scan = st.for_each_payload(|at, t, payload| {
             let t = t.min(now);
             clock = clock.max(t);
-            let Ok(d) = decode(payload, &engine.cfg.attr_keys) else {
+            let Ok(d) = decode(payload, &cfg.attr_keys) else {
                 report.payloads_invalid += 1;
                 return;
             };
@@ -263,8 +276,13 @@ impl Engine {
         }
     }
 
-    pub fn config(&self) -> &EngineConfig {
-        &self.cfg
+    /// The live configuration (a snapshot: a reload swaps in another).
+    pub fn config(&self) -> Arc<EngineConfig> {
+        self.live_read().cfg.clone()
+    }
+
+    fn live_read(&self) -> RwLockReadGuard<'_, Live> {
+        self.live.read().unwrap_or_else(|e| e.into_inner())
     }
 
     #[inline]
@@ -366,7 +384,9 @@ impl Engine {
         sync: bool,
     ) -> Result<Ingested> {
         let now = self.tick(now);
-        let limit = self.cfg.max_buffered_bytes;
+        // Held to the end: the payload is decoded with the attribute keys of the configuration its shards fold by.
+        let live = self.live_read();
+        let limit = live.cfg.max_buffered_bytes;
         let used = self.buffered_bytes.load(Ordering::Relaxed);
         if used >= limit {
             self.refused_max_buffered_bytes
@@ -379,7 +399,7 @@ impl Engine {
                 ),
             });
         }
-        let d = match decode(payload, &self.cfg.attr_keys) {
+        let d = match decode(payload, &live.cfg.attr_keys) {
             Ok(d) => d,
             Err(e) => {
                 self.payloads_rejected.fetch_add(1, Ordering::Relaxed);
@@ -469,6 +489,7 @@ impl Engine {
         let Some((red, service_key)) = &self.red else {
             return;
         };
+        let service_key = &service_key.load(Ordering::Relaxed);
         let mut red = red.lock().unwrap_or_else(|e| e.into_inner());
         for span in &d.spans {
             let resource = d.scopes[span.scope as usize].resource as usize;
@@ -514,7 +535,7 @@ impl Engine {
             .collect();
         Some(encode_requests(
             &refs,
-            self.cfg.max_payload_bytes,
+            self.config().max_payload_bytes,
             |_, _| {},
         ))
     }
@@ -534,7 +555,8 @@ impl Engine {
 
     /// The propagation-gap audit over every shard (None when `tailsample.propagation_audit` is off).
     pub fn gaps(&self) -> Option<GapReport> {
-        let a = self.cfg.propagation_audit.as_ref()?;
+        let cfg = self.config();
+        let a = cfg.propagation_audit.as_ref()?;
         let mut parts = Vec::with_capacity(self.shards.len());
         for shard in self.shards.iter() {
             parts.push(lock(shard).gaps()?);
@@ -546,7 +568,7 @@ impl Engine {
     /// under their overflow key, and their state's bytes. Their state is shared by the shards.
     fn policy_state(&self) -> (u64, u64, u64) {
         let (mut keys, mut overflowed, mut bytes) = (0, 0, 0);
-        for p in &self.cfg.policies {
+        for p in &self.config().policies {
             p.walk(&mut |q| {
                 let (k, o, b) = q.kind.state();
                 keys += k;
@@ -592,6 +614,8 @@ impl Engine {
     /// spans leave.
     fn round(&self, now: i64, each: fn(&mut Shard, i64, &mut Vec<Chunk>)) -> (u64, Vec<Kept>) {
         let now = self.tick(now);
+        // A round judges every shard under one configuration: a reload waits for it.
+        let live = self.live_read();
         let mut next = lock_round(&self.next_round);
         let round = *next;
         *next += 1;
@@ -620,10 +644,12 @@ impl Engine {
             }
         }
         drop(next);
-        (round, self.encode(out))
+        let max_payload_bytes = live.cfg.max_payload_bytes;
+        drop(live);
+        (round, self.encode(out, max_payload_bytes))
     }
 
-    fn encode(&self, chunks: Vec<Chunk>) -> Vec<Kept> {
+    fn encode(&self, chunks: Vec<Chunk>, max_payload_bytes: usize) -> Vec<Kept> {
         if chunks.is_empty() {
             return Vec::new();
         }
@@ -635,7 +661,7 @@ impl Engine {
                 spans: c.spans,
             })
             .collect();
-        let payloads = encode_kept(&refs, self.cfg.max_payload_bytes, |trace_id, size| {
+        let payloads = encode_kept(&refs, max_payload_bytes, |trace_id, size| {
             self.spans_oversized.fetch_add(1, Ordering::Relaxed);
             *self
                 .last_oversized
@@ -673,7 +699,7 @@ impl Engine {
             log_records += shard.decision_log_len() as u64;
             log_bytes += shard.decision_log_bytes() as u64;
         }
-        let c = &self.cfg;
+        let c = &self.config();
         let (state_keys, state_overflowed, state_bytes) = self.policy_state();
         let red = self.red.as_ref().map(|(r, _)| {
             let r = r.lock().unwrap_or_else(|e| e.into_inner());
@@ -896,8 +922,8 @@ impl Engine {
 
     /// Per-policy counters, in configuration order.
     pub fn policy_stats(&self) -> Vec<(String, PolicyCounters)> {
-        let mut totals: Vec<PolicyCounters> =
-            vec![PolicyCounters::default(); self.cfg.policies.len()];
+        let cfg = self.config();
+        let mut totals: Vec<PolicyCounters> = vec![PolicyCounters::default(); cfg.policies.len()];
         for shard in self.shards.iter() {
             let shard = lock(shard);
             for (t, p) in totals.iter_mut().zip(&shard.policy_stats) {
@@ -908,8 +934,7 @@ impl Engine {
                 t.decided += p.decided;
             }
         }
-        self.cfg
-            .policies
+        cfg.policies
             .iter()
             .map(|p| p.name.clone())
             .zip(totals)
@@ -1026,4 +1051,185 @@ pub fn seconds_to_ns(now: f64) -> Result<i64> {
         ));
     }
     Ok((now * 1e9).round() as i64)
+}
+
+/// The configuration an engine decides by, and its version.
+struct Live {
+    cfg: Arc<EngineConfig>,
+    version: ConfigVersion,
+    /// Policy names of the last `NAMES_KEPT` versions, oldest first: decision-log records name their policies
+    /// by index in the configuration that decided them.
+    names: std::collections::VecDeque<(u32, Vec<String>)>,
+}
+
+/// Versions whose policy names `explain` can still give (a record decided under an older one shows indexes).
+const NAMES_KEPT: usize = 16;
+
+fn names_of(cfg: &EngineConfig) -> Vec<String> {
+    cfg.policies.iter().map(|p| p.name.clone()).collect()
+}
+
+/// Which configuration decided a trace: the engine's first is number 1, each reload that changes something adds
+/// one; `hash` is a stable hash (FNV-1a 64) of the configuration's normalized JSON, the same for the same
+/// configuration in any process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConfigVersion {
+    pub number: u32,
+    pub hash: u64,
+}
+
+impl ConfigVersion {
+    fn of(cfg: &EngineConfig, number: u32) -> Self {
+        let text = cfg.normalized().to_string();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in text.as_bytes() {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        ConfigVersion { number, hash }
+    }
+}
+
+/// What `Engine::reload` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The version now live.
+    pub version: ConfigVersion,
+    /// False when the new configuration equals the live one: nothing was swapped (stateful policies keep
+    /// their state).
+    pub changed: bool,
+    /// Buffered traces whose summaries were folded again under the new policies.
+    pub traces_refolded: u64,
+}
+
+/// Settings a live engine cannot change: they size or place what is already held (tables, caches, logs, the
+/// files of tail storage) or carry state built under them (RED series, the propagation audit).
+fn fixed_settings(old: &EngineConfig, new: &EngineConfig) -> Vec<String> {
+    let mut changed = Vec::new();
+    let mut check = |name: &str, a: String, b: String| {
+        if a != b {
+            changed.push(format!("{name} ({a} → {b})"));
+        }
+    };
+    check(
+        "num_traces",
+        old.num_traces.to_string(),
+        new.num_traces.to_string(),
+    );
+    check(
+        "num_shards",
+        old.num_shards.to_string(),
+        new.num_shards.to_string(),
+    );
+    check(
+        "decision_cache.sampled_cache_size",
+        old.sampled_cache_size.to_string(),
+        new.sampled_cache_size.to_string(),
+    );
+    check(
+        "decision_cache.non_sampled_cache_size",
+        old.non_sampled_cache_size.to_string(),
+        new.non_sampled_cache_size.to_string(),
+    );
+    check(
+        "tailsample.decision_log_size",
+        old.decision_log_size.to_string(),
+        new.decision_log_size.to_string(),
+    );
+    check(
+        "tailsample.recent_kept_bytes",
+        old.recent_kept_bytes.to_string(),
+        new.recent_kept_bytes.to_string(),
+    );
+    let storage = |c: &EngineConfig| c.tail_storage.clone().unwrap_or_else(|| "none".into());
+    check("tail_storage", storage(old), storage(new));
+    if old.red_metrics != new.red_metrics {
+        changed.push("tailsample.red_metrics".into());
+    }
+    if old.propagation_audit != new.propagation_audit {
+        changed.push("tailsample.propagation_audit".into());
+    }
+    changed
+}
+
+fn refuse_fixed(old: &EngineConfig, new: &EngineConfig) -> Result<()> {
+    let fixed = fixed_settings(old, new);
+    if fixed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::config(
+        "",
+        format!("cannot change without a restart: {}", fixed.join(", ")),
+    ))
+}
+
+impl Engine {
+    /// The version of the live configuration.
+    pub fn config_version(&self) -> ConfigVersion {
+        self.live_read().version
+    }
+
+    /// Whether `reload(cfg)` would be taken (for a caller swapping several engines all or none).
+    pub fn check_reload(&self, cfg: &EngineConfig) -> Result<()> {
+        refuse_fixed(&self.live_read().cfg, cfg)
+    }
+
+    /// The policy names of configuration `number`, if it is among the last few (see `Record::config_version`).
+    pub fn policy_names_of(&self, number: u32) -> Option<Vec<String>> {
+        let live = self.live_read();
+        let (_, names) = live.names.iter().find(|(n, _)| *n == number)?;
+        Some(names.clone())
+    }
+
+    /// Swaps in a new configuration: policies, their parameters, the timing keys and the tailsample options
+    /// that do not size what is held. Refused whole, nothing changed, when a setting that cannot change live
+    /// differs (`fixed_settings` names them in the error).
+    ///
+    /// Atomic for every trace: the swap holds the configuration lock written, which waits for every `ingest`
+    /// and decision round in flight and holds off new ones, and swaps every shard before letting go. So a
+    /// payload is decoded and folded under one configuration, a round judges under one, and no trace is ever
+    /// judged half by the old policies and half by the new. Buffered traces stay buffered: each one's summary
+    /// is folded again from its stored spans under the new policies (matched bits, aggregates, trace keys,
+    /// `ot` values; sizes when only the new set reads them), so it is judged at its due time as if it had
+    /// arrived under them. Decision caches, held decisions, the decision log, recent kept traces, RED metrics
+    /// and the audit stay. Stateful policies (`rate_limiting`, `bytes_limiting`, `latency_percentile`,
+    /// `adaptive`, `composite`) start fresh; per-policy counters carry over to the policy of the same name.
+    pub fn reload(&self, cfg: EngineConfig) -> Result<Reloaded> {
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        refuse_fixed(&live.cfg, &cfg)?;
+        let next = ConfigVersion::of(&cfg, live.version.number + 1);
+        if next.hash == live.version.hash && cfg.normalized() == live.cfg.normalized() {
+            return Ok(Reloaded {
+                version: live.version,
+                changed: false,
+                traces_refolded: 0,
+            });
+        }
+        let cfg = Arc::new(cfg);
+        if let Some((_, key)) = &self.red {
+            let service = cfg
+                .attr_keys
+                .index_of_str("service.name")
+                .expect("service.name is extracted when RED metrics are on");
+            key.store(service, Ordering::Relaxed);
+        }
+        let mut traces_refolded = 0;
+        for s in self.shards.iter() {
+            let mut shard = lock(s);
+            let before = shard.memory_bytes();
+            traces_refolded += shard.reload(cfg.clone(), next.number);
+            self.account(before, shard.memory_bytes());
+        }
+        if live.names.len() >= NAMES_KEPT {
+            live.names.pop_front();
+        }
+        live.names.push_back((next.number, names_of(&cfg)));
+        live.cfg = cfg;
+        live.version = next;
+        Ok(Reloaded {
+            version: next,
+            changed: true,
+            traces_refolded,
+        })
+    }
 }

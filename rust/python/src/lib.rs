@@ -618,7 +618,13 @@ impl NativeEngine {
                 d.set_item("state", "decided")?;
                 d.set_item("outcome", r.decision.reason())?;
                 d.set_item("trigger", r.trigger.name())?;
-                let names = cfg.policy_names();
+                d.set_item("config_version", r.config_version)?;
+                // Named as the configuration that decided it named them (a reload may have changed the set).
+                let names_then = self.engine.policy_names_of(r.config_version);
+                let names: Vec<&str> = match &names_then {
+                    Some(n) => n.iter().map(String::as_str).collect(),
+                    None => cfg.policy_names(),
+                };
                 d.set_item(
                     "decided_by",
                     r.decision
@@ -702,6 +708,34 @@ impl NativeEngine {
             .unwrap_or_default();
         let out = to_python(py, &series)?;
         Ok(Some((bounds, out)))
+    }
+
+    // Live reload (issue 22): kept together here.
+
+    /// Swaps in `config` (see `Engine::reload`): (version number, version hash as 16 hex digits, whether
+    /// anything changed, buffered traces re-folded). A ConfigError names the settings that cannot change live.
+    fn reload(&self, py: Python<'_>, config: &NativeConfig) -> PyResult<(u32, String, bool, u64)> {
+        let cfg = config.config.clone();
+        let r = run(py, || self.engine.reload(cfg))?.map_err(|e| to_py(py, e))?;
+        Ok((
+            r.version.number,
+            format!("{:016x}", r.version.hash),
+            r.changed,
+            r.traces_refolded,
+        ))
+    }
+
+    /// Raises the ConfigError `reload(config)` would raise, changing nothing.
+    fn check_reload(&self, py: Python<'_>, config: &NativeConfig) -> PyResult<()> {
+        self.engine
+            .check_reload(&config.config)
+            .map_err(|e| to_py(py, e))
+    }
+
+    /// The live configuration's version: (number, hash as 16 hex digits).
+    fn config_version(&self) -> (u32, String) {
+        let v = self.engine.config_version();
+        (v.number, format!("{:016x}", v.hash))
     }
 }
 

@@ -19,7 +19,7 @@ use node::{Mapping, Node};
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 << 20;
 /// Late spans of kept traces wait for the next `poll` in a buffer of at most this many bytes by default.
 pub const DEFAULT_LATE_SPAN_BUFFER_BYTES: u64 = 64 << 20;
-/// Recent decisions remembered for `explain`, per engine, by default (~120 B each).
+/// Recent decisions remembered for `explain`, per engine, by default (~136 B each).
 pub const DEFAULT_DECISION_LOG_SIZE: usize = 100_000;
 /// Bytes of recently kept traces held for `tailsample show`, per engine, by default.
 pub const DEFAULT_RECENT_KEPT_BYTES: u64 = 8 << 20;

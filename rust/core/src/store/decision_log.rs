@@ -3,9 +3,9 @@
 //!
 //! A ring of the last `capacity` records per shard (first in, first out) with an index by trace ID. A record
 //! holds the trace's `Decision` (outcome, deciding policy, every top-level policy's vote, probability), why it
-//! was taken when it was (`Trigger`), the first-seen, due and decided times, the span count, and the late
-//! spans that arrived after the decision. About 120 bytes per record with its index entry: the default
-//! 100,000 records per engine take about 12 MB (`decision_log_bytes`).
+//! was taken when it was (`Trigger`), the first-seen, due and decided times, the span count, the late spans
+//! that arrived after the decision, and the number of the configuration that decided. About 136 bytes per
+//! record with its index entry: the default 100,000 records per engine take about 14 MB (`decision_log_bytes`).
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
@@ -52,6 +52,8 @@ pub struct Record {
     pub late_spans: u32,
     /// What the propagation audit found in the trace (None: not audited: off, or left undecided).
     pub audit: Option<AuditCounts>,
+    /// The number of the configuration that decided it (`engine::ConfigVersion`): 1 until the first reload.
+    pub config_version: u32,
 }
 
 pub struct DecisionLog {
@@ -140,6 +142,7 @@ mod tests {
             span_count: 1,
             late_spans: 0,
             audit: None,
+            config_version: 1,
         }
     }
 
@@ -184,9 +187,11 @@ mod tests {
     #[test]
     fn record_size_is_as_stated() {
         assert!(
-            std::mem::size_of::<Record>() <= 112,
-            "{}",
-            std::mem::size_of::<Record>()
+            std::mem::size_of::<Record>() <= 128,
+            "size {} decision {} audit {}",
+            std::mem::size_of::<Record>(),
+            std::mem::size_of::<Decision>(),
+            std::mem::size_of::<Option<AuditCounts>>(),
         );
     }
 }

@@ -20,10 +20,10 @@ use crate::config::EngineConfig;
 use crate::consistent::{adjusted_count, read_ot, rewrite_span, span_trace_state, with_threshold};
 use crate::durable::{Decided, Verdict};
 use crate::error::Error;
-use crate::otlp::decode::Decoded;
+use crate::otlp::decode::{decode, Decoded};
 use crate::otlp::encode::{
-    append_attributes, bool_attribute, double_attribute, frame_span, framed_size, map_spans,
-    string_attribute,
+    append_attributes, bool_attribute, double_attribute, encode_requests, frame_span, framed_size,
+    map_spans, string_attribute, OutChunk,
 };
 use crate::otlp::pdata_size;
 use crate::otlp::wire::len_field_size;
@@ -254,6 +254,8 @@ pub struct Shard {
     durable: Option<DurableState>,
     /// `maximum_trace_size_bytes` or a `bytes_limiting` policy reads trace sizes, measured at ingest.
     measures_size: bool,
+    /// The number of the configuration deciding now (see `reload`).
+    config_version: u32,
 }
 
 #[derive(Default)]
@@ -316,6 +318,7 @@ impl Shard {
             cast: Vec::with_capacity(n),
             durable: None,
             measures_size,
+            config_version: 1,
         }
     }
 
@@ -757,6 +760,7 @@ impl Shard {
             span_count: t.view.span_count,
             late_spans: 0,
             audit: None,
+            config_version: self.config_version,
         });
     }
 
@@ -1110,6 +1114,7 @@ impl Shard {
             span_count: view.span_count,
             late_spans: 0,
             audit,
+            config_version: self.config_version,
         });
         self.free_slot(slot);
         outcome
@@ -1363,4 +1368,170 @@ fn scope_size(d: &Decoded<'_>, sid: usize, seen: &mut PayloadOrigins<'_>) -> usi
         seen.scope_sizes[sid] = n.min(UNMEASURED as usize - 1) as u32;
     }
     seen.scope_sizes[sid] as usize
+}
+
+/// A live configuration swap (`Engine::reload`).
+impl Shard {
+    /// Takes a new configuration: new policy instances (stateful ones start fresh), counters carried by policy
+    /// name, and every buffered trace's summary folded again from its stored spans. Returns the traces
+    /// re-folded. The engine has checked that nothing this shard is sized by changed.
+    pub fn reload(&mut self, cfg: Arc<EngineConfig>, version: u32) -> u64 {
+        let policies = cfg.policies.clone();
+        let is_drop = |p: &Policy| p.kind.vetoes();
+        self.eval_order = (0..policies.len())
+            .filter(|&i| is_drop(&policies[i]))
+            .chain((0..policies.len()).filter(|&i| !is_drop(&policies[i])))
+            .collect();
+        self.policy_stats = policies
+            .iter()
+            .map(|p| {
+                self.policies
+                    .iter()
+                    .position(|old| old.name == p.name)
+                    .map(|i| self.policy_stats[i].clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        self.cast = Vec::with_capacity(policies.len());
+        self.policies = policies;
+        let measured = self.measures_size;
+        self.measures_size = cfg.maximum_trace_size_bytes > 0;
+        for p in &self.policies {
+            p.walk(&mut |q| self.measures_size |= q.kind.measures_size());
+        }
+        // The audit's configuration is unchanged (the engine refuses otherwise), but its attributes may sit at
+        // other indexes among the new keys: rebind them, keep what it learned.
+        if let (Some(a), Some(ac)) = (&mut self.audit, &cfg.propagation_audit) {
+            if let Some(key) = cfg.attr_keys.index_of_str("service.name") {
+                a.service_key = key;
+            }
+            a.reader = AuditReader::new(ac, &cfg.attr_keys);
+        }
+        // Interned resources carry the old folding policies' bits: new payloads intern afresh. Chunks buffered
+        // keep their origins (their bytes are what they are); their bits are recomputed below.
+        self.interner = Interner::new();
+        self.cfg = cfg;
+        self.config_version = version;
+        let measure = self.measures_size && !measured;
+        let mut refolded = 0;
+        for s in 0..self.traces.len() {
+            if self.traces[s].live {
+                self.refold(s, measure);
+                refolded += 1;
+            }
+        }
+        refolded
+    }
+
+    /// Folds a buffered trace's summary again from its stored spans under the current configuration: what the
+    /// policies read (matched and error bits, aggregates, trace keys, `ot` values) is recomputed; what does not
+    /// depend on the policies (counts, times, status, root) stays. Sizes are measured only when `measure` (the
+    /// old configuration did not measure them; the re-encoded trace counts as one payload).
+    fn refold(&mut self, s: usize, measure: bool) {
+        let refs: Vec<OutChunk<'_>> = self.traces[s]
+            .chunks
+            .iter()
+            .map(|c| OutChunk {
+                origin: &c.origin,
+                framed: &c.framed,
+                spans: c.spans,
+            })
+            .collect();
+        let payloads = encode_requests(&refs, usize::MAX, |_, _| {});
+        let cfg = self.cfg.clone();
+        let v = &mut self.traces[s].view;
+        v.matched = 0;
+        v.errors = 0;
+        v.aggregates = Default::default();
+        v.aggregates_present = 0;
+        v.keys = Default::default();
+        v.keys_from_root = false;
+        v.ot_th = 0;
+        v.ot_rv = 0;
+        v.ot_present = 0;
+        if measure {
+            v.bytes = 0;
+            v.otlp_bytes = 0;
+        }
+        let mut first = true;
+        for p in &payloads {
+            // These spans decoded once; the re-encoding holds them byte for byte, so this cannot fail.
+            let Ok(d) = decode(p, &cfg.attr_keys) else {
+                continue;
+            };
+            for rid in 0..d.resources.len() {
+                let attrs = d.resource_attrs_of(rid);
+                for (slot, kind) in &cfg.folders {
+                    if kind.resource_matches(attrs) {
+                        v.matched |= 1u64 << slot;
+                    }
+                }
+            }
+            if measure {
+                let mut seen = PayloadOrigins {
+                    resources: Vec::new(),
+                    origins: Vec::new(),
+                    services: Vec::new(),
+                    learned: Vec::new(),
+                    resource_sizes: vec![UNMEASURED; d.resources.len()],
+                    scope_sizes: vec![UNMEASURED; d.scopes.len()],
+                };
+                let group: Vec<(u128, u32)> =
+                    (0..d.spans.len() as u32).map(|i| (0u128, i)).collect();
+                let (content, framed) = reference_size(&d, &group, &mut seen);
+                v.bytes += content;
+                v.otlp_bytes += framed;
+            }
+            for (si, span) in d.spans.iter().enumerate() {
+                let is_root = span.parent_span_id.is_none();
+                let scope = &d.scopes[span.scope as usize];
+                let attrs = d.span_attrs_of(si);
+                let resource_attrs = d.resource_attrs_of(scope.resource as usize);
+                if !cfg.keyers.is_empty() && (first || (is_root && !v.keys_from_root)) {
+                    for k in &cfg.keyers {
+                        v.keys[k.slot] = k.span_hash(span, attrs, resource_attrs);
+                    }
+                    v.keys_from_root = is_root;
+                }
+                first = false;
+                if cfg.reads_ot && v.ot_present == 0 && !span.trace_state.is_empty() {
+                    let ot = read_ot(span.trace_state);
+                    if ot.th.is_some() || ot.rv.is_some() {
+                        v.ot_present = ot_bits::SEEN;
+                        if let Some(th) = ot.th {
+                            v.ot_th = th;
+                            v.ot_present |= ot_bits::TH;
+                        }
+                        if let Some(rv) = ot.rv {
+                            v.ot_rv = rv;
+                            v.ot_present |= ot_bits::RV;
+                        }
+                    }
+                }
+                for a in &cfg.aggregators {
+                    a.accumulate(v, attrs);
+                }
+                if !cfg.folders.is_empty() {
+                    let facts = SpanFacts {
+                        span,
+                        attrs,
+                        resource_attrs,
+                        scope_name: scope.name,
+                        scope_raw: scope.raw.as_deref().unwrap_or_default(),
+                        keys: &cfg.attr_keys,
+                    };
+                    for (slot, kind) in &cfg.folders {
+                        let bit = 1u64 << slot;
+                        if v.matched & bit == 0 {
+                            match kind.span_fold(&facts) {
+                                Fold::Match => v.matched |= bit,
+                                Fold::Error => v.errors |= bit,
+                                Fold::NoMatch => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
