@@ -1,0 +1,98 @@
+"""`tailsample simulate`: configuration A against B over a recording, trace for trace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tailsample.cli import main
+from tailsample.collector.fileformat import PayloadWriter
+from tailsample.traffic.synth import TraceTruth, TrafficGenerator
+
+SEED = Path(__file__).resolve().parents[1] / "python" / "tailsample" / "data" / "seed-config.yaml"
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[bytes, TraceTruth]]:
+    """20 s of synthetic shop traffic (known truth) written as the file exporter's proto format; 5 % errors."""
+    path = tmp_path_factory.mktemp("rec") / "traffic.binpb"
+    gen = TrafficGenerator(seed=7, spans_per_second=3000, error_share=0.05, slow_share=0.02, forced_share=0.01)
+    writer = PayloadWriter(path, "proto")
+    for batch in gen.batches(20):
+        writer.write(batch.payload)
+    writer.close()
+    return path, gen.truth
+
+
+def _without_errors(tmp: Path) -> Path:
+    doc = yaml.safe_load(SEED.read_text())
+    policies = doc["processors"]["tail_sampling"]["policies"]
+    doc["processors"]["tail_sampling"]["policies"] = [p for p in policies if p["name"] != "errors-policy"]
+    out = tmp / "no-errors.yaml"
+    out.write_text(yaml.safe_dump(doc))
+    return out
+
+
+def _run(argv: list[str], out: Path) -> dict[str, object]:
+    assert main([*argv, "--json", str(out), "--no-progress"]) == 0
+    report: dict[str, object] = json.loads(out.read_text())
+    return report
+
+
+def test_a_against_a_reports_no_difference(recording: tuple[Path, dict[bytes, TraceTruth]],
+                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Scenario: the seed configuration against itself. Guarantees: the same traces kept, nothing one-sided."""
+    path, truth = recording
+    r = _run(["simulate", "--config", str(SEED), "--against", str(SEED), str(path)], tmp_path / "r.json")
+    a, b = r["configs"]["A"], r["configs"]["B"]  # type: ignore[index]
+    assert a["traces_kept"] == b["traces_kept"] > 0
+    assert a["spans_kept"] == b["spans_kept"] > 0
+    assert a["traces_decided"] == len(truth)
+    assert r["only"] == {"A": [], "B": []}
+    assert r["differs"] is False
+    assert "no difference" in capsys.readouterr().out
+    svg = (tmp_path / "r.svg").read_text()
+    assert svg.startswith("<svg") and "errors-policy" in svg
+
+
+def test_seed_against_seed_without_errors_loses_exactly_the_error_traces(
+        recording: tuple[Path, dict[bytes, TraceTruth]], tmp_path: Path) -> None:
+    """Scenario: B is the seed YAML without its error policy. Guarantees: what only A keeps is exactly the error
+    traces no other policy keeps (not slow, not forced, not in B's 1 % random share); B keeps nothing A drops."""
+    path, truth = recording
+    r = _run(["simulate", "--config", str(SEED), "--against", str(_without_errors(tmp_path)), str(path)],
+             tmp_path / "r.json")
+    only = r["only"]
+    assert only["B"] == []  # type: ignore[index]
+    lost = {bytes.fromhex(t) for t in only["A"]}  # type: ignore[index]
+    errors_only = {t for t, x in truth.items() if x.error and not x.slow and not x.forced}
+    assert lost <= errors_only
+    # The rest of them B keeps by its random 1 %: a few, never most.
+    assert len(errors_only) >= 50 and len(errors_only - lost) <= 0.05 * len(errors_only)
+    lost_report = r["lost"]
+    assert lost_report["errors_lost_by_B"]["traces"] == len(lost)  # type: ignore[index]
+    assert lost_report["slow_lost_by_B"]["traces"] == 0  # type: ignore[index]
+    assert lost_report["errors_lost_by_A"]["traces"] == 0  # type: ignore[index]
+    examples = lost_report["errors_lost_by_B"]["examples"]  # type: ignore[index]
+    assert examples and {bytes.fromhex(t) for t in examples} <= lost
+    a, b = r["configs"]["A"], r["configs"]["B"]  # type: ignore[index]
+    assert a["traces_kept"] - b["traces_kept"] == len(lost)
+    assert a["spans_kept"] - b["spans_kept"] == sum(truth[t].spans for t in lost)
+    assert r["kept"]["A_only"]["bytes_per_day"] > 0  # type: ignore[index]
+
+
+def test_one_configuration_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Scenario: no --against; a missing file; a broken configuration. Guarantees: A's figures; clear errors."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "shop.otlp.json"
+    r = _run(["simulate", "--config", str(SEED), str(example)], tmp_path / "one.json")
+    assert list(r["configs"]) == ["A"] and r["configs"]["A"]["traces_kept"] > 0  # type: ignore[index]
+    assert "only" not in r
+    assert main(["simulate", "--config", str(SEED), str(tmp_path / "missing.json")]) == 1
+    assert "missing.json" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policies: [{name: x, type: status_code, status_code: {status_codes: [EROR]}}]\n")
+    assert main(["simulate", "--config", str(SEED), "--against", str(bad), str(example)]) == 2
+    assert "EROR" in capsys.readouterr().err
