@@ -14,6 +14,7 @@ use ahash::RandomState;
 
 use crate::policy::decision::Decision;
 use crate::propagation::AuditCounts;
+use crate::store::shadow::PackedVerdict;
 
 /// What made the decision happen when it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub struct Record {
     pub late_spans: u32,
     /// What the propagation audit found in the trace (None: not audited: off, or left undecided).
     pub audit: Option<AuditCounts>,
+    /// What the shadow policies would have done (`unpack` None: no shadow set, or left undecided).
+    pub shadow: PackedVerdict,
 }
 
 pub struct DecisionLog {
@@ -140,6 +143,7 @@ mod tests {
             span_count: 1,
             late_spans: 0,
             audit: None,
+            shadow: PackedVerdict::NONE,
         }
     }
 

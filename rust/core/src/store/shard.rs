@@ -15,6 +15,7 @@ use super::decision_cache::{NotSampledFilter, Resident, ResidentDecisions, Sampl
 use super::decision_log::{DecisionLog, Record, Trigger};
 use super::intern::{Interner, Origin, Resource};
 use super::recent::{KeptSummary, KeptTrace, RecentKept};
+use super::shadow::{PackedVerdict, ShadowSet, ShadowVerdict};
 use super::stats::{PolicyCounters, ShardGauges, ShardStats};
 use crate::config::EngineConfig;
 use crate::consistent::{adjusted_count, read_ot, rewrite_span, span_trace_state, with_threshold};
@@ -247,6 +248,8 @@ pub struct Shard {
     durable: Option<DurableState>,
     /// `maximum_trace_size_bytes` or a `bytes_limiting` policy reads trace sizes, measured at ingest.
     measures_size: bool,
+    /// `tailsample.shadow`: the shadow policies' instances in this shard, and what they found.
+    pub shadow: Option<ShadowSet>,
 }
 
 #[derive(Default)]
@@ -275,9 +278,17 @@ impl Shard {
         let n = policies.len();
         let audit = ShardAudit::new(&cfg);
         let mut measures_size = cfg.maximum_trace_size_bytes > 0;
-        for p in &policies {
+        for p in policies
+            .iter()
+            .chain(cfg.shadow.iter().flat_map(|s| &s.policies))
+        {
             p.walk(&mut |q| measures_size |= q.kind.measures_size());
         }
+        // Each shard holds its share of the disagreements remembered.
+        let shadow = cfg
+            .shadow
+            .as_ref()
+            .map(|c| ShadowSet::new(c, c.max_disagreements.div_ceil(cfg.num_shards.max(1))));
         Shard {
             cfg,
             policies,
@@ -308,6 +319,7 @@ impl Shard {
             cast: Vec::with_capacity(n),
             durable: None,
             measures_size,
+            shadow,
         }
     }
 
@@ -747,6 +759,7 @@ impl Shard {
             span_count: t.view.span_count,
             late_spans: 0,
             audit: None,
+            shadow: PackedVerdict::NONE,
         });
     }
 
@@ -1003,6 +1016,16 @@ impl Shard {
         }
         let (outcome, decided_by) = decision::precedence(self.cast.iter().map(|&(i, b, _)| (i, b)));
         let id = u128::from_be_bytes(view.trace_id);
+        let sample_on_first_match = self.cfg.sample_on_first_match;
+        let shadow = self
+            .shadow
+            .as_mut()
+            .map(|sh| sh.judge(&view, now, sample_on_first_match));
+        if let (Some(sh), Some(verdict)) = (self.shadow.as_mut(), shadow) {
+            let bytes = self.traces[s].framed_bytes;
+            let live_policy = decided_by.map(|i| i as u16);
+            sh.record(id, &view, bytes, outcome, live_policy, verdict, now);
+        }
         let spans = u64::from(view.span_count);
         let mut stage = Stage::Certain;
         let lag = now.saturating_sub(due).max(0) as u64;
@@ -1031,11 +1054,14 @@ impl Shard {
                     self.stats.traces_sampled_probability_unknown += 1;
                 }
                 self.remember_outcome(id, slot, Resident::Kept(stage));
-                let attrs = if self.cfg.record_policy {
+                let mut attrs = if self.cfg.record_policy {
                     self.policy_attributes(i)
                 } else {
                     Vec::new()
                 };
+                if let Some(v) = shadow {
+                    self.shadow_attributes(v, &mut attrs);
+                }
                 self.keep_chunks(s, id, stage, &attrs, now, out);
             }
             (Outcome::DroppedByPolicy, _) => {
@@ -1073,6 +1099,7 @@ impl Shard {
             span_count: view.span_count,
             late_spans: 0,
             audit,
+            shadow: PackedVerdict::pack(shadow),
         });
         self.free_slot(slot);
         outcome
@@ -1171,6 +1198,21 @@ impl Shard {
                 out.extend_from_slice(raw);
             }
         })
+    }
+
+    /// With `tailsample.shadow.attribute`: `tailsampling.shadow.decision` (and `tailsampling.shadow.policy` when
+    /// the shadow set would keep the trace) on the kept spans, as Refinery's dry run marks them.
+    fn shadow_attributes(&self, v: ShadowVerdict, attrs: &mut Vec<u8>) {
+        let Some(sh) = self.shadow.as_ref().filter(|sh| sh.attribute) else {
+            return;
+        };
+        attrs.extend(string_attribute(
+            "tailsampling.shadow.decision",
+            v.outcome.name(),
+        ));
+        if let Some(p) = v.policy.and_then(|i| sh.policies().get(usize::from(i))) {
+            attrs.extend(string_attribute("tailsampling.shadow.policy", &p.name));
+        }
     }
 
     /// `tailsampling.policy` (and `tailsampling.composite_policy`) for a trace policy `i` sampled.
