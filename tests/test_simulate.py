@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -36,9 +37,9 @@ def _without_errors(tmp: Path) -> Path:
     return out
 
 
-def _run(argv: list[str], out: Path) -> dict[str, object]:
+def _run(argv: list[str], out: Path) -> dict[str, Any]:
     assert main([*argv, "--json", str(out), "--no-progress"]) == 0
-    report: dict[str, object] = json.loads(out.read_text())
+    report: dict[str, Any] = json.loads(out.read_text())
     return report
 
 
@@ -47,7 +48,7 @@ def test_a_against_a_reports_no_difference(recording: tuple[Path, dict[bytes, Tr
     """Scenario: the seed configuration against itself. Guarantees: the same traces kept, nothing one-sided."""
     path, truth = recording
     r = _run(["simulate", "--config", str(SEED), "--against", str(SEED), str(path)], tmp_path / "r.json")
-    a, b = r["configs"]["A"], r["configs"]["B"]  # type: ignore[index]
+    a, b = r["configs"]["A"], r["configs"]["B"]
     assert a["traces_kept"] == b["traces_kept"] > 0
     assert a["spans_kept"] == b["spans_kept"] > 0
     assert a["traces_decided"] == len(truth)
@@ -66,29 +67,29 @@ def test_seed_against_seed_without_errors_loses_exactly_the_error_traces(
     r = _run(["simulate", "--config", str(SEED), "--against", str(_without_errors(tmp_path)), str(path)],
              tmp_path / "r.json")
     only = r["only"]
-    assert only["B"] == []  # type: ignore[index]
-    lost = {bytes.fromhex(t) for t in only["A"]}  # type: ignore[index]
+    assert only["B"] == []
+    lost = {bytes.fromhex(t) for t in only["A"]}
     errors_only = {t for t, x in truth.items() if x.error and not x.slow and not x.forced}
     assert lost <= errors_only
     # The rest of them B keeps by its random 1 %: a few, never most.
     assert len(errors_only) >= 50 and len(errors_only - lost) <= 0.05 * len(errors_only)
     lost_report = r["lost"]
-    assert lost_report["errors_lost_by_B"]["traces"] == len(lost)  # type: ignore[index]
-    assert lost_report["slow_lost_by_B"]["traces"] == 0  # type: ignore[index]
-    assert lost_report["errors_lost_by_A"]["traces"] == 0  # type: ignore[index]
-    examples = lost_report["errors_lost_by_B"]["examples"]  # type: ignore[index]
+    assert lost_report["errors_lost_by_B"]["traces"] == len(lost)
+    assert lost_report["slow_lost_by_B"]["traces"] == 0
+    assert lost_report["errors_lost_by_A"]["traces"] == 0
+    examples = lost_report["errors_lost_by_B"]["examples"]
     assert examples and {bytes.fromhex(t) for t in examples} <= lost
-    a, b = r["configs"]["A"], r["configs"]["B"]  # type: ignore[index]
+    a, b = r["configs"]["A"], r["configs"]["B"]
     assert a["traces_kept"] - b["traces_kept"] == len(lost)
     assert a["spans_kept"] - b["spans_kept"] == sum(truth[t].spans for t in lost)
-    assert r["kept"]["A_only"]["bytes_per_day"] > 0  # type: ignore[index]
+    assert r["kept"]["A_only"]["bytes_per_day"] > 0
 
 
 def test_one_configuration_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Scenario: no --against; a missing file; a broken configuration. Guarantees: A's figures; clear errors."""
     example = Path(__file__).resolve().parents[1] / "examples" / "shop.otlp.json"
     r = _run(["simulate", "--config", str(SEED), str(example)], tmp_path / "one.json")
-    assert list(r["configs"]) == ["A"] and r["configs"]["A"]["traces_kept"] > 0  # type: ignore[index]
+    assert list(r["configs"]) == ["A"] and r["configs"]["A"]["traces_kept"] > 0
     assert "only" not in r
     assert main(["simulate", "--config", str(SEED), str(tmp_path / "missing.json")]) == 1
     assert "missing.json" in capsys.readouterr().err

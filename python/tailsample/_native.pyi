@@ -83,3 +83,10 @@ def memory_stats() -> dict[str, int]:
 
 def memory_purge() -> dict[str, int]:
     """Hands mimalloc's freed pages back to the system (`mi_collect(true)`); returns `memory_stats()` after."""
+
+# shadow policies (tailsample.shadow)
+def shadow_report(engine: NativeEngine) -> str | None:
+    """The shadow report as JSON text, or None without a shadow set."""
+
+def shadow_verdict(engine: NativeEngine, trace_id: str) -> tuple[str, str | None] | None:
+    """(outcome, deciding shadow policy) of a trace in the decision log, or None."""

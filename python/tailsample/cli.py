@@ -134,6 +134,37 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0 if report["rejected_payloads"] == 0 or args.allow_rejected else 1
 
 
+def _diff(args: argparse.Namespace) -> int:
+    import json
+
+    from tailsample.collector.compare import render_lines
+
+    url = (args.url or DEFAULT_SERVICE_URL).rstrip("/")
+    try:
+        doc = _get_json(f"{url}/debug/shadow?examples={args.examples}", args, url)
+    except _ServiceUnreachable as exc:
+        print(f"tailsample: {exc}", file=sys.stderr)
+        return 1
+    pipelines: dict[str, Any] = doc.get("pipelines", {})
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    shown = {pid: r for pid, r in pipelines.items() if r is not None}
+    if not shown:
+        print("tailsample diff: no pipeline of this service has shadow policies (processors.tail_sampling."
+              "tailsample.shadow.policies; README: Shadow policies)", file=sys.stderr)
+        return 1
+    for pid, report in shown.items():
+        if len(pipelines) > 1:
+            print(f"[pipeline {pid}]")
+        print("\n".join(render_lines(report)))
+        for key, label in (("live_only", "kept by live only"), ("shadow_only", "kept by shadow only")):
+            ex = report["examples"][key]
+            if ex:
+                print(f"  e.g. {label}: {', '.join(ex)}")
+    return 0
+
+
 def _replay_to_kafka(args: argparse.Namespace) -> int:
     """Recorded traffic into a Kafka topic, unsampled, as the collector's Kafka exporter writes it."""
     from tailsample.collector.fileformat import read_payloads
@@ -675,6 +706,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--allow-rejected", action="store_true", help="exit 0 even if some messages were rejected")
     p.set_defaults(run=_simulate)
+
+    p = sub.add_parser("diff", help="the shadow policies of a running `tailsample serve` beside its live ones: "
+                       "traces kept by live only, shadow only, both; spans and bytes per day; must-keep traces lost")
+    p.add_argument("--url", help=f"the service's telemetry metrics address (default {DEFAULT_SERVICE_URL})")
+    p.add_argument("--examples", type=_limit_arg, default=5, metavar="N", help="example trace IDs per class "
+                   "(default 5)")
+    p.add_argument("--json", action="store_true", help="print the service's JSON answer")
+    _timeout_arg(p)
+    p.set_defaults(run=_diff)
 
     p = sub.add_parser("demo", help="the main job on defaults: synthetic traffic through the seed policies")
     p.add_argument("--seconds", type=float, default=30.0, help="simulated seconds of traffic (default 30)")

@@ -215,6 +215,58 @@ class Comparison:
         return out
 
 
+def shadow_comparison(report: Mapping[str, Any], *, live_policies: Mapping[str, Mapping[str, int]] | None = None,
+                      examples: int = DEFAULT_EXAMPLES) -> dict[str, Any]:
+    """An engine's shadow report (`Engine.shadow_report`) in the shape of `Comparison.to_json`, sides named
+    `live` and `shadow`: what `tailsample diff` prints. Counts are the engine's totals over every trace both sets
+    judged; example trace IDs come from its bounded ring of disagreements, newest first. Bytes are span bytes as
+    buffered; the window is the engine clock from the first judgement to the last."""
+    window = float(report["window_seconds"])
+    scale = SECONDS_PER_DAY / window if window > 0 else 0.0
+    judged = int(report["traces_judged"])
+    newest = list(reversed(report["disagreements"]))
+
+    def ids(pred: Any) -> list[str]:
+        return [d["trace_id"] for d in newest if pred(d)][:examples]
+
+    def side(name: str, parts: tuple[str, ...], policies: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+        traces = sum(int(report[p]["traces"]) for p in parts)
+        spans = sum(int(report[p]["spans"]) for p in parts)
+        nbytes = sum(int(report[p]["bytes"]) for p in parts)
+        return {"name": name, "source": "", "traces_decided": judged, "traces_kept": traces, "spans_kept": spans,
+                "bytes_kept": nbytes, "kept_share": traces / judged if judged else 0.0,
+                "spans_per_day": round(spans * scale), "bytes_per_day": round(nbytes * scale),
+                "policies": {k: dict(v) for k, v in policies.items()}}
+
+    kept = {}
+    for key in ("live_only", "shadow_only", "both"):
+        c = report[key]
+        kept[key] = {"traces": c["traces"], "spans": c["spans"], "bytes": c["bytes"],
+                     "spans_per_day": round(c["spans"] * scale), "bytes_per_day": round(c["bytes"] * scale)}
+    lost = {}
+    for cls, flag in (("errors", "error"), ("slow", "slow")):
+        for loser in ("live", "shadow"):
+            # Lost by the shadow: kept by live only (and the other way round).
+            live_kept = loser == "shadow"
+            lost[f"{cls}_lost_by_{loser}"] = {
+                "traces": report[f"{cls}_lost_by_{loser}"],
+                "examples": ids(lambda d, f=flag, lk=live_kept: d[f] and (d["live"] == "sampled") == lk),
+            }
+    return {
+        "window_seconds": window,
+        "per_day_note": "per day: extrapolated from the window between the first and the last judgement",
+        "slow_seconds": report["slow_threshold_seconds"],
+        "configs": {"live": side("live", ("live_only", "both"), live_policies or {}),
+                    "shadow": side("shadow", ("shadow_only", "both"), report["policies"])},
+        "kept": kept,
+        "lost": lost,
+        "differs": bool(report["live_only"]["traces"] or report["shadow_only"]["traces"]),
+        "record_forgotten": report["disagreements_forgotten"],
+        "examples": {"live_only": ids(lambda d: d["live"] == "sampled"),
+                     "shadow_only": ids(lambda d: d["shadow"] == "sampled")},
+    }
+
+
 def policy_bytes(facts: Iterable[TraceFacts]) -> dict[str, int]:
     """Bytes of kept traces per deciding policy (`tailsample.record_policy`); unrecorded under ''."""
     out: dict[str, int] = {}
@@ -256,4 +308,4 @@ def render_lines(report: Mapping[str, Any]) -> list[str]:
 
 
 __all__ = ["DEFAULT_SLOW_SECONDS", "Comparison", "Side", "TraceFacts", "format_bytes", "kept_facts",
-           "policy_bytes", "render_lines"]
+           "policy_bytes", "render_lines", "shadow_comparison"]

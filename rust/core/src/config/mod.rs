@@ -639,20 +639,19 @@ pub fn go_duration(ns: i64) -> String {
 /// `tailsample.shadow`: `policies` read exactly as the block's `policies`, and the shadow options.
 fn parse_shadow(v: &Value) -> Result<ShadowConfig> {
     let mut m = Node::new(v, "tailsample.shadow").mapping()?;
-    let policies = match m.value("policies") {
-        None => {
-            return Err(Error::config(
-                "tailsample.shadow.policies",
-                "is required: a list of policies, written as `policies` is",
-            ))
-        }
-        Some(p) => Policy::parse_list(Some(p), "tailsample.shadow.policies")?,
-    };
+    let listed = m.value("policies");
     let attribute = m.boolean("attribute", false)?;
     let max_disagreements =
         m.int_at_least("max_disagreements", DEFAULT_MAX_DISAGREEMENTS as i64, 0)? as usize;
     let slow_threshold_ns = m.duration("slow_threshold", DEFAULT_SLOW_THRESHOLD_NS)?;
     m.finish()?;
+    let Some(listed) = listed else {
+        return Err(Error::config(
+            "tailsample.shadow.policies",
+            "is required: a list of policies, written as `policies` is",
+        ));
+    };
+    let policies = Policy::parse_list(Some(listed), "tailsample.shadow.policies")?;
     Ok(ShadowConfig {
         policies,
         attribute,

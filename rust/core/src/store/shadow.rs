@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::stats::PolicyCounters;
 use crate::policy::decision::{self, Ballot, Outcome};
@@ -311,6 +311,72 @@ pub struct ShadowReport {
     /// The latest disagreements, oldest first (up to `max_disagreements` over the engine).
     pub disagreements: Vec<Disagreement>,
     pub disagreements_bytes: u64,
+}
+
+impl ShadowReport {
+    /// The report as JSON (the debug endpoint's body): policy names resolved, trace IDs in hex, times in seconds.
+    pub fn to_json(&self, live_names: &[&str], slow_threshold_ns: i64) -> Value {
+        let t = &self.totals;
+        let shadow_names: Vec<&str> = self.policies.iter().map(|(n, _)| n.as_str()).collect();
+        let side =
+            |k: usize| json!({"traces": t.traces[k], "spans": t.spans[k], "bytes": t.bytes[k]});
+        let name = |names: &[&str], i: Option<u16>| {
+            i.and_then(|i| names.get(usize::from(i)).map(|n| n.to_string()))
+        };
+        let policies: serde_json::Map<String, Value> = self
+            .policies
+            .iter()
+            .map(|(n, c)| {
+                (
+                    n.clone(),
+                    json!({"sampled": c.sampled, "not_sampled": c.not_sampled, "dropped": c.dropped,
+                           "errors": c.errors, "decided": c.decided}),
+                )
+            })
+            .collect();
+        let disagreements: Vec<Value> = self
+            .disagreements
+            .iter()
+            .map(|d| {
+                json!({
+                    "trace_id": format!("{:032x}", d.trace_id),
+                    "live": d.live.name(),
+                    "live_policy": name(live_names, d.live_policy),
+                    "shadow": d.shadow.outcome.name(),
+                    "shadow_policy": name(&shadow_names, d.shadow.policy),
+                    "spans": d.spans,
+                    "bytes": d.bytes,
+                    "error": d.error,
+                    "slow": d.slow,
+                    "duration_seconds": d.duration_ns as f64 / 1e9,
+                    "decided_at": d.decided_at as f64 / 1e9,
+                })
+            })
+            .collect();
+        let window = if t.traces_judged > 0 {
+            t.last_at.saturating_sub(t.first_at) as f64 / 1e9
+        } else {
+            0.0
+        };
+        json!({
+            "policies": policies,
+            "traces_judged": t.traces_judged,
+            "spans_judged": t.spans_judged,
+            "bytes_judged": t.bytes_judged,
+            "live_only": side(LIVE_ONLY),
+            "shadow_only": side(SHADOW_ONLY),
+            "both": side(BOTH),
+            "errors_lost_by_shadow": t.errors_lost_by_shadow,
+            "slow_lost_by_shadow": t.slow_lost_by_shadow,
+            "errors_lost_by_live": t.errors_lost_by_live,
+            "slow_lost_by_live": t.slow_lost_by_live,
+            "window_seconds": window,
+            "slow_threshold_seconds": slow_threshold_ns as f64 / 1e9,
+            "disagreements": disagreements,
+            "disagreements_forgotten": t.disagreements_forgotten,
+            "disagreements_bytes": self.disagreements_bytes,
+        })
+    }
 }
 
 #[cfg(test)]
