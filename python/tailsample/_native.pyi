@@ -3,7 +3,8 @@
 from typing import Any, final
 
 __all__ = ["NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue", "__version__", "error_classes",
-           "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto", "split_by_trace"]
+           "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto", "shadow_report", "shadow_verdict",
+           "split_by_trace"]
 
 __version__: str
 
