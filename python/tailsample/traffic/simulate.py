@@ -174,12 +174,16 @@ def svg(report: dict[str, Any]) -> str:
         return float(configs[label]["policies"].get(name, {}).get("bytes", 0)) * scale
 
     row, bar_h, left, width = 22 + 12 * len(labels), 12, 220, 420
-    height = 60 + 2 * (30 + row * max(1, len(names)))
+    height = 60 + 14 * len(labels) + 2 * (30 + row * max(1, len(names)))
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 140}" height="{height}" '
            f'font-family="sans-serif" font-size="12">',
            f'<text x="10" y="20" font-size="14" font-weight="bold">tailsample simulate: per policy, '
            f'{" beside ".join(labels)}</text>']
-    y = 40
+    for i, lab in enumerate(labels):  # the legend: which file is which side
+        ly = 34 + 14 * i
+        out.append(f'<rect x="10" y="{ly}" width="10" height="10" fill="{colors.get(lab, "#888")}"/>'
+                   f'<text x="24" y="{ly + 9}">{lab}: {html.escape(str(configs[lab]["source"]))}</text>')
+    y = 40 + 14 * len(labels)
     for title, value, fmt in (("kept share of decided traces (sampled by the policy)", share, "{:.2%}"),
                               ("bytes per day decided by the policy (extrapolated)", per_day, "bytes")):
         out.append(f'<text x="10" y="{y + 14}" font-weight="bold">{html.escape(title)}</text>')
