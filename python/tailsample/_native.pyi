@@ -86,8 +86,9 @@ def memory_purge() -> dict[str, int]:
     """Hands mimalloc's freed pages back to the system (`mi_collect(true)`); returns `memory_stats()` after."""
 
 # shadow policies (tailsample.shadow)
-def shadow_report(engine: NativeEngine) -> str | None:
-    """The shadow report as JSON text, or None without a shadow set."""
+def shadow_report(engine: NativeEngine, disagreements: int = ...) -> str | None:
+    """The shadow report as JSON text (the newest `disagreements` of them; default all), or None without a shadow
+    set."""
 
 def shadow_verdict(engine: NativeEngine, trace_id: str) -> tuple[str, str | None] | None:
     """(outcome, deciding shadow policy) of a trace in the decision log, or None."""

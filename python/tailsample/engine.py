@@ -282,15 +282,19 @@ class Engine:
             answer["shadow"] = {"outcome": verdict[0], "decided_by": verdict[1]}
         return answer
 
-    def shadow_report(self) -> dict[str, Any] | None:
+    def shadow_report(self, disagreements: int | None = None) -> dict[str, Any] | None:
         """The shadow policies (`tailsample.shadow`) beside the live ones; None without them. Keys: `policies`
         (per shadow policy: sampled, not_sampled, dropped, errors, decided), `traces_judged`, `spans_judged`,
         `bytes_judged`, `live_only`/`shadow_only`/`both` (traces, spans, bytes kept), `errors_lost_by_shadow`,
         `slow_lost_by_shadow` (and `..._by_live`), `window_seconds` (first to last judgement, engine clock),
         `slow_threshold_seconds`, `disagreements` (the latest traces judged differently, oldest first: trace_id,
         live, live_policy, shadow, shadow_policy, spans, bytes, error, slow, duration_seconds, decided_at),
-        `disagreements_forgotten`, `disagreements_bytes`."""
-        text = _native.shadow_report(self._native)
+        `disagreements_held`, `disagreements_forgotten`, `disagreements_bytes`. `disagreements`: the newest this
+        many only (default all)."""
+        if disagreements is None:
+            text = _native.shadow_report(self._native)
+        else:
+            text = _native.shadow_report(self._native, max(0, disagreements))
         if text is None:
             return None
         report: dict[str, Any] = json.loads(text)

@@ -580,7 +580,7 @@ def shadow_samples(engine: Engine, *labels: tuple[str, str]) -> list[Sample]:
     """The shadow policies (`tailsample.shadow`): per shadow policy its votes and decided traces; per side (kept by
     live only, shadow only, both) traces, spans and bytes; must-keep traces one side would lose; the bounded ring
     of disagreements. Nothing without a shadow set."""
-    r = engine.shadow_report()
+    r = engine.shadow_report(disagreements=0)  # counts only: a scrape needs no trace IDs
     if r is None:
         return []
     out: list[Sample] = []
@@ -607,7 +607,7 @@ def shadow_samples(engine: Engine, *labels: tuple[str, str]) -> list[Sample]:
     out.append(Sample("tailsample_shadow_traces_judged", "counter", "Traces both policy sets judged", labels,
                       r["traces_judged"]))
     out.append(Sample("tailsample_shadow_disagreements_held", "gauge", "Disagreements held for tailsample diff "
-                      "(bounded by tailsample.shadow.max_disagreements)", labels, len(r["disagreements"])))
+                      "(bounded by tailsample.shadow.max_disagreements)", labels, r["disagreements_held"]))
     out.append(Sample("tailsample_shadow_disagreements_forgotten", "counter", "Disagreements pushed out of the "
                       "bounded ring (still counted in the totals)", labels, r["disagreements_forgotten"]))
     out.append(Sample("tailsample_shadow_disagreements_memory_bytes", "gauge", "Bytes held by the ring of "

@@ -864,14 +864,21 @@ const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 // --- shadow policies (issue 22): kept apart so the binding's other changes merge cleanly -----------------
 
-/// `tailsample.shadow`: the shadow report as JSON text (`ShadowReport::to_json`), or None without a shadow set.
+/// `tailsample.shadow`: the shadow report as JSON text (`ShadowReport::to_json`, the newest `disagreements` of
+/// them), or None without a shadow set.
 #[pyfunction]
-fn shadow_report(py: Python<'_>, engine: &NativeEngine) -> PyResult<Option<String>> {
+#[pyo3(signature = (engine, disagreements=usize::MAX))]
+fn shadow_report(
+    py: Python<'_>,
+    engine: &NativeEngine,
+    disagreements: usize,
+) -> PyResult<Option<String>> {
     let report = run(py, || engine.engine.shadow_report())?;
     let cfg = engine.engine.config();
     Ok(report.map(|r| {
         let slow = cfg.shadow.as_ref().map_or(0, |s| s.slow_threshold_ns);
-        r.to_json(&cfg.policy_names(), slow).to_string()
+        r.to_json(&cfg.policy_names(), slow, disagreements)
+            .to_string()
     }))
 }
 

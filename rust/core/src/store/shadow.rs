@@ -314,8 +314,9 @@ pub struct ShadowReport {
 }
 
 impl ShadowReport {
-    /// The report as JSON (the debug endpoint's body): policy names resolved, trace IDs in hex, times in seconds.
-    pub fn to_json(&self, live_names: &[&str], slow_threshold_ns: i64) -> Value {
+    /// The report as JSON (the debug endpoint's body): policy names resolved, trace IDs in hex, times in seconds;
+    /// the newest `limit` disagreements only (a metrics scrape needs none of them).
+    pub fn to_json(&self, live_names: &[&str], slow_threshold_ns: i64, limit: usize) -> Value {
         let t = &self.totals;
         let shadow_names: Vec<&str> = self.policies.iter().map(|(n, _)| n.as_str()).collect();
         let side =
@@ -334,8 +335,8 @@ impl ShadowReport {
                 )
             })
             .collect();
-        let disagreements: Vec<Value> = self
-            .disagreements
+        let skip = self.disagreements.len().saturating_sub(limit);
+        let disagreements: Vec<Value> = self.disagreements[skip..]
             .iter()
             .map(|d| {
                 json!({
@@ -373,6 +374,7 @@ impl ShadowReport {
             "window_seconds": window,
             "slow_threshold_seconds": slow_threshold_ns as f64 / 1e9,
             "disagreements": disagreements,
+            "disagreements_held": self.disagreements.len(),
             "disagreements_forgotten": t.disagreements_forgotten,
             "disagreements_bytes": self.disagreements_bytes,
         })
