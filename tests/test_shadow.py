@@ -116,6 +116,15 @@ def test_a_bad_shadow_block_is_refused_with_its_path(shadow: dict[str, Any], mes
     assert message in str(e.value)
 
 
+def test_the_normalized_shadow_block_loads_back_as_itself() -> None:
+    c = Config.from_dict(block([{"name": "a", "type": "always_sample"}], seed_policies(), slow_threshold="2500ms",
+                               max_disagreements=7, attribute=True))
+    shadow = c.normalized()["tailsample"]["shadow"]
+    assert shadow["slow_threshold"] == "2500ms" and shadow["max_disagreements"] == 7 and shadow["attribute"] is True
+    assert [p["name"] for p in shadow["policies"]] == [p["name"] for p in seed_policies()]
+    assert Config.from_dict(c.normalized()).normalized()["tailsample"]["shadow"] == shadow
+
+
 def test_diff_against_a_running_service(capsys: pytest.CaptureFixture[str]) -> None:
     """Scenario: `tailsample serve` with live = errors, shadow = nothing kept; error and ok traces sent.
     Guarantees: per-shadow-policy metrics; `/debug/shadow` behind the token; `tailsample diff --url` prints the
