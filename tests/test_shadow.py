@@ -3,6 +3,7 @@ metrics, `explain`, `/debug/shadow` and `tailsample diff --url`."""
 
 from __future__ import annotations
 
+import json
 import random
 import urllib.request
 from pathlib import Path
@@ -161,3 +162,18 @@ def test_diff_against_a_running_service(capsys: pytest.CaptureFixture[str]) -> N
         assert all(tid in text for tid in errors)
         assert main(["explain", errors[0], "--url", base, "--token", TOKEN]) == 0
         assert "shadow policies: NOT KEPT" in capsys.readouterr().out
+
+
+def test_diff_says_when_no_pipeline_has_shadow_policies(capsys: pytest.CaptureFixture[str]) -> None:
+    """Scenario: a service without `tailsample.shadow`. Guarantees: `/debug/shadow` answers null for the pipeline;
+    `diff` exits 1 naming the key that turns shadow policies on; no traceback."""
+    from tailsample.cli import main
+
+    with sink() as backend, serving(service_config(exporters={"otlphttp": {"endpoint": backend.http_endpoint}},
+                                                   debug={})) as s:
+        base = f"http://{s.address('metrics')}"
+        with urllib.request.urlopen(base + "/debug/shadow", timeout=5) as r:
+            assert json.loads(r.read()) == {"pipelines": {"traces": None}}
+        assert main(["diff", "--url", base]) == 1
+        err = capsys.readouterr().err
+        assert "tailsample.shadow.policies" in err and "Traceback" not in err
