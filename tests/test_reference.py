@@ -89,7 +89,7 @@ def test_every_key_the_loader_accepts_is_documented() -> None:
     accepted |= {f"tailsample.{k}" for k in known_keys("tailsample")}
     assert documented == accepted
     assert {k.key for k in CONFIG_KEYS if not k.reference} == {k for k in accepted if k.startswith("tailsample.")}
-    for nested in ("adjusted_counts", "propagation_audit", "red_metrics"):
+    for nested in ("adjusted_counts", "propagation_audit", "red_metrics", "shadow"):
         row = next(k for k in CONFIG_KEYS if k.key == f"tailsample.{nested}")
         for key in known_keys("tailsample", nested):
             assert f"{key}:" in row.meaning, f"tailsample.{nested}.{key} is not in its row"

@@ -4,7 +4,7 @@ from typing import Any, final
 
 __all__ = ["KeptPayload", "NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue", "__version__",
            "error_classes", "error_kinds", "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto",
-           "parse_go_duration", "split_by_trace"]
+           "parse_go_duration", "shadow_report", "shadow_verdict", "split_by_trace"]
 
 __version__: str
 
@@ -108,3 +108,11 @@ def memory_stats() -> dict[str, int]:
 
 def memory_purge() -> dict[str, int]:
     """Hands mimalloc's freed pages back to the system (`mi_collect(true)`); returns `memory_stats()` after."""
+
+# shadow policies (tailsample.shadow)
+def shadow_report(engine: NativeEngine, disagreements: int = ...) -> str | None:
+    """The shadow report as JSON text (the newest `disagreements` of them; default all), or None without a shadow
+    set."""
+
+def shadow_verdict(engine: NativeEngine, trace_id: str) -> tuple[str, str | None] | None:
+    """(outcome, deciding shadow policy) of a trace in the decision log, or None."""

@@ -120,6 +120,51 @@ def _replay(args: argparse.Namespace) -> int:
     return 0 if report.payloads_rejected == 0 or args.allow_rejected else 1
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from tailsample.traffic.simulate import simulate
+
+    cfg = _load(args.config, args.name)
+    against = _load(args.against, args.name) if args.against else None
+    report = simulate(cfg, [Path(p) for p in args.inputs], against=against, fmt=args.format,
+                      json_out=Path(args.json) if args.json else None,
+                      picture=Path(args.picture) if args.picture else (
+                          Path(args.json).with_suffix(".svg") if args.json else None),
+                      progress=not args.no_progress,
+                      slow_seconds=args.slow)
+    return 0 if report["rejected_payloads"] == 0 or args.allow_rejected else 1
+
+
+def _diff(args: argparse.Namespace) -> int:
+    import json
+
+    from tailsample.collector.compare import render_lines
+
+    url = (args.url or DEFAULT_SERVICE_URL).rstrip("/")
+    try:
+        doc = _get_json(f"{url}/debug/shadow?examples={args.examples}", args, url)
+    except _ServiceUnreachable as exc:
+        print(f"tailsample: {exc}", file=sys.stderr)
+        return 1
+    pipelines: dict[str, Any] = doc.get("pipelines", {})
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return 0
+    shown = {pid: r for pid, r in pipelines.items() if r is not None}
+    if not shown:
+        print("tailsample diff: no pipeline of this service has shadow policies (processors.tail_sampling."
+              "tailsample.shadow.policies; README: Shadow policies)", file=sys.stderr)
+        return 1
+    for pid, report in shown.items():
+        if len(pipelines) > 1:
+            print(f"[pipeline {pid}]")
+        print("\n".join(render_lines(report)))
+        for key, label in (("live_only", "kept by live only"), ("shadow_only", "kept by shadow only")):
+            ex = report["examples"][key]
+            if ex:
+                print(f"  e.g. {label}: {', '.join(ex)}")
+    return 0
+
+
 def _replay_to_kafka(args: argparse.Namespace) -> int:
     """Recorded traffic into a Kafka topic, unsampled, as the collector's Kafka exporter writes it."""
     from tailsample.collector.fileformat import read_payloads
@@ -644,6 +689,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--whole-payloads", action="store_true", help="with --to-kafka: one message per recorded payload, "
                    "unkeyed, instead of one per trace")
     p.set_defaults(run=_replay)
+
+    p = sub.add_parser("simulate", help="what-if: recorded OTLP through configuration A (and B): traces, spans "
+                       "and bytes each keeps, traces kept by one side only, must-keep traces one side loses")
+    p.add_argument("inputs", nargs="+", metavar="FILE", help="files written by the collector's file exporter "
+                   "(json lines or length-prefixed proto, optionally gzipped)")
+    p.add_argument("--config", required=True, help="configuration A: collector YAML or tail_sampling block")
+    p.add_argument("--against", help="configuration B, compared trace for trace with A")
+    p.add_argument("--name", help="which tail_sampling/<name> processor, when the files have several")
+    p.add_argument("--json", metavar="OUT", help="write the comparison as JSON (per configuration traces and "
+                   "spans kept, trace IDs kept by one side only)")
+    p.add_argument("--picture", metavar="SVG", help="draw kept share and bytes per day per policy, A beside B "
+                   "(default: beside --json, with .svg for its suffix)")
+    p.add_argument("--slow", type=float, default=1.0, metavar="SECONDS", help="a trace at least this long is in "
+                   "the slow must-keep class (default 1)")
+    p.add_argument("--format", choices=["json", "proto"], help="input format (default: detected per file)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-rejected", action="store_true", help="exit 0 even if some messages were rejected")
+    p.set_defaults(run=_simulate)
+
+    p = sub.add_parser("diff", help="the shadow policies of a running `tailsample serve` beside its live ones: "
+                       "traces kept by live only, shadow only, both; spans and bytes per day; must-keep traces lost")
+    p.add_argument("--url", help=f"the service's telemetry metrics address (default {DEFAULT_SERVICE_URL})")
+    p.add_argument("--examples", type=_limit_arg, default=5, metavar="N", help="example trace IDs per class "
+                   "(default 5)")
+    p.add_argument("--json", action="store_true", help="print the service's JSON answer")
+    _timeout_arg(p)
+    p.set_defaults(run=_diff)
 
     p = sub.add_parser("demo", help="the main job on defaults: synthetic traffic through the seed policies")
     p.add_argument("--seconds", type=float, default=30.0, help="simulated seconds of traffic (default 30)")

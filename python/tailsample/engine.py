@@ -6,6 +6,7 @@ may feed one engine at once. This wrapper supplies the clock and keeps the API t
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -313,7 +314,29 @@ class Engine:
             if len(raw) != 16:
                 raise ValueError(f"a trace ID is 16 bytes, got {len(raw)}")
             trace_id = raw.hex()
-        return self._native.explain(trace_id)
+        answer = self._native.explain(trace_id)
+        verdict = _native.shadow_verdict(self._native, trace_id) if answer.get("state") == "decided" else None
+        if verdict is not None:
+            answer["shadow"] = {"outcome": verdict[0], "decided_by": verdict[1]}
+        return answer
+
+    def shadow_report(self, disagreements: int | None = None) -> dict[str, Any] | None:
+        """The shadow policies (`tailsample.shadow`) beside the live ones; None without them. Keys: `policies`
+        (per shadow policy: sampled, not_sampled, dropped, errors, decided), `traces_judged`, `spans_judged`,
+        `bytes_judged`, `live_only`/`shadow_only`/`both` (traces, spans, bytes kept), `errors_lost_by_shadow`,
+        `slow_lost_by_shadow` (and `..._by_live`), `window_seconds` (first to last judgement, engine clock),
+        `slow_threshold_seconds`, `disagreements` (the latest traces judged differently, oldest first: trace_id,
+        live, live_policy, shadow, shadow_policy, spans, bytes, error, slow, duration_seconds, decided_at),
+        `disagreements_held`, `disagreements_forgotten`, `disagreements_bytes`. `disagreements`: the newest this
+        many only (default all)."""
+        if disagreements is None:
+            text = _native.shadow_report(self._native)
+        else:
+            text = _native.shadow_report(self._native, max(0, disagreements))
+        if text is None:
+            return None
+        report: dict[str, Any] = json.loads(text)
+        return report
 
     def red_metrics(self) -> RedMetrics | None:
         """RED metrics over every span taken, before sampling; None unless `tailsample.red_metrics` is on."""

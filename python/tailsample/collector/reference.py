@@ -212,6 +212,14 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         reference=False,
     ),
     ConfigKey(
+        "tailsample.shadow",
+        "off",
+        "`{policies: [...], attribute: false, max_disagreements: 10000, slow_threshold: 1s}`: a second policy set "
+        "judged on every trace beside the live one, never changing what is kept; `attribute: true` marks kept spans "
+        "with its verdict. See [shadow policies](#shadow-policies-and-what-if-simulate-diff)",
+        reference=False,
+    ),
+    ConfigKey(
         "tailsample.strict_reference_matching",
         "`false`",
         'read attributes exactly as the reference does: an array value reads as `""` / 0 / false in the attribute '
@@ -291,6 +299,12 @@ LIMITS: tuple[Limit, ...] = (
         "`tailsample.recent_kept_bytes`",
         "the oldest kept copies leave (`show --url` then says the trace is not held)",
         "`recent_kept_traces`, `recent_kept_bytes`, `limit_recent_kept_bytes`",
+    ),
+    Limit(
+        "`tailsample.shadow.max_disagreements`",
+        "the oldest disagreement held for `tailsample diff` is forgotten (the totals still count it)",
+        "`tailsample_shadow_disagreements_held`, `tailsample_shadow_disagreements_forgotten`, "
+        "`tailsample_shadow_disagreements_memory_bytes`",
     ),
     Limit(
         "`tailsample.red_metrics.max_series`",
@@ -534,6 +548,83 @@ ENGINE_STATS: tuple[EngineStat, ...] = (
 )
 
 SERVICE_METRICS: tuple[Metric, ...] = (
+    Metric(
+        "tailsample_shadow_policy_traces_total",
+        "counter",
+        ("decision", "policy", "processor"),
+        "Traces a shadow policy voted on, by vote (never changes what is kept)",
+        only_with="tailsample.shadow configured",
+    ),
+    Metric(
+        "tailsample_shadow_policy_errors_total",
+        "counter",
+        ("policy", "processor"),
+        "Evaluation errors of a shadow policy",
+        only_with="tailsample.shadow configured",
+    ),
+    Metric(
+        "tailsample_shadow_policy_decided_traces_total",
+        "counter",
+        ("policy", "processor"),
+        "Traces the shadow set would keep that this shadow policy was the first, in order, to sample",
+        only_with="tailsample.shadow configured",
+    ),
+    Metric(
+        "tailsample_shadow_kept_traces_total",
+        "counter",
+        ("kept_by", "processor"),
+        "Decided traces kept by the live policies only, the shadow policies only, or both",
+        only_with="tailsample.shadow configured",
+    ),
+    Metric(
+        "tailsample_shadow_kept_spans_total",
+        "counter",
+        ("kept_by", "processor"),
+        "Decided spans kept by the live policies only, the shadow policies only, or both",
+        only_with="tailsample.shadow configured",
+    ),
+    Metric(
+        "tailsample_shadow_kept_bytes_total",
+        "counter",
+        ("kept_by", "processor"),
+        "Decided bytes kept by the live policies only, the shadow policies only, or both",
+        only_with="tailsample.shadow configured",
+    ),
+    Metric(
+        "tailsample_shadow_must_keep_lost_traces_total",
+        "counter",
+        ("class", "lost_by", "processor"),
+        "Error or slow traces one policy set keeps and the other would lose",
+        only_with="tailsample.shadow configured",
+    ),
+    Metric(
+        "tailsample_shadow_traces_judged_total",
+        "counter",
+        ("processor",),
+        "Traces both policy sets judged",
+        only_with="tailsample.shadow configured",
+    ),
+    Metric(
+        "tailsample_shadow_disagreements_held",
+        "gauge",
+        ("processor",),
+        "Disagreements held for tailsample diff (bounded by tailsample.shadow.max_disagreements)",
+        only_with="tailsample.shadow configured",
+    ),
+    Metric(
+        "tailsample_shadow_disagreements_forgotten_total",
+        "counter",
+        ("processor",),
+        "Disagreements pushed out of the bounded ring (still counted in the totals)",
+        only_with="tailsample.shadow configured",
+    ),
+    Metric(
+        "tailsample_shadow_disagreements_memory_bytes",
+        "gauge",
+        ("processor",),
+        "Bytes held by the ring of disagreements",
+        only_with="tailsample.shadow configured",
+    ),
     Metric(
         "tailsample_propagation_orphan_spans_total",
         "counter",

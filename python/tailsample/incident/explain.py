@@ -79,6 +79,11 @@ def describe(e: dict[str, Any]) -> list[str]:
     if prop and (prop["gaps"] or prop["orphan_spans"]):
         lines.append(f"  propagation: {prop['gaps']} calls whose callee never joined the trace, "
                      f"{prop['orphan_spans']} spans whose parent never arrived (`tailsample gaps` lists the pairs)")
+    shadow = e.get("shadow")
+    if shadow:
+        lines.append(f"  shadow policies: {_OUTCOMES.get(shadow['outcome'], shadow['outcome'])}"
+                     + (f", by shadow policy {shadow['decided_by']!r}" if shadow.get("decided_by") else "")
+                     + " (never changes what is kept)")
     votes: dict[str, str] = e.get("votes") or {}
     if votes:
         lines.append("  votes:")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tailsample.collector.compare import shadow_comparison
 from tailsample.collector.fileformat import proto_to_json
 from tailsample.collector.settings import (
     BearerTokenAuthExtension,
@@ -243,7 +244,8 @@ class Service:
                                      "/debug/gaps": ("gaps", self._gaps),
                                      "/debug/attributes": ("attributes", self._attributes),
                                      "/debug/kept": ("kept", self._kept_list),
-                                     "/debug/kept/{trace_id}": ("kept_trace", self._kept_trace)})]
+                                     "/debug/kept/{trace_id}": ("kept_trace", self._kept_trace),
+                                     "/debug/shadow": ("shadow", self._shadow)})]
 
     def _connection_caps(self) -> dict[str, int]:
         """Every OTLP listener's max_connections, lowered to fit the descriptor limit with the endpoints'."""
@@ -386,6 +388,26 @@ class Service:
         task = asyncio.create_task(run(), name="reload")
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _shadow(self, request: web.Request) -> web.Response:
+        """The shadow policies beside the live ones (`tailsample diff --url`), per pipeline, in the comparison's
+        shape (`tailsample.collector.compare`); null for a pipeline without shadow policies. `?examples=N` trace IDs
+        per class (default 10, at most the extension's `max_page_size`)."""
+        most = self._debug.max_page_size if self._debug is not None else 0
+        text = request.query.get("examples", str(min(10, most)))
+        try:
+            examples = int(text)
+        except ValueError:
+            return _json_error(400, f"examples must be an integer, got {text!r}")
+        if not 0 <= examples <= most:
+            return _json_error(400, f"examples must be from 0 to {most} (max_page_size of the tailsample_debug "
+                                    f"extension), got {examples}")
+        out: dict[str, dict[str, Any] | None] = {}
+        for pid, p in self.pipelines.items():
+            report = p.engine.shadow_report()
+            out[pid] = None if report is None else shadow_comparison(
+                report, live_policies=p.engine.policy_stats(), examples=examples)
+        return web.Response(text=json.dumps({"pipelines": out}), content_type="application/json")
 
     async def _health(self, request: web.Request) -> web.Response:
         up = datetime.datetime.fromtimestamp(self.started_at, datetime.timezone.utc)

@@ -455,6 +455,7 @@ class ServicePipeline:
             "inventory was at its bound", self.inventory.keys_dropped)
         out.extend(red_samples(self.engine, proc))
         out.extend(gap_samples(self.engine, proc))
+        out.extend(shadow_samples(self.engine, proc))
         return out
 
 
@@ -569,6 +570,45 @@ def gap_samples(engine: Engine, *labels: tuple[str, str]) -> list[Sample]:
                           "Spans whose parent never arrived in their trace, per service", svc, b["orphan_spans"]))
         out.append(Sample("tailsample_propagation_broken_traces", "counter",
                           "Decided traces with orphan spans of this service", svc, b["traces"]))
+    return out
+
+
+def shadow_samples(engine: Engine, *labels: tuple[str, str]) -> list[Sample]:
+    """The shadow policies (`tailsample.shadow`): per shadow policy its votes and decided traces; per side (kept by
+    live only, shadow only, both) traces, spans and bytes; must-keep traces one side would lose; the bounded ring
+    of disagreements. Nothing without a shadow set."""
+    r = engine.shadow_report(disagreements=0)  # counts only: a scrape needs no trace IDs
+    if r is None:
+        return []
+    out: list[Sample] = []
+    for policy, c in r["policies"].items():
+        pol = (*labels, ("policy", policy))
+        for decision in ("sampled", "not_sampled", "dropped"):
+            out.append(Sample("tailsample_shadow_policy_traces", "counter", "Traces a shadow policy voted on, by "
+                              "vote (never changes what is kept)", (*pol, ("decision", decision)), c[decision]))
+        out.append(Sample("tailsample_shadow_policy_errors", "counter", "Evaluation errors of a shadow policy",
+                          pol, c["errors"]))
+        out.append(Sample("tailsample_shadow_policy_decided_traces", "counter", "Traces the shadow set would keep "
+                          "that this shadow policy was the first, in order, to sample", pol, c["decided"]))
+    for side in ("live_only", "shadow_only", "both"):
+        lab = (*labels, ("kept_by", side))
+        for what in ("traces", "spans", "bytes"):
+            out.append(Sample(f"tailsample_shadow_kept_{what}", "counter", f"Decided {what} kept by the live "
+                              "policies only, the shadow policies only, or both", lab, r[side][what]))
+    for cls in ("errors", "slow"):
+        for loser in ("shadow", "live"):
+            out.append(Sample("tailsample_shadow_must_keep_lost_traces", "counter", "Error or slow traces one "
+                              "policy set keeps and the other would lose", (*labels, ("class", cls),
+                                                                            ("lost_by", loser)),
+                              r[f"{cls}_lost_by_{loser}"]))
+    out.append(Sample("tailsample_shadow_traces_judged", "counter", "Traces both policy sets judged", labels,
+                      r["traces_judged"]))
+    out.append(Sample("tailsample_shadow_disagreements_held", "gauge", "Disagreements held for tailsample diff "
+                      "(bounded by tailsample.shadow.max_disagreements)", labels, r["disagreements_held"]))
+    out.append(Sample("tailsample_shadow_disagreements_forgotten", "counter", "Disagreements pushed out of the "
+                      "bounded ring (still counted in the totals)", labels, r["disagreements_forgotten"]))
+    out.append(Sample("tailsample_shadow_disagreements_memory_bytes", "gauge", "Bytes held by the ring of "
+                      "disagreements", labels, r["disagreements_bytes"]))
     return out
 
 

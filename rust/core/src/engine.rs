@@ -26,6 +26,7 @@ use crate::policy::inclusion::Stage;
 use crate::propagation::GapReport;
 use crate::red::{RedMetrics, RedSeries};
 use crate::store::recent::KeptSummary;
+use crate::store::shadow::ShadowReport;
 use crate::store::stats::{LagHistogram, ShardGauges};
 use crate::store::{Chunk, Knowledge, PolicyCounters, Shard, ShardStats};
 
@@ -939,6 +940,37 @@ impl Engine {
             .map(|p| p.name.clone())
             .zip(totals)
             .collect()
+    }
+
+    /// The shadow policies over every shard (`tailsample.shadow`): per-policy counters, what each side keeps,
+    /// and the latest disagreements, by decision time. None without a shadow set.
+    pub fn shadow_report(&self) -> Option<ShadowReport> {
+        let engine_cfg = self.config();
+        let cfg = engine_cfg.shadow.as_ref()?;
+        let mut report = ShadowReport {
+            policies: cfg
+                .policies
+                .iter()
+                .map(|p| (p.name.clone(), PolicyCounters::default()))
+                .collect(),
+            ..ShadowReport::default()
+        };
+        for shard in self.shards.iter() {
+            let shard = lock(shard);
+            let Some(sh) = &shard.shadow else { continue };
+            for ((_, t), p) in report.policies.iter_mut().zip(&sh.stats) {
+                t.sampled += p.sampled;
+                t.not_sampled += p.not_sampled;
+                t.dropped += p.dropped;
+                t.errors += p.errors;
+                t.decided += p.decided;
+            }
+            report.totals.add(&sh.totals);
+            report.disagreements.extend(sh.disagreements().copied());
+            report.disagreements_bytes += sh.memory_bytes();
+        }
+        report.disagreements.sort_by_key(|d| d.decided_at);
+        Some(report)
     }
 }
 

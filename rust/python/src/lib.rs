@@ -863,6 +863,49 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// mimalloc never schedules a purge and freed pages stay resident until exit.
 const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
+// --- shadow policies (issue 22): kept apart so the binding's other changes merge cleanly -----------------
+
+/// `tailsample.shadow`: the shadow report as JSON text (`ShadowReport::to_json`, the newest `disagreements` of
+/// them), or None without a shadow set.
+#[pyfunction]
+#[pyo3(signature = (engine, disagreements=usize::MAX))]
+fn shadow_report(
+    py: Python<'_>,
+    engine: &NativeEngine,
+    disagreements: usize,
+) -> PyResult<Option<String>> {
+    let report = run(py, || engine.engine.shadow_report())?;
+    let cfg = engine.engine.config();
+    Ok(report.map(|r| {
+        let slow = cfg.shadow.as_ref().map_or(0, |s| s.slow_threshold_ns);
+        r.to_json(&cfg.policy_names(), slow, disagreements)
+            .to_string()
+    }))
+}
+
+/// The shadow verdict of a decided trace (32 hex digits) in the decision log: (outcome, deciding shadow
+/// policy); None when the trace is not in the log or has no shadow verdict.
+#[pyfunction]
+fn shadow_verdict(
+    py: Python<'_>,
+    engine: &NativeEngine,
+    trace_id: &str,
+) -> PyResult<Option<(&'static str, Option<String>)>> {
+    let id = parse_trace_id(trace_id)?;
+    let Knowledge::Decided(r) = run(py, || engine.engine.explain(id))? else {
+        return Ok(None);
+    };
+    let cfg = engine.engine.config();
+    let names = cfg.shadow.as_ref().map(|s| &s.policies);
+    Ok(r.shadow.unpack().map(|v| {
+        let policy = v
+            .policy
+            .and_then(|i| names.and_then(|n| n.get(usize::from(i))))
+            .map(|p| p.name.clone());
+        (v.outcome.name(), policy)
+    }))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // See PURGE_DELAY_MS; the user's MIMALLOC_PURGE_DELAY wins.
@@ -884,5 +927,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(split_by_trace, m)?)?;
     m.add_function(wrap_pyfunction!(memory_stats, m)?)?;
     m.add_function(wrap_pyfunction!(memory_purge, m)?)?;
+    m.add_function(wrap_pyfunction!(shadow_report, m)?)?;
+    m.add_function(wrap_pyfunction!(shadow_verdict, m)?)?;
     Ok(())
 }

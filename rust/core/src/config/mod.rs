@@ -13,6 +13,7 @@ use crate::policy::trace_key::{TraceKey, MAX_KEYED};
 use crate::policy::{Kind, Policy, MAX_FOLDING_POLICIES};
 use crate::propagation::{AuditConfig, DestinationSource, MAX_AUDIT_KEYS, MAX_NAMES_LIMIT};
 use crate::red::RedConfig;
+use crate::store::shadow::{ShadowConfig, DEFAULT_MAX_DISAGREEMENTS, DEFAULT_SLOW_THRESHOLD_NS};
 use node::{Mapping, Node};
 
 /// Output payloads are cut at this size by default: the default maximum message size of gRPC servers.
@@ -77,6 +78,8 @@ pub struct EngineConfig {
     pub tail_storage: Option<String>,
     /// tailsample: the propagation-gap audit of every decided trace (None: off).
     pub propagation_audit: Option<AuditConfig>,
+    /// tailsample: shadow policies judged beside the live ones, never changing what is kept (None: off).
+    pub shadow: Option<ShadowConfig>,
     /// Ingest reads the spans' `ot` tracestate entries (a consistent sampler or adjusted counts need them).
     pub reads_ot: bool,
     blocks: Vec<Value>,
@@ -370,6 +373,7 @@ impl EngineConfig {
         let mut max_buffered_bytes = DEFAULT_MAX_BUFFERED_BYTES;
         let mut strict_reference_matching = false;
         let mut propagation_audit = DEFAULT_PROPAGATION_AUDIT.then(AuditConfig::default);
+        let mut shadow: Option<ShadowConfig> = None;
         let (max_payload_bytes, late_span_buffer_bytes, record_policy) = match m.value("tailsample")
         {
             None => (
@@ -392,6 +396,9 @@ impl EngineConfig {
                 }
                 if let Some(a) = t.value("propagation_audit") {
                     propagation_audit = parse_audit(a)?;
+                }
+                if let Some(sh) = t.value("shadow") {
+                    shadow = Some(parse_shadow(sh)?);
                 }
                 decision_log_size =
                     t.int_at_least("decision_log_size", DEFAULT_DECISION_LOG_SIZE as i64, 0)?
@@ -418,7 +425,10 @@ impl EngineConfig {
 
         // Attribute keys of every policy at any depth; then slots for every folding policy.
         let mut names: Vec<String> = Vec::new();
-        for p in &policies {
+        for p in policies
+            .iter()
+            .chain(shadow.iter().flat_map(|s| &s.policies))
+        {
             p.walk(&mut |q| names.extend(q.kind.attribute_keys()));
         }
         if red_metrics.is_some() {
@@ -439,7 +449,9 @@ impl EngineConfig {
         let mut too_many = false;
         let mut too_many_aggregates = false;
         let mut too_many_keyed = false;
-        for p in policies.iter_mut() {
+        // The shadow set's policies take slots after the live ones: folded at ingest beside them.
+        let shadow_policies = shadow.iter_mut().flat_map(|s| s.policies.iter_mut());
+        for p in policies.iter_mut().chain(shadow_policies) {
             p.walk_mut(&mut |q| {
                 q.kind.bind(&keys);
                 reads_ot |= q.kind.reads_ot();
@@ -518,6 +530,7 @@ impl EngineConfig {
             max_buffered_bytes,
             tail_storage,
             propagation_audit,
+            shadow,
             reads_ot,
             blocks,
         })
@@ -582,6 +595,14 @@ impl EngineConfig {
                 "address_ttl": go_duration(a.address_ttl_ns),
             }),
         };
+        if let Some(sh) = &self.shadow {
+            t["shadow"] = json!({
+                "policies": sh.blocks,
+                "attribute": sh.attribute,
+                "max_disagreements": sh.max_disagreements,
+                "slow_threshold": go_duration(sh.slow_threshold_ns),
+            });
+        }
         if let Some(r) = &self.red_metrics {
             t["red_metrics"] = json!({
                 "enabled": true,
@@ -615,6 +636,31 @@ pub fn go_duration(ns: i64) -> String {
 }
 
 /// The `policies` list as given, for `normalized()`.
+/// `tailsample.shadow`: `policies` read exactly as the block's `policies`, and the shadow options.
+fn parse_shadow(v: &Value) -> Result<ShadowConfig> {
+    let mut m = Node::new(v, "tailsample.shadow").mapping()?;
+    let listed = m.value("policies");
+    let attribute = m.boolean("attribute", false)?;
+    let max_disagreements =
+        m.int_at_least("max_disagreements", DEFAULT_MAX_DISAGREEMENTS as i64, 0)? as usize;
+    let slow_threshold_ns = m.duration("slow_threshold", DEFAULT_SLOW_THRESHOLD_NS)?;
+    m.finish()?;
+    let Some(listed) = listed else {
+        return Err(Error::config(
+            "tailsample.shadow.policies",
+            "is required: a list of policies, written as `policies` is",
+        ));
+    };
+    let policies = Policy::parse_list(Some(listed), "tailsample.shadow.policies")?;
+    Ok(ShadowConfig {
+        policies,
+        attribute,
+        max_disagreements,
+        slow_threshold_ns,
+        blocks: policies_json(v),
+    })
+}
+
 fn policies_json(root: &Value) -> Vec<Value> {
     match root.get("policies") {
         Some(Value::Array(items)) => items.clone(),

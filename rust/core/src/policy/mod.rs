@@ -488,7 +488,7 @@ impl Policy {
             if let Some(j) = out.iter().position(|q| q.name == p.name) {
                 return Err(Error::config(
                     format!("{path}[{i}].name"),
-                    if path == "policies" {
+                    if path == "policies" || path == "tailsample.shadow.policies" {
                         format!("duplicate policy name {:?} (also {path}[{j}])", p.name)
                     } else {
                         // The reference refuses repeated names only among top-level policies.

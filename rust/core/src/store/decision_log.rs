@@ -14,6 +14,7 @@ use ahash::RandomState;
 
 use crate::policy::decision::Decision;
 use crate::propagation::AuditCounts;
+use crate::store::shadow::PackedVerdict;
 
 /// What made the decision happen when it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,8 @@ pub struct Record {
     pub audit: Option<AuditCounts>,
     /// The number of the configuration that decided it (`engine::ConfigVersion`): 1 until the first reload.
     pub config_version: u32,
+    /// What the shadow policies would have done (`unpack` None: no shadow set, or left undecided).
+    pub shadow: PackedVerdict,
 }
 
 pub struct DecisionLog {
@@ -143,6 +146,7 @@ mod tests {
             late_spans: 0,
             audit: None,
             config_version: 1,
+            shadow: PackedVerdict::NONE,
         }
     }
 

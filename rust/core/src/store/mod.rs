@@ -5,6 +5,7 @@ pub mod decision_cache;
 pub mod decision_log;
 pub mod intern;
 pub mod recent;
+pub mod shadow;
 pub mod shard;
 pub mod stats;
 

@@ -15,6 +15,7 @@ use super::decision_cache::{NotSampledFilter, Resident, ResidentDecisions, Sampl
 use super::decision_log::{DecisionLog, Record, Trigger};
 use super::intern::{Interner, Origin, Resource};
 use super::recent::{KeptSummary, KeptTrace, RecentKept};
+use super::shadow::{PackedVerdict, ShadowSet, ShadowVerdict};
 use super::stats::{PolicyCounters, ShardGauges, ShardStats};
 use crate::config::EngineConfig;
 use crate::consistent::{adjusted_count, read_ot, rewrite_span, span_trace_state, with_threshold};
@@ -256,6 +257,8 @@ pub struct Shard {
     measures_size: bool,
     /// The number of the configuration deciding now (see `reload`).
     config_version: u32,
+    /// `tailsample.shadow`: the shadow policies' instances in this shard, and what they found.
+    pub shadow: Option<ShadowSet>,
 }
 
 #[derive(Default)]
@@ -284,9 +287,17 @@ impl Shard {
         let n = policies.len();
         let audit = ShardAudit::new(&cfg);
         let mut measures_size = cfg.maximum_trace_size_bytes > 0;
-        for p in &policies {
+        for p in policies
+            .iter()
+            .chain(cfg.shadow.iter().flat_map(|s| &s.policies))
+        {
             p.walk(&mut |q| measures_size |= q.kind.measures_size());
         }
+        // Each shard holds its share of the disagreements remembered.
+        let shadow = cfg
+            .shadow
+            .as_ref()
+            .map(|c| ShadowSet::new(c, c.max_disagreements.div_ceil(cfg.num_shards.max(1))));
         Shard {
             cfg,
             policies,
@@ -319,6 +330,7 @@ impl Shard {
             durable: None,
             measures_size,
             config_version: 1,
+            shadow,
         }
     }
 
@@ -761,6 +773,7 @@ impl Shard {
             late_spans: 0,
             audit: None,
             config_version: self.config_version,
+            shadow: PackedVerdict::NONE,
         });
     }
 
@@ -1044,6 +1057,16 @@ impl Shard {
         }
         let (outcome, decided_by) = decision::precedence(self.cast.iter().map(|&(i, b, _)| (i, b)));
         let id = u128::from_be_bytes(view.trace_id);
+        let sample_on_first_match = self.cfg.sample_on_first_match;
+        let shadow = self
+            .shadow
+            .as_mut()
+            .map(|sh| sh.judge(&view, now, sample_on_first_match));
+        if let (Some(sh), Some(verdict)) = (self.shadow.as_mut(), shadow) {
+            let bytes = self.traces[s].framed_bytes;
+            let live_policy = decided_by.map(|i| i as u16);
+            sh.record(id, &view, bytes, outcome, live_policy, verdict, now);
+        }
         let spans = u64::from(view.span_count);
         let mut stage = Stage::Certain;
         let lag = now.saturating_sub(due).max(0) as u64;
@@ -1072,11 +1095,14 @@ impl Shard {
                     self.stats.traces_sampled_probability_unknown += 1;
                 }
                 self.remember_outcome(id, slot, Resident::Kept(stage));
-                let attrs = if self.cfg.record_policy {
+                let mut attrs = if self.cfg.record_policy {
                     self.policy_attributes(i)
                 } else {
                     Vec::new()
                 };
+                if let Some(v) = shadow {
+                    self.shadow_attributes(v, &mut attrs);
+                }
                 self.keep_chunks(s, id, stage, &attrs, now, out);
             }
             (Outcome::DroppedByPolicy, _) => {
@@ -1115,6 +1141,7 @@ impl Shard {
             late_spans: 0,
             audit,
             config_version: self.config_version,
+            shadow: PackedVerdict::pack(shadow),
         });
         self.free_slot(slot);
         outcome
@@ -1213,6 +1240,21 @@ impl Shard {
                 out.extend_from_slice(raw);
             }
         })
+    }
+
+    /// With `tailsample.shadow.attribute`: `tailsampling.shadow.decision` (and `tailsampling.shadow.policy` when
+    /// the shadow set would keep the trace) on the kept spans, as Refinery's dry run marks them.
+    fn shadow_attributes(&self, v: ShadowVerdict, attrs: &mut Vec<u8>) {
+        let Some(sh) = self.shadow.as_ref().filter(|sh| sh.attribute) else {
+            return;
+        };
+        attrs.extend(string_attribute(
+            "tailsampling.shadow.decision",
+            v.outcome.name(),
+        ));
+        if let Some(p) = v.policy.and_then(|i| sh.policies().get(usize::from(i))) {
+            attrs.extend(string_attribute("tailsampling.shadow.policy", &p.name));
+        }
     }
 
     /// `tailsampling.policy` (and `tailsampling.composite_policy`) for a trace policy `i` sampled.
@@ -1396,9 +1438,19 @@ impl Shard {
         self.policies = policies;
         let measured = self.measures_size;
         self.measures_size = cfg.maximum_trace_size_bytes > 0;
-        for p in &self.policies {
+        for p in self
+            .policies
+            .iter()
+            .chain(cfg.shadow.iter().flat_map(|s| &s.policies))
+        {
             p.walk(&mut |q| self.measures_size |= q.kind.measures_size());
         }
+        // The shadow set, if any, starts afresh under the new configuration (its counters and disagreements too):
+        // a comparison spans one pair of policy sets.
+        self.shadow = cfg
+            .shadow
+            .as_ref()
+            .map(|c| ShadowSet::new(c, c.max_disagreements.div_ceil(cfg.num_shards.max(1))));
         // The audit's configuration is unchanged (the engine refuses otherwise), but its attributes may sit at
         // other indexes among the new keys: rebind them, keep what it learned.
         if let (Some(a), Some(ac)) = (&mut self.audit, &cfg.propagation_audit) {
