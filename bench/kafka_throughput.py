@@ -8,7 +8,13 @@ is committed by the group (commits follow decisions and exports). spans/s = span
 broker, the producer and the instances share the machine: the figures say what this machine does, not how the
 design scales.
 
-    python bench/kafka_throughput.py --spans 400000 --json bench/.data/results/kafka.json
+Then a backlog (`--backlog`, 60,000 messages by default) produced beforehand, each one trace of 5 spans of about
+360 B with ten attributes: one instance drains it, then two in a fresh group. Timed from the first span taken to
+the last; CPU is the instances' own (utime + stime from /proc), so the CPU per span does not depend on what else
+the machine runs. Two instances share the 2 cores with the broker; "each with its own core" is modelled from
+their spans per CPU-second.
+
+    python bench/kafka_throughput.py --spans 400000 --backlog 60000 --json bench/.data/results/kafka.json
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -63,12 +70,13 @@ def _messages(spans: int) -> tuple[list[tuple[bytes, bytes]], int]:
     return out, total
 
 
-def _serve(tmp: Path, name: str, bootstrap: str, topic: str) -> tuple[subprocess.Popen[bytes], int]:
+def _serve(tmp: Path, name: str, bootstrap: str, topic: str,
+           group: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
     metrics = _free_port()
     seed = yaml.safe_load((ROOT / "python" / "tailsample" / "data" / "seed-config.yaml").read_text())
     ts = seed["processors"]["tail_sampling"] if "processors" in seed else seed
     cfg = {
-        "receivers": {"kafka": {"brokers": [bootstrap], "topic": topic, "group_id": f"bench-{topic}",
+        "receivers": {"kafka": {"brokers": [bootstrap], "topic": topic, "group_id": group or f"bench-{topic}",
                                 "initial_offset": "earliest", "session_timeout": "10s", "heartbeat_interval": "1s"}},
         "processors": {"tail_sampling": {**ts, "decision_wait": "2s"}},
         "exporters": {"file": {"path": str(tmp / f"{name}.kept.proto"), "format": "proto"}},
@@ -141,27 +149,137 @@ def run(broker: Any, instances: int, messages: list[tuple[bytes, bytes]], spans:
             "spans_per_s": spans / elapsed}
 
 
+def _five_span_traces(count: int) -> list[tuple[bytes, bytes]]:
+    """`count` messages of one trace each: 5 spans of about 360 B (ten attributes), as an SDK's HTTP server and
+    client spans; trace and span IDs differ per message."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    def kv(key: str, value: str | int) -> KeyValue:
+        return KeyValue(key=key, value=AnyValue(int_value=value) if isinstance(value, int) else
+                        AnyValue(string_value=value))
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend([kv("service.name", "checkout"), kv("host.name", "checkout-7d9f")])
+    ss = rs.scope_spans.add()
+    ss.scope.name = "opentelemetry.instrumentation.flask"
+    base = time.time_ns()
+    tid, sids = bytes(range(16)), [bytes([i + 1] * 8) for i in range(5)]
+    for i in range(5):
+        sp = ss.spans.add()
+        sp.trace_id, sp.span_id, sp.name, sp.kind = tid, sids[i], f"GET /orders/{{id}} {i}", 2
+        if i:
+            sp.parent_span_id = sids[0]
+        sp.start_time_unix_nano, sp.end_time_unix_nano = base + i * 1000, base + 2_000_000 + i * 1000
+        sp.attributes.extend([kv("http.request.method", "GET"), kv("http.route", "/orders/{id}"),
+                              kv("http.response.status_code", 200), kv("url.scheme", "https"),
+                              kv("server.address", "checkout"), kv("server.port", 8443),
+                              kv("client.address", "10.0.0.7"), kv("http.flavor", "1.1"),
+                              kv("user_agent.original", "curl/8.5.0"),
+                              kv("url.path", f"/orders/{1000 + i}")])
+    template = req.SerializeToString()
+    rng = __import__("random").Random(5)
+    out = []
+    for _ in range(count):
+        new_tid = rng.randbytes(16)
+        body = template.replace(tid, new_tid)
+        for sid in sids:
+            body = body.replace(sid, rng.randbytes(8))
+        out.append((new_tid.hex().encode(), body))
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drain(broker: Any, instances: int, topic: str, messages: int, spans: int) -> dict[str, Any]:
+    """A backlog already in the topic, drained by `instances` in a fresh group."""
+    with tempfile.TemporaryDirectory() as d:
+        procs = [_serve(Path(d), f"drain{i}", broker.bootstrap, topic, f"drain-{instances}")
+                 for i in range(instances)]
+        ports = [p for _, p in procs]
+        try:
+            deadline = time.monotonic() + 90
+            while not all(_metrics(p) for p in ports):  # up, not yet in the group (that takes seconds)
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the instances did not start within 90 s")
+                time.sleep(0.05)
+            while _sum(ports, "otelcol_receiver_accepted_spans") == 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("nothing was taken within 90 s")
+                time.sleep(0.01)
+            # From the first span taken: CPU spent joining the group before it is left out of both.
+            start, cpu1 = time.monotonic(), [_cpu_seconds(p.pid) for p, _ in procs]
+            while (got := _sum(ports, "otelcol_receiver_accepted_spans")) < spans:
+                if time.monotonic() - start > 300:
+                    raise RuntimeError(f"{got:,.0f} of {spans:,} spans taken in 5 minutes")
+                time.sleep(0.1)
+            drained, cpu2 = time.monotonic() - start, [_cpu_seconds(p.pid) for p, _ in procs]
+            while _sum(ports, "tailsample_kafka_partition_committed_offset") < messages:
+                if time.monotonic() - start > 300:
+                    raise RuntimeError("not every message was committed within 5 minutes")
+                time.sleep(0.1)
+            committed = time.monotonic() - start
+        finally:
+            for proc, _ in procs:
+                proc.terminate()
+                proc.wait(60)
+    cpu = sum(b - a for a, b in zip(cpu1, cpu2, strict=True))
+    per_instance = [(b - a) for a, b in zip(cpu1, cpu2, strict=True)]
+    return {"instances": instances, "messages": messages, "spans": spans, "drain_seconds": drained,
+            "commit_seconds": committed, "spans_per_s": spans / drained, "cpu_seconds": cpu,
+            "cpu_seconds_per_instance": per_instance, "us_cpu_per_span": cpu / spans * 1e6,
+            "us_cpu_per_message": cpu / messages * 1e6, "spans_per_cpu_second": spans / cpu if cpu else 0.0}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spans", type=int, default=400_000)
+    ap.add_argument("--backlog", type=int, default=60_000, help="messages of one 5-span trace (0: none)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     kafka = _broker_module()
-    messages, spans = _messages(a.spans)
-    rows = []
+    messages, spans = _messages(a.spans) if a.spans else ([], 0)
+    rows, drains = [], []
     with kafka.KafkaBroker(num_partitions=PARTITIONS) as broker:
-        for n in (1, 2):
+        for n in (1, 2) if a.spans else ():
             row = run(broker, n, messages, spans)
             print(json.dumps(row))
             rows.append(row)
+        if a.backlog:
+            import confluent_kafka as ck
+
+            broker.create_topic("backlog", partitions=PARTITIONS)
+            producer = ck.Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20,
+                                    "queue.buffering.max.messages": 1_000_000})
+            for key, value in _five_span_traces(a.backlog):
+                producer.produce("backlog", key=key, value=value)
+            producer.flush(120)
+            for n in (1, 2):
+                row = drain(broker, n, "backlog", a.backlog, 5 * a.backlog)
+                print(json.dumps(row))
+                drains.append(row)
     table = ["| instances | partitions | messages | spans | seconds (first produced to last committed) | "
              "spans/s | producing alone took |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         table.append(f"| {r['instances']} | {r['partitions']} | {r['messages']:,} | {r['spans']:,} | "
                      f"{r['seconds']:.1f} | {r['spans_per_s'] / 1e3:,.0f} k | {r['produce_seconds']:.1f} s |")
+    if drains:
+        table += ["", "Backlog drained (one trace of 5 spans per message, produced beforehand; CPU of the instances "
+                  "from the first span taken to the last):", "",
+                  "| instances | messages | spans | seconds | spans/s | CPU per span | CPU per message | "
+                  "spans per CPU-second |", "|---|---|---|---|---|---|---|---|"]
+        for r in drains:
+            table.append(f"| {r['instances']} | {r['messages']:,} | {r['spans']:,} | {r['drain_seconds']:.1f} | "
+                         f"{r['spans_per_s'] / 1e3:,.0f} k | {r['us_cpu_per_span']:.2f} us | "
+                         f"{r['us_cpu_per_message']:.1f} us | {r['spans_per_cpu_second'] / 1e3:,.0f} k |")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps({"rows": rows, "table_markdown": "\n".join(table)}, indent=2))
+        a.json.write_text(json.dumps({"rows": rows, "drains": drains, "table_markdown": "\n".join(table)},
+                                     indent=2))
     print("\n".join(table))
     return 0
 

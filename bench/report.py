@@ -153,6 +153,14 @@ def kafka_section(data: Any) -> list[str]:
     lines = str(data.get("table_markdown", "")).splitlines()
     if len(rows) == 2 and rows[0]["spans_per_s"]:
         lines += ["", f"Two instances against one: {rows[1]['spans_per_s'] / rows[0]['spans_per_s']:.2f}x."]
+    drains = data.get("drains", [])
+    if len(drains) == 2 and drains[0]["spans_per_s"] and drains[0]["spans_per_cpu_second"]:
+        one, two = drains
+        # Each instance with a core of its own drains at its spans per CPU-second while it has work.
+        modelled = 2 * two["spans_per_cpu_second"] / one["spans_per_cpu_second"]
+        lines += ["", f"Backlog, two instances against one: {two['spans_per_s'] / one['spans_per_s']:.2f}x on the "
+                  f"shared cores; {modelled:.2f}x modelled with a core each (two instances' spans per CPU-second, "
+                  "times two, against one's)."]
     return lines
 
 
@@ -290,6 +298,13 @@ def main() -> int:
         "spans/s for 12 s), so the buffer only grows:",
         "",
         *harness_section(None, None, _load(a.dir / "harness-memory.json"), only_extra=True),
+        "",
+        "Heap per buffered span at small spans (`bench/memory_shape.py`): traces of 5 spans of about 360 B with ten "
+        "attributes, the engine's defaults on (propagation audit, RED metrics, decision log), nothing decided; "
+        "heap is the extension's counting allocator (live Rust bytes), raw the payload bytes taken:",
+        "",
+        *(services_section(shape) if (shape := _load(a.dir / "memory-shape.json")) else
+          ["(memory-shape.json missing)"]),
         "",
         f"![memory by buffered traces]({a.plots}/memory_by_buffered_traces.png)",
         "",

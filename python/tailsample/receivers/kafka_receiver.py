@@ -52,18 +52,22 @@ _REVOKE_WAIT_SECONDS = 3.0  # at most, for decided traces' exports to finish bef
 
 
 @dataclass
-class _Message:
-    """A message consumed and not yet committed."""
+class _Block:
+    """A run of messages of one partition taken in one batch and not yet committed. They are committed together,
+    once the traces of all of them are out: bookkeeping per run, not per message, keeps the consumer thread's
+    Python work per message to a few attribute reads (one small trace per message is the common shape)."""
 
-    offset: int
+    end: int  # the offset after the run's last message: what a commit sends
+    count: int  # messages in the run
     trace_ids: list[bytes]
-    rounds: list[int]  # per pipeline: the round started when the message was taken
+    rounds: list[int]  # per pipeline: the round started when the run was taken
     decided: list[int | None] = field(default_factory=list)  # per pipeline: the round its traces left in
 
 
 @dataclass
 class _Partition:
-    messages: deque[_Message] = field(default_factory=deque)
+    messages: deque[_Block] = field(default_factory=deque)
+    held: int = 0  # messages in `messages`
     committed: int | None = None  # the offset committed (next to read), once known
     consumed: int | None = None  # next offset after the last message consumed
 
@@ -81,6 +85,7 @@ class KafkaReceiver:
         self._stop = threading.Event()
         self._partitions: dict[tuple[str, int], _Partition] = {}
         self._paused = False
+        self._held = 0  # messages consumed and not committed, over every partition
         self._snapshot: list[tuple[str, int, int, int, int]] = []  # topic, partition, lag, held back, committed
         labels = ("receiver",)
         self._messages = registry.counter("tailsample_kafka_messages", "Kafka messages consumed", labels)
@@ -155,20 +160,28 @@ class KafkaReceiver:
         for p in self.pipelines:
             results = self._ingest(p, payloads)
         spans = 0
+        block: _Block | None = None
+        part = _Partition()
+        tp: tuple[str, int] | None = None
         for msg, r in zip(msgs, results, strict=True):
-            tp = (msg.topic(), msg.partition())
-            part = self._partitions.setdefault(tp, _Partition())
-            ids: list[bytes] = []
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            if block is None or tp != (topic, partition):  # consume returns runs of one partition
+                tp = (topic, partition)
+                part = self._partitions.setdefault(tp, _Partition())
+                block = _Block(offset + 1, 0, [], rounds, [None] * len(self.pipelines))
+                part.messages.append(block)
             if isinstance(r, tuple):
                 spans += r[0]
-                ids = r[1]
+                block.trace_ids += r[1]
             else:
                 self._rejected.add(1, self.id)
-                log.warning("%s: %s[%d] offset %d is not OTLP protobuf, skipped: %s", self.id, tp[0], tp[1],
-                            msg.offset(), r)
-            offset = msg.offset()
-            part.messages.append(_Message(offset, ids, list(rounds), [None] * len(self.pipelines)))
+                log.warning("%s: %s[%d] offset %d is not OTLP protobuf, skipped: %s", self.id, topic, partition,
+                            offset, r)
+            block.end = offset + 1
+            block.count += 1
+            part.held += 1
             part.consumed = offset + 1
+        self._held += len(msgs)
         self._messages.add(len(msgs), self.id)  # counted per batch: the counters take a lock
         self._spans.add(spans, self.id, "kafka")
 
@@ -192,22 +205,24 @@ class KafkaReceiver:
         return out
 
     def _pause_or_resume(self) -> None:
-        held = sum(len(p.messages) for p in self._partitions.values())
+        held = self._held
         limit = self.settings.max_uncommitted_messages
-        assignment = self._consumer.assignment()
-        if not self._paused and held >= limit and assignment:
-            self._consumer.pause(assignment)
-            self._paused = True
-            log.warning("%s: %d messages wait for decisions (max_uncommitted_messages %d): consumption paused",
-                        self.id, held, limit)
+        # `assignment()` waits on librdkafka's main thread (milliseconds): asked only when pausing or resuming.
+        if not self._paused and held >= limit:
+            assignment = self._consumer.assignment()
+            if assignment:
+                self._consumer.pause(assignment)
+                self._paused = True
+                log.warning("%s: %d messages wait for decisions (max_uncommitted_messages %d): consumption "
+                            "paused", self.id, held, limit)
         elif self._paused and held < limit // 2:
-            self._consumer.resume(assignment)
+            self._consumer.resume(self._consumer.assignment())
             self._paused = False
 
     # ---- committing ----------------------------------------------------------------------------------------
 
-    def _decided(self, messages: Sequence[_Message]) -> None:
-        """Marks which of these messages' traces have all left every engine, with one engine call per pipeline."""
+    def _decided(self, messages: Sequence[_Block]) -> None:
+        """Marks which of these runs' traces have all left every engine, with one engine call per pipeline."""
         for i, p in enumerate(self.pipelines):
             todo = [m for m in messages if m.decided[i] is None]
             ids = [tid for m in todo for tid in m.trace_ids]
@@ -219,7 +234,7 @@ class KafkaReceiver:
                 # A late span of a decided trace leaves with the next round's output, not this one's.
                 m.decided[i] = max(started, m.rounds[i] + 1)
 
-    def _done(self, m: _Message) -> bool:
+    def _done(self, m: _Block) -> bool:
         if len(self.pipelines) == 1:  # the common case, on the hot path
             d = m.decided[0]
             return d is not None and self.pipelines[0].round_sent_through >= d
@@ -242,7 +257,10 @@ class KafkaReceiver:
                     self._decided(list(islice(part.messages, 1, _BATCH)))
                 if not self._done(m):
                     break
-                advanced = part.messages.popleft().offset + 1
+                part.messages.popleft()
+                part.held -= m.count
+                self._held -= m.count
+                advanced = m.end
             if advanced is not None and advanced != part.committed:
                 part.committed = advanced
                 offsets.append(ck.TopicPartition(tp[0], tp[1], advanced))
@@ -263,7 +281,9 @@ class KafkaReceiver:
             log.info("%s: gave up %d partitions; forgot %d buffered traces for their next owner", self.id, len(tps),
                      forgotten)
         for tp in tps:
-            self._partitions.pop(tp, None)
+            part = self._partitions.pop(tp, None)
+            if part is not None:
+                self._held -= part.held
 
     # ---- rebalances (called inside consume, on the consumer thread) -----------------------------------------
 
@@ -300,7 +320,7 @@ class KafkaReceiver:
             except Exception:  # not known yet
                 high = -1
             lag = max(0, high - part.consumed) if high >= 0 and part.consumed is not None else 0
-            snapshot.append((topic, partition, lag, len(part.messages),
+            snapshot.append((topic, partition, lag, part.held,
                              part.committed if part.committed is not None else -1))
         self._snapshot = snapshot
 

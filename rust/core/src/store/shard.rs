@@ -7,6 +7,7 @@
 //! skipped; the queues are compacted when stale entries outnumber live ones.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::{Index, IndexMut};
 use std::sync::Arc;
 
 use ahash::RandomState;
@@ -55,6 +56,47 @@ struct Trace {
     first_segment: u64,
     /// Per span, what the propagation audit reads when the trace is decided (empty when the audit is off).
     audit: Vec<AuditSpan>,
+}
+
+/// Slots per page of [`Slots`].
+const SLOT_PAGE: usize = 1024;
+
+/// A shard's trace slots, in pages of [`SLOT_PAGE`]. One `Vec<Trace>` grew by doubling: up to half its capacity
+/// (hundreds of bytes a slot) held unused and uncounted, and every growth copied (and faulted in) every trace
+/// buffered. Pages grow alone: at most the last one has room to spare, and a slot never moves.
+#[derive(Default)]
+struct Slots {
+    pages: Vec<Vec<Trace>>,
+    len: usize,
+}
+
+impl Slots {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, t: Trace) {
+        if self.len % SLOT_PAGE == 0 {
+            self.pages.push(Vec::new());
+        }
+        if let Some(page) = self.pages.last_mut() {
+            page.push(t);
+            self.len += 1;
+        }
+    }
+}
+
+impl Index<usize> for Slots {
+    type Output = Trace;
+    fn index(&self, i: usize) -> &Trace {
+        &self.pages[i / SLOT_PAGE][i % SLOT_PAGE]
+    }
+}
+
+impl IndexMut<usize> for Slots {
+    fn index_mut(&mut self, i: usize) -> &mut Trace {
+        &mut self.pages[i / SLOT_PAGE][i % SLOT_PAGE]
+    }
 }
 
 /// The propagation audit of a shard, and where its attributes are among the extracted keys.
@@ -221,7 +263,7 @@ pub struct Shard {
     /// Trace ID → its slot (a buffered trace), or `HELD | arrival` (a decided trace held for its late spans; its
     /// outcome in `resident`). A `u64` value costs nothing over a `u32` beside a `u128` key.
     table: HashMap<u128, u64, RandomState>,
-    traces: Vec<Trace>,
+    traces: Slots,
     free: Vec<u32>,
     /// (slot, generation) in first-seen order.
     due: VecDeque<(u32, u32)>,
@@ -304,7 +346,7 @@ impl Shard {
             eval_order,
             limit,
             table: HashMap::default(),
-            traces: Vec::new(),
+            traces: Slots::default(),
             free: Vec::new(),
             due: VecDeque::new(),
             root_due: VecDeque::new(),
@@ -736,6 +778,10 @@ impl Shard {
             sh.span_bytes += c.framed.len() as u64;
             sh.spans += u64::from(c.spans);
             sh.chunks += 1;
+            if t.chunks.capacity() == 0 {
+                // Most traces are one chunk: a first push would allocate room for four.
+                t.chunks.reserve_exact(1);
+            }
             t.chunks.push(c);
         });
         if first_root && self.cfg.decision_wait_after_root_received_ns > 0 {
