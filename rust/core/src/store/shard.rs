@@ -702,30 +702,7 @@ impl Shard {
             for &(_, si) in group {
                 let span = &d.spans[si as usize];
                 let is_root = span.parent_span_id.is_none();
-                if !cfg.keyers.is_empty() && (v.span_count == 0 || (is_root && !v.keys_from_root)) {
-                    // The trace's keys: from its first span, until its root arrives.
-                    let scope = &d.scopes[span.scope as usize];
-                    let attrs = d.span_attrs_of(si as usize);
-                    let resource_attrs = d.resource_attrs_of(scope.resource as usize);
-                    for k in &cfg.keyers {
-                        v.keys[k.slot] = k.span_hash(span, attrs, resource_attrs);
-                    }
-                    v.keys_from_root = is_root;
-                }
-                if cfg.reads_ot && v.ot_present == 0 && !span.trace_state.is_empty() {
-                    let ot = read_ot(span.trace_state);
-                    if ot.th.is_some() || ot.rv.is_some() {
-                        v.ot_present = ot_bits::SEEN;
-                        if let Some(th) = ot.th {
-                            v.ot_th = th;
-                            v.ot_present |= ot_bits::TH;
-                        }
-                        if let Some(rv) = ot.rv {
-                            v.ot_rv = rv;
-                            v.ot_present |= ot_bits::RV;
-                        }
-                    }
-                }
+                fold_policy_facts(&cfg, v, d, si as usize, v.span_count == 0);
                 v.span_count = v.span_count.saturating_add(1);
                 if span.start_time_unix_nano != 0
                     && (v.min_start_unix_nano == 0
@@ -740,33 +717,6 @@ impl Shard {
                 if let Some(a) = &mut self.audit {
                     t.audit.push(a.span(d, si as usize, seen, now));
                     self.audit_spans += 1;
-                }
-                if !cfg.aggregators.is_empty() {
-                    let attrs = d.span_attrs_of(si as usize);
-                    for a in &cfg.aggregators {
-                        a.accumulate(v, attrs);
-                    }
-                }
-                if !cfg.folders.is_empty() {
-                    let scope = &d.scopes[span.scope as usize];
-                    let facts = SpanFacts {
-                        span,
-                        attrs: d.span_attrs_of(si as usize),
-                        resource_attrs: d.resource_attrs_of(scope.resource as usize),
-                        scope_name: scope.name,
-                        scope_raw: scope.raw.as_deref().unwrap_or_default(),
-                        keys: &cfg.attr_keys,
-                    };
-                    for (slot, kind) in &cfg.folders {
-                        let bit = 1u64 << slot;
-                        if v.matched & bit == 0 {
-                            match kind.span_fold(&facts) {
-                                Fold::Match => v.matched |= bit,
-                                Fold::Error => v.errors |= bit,
-                                Fold::NoMatch => {}
-                            }
-                        }
-                    }
                 }
             }
             !had_root && v.root_seen
@@ -1407,6 +1357,71 @@ impl Shard {
     }
 }
 
+/// Folds what the policies read of one span into its trace's summary: the trace keys (from its first span, until
+/// its root arrives), the `ot` values of its first tracestate that has them, the aggregates, and the folding
+/// policies' bits. At ingest and again at a reload's re-fold, so both read a span the same way.
+#[inline]
+fn fold_policy_facts(
+    cfg: &EngineConfig,
+    v: &mut TraceView,
+    d: &Decoded<'_>,
+    si: usize,
+    first: bool,
+) {
+    let span = &d.spans[si];
+    let is_root = span.parent_span_id.is_none();
+    if !cfg.keyers.is_empty() && (first || (is_root && !v.keys_from_root)) {
+        let scope = &d.scopes[span.scope as usize];
+        let attrs = d.span_attrs_of(si);
+        let resource_attrs = d.resource_attrs_of(scope.resource as usize);
+        for k in &cfg.keyers {
+            v.keys[k.slot] = k.span_hash(span, attrs, resource_attrs);
+        }
+        v.keys_from_root = is_root;
+    }
+    if cfg.reads_ot && v.ot_present == 0 && !span.trace_state.is_empty() {
+        let ot = read_ot(span.trace_state);
+        if ot.th.is_some() || ot.rv.is_some() {
+            v.ot_present = ot_bits::SEEN;
+            if let Some(th) = ot.th {
+                v.ot_th = th;
+                v.ot_present |= ot_bits::TH;
+            }
+            if let Some(rv) = ot.rv {
+                v.ot_rv = rv;
+                v.ot_present |= ot_bits::RV;
+            }
+        }
+    }
+    if !cfg.aggregators.is_empty() {
+        let attrs = d.span_attrs_of(si);
+        for a in &cfg.aggregators {
+            a.accumulate(v, attrs);
+        }
+    }
+    if !cfg.folders.is_empty() {
+        let scope = &d.scopes[span.scope as usize];
+        let facts = SpanFacts {
+            span,
+            attrs: d.span_attrs_of(si),
+            resource_attrs: d.resource_attrs_of(scope.resource as usize),
+            scope_name: scope.name,
+            scope_raw: scope.raw.as_deref().unwrap_or_default(),
+            keys: &cfg.attr_keys,
+        };
+        for (slot, kind) in &cfg.folders {
+            let bit = 1u64 << slot;
+            if v.matched & bit == 0 {
+                match kind.span_fold(&facts) {
+                    Fold::Match => v.matched |= bit,
+                    Fold::Error => v.errors |= bit,
+                    Fold::NoMatch => {}
+                }
+            }
+        }
+    }
+}
+
 /// The sizes the reference gives this payload's share of a trace: the sum of `ResourceSpansSize` of each
 /// `ResourceSpans` it makes of it (what `maximum_trace_size_bytes` adds up), and `TracesSize` of the same
 /// (what `bytes_limiting` measures: each framed as a field of `TracesData`). One `ResourceSpans` per payload
@@ -1580,55 +1595,9 @@ impl Shard {
                 v.bytes += content;
                 v.otlp_bytes += framed;
             }
-            for (si, span) in d.spans.iter().enumerate() {
-                let is_root = span.parent_span_id.is_none();
-                let scope = &d.scopes[span.scope as usize];
-                let attrs = d.span_attrs_of(si);
-                let resource_attrs = d.resource_attrs_of(scope.resource as usize);
-                if !cfg.keyers.is_empty() && (first || (is_root && !v.keys_from_root)) {
-                    for k in &cfg.keyers {
-                        v.keys[k.slot] = k.span_hash(span, attrs, resource_attrs);
-                    }
-                    v.keys_from_root = is_root;
-                }
+            for si in 0..d.spans.len() {
+                fold_policy_facts(&cfg, v, &d, si, first);
                 first = false;
-                if cfg.reads_ot && v.ot_present == 0 && !span.trace_state.is_empty() {
-                    let ot = read_ot(span.trace_state);
-                    if ot.th.is_some() || ot.rv.is_some() {
-                        v.ot_present = ot_bits::SEEN;
-                        if let Some(th) = ot.th {
-                            v.ot_th = th;
-                            v.ot_present |= ot_bits::TH;
-                        }
-                        if let Some(rv) = ot.rv {
-                            v.ot_rv = rv;
-                            v.ot_present |= ot_bits::RV;
-                        }
-                    }
-                }
-                for a in &cfg.aggregators {
-                    a.accumulate(v, attrs);
-                }
-                if !cfg.folders.is_empty() {
-                    let facts = SpanFacts {
-                        span,
-                        attrs,
-                        resource_attrs,
-                        scope_name: scope.name,
-                        scope_raw: scope.raw.as_deref().unwrap_or_default(),
-                        keys: &cfg.attr_keys,
-                    };
-                    for (slot, kind) in &cfg.folders {
-                        let bit = 1u64 << slot;
-                        if v.matched & bit == 0 {
-                            match kind.span_fold(&facts) {
-                                Fold::Match => v.matched |= bit,
-                                Fold::Error => v.errors |= bit,
-                                Fold::NoMatch => {}
-                            }
-                        }
-                    }
-                }
             }
         }
     }
