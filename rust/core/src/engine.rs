@@ -15,7 +15,10 @@ use ahash::RandomState;
 
 use crate::config::EngineConfig;
 use crate::durable::tail_storage::Replayed;
-use crate::durable::{ReplayReport, StorageOptions, SyncPolicy, TailStorage};
+use crate::durable::{
+    Archive, ArchiveOptions, ArchiveStats, Dropped, Found, ReplayReport, StorageOptions,
+    SyncPolicy, TailStorage,
+};
 use crate::error::{Error, Result};
 use crate::otlp::decode::decode;
 use crate::otlp::encode::{encode_requests, OutChunk};
@@ -57,6 +60,27 @@ pub struct Engine {
     next_round: Mutex<u64>,
     storage: Option<TailStorage>,
     replay: Option<ReplayReport>,
+    /// The archive of dropped traces (`tailsample.archive`), written at each round.
+    archive: Option<Mutex<Archive>>,
+    archive_overflowed: AtomicU64,
+}
+
+/// Dropped traces wait for the next round in per-shard stashes of at most this many bytes in all.
+pub const ARCHIVE_STASH_BYTES: u64 = 64 << 20;
+
+/// The archive's gauges and counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArchiveReport {
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub traces: u64,
+    /// When the oldest trace held was archived (ns; None when empty).
+    pub oldest: Option<i64>,
+    pub max_age_ns: i64,
+    pub index_memory_bytes: u64,
+    /// Dropped traces not archived because the stash between rounds was full.
+    pub traces_overflowed: u64,
+    pub stats: ArchiveStats,
 }
 
 /// Splits `total` into `n` shares that add up to it.
@@ -118,7 +142,102 @@ impl Engine {
             next_round: Mutex::new(1),
             storage: None,
             replay: None,
+            archive: None,
+            archive_overflowed: AtomicU64::new(0),
         }
+    }
+
+    /// Turns the archive of dropped traces on (`tailsample.archive`): from now on every trace decided not
+    /// kept, evicted or dropped at shutdown is written there, compressed, at the round that decided it.
+    pub fn attach_archive(&mut self, opts: ArchiveOptions) -> Result<()> {
+        let dir = opts.directory.display().to_string();
+        let a = Archive::open(opts).map_err(|e| Error::Storage {
+            path: dir,
+            message: format!("archive: {e}"),
+        })?;
+        let n = self.shards.len();
+        for (i, s) in self.shards.iter().enumerate() {
+            lock(s).set_archiving(share(ARCHIVE_STASH_BYTES as usize, n, i) as u64);
+        }
+        self.archive = Some(Mutex::new(a));
+        Ok(())
+    }
+
+    fn archive_lock(&self) -> Option<MutexGuard<'_, Archive>> {
+        self.archive
+            .as_ref()
+            .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Torn tails the archive cut when it was opened.
+    pub fn archive_truncations(&self) -> Vec<crate::durable::Truncation> {
+        self.archive_lock()
+            .map(|a| a.truncations.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every archived part of each trace in `ids` (empty where not held); None without an archive.
+    pub fn recover(&self, ids: &[u128]) -> Option<Result<Vec<Found>>> {
+        let mut a = self.archive_lock()?;
+        let mut out = Vec::new();
+        for &id in ids {
+            match a.find(id) {
+                Ok(f) => out.extend(f),
+                Err(e) => {
+                    return Some(Err(Error::Storage {
+                        path: a.directory().display().to_string(),
+                        message: format!("archive read failed: {e}"),
+                    }))
+                }
+            }
+        }
+        Some(Ok(out))
+    }
+
+    /// The archive's state; None without one. Applies the age limit at the engine clock first.
+    pub fn archive_report(&self) -> Option<ArchiveReport> {
+        let now = self.clock();
+        let mut a = self.archive_lock()?;
+        if now != i64::MIN {
+            a.expire(now);
+        }
+        Some(ArchiveReport {
+            bytes: a.bytes(),
+            max_bytes: a.options().max_bytes,
+            traces: a.traces(),
+            oldest: a.oldest(),
+            max_age_ns: a.options().max_age_ns,
+            index_memory_bytes: a.index_memory_bytes(),
+            traces_overflowed: self.archive_overflowed.load(Ordering::Relaxed),
+            stats: a.stats,
+        })
+    }
+
+    /// Writes the dropped traces taken from the shards: each re-encoded as one payload (with its resource and
+    /// scope), all in one compressed block.
+    fn archive_dropped(&self, dropped: Vec<(u128, Vec<Chunk>)>, now: i64) {
+        let Some(mut a) = self.archive_lock() else {
+            return;
+        };
+        let traces: Vec<Dropped> = dropped
+            .iter()
+            .filter_map(|(id, chunks)| {
+                let refs: Vec<OutChunk<'_>> = chunks
+                    .iter()
+                    .map(|c| OutChunk {
+                        origin: &c.origin,
+                        framed: &c.framed,
+                    })
+                    .collect();
+                let mut p = encode_requests(&refs, usize::MAX >> 1, |_, _| {});
+                (p.len() == 1).then(|| Dropped {
+                    id: *id,
+                    payload: p.swap_remove(0),
+                })
+            })
+            .collect();
+        a.write(&traces, now);
+        a.expire(now);
     }
 
     /// An engine whose buffer is on disk (`tail_storage`): opens the storage directory, replays what it holds
@@ -587,10 +706,16 @@ impl Engine {
         let mut decided = Vec::new();
         let mut min_kept = u64::MAX;
         let mut pending_min: Option<u64> = None;
+        let mut dropped = Vec::new();
         for s in self.shards.iter() {
             let mut shard = lock(s);
             let before = shard.memory_bytes();
             each(&mut shard, now, &mut out);
+            let overflowed = shard.take_archived(&mut dropped);
+            if overflowed > 0 {
+                self.archive_overflowed
+                    .fetch_add(overflowed, Ordering::Relaxed);
+            }
             self.account(before, shard.memory_bytes());
             min_kept = min_kept.min(shard.take_decisions(&mut decided));
             if let Some(p) = shard.pending_min_segment() {
@@ -607,6 +732,13 @@ impl Engine {
             }
         }
         drop(next);
+        if !dropped.is_empty() {
+            self.archive_dropped(dropped, now);
+        } else if self.archive.is_some() {
+            if let Some(mut a) = self.archive_lock() {
+                a.expire(now);
+            }
+        }
         (round, self.encode(out))
     }
 

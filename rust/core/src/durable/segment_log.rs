@@ -184,7 +184,7 @@ fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(ids)
 }
 
-fn checksum(kind: u8, body: &[&[u8]]) -> u32 {
+pub(crate) fn checksum(kind: u8, body: &[&[u8]]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&[kind]);
     for part in body {
