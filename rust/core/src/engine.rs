@@ -61,7 +61,7 @@ pub struct Engine {
     storage: Option<TailStorage>,
     replay: Option<ReplayReport>,
     /// The archive of dropped traces (`tailsample.archive`), written at each round.
-    archive: Option<Mutex<Archive>>,
+    archive: std::sync::OnceLock<Mutex<Archive>>,
     archive_overflowed: AtomicU64,
 }
 
@@ -142,30 +142,35 @@ impl Engine {
             next_round: Mutex::new(1),
             storage: None,
             replay: None,
-            archive: None,
+            archive: std::sync::OnceLock::new(),
             archive_overflowed: AtomicU64::new(0),
         }
     }
 
     /// Turns the archive of dropped traces on (`tailsample.archive`): from now on every trace decided not
     /// kept, evicted or dropped at shutdown is written there, compressed, at the round that decided it.
-    pub fn attach_archive(&mut self, opts: ArchiveOptions) -> Result<()> {
+    pub fn attach_archive(&self, opts: ArchiveOptions) -> Result<()> {
         let dir = opts.directory.display().to_string();
         let a = Archive::open(opts).map_err(|e| Error::Storage {
             path: dir,
             message: format!("archive: {e}"),
         })?;
+        if self.archive.set(Mutex::new(a)).is_err() {
+            return Err(Error::config(
+                "tailsample.archive",
+                "the archive is already on",
+            ));
+        }
         let n = self.shards.len();
         for (i, s) in self.shards.iter().enumerate() {
             lock(s).set_archiving(share(ARCHIVE_STASH_BYTES as usize, n, i) as u64);
         }
-        self.archive = Some(Mutex::new(a));
         Ok(())
     }
 
     fn archive_lock(&self) -> Option<MutexGuard<'_, Archive>> {
         self.archive
-            .as_ref()
+            .get()
             .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -734,7 +739,7 @@ impl Engine {
         drop(next);
         if !dropped.is_empty() {
             self.archive_dropped(dropped, now);
-        } else if self.archive.is_some() {
+        } else if self.archive.get().is_some() {
             if let Some(mut a) = self.archive_lock() {
                 a.expire(now);
             }

@@ -637,6 +637,82 @@ impl ArchiveReader {
     }
 }
 
+/// What `recover --since/--until` lists of a trace: its root span, duration and status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceSummary {
+    pub spans: u32,
+    pub root_name: String,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    /// True when some span has status ERROR.
+    pub error: bool,
+}
+
+/// Reads a trace's payload for the table, and tests it against a `--where` OTTL span condition.
+pub struct TraceFilter {
+    cond: Option<crate::policy::ottl_condition::OttlCondition>,
+    keys: crate::otlp::decode::AttrKeys,
+}
+
+impl TraceFilter {
+    /// `where_`: an OTTL condition in the span context (as in an `ottl_condition` policy's `span:` list);
+    /// None matches every trace.
+    pub fn new(where_: Option<&str>) -> crate::error::Result<Self> {
+        let Some(expr) = where_ else {
+            return Ok(TraceFilter {
+                cond: None,
+                keys: crate::otlp::decode::AttrKeys::new(Vec::<String>::new()),
+            });
+        };
+        let v = serde_json::json!({ "span": [expr] });
+        let node = crate::config::node::Node::new(&v, "where");
+        let mut cond = crate::policy::ottl_condition::OttlCondition::parse(node.mapping()?)?;
+        let keys = crate::otlp::decode::AttrKeys::new(cond.attribute_keys());
+        cond.bind(&keys);
+        Ok(TraceFilter {
+            cond: Some(cond),
+            keys,
+        })
+    }
+
+    /// The trace's summary when it matches (None when not, or when the payload does not decode).
+    pub fn check(&self, payload: &[u8]) -> Option<TraceSummary> {
+        let d = crate::otlp::decode::decode(payload, &self.keys).ok()?;
+        let mut matched = self.cond.is_none();
+        let mut sum = TraceSummary {
+            start_ns: u64::MAX,
+            ..TraceSummary::default()
+        };
+        let mut end = 0u64;
+        for (si, span) in d.spans.iter().enumerate() {
+            sum.spans += 1;
+            sum.start_ns = sum.start_ns.min(span.start_time_unix_nano);
+            end = end.max(span.end_time_unix_nano);
+            sum.error |= span.status_code == 2;
+            if span.parent_span_id.is_none() && sum.root_name.is_empty() {
+                sum.root_name = span.name.to_string();
+            }
+            if let (false, Some(c)) = (matched, &self.cond) {
+                let scope = &d.scopes[span.scope as usize];
+                let facts = crate::policy::SpanFacts {
+                    span,
+                    attrs: d.span_attrs_of(si),
+                    resource_attrs: d.resource_attrs_of(scope.resource as usize),
+                    scope_name: scope.name,
+                    scope_raw: scope.raw.as_deref().unwrap_or_default(),
+                    keys: &self.keys,
+                };
+                matched = c.span_fold(&facts) == crate::policy::Fold::Match;
+            }
+        }
+        if sum.spans == 0 {
+            sum.start_ns = 0;
+        }
+        sum.duration_ns = end.saturating_sub(sum.start_ns);
+        matched.then_some(sum)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,9 @@ pub mod queue;
 pub mod segment_log;
 pub mod tail_storage;
 
-pub use archive::{Archive, ArchiveOptions, ArchiveReader, ArchiveStats, Dropped, Found};
+pub use archive::{
+    Archive, ArchiveOptions, ArchiveReader, ArchiveStats, Dropped, Found, TraceFilter, TraceSummary,
+};
 pub use queue::{PersistentQueue, QueueError, QueueRecovery, QueueStats, SyncPoint};
 pub use segment_log::{
     AppendError, Budget, LogOptions, Position, SegmentLog, SyncPolicy, Truncation,
