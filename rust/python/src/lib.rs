@@ -896,6 +896,12 @@ fn archive_error(py: Python<'_>, path: &std::path::Path, e: std::io::Error) -> P
     )
 }
 
+/// A recovered payload with `tailsample.recovered` on every span (as stored if it cannot be read, which a
+/// payload the engine encoded always can).
+fn marked(payload: &[u8]) -> Vec<u8> {
+    tailsample_core::durable::archive::mark_recovered(payload).unwrap_or_else(|| payload.to_vec())
+}
+
 fn trace_ids(ids: &[Vec<u8>]) -> PyResult<Vec<u128>> {
     ids.iter()
         .map(|b| {
@@ -917,7 +923,7 @@ fn found_list<'py>(
         out.append((
             PyBytes::new(py, &f.id.to_be_bytes()),
             f.archived_at as f64 / 1e9,
-            PyBytes::new(py, &f.payload),
+            PyBytes::new(py, &marked(&f.payload)),
         ))?;
     }
     Ok(out)
@@ -1051,7 +1057,7 @@ impl NativeArchiveReader {
                 s.start_ns as f64 / 1e9,
                 s.duration_ns as f64 / 1e9,
                 s.error,
-                PyBytes::new(py, &payload),
+                PyBytes::new(py, &marked(&payload)),
             ))?;
         }
         Ok((out, spans, problems))

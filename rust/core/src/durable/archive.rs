@@ -637,6 +637,51 @@ impl ArchiveReader {
     }
 }
 
+/// The span attribute every recovered span carries (`tailsample.recovered = true`).
+pub const RECOVERED_ATTRIBUTE: &str = "tailsample.recovered";
+
+/// A recovered trace's payload as it leaves: each span gains `tailsample.recovered = true` (appended, so the
+/// rest of its bytes stay as they were received). None when the payload is not one this crate encoded.
+pub fn mark_recovered(payload: &[u8]) -> Option<Vec<u8>> {
+    use crate::otlp::encode::{append_attributes, bool_attribute};
+    use crate::otlp::wire::{put_len_header, Reader, WireType};
+    let attr = bool_attribute(RECOVERED_ATTRIBUTE, true);
+    // ExportTraceServiceRequest.resource_spans(1) > ResourceSpans.scope_spans(2) > ScopeSpans.spans(2): every
+    // field on the way is length-delimited in what the encoder writes.
+    fn walk(msg: &[u8], depth: u8, attr: &[u8], out: &mut Vec<u8>) -> Option<()> {
+        let mut r = Reader::new(msg, 0);
+        while !r.is_empty() {
+            let (field, wt) = r.read_tag().ok()?;
+            if wt != WireType::Len {
+                return None;
+            }
+            let (body, _) = r.read_len().ok()?;
+            match (depth, field) {
+                (0, 1) | (1, 2) => {
+                    let mut inner = Vec::with_capacity(body.len() + 64);
+                    walk(body, depth + 1, attr, &mut inner)?;
+                    put_len_header(out, field, inner.len());
+                    out.extend_from_slice(&inner);
+                }
+                (2, 2) => {
+                    let mut framed = Vec::with_capacity(body.len() + 6);
+                    put_len_header(&mut framed, 2, body.len());
+                    framed.extend_from_slice(body);
+                    out.extend_from_slice(&append_attributes(&framed, attr));
+                }
+                _ => {
+                    put_len_header(out, field, body.len());
+                    out.extend_from_slice(body);
+                }
+            }
+        }
+        Some(())
+    }
+    let mut out = Vec::with_capacity(payload.len() + payload.len() / 8);
+    walk(payload, 0, &attr, &mut out)?;
+    Some(out)
+}
+
 /// What `recover --since/--until` lists of a trace: its root span, duration and status.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TraceSummary {
