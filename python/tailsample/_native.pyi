@@ -2,8 +2,9 @@
 
 from typing import Any, final
 
-__all__ = ["NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue", "__version__", "error_classes",
-           "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto", "split_by_trace"]
+__all__ = ["NativeArchiveReader", "NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue", "__version__",
+           "archive_attach", "archive_recover", "archive_report", "error_classes", "inspect_payload",
+           "memory_purge", "memory_stats", "otlp_json_to_proto", "split_by_trace"]
 
 __version__: str
 
@@ -83,3 +84,16 @@ def memory_stats() -> dict[str, int]:
 
 def memory_purge() -> dict[str, int]:
     """Hands mimalloc's freed pages back to the system (`mi_collect(true)`); returns `memory_stats()` after."""
+
+# The archive of dropped traces (issue 21).
+@final
+class NativeArchiveReader:
+    def __new__(cls, directory: str) -> NativeArchiveReader: ...
+    def find(self, ids: list[bytes]) -> list[tuple[bytes, float, bytes]]: ...
+    def scan(self, since: float, until: float, where_: str | None = None, limit: int = ...
+             ) -> tuple[list[tuple[bytes, float, int, str, float, float, bool, bytes]], int, list[str]]: ...
+
+def archive_attach(engine: NativeEngine, directory: str, max_bytes: int, max_age: float,
+                   segment_bytes: int) -> None: ...
+def archive_recover(engine: NativeEngine, ids: list[bytes]) -> list[tuple[bytes, float, bytes]] | None: ...
+def archive_report(engine: NativeEngine) -> dict[str, Any] | None: ...

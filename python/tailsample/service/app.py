@@ -11,6 +11,7 @@ start), the kept spans go to the exporters, which drain their queues until
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import datetime
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from tailsample.archive import parse_trace_id
 from tailsample.collector.fileformat import proto_to_json
 from tailsample.collector.settings import (
     BearerTokenAuthExtension,
@@ -57,7 +59,7 @@ from tailsample.collector.metrics import Registry, Sample
 from tailsample.incident.tree import build_traces, summary_json
 from tailsample.service.debug import DebugGate
 from tailsample.service.memory import MemoryLimiter, resident_bytes
-from tailsample.service.pipeline import FanoutSink, ServicePipeline
+from tailsample.service.pipeline import FanoutSink, ServicePipeline, span_count
 from tailsample.ui.status import StatusPage
 
 log = logging.getLogger("tailsample.serve")
@@ -156,10 +158,13 @@ class Service:
             sampler = cfg.processors[p.tail_sampling]
             assert isinstance(sampler, TailSamplingProcessor)
             storage = storages.get(sampler.config.tail_storage or "")
+            archive_settings = sampler.config.archive
+            archive = storages.get(archive_settings.storage) if archive_settings is not None else None
             # Opening tail storage replays it: off the event loop.
             self.pipelines[pid] = await loop.run_in_executor(self._executor, functools.partial(
                 ServicePipeline, p, dict(cfg.processors), [self.exporters[e] for e in p.exporters],
-                [self.limiters[x] for x in p.processors if x in self.limiters], self.registry, storage))
+                [self.limiters[x] for x in p.processors if x in self.limiters], self.registry, storage,
+                archive=archive))
 
         receiver_metrics = ReceiverMetrics(self.registry)
         caps = self._connection_caps()
@@ -229,7 +234,8 @@ class Service:
                                    "/debug/gaps": ("gaps", self._gaps),
                                    "/debug/attributes": ("attributes", self._attributes),
                                    "/debug/kept": ("kept", self._kept_list),
-                                   "/debug/kept/{trace_id}": ("kept_trace", self._kept_trace)})
+                                   "/debug/kept/{trace_id}": ("kept_trace", self._kept_trace),
+                                   "POST /debug/recover": ("recover", self._recover)})
 
     def _connection_caps(self) -> dict[str, int]:
         """Every OTLP listener's max_connections, lowered to fit the descriptor limit with the endpoints'."""
@@ -346,6 +352,46 @@ class Service:
         return _json_error(404, f"trace {trace_id.lower()} is not among the recently kept traces (never kept, or "
                                 "pushed out of the recent_kept_bytes buffer); `tailsample explain` says what "
                                 "happened to it")
+
+    async def _recover(self, request: web.Request) -> web.Response:
+        """Dropped traces from each pipeline's archive (`tailsample recover --url`). Body: {"trace_ids": [...],
+        "export": true} sends what is found to the pipeline's exporters (spans marked `tailsample.recovered`);
+        "export": false returns the payloads instead (base64 protobuf). 400 for a bad body or trace ID."""
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _json_error(400, 'the body must be JSON: {"trace_ids": ["<32 hex digits>", ...], "export": true}')
+        ids = body.get("trace_ids") if isinstance(body, dict) else None
+        export = body.get("export", True) if isinstance(body, dict) else True
+        most = self._debug.max_page_size if self._debug is not None else 0
+        if not isinstance(ids, list) or not all(isinstance(t, str) for t in ids) or not isinstance(export, bool):
+            return _json_error(400, 'the body must be {"trace_ids": ["<32 hex digits>", ...], "export": true|false}')
+        if not 0 < len(ids) <= most:
+            return _json_error(400, f"give 1 to {most} trace IDs (max_page_size of the tailsample_debug "
+                                    f"extension), got {len(ids)}")
+        try:
+            for t in ids:
+                parse_trace_id(t)
+        except ValueError as e:
+            return _json_error(400, str(e))
+        loop = asyncio.get_running_loop()
+        out: dict[str, Any] = {}
+        for pid, p in self.pipelines.items():
+            if p.engine.archive_directory is None:
+                out[pid] = {"archive": False}
+                continue
+            found = await p.recover(loop, self._executor, ids, export=export)
+            rows = []
+            for r in found:
+                row: dict[str, Any] = {"trace_id": r.trace_id, "archived_at": r.archived_at,
+                                       "spans": span_count(r.payload)}
+                if not export:
+                    row["payload"] = base64.b64encode(r.payload).decode()
+                rows.append(row)
+            hit = {r.trace_id for r in found}
+            out[pid] = {"archive": True, "found": rows, "exported": export,
+                        "missing": [t.lower() for t in ids if parse_trace_id(t).hex() not in hit]}
+        return web.Response(text=json.dumps({"pipelines": out}), content_type="application/json")
 
     async def _health(self, request: web.Request) -> web.Response:
         up = datetime.datetime.fromtimestamp(self.started_at, datetime.timezone.utc)
