@@ -120,6 +120,8 @@ class ArchiveReader:
         """Traces archived between `since` and `until` (Unix s) with a span matching `where` (an OTTL condition
         in the span context, as in an `ottl_condition` policy), at most `limit`. Raises ConfigError for a
         condition that does not compile."""
+        # Unix seconds the engine's i64 nanoseconds hold (to 2262).
+        since, until = max(0.0, min(since, 9e9)), max(0.0, min(until, 9e9))
         traces: list[Found] = []
         spans = 0
         problems: list[str] = []
