@@ -116,7 +116,7 @@ def _name_of(whole: bytes) -> str:
     for cut in range(len(whole)):
         try:
             s = Span.FromString(whole[cut:])
-        except Exception:  # noqa: BLE001 - not the span's start yet
+        except Exception:
             continue
         if len(s.trace_id) == 16 and s.SerializeToString(deterministic=True) == whole[cut:]:
             return s.name
@@ -124,7 +124,7 @@ def _name_of(whole: bytes) -> str:
 
 
 def test_the_archive_survives_a_reopen_with_a_torn_tail(tmp_path):
-    e, sent, kept, t0 = _run_seed(tmp_path, seconds=1.0)
+    e, sent, kept, _ = _run_seed(tmp_path, seconds=1.0)
     dropped = sorted(set(sent) - kept)
     directory = e.archive_directory
     assert directory is not None
@@ -191,7 +191,7 @@ def test_unknown_and_aged_out_ids_get_a_plain_answer(tmp_path, capsys):
 
 
 def test_cli_writes_the_file_exporter_format_and_lists_a_scan(tmp_path, capsys):
-    e, sent, kept, _ = _run_seed(tmp_path, seconds=0.5)
+    _, sent, kept, _ = _run_seed(tmp_path, seconds=0.5)
     dropped = sorted(set(sent) - kept)[:3]
     out_file = tmp_path / "recovered.json"
     assert main(["recover", "--archive", str(tmp_path), *dropped, "--output", str(out_file)]) == 0
@@ -209,7 +209,7 @@ def test_cli_writes_the_file_exporter_format_and_lists_a_scan(tmp_path, capsys):
 
 
 def test_without_its_storage_the_archive_is_a_clear_error():
-    with pytest.raises(ConfigError, match="tailsample.archive.storage names 'file_storage/archive'"):
+    with pytest.raises(ConfigError, match=r"tailsample\.archive\.storage names 'file_storage/archive'"):
         Engine(_seed())
     with pytest.raises(ConfigError, match="max_age"):
         _seed(max_age="0s")
@@ -320,7 +320,7 @@ def test_service_config_checks_the_archive_storage_reference(tmp_path):
 
     cfg = service_config(exporters={"debug": {}},
                          tail_sampling={"tailsample": {"archive": {"storage": "file_storage/none"}}})
-    with pytest.raises(ConfigError, match="tailsample.archive.storage.*not defined"):
+    with pytest.raises(ConfigError, match=r"tailsample\.archive\.storage.*not defined"):
         ServiceConfig.from_dict(cfg)
     cfg = service_config(exporters={"debug": {}}, extensions={"file_storage/a": {"directory": str(tmp_path)}},
                          service_extensions=["file_storage/a"],

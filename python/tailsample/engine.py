@@ -7,9 +7,9 @@ may feed one engine at once. This wrapper supplies the clock and keeps the API t
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypedDict
 
 from tailsample import _native

@@ -27,7 +27,6 @@ Times are seconds on the engine clock; `clock` is that clock now, so `clock - fi
 from __future__ import annotations
 
 import time
-
 from typing import Any
 
 _OUTCOMES = {

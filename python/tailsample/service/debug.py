@@ -72,7 +72,8 @@ class DebugGate:
         return self.settings.max_page_size if self.settings is not None else 0
 
     def routes(self, handlers: dict[str, tuple[str, Handler]]) -> list[web.RouteDef]:
-        """{path: (endpoint name, handler)} as routes ("POST /path" for a POST); when off, one route answering 404 for every /debug path."""
+        """{path: (endpoint name, handler)} as routes ("POST /path" for a POST); when off, one route answering 404
+        for every /debug path."""
         if not self.enabled:
             return [web.route("*", "/debug{rest:.*}", self._disabled)]
         # A path may start with "POST " (an action, not a read); the rest are GET.

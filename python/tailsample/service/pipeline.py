@@ -33,11 +33,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
 
 from tailsample import _native
+from tailsample.archive import Recovered
 from tailsample.collector.metrics import Registry, Sample
 from tailsample.collector.reference import engine_gauges, engine_stat
 from tailsample.collector.settings import BatchProcessor, Pipeline, TailSamplingProcessor
 from tailsample.collector.throttle import REPORT_INTERVAL_S, EveryInterval
-from tailsample.archive import Recovered
 from tailsample.engine import REJECT_REASONS, Engine, Ingested
 from tailsample.errors import StorageError, TailsampleError
 from tailsample.exporters.base import Batch, Exporter, Ticket

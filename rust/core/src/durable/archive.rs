@@ -109,8 +109,13 @@ fn u128_at(b: &[u8], at: usize) -> Option<u128> {
 
 const ENTRY: usize = 16 + 8 + 4;
 
+/// A BLOCK's table: (trace ID, time archived, payload length) per trace.
+type BlockTable = Vec<(u128, i64, u32)>;
+/// A segment's index entries (trace ID, record offset) and its first and last archive time.
+type SegmentScan = (Vec<(u128, u64)>, i64, i64);
+
 /// A BLOCK's table: (ID, time, payload length) per trace, and where the compressed part starts.
-fn block_table(body: &[u8]) -> Option<(Vec<(u128, i64, u32)>, usize)> {
+fn block_table(body: &[u8]) -> Option<(BlockTable, usize)> {
     let n = u32_at(body, 0)? as usize;
     let end = 4usize.checked_add(n.checked_mul(ENTRY)?)?;
     if end > body.len() {
@@ -181,7 +186,7 @@ fn read_index_header(dir: &Path, id: u64) -> Option<(u64, i64, i64, u64)> {
 }
 
 /// Scans a segment's records: its index entries and time span.
-fn scan_segment(dir: &Path, id: u64) -> io::Result<(Vec<(u128, u64)>, i64, i64)> {
+fn scan_segment(dir: &Path, id: u64) -> io::Result<SegmentScan> {
     let mut data = Vec::new();
     File::open(seg_path(dir, id))?.read_to_end(&mut data)?;
     let mut entries = Vec::new();
