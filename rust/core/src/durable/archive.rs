@@ -27,8 +27,11 @@ pub const BLOCK: u8 = 10;
 const IDX_MAGIC: &[u8; 8] = b"TSAIDX01";
 const IDX_HEADER: u64 = 8 + 8 + 8 + 8;
 const IDX_ENTRY: u64 = 24;
-/// zstd level: level 3 is zstd's default; it keeps the archive well under a quarter of the OTLP bytes.
-const LEVEL: i32 = 3;
+/// zstd level 1: the fastest of the regular levels (the write is on the decision path); on the seed traffic it
+/// still keeps the archive well under a quarter of the OTLP bytes (bench/archive.py).
+const LEVEL: i32 = 1;
+/// Traces are written in blocks of about this many OTLP bytes: a lookup decompresses one block.
+const BLOCK_RAW_BYTES: usize = 256 << 10;
 
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
@@ -379,8 +382,27 @@ impl Archive {
         (self.open.capacity() * std::mem::size_of::<(u128, u64)>()) as u64
     }
 
-    /// Writes one block of dropped traces archived at `now`; returns how many were written (0 when refused).
+    /// Writes dropped traces archived at `now`, in blocks of about `BLOCK_RAW_BYTES` (a lookup decompresses one
+    /// block); returns how many were written (fewer when refused).
     pub fn write(&mut self, traces: &[Dropped], now: i64) -> usize {
+        let mut written = 0;
+        let mut start = 0;
+        while start < traces.len() {
+            let mut end = start;
+            let mut raw = 0;
+            while end < traces.len()
+                && (end == start || raw + traces[end].payload.len() <= BLOCK_RAW_BYTES)
+            {
+                raw += traces[end].payload.len();
+                end += 1;
+            }
+            written += self.write_block(&traces[start..end], now);
+            start = end;
+        }
+        written
+    }
+
+    fn write_block(&mut self, traces: &[Dropped], now: i64) -> usize {
         if traces.is_empty() {
             return 0;
         }
