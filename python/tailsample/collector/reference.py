@@ -818,7 +818,7 @@ SERVICE_METRICS: tuple[Metric, ...] = (
         "tailsample_archive_index_memory_bytes",
         "gauge",
         ("processor",),
-        "Memory of the open segment's trace ID index (closed segments are searched on disk)",
+        "Memory of the archive's trace ID index: the closed segments' Bloom filters and the open segment's table",
         only_with="tailsample.archive",
     ),
     Metric(

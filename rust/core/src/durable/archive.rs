@@ -69,6 +69,61 @@ struct SegMeta {
     first: i64,
     last: i64,
     idx_bytes: u64,
+    /// Which trace IDs the segment may hold: a lookup reads only the segments whose filter says maybe.
+    filter: Filter,
+}
+
+/// A Bloom filter of a closed segment's trace IDs: `FILTER_BITS` bits per trace (1.5 B), `FILTER_HASHES` probes,
+/// about 0.3 % false positives. Trace IDs are random, so their two halves serve as the two hashes.
+#[derive(Debug, Clone, Default)]
+struct Filter {
+    bits: Vec<u64>,
+}
+
+const FILTER_BITS: u64 = 12;
+const FILTER_HASHES: u64 = 7;
+
+impl Filter {
+    fn new(ids: impl ExactSizeIterator<Item = u128>) -> Self {
+        let n = (ids.len() as u64 * FILTER_BITS).max(64);
+        let mut f = Filter {
+            bits: vec![0; n.div_ceil(64) as usize],
+        };
+        for id in ids {
+            for bit in f.probes(id) {
+                f.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        f
+    }
+
+    fn probes(&self, id: u128) -> impl Iterator<Item = u64> {
+        let n = self.bits.len() as u64 * 64;
+        let (h1, h2) = (id as u64, ((id >> 64) as u64) | 1);
+        (0..FILTER_HASHES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % n)
+    }
+
+    fn may_contain(&self, id: u128) -> bool {
+        self.bits.is_empty()
+            || self
+                .probes(id)
+                .all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.bits.len() * 8) as u64
+    }
+}
+
+/// The trace IDs of an index file, for its filter.
+fn index_ids(dir: &Path, id: u64) -> io::Result<Vec<u128>> {
+    let data = fs::read(idx_path(dir, id))?;
+    Ok(data
+        .get(IDX_HEADER as usize..)
+        .unwrap_or_default()
+        .chunks_exact(IDX_ENTRY as usize)
+        .map(|e| u128::from_le_bytes(e[..16].try_into().unwrap()))
+        .collect())
 }
 
 /// A trace found in the archive.
@@ -285,7 +340,7 @@ impl Archive {
     /// Opens (creating it) the archive in `opts.directory`: cuts a torn tail (see `truncations`), rebuilds the
     /// index of a segment left without one, and removes what is past the limits.
     pub fn open(opts: ArchiveOptions) -> io::Result<Self> {
-        let (log, truncations) = SegmentLog::open(
+        let (log, truncations) = SegmentLog::open_checking_tail(
             &opts.directory,
             LogOptions {
                 segment_bytes: opts.segment_bytes.max(4096),
@@ -308,6 +363,7 @@ impl Archive {
                     first,
                     last,
                     idx_bytes,
+                    filter: Filter::new(index_ids(&dir, id)?.into_iter()),
                 },
                 None => {
                     let (mut entries, first, last) = scan_segment(&dir, id)?;
@@ -317,6 +373,7 @@ impl Archive {
                         first,
                         last,
                         idx_bytes: 0,
+                        filter: Filter::new(entries.iter().map(|e| e.0)),
                     };
                     m.idx_bytes = write_index(&dir, &m, &mut entries)?;
                     m
@@ -377,9 +434,10 @@ impl Archive {
             .min()
     }
 
-    /// Bytes the open segment's in-memory index holds.
+    /// Bytes the in-memory index holds: the open segment's table and the closed segments' filters.
     pub fn index_memory_bytes(&self) -> u64 {
         (self.open.capacity() * std::mem::size_of::<(u128, u64)>()) as u64
+            + self.closed.iter().map(|m| m.filter.bytes()).sum::<u64>()
     }
 
     /// Writes dropped traces archived at `now`, in blocks of about `BLOCK_RAW_BYTES` (a lookup decompresses one
@@ -466,6 +524,7 @@ impl Archive {
             first: self.open_first,
             last: self.open_last,
             idx_bytes: 0,
+            filter: Filter::new(entries.iter().map(|e| e.0)),
         };
         self.open_first = i64::MAX;
         self.open_last = i64::MIN;
@@ -513,7 +572,7 @@ impl Archive {
         self.stats.lookups += 1;
         let dir = self.opts.directory.clone();
         let mut out = Vec::new();
-        for m in &self.closed {
+        for m in self.closed.iter().filter(|m| m.filter.may_contain(id)) {
             let offs = search_index(&dir, m.id, m.traces, id)?;
             find_in(&dir, m.id, &offs, id, &mut out)?;
         }
