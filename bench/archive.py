@@ -11,7 +11,7 @@ cut to 1 s, polled every 0.2 s of traffic time, flushed at the end), in-process 
   encoded, compressed and written) with the archive on and off, interleaved, medians of `--repeats`;
 - bytes: archive bytes on disk (segments and indexes) per archived span, against the raw OTLP bytes per span of
   the traffic as sent (the payloads' protobuf bytes);
-- index memory: the open segment's in-memory table (closed segments are searched on disk), per archived trace;
+- index memory: the closed segments' Bloom filters and the open segment's table, per archived trace;
 - lookup: `--lookups` trace IDs (half archived, half never seen) looked up one by one, p50/p99, with the archive
   cut into `--segment-kib` segments: lookup cost grows with the number of segments (one binary search in each
   segment's index file), so small segments stand in for the segment count of a 10 GiB archive;

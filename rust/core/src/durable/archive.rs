@@ -145,6 +145,11 @@ pub struct Archive {
     open_last: i64,
     pub truncations: Vec<Truncation>,
     pub stats: ArchiveStats,
+    /// Reused across blocks: a zstd context allocates about a megabyte of tables, and fresh buffers fault in
+    /// fresh pages (both showed in profiles as page zeroing).
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    raw: Vec<u8>,
+    out: Vec<u8>,
 }
 
 fn seg_path(dir: &Path, id: u64) -> PathBuf {
@@ -404,6 +409,9 @@ impl Archive {
             open_last: i64::MIN,
             truncations,
             stats: ArchiveStats::default(),
+            compressor: None,
+            raw: Vec::new(),
+            out: Vec::new(),
         })
     }
 
@@ -464,7 +472,8 @@ impl Archive {
         if traces.is_empty() {
             return 0;
         }
-        let mut raw = Vec::with_capacity(traces.iter().map(|t| t.payload.len()).sum());
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
         let mut head = Vec::with_capacity(4 + traces.len() * ENTRY);
         head.extend_from_slice(&(traces.len() as u32).to_le_bytes());
         for t in traces {
@@ -473,13 +482,36 @@ impl Archive {
             head.extend_from_slice(&(t.payload.len() as u32).to_le_bytes());
             raw.extend_from_slice(&t.payload);
         }
-        let compressed = match zstd::bulk::compress(&raw, LEVEL) {
-            Ok(c) => c,
-            Err(_) => {
-                self.stats.traces_refused_io += traces.len() as u64;
-                return 0;
-            }
+        let mut compressed = std::mem::take(&mut self.out);
+        compressed.clear();
+        compressed.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        let done = match &mut self.compressor {
+            Some(c) => c.compress_to_buffer(&raw, &mut compressed),
+            None => zstd::bulk::Compressor::new(LEVEL).and_then(|mut c| {
+                let n = c.compress_to_buffer(&raw, &mut compressed);
+                self.compressor = Some(c);
+                n
+            }),
         };
+        let written = self.append_block(traces, &head, &compressed, raw.len(), now, done.is_ok());
+        self.raw = raw;
+        self.out = compressed;
+        written
+    }
+
+    fn append_block(
+        &mut self,
+        traces: &[Dropped],
+        head: &[u8],
+        compressed: &[u8],
+        raw_len: usize,
+        now: i64,
+        compressed_ok: bool,
+    ) -> usize {
+        if !compressed_ok {
+            self.stats.traces_refused_io += traces.len() as u64;
+            return 0;
+        }
         let need = RECORD_HEADER
             + SEGMENT_HEADER
             + IDX_ENTRY * traces.len() as u64
@@ -494,7 +526,7 @@ impl Archive {
             return 0;
         }
         let before = self.log.current_segment();
-        let pos = match self.log.append(BLOCK, &[&head, &compressed]) {
+        let pos = match self.log.append(BLOCK, &[head, compressed]) {
             Ok(p) => p,
             Err(_) => {
                 self.stats.traces_refused_io += traces.len() as u64;
@@ -510,7 +542,7 @@ impl Archive {
         self.open_first = self.open_first.min(now);
         self.open_last = self.open_last.max(now);
         self.stats.traces_written += traces.len() as u64;
-        self.stats.bytes_raw += raw.len() as u64;
+        self.stats.bytes_raw += raw_len as u64;
         self.stats.blocks_written += 1;
         traces.len()
     }
