@@ -61,8 +61,109 @@ pub struct Engine {
     storage: Option<TailStorage>,
     replay: Option<ReplayReport>,
     /// The archive of dropped traces (`tailsample.archive`), written at each round.
-    archive: std::sync::OnceLock<Mutex<Archive>>,
+    archive: std::sync::OnceLock<ArchiveWriter>,
     archive_overflowed: AtomicU64,
+}
+
+/// One round's dropped traces on their way to the archive, and the round's time.
+type ArchiveJob = (Vec<(u128, Vec<Chunk>)>, i64);
+
+/// Rounds handed to the archive's writer thread and not yet written, at most; a round past it waits (the
+/// decisions slow down rather than dropped traces being lost).
+const ARCHIVE_QUEUE_ROUNDS: usize = 4;
+
+/// The archive and the thread that encodes, compresses and writes dropped traces, off the decision path.
+struct ArchiveWriter {
+    archive: Arc<Mutex<Archive>>,
+    tx: Mutex<Option<std::sync::mpsc::SyncSender<ArchiveJob>>>,
+    /// Rounds sent and not yet written: lookups and reports wait for them, so they see every trace dropped
+    /// before they were asked.
+    pending: Arc<(Mutex<u64>, std::sync::Condvar)>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl ArchiveWriter {
+    fn start(archive: Archive) -> std::io::Result<Self> {
+        let archive = Arc::new(Mutex::new(archive));
+        let pending = Arc::new((Mutex::new(0u64), std::sync::Condvar::new()));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ArchiveJob>(ARCHIVE_QUEUE_ROUNDS);
+        let (a, p) = (archive.clone(), pending.clone());
+        let thread = std::thread::Builder::new()
+            .name("tailsample-archive".into())
+            .spawn(move || {
+                for (dropped, now) in rx {
+                    let traces = encode_dropped(&dropped);
+                    drop(dropped);
+                    {
+                        let mut a = a.lock().unwrap_or_else(|e| e.into_inner());
+                        a.write(&traces, now);
+                        a.expire(now);
+                    }
+                    let (m, cv) = &*p;
+                    *m.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                    cv.notify_all();
+                }
+            })?;
+        Ok(ArchiveWriter {
+            archive,
+            tx: Mutex::new(Some(tx)),
+            pending,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn send(&self, job: ArchiveJob) {
+        let (m, cv) = &*self.pending;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = tx.as_ref().is_some_and(|tx| tx.send(job).is_ok());
+        if !sent {
+            *m.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            cv.notify_all();
+        }
+    }
+
+    /// The archive once every round sent before is written.
+    fn lock(&self) -> MutexGuard<'_, Archive> {
+        let (m, cv) = &*self.pending;
+        let mut p = m.lock().unwrap_or_else(|e| e.into_inner());
+        while *p > 0 {
+            p = cv.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(p);
+        self.archive.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for ArchiveWriter {
+    /// What was handed over is written before the engine goes.
+    fn drop(&mut self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Each dropped trace re-encoded as one payload, with its resource and scope.
+fn encode_dropped(dropped: &[(u128, Vec<Chunk>)]) -> Vec<Dropped> {
+    dropped
+        .iter()
+        .filter_map(|(id, chunks)| {
+            let refs: Vec<OutChunk<'_>> = chunks
+                .iter()
+                .map(|c| OutChunk {
+                    origin: &c.origin,
+                    framed: &c.framed,
+                })
+                .collect();
+            let mut p = encode_requests(&refs, usize::MAX >> 1, |_, _| {});
+            (p.len() == 1).then(|| Dropped {
+                id: *id,
+                payload: p.swap_remove(0),
+            })
+        })
+        .collect()
 }
 
 /// Dropped traces wait for the next round in per-shard stashes of at most this many bytes in all.
@@ -155,7 +256,11 @@ impl Engine {
             path: dir,
             message: format!("archive: {e}"),
         })?;
-        if self.archive.set(Mutex::new(a)).is_err() {
+        let writer = ArchiveWriter::start(a).map_err(|e| Error::Storage {
+            path: String::new(),
+            message: format!("archive: cannot start its writer thread: {e}"),
+        })?;
+        if self.archive.set(writer).is_err() {
             return Err(Error::config(
                 "tailsample.archive",
                 "the archive is already on",
@@ -169,9 +274,7 @@ impl Engine {
     }
 
     fn archive_lock(&self) -> Option<MutexGuard<'_, Archive>> {
-        self.archive
-            .get()
-            .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()))
+        self.archive.get().map(ArchiveWriter::lock)
     }
 
     /// Torn tails the archive cut when it was opened.
@@ -218,31 +321,12 @@ impl Engine {
         })
     }
 
-    /// Writes the dropped traces taken from the shards: each re-encoded as one payload (with its resource and
-    /// scope), all in one compressed block.
+    /// Hands the dropped traces taken from the shards to the archive's writer thread (which also applies
+    /// the age limit at `now`, so an empty round is sent too).
     fn archive_dropped(&self, dropped: Vec<(u128, Vec<Chunk>)>, now: i64) {
-        let Some(mut a) = self.archive_lock() else {
-            return;
-        };
-        let traces: Vec<Dropped> = dropped
-            .iter()
-            .filter_map(|(id, chunks)| {
-                let refs: Vec<OutChunk<'_>> = chunks
-                    .iter()
-                    .map(|c| OutChunk {
-                        origin: &c.origin,
-                        framed: &c.framed,
-                    })
-                    .collect();
-                let mut p = encode_requests(&refs, usize::MAX >> 1, |_, _| {});
-                (p.len() == 1).then(|| Dropped {
-                    id: *id,
-                    payload: p.swap_remove(0),
-                })
-            })
-            .collect();
-        a.write(&traces, now);
-        a.expire(now);
+        if let Some(w) = self.archive.get() {
+            w.send((dropped, now));
+        }
     }
 
     /// An engine whose buffer is on disk (`tail_storage`): opens the storage directory, replays what it holds
@@ -737,13 +821,7 @@ impl Engine {
             }
         }
         drop(next);
-        if !dropped.is_empty() {
-            self.archive_dropped(dropped, now);
-        } else if self.archive.get().is_some() {
-            if let Some(mut a) = self.archive_lock() {
-                a.expire(now);
-            }
-        }
+        self.archive_dropped(dropped, now);
         (round, self.encode(out))
     }
 
