@@ -265,6 +265,8 @@ def test_kill_9_restart_then_recover_by_id_and_content_into_the_backend(tmp_path
                 _send(http_port, payload)
             key = 'tailsample_archive_written_traces_total{processor="tail_sampling"}'
             wait_for(lambda: first.metrics().get(key, 0) == len(dropped), timeout=20, what="dropped traces archived")
+            kept = set(sent) - set(dropped)
+            wait_for(lambda: {t for t, *_ in backend.spans()} == kept, timeout=20, what="kept traces exported")
         finally:
             first.proc.send_signal(signal.SIGKILL)
             first.proc.wait(30)
