@@ -303,6 +303,18 @@ def test_kill_9_restart_then_recover_by_id_and_content_into_the_backend(tmp_path
             wait_for(lambda: len(backend.payloads) >= before + len(expected), timeout=10, what="scan recovered")
             back = _spans_by_trace(backend.payloads[before:], recovered=True)
             assert back == _spans_by_trace([sent[t] for t in expected])
+            # By content through the services (each scans its own archive), into a file.
+            scan_out = tmp_path / "scan.json"
+            assert main(["recover", "--since", "1h", "--until", "now", "--where", 'attributes["user.id"] == "3"',
+                         "--yes", "--url", url, "--token", TOKEN, "--output", str(scan_out)]) == 0
+            expected = {t for t in dropped if int(t, 16) % 7 == 3}
+            assert f"{len(expected)} dropped traces" in capsys.readouterr().out
+            from tailsample.collector.fileformat import read_payloads
+
+            assert _spans_by_trace(list(read_payloads(scan_out)), recovered=True) == \
+                _spans_by_trace([sent[t] for t in expected])
+            assert main(["recover", "--since", "1h", "--where", "name ===", "--url", url, "--token", TOKEN]) == 1
+            assert "HTTP 400" in capsys.readouterr().err
             # The endpoint returns payloads instead when asked not to export.
             req = urllib.request.Request(f"{url}/debug/recover", method="POST",
                                          data=json.dumps({"trace_ids": asked[:1], "export": False}).encode(),

@@ -606,6 +606,37 @@ def _recover_from_services(args: argparse.Namespace, ids: list[str], export: boo
     return got, errors
 
 
+def _scan_services(args: argparse.Namespace, since: float, until: float) -> Any:
+    """`recover --since` against running services: each scans its own archive; None when none could."""
+    from tailsample.archive import Found, ScanResult
+
+    traces: list[Found] = []
+    spans = 0
+    problems: list[str] = []
+    truncated = False
+    answered = False
+    for url in args.url:
+        body = {"since": since, "until": until, "where": args.where, "limit": args.limit}
+        try:
+            doc = _post_json(f"{url.rstrip('/')}/debug/recover", body, args, url)
+        except _ServiceUnreachable as exc:
+            print(f"tailsample: {exc}", file=sys.stderr)
+            continue
+        for p in (doc.get("pipelines", {}) if isinstance(doc, dict) else {}).values():
+            if not p.get("archive"):
+                continue
+            answered = True
+            spans += int(p.get("spans", 0))
+            problems += [f"{url}: {x}" for x in p.get("problems", [])]
+            truncated |= bool(p.get("truncated"))
+            traces += [Found(t["trace_id"], float(t["archived_at"]), b"", int(t["spans"]), str(t["root_name"]),
+                             float(t["start"]), float(t["duration"]), bool(t["error"])) for t in p.get("traces", [])]
+    if not answered:
+        print("tailsample: no service answered with an archive (configure tailsample.archive)", file=sys.stderr)
+        return None
+    return ScanResult(traces, spans, problems, truncated)
+
+
 def _print_trees(recovered: Sequence[Any]) -> None:
     import os
     import shutil
@@ -635,10 +666,6 @@ def _recover(args: argparse.Namespace) -> int:
         print("tailsample: recover needs trace IDs, or --since (with --archive) to scan by time and content",
               file=sys.stderr)
         return 2
-    if scanning and args.archive is None:
-        print("tailsample: --since/--until/--where scan an archive directory: give --archive DIR (the "
-              "file_storage extension's directory)", file=sys.stderr)
-        return 2
     try:
         ids = [parse_trace_id(t).hex() for t in args.trace_ids]
     except ValueError as exc:
@@ -655,9 +682,13 @@ def _recover(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"tailsample: {exc}", file=sys.stderr)
             return 2
-        reader = ArchiveReader(args.archive)
         started = time.perf_counter()
-        result = reader.scan(since, until, args.where, args.limit)
+        if args.archive is not None:
+            result = ArchiveReader(args.archive).scan(since, until, args.where, args.limit)
+        else:
+            result = _scan_services(args, since, until)
+            if result is None:
+                return 1
         took = time.perf_counter() - started
         for problem in result.problems:
             print(f"tailsample: warning: {problem}", file=sys.stderr)
@@ -684,6 +715,15 @@ def _recover(args: argparse.Namespace) -> int:
                 task = progress.add_task("recovering", total=len(found_ids))
                 for i in range(0, len(found_ids), 100):
                     got, errors = _recover_from_services(args, found_ids[i:i + 100], export=True)
+                    for e in errors:
+                        print(f"tailsample: {e}", file=sys.stderr)
+                    recovered.extend(got)
+                    progress.advance(task, min(100, len(found_ids) - i))
+        elif args.archive is None:  # --output from services: they return the payloads
+            with Progress(transient=True) as progress:
+                task = progress.add_task("recovering", total=len(found_ids))
+                for i in range(0, len(found_ids), 100):
+                    got, errors = _recover_from_services(args, found_ids[i:i + 100], export=False)
                     for e in errors:
                         print(f"tailsample: {e}", file=sys.stderr)
                     recovered.extend(got)
@@ -889,8 +929,8 @@ def build_parser() -> argparse.ArgumentParser:
                    f"pipeline's exporters (default {DEFAULT_SERVICE_URL} without --archive)")
     p.add_argument("--archive", metavar="DIR", help="read an archive offline: the file_storage extension's "
                    "directory, as configured")
-    p.add_argument("--since", metavar="WHEN", help="scan (with --archive): traces archived since then (30m: 30 "
-                   "minutes ago; or an ISO time); default 24h")
+    p.add_argument("--since", metavar="WHEN", help="scan the archives (of the services, or --archive DIR): traces "
+                   "archived since then (30m: 30 minutes ago; or an ISO time); default 24h")
     p.add_argument("--until", metavar="WHEN", help="scan: archived until then (10m, an ISO time; default now)")
     p.add_argument("--where", metavar="OTTL", help="scan: traces with a span matching this OTTL condition "
                    "(span context, as in an ottl_condition policy), e.g. 'attributes[\"user.id\"] == \"42\"'")

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tailsample.archive import parse_trace_id
+from tailsample.archive import ArchiveReader, parse_trace_id
 from tailsample.collector.fileformat import proto_to_json
 from tailsample.collector.settings import (
     BearerTokenAuthExtension,
@@ -361,6 +361,8 @@ class Service:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
             return _json_error(400, 'the body must be JSON: {"trace_ids": ["<32 hex digits>", ...], "export": true}')
+        if isinstance(body, dict) and "since" in body:
+            return await self._recover_scan(body)
         ids = body.get("trace_ids") if isinstance(body, dict) else None
         export = body.get("export", True) if isinstance(body, dict) else True
         most = self._debug.max_page_size if self._debug is not None else 0
@@ -391,6 +393,38 @@ class Service:
             hit = {r.trace_id for r in found}
             out[pid] = {"archive": True, "found": rows, "exported": export,
                         "missing": [t.lower() for t in ids if parse_trace_id(t).hex() not in hit]}
+        return web.Response(text=json.dumps({"pipelines": out}), content_type="application/json")
+
+    async def _recover_scan(self, body: dict[str, Any]) -> web.Response:
+        """`{"since": s, "until": s, "where": "OTTL" | null, "limit": n}`: the traces each pipeline's archive holds
+        from that window with a span matching the condition (`tailsample recover --since`), without payloads."""
+        since, until, where, limit = body.get("since"), body.get("until"), body.get("where"), body.get("limit", 1000)
+        if (not isinstance(since, (int, float)) or not isinstance(until, (int, float))
+                or not (where is None or isinstance(where, str)) or not isinstance(limit, int) or limit < 1):
+            return _json_error(400, 'a scan body is {"since": <unix s>, "until": <unix s>, "where": "<OTTL>" | null, '
+                                    '"limit": <n>}')
+        loop = asyncio.get_running_loop()
+        out: dict[str, Any] = {}
+        for pid, p in self.pipelines.items():
+            directory = p.engine.archive_directory
+            if directory is None:
+                out[pid] = {"archive": False}
+                continue
+
+            def scan(engine: Any = p.engine, d: Any = directory) -> Any:
+                engine.archive_stats()  # waits for what the writer thread was handed
+                return ArchiveReader(d).scan(float(since), float(until), where, limit)
+
+            try:
+                result = await loop.run_in_executor(self._executor, scan)
+            except ConfigError as e:
+                return _json_error(400, str(e))
+            # The newest segment is being written: a record in progress there is not a problem.
+            problems = [x for x in result.problems if "torn tail" not in x]
+            out[pid] = {"archive": True, "spans": result.spans, "truncated": result.truncated, "problems": problems,
+                        "traces": [{"trace_id": f.trace_id, "archived_at": f.archived_at, "spans": f.spans,
+                                    "root_name": f.root_name, "start": f.start, "duration": f.duration,
+                                    "error": f.error} for f in result.traces]}
         return web.Response(text=json.dumps({"pipelines": out}), content_type="application/json")
 
     async def _health(self, request: web.Request) -> web.Response:
