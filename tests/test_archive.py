@@ -343,3 +343,23 @@ def test_service_config_checks_the_archive_storage_reference(tmp_path):
         engine = next(iter(s.service.pipelines.values())).engine
         assert engine.archive_directory == tmp_path / "archive_tail_sampling"
         assert s.metric('tailsample_archive_limit_bytes{processor="tail_sampling"}') == 10240 << 20
+
+
+def test_with_tail_storage_on_the_same_extension(tmp_path):
+    """Tail storage and the archive on one file_storage extension: each in its own subdirectory; a trace not
+    kept before a restart stays recoverable after it, and one decided after the replay is archived too."""
+    cfg = Config.from_dict({"decision_wait": "10s", "tail_storage": "file_storage/buffer", "policies": ERRORS,
+                            "tailsample": {"archive": {"storage": "file_storage/buffer"}}})
+    e = Engine(cfg, storage=FileStorage(tmp_path), archive=FileStorage(tmp_path), now=100.0)
+    e.ingest(_trace(1, error=False), now=100.0)
+    e.ingest(_trace(2, error=True), now=100.0)
+    e.ingest(_trace(4, error=False), now=105.0)
+    assert len(e.poll(now=110.0)) == 1  # trace 2 kept, trace 1 archived, trace 4 pending
+    del e
+    e = Engine(cfg, storage=FileStorage(tmp_path), archive=FileStorage(tmp_path), now=111.0)
+    assert e.replay_report()["traces_pending"] == 1
+    e.poll(now=116.0)
+    got = {r.trace_id: r for r in e.recover([format(t, "032x") for t in (1, 2, 4)])}
+    assert set(got) == {format(1, "032x"), format(4, "032x")}
+    assert _spans_by_trace([got[format(4, "032x")].payload], recovered=True) == _spans_by_trace([_trace(4, False)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["archive_tail_sampling", "processor_tail_sampling"]
