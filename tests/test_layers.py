@@ -18,6 +18,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # the binding's Python face
     ("tailsample.errors",),
     ("tailsample._native",),  # compiled; it raises the classes of `errors`
+    ("tailsample.archive",),
     ("tailsample.config", "tailsample.storage"),
     ("tailsample.engine",),
     ("tailsample",),  # the package's public API (its __init__): nothing but what is above

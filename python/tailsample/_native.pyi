@@ -2,9 +2,10 @@
 
 from typing import Any, final
 
-__all__ = ["KeptPayload", "NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue", "__version__",
-           "error_classes", "error_kinds", "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto",
-           "parse_go_duration", "shadow_report", "shadow_verdict", "split_by_trace"]
+__all__ = ["KeptPayload", "NativeArchiveReader", "NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue",
+           "__version__", "archive_attach", "archive_recover", "archive_report", "error_classes", "error_kinds",
+           "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto", "parse_go_duration",
+           "shadow_report", "shadow_verdict", "split_by_trace"]
 
 __version__: str
 
@@ -116,3 +117,16 @@ def shadow_report(engine: NativeEngine, disagreements: int = ...) -> str | None:
 
 def shadow_verdict(engine: NativeEngine, trace_id: str) -> tuple[str, str | None] | None:
     """(outcome, deciding shadow policy) of a trace in the decision log, or None."""
+
+# The archive of dropped traces (issue 21).
+@final
+class NativeArchiveReader:
+    def __new__(cls, directory: str) -> NativeArchiveReader: ...
+    def find(self, ids: list[bytes]) -> list[tuple[bytes, float, bytes]]: ...
+    def scan(self, since: float, until: float, where_: str | None = None, limit: int = ...
+             ) -> tuple[list[tuple[bytes, float, int, str, float, float, bool, bytes]], int, list[str]]: ...
+
+def archive_attach(engine: NativeEngine, directory: str, max_bytes: int, max_age: float,
+                   segment_bytes: int) -> None: ...
+def archive_recover(engine: NativeEngine, ids: list[bytes]) -> list[tuple[bytes, float, bytes]] | None: ...
+def archive_report(engine: NativeEngine) -> dict[str, Any] | None: ...

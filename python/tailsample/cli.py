@@ -586,6 +586,221 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _post_json(url: str, body: Any, args: argparse.Namespace, service: str) -> Any:
+    """POST a JSON body to a running `tailsample serve`; errors as `_get_json` says them."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    header = _auth_header(args)
+    if header is not None:
+        request.add_header("Authorization", header)
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as resp:
+            raw = resp.read()
+            try:
+                return json.loads(raw)
+            except ValueError:
+                raise _ServiceUnreachable(_not_tailsample(url, service, resp.status, resp.headers.get(
+                    "Content-Type"), raw)) from None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            raise _ServiceUnreachable(_not_tailsample(url, service, exc.code, exc.headers.get("Content-Type"),
+                                                      raw)) from None
+        detail = doc.get("error", "") if isinstance(doc, dict) else ""
+        if exc.code == 404 and isinstance(doc, dict) and doc.get("disabled"):
+            raise _ServiceUnreachable(f"{service}: {detail}") from None
+        if exc.code == 401:
+            given = "the token given was refused" if header else f"give it with --token or ${TOKEN_ENV}"
+            raise _ServiceUnreachable(f"{service}: its /debug endpoints need a bearer token ({given})") from None
+        raise _ServiceUnreachable(f"{url}: HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise _ServiceUnreachable(f"cannot reach a tailsample service at {service} ({exc}); is `tailsample serve` "
+                                  "running, and is this its telemetry metrics address?") from None
+
+
+def _recover_from_services(args: argparse.Namespace, ids: list[str], export: bool) -> tuple[list[Any], list[str]]:
+    """Asks every --url; returns what came back (as Recovered, payloads only when not exported) and the errors."""
+    import base64
+
+    from tailsample.archive import Recovered
+
+    got: list[Recovered] = []
+    errors: list[str] = []
+    for url in args.url:
+        base = url.rstrip("/")
+        try:
+            doc = _post_json(f"{base}/debug/recover", {"trace_ids": ids, "export": export}, args, url)
+        except _ServiceUnreachable as exc:
+            errors.append(str(exc))
+            continue
+        pipelines = doc.get("pipelines", {}) if isinstance(doc, dict) else {}
+        if pipelines and not any(p.get("archive") for p in pipelines.values()):
+            errors.append(f"{url}: no pipeline has an archive (configure tailsample.archive)")
+        for pid, p in pipelines.items():
+            for row in p.get("found", []):
+                payload = base64.b64decode(row["payload"]) if "payload" in row else b""
+                got.append(Recovered(row["trace_id"], float(row["archived_at"]), payload))
+                if export:
+                    print(f"trace {row['trace_id']}: recovered by {url} ({pid}): {row.get('spans', 0)} spans sent "
+                          "to the pipeline's exporters, marked tailsample.recovered")
+    return got, errors
+
+
+def _scan_services(args: argparse.Namespace, since: float, until: float) -> Any:
+    """`recover --since` against running services: each scans its own archive; None when none could."""
+    from tailsample.archive import Found, ScanResult
+
+    traces: list[Found] = []
+    spans = 0
+    problems: list[str] = []
+    truncated = False
+    answered = False
+    for url in args.url:
+        body = {"since": since, "until": until, "where": args.where, "limit": args.limit}
+        try:
+            doc = _post_json(f"{url.rstrip('/')}/debug/recover", body, args, url)
+        except _ServiceUnreachable as exc:
+            print(f"tailsample: {exc}", file=sys.stderr)
+            continue
+        for p in (doc.get("pipelines", {}) if isinstance(doc, dict) else {}).values():
+            if not p.get("archive"):
+                continue
+            answered = True
+            spans += int(p.get("spans", 0))
+            problems += [f"{url}: {x}" for x in p.get("problems", [])]
+            truncated |= bool(p.get("truncated"))
+            traces += [Found(t["trace_id"], float(t["archived_at"]), b"", int(t["spans"]), str(t["root_name"]),
+                             float(t["start"]), float(t["duration"]), bool(t["error"])) for t in p.get("traces", [])]
+    if not answered:
+        print("tailsample: no service answered with an archive (configure tailsample.archive)", file=sys.stderr)
+        return None
+    return ScanResult(traces, spans, problems, truncated)
+
+
+def _print_trees(recovered: Sequence[Any]) -> None:
+    import os
+    import shutil
+
+    from tailsample.incident.tree import build_traces, render_text
+
+    tty = sys.stdout.isatty()
+    color = tty and "NO_COLOR" not in os.environ
+    width = shutil.get_terminal_size().columns if tty else None
+    for tree in build_traces(r.payload for r in recovered).values():
+        sys.stdout.write(render_text(tree, width=width, color=color))
+
+
+def _recover(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.progress import Progress
+
+    from tailsample.archive import ArchiveReader, Recovered, parse_trace_id
+    from tailsample.incident.recover import NOT_FOUND, missing, parse_when, table_rows, write_output
+
+    scanning = args.since is not None or args.until is not None or args.where is not None
+    if scanning and args.trace_ids:
+        print("tailsample: recover takes trace IDs or --since/--until/--where, not both", file=sys.stderr)
+        return 2
+    if not scanning and not args.trace_ids:
+        print("tailsample: recover needs trace IDs, or --since (with --archive) to scan by time and content",
+              file=sys.stderr)
+        return 2
+    try:
+        ids = [parse_trace_id(t).hex() for t in args.trace_ids]
+    except ValueError as exc:
+        print(f"tailsample: {exc}", file=sys.stderr)
+        return 2
+    if args.archive is None and not args.url:
+        args.url = [DEFAULT_SERVICE_URL]
+    recovered: list[Recovered] = []
+    if scanning:
+        now = time.time()
+        try:
+            since = parse_when(args.since or "24h", now)
+            until = parse_when(args.until or "now", now)
+        except ValueError as exc:
+            print(f"tailsample: {exc}", file=sys.stderr)
+            return 2
+        started = time.perf_counter()
+        if args.archive is not None:
+            result = ArchiveReader(args.archive).scan(since, until, args.where, args.limit)
+        else:
+            result = _scan_services(args, since, until)
+            if result is None:
+                return 1
+        took = time.perf_counter() - started
+        for problem in result.problems:
+            print(f"tailsample: warning: {problem}", file=sys.stderr)
+        more = f" (the first {args.limit:,}: --limit)" if result.truncated else ""
+        print(f"{len(result.traces):,} dropped traces ({result.spans:,} spans) archived from "
+              f"{time.strftime('%H:%M:%S', time.gmtime(since))} to {time.strftime('%H:%M:%S', time.gmtime(until))} "
+              f"UTC" + (f" where {args.where}" if args.where else "") + f"{more}, scanned in {took:.2f} s")
+        if not result.traces:
+            return 1
+        table = Table("trace ID", "root span", "spans", "duration", "status", "archived")
+        for row in table_rows(result.traces):
+            table.add_row(*row)
+        Console().print(table)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                print("tailsample: listed only; recover them with --yes", file=sys.stderr)
+                return 0
+            answer = input(f"recover these {len(result.traces):,} traces? [y/N] ").strip().lower()
+            if answer not in ("y", "yes"):
+                return 0
+        found_ids = [f.trace_id for f in result.traces]
+        if args.output is None and args.url:
+            with Progress(transient=True) as progress:
+                task = progress.add_task("recovering", total=len(found_ids))
+                for i in range(0, len(found_ids), 100):
+                    got, errors = _recover_from_services(args, found_ids[i:i + 100], export=True)
+                    for e in errors:
+                        print(f"tailsample: {e}", file=sys.stderr)
+                    recovered.extend(got)
+                    progress.advance(task, min(100, len(found_ids) - i))
+        elif args.archive is None:  # --output from services: they return the payloads
+            with Progress(transient=True) as progress:
+                task = progress.add_task("recovering", total=len(found_ids))
+                for i in range(0, len(found_ids), 100):
+                    got, errors = _recover_from_services(args, found_ids[i:i + 100], export=False)
+                    for e in errors:
+                        print(f"tailsample: {e}", file=sys.stderr)
+                    recovered.extend(got)
+                    progress.advance(task, min(100, len(found_ids) - i))
+        else:
+            with Progress(transient=True) as progress:
+                task = progress.add_task("recovering", total=len(result.traces))
+                for f in result.traces:
+                    recovered.append(Recovered(f.trace_id, f.archived_at, f.payload))
+                    progress.advance(task)
+        ids = found_ids
+    elif args.archive is not None:
+        recovered = ArchiveReader(args.archive).find(ids)
+    else:
+        got, errors = _recover_from_services(args, ids, export=args.output is None and not args.print)
+        for e in errors:
+            print(f"tailsample: {e}", file=sys.stderr)
+        recovered = got
+        if errors and not got:
+            return 1
+    if args.output is not None:
+        n = write_output(args.output, recovered)
+        print(f"{n:,} recovered payloads written to {args.output} (the file exporter's JSON format)")
+    elif args.archive is not None or args.print:
+        _print_trees(recovered)
+    lost = missing(ids, recovered)
+    for t in lost:
+        print(f"trace {t}: {NOT_FOUND}")
+    return 1 if lost else 0
+
+
 def _gaps(args: argparse.Namespace) -> int:
     import json
 
@@ -780,6 +995,29 @@ def build_parser() -> argparse.ArgumentParser:
                    "--url and --jaeger)")
     _timeout_arg(p)
     p.set_defaults(run=_explain)
+
+    p = sub.add_parser("recover", help="dropped traces back from the archive of dropped traces (tailsample.archive): "
+                       "by trace ID from running services or an archive directory, or by time and content")
+    p.add_argument("trace_ids", nargs="*", metavar="TRACE_ID", help="32 hex digits each")
+    p.add_argument("--url", action="append", default=[], metavar="URL", help="a running service's telemetry "
+                   "metrics address (repeatable, for a scaled-out deployment); it sends what it finds to its "
+                   f"pipeline's exporters (default {DEFAULT_SERVICE_URL} without --archive)")
+    p.add_argument("--archive", metavar="DIR", help="read an archive offline: the file_storage extension's "
+                   "directory, as configured")
+    p.add_argument("--since", metavar="WHEN", help="scan the archives (of the services, or --archive DIR): traces "
+                   "archived since then (30m: 30 minutes ago; or an ISO time); default 24h")
+    p.add_argument("--until", metavar="WHEN", help="scan: archived until then (10m, an ISO time; default now)")
+    p.add_argument("--where", metavar="OTTL", help="scan: traces with a span matching this OTTL condition "
+                   "(span context, as in an ottl_condition policy), e.g. 'attributes[\"user.id\"] == \"42\"'")
+    p.add_argument("--limit", type=_limit_arg, default=10_000, metavar="N", help="scan: at most N traces "
+                   "(default 10000)")
+    p.add_argument("--yes", action="store_true", help="scan: recover what was found without asking")
+    p.add_argument("--output", metavar="FILE", help="write the recovered traces to FILE in the file exporter's "
+                   "JSON format instead of sending them to the exporters or printing them")
+    p.add_argument("--print", action="store_true", help="with --url: print the recovered traces as trees "
+                   "instead of sending them to the service's exporters")
+    _timeout_arg(p)
+    p.set_defaults(run=_recover)
 
     p = sub.add_parser("gaps", help="where services lose the trace context: propagation gaps per service pair, "
                        "from a running service, offline from OTLP files, or over traces stored in Jaeger; "

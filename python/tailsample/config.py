@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from tailsample import _native
+from tailsample.archive import ArchiveSettings, go_seconds
 from tailsample.errors import ConfigError
 
 _BLOCK_NAME = re.compile(r"^tail_sampling(/.*)?$")
@@ -77,6 +78,14 @@ class Config:
         """The `file_storage` extension holding the buffer on disk (`tail_storage`), if configured."""
         value = self.normalized().get("tail_storage")
         return value if isinstance(value, str) else None
+
+    @property
+    def archive(self) -> ArchiveSettings | None:
+        """The archive of dropped traces (`tailsample.archive`), if configured."""
+        a = self.normalized().get("tailsample", {}).get("archive")
+        if not isinstance(a, dict):
+            return None
+        return ArchiveSettings(str(a["storage"]), int(a["max_size_mib"]) << 20, go_seconds(str(a["max_age"])))
 
     @property
     def decision_wait(self) -> float:

@@ -10,9 +10,11 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypedDict
 
 from tailsample import _native
+from tailsample.archive import SUBDIRECTORY_PREFIX, Recovered, parse_trace_id
 from tailsample.config import Config
 from tailsample.errors import ConfigError, TailsampleError
 from tailsample.storage import FileStorage
@@ -159,12 +161,18 @@ class Engine:
     `storage.component_directory("processor", component_id)`: opening replays it (see `replay_report`), every
     payload taken is written before `ingest` returns, and the clock is `time.time()`, which goes on across
     restarts. Call `acknowledge(round)` once a round's payloads (`poll_round`) are exported.
+
+    With `archive` (the `file_storage` extension `tailsample.archive.storage` names), every trace decided not
+    kept is written to the archive of dropped traces under `archive.directory / "archive_<component_id>"`, and
+    `recover` finds it by trace ID; the clock is then `time.time()` too (archive times are wall-clock times).
     """
 
     def __init__(self, config: Config, *, storage: FileStorage | None = None,
-                 component_id: str = "tail_sampling", now: float | None = None) -> None:
+                 component_id: str = "tail_sampling", now: float | None = None,
+                 archive: FileStorage | None = None) -> None:
         self.config = config
         self.storage = storage
+        self.archive_directory: Path | None = None
         if storage is None:
             if config.tail_storage is not None:
                 raise ConfigError(f"tail_storage names {config.tail_storage!r}: give its settings, "
@@ -178,6 +186,19 @@ class Engine:
             self._native = _native.NativeEngine(
                 config._native, str(self.directory), storage.budget, storage.segment_size, storage.sync,
                 self._clock() if now is None else now)
+        settings = config.archive
+        if archive is None and settings is not None:
+            raise ConfigError(f"tailsample.archive.storage names {settings.storage!r}: give its settings, "
+                              "Engine(config, archive=FileStorage(directory)), or serve the whole collector "
+                              "configuration", "tailsample.archive.storage")
+        if archive is not None:
+            if settings is None:
+                raise ConfigError("an archive was given but the configuration has no tailsample.archive",
+                                  "tailsample.archive")
+            self._clock = time.time
+            self.archive_directory = archive.directory / f"{SUBDIRECTORY_PREFIX}{_safe_id(component_id)}"
+            _native.archive_attach(self._native, str(self.archive_directory), settings.max_bytes,
+                                   settings.max_age, archive.segment_size)
 
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
@@ -318,6 +339,9 @@ class Engine:
         verdict = _native.shadow_verdict(self._native, trace_id) if answer.get("state") == "decided" else None
         if verdict is not None:
             answer["shadow"] = {"outcome": verdict[0], "decided_by": verdict[1]}
+        if (self.archive_directory is not None and answer.get("state") != "pending"
+                and answer.get("outcome") != "sampled"):
+            answer["archive"] = self._archive_answer(trace_id)
         return answer
 
     def shadow_report(self, disagreements: int | None = None) -> dict[str, Any] | None:
@@ -337,6 +361,17 @@ class Engine:
             return None
         report: dict[str, Any] = json.loads(text)
         return report
+
+    def _archive_answer(self, trace_id: str) -> dict[str, Any]:
+        """Whether a trace not kept can be recovered, and until when (at the latest: `max_age` after it was
+        archived; sooner if `max_size_mib` pushes its segment out first)."""
+        found = _native.archive_recover(self._native, [parse_trace_id(trace_id)]) or []
+        settings = self.config.archive
+        if not found or settings is None:
+            return {"recoverable": False}
+        newest = max(at for _, at, _ in found)
+        return {"recoverable": True, "parts": len(found), "archived_at": newest,
+                "until": newest + settings.max_age}
 
     def red_metrics(self) -> RedMetrics | None:
         """RED metrics over every span taken, before sampling; None unless `tailsample.red_metrics` is on."""
@@ -359,6 +394,23 @@ class Engine:
         """Up to `limit` recently kept traces still held for `show` (`tailsample.recent_kept_bytes`), newest
         first: `trace_id`, `decided_at` (seconds on the engine clock), `span_count`."""
         return self._native.recent_kept(max(0, limit))
+
+    def recover(self, trace_ids: list[str]) -> list[Recovered]:
+        """Every archived part of each dropped trace (32 hex digits each), its spans marked
+        `tailsample.recovered`; an ID never archived, or aged out, has none. Raises ConfigError without an
+        archive, ValueError for a malformed ID."""
+        ids = [parse_trace_id(t) for t in trace_ids]
+        got = _native.archive_recover(self._native, ids)
+        if got is None:
+            raise ConfigError("no archive: configure tailsample.archive", "tailsample.archive")
+        return [Recovered(tid.hex(), at, payload) for tid, at, payload in got]
+
+    def archive_stats(self) -> dict[str, Any] | None:
+        """The archive of dropped traces: `bytes`, `max_bytes`, `traces`, `oldest` (Unix s, None when empty),
+        `max_age` (s), `index_memory_bytes`, `traces_written`, `bytes_raw` (OTLP bytes before compression),
+        `traces_refused_budget`, `traces_overflowed` (not archived: the stash between rounds was full),
+        `segments_removed_size`/`_age`, `lookups`, `lookups_found`, `truncations`. None without an archive."""
+        return _native.archive_report(self._native)
 
     def kept_trace(self, trace_id: str) -> list[bytes] | None:
         """A recently kept trace's spans as they left the engine, as OTLP payloads; None when it is not held
@@ -391,6 +443,10 @@ class Engine:
         s = self.stats()
         return (f"Engine(policies={self.config.policy_names!r}, in_memory={s['traces_in_memory']}, "
                 f"sampled={s['traces_sampled']})")
+
+
+def _safe_id(component_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "_.-" else "_" for c in component_id)
 
 
 def _join_ids(trace_ids: list[bytes]) -> bytes:

@@ -204,6 +204,14 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
         reference=False,
     ),
     ConfigKey(
+        "tailsample.archive",
+        "off",
+        "`{storage: file_storage/<name>, max_size_mib: 10240, max_age: 24h}`: every trace decided not kept is "
+        "written, compressed, under that extension's directory and can be recovered by ID or content for "
+        "`max_age`, within `max_size_mib`. See [dropped traces, recoverable](#dropped-traces-recoverable)",
+        reference=False,
+    ),
+    ConfigKey(
         "tailsample.record_policy",
         "`false`",
         "kept spans gain the attributes of the reference's record-policy mode (`tailsampling.policy`, "
@@ -363,6 +371,18 @@ LIMITS: tuple[Limit, ...] = (
         "`otelcol_exporter_send_failed_spans_total`, `tailsample_exporter_retries_total`",
     ),
     Limit("`memory_limiter` (serve)", "503 / RESOURCE_EXHAUSTED, nothing taken", "`tailsample_memory_limiter_*`"),
+    Limit(
+        "`tailsample.archive.max_size_mib`, `.max_age`",
+        "whole oldest segment files removed first; a block larger than the whole budget is refused",
+        "`tailsample_archive_bytes`, `tailsample_archive_oldest_age_seconds`, "
+        "`tailsample_archive_removed_segments_size_total`, `tailsample_archive_removed_segments_age_total`, "
+        "`tailsample_archive_refused_traces_total`",
+    ),
+    Limit(
+        "archive stash between decision rounds (64 MiB per engine)",
+        "the dropped trace is not archived",
+        "`tailsample_archive_overflowed_traces_total`",
+    ),
     Limit(
         "`/status/data` (serve)",
         "computed at most once a second; lists capped (policies, exporters, pairs, kept traces drawn)",
@@ -801,6 +821,111 @@ SERVICE_METRICS: tuple[Metric, ...] = (
         "Buffered traces given up with their partition (rebalance, shutdown)",
     ),
     Metric("tailsample_kafka_commits_total", "counter", ("receiver",), "Offset commits sent"),
+    Metric(
+        "tailsample_archive_bytes",
+        "gauge",
+        ("processor",),
+        "Bytes the archive of dropped traces holds on disk",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_limit_bytes",
+        "gauge",
+        ("processor",),
+        "The archive's max_size_mib, in bytes",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_traces",
+        "gauge",
+        ("processor",),
+        "Traces the archive holds",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_oldest_age_seconds",
+        "gauge",
+        ("processor",),
+        "Age of the oldest trace the archive holds (0 when empty)",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_written_traces_total",
+        "counter",
+        ("processor",),
+        "Dropped traces written to the archive",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_written_otlp_bytes_total",
+        "counter",
+        ("processor",),
+        "OTLP bytes of the dropped traces written to the archive, before compression",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_refused_traces_total",
+        "counter",
+        ("processor",),
+        "Dropped traces not archived: a block larger than the whole budget, or a write error",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_overflowed_traces_total",
+        "counter",
+        ("processor",),
+        "Dropped traces not archived: more were dropped between two decision rounds than the stash holds (64 MiB)",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_removed_segments_size_total",
+        "counter",
+        ("processor",),
+        "Archive segments removed, oldest first, at max_size_mib",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_removed_segments_age_total",
+        "counter",
+        ("processor",),
+        "Archive segments removed at max_age",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_lookups_total",
+        "counter",
+        ("processor",),
+        "Trace ID lookups in the archive",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_lookups_found_total",
+        "counter",
+        ("processor",),
+        "Trace ID lookups that found the trace",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_index_memory_bytes",
+        "gauge",
+        ("processor",),
+        "Memory of the archive's trace ID index: the closed segments' Bloom filters and the open segment's table",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_recovered_traces_total",
+        "counter",
+        ("processor",),
+        "Archived traces sent to the exporters on request",
+        only_with="tailsample.archive",
+    ),
+    Metric(
+        "tailsample_archive_recovered_spans_total",
+        "counter",
+        ("processor",),
+        "Spans of the archived traces sent to the exporters",
+        only_with="tailsample.archive",
+    ),
     Metric(
         "tailsample_debug_requests_total",
         "counter",

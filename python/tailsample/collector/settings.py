@@ -1061,6 +1061,9 @@ def _build(data: Any, ctx: _Ctx, env: Mapping[str, str] | None) -> ServiceConfig
     for pid, proc in cfg["processors"].items():
         if isinstance(proc, TailSamplingProcessor):
             check_ref(f"processors.{pid}.tail_storage", proc.config.tail_storage, FileStorageExtension)
+            archive = proc.config.archive
+            if archive is not None:
+                check_ref(f"processors.{pid}.tailsample.archive.storage", archive.storage, FileStorageExtension)
     for eid, exp in cfg["exporters"].items():
         if isinstance(exp, OtlpExporterSettings):
             check_ref(f"exporters.{eid}.sending_queue.storage", exp.sending_queue.storage, FileStorageExtension)

@@ -18,11 +18,16 @@ States:
 From a running service, a decided answer may also carry `near_misses`: per policy that voted not_sampled, the
 attribute keys it reads that the service's traffic sample spells otherwise (`tailsample.incident.lint`).
 
+With the archive of dropped traces on (`tailsample.archive`), an answer for a trace not kept also carries
+`archive`: `recoverable`, and when it is, `archived_at` and `until` (Unix s: at the latest `max_age` later; the
+size limit may push it out sooner).
+
 Times are seconds on the engine clock; `clock` is that clock now, so `clock - first_seen` is the trace's age.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 _OUTCOMES = {
@@ -47,6 +52,19 @@ def _ago(clock: float | None, t: float) -> str:
 
 def describe(e: dict[str, Any]) -> list[str]:
     """Human-readable lines for one `explain` answer."""
+    lines = _describe(e)
+    archive = e.get("archive")
+    if isinstance(archive, dict):
+        if archive.get("recoverable"):
+            until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(archive["until"]))
+            lines.append(f"  RECOVERABLE from the archive of dropped traces until {until} at the latest "
+                         f"(tailsample recover {e.get('trace_id', '?')})")
+        else:
+            lines.append("  not in the archive of dropped traces (never archived, or aged out)")
+    return lines
+
+
+def _describe(e: dict[str, Any]) -> list[str]:
     tid = e.get("trace_id", "?")
     state = e.get("state")
     clock = e.get("clock")

@@ -14,6 +14,7 @@ the tail_sampling policies live (`tailsample.service.reload`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import datetime
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from tailsample.collector.compare import shadow_comparison
+from tailsample.archive import ArchiveReader, parse_trace_id
 from tailsample.collector.fileformat import proto_to_json
 from tailsample.collector.settings import (
     BearerTokenAuthExtension,
@@ -64,6 +66,7 @@ from tailsample.service.debug import DebugGate
 from tailsample.service.memory import MemoryLimiter, resident_bytes
 from tailsample.service.pipeline import FanoutSink, ServicePipeline
 from tailsample.service.reload import ConfigReloader
+from tailsample.receivers.sink import span_count
 from tailsample.ui.status import StatusPage
 
 log = logging.getLogger("tailsample.serve")
@@ -166,10 +169,13 @@ class Service:
             sampler = cfg.processors[p.tail_sampling]
             assert isinstance(sampler, TailSamplingProcessor)
             storage = storages.get(sampler.config.tail_storage or "")
+            archive_settings = sampler.config.archive
+            archive = storages.get(archive_settings.storage) if archive_settings is not None else None
             # Opening tail storage replays it: off the event loop.
             self.pipelines[pid] = await loop.run_in_executor(self._executor, functools.partial(
                 ServicePipeline, p, dict(cfg.processors), [self.exporters[e] for e in p.exporters],
-                [self.limiters[x] for x in p.processors if x in self.limiters], self.registry, storage))
+                [self.limiters[x] for x in p.processors if x in self.limiters], self.registry, storage,
+                archive=archive))
 
         self.reloader = ConfigReloader(cfg, self.config_path, self.pipelines, self.registry, self._executor,
                                        self._reloaded)
@@ -245,7 +251,8 @@ class Service:
                                      "/debug/attributes": ("attributes", self._attributes),
                                      "/debug/kept": ("kept", self._kept_list),
                                      "/debug/kept/{trace_id}": ("kept_trace", self._kept_trace),
-                                     "/debug/shadow": ("shadow", self._shadow)})]
+                                     "/debug/shadow": ("shadow", self._shadow),
+                                     "POST /debug/recover": ("recover", self._recover)})]
 
     def _connection_caps(self) -> dict[str, int]:
         """Every OTLP listener's max_connections, lowered to fit the descriptor limit with the endpoints'."""
@@ -407,6 +414,80 @@ class Service:
             report = p.engine.shadow_report()
             out[pid] = None if report is None else shadow_comparison(
                 report, live_policies=p.engine.policy_stats(), examples=examples)
+        return web.Response(text=json.dumps({"pipelines": out}), content_type="application/json")
+
+    async def _recover(self, request: web.Request) -> web.Response:
+        """Dropped traces from each pipeline's archive (`tailsample recover --url`). Body: {"trace_ids": [...],
+        "export": true} sends what is found to the pipeline's exporters (spans marked `tailsample.recovered`);
+        "export": false returns the payloads instead (base64 protobuf). 400 for a bad body or trace ID."""
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _json_error(400, 'the body must be JSON: {"trace_ids": ["<32 hex digits>", ...], "export": true}')
+        if isinstance(body, dict) and "since" in body:
+            return await self._recover_scan(body)
+        ids = body.get("trace_ids") if isinstance(body, dict) else None
+        export = body.get("export", True) if isinstance(body, dict) else True
+        most = self._debug.max_page_size if self._debug is not None else 0
+        if not isinstance(ids, list) or not all(isinstance(t, str) for t in ids) or not isinstance(export, bool):
+            return _json_error(400, 'the body must be {"trace_ids": ["<32 hex digits>", ...], "export": true|false}')
+        if not 0 < len(ids) <= most:
+            return _json_error(400, f"give 1 to {most} trace IDs (max_page_size of the tailsample_debug "
+                                    f"extension), got {len(ids)}")
+        try:
+            for t in ids:
+                parse_trace_id(t)
+        except ValueError as e:
+            return _json_error(400, str(e))
+        loop = asyncio.get_running_loop()
+        out: dict[str, Any] = {}
+        for pid, p in self.pipelines.items():
+            if p.engine.archive_directory is None:
+                out[pid] = {"archive": False}
+                continue
+            found = await p.recover(loop, self._executor, ids, export=export)
+            rows = []
+            for r in found:
+                row: dict[str, Any] = {"trace_id": r.trace_id, "archived_at": r.archived_at,
+                                       "spans": span_count(r.payload)}
+                if not export:
+                    row["payload"] = base64.b64encode(r.payload).decode()
+                rows.append(row)
+            hit = {r.trace_id for r in found}
+            out[pid] = {"archive": True, "found": rows, "exported": export,
+                        "missing": [t.lower() for t in ids if parse_trace_id(t).hex() not in hit]}
+        return web.Response(text=json.dumps({"pipelines": out}), content_type="application/json")
+
+    async def _recover_scan(self, body: dict[str, Any]) -> web.Response:
+        """`{"since": s, "until": s, "where": "OTTL" | null, "limit": n}`: the traces each pipeline's archive holds
+        from that window with a span matching the condition (`tailsample recover --since`), without payloads."""
+        since, until, where, limit = body.get("since"), body.get("until"), body.get("where"), body.get("limit", 1000)
+        if (not isinstance(since, (int, float)) or not isinstance(until, (int, float))
+                or not (where is None or isinstance(where, str)) or not isinstance(limit, int) or limit < 1):
+            return _json_error(400, 'a scan body is {"since": <unix s>, "until": <unix s>, "where": "<OTTL>" | null, '
+                                    '"limit": <n>}')
+        loop = asyncio.get_running_loop()
+        out: dict[str, Any] = {}
+        for pid, p in self.pipelines.items():
+            directory = p.engine.archive_directory
+            if directory is None:
+                out[pid] = {"archive": False}
+                continue
+
+            def scan(engine: Any = p.engine, d: Any = directory) -> Any:
+                engine.archive_stats()  # waits for what the writer thread was handed
+                return ArchiveReader(d).scan(float(since), float(until), where, limit)
+
+            try:
+                result = await loop.run_in_executor(self._executor, scan)
+            except ConfigError as e:
+                return _json_error(400, str(e))
+            # The newest segment is being written: a record in progress there is not a problem.
+            problems = [x for x in result.problems if "torn tail" not in x]
+            out[pid] = {"archive": True, "spans": result.spans, "truncated": result.truncated, "problems": problems,
+                        "traces": [{"trace_id": f.trace_id, "archived_at": f.archived_at, "spans": f.spans,
+                                    "root_name": f.root_name, "start": f.start, "duration": f.duration,
+                                    "error": f.error} for f in result.traces]}
         return web.Response(text=json.dumps({"pipelines": out}), content_type="application/json")
 
     async def _health(self, request: web.Request) -> web.Response:

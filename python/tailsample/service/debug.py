@@ -72,10 +72,13 @@ class DebugGate:
         return self.settings.max_page_size if self.settings is not None else 0
 
     def routes(self, handlers: dict[str, tuple[str, Handler]]) -> list[web.RouteDef]:
-        """{path: (endpoint name, handler)} as routes; when off, one route answering 404 for every /debug path."""
+        """{path: (endpoint name, handler)} as routes ("POST /path" for a POST); when off, one route answering 404
+        for every /debug path."""
         if not self.enabled:
             return [web.route("*", "/debug{rest:.*}", self._disabled)]
-        return [web.get(path, self._wrap(name, handler)) for path, (name, handler) in handlers.items()]
+        # A path may start with "POST " (an action, not a read); the rest are GET.
+        return [web.post(path[5:], self._wrap(name, handler)) if path.startswith("POST ")
+                else web.get(path, self._wrap(name, handler)) for path, (name, handler) in handlers.items()]
 
     def post_routes(self, handlers: dict[str, tuple[str, Handler]]) -> list[web.RouteDef]:
         """As `routes`, for POST endpoints that change the service: these also need the gate's authenticator

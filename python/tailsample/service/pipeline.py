@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
 
+from tailsample import _native
+from tailsample.archive import Recovered
 from tailsample.collector.metrics import Registry, Sample
 from tailsample.collector.reference import engine_gauges, engine_stat
 from tailsample.collector.settings import BatchProcessor, Pipeline, TailSamplingProcessor
@@ -237,12 +239,12 @@ class ServicePipeline:
 
     def __init__(self, settings: Pipeline, processors: dict[str, object], exporters: Sequence[Exporter],
                  limiters: Sequence[MemoryLimiter], registry: Registry,
-                 storage: FileStorage | None = None) -> None:
+                 storage: FileStorage | None = None, *, archive: FileStorage | None = None) -> None:
         self.id = settings.id
         sampler = processors[settings.tail_sampling]
         assert isinstance(sampler, TailSamplingProcessor)
         self.sampler_id = sampler.id
-        self.engine = Engine(sampler.config, storage=storage, component_id=sampler.id)
+        self.engine = Engine(sampler.config, storage=storage, component_id=sampler.id, archive=archive)
         self.durable = storage is not None
         self.stopping = False  # set by the service before its exporters drain
         if storage is not None:
@@ -262,6 +264,8 @@ class ServicePipeline:
         self._rejections = EveryInterval(log)
         self._oversized = EveryInterval(log)
         self._oversized_seen = 0
+        self.recovered_traces = 0
+        self.recovered_spans = 0
         self.inventory = AttributeInventory()
         self._inventory_lock = threading.Lock()  # the Kafka receiver observes from its consumer thread
         self._inventory_due = 0.0
@@ -360,6 +364,18 @@ class ServicePipeline:
                 await fan_out(self.exporters, batch)
         round_.settle(True)
 
+    async def recover(self, loop: asyncio.AbstractEventLoop, executor: concurrent.futures.Executor,
+                      trace_ids: list[str], *, export: bool) -> list[Recovered]:
+        """Dropped traces found in the archive by ID (their spans marked `tailsample.recovered`); with `export`,
+        each handed to the pipeline's exporters whole (past the batch processor: a recovery is sent at once)."""
+        found = await loop.run_in_executor(executor, self.engine.recover, trace_ids)
+        if export:
+            for r in found:
+                await fan_out(self.exporters, Batch(r.payload, span_count(r.payload)))
+                self.recovered_traces += 1
+                self.recovered_spans += span_count(r.payload)
+        return found
+
     def report_rejected(self, got: Ingested) -> None:
         self._rejections.warning("%s: spans rejected alone, their requests answered with a partial success; "
                                  "this one: %s (%s)", self.sampler_id, got.rejection,
@@ -453,10 +469,48 @@ class ServicePipeline:
             "check-config --url and explain read (bounded)", self.inventory.size)
         add("tailsample_attribute_inventory_keys_dropped", "counter", "New attribute keys not counted: the "
             "inventory was at its bound", self.inventory.keys_dropped)
+        out.extend(archive_samples(self.engine, proc, self.recovered_traces, self.recovered_spans))
         out.extend(red_samples(self.engine, proc))
         out.extend(gap_samples(self.engine, proc))
         out.extend(shadow_samples(self.engine, proc))
         return out
+
+
+def archive_samples(engine: Engine, proc: tuple[str, str], recovered_traces: int,
+                    recovered_spans: int) -> list[Sample]:
+    """The archive of dropped traces' metrics (none when it is off)."""
+    a = engine.archive_stats()
+    if a is None:
+        return []
+    oldest = a["oldest"]
+    rows: list[tuple[str, str, str, float]] = [
+        ("tailsample_archive_bytes", "gauge", "Bytes the archive of dropped traces holds on disk", a["bytes"]),
+        ("tailsample_archive_limit_bytes", "gauge", "The archive's max_size_mib, in bytes", a["max_bytes"]),
+        ("tailsample_archive_traces", "gauge", "Traces the archive holds", a["traces"]),
+        ("tailsample_archive_oldest_age_seconds", "gauge", "Age of the oldest trace the archive holds (0 when empty)",
+         max(0.0, time.time() - oldest) if oldest is not None else 0.0),
+        ("tailsample_archive_written_traces", "counter", "Dropped traces written to the archive",
+         a["traces_written"]),
+        ("tailsample_archive_written_otlp_bytes", "counter", "OTLP bytes of the dropped traces written to the "
+         "archive, before compression", a["bytes_raw"]),
+        ("tailsample_archive_refused_traces", "counter", "Dropped traces not archived: a block larger than the "
+         "whole budget, or a write error", a["traces_refused_budget"] + a["traces_refused_io"]),
+        ("tailsample_archive_overflowed_traces", "counter", "Dropped traces not archived: more were dropped "
+         "between two decision rounds than the stash holds (64 MiB)", a["traces_overflowed"]),
+        ("tailsample_archive_removed_segments_size", "counter", "Archive segments removed, oldest first, at "
+         "max_size_mib", a["segments_removed_size"]),
+        ("tailsample_archive_removed_segments_age", "counter", "Archive segments removed at max_age",
+         a["segments_removed_age"]),
+        ("tailsample_archive_lookups", "counter", "Trace ID lookups in the archive", a["lookups"]),
+        ("tailsample_archive_lookups_found", "counter", "Trace ID lookups that found the trace", a["lookups_found"]),
+        ("tailsample_archive_index_memory_bytes", "gauge", "Memory of the archive's trace ID index: the closed "
+         "segments' Bloom filters and the open segment's table", a["index_memory_bytes"]),
+        ("tailsample_archive_recovered_traces", "counter", "Archived traces sent to the exporters on request",
+         recovered_traces),
+        ("tailsample_archive_recovered_spans", "counter", "Spans of the archived traces sent to the exporters",
+         recovered_spans),
+    ]
+    return [Sample(name, kind, help_text, (proc,), value) for name, kind, help_text, value in rows]
 
 
 # Engine stats whose names would break the Prometheus conventions as metric names: a unit not at the end, a

@@ -16,7 +16,10 @@ use ahash::RandomState;
 
 use crate::config::EngineConfig;
 use crate::durable::tail_storage::Replayed;
-use crate::durable::{ReplayReport, StorageOptions, SyncPolicy, TailStorage};
+use crate::durable::{
+    Archive, ArchiveOptions, ArchiveStats, Dropped, Found, ReplayReport, StorageOptions,
+    SyncPolicy, TailStorage,
+};
 use crate::error::{Error, Result};
 use crate::otlp::decode::decode;
 use crate::otlp::encode::{encode_kept, encode_requests, Kept, OutChunk};
@@ -62,6 +65,129 @@ pub struct Engine {
     next_round: Mutex<u64>,
     storage: Option<TailStorage>,
     replay: Option<ReplayReport>,
+    /// The archive of dropped traces (`tailsample.archive`), written at each round.
+    archive: std::sync::OnceLock<ArchiveWriter>,
+    archive_overflowed: AtomicU64,
+}
+
+/// One round's dropped traces on their way to the archive, and the round's time.
+type ArchiveJob = (Vec<(u128, Vec<Chunk>)>, i64);
+
+/// Rounds handed to the archive's writer thread and not yet written, at most; a round past it waits (the
+/// decisions slow down rather than dropped traces being lost).
+const ARCHIVE_QUEUE_ROUNDS: usize = 4;
+
+/// The archive and the thread that encodes, compresses and writes dropped traces, off the decision path.
+struct ArchiveWriter {
+    archive: Arc<Mutex<Archive>>,
+    tx: Mutex<Option<std::sync::mpsc::SyncSender<ArchiveJob>>>,
+    /// Rounds sent and not yet written: lookups and reports wait for them, so they see every trace dropped
+    /// before they were asked.
+    pending: Arc<(Mutex<u64>, std::sync::Condvar)>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl ArchiveWriter {
+    fn start(archive: Archive) -> std::io::Result<Self> {
+        let archive = Arc::new(Mutex::new(archive));
+        let pending = Arc::new((Mutex::new(0u64), std::sync::Condvar::new()));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ArchiveJob>(ARCHIVE_QUEUE_ROUNDS);
+        let (a, p) = (archive.clone(), pending.clone());
+        let thread = std::thread::Builder::new()
+            .name("tailsample-archive".into())
+            .spawn(move || {
+                for (dropped, now) in rx {
+                    let traces = encode_dropped(&dropped);
+                    drop(dropped);
+                    {
+                        let mut a = a.lock().unwrap_or_else(|e| e.into_inner());
+                        a.write(&traces, now);
+                        a.expire(now);
+                    }
+                    let (m, cv) = &*p;
+                    *m.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                    cv.notify_all();
+                }
+            })?;
+        Ok(ArchiveWriter {
+            archive,
+            tx: Mutex::new(Some(tx)),
+            pending,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn send(&self, job: ArchiveJob) {
+        let (m, cv) = &*self.pending;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let sent = tx.as_ref().is_some_and(|tx| tx.send(job).is_ok());
+        if !sent {
+            *m.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+            cv.notify_all();
+        }
+    }
+
+    /// The archive once every round sent before is written.
+    fn lock(&self) -> MutexGuard<'_, Archive> {
+        let (m, cv) = &*self.pending;
+        let mut p = m.lock().unwrap_or_else(|e| e.into_inner());
+        while *p > 0 {
+            p = cv.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(p);
+        self.archive.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for ArchiveWriter {
+    /// What was handed over is written before the engine goes.
+    fn drop(&mut self) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Each dropped trace re-encoded as one payload, with its resource and scope.
+fn encode_dropped(dropped: &[(u128, Vec<Chunk>)]) -> Vec<Dropped> {
+    dropped
+        .iter()
+        .filter_map(|(id, chunks)| {
+            let refs: Vec<OutChunk<'_>> = chunks
+                .iter()
+                .map(|c| OutChunk {
+                    origin: &c.origin,
+                    framed: &c.framed,
+                    spans: c.spans,
+                })
+                .collect();
+            let mut p = encode_requests(&refs, usize::MAX >> 1, |_, _| {});
+            (p.len() == 1).then(|| Dropped {
+                id: *id,
+                payload: p.swap_remove(0),
+            })
+        })
+        .collect()
+}
+
+/// Dropped traces wait for the next round in per-shard stashes of at most this many bytes in all.
+pub const ARCHIVE_STASH_BYTES: u64 = 64 << 20;
+
+/// The archive's gauges and counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArchiveReport {
+    pub bytes: u64,
+    pub max_bytes: u64,
+    pub traces: u64,
+    /// When the oldest trace held was archived (ns; None when empty).
+    pub oldest: Option<i64>,
+    pub max_age_ns: i64,
+    pub index_memory_bytes: u64,
+    /// Dropped traces not archived because the stash between rounds was full.
+    pub traces_overflowed: u64,
+    pub stats: ArchiveStats,
 }
 
 /// Splits `total` into `n` shares that add up to it.
@@ -131,6 +257,89 @@ impl Engine {
             next_round: Mutex::new(1),
             storage: None,
             replay: None,
+            archive: std::sync::OnceLock::new(),
+            archive_overflowed: AtomicU64::new(0),
+        }
+    }
+
+    /// Turns the archive of dropped traces on (`tailsample.archive`): from now on every trace decided not
+    /// kept, evicted or dropped at shutdown is written there, compressed, at the round that decided it.
+    pub fn attach_archive(&self, opts: ArchiveOptions) -> Result<()> {
+        let dir = opts.directory.display().to_string();
+        let a = Archive::open(opts).map_err(|e| Error::Storage {
+            path: dir,
+            message: format!("archive: {e}"),
+        })?;
+        let writer = ArchiveWriter::start(a).map_err(|e| Error::Storage {
+            path: String::new(),
+            message: format!("archive: cannot start its writer thread: {e}"),
+        })?;
+        if self.archive.set(writer).is_err() {
+            return Err(Error::config(
+                "tailsample.archive",
+                "the archive is already on",
+            ));
+        }
+        let n = self.shards.len();
+        for (i, s) in self.shards.iter().enumerate() {
+            lock(s).set_archiving(share(ARCHIVE_STASH_BYTES as usize, n, i) as u64);
+        }
+        Ok(())
+    }
+
+    fn archive_lock(&self) -> Option<MutexGuard<'_, Archive>> {
+        self.archive.get().map(ArchiveWriter::lock)
+    }
+
+    /// Torn tails the archive cut when it was opened.
+    pub fn archive_truncations(&self) -> Vec<crate::durable::Truncation> {
+        self.archive_lock()
+            .map(|a| a.truncations.clone())
+            .unwrap_or_default()
+    }
+
+    /// Every archived part of each trace in `ids` (empty where not held); None without an archive.
+    pub fn recover(&self, ids: &[u128]) -> Option<Result<Vec<Found>>> {
+        let mut a = self.archive_lock()?;
+        let mut out = Vec::new();
+        for &id in ids {
+            match a.find(id) {
+                Ok(f) => out.extend(f),
+                Err(e) => {
+                    return Some(Err(Error::Storage {
+                        path: a.directory().display().to_string(),
+                        message: format!("archive read failed: {e}"),
+                    }))
+                }
+            }
+        }
+        Some(Ok(out))
+    }
+
+    /// The archive's state; None without one. Applies the age limit at the engine clock first.
+    pub fn archive_report(&self) -> Option<ArchiveReport> {
+        let now = self.clock();
+        let mut a = self.archive_lock()?;
+        if now != i64::MIN {
+            a.expire(now);
+        }
+        Some(ArchiveReport {
+            bytes: a.bytes(),
+            max_bytes: a.options().max_bytes,
+            traces: a.traces(),
+            oldest: a.oldest(),
+            max_age_ns: a.options().max_age_ns,
+            index_memory_bytes: a.index_memory_bytes(),
+            traces_overflowed: self.archive_overflowed.load(Ordering::Relaxed),
+            stats: a.stats,
+        })
+    }
+
+    /// Hands the dropped traces taken from the shards to the archive's writer thread (which also applies
+    /// the age limit at `now`, so an empty round is sent too).
+    fn archive_dropped(&self, dropped: Vec<(u128, Vec<Chunk>)>, now: i64) {
+        if let Some(w) = self.archive.get() {
+            w.send((dropped, now));
         }
     }
 
@@ -625,10 +834,16 @@ impl Engine {
         let mut decided = Vec::new();
         let mut min_kept = u64::MAX;
         let mut pending_min: Option<u64> = None;
+        let mut dropped = Vec::new();
         for s in self.shards.iter() {
             let mut shard = lock(s);
             let before = shard.memory_bytes();
             each(&mut shard, now, &mut out);
+            let overflowed = shard.take_archived(&mut dropped);
+            if overflowed > 0 {
+                self.archive_overflowed
+                    .fetch_add(overflowed, Ordering::Relaxed);
+            }
             self.account(before, shard.memory_bytes());
             min_kept = min_kept.min(shard.take_decisions(&mut decided));
             if let Some(p) = shard.pending_min_segment() {
@@ -647,6 +862,7 @@ impl Engine {
         drop(next);
         let max_payload_bytes = live.cfg.max_payload_bytes;
         drop(live);
+        self.archive_dropped(dropped, now);
         (round, self.encode(out, max_payload_bytes))
     }
 

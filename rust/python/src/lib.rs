@@ -929,5 +929,194 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(memory_purge, m)?)?;
     m.add_function(wrap_pyfunction!(shadow_report, m)?)?;
     m.add_function(wrap_pyfunction!(shadow_verdict, m)?)?;
+    add_archive(m)?;
+    Ok(())
+}
+
+// ---- The archive of dropped traces (issue 21): engine functions and the offline reader. ----
+
+fn archive_error(py: Python<'_>, path: &std::path::Path, e: std::io::Error) -> PyErr {
+    to_py(
+        py,
+        Error::Storage {
+            path: path.display().to_string(),
+            message: format!("archive: {e}"),
+        },
+    )
+}
+
+/// A recovered payload with `tailsample.recovered` on every span (as stored if it cannot be read, which a
+/// payload the engine encoded always can).
+fn marked(payload: &[u8]) -> Vec<u8> {
+    tailsample_core::durable::archive::mark_recovered(payload).unwrap_or_else(|| payload.to_vec())
+}
+
+fn trace_ids(ids: &[Vec<u8>]) -> PyResult<Vec<u128>> {
+    ids.iter()
+        .map(|b| {
+            <[u8; 16]>::try_from(b.as_slice())
+                .map(u128::from_be_bytes)
+                .map_err(|_| {
+                    PyValueError::new_err(format!("a trace ID is 16 bytes, got {}", b.len()))
+                })
+        })
+        .collect()
+}
+
+fn found_list<'py>(
+    py: Python<'py>,
+    found: &[tailsample_core::durable::Found],
+) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for f in found {
+        out.append((
+            PyBytes::new(py, &f.id.to_be_bytes()),
+            f.archived_at as f64 / 1e9,
+            PyBytes::new(py, &marked(&f.payload)),
+        ))?;
+    }
+    Ok(out)
+}
+
+/// Turns the engine's archive of dropped traces on, in `directory`.
+#[pyfunction]
+fn archive_attach(
+    py: Python<'_>,
+    engine: &NativeEngine,
+    directory: std::path::PathBuf,
+    max_bytes: u64,
+    max_age: f64,
+    segment_bytes: u64,
+) -> PyResult<()> {
+    let opts = tailsample_core::durable::ArchiveOptions {
+        directory,
+        max_bytes,
+        max_age_ns: now_ns(py, max_age)?,
+        segment_bytes: segment_bytes.max(4096),
+    };
+    run(py, || engine.engine.attach_archive(opts))?.map_err(|e| to_py(py, e))
+}
+
+/// Every archived part of each trace ID: (trace ID, archived at (s), payload); None without an archive.
+#[pyfunction]
+fn archive_recover<'py>(
+    py: Python<'py>,
+    engine: &NativeEngine,
+    ids: Vec<Vec<u8>>,
+) -> PyResult<Option<Bound<'py, PyList>>> {
+    let ids = trace_ids(&ids)?;
+    match run(py, || engine.engine.recover(&ids))? {
+        None => Ok(None),
+        Some(Err(e)) => Err(to_py(py, e)),
+        Some(Ok(found)) => found_list(py, &found).map(Some),
+    }
+}
+
+/// The archive's gauges and counters (None without an archive); times in seconds.
+#[pyfunction]
+fn archive_report<'py>(
+    py: Python<'py>,
+    engine: &NativeEngine,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let Some(r) = run(py, || engine.engine.archive_report())? else {
+        return Ok(None);
+    };
+    let d = PyDict::new(py);
+    d.set_item("bytes", r.bytes)?;
+    d.set_item("max_bytes", r.max_bytes)?;
+    d.set_item("traces", r.traces)?;
+    d.set_item("oldest", r.oldest.map(|t| t as f64 / 1e9))?;
+    d.set_item("max_age", r.max_age_ns as f64 / 1e9)?;
+    d.set_item("index_memory_bytes", r.index_memory_bytes)?;
+    d.set_item("traces_overflowed", r.traces_overflowed)?;
+    d.set_item("traces_written", r.stats.traces_written)?;
+    d.set_item("bytes_raw", r.stats.bytes_raw)?;
+    d.set_item("traces_refused_budget", r.stats.traces_refused_budget)?;
+    d.set_item("traces_refused_io", r.stats.traces_refused_io)?;
+    d.set_item("segments_removed_size", r.stats.segments_removed_size)?;
+    d.set_item("segments_removed_age", r.stats.segments_removed_age)?;
+    d.set_item("lookups", r.stats.lookups)?;
+    d.set_item("lookups_found", r.stats.lookups_found)?;
+    let truncations = PyList::empty(py);
+    for t in engine.engine.archive_truncations() {
+        truncations.append((t.segment, t.offset, t.bytes, t.reason))?;
+    }
+    d.set_item("truncations", truncations)?;
+    Ok(Some(d))
+}
+
+/// An archive directory read without an engine: nothing is written there.
+#[pyclass(frozen, module = "tailsample._native")]
+struct NativeArchiveReader {
+    reader: tailsample_core::durable::ArchiveReader,
+    directory: std::path::PathBuf,
+}
+
+#[pymethods]
+impl NativeArchiveReader {
+    #[new]
+    fn new(py: Python<'_>, directory: std::path::PathBuf) -> PyResult<Self> {
+        let reader = tailsample_core::durable::ArchiveReader::open(&directory)
+            .map_err(|e| archive_error(py, &directory, e))?;
+        Ok(NativeArchiveReader { reader, directory })
+    }
+
+    /// Every archived part of each trace ID: (trace ID, archived at (s), payload).
+    fn find<'py>(&self, py: Python<'py>, ids: Vec<Vec<u8>>) -> PyResult<Bound<'py, PyList>> {
+        let ids = trace_ids(&ids)?;
+        let found = run(py, || self.reader.find(&ids))?
+            .map_err(|e| archive_error(py, &self.directory, e))?;
+        found_list(py, &found)
+    }
+
+    /// Traces archived in [since, until] (s) matching `where_` (an OTTL span condition), at most `limit`:
+    /// ((trace ID, archived at, spans, root name, start (s), duration (s), error, payload) list, spans scanned,
+    /// problems met).
+    #[pyo3(signature = (since, until, where_=None, limit=10_000))]
+    fn scan<'py>(
+        &self,
+        py: Python<'py>,
+        since: f64,
+        until: f64,
+        where_: Option<String>,
+        limit: usize,
+    ) -> PyResult<(Bound<'py, PyList>, u64, Vec<String>)> {
+        let filter = tailsample_core::durable::TraceFilter::new(where_.as_deref())
+            .map_err(|e| to_py(py, e))?;
+        let (since, until) = (now_ns(py, since)?, now_ns(py, until)?);
+        let mut hits = Vec::new();
+        let mut spans = 0u64;
+        let problems = run(py, || {
+            self.reader.scan(since, until, |id, t, payload| {
+                if let Some(s) = filter.check(payload) {
+                    spans += u64::from(s.spans);
+                    hits.push((id, t, s, payload.to_vec()));
+                }
+                hits.len() < limit
+            })
+        })?
+        .map_err(|e| archive_error(py, &self.directory, e))?;
+        let out = PyList::empty(py);
+        for (id, t, s, payload) in hits {
+            out.append((
+                PyBytes::new(py, &id.to_be_bytes()),
+                t as f64 / 1e9,
+                s.spans,
+                s.root_name,
+                s.start_ns as f64 / 1e9,
+                s.duration_ns as f64 / 1e9,
+                s.error,
+                PyBytes::new(py, &marked(&payload)),
+            ))?;
+        }
+        Ok((out, spans, problems))
+    }
+}
+
+fn add_archive(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeArchiveReader>()?;
+    m.add_function(wrap_pyfunction!(archive_attach, m)?)?;
+    m.add_function(wrap_pyfunction!(archive_recover, m)?)?;
+    m.add_function(wrap_pyfunction!(archive_report, m)?)?;
     Ok(())
 }

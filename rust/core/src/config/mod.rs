@@ -76,6 +76,9 @@ pub struct EngineConfig {
     /// The storage extension holding the buffer on disk (`tail_storage: file_storage/<name>`); the caller opens
     /// it with `Engine::open`.
     pub tail_storage: Option<String>,
+    /// tailsample: the archive of dropped traces (`tailsample.archive`); the caller opens it with
+    /// `Engine::attach_archive`.
+    pub archive: Option<ArchiveConfig>,
     /// tailsample: the propagation-gap audit of every decided trace (None: off).
     pub propagation_audit: Option<AuditConfig>,
     /// tailsample: shadow policies judged beside the live ones, never changing what is kept (None: off).
@@ -83,6 +86,43 @@ pub struct EngineConfig {
     /// Ingest reads the spans' `ot` tracestate entries (a consistent sampler or adjusted counts need them).
     pub reads_ot: bool,
     blocks: Vec<Value>,
+}
+
+/// `tailsample.archive`: where dropped traces are kept, and for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchiveConfig {
+    /// The `file_storage` extension whose directory holds it.
+    pub storage: String,
+    pub max_bytes: u64,
+    pub max_age_ns: i64,
+}
+
+pub const DEFAULT_ARCHIVE_MAX_SIZE_MIB: i64 = 10240;
+pub const DEFAULT_ARCHIVE_MAX_AGE_NS: i64 = 24 * 3600 * 1_000_000_000;
+
+fn parse_archive(v: &Value) -> Result<ArchiveConfig> {
+    let mut m = Node::new(v, "tailsample.archive").mapping()?;
+    let storage = m.required_string("storage")?;
+    if !storage.starts_with("file_storage") {
+        return Err(Error::config(
+            "tailsample.archive.storage",
+            format!("must name a file_storage extension (file_storage or file_storage/<name>), got {storage:?}"),
+        ));
+    }
+    let mib = m.int_at_least("max_size_mib", DEFAULT_ARCHIVE_MAX_SIZE_MIB, 1)?;
+    let max_age_ns = m.duration("max_age", DEFAULT_ARCHIVE_MAX_AGE_NS)?;
+    if max_age_ns <= 0 {
+        return Err(Error::config(
+            "tailsample.archive.max_age",
+            "must be a positive duration (e.g. 24h)",
+        ));
+    }
+    m.finish()?;
+    Ok(ArchiveConfig {
+        storage,
+        max_bytes: (mib as u64).saturating_mul(1 << 20),
+        max_age_ns,
+    })
 }
 
 /// `tailsample.adjusted_counts`: what kept spans carry of their sampling probability.
@@ -371,6 +411,7 @@ impl EngineConfig {
         let mut decision_log_size = DEFAULT_DECISION_LOG_SIZE;
         let mut recent_kept_bytes = DEFAULT_RECENT_KEPT_BYTES as usize;
         let mut max_buffered_bytes = DEFAULT_MAX_BUFFERED_BYTES;
+        let mut archive = None;
         let mut strict_reference_matching = false;
         let mut propagation_audit = DEFAULT_PROPAGATION_AUDIT.then(AuditConfig::default);
         let mut shadow: Option<ShadowConfig> = None;
@@ -393,6 +434,9 @@ impl EngineConfig {
                 }
                 if let Some(red) = t.value("red_metrics") {
                     red_metrics = parse_red(red)?;
+                }
+                if let Some(a) = t.value("archive") {
+                    archive = Some(parse_archive(a)?);
                 }
                 if let Some(a) = t.value("propagation_audit") {
                     propagation_audit = parse_audit(a)?;
@@ -529,6 +573,7 @@ impl EngineConfig {
             recent_kept_bytes,
             max_buffered_bytes,
             tail_storage,
+            archive,
             propagation_audit,
             shadow,
             reads_ot,
@@ -601,6 +646,13 @@ impl EngineConfig {
                 "attribute": sh.attribute,
                 "max_disagreements": sh.max_disagreements,
                 "slow_threshold": go_duration(sh.slow_threshold_ns),
+            });
+        }
+        if let Some(a) = &self.archive {
+            t["archive"] = json!({
+                "storage": a.storage,
+                "max_size_mib": a.max_bytes >> 20,
+                "max_age": go_duration(a.max_age_ns),
             });
         }
         if let Some(r) = &self.red_metrics {

@@ -184,7 +184,7 @@ fn segment_ids(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(ids)
 }
 
-fn checksum(kind: u8, body: &[&[u8]]) -> u32 {
+pub(crate) fn checksum(kind: u8, body: &[&[u8]]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&[kind]);
     for part in body {
@@ -275,14 +275,49 @@ impl SegmentLog {
     /// Opens (creating it if needed) the log in `dir`: checks every segment, truncates torn or corrupt tails
     /// (returned), and starts a fresh segment for appends.
     pub fn open(dir: &Path, opts: LogOptions) -> io::Result<(Self, Vec<Truncation>)> {
+        Self::open_checking(dir, opts, false)
+    }
+
+    /// `open`, reading only the newest segment's records (the only one a crash can leave torn, appends going to
+    /// a fresh segment after every open); older segments are taken at their length. For a large log that is
+    /// never replayed whole (the archive of dropped traces).
+    pub fn open_checking_tail(dir: &Path, opts: LogOptions) -> io::Result<(Self, Vec<Truncation>)> {
+        Self::open_checking(dir, opts, true)
+    }
+
+    fn open_checking(
+        dir: &Path,
+        opts: LogOptions,
+        tail_only: bool,
+    ) -> io::Result<(Self, Vec<Truncation>)> {
         fs::create_dir_all(dir)?;
         let mut segments = Vec::new();
         let mut truncations = Vec::new();
         let mut bytes = 0;
-        for id in segment_ids(dir)? {
+        let ids = segment_ids(dir)?;
+        let newest = ids.last().copied();
+        for id in ids {
             let path = segment_path(dir, id);
             let mut data = Vec::new();
-            File::open(&path)?.read_to_end(&mut data)?;
+            let mut file = File::open(&path)?;
+            let len = file.metadata()?.len();
+            if tail_only && Some(id) != newest && len >= SEGMENT_HEADER {
+                data.resize(SEGMENT_HEADER as usize, 0);
+                file.read_exact(&mut data)?;
+                if &data[..8] != MAGIC || data[8..16] != id.to_le_bytes() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{} is not a tailsample log segment (bad header); move it out of the storage directory",
+                            path.display()
+                        ),
+                    ));
+                }
+                bytes += len;
+                segments.push(Segment { id, len });
+                continue;
+            }
+            file.read_to_end(&mut data)?;
             if data.len() < SEGMENT_HEADER as usize {
                 // Created but its header never fully written: nothing in it.
                 truncations.push(Truncation {

@@ -301,6 +301,17 @@ pub struct Shard {
     config_version: u32,
     /// `tailsample.shadow`: the shadow policies' instances in this shard, and what they found.
     pub shadow: Option<ShadowSet>,
+    /// With the archive on: traces decided not kept since the last round, waiting to be written (bounded).
+    archive: Option<ArchiveStash>,
+}
+
+/// Dropped traces on their way to the archive, taken by the engine at each round.
+pub struct ArchiveStash {
+    pub traces: Vec<(u128, Vec<Chunk>)>,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// Traces not archived because the stash was full (ingest evicted faster than rounds took them).
+    pub overflowed: u64,
 }
 
 #[derive(Default)]
@@ -373,6 +384,7 @@ impl Shard {
             measures_size,
             config_version: 1,
             shadow,
+            archive: None,
         }
     }
 
@@ -382,6 +394,43 @@ impl Shard {
             min_kept_segment: u64::MAX,
             ..DurableState::default()
         });
+    }
+
+    /// The archive is on: traces decided not kept wait in a stash of at most `max_bytes` for the next round.
+    pub fn set_archiving(&mut self, max_bytes: u64) {
+        self.archive = Some(ArchiveStash {
+            traces: Vec::new(),
+            bytes: 0,
+            max_bytes,
+            overflowed: 0,
+        });
+    }
+
+    /// Moves the stashed dropped traces to `out`; returns how many overflowed the stash since the last call.
+    pub fn take_archived(&mut self, out: &mut Vec<(u128, Vec<Chunk>)>) -> u64 {
+        let Some(a) = &mut self.archive else {
+            return 0;
+        };
+        out.append(&mut a.traces);
+        a.bytes = 0;
+        std::mem::take(&mut a.overflowed)
+    }
+
+    /// A trace leaving not kept: its chunks go to the archive stash (when on and not full) instead of being freed.
+    fn stash(&mut self, slot: u32) {
+        let Some(a) = &mut self.archive else {
+            return;
+        };
+        let t = &mut self.traces[slot as usize];
+        if a.bytes + t.framed_bytes > a.max_bytes {
+            a.overflowed += 1;
+            return;
+        }
+        a.bytes += t.framed_bytes;
+        self.chunks -= t.chunks.len() as u64;
+        let chunks = std::mem::take(&mut t.chunks);
+        a.traces
+            .push((u128::from_be_bytes(t.view.trace_id), chunks));
     }
 
     fn record_decision(&mut self, id: u128, verdict: Verdict, first_segment: u64) {
@@ -751,6 +800,7 @@ impl Shard {
             self.remember_outcome(id, slot, Resident::NotKept);
             self.log_undecided(slot, Outcome::DroppedTooLarge, Trigger::Ingest, now);
             self.record_decision(id, Verdict::NotSampled, self.traces[s].first_segment);
+            self.stash(slot);
             self.free_slot(slot);
         }
     }
@@ -943,6 +993,7 @@ impl Shard {
                 let now = self.clock;
                 self.log_undecided(slot, Outcome::Evicted, Trigger::Ingest, now);
                 self.discard(slot);
+                self.stash(slot);
                 self.free_slot(slot);
                 return;
             }
@@ -1139,6 +1190,9 @@ impl Shard {
             config_version: self.config_version,
             shadow: PackedVerdict::pack(shadow),
         });
+        if !kept {
+            self.stash(slot);
+        }
         self.free_slot(slot);
         outcome
     }
@@ -1309,6 +1363,7 @@ impl Shard {
                 self.stats.spans_dropped += spans;
                 self.log_undecided(slot, Outcome::DroppedOnShutdown, Trigger::Flush, now);
                 self.discard(slot);
+                self.stash(slot);
                 self.free_slot(slot);
             } else {
                 let due = self.traces[slot as usize].first_seen.saturating_add(wait);
@@ -1343,7 +1398,8 @@ impl Shard {
                 + self.chunks * per_chunk as u64
                 + (self.interner.len() * 256) as u64
                 + self.audit_spans * std::mem::size_of::<AuditSpan>() as u64
-                + self.resident.bytes() as u64,
+                + self.resident.bytes() as u64
+                + self.archive.as_ref().map_or(0, |a| a.bytes),
             late_span_buffer_bytes: self.late_bytes,
             sampled_cache_entries: self.sampled.len() as u64,
             non_sampled_cache_entries: self.not_sampled.len() as u64,

@@ -1,0 +1,979 @@
+//! The archive of dropped traces: every trace decided not kept, compressed, in a segmented log of its own,
+//! bounded by bytes and by age (whole oldest segments removed first), findable by trace ID.
+//!
+//! ```text
+//! <dir>/00000000000000000007.seg   a `SegmentLog` (its header, checksums and torn-tail cut): BLOCK records
+//! <dir>/00000000000000000007.idx   written when the segment is closed: "TSAIDX01", traces (u64), first and last
+//!                                  time (i64 ns), then (trace ID u128 LE, record offset u64 LE) sorted by ID
+//! ```
+//! A BLOCK body: traces `n` (u32), then per trace its ID (u128 LE), time archived (i64 ns) and payload length
+//! (u32), then the zstd frame of the payloads (one `ExportTraceServiceRequest` per trace) one after another.
+//!
+//! Memory: only the open segment's IDs are held (24 B each); closed segments are searched on disk by binary
+//! search in their index file (a few reads each). A segment left without its index by kill -9 gets one on the
+//! next open, rebuilt from its records.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::segment_log::{
+    checksum, Budget, LogOptions, Records, SegmentLog, SyncPolicy, Truncation, RECORD_HEADER,
+    SEGMENT_HEADER,
+};
+
+pub const BLOCK: u8 = 10;
+const IDX_MAGIC: &[u8; 8] = b"TSAIDX01";
+const IDX_HEADER: u64 = 8 + 8 + 8 + 8;
+const IDX_ENTRY: u64 = 24;
+/// zstd level 1: the fastest of the regular levels (the write is on the decision path); on the seed traffic it
+/// still keeps the archive well under a quarter of the OTLP bytes (bench/archive.py).
+const LEVEL: i32 = 1;
+/// Traces are written in blocks of about this many OTLP bytes: a lookup decompresses one block.
+const BLOCK_RAW_BYTES: usize = 256 << 10;
+
+#[derive(Debug, Clone)]
+pub struct ArchiveOptions {
+    pub directory: PathBuf,
+    pub max_bytes: u64,
+    /// Segments whose newest trace is older than this are removed (0: no age limit).
+    pub max_age_ns: i64,
+    pub segment_bytes: u64,
+}
+
+/// One dropped trace handed to the archive: its ID and its spans as one OTLP payload.
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    pub id: u128,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArchiveStats {
+    pub traces_written: u64,
+    pub bytes_raw: u64,
+    pub blocks_written: u64,
+    pub traces_refused_budget: u64,
+    pub traces_refused_io: u64,
+    pub segments_removed_size: u64,
+    pub segments_removed_age: u64,
+    pub lookups: u64,
+    pub lookups_found: u64,
+}
+
+#[derive(Debug, Clone)]
+struct SegMeta {
+    id: u64,
+    traces: u64,
+    first: i64,
+    last: i64,
+    idx_bytes: u64,
+    /// Which trace IDs the segment may hold: a lookup reads only the segments whose filter says maybe.
+    filter: Filter,
+}
+
+/// A Bloom filter of a closed segment's trace IDs: `FILTER_BITS` bits per trace (1.5 B), `FILTER_HASHES` probes,
+/// about 0.3 % false positives. Trace IDs are random, so their two halves serve as the two hashes.
+#[derive(Debug, Clone, Default)]
+struct Filter {
+    bits: Vec<u64>,
+}
+
+const FILTER_BITS: u64 = 12;
+const FILTER_HASHES: u64 = 7;
+
+impl Filter {
+    fn new(ids: impl ExactSizeIterator<Item = u128>) -> Self {
+        let n = (ids.len() as u64 * FILTER_BITS).max(64);
+        let mut f = Filter {
+            bits: vec![0; n.div_ceil(64) as usize],
+        };
+        for id in ids {
+            for bit in f.probes(id) {
+                f.bits[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
+        f
+    }
+
+    fn probes(&self, id: u128) -> impl Iterator<Item = u64> {
+        let n = self.bits.len() as u64 * 64;
+        let (h1, h2) = (id as u64, ((id >> 64) as u64) | 1);
+        (0..FILTER_HASHES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % n)
+    }
+
+    fn may_contain(&self, id: u128) -> bool {
+        self.bits.is_empty()
+            || self
+                .probes(id)
+                .all(|bit| self.bits[(bit / 64) as usize] & (1 << (bit % 64)) != 0)
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.bits.len() * 8) as u64
+    }
+}
+
+/// The trace IDs of an index file, for its filter.
+fn index_ids(dir: &Path, id: u64) -> io::Result<Vec<u128>> {
+    let data = fs::read(idx_path(dir, id))?;
+    Ok(data
+        .get(IDX_HEADER as usize..)
+        .unwrap_or_default()
+        .chunks_exact(IDX_ENTRY as usize)
+        .map(|e| u128::from_le_bytes(e[..16].try_into().unwrap()))
+        .collect())
+}
+
+/// A trace found in the archive.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub id: u128,
+    pub archived_at: i64,
+    pub payload: Vec<u8>,
+}
+
+pub struct Archive {
+    opts: ArchiveOptions,
+    log: SegmentLog,
+    /// Closed segments, oldest first.
+    closed: Vec<SegMeta>,
+    /// The open segment's traces: (ID, record offset), and its time span.
+    open: Vec<(u128, u64)>,
+    open_first: i64,
+    open_last: i64,
+    pub truncations: Vec<Truncation>,
+    pub stats: ArchiveStats,
+    /// Reused across blocks: a zstd context allocates about a megabyte of tables, and fresh buffers fault in
+    /// fresh pages (both showed in profiles as page zeroing).
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+}
+
+fn seg_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.seg"))
+}
+
+fn idx_path(dir: &Path, id: u64) -> PathBuf {
+    dir.join(format!("{id:020}.idx"))
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+fn u128_at(b: &[u8], at: usize) -> Option<u128> {
+    Some(u128::from_le_bytes(b.get(at..at + 16)?.try_into().ok()?))
+}
+
+const ENTRY: usize = 16 + 8 + 4;
+
+/// A BLOCK's table: (trace ID, time archived, payload length) per trace.
+type BlockTable = Vec<(u128, i64, u32)>;
+/// A segment's index entries (trace ID, record offset) and its first and last archive time.
+type SegmentScan = (Vec<(u128, u64)>, i64, i64);
+
+/// A BLOCK's table: (ID, time, payload length) per trace, and where the compressed part starts.
+fn block_table(body: &[u8]) -> Option<(BlockTable, usize)> {
+    let n = u32_at(body, 0)? as usize;
+    let end = 4usize.checked_add(n.checked_mul(ENTRY)?)?;
+    if end > body.len() {
+        return None;
+    }
+    let mut t = Vec::with_capacity(n);
+    for i in 0..n {
+        let at = 4 + i * ENTRY;
+        t.push((
+            u128_at(body, at)?,
+            u64_at(body, at + 16)? as i64,
+            u32_at(body, at + 24)?,
+        ));
+    }
+    Some((t, end))
+}
+
+/// The payloads of a BLOCK, with the table: (ID, time, payload).
+pub fn decode_block(body: &[u8]) -> io::Result<Vec<(u128, i64, Vec<u8>)>> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "archive block is malformed");
+    let (table, start) = block_table(body).ok_or_else(bad)?;
+    let total: usize = table.iter().map(|e| e.2 as usize).sum();
+    let raw = zstd::bulk::decompress(&body[start..], total)?;
+    if raw.len() != total {
+        return Err(bad());
+    }
+    let mut at = 0;
+    Ok(table
+        .into_iter()
+        .map(|(id, t, len)| {
+            let p = raw[at..at + len as usize].to_vec();
+            at += len as usize;
+            (id, t, p)
+        })
+        .collect())
+}
+
+fn write_index(dir: &Path, m: &SegMeta, entries: &mut [(u128, u64)]) -> io::Result<u64> {
+    entries.sort_unstable();
+    let mut b = Vec::with_capacity(IDX_HEADER as usize + entries.len() * IDX_ENTRY as usize);
+    b.extend_from_slice(IDX_MAGIC);
+    b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    b.extend_from_slice(&m.first.to_le_bytes());
+    b.extend_from_slice(&m.last.to_le_bytes());
+    for (id, off) in entries.iter() {
+        b.extend_from_slice(&id.to_le_bytes());
+        b.extend_from_slice(&off.to_le_bytes());
+    }
+    // Written whole under a temporary name, then renamed: an index is there complete or not at all.
+    let tmp = dir.join(format!("{:020}.idx.tmp", m.id));
+    fs::write(&tmp, &b)?;
+    fs::rename(&tmp, idx_path(dir, m.id))?;
+    Ok(b.len() as u64)
+}
+
+/// Reads an index file's header: (traces, first, last, bytes); None when missing or not an index.
+fn read_index_header(dir: &Path, id: u64) -> Option<(u64, i64, i64, u64)> {
+    let f = File::open(idx_path(dir, id)).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut h = [0u8; IDX_HEADER as usize];
+    f.read_exact_at(&mut h, 0).ok()?;
+    if &h[..8] != IDX_MAGIC {
+        return None;
+    }
+    let n = u64_at(&h, 8)?;
+    let (first, last) = (u64_at(&h, 16)? as i64, u64_at(&h, 24)? as i64);
+    (IDX_HEADER + n.checked_mul(IDX_ENTRY)? == len).then_some((n, first, last, len))
+}
+
+/// Scans a segment's records: its index entries and time span.
+fn scan_segment(dir: &Path, id: u64) -> io::Result<SegmentScan> {
+    let mut data = Vec::new();
+    File::open(seg_path(dir, id))?.read_to_end(&mut data)?;
+    let mut entries = Vec::new();
+    let (mut first, mut last) = (i64::MAX, i64::MIN);
+    for r in Records::new(id, &data) {
+        if r.kind != BLOCK {
+            continue;
+        }
+        if let Some((table, _)) = block_table(r.body) {
+            for (tid, t, _) in table {
+                entries.push((tid, r.position.offset));
+                first = first.min(t);
+                last = last.max(t);
+            }
+        }
+    }
+    Ok((entries, first, last))
+}
+
+/// Binary search of one closed segment's index file: the record offsets holding `id`.
+fn search_index(dir: &Path, seg: u64, n: u64, id: u128) -> io::Result<Vec<u64>> {
+    let f = File::open(idx_path(dir, seg))?;
+    let entry = |i: u64| -> io::Result<(u128, u64)> {
+        let mut e = [0u8; IDX_ENTRY as usize];
+        f.read_exact_at(&mut e, IDX_HEADER + i * IDX_ENTRY)?;
+        Ok((
+            u128::from_le_bytes(e[..16].try_into().unwrap()),
+            u64::from_le_bytes(e[16..].try_into().unwrap()),
+        ))
+    };
+    let (mut lo, mut hi) = (0u64, n);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if entry(mid)?.0 < id {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let mut out = Vec::new();
+    while lo < n {
+        let (e, off) = entry(lo)?;
+        if e != id {
+            break;
+        }
+        out.push(off);
+        lo += 1;
+    }
+    Ok(out)
+}
+
+/// Reads and checks the record at `offset` of segment `seg`; returns its body.
+fn read_record(dir: &Path, seg: u64, offset: u64) -> io::Result<Vec<u8>> {
+    let f = File::open(seg_path(dir, seg))?;
+    let mut h = [0u8; RECORD_HEADER as usize];
+    f.read_exact_at(&mut h, offset)?;
+    let len = u32::from_le_bytes(h[..4].try_into().unwrap()) as usize;
+    let crc = u32::from_le_bytes(h[4..8].try_into().unwrap());
+    let mut body = vec![0u8; len];
+    f.read_exact_at(&mut body, offset + RECORD_HEADER)?;
+    if h[8] != BLOCK || checksum(BLOCK, &[&body]) != crc {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("archive segment {seg}: bad record at offset {offset}"),
+        ));
+    }
+    Ok(body)
+}
+
+fn find_in(
+    dir: &Path,
+    seg: u64,
+    offsets: &[u64],
+    id: u128,
+    out: &mut Vec<Found>,
+) -> io::Result<()> {
+    for &off in offsets {
+        let body = read_record(dir, seg, off)?;
+        for (tid, t, payload) in decode_block(&body)? {
+            if tid == id {
+                out.push(Found {
+                    id,
+                    archived_at: t,
+                    payload,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Archive {
+    /// Opens (creating it) the archive in `opts.directory`: cuts a torn tail (see `truncations`), rebuilds the
+    /// index of a segment left without one, and removes what is past the limits.
+    pub fn open(opts: ArchiveOptions) -> io::Result<Self> {
+        let (log, truncations) = SegmentLog::open_checking_tail(
+            &opts.directory,
+            LogOptions {
+                segment_bytes: opts.segment_bytes.max(4096),
+                // Bounded here, by removing old segments; the log's own budget never refuses.
+                budget: Budget::new(u64::MAX),
+                sync: SyncPolicy::None,
+            },
+        )?;
+        let dir = opts.directory.clone();
+        let current = log.current_segment();
+        let mut closed = Vec::new();
+        for id in log.segment_ids() {
+            if id == current {
+                continue;
+            }
+            let meta = match read_index_header(&dir, id) {
+                Some((traces, first, last, idx_bytes)) => SegMeta {
+                    id,
+                    traces,
+                    first,
+                    last,
+                    idx_bytes,
+                    filter: Filter::new(index_ids(&dir, id)?.into_iter()),
+                },
+                None => {
+                    let (mut entries, first, last) = scan_segment(&dir, id)?;
+                    let mut m = SegMeta {
+                        id,
+                        traces: entries.len() as u64,
+                        first,
+                        last,
+                        idx_bytes: 0,
+                        filter: Filter::new(entries.iter().map(|e| e.0)),
+                    };
+                    m.idx_bytes = write_index(&dir, &m, &mut entries)?;
+                    m
+                }
+            };
+            closed.push(meta);
+        }
+        // Index files of segments gone (removed while the index was being written).
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stem = name
+                    .strip_suffix(".idx")
+                    .or_else(|| name.strip_suffix(".idx.tmp"));
+                if let Some(id) = stem.and_then(|s| s.parse::<u64>().ok()) {
+                    if name.ends_with(".tmp") || !closed.iter().any(|m| m.id == id) {
+                        let _ = fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        Ok(Archive {
+            opts,
+            log,
+            closed,
+            open: Vec::new(),
+            open_first: i64::MAX,
+            open_last: i64::MIN,
+            truncations,
+            stats: ArchiveStats::default(),
+            compressor: None,
+            raw: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    pub fn directory(&self) -> &Path {
+        &self.opts.directory
+    }
+
+    pub fn options(&self) -> &ArchiveOptions {
+        &self.opts
+    }
+
+    /// Bytes on disk: segments and their indexes.
+    pub fn bytes(&self) -> u64 {
+        self.log.bytes() + self.closed.iter().map(|m| m.idx_bytes).sum::<u64>()
+    }
+
+    /// Traces held (a trace archived in two parts counts twice).
+    pub fn traces(&self) -> u64 {
+        self.closed.iter().map(|m| m.traces).sum::<u64>() + self.open.len() as u64
+    }
+
+    /// When the oldest trace held was archived (None when empty).
+    pub fn oldest(&self) -> Option<i64> {
+        self.closed
+            .iter()
+            .map(|m| m.first)
+            .chain((!self.open.is_empty()).then_some(self.open_first))
+            .min()
+    }
+
+    /// Bytes the in-memory index holds: the open segment's table and the closed segments' filters.
+    pub fn index_memory_bytes(&self) -> u64 {
+        (self.open.capacity() * std::mem::size_of::<(u128, u64)>()) as u64
+            + self.closed.iter().map(|m| m.filter.bytes()).sum::<u64>()
+    }
+
+    /// Writes dropped traces archived at `now`, in blocks of about `BLOCK_RAW_BYTES` (a lookup decompresses one
+    /// block); returns how many were written (fewer when refused).
+    pub fn write(&mut self, traces: &[Dropped], now: i64) -> usize {
+        let mut written = 0;
+        let mut start = 0;
+        while start < traces.len() {
+            let mut end = start;
+            let mut raw = 0;
+            while end < traces.len()
+                && (end == start || raw + traces[end].payload.len() <= BLOCK_RAW_BYTES)
+            {
+                raw += traces[end].payload.len();
+                end += 1;
+            }
+            written += self.write_block(&traces[start..end], now);
+            start = end;
+        }
+        written
+    }
+
+    fn write_block(&mut self, traces: &[Dropped], now: i64) -> usize {
+        if traces.is_empty() {
+            return 0;
+        }
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
+        let mut head = Vec::with_capacity(4 + traces.len() * ENTRY);
+        head.extend_from_slice(&(traces.len() as u32).to_le_bytes());
+        for t in traces {
+            head.extend_from_slice(&t.id.to_le_bytes());
+            head.extend_from_slice(&now.to_le_bytes());
+            head.extend_from_slice(&(t.payload.len() as u32).to_le_bytes());
+            raw.extend_from_slice(&t.payload);
+        }
+        let mut compressed = std::mem::take(&mut self.out);
+        compressed.clear();
+        compressed.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        let done = match &mut self.compressor {
+            Some(c) => c.compress_to_buffer(&raw, &mut compressed),
+            None => zstd::bulk::Compressor::new(LEVEL).and_then(|mut c| {
+                let n = c.compress_to_buffer(&raw, &mut compressed);
+                self.compressor = Some(c);
+                n
+            }),
+        };
+        let written = self.append_block(traces, &head, &compressed, raw.len(), now, done.is_ok());
+        self.raw = raw;
+        self.out = compressed;
+        written
+    }
+
+    fn append_block(
+        &mut self,
+        traces: &[Dropped],
+        head: &[u8],
+        compressed: &[u8],
+        raw_len: usize,
+        now: i64,
+        compressed_ok: bool,
+    ) -> usize {
+        if !compressed_ok {
+            self.stats.traces_refused_io += traces.len() as u64;
+            return 0;
+        }
+        let need = RECORD_HEADER
+            + SEGMENT_HEADER
+            + IDX_ENTRY * traces.len() as u64
+            + (head.len() + compressed.len()) as u64;
+        self.expire(now);
+        // Oldest whole segments go first, until the block fits.
+        while self.bytes() + need > self.opts.max_bytes && self.remove_oldest() {
+            self.stats.segments_removed_size += 1;
+        }
+        if self.bytes() + need > self.opts.max_bytes {
+            self.stats.traces_refused_budget += traces.len() as u64;
+            return 0;
+        }
+        let before = self.log.current_segment();
+        let pos = match self.log.append(BLOCK, &[head, compressed]) {
+            Ok(p) => p,
+            Err(_) => {
+                self.stats.traces_refused_io += traces.len() as u64;
+                return 0;
+            }
+        };
+        if pos.segment != before {
+            self.seal(before);
+        }
+        for t in traces {
+            self.open.push((t.id, pos.offset));
+        }
+        self.open_first = self.open_first.min(now);
+        self.open_last = self.open_last.max(now);
+        self.stats.traces_written += traces.len() as u64;
+        self.stats.bytes_raw += raw_len as u64;
+        self.stats.blocks_written += 1;
+        traces.len()
+    }
+
+    /// The segment `id` was closed by the log: its index goes to disk.
+    fn seal(&mut self, id: u64) {
+        let mut entries = std::mem::take(&mut self.open);
+        let mut m = SegMeta {
+            id,
+            traces: entries.len() as u64,
+            first: self.open_first,
+            last: self.open_last,
+            idx_bytes: 0,
+            filter: Filter::new(entries.iter().map(|e| e.0)),
+        };
+        self.open_first = i64::MAX;
+        self.open_last = i64::MIN;
+        // Without its index file the segment is still found: `open` rebuilds it.
+        m.idx_bytes = write_index(&self.opts.directory, &m, &mut entries).unwrap_or(0);
+        self.closed.push(m);
+    }
+
+    /// Removes the oldest closed segment; false when there is none.
+    fn remove_oldest(&mut self) -> bool {
+        let Some(m) = self.closed.first().cloned() else {
+            return false;
+        };
+        if self.log.drop_before(m.id + 1).is_err() {
+            return false;
+        }
+        let _ = fs::remove_file(idx_path(&self.opts.directory, m.id));
+        self.closed.remove(0);
+        true
+    }
+
+    /// Removes the segments whose newest trace is older than `max_age` at `now`; the open segment is closed
+    /// first when it is itself that old.
+    pub fn expire(&mut self, now: i64) -> usize {
+        if self.opts.max_age_ns <= 0 {
+            return 0;
+        }
+        let horizon = now.saturating_sub(self.opts.max_age_ns);
+        if !self.open.is_empty() && self.open_last < horizon {
+            let current = self.log.current_segment();
+            if self.log.rotate().is_ok() {
+                self.seal(current);
+            }
+        }
+        let mut n = 0;
+        while self.closed.first().is_some_and(|m| m.last < horizon) && self.remove_oldest() {
+            self.stats.segments_removed_age += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// Every archived part of trace `id` (empty when not held).
+    pub fn find(&mut self, id: u128) -> io::Result<Vec<Found>> {
+        self.stats.lookups += 1;
+        let dir = self.opts.directory.clone();
+        let mut out = Vec::new();
+        for m in self.closed.iter().filter(|m| m.filter.may_contain(id)) {
+            let offs = search_index(&dir, m.id, m.traces, id)?;
+            find_in(&dir, m.id, &offs, id, &mut out)?;
+        }
+        let mut offs: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|e| e.0 == id)
+            .map(|e| e.1)
+            .collect();
+        offs.dedup();
+        find_in(&dir, self.log.current_segment(), &offs, id, &mut out)?;
+        if !out.is_empty() {
+            self.stats.lookups_found += 1;
+        }
+        Ok(out)
+    }
+
+    /// The archive's time span: (oldest, newest) archive time held.
+    pub fn span(&self) -> Option<(i64, i64)> {
+        let newest = self
+            .closed
+            .iter()
+            .map(|m| m.last)
+            .chain((!self.open.is_empty()).then_some(self.open_last))
+            .max()?;
+        Some((self.oldest()?, newest))
+    }
+}
+
+/// An archive directory read without an engine (by `tailsample recover --archive`): nothing is written, a torn
+/// tail is skipped (and reported), segments without an index are scanned.
+pub struct ArchiveReader {
+    dir: PathBuf,
+}
+
+impl ArchiveReader {
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        if !dir.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        Ok(ArchiveReader {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn segments(&self) -> io::Result<Vec<u64>> {
+        let mut ids = Vec::new();
+        for e in fs::read_dir(&self.dir)? {
+            let name = e?.file_name();
+            if let Some(id) = name
+                .to_string_lossy()
+                .strip_suffix(".seg")
+                .and_then(|s| s.parse().ok())
+            {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Every archived part of each of `ids`.
+    pub fn find(&self, ids: &[u128]) -> io::Result<Vec<Found>> {
+        let mut out = Vec::new();
+        for seg in self.segments()? {
+            if let Some((n, ..)) = read_index_header(&self.dir, seg) {
+                for &id in ids {
+                    let offs = search_index(&self.dir, seg, n, id)?;
+                    find_in(&self.dir, seg, &offs, id, &mut out)?;
+                }
+            } else {
+                self.for_each_block(seg, |_, table| {
+                    for (tid, t, payload) in table {
+                        if ids.contains(&tid) {
+                            out.push(Found {
+                                id: tid,
+                                archived_at: t,
+                                payload,
+                            });
+                        }
+                    }
+                })?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every trace archived between `since` and `until` (ns), oldest first, given to `each`; stops early when
+    /// `each` returns false. Returns the problems met (a torn tail, a bad block), which are skipped.
+    pub fn scan(
+        &self,
+        since: i64,
+        until: i64,
+        mut each: impl FnMut(u128, i64, &[u8]) -> bool,
+    ) -> io::Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let mut go = true;
+        for seg in self.segments()? {
+            if !go {
+                break;
+            }
+            if let Some((_, first, last, _)) = read_index_header(&self.dir, seg) {
+                if last < since || first > until {
+                    continue;
+                }
+            }
+            let p = self.for_each_block(seg, |_, table| {
+                for (tid, t, payload) in table {
+                    if go && t >= since && t <= until {
+                        go = each(tid, t, &payload);
+                    }
+                }
+            })?;
+            problems.extend(p);
+        }
+        Ok(problems)
+    }
+
+    /// The problems met in segment `seg`: a torn tail, a block that does not decompress.
+    fn for_each_block(
+        &self,
+        seg: u64,
+        mut each: impl FnMut(u64, Vec<(u128, i64, Vec<u8>)>),
+    ) -> io::Result<Vec<String>> {
+        let mut data = Vec::new();
+        File::open(seg_path(&self.dir, seg))?.read_to_end(&mut data)?;
+        let mut problems = Vec::new();
+        let mut records = Records::new(seg, &data);
+        for r in records.by_ref() {
+            if r.kind != BLOCK {
+                continue;
+            }
+            match decode_block(r.body) {
+                Ok(t) => each(r.position.offset, t),
+                Err(e) => problems.push(format!("segment {seg} offset {}: {e}", r.position.offset)),
+            }
+        }
+        if let Some(p) = records.problem.take() {
+            problems.push(format!(
+                "segment {seg}: torn tail at offset {}: {p}",
+                records.valid_len()
+            ));
+        }
+        Ok(problems)
+    }
+}
+
+/// The span attribute every recovered span carries (`tailsample.recovered = true`).
+pub const RECOVERED_ATTRIBUTE: &str = "tailsample.recovered";
+
+/// A recovered trace's payload as it leaves: each span gains `tailsample.recovered = true` (appended, so the
+/// rest of its bytes stay as they were received). None when the payload is not one this crate encoded.
+pub fn mark_recovered(payload: &[u8]) -> Option<Vec<u8>> {
+    use crate::otlp::encode::{append_attributes, bool_attribute};
+    use crate::otlp::wire::{put_len_header, Reader, WireType};
+    let attr = bool_attribute(RECOVERED_ATTRIBUTE, true);
+    // ExportTraceServiceRequest.resource_spans(1) > ResourceSpans.scope_spans(2) > ScopeSpans.spans(2): every
+    // field on the way is length-delimited in what the encoder writes.
+    fn walk(msg: &[u8], depth: u8, attr: &[u8], out: &mut Vec<u8>) -> Option<()> {
+        let mut r = Reader::new(msg, 0);
+        while !r.is_empty() {
+            let (field, wt) = r.read_tag().ok()?;
+            if wt != WireType::Len {
+                return None;
+            }
+            let (body, _) = r.read_len().ok()?;
+            match (depth, field) {
+                (0, 1) | (1, 2) => {
+                    let mut inner = Vec::with_capacity(body.len() + 64);
+                    walk(body, depth + 1, attr, &mut inner)?;
+                    put_len_header(out, field, inner.len());
+                    out.extend_from_slice(&inner);
+                }
+                (2, 2) => {
+                    let mut framed = Vec::with_capacity(body.len() + 6);
+                    put_len_header(&mut framed, 2, body.len());
+                    framed.extend_from_slice(body);
+                    out.extend_from_slice(&append_attributes(&framed, attr));
+                }
+                _ => {
+                    put_len_header(out, field, body.len());
+                    out.extend_from_slice(body);
+                }
+            }
+        }
+        Some(())
+    }
+    let mut out = Vec::with_capacity(payload.len() + payload.len() / 8);
+    walk(payload, 0, &attr, &mut out)?;
+    Some(out)
+}
+
+/// What `recover --since/--until` lists of a trace: its root span, duration and status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceSummary {
+    pub spans: u32,
+    pub root_name: String,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    /// True when some span has status ERROR.
+    pub error: bool,
+}
+
+/// Reads a trace's payload for the table, and tests it against a `--where` OTTL span condition.
+pub struct TraceFilter {
+    cond: Option<crate::policy::ottl_condition::OttlCondition>,
+    keys: crate::otlp::decode::AttrKeys,
+}
+
+impl TraceFilter {
+    /// `where_`: an OTTL condition in the span context (as in an `ottl_condition` policy's `span:` list);
+    /// None matches every trace.
+    pub fn new(where_: Option<&str>) -> crate::error::Result<Self> {
+        let Some(expr) = where_ else {
+            return Ok(TraceFilter {
+                cond: None,
+                keys: crate::otlp::decode::AttrKeys::new(Vec::<String>::new()),
+            });
+        };
+        let v = serde_json::json!({ "span": [expr] });
+        let node = crate::config::node::Node::new(&v, "where");
+        let mut cond = crate::policy::ottl_condition::OttlCondition::parse(node.mapping()?)?;
+        let keys = crate::otlp::decode::AttrKeys::new(cond.attribute_keys());
+        cond.bind(&keys);
+        Ok(TraceFilter {
+            cond: Some(cond),
+            keys,
+        })
+    }
+
+    /// The trace's summary when it matches (None when not, or when the payload does not decode).
+    pub fn check(&self, payload: &[u8]) -> Option<TraceSummary> {
+        let d = crate::otlp::decode::decode(payload, &self.keys).ok()?;
+        let mut matched = self.cond.is_none();
+        let mut sum = TraceSummary {
+            start_ns: u64::MAX,
+            ..TraceSummary::default()
+        };
+        let mut end = 0u64;
+        for (si, span) in d.spans.iter().enumerate() {
+            sum.spans += 1;
+            sum.start_ns = sum.start_ns.min(span.start_time_unix_nano);
+            end = end.max(span.end_time_unix_nano);
+            sum.error |= span.status_code == 2;
+            if span.parent_span_id.is_none() && sum.root_name.is_empty() {
+                sum.root_name = span.name.to_string();
+            }
+            if let (false, Some(c)) = (matched, &self.cond) {
+                let scope = &d.scopes[span.scope as usize];
+                let facts = crate::policy::SpanFacts {
+                    span,
+                    attrs: d.span_attrs_of(si),
+                    resource_attrs: d.resource_attrs_of(scope.resource as usize),
+                    scope_name: scope.name,
+                    scope_raw: scope.raw.as_deref().unwrap_or_default(),
+                    keys: &self.keys,
+                };
+                matched = c.span_fold(&facts) == crate::policy::Fold::Match;
+            }
+        }
+        if sum.spans == 0 {
+            sum.start_ns = 0;
+        }
+        sum.duration_ns = end.saturating_sub(sum.start_ns);
+        matched.then_some(sum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durable::test_support::tempdir;
+
+    fn opts(dir: &Path, max_bytes: u64, max_age_ns: i64) -> ArchiveOptions {
+        ArchiveOptions {
+            directory: dir.to_path_buf(),
+            max_bytes,
+            max_age_ns,
+            segment_bytes: 4096,
+        }
+    }
+
+    fn trace(id: u128) -> Dropped {
+        // Varied, not very compressible: zstd must not make a segment's worth of blocks vanish.
+        let mut x = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let payload = (0..600)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        Dropped { id, payload }
+    }
+
+    #[test]
+    fn finds_traces_across_segments_and_after_reopen() {
+        let dir = tempdir("archive", "find");
+        let mut a = Archive::open(opts(&dir, 1 << 30, 0)).unwrap();
+        for round in 0..20u128 {
+            let block: Vec<Dropped> = (0..5).map(|i| trace(round * 10 + i)).collect();
+            assert_eq!(a.write(&block, round as i64), 5);
+        }
+        assert!(a.closed.len() > 2, "several segments closed");
+        let f = a.find(123).unwrap();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].payload, trace(123).payload);
+        assert_eq!(f[0].archived_at, 12);
+        assert!(a.find(7).unwrap().is_empty());
+        assert_eq!(a.traces(), 100);
+        drop(a);
+        // As after kill -9: the last closed segment's index is lost, its tail torn.
+        let segs: Vec<u64> = ArchiveReader::open(&dir).unwrap().segments().unwrap();
+        let last = *segs.last().unwrap();
+        let _ = fs::remove_file(idx_path(&dir, last));
+        let f = fs::OpenOptions::new()
+            .append(true)
+            .open(seg_path(&dir, last))
+            .unwrap();
+        f.write_all_at(&[1, 2, 3], f.metadata().unwrap().len())
+            .unwrap();
+        let mut a = Archive::open(opts(&dir, 1 << 30, 0)).unwrap();
+        assert_eq!(a.truncations.len(), 1);
+        assert_eq!(a.traces(), 100);
+        for id in [0u128, 54, 192, 194] {
+            let f = a.find(id).unwrap();
+            assert_eq!(f.len(), 1, "trace {id}");
+            assert_eq!(f[0].payload, trace(id).payload, "trace {id}");
+        }
+        let r = ArchiveReader::open(&dir).unwrap();
+        assert_eq!(r.find(&[31, 999]).unwrap().len(), 1);
+        let mut seen = Vec::new();
+        r.scan(5, 7, |id, _, _| {
+            seen.push(id);
+            true
+        })
+        .unwrap();
+        seen.sort_unstable();
+        assert_eq!(
+            seen,
+            (50..55).chain(60..65).chain(70..75).collect::<Vec<u128>>()
+        );
+    }
+
+    #[test]
+    fn size_and_age_bounds_remove_the_oldest_first() {
+        let dir = tempdir("archive", "bounds");
+        let max = 40_000;
+        let mut a = Archive::open(opts(&dir, max, 1_000)).unwrap();
+        for round in 0..200u128 {
+            let block: Vec<Dropped> = (0..3).map(|i| trace(round * 10 + i)).collect();
+            a.write(&block, round as i64);
+            assert!(a.bytes() <= max, "{} bytes after round {round}", a.bytes());
+        }
+        assert!(a.stats.segments_removed_size > 0);
+        assert!(a.find(0).unwrap().is_empty(), "the oldest went first");
+        assert_eq!(a.find(1990).unwrap().len(), 1, "the newest is held");
+        let oldest = a.oldest().unwrap();
+        // Age: everything archived before now - 1000 goes, whole segments at a time.
+        a.expire(oldest + 5_000);
+        assert_eq!(a.traces(), 0);
+        assert!(a.stats.segments_removed_age > 0);
+        // A block larger than the whole budget is refused, and counted.
+        let big: Vec<Dropped> = (0..200).map(trace).collect();
+        assert_eq!(a.write(&big, 10_000), 0);
+        assert_eq!(a.stats.traces_refused_budget, 200);
+    }
+}
