@@ -4,7 +4,7 @@ from typing import Any, final
 
 __all__ = ["KeptPayload", "NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue", "__version__",
            "error_classes", "error_kinds", "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto",
-           "parse_go_duration", "split_by_trace"]
+           "otlp_proto_to_json", "parse_go_duration", "split_by_trace"]
 
 __version__: str
 
@@ -95,6 +95,9 @@ def error_kinds() -> list[str]:
 
 def otlp_json_to_proto(body: bytes) -> bytes:
     """One OTLP/JSON ExportTraceServiceRequest as protobuf bytes; raises `tailsample.errors.DecodeError`."""
+
+def otlp_proto_to_json(payload: bytes) -> str:
+    """One protobuf ExportTraceServiceRequest as one line of OTLP/JSON; raises `tailsample.errors.DecodeError`."""
 
 def parse_go_duration(text: str) -> int:
     """A Go duration in nanoseconds, as the core reads configuration durations; raises ValueError."""

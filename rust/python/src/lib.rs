@@ -829,6 +829,33 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// mimalloc never schedules a purge and freed pages stay resident until exit.
 const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
+// ---- OTLP/JSON written by the core (issue 20, one codec) ----
+
+/// One protobuf ExportTraceServiceRequest as one line of OTLP/JSON, as the collector's file exporter writes
+/// it; raises DecodeError naming the protobuf field and byte of malformed input.
+#[pyfunction]
+fn otlp_proto_to_json(py: Python<'_>, payload: &[u8]) -> PyResult<String> {
+    run(py, || tailsample_core::otlp::json::proto_to_json(payload))?.map_err(|e| {
+        let Error::Decode {
+            field,
+            offset,
+            message,
+        } = e
+        else {
+            return to_py(py, e);
+        };
+        let place = if field.is_empty() {
+            format!("byte {offset}")
+        } else {
+            format!("{field}, byte {offset}")
+        };
+        let text = format!("not a protobuf ExportTraceServiceRequest: {message} ({place})");
+        error_class(py, "decode")
+            .and_then(|class| class.call1((text, field, offset)))
+            .map_or_else(|err| err, PyErr::from_value)
+    })
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // See PURGE_DELAY_MS; the user's MIMALLOC_PURGE_DELAY wins.
@@ -850,5 +877,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(split_by_trace, m)?)?;
     m.add_function(wrap_pyfunction!(memory_stats, m)?)?;
     m.add_function(wrap_pyfunction!(memory_purge, m)?)?;
+    m.add_function(wrap_pyfunction!(otlp_proto_to_json, m)?)?;
     Ok(())
 }
