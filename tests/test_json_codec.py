@@ -22,11 +22,11 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
-from tailsample.collector.fileformat import PayloadReader, detect_format, json_to_proto, proto_to_json, read_payloads
 
 from otlp_builders import make_request, make_span
 from tailsample import _native
 from tailsample.collector import fileformat
+from tailsample.collector.fileformat import PayloadReader, detect_format, json_to_proto, proto_to_json, read_payloads
 from tailsample.errors import DecodeError
 
 PAYLOAD = make_request({"service.name": "shop"}, [make_span(b"\x01" * 16, b"\x02" * 8, name="GET /")])

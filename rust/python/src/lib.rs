@@ -856,6 +856,63 @@ fn otlp_proto_to_json(py: Python<'_>, payload: &[u8]) -> PyResult<String> {
     })
 }
 
+// ---- the service configuration read by the core's rules (issue 20, one configuration reader) ----
+
+fn config_error(py: Python<'_>, e: Error) -> PyErr {
+    let Error::Config { path, message } = e else {
+        return to_py(py, e);
+    };
+    // The message alone: the Python reader adds the file's name and the YAML line.
+    error_class(py, "config")
+        .and_then(|class| class.call1((message, path)))
+        .map_or_else(|err| err, PyErr::from_value)
+}
+
+/// One value of the service configuration at `path`, read by the rules of the tail_sampling block
+/// (`config::node::read_value`). `want`: int, float (each at least `minimum`, default 0), bool, str,
+/// required_str, choice (one of `choices`), duration (nanoseconds, not negative) or string_list. Raises
+/// ConfigError(message, path), the message without the path.
+#[pyfunction]
+#[pyo3(signature = (path, value, want, minimum=None, choices=None))]
+fn config_read<'py>(
+    py: Python<'py>,
+    path: &str,
+    value: &Bound<'py, PyAny>,
+    want: &str,
+    minimum: Option<f64>,
+    choices: Option<Vec<String>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    use tailsample_core::config::node::{read_value, Want};
+    let min = minimum.unwrap_or(0.0);
+    let want = match want {
+        "int" => Want::Int { min: min as i64 },
+        "float" => Want::Float { min },
+        "bool" => Want::Bool,
+        "str" => Want::Str,
+        "required_str" => Want::RequiredStr,
+        "choice" => Want::Choice(choices.unwrap_or_default()),
+        "duration" => Want::Duration,
+        "string_list" => Want::StringList,
+        other => return Err(PyValueError::new_err(format!("unknown want {other:?}"))),
+    };
+    let value: serde_json::Value = pythonize::depythonize(value).map_err(|e| {
+        config_error(
+            py,
+            Error::config(path, format!("not a YAML scalar, list or mapping: {e}")),
+        )
+    })?;
+    let got = read_value(path, &value, &want).map_err(|e| config_error(py, e))?;
+    to_python(py, &got)
+}
+
+/// Checks a mapping's keys at `path` against `known`, in the words of the tail_sampling block's reader;
+/// raises ConfigError(message, path of the first unknown key).
+#[pyfunction]
+fn config_check_keys(py: Python<'_>, path: &str, keys: Vec<String>, known: Vec<String>) -> PyResult<()> {
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+    tailsample_core::config::node::check_keys(path, &keys, &known).map_err(|e| config_error(py, e))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // See PURGE_DELAY_MS; the user's MIMALLOC_PURGE_DELAY wins.
@@ -878,5 +935,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(memory_stats, m)?)?;
     m.add_function(wrap_pyfunction!(memory_purge, m)?)?;
     m.add_function(wrap_pyfunction!(otlp_proto_to_json, m)?)?;
+    m.add_function(wrap_pyfunction!(config_read, m)?)?;
+    m.add_function(wrap_pyfunction!(config_check_keys, m)?)?;
     Ok(())
 }
