@@ -908,7 +908,12 @@ fn config_read<'py>(
 /// Checks a mapping's keys at `path` against `known`, in the words of the tail_sampling block's reader;
 /// raises ConfigError(message, path of the first unknown key).
 #[pyfunction]
-fn config_check_keys(py: Python<'_>, path: &str, keys: Vec<String>, known: Vec<String>) -> PyResult<()> {
+fn config_check_keys(
+    py: Python<'_>,
+    path: &str,
+    keys: Vec<String>,
+    known: Vec<String>,
+) -> PyResult<()> {
     let known: Vec<&str> = known.iter().map(String::as_str).collect();
     tailsample_core::config::node::check_keys(path, &keys, &known).map_err(|e| config_error(py, e))
 }

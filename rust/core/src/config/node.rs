@@ -285,7 +285,6 @@ impl<'a> Mapping<'a> {
     }
 }
 
-/// Parses a Go `time.Duration` string: a sequence of decimal numbers with units `ns us µs ms s m h`.
 // ---- single values, for the service configuration's reader (Python's `settings.py`) ----
 
 /// What a value of the collector's service configuration is read as: the rules and words of the
@@ -293,9 +292,13 @@ impl<'a> Mapping<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Want {
     /// An integer at least `min`.
-    Int { min: i64 },
+    Int {
+        min: i64,
+    },
     /// A number at least `min`.
-    Float { min: f64 },
+    Float {
+        min: f64,
+    },
     Bool,
     Str,
     /// A string that is present and not empty.
@@ -351,7 +354,10 @@ pub fn read_value(path: &str, value: &Value, want: &Want) -> Result<Got> {
         }),
         Want::Duration => m.duration(KEY, 0).and_then(|ns| {
             if ns < 0 {
-                Err(m.fail(KEY, format!("must not be negative, got {}", describe(value))))
+                Err(m.fail(
+                    KEY,
+                    format!("must not be negative, got {}", describe(value)),
+                ))
             } else {
                 Ok(Got::Int(ns))
             }
@@ -362,16 +368,20 @@ pub fn read_value(path: &str, value: &Value, want: &Want) -> Result<Got> {
         },
     };
     got.map_err(|e| match e {
-        Error::Config { path: at, message } => {
-            Error::config(format!("{path}{}", at.strip_prefix(KEY).unwrap_or("")), message)
-        }
+        Error::Config { path: at, message } => Error::config(
+            format!("{path}{}", at.strip_prefix(KEY).unwrap_or("")),
+            message,
+        ),
         other => other,
     })
 }
 
 /// Checks the keys of a mapping at `path` against `known`, in the words of [`Mapping::finish`].
 pub fn check_keys(path: &str, keys: &[String], known: &[&str]) -> Result<()> {
-    let mut unknown: Vec<&String> = keys.iter().filter(|k| !known.contains(&k.as_str())).collect();
+    let mut unknown: Vec<&String> = keys
+        .iter()
+        .filter(|k| !known.contains(&k.as_str()))
+        .collect();
     if unknown.is_empty() {
         return Ok(());
     }
@@ -395,7 +405,7 @@ fn unknown_keys(path: &str, unknown: &[&String], known: &[&str]) -> Error {
     )
 }
 
-
+/// Parses a Go `time.Duration` string: a sequence of decimal numbers with units `ns us µs ms s m h`.
 pub fn parse_go_duration(text: &str) -> std::result::Result<i64, String> {
     let bad = || {
         format!("invalid duration {text:?}: expected a number with a unit, such as \"10s\", \"500ms\" or \"1m30s\"")
@@ -549,18 +559,73 @@ mod tests {
         let choice = Want::Choice(vec!["json".into(), "proto".into()]);
         assert_eq!(ok(json!("proto"), choice.clone()), Got::Str("proto".into()));
         let cases = [
-            (json!("20MiB"), Want::Int { min: 0 }, "a.b", "expected an integer, got the string \"20MiB\""),
-            (json!(-1), Want::Int { min: 0 }, "a.b", "must be at least 0, got -1"),
-            (json!(-0.5), Want::Float { min: 0.0 }, "a.b", "must be at least 0, got -0.5"),
-            (json!("yes"), Want::Bool, "a.b", "expected true or false, got the string \"yes\""),
-            (json!(3), Want::Str, "a.b", "expected a string, got the number 3"),
+            (
+                json!("20MiB"),
+                Want::Int { min: 0 },
+                "a.b",
+                "expected an integer, got the string \"20MiB\"",
+            ),
+            (
+                json!(-1),
+                Want::Int { min: 0 },
+                "a.b",
+                "must be at least 0, got -1",
+            ),
+            (
+                json!(-0.5),
+                Want::Float { min: 0.0 },
+                "a.b",
+                "must be at least 0, got -0.5",
+            ),
+            (
+                json!("yes"),
+                Want::Bool,
+                "a.b",
+                "expected true or false, got the string \"yes\"",
+            ),
+            (
+                json!(3),
+                Want::Str,
+                "a.b",
+                "expected a string, got the number 3",
+            ),
             (json!(""), Want::RequiredStr, "a.b", "must not be empty"),
-            (json!("5 seconds"), Want::Duration, "a.b", "invalid duration \"5 seconds\""),
-            (json!(5), Want::Duration, "a.b", "expected a duration such as \"10s\""),
-            (json!("-5s"), Want::Duration, "a.b", "must not be negative, got the string \"-5s\""),
-            (json!("debug"), Want::StringList, "a.b", "expected a list, got the string \"debug\""),
-            (json!(["a", 1]), Want::StringList, "a.b[1]", "expected a string, got the number 1"),
-            (json!("xml"), choice, "a.b", "unknown value \"xml\"; supported: json, proto"),
+            (
+                json!("5 seconds"),
+                Want::Duration,
+                "a.b",
+                "invalid duration \"5 seconds\"",
+            ),
+            (
+                json!(5),
+                Want::Duration,
+                "a.b",
+                "expected a duration such as \"10s\"",
+            ),
+            (
+                json!("-5s"),
+                Want::Duration,
+                "a.b",
+                "must not be negative, got the string \"-5s\"",
+            ),
+            (
+                json!("debug"),
+                Want::StringList,
+                "a.b",
+                "expected a list, got the string \"debug\"",
+            ),
+            (
+                json!(["a", 1]),
+                Want::StringList,
+                "a.b[1]",
+                "expected a string, got the number 1",
+            ),
+            (
+                json!("xml"),
+                choice,
+                "a.b",
+                "unknown value \"xml\"; supported: json, proto",
+            ),
         ];
         for (value, want, path, message) in cases {
             let (got_path, got) = err(value.clone(), want);
@@ -571,13 +636,21 @@ mod tests {
 
     #[test]
     fn keys_checked_in_the_words_of_finish() {
-        let keys = ["endpoint".to_string(), "endpont".to_string(), "zz".to_string()];
+        let keys = [
+            "endpoint".to_string(),
+            "endpont".to_string(),
+            "zz".to_string(),
+        ];
         assert!(check_keys("r", &keys[..1], &["endpoint", "tls"]).is_ok());
-        let Err(Error::Config { path, message }) = check_keys("r", &keys, &["tls", "endpoint"]) else {
+        let Err(Error::Config { path, message }) = check_keys("r", &keys, &["tls", "endpoint"])
+        else {
             panic!("accepted");
         };
         assert_eq!(path, "r.endpont");
-        assert_eq!(message, "unknown key (and 1 more); known keys here: endpoint, tls");
+        assert_eq!(
+            message,
+            "unknown key (and 1 more); known keys here: endpoint, tls"
+        );
         let v = json!({"endpont": 1, "zz": 2, "endpoint": 3});
         let mut m = Node::new(&v, "r").mapping().unwrap();
         m.value("endpoint");

@@ -974,7 +974,8 @@ pub fn proto_to_json(payload: &[u8]) -> Result<String, Error> {
         }
     })?;
     // Only `&str` text and ASCII were written.
-    Ok(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    Ok(String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
 }
 
 /// A field's value as read: varints and fixed-size numbers widened to `u64`, or the bytes of a
@@ -1004,7 +1005,10 @@ fn write_message(
     if level > MAX_JSON_LEVELS {
         return Err(WireFail::new(
             base,
-            format!("{} nested deeper than {MAX_JSON_LEVELS} message levels", schema.name),
+            format!(
+                "{} nested deeper than {MAX_JSON_LEVELS} message levels",
+                schema.name
+            ),
         ));
     }
     let fields = schema.fields;
@@ -1162,7 +1166,15 @@ fn write_double(v: f64, out: &mut Vec<u8>) {
     let _ = if v.is_nan() {
         write!(out, "\"NaN\"")
     } else if v.is_infinite() {
-        write!(out, "{}", if v > 0.0 { "\"Infinity\"" } else { "\"-Infinity\"" })
+        write!(
+            out,
+            "{}",
+            if v > 0.0 {
+                "\"Infinity\""
+            } else {
+                "\"-Infinity\""
+            }
+        )
     } else if v == 0.0 || (1e-6..1e21).contains(&v.abs()) {
         write!(out, "{v}")
     } else {
@@ -1722,8 +1734,12 @@ mod tests {
                 "events":[{{"timeUnixNano":"1","name":"e","droppedAttributesCount":1}},{{}}],
                 "links":[{{"traceId":"{TID}","spanId":"{SID}","traceState":"x","flags":1}}]}}]}}]}}]}}"#
             ),
-            attr(r#"{"arrayValue":{"values":[{"intValue":"-1"},{},{"boolValue":false},{"stringValue":""}]}}"#),
-            attr(r#"{"kvlistValue":{"values":[{"key":"a","value":{"doubleValue":-0.0}},{"key":""}]}}"#),
+            attr(
+                r#"{"arrayValue":{"values":[{"intValue":"-1"},{},{"boolValue":false},{"stringValue":""}]}}"#,
+            ),
+            attr(
+                r#"{"kvlistValue":{"values":[{"key":"a","value":{"doubleValue":-0.0}},{"key":""}]}}"#,
+            ),
             attr(r#"{"bytesValue":"AP8gYg=="}"#),
             attr(r#"{"doubleValue":"NaN"}"#),
             attr(r#"{"stringValueStrindex":-3}"#),
@@ -1802,7 +1818,10 @@ mod tests {
         let cases = [
             // unknown fields and a known field of another wire type are left out
             ("0a02780178010a00", r#"{"resourceSpans":[{},{}]}"#),
-            (&*span_bytes("2801"), r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{}]}]}]}"#),
+            (
+                &*span_bytes("2801"),
+                r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{}]}]}]}"#,
+            ),
             // a scalar given twice: the last; a message given twice: merged
             (
                 &*span_bytes("2a01612a0162"),
