@@ -4,9 +4,9 @@ the one that reads `tail_sampling.decision_wait`."""
 from __future__ import annotations
 
 import pytest
-from tailsample.service.config import parse_duration
 
 from tailsample import _native
+from tailsample.collector.settings import parse_duration
 from tailsample.config import Config
 
 
