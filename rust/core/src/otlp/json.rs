@@ -1186,8 +1186,8 @@ fn write_double(v: f64, out: &mut Vec<u8>) {
     };
 }
 
-/// A JSON string, escaped as Go's and Python's encoders do without HTML escaping: quote, backslash and control
-/// characters only (short forms where JSON has them).
+/// A JSON string, escaped as pdata's encoder (jsoniter without HTML escaping) does: quote, backslash and control
+/// characters only, `\n`, `\r` and `\t` in short form, the others as `\u00XX`.
 fn write_str(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let bytes = s.as_bytes();
@@ -1199,8 +1199,6 @@ fn write_str(s: &str, out: &mut Vec<u8>) {
             b'\n' => b'n',
             b'\r' => b'r',
             b'\t' => b't',
-            0x08 => b'b',
-            0x0c => b'f',
             0x00..=0x1f => 0,
             _ => continue,
         };
@@ -1838,8 +1836,8 @@ mod tests {
             ),
             // invalid UTF-8 becomes U+FFFD; control characters are escaped
             (
-                &*span_bytes("2a0461ff011f"),
-                r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"a�\u0001\u001f"}]}]}]}"#,
+                &*span_bytes("2a0561ff01081f"),
+                r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"a�\u0001\u0008\u001f"}]}]}]}"#,
             ),
         ];
         for (bytes, want) in cases {
