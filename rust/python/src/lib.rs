@@ -895,14 +895,35 @@ fn config_read<'py>(
         "string_list" => Want::StringList,
         other => return Err(PyValueError::new_err(format!("unknown want {other:?}"))),
     };
-    let value: serde_json::Value = pythonize::depythonize(value).map_err(|e| {
-        config_error(
-            py,
-            Error::config(path, format!("not a YAML scalar, list or mapping: {e}")),
-        )
-    })?;
+    let value = config_value(path, value).map_err(|e| config_error(py, e))?;
     let got = read_value(path, &value, &want).map_err(|e| config_error(py, e))?;
     to_python(py, &got)
+}
+
+/// A YAML value as JSON, for the core's reader; what JSON cannot hold is an error, not a silent null.
+fn config_value(path: &str, value: &Bound<'_, PyAny>) -> Result<serde_json::Value, Error> {
+    if value.is_instance_of::<pyo3::types::PyFloat>() {
+        let f: f64 = value.extract().unwrap_or(f64::NAN);
+        if !f.is_finite() {
+            return Err(Error::config(
+                path,
+                format!("expected a finite number, got {f}"),
+            ));
+        }
+    }
+    pythonize::depythonize(value).map_err(|e| {
+        if value.is_instance_of::<pyo3::types::PyInt>() {
+            return Error::config(path, format!("the number {value} is out of range"));
+        }
+        let kind = value
+            .get_type()
+            .name()
+            .map_or_else(|_| "value".to_string(), |n| n.to_string());
+        Error::config(
+            path,
+            format!("cannot read a YAML {kind} here ({e}); quote it to make it a string"),
+        )
+    })
 }
 
 /// Checks a mapping's keys at `path` against `known`, in the words of the tail_sampling block's reader;
