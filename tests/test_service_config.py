@@ -8,6 +8,7 @@ the offending value and whose message starts with the source and that path (and 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -785,3 +786,23 @@ def test_no_second_wording_in_python() -> None:
     source = Path(settings_module.__file__).read_text()
     for words in ("expected a boolean", "expected an integer, got", "expected a Go duration", "must not be negative"):
         assert words not in source, words
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    (float("nan"), "expected a finite number, got NaN"),
+    (float("inf"), "expected a finite number, got inf"),
+    (2**70, "the number 1180591620717411303424 is out of range"),
+], ids=["nan", "inf", "huge"])
+def test_values_json_cannot_hold_are_errors(value: float, fragment: str) -> None:
+    """Scenario: a YAML `.nan`, `.inf` or an integer past 64 bits where a number is read. Guarantees: an error
+    naming it (JSON, the core reader's input, cannot hold them: never read as absent)."""
+    err = load_error(_set("exporters.otlp", {**OTLP_EXP, "retry_on_failure": {"multiplier": value}}))
+    assert err.path == "exporters.otlp.retry_on_failure.multiplier"
+    assert fragment in str(err), str(err)
+
+
+def test_a_yaml_date_says_to_quote_it() -> None:
+    """Scenario: `path: 2024-01-31` unquoted, which YAML reads as a date. Guarantees: the error says to quote it."""
+    err = load_error(_set("exporters.file", {"path": datetime.date(2024, 1, 31)}))
+    assert err.path == "exporters.file.path"
+    assert "quote it to make it a string" in str(err), str(err)
