@@ -207,7 +207,7 @@ def test_the_python_writer_is_gone():
 
 
 @pytest.mark.parametrize(("value", "text"), [
-    (1.0, "1"), (-0.0, "-0"), (0.5, "0.5"), (1e-7, "1e-7"), (1e21, "1e+21"), (123456789.0, "123456789"),
+    (1.0, "1"), (-0.0, "-0"), (0.5, "0.5"), (1e-7, "1e-07"), (1e21, "1e+21"), (123456789.0, "123456789"),
     (float("inf"), '"Infinity"'), (float("nan"), '"NaN"'),
 ])
 def test_doubles_are_spelled_as_the_collector_spells_them(value: float, text: str):

@@ -1043,7 +1043,9 @@ fn write_message(
         }
         seen.push((i, raw));
     }
-    seen.sort_by_key(|(i, _)| *i); // stable: values of one field keep their order
+    // Stable: values of one field keep their order. Fields go in the order the .proto declares them, as pdata
+    // writes them: field-number order but for Span's `flags` (16), declared after `parent_span_id`.
+    seen.sort_by_key(|&(i, _)| json_rank(schema, i));
     out.push(b'{');
     let mut first = true;
     let mut rest = &seen[..];
@@ -1092,6 +1094,16 @@ fn write_message(
     }
     out.push(b'}');
     Ok(())
+}
+
+fn json_rank(schema: &'static Schema, i: usize) -> usize {
+    if !std::ptr::eq(schema, &SPAN) {
+        return 2 * i;
+    }
+    match schema.fields[i].number {
+        16 => 2 * 3 + 1, // right after parent_span_id (slot 3)
+        _ => 2 * i,
+    }
 }
 
 fn key(out: &mut Vec<u8>, name: &str, first: &mut bool) {
@@ -1158,9 +1170,9 @@ fn write_value(kind: Kind, raw: Raw<'_>, level: usize, out: &mut Vec<u8>) -> Wir
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// A double as Go's encoding/json (and pdata's JSON) writes it: the shortest text that reads back to the same
-/// bits, in exponent form below 1e-6 and from 1e21 (`1e-7`, `1e+21`); NaN and the infinities as the strings
-/// proto3 JSON names them.
+/// A double as pdata's JSON (the collector's file exporter) writes it: the shortest text that reads back to the
+/// same bits, in exponent form below 1e-6 and from 1e21 (`1e-07`, `1e+21`); NaN and the infinities as the
+/// strings proto3 JSON names them.
 fn write_double(v: f64, out: &mut Vec<u8>) {
     use std::io::Write;
     let _ = if v.is_nan() {
@@ -1178,11 +1190,11 @@ fn write_double(v: f64, out: &mut Vec<u8>) {
     } else if v == 0.0 || (1e-6..1e21).contains(&v.abs()) {
         write!(out, "{v}")
     } else {
+        // Go's 'e' format: a sign and at least two digits in the exponent.
         let text = format!("{v:e}");
-        match text.split_once('e') {
-            Some((mantissa, exp)) if !exp.starts_with('-') => write!(out, "{mantissa}e+{exp}"),
-            _ => write!(out, "{text}"),
-        }
+        let (mantissa, exp) = text.split_once('e').unwrap_or((&text, "0"));
+        let (sign, digits) = exp.strip_prefix('-').map_or(('+', exp), |d| ('-', d));
+        write!(out, "{mantissa}e{sign}{digits:0>2}")
     };
 }
 
@@ -1768,6 +1780,16 @@ mod tests {
                 TID, SID
             )
         );
+        // span flags come right after parentSpanId, where the .proto declares them (pdata's order)
+        let json = in_span(&format!(
+            r#"{{"name":"n","flags":1,"parentSpanId":"{SID}"}}"#
+        ));
+        assert_eq!(
+            proto_to_json(&json_to_proto(json.as_bytes()).unwrap()).unwrap(),
+            in_span(&format!(
+                r#"{{"parentSpanId":"{SID}","flags":1,"name":"n"}}"#
+            ))
+        );
         assert_eq!(to_json(""), "{}");
         // an empty message that is present is written; zero scalars are not
         assert_eq!(to_json("0a00"), r#"{"resourceSpans":[{}]}"#);
@@ -1786,12 +1808,14 @@ mod tests {
             (1.5, "1.5"),
             (-2.25e-5, "-0.0000225"),
             (1e-6, "0.000001"),
-            (1e-7, "1e-7"),
+            (1e-7, "1e-07"),
             (1.2345e-300, "1.2345e-300"),
             (1e20, "100000000000000000000"),
             (1e21, "1e+21"),
             (f64::MAX, "1.7976931348623157e+308"),
             (5e-324, "5e-324"),
+            (-2.5e-5, "-0.000025"),
+            (1e100, "1e+100"),
             (0.1, "0.1"),
             (f64::INFINITY, "\"Infinity\""),
             (f64::NEG_INFINITY, "\"-Infinity\""),
