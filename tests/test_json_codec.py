@@ -236,3 +236,74 @@ def test_bytes_that_are_not_protobuf_name_the_problem(payload: bytes, words: str
         proto_to_json(payload)
     assert str(info.value).startswith("not a protobuf ExportTraceServiceRequest: "), str(info.value)
     assert words in str(info.value)
+
+
+def _every_kind_of_value() -> bytes:
+    """A request with every field of a span set and doubles, strings and bytes that encoders spell differently."""
+    def kv(key: str, **value: object) -> KeyValue:
+        return KeyValue(key=key, value=AnyValue(**value))  # type: ignore[arg-type]
+
+    attrs = [kv("s", string_value='a"b\\c\n\t\x01\x08\x0c é <>&\u2028'), kv("i", int_value=-(2**63)),
+             kv("d1", double_value=1.0), kv("d2", double_value=0.1), kv("d3", double_value=1e-7),
+             kv("d4", double_value=1e21), kv("d5", double_value=-2.5e-300), kv("d6", double_value=6.764753167706861e16),
+             kv("b", bool_value=False), kv("by", bytes_value=b"\x00\xff\x10"), kv("e", string_value=""),
+             kv("arr", array_value=ArrayValue(values=[AnyValue(int_value=1), AnyValue(string_value="x")])),
+             kv("kvl", kvlist_value=KeyValueList(values=[kv("n", double_value=2.0)]))]
+    span = Span(trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9)), parent_span_id=bytes(range(9, 17)),
+                trace_state="k=v", name="GET /", kind=2, start_time_unix_nano=1700000000000000000,
+                end_time_unix_nano=2**64 - 1, attributes=attrs, dropped_attributes_count=3,
+                events=[Span.Event(time_unix_nano=5, name="ev", attributes=[kv("x", int_value=7)],
+                                   dropped_attributes_count=1)],
+                dropped_events_count=2, dropped_links_count=1, status=Status(message="boom", code=2), flags=0x301,
+                links=[Span.Link(trace_id=bytes(range(16)), span_id=bytes(range(8)), trace_state="a=b", flags=257,
+                                 dropped_attributes_count=4)])
+    return ExportTraceServiceRequest(resource_spans=[ResourceSpans(
+        resource=Resource(attributes=[kv("service.name", string_value="shop")], dropped_attributes_count=1),
+        scope_spans=[ScopeSpans(scope=InstrumentationScope(name="lib", version="1.0",
+                                                           attributes=[kv("q", int_value=1)]),
+                                spans=[span], schema_url="https://s/1")],
+        schema_url="https://r/1")]).SerializeToString()
+
+
+def test_the_json_is_the_collectors_file_exporter_line(tmp_path: Path):
+    """Scenario: one request through the real collector (otelcol v0.161: OTLP/HTTP in, file exporter out) and
+    through proto_to_json. Guarantees: the same line, byte for byte (key order, double and string spelling)."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    import yaml
+
+    from service_harness import free_port, wait_for
+    from tools import gotools
+
+    binary = gotools.require(gotools.otelcol)
+    port = free_port()
+    out = tmp_path / "out.json"
+    config = tmp_path / "otelcol.yaml"
+    config.write_text(yaml.safe_dump({
+        "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{port}"}}}},
+        "exporters": {"file": {"path": str(out), "flush_interval": "100ms"}},
+        "service": {"pipelines": {"traces": {"receivers": ["otlp"], "exporters": ["file"]}},
+                    "telemetry": {"metrics": {"level": "none"}}},
+    }))
+    payload = _every_kind_of_value()
+    with (tmp_path / "otelcol.log").open("wb") as log:
+        proc = subprocess.Popen([str(binary), "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            def listening() -> bool:
+                assert proc.poll() is None, (tmp_path / "otelcol.log").read_text()
+                with socket.socket() as s:
+                    return s.connect_ex(("127.0.0.1", port)) == 0
+
+            wait_for(listening, timeout=30, what="otelcol to listen")
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/traces", data=payload,
+                                             headers={"Content-Type": "application/x-protobuf"})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+            wait_for(lambda: out.exists() and out.read_text().endswith("\n"), timeout=20, what="the file line")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    assert out.read_text() == proto_to_json(payload) + "\n"
+    assert json_to_proto(out.read_text()) == payload
