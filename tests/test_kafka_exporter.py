@@ -110,10 +110,10 @@ def test_an_unreachable_broker_counts_failed_spans(rng) -> None:
     ({"encoding": "otlp_json"}, "exporters.kafka.encoding: 'otlp_json' is not supported"),
     ({"traces": {"encoding": "jaeger_proto"}}, "exporters.kafka.traces.encoding: 'jaeger_proto' is not supported"),
     ({"auth": {"sasl": {"mechanism": "PLAIN"}}}, "exporters.kafka.auth.sasl.username: username and password"),
-    ({"auth": {"sasl": {"mechanism": "GSSAPI", "username": "u", "password": "p"}}}, "unknown value 'GSSAPI'"),
+    ({"auth": {"sasl": {"mechanism": "GSSAPI", "username": "u", "password": "p"}}}, 'unknown value "GSSAPI"'),
     ({"producer": {"required_acks": 2}}, "exporters.kafka.producer.required_acks: expected 0"),
-    ({"producer": {"compression": "brotli"}}, "exporters.kafka.producer.compression: unknown value 'brotli'"),
-    ({"partition_traces_by_id": "yes"}, "exporters.kafka.partition_traces_by_id: expected a boolean"),
+    ({"producer": {"compression": "brotli"}}, 'exporters.kafka.producer.compression: unknown value "brotli"'),
+    ({"partition_traces_by_id": "yes"}, "exporters.kafka.partition_traces_by_id: expected true or false"),
     ({"auth": {"kerberos": {}}}, "exporters.kafka.auth.kerberos: is not supported"),
 ])
 def test_kafka_exporter_config_errors(exporter: dict[str, Any], message: str) -> None:

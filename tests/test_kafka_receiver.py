@@ -116,7 +116,7 @@ def test_a_malformed_message_is_skipped_and_committed(kafka_broker, rng) -> None
 
 @pytest.mark.parametrize(("receiver", "message"), [
     ({"encoding": "zipkin_proto"}, "receivers.kafka.encoding: 'zipkin_proto' is not supported"),
-    ({"initial_offset": "oldest"}, "receivers.kafka.initial_offset: unknown value 'oldest'"),
+    ({"initial_offset": "oldest"}, 'receivers.kafka.initial_offset: unknown value "oldest"'),
     ({"session_timeout": "2s", "heartbeat_interval": "3s"}, "receivers.kafka.heartbeat_interval: must be shorter"),
     ({"group_rebalance_strategy": "fancy"}, "receivers.kafka.group_rebalance_strategy: unknown value"),
     ({"max_uncommitted_messages": 0}, "receivers.kafka.max_uncommitted_messages: must be at least 1"),

@@ -8,6 +8,7 @@ the offending value and whose message starts with the source and that path (and 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from tailsample import Config, ConfigError
+from tailsample.collector import settings as settings_module
 from tailsample.collector.settings import (
     BatchProcessor,
     BearerTokenAuthExtension,
@@ -463,7 +465,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("batch duration", _set("processors.batch", {"timeout": "5 seconds"}), "processors.batch.timeout",
      "invalid duration"),
     ("batch duration a number", _set("processors.batch", {"timeout": 5}), "processors.batch.timeout",
-     "expected a Go duration"),
+     "expected a duration such as"),
     ("batch max below size", _set("processors.batch", {"send_batch_size": 100, "send_batch_max_size": 10}),
      "processors.batch.send_batch_max_size", "at least send_batch_size"),
     ("memory_limiter no interval", _set("processors.memory_limiter", {"limit_mib": 100}),
@@ -487,7 +489,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("tls unknown key", _set("exporters.otlp", {**OTLP_EXP, "tls": {"insecure_skip": True}}),
      "exporters.otlp.tls.insecure_skip", "known keys here: ca_file, cert_file, insecure, key_file"),
     ("tls insecure not bool", _set("exporters.otlp", {**OTLP_EXP, "tls": {"insecure": "yes"}}),
-     "exporters.otlp.tls.insecure", "expected a boolean"),
+     "exporters.otlp.tls.insecure", "expected true or false"),
     ("client cert without key", _set("exporters.otlp", {**OTLP_EXP, "tls": {"cert_file": "c"}}),
      "exporters.otlp.tls.key_file", "is required with cert_file"),
     ("retry key", _set("exporters.otlp", {**OTLP_EXP, "retry_on_failure": {"max_retries": 3}}),
@@ -728,3 +730,79 @@ def test_check_config_validates_the_service_part_too(tmp_path: Path, capsys: pyt
     bad.write_text(yaml.safe_dump({**minimal(), "exporters": {"zipkin": {}}}))
     assert main(["check-config", str(bad)]) == 2
     assert "unsupported exporter type 'zipkin'" in capsys.readouterr().err
+
+
+# -- one configuration reader (issue 20): the service part is read by the core's rules ------------------------
+
+
+def _message(err: ConfigError) -> str:
+    """The error without its source and path."""
+    return str(err).split(": ", 2)[2]
+
+
+def _policy(block: dict[str, Any]) -> dict[str, Any]:
+    return _set("processors.tail_sampling.policies", [{"name": "p", **block}])
+
+
+@pytest.mark.parametrize(("service", "block"), [
+    (_set("exporters.otlp", {**OTLP_EXP, "tls": {"insecure": "yes"}}),
+     _policy({"type": "boolean_attribute", "boolean_attribute": {"key": "k", "value": "yes"}})),
+    (_set("processors.batch", {"send_batch_size": "many"}),
+     _policy({"type": "latency", "latency": {"threshold_ms": "many"}})),
+    (_set("processors.batch", {"timeout": "5 seconds"}),
+     _set("processors.tail_sampling.decision_wait", "5 seconds")),
+], ids=["boolean", "integer", "duration"])
+def test_the_service_part_and_the_tail_sampling_block_read_alike(service: dict[str, Any],
+                                                                   block: dict[str, Any]) -> None:
+    """Scenario: the same wrong value in the service part and in the tail_sampling block. Guarantees: the same
+    words, as one reader (the core's, `config/node.rs`) reads both."""
+    assert _message(load_error(service)) == _message(load_error(block))
+
+
+def test_unknown_keys_read_alike() -> None:
+    service = load_error(_set("receivers.otlp.protocols.grpc", {"endpont": "x:1"}))
+    block = load_error(_policy({"type": "always_sample", "colour": "red"}))
+    for err in (service, block):
+        assert _message(err).startswith("unknown key; known keys here: "), str(err)
+
+
+@pytest.mark.parametrize(("config", "path", "fragment"), [
+    (_set("processors.batch", {"timeout": "-1s"}), "processors.batch.timeout",
+     'must not be negative, got the string "-1s"'),
+    (_set("exporters.file", {"path": ""}), "exporters.file.path", "must not be empty"),
+    (_set("exporters.file", {"path": "t.json", "format": "xml"}), "exporters.file.format",
+     'unknown value "xml"; supported: json, proto'),
+    (_set("service.pipelines.traces.exporters", ["debug", 3]), "service.pipelines.traces.exporters[1]",
+     "expected a string, got the number 3"),
+], ids=["negative-duration", "empty-string", "choice", "list-item"])
+def test_core_rules_with_their_paths(config: dict[str, Any], path: str, fragment: str) -> None:
+    err = load_error(config)
+    assert err.path == path
+    assert fragment in str(err), str(err)
+
+
+def test_no_second_wording_in_python() -> None:
+    """Guarantees: the settings reader has no type checks or wording of its own for the values it reads."""
+    source = Path(settings_module.__file__).read_text()
+    for words in ("expected a boolean", "expected an integer, got", "expected a Go duration", "must not be negative"):
+        assert words not in source, words
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    (float("nan"), "expected a finite number, got NaN"),
+    (float("inf"), "expected a finite number, got inf"),
+    (2**70, "the number 1180591620717411303424 is out of range"),
+], ids=["nan", "inf", "huge"])
+def test_values_json_cannot_hold_are_errors(value: float, fragment: str) -> None:
+    """Scenario: a YAML `.nan`, `.inf` or an integer past 64 bits where a number is read. Guarantees: an error
+    naming it (JSON, the core reader's input, cannot hold them: never read as absent)."""
+    err = load_error(_set("exporters.otlp", {**OTLP_EXP, "retry_on_failure": {"multiplier": value}}))
+    assert err.path == "exporters.otlp.retry_on_failure.multiplier"
+    assert fragment in str(err), str(err)
+
+
+def test_a_yaml_date_says_to_quote_it() -> None:
+    """Scenario: `path: 2024-01-31` unquoted, which YAML reads as a date. Guarantees: the error says to quote it."""
+    err = load_error(_set("exporters.file", {"path": datetime.date(2024, 1, 31)}))
+    assert err.path == "exporters.file.path"
+    assert "quote it to make it a string" in str(err), str(err)

@@ -122,7 +122,7 @@ def test_file_storage_settings(tmp_path):
 
 @pytest.mark.parametrize(("storage", "kw", "message"), [
     ({"directory": "/nonexistent/tailsample"}, {}, None),
-    ({"directory": "x", "tailsample": {"sync": "sometimes"}}, {}, "unknown value 'sometimes'"),
+    ({"directory": "x", "tailsample": {"sync": "sometimes"}}, {}, 'unknown value "sometimes"'),
     ({"directory": "x"}, {"service_extensions": []}, "is not listed in service.extensions"),
     ({"directory": "x"}, {"tail_storage": "file_storage/other"}, "'file_storage/other' is not defined"),
 ])

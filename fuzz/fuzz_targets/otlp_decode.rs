@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use tailsample_core::otlp::decode::{decode, for_each_event, AttrKeys, AttrValue, Decoded};
-use tailsample_core::otlp::json::json_to_proto;
+use tailsample_core::otlp::json::{json_to_proto, proto_to_json};
 use tailsample_core::otlp::split::split_by_trace;
 use tailsample_core::{inspect, Engine, EngineConfig};
 
@@ -243,6 +243,8 @@ fn stage(data: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     stage(data);
+    // The file and debug exporters' path: any bytes give JSON or an error, never a panic or a deep stack.
+    let _ = proto_to_json(data);
     // The same bytes as an OTLP/JSON body (the HTTP receiver's path); what it yields goes the same way.
     if let Ok(proto) = json_to_proto(data) {
         stage(&proto);

@@ -3,9 +3,9 @@
 from typing import Any, final
 
 __all__ = ["KeptPayload", "NativeArchiveReader", "NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue",
-           "__version__", "archive_attach", "archive_recover", "archive_report", "error_classes", "error_kinds",
-           "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto", "parse_go_duration",
-           "shadow_report", "shadow_verdict", "split_by_trace"]
+           "__version__", "archive_attach", "archive_recover", "archive_report", "config_check_keys", "config_read",
+           "error_classes", "error_kinds", "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto",
+           "otlp_proto_to_json", "parse_go_duration", "shadow_report", "shadow_verdict", "split_by_trace"]
 
 __version__: str
 
@@ -99,6 +99,16 @@ def error_kinds() -> list[str]:
 
 def otlp_json_to_proto(body: bytes) -> bytes:
     """One OTLP/JSON ExportTraceServiceRequest as protobuf bytes; raises `tailsample.errors.DecodeError`."""
+
+def config_read(path: str, value: Any, want: str, minimum: float | None = None,
+                choices: list[str] | None = None) -> Any:
+    """One service configuration value read by the core's rules; raises `ConfigError(message, path)`."""
+
+def config_check_keys(path: str, keys: list[str], known: list[str]) -> None:
+    """A mapping's keys checked against `known`; raises `ConfigError(message, path)` naming the first unknown."""
+
+def otlp_proto_to_json(payload: bytes) -> str:
+    """One protobuf ExportTraceServiceRequest as one line of OTLP/JSON; raises `tailsample.errors.DecodeError`."""
 
 def parse_go_duration(text: str) -> int:
     """A Go duration in nanoseconds, as the core reads configuration durations; raises ValueError."""

@@ -444,6 +444,10 @@ class _Ctx:
 class _Node:
     """A mapping at `path` whose keys must all be in `known` or `ignored`.
 
+    Keys and values are read by the core's configuration reader (`rust/core/src/config/node.rs`, the one that
+    reads the tail_sampling block), so the whole file follows one set of rules in one wording; errors get the
+    source and the YAML line here.
+
     `ignored` maps collector settings that have no effect in tailsample (connection tuning, metadata
     propagation) to why; they are accepted and recorded, so `serve` can say so, never silently dropped.
     """
@@ -456,13 +460,15 @@ class _Node:
             value = {}
         if not isinstance(value, Mapping):
             ctx.fail(path, f"expected a mapping, got {_type_name(value)}")
-        known = sorted(known)
         ignored = ignored or {}
         for key in value:
             if isinstance(key, str) and key in ignored:
                 ctx.ignored.append(f"{_child(path, key)}: accepted and ignored ({ignored[key]})")
-            elif not isinstance(key, str) or key not in known:
-                ctx.fail(_child(path, str(key)), f"unknown key {str(key)!r}; known keys here: {', '.join(known)}")
+        try:
+            _native.config_check_keys(path, [str(k) for k in value if not (isinstance(k, str) and k in ignored)],
+                                      list(known))
+        except ConfigError as exc:
+            ctx.fail(exc.path or path, str(exc))
         self.value: Mapping[str, Any] = {k: v for k, v in value.items() if k not in ignored}
 
     def at(self, key: str) -> str:
@@ -474,85 +480,46 @@ class _Node:
     def fail(self, key: str, message: str) -> NoReturn:
         self.ctx.fail(self.at(key), message)
 
+    def _read(self, key: str, want: str, minimum: float | None = None,
+              choices: tuple[str, ...] | None = None) -> Any:
+        """The value of `key` read by the core as `want` (see `_native.config_read`)."""
+        try:
+            return _native.config_read(self.at(key), self.raw(key), want, minimum,
+                                       None if choices is None else list(choices))
+        except ConfigError as exc:
+            self.ctx.fail(exc.path or self.at(key), str(exc))
+
     def opt_text(self, key: str) -> str | None:
-        v = self.raw(key)
-        if v is None:
-            return None
-        if not isinstance(v, str):
-            self.fail(key, f"expected a string, got {_type_name(v)}")
-        return v
+        return None if self.raw(key) is None else str(self._read(key, "str"))
 
     def text(self, key: str, default: str) -> str:
         v = self.opt_text(key)
         return default if v is None else v
 
     def req_text(self, key: str) -> str:
-        v = self.opt_text(key)
-        if not v:
-            self.fail(key, "is required")
-        return v
+        return str(self._read(key, "required_str"))
 
     def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
-        v = self.text(key, default)
-        if v not in choices:
-            self.fail(key, f"unknown value {v!r}; supported: {', '.join(choices)}")
-        return v
+        return default if self.raw(key) is None else str(self._read(key, "choice", choices=choices))
 
     def integer(self, key: str, default: int, minimum: int = 0) -> int:
-        v = self.raw(key)
-        if v is None:
-            return default
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.fail(key, f"expected an integer, got {_type_name(v)}")
-        if v < minimum:
-            self.fail(key, f"must be at least {minimum}, got {v}")
-        return v
+        return default if self.raw(key) is None else int(self._read(key, "int", minimum))
 
     def number(self, key: str, default: float) -> float:
-        v = self.raw(key)
-        if v is None:
-            return default
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            self.fail(key, f"expected a number, got {_type_name(v)}")
-        if v < 0:
-            self.fail(key, f"must not be negative, got {v}")
-        return float(v)
+        return default if self.raw(key) is None else float(self._read(key, "float", 0))
 
     def flag(self, key: str, default: bool) -> bool:
-        v = self.raw(key)
-        if v is None:
-            return default
-        if not isinstance(v, bool):
-            self.fail(key, f"expected a boolean, got {_type_name(v)}")
-        return v
+        return default if self.raw(key) is None else bool(self._read(key, "bool"))
 
     def duration(self, key: str, default: float) -> float:
-        v = self.raw(key)
-        if v is None:
-            return default
-        if not isinstance(v, str):
-            self.fail(key, f"expected a Go duration such as 5s or 1m30s, got {_type_name(v)}")
-        try:
-            seconds = parse_duration(v)
-        except ValueError:
-            self.fail(key, f"invalid duration {v!r}; expected a Go duration such as 500ms, 5s or 1m30s")
-        if seconds < 0:
-            self.fail(key, f"must not be negative, got {v!r}")
-        return seconds
+        """Seconds; a Go duration (`5s`, `1m30s`), not negative."""
+        return default if self.raw(key) is None else int(self._read(key, "duration")) / 1e9
 
     def sub(self, key: str, known: Iterable[str]) -> _Node:
         return _Node(self.ctx, self.at(key), self.raw(key), known)
 
     def str_list(self, key: str) -> list[str]:
-        v = self.raw(key)
-        if v is None:
-            return []
-        if not isinstance(v, list):
-            self.fail(key, f"expected a list, got {_type_name(v)}")
-        for i, item in enumerate(v):
-            if not isinstance(item, str):
-                self.ctx.fail(f"{self.at(key)}[{i}]", f"expected a string, got {_type_name(item)}")
-        return list(v)
+        return [] if self.raw(key) is None else list(self._read(key, "string_list"))
 
 
 def _split_id(ctx: _Ctx, path: str, key: Any) -> tuple[str, str]:
@@ -807,9 +774,8 @@ def _kafka_client(node: _Node) -> KafkaClient:
         if auth.raw(unsupported) is not None:
             auth.fail(unsupported, "is not supported by tailsample's Kafka client yet; use sasl (PLAIN or SCRAM)")
     sasl = auth.sub("sasl", ("mechanism", "password", "username", "version"))
-    mechanism = sasl.opt_text("mechanism")
-    if mechanism is not None and mechanism not in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-        sasl.fail("mechanism", f"unknown value {mechanism!r}; supported: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")
+    mechanism = (None if sasl.raw("mechanism") is None
+                 else sasl.choice("mechanism", ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), "PLAIN"))
     if mechanism is not None and (not sasl.opt_text("username") or sasl.opt_text("password") is None):
         sasl.fail("username", "username and password are required with a SASL mechanism")
     tls = None

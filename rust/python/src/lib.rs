@@ -906,6 +906,116 @@ fn shadow_verdict(
     }))
 }
 
+// ---- OTLP/JSON written by the core (issue 20, one codec) ----
+
+/// One protobuf ExportTraceServiceRequest as one line of OTLP/JSON, as the collector's file exporter writes
+/// it; raises DecodeError naming the protobuf field and byte of malformed input.
+#[pyfunction]
+fn otlp_proto_to_json(py: Python<'_>, payload: &[u8]) -> PyResult<String> {
+    run(py, || tailsample_core::otlp::json::proto_to_json(payload))?.map_err(|e| {
+        let Error::Decode {
+            field,
+            offset,
+            message,
+        } = e
+        else {
+            return to_py(py, e);
+        };
+        let place = if field.is_empty() {
+            format!("byte {offset}")
+        } else {
+            format!("{field}, byte {offset}")
+        };
+        let text = format!("not a protobuf ExportTraceServiceRequest: {message} ({place})");
+        error_class(py, "decode")
+            .and_then(|class| class.call1((text, field, offset)))
+            .map_or_else(|err| err, PyErr::from_value)
+    })
+}
+
+// ---- the service configuration read by the core's rules (issue 20, one configuration reader) ----
+
+fn config_error(py: Python<'_>, e: Error) -> PyErr {
+    let Error::Config { path, message } = e else {
+        return to_py(py, e);
+    };
+    // The message alone: the Python reader adds the file's name and the YAML line.
+    error_class(py, "config")
+        .and_then(|class| class.call1((message, path)))
+        .map_or_else(|err| err, PyErr::from_value)
+}
+
+/// One value of the service configuration at `path`, read by the rules of the tail_sampling block
+/// (`config::node::read_value`). `want`: int, float (each at least `minimum`, default 0), bool, str,
+/// required_str, choice (one of `choices`), duration (nanoseconds, not negative) or string_list. Raises
+/// ConfigError(message, path), the message without the path.
+#[pyfunction]
+#[pyo3(signature = (path, value, want, minimum=None, choices=None))]
+fn config_read<'py>(
+    py: Python<'py>,
+    path: &str,
+    value: &Bound<'py, PyAny>,
+    want: &str,
+    minimum: Option<f64>,
+    choices: Option<Vec<String>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    use tailsample_core::config::node::{read_value, Want};
+    let min = minimum.unwrap_or(0.0);
+    let want = match want {
+        "int" => Want::Int { min: min as i64 },
+        "float" => Want::Float { min },
+        "bool" => Want::Bool,
+        "str" => Want::Str,
+        "required_str" => Want::RequiredStr,
+        "choice" => Want::Choice(choices.unwrap_or_default()),
+        "duration" => Want::Duration,
+        "string_list" => Want::StringList,
+        other => return Err(PyValueError::new_err(format!("unknown want {other:?}"))),
+    };
+    let value = config_value(path, value).map_err(|e| config_error(py, e))?;
+    let got = read_value(path, &value, &want).map_err(|e| config_error(py, e))?;
+    to_python(py, &got)
+}
+
+/// A YAML value as JSON, for the core's reader; what JSON cannot hold is an error, not a silent null.
+fn config_value(path: &str, value: &Bound<'_, PyAny>) -> Result<serde_json::Value, Error> {
+    if value.is_instance_of::<pyo3::types::PyFloat>() {
+        let f: f64 = value.extract().unwrap_or(f64::NAN);
+        if !f.is_finite() {
+            return Err(Error::config(
+                path,
+                format!("expected a finite number, got {f}"),
+            ));
+        }
+    }
+    pythonize::depythonize(value).map_err(|e| {
+        if value.is_instance_of::<pyo3::types::PyInt>() {
+            return Error::config(path, format!("the number {value} is out of range"));
+        }
+        let kind = value
+            .get_type()
+            .name()
+            .map_or_else(|_| "value".to_string(), |n| n.to_string());
+        Error::config(
+            path,
+            format!("cannot read a YAML {kind} here ({e}); quote it to make it a string"),
+        )
+    })
+}
+
+/// Checks a mapping's keys at `path` against `known`, in the words of the tail_sampling block's reader;
+/// raises ConfigError(message, path of the first unknown key).
+#[pyfunction]
+fn config_check_keys(
+    py: Python<'_>,
+    path: &str,
+    keys: Vec<String>,
+    known: Vec<String>,
+) -> PyResult<()> {
+    let known: Vec<&str> = known.iter().map(String::as_str).collect();
+    tailsample_core::config::node::check_keys(path, &keys, &known).map_err(|e| config_error(py, e))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // See PURGE_DELAY_MS; the user's MIMALLOC_PURGE_DELAY wins.
@@ -929,6 +1039,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(memory_purge, m)?)?;
     m.add_function(wrap_pyfunction!(shadow_report, m)?)?;
     m.add_function(wrap_pyfunction!(shadow_verdict, m)?)?;
+    m.add_function(wrap_pyfunction!(otlp_proto_to_json, m)?)?;
+    m.add_function(wrap_pyfunction!(config_read, m)?)?;
+    m.add_function(wrap_pyfunction!(config_check_keys, m)?)?;
     add_archive(m)?;
     Ok(())
 }

@@ -281,17 +281,128 @@ impl<'a> Mapping<'a> {
         let mut known = self.known.clone();
         known.sort_unstable();
         known.dedup();
-        let first = unknown[0];
-        let others = if unknown.len() > 1 {
-            format!(" (and {} more)", unknown.len() - 1)
-        } else {
-            String::new()
-        };
-        Err(Error::config(
-            join(&self.path, first),
-            format!("unknown key{others}; known keys here: {}", known.join(", ")),
-        ))
+        Err(unknown_keys(&self.path, &unknown, &known))
     }
+}
+
+// ---- single values, for the service configuration's reader (Python's `settings.py`) ----
+
+/// What a value of the collector's service configuration is read as: the rules and words of the
+/// `tail_sampling` block's reader, so the whole file reads one way.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Want {
+    /// An integer at least `min`.
+    Int {
+        min: i64,
+    },
+    /// A number at least `min`.
+    Float {
+        min: f64,
+    },
+    Bool,
+    Str,
+    /// A string that is present and not empty.
+    RequiredStr,
+    /// One of `choices`.
+    Choice(Vec<String>),
+    /// A Go duration (`5s`, `1m30s`), not negative, in nanoseconds.
+    Duration,
+    /// A YAML list of strings (a single string is not taken for a list of one).
+    StringList,
+}
+
+/// A value read by [`read_value`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Got {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+    Strings(Vec<String>),
+}
+
+/// Reads `value`, found at `path`, as `want`; errors carry `path` (or `path[i]` for a list item).
+pub fn read_value(path: &str, value: &Value, want: &Want) -> Result<Got> {
+    // The getters read keys of a mapping: give them a one-key mapping, then put the real path in errors.
+    const KEY: &str = "value";
+    let mut map = Map::new();
+    map.insert(KEY.to_string(), value.clone());
+    let holder = Value::Object(map);
+    let mut m = Node::new(&holder, "").mapping()?;
+    let got = match want {
+        Want::Int { min } => m.int_at_least(KEY, *min, *min).map(Got::Int),
+        Want::Float { min } => m.float(KEY, *min).and_then(|v| {
+            if v < *min {
+                Err(m.fail(KEY, format!("must be at least {min}, got {v}")))
+            } else {
+                Ok(Got::Float(v))
+            }
+        }),
+        Want::Bool => m.boolean(KEY, false).map(Got::Bool),
+        Want::Str => m.string(KEY, "").map(Got::Str),
+        Want::RequiredStr => m.required_string(KEY).map(Got::Str),
+        Want::Choice(choices) => m.string(KEY, "").and_then(|v| {
+            if choices.contains(&v) {
+                Ok(Got::Str(v))
+            } else {
+                Err(m.fail(
+                    KEY,
+                    format!("unknown value {v:?}; supported: {}", choices.join(", ")),
+                ))
+            }
+        }),
+        Want::Duration => m.duration(KEY, 0).and_then(|ns| {
+            if ns < 0 {
+                Err(m.fail(
+                    KEY,
+                    format!("must not be negative, got {}", describe(value)),
+                ))
+            } else {
+                Ok(Got::Int(ns))
+            }
+        }),
+        Want::StringList => match value {
+            Value::Array(_) | Value::Null => m.strings(KEY).map(Got::Strings),
+            other => Err(m.fail(KEY, format!("expected a list, got {}", describe(other)))),
+        },
+    };
+    got.map_err(|e| match e {
+        Error::Config { path: at, message } => Error::config(
+            format!("{path}{}", at.strip_prefix(KEY).unwrap_or("")),
+            message,
+        ),
+        other => other,
+    })
+}
+
+/// Checks the keys of a mapping at `path` against `known`, in the words of [`Mapping::finish`].
+pub fn check_keys(path: &str, keys: &[String], known: &[&str]) -> Result<()> {
+    let mut unknown: Vec<&String> = keys
+        .iter()
+        .filter(|k| !known.contains(&k.as_str()))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort();
+    let mut known = known.to_vec();
+    known.sort_unstable();
+    known.dedup();
+    Err(unknown_keys(path, &unknown, &known))
+}
+
+#[cold]
+fn unknown_keys(path: &str, unknown: &[&String], known: &[&str]) -> Error {
+    let others = if unknown.len() > 1 {
+        format!(" (and {} more)", unknown.len() - 1)
+    } else {
+        String::new()
+    };
+    Error::config(
+        join(path, unknown[0]),
+        format!("unknown key{others}; known keys here: {}", known.join(", ")),
+    )
 }
 
 /// Parses a Go `time.Duration` string: a sequence of decimal numbers with units `ns us µs ms s m h`.
@@ -425,5 +536,125 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("too large"));
+    }
+
+    /// Scenario: single values of the service configuration, read as the Python reader asks for them.
+    /// Guarantees: the tail_sampling block's rules and words, with the value's own path.
+    #[test]
+    fn single_values_read_by_the_block_rules() {
+        let ok = |v: Value, want: Want| read_value("a.b", &v, &want).unwrap();
+        let err = |v: Value, want: Want| match read_value("a.b", &v, &want) {
+            Err(Error::Config { path, message }) => (path, message),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ok(json!(5), Want::Int { min: 0 }), Got::Int(5));
+        assert_eq!(ok(json!(10.0), Want::Int { min: 0 }), Got::Int(10));
+        assert_eq!(ok(json!(0.5), Want::Float { min: 0.0 }), Got::Float(0.5));
+        assert_eq!(ok(json!(true), Want::Bool), Got::Bool(true));
+        assert_eq!(ok(json!("x"), Want::RequiredStr), Got::Str("x".into()));
+        assert_eq!(ok(json!("1m30s"), Want::Duration), Got::Int(90_000_000_000));
+        assert_eq!(ok(json!(0), Want::Duration), Got::Int(0));
+        let list = ok(json!(["p", "q"]), Want::StringList);
+        assert_eq!(list, Got::Strings(vec!["p".into(), "q".into()]));
+        let choice = Want::Choice(vec!["json".into(), "proto".into()]);
+        assert_eq!(ok(json!("proto"), choice.clone()), Got::Str("proto".into()));
+        let cases = [
+            (
+                json!("20MiB"),
+                Want::Int { min: 0 },
+                "a.b",
+                "expected an integer, got the string \"20MiB\"",
+            ),
+            (
+                json!(-1),
+                Want::Int { min: 0 },
+                "a.b",
+                "must be at least 0, got -1",
+            ),
+            (
+                json!(-0.5),
+                Want::Float { min: 0.0 },
+                "a.b",
+                "must be at least 0, got -0.5",
+            ),
+            (
+                json!("yes"),
+                Want::Bool,
+                "a.b",
+                "expected true or false, got the string \"yes\"",
+            ),
+            (
+                json!(3),
+                Want::Str,
+                "a.b",
+                "expected a string, got the number 3",
+            ),
+            (json!(""), Want::RequiredStr, "a.b", "must not be empty"),
+            (
+                json!("5 seconds"),
+                Want::Duration,
+                "a.b",
+                "invalid duration \"5 seconds\"",
+            ),
+            (
+                json!(5),
+                Want::Duration,
+                "a.b",
+                "expected a duration such as \"10s\"",
+            ),
+            (
+                json!("-5s"),
+                Want::Duration,
+                "a.b",
+                "must not be negative, got the string \"-5s\"",
+            ),
+            (
+                json!("debug"),
+                Want::StringList,
+                "a.b",
+                "expected a list, got the string \"debug\"",
+            ),
+            (
+                json!(["a", 1]),
+                Want::StringList,
+                "a.b[1]",
+                "expected a string, got the number 1",
+            ),
+            (
+                json!("xml"),
+                choice,
+                "a.b",
+                "unknown value \"xml\"; supported: json, proto",
+            ),
+        ];
+        for (value, want, path, message) in cases {
+            let (got_path, got) = err(value.clone(), want);
+            assert_eq!(got_path, path, "{value}");
+            assert!(got.starts_with(message), "{value}: {got}");
+        }
+    }
+
+    #[test]
+    fn keys_checked_in_the_words_of_finish() {
+        let keys = [
+            "endpoint".to_string(),
+            "endpont".to_string(),
+            "zz".to_string(),
+        ];
+        assert!(check_keys("r", &keys[..1], &["endpoint", "tls"]).is_ok());
+        let Err(Error::Config { path, message }) = check_keys("r", &keys, &["tls", "endpoint"])
+        else {
+            panic!("accepted");
+        };
+        assert_eq!(path, "r.endpont");
+        assert_eq!(
+            message,
+            "unknown key (and 1 more); known keys here: endpoint, tls"
+        );
+        let v = json!({"endpont": 1, "zz": 2, "endpoint": 3});
+        let mut m = Node::new(&v, "r").mapping().unwrap();
+        m.value("endpoint");
+        m.value("tls");
+        assert_eq!(m.finish().unwrap_err(), Error::config(path, message));
     }
 }

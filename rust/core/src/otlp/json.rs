@@ -1,4 +1,5 @@
-//! OTLP/JSON → protobuf transcoding of `ExportTraceServiceRequest` (the HTTP JSON receiver's hot path).
+//! OTLP/JSON ↔ protobuf transcoding of `ExportTraceServiceRequest`: `json_to_proto` (the HTTP JSON receiver's
+//! hot path, the file readers) and `proto_to_json` (the file and debug exporters), one codec for both directions.
 //!
 //! The OTLP/JSON mapping is the proto3 JSON mapping with these differences: trace and span IDs are hex (not
 //! base64; base64 of the right length is accepted too, as the two cannot be confused), enums are integers
@@ -14,7 +15,7 @@ use std::fmt;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use super::wire::{put_varint, varint_len};
+use super::wire::{put_varint, varint_len, Fail as WireFail, Reader, WireResult, WireType};
 use crate::error::Error;
 
 /// The field kinds of the tables.
@@ -945,6 +946,306 @@ fn base64_decode(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
+// ---- protobuf → OTLP/JSON -----------------------------------------------------------------------------
+
+/// The deepest message level the encoder follows (AnyValue holds arrays of AnyValue): the limit of the
+/// protobuf runtimes (upb, C++, Java), so whatever they parse, this writes, and the stack stays bounded.
+const MAX_JSON_LEVELS: usize = 100;
+
+/// Converts protobuf `ExportTraceServiceRequest` bytes into one line of OTLP/JSON, as the collector's file
+/// exporter writes it: lowerCamelCase keys in field-number order, trace and span IDs as hex, 64-bit integers
+/// as decimal strings, enums as integers, zero values left out (except in a oneof, and messages that are
+/// present), doubles as Go writes them (`1`, `1.5`, `1e+21`, `"NaN"`).
+///
+/// It reads as a protobuf runtime does, so that `json_to_proto` gives back what the runtime serializes:
+/// unknown fields and known fields of another wire type are skipped, a scalar given twice keeps its last
+/// value, a message given twice is merged, a oneof keeps its last member. Strings that are not UTF-8 get
+/// U+FFFD for each invalid sequence (JSON cannot carry them; Go's encoding/json does the same).
+///
+/// Errors are `Error::Decode` with the protobuf field path and the byte offset of malformed framing.
+pub fn proto_to_json(payload: &[u8]) -> Result<String, Error> {
+    let mut out = Vec::with_capacity(payload.len() * 2 + 2);
+    write_message(&REQUEST, payload, 0, 1, &mut out).map_err(|f| {
+        let f = f.into_info();
+        Error::Decode {
+            field: f.field,
+            offset: f.offset,
+            message: f.message,
+        }
+    })?;
+    // Only `&str` text and ASCII were written.
+    Ok(String::from_utf8(out)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// A field's value as read: varints and fixed-size numbers widened to `u64`, or the bytes of a
+/// length-delimited field with their absolute offset.
+#[derive(Clone, Copy)]
+enum Raw<'a> {
+    Int(u64),
+    Len(&'a [u8], usize),
+}
+
+fn wire_of(kind: Kind) -> WireType {
+    match kind {
+        Kind::Msg(_) | Kind::Str | Kind::Id(..) | Kind::Bytes => WireType::Len,
+        Kind::Bool | Kind::Int64 | Kind::Int32 | Kind::Uint32 | Kind::Enum(_) => WireType::Varint,
+        Kind::Fixed64 | Kind::Double => WireType::I64,
+        Kind::Fixed32 => WireType::I32,
+    }
+}
+
+fn write_message(
+    schema: &'static Schema,
+    buf: &[u8],
+    base: usize,
+    level: usize,
+    out: &mut Vec<u8>,
+) -> WireResult<()> {
+    if level > MAX_JSON_LEVELS {
+        return Err(WireFail::new(
+            base,
+            format!(
+                "{} nested deeper than {MAX_JSON_LEVELS} message levels",
+                schema.name
+            ),
+        ));
+    }
+    let fields = schema.fields;
+    let mut r = Reader::at_level(buf, base, level);
+    let mut seen: Vec<(usize, Raw<'_>)> = Vec::new();
+    let mut member: Option<usize> = None; // the oneof member set last
+    while !r.is_empty() {
+        let (number, wt) = r.read_tag()?;
+        let known = fields
+            .iter()
+            .position(|f| f.number == number && !f.legacy && wire_of(f.kind) == wt);
+        let Some(i) = known else {
+            // Unknown, or known with another wire type: a protobuf runtime keeps it as an unknown field,
+            // which JSON leaves out.
+            r.skip(number, wt)?;
+            continue;
+        };
+        let raw = match wt {
+            WireType::Varint => Raw::Int(r.read_varint()?),
+            WireType::I64 => Raw::Int(r.read_fixed64()?),
+            WireType::I32 => Raw::Int(u64::from(r.read_fixed32()?)),
+            _ => {
+                let (bytes, at) = r.read_len()?;
+                Raw::Len(bytes, at)
+            }
+        };
+        if fields[i].oneof {
+            if member.is_some_and(|m| m != i) {
+                seen.retain(|(j, _)| !fields[*j].oneof); // setting a member clears the others
+            }
+            member = Some(i);
+        }
+        seen.push((i, raw));
+    }
+    // Stable: values of one field keep their order. Fields go in the order the .proto declares them, as pdata
+    // writes them: field-number order but for Span's `flags` (16), declared after `parent_span_id`.
+    seen.sort_by_key(|&(i, _)| json_rank(schema, i));
+    out.push(b'{');
+    let mut first = true;
+    let mut rest = &seen[..];
+    while let Some(&(i, _)) = rest.first() {
+        let n = rest.iter().take_while(|(j, _)| *j == i).count();
+        let (group, tail) = rest.split_at(n);
+        rest = tail;
+        let field = &fields[i];
+        let within = |f: WireFail, index: Option<usize>| match index {
+            Some(k) => f.within(format!("{}[{k}]", field.snake)),
+            None => f.within(field.snake),
+        };
+        if field.repeated {
+            key(out, field.camel, &mut first);
+            out.push(b'[');
+            for (k, &(_, raw)) in group.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                write_value(field.kind, raw, level, out).map_err(|f| within(f, Some(k)))?;
+            }
+            out.push(b']');
+            continue;
+        }
+        if let (Kind::Msg(_), [_, _, ..]) = (field.kind, group) {
+            // A message given more than once is merged: parsing the concatenation of its parts does that.
+            let mut merged = Vec::new();
+            let mut at = 0;
+            for &(_, raw) in group {
+                if let Raw::Len(bytes, offset) = raw {
+                    at = if merged.is_empty() { offset } else { at };
+                    merged.extend_from_slice(bytes);
+                }
+            }
+            key(out, field.camel, &mut first);
+            write_value(field.kind, Raw::Len(&merged, at), level, out)
+                .map_err(|f| within(f, None))?;
+            continue;
+        }
+        let (_, raw) = group[n - 1]; // the last value wins
+        if !field.oneof && is_zero(field.kind, raw) {
+            continue;
+        }
+        key(out, field.camel, &mut first);
+        write_value(field.kind, raw, level, out).map_err(|f| within(f, None))?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn json_rank(schema: &'static Schema, i: usize) -> usize {
+    if !std::ptr::eq(schema, &SPAN) {
+        return 2 * i;
+    }
+    match schema.fields[i].number {
+        16 => 2 * 3 + 1, // right after parent_span_id (slot 3)
+        _ => 2 * i,
+    }
+}
+
+fn key(out: &mut Vec<u8>, name: &str, first: &mut bool) {
+    if !*first {
+        out.push(b',');
+    }
+    *first = false;
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+/// A proto3 field without presence holding its default, which JSON leaves out (messages are always present).
+fn is_zero(kind: Kind, raw: Raw<'_>) -> bool {
+    match (kind, raw) {
+        (Kind::Msg(_), _) => false,
+        (_, Raw::Len(bytes, _)) => bytes.is_empty(),
+        (Kind::Int32 | Kind::Uint32 | Kind::Enum(_), Raw::Int(v)) => v as u32 == 0,
+        (_, Raw::Int(v)) => v == 0, // -0.0 is not the default: its bits are not zero
+    }
+}
+
+fn write_value(kind: Kind, raw: Raw<'_>, level: usize, out: &mut Vec<u8>) -> WireResult<()> {
+    use std::io::Write;
+    let v = match raw {
+        Raw::Int(v) => v,
+        Raw::Len(bytes, at) => {
+            match kind {
+                Kind::Msg(schema) => write_message(schema, bytes, at, level + 1, out)?,
+                Kind::Id(..) => {
+                    out.push(b'"');
+                    for b in bytes {
+                        out.push(HEX[usize::from(b >> 4)]);
+                        out.push(HEX[usize::from(b & 15)]);
+                    }
+                    out.push(b'"');
+                }
+                Kind::Bytes => {
+                    out.push(b'"');
+                    base64_encode(bytes, out);
+                    out.push(b'"');
+                }
+                _ => write_str(&String::from_utf8_lossy(bytes), out),
+            }
+            return Ok(());
+        }
+    };
+    // Writing to a Vec cannot fail.
+    let _ = match kind {
+        Kind::Bool => write!(out, "{}", v != 0),
+        Kind::Int64 => write!(out, "\"{}\"", v as i64),
+        Kind::Fixed64 => write!(out, "\"{v}\""),
+        Kind::Int32 | Kind::Enum(_) => write!(out, "{}", v as u32 as i32),
+        Kind::Uint32 | Kind::Fixed32 => write!(out, "{}", v as u32),
+        Kind::Double => {
+            write_double(f64::from_bits(v), out);
+            Ok(())
+        }
+        // Length-delimited kinds never hold a number (`wire_of` matched the wire type).
+        Kind::Msg(_) | Kind::Str | Kind::Id(..) | Kind::Bytes => Ok(()),
+    };
+    Ok(())
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A double as pdata's JSON (the collector's file exporter) writes it: the shortest text that reads back to the
+/// same bits, in exponent form below 1e-6 and from 1e21 (`1e-07`, `1e+21`); NaN and the infinities as the
+/// strings proto3 JSON names them.
+fn write_double(v: f64, out: &mut Vec<u8>) {
+    use std::io::Write;
+    let _ = if v.is_nan() {
+        write!(out, "\"NaN\"")
+    } else if v.is_infinite() {
+        write!(
+            out,
+            "{}",
+            if v > 0.0 {
+                "\"Infinity\""
+            } else {
+                "\"-Infinity\""
+            }
+        )
+    } else if v == 0.0 || (1e-6..1e21).contains(&v.abs()) {
+        write!(out, "{v}")
+    } else {
+        // Go's 'e' format: a sign and at least two digits in the exponent.
+        let text = format!("{v:e}");
+        let (mantissa, exp) = text.split_once('e').unwrap_or((&text, "0"));
+        let (sign, digits) = exp.strip_prefix('-').map_or(('+', exp), |d| ('-', d));
+        write!(out, "{mantissa}e{sign}{digits:0>2}")
+    };
+}
+
+/// A JSON string, escaped as pdata's encoder (jsoniter without HTML escaping) does: quote, backslash and control
+/// characters only, `\n`, `\r` and `\t` in short form, the others as `\u00XX`.
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            b'\n' => b'n',
+            b'\r' => b'r',
+            b'\t' => b't',
+            0x00..=0x1f => 0,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        start = i + 1;
+        if short != 0 {
+            out.extend_from_slice(&[b'\\', short]);
+        } else {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 15)]);
+        }
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Standard base64 with padding, as proto3 JSON writes `bytes`.
+fn base64_encode(bytes: &[u8], out: &mut Vec<u8>) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]);
+            } else {
+                out.push(b'=');
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1413,6 +1714,211 @@ mod tests {
                 "{body:?}: {offset} vs {at}: {message}"
             );
         }
+    }
+
+    // ---- protobuf → OTLP/JSON ----
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn to_json(hex_bytes: &str) -> String {
+        proto_to_json(&unhex(hex_bytes)).unwrap_or_else(|e| panic!("{hex_bytes}: {e}"))
+    }
+
+    /// Scenario: JSON written by hand, its protobuf, then JSON again. Guarantees: the JSON the encoder writes
+    /// reads back to the same bytes (the codec is one thing, both directions).
+    #[test]
+    fn proto_json_proto_is_byte_identical() {
+        let cases = [
+            format!(
+                r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"a","value":{{"intValue":"7"}}}}],
+                "droppedAttributesCount":1,"entityRefs":[{{"type":"t","idKeys":["a",""]}}]}},"schemaUrl":"r",
+                "scopeSpans":[{{"scope":{{"name":"s","version":"v","droppedAttributesCount":2}},"schemaUrl":"u",
+                "spans":[{{"traceId":"{TID}","spanId":"{SID}","parentSpanId":"{SID}","traceState":"t","name":"n",
+                "kind":2,"startTimeUnixNano":"1","endTimeUnixNano":"18446744073709551615","flags":257,
+                "status":{{"message":"m","code":2}},"droppedEventsCount":4,
+                "events":[{{"timeUnixNano":"1","name":"e","droppedAttributesCount":1}},{{}}],
+                "links":[{{"traceId":"{TID}","spanId":"{SID}","traceState":"x","flags":1}}]}}]}}]}}]}}"#
+            ),
+            attr(
+                r#"{"arrayValue":{"values":[{"intValue":"-1"},{},{"boolValue":false},{"stringValue":""}]}}"#,
+            ),
+            attr(
+                r#"{"kvlistValue":{"values":[{"key":"a","value":{"doubleValue":-0.0}},{"key":""}]}}"#,
+            ),
+            attr(r#"{"bytesValue":"AP8gYg=="}"#),
+            attr(r#"{"doubleValue":"NaN"}"#),
+            attr(r#"{"stringValueStrindex":-3}"#),
+            in_span(r#"{"status":{},"kind":-1}"#),
+        ];
+        for json in cases {
+            let proto = json_to_proto(json.as_bytes()).unwrap();
+            let text = proto_to_json(&proto).unwrap();
+            assert_eq!(json_to_proto(text.as_bytes()).unwrap(), proto, "{text}");
+            assert!(!text.contains('\n') && !text.contains(' '), "{text}");
+        }
+    }
+
+    #[test]
+    fn json_is_what_the_collector_writes() {
+        let json = in_span(&format!(
+            r#"{{"traceId":"{TID}","spanId":"{SID}","name":"GET \"/\"\n","kind":"SPAN_KIND_SERVER",
+            "startTimeUnixNano":5,"status":{{"code":2}},"attributes":[{{"key":"n","value":{{"intValue":3}}}}]}}"#
+        ));
+        assert_eq!(
+            proto_to_json(&json_to_proto(json.as_bytes()).unwrap()).unwrap(),
+            format!(
+                concat!(
+                    r#"{{"resourceSpans":[{{"scopeSpans":[{{"spans":[{{"traceId":"{}","spanId":"{}","#,
+                    r#""name":"GET \"/\"\n","kind":2,"startTimeUnixNano":"5","#,
+                    r#""attributes":[{{"key":"n","value":{{"intValue":"3"}}}}],"status":{{"code":2}}}}]}}]}}]}}"#
+                ),
+                TID, SID
+            )
+        );
+        // span flags come right after parentSpanId, where the .proto declares them (pdata's order)
+        let json = in_span(&format!(
+            r#"{{"name":"n","flags":1,"parentSpanId":"{SID}"}}"#
+        ));
+        assert_eq!(
+            proto_to_json(&json_to_proto(json.as_bytes()).unwrap()).unwrap(),
+            in_span(&format!(
+                r#"{{"parentSpanId":"{SID}","flags":1,"name":"n"}}"#
+            ))
+        );
+        assert_eq!(to_json(""), "{}");
+        // an empty message that is present is written; zero scalars are not
+        assert_eq!(to_json("0a00"), r#"{"resourceSpans":[{}]}"#);
+        assert_eq!(
+            to_json(&span_bytes("2a0030007a00")),
+            r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"status":{}}]}]}]}"#
+        );
+    }
+
+    #[test]
+    fn doubles_are_written_as_go_writes_them() {
+        let cases = [
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (1.0, "1"),
+            (1.5, "1.5"),
+            (-2.25e-5, "-0.0000225"),
+            (1e-6, "0.000001"),
+            (1e-7, "1e-07"),
+            (1.2345e-300, "1.2345e-300"),
+            (1e20, "100000000000000000000"),
+            (1e21, "1e+21"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (-2.5e-5, "-0.000025"),
+            (1e100, "1e+100"),
+            (0.1, "0.1"),
+            (f64::INFINITY, "\"Infinity\""),
+            (f64::NEG_INFINITY, "\"-Infinity\""),
+            (f64::NAN, "\"NaN\""),
+        ];
+        for (v, want) in cases {
+            let any = format!("21{}", hex(&f64::to_le_bytes(v)));
+            let text = to_json(&attr_bytes(&any));
+            let got = text
+                .split_once(r#""doubleValue":"#)
+                .and_then(|(_, rest)| rest.split_once('}'))
+                .map(|(number, _)| number)
+                .unwrap();
+            assert_eq!(got, want, "{v:e}");
+            let back = json_to_proto(text.as_bytes()).unwrap();
+            assert_eq!(hex(&back), attr_bytes(&any), "{v:e}");
+        }
+    }
+
+    #[test]
+    fn read_as_a_protobuf_runtime_reads() {
+        let cases = [
+            // unknown fields and a known field of another wire type are left out
+            ("0a02780178010a00", r#"{"resourceSpans":[{},{}]}"#),
+            (
+                &*span_bytes("2801"),
+                r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{}]}]}]}"#,
+            ),
+            // a scalar given twice: the last; a message given twice: merged
+            (
+                &*span_bytes("2a01612a0162"),
+                r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"b"}]}]}]}"#,
+            ),
+            (
+                "0a060a0210010a00",
+                r#"{"resourceSpans":[{"resource":{"droppedAttributesCount":1}}]}"#,
+            ),
+            // a oneof keeps its last member, even a zero one
+            (
+                &*attr_bytes("0a01781000"),
+                r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"attributes":[{"key":"k","value":{"boolValue":false}}]}]}]}]}"#,
+            ),
+            // invalid UTF-8 becomes U+FFFD; control characters are escaped
+            (
+                &*span_bytes("2a0561ff01081f"),
+                r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"a�\u0001\u0008\u001f"}]}]}]}"#,
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(to_json(bytes), want, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn malformed_protobuf_is_an_error_with_its_place() {
+        let cases = [
+            ("0a05616263", "runs past the end"),
+            ("0a", "truncated varint"),
+            ("0f", "invalid wire type 7"),
+            (&*span_bytes("3980"), "truncated fixed64"),
+        ];
+        for (bytes, message) in cases {
+            match proto_to_json(&unhex(bytes)) {
+                Err(Error::Decode { message: got, .. }) => {
+                    assert!(got.contains(message), "{bytes}: {got}")
+                }
+                other => panic!("{bytes}: {other:?}"),
+            }
+        }
+        let Err(Error::Decode { field, offset, .. }) = proto_to_json(&unhex(&span_bytes("3980")))
+        else {
+            panic!("accepted")
+        };
+        assert_eq!(field, "resource_spans[0].scope_spans[0].spans[0]");
+        assert_eq!(offset, 7);
+    }
+
+    #[test]
+    fn deep_values_are_refused_not_overflowing_the_stack() {
+        // AnyValue{arrayValue{values[AnyValue{...}]}} 200 levels deep
+        let mut any: Vec<u8> = Vec::new();
+        for _ in 0..200 {
+            let mut array = vec![0x0a];
+            put_varint(&mut array, any.len() as u64);
+            array.extend_from_slice(&any);
+            let mut next = vec![0x2a];
+            put_varint(&mut next, array.len() as u64);
+            next.extend_from_slice(&array);
+            any = next;
+        }
+        let mut request = Vec::new();
+        for field in [0x12, 0x4a, 0x12, 0x12, 0x0a] {
+            // AnyValue in KeyValue, in Span, in ScopeSpans, in ResourceSpans, in the request
+            let mut outer = vec![field];
+            put_varint(&mut outer, any.len() as u64);
+            outer.extend_from_slice(&any);
+            any = outer;
+            request.clone_from(&any);
+        }
+        let Err(Error::Decode { message, .. }) = proto_to_json(&request) else {
+            panic!("accepted");
+        };
+        assert!(message.contains("nested deeper than 100"), "{message}");
     }
 
     #[test]
