@@ -18,6 +18,8 @@ from tailsample.collector.fileformat import PayloadWriter
 from tailsample.collector.settings import ServiceConfig
 from tailsample.errors import ConfigError
 from tailsample.service.debug import TrafficRecording, decode_records, encode_records
+from tailsample.collector.fileformat import read_payloads
+from tailsample.traffic.simulate import write_recording
 from tailsample.traffic.synth import TrafficGenerator
 
 SEED = Path(__file__).resolve().parents[1] / "python" / "tailsample" / "data" / "seed-config.yaml"
@@ -114,6 +116,11 @@ def test_the_ring_keeps_the_newest_requests_within_its_bytes() -> None:
         assert s.metric('tailsample_recent_traffic_payloads{pipeline="traces"}') == 3
         assert s.metric('tailsample_recent_traffic_bytes{pipeline="traces"}') == bound
         assert s.metric('tailsample_recent_traffic_dropped_payloads_total{pipeline="traces"}') == 7
+        for bad in ("inf", "-1", "x"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(urllib.request.Request(f"{req.full_url}?since={bad}", headers=req.headers),
+                                       timeout=5)
+            assert refused.value.code == 400 and "since" in json.loads(refused.value.read())["error"]
 
 
 def test_recording_ring_and_wire_format() -> None:
@@ -130,6 +137,16 @@ def test_recording_ring_and_wire_format() -> None:
     assert decode_records(wire) == ring.snapshot()
     with pytest.raises(ValueError, match="cut short"):
         decode_records(wire[:-1])
+
+
+def test_several_services_merge_by_receive_time(tmp_path: Path) -> None:
+    """Scenario: two instances' recordings, interleaved in time. Guarantees: one proto file, in receive order."""
+    one = [(1_000, b"\x0a\x00"), (3_000, b"\x0a\x01\x01"), (3_500, b"\x0a\x01\x03")]
+    two = [(2_000, b"\x0a\x01\x02"), (4_000_001_000, b"\x0a\x01\x04")]
+    summary = write_recording([one, two], tmp_path / "merged.binpb")
+    assert summary == {"payloads": 5, "bytes": 14, "seconds": 4.0}
+    assert list(read_payloads(tmp_path / "merged.binpb", "proto")) == [
+        b"\x0a\x00", b"\x0a\x01\x02", b"\x0a\x01\x01", b"\x0a\x01\x03", b"\x0a\x01\x04"]
 
 
 def test_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -297,7 +297,7 @@ def _seconds_arg(text: str) -> float:
         n = float(text)
     except ValueError:
         n = -1.0
-    if not n >= 0:
+    if not 0 <= n < 1e9:  # NaN and inf too
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
     return n
 

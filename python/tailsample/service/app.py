@@ -439,7 +439,7 @@ class Service:
                 seconds = float(text)
             except ValueError:
                 return _json_error(400, f"since must be a number of seconds, got {text!r}")
-            if not seconds >= 0:
+            if not 0 <= seconds < 1e9:  # NaN and inf too
                 return _json_error(400, f"since must be 0 or more seconds, got {text!r}")
             since_ns = time.time_ns() - int(seconds * 1e9)
         records = recording.snapshot(since_ns)
