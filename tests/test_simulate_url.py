@@ -14,11 +14,10 @@ import yaml
 
 from service_harness import service_config, serving, serving_process, wait_for
 from tailsample.cli import main
-from tailsample.collector.fileformat import PayloadWriter
+from tailsample.collector.fileformat import PayloadWriter, read_payloads
 from tailsample.collector.settings import ServiceConfig
 from tailsample.errors import ConfigError
 from tailsample.service.debug import TrafficRecording, decode_records, encode_records
-from tailsample.collector.fileformat import read_payloads
 from tailsample.traffic.simulate import write_recording
 from tailsample.traffic.synth import TrafficGenerator
 
