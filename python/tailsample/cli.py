@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,17 +121,65 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from tailsample.traffic.simulate import simulate
+    import tempfile
 
-    cfg = _load(args.config, args.name)
+    from tailsample.traffic.simulate import simulate, write_recording
+
+    if bool(args.inputs) == bool(args.url):
+        print("tailsample simulate: give recorded files, or --url for a running service's recent traffic "
+              f"({'not both' if args.inputs else 'one of them'})", file=sys.stderr)
+        return 2
+    cfg = _load(args.config, args.name)  # both configurations load before any download
     against = _load(args.against, args.name) if args.against else None
-    report = simulate(cfg, [Path(p) for p in args.inputs], against=against, fmt=args.format,
-                      json_out=Path(args.json) if args.json else None,
-                      picture=Path(args.picture) if args.picture else (
-                          Path(args.json).with_suffix(".svg") if args.json else None),
-                      progress=not args.no_progress,
-                      slow_seconds=args.slow)
+    inputs = [Path(p) for p in args.inputs]
+    fmt = args.format
+    with tempfile.TemporaryDirectory(prefix="tailsample-simulate-") as tmp:
+        if args.url:
+            try:
+                recordings = [_fetch_recording(u, args) for u in args.url]
+            except _ServiceUnreachable as exc:
+                print(f"tailsample: {exc}", file=sys.stderr)
+                return 1
+            path = Path(args.save) if args.save else Path(tmp) / "recent-traffic.binpb"
+            summary = write_recording(recordings, path)
+            if summary["payloads"] == 0:
+                print(f"tailsample simulate: {', '.join(args.url)}: the recent traffic recording is empty (no "
+                      "requests received" + (f" in the last {args.since:g}s" if args.since is not None else
+                                              " since the start, or all pushed out") + ")", file=sys.stderr)
+                return 1
+            print(f"recent traffic of {', '.join(args.url)}: {summary['payloads']:,} requests, "
+                  f"{summary['bytes']:,} bytes, received over {summary['seconds']:,.1f}s"
+                  + (f"; saved to {path}" if args.save else ""), file=sys.stderr)
+            inputs, fmt = [path], "proto"
+        report = simulate(cfg, inputs, against=against, fmt=fmt,
+                          json_out=Path(args.json) if args.json else None,
+                          picture=Path(args.picture) if args.picture else (
+                              Path(args.json).with_suffix(".svg") if args.json else None),
+                          progress=not args.no_progress,
+                          slow_seconds=args.slow)
     return 0 if report["rejected_payloads"] == 0 or args.allow_rejected else 1
+
+
+def _fetch_recording(url: str, args: argparse.Namespace) -> list[tuple[int, bytes]]:
+    """The recent traffic recording of the service at `url` (`GET /debug/traffic`): (receive time ns, payload)."""
+    import urllib.parse
+
+    from tailsample.service.debug import RECORDING_CONTENT_TYPE, decode_records
+
+    base = url.rstrip("/")
+    query = {k: v for k, v in (("since", args.since), ("pipeline", args.pipeline)) if v is not None}
+    target = f"{base}/debug/traffic" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+
+    def parse(status: int, content_type: str | None, raw: bytes) -> list[tuple[int, bytes]]:
+        if (content_type or "").split(";")[0].strip() != RECORDING_CONTENT_TYPE:
+            raise _ServiceUnreachable(_not_tailsample(target, base, status, content_type, raw))
+        try:
+            return decode_records(raw, target)
+        except ValueError as exc:
+            raise _ServiceUnreachable(str(exc)) from None
+
+    records: list[tuple[int, bytes]] = _get(target, args, base, parse)
+    return records
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -244,6 +292,16 @@ def _trace_id_arg(text: str) -> str:
     return tid
 
 
+def _seconds_arg(text: str) -> float:
+    try:
+        n = float(text)
+    except ValueError:
+        n = -1.0
+    if not 0 <= n < 1e9:  # NaN and inf too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return n
+
+
 def _limit_arg(text: str) -> int:
     try:
         n = int(text)
@@ -286,6 +344,20 @@ def _get_json(url: str, args: argparse.Namespace, service: str) -> Any:
     """GET a JSON document from a running `tailsample serve` (with `--token` when given); HTTP errors come back
     as their JSON body's message, the /debug endpoints being off or refusing the token said plainly."""
     import json
+
+    def parse(status: int, content_type: str | None, raw: bytes) -> Any:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise _ServiceUnreachable(_not_tailsample(url, service, status, content_type, raw)) from None
+
+    return _get(url, args, service, parse)
+
+
+def _get(url: str, args: argparse.Namespace, service: str, parse: Callable[[int, str | None, bytes], Any]) -> Any:
+    """GET `url` from a running `tailsample serve`; `parse(status, content type, body)` reads a 2xx answer
+    (raising `_ServiceUnreachable` when it is not what the service would answer)."""
+    import json
     import urllib.error
     import urllib.request
 
@@ -295,12 +367,7 @@ def _get_json(url: str, args: argparse.Namespace, service: str) -> Any:
         request.add_header("Authorization", header)
     try:
         with urllib.request.urlopen(request, timeout=args.timeout) as resp:
-            raw = resp.read()
-            try:
-                return json.loads(raw)
-            except ValueError:
-                raise _ServiceUnreachable(_not_tailsample(url, service, resp.status, resp.headers.get(
-                    "Content-Type"), raw)) from None
+            return parse(resp.status, resp.headers.get("Content-Type"), resp.read())
     except urllib.error.HTTPError as exc:
         raw = exc.read()
         text = raw.decode("utf-8", "replace")
@@ -907,8 +974,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="what-if: recorded OTLP through configuration A (and B): traces, spans "
                        "and bytes each keeps, traces kept by one side only, must-keep traces one side loses")
-    p.add_argument("inputs", nargs="+", metavar="FILE", help="files written by the collector's file exporter "
-                   "(json lines or length-prefixed proto, optionally gzipped)")
+    p.add_argument("inputs", nargs="*", metavar="FILE", help="files written by the collector's file exporter "
+                   "(json lines or length-prefixed proto, optionally gzipped); or --url")
+    p.add_argument("--url", action="append", metavar="URL", help="instead of files: the recent incoming traffic "
+                   "of a running `tailsample serve` (its telemetry metrics address; the tailsample_debug "
+                   "extension's recent_traffic_bytes); repeat for each instance of a scaled-out deployment, "
+                   "merged by receive time")
+    p.add_argument("--since", type=_seconds_arg, metavar="SECONDS", help="with --url: only the requests received "
+                   "in the last SECONDS (default: all the service holds)")
+    p.add_argument("--pipeline", help="with --url: which pipeline's traffic, when the service has several")
+    p.add_argument("--save", metavar="FILE", help="with --url: keep the merged recording as FILE (the file "
+                   "exporter's proto format), for `simulate FILE` later")
     p.add_argument("--config", required=True, help="configuration A: collector YAML or tail_sampling block")
     p.add_argument("--against", help="configuration B, compared trace for trace with A")
     p.add_argument("--name", help="which tail_sampling/<name> processor, when the files have several")
@@ -921,6 +997,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["json", "proto"], help="input format (default: detected per file)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--allow-rejected", action="store_true", help="exit 0 even if some messages were rejected")
+    _timeout_arg(p)
     p.set_defaults(run=_simulate)
 
     p = sub.add_parser("diff", help="the shadow policies of a running `tailsample serve` beside its live ones: "

@@ -384,6 +384,13 @@ LIMITS: tuple[Limit, ...] = (
         "`tailsample_archive_overflowed_traces_total`",
     ),
     Limit(
+        "`recent_traffic_bytes` of the `tailsample_debug` extension (serve; default 64 MiB per pipeline, 0 = off)",
+        "the oldest recorded requests leave first; a request larger than the bound is not recorded; "
+        "`simulate --url` then replays what is left",
+        "`tailsample_recent_traffic_bytes`, `tailsample_recent_traffic_payloads`, "
+        "`tailsample_recent_traffic_dropped_payloads_total`",
+    ),
+    Limit(
         "`/status/data` (serve)",
         "computed at most once a second; lists capped (policies, exporters, pairs, kept traces drawn)",
         "`tailsample_debug_requests_total` when behind the `/debug` gate",
@@ -931,6 +938,28 @@ SERVICE_METRICS: tuple[Metric, ...] = (
         "counter",
         ("endpoint", "outcome"),
         "Requests to the /debug endpoints by endpoint and outcome (served, disabled, rate_limited, unauthenticated)",
+    ),
+    Metric(
+        "tailsample_recent_traffic_bytes",
+        "gauge",
+        ("pipeline",),
+        "Bytes of incoming OTLP requests held for `simulate --url` (the tailsample_debug extension's "
+        "recent_traffic_bytes)",
+        only_with="a tailsample_debug extension (recent_traffic_bytes above 0)",
+    ),
+    Metric(
+        "tailsample_recent_traffic_payloads",
+        "gauge",
+        ("pipeline",),
+        "Incoming OTLP requests held for `simulate --url`",
+        only_with="a tailsample_debug extension (recent_traffic_bytes above 0)",
+    ),
+    Metric(
+        "tailsample_recent_traffic_dropped_payloads_total",
+        "counter",
+        ("pipeline",),
+        "Requests pushed out of the recent traffic recording (oldest first) or too large for it",
+        only_with="a tailsample_debug extension (recent_traffic_bytes above 0)",
     ),
     Metric(
         "tailsample_config_reloads_total",

@@ -292,6 +292,8 @@ class DebugEndpointsExtension:
     max_page_size: int = 100  # `/debug/kept?limit` at most this
     requests_per_second: float = 10.0  # every /debug path together, a token bucket
     burst: int = 20
+    # raw OTLP requests as received, per pipeline, for `simulate --url` (0: off); memory up to this per pipeline
+    recent_traffic_bytes: int = 64 << 20
 
 
 Extension = HealthCheckExtension | BearerTokenAuthExtension | FileStorageExtension | DebugEndpointsExtension
@@ -883,7 +885,7 @@ def _extension(ctx: _Ctx, kind: str, xid: str, value: Any) -> Extension:
         return FileStorageExtension(xid, s.req_text("directory"), s.flag("create_directory", False), mode,
                                     max_mib, segment_mib, sync)
     if kind == "tailsample_debug":
-        d = _Node(ctx, path, value, ("auth", "max_page_size", "rate_limit"))
+        d = _Node(ctx, path, value, ("auth", "max_page_size", "rate_limit", "recent_traffic_bytes"))
         rate = d.sub("rate_limit", ("burst", "requests_per_second"))
         rps = rate.number("requests_per_second", 10.0)
         if rps <= 0:
@@ -891,7 +893,10 @@ def _extension(ctx: _Ctx, kind: str, xid: str, value: Any) -> Extension:
         page = d.integer("max_page_size", 100, minimum=1)
         if page > 10_000:
             d.fail("max_page_size", f"must be at most 10000, got {page}")
-        return DebugEndpointsExtension(xid, _auth(d), page, rps, rate.integer("burst", 20, minimum=1))
+        traffic = d.integer("recent_traffic_bytes", 64 << 20)
+        if traffic > 4 << 30:
+            d.fail("recent_traffic_bytes", f"must be at most 4 GiB (4294967296), got {traffic}")
+        return DebugEndpointsExtension(xid, _auth(d), page, rps, rate.integer("burst", 20, minimum=1), traffic)
     ctx.fail(path, f"unsupported extension type {kind!r}; tailsample serve supports: {', '.join(EXTENSION_TYPES)}")
 
 

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from tailsample.receivers.kafka_receiver import KafkaReceiver
 from tailsample.collector.metrics import Registry, Sample
 from tailsample.incident.tree import build_traces, summary_json
-from tailsample.service.debug import DebugGate
+from tailsample.service.debug import RECORDING_CONTENT_TYPE, DebugGate, TrafficRecording, encode_records
 from tailsample.service.memory import MemoryLimiter, resident_bytes
 from tailsample.service.pipeline import FanoutSink, ServicePipeline
 from tailsample.service.reload import ConfigReloader
@@ -177,6 +177,13 @@ class Service:
                 [self.limiters[x] for x in p.processors if x in self.limiters], self.registry, storage,
                 archive=archive))
 
+        debug = cfg.debug_endpoints
+        if debug is not None and debug.recent_traffic_bytes > 0:
+            for pipeline in self.pipelines.values():
+                pipeline.recording = TrafficRecording(pipeline.id, debug.recent_traffic_bytes)
+            self.registry.add_collector(lambda: [x for p in self.pipelines.values() if p.recording is not None
+                                                 for x in p.recording.samples()])
+
         self.reloader = ConfigReloader(cfg, self.config_path, self.pipelines, self.registry, self._executor,
                                        self._reloaded)
         receiver_metrics = ReceiverMetrics(self.registry)
@@ -252,7 +259,8 @@ class Service:
                                      "/debug/kept": ("kept", self._kept_list),
                                      "/debug/kept/{trace_id}": ("kept_trace", self._kept_trace),
                                      "/debug/shadow": ("shadow", self._shadow),
-                                     "POST /debug/recover": ("recover", self._recover)})]
+                                     "POST /debug/recover": ("recover", self._recover),
+                                     "/debug/traffic": ("traffic", self._traffic)})]
 
     def _connection_caps(self) -> dict[str, int]:
         """Every OTLP listener's max_connections, lowered to fit the descriptor limit with the endpoints'."""
@@ -489,6 +497,41 @@ class Service:
                                     "root_name": f.root_name, "start": f.start, "duration": f.duration,
                                     "error": f.error} for f in result.traces]}
         return web.Response(text=json.dumps({"pipelines": out}), content_type="application/json")
+
+    async def _traffic(self, request: web.Request) -> web.StreamResponse:
+        """The recent incoming requests of a pipeline (`tailsample simulate --url`), oldest first, in the format of
+        `service.debug.encode_records`; `?since=SECONDS` only those received in the last SECONDS; `?pipeline=ID`
+        (needed when there are several). At most the ring's bytes (`recent_traffic_bytes`) per response."""
+        recordings = {pid: p.recording for pid, p in self.pipelines.items() if p.recording is not None}
+        if not recordings:
+            return _json_error(404, "the recent traffic recording is off: set recent_traffic_bytes above 0 in the "
+                                    "tailsample_debug extension (README: Shadow policies and what-if)")
+        pid = request.query.get("pipeline")
+        if pid is None and len(recordings) > 1:
+            return _json_error(400, f"this service has several pipelines: choose one with ?pipeline= "
+                                    f"(`simulate --pipeline`): {', '.join(recordings)}")
+        recording = recordings.get(pid) if pid is not None else next(iter(recordings.values()))
+        if recording is None:
+            return _json_error(404, f"no pipeline {pid!r}: the pipelines are {', '.join(recordings)}")
+        since_ns = 0
+        text = request.query.get("since")
+        if text is not None:
+            try:
+                seconds = float(text)
+            except ValueError:
+                return _json_error(400, f"since must be a number of seconds, got {text!r}")
+            if not 0 <= seconds < 1e9:  # NaN and inf too
+                return _json_error(400, f"since must be 0 or more seconds, got {text!r}")
+            since_ns = time.time_ns() - int(seconds * 1e9)
+        records = recording.snapshot(since_ns)
+        resp = web.StreamResponse(headers={
+            "Content-Type": RECORDING_CONTENT_TYPE, "X-Tailsample-Pipeline": recording.pipeline,
+            "X-Tailsample-Payloads": str(len(records)), "X-Tailsample-Dropped-Payloads": str(recording.dropped)})
+        await resp.prepare(request)
+        for chunk in encode_records(records):
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
 
     async def _health(self, request: web.Request) -> web.Response:
         up = datetime.datetime.fromtimestamp(self.started_at, datetime.timezone.utc)

@@ -10,14 +10,16 @@ bounded page size. Checked in that order: rate limit first, so a token guesser i
 from __future__ import annotations
 
 import json
+import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
 
 from aiohttp import web
 
 from tailsample.collector.auth import BearerTokenAuth
-from tailsample.collector.metrics import Registry
+from tailsample.collector.metrics import Registry, Sample
 from tailsample.collector.settings import DebugEndpointsExtension
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -130,4 +132,95 @@ class DebugGate:
         return gated
 
 
-__all__ = ["DISABLED_MESSAGE", "DebugGate", "TokenBucket"]
+# `GET /debug/traffic`: each recorded request as an 8-byte big-endian receive time (Unix ns), a 4-byte big-endian
+# length, then the OTLP protobuf bytes as received: the file exporter's proto format with a time before each record.
+RECORDING_CONTENT_TYPE = "application/x-tailsample-recording"
+RECORD_HEADER = struct.Struct(">QI")
+
+
+class TrafficRecording:
+    """The recent incoming OTLP requests of one pipeline (`tailsample simulate --url`), a ring bounded by bytes.
+
+    The engine keeps only what it decided to keep; a what-if needs every trace, so the requests themselves are
+    kept: a reference to the bytes object the receiver already holds (no copy, no decode) and its receive time.
+    The oldest leave first; a request larger than the whole bound is not recorded (counted as dropped).
+    Receivers call `add` on the event loop, the gRPC and Kafka ones from worker threads: hence the lock."""
+
+    def __init__(self, pipeline: str, limit: int, clock: Callable[[], int] = time.time_ns) -> None:
+        self.pipeline = pipeline
+        self.limit = limit
+        self._clock = clock
+        self._ring: deque[tuple[int, bytes]] = deque()
+        self.bytes = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def add(self, payload: bytes) -> None:
+        size = len(payload)
+        if not isinstance(payload, bytes):  # a view of a buffer the receiver reuses: the one case that copies
+            payload = bytes(payload)
+        at = self._clock()
+        with self._lock:
+            if size > self.limit:
+                self.dropped += 1
+                return
+            self._ring.append((at, payload))
+            self.bytes += size
+            while self.bytes > self.limit:
+                _, old = self._ring.popleft()
+                self.bytes -= len(old)
+                self.dropped += 1
+
+    def __len__(self) -> int:
+        return len(self._ring)
+
+    def snapshot(self, since_ns: int = 0) -> list[tuple[int, bytes]]:
+        """(receive time in Unix ns, payload) oldest first, those received at or after `since_ns`: references,
+        so a response holds at most one ring's worth beside the ring while it streams."""
+        with self._lock:
+            return [r for r in self._ring if r[0] >= since_ns]
+
+    def samples(self) -> list[Sample]:
+        labels = (("pipeline", self.pipeline),)
+        return [Sample("tailsample_recent_traffic_bytes", "gauge", "Bytes of incoming OTLP requests held for "
+                       "`simulate --url` (the tailsample_debug extension's recent_traffic_bytes)", labels, self.bytes),
+                Sample("tailsample_recent_traffic_payloads", "gauge", "Incoming OTLP requests held for "
+                       "`simulate --url`", labels, len(self._ring)),
+                Sample("tailsample_recent_traffic_dropped_payloads", "counter", "Requests pushed out of the "
+                       "recent traffic recording (oldest first) or too large for it", labels, self.dropped)]
+
+
+def encode_records(records: list[tuple[int, bytes]], chunk: int = 1 << 20) -> Iterator[bytes]:
+    """The recording's wire format, in pieces of about `chunk` bytes (a response streams them)."""
+    parts: list[bytes] = []
+    size = 0
+    for at, payload in records:
+        parts += (RECORD_HEADER.pack(at, len(payload)), payload)
+        size += RECORD_HEADER.size + len(payload)
+        if size >= chunk:
+            yield b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield b"".join(parts)
+
+
+def decode_records(data: bytes, source: str = "recording") -> list[tuple[int, bytes]]:
+    """The inverse of `encode_records`; ValueError naming the offset when the data is cut or not a recording."""
+    out: list[tuple[int, bytes]] = []
+    at = 0
+    view = memoryview(data)
+    while at < len(data):
+        if len(data) - at < RECORD_HEADER.size:
+            raise ValueError(f"{source}: cut short at byte {at:,} (a record header needs {RECORD_HEADER.size})")
+        received, length = RECORD_HEADER.unpack_from(data, at)
+        start = at + RECORD_HEADER.size
+        if start + length > len(data):
+            raise ValueError(f"{source}: cut short at byte {at:,} (a record of {length:,} bytes, "
+                             f"{len(data) - start:,} left)")
+        out.append((received, bytes(view[start:start + length])))
+        at = start + length
+    return out
+
+
+__all__ = ["DISABLED_MESSAGE", "RECORDING_CONTENT_TYPE", "DebugGate", "TokenBucket", "TrafficRecording",
+           "decode_records", "encode_records"]

@@ -42,6 +42,7 @@ from tailsample.engine import REJECT_REASONS, Engine, Ingested, KeptPayload
 from tailsample.errors import StorageError, TailsampleError
 from tailsample.exporters.base import Batch, Exporter, Ticket
 from tailsample.incident.lint import AttributeInventory
+from tailsample.service.debug import TrafficRecording
 from tailsample.service.memory import MemoryLimiter
 from tailsample.storage import FileStorage
 
@@ -269,6 +270,7 @@ class ServicePipeline:
         self.inventory = AttributeInventory()
         self._inventory_lock = threading.Lock()  # the Kafka receiver observes from its consumer thread
         self._inventory_due = 0.0
+        self.recording: TrafficRecording | None = None  # set by the service when `simulate --url` may read it
         registry.add_collector(self._collect)
 
     # ---- in: called by the receivers, on the event loop --------------------------------------------------------
@@ -286,6 +288,8 @@ class ServicePipeline:
     def take(self, payload: bytes) -> Ingested:
         """Into the engine, the limiters already checked (`admit`)."""
         got = self.engine.ingest_report(payload)
+        if self.recording is not None:  # what the engine took (a refusal raised above): the what-if sees the same
+            self.recording.add(payload)
         self.observe(payload)
         if got.rejected_spans:
             self.report_rejected(got)
@@ -313,6 +317,10 @@ class ServicePipeline:
         """`Engine.ingest_batch` behind the memory limiters (a refusal raises BackpressureError, nothing taken)."""
         self.admit()
         out = self.engine.ingest_batch(payloads)
+        if self.recording is not None:
+            for p, r in zip(payloads, out, strict=False):
+                if isinstance(r, tuple):
+                    self.recording.add(p)
         taken = next((p for p, r in zip(payloads, out, strict=False) if isinstance(r, tuple)), None)
         if taken is not None:
             self.observe(taken)  # one is all the sample takes at a time

@@ -9,6 +9,7 @@ per policy; the attributes are not counted in the bytes.
 
 from __future__ import annotations
 
+import heapq
 import html
 import json
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ from tailsample.collector.compare import (
     policy_bytes,
     render_lines,
 )
-from tailsample.collector.fileformat import FORMATS, PayloadReader, detect_format
+from tailsample.collector.fileformat import FORMATS, PayloadReader, PayloadWriter, detect_format
 from tailsample.config import Config
 from tailsample.engine import Engine, inspect_payload
 from tailsample.errors import BackpressureError, DecodeError
@@ -155,6 +156,22 @@ def simulate(config: Config, inputs: Sequence[Path], *, against: Config | None =
     return report
 
 
+def write_recording(recordings: Sequence[Sequence[tuple[int, bytes]]], path: Path) -> dict[str, Any]:
+    """Recordings of a service's recent traffic (`GET /debug/traffic`: (receive time ns, payload), oldest first),
+    one per instance, merged by receive time into `path` in the file exporter's proto format, for `simulate`
+    (whose clock is the span times, as for any file). Returns payloads, bytes and the seconds they span."""
+    payloads = size = 0
+    first = last = 0
+    with PayloadWriter(path, "proto") as writer:
+        for at, payload in heapq.merge(*recordings, key=lambda r: r[0]):
+            writer.write(payload)
+            first = at if payloads == 0 else first
+            last = at
+            payloads += 1
+            size += len(payload)
+    return {"payloads": payloads, "bytes": size, "seconds": (last - first) / 1e9}
+
+
 def svg(report: dict[str, Any]) -> str:
     """Two bar charts, per policy: share of decided traces it sampled, and bytes per day it decided; A beside B."""
     configs = report["configs"]
@@ -206,4 +223,4 @@ def svg(report: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-__all__ = ["simulate", "svg"]
+__all__ = ["simulate", "svg", "write_recording"]
