@@ -88,6 +88,7 @@ def test_gap_report_keys_are_the_documented_ones():
     from typing import get_type_hints
 
     from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
     from tailsample.engine import BrokenService, GapPair, GapReport
 
     e = Engine(Config.from_dict({"decision_wait": "1s", "policies": ALWAYS,

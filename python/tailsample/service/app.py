@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tailsample.collector.compare import shadow_comparison
 from tailsample.archive import ArchiveReader, parse_trace_id
+from tailsample.collector.compare import shadow_comparison
 from tailsample.collector.fileformat import proto_to_json
 from tailsample.collector.settings import (
     BearerTokenAuthExtension,
@@ -62,11 +62,11 @@ if TYPE_CHECKING:
     from tailsample.receivers.kafka_receiver import KafkaReceiver
 from tailsample.collector.metrics import Registry, Sample
 from tailsample.incident.tree import build_traces, summary_json
+from tailsample.receivers.sink import span_count
 from tailsample.service.debug import RECORDING_CONTENT_TYPE, DebugGate, TrafficRecording, encode_records
 from tailsample.service.memory import MemoryLimiter, resident_bytes
 from tailsample.service.pipeline import FanoutSink, ServicePipeline
 from tailsample.service.reload import ConfigReloader
-from tailsample.receivers.sink import span_count
 from tailsample.ui.status import StatusPage
 
 log = logging.getLogger("tailsample.serve")

@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
 
-from tailsample import _native
 from tailsample.archive import Recovered
 from tailsample.collector.metrics import Registry, Sample
 from tailsample.collector.reference import engine_gauges, engine_stat
@@ -42,6 +41,7 @@ from tailsample.engine import REJECT_REASONS, Engine, Ingested, KeptPayload
 from tailsample.errors import StorageError, TailsampleError
 from tailsample.exporters.base import Batch, Exporter, Ticket
 from tailsample.incident.lint import AttributeInventory
+from tailsample.receivers.sink import span_count
 from tailsample.service.debug import TrafficRecording
 from tailsample.service.memory import MemoryLimiter
 from tailsample.storage import FileStorage
