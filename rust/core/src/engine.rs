@@ -175,18 +175,21 @@ fn encode_dropped(dropped: &[(u128, Vec<Chunk>)]) -> Vec<Dropped> {
 /// Dropped traces wait for the next round in per-shard stashes of at most this many bytes in all.
 pub const ARCHIVE_STASH_BYTES: u64 = 64 << 20;
 
-/// The archive's gauges and counters.
-#[derive(Debug, Clone, Copy, Default)]
+/// The archive's gauges and counters (serialized with times in seconds, the counters flattened).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct ArchiveReport {
     pub bytes: u64,
     pub max_bytes: u64,
     pub traces: u64,
     /// When the oldest trace held was archived (ns; None when empty).
+    #[serde(serialize_with = "crate::serialize::seconds_opt")]
     pub oldest: Option<i64>,
+    #[serde(rename = "max_age", serialize_with = "crate::serialize::seconds_i64")]
     pub max_age_ns: i64,
     pub index_memory_bytes: u64,
     /// Dropped traces not archived because the stash between rounds was full.
     pub traces_overflowed: u64,
+    #[serde(flatten)]
     pub stats: ArchiveStats,
 }
 
@@ -526,6 +529,26 @@ impl Engine {
     pub fn explain(&self, trace_id: [u8; 16]) -> Knowledge {
         let id = u128::from_be_bytes(trace_id);
         lock(&self.shards[self.shard_of(id)]).explain(id)
+    }
+
+    /// What the engine knows of a trace, named and timed for a caller outside Rust (see `Explanation`).
+    pub fn explanation(&self, trace_id: [u8; 16]) -> crate::store::explanation::Explanation {
+        let knowledge = self.explain(trace_id);
+        let cfg = self.config();
+        // Votes are named as the configuration that decided the trace named its policies (a reload may have
+        // changed the set since).
+        let names = match &knowledge {
+            Knowledge::Decided(r) => self.policy_names_of(r.config_version),
+            _ => None,
+        }
+        .unwrap_or_else(|| cfg.policy_names().iter().map(|n| n.to_string()).collect());
+        crate::store::explanation::Explanation::new(
+            u128::from_be_bytes(trace_id),
+            self.clock(),
+            knowledge,
+            &names,
+            cfg.adjusted_counts.is_some(),
+        )
     }
 
     /// The engine clock (ns), `i64::MIN` before any call.

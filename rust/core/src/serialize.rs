@@ -17,6 +17,14 @@ pub fn seconds_i64<S: Serializer>(ns: &i64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(*ns as f64 / 1e9)
 }
 
+/// An optional time on the engine clock (ns) as seconds, None as None.
+pub fn seconds_opt<S: Serializer>(ns: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ns {
+        Some(ns) => s.serialize_some(&(*ns as f64 / 1e9)),
+        None => s.serialize_none(),
+    }
+}
+
 /// A trace ID as 32 lowercase hex digits.
 pub fn trace_id_hex<S: Serializer>(id: &u128, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&format_args!("{id:032x}"))

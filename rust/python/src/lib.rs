@@ -13,10 +13,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use std::sync::Arc;
-use tailsample_core::consistent::probability_of_threshold;
 use tailsample_core::otlp::encode::Kept;
-use tailsample_core::policy::decision::Ballot;
-use tailsample_core::policy::inclusion::Stage;
 use tailsample_core::store::stats::LAG_BOUNDS_NS;
 use tailsample_core::store::Knowledge;
 
@@ -594,78 +591,10 @@ impl NativeEngine {
 
     /// What the engine knows of a trace ID (32 hex digits): see `Engine.explain` in Python. Times are seconds
     /// on the engine clock; `clock` is the clock now.
-    fn explain<'py>(&self, py: Python<'py>, trace_id: &str) -> PyResult<Bound<'py, PyDict>> {
+    fn explain<'py>(&self, py: Python<'py>, trace_id: &str) -> PyResult<Bound<'py, PyAny>> {
         let id = parse_trace_id(trace_id)?;
-        let knowledge = run(py, || self.engine.explain(id))?;
-        let cfg = self.engine.config();
-        let secs = |ns: i64| ns as f64 / 1e9;
-        let d = PyDict::new(py);
-        d.set_item("trace_id", trace_id.to_ascii_lowercase())?;
-        let clock = self.engine.clock();
-        d.set_item("clock", (clock != i64::MIN).then(|| secs(clock)))?;
-        match knowledge {
-            Knowledge::Pending {
-                first_seen,
-                due,
-                span_count,
-            } => {
-                d.set_item("state", "pending")?;
-                d.set_item("first_seen", secs(first_seen))?;
-                d.set_item("due", secs(due))?;
-                d.set_item("span_count", span_count)?;
-            }
-            Knowledge::Decided(r) => {
-                d.set_item("state", "decided")?;
-                d.set_item("outcome", r.decision.reason())?;
-                d.set_item("trigger", r.trigger.name())?;
-                d.set_item("config_version", r.config_version)?;
-                // Named as the configuration that decided it named them (a reload may have changed the set).
-                let names_then = self.engine.policy_names_of(r.config_version);
-                let names: Vec<&str> = match &names_then {
-                    Some(n) => n.iter().map(String::as_str).collect(),
-                    None => cfg.policy_names(),
-                };
-                d.set_item(
-                    "decided_by",
-                    r.decision
-                        .policy
-                        .and_then(|i| names.get(i as usize).copied()),
-                )?;
-                let votes = PyDict::new(py);
-                let evaluated = r.decision.votes.iter().any(|v| *v != Ballot::NotEvaluated);
-                if evaluated {
-                    for (i, name) in names.iter().enumerate() {
-                        let v = r.decision.votes.get(i).copied().unwrap_or_default();
-                        votes.set_item(name, v.name())?;
-                    }
-                }
-                d.set_item("votes", votes)?;
-                d.set_item("first_seen", secs(r.first_seen))?;
-                d.set_item("due", secs(r.due))?;
-                d.set_item("decided_at", secs(r.decided_at))?;
-                d.set_item("span_count", r.span_count)?;
-                d.set_item("late_spans", r.late_spans)?;
-                if let Some(a) = r.audit {
-                    let audit = PyDict::new(py);
-                    audit.set_item("gaps", a.gaps)?;
-                    audit.set_item("orphan_spans", a.orphans)?;
-                    d.set_item("propagation", audit)?;
-                }
-                if cfg.adjusted_counts.is_some() && r.decision.kept() {
-                    let p = match r.decision.stage {
-                        Stage::Certain => Some(1.0),
-                        Stage::Threshold(t) => Some(probability_of_threshold(t)),
-                        Stage::Proportional(p) => Some(p),
-                        Stage::Unknown => None,
-                    };
-                    d.set_item("sampling_probability", p)?;
-                }
-            }
-            Knowledge::InSampledCache => d.set_item("state", "sampled_cache")?,
-            Knowledge::InNotSampledFilter => d.set_item("state", "non_sampled_filter")?,
-            Knowledge::Unknown => d.set_item("state", "unknown")?,
-        }
-        Ok(d)
+        let explanation = run(py, || self.engine.explanation(id))?;
+        to_python(py, &explanation)
     }
 
     /// Up to `limit` recently kept traces held for `show`, newest first: dicts of trace_id, decided_at
@@ -1134,22 +1063,7 @@ fn archive_report<'py>(
     let Some(r) = run(py, || engine.engine.archive_report())? else {
         return Ok(None);
     };
-    let d = PyDict::new(py);
-    d.set_item("bytes", r.bytes)?;
-    d.set_item("max_bytes", r.max_bytes)?;
-    d.set_item("traces", r.traces)?;
-    d.set_item("oldest", r.oldest.map(|t| t as f64 / 1e9))?;
-    d.set_item("max_age", r.max_age_ns as f64 / 1e9)?;
-    d.set_item("index_memory_bytes", r.index_memory_bytes)?;
-    d.set_item("traces_overflowed", r.traces_overflowed)?;
-    d.set_item("traces_written", r.stats.traces_written)?;
-    d.set_item("bytes_raw", r.stats.bytes_raw)?;
-    d.set_item("traces_refused_budget", r.stats.traces_refused_budget)?;
-    d.set_item("traces_refused_io", r.stats.traces_refused_io)?;
-    d.set_item("segments_removed_size", r.stats.segments_removed_size)?;
-    d.set_item("segments_removed_age", r.stats.segments_removed_age)?;
-    d.set_item("lookups", r.stats.lookups)?;
-    d.set_item("lookups_found", r.stats.lookups_found)?;
+    let d = to_python(py, &r)?.cast_into::<PyDict>()?;
     let truncations = PyList::empty(py);
     for t in engine.engine.archive_truncations() {
         truncations.append((t.segment, t.offset, t.bytes, t.reason))?;

@@ -49,7 +49,7 @@ pub struct Dropped {
     pub payload: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct ArchiveStats {
     pub traces_written: u64,
     pub bytes_raw: u64,

@@ -3,6 +3,7 @@
 
 pub mod decision_cache;
 pub mod decision_log;
+pub mod explanation;
 pub mod intern;
 pub mod recent;
 pub mod shadow;
