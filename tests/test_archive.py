@@ -324,6 +324,20 @@ def test_kill_9_restart_then_recover_by_id_and_content_into_the_backend(tmp_path
             row = doc["pipelines"]["traces"]["found"][0]
             assert _spans_by_trace([base64.b64decode(row["payload"])], recovered=True) == \
                 _spans_by_trace([sent[asked[0]]])
+            # The status page (open on the loopback metrics address): the lookup says the trace can be recovered,
+            # and its recover action sends it to the backend whole.
+            one = dropped[4]
+            with urllib.request.urlopen(f"{url}/status/trace/{one}", timeout=5) as resp:
+                look = json.loads(resp.read())
+            assert look["recover"]["available"] is True
+            assert look["pipelines"]["traces"]["explain"]["archive"]["recoverable"] is True
+            before = len(backend.payloads)
+            req = urllib.request.Request(f"{url}/status/recover/{one}", method="POST", data=b"")
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                done = json.loads(resp.read())
+            assert [f["trace_id"] for f in done["pipelines"]["traces"]["found"]] == [one]
+            wait_for(lambda: len(backend.payloads) >= before + 1, timeout=10, what="recovered from the status page")
+            assert _spans_by_trace(backend.payloads[before:], recovered=True) == _spans_by_trace([sent[one]])
         finally:
             second.proc.send_signal(signal.SIGTERM)
             second.proc.wait(30)

@@ -28,9 +28,10 @@ from tailsample.ui import status
 from tailsample.ui.status import TOTALS, StatusPage, is_loopback, parse_families
 
 
-def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
+def fetch(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as r:
+        with urllib.request.urlopen(urllib.request.Request(url, method=method, data=b"" if method == "POST" else None),
+                                    timeout=5) as r:
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
@@ -132,8 +133,8 @@ def test_data_is_cached_a_second_and_rates_follow_traffic(served: tuple[ServiceT
 def test_trace_lookup(served: tuple[ServiceThread, OtlpSink, Traffic]) -> None:
     """Scenario: the lookup box, with a kept trace, a trace not kept, an unknown ID and a malformed one.
     Guarantees: kept: explained as kept, with its tree; not kept: explained with the policies' votes, no tree;
-    unknown: an answer (200, state unknown); malformed: 400 with a message. Every answer says recovery needs the
-    archive, which does not exist yet."""
+    unknown: an answer (200, state unknown); malformed: 400 with a message. Without an archive of dropped
+    traces every answer says recovery needs one, and the recover action answers 404."""
     s, _, traffic = served
     base = f"http://{s.address('metrics')}/status/trace/"
     data = json.loads(fetch(base.replace("trace/", "data"))[2])
@@ -144,6 +145,8 @@ def test_trace_lookup(served: tuple[ServiceThread, OtlpSink, Traffic]) -> None:
     entry = got["pipelines"]["traces"]
     assert entry["explain"]["outcome"] == "sampled" and "KEPT" in entry["text"][0] and "POST /pay" in entry["tree"]
     assert got["recover"]["available"] is False and "archive" in got["recover"]["note"]
+    code, _, body = fetch(base.replace("trace/", "recover/") + kept_id, method="POST")
+    assert code == 404 and "archive" in json.loads(body)["error"]
     not_kept = json.loads(fetch(base + traffic.frontend_traces[0])[2])["pipelines"]["traces"]
     assert not_kept["explain"]["outcome"] == "not_sampled" and not_kept["tree"] is None
     assert json.loads(fetch(base + "ab" * 16)[2])["pipelines"]["traces"]["explain"]["state"] == "unknown"
@@ -207,5 +210,5 @@ def test_loopback_address_is_open_without_the_extension() -> None:
         return StatusPage(str, dict, DebugGate(None, None, Registry())).routes(host)
 
     assert {r.path for r in routes_for("127.0.0.1")} == {"/status", "/status/data", "/status/trace/{trace_id}",
-                                                        "/status/assets/{name}"}
+                                                        "/status/assets/{name}", "/status/recover/{trace_id}"}
     assert [r.path for r in routes_for("")] == ["/status{rest:.*}"]

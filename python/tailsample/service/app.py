@@ -245,7 +245,8 @@ class Service:
     @functools.cached_property
     def _status(self) -> StatusPage:
         """The status page (`/status`): open on a loopback metrics address, else behind the /debug gate."""
-        return StatusPage(self.registry.render, lambda: self.pipelines, self._debug)
+        return StatusPage(self.registry.render, lambda: self.pipelines, self._debug,
+                          recover=lambda trace_id: self._recover_ids([trace_id], export=True))
 
     def _debug_routes(self, auths: dict[str, BearerTokenAuth]) -> list[web.RouteDef]:
         """The /debug endpoints behind their gate (off without a `tailsample_debug` extension)."""
@@ -447,6 +448,12 @@ class Service:
                 parse_trace_id(t)
         except ValueError as e:
             return _json_error(400, str(e))
+        return web.Response(text=json.dumps(await self._recover_ids(ids, export=export)),
+                            content_type="application/json")
+
+    async def _recover_ids(self, ids: list[str], *, export: bool) -> dict[str, Any]:
+        """Each pipeline's archive searched for `ids` (valid trace IDs); with `export`, what is found goes to the
+        pipeline's exporters. The answer of `POST /debug/recover` and of the status page's recover button."""
         loop = asyncio.get_running_loop()
         out: dict[str, Any] = {}
         for pid, p in self.pipelines.items():
@@ -464,7 +471,7 @@ class Service:
             hit = {r.trace_id for r in found}
             out[pid] = {"archive": True, "found": rows, "exported": export,
                         "missing": [t.lower() for t in ids if parse_trace_id(t).hex() not in hit]}
-        return web.Response(text=json.dumps({"pipelines": out}), content_type="application/json")
+        return {"pipelines": out}
 
     async def _recover_scan(self, body: dict[str, Any]) -> web.Response:
         """`{"since": s, "until": s, "where": "OTTL" | null, "limit": n}`: the traces each pipeline's archive holds

@@ -9,8 +9,10 @@ memory against the limiter, the propagation-gap graph, the most recent kept trac
   are those of a scrape taken at the same moment), computed at most once a second whatever the number of
   pollers, with every list capped (policies, exporters, pairs, trees), so the page stays cheap under load.
 - `/status/trace/{trace_id}` is the lookup: what each pipeline's engine knows of the ID (`tailsample explain`), and
-  the trace's tree when it is among the recently kept. Recovering a dropped trace from an archive is not possible
-  in this version (no archive exists yet): the answer says so.
+  the trace's tree when it is among the recently kept, and, when a pipeline keeps an archive of dropped traces
+  (`tailsample.archive`), whether and until when the trace can be recovered.
+- `POST /status/recover/{trace_id}` recovers a dropped trace from the archive into the pipeline's exporters, whole,
+  its spans marked `tailsample.recovered` (as `tailsample recover --url`); 404 when no pipeline has an archive.
 - `/status/assets/{name}` serves the page's script and stylesheet, which ship inside the wheel: nothing is
   fetched from outside.
 
@@ -27,7 +29,7 @@ import json
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Protocol
@@ -162,8 +164,10 @@ class StatusPage:
 
     def __init__(self, metrics: Callable[[], str], pipelines: Callable[[], Mapping[str, PipelineView]],
                  gate: Gate | None, *, clock: Callable[[], float] = time.monotonic,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time,
+                 recover: Callable[[str], Awaitable[dict[str, Any]]] | None = None) -> None:
         self._metrics = metrics
+        self._recover = recover
         self._pipelines = pipelines
         self._gate = gate
         self._clock = clock
@@ -178,9 +182,11 @@ class StatusPage:
         handlers: dict[str, tuple[str, Handler]] = {
             "/status": ("status", self._page), "/status/data": ("status_data", self._data),
             "/status/trace/{trace_id}": ("status_trace", self._trace),
-            "/status/assets/{name}": ("status_assets", self._asset)}
+            "/status/assets/{name}": ("status_assets", self._asset),
+            "POST /status/recover/{trace_id}": ("status_recover", self._recover_trace)}
         if is_loopback(host):
-            return [web.get(path, handler) for path, (_, handler) in handlers.items()]
+            return [web.post(path[5:], handler) if path.startswith("POST ") else web.get(path, handler)
+                    for path, (_, handler) in handlers.items()]
         if self._gate is not None and self._gate.enabled:
             return self._gate.routes(handlers)
         return [web.route("*", "/status{rest:.*}", _disabled)]
@@ -200,6 +206,17 @@ class StatusPage:
         except ValueError as e:
             return _json(400, {"error": str(e)})
         return _json(200, body)
+
+    async def _recover_trace(self, request: web.Request) -> web.Response:
+        trace_id = request.match_info["trace_id"]
+        if not re.fullmatch(r"[0-9a-fA-F]{32}", trace_id):
+            return _json(400, {"error": f"a trace ID is 32 hex digits, got {trace_id[:64]!r}"})
+        if self._recover is None or not self._archive_on():
+            return _json(404, {"error": "no pipeline keeps an archive of dropped traces (tailsample.archive)"})
+        return _json(200, await self._recover(trace_id.lower()))
+
+    def _archive_on(self) -> bool:
+        return any(p.engine.archive_directory is not None for p in self._pipelines().values())
 
     async def _asset(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -247,8 +264,7 @@ class StatusPage:
             "pipelines": [self._pipeline(pid, p, fam) for pid, p in sorted(self._pipelines().items())],
             "exporters": _exporters(fam)[:MAX_EXPORTERS],
             "limiters": _limiters(fam),
-            "archive": {"available": False, "note": "recovering a dropped trace needs the trace archive, which "
-                                                    "this version does not have yet"},
+            "archive": {"available": self._archive_on()},
         }
 
     def _pipeline(self, pid: str, p: PipelineView, fam: dict[str, Series]) -> dict[str, Any]:
@@ -302,9 +318,11 @@ class StatusPage:
                 if tree is not None:
                     entry["tree"] = _tree_text(tree)
             out[pid] = entry
-        return {"trace_id": trace_id.lower(), "pipelines": out,
-                "recover": {"available": False, "note": "recovery needs the trace archive, which this version "
-                                                        "does not have yet: a trace not kept cannot be recovered"}}
+        available = self._recover is not None and self._archive_on()
+        note = ("a trace not kept can be recovered while the archive holds it (see each pipeline's answer)"
+                if available else "no pipeline keeps an archive of dropped traces (tailsample.archive): a trace not "
+                                  "kept cannot be recovered")
+        return {"trace_id": trace_id.lower(), "pipelines": out, "recover": {"available": available, "note": note}}
 
 
 def _tree_text(tree: TraceTree) -> str:
@@ -426,8 +444,9 @@ def render_page(data: dict[str, Any]) -> str:
 <section><h2>Look up a trace</h2>
 <form id="lookup"><input id="trace-id" name="trace_id" placeholder="32 hex digits" size="36" autocomplete="off">
 <button type="submit">explain</button></form>
-<p class="note">Recover: not available; recovering a dropped trace needs the trace archive, which this version does
-not have yet.</p><pre id="lookup-result"></pre></section>
+<p class="note">With an archive of dropped traces (<code>tailsample.archive</code>), a trace not kept can be recovered
+here into the exporters.</p><pre id="lookup-result"></pre><button id="recover" type="button" hidden>recover into the
+exporters</button></section>
 <noscript><p>The page redraws itself with JavaScript; without it, reload, or read <a href="/status/data">the data</a>.
 </p></noscript>
 <script type="application/json" id="initial">{initial}</script>

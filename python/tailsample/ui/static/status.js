@@ -174,9 +174,31 @@ async function lookup(ev) {
   }
   lines.push("", "recover: " + body.recover.note);
   out.textContent = lines.join("\n");
+  const button = document.getElementById("recover");
+  button.hidden = !body.recover.available;
+  button.dataset.traceId = body.trace_id;
+}
+
+async function recover() {
+  const button = document.getElementById("recover");
+  const out = document.getElementById("lookup-result");
+  const r = await fetch("/status/recover/" + encodeURIComponent(button.dataset.traceId), { method: "POST" });
+  const body = await r.json();
+  if (!r.ok) {
+    out.textContent += "\n\n" + body.error;
+    return;
+  }
+  const lines = [];
+  for (const [pid, p] of Object.entries(body.pipelines)) {
+    if (!p.archive) continue;
+    const spans = p.found.reduce((n, f) => n + f.spans, 0);
+    lines.push(p.found.length ? `${pid}: recovered ${spans} spans into the exporters` : `${pid}: not in the archive`);
+  }
+  out.textContent += "\n\n" + lines.join("\n");
 }
 
 const initial = JSON.parse(document.getElementById("initial").textContent);
 render(initial);
 document.getElementById("lookup").addEventListener("submit", lookup);
+document.getElementById("recover").addEventListener("click", recover);
 setTimeout(() => poll(initial.poll_ms), initial.poll_ms);
