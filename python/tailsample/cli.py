@@ -357,11 +357,19 @@ def _get_json(url: str, args: argparse.Namespace, service: str) -> Any:
 def _get(url: str, args: argparse.Namespace, service: str, parse: Callable[[int, str | None, bytes], Any]) -> Any:
     """GET `url` from a running `tailsample serve`; `parse(status, content type, body)` reads a 2xx answer
     (raising `_ServiceUnreachable` when it is not what the service would answer)."""
+    import urllib.request
+
+    return _request(urllib.request.Request(url), url, args, service, parse)
+
+
+def _request(request: Any, url: str, args: argparse.Namespace, service: str,
+             parse: Callable[[int, str | None, bytes], Any]) -> Any:
+    """Sends `request` (a `urllib.request.Request`) to a running `tailsample serve` with the bearer token if one is
+    given; a 2xx answer goes to `parse`, an error becomes one `_ServiceUnreachable` line that names the cause."""
     import json
     import urllib.error
     import urllib.request
 
-    request = urllib.request.Request(url)
     header = _auth_header(args)
     if header is not None:
         request.add_header("Authorization", header)
@@ -654,41 +662,19 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _post_json(url: str, body: Any, args: argparse.Namespace, service: str) -> Any:
-    """POST a JSON body to a running `tailsample serve`; errors as `_get_json` says them."""
+    """POST a JSON body to a running `tailsample serve`; the answer's JSON, errors as `_get` says them."""
     import json
-    import urllib.error
     import urllib.request
+
+    def parse(status: int, content_type: str | None, raw: bytes) -> Any:
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise _ServiceUnreachable(_not_tailsample(url, service, status, content_type, raw)) from None
 
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
-    header = _auth_header(args)
-    if header is not None:
-        request.add_header("Authorization", header)
-    try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as resp:
-            raw = resp.read()
-            try:
-                return json.loads(raw)
-            except ValueError:
-                raise _ServiceUnreachable(_not_tailsample(url, service, resp.status, resp.headers.get(
-                    "Content-Type"), raw)) from None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            doc = json.loads(raw)
-        except ValueError:
-            raise _ServiceUnreachable(_not_tailsample(url, service, exc.code, exc.headers.get("Content-Type"),
-                                                      raw)) from None
-        detail = doc.get("error", "") if isinstance(doc, dict) else ""
-        if exc.code == 404 and isinstance(doc, dict) and doc.get("disabled"):
-            raise _ServiceUnreachable(f"{service}: {detail}") from None
-        if exc.code == 401:
-            given = "the token given was refused" if header else f"give it with --token or ${TOKEN_ENV}"
-            raise _ServiceUnreachable(f"{service}: its /debug endpoints need a bearer token ({given})") from None
-        raise _ServiceUnreachable(f"{url}: HTTP {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise _ServiceUnreachable(f"cannot reach a tailsample service at {service} ({exc}); is `tailsample serve` "
-                                  "running, and is this its telemetry metrics address?") from None
+    return _request(request, url, args, service, parse)
 
 
 def _recover_from_services(args: argparse.Namespace, ids: list[str], export: bool) -> tuple[list[Any], list[str]]:
