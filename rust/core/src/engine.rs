@@ -155,14 +155,7 @@ fn encode_dropped(dropped: &[(u128, Vec<Chunk>)]) -> Vec<Dropped> {
     dropped
         .iter()
         .filter_map(|(id, chunks)| {
-            let refs: Vec<OutChunk<'_>> = chunks
-                .iter()
-                .map(|c| OutChunk {
-                    origin: &c.origin,
-                    framed: &c.framed,
-                    spans: c.spans,
-                })
-                .collect();
+            let refs: Vec<OutChunk<'_>> = chunks.iter().map(Chunk::out).collect();
             let mut p = encode_requests(&refs, usize::MAX >> 1, |_, _| {});
             (p.len() == 1).then(|| Dropped {
                 id: *id,
@@ -757,15 +750,7 @@ impl Engine {
         let id = u128::from_be_bytes(trace_id);
         let shard = lock(&self.shards[self.shard_of(id)]);
         let kept = shard.kept_trace(id)?;
-        let refs: Vec<OutChunk<'_>> = kept
-            .chunks
-            .iter()
-            .map(|c| OutChunk {
-                origin: &c.origin,
-                framed: &c.framed,
-                spans: c.spans,
-            })
-            .collect();
+        let refs: Vec<OutChunk<'_>> = kept.chunks.iter().map(Chunk::out).collect();
         Some(encode_requests(
             &refs,
             self.config().max_payload_bytes,
@@ -893,14 +878,7 @@ impl Engine {
         if chunks.is_empty() {
             return Vec::new();
         }
-        let refs: Vec<OutChunk<'_>> = chunks
-            .iter()
-            .map(|c| OutChunk {
-                origin: &c.origin,
-                framed: &c.framed,
-                spans: c.spans,
-            })
-            .collect();
+        let refs: Vec<OutChunk<'_>> = chunks.iter().map(Chunk::out).collect();
         let payloads = encode_kept(&refs, max_payload_bytes, |trace_id, size| {
             self.spans_oversized.fetch_add(1, Ordering::Relaxed);
             *self

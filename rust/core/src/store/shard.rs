@@ -42,6 +42,17 @@ pub struct Chunk {
     pub spans: u32,
 }
 
+impl Chunk {
+    /// The chunk as the encoder takes it.
+    pub fn out(&self) -> OutChunk<'_> {
+        OutChunk {
+            origin: &self.origin,
+            framed: &self.framed,
+            spans: self.spans,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Trace {
     generation: u32,
@@ -1597,15 +1608,7 @@ impl Shard {
     /// depend on the policies (counts, times, status, root) stays. Sizes are measured only when `measure` (the
     /// old configuration did not measure them; the re-encoded trace counts as one payload).
     fn refold(&mut self, s: usize, measure: bool) {
-        let refs: Vec<OutChunk<'_>> = self.traces[s]
-            .chunks
-            .iter()
-            .map(|c| OutChunk {
-                origin: &c.origin,
-                framed: &c.framed,
-                spans: c.spans,
-            })
-            .collect();
+        let refs: Vec<OutChunk<'_>> = self.traces[s].chunks.iter().map(Chunk::out).collect();
         let payloads = encode_requests(&refs, usize::MAX, |_, _| {});
         let cfg = self.cfg.clone();
         let v = &mut self.traces[s].view;
