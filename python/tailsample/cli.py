@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from tailsample import __version__
 from tailsample.config import Config
@@ -797,10 +797,13 @@ def _recover(args: argparse.Namespace) -> int:
               f"UTC" + (f" where {args.where}" if args.where else "") + f"{more}, scanned in {took:.2f} s")
         if not result.traces:
             return 1
-        table = Table("trace ID", "root span", "spans", "duration", "status", "archived")
+        # The trace ID whole (it is what a person copies into `recover`), whatever the terminal's width.
+        table = Table(Column("trace ID", no_wrap=True, min_width=32), "root span", "spans", "duration", "status",
+                      "archived")
         for row in table_rows(result.traces):
             table.add_row(*row)
-        Console().print(table)
+        # Into a pipe or a file: no terminal to fit, so nothing is wrapped.
+        Console(width=None if sys.stdout.isatty() else 200).print(table)
         if not args.yes:
             if not sys.stdin.isatty():
                 print("tailsample: listed only; recover them with --yes", file=sys.stderr)
