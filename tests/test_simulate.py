@@ -109,3 +109,46 @@ def test_one_configuration_and_bad_input(tmp_path: Path, capsys: pytest.CaptureF
     bad.write_text("policies: [{name: x, type: status_code, status_code: {status_codes: [EROR]}}]\n")
     assert main(["simulate", "--config", str(SEED), "--against", str(bad), str(example)]) == 2
     assert "EROR" in capsys.readouterr().err
+
+
+def test_on_real_instrumentation_the_forced_header_policy_keeps_the_forced_traces(tmp_path: Path) -> None:
+    """Scenario: `examples/shop.otlp.json`, a recording of real OpenTelemetry instrumentation (Flask services, the
+    Python SDK's exporter), where the forcing header arrives as the SDK captures it: an array under
+    `http.request.header.x_force_trace`, not the seed's `x-force-trace` string. A is the seed YAML unchanged, B the
+    same without its forced-sampling policy. Guarantees: what only A keeps is exactly the forced traces that no
+    other seed policy keeps (not errors, not slow, not in the 1 % random share), and there are some: the seed's
+    policy works on what real SDKs send; B keeps nothing A drops."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "shop.otlp.json"
+    doc = yaml.safe_load(SEED.read_text())
+    policies = doc["processors"]["tail_sampling"]["policies"]
+    policies[:] = [p for p in policies if p["type"] != "string_attribute"]
+    b = tmp_path / "no-forced.yaml"
+    b.write_text(yaml.safe_dump(doc))
+    r = _run(["simulate", "--config", str(SEED), "--against", str(b), str(path)], tmp_path / "r.json")
+    forced, errors = set(), set()
+    for p in read_payloads(path):
+        for rs in ExportTraceServiceRequest.FromString(p).resource_spans:
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    tid = s.trace_id.hex()
+                    if s.status.code == 2:
+                        errors.add(tid)
+                    for a in s.attributes:
+                        if a.key == "http.request.header.x_force_trace" and "true" in [
+                                v.string_value for v in a.value.array_value.values]:
+                            forced.add(tid)
+    assert forced, "the recording holds forced traces"
+    assert r["only"]["B"] == []
+    only_a = set(r["only"]["A"])
+    # A forced trace that B keeps anyway is an error (or slow, or in the random share): none of those here is slow.
+    assert only_a and only_a <= forced and forced - only_a <= errors | _kept_ids(path, b)
+
+
+def _kept_ids(path: Path, config: Path) -> set[str]:
+    """The trace IDs (hex) a collector YAML's tail_sampling block keeps of a recording, run on its own."""
+    engine = Engine(Config.from_dict(yaml.safe_load(config.read_text())["processors"]["tail_sampling"]))
+    for payload in read_payloads(path):
+        engine.ingest(payload, now=0.0)
+    return {t.hex() for t in kept_facts(engine.flush(now=0.0))}
