@@ -217,3 +217,57 @@ def test_watch_config_reloads_when_the_file_changes(tmp_path: Path) -> None:
         finally:
             serve.proc.terminate()
             assert serve.proc.wait(timeout=60) == 0, serve.log.read_text()[-3000:]
+
+
+def test_sighup_under_real_sdk_traffic_judges_buffered_traces_by_the_new_policies(tmp_path: Path) -> None:
+    """Scenario: three services instrumented with the OpenTelemetry SDK (`sdk_traffic`: frontend → cart →
+    payments, payments losing the context, every 4th payment failing) export over OTLP/HTTP to `tailsample serve`,
+    which keeps errors only. A first batch is decided; a second batch is sent, then the file gains a policy on the
+    route the SDK's spans carry (`http.route: /checkout`, the frontend's) and SIGHUP comes before the batch falls
+    due. Guarantees: the second batch's frontend traces are kept whole (judged by the new policies), the first
+    batch's are not (decided before); the error traces of both batches are kept; one reload, version 2."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    from sdk_traffic import make_traffic
+
+    ports = {"http": free_port(), "metrics": free_port(), "health": free_port()}
+    errors = [{"name": "errors", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}}]
+    checkout = {"name": "checkout", "type": "string_attribute",
+                "string_attribute": {"key": "http.route", "values": ["/checkout"]}}
+
+    def config(policies: list[dict[str, Any]]) -> dict[str, Any]:
+        cfg = _config((), ports, backend.http_endpoint)
+        cfg["processors"]["tail_sampling"]["policies"] = policies
+        cfg["processors"]["tail_sampling"]["decision_wait"] = "3s"
+        return cfg
+
+    with sink() as backend:
+        serve = ServeSubprocess(tmp_path, "reload-sdk", config(errors), health_port=ports["health"],
+                                metrics_port=ports["metrics"])
+        endpoint = f"http://{LOOPBACK}:{ports['http']}/v1/traces"
+        try:
+            first = make_traffic(lambda _name: OTLPSpanExporter(endpoint=endpoint), n=8)
+            first.shutdown()
+            wait_for(lambda: _metric(serve.metrics(), "tailsample_engine_traces_in_memory") == 0, timeout=15,
+                     what="the first batch decided")
+            second = make_traffic(lambda _name: OTLPSpanExporter(endpoint=endpoint), n=8)
+            second.shutdown()
+            serve.config.write_text(yaml.safe_dump(config([*errors, checkout])))
+            serve.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: _metric(serve.metrics(), "tailsample_config_reloads_total", result="ok") == 1,
+                     timeout=5, what="the reload applied")
+            wait_for(lambda: set(second.frontend_traces) <= {t for t, _, _, _ in backend.spans()}, timeout=15,
+                     what="the second batch's frontend traces kept")
+            wait_for(lambda: _metric(serve.metrics(), "tailsample_engine_traces_in_memory") == 0, timeout=15,
+                     what="everything decided")
+            kept = {t for t, _, _, _ in backend.spans()}
+            assert not kept & set(first.frontend_traces)
+            failed = [t for i, t in enumerate(first.payments_traces + second.payments_traces) if i % 4 == 3]
+            assert len(failed) == 4 and set(failed) <= kept
+            # whole: frontend and cart spans of each kept checkout (two services, four spans)
+            spans = [s for s in backend.spans() if s[0] in set(second.frontend_traces)]
+            assert len(spans) == 4 * len(second.frontend_traces)
+            assert _metric(serve.metrics(), "tailsample_config_version") == 2
+        finally:
+            serve.proc.send_signal(signal.SIGTERM)
+            serve.proc.wait(30)
