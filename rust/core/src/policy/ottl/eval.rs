@@ -675,18 +675,18 @@ fn string_of<'a>(v: &'a Val<'_>, what: &str) -> EResult<Cow<'a, str>> {
 /// Go's `strings.ToLower`: each character by its own (simple) lowercase mapping, so no context rules (a final
 /// `Σ` is `σ`, not `ς`) and `İ` is `i`.
 fn go_lower(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        let mut m = c.to_lowercase();
-        match (m.next(), m.next()) {
-            _ if newer_than_go_unicode(c) => out.push(c),
-            (Some(l), None) => out.push(l),
-            // Only U+0130 lowercases to more than one character; Go's simple mapping gives `i`.
-            (Some(l), Some(_)) if c == '\u{130}' => out.push(l),
-            _ => out.push(c),
-        }
+    s.chars().map(go_lower_char).collect()
+}
+
+fn go_lower_char(c: char) -> char {
+    let mut m = c.to_lowercase();
+    match (m.next(), m.next()) {
+        _ if newer_than_go_unicode(c) => c,
+        (Some(l), None) => l,
+        // Only U+0130 lowercases to more than one character; Go's simple mapping gives `i`.
+        (Some(l), Some(_)) if c == '\u{130}' => l,
+        _ => c,
     }
-    out
 }
 
 /// Case pairs that Rust's Unicode (16 and later) has and Go's (15.0, Go 1.26, with which the collector is
@@ -702,24 +702,24 @@ fn newer_than_go_unicode(c: char) -> bool {
 /// Go's `strings.ToUpper`: each character by its simple uppercase mapping; a character whose uppercase is several
 /// characters (`ß`, ligatures) stays as it is, as Go has no single-rune mapping for it.
 fn go_upper(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        let mut m = c.to_uppercase();
-        match (m.next(), m.next()) {
-            _ if newer_than_go_unicode(c) => out.push(c),
-            (Some(u), None) => out.push(u),
-            // Greek with ypogegrammeni: the full uppercase is two characters, the simple one (Go's) the
-            // titlecase letter with prosgegrammeni, 8 code points on.
-            _ if matches!(c as u32, 0x1F80..=0x1F87 | 0x1F90..=0x1F97 | 0x1FA0..=0x1FA7) => {
-                out.push(char::from_u32(c as u32 + 8).unwrap_or(c))
-            }
-            _ if matches!(c as u32, 0x1FB3 | 0x1FC3 | 0x1FF3) => {
-                out.push(char::from_u32(c as u32 + 9).unwrap_or(c))
-            }
-            _ => out.push(c),
+    s.chars().map(go_upper_char).collect()
+}
+
+fn go_upper_char(c: char) -> char {
+    let mut m = c.to_uppercase();
+    match (m.next(), m.next()) {
+        _ if newer_than_go_unicode(c) => c,
+        (Some(u), None) => u,
+        // Greek with ypogegrammeni: the full uppercase is two characters, the simple one (Go's) the titlecase
+        // letter with prosgegrammeni, 8 (or 9) code points on.
+        _ if matches!(c as u32, 0x1F80..=0x1F87 | 0x1F90..=0x1F97 | 0x1FA0..=0x1FA7) => {
+            char::from_u32(c as u32 + 8).unwrap_or(c)
         }
+        _ if matches!(c as u32, 0x1FB3 | 0x1FC3 | 0x1FF3) => {
+            char::from_u32(c as u32 + 9).unwrap_or(c)
+        }
+        _ => c,
     }
-    out
 }
 
 /// A small `fmt::Write` buffer on the stack.
