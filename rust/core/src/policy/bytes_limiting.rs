@@ -1,6 +1,6 @@
 //! `bytes_limiting`: a token bucket of `bytes_per_second` holding at most `burst_capacity` (default 2 × the
 //! rate); a trace takes its size in bytes, measured as the reference measures it (its received batches as
-//! OTLP protobuf, see `TraceView::otlp_bytes`).
+//! OTLP protobuf, see `ViewExtra::otlp_bytes`).
 
 use super::inclusion::Inclusion;
 use super::{certain, PolicyType, TraceView, Vote};
@@ -21,7 +21,7 @@ impl BytesLimiting {
     }
 
     pub fn evaluate(&mut self, t: &TraceView, now: i64) -> Vote {
-        super::vote(self.bucket.allow(now, t.otlp_bytes), false)
+        super::vote(self.bucket.allow(now, t.extra().otlp_bytes), false)
     }
 }
 
@@ -61,7 +61,10 @@ mod tests {
             bucket: TokenBucket::new(1000, 2000),
         };
         let t = TraceView {
-            otlp_bytes: 1500,
+            extra: Some(Box::new(super::super::ViewExtra {
+                otlp_bytes: 1500,
+                ..Default::default()
+            })),
             ..Default::default()
         };
         assert_eq!(p.evaluate(&t, 0), Vote::Sampled);

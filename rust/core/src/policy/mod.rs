@@ -66,17 +66,14 @@ pub mod status_bits {
 }
 
 /// What a policy sees of a trace when it is decided: the summary folded at ingest.
-#[derive(Debug, Clone, Copy, Default)]
+///
+/// One is held per buffered trace, so it carries only what every configuration reads; the rest (sizes, trace
+/// keys, aggregates, OTEP 235 values) sits in [`ViewExtra`], allocated the first time one of them is written:
+/// without those policies a trace pays 8 bytes for them, not 96.
+#[derive(Debug, Clone, Default)]
 pub struct TraceView {
     pub trace_id: [u8; 16],
     pub span_count: u32,
-    /// The trace's size as the reference measures it for `maximum_trace_size_bytes` (the sum of
-    /// `ResourceSpansSize` of each payload's share, under its resource and scopes, as pdata re-encodes it);
-    /// 0 when nothing reads sizes.
-    pub bytes: u64,
-    /// The trace's size as the reference measures it for `bytes_limiting` (`ptrace.ProtoMarshaler.TracesSize`
-    /// of its received batches: the same shares, each framed); 0 when nothing reads sizes.
-    pub otlp_bytes: u64,
     /// Smallest non-zero span start time (0 when every span's start is unset).
     pub min_start_unix_nano: u64,
     pub max_end_unix_nano: u64,
@@ -88,6 +85,20 @@ pub struct TraceView {
     pub matched: u64,
     /// Bit `slot` is set when evaluating the folding policy with that slot failed on some span.
     pub errors: u64,
+    /// None until a rarely-read fact is written (all zeros then).
+    pub extra: Option<Box<ViewExtra>>,
+}
+
+/// The facts of a [`TraceView`] that only some configurations read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ViewExtra {
+    /// The trace's size as the reference measures it for `maximum_trace_size_bytes` (the sum of
+    /// `ResourceSpansSize` of each payload's share, under its resource and scopes, as pdata re-encodes it);
+    /// 0 when nothing reads sizes.
+    pub bytes: u64,
+    /// The trace's size as the reference measures it for `bytes_limiting` (`ptrace.ProtoMarshaler.TracesSize`
+    /// of its received batches: the same shares, each framed); 0 when nothing reads sizes.
+    pub otlp_bytes: u64,
     /// One number per `trace_aggregate` policy (its sum, max, min or count so far), by its slot.
     pub aggregates: [f64; trace_aggregate::MAX_AGGREGATES],
     /// Bit `slot` is set once a value was folded into `aggregates[slot]`.
@@ -102,6 +113,19 @@ pub struct TraceView {
     pub ot_present: u8,
 }
 
+/// What a trace without a [`ViewExtra`] reads: all zeros.
+static NO_EXTRA: ViewExtra = ViewExtra {
+    bytes: 0,
+    otlp_bytes: 0,
+    aggregates: [0.0; trace_aggregate::MAX_AGGREGATES],
+    aggregates_present: 0,
+    keys: [0; trace_key::MAX_KEYED],
+    keys_from_root: false,
+    ot_th: 0,
+    ot_rv: 0,
+    ot_present: 0,
+};
+
 /// Bits of `TraceView::ot_present`.
 pub mod ot_bits {
     pub const SEEN: u8 = 1;
@@ -110,11 +134,24 @@ pub mod ot_bits {
 }
 
 impl TraceView {
+    /// The rarely-read facts (all zeros when none was written).
+    #[inline]
+    pub fn extra(&self) -> &ViewExtra {
+        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+    }
+
+    /// The rarely-read facts, to write: allocated on first use.
+    #[inline]
+    pub fn extra_mut(&mut self) -> &mut ViewExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
     /// The trace's 56-bit randomness (OTEP 235): its `rv` if a span carried one, else the trace ID's last 7 bytes.
     #[inline]
     pub fn randomness(&self) -> u64 {
-        if self.ot_present & ot_bits::RV != 0 {
-            self.ot_rv
+        let e = self.extra();
+        if e.ot_present & ot_bits::RV != 0 {
+            e.ot_rv
         } else {
             crate::consistent::trace_id_randomness(&self.trace_id)
         }
@@ -123,7 +160,8 @@ impl TraceView {
     /// The incoming threshold (`th`), if a span carried one.
     #[inline]
     pub fn threshold_in(&self) -> Option<u64> {
-        (self.ot_present & ot_bits::TH != 0).then_some(self.ot_th)
+        let e = self.extra();
+        (e.ot_present & ot_bits::TH != 0).then_some(e.ot_th)
     }
 }
 

@@ -288,8 +288,8 @@ mod tests {
             let e = eq.evaluate(&t) == Vote::Sampled;
             assert_eq!(e, t.randomness() >= eq.last_threshold);
             kept_eq += usize::from(e);
-            t.ot_present = super::super::ot_bits::SEEN | super::super::ot_bits::TH;
-            t.ot_th = 1 << 55;
+            t.extra_mut().ot_present = super::super::ot_bits::SEEN | super::super::ot_bits::TH;
+            t.extra_mut().ot_th = 1 << 55;
             let p = prop.evaluate(&t) == Vote::Sampled;
             assert!(!p || e, "proportional keeps a subset");
             kept_prop += usize::from(p);

@@ -89,9 +89,10 @@ impl TraceAggregate {
             _ => return,
         };
         let bit = 1u8 << self.slot;
-        let first = view.aggregates_present & bit == 0;
-        view.aggregates_present |= bit;
-        let acc = &mut view.aggregates[self.slot];
+        let e = view.extra_mut();
+        let first = e.aggregates_present & bit == 0;
+        e.aggregates_present |= bit;
+        let acc = &mut e.aggregates[self.slot];
         *acc = match self.function {
             Function::Sum => *acc + value,
             Function::Count => *acc + 1.0,
@@ -103,8 +104,9 @@ impl TraceAggregate {
     }
 
     pub fn evaluate(&self, t: &TraceView) -> Vote {
-        let present = t.aggregates_present & (1u8 << self.slot) != 0;
-        let value = t.aggregates[self.slot];
+        let e = t.extra();
+        let present = e.aggregates_present & (1u8 << self.slot) != 0;
+        let value = e.aggregates[self.slot];
         let hit = match self.function {
             Function::Min | Function::Max if !present => false,
             _ => (self.min_value..=self.max_value).contains(&value),

@@ -126,7 +126,7 @@ impl TraceKey {
     /// The trace's key: the hash folded at ingest, with the trace's status mixed in if it is a field.
     #[inline]
     pub fn finish(&self, t: &TraceView) -> u64 {
-        let h = t.keys[self.slot];
+        let h = t.extra().keys[self.slot];
         if self.fields.contains(&Field::StatusCode) {
             fnv(h, &[trace_status(t.status_mask)])
         } else {
@@ -223,13 +223,13 @@ mod tests {
     fn status_is_the_traces() {
         let k = key(json!(["span.name", "status_code"])).unwrap();
         let mut t = TraceView::default();
-        t.keys[0] = k.span_hash(&span("a", 1), &[], &[]);
+        t.extra_mut().keys[0] = k.span_hash(&span("a", 1), &[], &[]);
         t.status_mask = status_bits::OK;
         let ok = k.finish(&t);
         t.status_mask |= status_bits::ERROR;
         assert_ne!(ok, k.finish(&t));
         let plain = key(json!(["span.name"])).unwrap();
-        assert_eq!(plain.finish(&t), t.keys[0]);
+        assert_eq!(plain.finish(&t), t.extra().keys[0]);
     }
 
     /// Scenario: the field separator. Guarantees: values that concatenate alike still differ.

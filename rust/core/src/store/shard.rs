@@ -31,7 +31,7 @@ use crate::otlp::pdata_size;
 use crate::otlp::wire::len_field_size;
 use crate::policy::decision::{self, Ballot, Decision, Outcome, MAX_RECORDED_VOTES};
 use crate::policy::inclusion::{Inclusion, Stage};
-use crate::policy::{ot_bits, status_bits, Fold, Policy, SpanFacts, TraceView, Vote};
+use crate::policy::{ot_bits, status_bits, Fold, Policy, SpanFacts, TraceView, ViewExtra, Vote};
 use crate::propagation::{span_kind, AuditReader, AuditSpan, GapReport, PropagationAudit, NONE};
 
 /// A run of one trace's spans from one payload under one origin, framed as `ScopeSpans.spans` entries.
@@ -53,6 +53,8 @@ impl Chunk {
     }
 }
 
+/// A buffered trace's slot. One is held per trace, so it holds only what every configuration needs (136 bytes):
+/// what only some read lives elsewhere (the view's [`ViewExtra`], the first segment in [`DurableState`]).
 #[derive(Debug, Default)]
 struct Trace {
     generation: u32,
@@ -62,11 +64,33 @@ struct Trace {
     arrival: u64,
     view: TraceView,
     chunks: Vec<Chunk>,
-    framed_bytes: u64,
-    /// With tail storage, the spans log segment of the trace's first payload: the oldest it needs kept.
-    first_segment: u64,
     /// Per span, what the propagation audit reads when the trace is decided (empty when the audit is off).
     audit: Vec<AuditSpan>,
+}
+
+impl Trace {
+    /// Bytes of its chunks (summed, not stored: most traces are one chunk, and a slot is held per trace).
+    fn framed_bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.framed.len() as u64).sum()
+    }
+}
+
+/// A trace ID as the table's key: two `u64`s, so an entry is 24 bytes (a `u128` key aligns it to 32).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key(u64, u64);
+
+impl Key {
+    #[inline]
+    fn of(id: u128) -> Self {
+        Key((id >> 64) as u64, id as u64)
+    }
+}
+
+impl std::hash::Hash for Key {
+    #[inline]
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        h.write_u128((u128::from(self.0) << 64) | u128::from(self.1));
+    }
 }
 
 /// Slots per page of [`Slots`].
@@ -84,6 +108,13 @@ struct Slots {
 impl Slots {
     fn len(&self) -> usize {
         self.len
+    }
+
+    /// Slots allocated: full pages, and the last page's capacity.
+    fn capacity(&self) -> usize {
+        self.pages
+            .split_last()
+            .map_or(0, |(last, full)| full.len() * SLOT_PAGE + last.capacity())
     }
 
     fn push(&mut self, t: Trace) {
@@ -273,7 +304,7 @@ pub struct Shard {
     limit: usize,
     /// Trace ID → its slot (a buffered trace), or `HELD | arrival` (a decided trace held for its late spans; its
     /// outcome in `resident`). A `u64` value costs nothing over a `u32` beside a `u128` key.
-    table: HashMap<u128, u64, RandomState>,
+    table: HashMap<Key, u64, RandomState>,
     traces: Slots,
     free: Vec<u32>,
     /// (slot, generation) in first-seen order.
@@ -296,6 +327,8 @@ pub struct Shard {
     audit: Option<ShardAudit>,
     /// Audit spans held by buffered traces.
     audit_spans: u64,
+    /// Buffered traces whose view holds a [`ViewExtra`].
+    extras: u64,
     clock: i64,
     span_bytes: u64,
     spans: u64,
@@ -328,6 +361,8 @@ pub struct ArchiveStash {
 #[derive(Default)]
 struct DurableState {
     pending_by_segment: BTreeMap<u64, u32>,
+    /// By slot, the spans log segment of the buffered trace's first payload: the oldest it needs kept.
+    first_segments: Vec<u64>,
     decided: Vec<Decided>,
     min_kept_segment: u64,
 }
@@ -384,6 +419,7 @@ impl Shard {
             recent: RecentKept::new(recent_kept_bytes),
             audit,
             audit_spans: 0,
+            extras: 0,
             clock: i64::MIN,
             span_bytes: 0,
             spans: 0,
@@ -433,15 +469,25 @@ impl Shard {
             return;
         };
         let t = &mut self.traces[slot as usize];
-        if a.bytes + t.framed_bytes > a.max_bytes {
+        let bytes = t.framed_bytes();
+        if a.bytes + bytes > a.max_bytes {
             a.overflowed += 1;
             return;
         }
-        a.bytes += t.framed_bytes;
+        a.bytes += bytes;
+        self.span_bytes -= bytes;
         self.chunks -= t.chunks.len() as u64;
         let chunks = std::mem::take(&mut t.chunks);
         a.traces
             .push((u128::from_be_bytes(t.view.trace_id), chunks));
+    }
+
+    /// With tail storage, the spans log segment of the trace in `slot`'s first payload (0 without).
+    fn first_segment(&self, slot: u32) -> u64 {
+        self.durable
+            .as_ref()
+            .and_then(|d| d.first_segments.get(slot as usize).copied())
+            .unwrap_or(0)
     }
 
     fn record_decision(&mut self, id: u128, verdict: Verdict, first_segment: u64) {
@@ -714,7 +760,7 @@ impl Shard {
         segment: u64,
         seen: &mut PayloadOrigins<'a>,
     ) {
-        let slot = match self.table.get(&id) {
+        let slot = match self.table.get(&Key::of(id)) {
             Some(&v) if v < HELD => v as u32,
             // Held in the table after its decision: the reference sends these on as they come, without
             // attributes, or drops them.
@@ -751,10 +797,12 @@ impl Shard {
             let t = &mut self.traces[s];
             let v = &mut t.view;
             let had_root = v.root_seen;
+            let had_extra = v.extra.is_some();
             if self.measures_size {
                 let (content, framed) = reference_size(d, group, seen);
-                v.bytes += content;
-                v.otlp_bytes += framed;
+                let e = v.extra_mut();
+                e.bytes += content;
+                e.otlp_bytes += framed;
             }
             if self.audit.is_some() {
                 t.audit.reserve_exact(group.len());
@@ -779,12 +827,12 @@ impl Shard {
                     self.audit_spans += 1;
                 }
             }
-            !had_root && v.root_seen
+            self.extras += u64::from(!had_extra && t.view.extra.is_some());
+            !had_root && t.view.root_seen
         };
         self.chunks_of(d, group, seen, |sh, c| {
             let t = &mut sh.traces[s];
             t.view.matched |= c.origin.resource.matched;
-            t.framed_bytes += c.framed.len() as u64;
             sh.span_bytes += c.framed.len() as u64;
             sh.spans += u64::from(c.spans);
             sh.chunks += 1;
@@ -803,14 +851,14 @@ impl Shard {
             ));
         }
         let max = self.cfg.maximum_trace_size_bytes;
-        if max > 0 && self.traces[s].view.bytes > max {
+        if max > 0 && self.traces[s].view.extra().bytes > max {
             // Too large: not sampled at once; late spans follow through the non-sampled cache.
             self.stats.traces_dropped += 1;
             self.stats.traces_dropped_too_large += 1;
             self.stats.spans_dropped += u64::from(self.traces[s].view.span_count);
             self.remember_outcome(id, slot, Resident::NotKept);
             self.log_undecided(slot, Outcome::DroppedTooLarge, Trigger::Ingest, now);
-            self.record_decision(id, Verdict::NotSampled, self.traces[s].first_segment);
+            self.record_decision(id, Verdict::NotSampled, self.first_segment(slot));
             self.stash(slot);
             self.free_slot(slot);
         }
@@ -841,7 +889,7 @@ impl Shard {
     /// The slot of a buffered (undecided) trace.
     #[inline]
     fn slot_of(&self, id: u128) -> Option<u32> {
-        match self.table.get(&id) {
+        match self.table.get(&Key::of(id)) {
             Some(&v) if v < HELD => Some(v as u32),
             _ => None,
         }
@@ -953,13 +1001,16 @@ impl Shard {
             trace_id: id.to_be_bytes(),
             ..Default::default()
         };
-        t.framed_bytes = 0;
-        t.first_segment = segment;
         let generation = t.generation;
         if let Some(d) = &mut self.durable {
             *d.pending_by_segment.entry(segment).or_insert(0) += 1;
+            let i = slot as usize;
+            if d.first_segments.len() <= i {
+                d.first_segments.resize(i + 1, 0);
+            }
+            d.first_segments[i] = segment;
         }
-        self.table.insert(id, u64::from(slot));
+        self.table.insert(Key::of(id), u64::from(slot));
         self.due.push_back((slot, generation));
         self.stats.traces_received += 1;
         self.compact_queues();
@@ -988,7 +1039,7 @@ impl Shard {
         };
         if resident_first {
             if let Some(id) = self.resident.pop_oldest() {
-                self.table.remove(&id);
+                self.table.remove(&Key::of(id));
             }
         } else {
             self.evict_oldest();
@@ -1021,8 +1072,9 @@ impl Shard {
         let t = &mut self.traces[slot as usize];
         let id = u128::from_be_bytes(t.view.trace_id);
         if let Some(d) = &mut self.durable {
+            let first = d.first_segments.get(slot as usize).copied().unwrap_or(0);
             if let std::collections::btree_map::Entry::Occupied(mut e) =
-                d.pending_by_segment.entry(t.first_segment)
+                d.pending_by_segment.entry(first)
             {
                 *e.get_mut() -= 1;
                 if *e.get() == 0 {
@@ -1032,11 +1084,14 @@ impl Shard {
         }
         t.live = false;
         t.generation = t.generation.wrapping_add(1);
-        self.span_bytes -= t.framed_bytes;
+        // Chunks moved out (kept, archived) were taken off `span_bytes` and `chunks` then.
+        self.span_bytes -= t.framed_bytes();
         self.spans -= u64::from(t.view.span_count);
         self.chunks -= t.chunks.len() as u64;
         t.chunks = Vec::new();
-        t.framed_bytes = 0;
+        if t.view.extra.take().is_some() {
+            self.extras -= 1;
+        }
         self.audit_spans -= t.audit.len() as u64;
         if t.audit.capacity() > 64 {
             t.audit = Vec::new(); // a large trace's buffer is not held by the free slot
@@ -1047,12 +1102,12 @@ impl Shard {
         // A decided trace held for its late spans keeps its ID in the table (one lookup either way).
         match self.hold.take() {
             Some(held) => {
-                if let Some(v) = self.table.get_mut(&id) {
+                if let Some(v) = self.table.get_mut(&Key::of(id)) {
                     *v = held;
                 }
             }
             None => {
-                self.table.remove(&id);
+                self.table.remove(&Key::of(id));
             }
         }
         self.free.push(slot);
@@ -1084,7 +1139,8 @@ impl Shard {
         out: &mut Vec<Chunk>,
     ) -> Outcome {
         let s = slot as usize;
-        let view = self.traces[s].view;
+        // Taken for the policies (they live in `self`), put back before the slot is freed.
+        let view = std::mem::take(&mut self.traces[s].view);
         let mut votes = [Ballot::NotEvaluated; MAX_RECORDED_VOTES];
         self.cast.clear();
         for k in 0..self.eval_order.len() {
@@ -1121,7 +1177,7 @@ impl Shard {
             .as_mut()
             .map(|sh| sh.judge(&view, now, sample_on_first_match));
         if let (Some(sh), Some(verdict)) = (self.shadow.as_mut(), shadow) {
-            let bytes = self.traces[s].framed_bytes;
+            let bytes = self.traces[s].framed_bytes();
             let live_policy = decided_by.map(|i| i as u16);
             sh.record(id, &view, bytes, outcome, live_policy, verdict, now);
         }
@@ -1182,11 +1238,7 @@ impl Shard {
             stage,
         };
         // Tail storage follows the oldest spans segment of the kept traces only.
-        let first_segment = if kept {
-            self.traces[s].first_segment
-        } else {
-            0
-        };
+        let first_segment = if kept { self.first_segment(slot) } else { 0 };
         self.record_decision(id, Verdict::from(&decision), first_segment);
         self.log.push(Record {
             trace_id: id,
@@ -1201,6 +1253,7 @@ impl Shard {
             config_version: self.config_version,
             shadow: PackedVerdict::pack(shadow),
         });
+        self.traces[s].view = view;
         if !kept {
             self.stash(slot);
         }
@@ -1220,6 +1273,7 @@ impl Shard {
     ) {
         // The chunks move to the output; `free_slot` then counts none for this trace.
         self.chunks -= self.traces[s].chunks.len() as u64;
+        self.span_bytes -= self.traces[s].framed_bytes();
         let mut chunks = std::mem::take(&mut self.traces[s].chunks);
         for c in &mut chunks {
             c.framed = self.rewrite_kept(std::mem::take(&mut c.framed), stage, attrs);
@@ -1247,7 +1301,7 @@ impl Shard {
         self.stats.traces_resent += 1;
         self.stats.spans_resent += u64::from(self.traces[s].view.span_count);
         let verdict = Verdict::Sampled { policy, stage };
-        self.record_decision(id, verdict, self.traces[s].first_segment);
+        self.record_decision(id, verdict, self.first_segment(slot));
         let mut out = Vec::new();
         self.keep_chunks(s, id, stage, &attrs, now, &mut out);
         for c in out {
@@ -1397,18 +1451,26 @@ impl Shard {
     }
 
     pub fn gauges(&self) -> ShardGauges {
-        let per_trace = std::mem::size_of::<Trace>() + 16 + 4 + 1 + 8; // slot, table entry, queue entry
-        let per_chunk = std::mem::size_of::<Chunk>() + 16; // allocation header
+        use std::mem::size_of;
+        // What the allocator holds: slot pages, the table's buckets (an entry and a control byte each, at most
+        // 7/8 full), the queues and free list as allocated, chunk and audit entries, views' extras.
+        let table = (self.table.capacity() * 8 / 7) * (size_of::<(Key, u64)>() + 1);
+        let index = table
+            + self.traces.capacity() * size_of::<Trace>()
+            + self.due.capacity() * size_of::<(u32, u32)>()
+            + self.root_due.capacity() * size_of::<(u32, u32, i64)>()
+            + self.free.capacity() * size_of::<u32>();
         ShardGauges {
             traces_in_memory: self.buffered() as u64,
             decided_traces_in_memory: self.resident.len() as u64,
             spans_in_memory: self.spans,
             span_bytes_in_memory: self.span_bytes,
             memory_bytes: self.span_bytes
-                + (self.traces.len() * per_trace) as u64
-                + self.chunks * per_chunk as u64
+                + index as u64
+                + self.chunks * size_of::<Chunk>() as u64
+                + self.extras * size_of::<ViewExtra>() as u64
                 + (self.interner.len() * 256) as u64
-                + self.audit_spans * std::mem::size_of::<AuditSpan>() as u64
+                + self.audit_spans * size_of::<AuditSpan>() as u64
                 + self.resident.bytes() as u64
                 + self.archive.as_ref().map_or(0, |a| a.bytes),
             late_span_buffer_bytes: self.late_bytes,
@@ -1437,26 +1499,28 @@ fn fold_policy_facts(
 ) {
     let span = &d.spans[si];
     let is_root = span.parent_span_id.is_none();
-    if !cfg.keyers.is_empty() && (first || (is_root && !v.keys_from_root)) {
+    if !cfg.keyers.is_empty() && (first || (is_root && !v.extra().keys_from_root)) {
         let scope = &d.scopes[span.scope as usize];
         let attrs = d.span_attrs_of(si);
         let resource_attrs = d.resource_attrs_of(scope.resource as usize);
+        let e = v.extra_mut();
         for k in &cfg.keyers {
-            v.keys[k.slot] = k.span_hash(span, attrs, resource_attrs);
+            e.keys[k.slot] = k.span_hash(span, attrs, resource_attrs);
         }
-        v.keys_from_root = is_root;
+        e.keys_from_root = is_root;
     }
-    if cfg.reads_ot && v.ot_present == 0 && !span.trace_state.is_empty() {
+    if cfg.reads_ot && v.extra().ot_present == 0 && !span.trace_state.is_empty() {
         let ot = read_ot(span.trace_state);
         if ot.th.is_some() || ot.rv.is_some() {
-            v.ot_present = ot_bits::SEEN;
+            let e = v.extra_mut();
+            e.ot_present = ot_bits::SEEN;
             if let Some(th) = ot.th {
-                v.ot_th = th;
-                v.ot_present |= ot_bits::TH;
+                e.ot_th = th;
+                e.ot_present |= ot_bits::TH;
             }
             if let Some(rv) = ot.rv {
-                v.ot_rv = rv;
-                v.ot_present |= ot_bits::RV;
+                e.ot_rv = rv;
+                e.ot_present |= ot_bits::RV;
             }
         }
     }
@@ -1612,18 +1676,20 @@ impl Shard {
         let payloads = encode_requests(&refs, usize::MAX, |_, _| {});
         let cfg = self.cfg.clone();
         let v = &mut self.traces[s].view;
+        let had_extra = v.extra.is_some();
         v.matched = 0;
         v.errors = 0;
-        v.aggregates = Default::default();
-        v.aggregates_present = 0;
-        v.keys = Default::default();
-        v.keys_from_root = false;
-        v.ot_th = 0;
-        v.ot_rv = 0;
-        v.ot_present = 0;
-        if measure {
-            v.bytes = 0;
-            v.otlp_bytes = 0;
+        // Sizes stay unless measured again; the rest of the extra is recomputed.
+        let (bytes, otlp_bytes) = if measure {
+            (0, 0)
+        } else {
+            (v.extra().bytes, v.extra().otlp_bytes)
+        };
+        v.extra = None;
+        if bytes != 0 || otlp_bytes != 0 {
+            let e = v.extra_mut();
+            e.bytes = bytes;
+            e.otlp_bytes = otlp_bytes;
         }
         let mut first = true;
         for p in &payloads {
@@ -1651,13 +1717,16 @@ impl Shard {
                 let group: Vec<(u128, u32)> =
                     (0..d.spans.len() as u32).map(|i| (0u128, i)).collect();
                 let (content, framed) = reference_size(&d, &group, &mut seen);
-                v.bytes += content;
-                v.otlp_bytes += framed;
+                let e = v.extra_mut();
+                e.bytes += content;
+                e.otlp_bytes += framed;
             }
             for si in 0..d.spans.len() {
                 fold_policy_facts(&cfg, v, &d, si, first);
                 first = false;
             }
         }
+        let has_extra = v.extra.is_some();
+        self.extras = self.extras + u64::from(has_extra) - u64::from(had_extra);
     }
 }
