@@ -490,3 +490,51 @@ fn error_traces_not_kept_are_counted() {
         invariant(&e);
     }
 }
+
+/// Scenario: the same 50 traces (spans with `payment.amount`) buffered by an engine whose policy reads only a
+/// trace's basics and by one with a `trace_aggregate` (its sums live in the views' boxed extras); then both
+/// reload to an aggregate with a higher bound, and flush. Guarantees: `memory_bytes` counts one `ViewExtra` per
+/// buffered trace that has one and none where nothing was written; the re-fold allocates them (and recomputes
+/// existing ones) as ingest does; deciding the traces releases every one (counted back to zero: in a debug
+/// build an unbalanced count panics).
+#[test]
+fn view_extras_are_counted_while_buffered_and_released_when_decided() {
+    let aggregate = json!([{"name": "big-order", "type": "trace_aggregate",
+        "trace_aggregate": {"key": "payment.amount", "function": "sum", "min_value": 100.0}}]);
+    let plain = engine(json!({}), always());
+    let summed = engine(json!({}), aggregate.clone());
+    let mut rng = Rng(24);
+    for _ in 0..50 {
+        let mut req = request(&mut rng, 4, 4, "svc");
+        for s in &mut req.resource_spans[0].scope_spans[0].spans {
+            s.attributes.retain(|kv| kv.key != "payment.amount");
+            s.attributes.push(kv_double("payment.amount", 40.0));
+        }
+        let p = req.encode_to_vec();
+        plain.ingest(&p, 100 * S).unwrap();
+        summed.ingest(&p, 100 * S).unwrap();
+    }
+    let extra = std::mem::size_of::<tailsample_core::policy::ViewExtra>() as u64;
+    let base = stat(&plain, "memory_bytes");
+    assert_eq!(stat(&summed, "memory_bytes"), base + 50 * extra);
+
+    // Both re-fold under the aggregate (a reload also forgets interned origins: compare the two engines).
+    let cfg = json!({"decision_wait": "10s", "num_traces": 1000, "policies": [
+        {"name": "big-order", "type": "trace_aggregate",
+            "trace_aggregate": {"key": "payment.amount", "function": "sum", "min_value": 150.0}}]});
+    for e in [&plain, &summed] {
+        let r = e.reload(EngineConfig::from_value(&cfg).unwrap()).unwrap();
+        assert_eq!(r.traces_refolded, 50);
+    }
+    assert_eq!(stat(&plain, "memory_bytes"), stat(&summed, "memory_bytes"));
+
+    // 4 spans of 40: every sum (160) passes, on both engines alike.
+    assert_eq!(span_ids(&plain.flush(200 * S)).len(), 200);
+    assert_eq!(span_ids(&summed.flush(200 * S)).len(), 200);
+    assert_eq!(stat(&plain, "traces_in_memory"), 0);
+    assert_eq!(stat(&plain, "memory_bytes"), stat(&summed, "memory_bytes"));
+    assert!(
+        stat(&summed, "memory_bytes") < base,
+        "no span bytes nor extras left"
+    );
+}
