@@ -1453,13 +1453,17 @@ impl Shard {
     pub fn gauges(&self) -> ShardGauges {
         use std::mem::size_of;
         // What the allocator holds: slot pages, the table's buckets (an entry and a control byte each, at most
-        // 7/8 full), the queues and free list as allocated, chunk and audit entries, views' extras.
+        // 7/8 full), the queues, free list and first segments as allocated, chunk and audit entries, extras.
         let table = (self.table.capacity() * 8 / 7) * (size_of::<(Key, u64)>() + 1);
         let index = table
             + self.traces.capacity() * size_of::<Trace>()
             + self.due.capacity() * size_of::<(u32, u32)>()
             + self.root_due.capacity() * size_of::<(u32, u32, i64)>()
-            + self.free.capacity() * size_of::<u32>();
+            + self.free.capacity() * size_of::<u32>()
+            + self
+                .durable
+                .as_ref()
+                .map_or(0, |d| d.first_segments.capacity() * size_of::<u64>());
         ShardGauges {
             traces_in_memory: self.buffered() as u64,
             decided_traces_in_memory: self.resident.len() as u64,
