@@ -59,8 +59,22 @@ def _config(archive: bool) -> Config:
     return Config.from_dict(block)
 
 
+def _writer_cpu() -> float:
+    """CPU seconds of this process's archive writer threads (named `tailsample-archive`, cut to 15 characters)."""
+    total = 0.0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        if "(tailsample-arch)" in stat:
+            fields = stat.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def _run(batches: list[tuple[float, bytes]], directory: Path | None,
-         segment: int) -> tuple[float, float, Engine]:
+         segment: int) -> tuple[float, float, float, Engine]:
     engine = (Engine(_config(True), archive=FileStorage(directory, segment_size=segment)) if directory is not None
               else Engine(_config(False)))
     t0 = time.time()
@@ -73,7 +87,7 @@ def _run(batches: list[tuple[float, bytes]], directory: Path | None,
         engine.ingest(payload, now=t0 + t)
     engine.flush(now=t0 + batches[-1][0] + 5)
     engine.archive_stats()  # waits until the writer thread has written everything handed over
-    return time.process_time() - started, time.perf_counter() - wall, engine
+    return time.process_time() - started, time.perf_counter() - wall, _writer_cpu(), engine
 
 
 def _varint(b: bytes, i: int) -> tuple[int, int]:
@@ -133,7 +147,7 @@ def _rewritten(payload: np.ndarray, offsets: np.ndarray, k: int) -> bytes:
     for j, byte in enumerate(k.to_bytes(4, "big")):
         if byte:
             out[offsets + j] ^= byte
-    return out.tobytes()
+    return bytes(out.tobytes())
 
 
 def _pass_id(tid: bytes, k: int) -> str:
@@ -282,10 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.fill_gib:
         if args.directory is None:
             ap.error("--fill-gib needs --directory (the archive is left there: delete it)")
-        result = fill(args)
-        print(json.dumps(result, indent=2))
+        filled = fill(args)
+        print(json.dumps(filled, indent=2))
         if args.json:
-            args.json.write_text(json.dumps(result, indent=2))
+            args.json.write_text(json.dumps(filled, indent=2))
         return 0
 
     gen = TrafficGenerator(seed=21, spans_per_second=50_000)
@@ -304,15 +318,20 @@ def main(argv: list[str] | None = None) -> int:
     on_wall: list[float] = []
     engine: Engine | None = None
     directory = base / "run"
+    on_main: list[float] = []
+    writer_share: list[float] = []
     for _ in range(args.repeats):
-        cpu, wall, _e = _run(batches, None, 0)
+        cpu, wall, _w, _e = _run(batches, None, 0)
         off.append(spans / cpu)
         off_wall.append(spans / wall)
         del _e
         shutil.rmtree(directory, ignore_errors=True)
-        cpu, wall, engine = _run(batches, directory, args.segment_kib << 10)
+        engine = None  # the previous run's writer thread ends with its engine
+        cpu, wall, writer, engine = _run(batches, directory, args.segment_kib << 10)
         on.append(spans / cpu)
         on_wall.append(spans / wall)
+        on_main.append(spans / (cpu - writer))
+        writer_share.append(writer / cpu)
     assert engine is not None
     s = engine.stats()
     a = engine.archive_stats()
@@ -349,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_cpu": statistics.median(on) / statistics.median(off),
         "throughput_off_wall": statistics.median(off_wall), "throughput_on_wall": statistics.median(on_wall),
         "ratio_wall": statistics.median(on_wall) / statistics.median(off_wall),
+        "throughput_on_cpu_without_writer": statistics.median(on_main),
+        "ratio_cpu_without_writer": statistics.median(on_main) / statistics.median(off),
+        "writer_cpu_share": statistics.median(writer_share),
+        "writer_us_per_archived_span": statistics.median(writer_share) / statistics.median(on) * 1e6 * spans / max(
+            1, engine.stats()["spans_not_sampled"] + engine.stats()["spans_dropped"] + engine.stats()["spans_evicted"]),
         "archived_traces": a["traces"], "archived_spans": archived_spans, "kept_traces": kept,
         "archive_bytes": a["bytes"], "archive_bytes_per_span": a["bytes"] / archived_spans,
         "bytes_ratio": (a["bytes"] / archived_spans) / (raw / spans),
