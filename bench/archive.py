@@ -195,7 +195,13 @@ def fill(args: argparse.Namespace) -> dict[str, Any]:
     started, wall = time.process_time(), time.perf_counter()
     k = 0
     spans = 0
+    state = base / "fill-state.json"
     full = False
+    if args.reuse and state.exists():
+        # The archive filled by an earlier run: measured again as it is.
+        saved = json.loads(state.read_text())
+        k, spans, t0 = saved["passes"], saved["spans"], saved["t0"]
+        full = True
     while not full:
         next_poll = 0.2
         for i, (t, payload, offsets, n_spans) in enumerate(seed):
@@ -221,6 +227,7 @@ def fill(args: argparse.Namespace) -> dict[str, Any]:
     a = engine.archive_stats()
     assert a is not None
     fill_cpu, fill_wall = time.process_time() - started, time.perf_counter() - wall
+    state.write_text(json.dumps({"passes": k, "spans": spans, "t0": t0}))
     complete = k - 1  # passes written whole
     directory = engine.archive_directory
     files = sorted(directory.iterdir())
@@ -292,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--directory", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--fill-gib", type=float, default=0.0)
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --fill-gib: measure the archive an earlier --fill-gib run left in --directory again")
     args = ap.parse_args(argv)
     if args.fill_gib:
         if args.directory is None:
