@@ -14,7 +14,7 @@ cut to 1 s, polled every 0.2 s of traffic time, flushed at the end), in-process,
   runs beside the decisions) and per CPU-second of the process (all threads);
 - bytes: archive bytes on disk (segments and indexes) per archived span, against the raw OTLP bytes per span of
   the traffic as sent (the payloads' protobuf bytes);
-- index memory: the closed segments' Bloom filters and the open segment's table, per archived trace;
+- index memory: the closed segments' Bloom filters and fences, and the open segment's table, per archived trace;
 - lookup: `--lookups` trace IDs (half archived, half never seen) looked up one by one, p50/p99, with the archive
   cut into `--segment-kib` segments (default: the `file_storage` default, 16 MiB);
 - scan: `tailsample recover --since --where`'s scan (decode, OTTL on every span) over the whole archive, spans/s.
