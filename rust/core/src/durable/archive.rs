@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! <dir>/00000000000000000007.seg   a `SegmentLog` (its header, checksums and torn-tail cut): BLOCK records
-//! <dir>/00000000000000000007.idx   written when the segment is closed: "TSAIDX01", traces (u64), first and last
+//! <dir>/00000000000000000007.idx   written when the segment is closed: "TSAIDX02", traces (u64), first and last
 //!                                  time (i64 ns), then (trace ID u128 LE, record offset u64 LE) sorted by ID
 //! ```
 //! A BLOCK body (format 2): the version byte (2), traces `n` (u32), the origin table's length (u32), then per
@@ -17,8 +17,9 @@
 //! Format 1 (record kind 10: one re-encoded payload per trace) is not read: such a segment is skipped and
 //! reported (`truncations` on open, a problem line to a reader).
 //!
-//! Memory: only the open segment's IDs are held (24 B each); closed segments are searched on disk by binary
-//! search in their index file (a few reads each). A segment left without its index by kill -9 gets one on the
+//! Memory: the open segment's IDs (24 B each); per closed segment a Bloom filter (1.5 B per trace) and every
+//! 128th indexed ID (fences, 0.125 B per trace): a lookup reads one stretch of an index file between two fences
+//! in the segments whose filter says maybe. A segment left without its index by kill -9 gets one on the
 //! next open, rebuilt from its records.
 
 use std::fs::{self, File};
@@ -1435,8 +1436,9 @@ mod tests {
     }
 
     /// The zstd level and block size survey behind `LEVEL` and `BLOCK_RAW_BYTES`: recompresses the blocks of
-    /// an archive written by `bench/archive.py --directory DIR` (DIR/run) at each level and block size.
-    /// `TAILSAMPLE_ARCHIVE_SURVEY=DIR/run cargo test --release -p tailsample-core --lib survey -- --ignored
+    /// an archive written by `bench/archive.py --directory DIR` (DIR/run/archive_tail_sampling) at each level
+    /// and block size.
+    /// `TAILSAMPLE_ARCHIVE_SURVEY=DIR/run/archive_tail_sampling cargo test --release -p tailsample-core --lib survey -- --ignored
     /// --nocapture`
     #[test]
     #[ignore]
