@@ -407,9 +407,10 @@ class Engine:
 
     def archive_stats(self) -> dict[str, Any] | None:
         """The archive of dropped traces: `bytes`, `max_bytes`, `traces`, `oldest` (Unix s, None when empty),
-        `max_age` (s), `index_memory_bytes`, `traces_written`, `bytes_raw` (OTLP bytes before compression),
-        `traces_refused_budget`, `traces_overflowed` (not archived: the stash between rounds was full),
-        `segments_removed_size`/`_age`, `lookups`, `lookups_found`, `truncations`. None without an archive."""
+        `max_age` (s), `index_memory_bytes`, `traces_written`, `bytes_raw` (the span, resource and scope bytes
+        stored, before compression), `traces_refused_budget`, `traces_overflowed` (not archived: the stash
+        between rounds was full), `segments_removed_size`/`_age`, `lookups`, `lookups_found`, `truncations`.
+        None without an archive."""
         return _native.archive_report(self._native)
 
     def kept_trace(self, trace_id: str) -> list[bytes] | None:

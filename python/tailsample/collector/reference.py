@@ -916,7 +916,8 @@ SERVICE_METRICS: tuple[Metric, ...] = (
         "tailsample_archive_index_memory_bytes",
         "gauge",
         ("processor",),
-        "Memory of the archive's trace ID index: the closed segments' Bloom filters and the open segment's table",
+        "Memory of the archive's trace ID index: the closed segments' Bloom filters and fences, and the open "
+        "segment's table",
         only_with="tailsample.archive",
     ),
     Metric(

@@ -512,7 +512,7 @@ def archive_samples(engine: Engine, proc: tuple[str, str], recovered_traces: int
         ("tailsample_archive_lookups", "counter", "Trace ID lookups in the archive", a["lookups"]),
         ("tailsample_archive_lookups_found", "counter", "Trace ID lookups that found the trace", a["lookups_found"]),
         ("tailsample_archive_index_memory_bytes", "gauge", "Memory of the archive's trace ID index: the closed "
-         "segments' Bloom filters and the open segment's table", a["index_memory_bytes"]),
+         "segments' Bloom filters and fences, and the open segment's table", a["index_memory_bytes"]),
         ("tailsample_archive_recovered_traces", "counter", "Archived traces sent to the exporters on request",
          recovered_traces),
         ("tailsample_archive_recovered_spans", "counter", "Spans of the archived traces sent to the exporters",

@@ -17,8 +17,8 @@ use ahash::RandomState;
 use crate::config::EngineConfig;
 use crate::durable::tail_storage::Replayed;
 use crate::durable::{
-    Archive, ArchiveOptions, ArchiveStats, Dropped, Found, ReplayReport, StorageOptions,
-    SyncPolicy, TailStorage,
+    Archive, ArchiveOptions, ArchiveStats, Found, ReplayReport, StorageOptions, SyncPolicy,
+    TailStorage,
 };
 use crate::error::{Error, Result};
 use crate::otlp::decode::decode;
@@ -77,7 +77,8 @@ type ArchiveJob = (Vec<(u128, Vec<Chunk>)>, i64);
 /// decisions slow down rather than dropped traces being lost).
 const ARCHIVE_QUEUE_ROUNDS: usize = 4;
 
-/// The archive and the thread that encodes, compresses and writes dropped traces, off the decision path.
+/// The archive and the thread that compresses and writes dropped traces (their stored chunks, moved here by
+/// the round), off the decision path.
 struct ArchiveWriter {
     archive: Arc<Mutex<Archive>>,
     tx: Mutex<Option<std::sync::mpsc::SyncSender<ArchiveJob>>>,
@@ -97,13 +98,13 @@ impl ArchiveWriter {
             .name("tailsample-archive".into())
             .spawn(move || {
                 for (dropped, now) in rx {
-                    let traces = encode_dropped(&dropped);
-                    drop(dropped);
                     {
                         let mut a = a.lock().unwrap_or_else(|e| e.into_inner());
-                        a.write(&traces, now);
+                        a.write(&dropped, now);
                         a.expire(now);
                     }
+                    // Freed outside the lock: a lookup waiting for it does not wait for this.
+                    drop(dropped);
                     let (m, cv) = &*p;
                     *m.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
                     cv.notify_all();
@@ -148,21 +149,6 @@ impl Drop for ArchiveWriter {
             let _ = t.join();
         }
     }
-}
-
-/// Each dropped trace re-encoded as one payload, with its resource and scope.
-fn encode_dropped(dropped: &[(u128, Vec<Chunk>)]) -> Vec<Dropped> {
-    dropped
-        .iter()
-        .filter_map(|(id, chunks)| {
-            let refs: Vec<OutChunk<'_>> = chunks.iter().map(Chunk::out).collect();
-            let mut p = encode_requests(&refs, usize::MAX >> 1, |_, _| {});
-            (p.len() == 1).then(|| Dropped {
-                id: *id,
-                payload: p.swap_remove(0),
-            })
-        })
-        .collect()
 }
 
 /// Dropped traces wait for the next round in per-shard stashes of at most this many bytes in all.

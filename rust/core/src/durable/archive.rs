@@ -3,14 +3,23 @@
 //!
 //! ```text
 //! <dir>/00000000000000000007.seg   a `SegmentLog` (its header, checksums and torn-tail cut): BLOCK records
-//! <dir>/00000000000000000007.idx   written when the segment is closed: "TSAIDX01", traces (u64), first and last
+//! <dir>/00000000000000000007.idx   written when the segment is closed: "TSAIDX02", traces (u64), first and last
 //!                                  time (i64 ns), then (trace ID u128 LE, record offset u64 LE) sorted by ID
 //! ```
-//! A BLOCK body: traces `n` (u32), then per trace its ID (u128 LE), time archived (i64 ns) and payload length
-//! (u32), then the zstd frame of the payloads (one `ExportTraceServiceRequest` per trace) one after another.
+//! A BLOCK body (format 2): the version byte (2), traces `n` (u32), the origin table's length (u32), then per
+//! trace its ID (u128 LE), time archived (i64 ns) and part length (u32), then one zstd frame of the traces'
+//! parts one after another and the block's origin table. A trace's part is the chunks the store held, as they
+//! were: chunk count (u32), then per chunk its origin's index in the table (u32), spans (u32), length (u32) and
+//! the framed span bytes. The origin table holds each resource and scope of the block once: resources (u32),
+//! each its raw bytes and schema URL; origins (u32), each its resource's index, raw scope bytes and schema URL
+//! (bytes as a u32 length, `u32::MAX` for an absent field). A trace's OTLP payload is rebuilt only when it is
+//! read back (find, scan, recover): writing copies the stored span bytes once and encodes nothing.
+//! Format 1 (record kind 10: one re-encoded payload per trace) is not read: such a segment is skipped and
+//! reported (`truncations` on open, a problem line to a reader).
 //!
-//! Memory: only the open segment's IDs are held (24 B each); closed segments are searched on disk by binary
-//! search in their index file (a few reads each). A segment left without its index by kill -9 gets one on the
+//! Memory: the open segment's IDs (24 B each); per closed segment a Bloom filter (1.5 B per trace) and every
+//! 128th indexed ID (fences, 0.125 B per trace): a lookup reads one stretch of an index file between two fences
+//! in the segments whose filter says maybe. A segment left without its index by kill -9 gets one on the
 //! next open, rebuilt from its records.
 
 use std::fs::{self, File};
@@ -18,20 +27,35 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::otlp::encode::{encode_requests, OutChunk};
+use crate::store::intern::{Origin, Resource};
+use crate::store::shard::Chunk;
+
 use super::segment_log::{
     checksum, Budget, LogOptions, Records, SegmentLog, SyncPolicy, Truncation, RECORD_HEADER,
     SEGMENT_HEADER,
 };
 
-pub const BLOCK: u8 = 10;
-const IDX_MAGIC: &[u8; 8] = b"TSAIDX01";
+/// The record kind of a format-2 block (format 1's was 10, see `BLOCK_V1`).
+pub const BLOCK: u8 = 11;
+/// Blocks written before format 2: not readable any more, skipped and reported.
+const BLOCK_V1: u8 = 10;
+const FORMAT: u8 = 2;
+const IDX_MAGIC: &[u8; 8] = b"TSAIDX02";
 const IDX_HEADER: u64 = 8 + 8 + 8 + 8;
 const IDX_ENTRY: u64 = 24;
-/// zstd level 1: the fastest of the regular levels (the write is on the decision path); on the seed traffic it
-/// still keeps the archive well under a quarter of the OTLP bytes (bench/archive.py).
-const LEVEL: i32 = 1;
-/// Traces are written in blocks of about this many OTLP bytes: a lookup decompresses one block.
-const BLOCK_RAW_BYTES: usize = 256 << 10;
+/// zstd level -5, in 1 MiB blocks: on the seed traffic's stored spans it compresses about 30 % faster than
+/// level 1 (1.48 against 1.12 GB/s on this machine) to 0.151 of the raw bytes against 0.103, well under a
+/// quarter of the OTLP bytes; level -7 would gain 9 % more speed for 11 % more bytes (hours of retention).
+/// Larger blocks compress better at every level (256 KiB: 0.166 at -5). The survey:
+/// `survey_levels_and_block_sizes` below, figures in bench/RESULTS.md.
+pub const LEVEL: i32 = -5;
+/// Traces are written in blocks of about this many stored bytes: a lookup decompresses one block (about a
+/// quarter of a millisecond at 1 MiB).
+const BLOCK_RAW_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
@@ -42,12 +66,8 @@ pub struct ArchiveOptions {
     pub segment_bytes: u64,
 }
 
-/// One dropped trace handed to the archive: its ID and its spans as one OTLP payload.
-#[derive(Debug, Clone)]
-pub struct Dropped {
-    pub id: u128,
-    pub payload: Vec<u8>,
-}
+/// One dropped trace handed to the archive: its ID and the chunks the store held (moved, not copied).
+pub type Dropped = (u128, Vec<Chunk>);
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct ArchiveStats {
@@ -71,6 +91,17 @@ struct SegMeta {
     idx_bytes: u64,
     /// Which trace IDs the segment may hold: a lookup reads only the segments whose filter says maybe.
     filter: Filter,
+    /// Every `FENCE`th trace ID of the sorted index file.
+    fences: Box<[u128]>,
+}
+
+/// A closed segment's every `FENCE`th indexed trace ID is held in memory (0.125 B per trace): a lookup reads the
+/// one stretch of the index file between two fences (one read of at most 3 KB) instead of binary-searching the
+/// file read by read, which on a cold page cache cost a disk read per step.
+const FENCE: usize = 128;
+
+fn fences(sorted: impl Iterator<Item = u128>) -> Box<[u128]> {
+    sorted.step_by(FENCE).collect()
 }
 
 /// A Bloom filter of a closed segment's trace IDs: `FILTER_BITS` bits per trace (1.5 B), `FILTER_HASHES` probes,
@@ -148,7 +179,7 @@ pub struct Archive {
     /// Reused across blocks: a zstd context allocates about a megabyte of tables, and fresh buffers fault in
     /// fresh pages (both showed in profiles as page zeroing).
     compressor: Option<zstd::bulk::Compressor<'static>>,
-    raw: Vec<u8>,
+    builder: BlockBuilder,
     out: Vec<u8>,
 }
 
@@ -171,49 +202,249 @@ fn u128_at(b: &[u8], at: usize) -> Option<u128> {
 }
 
 const ENTRY: usize = 16 + 8 + 4;
+/// Version byte, traces, origin table length.
+const BLOCK_HEAD: usize = 1 + 4 + 4;
+/// An absent optional field in the origin table.
+const ABSENT: u32 = u32::MAX;
 
-/// A BLOCK's table: (trace ID, time archived, payload length) per trace.
+/// A BLOCK's table: (trace ID, time archived, part length) per trace.
 type BlockTable = Vec<(u128, i64, u32)>;
 /// A segment's index entries (trace ID, record offset) and its first and last archive time.
 type SegmentScan = (Vec<(u128, u64)>, i64, i64);
 
-/// A BLOCK's table: (ID, time, payload length) per trace, and where the compressed part starts.
-fn block_table(body: &[u8]) -> Option<(BlockTable, usize)> {
-    let n = u32_at(body, 0)? as usize;
-    let end = 4usize.checked_add(n.checked_mul(ENTRY)?)?;
+/// A BLOCK's table: (ID, time, part length) per trace, the origin table's length, and where the compressed
+/// part starts.
+fn block_table(body: &[u8]) -> Option<(BlockTable, usize, usize)> {
+    if *body.first()? != FORMAT {
+        return None;
+    }
+    let n = u32_at(body, 1)? as usize;
+    let origins = u32_at(body, 5)? as usize;
+    let end = BLOCK_HEAD.checked_add(n.checked_mul(ENTRY)?)?;
     if end > body.len() {
         return None;
     }
     let mut t = Vec::with_capacity(n);
     for i in 0..n {
-        let at = 4 + i * ENTRY;
+        let at = BLOCK_HEAD + i * ENTRY;
         t.push((
             u128_at(body, at)?,
             u64_at(body, at + 16)? as i64,
             u32_at(body, at + 24)?,
         ));
     }
-    Some((t, end))
+    Some((t, origins, end))
 }
 
-/// The payloads of a BLOCK, with the table: (ID, time, payload).
+fn put_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        Some(b) => {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        None => out.extend_from_slice(&ABSENT.to_le_bytes()),
+    }
+}
+
+/// Reads what `put_bytes` wrote at `*at`, moving past it: Some(None) for an absent field.
+fn get_bytes<'a>(b: &'a [u8], at: &mut usize) -> Option<Option<&'a [u8]>> {
+    let len = u32_at(b, *at)?;
+    *at += 4;
+    if len == ABSENT {
+        return Some(None);
+    }
+    let v = b.get(*at..at.checked_add(len as usize)?)?;
+    *at += len as usize;
+    Some(Some(v))
+}
+
+/// A block's origin table read back: each origin under its (shared) resource, so the rebuilt payload groups
+/// scopes under resources as the kept path does.
+fn read_origins(table: &[u8]) -> Option<Vec<Arc<Origin>>> {
+    let mut at = 0;
+    let text = |b: Option<&[u8]>| -> Option<Box<str>> {
+        Some(std::str::from_utf8(b.unwrap_or_default()).ok()?.into())
+    };
+    let nres = u32_at(table, at)? as usize;
+    at += 4;
+    let mut resources = Vec::with_capacity(nres.min(table.len()));
+    for _ in 0..nres {
+        let raw = get_bytes(table, &mut at)?.map(Box::from);
+        let schema_url = text(get_bytes(table, &mut at)?)?;
+        resources.push(Arc::new(Resource {
+            raw,
+            schema_url,
+            matched: 0,
+        }));
+    }
+    let norig = u32_at(table, at)? as usize;
+    at += 4;
+    let mut origins = Vec::with_capacity(norig.min(table.len()));
+    for _ in 0..norig {
+        let r = resources.get(u32_at(table, at)? as usize)?.clone();
+        at += 4;
+        let raw = get_bytes(table, &mut at)?.map(Box::from);
+        let schema_url = text(get_bytes(table, &mut at)?)?;
+        origins.push(Arc::new(Origin {
+            resource: r,
+            raw,
+            schema_url,
+        }));
+    }
+    (at == table.len()).then_some(origins)
+}
+
+/// One trace's OTLP payload rebuilt from its part of a block.
+fn rebuild(part: &[u8], origins: &[Arc<Origin>]) -> Option<Vec<u8>> {
+    let n = u32_at(part, 0)? as usize;
+    let mut at = 4;
+    let mut chunks = Vec::with_capacity(n.min(part.len()));
+    for _ in 0..n {
+        let origin = origins.get(u32_at(part, at)? as usize)?;
+        let spans = u32_at(part, at + 4)?;
+        let len = u32_at(part, at + 8)? as usize;
+        at += 12;
+        let framed = part.get(at..at.checked_add(len)?)?;
+        at += len;
+        chunks.push(OutChunk {
+            origin,
+            framed,
+            spans,
+        });
+    }
+    if at != part.len() {
+        return None;
+    }
+    let mut p = encode_requests(&chunks, usize::MAX >> 1, |_, _| {});
+    match p.len() {
+        0 => Some(Vec::new()),
+        1 => Some(p.swap_remove(0)),
+        _ => None,
+    }
+}
+
+/// The payloads of a BLOCK, with the table: (ID, time, payload), of every trace or of those `wanted` says.
 pub fn decode_block(body: &[u8]) -> io::Result<Vec<(u128, i64, Vec<u8>)>> {
+    decode_block_where(body, |_, _| true)
+}
+
+/// `decode_block` of the traces `wanted(ID, time archived)` says (the others are not rebuilt).
+fn decode_block_where(
+    body: &[u8],
+    wanted: impl Fn(u128, i64) -> bool,
+) -> io::Result<Vec<(u128, i64, Vec<u8>)>> {
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "archive block is malformed");
-    let (table, start) = block_table(body).ok_or_else(bad)?;
-    let total: usize = table.iter().map(|e| e.2 as usize).sum();
+    if body.first() != Some(&FORMAT) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "archive block of format {} (this version reads format {FORMAT})",
+                body.first().copied().unwrap_or(0)
+            ),
+        ));
+    }
+    let (table, origins_len, start) = block_table(body).ok_or_else(bad)?;
+    let parts: usize = table.iter().map(|e| e.2 as usize).sum();
+    let total = parts.checked_add(origins_len).ok_or_else(bad)?;
     let raw = zstd::bulk::decompress(&body[start..], total)?;
     if raw.len() != total {
         return Err(bad());
     }
+    let origins = read_origins(&raw[parts..]).ok_or_else(bad)?;
     let mut at = 0;
-    Ok(table
-        .into_iter()
-        .map(|(id, t, len)| {
-            let p = raw[at..at + len as usize].to_vec();
-            at += len as usize;
-            (id, t, p)
-        })
-        .collect())
+    let mut out = Vec::new();
+    for (id, t, len) in table {
+        let part = &raw[at..at + len as usize];
+        at += len as usize;
+        if wanted(id, t) {
+            out.push((id, t, rebuild(part, &origins).ok_or_else(bad)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Builds one block's uncompressed stream: the traces' parts (the stored chunk bytes copied once), then the
+/// origin table. Kept in the archive so its buffers and maps are reused block after block.
+#[derive(Default)]
+struct BlockBuilder {
+    raw: Vec<u8>,
+    /// The origin table: its resources and origins, each once, in order of first use.
+    resources: Vec<u8>,
+    origins: Vec<u8>,
+    /// Keyed by address (the chunks hold their `Arc`s while the block is built).
+    res_index: HashMap<usize, u32>,
+    origin_index: HashMap<usize, u32>,
+    head: Vec<u8>,
+}
+
+impl BlockBuilder {
+    /// Lays out `traces` archived at `now`; leaves the head in `head` and the stream to compress in `raw`.
+    fn build(&mut self, traces: &[Dropped], now: i64) {
+        self.raw.clear();
+        self.resources.clear();
+        self.origins.clear();
+        self.res_index.clear();
+        self.origin_index.clear();
+        self.head.clear();
+        self.head.push(FORMAT);
+        self.head
+            .extend_from_slice(&(traces.len() as u32).to_le_bytes());
+        self.head.extend_from_slice(&0u32.to_le_bytes());
+        for (id, chunks) in traces {
+            let start = self.raw.len();
+            self.raw
+                .extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+            for c in chunks {
+                let o = self.origin(&c.origin);
+                self.raw.extend_from_slice(&o.to_le_bytes());
+                self.raw.extend_from_slice(&c.spans.to_le_bytes());
+                self.raw
+                    .extend_from_slice(&(c.framed.len() as u32).to_le_bytes());
+                self.raw.extend_from_slice(&c.framed);
+            }
+            self.head.extend_from_slice(&id.to_le_bytes());
+            self.head.extend_from_slice(&now.to_le_bytes());
+            self.head
+                .extend_from_slice(&((self.raw.len() - start) as u32).to_le_bytes());
+        }
+        let table_start = self.raw.len();
+        self.raw
+            .extend_from_slice(&(self.res_index.len() as u32).to_le_bytes());
+        self.raw.extend_from_slice(&self.resources);
+        self.raw
+            .extend_from_slice(&(self.origin_index.len() as u32).to_le_bytes());
+        self.raw.extend_from_slice(&self.origins);
+        let table_len = (self.raw.len() - table_start) as u32;
+        self.head[5..9].copy_from_slice(&table_len.to_le_bytes());
+    }
+
+    fn origin(&mut self, o: &Arc<Origin>) -> u32 {
+        if let Some(&i) = self.origin_index.get(&(Arc::as_ptr(o) as usize)) {
+            return i;
+        }
+        let r: &Arc<Resource> = &o.resource;
+        let ri = match self.res_index.get(&(Arc::as_ptr(r) as usize)) {
+            Some(&i) => i,
+            None => {
+                let i = self.res_index.len() as u32;
+                self.res_index.insert(Arc::as_ptr(r) as usize, i);
+                put_bytes(&mut self.resources, r.raw.as_deref());
+                put_bytes(&mut self.resources, Some(r.schema_url.as_bytes()));
+                i
+            }
+        };
+        let i = self.origin_index.len() as u32;
+        self.origin_index.insert(Arc::as_ptr(o) as usize, i);
+        self.origins.extend_from_slice(&ri.to_le_bytes());
+        put_bytes(&mut self.origins, o.raw.as_deref());
+        put_bytes(&mut self.origins, Some(o.schema_url.as_bytes()));
+        i
+    }
+}
+
+/// A trace's bytes in a block: its chunks and their headers.
+fn part_size(chunks: &[Chunk]) -> usize {
+    4 + chunks.iter().map(|c| 12 + c.framed.len()).sum::<usize>()
 }
 
 fn write_index(dir: &Path, m: &SegMeta, entries: &mut [(u128, u64)]) -> io::Result<u64> {
@@ -248,17 +479,22 @@ fn read_index_header(dir: &Path, id: u64) -> Option<(u64, i64, i64, u64)> {
     (IDX_HEADER + n.checked_mul(IDX_ENTRY)? == len).then_some((n, first, last, len))
 }
 
-/// Scans a segment's records: its index entries and time span.
-fn scan_segment(dir: &Path, id: u64) -> io::Result<SegmentScan> {
+/// Scans a segment's records: its index entries and time span, and how many blocks of format 1 it holds
+/// (not readable: left out of the index).
+fn scan_segment(dir: &Path, id: u64) -> io::Result<(SegmentScan, u64)> {
     let mut data = Vec::new();
     File::open(seg_path(dir, id))?.read_to_end(&mut data)?;
     let mut entries = Vec::new();
     let (mut first, mut last) = (i64::MAX, i64::MIN);
+    let mut old = 0;
     for r in Records::new(id, &data) {
+        if r.kind == BLOCK_V1 {
+            old += 1;
+        }
         if r.kind != BLOCK {
             continue;
         }
-        if let Some((table, _)) = block_table(r.body) {
+        if let Some((table, ..)) = block_table(r.body) {
             for (tid, t, _) in table {
                 entries.push((tid, r.position.offset));
                 first = first.min(t);
@@ -266,21 +502,59 @@ fn scan_segment(dir: &Path, id: u64) -> io::Result<SegmentScan> {
             }
         }
     }
-    Ok((entries, first, last))
+    Ok(((entries, first, last), old))
 }
 
-/// Binary search of one closed segment's index file: the record offsets holding `id`.
-fn search_index(dir: &Path, seg: u64, n: u64, id: u128) -> io::Result<Vec<u64>> {
+fn parse_entry(e: &[u8]) -> (u128, u64) {
+    (
+        u128::from_le_bytes(e[..16].try_into().unwrap()),
+        u64::from_le_bytes(e[16..24].try_into().unwrap()),
+    )
+}
+
+/// Search of one closed segment's index file: the record offsets holding `id`. With the segment's `fences`, one
+/// read of the stretch between two fences; without (offline), a binary search.
+fn search_index(
+    dir: &Path,
+    seg: u64,
+    n: u64,
+    id: u128,
+    fences: Option<&[u128]>,
+) -> io::Result<Vec<u64>> {
     let f = File::open(idx_path(dir, seg))?;
     let entry = |i: u64| -> io::Result<(u128, u64)> {
         let mut e = [0u8; IDX_ENTRY as usize];
         f.read_exact_at(&mut e, IDX_HEADER + i * IDX_ENTRY)?;
-        Ok((
-            u128::from_le_bytes(e[..16].try_into().unwrap()),
-            u64::from_le_bytes(e[16..].try_into().unwrap()),
-        ))
+        Ok(parse_entry(&e))
     };
     let (mut lo, mut hi) = (0u64, n);
+    if let Some(fs) = fences.filter(|fs| fs.len() as u64 == n.div_ceil(FENCE as u64)) {
+        // fences[p - 1] < id <= fences[p]: the first entry >= id is in ((p - 1) * FENCE, p * FENCE].
+        let p = fs.partition_point(|&x| x < id) as u64;
+        let from = p.saturating_sub(1) * FENCE as u64;
+        let to = (p * FENCE as u64 + 1).min(n);
+        let mut buf = vec![0u8; ((to - from) * IDX_ENTRY) as usize];
+        f.read_exact_at(&mut buf, IDX_HEADER + from * IDX_ENTRY)?;
+        let mut out = Vec::new();
+        for (e, off) in buf.chunks_exact(IDX_ENTRY as usize).map(parse_entry) {
+            if e == id {
+                out.push(off);
+            } else if e > id {
+                return Ok(out);
+            }
+        }
+        // The stretch ended on `id` itself: its other parts follow.
+        lo = to;
+        while lo < n {
+            let (e, off) = entry(lo)?;
+            if e != id {
+                break;
+            }
+            out.push(off);
+            lo += 1;
+        }
+        return Ok(out);
+    }
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if entry(mid)?.0 < id {
@@ -328,14 +602,12 @@ fn find_in(
 ) -> io::Result<()> {
     for &off in offsets {
         let body = read_record(dir, seg, off)?;
-        for (tid, t, payload) in decode_block(&body)? {
-            if tid == id {
-                out.push(Found {
-                    id,
-                    archived_at: t,
-                    payload,
-                });
-            }
+        for (_, t, payload) in decode_block_where(&body, |t, _| t == id)? {
+            out.push(Found {
+                id,
+                archived_at: t,
+                payload,
+            });
         }
     }
     Ok(())
@@ -357,21 +629,38 @@ impl Archive {
         let dir = opts.directory.clone();
         let current = log.current_segment();
         let mut closed = Vec::new();
+        let mut truncations = truncations;
         for id in log.segment_ids() {
             if id == current {
                 continue;
             }
             let meta = match read_index_header(&dir, id) {
-                Some((traces, first, last, idx_bytes)) => SegMeta {
-                    id,
-                    traces,
-                    first,
-                    last,
-                    idx_bytes,
-                    filter: Filter::new(index_ids(&dir, id)?.into_iter()),
-                },
+                Some((traces, first, last, idx_bytes)) => {
+                    let ids = index_ids(&dir, id)?;
+                    SegMeta {
+                        id,
+                        traces,
+                        first,
+                        last,
+                        idx_bytes,
+                        filter: Filter::new(ids.iter().copied()),
+                        fences: fences(ids.into_iter()),
+                    }
+                }
                 None => {
-                    let (mut entries, first, last) = scan_segment(&dir, id)?;
+                    let ((mut entries, first, last), old) = scan_segment(&dir, id)?;
+                    if old > 0 {
+                        // Reported like a torn tail (nothing is cut): the segment stays until it ages out.
+                        truncations.push(Truncation {
+                            segment: id,
+                            file: seg_path(&dir, id),
+                            offset: 0,
+                            bytes: 0,
+                            reason: format!(
+                                "{old} block(s) of an older archive format (1): not readable, skipped"
+                            ),
+                        });
+                    }
                     let mut m = SegMeta {
                         id,
                         traces: entries.len() as u64,
@@ -379,8 +668,10 @@ impl Archive {
                         last,
                         idx_bytes: 0,
                         filter: Filter::new(entries.iter().map(|e| e.0)),
+                        fences: Box::default(),
                     };
                     m.idx_bytes = write_index(&dir, &m, &mut entries)?;
+                    m.fences = fences(entries.iter().map(|e| e.0));
                     m
                 }
             };
@@ -410,7 +701,7 @@ impl Archive {
             truncations,
             stats: ArchiveStats::default(),
             compressor: None,
-            raw: Vec::new(),
+            builder: BlockBuilder::default(),
             out: Vec::new(),
         })
     }
@@ -445,7 +736,11 @@ impl Archive {
     /// Bytes the in-memory index holds: the open segment's table and the closed segments' filters.
     pub fn index_memory_bytes(&self) -> u64 {
         (self.open.capacity() * std::mem::size_of::<(u128, u64)>()) as u64
-            + self.closed.iter().map(|m| m.filter.bytes()).sum::<u64>()
+            + self
+                .closed
+                .iter()
+                .map(|m| m.filter.bytes() + (m.fences.len() * 16) as u64)
+                .sum::<u64>()
     }
 
     /// Writes dropped traces archived at `now`, in blocks of about `BLOCK_RAW_BYTES` (a lookup decompresses one
@@ -457,9 +752,9 @@ impl Archive {
             let mut end = start;
             let mut raw = 0;
             while end < traces.len()
-                && (end == start || raw + traces[end].payload.len() <= BLOCK_RAW_BYTES)
+                && (end == start || raw + part_size(&traces[end].1) <= BLOCK_RAW_BYTES)
             {
-                raw += traces[end].payload.len();
+                raw += part_size(&traces[end].1);
                 end += 1;
             }
             written += self.write_block(&traces[start..end], now);
@@ -472,29 +767,22 @@ impl Archive {
         if traces.is_empty() {
             return 0;
         }
-        let mut raw = std::mem::take(&mut self.raw);
-        raw.clear();
-        let mut head = Vec::with_capacity(4 + traces.len() * ENTRY);
-        head.extend_from_slice(&(traces.len() as u32).to_le_bytes());
-        for t in traces {
-            head.extend_from_slice(&t.id.to_le_bytes());
-            head.extend_from_slice(&now.to_le_bytes());
-            head.extend_from_slice(&(t.payload.len() as u32).to_le_bytes());
-            raw.extend_from_slice(&t.payload);
-        }
+        let mut b = std::mem::take(&mut self.builder);
+        b.build(traces, now);
+        let (head, raw) = (&b.head, &b.raw);
         let mut compressed = std::mem::take(&mut self.out);
         compressed.clear();
         compressed.reserve(zstd::zstd_safe::compress_bound(raw.len()));
         let done = match &mut self.compressor {
-            Some(c) => c.compress_to_buffer(&raw, &mut compressed),
+            Some(c) => c.compress_to_buffer(raw, &mut compressed),
             None => zstd::bulk::Compressor::new(LEVEL).and_then(|mut c| {
-                let n = c.compress_to_buffer(&raw, &mut compressed);
+                let n = c.compress_to_buffer(raw, &mut compressed);
                 self.compressor = Some(c);
                 n
             }),
         };
-        let written = self.append_block(traces, &head, &compressed, raw.len(), now, done.is_ok());
-        self.raw = raw;
+        let written = self.append_block(traces, head, &compressed, raw.len(), now, done.is_ok());
+        self.builder = b;
         self.out = compressed;
         written
     }
@@ -537,7 +825,7 @@ impl Archive {
             self.seal(before);
         }
         for t in traces {
-            self.open.push((t.id, pos.offset));
+            self.open.push((t.0, pos.offset));
         }
         self.open_first = self.open_first.min(now);
         self.open_last = self.open_last.max(now);
@@ -557,11 +845,14 @@ impl Archive {
             last: self.open_last,
             idx_bytes: 0,
             filter: Filter::new(entries.iter().map(|e| e.0)),
+            fences: Box::default(),
         };
         self.open_first = i64::MAX;
         self.open_last = i64::MIN;
         // Without its index file the segment is still found: `open` rebuilds it.
         m.idx_bytes = write_index(&self.opts.directory, &m, &mut entries).unwrap_or(0);
+        // Sorted by `write_index` (first thing, before any write).
+        m.fences = fences(entries.iter().map(|e| e.0));
         self.closed.push(m);
     }
 
@@ -605,7 +896,7 @@ impl Archive {
         let dir = self.opts.directory.clone();
         let mut out = Vec::new();
         for m in self.closed.iter().filter(|m| m.filter.may_contain(id)) {
-            let offs = search_index(&dir, m.id, m.traces, id)?;
+            let offs = search_index(&dir, m.id, m.traces, id, Some(&m.fences))?;
             find_in(&dir, m.id, &offs, id, &mut out)?;
         }
         let mut offs: Vec<u64> = self
@@ -675,21 +966,30 @@ impl ArchiveReader {
         for seg in self.segments()? {
             if let Some((n, ..)) = read_index_header(&self.dir, seg) {
                 for &id in ids {
-                    let offs = search_index(&self.dir, seg, n, id)?;
+                    let offs = search_index(&self.dir, seg, n, id, None)?;
                     find_in(&self.dir, seg, &offs, id, &mut out)?;
                 }
             } else {
-                self.for_each_block(seg, |_, table| {
-                    for (tid, t, payload) in table {
-                        if ids.contains(&tid) {
-                            out.push(Found {
-                                id: tid,
-                                archived_at: t,
-                                payload,
-                            });
-                        }
+                // No index (the segment being written): each block's table says whether to decompress it.
+                let mut data = Vec::new();
+                File::open(seg_path(&self.dir, seg))?.read_to_end(&mut data)?;
+                for r in Records::new(seg, &data).filter(|r| r.kind == BLOCK) {
+                    let Some((table, ..)) = block_table(r.body) else {
+                        continue;
+                    };
+                    if !table.iter().any(|e| ids.contains(&e.0)) {
+                        continue;
                     }
-                })?;
+                    for (id, archived_at, payload) in
+                        decode_block_where(r.body, |t, _| ids.contains(&t))?
+                    {
+                        out.push(Found {
+                            id,
+                            archived_at,
+                            payload,
+                        });
+                    }
+                }
             }
         }
         Ok(out)
@@ -714,9 +1014,9 @@ impl ArchiveReader {
                     continue;
                 }
             }
-            let p = self.for_each_block(seg, |_, table| {
+            let p = self.for_each_block(seg, (since, until), |_, table| {
                 for (tid, t, payload) in table {
-                    if go && t >= since && t <= until {
+                    if go {
                         go = each(tid, t, &payload);
                     }
                 }
@@ -727,23 +1027,38 @@ impl ArchiveReader {
     }
 
     /// The problems met in segment `seg`: a torn tail, a block that does not decompress.
+    /// Each block's traces archived within `window` (inclusive, ns): a block with none is not decompressed.
     fn for_each_block(
         &self,
         seg: u64,
+        window: (i64, i64),
         mut each: impl FnMut(u64, Vec<(u128, i64, Vec<u8>)>),
     ) -> io::Result<Vec<String>> {
+        let within = |t: i64| t >= window.0 && t <= window.1;
         let mut data = Vec::new();
         File::open(seg_path(&self.dir, seg))?.read_to_end(&mut data)?;
         let mut problems = Vec::new();
         let mut records = Records::new(seg, &data);
+        let mut old = 0;
         for r in records.by_ref() {
+            if r.kind == BLOCK_V1 {
+                old += 1;
+            }
             if r.kind != BLOCK {
                 continue;
             }
-            match decode_block(r.body) {
+            if block_table(r.body).is_some_and(|(t, ..)| !t.iter().any(|e| within(e.1))) {
+                continue;
+            }
+            match decode_block_where(r.body, |_, t| within(t)) {
                 Ok(t) => each(r.position.offset, t),
                 Err(e) => problems.push(format!("segment {seg} offset {}: {e}", r.position.offset)),
             }
+        }
+        if old > 0 {
+            problems.push(format!(
+                "segment {seg}: {old} block(s) of an older archive format (1), not readable: skipped"
+            ));
         }
         if let Some(p) = records.problem.take() {
             problems.push(format!(
@@ -890,10 +1205,36 @@ mod tests {
         }
     }
 
-    fn trace(id: u128) -> Dropped {
-        // Varied, not very compressible: zstd must not make a segment's worth of blocks vanish.
-        let mut x = (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let payload = (0..600)
+    /// Three origins: two scopes under one resource (one scope without raw bytes), one under another resource
+    /// (without raw bytes, with a schema URL).
+    fn origins() -> Vec<Arc<Origin>> {
+        let res = |raw: Option<&[u8]>, schema: &str| {
+            Arc::new(Resource {
+                raw: raw.map(Box::from),
+                schema_url: schema.into(),
+                matched: 0,
+            })
+        };
+        let (a, b) = (res(Some(b"\x0a\x03svc"), ""), res(None, "https://s/1"));
+        let o = |r: &Arc<Resource>, raw: Option<&[u8]>, schema: &str| {
+            Arc::new(Origin {
+                resource: r.clone(),
+                raw: raw.map(Box::from),
+                schema_url: schema.into(),
+            })
+        };
+        vec![
+            o(&a, Some(b"\x0a\x02io"), "https://s/2"),
+            o(&a, None, ""),
+            o(&b, Some(b"\x0a\x01x"), ""),
+        ]
+    }
+
+    /// A framed span of varied, not very compressible bytes: zstd must not make a segment's worth of blocks
+    /// vanish.
+    fn framed(seed: u64, len: usize) -> Box<[u8]> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let raw: Vec<u8> = (0..len)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -901,21 +1242,48 @@ mod tests {
                 x as u8
             })
             .collect();
-        Dropped { id, payload }
+        let mut f = Vec::new();
+        crate::otlp::encode::frame_span(&mut f, &raw);
+        f.into()
+    }
+
+    /// Trace `id`: one or two chunks, from origins chosen by its ID.
+    fn trace(id: u128, o: &[Arc<Origin>]) -> Dropped {
+        let n = o.len() as u128;
+        let mut chunks = vec![Chunk {
+            origin: o[(id % n) as usize].clone(),
+            framed: framed(id as u64, 600),
+            spans: 1,
+        }];
+        if id % 2 == 1 {
+            chunks.push(Chunk {
+                origin: o[((id + 1) % n) as usize].clone(),
+                framed: framed(!(id as u64), 80),
+                spans: 1,
+            });
+        }
+        (id, chunks)
+    }
+
+    /// What the trace's payload must read back as: its chunks encoded as the kept path encodes them.
+    fn payload(t: &Dropped) -> Vec<u8> {
+        let refs: Vec<OutChunk<'_>> = t.1.iter().map(Chunk::out).collect();
+        encode_requests(&refs, usize::MAX >> 1, |_, _| {}).swap_remove(0)
     }
 
     #[test]
     fn finds_traces_across_segments_and_after_reopen() {
         let dir = tempdir("archive", "find");
+        let o = origins();
         let mut a = Archive::open(opts(&dir, 1 << 30, 0)).unwrap();
         for round in 0..20u128 {
-            let block: Vec<Dropped> = (0..5).map(|i| trace(round * 10 + i)).collect();
+            let block: Vec<Dropped> = (0..5).map(|i| trace(round * 10 + i, &o)).collect();
             assert_eq!(a.write(&block, round as i64), 5);
         }
         assert!(a.closed.len() > 2, "several segments closed");
         let f = a.find(123).unwrap();
         assert_eq!(f.len(), 1);
-        assert_eq!(f[0].payload, trace(123).payload);
+        assert_eq!(f[0].payload, payload(&trace(123, &o)));
         assert_eq!(f[0].archived_at, 12);
         assert!(a.find(7).unwrap().is_empty());
         assert_eq!(a.traces(), 100);
@@ -936,7 +1304,7 @@ mod tests {
         for id in [0u128, 54, 192, 194] {
             let f = a.find(id).unwrap();
             assert_eq!(f.len(), 1, "trace {id}");
-            assert_eq!(f[0].payload, trace(id).payload, "trace {id}");
+            assert_eq!(f[0].payload, payload(&trace(id, &o)), "trace {id}");
         }
         let r = ArchiveReader::open(&dir).unwrap();
         assert_eq!(r.find(&[31, 999]).unwrap().len(), 1);
@@ -957,9 +1325,10 @@ mod tests {
     fn size_and_age_bounds_remove_the_oldest_first() {
         let dir = tempdir("archive", "bounds");
         let max = 40_000;
+        let o = origins();
         let mut a = Archive::open(opts(&dir, max, 1_000)).unwrap();
         for round in 0..200u128 {
-            let block: Vec<Dropped> = (0..3).map(|i| trace(round * 10 + i)).collect();
+            let block: Vec<Dropped> = (0..3).map(|i| trace(round * 10 + i, &o)).collect();
             a.write(&block, round as i64);
             assert!(a.bytes() <= max, "{} bytes after round {round}", a.bytes());
         }
@@ -972,8 +1341,207 @@ mod tests {
         assert_eq!(a.traces(), 0);
         assert!(a.stats.segments_removed_age > 0);
         // A block larger than the whole budget is refused, and counted.
-        let big: Vec<Dropped> = (0..200).map(trace).collect();
+        let big: Vec<Dropped> = (0..200).map(|i| trace(i, &o)).collect();
         assert_eq!(a.write(&big, 10_000), 0);
         assert_eq!(a.stats.traces_refused_budget, 200);
+    }
+
+    #[test]
+    fn a_block_keeps_origins_and_rebuilds_each_trace_whole() {
+        let dir = tempdir("archive", "block");
+        let o = origins();
+        let block: Vec<Dropped> = (0..40).map(|i| trace(i, &o)).collect();
+        let mut a = Archive::open(opts(&dir, 1 << 30, 0)).unwrap();
+        assert_eq!(a.write(&block, 7), 40);
+        assert_eq!(a.stats.blocks_written, 1);
+        // Each origin's bytes are in the block once, however many traces use it.
+        let b = &a.builder;
+        assert_eq!((b.origin_index.len(), b.res_index.len()), (3, 2));
+        let body = read_record(&dir, a.log.current_segment(), a.open[0].1).unwrap();
+        let back = decode_block(&body).unwrap();
+        assert_eq!(back.len(), 40);
+        for ((id, t, p), want) in back.iter().zip(&block) {
+            assert_eq!((*id, *t), (want.0, 7));
+            assert_eq!(p, &payload(want), "trace {id}");
+        }
+        // A damaged block is an error, not garbage.
+        let mut bad = body.clone();
+        bad[0] = 1;
+        assert!(decode_block(&bad).is_err());
+        let mut bad = body.clone();
+        bad.truncate(body.len() - 3);
+        assert!(decode_block(&bad).is_err());
+    }
+
+    #[test]
+    fn a_torn_block_is_cut_on_reopen_and_the_rest_is_found() {
+        let dir = tempdir("archive", "torn");
+        let o = origins();
+        // Segments large enough to hold every block: the torn one is the open segment's last.
+        let big = ArchiveOptions {
+            segment_bytes: 1 << 20,
+            ..opts(&dir, 1 << 30, 0)
+        };
+        let mut a = Archive::open(big.clone()).unwrap();
+        a.write(&(0..5).map(|i| trace(i, &o)).collect::<Vec<_>>(), 1);
+        a.write(&(5..10).map(|i| trace(i, &o)).collect::<Vec<_>>(), 2);
+        let seg = a.log.current_segment();
+        drop(a);
+        // As kill -9 in the middle of the second block's write.
+        let path = seg_path(&dir, seg);
+        let len = fs::metadata(&path).unwrap().len();
+        let f = fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(len - 100).unwrap();
+        let mut a = Archive::open(big).unwrap();
+        assert_eq!(a.truncations.len(), 1, "{:?}", a.truncations);
+        assert_eq!(a.traces(), 5);
+        for id in 0..5u128 {
+            let f = a.find(id).unwrap();
+            assert_eq!(f.len(), 1, "trace {id}");
+            assert_eq!(f[0].payload, payload(&trace(id, &o)));
+        }
+        assert!(a.find(7).unwrap().is_empty());
+        // Writing goes on after the cut.
+        a.write(&[trace(11, &o)], 3);
+        assert_eq!(a.find(11).unwrap()[0].payload, payload(&trace(11, &o)));
+    }
+
+    #[test]
+    fn a_segment_of_the_older_format_is_skipped_and_reported() {
+        let dir = tempdir("archive", "v1");
+        let o = origins();
+        let mut a = Archive::open(opts(&dir, 1 << 30, 0)).unwrap();
+        // A format-1 block: kind 10, its body whatever it was.
+        a.log.append(BLOCK_V1, &[b"\x01\x00\x00\x00old"]).unwrap();
+        a.log.rotate().unwrap();
+        a.write(&[trace(1, &o)], 1);
+        drop(a);
+        // Read offline as it was left (the old segment without an index of this format).
+        let r = ArchiveReader::open(&dir).unwrap();
+        let problems = r.scan(0, 10, |_, _, _| true).unwrap();
+        assert!(
+            problems.iter().any(|p| p.contains("older archive format")),
+            "{problems:?}"
+        );
+        assert_eq!(r.find(&[1]).unwrap().len(), 1);
+        let mut a = Archive::open(opts(&dir, 1 << 30, 0)).unwrap();
+        assert!(
+            a.truncations
+                .iter()
+                .any(|t| t.segment == 1 && t.reason.contains("older archive format")),
+            "{:?}",
+            a.truncations
+        );
+        assert_eq!(a.find(1).unwrap().len(), 1);
+    }
+
+    /// The zstd level and block size survey behind `LEVEL` and `BLOCK_RAW_BYTES`: recompresses the blocks of
+    /// an archive written by `bench/archive.py --directory DIR` (DIR/run/archive_tail_sampling) at each level
+    /// and block size.
+    /// `TAILSAMPLE_ARCHIVE_SURVEY=DIR/run/archive_tail_sampling cargo test --release -p tailsample-core --lib survey -- --ignored
+    /// --nocapture`
+    #[test]
+    #[ignore]
+    fn survey_levels_and_block_sizes() {
+        let Ok(dir) = std::env::var("TAILSAMPLE_ARCHIVE_SURVEY") else {
+            return;
+        };
+        let dir = PathBuf::from(dir);
+        let mut stream = Vec::new();
+        let (mut stored, mut traces) = (0usize, 0usize);
+        for seg in ArchiveReader::open(&dir).unwrap().segments().unwrap() {
+            let data = fs::read(seg_path(&dir, seg)).unwrap();
+            for r in Records::new(seg, &data).filter(|r| r.kind == BLOCK) {
+                let (table, origins, start) = block_table(r.body).unwrap();
+                let total = table.iter().map(|e| e.2 as usize).sum::<usize>() + origins;
+                stream.extend(zstd::bulk::decompress(&r.body[start..], total).unwrap());
+                stored += r.body.len() + RECORD_HEADER as usize;
+                traces += table.len();
+            }
+        }
+        println!(
+            "{} traces, {} raw bytes, stored {} (ratio {:.3})",
+            traces,
+            stream.len(),
+            stored,
+            stored as f64 / stream.len() as f64
+        );
+        // The machine is shared: levels are timed in turn, pass after pass, and the best pass of each stands
+        // for its speed.
+        let levels = [1, -1, -3, -5, -7];
+        for block in [256usize << 10, 1 << 20] {
+            let mut best = [(f64::MAX, f64::MAX, 0usize); 5];
+            let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(block));
+            let mut d = zstd::bulk::Decompressor::new().unwrap();
+            for _ in 0..7 {
+                for (k, &level) in levels.iter().enumerate() {
+                    let mut c = zstd::bulk::Compressor::new(level).unwrap();
+                    let (mut bytes, mut dsecs) = (0, 0.0);
+                    let t = std::time::Instant::now();
+                    for b in stream.chunks(block) {
+                        out.clear();
+                        bytes += c.compress_to_buffer(b, &mut out).unwrap();
+                    }
+                    let secs = t.elapsed().as_secs_f64();
+                    for b in stream.chunks(block).step_by(8) {
+                        let f = zstd::bulk::compress(b, level).unwrap();
+                        let t = std::time::Instant::now();
+                        d.decompress(&f, block).unwrap();
+                        dsecs += t.elapsed().as_secs_f64() * 8.0;
+                    }
+                    let e = &mut best[k];
+                    *e = (e.0.min(secs), e.1.min(dsecs), bytes);
+                }
+            }
+            for (k, level) in levels.iter().enumerate() {
+                let (secs, dsecs, bytes) = best[k];
+                println!(
+                    "block {:>4} KiB level {level:>2}: {:.3} of raw, compress {:.0} MB/s, decompress {:.0} MB/s",
+                    block >> 10,
+                    bytes as f64 / stream.len() as f64,
+                    stream.len() as f64 / secs / 1e6,
+                    stream.len() as f64 / dsecs / 1e6
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_fenced_search_finds_what_the_binary_search_finds() {
+        let dir = tempdir("archive", "fences");
+        fs::create_dir_all(&dir).unwrap();
+        // 1,000 traces, some archived in several parts (on both sides of a fence too).
+        let mut entries: Vec<(u128, u64)> = (0..1000u128)
+            .map(|i| (i * 7919 % 1000 * 3, i as u64))
+            .collect();
+        for i in [0u128, 127 * 3, 128 * 3, 129 * 3, 999 * 3] {
+            entries.push((i, 5000));
+            entries.push((i, 5001));
+        }
+        let m = SegMeta {
+            id: 1,
+            traces: entries.len() as u64,
+            first: 0,
+            last: 0,
+            idx_bytes: 0,
+            filter: Filter::default(),
+            fences: Box::default(),
+        };
+        write_index(&dir, &m, &mut entries).unwrap();
+        let fs = fences(entries.iter().map(|e| e.0));
+        let n = entries.len() as u64;
+        for id in (0..3005u128).chain([u128::MAX]) {
+            let mut want = search_index(&dir, 1, n, id, None).unwrap();
+            let mut got = search_index(&dir, 1, n, id, Some(&fs)).unwrap();
+            want.sort_unstable();
+            got.sort_unstable();
+            assert_eq!(got, want, "trace {id}");
+            assert_eq!(got.is_empty(), id % 3 != 0 || id >= 3000, "trace {id}");
+        }
+        // Parts that cross a fence: the entries at 128 * FENCE's neighbourhood.
+        assert_eq!(
+            search_index(&dir, 1, n, 128 * 3, Some(&fs)).unwrap().len(),
+            3
+        );
     }
 }
