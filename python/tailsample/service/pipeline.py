@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
 
@@ -37,8 +38,8 @@ from tailsample.collector.metrics import Registry, Sample
 from tailsample.collector.reference import engine_gauges, engine_stat
 from tailsample.collector.settings import BatchProcessor, Pipeline, TailSamplingProcessor
 from tailsample.collector.throttle import REPORT_INTERVAL_S, EveryInterval
-from tailsample.engine import REJECT_REASONS, Engine, Ingested, KeptPayload
-from tailsample.errors import StorageError, TailsampleError
+from tailsample.engine import REJECT_REASONS, Engine, Ingested, KeptPayload, TakenMessages
+from tailsample.errors import StorageError
 from tailsample.exporters.base import Batch, Exporter, Ticket
 from tailsample.incident.lint import AttributeInventory
 from tailsample.receivers.sink import span_count
@@ -313,18 +314,20 @@ class ServicePipeline:
 
     # ---- in, for a receiver that commits after decisions (Kafka): `receivers.sink.TrackedSink` ------------------
 
-    def consume_batch(self, payloads: list[bytes]) -> list[tuple[int, list[bytes]] | TailsampleError]:
-        """`Engine.ingest_batch` behind the memory limiters (a refusal raises BackpressureError, nothing taken)."""
+    def consume_messages(self, messages: list[Any]) -> TakenMessages:
+        """`Engine.ingest_messages` behind the memory limiters (a refusal raises BackpressureError, nothing taken)."""
         self.admit()
-        out = self.engine.ingest_batch(payloads)
-        if self.recording is not None:
-            for p, r in zip(payloads, out, strict=False):
-                if isinstance(r, tuple):
-                    self.recording.add(p)
-        taken = next((p for p, r in zip(payloads, out, strict=False) if isinstance(r, tuple)), None)
-        if taken is not None:
-            self.observe(taken)  # one is all the sample takes at a time
-        return out
+        got = self.engine.ingest_messages(messages)
+        if self.recording is not None or time.monotonic() >= self._inventory_due:
+            skipped = {(t, p, o) for t, p, o, _ in got.rejected}
+            values = [m.value() or b"" for m in messages[:got.taken]
+                      if m.error() is None and (m.topic(), m.partition(), m.offset()) not in skipped]
+            if self.recording is not None:
+                for v in values:
+                    self.recording.add(v)
+            if values:
+                self.observe(values[0])  # one is all the sample takes at a time
+        return got
 
     @property
     def round_started(self) -> int:
@@ -334,8 +337,8 @@ class ServicePipeline:
     def round_sent_through(self) -> int:
         return self.rounds.sent_through
 
-    def buffered(self, trace_ids: list[bytes]) -> list[bool]:
-        return self.engine.buffered(trace_ids)
+    def any_buffered(self, trace_ids: bytes, sizes: list[int]) -> list[bool]:
+        return self.engine.any_buffered(trace_ids, sizes)
 
     def forget(self, trace_ids: list[bytes]) -> int:
         return self.engine.forget(trace_ids)
