@@ -62,6 +62,7 @@ class _Block:
     trace_ids: bytes  # 16 bytes each, concatenated, as the engine hands them back
     rounds: list[int]  # per pipeline: the round started when the run was taken
     decided: list[int | None] = field(default_factory=list)  # per pipeline: the round its traces left in
+    checked: tuple[int, ...] = ()  # the pipelines' rounds (started, sent through) when it was last checked
 
 
 @dataclass
@@ -219,7 +220,15 @@ class KafkaReceiver:
     # ---- committing ----------------------------------------------------------------------------------------
 
     def _decided(self, messages: Sequence[_Block]) -> None:
-        """Marks which of these runs' traces have all left every engine, with one engine call per pipeline."""
+        """Marks which of these runs' traces have all left every engine, with one engine call per pipeline.
+
+        Traces leave an engine in a decision round (or forgotten, with their partition): a run checked since the
+        last round began and since the last was sent is not checked again. A round that took traces out after
+        the check ends its poll before it is sent, so the check that follows `round_sent_through` sees them out."""
+        key = tuple(n for p in self.pipelines for n in (p.round_started, p.round_sent_through))
+        messages = [m for m in messages if m.checked != key]
+        for m in messages:
+            m.checked = key
         for i, p in enumerate(self.pipelines):
             todo = [m for m in messages if m.decided[i] is None]
             if not todo:
