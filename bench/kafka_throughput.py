@@ -222,17 +222,22 @@ def drain(broker: Any, instances: int, topic: str, messages: int, spans: int) ->
                 if time.monotonic() - start > 300:
                     raise RuntimeError("not every message was committed within 5 minutes")
                 time.sleep(0.1)
-            committed = time.monotonic() - start
+            committed, cpu3 = time.monotonic() - start, [_cpu_seconds(p.pid) for p, _ in procs]
+            lag = _sum(ports, "tailsample_engine_decision_lag_seconds")
+            timed = _sum(ports, "tailsample_engine_decisions_timed")
         finally:
             for proc, _ in procs:
                 proc.terminate()
                 proc.wait(60)
     cpu = sum(b - a for a, b in zip(cpu1, cpu2, strict=True))
     per_instance = [(b - a) for a, b in zip(cpu1, cpu2, strict=True)]
+    cpu_all = sum(b - a for a, b in zip(cpu1, cpu3, strict=True))
     return {"instances": instances, "messages": messages, "spans": spans, "drain_seconds": drained,
             "commit_seconds": committed, "spans_per_s": spans / drained, "cpu_seconds": cpu,
             "cpu_seconds_per_instance": per_instance, "us_cpu_per_span": cpu / spans * 1e6,
-            "us_cpu_per_message": cpu / messages * 1e6, "spans_per_cpu_second": spans / cpu if cpu else 0.0}
+            "us_cpu_per_message": cpu / messages * 1e6, "spans_per_cpu_second": spans / cpu if cpu else 0.0,
+            "cpu_seconds_to_commit": cpu_all, "us_cpu_per_span_to_commit": cpu_all / spans * 1e6,
+            "decision_lag_mean_s": lag / timed if timed else None}
 
 
 def main() -> int:
@@ -268,14 +273,22 @@ def main() -> int:
         table.append(f"| {r['instances']} | {r['partitions']} | {r['messages']:,} | {r['spans']:,} | "
                      f"{r['seconds']:.1f} | {r['spans_per_s'] / 1e3:,.0f} k | {r['produce_seconds']:.1f} s |")
     if drains:
-        table += ["", "Backlog drained (one trace of 5 spans per message, produced beforehand; CPU of the instances "
-                  "from the first span taken to the last):", "",
+        table += ["", "Backlog drained (one trace of 5 spans per message, produced beforehand, each instance a fresh "
+                  "process). seconds, spans/s and CPU: from the first span taken to the last (consuming and "
+                  "ingesting; the first decisions are due 2 s after the first span, after the drain); through "
+                  "commit: CPU from the first span taken until every message is committed (decisions, export to "
+                  "the file and commits included, with the idle wait for decision_wait); decision lag: the "
+                  "engines' mean, decided minus due:", "",
                   "| instances | messages | spans | seconds | spans/s | CPU per span | CPU per message | "
-                  "spans per CPU-second |", "|---|---|---|---|---|---|---|---|"]
+                  "spans per CPU-second | CPU per span through commit | decision lag (mean) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in drains:
-            table.append(f"| {r['instances']} | {r['messages']:,} | {r['spans']:,} | {r['drain_seconds']:.1f} | "
+            lag = r.get("decision_lag_mean_s")
+            table.append(f"| {r['instances']} | {r['messages']:,} | {r['spans']:,} | {r['drain_seconds']:.2f} | "
                          f"{r['spans_per_s'] / 1e3:,.0f} k | {r['us_cpu_per_span']:.2f} us | "
-                         f"{r['us_cpu_per_message']:.1f} us | {r['spans_per_cpu_second'] / 1e3:,.0f} k |")
+                         f"{r['us_cpu_per_message']:.1f} us | {r['spans_per_cpu_second'] / 1e3:,.0f} k | "
+                         f"{r['us_cpu_per_span_to_commit']:.2f} us | "
+                         f"{'n/a' if lag is None else f'{lag * 1e3:.0f} ms'} |")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps({"rows": rows, "drains": drains, "table_markdown": "\n".join(table)},
