@@ -48,6 +48,7 @@ log = logging.getLogger("tailsample.receiver.kafka")
 
 _POLL_SECONDS = 0.1
 _BATCH = 500  # messages taken per consume call
+_CHECK_AHEAD = 16  # runs checked together behind a partition's first, once it is out
 _REVOKE_WAIT_SECONDS = 3.0  # at most, for decided traces' exports to finish before partitions are given up
 
 
@@ -260,8 +261,10 @@ class KafkaReceiver:
                     self._decided([m])  # the front alone while its traces wait: cheap, every pass
                     if None in m.decided:
                         break
-                    # The front is out: the run behind it usually is too; check it in one call.
-                    self._decided(list(islice(part.messages, 1, _BATCH)))
+                    # The front is out: the runs behind it usually are too; check some in one call (not all: a
+                    # backlog's runs leave over many rounds, and those past the first waiting one would be looked
+                    # up again every round).
+                    self._decided(list(islice(part.messages, 1, 1 + _CHECK_AHEAD)))
                 if not self._done(m):
                     break
                 part.messages.popleft()
