@@ -462,6 +462,15 @@ class ServicePipeline:
             stats["traces_received"])
         add(PREFIX + "traces_dropped_too_large", "counter", "Count of traces dropped for exceeding the size limit",
             stats["traces_dropped_too_large"])
+        # The distribution, not only the mean: "p99 at most 100 ms past due" is read from these buckets.
+        lag, lag_help = "tailsample_decision_lag_seconds", "How late decisions came past their due time (decided - due)"
+        cumulative = 0
+        for bound, count in self.engine.decision_lag_histogram():
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else f"{bound:g}"
+            out.append(Sample(lag, "histogram", lag_help, (proc, ("le", le)), cumulative, "_bucket"))
+        out.append(Sample(lag, "histogram", lag_help, (proc,), stats["decision_lag_ns_total"] * 1e-9, "_sum"))
+        out.append(Sample(lag, "histogram", lag_help, (proc,), stats["decisions_timed"], "_count"))
         # Spans rejected alone: one series per reason (their sum is the engine's spans_rejected).
         for reason in REJECT_REASONS:
             add("tailsample_engine_spans_rejected", "counter", "Spans rejected alone, the rest of their requests "
