@@ -152,7 +152,9 @@ def kafka_section(data: Any) -> list[str]:
     rows = data.get("rows", [])
     lines = str(data.get("table_markdown", "")).splitlines()
     if len(rows) == 2 and rows[0]["spans_per_s"]:
-        lines += ["", f"Two instances against one: {rows[1]['spans_per_s'] / rows[0]['spans_per_s']:.2f}x."]
+        # Right under the live table (the backlog's follow it after a blank line).
+        at = lines.index("") if "" in lines else len(lines)
+        lines[at:at] = ["", f"Two instances against one: {rows[1]['spans_per_s'] / rows[0]['spans_per_s']:.2f}x."]
     drains = data.get("drains", [])
     if len(drains) == 2 and drains[0]["spans_per_s"] and drains[0]["spans_per_cpu_second"]:
         one, two = drains

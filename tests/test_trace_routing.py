@@ -109,3 +109,41 @@ def test_ingest_batch_takes_each_payload_whole_skips_malformed_and_stops_at_back
     assert results[2:4] == [(1, [tids[1]]), (1, [tids[2]])]
     assert len(results) == 5 and isinstance(results[4], BackpressureError)
     assert e.buffered(tids) == [True, True, True, False, False]
+
+
+def test_ingest_messages_groups_runs_of_a_partition_skips_malformed_and_stops_at_backpressure(rng) -> None:
+    """Scenario: a consumer's batch of real confluent-kafka `Message` objects: a partition EOF event, a run of
+    partition 0 with a malformed message in it, a run of partition 1, a message without a value, then more than
+    the engine holds. Guarantees: one run per stretch of one partition, its end offset after its last message
+    and its trace IDs in order; the malformed message is counted in its run and reported; the EOF is handed back
+    as an event; at the limit the call stops, `taken` naming the first message refused, nothing of it taken;
+    `any_buffered` follows the runs' IDs."""
+    ck = pytest.importorskip("confluent_kafka")
+    from tailsample.errors import BackpressureError
+
+    e = Engine(Config.from_dict({"decision_wait": "10s", "num_traces": 4, "block_on_overflow": True,
+                                 "policies": [ERRORS]}))
+    tids = [trace_id(rng) for _ in range(6)]
+
+    def msg(partition: int, offset: int, value: bytes | None) -> object:
+        return ck.Message(topic="spans", partition=partition, offset=offset, value=value)
+
+    def one(t: bytes, spans: int = 1) -> bytes:
+        return make_request(service("cart"), [make_span(t, span_id(rng)) for _ in range(spans)])
+
+    eof = ck.Message(topic="spans", partition=2, offset=9, error=ck.KafkaError(ck.KafkaError._PARTITION_EOF))
+    batch = [eof, msg(0, 10, one(tids[0], 2)), msg(0, 11, b"\x0a\x05ab"), msg(0, 12, one(tids[1])),
+             msg(1, 40, one(tids[2])), msg(1, 41, None), msg(1, 42, one(tids[3])), msg(1, 43, one(tids[4])),
+             msg(1, 44, one(tids[5]))]
+    got = e.ingest_messages(batch, now=0.0)
+    assert got.taken == 7 and isinstance(got.stopped, BackpressureError)
+    assert got.spans == 5
+    assert got.runs == [("spans", 0, 13, 3, tids[0] + tids[1]), ("spans", 1, 43, 3, tids[2] + tids[3])]
+    assert [(t, p, o) for t, p, o, _ in got.rejected] == [("spans", 0, 11)]
+    assert isinstance(got.rejected[0][3], DecodeError)
+    assert [ev.code() for ev in got.events] == [ck.KafkaError._PARTITION_EOF]
+    assert e.buffered(tids) == [True, True, True, True, False, False]
+    e.forget([tids[1]])
+    assert e.any_buffered(tids[0] + tids[1] + tids[1] + tids[4], [1, 1, 2, 0]) == [True, False, False, False]
+    with pytest.raises(ValueError, match="sizes add up to 3"):
+        e.any_buffered(tids[0] + tids[1], [1, 2])

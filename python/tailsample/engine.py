@@ -41,6 +41,27 @@ class Ingested:
     """The rejected spans per reason (`REJECT_REASONS`), only the reasons seen."""
 
 
+@dataclass(frozen=True)
+class TakenMessages:
+    """What `Engine.ingest_messages` took of a Kafka consumer's batch, its bookkeeping grouped by runs of one
+    partition (a consumer's batch comes in such runs), not per message."""
+
+    taken: int
+    """How many of the messages given were dealt with: all, unless `stopped`; the caller hands back the rest."""
+    spans: int
+    """Spans taken."""
+    runs: list[tuple[str, int, int, int, bytes]]
+    """(topic, partition, end offset, messages, trace IDs) per run of consecutive messages of one partition: the
+    end offset is the one after the run's last message (what a commit sends); the distinct trace IDs, 16 bytes
+    each, concatenated. Malformed messages are in the count, with no IDs."""
+    rejected: list[tuple[str, int, int, Exception]]
+    """(topic, partition, offset, DecodeError) of each message that is not OTLP protobuf (skipped)."""
+    events: list[Any]
+    """The `error()` of the messages that carry one instead of a value (partition EOF and such)."""
+    stopped: TailsampleError | None = None
+    """The error that refused message `taken` (a BackpressureError): nothing of it, or after it, was taken."""
+
+
 REJECT_REASONS = ("too_deep", "invalid_trace_id", "id_length", "wire_type")
 """Why a span is rejected alone: the `reason` label of `tailsample_engine_spans_rejected_total`."""
 
@@ -250,6 +271,20 @@ class Engine:
             else:  # an internal error: raise it as ingest would
                 raise r
         return out
+
+    def ingest_messages(self, messages: list[Any], *, now: float | None = None) -> TakenMessages:
+        """A confluent-kafka consumer's batch of `Message` objects in one call: the binding reads the messages and
+        ingests their values (each whole or not at all, in order, the GIL released once), and hands back the
+        bookkeeping per run of one partition. Stops at the first message refused (backpressure)."""
+        taken, spans, runs, rejected, events, stopped = self._native.ingest_messages(messages, self._now(now))
+        if stopped is None or isinstance(stopped, TailsampleError):
+            return TakenMessages(taken, spans, runs, rejected, events, stopped)
+        raise stopped  # an internal error: raise it as ingest would
+
+    def any_buffered(self, trace_ids: bytes, sizes: list[int]) -> list[bool]:
+        """For runs of 16-byte trace IDs, concatenated (`sizes[i]` IDs in run i): whether any ID of each run is
+        still buffered, undecided."""
+        return self._native.any_buffered(trace_ids, sizes)
 
     def buffered(self, trace_ids: list[bytes]) -> list[bool]:
         """Which of these 16-byte trace IDs are buffered, undecided."""
@@ -471,5 +506,5 @@ def inspect_payload(payload: bytes) -> dict[str, int]:
     return _native.inspect_payload(payload)
 
 
-__all__ = ["REJECT_REASONS", "ConfigVersion", "Engine", "Ingested", "KeptPayload", "Reloaded", "inspect_payload",
-           "split_by_trace"]
+__all__ = ["REJECT_REASONS", "ConfigVersion", "Engine", "Ingested", "KeptPayload", "Reloaded", "TakenMessages",
+           "inspect_payload", "split_by_trace"]

@@ -1098,6 +1098,12 @@ SERVICE_METRICS: tuple[Metric, ...] = (
         "Decided traces with at least one gap for this pair",
     ),
     Metric(
+        "tailsample_decision_lag_seconds",
+        "histogram",
+        ("processor",),
+        "How late decisions came past their due time (decided - due)",
+    ),
+    Metric(
         "tailsample_kafka_paused",
         "gauge",
         ("receiver",),

@@ -121,7 +121,7 @@ class KafkaReceiverSettings:
     heartbeat_interval: float = 3.0
     rebalance_strategy: str = "cooperative-sticky"
     # tailsample: messages consumed and not yet committable, at most; past it the partitions are paused
-    max_uncommitted_messages: int = 100_000
+    max_uncommitted_messages: int = 1_000_000
 
 
 ReceiverSettings = OtlpReceiverSettings | KafkaReceiverSettings
@@ -849,7 +849,7 @@ def _kafka_receiver(ctx: _Ctx, rid: str, path: str, value: Any) -> KafkaReceiver
     return KafkaReceiverSettings(rid, _kafka_client(r), _kafka_topic(r, "otlp_spans"),
                                  r.text("group_id", "otel-collector"), "latest" if initial == "latest" else "earliest",
                                  session, heartbeat, strategies[strategy],
-                                 r.integer("max_uncommitted_messages", 100_000, minimum=1))
+                                 r.integer("max_uncommitted_messages", 1_000_000, minimum=1))
 
 
 def _extension(ctx: _Ctx, kind: str, xid: str, value: Any) -> Extension:

@@ -41,27 +41,29 @@ from typing import Any
 from tailsample.collector.kafka import client_config, confluent_kafka
 from tailsample.collector.metrics import Registry, Sample
 from tailsample.collector.settings import KafkaReceiverSettings
-from tailsample.errors import BackpressureError, TailsampleError
+from tailsample.errors import BackpressureError
 from tailsample.receivers.sink import TrackedSink
 
 log = logging.getLogger("tailsample.receiver.kafka")
 
 _POLL_SECONDS = 0.1
 _BATCH = 500  # messages taken per consume call
+_CHECK_AHEAD = 16  # runs checked together behind a partition's first, once it is out
 _REVOKE_WAIT_SECONDS = 3.0  # at most, for decided traces' exports to finish before partitions are given up
 
 
 @dataclass
 class _Block:
     """A run of messages of one partition taken in one batch and not yet committed. They are committed together,
-    once the traces of all of them are out: bookkeeping per run, not per message, keeps the consumer thread's
-    Python work per message to a few attribute reads (one small trace per message is the common shape)."""
+    once the traces of all of them are out: bookkeeping per run, not per message. The messages themselves are
+    read by the engine's binding (`Engine.ingest_messages`): the consumer thread runs no Python per message."""
 
     end: int  # the offset after the run's last message: what a commit sends
     count: int  # messages in the run
-    trace_ids: list[bytes]
+    trace_ids: bytes  # 16 bytes each, concatenated, as the engine hands them back
     rounds: list[int]  # per pipeline: the round started when the run was taken
     decided: list[int | None] = field(default_factory=list)  # per pipeline: the round its traces left in
+    checked: tuple[int, ...] = ()  # the pipelines' rounds (started, sent through) when it was last checked
 
 
 @dataclass
@@ -143,66 +145,63 @@ class KafkaReceiver:
     # ---- taking messages -------------------------------------------------------------------------------------
 
     def _take(self, batch: list[Any]) -> None:
-        """Takes a batch of messages into every pipeline, one engine call per pipeline."""
-        ck = confluent_kafka()
-        msgs = []
-        for msg in batch:
-            err = msg.error()
-            if err is None:
-                msgs.append(msg)
-            elif err.code() != ck.KafkaError._PARTITION_EOF:
-                log.warning("%s: %s", self.id, err)
-        if not msgs:
+        """Takes a batch of messages into every pipeline, one engine call per pipeline (more only under
+        backpressure); the bookkeeping is per run of a partition's messages."""
+        if not batch:
             return
-        payloads = [m.value() or b"" for m in msgs]
         rounds = [p.round_started for p in self.pipelines]  # before any of them is taken
-        results: list[tuple[int, list[bytes]] | TailsampleError] = []
-        for p in self.pipelines:
-            results = self._ingest(p, payloads)
-        spans = 0
-        block: _Block | None = None
-        part = _Partition()
-        tp: tuple[str, int] | None = None
-        for msg, r in zip(msgs, results, strict=True):
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            if block is None or tp != (topic, partition):  # consume returns runs of one partition
-                tp = (topic, partition)
-                part = self._partitions.setdefault(tp, _Partition())
-                block = _Block(offset + 1, 0, [], rounds, [None] * len(self.pipelines))
-                part.messages.append(block)
-            if isinstance(r, tuple):
-                spans += r[0]
-                block.trace_ids += r[1]
-            else:
-                self._rejected.add(1, self.id)
-                log.warning("%s: %s[%d] offset %d is not OTLP protobuf, skipped: %s", self.id, topic, partition,
-                            offset, r)
-            block.end = offset + 1
-            block.count += 1
-            part.held += 1
-            part.consumed = offset + 1
-        self._held += len(msgs)
-        self._messages.add(len(msgs), self.id)  # counted per batch: the counters take a lock
+        got = [self._ingest(p, batch) for p in self.pipelines]
+        # Every pipeline took every message: the first one's results stand for all (the same values, the same
+        # traces); a message malformed for one is malformed for all.
+        runs, rejected, events, spans = got[0]
+        ck = confluent_kafka()
+        for err in events:
+            if err.code() != ck.KafkaError._PARTITION_EOF:
+                log.warning("%s: %s", self.id, err)
+        for topic, partition, offset, exc in rejected:
+            log.warning("%s: %s[%d] offset %d is not OTLP protobuf, skipped: %s", self.id, topic, partition, offset,
+                        exc)
+        if rejected:
+            self._rejected.add(len(rejected), self.id)
+        taken = 0
+        for topic, partition, end, count, ids in runs:
+            part = self._partitions.setdefault((topic, partition), _Partition())
+            part.messages.append(_Block(end, count, ids, rounds, [None] * len(self.pipelines)))
+            part.held += count
+            part.consumed = end
+            taken += count
+        self._held += taken
+        self._messages.add(taken, self.id)  # counted per batch: the counters take a lock
         self._spans.add(spans, self.id, "kafka")
 
-    def _ingest(self, pipeline: TrackedSink, payloads: list[bytes]) -> list[tuple[int, list[bytes]] | TailsampleError]:
+    def _ingest(self, pipeline: TrackedSink, batch: list[Any]
+                ) -> tuple[list[tuple[str, int, int, int, bytes]], list[tuple[str, int, int, Exception]], list[Any],
+                           int]:
         """Into one pipeline, waiting out backpressure (a full engine or memory limiter): Kafka keeps the rest.
-        One result per payload: `(spans, trace IDs)`, or the DecodeError of a malformed one."""
-        out: list[tuple[int, list[bytes]] | TailsampleError] = []
-        while len(out) < len(payloads):
+        Returns the runs, the malformed messages, the events (errors in place of messages) and the spans taken."""
+        runs: list[tuple[str, int, int, int, bytes]] = []
+        rejected: list[tuple[str, int, int, Exception]] = []
+        events: list[Any] = []
+        spans = 0
+        todo = batch
+        while todo:
             try:
-                got = pipeline.consume_batch(payloads[len(out):])
+                got = pipeline.consume_messages(todo)
             except BackpressureError:  # refused before anything was taken
                 if self._stop.wait(0.05):
                     raise
                 continue
-            for r in got:
-                if isinstance(r, BackpressureError):
-                    if self._stop.wait(0.05):
-                        raise r
-                    break
-                out.append(r)
-        return out
+            runs += got.runs
+            rejected += got.rejected
+            events += got.events
+            spans += got.spans
+            todo = todo[got.taken:]
+            if got.stopped is not None:
+                if not isinstance(got.stopped, BackpressureError):  # tail storage could not write it: retry
+                    log.warning("%s: %s; retrying", self.id, got.stopped)
+                if self._stop.wait(0.05 if isinstance(got.stopped, BackpressureError) else 1.0):
+                    raise got.stopped
+        return runs, rejected, events, spans
 
     def _pause_or_resume(self) -> None:
         held = self._held
@@ -222,14 +221,23 @@ class KafkaReceiver:
     # ---- committing ----------------------------------------------------------------------------------------
 
     def _decided(self, messages: Sequence[_Block]) -> None:
-        """Marks which of these runs' traces have all left every engine, with one engine call per pipeline."""
+        """Marks which of these runs' traces have all left every engine, with one engine call per pipeline.
+
+        Traces leave an engine in a decision round (or forgotten, with their partition): a run checked since the
+        last round began and since the last was sent is not checked again. A round that took traces out after
+        the check ends its poll before it is sent, so the check that follows `round_sent_through` sees them out."""
+        key = tuple(n for p in self.pipelines for n in (p.round_started, p.round_sent_through))
+        messages = [m for m in messages if m.checked != key]
+        for m in messages:
+            m.checked = key
         for i, p in enumerate(self.pipelines):
             todo = [m for m in messages if m.decided[i] is None]
-            ids = [tid for m in todo for tid in m.trace_ids]
-            flags = iter(p.buffered(ids) if ids else [])
+            if not todo:
+                continue
+            pending = p.any_buffered(b"".join(m.trace_ids for m in todo), [len(m.trace_ids) // 16 for m in todo])
             started = p.round_started  # read after the check: any round that took them out has started
-            for m in todo:
-                if any([next(flags) for _ in m.trace_ids]):
+            for m, waiting in zip(todo, pending, strict=True):
+                if waiting:
                     continue
                 # A late span of a decided trace leaves with the next round's output, not this one's.
                 m.decided[i] = max(started, m.rounds[i] + 1)
@@ -253,8 +261,10 @@ class KafkaReceiver:
                     self._decided([m])  # the front alone while its traces wait: cheap, every pass
                     if None in m.decided:
                         break
-                    # The front is out: the run behind it usually is too; check it in one call.
-                    self._decided(list(islice(part.messages, 1, _BATCH)))
+                    # The front is out: the runs behind it usually are too; check some in one call (not all: a
+                    # backlog's runs leave over many rounds, and those past the first waiting one would be looked
+                    # up again every round).
+                    self._decided(list(islice(part.messages, 1, 1 + _CHECK_AHEAD)))
                 if not self._done(m):
                     break
                 part.messages.popleft()
@@ -272,9 +282,9 @@ class KafkaReceiver:
         """Forget the traces of the messages not done in these partitions, unless another partition still held
         by this instance has messages of them (unkeyed traffic spreads a trace over partitions)."""
         kept = {tid for tp, part in self._partitions.items() if tp not in tps for m in part.messages
-                for tid in m.trace_ids}
+                for tid in _ids(m)}
         ids = sorted({tid for tp in tps if tp in self._partitions for m in self._partitions[tp].messages
-                      for tid in m.trace_ids} - kept)
+                      for tid in _ids(m)} - kept)
         if ids:
             forgotten = max(p.forget(ids) for p in self.pipelines)
             self._forgotten.add(forgotten, self.id)
@@ -339,6 +349,10 @@ class KafkaReceiver:
                           "1 while consumption is paused at max_uncommitted_messages", (("receiver", self.id),),
                           1.0 if self._paused else 0.0))
         return out
+
+
+def _ids(block: _Block) -> list[bytes]:
+    return [block.trace_ids[i:i + 16] for i in range(0, len(block.trace_ids), 16)]
 
 
 def _names(partitions: list[Any]) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 from tailsample import _native
 from tailsample.collector.metrics import Registry
-from tailsample.engine import Ingested
-from tailsample.errors import DecodeError, TailsampleError
+from tailsample.engine import Ingested, TakenMessages
+from tailsample.errors import DecodeError
 from tailsample.receivers.connections import ListenerMetrics
 
 
@@ -33,10 +33,10 @@ class TrackedSink(Protocol):
     from 1: `round_started` is the last one begun; `round_sent_through` the last of the unbroken run, from the
     first, whose kept spans every exporter has sent."""
 
-    def consume_batch(self, payloads: list[bytes]) -> list[tuple[int, list[bytes]] | TailsampleError]:
-        """Each payload taken whole or not at all, in order: `(spans, trace IDs)`, or the `DecodeError` of a
-        malformed one (skipped), or a `BackpressureError`, always last (the payloads after it were not tried).
-        Raises `BackpressureError` when a limit refuses the batch before anything is taken."""
+    def consume_messages(self, messages: list[Any]) -> TakenMessages:
+        """A Kafka consumer's batch (confluent-kafka `Message` objects), each value taken whole or not at all, in
+        order, up to the first refused (`Engine.ingest_messages`). Raises `BackpressureError` when a limit refuses
+        the batch before anything is taken."""
         ...
 
     @property
@@ -45,8 +45,9 @@ class TrackedSink(Protocol):
     @property
     def round_sent_through(self) -> int: ...
 
-    def buffered(self, trace_ids: list[bytes]) -> list[bool]:
-        """Which of these traces are still buffered, undecided."""
+    def any_buffered(self, trace_ids: bytes, sizes: list[int]) -> list[bool]:
+        """For runs of 16-byte trace IDs, concatenated (`sizes[i]` IDs in run i): whether any of each run is still
+        buffered, undecided."""
         ...
 
     def forget(self, trace_ids: list[bytes]) -> int:

@@ -293,6 +293,7 @@ class Service:
         self.registry.add_collector(collect)
 
     async def _decide_loop(self, loop: asyncio.AbstractEventLoop, pipeline: ServicePipeline) -> None:
+        due = loop.time()
         while True:
             try:
                 await pipeline.decide(loop, self._executor)
@@ -300,7 +301,10 @@ class Service:
                 raise
             except Exception:  # never let one bad tick stop decisions
                 log.exception("%s: decision tick failed", pipeline.id)
-            await asyncio.sleep(pipeline.tick)
+            # On a fixed cadence: a round's own time is not added to the wait for the next (after a round longer
+            # than a tick, the next starts at once).
+            due = max(due + pipeline.tick, loop.time())
+            await asyncio.sleep(due - loop.time())
 
     # ---- endpoints ---------------------------------------------------------------------------------------------
 

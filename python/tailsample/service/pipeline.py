@@ -29,6 +29,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from google.protobuf.message import DecodeError as ProtobufDecodeError  # type: ignore[import-untyped, unused-ignore]
 
@@ -37,8 +38,8 @@ from tailsample.collector.metrics import Registry, Sample
 from tailsample.collector.reference import engine_gauges, engine_stat
 from tailsample.collector.settings import BatchProcessor, Pipeline, TailSamplingProcessor
 from tailsample.collector.throttle import REPORT_INTERVAL_S, EveryInterval
-from tailsample.engine import REJECT_REASONS, Engine, Ingested, KeptPayload
-from tailsample.errors import StorageError, TailsampleError
+from tailsample.engine import REJECT_REASONS, Engine, Ingested, KeptPayload, TakenMessages
+from tailsample.errors import StorageError
 from tailsample.exporters.base import Batch, Exporter, Ticket
 from tailsample.incident.lint import AttributeInventory
 from tailsample.receivers.sink import span_count
@@ -256,7 +257,7 @@ class ServicePipeline:
         batch = next((p for p in (processors[x] for x in after) if isinstance(p, BatchProcessor)), None)
         max_bytes = self.engine.stats()["limit_max_payload_bytes"]
         self.batcher = Batcher(batch, self.exporters, max_bytes) if batch is not None else None
-        self.tick = min(0.1, max(0.01, sampler.config.decision_wait / 10))
+        self.tick = decision_tick(sampler.config.decision_wait)
         self.rounds = RoundLedger(self._acknowledge if self.durable else None)
         self._timer = registry.histogram(
             PREFIX + "sampling_decision_timer_latency", "Latency (ms) of each run of the sampling decision timer",
@@ -313,18 +314,20 @@ class ServicePipeline:
 
     # ---- in, for a receiver that commits after decisions (Kafka): `receivers.sink.TrackedSink` ------------------
 
-    def consume_batch(self, payloads: list[bytes]) -> list[tuple[int, list[bytes]] | TailsampleError]:
-        """`Engine.ingest_batch` behind the memory limiters (a refusal raises BackpressureError, nothing taken)."""
+    def consume_messages(self, messages: list[Any]) -> TakenMessages:
+        """`Engine.ingest_messages` behind the memory limiters (a refusal raises BackpressureError, nothing taken)."""
         self.admit()
-        out = self.engine.ingest_batch(payloads)
-        if self.recording is not None:
-            for p, r in zip(payloads, out, strict=False):
-                if isinstance(r, tuple):
-                    self.recording.add(p)
-        taken = next((p for p, r in zip(payloads, out, strict=False) if isinstance(r, tuple)), None)
-        if taken is not None:
-            self.observe(taken)  # one is all the sample takes at a time
-        return out
+        got = self.engine.ingest_messages(messages)
+        if self.recording is not None or time.monotonic() >= self._inventory_due:
+            skipped = {(t, p, o) for t, p, o, _ in got.rejected}
+            values = [m.value() or b"" for m in messages[:got.taken]
+                      if m.error() is None and (m.topic(), m.partition(), m.offset()) not in skipped]
+            if self.recording is not None:
+                for v in values:
+                    self.recording.add(v)
+            if values:
+                self.observe(values[0])  # one is all the sample takes at a time
+        return got
 
     @property
     def round_started(self) -> int:
@@ -334,8 +337,8 @@ class ServicePipeline:
     def round_sent_through(self) -> int:
         return self.rounds.sent_through
 
-    def buffered(self, trace_ids: list[bytes]) -> list[bool]:
-        return self.engine.buffered(trace_ids)
+    def any_buffered(self, trace_ids: bytes, sizes: list[int]) -> list[bool]:
+        return self.engine.any_buffered(trace_ids, sizes)
 
     def forget(self, trace_ids: list[bytes]) -> int:
         return self.engine.forget(trace_ids)
@@ -459,6 +462,15 @@ class ServicePipeline:
             stats["traces_received"])
         add(PREFIX + "traces_dropped_too_large", "counter", "Count of traces dropped for exceeding the size limit",
             stats["traces_dropped_too_large"])
+        # The distribution, not only the mean: "p99 at most 100 ms past due" is read from these buckets.
+        lag, lag_help = "tailsample_decision_lag_seconds", "How late decisions came past their due time (decided - due)"
+        cumulative = 0
+        for bound, count in self.engine.decision_lag_histogram():
+            cumulative += count
+            le = "+Inf" if bound == float("inf") else f"{bound:g}"
+            out.append(Sample(lag, "histogram", lag_help, (proc, ("le", le)), cumulative, "_bucket"))
+        out.append(Sample(lag, "histogram", lag_help, (proc,), stats["decision_lag_ns_total"] * 1e-9, "_sum"))
+        out.append(Sample(lag, "histogram", lag_help, (proc,), stats["decisions_timed"], "_count"))
         # Spans rejected alone: one series per reason (their sum is the engine's spans_rejected).
         for reason in REJECT_REASONS:
             add("tailsample_engine_spans_rejected", "counter", "Spans rejected alone, the rest of their requests "
@@ -527,6 +539,13 @@ _RENAMED = {"span_bytes_in_memory": "span_memory_bytes", "limit_storage_max_size
             "refused_max_buffered_bytes": "refused_buffer_full", "storage_bytes_written": "storage_written_bytes"}
 # Durations the engine counts in a sub-unit: Prometheus wants seconds.
 _SUB_UNITS = (("_ns", 1e-9), ("_us", 1e-6), ("_ms", 1e-3))
+
+
+def decision_tick(decision_wait: float) -> float:
+    """Seconds between decision rounds: a trace waits at most this past due for its round, so 50 ms keeps the
+    99th percentile of the decision lag (that wait plus the round's own time) under 100 ms; a tenth of a short
+    decision_wait, never under 10 ms."""
+    return min(0.05, max(0.01, decision_wait / 10))
 
 
 def engine_metric_name(key: str, kind: str) -> tuple[str, float]:

@@ -24,7 +24,7 @@ from tailsample.collector.metrics import Registry, Sample
 from tailsample.collector.settings import ServiceConfig, TailSamplingProcessor
 from tailsample.engine import Reloaded
 from tailsample.errors import ConfigError, TailsampleError
-from tailsample.service.pipeline import ServicePipeline
+from tailsample.service.pipeline import ServicePipeline, decision_tick
 
 log = logging.getLogger("tailsample.reload")
 
@@ -138,7 +138,7 @@ class ConfigReloader:
             done = {}
             for pid, pipeline, sampler in plan:
                 done[pid] = pipeline.engine.reload(sampler.config)
-                pipeline.tick = min(0.1, max(0.01, sampler.config.decision_wait / 10))
+                pipeline.tick = decision_tick(sampler.config.decision_wait)
                 if pipeline.batcher is not None:  # batches join the engine's payloads up to its new cut
                     pipeline.batcher.max_bytes = pipeline.engine.stats()["limit_max_payload_bytes"]
             return done

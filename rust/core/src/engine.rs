@@ -569,9 +569,22 @@ impl Engine {
 
     /// Which of `ids` are buffered, undecided.
     pub fn buffered(&self, ids: &[u128]) -> Vec<bool> {
-        ids.iter()
-            .map(|&id| lock(&self.shards[self.shard_of(id)]).is_buffered(id))
-            .collect()
+        // Each shard locked once for all its IDs, not once per ID (a Kafka receiver asks about thousands).
+        let mut by_shard = vec![Vec::new(); self.shards.len()];
+        for (i, &id) in ids.iter().enumerate() {
+            by_shard[self.shard_of(id)].push(i);
+        }
+        let mut out = vec![false; ids.len()];
+        for (shard, at) in self.shards.iter().zip(&by_shard) {
+            if at.is_empty() {
+                continue;
+            }
+            let shard = lock(shard);
+            for &i in at {
+                out[i] = shard.is_buffered(ids[i]);
+            }
+        }
+        out
     }
 
     /// Forgets buffered traces undecided, spans and all (`traces_forgotten`); returns how many were buffered.

@@ -10,8 +10,9 @@ mod memory;
 static GLOBAL: memory::CountingMiMalloc = memory::CountingMiMalloc;
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use std::sync::Arc;
 use tailsample_core::otlp::encode::Kept;
 use tailsample_core::store::stats::LAG_BOUNDS_NS;
@@ -666,6 +667,41 @@ impl NativeEngine {
         let v = self.engine.config_version();
         (v.number, format!("{:016x}", v.hash))
     }
+
+    // Kafka receiver (issue 24): kept together here; the work is in `kafka_ingest` at the end of the file.
+
+    /// A confluent-kafka consumer's batch of `Message` objects in one call, the GIL released once for all of
+    /// them. See `kafka_ingest`.
+    fn ingest_messages<'py>(
+        &self,
+        py: Python<'py>,
+        messages: &Bound<'py, PyList>,
+        now: f64,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        kafka_ingest(py, &self.engine, messages, now)
+    }
+
+    /// For runs of trace IDs (16 bytes each, concatenated; `sizes[i]` IDs in run i): whether any ID of each run
+    /// is still buffered, undecided. One call for many runs of a Kafka receiver's bookkeeping.
+    fn any_buffered(&self, py: Python<'_>, ids: &[u8], sizes: Vec<usize>) -> PyResult<Vec<bool>> {
+        let ids = bytes_to_ids(ids)?;
+        if sizes.iter().sum::<usize>() != ids.len() {
+            return Err(PyValueError::new_err(format!(
+                "sizes add up to {}, but {} trace IDs were given",
+                sizes.iter().sum::<usize>(),
+                ids.len()
+            )));
+        }
+        let flags = run(py, || self.engine.buffered(&ids))?;
+        let mut at = 0;
+        Ok(sizes
+            .iter()
+            .map(|&n| {
+                at += n;
+                flags[at - n..at].iter().any(|&f| f)
+            })
+            .collect())
+    }
 }
 
 /// A trace ID as 32 hex digits (either case), or a ValueError naming what is wrong.
@@ -791,6 +827,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// burst back, and positive, so `memory_purge` (the memory_limiter, when refusing) can force it: with -1,
 /// mimalloc never schedules a purge and freed pages stay resident until exit.
 const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+/// mimalloc's `mi_option_allow_thp` (mimalloc.h, v3): whether it asks the kernel for transparent huge pages.
+const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
 // --- shadow policies (issue 22): kept apart so the binding's other changes merge cleanly -----------------
 
@@ -951,6 +989,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets a process-wide integer option of our own statically linked mimalloc.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
+    }
+    // Huge pages cost a fresh process dearly and gain a warm one nothing measurable: with THP in `madvise` mode
+    // each first touch zeroes (and may compact for) 2 MiB; a fresh instance draining a Kafka backlog spent 1.8-2.1
+    // us per span ingesting against 1.1 with 4 KiB pages, the same 0.7-0.8 once warm (issue 24). The user's
+    // MIMALLOC_ALLOW_THP wins.
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: as above.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0) };
     }
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<NativeConfig>()?;
@@ -1146,4 +1192,147 @@ fn add_archive(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(archive_recover, m)?)?;
     m.add_function(wrap_pyfunction!(archive_report, m)?)?;
     Ok(())
+}
+
+// ---- Kafka receiver (issue 24) ---------------------------------------------------------------------------------
+
+/// One message of a consumer's batch, read from its confluent-kafka `Message` object.
+struct KafkaMessage<'py> {
+    index: usize, // in the batch given
+    value: Option<Bound<'py, PyBytes>>,
+    topic: Bound<'py, PyAny>,
+    partition: i64,
+    offset: i64,
+}
+
+/// `NativeEngine.ingest_messages`: the per-message work of a Kafka receiver, out of the interpreter. Reads each
+/// message's `error()`, `value()`, `topic()`, `partition()` and `offset()`, then (GIL released) ingests the values
+/// in order, each whole or not at all, without copying them, and groups the bookkeeping by runs of one partition
+/// (a consumer's batch comes in such runs). Returns `(taken, spans, runs, rejected, events, stopped)`:
+/// - `taken`: how many of `messages` were dealt with (all unless `stopped`);
+/// - `spans`: spans taken;
+/// - `runs`: `(topic, partition, end offset, messages, trace IDs)` per run of consecutive messages of one
+///   partition, the end offset the one after its last message (what a commit sends), the distinct trace IDs 16
+///   bytes each, concatenated (malformed messages are in the count, with no IDs);
+/// - `rejected`: `(topic, partition, offset, DecodeError)` per message that is not OTLP protobuf (skipped);
+/// - `events`: the `error()` of messages that carry one instead of a value (partition EOF and such);
+/// - `stopped`: None, or the error that refused message `taken` (a BackpressureError: nothing of it was taken).
+fn kafka_ingest<'py>(
+    py: Python<'py>,
+    engine: &Engine,
+    messages: &Bound<'py, PyList>,
+    now: f64,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let now = now_ns(py, now)?;
+    let mut events = Vec::new();
+    let mut msgs = Vec::with_capacity(messages.len());
+    for (index, m) in messages.iter().enumerate() {
+        let err = m.call_method0(intern!(py, "error"))?;
+        if !err.is_none() {
+            events.push((index, err));
+            continue;
+        }
+        let value = m.call_method0(intern!(py, "value"))?;
+        msgs.push(KafkaMessage {
+            index,
+            value: if value.is_none() {
+                None
+            } else {
+                Some(value.cast_into::<PyBytes>()?)
+            },
+            topic: m.call_method0(intern!(py, "topic"))?,
+            partition: m.call_method0(intern!(py, "partition"))?.extract()?,
+            offset: m.call_method0(intern!(py, "offset"))?.extract()?,
+        });
+    }
+    // Borrowed from the bytes objects held in `msgs`, alive (and immutable) for the whole call.
+    let values: Vec<&[u8]> = msgs
+        .iter()
+        .map(|m| m.value.as_ref().map_or(&[][..], |v| v.as_bytes()))
+        .collect();
+    let (results, ids) = run(py, || {
+        let mut ids: Vec<u128> = Vec::new();
+        let mut results = Vec::with_capacity(values.len());
+        for v in &values {
+            let r = engine.ingest_unsynced(v, now, &mut ids);
+            let stop = r
+                .as_ref()
+                .is_err_and(|e| !matches!(e, Error::Decode { .. }));
+            results.push((r, ids.len()));
+            if stop {
+                break;
+            }
+        }
+        // Under group commit, one fsync for the whole batch.
+        engine.sync_storage().map(|()| (results, ids))
+    })?
+    .map_err(|e| to_py(py, e))?;
+    let runs = PyList::empty(py);
+    let rejected = PyList::empty(py);
+    let mut spans = 0;
+    let mut taken = messages.len();
+    let mut stopped = py.None().into_bound(py);
+    // The run being built: (index into `msgs` of its first message, messages, where its IDs start in `ids`).
+    let mut current: Option<(usize, usize, usize)> = None;
+    let mut ids_at = 0;
+    let push_run = |(first, count, start): (usize, usize, usize), ids_end: usize| {
+        let m = &msgs[first];
+        runs.append((
+            &m.topic,
+            m.partition,
+            msgs[first + count - 1].offset + 1,
+            count,
+            PyBytes::new(py, &ids_to_bytes(&ids[start..ids_end])),
+        ))
+    };
+    for (i, (r, ids_end)) in results.into_iter().enumerate() {
+        let m = &msgs[i];
+        match r {
+            Ok(n) => spans += n,
+            Err(e @ Error::Decode { .. }) => {
+                rejected.append((&m.topic, m.partition, m.offset, to_py(py, e).into_value(py)))?;
+            }
+            Err(e) => {
+                taken = m.index;
+                stopped = to_py(py, e).into_value(py).into_bound(py).into_any();
+                break;
+            }
+        }
+        match current.as_mut() {
+            Some((first, count, _))
+                if msgs[*first].partition == m.partition && msgs[*first].topic.eq(&m.topic)? =>
+            {
+                *count += 1
+            }
+            _ => {
+                if let Some(run) = current {
+                    push_run(run, ids_at)?;
+                }
+                current = Some((i, 1, ids_at));
+            }
+        }
+        ids_at = ids_end;
+    }
+    if let Some(run) = current {
+        push_run(run, ids_at)?;
+    }
+    // Those after a refusal are read again with the messages the caller hands back.
+    let events = PyList::new(
+        py,
+        events
+            .into_iter()
+            .filter(|(i, _)| *i < taken)
+            .map(|(_, e)| e),
+    )?;
+    PyTuple::new(
+        py,
+        [
+            taken.into_pyobject(py)?.into_any(),
+            spans.into_pyobject(py)?.into_any(),
+            runs.into_any(),
+            rejected.into_any(),
+            events.into_any(),
+            stopped,
+        ],
+    )
 }
