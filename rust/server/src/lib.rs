@@ -548,7 +548,7 @@ async fn refuse(stream: TcpStream, shared: &Arc<Shared>) {
         }
     });
     let mut builder = http1::Builder::new();
-    builder.keep_alive(false);
+    builder.keep_alive(false).title_case_headers(true);
     match &shared.tls {
         Some(acceptor) => {
             if let Ok(tls) = acceptor.accept(stream).await {
@@ -733,6 +733,7 @@ async fn drive<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
+        .title_case_headers(true) // as aiohttp wrote them: some clients compare names case-sensitively
         .keep_alive(true)
         .serve_connection(io, svc);
     tokio::pin!(conn);
