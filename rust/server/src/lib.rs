@@ -493,6 +493,9 @@ async fn accept_loop(
                 if let Some(i) = ACCEPT_ERRORS.iter().position(|(c, _)| *c == code) {
                     shared.counters.accept_errors[i].fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_secs(1)).await; // as asyncio: descriptors free up
+                } else {
+                    // a connection reset before it was accepted, say: next; never a busy loop on a lasting error
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 continue;
             }
