@@ -143,6 +143,8 @@ def archive_recover(engine: NativeEngine, ids: list[bytes]) -> list[tuple[bytes,
 def archive_report(engine: NativeEngine) -> dict[str, Any] | None: ...
 
 # The OTLP/HTTP receiver in Rust (issue 24).
+__all__ += ["NativeHttpServer", "NativeLimiterFlag", "http_purge"]
+
 @final
 class NativeLimiterFlag:
     def __new__(cls) -> NativeLimiterFlag: ...
