@@ -398,3 +398,25 @@ fn stop_lets_a_request_in_flight_finish() {
     assert_eq!(client.join().unwrap(), 200);
     assert!(TcpStream::connect(addr).is_err());
 }
+
+#[test]
+fn a_declared_oversized_body_gets_its_413_while_the_client_is_still_sending() {
+    let r = start(config());
+    let mut s = TcpStream::connect(r.server.local_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let size = 8 << 20;
+    s.write_all(format!("POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {size}\r\n\r\n").as_bytes()).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let chunk = vec![0u8; 1 << 16];
+        for _ in 0..size / chunk.len() {
+            if w.write_all(&chunk).is_err() {
+                break; // the server closed: fine, the answer came first
+            }
+        }
+    });
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let _ = sender.join();
+    assert_eq!(parse(&raw).status, 413);
+}
