@@ -33,8 +33,8 @@ build-demo: setup
 demo: build-demo ## the main job on defaults: 30 s of synthetic traffic through the seed policies (installs no test tools)
 	$(BIN)/tailsample demo
 
-test-rust: ## cargo test of the core
-	cargo test -p tailsample-core --quiet
+test-rust: ## cargo test of the core and the OTLP/HTTP server
+	cargo test -p tailsample-core -p tailsample-server --quiet
 
 lint: build ## cargo clippy -D warnings, cargo fmt --check, ruff, mypy --strict, stubtest
 	cargo clippy --workspace --all-targets --quiet -- -D warnings

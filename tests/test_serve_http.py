@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 import zlib
+from email.message import Message
 
 import pytest
 
@@ -19,13 +20,14 @@ from tailsample.collector.otlp_status import decode_status
 PROTO = {"Content-Type": "application/x-protobuf"}
 
 
-def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def post(url: str, body: bytes, headers: dict[str, str] | None = None) -> tuple[int, Message, bytes]:
+    """(status, headers (names case-insensitive, as HTTP has them), body)."""
     req = urllib.request.Request(url, data=body, headers=headers if headers is not None else PROTO, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, dict(resp.headers), resp.read()
+            return resp.status, resp.headers, resp.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        return exc.code, exc.headers, exc.read()
 
 
 def error_trace(rng, name: str = "checkout") -> tuple[bytes, bytes]:

@@ -1,5 +1,6 @@
 """Type stubs of the Rust extension `tailsample._native` (checked against it by `mypy.stubtest` in `make lint`)."""
 
+from collections.abc import Callable
 from typing import Any, final
 
 __all__ = ["KeptPayload", "NativeArchiveReader", "NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue",
@@ -144,3 +145,30 @@ def archive_attach(engine: NativeEngine, directory: str, max_bytes: int, max_age
                    segment_bytes: int) -> None: ...
 def archive_recover(engine: NativeEngine, ids: list[bytes]) -> list[tuple[bytes, float, bytes]] | None: ...
 def archive_report(engine: NativeEngine) -> dict[str, Any] | None: ...
+
+# The OTLP/HTTP receiver in Rust (issue 24).
+__all__ += ["NativeHttpServer", "NativeLimiterFlag", "http_purge"]
+
+@final
+class NativeLimiterFlag:
+    def __new__(cls) -> NativeLimiterFlag: ...
+    def set(self, refusing: bool, message: str) -> None: ...
+    def take_refused(self) -> int: ...
+
+@final
+class NativeHttpServer:
+    @property
+    def port(self) -> int: ...
+    def __new__(cls, receiver_id: str, host: str, port: int, traces_path: str, max_body: int,
+                compression: list[str], max_connections: int, read_header_timeout: float, read_timeout: float,
+                idle_timeout: float, response_headers: list[tuple[str, str]], tls: tuple[bytes, bytes] | None,
+                auth: tuple[str, str | None, str | None] | None,
+                targets: list[tuple[NativeEngine, bool, list[NativeLimiterFlag]]], workers: int, backlog: int,
+                blocking: bool, observe_interval: float,
+                hook: Callable[[bytes, int, int, str, list[tuple[str, int]], bool], None] | None,
+                every_payload: bool) -> NativeHttpServer: ...
+    def counters(self) -> dict[str, int]: ...
+    def stop(self, grace: float) -> None: ...
+
+def http_purge() -> None:
+    """Asks every HTTP server's worker threads to hand their freed pages back (`mi_collect`) when they next idle."""

@@ -224,6 +224,16 @@ class Engine:
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else now
 
+    @property
+    def native(self) -> _native.NativeEngine:
+        """The Rust engine, for the Rust OTLP/HTTP server to feed without the GIL."""
+        return self._native
+
+    @property
+    def wall_clock(self) -> bool:
+        """Whether the engine's clock is `time.time()` (tail storage, archive), not `time.monotonic()`."""
+        return self._clock is time.time
+
     def ingest(self, payload: bytes | bytearray | memoryview, *, now: float | None = None) -> int:
         """Take one ExportTraceServiceRequest (protobuf bytes), whole or not at all; return the spans taken: all of
         them but the spans rejected alone (see `Ingested.rejected_spans` and `ingest_report`).

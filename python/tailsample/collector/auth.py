@@ -55,6 +55,14 @@ class BearerTokenAuth:
         with self._lock:
             self._expected, self._mtime = self._header(token), mtime
 
+    def native_spec(self) -> tuple[str, str | None, str | None]:
+        """(scheme, token, file) for the Rust OTLP/HTTP server, which checks (and re-reads) the same way: with a
+        token, the whole expected header as the token and no scheme."""
+        if self._filename is not None:
+            return self.scheme, None, self._filename
+        with self._lock:
+            return "", self._expected.decode(), None
+
     def authenticate(self, header: str | None) -> bool:
         """True when `header` carries the expected token (compared in constant time)."""
         if self._filename is not None:

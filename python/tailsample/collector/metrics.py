@@ -105,6 +105,7 @@ class Registry:
         self._families: dict[str, _Family] = {}
         self._histograms: list[Histogram] = []
         self._collectors: list[Callable[[], Iterable[Sample]]] = []
+        self._refreshers: list[Callable[[], None]] = []
 
     def _family(self, name: str, kind: str, help_text: str, label_names: Labels) -> _Family:
         with self._lock:
@@ -139,7 +140,20 @@ class Registry:
         with self._lock:
             self._collectors.append(collect)
 
+    def add_refresher(self, refresh: Callable[[], None]) -> None:
+        """`refresh` is called at the start of every scrape, to bring registered metrics up to date from counters
+        kept elsewhere (the Rust OTLP/HTTP server's)."""
+        with self._lock:
+            self._refreshers.append(refresh)
+
+    def refresh(self) -> None:
+        with self._lock:
+            refreshers = list(self._refreshers)
+        for refresh in refreshers:
+            refresh()
+
     def render(self) -> str:
+        self.refresh()
         lines: list[str] = []
         with self._lock:
             families = [(f.name, f.kind, f.help, f.label_names, dict(f.values)) for f in self._families.values()]

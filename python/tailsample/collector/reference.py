@@ -348,6 +348,12 @@ LIMITS: tuple[Limit, ...] = (
         "503 with `Retry-After`, or closed at once past 16 refusal slots",
         "`tailsample_listener_open_connections`, `tailsample_listener_refused_connections_total`",
     ),
+    Limit(
+        "OTLP/HTTP server threads (serve): 2 workers (Rust, off the GIL); up to 64 more for ingest that waits "
+        "on an fsync",
+        "requests wait their turn on their connection (bounded by `max_connections` and `read_timeout`)",
+        "`tailsample_listener_open_connections`",
+    ),
     Limit("`max_connections` (serve, gRPC)", "closed at once by grpcio", "(grpcio's own)"),
     Limit(
         "`read_header_timeout`, `read_timeout` (serve, HTTP)",

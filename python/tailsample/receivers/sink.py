@@ -74,6 +74,7 @@ class ReceiverMetrics:
     """The collector's receiver counters, plus why requests were turned away before reaching the pipelines."""
 
     def __init__(self, registry: Registry) -> None:
+        self.registry = registry
         labels = ("receiver", "transport")
         self.accepted = registry.counter(
             "otelcol_receiver_accepted_spans", "Number of spans successfully pushed into the pipeline.", labels)

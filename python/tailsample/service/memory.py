@@ -117,8 +117,10 @@ def read_memory() -> MemoryReading:
 
 
 def purge_memory() -> None:
-    """Hand freed memory back to the system: mimalloc's freed pages, then glibc's free chunks."""
+    """Hand freed memory back to the system: mimalloc's freed pages (this thread's now, the OTLP/HTTP server
+    threads' when they next idle: mimalloc collects per thread), then glibc's free chunks."""
     _native.memory_purge()
+    _native.http_purge()
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
 
@@ -152,6 +154,9 @@ class MemoryLimiter:
         self._logged_at = 0.0
         self._purged_at = -1e18
         self._task: asyncio.Task[None] | None = None
+        # The verdict as the Rust OTLP/HTTP server reads it, without the GIL (set at every check).
+        self.flag = _native.NativeLimiterFlag()
+        registry.add_refresher(self._take_native_refusals)  # a scrape sees them at once, not a check later
         labels = ("processor",)
         pid = settings.id
         self._refused = registry.counter("tailsample_memory_limiter_refused_payloads",
@@ -197,6 +202,7 @@ class MemoryLimiter:
 
     def update(self) -> bool:
         """One check: read, decide, publish, log. Returns whether freed memory should be purged now."""
+        self._take_native_refusals()
         self.reading = self._read()
         self.used = self._used(self.reading)
         if self.used >= self.hard_limit:
@@ -220,6 +226,7 @@ class MemoryLimiter:
                         self._describe())
             self._logged_at, self._refused_unlogged = now, 0
         self._publish()
+        self.flag.set(self.refusing, self._refusal() if self.refusing else "")
         since = now - self._purged_at
         if (self.refusing and since >= PURGE_EVERY) or (
                 self.reading.resident_bytes >= self.soft_limit and since >= STUCK_PURGE_EVERY):
@@ -232,14 +239,24 @@ class MemoryLimiter:
         self._purge()
         self._purges.add(1, self.settings.id)
 
+    def _refusal(self) -> str:
+        return (f"{self.settings.id}: memory use {self.used / MiB:.0f} MiB is above the soft limit "
+                f"{self.soft_limit / MiB:.0f} MiB")
+
+    def _take_native_refusals(self) -> None:
+        """Payloads the Rust OTLP/HTTP server refused on this limiter's flag since the last check, counted here."""
+        n = self.flag.take_refused()
+        if n:
+            self._refused.add(n, self.settings.id)
+            self._refused_total += n
+            self._refused_unlogged += n
+
     def check(self) -> None:
         if self.refusing:
             self._refused.add(1, self.settings.id)
             self._refused_total += 1
             self._refused_unlogged += 1
-            raise BackpressureError(
-                f"{self.settings.id}: memory use {self.used / MiB:.0f} MiB is above the soft limit "
-                f"{self.soft_limit / MiB:.0f} MiB", reason="memory_limiter")
+            raise BackpressureError(self._refusal(), reason="memory_limiter")
 
     async def run(self) -> None:
         while True:

@@ -705,6 +705,24 @@ class FanoutSink:
         # An engine that fsyncs before answering is called from a worker thread (see receivers.sink.consume).
         self.blocking = any(p.engine.storage is not None and p.engine.storage.sync != "none" for p in pipelines)
 
+    # ---- for the Rust OTLP/HTTP server (`receivers.otlp_http_receiver.NativeSink`) ------------------------------
+
+    def native_targets(self) -> list[tuple[Any, bool, list[Any]]]:
+        return [(p.engine.native, p.engine.wall_clock, [lim.flag for lim in p.limiters]) for p in self.pipelines]
+
+    def records_every_payload(self) -> bool:
+        return any(p.recording is not None for p in self.pipelines)
+
+    def after_native(self, payload: bytes, got: Ingested, observe: bool) -> None:
+        """`take`'s Python part, for a payload the server's engines took (called from the server's threads)."""
+        for p in self.pipelines:
+            if p.recording is not None:
+                p.recording.add(payload)
+            if observe:
+                p.observe(payload)
+            if got.rejected_spans:
+                p.report_rejected(got)
+
     def consume(self, payload: bytes) -> Ingested:
         if len(self.pipelines) == 1:
             return self.pipelines[0].consume(payload)

@@ -1018,6 +1018,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config_read, m)?)?;
     m.add_function(wrap_pyfunction!(config_check_keys, m)?)?;
     add_archive(m)?;
+    add_http_server(m)?;
     Ok(())
 }
 
@@ -1335,4 +1336,226 @@ fn kafka_ingest<'py>(
             stopped,
         ],
     )
+}
+
+// ---- The OTLP/HTTP receiver in Rust (issue 24): tailsample-server behind a thin handle. ----
+
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::LazyLock;
+use std::time::Duration;
+use tailsample_server as server;
+
+/// Bumped by `http_purge`: every server's worker threads run `mi_collect` when they next park.
+static HTTP_PURGE_EPOCH: LazyLock<Arc<AtomicU64>> = LazyLock::new(|| Arc::new(AtomicU64::new(0)));
+
+/// The binding's engine, fed by a server without the GIL (`NativeEngine` is frozen and its `Engine` Sync).
+struct HeldEngine(Py<NativeEngine>);
+
+impl server::EngineRef for HeldEngine {
+    fn engine(&self) -> &Engine {
+        &self.0.get().engine
+    }
+}
+
+/// A `memory_limiter`'s verdict, set from Python at every check, read by the servers without the GIL.
+#[pyclass(frozen, module = "tailsample._native")]
+struct NativeLimiterFlag {
+    flag: Arc<server::Limiter>,
+}
+
+#[pymethods]
+impl NativeLimiterFlag {
+    #[new]
+    fn new() -> Self {
+        NativeLimiterFlag {
+            flag: Arc::new(server::Limiter::default()),
+        }
+    }
+
+    /// Refusing (with the message a refused client is told) or not.
+    fn set(&self, refusing: bool, message: &str) {
+        self.flag.set(refusing, message);
+    }
+
+    /// Payloads the servers refused for this limiter since the last call.
+    fn take_refused(&self) -> u64 {
+        self.flag.take_refused()
+    }
+}
+
+/// Calls back into Python for what it still does with an accepted payload (see `server::Hook`).
+struct PyHook {
+    callback: Py<PyAny>,
+    every: bool,
+}
+
+impl server::Hook for PyHook {
+    fn every_payload(&self) -> bool {
+        self.every
+    }
+
+    fn accepted(&self, payload: &[u8], got: &tailsample_core::Ingested, observe: bool) {
+        Python::attach(|py| {
+            let by_reason: Vec<(&'static str, usize)> = got
+                .rejected_by_reason
+                .iter()
+                .map(|(r, n)| (r.label(), *n))
+                .collect();
+            let args = (
+                PyBytes::new(py, payload),
+                got.spans,
+                got.rejected_spans,
+                got.rejection.clone().unwrap_or_default(),
+                by_reason,
+                observe,
+            );
+            if let Err(e) = self.callback.call1(py, args) {
+                e.write_unraisable(py, None);
+            }
+        });
+    }
+}
+
+/// One OTLP/HTTP server on its own threads (see the `tailsample-server` crate).
+#[pyclass(frozen, module = "tailsample._native")]
+struct NativeHttpServer {
+    server: Mutex<Option<server::Server>>,
+    counters: Arc<server::Counters>,
+    #[pyo3(get)]
+    port: u16,
+}
+
+type HttpTarget = (Py<NativeEngine>, bool, Vec<Py<NativeLimiterFlag>>);
+
+#[pymethods]
+impl NativeHttpServer {
+    /// Binds and starts serving. `targets`: (engine, engine clock is wall time, its limiters' flags) per
+    /// pipeline; `auth`: (scheme, token or None, token file or None); `tls`: (certificate PEM, key PEM);
+    /// `hook(payload, spans, rejected, rejection, by_reason, observe)` is called (with the GIL) for every
+    /// payload when `every_payload`, else for one per `observe_interval` and those with spans rejected alone.
+    #[new]
+    #[pyo3(signature = (receiver_id, host, port, traces_path, max_body, compression, max_connections,
+                        read_header_timeout, read_timeout, idle_timeout, response_headers, tls, auth, targets,
+                        workers, backlog, blocking, observe_interval, hook, every_payload))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        receiver_id: String,
+        host: String,
+        port: u16,
+        traces_path: String,
+        max_body: usize,
+        compression: Vec<String>,
+        max_connections: usize,
+        read_header_timeout: f64,
+        read_timeout: f64,
+        idle_timeout: f64,
+        response_headers: Vec<(String, String)>,
+        tls: Option<(Vec<u8>, Vec<u8>)>,
+        auth: Option<(String, Option<String>, Option<std::path::PathBuf>)>,
+        targets: Vec<HttpTarget>,
+        workers: usize,
+        backlog: u32,
+        blocking: bool,
+        observe_interval: f64,
+        hook: Option<Py<PyAny>>,
+        every_payload: bool,
+    ) -> PyResult<Self> {
+        let secs = |name: &str, v: f64| {
+            Duration::try_from_secs_f64(v.max(0.0)).map_err(|_| {
+                PyValueError::new_err(format!("{name} must be a finite number of seconds"))
+            })
+        };
+        let auth = match auth {
+            None => None,
+            Some((scheme, token, file)) => Some(Arc::new(
+                server::Auth::new(&scheme, token.as_deref(), file).map_err(|e| {
+                    to_py(
+                        py,
+                        Error::config("auth", format!("cannot read the token: {e}")),
+                    )
+                })?,
+            )),
+        };
+        let cfg = server::Config {
+            id: receiver_id,
+            host,
+            port,
+            traces_path,
+            max_body,
+            compression,
+            max_connections,
+            read_header_timeout: secs("read_header_timeout", read_header_timeout)?,
+            read_timeout: secs("read_timeout", read_timeout)?,
+            idle_timeout: secs("idle_timeout", idle_timeout)?,
+            response_headers,
+            tls,
+            auth,
+            workers,
+            backlog,
+            blocking,
+            observe_interval: secs("observe_interval", observe_interval)?,
+        };
+        let targets = targets
+            .into_iter()
+            .map(|(engine, wall_clock, limiters)| server::Target {
+                engine: Arc::new(HeldEngine(engine)),
+                wall_clock,
+                limiters: limiters.iter().map(|l| l.get().flag.clone()).collect(),
+            })
+            .collect();
+        let hook = hook.map(|callback| {
+            Arc::new(PyHook {
+                callback,
+                every: every_payload,
+            }) as Arc<dyn server::Hook>
+        });
+        let purge: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {
+            // SAFETY: mi_collect takes no pointers; it collects the calling (worker) thread's heap.
+            unsafe { libmimalloc_sys::mi_collect(true) }
+        });
+        let started = py.detach(|| {
+            server::Server::start(cfg, targets, hook, Some((HTTP_PURGE_EPOCH.clone(), purge)))
+        });
+        let s = started.map_err(|e| {
+            if e.config {
+                to_py(py, Error::config("tls", e.message))
+            } else {
+                pyo3::exceptions::PyOSError::new_err((e.errno.unwrap_or(0), e.message))
+            }
+        })?;
+        Ok(NativeHttpServer {
+            counters: s.counters().clone(),
+            port: s.local_addr.port(),
+            server: Mutex::new(Some(s)),
+        })
+    }
+
+    /// The counters now: accepted_spans, refused_spans, aborted, open, refused_connections,
+    /// timed_out_read_header, timed_out_read, rejected:<reason>, accept_error:<name>.
+    fn counters(&self) -> std::collections::HashMap<String, u64> {
+        server::snapshot(&self.counters)
+    }
+
+    /// Stops accepting, lets requests in flight finish (within `grace` seconds), then stops its threads.
+    fn stop(&self, py: Python<'_>, grace: f64) {
+        let taken = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut s) = taken {
+            let grace = Duration::from_secs_f64(grace.clamp(0.0, 3600.0));
+            py.detach(move || s.stop(grace));
+        }
+    }
+}
+
+/// Asks every HTTP server's worker threads to hand their freed pages back (`mi_collect`) when they next idle.
+#[pyfunction]
+fn http_purge() {
+    HTTP_PURGE_EPOCH.fetch_add(1, AtomicOrdering::Relaxed);
+}
+
+fn add_http_server(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeLimiterFlag>()?;
+    m.add_class::<NativeHttpServer>()?;
+    m.add_function(wrap_pyfunction!(http_purge, m)?)?;
+    Ok(())
 }
