@@ -3,9 +3,15 @@
 //!
 //! ```text
 //! <dir>/00000000000000000007.seg   a `SegmentLog` (its header, checksums and torn-tail cut): BLOCK records
-//! <dir>/00000000000000000007.idx   written when the segment is closed: "TSAIDX02", traces (u64), first and last
-//!                                  time (i64 ns), then (trace ID u128 LE, record offset u64 LE) sorted by ID
+//! <dir>/00000000000000000007.idx   written when the segment is closed: "TSAIDX03", traces `n` (u64), first and
+//!                                  last time (i64 ns), then (trace ID u128 LE, record offset u64 LE) sorted by
+//!                                  ID, then the segment's Bloom filter (`filter_words(n)` u64 LE) and its fences
+//!                                  (every 128th sorted ID, `n.div_ceil(128)` u128 LE)
 //! ```
+//! The filter and fences in the index file let a reader without an engine (`recover --archive`) probe a
+//! segment with one or two small reads instead of a binary search, and an engine reopen without reading every
+//! ID. An index of version 2 ("TSAIDX02": no filter, no fences) is still read: offline by binary search; an
+//! engine opening it rewrites it as version 3.
 //! A BLOCK body (format 2): the version byte (2), traces `n` (u32), the origin table's length (u32), then per
 //! trace its ID (u128 LE), time archived (i64 ns) and part length (u32), then one zstd frame of the traces'
 //! parts one after another and the block's origin table. A trace's part is the chunks the store held, as they
@@ -44,7 +50,9 @@ pub const BLOCK: u8 = 11;
 /// Blocks written before format 2: not readable any more, skipped and reported.
 const BLOCK_V1: u8 = 10;
 const FORMAT: u8 = 2;
-const IDX_MAGIC: &[u8; 8] = b"TSAIDX02";
+const IDX_MAGIC: &[u8; 8] = b"TSAIDX03";
+/// Index files before the filter and fences were stored in them: still read.
+const IDX_MAGIC_V2: &[u8; 8] = b"TSAIDX02";
 const IDX_HEADER: u64 = 8 + 8 + 8 + 8;
 const IDX_ENTRY: u64 = 24;
 /// zstd level -5, in 1 MiB blocks: on the seed traffic's stored spans it compresses about 30 % faster than
@@ -114,11 +122,15 @@ struct Filter {
 const FILTER_BITS: u64 = 12;
 const FILTER_HASHES: u64 = 7;
 
+/// How many u64 words the filter of a segment of `n` index entries has (as `Filter::new` sizes it).
+fn filter_words(n: u64) -> u64 {
+    n.saturating_mul(FILTER_BITS).max(64).div_ceil(64)
+}
+
 impl Filter {
     fn new(ids: impl ExactSizeIterator<Item = u128>) -> Self {
-        let n = (ids.len() as u64 * FILTER_BITS).max(64);
         let mut f = Filter {
-            bits: vec![0; n.div_ceil(64) as usize],
+            bits: vec![0; filter_words(ids.len() as u64) as usize],
         };
         for id in ids {
             for bit in f.probes(id) {
@@ -129,9 +141,7 @@ impl Filter {
     }
 
     fn probes(&self, id: u128) -> impl Iterator<Item = u64> {
-        let n = self.bits.len() as u64 * 64;
-        let (h1, h2) = (id as u64, ((id >> 64) as u64) | 1);
-        (0..FILTER_HASHES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % n)
+        probes(self.bits.len() as u64, id)
     }
 
     fn may_contain(&self, id: u128) -> bool {
@@ -146,14 +156,67 @@ impl Filter {
     }
 }
 
-/// The trace IDs of an index file, for its filter.
-fn index_ids(dir: &Path, id: u64) -> io::Result<Vec<u128>> {
+/// The bits a filter of `words` u64 words tests for `id`.
+fn probes(words: u64, id: u128) -> impl Iterator<Item = u64> {
+    let n = words * 64;
+    let (h1, h2) = (id as u64, ((id >> 64) as u64) | 1);
+    (0..FILTER_HASHES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % n)
+}
+
+/// The entries of an index file (of version 2: to rewrite it as version 3).
+fn index_entries(dir: &Path, id: u64, n: u64) -> io::Result<Vec<(u128, u64)>> {
     let data = fs::read(idx_path(dir, id))?;
     Ok(data
-        .get(IDX_HEADER as usize..)
+        .get(IDX_HEADER as usize..(IDX_HEADER + n * IDX_ENTRY) as usize)
         .unwrap_or_default()
         .chunks_exact(IDX_ENTRY as usize)
-        .map(|e| u128::from_le_bytes(e[..16].try_into().unwrap()))
+        .map(parse_entry)
+        .collect())
+}
+
+/// Where a version-3 index file of `n` entries keeps its filter (its fences follow).
+fn filter_at(n: u64) -> u64 {
+    IDX_HEADER + n * IDX_ENTRY
+}
+
+/// A version-3 index file's filter and fences, in one read.
+fn read_index_tail(f: &File, n: u64) -> io::Result<(Filter, Box<[u128]>)> {
+    let words = filter_words(n) as usize;
+    let mut buf = vec![0u8; words * 8 + n.div_ceil(FENCE as u64) as usize * 16];
+    f.read_exact_at(&mut buf, filter_at(n))?;
+    let (fb, rest) = buf.split_at(words * 8);
+    let bits = fb
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+        .collect();
+    let fences = rest
+        .chunks_exact(16)
+        .map(|w| u128::from_le_bytes(w.try_into().unwrap()))
+        .collect();
+    Ok((Filter { bits }, fences))
+}
+
+/// Whether a version-3 index file's filter may hold `id`: reads only the filter words its probes test, and
+/// stops at the first clear bit (for an ID not held, after 1.8 reads of 8 bytes on average).
+fn index_may_contain(f: &File, n: u64, id: u128) -> io::Result<bool> {
+    let words = filter_words(n);
+    for bit in probes(words, id) {
+        let mut w = [0u8; 8];
+        f.read_exact_at(&mut w, filter_at(n) + bit / 64 * 8)?;
+        if u64::from_le_bytes(w) & (1 << (bit % 64)) == 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A version-3 index file's fences, in one read.
+fn read_fences(f: &File, n: u64) -> io::Result<Box<[u128]>> {
+    let mut buf = vec![0u8; n.div_ceil(FENCE as u64) as usize * 16];
+    f.read_exact_at(&mut buf, filter_at(n) + filter_words(n) * 8)?;
+    Ok(buf
+        .chunks_exact(16)
+        .map(|w| u128::from_le_bytes(w.try_into().unwrap()))
         .collect())
 }
 
@@ -447,9 +510,19 @@ fn part_size(chunks: &[Chunk]) -> usize {
     4 + chunks.iter().map(|c| 12 + c.framed.len()).sum::<usize>()
 }
 
-fn write_index(dir: &Path, m: &SegMeta, entries: &mut [(u128, u64)]) -> io::Result<u64> {
+/// Sorts `entries`, sets `m`'s filter and fences from them, and writes the segment's index file (version 3);
+/// sets `m.idx_bytes` when written.
+fn write_index(dir: &Path, m: &mut SegMeta, entries: &mut [(u128, u64)]) -> io::Result<()> {
     entries.sort_unstable();
-    let mut b = Vec::with_capacity(IDX_HEADER as usize + entries.len() * IDX_ENTRY as usize);
+    m.traces = entries.len() as u64;
+    m.filter = Filter::new(entries.iter().map(|e| e.0));
+    m.fences = fences(entries.iter().map(|e| e.0));
+    let mut b = Vec::with_capacity(
+        IDX_HEADER as usize
+            + entries.len() * IDX_ENTRY as usize
+            + m.filter.bits.len() * 8
+            + m.fences.len() * 16,
+    );
     b.extend_from_slice(IDX_MAGIC);
     b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     b.extend_from_slice(&m.first.to_le_bytes());
@@ -458,25 +531,59 @@ fn write_index(dir: &Path, m: &SegMeta, entries: &mut [(u128, u64)]) -> io::Resu
         b.extend_from_slice(&id.to_le_bytes());
         b.extend_from_slice(&off.to_le_bytes());
     }
+    for w in m.filter.bits.iter() {
+        b.extend_from_slice(&w.to_le_bytes());
+    }
+    for f in m.fences.iter() {
+        b.extend_from_slice(&f.to_le_bytes());
+    }
     // Written whole under a temporary name, then renamed: an index is there complete or not at all.
     let tmp = dir.join(format!("{:020}.idx.tmp", m.id));
     fs::write(&tmp, &b)?;
     fs::rename(&tmp, idx_path(dir, m.id))?;
-    Ok(b.len() as u64)
+    m.idx_bytes = b.len() as u64;
+    Ok(())
 }
 
-/// Reads an index file's header: (traces, first, last, bytes); None when missing or not an index.
-fn read_index_header(dir: &Path, id: u64) -> Option<(u64, i64, i64, u64)> {
+/// An index file's header.
+struct IndexHeader {
+    traces: u64,
+    first: i64,
+    last: i64,
+    bytes: u64,
+    /// Version 3: the filter and fences follow the entries.
+    stored_filter: bool,
+    file: File,
+}
+
+/// Reads an index file's header (the file stays open in it); None when missing or not an index of a known
+/// version, or not of the length its header says.
+fn read_index_header(dir: &Path, id: u64) -> Option<IndexHeader> {
     let f = File::open(idx_path(dir, id)).ok()?;
     let len = f.metadata().ok()?.len();
     let mut h = [0u8; IDX_HEADER as usize];
     f.read_exact_at(&mut h, 0).ok()?;
-    if &h[..8] != IDX_MAGIC {
-        return None;
-    }
+    let stored_filter = match &h[..8] {
+        m if m == IDX_MAGIC => true,
+        m if m == IDX_MAGIC_V2 => false,
+        _ => return None,
+    };
     let n = u64_at(&h, 8)?;
     let (first, last) = (u64_at(&h, 16)? as i64, u64_at(&h, 24)? as i64);
-    (IDX_HEADER + n.checked_mul(IDX_ENTRY)? == len).then_some((n, first, last, len))
+    let mut want = IDX_HEADER.checked_add(n.checked_mul(IDX_ENTRY)?)?;
+    if stored_filter {
+        want = want
+            .checked_add(filter_words(n).checked_mul(8)?)?
+            .checked_add(n.div_ceil(FENCE as u64).checked_mul(16)?)?;
+    }
+    (want == len).then_some(IndexHeader {
+        traces: n,
+        first,
+        last,
+        bytes: len,
+        stored_filter,
+        file: f,
+    })
 }
 
 /// Scans a segment's records: its index entries and time span, and how many blocks of format 1 it holds
@@ -521,7 +628,10 @@ fn search_index(
     id: u128,
     fences: Option<&[u128]>,
 ) -> io::Result<Vec<u64>> {
-    let f = File::open(idx_path(dir, seg))?;
+    search_index_in(&File::open(idx_path(dir, seg))?, n, id, fences)
+}
+
+fn search_index_in(f: &File, n: u64, id: u128, fences: Option<&[u128]>) -> io::Result<Vec<u64>> {
     let entry = |i: u64| -> io::Result<(u128, u64)> {
         let mut e = [0u8; IDX_ENTRY as usize];
         f.read_exact_at(&mut e, IDX_HEADER + i * IDX_ENTRY)?;
@@ -573,6 +683,40 @@ fn search_index(
         lo += 1;
     }
     Ok(out)
+}
+
+/// How many threads `ArchiveReader::find` probes segments with.
+const FIND_THREADS: usize = 8;
+
+enum Advice {
+    Sequential,
+    WillNeed,
+}
+
+/// Tells the kernel how a file is about to be read (read ahead in large requests, or now, in the
+/// background); a hint only, its failure ignored.
+fn advise(f: &File, advice: Advice) {
+    use std::os::fd::AsRawFd;
+    let a = match advice {
+        Advice::Sequential => libc::POSIX_FADV_SEQUENTIAL,
+        Advice::WillNeed => libc::POSIX_FADV_WILLNEED,
+    };
+    // SAFETY: a plain system call on a descriptor `f` owns for the call's duration; no memory is passed.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, a);
+    }
+}
+
+/// A whole segment file, read as a sequential stream (a scan, a lookup in the open segment): the kernel reads
+/// it ahead in large requests instead of its default window.
+fn read_segment(dir: &Path, seg: u64) -> io::Result<Vec<u8>> {
+    let mut f = File::open(seg_path(dir, seg))?;
+    advise(&f, Advice::Sequential);
+    advise(&f, Advice::WillNeed);
+    let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+    let mut data = Vec::with_capacity(len + 1);
+    f.read_to_end(&mut data)?;
+    Ok(data)
 }
 
 /// Reads and checks the record at `offset` of segment `seg`; returns its body.
@@ -635,17 +779,34 @@ impl Archive {
                 continue;
             }
             let meta = match read_index_header(&dir, id) {
-                Some((traces, first, last, idx_bytes)) => {
-                    let ids = index_ids(&dir, id)?;
+                // The filter and fences as stored: one read of about 1.6 B per trace, no ID read.
+                Some(h) if h.stored_filter => {
+                    let (filter, fences) = read_index_tail(&h.file, h.traces)?;
                     SegMeta {
                         id,
-                        traces,
-                        first,
-                        last,
-                        idx_bytes,
-                        filter: Filter::new(ids.iter().copied()),
-                        fences: fences(ids.into_iter()),
+                        traces: h.traces,
+                        first: h.first,
+                        last: h.last,
+                        idx_bytes: h.bytes,
+                        filter,
+                        fences,
                     }
+                }
+                // An index of version 2: rewritten as version 3 (once), from its own entries.
+                Some(h) => {
+                    let mut entries = index_entries(&dir, id, h.traces)?;
+                    let mut m = SegMeta {
+                        id,
+                        traces: h.traces,
+                        first: h.first,
+                        last: h.last,
+                        idx_bytes: h.bytes,
+                        filter: Filter::default(),
+                        fences: Box::default(),
+                    };
+                    // Not rewritten (a read-only directory, a full disk): the version-2 file still serves.
+                    let _ = write_index(&dir, &mut m, &mut entries);
+                    m
                 }
                 None => {
                     let ((mut entries, first, last), old) = scan_segment(&dir, id)?;
@@ -667,11 +828,10 @@ impl Archive {
                         first,
                         last,
                         idx_bytes: 0,
-                        filter: Filter::new(entries.iter().map(|e| e.0)),
+                        filter: Filter::default(),
                         fences: Box::default(),
                     };
-                    m.idx_bytes = write_index(&dir, &m, &mut entries)?;
-                    m.fences = fences(entries.iter().map(|e| e.0));
+                    write_index(&dir, &mut m, &mut entries)?;
                     m
                 }
             };
@@ -844,15 +1004,14 @@ impl Archive {
             first: self.open_first,
             last: self.open_last,
             idx_bytes: 0,
-            filter: Filter::new(entries.iter().map(|e| e.0)),
+            filter: Filter::default(),
             fences: Box::default(),
         };
         self.open_first = i64::MAX;
         self.open_last = i64::MIN;
-        // Without its index file the segment is still found: `open` rebuilds it.
-        m.idx_bytes = write_index(&self.opts.directory, &m, &mut entries).unwrap_or(0);
-        // Sorted by `write_index` (first thing, before any write).
-        m.fences = fences(entries.iter().map(|e| e.0));
+        // Without its index file the segment is still found: `open` rebuilds it (the filter and fences are
+        // set before any write).
+        let _ = write_index(&self.opts.directory, &mut m, &mut entries);
         self.closed.push(m);
     }
 
@@ -960,34 +1119,89 @@ impl ArchiveReader {
         Ok(ids)
     }
 
-    /// Every archived part of each of `ids`.
+    /// Every archived part of each of `ids`, oldest segment first. Segments are probed by a few threads at
+    /// once: on a cold page cache a probe waits on the disk, and the disk serves several reads at a time.
     pub fn find(&self, ids: &[u128]) -> io::Result<Vec<Found>> {
+        let segs = self.segments()?;
+        let workers = FIND_THREADS.min(segs.len()).max(1);
+        let per = segs.len().div_ceil(workers).max(1);
+        let parts: Vec<io::Result<Vec<Found>>> = std::thread::scope(|s| {
+            let handles: Vec<_> = segs
+                .chunks(per)
+                .map(|part| s.spawn(move || self.find_in_segments(part, ids)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(io::Error::other("lookup thread panicked")))
+                })
+                .collect()
+        });
         let mut out = Vec::new();
-        for seg in self.segments()? {
-            if let Some((n, ..)) = read_index_header(&self.dir, seg) {
-                for &id in ids {
-                    let offs = search_index(&self.dir, seg, n, id, None)?;
-                    find_in(&self.dir, seg, &offs, id, &mut out)?;
-                }
-            } else {
-                // No index (the segment being written): each block's table says whether to decompress it.
-                let mut data = Vec::new();
-                File::open(seg_path(&self.dir, seg))?.read_to_end(&mut data)?;
-                for r in Records::new(seg, &data).filter(|r| r.kind == BLOCK) {
-                    let Some((table, ..)) = block_table(r.body) else {
-                        continue;
+        for p in parts {
+            out.extend(p?);
+        }
+        Ok(out)
+    }
+
+    fn find_in_segments(&self, segs: &[u64], ids: &[u128]) -> io::Result<Vec<Found>> {
+        let mut out = Vec::new();
+        for &seg in segs {
+            match read_index_header(&self.dir, seg) {
+                // Version 3: the stored filter first (a few bytes read per ID; the whole filter once when
+                // many IDs are asked), then the stretch of the index between two stored fences.
+                Some(h) if h.stored_filter => {
+                    let (f, n) = (&h.file, h.traces);
+                    let loaded = if ids.len() > 8 {
+                        Some(read_index_tail(f, n)?)
+                    } else {
+                        None
                     };
-                    if !table.iter().any(|e| ids.contains(&e.0)) {
-                        continue;
+                    let mut fences: Option<Box<[u128]>> = None;
+                    for &id in ids {
+                        let maybe = match &loaded {
+                            Some((filter, _)) => filter.may_contain(id),
+                            None => index_may_contain(f, n, id)?,
+                        };
+                        if !maybe {
+                            continue;
+                        }
+                        let fs = match (&loaded, &mut fences) {
+                            (Some((_, fs)), _) => fs,
+                            (None, Some(fs)) => fs,
+                            (None, slot) => slot.insert(read_fences(f, n)?),
+                        };
+                        let offs = search_index_in(f, n, id, Some(fs))?;
+                        find_in(&self.dir, seg, &offs, id, &mut out)?;
                     }
-                    for (id, archived_at, payload) in
-                        decode_block_where(r.body, |t, _| ids.contains(&t))?
-                    {
-                        out.push(Found {
-                            id,
-                            archived_at,
-                            payload,
-                        });
+                }
+                // Version 2: a binary search of the index file.
+                Some(h) => {
+                    for &id in ids {
+                        let offs = search_index_in(&h.file, h.traces, id, None)?;
+                        find_in(&self.dir, seg, &offs, id, &mut out)?;
+                    }
+                }
+                None => {
+                    // No index (the segment being written): each block's table says whether to decompress it.
+                    let data = read_segment(&self.dir, seg)?;
+                    for r in Records::new(seg, &data).filter(|r| r.kind == BLOCK) {
+                        let Some((table, ..)) = block_table(r.body) else {
+                            continue;
+                        };
+                        if !table.iter().any(|e| ids.contains(&e.0)) {
+                            continue;
+                        }
+                        for (id, archived_at, payload) in
+                            decode_block_where(r.body, |t, _| ids.contains(&t))?
+                        {
+                            out.push(Found {
+                                id,
+                                archived_at,
+                                payload,
+                            });
+                        }
                     }
                 }
             }
@@ -1005,13 +1219,22 @@ impl ArchiveReader {
     ) -> io::Result<Vec<String>> {
         let mut problems = Vec::new();
         let mut go = true;
-        for seg in self.segments()? {
+        let segs: Vec<u64> = self
+            .segments()?
+            .into_iter()
+            .filter(|&seg| {
+                read_index_header(&self.dir, seg)
+                    .is_none_or(|h| h.last >= since && h.first <= until)
+            })
+            .collect();
+        for (i, &seg) in segs.iter().enumerate() {
             if !go {
                 break;
             }
-            if let Some((_, first, last, _)) = read_index_header(&self.dir, seg) {
-                if last < since || first > until {
-                    continue;
+            // The next segment is read from disk while this one is decompressed and tested.
+            if let Some(&next) = segs.get(i + 1) {
+                if let Ok(f) = File::open(seg_path(&self.dir, next)) {
+                    advise(&f, Advice::WillNeed);
                 }
             }
             let p = self.for_each_block(seg, (since, until), |_, table| {
@@ -1035,8 +1258,7 @@ impl ArchiveReader {
         mut each: impl FnMut(u64, Vec<(u128, i64, Vec<u8>)>),
     ) -> io::Result<Vec<String>> {
         let within = |t: i64| t >= window.0 && t <= window.1;
-        let mut data = Vec::new();
-        File::open(seg_path(&self.dir, seg))?.read_to_end(&mut data)?;
+        let data = read_segment(&self.dir, seg)?;
         let mut problems = Vec::new();
         let mut records = Records::new(seg, &data);
         let mut old = 0;
@@ -1506,6 +1728,100 @@ mod tests {
         }
     }
 
+    /// An index of this version holds the segment's filter and fences, and a reader without an engine goes
+    /// by them (a segment whose stored filter says no is not searched); an index of version 2 is still read
+    /// offline, and an engine opening it rewrites it as version 3.
+    #[test]
+    fn offline_lookups_go_by_the_stored_filter_and_a_version_2_index_is_still_read() {
+        let dir = tempdir("archive", "idx3");
+        let o = origins();
+        let mut a = Archive::open(ArchiveOptions {
+            segment_bytes: 64 << 10,
+            ..opts(&dir, 1 << 30, 0)
+        })
+        .unwrap();
+        let traces: Vec<Dropped> = (1..=600u128).map(|i| trace(i << 64 | i * 31, &o)).collect();
+        for t in traces.chunks(7) {
+            a.write(t, 1);
+        }
+        let closed: Vec<(u64, Vec<u64>, Box<[u128]>)> = a
+            .closed
+            .iter()
+            .map(|m| (m.id, m.filter.bits.clone(), m.fences.clone()))
+            .collect();
+        assert!(closed.len() >= 3, "{} closed segments", closed.len());
+        drop(a);
+        for (seg, bits, fences) in &closed {
+            let h = read_index_header(&dir, *seg).unwrap();
+            assert!(h.stored_filter);
+            let (filter, stored) = read_index_tail(&h.file, h.traces).unwrap();
+            assert_eq!(&filter.bits, bits);
+            assert_eq!(&stored, fences);
+            assert_eq!(&read_fences(&h.file, h.traces).unwrap(), fences);
+        }
+        let r = ArchiveReader::open(&dir).unwrap();
+        let check = |r: &ArchiveReader, ts: &[Dropped]| {
+            for t in ts {
+                let got = r.find(&[t.0]).unwrap();
+                assert_eq!(got.len(), 1, "trace {:x}", t.0);
+                assert_eq!(got[0].payload, payload(t));
+            }
+            // Many IDs at once (the whole filter read once per segment).
+            let ids: Vec<u128> = ts.iter().map(|t| t.0).collect();
+            assert_eq!(r.find(&ids).unwrap().len(), ts.len());
+        };
+        check(&r, &traces);
+        assert!(r.find(&[12345, u128::MAX]).unwrap().is_empty());
+
+        // The first segment's stored filter cleared: the reader no longer looks there.
+        let (seg, ..) = closed[0];
+        let h = read_index_header(&dir, seg).unwrap();
+        let words = filter_words(h.traces) as usize;
+        let in_seg: Vec<u128> = index_entries(&dir, seg, h.traces)
+            .unwrap()
+            .iter()
+            .map(|e| e.0)
+            .collect();
+        let saved = {
+            let mut b = vec![0u8; words * 8];
+            h.file.read_exact_at(&mut b, filter_at(h.traces)).unwrap();
+            b
+        };
+        let w = fs::OpenOptions::new()
+            .write(true)
+            .open(idx_path(&dir, seg))
+            .unwrap();
+        w.write_all_at(&vec![0u8; words * 8], filter_at(h.traces))
+            .unwrap();
+        assert!(r.find(&in_seg[..1]).unwrap().is_empty());
+        assert!(r.find(&in_seg).unwrap().is_empty());
+        w.write_all_at(&saved, filter_at(h.traces)).unwrap();
+        assert_eq!(r.find(&in_seg[..1]).unwrap().len(), 1);
+
+        // Every index rewritten as version 2 (its entries only): still found offline, by binary search.
+        for (seg, ..) in &closed {
+            let h = read_index_header(&dir, *seg).unwrap();
+            let mut b = fs::read(idx_path(&dir, *seg)).unwrap();
+            b.truncate(filter_at(h.traces) as usize);
+            b[..8].copy_from_slice(IDX_MAGIC_V2);
+            fs::write(idx_path(&dir, *seg), &b).unwrap();
+            assert!(!read_index_header(&dir, *seg).unwrap().stored_filter);
+        }
+        check(&r, &traces);
+        // An engine opening them rewrites them as version 3, with the same filter and fences.
+        let mut a = Archive::open(opts(&dir, 1 << 30, 0)).unwrap();
+        for (seg, bits, fences) in &closed {
+            let h = read_index_header(&dir, *seg).unwrap();
+            assert!(h.stored_filter, "segment {seg}");
+            let (filter, stored) = read_index_tail(&h.file, h.traces).unwrap();
+            assert_eq!((&filter.bits, &stored), (bits, fences));
+        }
+        for t in &traces {
+            assert_eq!(a.find(t.0).unwrap()[0].payload, payload(t));
+        }
+        check(&r, &traces);
+    }
+
     #[test]
     fn the_fenced_search_finds_what_the_binary_search_finds() {
         let dir = tempdir("archive", "fences");
@@ -1518,7 +1834,7 @@ mod tests {
             entries.push((i, 5000));
             entries.push((i, 5001));
         }
-        let m = SegMeta {
+        let mut m = SegMeta {
             id: 1,
             traces: entries.len() as u64,
             first: 0,
@@ -1527,8 +1843,8 @@ mod tests {
             filter: Filter::default(),
             fences: Box::default(),
         };
-        write_index(&dir, &m, &mut entries).unwrap();
-        let fs = fences(entries.iter().map(|e| e.0));
+        write_index(&dir, &mut m, &mut entries).unwrap();
+        let fs = m.fences.clone();
         let n = entries.len() as u64;
         for id in (0..3005u128).chain([u128::MAX]) {
             let mut want = search_index(&dir, 1, n, id, None).unwrap();
