@@ -1740,7 +1740,9 @@ mod tests {
             ..opts(&dir, 1 << 30, 0)
         })
         .unwrap();
-        let traces: Vec<Dropped> = (1..=600u128).map(|i| trace(i << 64 | i * 31, &o)).collect();
+        let traces: Vec<Dropped> = (1..=600u128)
+            .map(|i| trace((i << 64) | (i * 31), &o))
+            .collect();
         for t in traces.chunks(7) {
             a.write(t, 1);
         }
