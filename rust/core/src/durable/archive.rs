@@ -4,14 +4,15 @@
 //! ```text
 //! <dir>/00000000000000000007.seg   a `SegmentLog` (its header, checksums and torn-tail cut): BLOCK records
 //! <dir>/00000000000000000007.idx   written when the segment is closed: "TSAIDX03", traces `n` (u64), first and
-//!                                  last time (i64 ns), then (trace ID u128 LE, record offset u64 LE) sorted by
-//!                                  ID, then the segment's Bloom filter (`filter_words(n)` u64 LE) and its fences
-//!                                  (every 128th sorted ID, `n.div_ceil(128)` u128 LE)
+//!                                  last time (i64 ns), the segment's Bloom filter (`filter_words(n)` u64 LE),
+//!                                  its fences (every 128th sorted ID, `n.div_ceil(128)` u128 LE), then
+//!                                  (trace ID u128 LE, record offset u64 LE) sorted by ID
 //! ```
-//! The filter and fences in the index file let a reader without an engine (`recover --archive`) probe a
-//! segment with one or two small reads instead of a binary search, and an engine reopen without reading every
-//! ID. An index of version 2 ("TSAIDX02": no filter, no fences) is still read: offline by binary search; an
-//! engine opening it rewrites it as version 3.
+//! The filter and fences at the front of the index file (about 1.6 B per trace, one disk read with the header)
+//! let a reader without an engine (`recover --archive`) probe a segment with a few small reads instead of a
+//! binary search, and an engine reopen without reading every ID. An index of version 2 ("TSAIDX02": the
+//! entries right after the header, no filter, no fences) is still read: offline by binary search; an engine
+//! opening it rewrites it as version 3.
 //! A BLOCK body (format 2): the version byte (2), traces `n` (u32), the origin table's length (u32), then per
 //! trace its ID (u128 LE), time archived (i64 ns) and part length (u32), then one zstd frame of the traces'
 //! parts one after another and the block's origin table. A trace's part is the chunks the store held, as they
@@ -97,6 +98,8 @@ struct SegMeta {
     first: i64,
     last: i64,
     idx_bytes: u64,
+    /// Where the index file's entries start (its version's layout).
+    entries_at: u64,
     /// Which trace IDs the segment may hold: a lookup reads only the segments whose filter says maybe.
     filter: Filter,
     /// Every `FENCE`th trace ID of the sorted index file.
@@ -163,27 +166,35 @@ fn probes(words: u64, id: u128) -> impl Iterator<Item = u64> {
     (0..FILTER_HASHES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % n)
 }
 
-/// The entries of an index file (of version 2: to rewrite it as version 3).
-fn index_entries(dir: &Path, id: u64, n: u64) -> io::Result<Vec<(u128, u64)>> {
+/// The entries of an index file whose entries start at `at` (of version 2: to rewrite it as version 3).
+fn index_entries(dir: &Path, id: u64, n: u64, at: u64) -> io::Result<Vec<(u128, u64)>> {
     let data = fs::read(idx_path(dir, id))?;
     Ok(data
-        .get(IDX_HEADER as usize..(IDX_HEADER + n * IDX_ENTRY) as usize)
+        .get(at as usize..(at + n * IDX_ENTRY) as usize)
         .unwrap_or_default()
         .chunks_exact(IDX_ENTRY as usize)
         .map(parse_entry)
         .collect())
 }
 
-/// Where a version-3 index file of `n` entries keeps its filter (its fences follow).
-fn filter_at(n: u64) -> u64 {
-    IDX_HEADER + n * IDX_ENTRY
+/// Where a version-3 index file keeps its filter (its fences follow, then its entries).
+const FILTER_AT: u64 = IDX_HEADER;
+
+/// Where the entries of an index file of `n` entries start: after the filter and fences (version 3), right after
+/// the header (version 2).
+fn entries_at(n: u64, stored_filter: bool) -> u64 {
+    if stored_filter {
+        FILTER_AT + filter_words(n) * 8 + n.div_ceil(FENCE as u64) * 16
+    } else {
+        IDX_HEADER
+    }
 }
 
 /// A version-3 index file's filter and fences, in one read.
-fn read_index_tail(f: &File, n: u64) -> io::Result<(Filter, Box<[u128]>)> {
+fn read_index_filter(f: &File, n: u64) -> io::Result<(Filter, Box<[u128]>)> {
     let words = filter_words(n) as usize;
     let mut buf = vec![0u8; words * 8 + n.div_ceil(FENCE as u64) as usize * 16];
-    f.read_exact_at(&mut buf, filter_at(n))?;
+    f.read_exact_at(&mut buf, FILTER_AT)?;
     let (fb, rest) = buf.split_at(words * 8);
     let bits = fb
         .chunks_exact(8)
@@ -202,7 +213,7 @@ fn index_may_contain(f: &File, n: u64, id: u128) -> io::Result<bool> {
     let words = filter_words(n);
     for bit in probes(words, id) {
         let mut w = [0u8; 8];
-        f.read_exact_at(&mut w, filter_at(n) + bit / 64 * 8)?;
+        f.read_exact_at(&mut w, FILTER_AT + bit / 64 * 8)?;
         if u64::from_le_bytes(w) & (1 << (bit % 64)) == 0 {
             return Ok(false);
         }
@@ -213,7 +224,7 @@ fn index_may_contain(f: &File, n: u64, id: u128) -> io::Result<bool> {
 /// A version-3 index file's fences, in one read.
 fn read_fences(f: &File, n: u64) -> io::Result<Box<[u128]>> {
     let mut buf = vec![0u8; n.div_ceil(FENCE as u64) as usize * 16];
-    f.read_exact_at(&mut buf, filter_at(n) + filter_words(n) * 8)?;
+    f.read_exact_at(&mut buf, FILTER_AT + filter_words(n) * 8)?;
     Ok(buf
         .chunks_exact(16)
         .map(|w| u128::from_le_bytes(w.try_into().unwrap()))
@@ -527,21 +538,22 @@ fn write_index(dir: &Path, m: &mut SegMeta, entries: &mut [(u128, u64)]) -> io::
     b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     b.extend_from_slice(&m.first.to_le_bytes());
     b.extend_from_slice(&m.last.to_le_bytes());
-    for (id, off) in entries.iter() {
-        b.extend_from_slice(&id.to_le_bytes());
-        b.extend_from_slice(&off.to_le_bytes());
-    }
     for w in m.filter.bits.iter() {
         b.extend_from_slice(&w.to_le_bytes());
     }
     for f in m.fences.iter() {
         b.extend_from_slice(&f.to_le_bytes());
     }
+    for (id, off) in entries.iter() {
+        b.extend_from_slice(&id.to_le_bytes());
+        b.extend_from_slice(&off.to_le_bytes());
+    }
     // Written whole under a temporary name, then renamed: an index is there complete or not at all.
     let tmp = dir.join(format!("{:020}.idx.tmp", m.id));
     fs::write(&tmp, &b)?;
     fs::rename(&tmp, idx_path(dir, m.id))?;
     m.idx_bytes = b.len() as u64;
+    m.entries_at = entries_at(m.traces, true);
     Ok(())
 }
 
@@ -556,11 +568,23 @@ struct IndexHeader {
     file: File,
 }
 
+impl IndexHeader {
+    fn entries_at(&self) -> u64 {
+        entries_at(self.traces, self.stored_filter)
+    }
+}
+
 /// Reads an index file's header (the file stays open in it); None when missing or not an index of a known
-/// version, or not of the length its header says.
-fn read_index_header(dir: &Path, id: u64) -> Option<IndexHeader> {
+/// version, or not of the length its header says. With `prefetch`, the kernel is asked to read the header, filter
+/// and fences in one request (a cold lookup then waits on one disk read per segment, not one per probe).
+fn read_index_header(dir: &Path, id: u64, prefetch: bool) -> Option<IndexHeader> {
     let f = File::open(idx_path(dir, id)).ok()?;
     let len = f.metadata().ok()?.len();
+    if prefetch {
+        // At most this many entries: the front of a version-3 file is no longer than this.
+        let n = len.saturating_sub(IDX_HEADER) / IDX_ENTRY;
+        advise_range(&f, Advice::WillNeed, 0, entries_at(n, true).min(len));
+    }
     let mut h = [0u8; IDX_HEADER as usize];
     f.read_exact_at(&mut h, 0).ok()?;
     let stored_filter = match &h[..8] {
@@ -570,12 +594,11 @@ fn read_index_header(dir: &Path, id: u64) -> Option<IndexHeader> {
     };
     let n = u64_at(&h, 8)?;
     let (first, last) = (u64_at(&h, 16)? as i64, u64_at(&h, 24)? as i64);
-    let mut want = IDX_HEADER.checked_add(n.checked_mul(IDX_ENTRY)?)?;
-    if stored_filter {
-        want = want
-            .checked_add(filter_words(n).checked_mul(8)?)?
-            .checked_add(n.div_ceil(FENCE as u64).checked_mul(16)?)?;
+    // Overflow-safe: `n` is at most what the file's length allows before any arithmetic that could overflow.
+    if n > len / IDX_ENTRY {
+        return None;
     }
+    let want = entries_at(n, stored_filter) + n * IDX_ENTRY;
     (want == len).then_some(IndexHeader {
         traces: n,
         first,
@@ -624,17 +647,23 @@ fn parse_entry(e: &[u8]) -> (u128, u64) {
 fn search_index(
     dir: &Path,
     seg: u64,
-    n: u64,
+    (n, at): (u64, u64),
     id: u128,
     fences: Option<&[u128]>,
 ) -> io::Result<Vec<u64>> {
-    search_index_in(&File::open(idx_path(dir, seg))?, n, id, fences)
+    search_index_in(&File::open(idx_path(dir, seg))?, (n, at), id, fences)
 }
 
-fn search_index_in(f: &File, n: u64, id: u128, fences: Option<&[u128]>) -> io::Result<Vec<u64>> {
+/// `n` entries starting at `at` in index file `f`.
+fn search_index_in(
+    f: &File,
+    (n, at): (u64, u64),
+    id: u128,
+    fences: Option<&[u128]>,
+) -> io::Result<Vec<u64>> {
     let entry = |i: u64| -> io::Result<(u128, u64)> {
         let mut e = [0u8; IDX_ENTRY as usize];
-        f.read_exact_at(&mut e, IDX_HEADER + i * IDX_ENTRY)?;
+        f.read_exact_at(&mut e, at + i * IDX_ENTRY)?;
         Ok(parse_entry(&e))
     };
     let (mut lo, mut hi) = (0u64, n);
@@ -644,7 +673,7 @@ fn search_index_in(f: &File, n: u64, id: u128, fences: Option<&[u128]>) -> io::R
         let from = p.saturating_sub(1) * FENCE as u64;
         let to = (p * FENCE as u64 + 1).min(n);
         let mut buf = vec![0u8; ((to - from) * IDX_ENTRY) as usize];
-        f.read_exact_at(&mut buf, IDX_HEADER + from * IDX_ENTRY)?;
+        f.read_exact_at(&mut buf, at + from * IDX_ENTRY)?;
         let mut out = Vec::new();
         for (e, off) in buf.chunks_exact(IDX_ENTRY as usize).map(parse_entry) {
             if e == id {
@@ -696,6 +725,11 @@ enum Advice {
 /// Tells the kernel how a file is about to be read (read ahead in large requests, or now, in the
 /// background); a hint only, its failure ignored.
 fn advise(f: &File, advice: Advice) {
+    advise_range(f, advice, 0, 0);
+}
+
+/// `advise` for `len` bytes from `offset` (0: to the end).
+fn advise_range(f: &File, advice: Advice, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let a = match advice {
         Advice::Sequential => libc::POSIX_FADV_SEQUENTIAL,
@@ -703,7 +737,7 @@ fn advise(f: &File, advice: Advice) {
     };
     // SAFETY: a plain system call on a descriptor `f` owns for the call's duration; no memory is passed.
     unsafe {
-        libc::posix_fadvise(f.as_raw_fd(), 0, 0, a);
+        libc::posix_fadvise(f.as_raw_fd(), offset as i64, len as i64, a);
     }
 }
 
@@ -778,29 +812,31 @@ impl Archive {
             if id == current {
                 continue;
             }
-            let meta = match read_index_header(&dir, id) {
+            let meta = match read_index_header(&dir, id, false) {
                 // The filter and fences as stored: one read of about 1.6 B per trace, no ID read.
                 Some(h) if h.stored_filter => {
-                    let (filter, fences) = read_index_tail(&h.file, h.traces)?;
+                    let (filter, fences) = read_index_filter(&h.file, h.traces)?;
                     SegMeta {
                         id,
                         traces: h.traces,
                         first: h.first,
                         last: h.last,
                         idx_bytes: h.bytes,
+                        entries_at: h.entries_at(),
                         filter,
                         fences,
                     }
                 }
                 // An index of version 2: rewritten as version 3 (once), from its own entries.
                 Some(h) => {
-                    let mut entries = index_entries(&dir, id, h.traces)?;
+                    let mut entries = index_entries(&dir, id, h.traces, h.entries_at())?;
                     let mut m = SegMeta {
                         id,
                         traces: h.traces,
                         first: h.first,
                         last: h.last,
                         idx_bytes: h.bytes,
+                        entries_at: h.entries_at(),
                         filter: Filter::default(),
                         fences: Box::default(),
                     };
@@ -828,6 +864,7 @@ impl Archive {
                         first,
                         last,
                         idx_bytes: 0,
+                        entries_at: 0,
                         filter: Filter::default(),
                         fences: Box::default(),
                     };
@@ -1004,6 +1041,7 @@ impl Archive {
             first: self.open_first,
             last: self.open_last,
             idx_bytes: 0,
+            entries_at: 0,
             filter: Filter::default(),
             fences: Box::default(),
         };
@@ -1055,7 +1093,7 @@ impl Archive {
         let dir = self.opts.directory.clone();
         let mut out = Vec::new();
         for m in self.closed.iter().filter(|m| m.filter.may_contain(id)) {
-            let offs = search_index(&dir, m.id, m.traces, id, Some(&m.fences))?;
+            let offs = search_index(&dir, m.id, (m.traces, m.entries_at), id, Some(&m.fences))?;
             find_in(&dir, m.id, &offs, id, &mut out)?;
         }
         let mut offs: Vec<u64> = self
@@ -1148,13 +1186,13 @@ impl ArchiveReader {
     fn find_in_segments(&self, segs: &[u64], ids: &[u128]) -> io::Result<Vec<Found>> {
         let mut out = Vec::new();
         for &seg in segs {
-            match read_index_header(&self.dir, seg) {
+            match read_index_header(&self.dir, seg, true) {
                 // Version 3: the stored filter first (a few bytes read per ID; the whole filter once when
                 // many IDs are asked), then the stretch of the index between two stored fences.
                 Some(h) if h.stored_filter => {
                     let (f, n) = (&h.file, h.traces);
                     let loaded = if ids.len() > 8 {
-                        Some(read_index_tail(f, n)?)
+                        Some(read_index_filter(f, n)?)
                     } else {
                         None
                     };
@@ -1172,14 +1210,14 @@ impl ArchiveReader {
                             (None, Some(fs)) => fs,
                             (None, slot) => slot.insert(read_fences(f, n)?),
                         };
-                        let offs = search_index_in(f, n, id, Some(fs))?;
+                        let offs = search_index_in(f, (n, h.entries_at()), id, Some(fs))?;
                         find_in(&self.dir, seg, &offs, id, &mut out)?;
                     }
                 }
                 // Version 2: a binary search of the index file.
                 Some(h) => {
                     for &id in ids {
-                        let offs = search_index_in(&h.file, h.traces, id, None)?;
+                        let offs = search_index_in(&h.file, (h.traces, IDX_HEADER), id, None)?;
                         find_in(&self.dir, seg, &offs, id, &mut out)?;
                     }
                 }
@@ -1223,7 +1261,7 @@ impl ArchiveReader {
             .segments()?
             .into_iter()
             .filter(|&seg| {
-                read_index_header(&self.dir, seg)
+                read_index_header(&self.dir, seg, false)
                     .is_none_or(|h| h.last >= since && h.first <= until)
             })
             .collect();
@@ -1754,9 +1792,9 @@ mod tests {
         assert!(closed.len() >= 3, "{} closed segments", closed.len());
         drop(a);
         for (seg, bits, fences) in &closed {
-            let h = read_index_header(&dir, *seg).unwrap();
+            let h = read_index_header(&dir, *seg, false).unwrap();
             assert!(h.stored_filter);
-            let (filter, stored) = read_index_tail(&h.file, h.traces).unwrap();
+            let (filter, stored) = read_index_filter(&h.file, h.traces).unwrap();
             assert_eq!(&filter.bits, bits);
             assert_eq!(&stored, fences);
             assert_eq!(&read_fences(&h.file, h.traces).unwrap(), fences);
@@ -1777,45 +1815,44 @@ mod tests {
 
         // The first segment's stored filter cleared: the reader no longer looks there.
         let (seg, ..) = closed[0];
-        let h = read_index_header(&dir, seg).unwrap();
+        let h = read_index_header(&dir, seg, false).unwrap();
         let words = filter_words(h.traces) as usize;
-        let in_seg: Vec<u128> = index_entries(&dir, seg, h.traces)
+        let in_seg: Vec<u128> = index_entries(&dir, seg, h.traces, h.entries_at())
             .unwrap()
             .iter()
             .map(|e| e.0)
             .collect();
         let saved = {
             let mut b = vec![0u8; words * 8];
-            h.file.read_exact_at(&mut b, filter_at(h.traces)).unwrap();
+            h.file.read_exact_at(&mut b, FILTER_AT).unwrap();
             b
         };
         let w = fs::OpenOptions::new()
             .write(true)
             .open(idx_path(&dir, seg))
             .unwrap();
-        w.write_all_at(&vec![0u8; words * 8], filter_at(h.traces))
-            .unwrap();
+        w.write_all_at(&vec![0u8; words * 8], FILTER_AT).unwrap();
         assert!(r.find(&in_seg[..1]).unwrap().is_empty());
         assert!(r.find(&in_seg).unwrap().is_empty());
-        w.write_all_at(&saved, filter_at(h.traces)).unwrap();
+        w.write_all_at(&saved, FILTER_AT).unwrap();
         assert_eq!(r.find(&in_seg[..1]).unwrap().len(), 1);
 
         // Every index rewritten as version 2 (its entries only): still found offline, by binary search.
         for (seg, ..) in &closed {
-            let h = read_index_header(&dir, *seg).unwrap();
-            let mut b = fs::read(idx_path(&dir, *seg)).unwrap();
-            b.truncate(filter_at(h.traces) as usize);
+            let h = read_index_header(&dir, *seg, false).unwrap();
+            let b = fs::read(idx_path(&dir, *seg)).unwrap();
+            let mut b = [&b[..IDX_HEADER as usize], &b[h.entries_at() as usize..]].concat();
             b[..8].copy_from_slice(IDX_MAGIC_V2);
             fs::write(idx_path(&dir, *seg), &b).unwrap();
-            assert!(!read_index_header(&dir, *seg).unwrap().stored_filter);
+            assert!(!read_index_header(&dir, *seg, false).unwrap().stored_filter);
         }
         check(&r, &traces);
         // An engine opening them rewrites them as version 3, with the same filter and fences.
         let mut a = Archive::open(opts(&dir, 1 << 30, 0)).unwrap();
         for (seg, bits, fences) in &closed {
-            let h = read_index_header(&dir, *seg).unwrap();
+            let h = read_index_header(&dir, *seg, false).unwrap();
             assert!(h.stored_filter, "segment {seg}");
-            let (filter, stored) = read_index_tail(&h.file, h.traces).unwrap();
+            let (filter, stored) = read_index_filter(&h.file, h.traces).unwrap();
             assert_eq!((&filter.bits, &stored), (bits, fences));
         }
         for t in &traces {
@@ -1842,12 +1879,13 @@ mod tests {
             first: 0,
             last: 0,
             idx_bytes: 0,
+            entries_at: 0,
             filter: Filter::default(),
             fences: Box::default(),
         };
         write_index(&dir, &mut m, &mut entries).unwrap();
         let fs = m.fences.clone();
-        let n = entries.len() as u64;
+        let n = (entries.len() as u64, m.entries_at);
         for id in (0..3005u128).chain([u128::MAX]) {
             let mut want = search_index(&dir, 1, n, id, None).unwrap();
             let mut got = search_index(&dir, 1, n, id, Some(&fs)).unwrap();
