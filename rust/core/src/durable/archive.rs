@@ -584,6 +584,9 @@ fn read_index_header(dir: &Path, id: u64, prefetch: bool) -> Option<IndexHeader>
         // At most this many entries: the front of a version-3 file is no longer than this.
         let n = len.saturating_sub(IDX_HEADER) / IDX_ENTRY;
         advise_range(&f, Advice::WillNeed, 0, entries_at(n, true).min(len));
+    } else {
+        // The header alone (what comes next is read in requests of its own size): no read-ahead.
+        advise(&f, Advice::Random);
     }
     let mut h = [0u8; IDX_HEADER as usize];
     f.read_exact_at(&mut h, 0).ok()?;
@@ -714,10 +717,31 @@ fn search_index_in(
     Ok(out)
 }
 
-/// How many threads `ArchiveReader::find` probes segments with.
+/// How many threads `ArchiveReader` reads index files with.
 const FIND_THREADS: usize = 8;
 
+/// `f` over `segs` cut in `FIND_THREADS` runs, one thread each; the results in the order of the runs.
+fn in_parallel<T: Send>(segs: &[u64], f: impl Fn(&[u64]) -> T + Sync) -> Vec<T> {
+    let per = segs.len().div_ceil(FIND_THREADS).max(1);
+    if segs.len() <= 1 {
+        return vec![f(segs)];
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = segs
+            .chunks(per)
+            .map(|part| s.spawn(move || f(part)))
+            .collect();
+        handles
+            .into_iter()
+            // A panic in `f` is a bug: carried to the caller as it would be without threads.
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 enum Advice {
+    Random,
     Sequential,
     WillNeed,
 }
@@ -732,6 +756,7 @@ fn advise(f: &File, advice: Advice) {
 fn advise_range(f: &File, advice: Advice, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let a = match advice {
+        Advice::Random => libc::POSIX_FADV_RANDOM,
         Advice::Sequential => libc::POSIX_FADV_SEQUENTIAL,
         Advice::WillNeed => libc::POSIX_FADV_WILLNEED,
     };
@@ -1160,24 +1185,8 @@ impl ArchiveReader {
     /// Every archived part of each of `ids`, oldest segment first. Segments are probed by a few threads at
     /// once: on a cold page cache a probe waits on the disk, and the disk serves several reads at a time.
     pub fn find(&self, ids: &[u128]) -> io::Result<Vec<Found>> {
-        let segs = self.segments()?;
-        let workers = FIND_THREADS.min(segs.len()).max(1);
-        let per = segs.len().div_ceil(workers).max(1);
-        let parts: Vec<io::Result<Vec<Found>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = segs
-                .chunks(per)
-                .map(|part| s.spawn(move || self.find_in_segments(part, ids)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(io::Error::other("lookup thread panicked")))
-                })
-                .collect()
-        });
         let mut out = Vec::new();
-        for p in parts {
+        for p in in_parallel(&self.segments()?, |part| self.find_in_segments(part, ids)) {
             out.extend(p?);
         }
         Ok(out)
@@ -1257,13 +1266,21 @@ impl ArchiveReader {
     ) -> io::Result<Vec<String>> {
         let mut problems = Vec::new();
         let mut go = true;
-        let segs: Vec<u64> = self
-            .segments()?
-            .into_iter()
-            .filter(|&seg| {
-                read_index_header(&self.dir, seg, false)
-                    .is_none_or(|h| h.last >= since && h.first <= until)
-            })
+        // Each index file's header says whether its segment holds anything of the window: read by a few
+        // threads at once (on a cold page cache, one disk read per segment).
+        let all = self.segments()?;
+        let within = in_parallel(&all, |part| {
+            part.iter()
+                .map(|&seg| {
+                    read_index_header(&self.dir, seg, false)
+                        .is_none_or(|h| h.last >= since && h.first <= until)
+                })
+                .collect::<Vec<bool>>()
+        });
+        let segs: Vec<u64> = all
+            .iter()
+            .zip(within.into_iter().flatten())
+            .filter_map(|(&seg, w)| w.then_some(seg))
             .collect();
         for (i, &seg) in segs.iter().enumerate() {
             if !go {
