@@ -620,25 +620,26 @@ impl IndexHeader {
 fn read_index_header(dir: &Path, id: u64, prefetch: Option<u128>) -> Option<IndexHeader> {
     let f = File::open(idx_path(dir, id)).ok()?;
     let len = f.metadata().ok()?.len();
-    if let Some(tid) = prefetch {
-        // The header's page and the filter block's, asked for at once (one wait on the disk, not two): the
-        // entry count a version-3 file of this length has (a hint only: the header, read next, decides).
-        advise(&f, Advice::Random);
-        advise_range(&f, Advice::WillNeed, 0, IDX_HEADER);
-        if let Some(n) = entries_for_len(len) {
-            advise_range(
-                &f,
-                Advice::WillNeed,
-                filter_block_at(n, tid),
-                FILTER_BLOCK_WORDS * 8,
-            );
-        }
-    } else {
-        // The header alone (what comes next is read in requests of its own size): no read-ahead.
-        advise(&f, Advice::Random);
-    }
     let mut h = [0u8; IDX_HEADER as usize];
-    f.read_exact_at(&mut h, 0).ok()?;
+    // In the page cache: read at once, no hints (system calls for nothing). Otherwise no read-ahead (what comes
+    // next is read in requests of its own size), and with `prefetch` the header's page and the ID's filter
+    // block asked for at once (one wait on the disk, not two), the block placed by the entry count a version-3
+    // file of this length has (a hint only: the header, read next, decides).
+    if !read_cached(&f, &mut h, 0) {
+        advise(&f, Advice::Random);
+        if let Some(tid) = prefetch {
+            advise_range(&f, Advice::WillNeed, 0, IDX_HEADER);
+            if let Some(n) = entries_for_len(len) {
+                advise_range(
+                    &f,
+                    Advice::WillNeed,
+                    filter_block_at(n, tid),
+                    FILTER_BLOCK_WORDS * 8,
+                );
+            }
+        }
+        f.read_exact_at(&mut h, 0).ok()?;
+    }
     let stored_filter = match &h[..8] {
         m if m == IDX_MAGIC => true,
         m if m == IDX_MAGIC_V2 => false,
@@ -813,6 +814,20 @@ fn advise_range(f: &File, advice: Advice, offset: u64, len: u64) {
     unsafe {
         libc::posix_fadvise(f.as_raw_fd(), offset as i64, len as i64, a);
     }
+}
+
+/// Reads `buf` at `offset` only if it is all in the page cache (`preadv2` with `RWF_NOWAIT`); false otherwise
+/// (not cached, short, or a kernel without it), `buf` then to be read the usual way.
+fn read_cached(f: &File, buf: &mut [u8], offset: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    let iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `iov` points at `buf`, alive and exclusively borrowed for the call; the kernel writes at most
+    // `buf.len()` bytes there.
+    let n = unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, offset as i64, libc::RWF_NOWAIT) };
+    n == buf.len() as isize
 }
 
 /// A whole segment file, read as a sequential stream (a scan, a lookup in the open segment): the kernel reads
