@@ -621,12 +621,13 @@ fn read_index_header(dir: &Path, id: u64, prefetch: Option<u128>) -> Option<Inde
     let f = File::open(idx_path(dir, id)).ok()?;
     let len = f.metadata().ok()?.len();
     let mut h = [0u8; IDX_HEADER as usize];
-    // In the page cache: read at once, no hints (system calls for nothing). Otherwise no read-ahead (what comes
-    // next is read in requests of its own size), and with `prefetch` the header's page and the ID's filter
-    // block asked for at once (one wait on the disk, not two), the block placed by the entry count a version-3
-    // file of this length has (a hint only: the header, read next, decides).
+    // No read-ahead: what comes next is read in requests of its own size (and a read that misses the page
+    // cache would otherwise start reading ahead of the header). In the page cache: read at once, no more
+    // hints. Otherwise, with `prefetch`, the ID's filter block asked for while the header's page is read (one
+    // wait on the disk, not two), placed by the entry count a version-3 file of this length has (a hint only:
+    // the header, read next, decides).
+    advise(&f, Advice::Random);
     if !read_cached(&f, &mut h, 0) {
-        advise(&f, Advice::Random);
         if let Some(tid) = prefetch {
             advise_range(&f, Advice::WillNeed, 0, IDX_HEADER);
             if let Some(n) = entries_for_len(len) {
