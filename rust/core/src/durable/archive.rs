@@ -5,9 +5,9 @@
 //! <dir>/00000000000000000007.seg   a `SegmentLog` (its header, checksums and torn-tail cut): BLOCK records
 //! <dir>/00000000000000000007.idx   written when the segment is closed: "TSAIDX03", traces `n` (u64), first and
 //!                                  last time (i64 ns), the segment's blocked Bloom filter (`filter_words(n)`
-//!                                  u64 LE, in blocks of 512 bits),
-//!                                  its fences (every 128th sorted ID, `n.div_ceil(128)` u128 LE), then
-//!                                  (trace ID u128 LE, record offset u64 LE) sorted by ID
+//!                                  u64 LE, in blocks of 512 bits), its fences (every 128th sorted ID,
+//!                                  `n.div_ceil(128)` u128 LE), then (trace ID u128 LE, record offset u64 LE)
+//!                                  sorted by ID
 //! ```
 //! The filter and fences at the front of the index file (about 1.6 B per trace) let a reader without an engine
 //! (`recover --archive`) probe a segment with two small reads (its header, one filter block) instead of a
@@ -118,7 +118,7 @@ fn fences(sorted: impl Iterator<Item = u128>) -> Box<[u128]> {
 
 /// A blocked Bloom filter of a closed segment's trace IDs: `FILTER_BITS` bits per trace (1.5 B), `FILTER_HASHES`
 /// probes, all in one 512-bit block (one cache line in memory, one 64-byte read from an index file, one page on
-/// a cold disk), about 0.5 % false positives (`a_blocked_filter_has_no_false_negatives_and_few_false_positives`).
+/// a cold disk), about 0.4 % false positives (`a_blocked_filter_has_no_false_negatives_and_few_false_positives`).
 #[derive(Debug, Clone, Default)]
 struct Filter {
     bits: Vec<u64>,
@@ -230,7 +230,7 @@ fn read_index_filter(f: &File, n: u64) -> io::Result<(Filter, Box<[u128]>)> {
     Ok((Filter { bits }, fences))
 }
 
-/// Where in a version-3 index file of `n` entries the filter block `id` falls in is.
+/// The offset, in a version-3 index file of `n` entries, of the filter block that `id` falls in.
 fn filter_block_at(n: u64, id: u128) -> u64 {
     FILTER_AT + probes(filter_words(n), id).0 * FILTER_BLOCK_WORDS * 8
 }
@@ -603,7 +603,7 @@ struct IndexHeader {
     first: i64,
     last: i64,
     bytes: u64,
-    /// Version 3: the filter and fences follow the entries.
+    /// Version 3: the filter and fences come before the entries.
     stored_filter: bool,
     file: File,
 }
@@ -615,8 +615,8 @@ impl IndexHeader {
 }
 
 /// Reads an index file's header (the file stays open in it); None when missing or not an index of a known
-/// version, or not of the length its header says. With `prefetch`, the kernel is asked to read the header, filter
-/// and fences in one request (a cold lookup then waits on one disk read per segment, not one per probe).
+/// version, or not of the length its header says. With `prefetch` (the trace ID about to be probed), the filter
+/// block it falls in is asked for with the header: a cold lookup then waits on the disk once per segment.
 fn read_index_header(dir: &Path, id: u64, prefetch: Option<u128>) -> Option<IndexHeader> {
     let f = File::open(idx_path(dir, id)).ok()?;
     let len = f.metadata().ok()?.len();
