@@ -25,7 +25,9 @@ the archive on, bounded at N GiB, and a policy that keeps nothing, fed with the 
 each pass with its trace IDs rewritten, as fast as it goes), then looks up `--lookups` IDs archived and as many
 never seen, through the engine (what `POST /debug/recover` does) and offline (`recover --archive`), warm (page
 cache) and cold (every segment and index file evicted from the page cache before each lookup, with
-`posix_fadvise(DONTNEED)`), and scans one pass's time window. The archive is left in DIR: delete it.
+`posix_fadvise(DONTNEED)`), times `--invocations` runs of `tailsample recover --archive DIR ID --output FILE` warm
+and cold (what a person pays, Python's start included), and scans one pass's time window. With `--reuse`, the
+engine's open of the full archive is timed cold (`engine_open_s`). The archive is left in DIR: delete it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -188,7 +191,13 @@ def fill(args: argparse.Namespace) -> dict[str, Any]:
                                       "max_age": "24h"}
     base: Path = args.directory
     base.mkdir(parents=True, exist_ok=True)
+    if args.reuse:  # the reopen of a full archive is measured cold: what a restart after a while pays
+        for sub in base.iterdir():
+            if sub.is_dir():
+                _evict(sub)
+    opened = time.perf_counter()
     engine = Engine(Config.from_dict(block), archive=FileStorage(base, segment_size=args.segment_kib << 10))
+    engine_open_s = time.perf_counter() - opened
     assert engine.archive_directory is not None
     # Archive times in the past (within max_age): the whole fill's traffic time ends an hour ago.
     t0 = time.time() - 3 * 3600
@@ -267,6 +276,21 @@ def fill(args: argparse.Namespace) -> dict[str, Any]:
     reader = ArchiveReader(base)
     results["offline_warm"] = measure(lambda tid: reader.find([tid]), False, min(len(asked), 200))
     results["offline_cold"] = measure(lambda tid: reader.find([tid]), True, min(len(asked), 100))
+
+    # What a `tailsample recover --archive DIR ID --output FILE` invocation pays, Python's start included.
+    def invoke(tid: str) -> bool:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "found.json"
+            subprocess.run([sys.executable, "-m", "tailsample", "recover", "--archive", str(base), tid,
+                            "--output", str(out)], check=False, capture_output=True)
+            return out.exists() and out.stat().st_size > 2
+
+    results["cli_warm"] = measure(invoke, False, min(len(asked), args.invocations))
+    results["cli_cold"] = measure(invoke, True, min(len(asked), args.invocations))
+    started = time.perf_counter()
+    for _ in range(5):
+        subprocess.run([sys.executable, "-c", "import tailsample.cli"], check=True)
+    python_import_ms = (time.perf_counter() - started) / 5 * 1e3
     # Content scan of one pass's window (about `spans_per_pass` spans: the archive times are the rounds'), cold;
     # the condition matches nothing, so every span is decoded and tested.
     _evict(directory)
@@ -281,6 +305,7 @@ def fill(args: argparse.Namespace) -> dict[str, Any]:
         "spans_written": spans, "archive_bytes_per_span": a["bytes"] / max(1, spans),
         "index_memory_bytes": a["index_memory_bytes"],
         "index_bytes_per_trace": a["index_memory_bytes"] / max(1, a["traces"]),
+        "engine_open_s": engine_open_s, "engine_open_cold": bool(args.reuse), "python_import_ms": python_import_ms,
         "segments_removed_size": a["segments_removed_size"],
         "fill_cpu_s": fill_cpu, "fill_wall_s": fill_wall, "fill_spans_per_s_wall": spans / fill_wall,
         "lookups": results,
@@ -299,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--directory", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--fill-gib", type=float, default=0.0)
+    ap.add_argument("--invocations", type=int, default=20,
+                    help="with --fill-gib: `tailsample recover --archive` runs timed, warm and cold")
     ap.add_argument("--reuse", action="store_true",
                     help="with --fill-gib: measure the archive an earlier --fill-gib run left in --directory again")
     args = ap.parse_args(argv)
