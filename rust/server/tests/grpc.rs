@@ -426,3 +426,66 @@ fn bind_error_names_the_address() {
     );
     assert!(e.message.contains("already in use"), "{}", e.message);
 }
+
+/// A raw HTTP/2 client that sends the preface and empty SETTINGS, then never answers anything (no PING ack).
+fn silent_h2_client(addr: std::net::SocketAddr) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").unwrap();
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    s
+}
+
+#[test]
+fn unanswered_server_pings_close_the_connection() {
+    let mut cfg = config();
+    cfg.keepalive = Keepalive {
+        time: Some(Duration::from_millis(200)),
+        timeout: Some(Duration::from_millis(200)),
+        ..Keepalive::default()
+    };
+    let r = start(cfg);
+    let mut s = silent_h2_client(r.server.local_addr);
+    let started = Instant::now();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(5)),
+        "no PING ack: closed"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[test]
+fn max_connection_age_sends_goaway_then_closes_after_the_grace() {
+    let mut cfg = config();
+    cfg.keepalive = Keepalive {
+        max_connection_age: Some(Duration::from_millis(300)),
+        max_connection_age_grace: Some(Duration::from_millis(300)),
+        ..Keepalive::default()
+    };
+    let r = start(cfg);
+    let mut s = silent_h2_client(r.server.local_addr);
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let elapsed = started.elapsed();
+    // frames: 9-byte headers; a GOAWAY is type 7
+    let mut pos = 0;
+    let mut goaway = false;
+    while pos + 9 <= seen.len() {
+        let len = u32::from_be_bytes([0, seen[pos], seen[pos + 1], seen[pos + 2]]) as usize;
+        goaway |= seen[pos + 3] == 7;
+        pos += 9 + len;
+    }
+    assert!(goaway, "a GOAWAY before the close");
+    assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "closed at its age: {elapsed:?}"
+    );
+}
