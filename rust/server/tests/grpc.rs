@@ -489,3 +489,59 @@ fn max_connection_age_sends_goaway_then_closes_after_the_grace() {
         "closed at its age: {elapsed:?}"
     );
 }
+
+/// A request body that sends its first bytes and then never ends (a call stuck in flight).
+struct Stuck(Option<Bytes>);
+
+impl hyper::body::Body for Stuck {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.0.take() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+#[test]
+fn a_call_in_flight_gets_the_age_grace_then_the_connection_closes() {
+    let mut cfg = config();
+    cfg.keepalive = Keepalive {
+        max_connection_idle: Some(Duration::from_millis(100)), // not while a call is in flight
+        max_connection_age: Some(Duration::from_millis(300)),
+        max_connection_age_grace: Some(Duration::from_millis(700)),
+        ..Keepalive::default()
+    };
+    let r = start(cfg);
+    let addr = r.server.local_addr;
+    rt().block_on(async {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        let done = tokio::spawn(conn);
+        let started = Instant::now();
+        let req = Request::post(format!("http://127.0.0.1{EXPORT_PATH}"))
+            .header("content-type", "application/grpc")
+            .body(Stuck(Some(Bytes::from_static(&[0, 0, 0, 0, 9]))))
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), send.send_request(req)).await;
+        assert!(
+            matches!(answer, Ok(Err(_))),
+            "the stuck call ends with the connection"
+        );
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(900),
+            "age + grace: {elapsed:?}"
+        );
+        assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+        let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
+    });
+}
