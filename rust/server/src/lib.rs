@@ -8,6 +8,8 @@
 //! protobuf (the core's `otlp::json`), the memory limiters, every pipeline's engine, and the answer (200, a
 //! partial success, or a `google.rpc.Status`). Per connection: `max_connections` (over it, a 503 from a few
 //! refusal slots, or closed at once), the header and idle timeouts, TLS.
+//!
+//! The OTLP/gRPC receiver (`grpc`) shares the listener, TLS, auth, limiters, engines, counters and hook.
 
 mod body;
 pub mod grpc;
