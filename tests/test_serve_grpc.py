@@ -118,7 +118,6 @@ def test_rejections_unknown_method_and_connections_are_counted(backend, rng):
     method), the receiver's rejected-requests counter has its reason, and the `otlp/grpc` listener counts its
     connections and refusals."""
     import socket
-    import time
 
     cfg = service_config(
         exporters={"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True}}},
@@ -141,8 +140,10 @@ def test_rejections_unknown_method_and_connections_are_counted(backend, rng):
         with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as info:
             channel.unary_unary("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")(b"", timeout=10)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        open_key = 'tailsample_listener_open_connections{listener="otlp/grpc"}'
+        wait_for(lambda: s.metric(open_key) == 0)  # the calls' channels are closed (late under load)
         held = [socket.create_connection((host, int(port))) for _ in range(2)]
-        time.sleep(0.3)
+        wait_for(lambda: s.metric(open_key) == 2)
         extra = socket.create_connection((host, int(port)))
         extra.settimeout(5)
         assert extra.recv(1) == b""  # over max_connections: closed at once
@@ -151,4 +152,4 @@ def test_rejections_unknown_method_and_connections_are_counted(backend, rng):
         key = 'tailsample_receiver_rejected_requests_total{receiver="otlp",transport="grpc",reason="%s"}'
         wait_for(lambda: s.metric('tailsample_listener_refused_connections_total{listener="otlp/grpc"}') == 1)
         assert [s.metric(key % r) for r in ("too_large", "malformed", "unauthenticated")] == [1, 1, 1]
-        wait_for(lambda: s.metric('tailsample_listener_open_connections{listener="otlp/grpc"}') == 0)
+        wait_for(lambda: s.metric(open_key) == 0)
