@@ -1,6 +1,11 @@
 """As services: `tailsample serve` and an OpenTelemetry Collector (built with ocb) under the same OTLP/HTTP load.
 
     .venv/bin/python bench/services.py [--quick] [--json FILE] [--seconds 10] [--spans-per-payload 1000]
+                                       [--protocol http|grpc]
+
+`--protocol grpc` offers the same payloads over OTLP/gRPC (a grpcio aio client, one channel per generator
+process, the raw request bytes sent as they are) to an `otlp` receiver on gRPC; the generator is then not
+measured alone (the sink speaks HTTP only).
 
 Both systems run the same collector YAML (`--print-config`): an `otlp` receiver on HTTP, `tail_sampling` with
 the seed's policies (decision_wait 2s, num_traces 2,000,000), `batch` after it (8192 spans or 200 ms, the
@@ -302,6 +307,27 @@ class LoadSpec:
 
 
 OTLP_HEADERS = {"Content-Type": "application/x-protobuf"}
+PROTOCOL = "http"  # --protocol: the receiver the generator sends to
+GRPC_EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+async def call_grpc(export: Any, body: bytes | bytearray, timeout: float) -> int:
+    """One OTLP/gRPC Export: 200 for OK, 503 for RESOURCE_EXHAUSTED/UNAVAILABLE (a refusal), -1 on a timeout,
+    1000 + the code for any other status, -2 on another client error."""
+    import grpc
+
+    try:
+        await export(bytes(body), timeout=timeout)
+        return 200
+    except grpc.aio.AioRpcError as e:
+        code = e.code()
+        if code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+            return 503
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            return -1
+        return 1000 + int(code.value[0])
+    except Exception:
+        return -2
 
 
 async def post(session: aiohttp.ClientSession, url: str, body: bytes | bytearray,
@@ -329,6 +355,8 @@ async def _offer(spec: LoadSpec, data: list[Payload], worker: int, workers: int)
         status = await post(session, spec.url, body, timeout)
         records.append((due, sent, time.time(), status, spans))
 
+    if spec.url.startswith("grpc://"):
+        return await _offer_grpc(spec, data, worker, workers, records, interval, n_requests)
     connector = aiohttp.TCPConnector(limit=spec.connections, force_close=False)
     tasks = set()
     async with aiohttp.ClientSession(connector=connector, skip_auto_headers=("Accept-Encoding",)) as session:
@@ -340,6 +368,38 @@ async def _offer(spec: LoadSpec, data: list[Payload], worker: int, workers: int)
                 await asyncio.sleep(delay)
             p = data[i % len(data)]
             task = asyncio.create_task(send(session, pass_payload(p, i // len(data)), p.spans, due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        while tasks:
+            await asyncio.gather(*list(tasks))
+        cores = (_cpu_self() - cpu0) / max(1e-9, time.time() - t0)
+    return {"records": records, "cores": cores, "n_requests": n_requests, "interval": interval}
+
+
+async def _offer_grpc(spec: LoadSpec, data: list[Payload], worker: int, workers: int,
+                      records: list[tuple[float, float, float, int, int]], interval: float,
+                      n_requests: int) -> dict[str, Any]:
+    """The same paced schedule over OTLP/gRPC: one grpcio aio channel, calls as concurrent streams."""
+    from grpc import aio
+
+    target = spec.url.removeprefix("grpc://")
+    tasks = set()
+    async with aio.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+        export = channel.unary_unary(GRPC_EXPORT)  # bytes in, bytes out: no protobuf types
+
+        async def send(body: bytearray, spans: int, due: float) -> None:
+            sent = time.time()
+            status = await call_grpc(export, body, spec.timeout)
+            records.append((due, sent, time.time(), status, spans))
+
+        cpu0, t0 = _cpu_self(), time.time()
+        for i in range(worker, n_requests, workers):
+            due = spec.start + i * interval
+            delay = due - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            p = data[i % len(data)]
+            task = asyncio.create_task(send(pass_payload(p, i // len(data)), p.spans, due))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         while tasks:
@@ -459,7 +519,7 @@ def collector_config(http_port: int, metrics_port: int, sink_port: int) -> dict[
     ts["decision_wait"] = f"{DECISION_WAIT:g}s"
     ts["num_traces"] = 2_000_000  # > traces in flight at 2M spans/s (400k new traces/s x ~3 s)
     return {
-        "receivers": {"otlp": {"protocols": {"http": {"endpoint": f"127.0.0.1:{http_port}"}}}},
+        "receivers": {"otlp": {"protocols": {PROTOCOL: {"endpoint": f"127.0.0.1:{http_port}"}}}},
         "processors": {"tail_sampling": ts, "batch": {"send_batch_size": 8192, "timeout": "200ms"}},
         "exporters": {"otlp_http": {"endpoint": f"http://127.0.0.1:{sink_port}", "compression": "none"}},
         "service": {
@@ -503,7 +563,8 @@ class Server:
         self.log = tmp / f"{system}.log"
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self.url = f"http://127.0.0.1:{self.http_port}/v1/traces"
+        self.url = (f"grpc://127.0.0.1:{self.http_port}" if PROTOCOL == "grpc"
+                    else f"http://127.0.0.1:{self.http_port}/v1/traces")
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         deadline = time.monotonic() + 60
         while True:
@@ -534,8 +595,8 @@ class Server:
 def service_counters(s: list[tuple[str, dict[str, str], float]]) -> dict[str, float]:
     """The counters both systems expose (the collector's names), from one scrape."""
     return {
-        "receiver_accepted_spans": total(s, "otelcol_receiver_accepted_spans", transport="http"),
-        "receiver_refused_spans": total(s, "otelcol_receiver_refused_spans", transport="http"),
+        "receiver_accepted_spans": total(s, "otelcol_receiver_accepted_spans", transport=PROTOCOL),
+        "receiver_refused_spans": total(s, "otelcol_receiver_refused_spans", transport=PROTOCOL),
         "traces_received": total(s, "otelcol_processor_tail_sampling_new_trace_id_received"),
         "traces_sampled": total(s, "otelcol_processor_tail_sampling_global_count_traces_sampled", sampled="true"),
         "traces_not_sampled": total(s, "otelcol_processor_tail_sampling_global_count_traces_sampled",
@@ -845,7 +906,8 @@ def table(results: dict[str, Any]) -> str:
         return text
 
     lines = [f"{'VALIDATION RUN (--quick): short runs, few rates, noisy. ' if results['quick'] else ''}"
-             f"OTLP/HTTP protobuf, {results['spans_per_payload']:,} spans per request, {SPANS_PER_TRACE} spans per "
+             f"{'OTLP/gRPC' if results.get('protocol') == 'grpc' else 'OTLP/HTTP'} protobuf, "
+             f"{results['spans_per_payload']:,} spans per request, {SPANS_PER_TRACE} spans per "
              f"trace, {results['seconds_per_run']:g} s per offered rate; the generator, the sink and the server share "
              f"{results['cpu_count']} cores."
              + (f" The collector ran with {' '.join(f'{k}={v}' for k, v in results['otelcol_env'].items())}."
@@ -877,6 +939,8 @@ def main() -> int:
                     help="length of each run of the generator alone (default: --seconds, at most 5)")
     ap.add_argument("--otelcol-env", action="append", default=[], metavar="KEY=VALUE",
                     help="environment for the collector (e.g. GOGC=400, GOMEMLIMIT=1GiB); default: none")
+    ap.add_argument("--protocol", choices=("http", "grpc"), default="http",
+                    help="OTLP/HTTP (default) or OTLP/gRPC from the generator to the receiver")
     ap.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
     ap.add_argument("--print-config", action="store_true", help="print the configuration both systems run")
     ap.add_argument("--sink", type=int, default=None, help=argparse.SUPPRESS)
@@ -887,6 +951,8 @@ def main() -> int:
     if args.print_config:
         print(yaml.safe_dump(collector_config(4318, 8888, 4319), sort_keys=False))
         return 0
+    global PROTOCOL
+    PROTOCOL = args.protocol
     args.seconds = args.seconds or (3.0 if args.quick else 10.0)
     for item in args.otelcol_env:
         key, eq, value = item.partition("=")
@@ -909,9 +975,13 @@ def main() -> int:
     sink = Sink()
     results: dict[str, Any] = {}
     try:
-        log("the load generator alone:")
-        capacity = generator_capacity(data, sink, [r for r in RATES if r >= min(200_000, max(rates))],
-                                      args.capacity_seconds or min(args.seconds, 5.0), args.generators)
+        if PROTOCOL == "grpc":  # the sink speaks HTTP only: no generator-alone figure
+            capacity = {"highest_rate": 0, "tested_up_to": 0, "limited": False, "generators": args.generators,
+                        "seconds": 0.0, "steps": []}
+        else:
+            log("the load generator alone:")
+            capacity = generator_capacity(data, sink, [r for r in RATES if r >= min(200_000, max(rates))],
+                                          args.capacity_seconds or min(args.seconds, 5.0), args.generators)
         ceiling = capacity["highest_rate"] if capacity["limited"] else math.inf
         summary, all_runs = {}, []
         with tempfile.TemporaryDirectory(prefix="tailsample-services-") as tmp:
@@ -921,7 +991,8 @@ def main() -> int:
                 summary[system] = summarize(system, runs, deaths)
                 all_runs += runs
         results = {
-            "quick": args.quick, "seconds_per_run": args.seconds, "spans_per_payload": data[0].spans,
+            "quick": args.quick, "protocol": PROTOCOL, "seconds_per_run": args.seconds,
+            "spans_per_payload": data[0].spans,
             "spans_per_trace": SPANS_PER_TRACE, "decision_wait_s": DECISION_WAIT, "cpu_count": os.cpu_count(),
             "generator": capacity, "summary": summary,
             "ratios": {k: ratio(summary.get("tailsample", {}).get(k), summary.get("otelcol", {}).get(k))

@@ -110,3 +110,46 @@ def test_gzip_bomb_over_grpc_is_refused_after_decompression_limit(backend, rng):
         ok_tid, ok = error_trace(rng)
         export(s.address("otlp/grpc"), ok, compression=grpc.Compression.Gzip)
         wait_for(lambda: {t for t, *_ in backend.spans()} == {ok_tid.hex()})
+
+
+def test_rejections_unknown_method_and_connections_are_counted(backend, rng):
+    """Scenario: the Rust gRPC server under a message over its size, a malformed one, a call without the token, an
+    unknown method and a connection over `max_connections`. Guarantees: each gets its status (UNIMPLEMENTED for the
+    method), the receiver's rejected-requests counter has its reason, and the `otlp/grpc` listener counts its
+    connections and refusals."""
+    import socket
+
+    cfg = service_config(
+        exporters={"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True}}},
+        receivers={"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0", "max_recv_msg_size_mib": 1,
+                                                   "max_connections": 2,
+                                                   "auth": {"authenticator": "bearertokenauth"}}}}},
+        extensions={"bearertokenauth": {"token": "t0ken"}}, service_extensions=["bearertokenauth"])
+    token = (("authorization", "Bearer t0ken"),)
+    with serving(cfg) as s:
+        target = s.address("otlp/grpc")
+        host, port = target.rsplit(":", 1)
+        big = make_request(service("x"), [make_span(trace_id(rng), span_id(rng), attributes={"b": "x" * (2 << 20)})])
+        cases = [(big, token, grpc.StatusCode.RESOURCE_EXHAUSTED), (b"\x0a\x05\xff", token,
+                                                                     grpc.StatusCode.INVALID_ARGUMENT),
+                 (error_trace(rng)[1], (), grpc.StatusCode.UNAUTHENTICATED)]
+        for payload, metadata, code in cases:
+            with pytest.raises(grpc.RpcError) as info:
+                export(target, payload, metadata=metadata)
+            assert info.value.code() == code
+        with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export")(b"", timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        open_key = 'tailsample_listener_open_connections{listener="otlp/grpc"}'
+        wait_for(lambda: s.metric(open_key) == 0)  # the calls' channels are closed (late under load)
+        held = [socket.create_connection((host, int(port))) for _ in range(2)]
+        wait_for(lambda: s.metric(open_key) == 2)
+        extra = socket.create_connection((host, int(port)))
+        extra.settimeout(5)
+        assert extra.recv(1) == b""  # over max_connections: closed at once
+        for sock in (*held, extra):
+            sock.close()
+        key = 'tailsample_receiver_rejected_requests_total{receiver="otlp",transport="grpc",reason="%s"}'
+        wait_for(lambda: s.metric('tailsample_listener_refused_connections_total{listener="otlp/grpc"}') == 1)
+        assert [s.metric(key % r) for r in ("too_large", "malformed", "unauthenticated")] == [1, 1, 1]
+        wait_for(lambda: s.metric(open_key) == 0)

@@ -172,3 +172,19 @@ class NativeHttpServer:
 
 def http_purge() -> None:
     """Asks every HTTP server's worker threads to hand their freed pages back (`mi_collect`) when they next idle."""
+
+__all__ += ["NativeGrpcServer"]
+
+@final
+class NativeGrpcServer:
+    @property
+    def port(self) -> int: ...
+    def __new__(cls, receiver_id: str, host: str, port: int, max_message: int, max_concurrent_streams: int,
+                max_connections: int, handshake_timeout: float, keepalive: tuple[float, float, float, float, float],
+                tls: tuple[bytes, bytes] | None, auth: tuple[str, str | None, str | None] | None,
+                targets: list[tuple[NativeEngine, bool, list[NativeLimiterFlag]]], workers: int, backlog: int,
+                blocking: bool, observe_interval: float,
+                hook: Callable[[bytes, int, int, str, list[tuple[str, int]], bool], None] | None,
+                every_payload: bool) -> NativeGrpcServer: ...
+    def counters(self) -> dict[str, int]: ...
+    def stop(self, grace: float) -> None: ...

@@ -342,7 +342,11 @@ LIMITS: tuple[Limit, ...] = (
         "413, nothing taken",
         '`tailsample_receiver_rejected_requests_total{reason="too_large"}`',
     ),
-    Limit("`max_recv_msg_size_mib` (serve, gRPC)", "RESOURCE_EXHAUSTED from grpcio", "(grpcio's own)"),
+    Limit(
+        "`max_recv_msg_size_mib` (serve, gRPC; also bounds a gzip message's inflation)",
+        "RESOURCE_EXHAUSTED from the message's length prefix, before it is read",
+        '`tailsample_receiver_rejected_requests_total{reason="too_large"}`',
+    ),
     Limit(
         "`max_connections` (serve, HTTP; lowered to fit the open-files limit)",
         "503 with `Retry-After`, or closed at once past 16 refusal slots",
@@ -354,7 +358,17 @@ LIMITS: tuple[Limit, ...] = (
         "requests wait their turn on their connection (bounded by `max_connections` and `read_timeout`)",
         "`tailsample_listener_open_connections`",
     ),
-    Limit("`max_connections` (serve, gRPC)", "closed at once by grpcio", "(grpcio's own)"),
+    Limit(
+        "`max_connections` (serve, gRPC; lowered to fit the open-files limit)",
+        "closed at once",
+        "`tailsample_listener_open_connections`, `tailsample_listener_refused_connections_total`",
+    ),
+    Limit(
+        "OTLP/gRPC server threads (serve): 2 workers (Rust, off the GIL); `max_concurrent_streams` per "
+        "connection; TLS handshake and HTTP/2 preface within 10 s",
+        "calls wait their turn; a connection without its preface in time is closed",
+        '`tailsample_listener_timed_out_connections_total{timeout="read_header"}`',
+    ),
     Limit(
         "`read_header_timeout`, `read_timeout` (serve, HTTP)",
         "connection closed; 408 for a slow body",
@@ -703,21 +717,22 @@ SERVICE_METRICS: tuple[Metric, ...] = (
         "tailsample_listener_open_connections",
         "gauge",
         ("listener",),
-        "Connections open on an HTTP listener (OTLP/HTTP, metrics, health check).",
+        "Connections open on a listener (OTLP/HTTP, OTLP/gRPC, metrics, health check).",
     ),
     Metric(
         "tailsample_listener_refused_connections_total",
         "counter",
         ("listener",),
         "Connections over a listener's max_connections: answered 503 with Retry-After, or closed at once when the "
-        "refusal slots are taken too.",
+        "refusal slots are taken too (gRPC: closed at once).",
     ),
     Metric(
         "tailsample_listener_timed_out_connections_total",
         "counter",
         ("listener", "timeout"),
-        "Connections closed for a slow client: headers not in within read_header_timeout (read_header), or a "
-        "request not read whole within read_timeout (read).",
+        "Connections closed for a slow client: headers not in within read_header_timeout (read_header; gRPC: the "
+        "TLS handshake or HTTP/2 preface not in within 10 s), or a request not read whole within read_timeout "
+        "(read).",
     ),
     Metric(
         "tailsample_listener_accept_errors_total",

@@ -79,7 +79,7 @@ class GrpcServer:
     max_recv_msg_size_mib: int = 4
     tls: ServerTLS | None = None
     auth: str | None = None  # a bearertokenauth extension id
-    max_concurrent_streams: int = 0  # 0: grpcio's default
+    max_concurrent_streams: int = 0  # 0: the server's default (200 calls per connection)
     max_connections: int = 4096  # grpc.max_allowed_incoming_connections; lowered to fit the descriptor limit
     keepalive: GrpcKeepalive = field(default_factory=GrpcKeepalive)
 

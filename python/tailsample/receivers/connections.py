@@ -104,16 +104,17 @@ class ListenerMetrics:
 
     def __init__(self, registry: Registry) -> None:
         self.open = registry.gauge("tailsample_listener_open_connections",
-                                   "Connections open on an HTTP listener (OTLP/HTTP, metrics, health check).",
+                                   "Connections open on a listener (OTLP/HTTP, OTLP/gRPC, metrics, health check).",
                                    ("listener",))
         self.refused = registry.counter(
             "tailsample_listener_refused_connections",
             "Connections over a listener's max_connections: answered 503 with Retry-After, or closed at once "
-            "when the refusal slots are taken too.", ("listener",))
+            "when the refusal slots are taken too (gRPC: closed at once).", ("listener",))
         self.timed_out = registry.counter(
             "tailsample_listener_timed_out_connections",
-            "Connections closed for a slow client: headers not in within read_header_timeout (read_header), "
-            "or a request not read whole within read_timeout (read).", ("listener", "timeout"))
+            "Connections closed for a slow client: headers not in within read_header_timeout (read_header; gRPC: "
+            "the TLS handshake or HTTP/2 preface not in within 10 s), or a request not read whole within "
+            "read_timeout (read).", ("listener", "timeout"))
         self.accept_errors = registry.counter(
             "tailsample_listener_accept_errors",
             "accept() failures for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): the "

@@ -1019,6 +1019,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config_check_keys, m)?)?;
     add_archive(m)?;
     add_http_server(m)?;
+    add_grpc_server(m)?;
     Ok(())
 }
 
@@ -1557,5 +1558,140 @@ fn add_http_server(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeLimiterFlag>()?;
     m.add_class::<NativeHttpServer>()?;
     m.add_function(wrap_pyfunction!(http_purge, m)?)?;
+    Ok(())
+}
+
+// ---- The OTLP/gRPC receiver in Rust (issue 24): tailsample-server's gRPC server behind a thin handle. ----
+
+/// One OTLP/gRPC server on its own threads (see `tailsample_server::grpc`).
+#[pyclass(frozen, module = "tailsample._native")]
+struct NativeGrpcServer {
+    server: Mutex<Option<server::GrpcServer>>,
+    counters: Arc<server::Counters>,
+    #[pyo3(get)]
+    port: u16,
+}
+
+#[pymethods]
+impl NativeGrpcServer {
+    /// Binds and starts serving. `keepalive`: (max_connection_idle, max_connection_age, max_connection_age_grace,
+    /// time, timeout) in seconds, 0 for none; the rest as `NativeHttpServer`.
+    #[new]
+    #[pyo3(signature = (receiver_id, host, port, max_message, max_concurrent_streams, max_connections,
+                        handshake_timeout, keepalive, tls, auth, targets, workers, backlog, blocking,
+                        observe_interval, hook, every_payload))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        receiver_id: String,
+        host: String,
+        port: u16,
+        max_message: usize,
+        max_concurrent_streams: u32,
+        max_connections: usize,
+        handshake_timeout: f64,
+        keepalive: (f64, f64, f64, f64, f64),
+        tls: Option<(Vec<u8>, Vec<u8>)>,
+        auth: Option<(String, Option<String>, Option<std::path::PathBuf>)>,
+        targets: Vec<HttpTarget>,
+        workers: usize,
+        backlog: u32,
+        blocking: bool,
+        observe_interval: f64,
+        hook: Option<Py<PyAny>>,
+        every_payload: bool,
+    ) -> PyResult<Self> {
+        let secs = |name: &str, v: f64| {
+            Duration::try_from_secs_f64(v.max(0.0)).map_err(|_| {
+                PyValueError::new_err(format!("{name} must be a finite number of seconds"))
+            })
+        };
+        let opt = |name: &str, v: f64| secs(name, v).map(|d| (!d.is_zero()).then_some(d));
+        let auth = match auth {
+            None => None,
+            Some((scheme, token, file)) => Some(Arc::new(
+                server::Auth::new(&scheme, token.as_deref(), file).map_err(|e| {
+                    to_py(
+                        py,
+                        Error::config("auth", format!("cannot read the token: {e}")),
+                    )
+                })?,
+            )),
+        };
+        let (idle, age, grace, time, timeout) = keepalive;
+        let cfg = server::GrpcConfig {
+            id: receiver_id,
+            host,
+            port,
+            max_message,
+            max_concurrent_streams,
+            max_connections,
+            handshake_timeout: secs("handshake_timeout", handshake_timeout)?,
+            keepalive: server::Keepalive {
+                max_connection_idle: opt("max_connection_idle", idle)?,
+                max_connection_age: opt("max_connection_age", age)?,
+                max_connection_age_grace: opt("max_connection_age_grace", grace)?,
+                time: opt("time", time)?,
+                timeout: opt("timeout", timeout)?,
+            },
+            tls,
+            auth,
+            workers,
+            backlog,
+            blocking,
+            observe_interval: secs("observe_interval", observe_interval)?,
+        };
+        let targets = targets
+            .into_iter()
+            .map(|(engine, wall_clock, limiters)| server::Target {
+                engine: Arc::new(HeldEngine(engine)),
+                wall_clock,
+                limiters: limiters.iter().map(|l| l.get().flag.clone()).collect(),
+            })
+            .collect();
+        let hook = hook.map(|callback| {
+            Arc::new(PyHook {
+                callback,
+                every: every_payload,
+            }) as Arc<dyn server::Hook>
+        });
+        let purge: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {
+            // SAFETY: mi_collect takes no pointers; it collects the calling (worker) thread's heap.
+            unsafe { libmimalloc_sys::mi_collect(true) }
+        });
+        let started = py.detach(|| {
+            server::GrpcServer::start(cfg, targets, hook, Some((HTTP_PURGE_EPOCH.clone(), purge)))
+        });
+        let s = started.map_err(|e| {
+            if e.config {
+                to_py(py, Error::config("tls", e.message))
+            } else {
+                pyo3::exceptions::PyOSError::new_err((e.errno.unwrap_or(0), e.message))
+            }
+        })?;
+        Ok(NativeGrpcServer {
+            counters: s.counters().clone(),
+            port: s.local_addr.port(),
+            server: Mutex::new(Some(s)),
+        })
+    }
+
+    /// The counters now, as `NativeHttpServer.counters` (`timed_out_read_header`: handshakes timed out).
+    fn counters(&self) -> std::collections::HashMap<String, u64> {
+        server::snapshot(&self.counters)
+    }
+
+    /// Stops accepting, sends a GOAWAY, lets calls in flight finish (within `grace` seconds), stops its threads.
+    fn stop(&self, py: Python<'_>, grace: f64) {
+        let taken = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut s) = taken {
+            let grace = Duration::from_secs_f64(grace.clamp(0.0, 3600.0));
+            py.detach(move || s.stop(grace));
+        }
+    }
+}
+
+fn add_grpc_server(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeGrpcServer>()?;
     Ok(())
 }

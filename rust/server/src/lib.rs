@@ -8,8 +8,11 @@
 //! protobuf (the core's `otlp::json`), the memory limiters, every pipeline's engine, and the answer (200, a
 //! partial success, or a `google.rpc.Status`). Per connection: `max_connections` (over it, a 503 from a few
 //! refusal slots, or closed at once), the header and idle timeouts, TLS.
+//!
+//! The OTLP/gRPC receiver (`grpc`) shares the listener, TLS, auth, limiters, engines, counters and hook.
 
 mod body;
+pub mod grpc;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -39,6 +42,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
 pub use body::{inflate, BodyError};
+pub use grpc::{GrpcConfig, GrpcServer, Keepalive};
 
 pub const PROTOBUF: &str = "application/x-protobuf";
 pub const JSON: &str = "application/json";
@@ -90,7 +94,7 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn reject(&self, reason: &str) {
+    pub(crate) fn reject(&self, reason: &str) {
         self.rejected[reason_index(reason)].fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -303,11 +307,15 @@ impl Server {
         purge: Option<Purge>,
     ) -> Result<Server, StartError> {
         let tls = match &cfg.tls {
-            Some((cert, key)) => Some(tls_acceptor(cert, key).map_err(|message| StartError {
-                errno: None,
-                message,
-                config: true,
-            })?),
+            Some((cert, key)) => {
+                Some(
+                    tls_acceptor(cert, key, false).map_err(|message| StartError {
+                        errno: None,
+                        message,
+                        config: true,
+                    })?,
+                )
+            }
             None => None,
         };
         let mut headers = Vec::new();
@@ -325,30 +333,10 @@ impl Server {
                 }
             }
         }
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder
-            .worker_threads(cfg.workers.max(1))
-            .max_blocking_threads(64)
-            .thread_name(format!("{}/http", cfg.id))
-            .enable_io()
-            .enable_time();
-        if let Some((epoch, purge)) = purge {
-            builder.on_thread_park(move || {
-                thread_local!(static SEEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
-                let now = epoch.load(Ordering::Relaxed);
-                if SEEN.with(|s| s.replace(now)) != now {
-                    purge();
-                }
-            });
-        }
-        let runtime = builder.build().map_err(|e| StartError {
-            errno: e.raw_os_error(),
-            message: format!("{}/http: cannot start its threads: {e}", cfg.id),
-            config: false,
-        })?;
+        let runtime = runtime(&cfg.id, "http", cfg.workers, purge)?;
         let listener = {
             let _guard = runtime.enter();
-            bind(&cfg)?
+            bind(&cfg.id, "http", &cfg.host, cfg.port, cfg.backlog)?
         };
         let local_addr = listener.local_addr().map_err(|e| StartError {
             errno: e.raw_os_error(),
@@ -407,7 +395,37 @@ impl Drop for Server {
     }
 }
 
-fn tls_acceptor(cert: &[u8], key: &[u8]) -> Result<TlsAcceptor, String> {
+/// The server's worker threads; `purge` runs on each the next time it parks after its epoch changes.
+pub(crate) fn runtime(
+    id: &str,
+    proto: &str,
+    workers: usize,
+    purge: Option<Purge>,
+) -> Result<Runtime, StartError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
+        .worker_threads(workers.max(1))
+        .max_blocking_threads(64)
+        .thread_name(format!("{id}/{proto}"))
+        .enable_io()
+        .enable_time();
+    if let Some((epoch, purge)) = purge {
+        builder.on_thread_park(move || {
+            thread_local!(static SEEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+            let now = epoch.load(Ordering::Relaxed);
+            if SEEN.with(|s| s.replace(now)) != now {
+                purge();
+            }
+        });
+    }
+    builder.build().map_err(|e| StartError {
+        errno: e.raw_os_error(),
+        message: format!("{id}/{proto}: cannot start its threads: {e}"),
+        config: false,
+    })
+}
+
+pub(crate) fn tls_acceptor(cert: &[u8], key: &[u8], h2: bool) -> Result<TlsAcceptor, String> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut &cert[..])
         .collect::<Result<_, _>>()
         .map_err(|e| format!("tls: cannot read cert_file: {e}"))?;
@@ -420,34 +438,35 @@ fn tls_acceptor(cert: &[u8], key: &[u8]) -> Result<TlsAcceptor, String> {
     // ring, not aws-lc-rs: no cmake or C toolchain to build (its post-quantum key exchange is not needed here)
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls: cert_file and key_file: {e}"))?;
+    if h2 {
+        config.alpn_protocols = vec![b"h2".to_vec()]; // gRPC clients insist on it
+    }
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-fn bind(cfg: &Config) -> Result<tokio::net::TcpListener, StartError> {
-    let host = if cfg.host.is_empty() {
-        "0.0.0.0"
-    } else {
-        cfg.host.as_str()
-    };
-    let shown = if cfg.host.is_empty() { "*" } else { host };
+pub(crate) fn bind(
+    id: &str,
+    proto: &str,
+    host: &str,
+    port: u16,
+    backlog: u32,
+) -> Result<tokio::net::TcpListener, StartError> {
+    let shown = if host.is_empty() { "*" } else { host };
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
     let os = |e: io::Error| {
         let message = if e.raw_os_error() == Some(libc::EADDRINUSE) {
             format!(
-                "{} (http): {shown}:{} is already in use (another process listens there: stop it, or change \
-                 the receiver's endpoint)",
-                cfg.id, cfg.port
+                "{id} ({proto}): {shown}:{port} is already in use (another process listens there: stop it, or \
+                 change the receiver's endpoint)"
             )
         } else {
-            format!(
-                "{} (http): cannot listen on {shown}:{}: {e}",
-                cfg.id, cfg.port
-            )
+            format!("{id} ({proto}): cannot listen on {shown}:{port}: {e}")
         };
         StartError {
             errno: e.raw_os_error(),
@@ -455,7 +474,7 @@ fn bind(cfg: &Config) -> Result<tokio::net::TcpListener, StartError> {
             config: false,
         }
     };
-    let addrs: Vec<SocketAddr> = (host, cfg.port).to_socket_addrs().map_err(os)?.collect();
+    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().map_err(os)?.collect();
     let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address");
     for addr in addrs {
         let socket = if addr.is_ipv4() {
@@ -466,7 +485,7 @@ fn bind(cfg: &Config) -> Result<tokio::net::TcpListener, StartError> {
         let attempt = socket.and_then(|s| {
             s.set_reuseaddr(true)?;
             s.bind(addr)?;
-            s.listen(cfg.backlog.max(8))
+            s.listen(backlog.max(8))
         });
         match attempt {
             Ok(l) => return Ok(l),
@@ -1037,13 +1056,13 @@ fn now_ns(wall: bool) -> i64 {
     ns
 }
 
-enum Refusal {
+pub(crate) enum Refusal {
     Limiter(String),
     Engine(CoreError),
 }
 
 /// Every limiter first (a refusal takes nothing), then every engine.
-fn ingest_all(targets: &[Target], payload: &[u8]) -> Result<Ingested, Refusal> {
+pub(crate) fn ingest_all(targets: &[Target], payload: &[u8]) -> Result<Ingested, Refusal> {
     for t in targets {
         for l in &t.limiters {
             l.check().map_err(Refusal::Limiter)?;
@@ -1108,7 +1127,11 @@ async fn consume(shared: &Arc<Shared>, payload: Bytes, json: bool) -> Resp {
     c.accepted_spans
         .fetch_add(got.spans as u64, Ordering::Relaxed);
     if let Some(hook) = &shared.hook {
-        let observe = observe_due(shared);
+        let observe = observe_due(
+            shared.started,
+            &shared.observe_due_ms,
+            shared.cfg.observe_interval,
+        );
         if observe || got.rejected_spans > 0 || hook.every_payload() {
             // Python takes the GIL: not on a reactor thread's critical path for long, and rare (see `Hook`)
             tokio::task::block_in_place(|| hook.accepted(&payload, &got, observe));
@@ -1147,15 +1170,14 @@ async fn consume(shared: &Arc<Shared>, payload: Bytes, json: bool) -> Resp {
 }
 
 /// True for one payload per `observe_interval` (the attribute inventory samples).
-fn observe_due(shared: &Shared) -> bool {
-    let now = shared.started.elapsed().as_millis() as u64;
-    let due = shared.observe_due_ms.load(Ordering::Relaxed);
+pub(crate) fn observe_due(started: Instant, due_ms: &AtomicU64, interval: Duration) -> bool {
+    let now = started.elapsed().as_millis() as u64;
+    let due = due_ms.load(Ordering::Relaxed);
     now >= due
-        && shared
-            .observe_due_ms
+        && due_ms
             .compare_exchange(
                 due,
-                now + shared.cfg.observe_interval.as_millis() as u64,
+                now + interval.as_millis() as u64,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             )
