@@ -3,7 +3,8 @@
     python bench/report.py --dir bench/.data/results --out bench/RESULTS.md
 
 Reads, from `--dir`: `engine.json` (pytest-benchmark), `peers.json` (bench/peers.py), `services.json`
-(bench/services.py), `kafka.json` (bench/kafka_throughput.py), `harness-rate.json` and `harness-flat.json`
+(bench/services.py), `services-shapes.json` (bench/service_shapes.py), `kafka.json`
+(bench/kafka_throughput.py), `harness-rate.json` and `harness-flat.json`
 (`tailsample bench`), `soak.json` (bench/soak.py; its section is left out when the file is missing), and the
 plots written next to RESULTS.md under bench/plots/. Every figure on the page comes from those files; nothing is
 typed in.
@@ -144,6 +145,26 @@ def services_section(data: Any) -> list[str]:
     if table:
         return table.splitlines()
     return ["```", json.dumps(data, indent=2)[:4000], "```"]
+
+
+def shapes_section(data: Any) -> list[str]:
+    """CPU per span at 50k spans/s by protocol and request size (bench/service_shapes.py)."""
+    if not data:
+        return ["(services-shapes.json missing: `bench/service_shapes.py --json F`)"]
+    lines = ["| protocol | spans per request | tailsample (us per span) | otelcol (us per span) | otelcol / tailsample "
+             "| tailsample cores | request latency p99, tailsample / otelcol |",
+             "|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        ts, oc = r.get("tailsample"), r.get("otelcol")
+        if not ts or not oc:
+            lines.append(f"| {r['protocol']} | {r['spans_per_request']} | failed: {r.get('error', '?')[-120:]} "
+                         "| | | | |")
+            continue
+        flag = "" if ts["sustained"] and oc["sustained"] else " (a run not sustained: see the JSON)"
+        lines.append(f"| {'OTLP/gRPC' if r['protocol'] == 'grpc' else 'OTLP/HTTP'} | {r['spans_per_request']:,} "
+                     f"| {ts['us_per_span']:.2f} | {oc['us_per_span']:.2f} | {r['otelcol_over_tailsample']:.1f}x{flag} "
+                     f"| {ts['steady_cores']:.3f} | {ts['latency_p99_ms']:.0f} / {oc['latency_p99_ms']:.0f} ms |")
+    return lines
 
 
 def kafka_section(data: Any) -> list[str]:
@@ -313,6 +334,12 @@ def main() -> int:
         "## As services over OTLP/HTTP (`bench/services.py`)",
         "",
         *services_section(services),
+        "",
+        "At 50,000 spans/s by protocol and request size (`bench/service_shapes.py`: one `bench/services.py` run per "
+        "shape, both systems fresh, CPU per span from the first request until the exports were done, decisions and "
+        "export included):",
+        "",
+        *shapes_section(_load(a.dir / "services-shapes.json")),
         "",
         "## Scaling out on Kafka (`bench/kafka_throughput.py`)",
         "",
