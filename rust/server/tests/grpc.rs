@@ -12,10 +12,10 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tailsample_core::Engine;
 use tailsample_server::grpc::{self, EXPORT_PATH};
-use tailsample_server::{Auth, GrpcConfig, GrpcServer, Keepalive, Limiter, Target};
+use tailsample_server::{Auth, GrpcConfig, GrpcServer, Keepalive, Limiter};
 
 mod common;
-use common::{engine, payload, received};
+use common::{payload, received, target};
 
 fn framed(compressed: bool, message: &[u8]) -> Vec<u8> {
     let mut out = vec![u8::from(compressed)];
@@ -56,13 +56,7 @@ struct Running {
 }
 
 fn start(cfg: GrpcConfig) -> Running {
-    let engine = engine();
-    let limiter = Arc::new(Limiter::default());
-    let target = Target {
-        engine: engine.clone(),
-        wall_clock: false,
-        limiters: vec![limiter.clone()],
-    };
+    let (engine, limiter, target) = target();
     let server =
         GrpcServer::start(cfg, vec![target], None, None).unwrap_or_else(|e| panic!("{e:?}"));
     Running {
@@ -93,18 +87,33 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// An HTTP/2 client connection to the server: the request sender and the connection's task.
+async fn h2<B>(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (send, tokio::spawn(conn))
+}
+
 async fn call(
     addr: std::net::SocketAddr,
     path: &str,
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Answer {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _conn) = h2(addr).await;
     let mut req = Request::post(format!("http://127.0.0.1{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
@@ -353,12 +362,7 @@ fn idle_connection_gets_goaway() {
     let r = start(cfg);
     let addr = r.server.local_addr;
     rt().block_on(async {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
-        let done = tokio::spawn(conn);
+        let (mut send, done) = h2(addr).await;
         let req = Request::post(format!("http://127.0.0.1{EXPORT_PATH}"))
             .header("content-type", "application/grpc")
             .body(Full::new(Bytes::from(framed(false, &payload(1, 0)))))
@@ -482,12 +486,7 @@ fn a_call_in_flight_gets_the_age_grace_then_the_connection_closes() {
     let r = start(cfg);
     let addr = r.server.local_addr;
     rt().block_on(async {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
-        let done = tokio::spawn(conn);
+        let (mut send, done) = h2(addr).await;
         let started = Instant::now();
         let req = Request::post(format!("http://127.0.0.1{EXPORT_PATH}"))
             .header("content-type", "application/grpc")

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tailsample_core::Engine;
-use tailsample_server::{Auth, Config, Limiter, Server, Target};
+use tailsample_server::{Auth, Config, Limiter, Server};
 
 mod common;
-use common::{engine, payload, received};
+use common::{payload, received, target};
 
 fn config() -> Config {
     Config {
@@ -41,13 +41,7 @@ struct Running {
 }
 
 fn start(cfg: Config) -> Running {
-    let engine = engine();
-    let limiter = Arc::new(Limiter::default());
-    let target = Target {
-        engine: engine.clone(),
-        wall_clock: false,
-        limiters: vec![limiter.clone()],
-    };
+    let (engine, limiter, target) = target();
     let server = Server::start(cfg, vec![target], None, None).unwrap_or_else(|e| panic!("{e:?}"));
     Running {
         server,

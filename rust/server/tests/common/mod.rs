@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use tailsample_core::{Engine, EngineConfig};
+use tailsample_server::{Limiter, Target};
 
 fn varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
@@ -47,4 +48,16 @@ pub fn engine() -> Arc<Engine> {
     let cfg = serde_json::json!({"decision_wait": "10s", "num_traces": 1000,
                                  "policies": [{"name": "all", "type": "always_sample"}]});
     Arc::new(Engine::new(EngineConfig::from_value(&cfg).unwrap()))
+}
+
+/// A fresh engine and memory-limiter flag, and the server's target for them.
+pub fn target() -> (Arc<Engine>, Arc<Limiter>, Target) {
+    let engine = engine();
+    let limiter = Arc::new(Limiter::default());
+    let target = Target {
+        engine: engine.clone(),
+        wall_clock: false,
+        limiters: vec![limiter.clone()],
+    };
+    (engine, limiter, target)
 }
