@@ -984,32 +984,19 @@ pub(crate) fn observe_due(started: Instant, due_ms: &AtomicU64, interval: Durati
 /// Counters by name, for the binding: (accepted, refused, aborted, rejected by reason, open, refused
 /// connections, timed out (read_header, read), accept errors by name).
 pub fn snapshot(c: &Counters) -> HashMap<String, u64> {
-    let mut m: HashMap<String, u64> = HashMap::new();
-    m.insert(
-        String::from("accepted_spans"),
-        c.accepted_spans.load(Ordering::Relaxed),
-    );
-    m.insert(
-        String::from("refused_spans"),
-        c.refused_spans.load(Ordering::Relaxed),
-    );
-    m.insert(String::from("aborted"), c.aborted.load(Ordering::Relaxed));
-    m.insert(
-        String::from("open"),
-        c.open.load(Ordering::Relaxed).max(0) as u64,
-    );
-    m.insert(
-        String::from("refused_connections"),
-        c.refused_connections.load(Ordering::Relaxed),
-    );
-    m.insert(
-        String::from("timed_out_read_header"),
-        c.timed_out_header.load(Ordering::Relaxed),
-    );
-    m.insert(
-        String::from("timed_out_read"),
-        c.timed_out_read.load(Ordering::Relaxed),
-    );
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut m: HashMap<String, u64> = [
+        ("accepted_spans", load(&c.accepted_spans)),
+        ("refused_spans", load(&c.refused_spans)),
+        ("aborted", load(&c.aborted)),
+        ("open", c.open.load(Ordering::Relaxed).max(0) as u64),
+        ("refused_connections", load(&c.refused_connections)),
+        ("timed_out_read_header", load(&c.timed_out_header)),
+        ("timed_out_read", load(&c.timed_out_read)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     for (i, r) in REJECT_REASONS.iter().enumerate() {
         m.insert(
             format!("rejected:{r}"),
