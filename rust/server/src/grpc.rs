@@ -25,7 +25,6 @@ use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tailsample_core::Error as CoreError;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -33,8 +32,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::listener::{self, Listening, OnRead, Protocol, Tapped};
 use crate::{
-    inflate, ingest_all, observe_due, wire, Auth, BodyError, Counters, Hook, Purge, Refusal,
-    StartError, Target,
+    inflate, observe_due, take, wire, Auth, BodyError, Counters, Hook, Intake, Purge, StartError,
+    Taken, Target,
 };
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -585,69 +584,38 @@ async fn read_message(shared: &Shared, req: Request<Incoming>) -> Result<Option<
     }
 }
 
+impl Intake for Shared {
+    fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    fn hook(&self) -> Option<&Arc<dyn Hook>> {
+        self.hook.as_ref()
+    }
+
+    fn blocking(&self) -> bool {
+        self.cfg.blocking
+    }
+
+    fn observe_due(&self) -> bool {
+        observe_due(
+            self.started,
+            &self.observe_due_ms,
+            self.cfg.observe_interval,
+        )
+    }
+}
+
 async fn consume(shared: &Arc<Shared>, payload: Bytes) -> Resp {
-    let result = if shared.cfg.blocking {
-        let s = shared.clone();
-        let p = payload.clone();
-        match tokio::task::spawn_blocking(move || ingest_all(&s.targets, &p)).await {
-            Ok(r) => r,
-            Err(e) => Err(Refusal::Engine(CoreError::Storage {
-                path: String::new(),
-                message: format!("ingest failed: {e}"),
-            })),
-        }
-    } else {
-        ingest_all(&shared.targets, &payload)
-    };
-    let c = &shared.counters;
-    let got = match result {
-        Ok(got) => got,
-        Err(Refusal::Engine(e @ CoreError::Decode { .. })) => {
-            c.reject("malformed");
-            return fail(
-                INVALID_ARGUMENT,
-                &format!("malformed ExportTraceServiceRequest: {e}"),
-                None,
-            );
-        }
-        Err(refusal) => {
-            let spans = tailsample_core::inspect(&payload).map_or(0, |s| s.spans);
-            c.refused_spans.fetch_add(spans, Ordering::Relaxed);
-            let why = match refusal {
-                Refusal::Limiter(m) => m,
-                Refusal::Engine(e) => e.to_string(),
-            };
-            let message = format!("{why}; retry later");
+    match take(shared, &payload).await {
+        Taken::Malformed(message) => fail(INVALID_ARGUMENT, &message, None),
+        Taken::Refused(message) => {
             let details = wire::encode_status(RESOURCE_EXHAUSTED, &message, Some(RETRY_AFTER_S));
-            return fail(RESOURCE_EXHAUSTED, &message, Some(details));
+            fail(RESOURCE_EXHAUSTED, &message, Some(details))
         }
-    };
-    c.accepted_spans
-        .fetch_add(got.spans as u64, Ordering::Relaxed);
-    if let Some(hook) = &shared.hook {
-        let observe = observe_due(
-            shared.started,
-            &shared.observe_due_ms,
-            shared.cfg.observe_interval,
-        );
-        if observe || got.rejected_spans > 0 || hook.every_payload() {
-            tokio::task::block_in_place(|| hook.accepted(&payload, &got, observe));
-        }
+        Taken::Partial(n, message) => ok(&wire::encode_partial_success(n, &message)),
+        Taken::All => ok(&[]),
     }
-    if got.rejected_spans > 0 {
-        c.refused_spans
-            .fetch_add(got.rejected_spans as u64, Ordering::Relaxed);
-        let message = format!(
-            "{} spans rejected: {}",
-            got.rejected_spans,
-            got.rejection.as_deref().unwrap_or("")
-        );
-        return ok(&wire::encode_partial_success(
-            got.rejected_spans as u64,
-            &message,
-        ));
-    }
-    ok(&[])
 }
 
 #[cfg(test)]

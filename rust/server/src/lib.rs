@@ -876,11 +876,33 @@ pub(crate) fn ingest_all(targets: &[Target], payload: &[u8]) -> Result<Ingested,
     Ok(got)
 }
 
-async fn consume(shared: &Arc<Shared>, payload: Bytes, json: bool) -> Resp {
-    let result = if shared.cfg.blocking {
+/// What the pipelines need of a server's state to take a payload.
+pub(crate) trait Intake: Protocol {
+    fn targets(&self) -> &[Target];
+    fn hook(&self) -> Option<&Arc<dyn Hook>>;
+    /// Ingest on the blocking pool (`block_on_overflow`: an engine may wait for room).
+    fn blocking(&self) -> bool;
+    /// True for one payload per `observe_interval`.
+    fn observe_due(&self) -> bool;
+}
+
+/// What became of a payload handed to the pipelines (counted), for each protocol to answer in its own words.
+pub(crate) enum Taken {
+    All,
+    /// Taken but for this many spans rejected alone, and why.
+    Partial(u64, String),
+    /// Not an ExportTraceServiceRequest: nothing taken.
+    Malformed(String),
+    /// Backpressure from a limiter or an engine: nothing taken, the client retries.
+    Refused(String),
+}
+
+/// The payload to every pipeline (limiters first), counted, and to the hook when it wants it.
+pub(crate) async fn take<S: Intake>(shared: &Arc<S>, payload: &Bytes) -> Taken {
+    let result = if shared.blocking() {
         let s = shared.clone();
         let p = payload.clone();
-        match tokio::task::spawn_blocking(move || ingest_all(&s.targets, &p)).await {
+        match tokio::task::spawn_blocking(move || ingest_all(s.targets(), &p)).await {
             Ok(r) => r,
             Err(e) => Err(Refusal::Engine(CoreError::Storage {
                 path: String::new(),
@@ -888,50 +910,32 @@ async fn consume(shared: &Arc<Shared>, payload: Bytes, json: bool) -> Resp {
             })),
         }
     } else {
-        ingest_all(&shared.targets, &payload)
+        ingest_all(shared.targets(), payload)
     };
-    let c = &shared.counters;
+    let c = shared.counters();
     let got = match result {
         Ok(got) => got,
         Err(Refusal::Engine(e @ CoreError::Decode { .. })) => {
             c.reject("malformed");
-            let message = format!("malformed ExportTraceServiceRequest: {e}");
-            return error(
-                shared,
-                StatusCode::BAD_REQUEST,
-                wire::INVALID_ARGUMENT,
-                &message,
-                json,
-            );
+            return Taken::Malformed(format!("malformed ExportTraceServiceRequest: {e}"));
         }
         Err(refusal) => {
-            let spans = tailsample_core::inspect(&payload).map_or(0, |s| s.spans);
+            let spans = tailsample_core::inspect(payload).map_or(0, |s| s.spans);
             c.refused_spans.fetch_add(spans, Ordering::Relaxed);
             let why = match refusal {
                 Refusal::Limiter(m) => m,
                 Refusal::Engine(e) => e.to_string(),
             };
-            let message = format!("{why}; retry later");
-            return error(
-                shared,
-                StatusCode::SERVICE_UNAVAILABLE,
-                wire::UNAVAILABLE,
-                &message,
-                json,
-            );
+            return Taken::Refused(format!("{why}; retry later"));
         }
     };
     c.accepted_spans
         .fetch_add(got.spans as u64, Ordering::Relaxed);
-    if let Some(hook) = &shared.hook {
-        let observe = observe_due(
-            shared.started,
-            &shared.observe_due_ms,
-            shared.cfg.observe_interval,
-        );
+    if let Some(hook) = shared.hook() {
+        let observe = shared.observe_due();
         if observe || got.rejected_spans > 0 || hook.every_payload() {
             // Python takes the GIL: not on a reactor thread's critical path for long, and rare (see `Hook`)
-            tokio::task::block_in_place(|| hook.accepted(&payload, &got, observe));
+            tokio::task::block_in_place(|| hook.accepted(payload, &got, observe));
         }
     }
     if got.rejected_spans > 0 {
@@ -942,27 +946,63 @@ async fn consume(shared: &Arc<Shared>, payload: Bytes, json: bool) -> Resp {
             got.rejected_spans,
             got.rejection.as_deref().unwrap_or("")
         );
-        let n = got.rejected_spans as u64;
-        return if json {
-            respond(
-                shared,
-                StatusCode::OK,
-                wire::partial_success_json(n, &message),
-                JSON,
-            )
-        } else {
-            respond(
-                shared,
-                StatusCode::OK,
-                wire::encode_partial_success(n, &message),
-                PROTOBUF,
-            )
-        };
+        return Taken::Partial(got.rejected_spans as u64, message);
     }
-    if json {
-        respond(shared, StatusCode::OK, b"{}".to_vec(), JSON)
-    } else {
-        respond(shared, StatusCode::OK, Vec::new(), PROTOBUF)
+    Taken::All
+}
+
+impl Intake for Shared {
+    fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    fn hook(&self) -> Option<&Arc<dyn Hook>> {
+        self.hook.as_ref()
+    }
+
+    fn blocking(&self) -> bool {
+        self.cfg.blocking
+    }
+
+    fn observe_due(&self) -> bool {
+        observe_due(
+            self.started,
+            &self.observe_due_ms,
+            self.cfg.observe_interval,
+        )
+    }
+}
+
+async fn consume(shared: &Arc<Shared>, payload: Bytes, json: bool) -> Resp {
+    match take(shared, &payload).await {
+        Taken::Malformed(message) => error(
+            shared,
+            StatusCode::BAD_REQUEST,
+            wire::INVALID_ARGUMENT,
+            &message,
+            json,
+        ),
+        Taken::Refused(message) => error(
+            shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            wire::UNAVAILABLE,
+            &message,
+            json,
+        ),
+        Taken::Partial(n, message) if json => respond(
+            shared,
+            StatusCode::OK,
+            wire::partial_success_json(n, &message),
+            JSON,
+        ),
+        Taken::Partial(n, message) => respond(
+            shared,
+            StatusCode::OK,
+            wire::encode_partial_success(n, &message),
+            PROTOBUF,
+        ),
+        Taken::All if json => respond(shared, StatusCode::OK, b"{}".to_vec(), JSON),
+        Taken::All => respond(shared, StatusCode::OK, Vec::new(), PROTOBUF),
     }
 }
 
