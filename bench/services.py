@@ -56,7 +56,7 @@ import tempfile
 import time
 import urllib.request
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -358,22 +358,30 @@ async def _offer(spec: LoadSpec, data: list[Payload], worker: int, workers: int)
     if spec.url.startswith("grpc://"):
         return await _offer_grpc(spec, data, worker, workers, records, interval, n_requests)
     connector = aiohttp.TCPConnector(limit=spec.connections, force_close=False)
-    tasks = set()
     async with aiohttp.ClientSession(connector=connector, skip_auto_headers=("Accept-Encoding",)) as session:
-        cpu0, t0 = _cpu_self(), time.time()
-        for i in range(worker, n_requests, workers):
-            due = spec.start + i * interval
-            delay = due - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            p = data[i % len(data)]
-            task = asyncio.create_task(send(session, pass_payload(p, i // len(data)), p.spans, due))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        while tasks:
-            await asyncio.gather(*list(tasks))
-        cores = (_cpu_self() - cpu0) / max(1e-9, time.time() - t0)
+        cores = await _paced(spec, data, worker, workers, interval, n_requests,
+                             lambda body, spans, due: send(session, body, spans, due))
     return {"records": records, "cores": cores, "n_requests": n_requests, "interval": interval}
+
+
+async def _paced(spec: LoadSpec, data: list[Payload], worker: int, workers: int, interval: float, n_requests: int,
+                 send: Callable[[bytearray, int, float], Coroutine[Any, Any, None]]) -> float:
+    """This worker's share of the requests, each sent at its due time without waiting for the answers before;
+    returns the cores the process used meanwhile."""
+    tasks = set()
+    cpu0, t0 = _cpu_self(), time.time()
+    for i in range(worker, n_requests, workers):
+        due = spec.start + i * interval
+        delay = due - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        p = data[i % len(data)]
+        task = asyncio.create_task(send(pass_payload(p, i // len(data)), p.spans, due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    while tasks:
+        await asyncio.gather(*list(tasks))
+    return (_cpu_self() - cpu0) / max(1e-9, time.time() - t0)
 
 
 async def _offer_grpc(spec: LoadSpec, data: list[Payload], worker: int, workers: int,
@@ -383,7 +391,6 @@ async def _offer_grpc(spec: LoadSpec, data: list[Payload], worker: int, workers:
     from grpc import aio
 
     target = spec.url.removeprefix("grpc://")
-    tasks = set()
     async with aio.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
         export = channel.unary_unary(GRPC_EXPORT)  # bytes in, bytes out: no protobuf types
 
@@ -392,19 +399,7 @@ async def _offer_grpc(spec: LoadSpec, data: list[Payload], worker: int, workers:
             status = await call_grpc(export, body, spec.timeout)
             records.append((due, sent, time.time(), status, spans))
 
-        cpu0, t0 = _cpu_self(), time.time()
-        for i in range(worker, n_requests, workers):
-            due = spec.start + i * interval
-            delay = due - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            p = data[i % len(data)]
-            task = asyncio.create_task(send(pass_payload(p, i // len(data)), p.spans, due))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        while tasks:
-            await asyncio.gather(*list(tasks))
-        cores = (_cpu_self() - cpu0) / max(1e-9, time.time() - t0)
+        cores = await _paced(spec, data, worker, workers, interval, n_requests, send)
     return {"records": records, "cores": cores, "n_requests": n_requests, "interval": interval}
 
 

@@ -1462,22 +1462,7 @@ impl NativeHttpServer {
         hook: Option<Py<PyAny>>,
         every_payload: bool,
     ) -> PyResult<Self> {
-        let secs = |name: &str, v: f64| {
-            Duration::try_from_secs_f64(v.max(0.0)).map_err(|_| {
-                PyValueError::new_err(format!("{name} must be a finite number of seconds"))
-            })
-        };
-        let auth = match auth {
-            None => None,
-            Some((scheme, token, file)) => Some(Arc::new(
-                server::Auth::new(&scheme, token.as_deref(), file).map_err(|e| {
-                    to_py(
-                        py,
-                        Error::config("auth", format!("cannot read the token: {e}")),
-                    )
-                })?,
-            )),
-        };
+        let auth = server_auth(py, auth)?;
         let cfg = server::Config {
             id: receiver_id,
             host,
@@ -1486,44 +1471,19 @@ impl NativeHttpServer {
             max_body,
             compression,
             max_connections,
-            read_header_timeout: secs("read_header_timeout", read_header_timeout)?,
-            read_timeout: secs("read_timeout", read_timeout)?,
-            idle_timeout: secs("idle_timeout", idle_timeout)?,
+            read_header_timeout: server_secs("read_header_timeout", read_header_timeout)?,
+            read_timeout: server_secs("read_timeout", read_timeout)?,
+            idle_timeout: server_secs("idle_timeout", idle_timeout)?,
             response_headers,
             tls,
             auth,
             workers,
             backlog,
             blocking,
-            observe_interval: secs("observe_interval", observe_interval)?,
+            observe_interval: server_secs("observe_interval", observe_interval)?,
         };
-        let targets = targets
-            .into_iter()
-            .map(|(engine, wall_clock, limiters)| server::Target {
-                engine: Arc::new(HeldEngine(engine)),
-                wall_clock,
-                limiters: limiters.iter().map(|l| l.get().flag.clone()).collect(),
-            })
-            .collect();
-        let hook = hook.map(|callback| {
-            Arc::new(PyHook {
-                callback,
-                every: every_payload,
-            }) as Arc<dyn server::Hook>
-        });
-        let purge: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {
-            // SAFETY: mi_collect takes no pointers; it collects the calling (worker) thread's heap.
-            unsafe { libmimalloc_sys::mi_collect(true) }
-        });
-        let started = py.detach(|| {
-            server::Server::start(cfg, targets, hook, Some((HTTP_PURGE_EPOCH.clone(), purge)))
-        });
-        let s = started.map_err(|e| {
-            if e.config {
-                to_py(py, Error::config("tls", e.message))
-            } else {
-                pyo3::exceptions::PyOSError::new_err((e.errno.unwrap_or(0), e.message))
-            }
+        let s = start_server(py, targets, hook, every_payload, |targets, hook, purge| {
+            server::Server::start(cfg, targets, hook, purge)
         })?;
         Ok(NativeHttpServer {
             counters: s.counters().clone(),
@@ -1540,11 +1500,7 @@ impl NativeHttpServer {
 
     /// Stops accepting, lets requests in flight finish (within `grace` seconds), then stops its threads.
     fn stop(&self, py: Python<'_>, grace: f64) {
-        let taken = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(mut s) = taken {
-            let grace = Duration::from_secs_f64(grace.clamp(0.0, 3600.0));
-            py.detach(move || s.stop(grace));
-        }
+        stop_server(py, &self.server, grace, |s, grace| s.stop(grace));
     }
 }
 
@@ -1601,23 +1557,8 @@ impl NativeGrpcServer {
         hook: Option<Py<PyAny>>,
         every_payload: bool,
     ) -> PyResult<Self> {
-        let secs = |name: &str, v: f64| {
-            Duration::try_from_secs_f64(v.max(0.0)).map_err(|_| {
-                PyValueError::new_err(format!("{name} must be a finite number of seconds"))
-            })
-        };
-        let opt = |name: &str, v: f64| secs(name, v).map(|d| (!d.is_zero()).then_some(d));
-        let auth = match auth {
-            None => None,
-            Some((scheme, token, file)) => Some(Arc::new(
-                server::Auth::new(&scheme, token.as_deref(), file).map_err(|e| {
-                    to_py(
-                        py,
-                        Error::config("auth", format!("cannot read the token: {e}")),
-                    )
-                })?,
-            )),
-        };
+        let opt = |name: &str, v: f64| server_secs(name, v).map(|d| (!d.is_zero()).then_some(d));
+        let auth = server_auth(py, auth)?;
         let (idle, age, grace, time, timeout) = keepalive;
         let cfg = server::GrpcConfig {
             id: receiver_id,
@@ -1626,7 +1567,7 @@ impl NativeGrpcServer {
             max_message,
             max_concurrent_streams,
             max_connections,
-            handshake_timeout: secs("handshake_timeout", handshake_timeout)?,
+            handshake_timeout: server_secs("handshake_timeout", handshake_timeout)?,
             keepalive: server::Keepalive {
                 max_connection_idle: opt("max_connection_idle", idle)?,
                 max_connection_age: opt("max_connection_age", age)?,
@@ -1639,35 +1580,10 @@ impl NativeGrpcServer {
             workers,
             backlog,
             blocking,
-            observe_interval: secs("observe_interval", observe_interval)?,
+            observe_interval: server_secs("observe_interval", observe_interval)?,
         };
-        let targets = targets
-            .into_iter()
-            .map(|(engine, wall_clock, limiters)| server::Target {
-                engine: Arc::new(HeldEngine(engine)),
-                wall_clock,
-                limiters: limiters.iter().map(|l| l.get().flag.clone()).collect(),
-            })
-            .collect();
-        let hook = hook.map(|callback| {
-            Arc::new(PyHook {
-                callback,
-                every: every_payload,
-            }) as Arc<dyn server::Hook>
-        });
-        let purge: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {
-            // SAFETY: mi_collect takes no pointers; it collects the calling (worker) thread's heap.
-            unsafe { libmimalloc_sys::mi_collect(true) }
-        });
-        let started = py.detach(|| {
-            server::GrpcServer::start(cfg, targets, hook, Some((HTTP_PURGE_EPOCH.clone(), purge)))
-        });
-        let s = started.map_err(|e| {
-            if e.config {
-                to_py(py, Error::config("tls", e.message))
-            } else {
-                pyo3::exceptions::PyOSError::new_err((e.errno.unwrap_or(0), e.message))
-            }
+        let s = start_server(py, targets, hook, every_payload, |targets, hook, purge| {
+            server::GrpcServer::start(cfg, targets, hook, purge)
         })?;
         Ok(NativeGrpcServer {
             counters: s.counters().clone(),
@@ -1683,15 +1599,94 @@ impl NativeGrpcServer {
 
     /// Stops accepting, sends a GOAWAY, lets calls in flight finish (within `grace` seconds), stops its threads.
     fn stop(&self, py: Python<'_>, grace: f64) {
-        let taken = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(mut s) = taken {
-            let grace = Duration::from_secs_f64(grace.clamp(0.0, 3600.0));
-            py.detach(move || s.stop(grace));
-        }
+        stop_server(py, &self.server, grace, |s, grace| s.stop(grace));
     }
 }
 
 fn add_grpc_server(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeGrpcServer>()?;
     Ok(())
+}
+
+// ---- What NativeHttpServer and NativeGrpcServer share: arguments into tailsample-server's, start, stop. ----
+
+fn server_secs(name: &str, v: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(v.max(0.0))
+        .map_err(|_| PyValueError::new_err(format!("{name} must be a finite number of seconds")))
+}
+
+/// `auth`: (scheme, token or None, token file or None).
+fn server_auth(
+    py: Python<'_>,
+    auth: Option<(String, Option<String>, Option<std::path::PathBuf>)>,
+) -> PyResult<Option<Arc<server::Auth>>> {
+    let Some((scheme, token, file)) = auth else {
+        return Ok(None);
+    };
+    let auth = server::Auth::new(&scheme, token.as_deref(), file).map_err(|e| {
+        to_py(
+            py,
+            Error::config("auth", format!("cannot read the token: {e}")),
+        )
+    })?;
+    Ok(Some(Arc::new(auth)))
+}
+
+/// Starts a server (without the GIL) on the pipelines' engines with the hook and the threads' purge; a
+/// certificate problem is a ConfigError, the OS's an OSError.
+fn start_server<S>(
+    py: Python<'_>,
+    targets: Vec<HttpTarget>,
+    hook: Option<Py<PyAny>>,
+    every_payload: bool,
+    start: impl FnOnce(
+            Vec<server::Target>,
+            Option<Arc<dyn server::Hook>>,
+            Option<server::Purge>,
+        ) -> Result<S, server::StartError>
+        + Send,
+) -> PyResult<S>
+where
+    S: Send,
+{
+    let targets = targets
+        .into_iter()
+        .map(|(engine, wall_clock, limiters)| server::Target {
+            engine: Arc::new(HeldEngine(engine)),
+            wall_clock,
+            limiters: limiters.iter().map(|l| l.get().flag.clone()).collect(),
+        })
+        .collect();
+    let hook = hook.map(|callback| {
+        Arc::new(PyHook {
+            callback,
+            every: every_payload,
+        }) as Arc<dyn server::Hook>
+    });
+    let purge: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {
+        // SAFETY: mi_collect takes no pointers; it collects the calling (worker) thread's heap.
+        unsafe { libmimalloc_sys::mi_collect(true) }
+    });
+    let started = py.detach(|| start(targets, hook, Some((HTTP_PURGE_EPOCH.clone(), purge))));
+    started.map_err(|e| {
+        if e.config {
+            to_py(py, Error::config("tls", e.message))
+        } else {
+            pyo3::exceptions::PyOSError::new_err((e.errno.unwrap_or(0), e.message))
+        }
+    })
+}
+
+/// Stops the server once (later calls do nothing), without the GIL; `grace` in seconds.
+fn stop_server<S: Send>(
+    py: Python<'_>,
+    slot: &Mutex<Option<S>>,
+    grace: f64,
+    stop: impl FnOnce(&mut S, Duration) + Send,
+) {
+    let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(mut s) = taken {
+        let grace = Duration::from_secs_f64(grace.clamp(0.0, 3600.0));
+        py.detach(move || stop(&mut s, grace));
+    }
 }

@@ -10,7 +10,6 @@
 //! keepalive (`max_connection_idle`/`max_connection_age` close with GOAWAY, server pings `time`/`timeout`).
 //! h2 answers pings itself and has no ping policing: `min_time`/`permit_without_stream` are not enforced.
 
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,16 +25,15 @@ use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tailsample_core::Error as CoreError;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::runtime::Runtime;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::listener::{self, Listening, OnRead, Protocol, Tapped};
 use crate::{
-    bind, inflate, ingest_all, observe_due, tls_acceptor, wire, Auth, BodyError, Counters, Hook,
-    Purge, Refusal, StartError, Target, ACCEPT_ERRORS,
+    inflate, observe_due, take, wire, Auth, BodyError, Counters, Hook, Intake, Purge, StartError,
+    Taken, Target,
 };
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -98,9 +96,7 @@ struct Shared {
 
 /// A running gRPC server; `stop` it (dropping it stops it too, without the grace).
 pub struct GrpcServer {
-    runtime: Option<Runtime>,
-    shutdown: watch::Sender<bool>,
-    shared: Arc<Shared>,
+    listening: Listening<Shared>,
     pub local_addr: SocketAddr,
 }
 
@@ -112,28 +108,18 @@ impl GrpcServer {
         hook: Option<Arc<dyn Hook>>,
         purge: Option<Purge>,
     ) -> Result<GrpcServer, StartError> {
-        let tls = match &cfg.tls {
-            Some((cert, key)) => {
-                Some(tls_acceptor(cert, key, true).map_err(|message| StartError {
-                    errno: None,
-                    message,
-                    config: true,
-                })?)
-            }
-            None => None,
-        };
-        let runtime = crate::runtime(&cfg.id, "grpc", cfg.workers, purge)?;
-        let listener = {
-            let _guard = runtime.enter();
-            bind(&cfg.id, "grpc", &cfg.host, cfg.port, cfg.backlog)?
-        };
-        let local_addr = listener.local_addr().map_err(|e| StartError {
-            errno: e.raw_os_error(),
-            message: e.to_string(),
-            config: false,
-        })?;
-        let (shutdown, rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
+        let tls = listener::tls(&cfg.tls, true)?;
+        let bound = listener::bind_threads(
+            &cfg.id,
+            "grpc",
+            &cfg.host,
+            cfg.port,
+            cfg.backlog,
+            cfg.workers,
+            purge,
+        )?;
+        let local_addr = bound.local_addr;
+        let listening = bound.serve(Shared {
             cfg,
             targets,
             hook,
@@ -143,86 +129,42 @@ impl GrpcServer {
             observe_due_ms: AtomicU64::new(0),
             active: AtomicUsize::new(0),
         });
-        runtime.spawn(accept_loop(listener, shared.clone(), rx));
         Ok(GrpcServer {
-            runtime: Some(runtime),
-            shutdown,
-            shared,
+            listening,
             local_addr,
         })
     }
 
     pub fn counters(&self) -> &Arc<Counters> {
-        &self.shared.counters
+        &self.listening.shared.counters
     }
 
     /// Stops accepting, sends every connection a GOAWAY, lets calls in flight finish (within `grace`).
     pub fn stop(&mut self, grace: Duration) {
-        let _ = self.shutdown.send(true);
-        let Some(runtime) = self.runtime.take() else {
-            return;
-        };
-        let shared = self.shared.clone();
-        runtime.block_on(async move {
-            let end = Instant::now() + grace;
-            while shared.active.load(Ordering::Acquire) > 0 && Instant::now() < end {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
-        runtime.shutdown_timeout(Duration::from_millis(200));
+        self.listening.stop(grace);
     }
 }
 
-impl Drop for GrpcServer {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            let _ = self.shutdown.send(true);
-            rt.shutdown_background();
-        }
+impl Protocol for Shared {
+    fn counters(&self) -> &Counters {
+        &self.counters
     }
-}
 
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.changed() => return,
-        };
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) => {
-                let code = e.raw_os_error().unwrap_or(0);
-                if let Some(i) = ACCEPT_ERRORS.iter().position(|(c, _)| *c == code) {
-                    shared.counters.accept_errors[i].fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                } else {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                continue;
-            }
-        };
-        let c = &shared.counters;
-        let cap = shared.cfg.max_connections;
-        if cap > 0 && shared.active.load(Ordering::Acquire) >= cap {
-            // as grpc.max_allowed_incoming_connections: closed as soon as accepted
-            c.refused_connections.fetch_add(1, Ordering::Relaxed);
-            drop(stream);
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        shared.active.fetch_add(1, Ordering::AcqRel);
-        c.open.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            serve_connection(stream, &shared, shutdown).await;
-            shared.counters.open.fetch_sub(1, Ordering::Relaxed);
-            shared.active.fetch_sub(1, Ordering::AcqRel);
-        });
+    fn active(&self) -> &AtomicUsize {
+        &self.active
+    }
+
+    fn max_connections(&self) -> usize {
+        self.cfg.max_connections
+    }
+
+    /// As grpc.max_allowed_incoming_connections: closed as soon as accepted.
+    fn over_cap(self: &Arc<Self>, stream: TcpStream) {
+        drop(stream);
+    }
+
+    async fn serve(self: Arc<Self>, stream: TcpStream, shutdown: watch::Receiver<bool>) {
+        serve_connection(stream, &self, shutdown).await;
     }
 }
 
@@ -233,54 +175,12 @@ struct ConnState {
     idle_since: Mutex<Instant>,
 }
 
-struct Counted<T> {
-    inner: T,
-    state: Arc<ConnState>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 && self.state.read.load(Ordering::Relaxed) < PREFACE_LEN {
-            self.state.read.fetch_add(n as u64, Ordering::Relaxed);
+/// The preface's bytes are counted (up to its length) for its deadline.
+impl OnRead for ConnState {
+    fn on_read(&self, n: usize) {
+        if self.read.load(Ordering::Relaxed) < PREFACE_LEN {
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
         }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 
@@ -338,7 +238,7 @@ async fn drive<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             Ok::<_, std::convert::Infallible>(r)
         }
     });
-    let io = TokioIo::new(Counted {
+    let io = TokioIo::new(Tapped {
         inner: io,
         state: state.clone(),
     });
@@ -684,69 +584,38 @@ async fn read_message(shared: &Shared, req: Request<Incoming>) -> Result<Option<
     }
 }
 
+impl Intake for Shared {
+    fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    fn hook(&self) -> Option<&Arc<dyn Hook>> {
+        self.hook.as_ref()
+    }
+
+    fn blocking(&self) -> bool {
+        self.cfg.blocking
+    }
+
+    fn observe_due(&self) -> bool {
+        observe_due(
+            self.started,
+            &self.observe_due_ms,
+            self.cfg.observe_interval,
+        )
+    }
+}
+
 async fn consume(shared: &Arc<Shared>, payload: Bytes) -> Resp {
-    let result = if shared.cfg.blocking {
-        let s = shared.clone();
-        let p = payload.clone();
-        match tokio::task::spawn_blocking(move || ingest_all(&s.targets, &p)).await {
-            Ok(r) => r,
-            Err(e) => Err(Refusal::Engine(CoreError::Storage {
-                path: String::new(),
-                message: format!("ingest failed: {e}"),
-            })),
-        }
-    } else {
-        ingest_all(&shared.targets, &payload)
-    };
-    let c = &shared.counters;
-    let got = match result {
-        Ok(got) => got,
-        Err(Refusal::Engine(e @ CoreError::Decode { .. })) => {
-            c.reject("malformed");
-            return fail(
-                INVALID_ARGUMENT,
-                &format!("malformed ExportTraceServiceRequest: {e}"),
-                None,
-            );
-        }
-        Err(refusal) => {
-            let spans = tailsample_core::inspect(&payload).map_or(0, |s| s.spans);
-            c.refused_spans.fetch_add(spans, Ordering::Relaxed);
-            let why = match refusal {
-                Refusal::Limiter(m) => m,
-                Refusal::Engine(e) => e.to_string(),
-            };
-            let message = format!("{why}; retry later");
+    match take(shared, &payload).await {
+        Taken::Malformed(message) => fail(INVALID_ARGUMENT, &message, None),
+        Taken::Refused(message) => {
             let details = wire::encode_status(RESOURCE_EXHAUSTED, &message, Some(RETRY_AFTER_S));
-            return fail(RESOURCE_EXHAUSTED, &message, Some(details));
+            fail(RESOURCE_EXHAUSTED, &message, Some(details))
         }
-    };
-    c.accepted_spans
-        .fetch_add(got.spans as u64, Ordering::Relaxed);
-    if let Some(hook) = &shared.hook {
-        let observe = observe_due(
-            shared.started,
-            &shared.observe_due_ms,
-            shared.cfg.observe_interval,
-        );
-        if observe || got.rejected_spans > 0 || hook.every_payload() {
-            tokio::task::block_in_place(|| hook.accepted(&payload, &got, observe));
-        }
+        Taken::Partial(n, message) => ok(&wire::encode_partial_success(n, &message)),
+        Taken::All => ok(&[]),
     }
-    if got.rejected_spans > 0 {
-        c.refused_spans
-            .fetch_add(got.rejected_spans as u64, Ordering::Relaxed);
-        let message = format!(
-            "{} spans rejected: {}",
-            got.rejected_spans,
-            got.rejection.as_deref().unwrap_or("")
-        );
-        return ok(&wire::encode_partial_success(
-            got.rejected_spans as u64,
-            &message,
-        ));
-    }
-    ok(&[])
 }
 
 #[cfg(test)]

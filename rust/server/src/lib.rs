@@ -13,16 +13,15 @@
 
 mod body;
 pub mod grpc;
+mod listener;
 pub mod wire;
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -34,12 +33,12 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tailsample_core::{Engine, Error as CoreError, Ingested};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::runtime::Runtime;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
+
+use listener::{Listening, OnRead, Protocol, Tapped};
 
 pub use body::{inflate, BodyError};
 pub use grpc::{GrpcConfig, GrpcServer, Keepalive};
@@ -291,9 +290,7 @@ pub type Purge = (Arc<AtomicU64>, Arc<dyn Fn() + Send + Sync>);
 
 /// A running server; `stop` it (dropping it stops it too, without the grace).
 pub struct Server {
-    runtime: Option<Runtime>,
-    shutdown: watch::Sender<bool>,
-    shared: Arc<Shared>,
+    listening: Listening<Shared>,
     pub local_addr: SocketAddr,
 }
 
@@ -306,18 +303,7 @@ impl Server {
         hook: Option<Arc<dyn Hook>>,
         purge: Option<Purge>,
     ) -> Result<Server, StartError> {
-        let tls = match &cfg.tls {
-            Some((cert, key)) => {
-                Some(
-                    tls_acceptor(cert, key, false).map_err(|message| StartError {
-                        errno: None,
-                        message,
-                        config: true,
-                    })?,
-                )
-            }
-            None => None,
-        };
+        let tls = listener::tls(&cfg.tls, false)?;
         let mut headers = Vec::new();
         for (k, v) in &cfg.response_headers {
             let name = HeaderName::try_from(k.as_str());
@@ -333,18 +319,17 @@ impl Server {
                 }
             }
         }
-        let runtime = runtime(&cfg.id, "http", cfg.workers, purge)?;
-        let listener = {
-            let _guard = runtime.enter();
-            bind(&cfg.id, "http", &cfg.host, cfg.port, cfg.backlog)?
-        };
-        let local_addr = listener.local_addr().map_err(|e| StartError {
-            errno: e.raw_os_error(),
-            message: e.to_string(),
-            config: false,
-        })?;
-        let (shutdown, rx) = watch::channel(false);
-        let shared = Arc::new(Shared {
+        let bound = listener::bind_threads(
+            &cfg.id,
+            "http",
+            &cfg.host,
+            cfg.port,
+            cfg.backlog,
+            cfg.workers,
+            purge,
+        )?;
+        let local_addr = bound.local_addr;
+        let listening = bound.serve(Shared {
             cfg,
             targets,
             hook,
@@ -356,195 +341,51 @@ impl Server {
             refusing: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
         });
-        runtime.spawn(accept_loop(listener, shared.clone(), rx));
         Ok(Server {
-            runtime: Some(runtime),
-            shutdown,
-            shared,
+            listening,
             local_addr,
         })
     }
 
     pub fn counters(&self) -> &Arc<Counters> {
-        &self.shared.counters
+        &self.listening.shared.counters
     }
 
     /// Stops accepting, lets requests in flight finish (within `grace`), then stops the threads.
     pub fn stop(&mut self, grace: Duration) {
-        let _ = self.shutdown.send(true);
-        let Some(runtime) = self.runtime.take() else {
+        self.listening.stop(grace);
+    }
+}
+
+impl Protocol for Shared {
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn active(&self) -> &AtomicUsize {
+        &self.active
+    }
+
+    fn max_connections(&self) -> usize {
+        self.cfg.max_connections
+    }
+
+    /// A 503 from one of a few refusal slots; with none left, closed at once.
+    fn over_cap(self: &Arc<Self>, stream: TcpStream) {
+        if self.refusing.fetch_add(1, Ordering::AcqRel) >= REFUSAL_SLOTS {
+            self.refusing.fetch_sub(1, Ordering::AcqRel);
+            drop(stream); // no refusal slot left: closed at once
             return;
-        };
-        let shared = self.shared.clone();
-        runtime.block_on(async move {
-            let end = Instant::now() + grace;
-            while shared.active.load(Ordering::Acquire) > 0 && Instant::now() < end {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
-        runtime.shutdown_timeout(Duration::from_millis(200));
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            let _ = self.shutdown.send(true);
-            rt.shutdown_background();
         }
-    }
-}
-
-/// The server's worker threads; `purge` runs on each the next time it parks after its epoch changes.
-pub(crate) fn runtime(
-    id: &str,
-    proto: &str,
-    workers: usize,
-    purge: Option<Purge>,
-) -> Result<Runtime, StartError> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder
-        .worker_threads(workers.max(1))
-        .max_blocking_threads(64)
-        .thread_name(format!("{id}/{proto}"))
-        .enable_io()
-        .enable_time();
-    if let Some((epoch, purge)) = purge {
-        builder.on_thread_park(move || {
-            thread_local!(static SEEN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
-            let now = epoch.load(Ordering::Relaxed);
-            if SEEN.with(|s| s.replace(now)) != now {
-                purge();
-            }
-        });
-    }
-    builder.build().map_err(|e| StartError {
-        errno: e.raw_os_error(),
-        message: format!("{id}/{proto}: cannot start its threads: {e}"),
-        config: false,
-    })
-}
-
-pub(crate) fn tls_acceptor(cert: &[u8], key: &[u8], h2: bool) -> Result<TlsAcceptor, String> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert[..])
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls: cannot read cert_file: {e}"))?;
-    if certs.is_empty() {
-        return Err("tls: cert_file holds no PEM certificate".into());
-    }
-    let key = rustls_pemfile::private_key(&mut &key[..])
-        .map_err(|e| format!("tls: cannot read key_file: {e}"))?
-        .ok_or("tls: key_file holds no PEM private key")?;
-    // ring, not aws-lc-rs: no cmake or C toolchain to build (its post-quantum key exchange is not needed here)
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("tls: cert_file and key_file: {e}"))?;
-    if h2 {
-        config.alpn_protocols = vec![b"h2".to_vec()]; // gRPC clients insist on it
-    }
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-pub(crate) fn bind(
-    id: &str,
-    proto: &str,
-    host: &str,
-    port: u16,
-    backlog: u32,
-) -> Result<tokio::net::TcpListener, StartError> {
-    let shown = if host.is_empty() { "*" } else { host };
-    let host = if host.is_empty() { "0.0.0.0" } else { host };
-    let os = |e: io::Error| {
-        let message = if e.raw_os_error() == Some(libc::EADDRINUSE) {
-            format!(
-                "{id} ({proto}): {shown}:{port} is already in use (another process listens there: stop it, or \
-                 change the receiver's endpoint)"
-            )
-        } else {
-            format!("{id} ({proto}): cannot listen on {shown}:{port}: {e}")
-        };
-        StartError {
-            errno: e.raw_os_error(),
-            message,
-            config: false,
-        }
-    };
-    let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().map_err(os)?.collect();
-    let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address");
-    for addr in addrs {
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        };
-        let attempt = socket.and_then(|s| {
-            s.set_reuseaddr(true)?;
-            s.bind(addr)?;
-            s.listen(backlog.max(8))
-        });
-        match attempt {
-            Ok(l) => return Ok(l),
-            Err(e) => last = e,
-        }
-    }
-    Err(os(last))
-}
-
-async fn accept_loop(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.changed() => return,
-        };
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) => {
-                let code = e.raw_os_error().unwrap_or(0);
-                if let Some(i) = ACCEPT_ERRORS.iter().position(|(c, _)| *c == code) {
-                    shared.counters.accept_errors[i].fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(Duration::from_secs(1)).await; // as asyncio: descriptors free up
-                } else {
-                    // a connection reset before it was accepted, say: next; never a busy loop on a lasting error
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let c = &shared.counters;
-        let cap = shared.cfg.max_connections;
-        if cap > 0 && shared.active.load(Ordering::Acquire) >= cap {
-            c.refused_connections.fetch_add(1, Ordering::Relaxed);
-            if shared.refusing.fetch_add(1, Ordering::AcqRel) >= REFUSAL_SLOTS {
-                shared.refusing.fetch_sub(1, Ordering::AcqRel);
-                drop(stream); // no refusal slot left: closed at once
-                continue;
-            }
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(REFUSAL_TIMEOUT, refuse(stream, &shared)).await;
-                shared.refusing.fetch_sub(1, Ordering::AcqRel);
-            });
-            continue;
-        }
-        shared.active.fetch_add(1, Ordering::AcqRel);
-        c.open.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
+        let shared = self.clone();
         tokio::spawn(async move {
-            serve_connection(stream, &shared, shutdown).await;
-            shared.counters.open.fetch_sub(1, Ordering::Relaxed);
-            shared.active.fetch_sub(1, Ordering::AcqRel);
+            let _ = tokio::time::timeout(REFUSAL_TIMEOUT, refuse(stream, &shared)).await;
+            shared.refusing.fetch_sub(1, Ordering::AcqRel);
         });
+    }
+
+    async fn serve(self: Arc<Self>, stream: TcpStream, shutdown: watch::Receiver<bool>) {
+        serve_connection(stream, &self, shutdown).await;
     }
 }
 
@@ -618,57 +459,13 @@ impl ConnState {
     }
 }
 
-/// The connection's socket (or TLS stream), marking when the next request's first byte comes.
-struct Watched<T> {
-    inner: T,
-    state: Arc<ConnState>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            let mut p = self.state.phase.lock().unwrap_or_else(|e| e.into_inner());
-            if let Phase::Idle(_) = *p {
-                *p = Phase::Headers(Instant::now());
-            }
+/// The next request's first byte ends the idle time.
+impl OnRead for ConnState {
+    fn on_read(&self, _n: usize) {
+        let mut p = self.phase.lock().unwrap_or_else(|e| e.into_inner());
+        if let Phase::Idle(_) = *p {
+            *p = Phase::Headers(Instant::now());
         }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 
@@ -749,7 +546,7 @@ async fn drive<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             Ok::<_, std::convert::Infallible>(r)
         }
     });
-    let io = TokioIo::new(Watched {
+    let io = TokioIo::new(Tapped {
         inner: io,
         state: state.clone(),
     });
@@ -1079,11 +876,33 @@ pub(crate) fn ingest_all(targets: &[Target], payload: &[u8]) -> Result<Ingested,
     Ok(got)
 }
 
-async fn consume(shared: &Arc<Shared>, payload: Bytes, json: bool) -> Resp {
-    let result = if shared.cfg.blocking {
+/// What the pipelines need of a server's state to take a payload.
+pub(crate) trait Intake: Protocol {
+    fn targets(&self) -> &[Target];
+    fn hook(&self) -> Option<&Arc<dyn Hook>>;
+    /// Ingest on the blocking pool (`block_on_overflow`: an engine may wait for room).
+    fn blocking(&self) -> bool;
+    /// True for one payload per `observe_interval`.
+    fn observe_due(&self) -> bool;
+}
+
+/// What became of a payload handed to the pipelines (counted), for each protocol to answer in its own words.
+pub(crate) enum Taken {
+    All,
+    /// Taken but for this many spans rejected alone, and why.
+    Partial(u64, String),
+    /// Not an ExportTraceServiceRequest: nothing taken.
+    Malformed(String),
+    /// Backpressure from a limiter or an engine: nothing taken, the client retries.
+    Refused(String),
+}
+
+/// The payload to every pipeline (limiters first), counted, and to the hook when it wants it.
+pub(crate) async fn take<S: Intake>(shared: &Arc<S>, payload: &Bytes) -> Taken {
+    let result = if shared.blocking() {
         let s = shared.clone();
         let p = payload.clone();
-        match tokio::task::spawn_blocking(move || ingest_all(&s.targets, &p)).await {
+        match tokio::task::spawn_blocking(move || ingest_all(s.targets(), &p)).await {
             Ok(r) => r,
             Err(e) => Err(Refusal::Engine(CoreError::Storage {
                 path: String::new(),
@@ -1091,50 +910,32 @@ async fn consume(shared: &Arc<Shared>, payload: Bytes, json: bool) -> Resp {
             })),
         }
     } else {
-        ingest_all(&shared.targets, &payload)
+        ingest_all(shared.targets(), payload)
     };
-    let c = &shared.counters;
+    let c = shared.counters();
     let got = match result {
         Ok(got) => got,
         Err(Refusal::Engine(e @ CoreError::Decode { .. })) => {
             c.reject("malformed");
-            let message = format!("malformed ExportTraceServiceRequest: {e}");
-            return error(
-                shared,
-                StatusCode::BAD_REQUEST,
-                wire::INVALID_ARGUMENT,
-                &message,
-                json,
-            );
+            return Taken::Malformed(format!("malformed ExportTraceServiceRequest: {e}"));
         }
         Err(refusal) => {
-            let spans = tailsample_core::inspect(&payload).map_or(0, |s| s.spans);
+            let spans = tailsample_core::inspect(payload).map_or(0, |s| s.spans);
             c.refused_spans.fetch_add(spans, Ordering::Relaxed);
             let why = match refusal {
                 Refusal::Limiter(m) => m,
                 Refusal::Engine(e) => e.to_string(),
             };
-            let message = format!("{why}; retry later");
-            return error(
-                shared,
-                StatusCode::SERVICE_UNAVAILABLE,
-                wire::UNAVAILABLE,
-                &message,
-                json,
-            );
+            return Taken::Refused(format!("{why}; retry later"));
         }
     };
     c.accepted_spans
         .fetch_add(got.spans as u64, Ordering::Relaxed);
-    if let Some(hook) = &shared.hook {
-        let observe = observe_due(
-            shared.started,
-            &shared.observe_due_ms,
-            shared.cfg.observe_interval,
-        );
+    if let Some(hook) = shared.hook() {
+        let observe = shared.observe_due();
         if observe || got.rejected_spans > 0 || hook.every_payload() {
             // Python takes the GIL: not on a reactor thread's critical path for long, and rare (see `Hook`)
-            tokio::task::block_in_place(|| hook.accepted(&payload, &got, observe));
+            tokio::task::block_in_place(|| hook.accepted(payload, &got, observe));
         }
     }
     if got.rejected_spans > 0 {
@@ -1145,27 +946,63 @@ async fn consume(shared: &Arc<Shared>, payload: Bytes, json: bool) -> Resp {
             got.rejected_spans,
             got.rejection.as_deref().unwrap_or("")
         );
-        let n = got.rejected_spans as u64;
-        return if json {
-            respond(
-                shared,
-                StatusCode::OK,
-                wire::partial_success_json(n, &message),
-                JSON,
-            )
-        } else {
-            respond(
-                shared,
-                StatusCode::OK,
-                wire::encode_partial_success(n, &message),
-                PROTOBUF,
-            )
-        };
+        return Taken::Partial(got.rejected_spans as u64, message);
     }
-    if json {
-        respond(shared, StatusCode::OK, b"{}".to_vec(), JSON)
-    } else {
-        respond(shared, StatusCode::OK, Vec::new(), PROTOBUF)
+    Taken::All
+}
+
+impl Intake for Shared {
+    fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
+    fn hook(&self) -> Option<&Arc<dyn Hook>> {
+        self.hook.as_ref()
+    }
+
+    fn blocking(&self) -> bool {
+        self.cfg.blocking
+    }
+
+    fn observe_due(&self) -> bool {
+        observe_due(
+            self.started,
+            &self.observe_due_ms,
+            self.cfg.observe_interval,
+        )
+    }
+}
+
+async fn consume(shared: &Arc<Shared>, payload: Bytes, json: bool) -> Resp {
+    match take(shared, &payload).await {
+        Taken::Malformed(message) => error(
+            shared,
+            StatusCode::BAD_REQUEST,
+            wire::INVALID_ARGUMENT,
+            &message,
+            json,
+        ),
+        Taken::Refused(message) => error(
+            shared,
+            StatusCode::SERVICE_UNAVAILABLE,
+            wire::UNAVAILABLE,
+            &message,
+            json,
+        ),
+        Taken::Partial(n, message) if json => respond(
+            shared,
+            StatusCode::OK,
+            wire::partial_success_json(n, &message),
+            JSON,
+        ),
+        Taken::Partial(n, message) => respond(
+            shared,
+            StatusCode::OK,
+            wire::encode_partial_success(n, &message),
+            PROTOBUF,
+        ),
+        Taken::All if json => respond(shared, StatusCode::OK, b"{}".to_vec(), JSON),
+        Taken::All => respond(shared, StatusCode::OK, Vec::new(), PROTOBUF),
     }
 }
 
@@ -1187,32 +1024,19 @@ pub(crate) fn observe_due(started: Instant, due_ms: &AtomicU64, interval: Durati
 /// Counters by name, for the binding: (accepted, refused, aborted, rejected by reason, open, refused
 /// connections, timed out (read_header, read), accept errors by name).
 pub fn snapshot(c: &Counters) -> HashMap<String, u64> {
-    let mut m: HashMap<String, u64> = HashMap::new();
-    m.insert(
-        String::from("accepted_spans"),
-        c.accepted_spans.load(Ordering::Relaxed),
-    );
-    m.insert(
-        String::from("refused_spans"),
-        c.refused_spans.load(Ordering::Relaxed),
-    );
-    m.insert(String::from("aborted"), c.aborted.load(Ordering::Relaxed));
-    m.insert(
-        String::from("open"),
-        c.open.load(Ordering::Relaxed).max(0) as u64,
-    );
-    m.insert(
-        String::from("refused_connections"),
-        c.refused_connections.load(Ordering::Relaxed),
-    );
-    m.insert(
-        String::from("timed_out_read_header"),
-        c.timed_out_header.load(Ordering::Relaxed),
-    );
-    m.insert(
-        String::from("timed_out_read"),
-        c.timed_out_read.load(Ordering::Relaxed),
-    );
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut m: HashMap<String, u64> = [
+        ("accepted_spans", load(&c.accepted_spans)),
+        ("refused_spans", load(&c.refused_spans)),
+        ("aborted", load(&c.aborted)),
+        ("open", c.open.load(Ordering::Relaxed).max(0) as u64),
+        ("refused_connections", load(&c.refused_connections)),
+        ("timed_out_read_header", load(&c.timed_out_header)),
+        ("timed_out_read", load(&c.timed_out_read)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
     for (i, r) in REJECT_REASONS.iter().enumerate() {
         m.insert(
             format!("rejected:{r}"),

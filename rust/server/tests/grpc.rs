@@ -10,40 +10,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tailsample_core::{Engine, EngineConfig};
+use tailsample_core::Engine;
 use tailsample_server::grpc::{self, EXPORT_PATH};
-use tailsample_server::{Auth, GrpcConfig, GrpcServer, Keepalive, Limiter, Target};
+use tailsample_server::{Auth, GrpcConfig, GrpcServer, Keepalive, Limiter};
 
-fn varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn field(out: &mut Vec<u8>, number: u64, value: &[u8]) {
-    varint(out, (number << 3) | 2);
-    varint(out, value.len() as u64);
-    out.extend_from_slice(value);
-}
-
-/// An ExportTraceServiceRequest of `n` spans of one trace; `bad` more with a 3-byte trace ID (rejected alone).
-fn payload(n: usize, bad: usize) -> Vec<u8> {
-    let mut scope = Vec::new();
-    for i in 0..n + bad {
-        let mut span = Vec::new();
-        field(&mut span, 1, if i < n { &[7u8; 16] } else { &[1u8; 3] });
-        field(&mut span, 2, &(i as u64 + 1).to_le_bytes());
-        field(&mut span, 5, b"op");
-        field(&mut scope, 2, &span);
-    }
-    let mut rs = Vec::new();
-    field(&mut rs, 2, &scope);
-    let mut req = Vec::new();
-    field(&mut req, 1, &rs);
-    req
-}
+mod common;
+use common::{payload, received, target};
 
 fn framed(compressed: bool, message: &[u8]) -> Vec<u8> {
     let mut out = vec![u8::from(compressed)];
@@ -56,14 +28,6 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(data).unwrap();
     e.finish().unwrap()
-}
-
-fn received(e: &Engine) -> u64 {
-    e.stats()
-        .into_iter()
-        .find(|(k, _)| *k == "spans_received")
-        .unwrap()
-        .1
 }
 
 fn config() -> GrpcConfig {
@@ -92,15 +56,7 @@ struct Running {
 }
 
 fn start(cfg: GrpcConfig) -> Running {
-    let cfg_json = serde_json::json!({"decision_wait": "10s", "num_traces": 1000,
-                                      "policies": [{"name": "all", "type": "always_sample"}]});
-    let engine = Arc::new(Engine::new(EngineConfig::from_value(&cfg_json).unwrap()));
-    let limiter = Arc::new(Limiter::default());
-    let target = Target {
-        engine: engine.clone(),
-        wall_clock: false,
-        limiters: vec![limiter.clone()],
-    };
+    let (engine, limiter, target) = target();
     let server =
         GrpcServer::start(cfg, vec![target], None, None).unwrap_or_else(|e| panic!("{e:?}"));
     Running {
@@ -131,18 +87,33 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// An HTTP/2 client connection to the server: the request sender and the connection's task.
+async fn h2<B>(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<B>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    (send, tokio::spawn(conn))
+}
+
 async fn call(
     addr: std::net::SocketAddr,
     path: &str,
     headers: &[(&str, &str)],
     body: Vec<u8>,
 ) -> Answer {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let (mut send, _conn) = h2(addr).await;
     let mut req = Request::post(format!("http://127.0.0.1{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
@@ -391,12 +362,7 @@ fn idle_connection_gets_goaway() {
     let r = start(cfg);
     let addr = r.server.local_addr;
     rt().block_on(async {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
-        let done = tokio::spawn(conn);
+        let (mut send, done) = h2(addr).await;
         let req = Request::post(format!("http://127.0.0.1{EXPORT_PATH}"))
             .header("content-type", "application/grpc")
             .body(Full::new(Bytes::from(framed(false, &payload(1, 0)))))
@@ -520,12 +486,7 @@ fn a_call_in_flight_gets_the_age_grace_then_the_connection_closes() {
     let r = start(cfg);
     let addr = r.server.local_addr;
     rt().block_on(async {
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
-        let done = tokio::spawn(conn);
+        let (mut send, done) = h2(addr).await;
         let started = Instant::now();
         let req = Request::post(format!("http://127.0.0.1{EXPORT_PATH}"))
             .header("content-type", "application/grpc")

@@ -6,53 +6,11 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tailsample_core::{Engine, EngineConfig};
-use tailsample_server::{Auth, Config, Limiter, Server, Target};
+use tailsample_core::Engine;
+use tailsample_server::{Auth, Config, Limiter, Server};
 
-fn varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
-fn field(out: &mut Vec<u8>, number: u64, value: &[u8]) {
-    varint(out, (number << 3) | 2);
-    varint(out, value.len() as u64);
-    out.extend_from_slice(value);
-}
-
-/// An ExportTraceServiceRequest of `n` spans of one trace; `bad` more with a 3-byte trace ID (rejected alone).
-fn payload(n: usize, bad: usize) -> Vec<u8> {
-    let mut scope = Vec::new();
-    for i in 0..n + bad {
-        let mut span = Vec::new();
-        field(&mut span, 1, if i < n { &[7u8; 16] } else { &[1u8; 3] });
-        field(&mut span, 2, &(i as u64 + 1).to_le_bytes());
-        field(&mut span, 5, b"op");
-        field(&mut scope, 2, &span);
-    }
-    let mut rs = Vec::new();
-    field(&mut rs, 2, &scope);
-    let mut req = Vec::new();
-    field(&mut req, 1, &rs);
-    req
-}
-
-fn received(e: &Engine) -> u64 {
-    e.stats()
-        .into_iter()
-        .find(|(k, _)| *k == "spans_received")
-        .unwrap()
-        .1
-}
-
-fn engine() -> Arc<Engine> {
-    let cfg = serde_json::json!({"decision_wait": "10s", "num_traces": 1000,
-                                 "policies": [{"name": "all", "type": "always_sample"}]});
-    Arc::new(Engine::new(EngineConfig::from_value(&cfg).unwrap()))
-}
+mod common;
+use common::{payload, received, target};
 
 fn config() -> Config {
     Config {
@@ -83,13 +41,7 @@ struct Running {
 }
 
 fn start(cfg: Config) -> Running {
-    let engine = engine();
-    let limiter = Arc::new(Limiter::default());
-    let target = Target {
-        engine: engine.clone(),
-        wall_clock: false,
-        limiters: vec![limiter.clone()],
-    };
+    let (engine, limiter, target) = target();
     let server = Server::start(cfg, vec![target], None, None).unwrap_or_else(|e| panic!("{e:?}"));
     Running {
         server,

@@ -720,6 +720,18 @@ fn search_index_in(
         f.read_exact_at(&mut e, at + i * IDX_ENTRY)?;
         Ok(parse_entry(&e))
     };
+    // The entries holding `id` from `lo` on, after those already in `out`.
+    let run_from = |mut lo: u64, mut out: Vec<u64>| -> io::Result<Vec<u64>> {
+        while lo < n {
+            let (e, off) = entry(lo)?;
+            if e != id {
+                break;
+            }
+            out.push(off);
+            lo += 1;
+        }
+        Ok(out)
+    };
     let (mut lo, mut hi) = (0u64, n);
     if let Some(fs) = fences.filter(|fs| fs.len() as u64 == n.div_ceil(FENCE as u64)) {
         // fences[p - 1] < id <= fences[p]: the first entry >= id is in ((p - 1) * FENCE, p * FENCE].
@@ -737,16 +749,7 @@ fn search_index_in(
             }
         }
         // The stretch ended on `id` itself: its other parts follow.
-        lo = to;
-        while lo < n {
-            let (e, off) = entry(lo)?;
-            if e != id {
-                break;
-            }
-            out.push(off);
-            lo += 1;
-        }
-        return Ok(out);
+        return run_from(to, out);
     }
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
@@ -756,16 +759,7 @@ fn search_index_in(
             hi = mid;
         }
     }
-    let mut out = Vec::new();
-    while lo < n {
-        let (e, off) = entry(lo)?;
-        if e != id {
-            break;
-        }
-        out.push(off);
-        lo += 1;
-    }
-    Ok(out)
+    run_from(lo, Vec::new())
 }
 
 /// How many threads `ArchiveReader` reads index files with.
