@@ -260,6 +260,17 @@ def soak_section(data: Any, plots: str = "plots") -> list[str]:
     ]
 
 
+HAND_WRITTEN = "<!-- Below: run by hand (not by make bench-results); bench/report.py keeps it as it is. -->"
+
+
+def kept_by_hand(out: Path) -> str:
+    """The hand-run sections at the end of the existing page (the archive's 10 GiB runs take too long for
+    `make bench-results`), from the marker on; empty when there are none."""
+    old = out.read_text() if out.exists() else ""
+    at = old.find(HAND_WRITTEN)
+    return "\n\n" + old[at:] if at >= 0 else ""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, default=Path("bench/.data/results"))
@@ -371,7 +382,7 @@ def main() -> int:
         "```",
         "",
     ]
-    a.out.write_text("\n".join(lines))
+    a.out.write_text("\n".join(lines) + kept_by_hand(a.out))
     print(f"wrote {a.out}")
     return 0
 

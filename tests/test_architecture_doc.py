@@ -85,7 +85,7 @@ def test_the_page_names_every_package_module_and_directory() -> None:
     pkg = REPO / "python" / "tailsample"
     wanted = {str(p.parent.relative_to(REPO)) for p in pkg.rglob("__init__.py")}
     wanted |= {str(p.relative_to(REPO)) for p in pkg.glob("*.py")}
-    for src in (REPO / "rust" / "core" / "src", REPO / "rust" / "python" / "src"):
+    for src in (REPO / "rust" / "core" / "src", REPO / "rust" / "python" / "src", REPO / "rust" / "server" / "src"):
         wanted |= {str(d.relative_to(REPO)) for d in src.rglob("*") if d.is_dir()}
         wanted |= {str(f.relative_to(REPO)) for f in src.glob("*.rs")}
     wanted = {w for w in wanted if "__pycache__" not in w and tracked(w)}
