@@ -333,7 +333,7 @@ LIMITS: tuple[Limit, ...] = (
     ),
     Limit("malformed input", "`DecodeError`, nothing taken", "`payloads_rejected`"),
     Limit(
-        "attribute inventory (serve: 2,000 keys per pipeline, one payload a second)",
+        "attribute inventory (serve: 2,000 keys per pipeline, one payload a second, less often for large ones)",
         "new keys are not counted",
         "`tailsample_attribute_inventory_keys`, `tailsample_attribute_inventory_keys_dropped`",
     ),
@@ -353,8 +353,9 @@ LIMITS: tuple[Limit, ...] = (
         "`tailsample_listener_open_connections`, `tailsample_listener_refused_connections_total`",
     ),
     Limit(
-        "OTLP/HTTP server threads (serve): 2 workers (Rust, off the GIL); up to 64 more for ingest that waits "
-        "on an fsync",
+        "OTLP/HTTP server threads (serve): 2 workers (Rust, off the GIL), each with its own event loop and the "
+        "connections handed to it (the least loaded at accept); up to 64 more in all for ingest that waits on "
+        "an fsync",
         "requests wait their turn on their connection (bounded by `max_connections` and `read_timeout`)",
         "`tailsample_listener_open_connections`",
     ),
@@ -364,8 +365,9 @@ LIMITS: tuple[Limit, ...] = (
         "`tailsample_listener_open_connections`, `tailsample_listener_refused_connections_total`",
     ),
     Limit(
-        "OTLP/gRPC server threads (serve): 2 workers (Rust, off the GIL); `max_concurrent_streams` per "
-        "connection; TLS handshake and HTTP/2 preface within 10 s",
+        "OTLP/gRPC server threads (serve): 2 workers (Rust, off the GIL), a connection on one of them (the "
+        "least loaded at accept), a call on its connection's worker unless that one runs another call (then the "
+        "least busy); `max_concurrent_streams` per connection; TLS handshake and HTTP/2 preface within 10 s",
         "calls wait their turn; a connection without its preface in time is closed",
         '`tailsample_listener_timed_out_connections_total{timeout="read_header"}`',
     ),

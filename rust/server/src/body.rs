@@ -16,8 +16,11 @@ pub enum BodyError {
 }
 
 const STEP: usize = 1 << 16;
+/// How much of a body over the limit is still read (and dropped) before the 413: a client that writes its whole
+/// request before reading the answer (urllib, most synchronous clients) then reads the 413 instead of a reset.
+pub const DRAIN: usize = 256 << 10;
 
-/// The body, at most `limit` bytes (more is `TooLarge`, read no further).
+/// The body, at most `limit` bytes (more is `TooLarge`, kept no further: read on up to `DRAIN` bytes, dropped).
 pub(crate) async fn collect(
     mut body: Incoming,
     limit: usize,
@@ -33,6 +36,13 @@ pub(crate) async fn collect(
         };
         size += data.len();
         if size > limit {
+            let mut drained = 0usize;
+            while drained <= DRAIN {
+                match body.frame().await {
+                    Some(Ok(f)) => drained += f.data_ref().map_or(0, |d| d.len()),
+                    _ => break,
+                }
+            }
             return Err(BodyError::TooLarge);
         }
         match (&mut first, &mut buf) {

@@ -24,13 +24,13 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::listener::{self, Listening, OnRead, Protocol, Tapped};
+use crate::listener::{self, Calls, Listening, OnRead, Protocol, Tapped};
 use crate::{
     inflate, observe_due, take, wire, Auth, BodyError, Counters, Hook, Intake, Purge, StartError,
     Taken, Target,
@@ -163,8 +163,13 @@ impl Protocol for Shared {
         drop(stream);
     }
 
-    async fn serve(self: Arc<Self>, stream: TcpStream, shutdown: watch::Receiver<bool>) {
-        serve_connection(stream, &self, shutdown).await;
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        shutdown: watch::Receiver<bool>,
+        calls: Calls,
+    ) {
+        serve_connection(stream, &self, shutdown, calls).await;
     }
 }
 
@@ -188,6 +193,7 @@ async fn serve_connection(
     stream: TcpStream,
     shared: &Arc<Shared>,
     shutdown: watch::Receiver<bool>,
+    calls: Calls,
 ) {
     let accepted = Instant::now();
     let deadline = shared.cfg.handshake_timeout;
@@ -200,9 +206,9 @@ async fn serve_connection(
                     .fetch_add(1, Ordering::Relaxed);
                 return; // a failed or slow TLS handshake: nothing to answer
             };
-            drive(tls, shared, accepted, shutdown).await;
+            drive(tls, shared, accepted, shutdown, calls).await;
         }
-        None => drive(stream, shared, accepted, shutdown).await,
+        None => drive(stream, shared, accepted, shutdown, calls).await,
     }
 }
 
@@ -218,6 +224,7 @@ async fn drive<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     shared: &Arc<Shared>,
     accepted: Instant,
     mut shutdown: watch::Receiver<bool>,
+    calls: Calls,
 ) {
     let cfg = &shared.cfg;
     let state = Arc::new(ConnState {
@@ -242,7 +249,7 @@ async fn drive<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         inner: io,
         state: state.clone(),
     });
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+    let mut builder = http2::Builder::new(calls);
     builder.timer(TokioTimer::new());
     if cfg.max_concurrent_streams > 0 {
         builder.max_concurrent_streams(cfg.max_concurrent_streams);

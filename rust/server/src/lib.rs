@@ -384,7 +384,13 @@ impl Protocol for Shared {
         });
     }
 
-    async fn serve(self: Arc<Self>, stream: TcpStream, shutdown: watch::Receiver<bool>) {
+    /// HTTP/1.1 answers a connection's requests in turn: its calls are never spread.
+    async fn serve(
+        self: Arc<Self>,
+        stream: TcpStream,
+        shutdown: watch::Receiver<bool>,
+        _calls: listener::Calls,
+    ) {
         serve_connection(stream, &self, shutdown).await;
     }
 }
@@ -552,6 +558,8 @@ async fn drive<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
+        // the watchdog keeps the header deadline; hyper's own (30 s by default) would arm a timer per request
+        .header_read_timeout(None)
         .title_case_headers(true) // as aiohttp wrote them: some clients compare names case-sensitively
         .keep_alive(true)
         .serve_connection(io, svc);
@@ -934,8 +942,9 @@ pub(crate) async fn take<S: Intake>(shared: &Arc<S>, payload: &Bytes) -> Taken {
     if let Some(hook) = shared.hook() {
         let observe = shared.observe_due();
         if observe || got.rejected_spans > 0 || hook.every_payload() {
-            // Python takes the GIL: not on a reactor thread's critical path for long, and rare (see `Hook`)
-            tokio::task::block_in_place(|| hook.accepted(payload, &got, observe));
+            // Python waits for the GIL: on the blocking pool, so the worker's other connections go on meanwhile
+            let (hook, p, g) = (hook.clone(), payload.clone(), got.clone());
+            let _ = tokio::task::spawn_blocking(move || hook.accepted(&p, &g, observe)).await;
         }
     }
     if got.rejected_spans > 0 {

@@ -1,6 +1,10 @@
 //! What the HTTP and gRPC servers share around their connections: the worker threads, TLS, the bind, the accept
 //! loop (accept errors, the connection cap, the open and refused counters), the stop, and the socket wrapper that
 //! tells a connection's state about the bytes read. Each protocol keeps what it does with a connection.
+//!
+//! Each worker thread runs its own current-thread runtime: a connection is accepted on worker 0 and handed to the
+//! least loaded worker, where it stays (its socket, tasks and timers). tokio's multi-thread runtime spent a fifth
+//! of the server's CPU in the kernel waking parked workers for work they then did not get (issue 24).
 
 use std::future::Future;
 use std::io;
@@ -9,11 +13,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::runtime::Runtime;
+use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
@@ -34,12 +39,86 @@ pub(crate) trait Protocol: Send + Sync + 'static {
         self: Arc<Self>,
         stream: TcpStream,
         shutdown: watch::Receiver<bool>,
+        calls: Calls,
     ) -> impl Future<Output = ()> + Send;
+}
+
+/// One worker thread: its own current-thread runtime (its own epoll and timers), so a connection's readiness,
+/// its tasks and its timers never cross threads and a worker never wakes another for work it does not get.
+struct Worker {
+    target: Target,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A worker as the accept loop and the call spreading see it.
+#[derive(Clone)]
+pub(crate) struct Target {
+    handle: Handle,
+    /// Connections being served on it (the accept loop hands the next one to the least loaded).
+    load: Arc<AtomicUsize>,
+    /// HTTP/2 calls running on it (`Calls`).
+    calls: Arc<AtomicUsize>,
+}
+
+/// Where an HTTP/2 connection's calls run (hyper's executor for its streams): on the connection's own worker
+/// while that worker runs no other call, else on the worker running the fewest. A trickle of calls never crosses
+/// threads, and one connection whose calls overlap (a gRPC channel from a collector with several export
+/// consumers) still gets both cores.
+#[derive(Clone)]
+pub(crate) struct Calls {
+    targets: Arc<[Target]>,
+    home: usize,
+}
+
+impl Calls {
+    fn pick(&self) -> usize {
+        let home = self.home;
+        if self.targets[home].calls.load(Ordering::Acquire) == 0 {
+            return home;
+        }
+        let mut best = home;
+        let mut least = usize::MAX;
+        for (i, t) in self.targets.iter().enumerate() {
+            let n = t.calls.load(Ordering::Acquire);
+            if n < least || (n == least && i == home) {
+                least = n;
+                best = i;
+            }
+        }
+        best
+    }
+}
+
+/// Counts a call out of its worker when its task ends (or is dropped with the runtime).
+struct CallDone(Arc<AtomicUsize>);
+
+impl Drop for CallDone {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl<F> hyper::rt::Executor<F> for Calls
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        let target = &self.targets[self.pick()];
+        target.calls.fetch_add(1, Ordering::AcqRel);
+        let done = CallDone(target.calls.clone());
+        target.handle.spawn(async move {
+            let _done = done;
+            fut.await;
+        });
+    }
 }
 
 /// The worker threads and the bound socket, before serving.
 pub(crate) struct Bound {
-    runtime: Runtime,
+    workers: Vec<Worker>,
+    /// Ends every worker's runtime (after the grace).
+    halt: watch::Sender<bool>,
     listener: TcpListener,
     pub(crate) local_addr: SocketAddr,
 }
@@ -54,21 +133,44 @@ pub(crate) fn bind_threads(
     workers: usize,
     purge: Option<Purge>,
 ) -> Result<Bound, StartError> {
-    let runtime = runtime(id, proto, workers, purge)?;
-    let listener = {
-        let _guard = runtime.enter();
-        bind(id, proto, host, port, backlog)?
+    let (halt, _) = watch::channel(false);
+    let mut started = Vec::new();
+    let workers = workers.max(1);
+    for _ in 0..workers {
+        // the blocking pools (ingest waiting on an fsync) share 64 threads
+        let blocking = (64 / workers).max(1);
+        match worker(id, proto, blocking, purge.clone(), halt.subscribe()) {
+            Ok(w) => started.push(w),
+            Err(e) => {
+                stop_workers(&halt, &mut started);
+                return Err(e);
+            }
+        }
+    }
+    // The listener lives on worker 0's reactor; its accept loop runs there.
+    let bound = {
+        let _guard = started[0].target.handle.enter();
+        bind(id, proto, host, port, backlog).and_then(|l| {
+            let addr = l.local_addr().map_err(|e| StartError {
+                errno: e.raw_os_error(),
+                message: e.to_string(),
+                config: false,
+            })?;
+            Ok((l, addr))
+        })
     };
-    let local_addr = listener.local_addr().map_err(|e| StartError {
-        errno: e.raw_os_error(),
-        message: e.to_string(),
-        config: false,
-    })?;
-    Ok(Bound {
-        runtime,
-        listener,
-        local_addr,
-    })
+    match bound {
+        Ok((listener, local_addr)) => Ok(Bound {
+            workers: started,
+            halt,
+            listener,
+            local_addr,
+        }),
+        Err(e) => {
+            stop_workers(&halt, &mut started);
+            Err(e)
+        }
+    }
 }
 
 impl Bound {
@@ -76,10 +178,16 @@ impl Bound {
     pub(crate) fn serve<S: Protocol>(self, shared: S) -> Listening<S> {
         let shared = Arc::new(shared);
         let (shutdown, rx) = watch::channel(false);
-        self.runtime
-            .spawn(accept_loop(self.listener, shared.clone(), rx));
+        let targets: Arc<[Target]> = self.workers.iter().map(|w| w.target.clone()).collect();
+        self.workers[0].target.handle.spawn(accept_loop(
+            self.listener,
+            shared.clone(),
+            rx,
+            targets,
+        ));
         Listening {
-            runtime: Some(self.runtime),
+            workers: self.workers,
+            halt: self.halt,
             shutdown,
             shared,
         }
@@ -88,7 +196,8 @@ impl Bound {
 
 /// A running server's threads and state; dropping it stops it, without the grace.
 pub(crate) struct Listening<S: Protocol> {
-    runtime: Option<Runtime>,
+    workers: Vec<Worker>,
+    halt: watch::Sender<bool>,
     shutdown: watch::Sender<bool>,
     pub(crate) shared: Arc<S>,
 }
@@ -98,34 +207,61 @@ impl<S: Protocol> Listening<S> {
     /// (within `grace`), then stops the threads.
     pub(crate) fn stop(&mut self, grace: Duration) {
         let _ = self.shutdown.send(true);
-        let Some(runtime) = self.runtime.take() else {
+        if self.workers.is_empty() {
             return;
-        };
-        let shared = self.shared.clone();
-        runtime.block_on(async move {
-            let end = Instant::now() + grace;
-            while shared.active().load(Ordering::Acquire) > 0 && Instant::now() < end {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
-        runtime.shutdown_timeout(Duration::from_millis(200));
+        }
+        let end = Instant::now() + grace;
+        while self.shared.active().load(Ordering::Acquire) > 0 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop_workers(&self.halt, &mut self.workers);
     }
 }
 
 impl<S: Protocol> Drop for Listening<S> {
     fn drop(&mut self) {
-        if let Some(rt) = self.runtime.take() {
-            let _ = self.shutdown.send(true);
-            rt.shutdown_background();
+        let _ = self.shutdown.send(true);
+        let _ = self.halt.send(true);
+        // not joined: each thread drops its runtime (and its connections) on its own
+        self.workers.clear();
+    }
+}
+
+/// Halts every worker's runtime and waits for its thread.
+fn stop_workers(halt: &watch::Sender<bool>, workers: &mut Vec<Worker>) {
+    let _ = halt.send(true);
+    for mut w in workers.drain(..) {
+        if let Some(t) = w.thread.take() {
+            let _ = t.join();
         }
     }
+}
+
+/// The worker to take the next connection: the least loaded, ties taken in turn (`turn` advances).
+fn pick(loads: &[Target], turn: &mut usize) -> usize {
+    let n = loads.len();
+    let first = *turn % n;
+    *turn = turn.wrapping_add(1);
+    let mut best = first;
+    let mut least = usize::MAX;
+    for k in 0..n {
+        let i = (first + k) % n;
+        let load = loads[i].load.load(Ordering::Acquire);
+        if load < least {
+            least = load;
+            best = i;
+        }
+    }
+    best
 }
 
 async fn accept_loop<S: Protocol>(
     listener: TcpListener,
     shared: Arc<S>,
     mut shutdown: watch::Receiver<bool>,
+    workers: Arc<[Target]>,
 ) {
+    let mut turn = 0usize;
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -155,14 +291,37 @@ async fn accept_loop<S: Protocol>(
             shared.over_cap(stream);
             continue;
         }
+        let i = pick(&workers, &mut turn);
+        // Handed over as a plain socket, registered with its worker's reactor there (this one is worker 0's).
+        let stream = if i == 0 {
+            Ok(stream)
+        } else {
+            match stream.into_std() {
+                Ok(s) => Err(s),
+                Err(_) => continue, // deregistering failed: dropped, as a reset before the accept
+            }
+        };
         shared.active().fetch_add(1, Ordering::AcqRel);
         shared.counters().open.fetch_add(1, Ordering::Relaxed);
+        let load = workers[i].load.clone();
+        load.fetch_add(1, Ordering::AcqRel);
         let shared = shared.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            shared.clone().serve(stream, shutdown).await;
+        let calls = Calls {
+            targets: workers.clone(),
+            home: i,
+        };
+        workers[i].handle.spawn(async move {
+            let stream = match stream {
+                Ok(s) => Some(s),
+                Err(s) => TcpStream::from_std(s).ok(),
+            };
+            if let Some(stream) = stream {
+                shared.clone().serve(stream, shutdown, calls).await;
+            }
             shared.counters().open.fetch_sub(1, Ordering::Relaxed);
             shared.active().fetch_sub(1, Ordering::AcqRel);
+            load.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }
@@ -209,18 +368,19 @@ fn tls_acceptor(cert: &[u8], key: &[u8], h2: bool) -> Result<TlsAcceptor, String
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The server's worker threads; `purge` runs on each the next time it parks after its epoch changes.
-fn runtime(
+/// One worker thread and its runtime, running until `halt`; `purge` runs on it the next time it parks after its
+/// epoch changes.
+fn worker(
     id: &str,
     proto: &str,
-    workers: usize,
+    blocking: usize,
     purge: Option<Purge>,
-) -> Result<Runtime, StartError> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    mut halt: watch::Receiver<bool>,
+) -> Result<Worker, StartError> {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
     builder
-        .worker_threads(workers.max(1))
-        .max_blocking_threads(64)
-        .thread_name(format!("{id}/{proto}"))
+        .max_blocking_threads(blocking)
+        .thread_name(format!("{id}/{proto}")) // its blocking pool's
         .enable_io()
         .enable_time();
     if let Some((epoch, purge)) = purge {
@@ -232,10 +392,34 @@ fn runtime(
             }
         });
     }
-    builder.build().map_err(|e| StartError {
+    let error = |e: io::Error| StartError {
         errno: e.raw_os_error(),
         message: format!("{id}/{proto}: cannot start its threads: {e}"),
         config: false,
+    };
+    let runtime = builder.build().map_err(error)?;
+    let handle = runtime.handle().clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("{id}/{proto}"))
+        .spawn(move || {
+            runtime.block_on(async move {
+                while !*halt.borrow_and_update() {
+                    if halt.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
+            // connections still open past the grace are dropped (closed) here
+            runtime.shutdown_timeout(Duration::from_millis(200));
+        })
+        .map_err(error)?;
+    Ok(Worker {
+        target: Target {
+            handle,
+            load: Arc::new(AtomicUsize::new(0)),
+            calls: Arc::new(AtomicUsize::new(0)),
+        },
+        thread: Some(thread),
     })
 }
 

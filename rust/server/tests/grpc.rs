@@ -506,3 +506,69 @@ fn a_call_in_flight_gets_the_age_grace_then_the_connection_closes() {
         let _ = tokio::time::timeout(Duration::from_secs(2), done).await;
     });
 }
+
+fn noting_server(hold: Duration) -> (GrpcServer, Arc<common::Noting>) {
+    let (noting, t) = common::noting(hold);
+    let server =
+        GrpcServer::start(config(), vec![t], None, None).unwrap_or_else(|e| panic!("{e:?}"));
+    (server, noting)
+}
+
+fn distinct(threads: &[std::thread::ThreadId]) -> usize {
+    let mut d: Vec<String> = threads.iter().map(|t| format!("{t:?}")).collect();
+    d.sort();
+    d.dedup();
+    d.len()
+}
+
+/// Scenario: one HTTP/2 connection (a gRPC channel), first calls one after another, then eight at once, each
+/// ingest taking 20 ms, on a server with two workers.
+/// Guarantees: calls in turn run on the connection's own worker (a trickle never crosses threads); calls that
+/// overlap are spread over both workers, so one channel still gets both cores.
+#[test]
+fn one_channel_keeps_a_trickle_home_and_spreads_overlapping_calls() {
+    let (server, noting) = noting_server(Duration::from_millis(20));
+    let addr = server.local_addr;
+    rt().block_on(async {
+        let (send, _conn) = h2::<Full<Bytes>>(addr).await;
+        let request = || {
+            Request::post(format!("http://127.0.0.1{EXPORT_PATH}"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Full::new(Bytes::from(framed(false, &payload(1, 0)))))
+                .unwrap()
+        };
+        for _ in 0..4 {
+            let resp = send.clone().send_request(request()).await.unwrap();
+            resp.into_body().collect().await.unwrap();
+        }
+        let in_turn = noting.threads.lock().unwrap().clone();
+        assert_eq!(
+            distinct(&in_turn),
+            1,
+            "calls in turn crossed threads: {in_turn:?}"
+        );
+
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let mut send = send.clone();
+                let req = request();
+                tokio::spawn(async move {
+                    let resp = send.send_request(req).await.unwrap();
+                    resp.into_body().collect().await.unwrap();
+                })
+            })
+            .collect();
+        for c in calls {
+            c.await.unwrap();
+        }
+    });
+    let all = noting.threads.lock().unwrap().clone();
+    assert_eq!(
+        distinct(&all[4..]),
+        2,
+        "overlapping calls stayed on one thread: {all:?}"
+    );
+    assert!(!all.contains(&std::thread::current().id()));
+    assert_eq!(received(&noting.engine), 12);
+}

@@ -372,3 +372,66 @@ fn a_declared_oversized_body_gets_its_413_while_the_client_is_still_sending() {
     let _ = sender.join();
     assert_eq!(parse(&raw).status, 413);
 }
+
+/// Scenario: four keep-alive connections open at once on a server with two workers, three requests on each.
+/// Guarantees: the connections are shared out evenly (two per worker), and each is served on one thread only.
+#[test]
+fn connections_are_shared_out_over_the_workers_and_stay_on_theirs() {
+    let (noting, t) = common::noting(Duration::ZERO);
+    let server = Server::start(config(), vec![t], None, None).unwrap_or_else(|e| panic!("{e:?}"));
+    let body = payload(1, 0);
+    let mut conns: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let s = TcpStream::connect(server.local_addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        })
+        .collect();
+    let mut by_conn = Vec::new();
+    for s in &mut conns {
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            s.write_all(format!("POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes()).unwrap();
+            s.write_all(&body).unwrap();
+            let mut raw = [0u8; 4096];
+            let n = s.read(&mut raw).unwrap();
+            assert_eq!(parse(&raw[..n]).status, 200);
+            seen.push(*noting.threads.lock().unwrap().last().unwrap());
+        }
+        seen.dedup();
+        assert_eq!(seen.len(), 1, "a connection moved between threads");
+        by_conn.push(seen[0]);
+    }
+    let mut distinct = by_conn.clone();
+    distinct.sort_by_key(|t| format!("{t:?}"));
+    distinct.dedup();
+    assert_eq!(distinct.len(), 2, "{by_conn:?}");
+    for t in &distinct {
+        assert_eq!(by_conn.iter().filter(|x| *x == t).count(), 2, "{by_conn:?}");
+    }
+    assert!(!by_conn.contains(&std::thread::current().id()));
+}
+
+/// Scenario: a chunked body over `max_body`, written in small pieces over time, the answer read only after the
+/// whole request was sent (as urllib does).
+/// Guarantees: the client reads its 413 (the rest of the body is read and dropped), not a reset mid-send.
+#[test]
+fn a_chunked_body_over_the_limit_gets_its_413_after_the_client_sent_it_all() {
+    let mut cfg = config();
+    cfg.max_body = 1000;
+    let r = start(cfg);
+    let mut s = TcpStream::connect(r.server.local_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(10));
+        s.write_all(b"1f4\r\n").unwrap();
+        s.write_all(&[0u8; 500]).unwrap();
+        s.write_all(b"\r\n").unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let mut raw = [0u8; 4096];
+    let n = s.read(&mut raw).unwrap();
+    assert_eq!(parse(&raw[..n]).status, 413);
+    assert_eq!(counter(&r, "rejected:too_large"), 1);
+}

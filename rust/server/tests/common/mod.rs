@@ -1,9 +1,11 @@
 //! What the HTTP and gRPC end-to-end tests share: an OTLP request built by hand and a real engine behind the server.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+use std::time::Duration;
 
 use tailsample_core::{Engine, EngineConfig};
-use tailsample_server::{Limiter, Target};
+use tailsample_server::{EngineRef, Limiter, Target};
 
 fn varint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
@@ -60,4 +62,38 @@ pub fn target() -> (Arc<Engine>, Arc<Limiter>, Target) {
         limiters: vec![limiter.clone()],
     };
     (engine, limiter, target)
+}
+
+/// An engine that notes the thread of every ingest (ingest runs on the worker serving the call) and takes `hold`
+/// over each (a slow ingest, so calls overlap).
+pub struct Noting {
+    pub engine: Arc<Engine>,
+    pub hold: Duration,
+    pub threads: Mutex<Vec<ThreadId>>,
+}
+
+impl EngineRef for Noting {
+    fn engine(&self) -> &Engine {
+        self.threads
+            .lock()
+            .unwrap()
+            .push(std::thread::current().id());
+        std::thread::sleep(self.hold);
+        &self.engine
+    }
+}
+
+/// A `Noting` engine and the server's target for it (no limiters).
+pub fn noting(hold: Duration) -> (Arc<Noting>, Target) {
+    let noting = Arc::new(Noting {
+        engine: engine(),
+        hold,
+        threads: Mutex::new(Vec::new()),
+    });
+    let target = Target {
+        engine: noting.clone(),
+        wall_clock: false,
+        limiters: vec![],
+    };
+    (noting, target)
 }
