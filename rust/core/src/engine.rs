@@ -490,7 +490,15 @@ impl Engine {
     /// The spans of `d` that `keep` (given their trace ID) takes, as (trace ID, span index) per shard, sorted by
     /// trace, then by span index: a trace's spans are contiguous, each scope's in wire order.
     fn route(&self, d: &Decoded<'_>, mut keep: impl FnMut(u128) -> bool) -> Vec<Vec<(u128, u32)>> {
-        let mut per_shard: Vec<Vec<(u128, u32)>> = vec![Vec::new(); self.shards.len()];
+        let n = self.shards.len();
+        // Room for each shard's share with some to spare: no regrowth copies in the common case.
+        let room = if n == 1 {
+            d.spans.len()
+        } else {
+            d.spans.len() / n + d.spans.len() / (4 * n) + 8
+        };
+        let mut per_shard: Vec<Vec<(u128, u32)>> =
+            (0..n).map(|_| Vec::with_capacity(room)).collect();
         for (i, span) in d.spans.iter().enumerate() {
             let id = u128::from_be_bytes(span.trace_id);
             if keep(id) {
@@ -585,6 +593,15 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// The position of the first of these IDs still buffered, undecided (`ids.len()` when none is); the lookups
+    /// stop there. A Kafka receiver asks again from that ID at the next round, so an ID already out is looked up
+    /// once, and a run still waiting costs one lookup per round.
+    pub fn first_buffered(&self, ids: &[u128]) -> usize {
+        ids.iter()
+            .position(|&id| lock(&self.shards[self.shard_of(id)]).is_buffered(id))
+            .unwrap_or(ids.len())
     }
 
     /// Forgets buffered traces undecided, spans and all (`traces_forgotten`); returns how many were buffered.
@@ -810,6 +827,14 @@ impl Engine {
     /// `poll_round`, each payload with its span count (for callers' metrics: no need to decode it again).
     pub fn poll_round_kept(&self, now: i64) -> (u64, Vec<Kept>) {
         self.round(now, Shard::poll)
+    }
+
+    /// When the next `poll_round` has work, on the engine clock (`i64::MIN`: at once); None when nothing is
+    /// buffered, no late span waits and nothing is left to archive or record. A trace taken after this call is due
+    /// `decision_wait` (or `decision_wait_after_root_received`) after it, a late span at once: a caller sleeping
+    /// until then bounds its sleep by those. Locks each shard briefly, one at a time.
+    pub fn next_due(&self) -> Option<i64> {
+        self.shards.iter().filter_map(|s| lock(s).next_due()).min()
     }
 
     /// Decides (or drops, per `drop_pending_traces_on_shutdown`) everything buffered.

@@ -211,7 +211,10 @@ pub fn write_address(out: &mut String, host: &str, port: i64) -> bool {
     if v6 {
         out.push('[');
     }
-    out.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+    // Copied whole and lowercased in place: `to_ascii_lowercase` leaves every non-ASCII character as it is.
+    let start = out.len();
+    out.push_str(name);
+    out[start..].make_ascii_lowercase();
     if v6 {
         out.push(']');
     }
@@ -219,17 +222,19 @@ pub fn write_address(out: &mut String, host: &str, port: i64) -> bool {
     if let Some(p) = port {
         out.push(':');
         let mut digits = [0u8; 5];
-        let mut n = 0;
+        let mut n = digits.len();
         let mut p = p;
         loop {
+            n -= 1;
             digits[n] = b'0' + (p % 10) as u8;
-            n += 1;
             p /= 10;
             if p == 0 {
                 break;
             }
         }
-        out.extend(digits[..n].iter().rev().map(|&d| d as char));
+        if let Ok(d) = std::str::from_utf8(&digits[n..]) {
+            out.push_str(d);
+        }
     }
     true
 }
@@ -299,7 +304,17 @@ pub struct AuditReader {
     self_hosts: Vec<usize>,
     self_names: Vec<usize>,
     scratch: String,
+    /// Destinations read lately, as (source, port, value as written, name id): a service's calls repeat a
+    /// handful of destinations, and a hit skips normalising and hashing the address. Only interned names are
+    /// held (their ids never change); a name past `max_names` is looked up each time, to be counted.
+    recent: Vec<(usize, i64, String, u16)>,
+    /// Where the next miss goes in `recent` once it is full (round robin).
+    recent_next: usize,
 }
+
+/// Destinations `AuditReader` remembers per shard, and the longest value it remembers.
+const RECENT_DESTINATIONS: usize = 8;
+const RECENT_VALUE_BYTES: usize = 256;
 
 impl AuditReader {
     /// `keys` must hold [`AuditConfig::attribute_keys`] (the configuration adds them).
@@ -332,6 +347,8 @@ impl AuditReader {
             self_hosts: SELF_RESOURCE_KEYS.iter().filter_map(|k| index(k)).collect(),
             self_names: SELF_NAME_KEYS.iter().filter_map(|k| index(k)).collect(),
             scratch: String::new(),
+            recent: Vec::new(),
+            recent_next: 0,
         }
     }
 
@@ -342,21 +359,44 @@ impl AuditReader {
 
     /// A call's destination: the first `destination_attributes` entry it carries ([`NONE`]: none).
     pub fn destination(&mut self, attrs: &[AttrValue<'_>], audit: &mut PropagationAudit) -> u16 {
-        for src in &self.sources {
-            let written = match *src {
-                Source::Name(k) => match attrs[k].str_or_empty() {
-                    "" => continue,
-                    name => return audit.names.id(name),
-                },
-                Source::Address(k, port) => {
-                    let port = port.map_or(0, |p| port_of(attrs[p]));
-                    write_address(&mut self.scratch, attrs[k].str_or_empty(), port)
-                }
-                Source::Url(k) => write_url_address(&mut self.scratch, attrs[k].str_or_empty()),
+        for (i, src) in self.sources.iter().enumerate() {
+            let (k, port) = match *src {
+                Source::Name(k) | Source::Url(k) => (k, 0),
+                Source::Address(k, port) => (k, port.map_or(0, |p| port_of(attrs[p]))),
             };
-            if written {
-                return audit.names.address_id(&self.scratch);
+            // An empty value names nothing, whatever the source (an empty host or URL has no address).
+            let value = attrs[k].str_or_empty();
+            if value.is_empty() {
+                continue;
             }
+            if let Some(&(.., id)) =
+                (self.recent.iter()).find(|(s, p, v, _)| *s == i && *p == port && **v == *value)
+            {
+                return id;
+            }
+            let id = match *src {
+                Source::Name(_) => audit.names.id(value),
+                Source::Address(..) if write_address(&mut self.scratch, value, port) => {
+                    audit.names.address_id(&self.scratch)
+                }
+                Source::Url(_) if write_url_address(&mut self.scratch, value) => {
+                    audit.names.address_id(&self.scratch)
+                }
+                _ => continue,
+            };
+            if usize::from(id) >= RESERVED && value.len() <= RECENT_VALUE_BYTES {
+                if self.recent.len() < RECENT_DESTINATIONS {
+                    self.recent.push((i, port, value.to_string(), id));
+                } else {
+                    // The entry's string is reused: a run of distinct URLs does not allocate per call.
+                    let e = &mut self.recent[self.recent_next];
+                    (e.0, e.1, e.3) = (i, port, id);
+                    e.2.clear();
+                    e.2.push_str(value);
+                    self.recent_next = (self.recent_next + 1) % RECENT_DESTINATIONS;
+                }
+            }
+            return id;
         }
         NONE
     }
@@ -1546,6 +1586,54 @@ mod tests {
         url_http_default_port: |o: &mut String| write_url_address(o, "http://cart?x=1") => (true, "cart:80");
         url_ipv6: |o: &mut String| write_url_address(o, "http://[::1]:8080/") => (true, "[::1]:8080");
         not_a_url: |o: &mut String| write_url_address(o, "/pay") => (false, "");
+    }
+
+    /// Scenario: calls repeat a few destinations, more than the reader remembers, in several spellings; then
+    /// names run past `max_names`. Guarantees: the remembered destinations answer exactly what reading them
+    /// afresh does (the port and the source are part of what is remembered), and every call past `max_names`
+    /// is still counted as an overflow.
+    #[test]
+    fn remembered_destinations_answer_as_a_fresh_read() {
+        let cfg = AuditConfig {
+            max_names: 40,
+            ..AuditConfig::default()
+        };
+        let (mut cached, mut fresh) = (Wire::new(cfg.clone()), Wire::new(cfg));
+        let hosts = ["Cart", "cart", "pay.svc.", "[::1]:81", " db ", "stock"];
+        let mut calls: Vec<Vec<(&str, AttrValue<'_>)>> = Vec::new();
+        for round in 0..3 {
+            for (i, h) in hosts.iter().enumerate() {
+                calls.push(vec![
+                    ("server.address", Str(h)),
+                    ("server.port", Int(80 + (i as i64 + round) % 2)),
+                ]);
+                calls.push(vec![("net.peer.name", Str(h))]);
+                calls.push(vec![("peer.service", Str(h))]);
+                calls.push(vec![("http.url", Str("http://cart:8080/x"))]);
+            }
+        }
+        let names: Vec<String> = (0..60).map(|i| format!("svc-{i}")).collect();
+        for n in &names {
+            calls.push(vec![("peer.service", Str(n))]);
+            calls.push(vec![("peer.service", Str(n))]);
+        }
+        for attrs in &calls {
+            let a = cached.values(attrs);
+            let got = cached.reader.destination(&a, &mut cached.audit);
+            // A reader remembering nothing: a new one per call.
+            fresh.reader = AuditReader::new(&AuditConfig::default(), &fresh.keys);
+            let b = fresh.values(attrs);
+            let want = fresh.reader.destination(&b, &mut fresh.audit);
+            assert_eq!(
+                cached.audit.names.name(got),
+                fresh.audit.names.name(want),
+                "{attrs:?}"
+            );
+        }
+        assert!(cached.audit.names.overflowed > 0);
+        assert_eq!(cached.audit.names.overflowed, fresh.audit.names.overflowed);
+        assert_eq!(cached.audit.names.names, fresh.audit.names.names);
+        assert_eq!(cached.audit.names.is_address, fresh.audit.names.is_address);
     }
 
     /// Scenario: one unanswered call per convention, as the instrumentations send it. Guarantees: the

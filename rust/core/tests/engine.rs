@@ -76,11 +76,22 @@ fn root_received_decides_early() {
     e.ingest(&child_only.encode_to_vec(), 0).unwrap();
     e.ingest(&rootless_req.encode_to_vec(), 0).unwrap();
     e.ingest(&root_only.encode_to_vec(), S).unwrap();
+    assert_eq!(
+        e.next_due(),
+        Some(3 * S),
+        "the root's wait ends before decision_wait"
+    );
     assert!(e.poll(2_900_000_000).is_empty());
     assert_eq!(span_ids(&e.poll(3 * S)).len(), 2);
     assert_eq!(stat(&e, "decisions_after_root"), 1);
+    assert_eq!(
+        e.next_due(),
+        Some(10 * S),
+        "the rootless trace's decision_wait"
+    );
     assert!(e.poll(9 * S).is_empty());
     assert_eq!(span_ids(&e.poll(10 * S)).len(), 1);
+    assert_eq!(e.next_due(), None, "nothing waits");
 }
 
 /// Scenario: num_traces 3 and a fourth trace. Guarantees: the oldest first-seen trace is evicted and counted;
@@ -167,7 +178,13 @@ fn late_spans_follow_the_cached_decision() {
     assert_eq!(span_ids(&e.poll(10 * S)).len(), 2);
     e.ingest(&late_kept.encode_to_vec(), 11 * S).unwrap();
     e.ingest(&late_dropped.encode_to_vec(), 11 * S).unwrap();
+    assert_eq!(
+        e.next_due(),
+        Some(i64::MIN),
+        "a late span of a kept trace: due at once"
+    );
     let late = span_ids(&e.poll(11 * S));
+    assert_eq!(e.next_due(), None);
     assert_eq!(
         late,
         vec![(

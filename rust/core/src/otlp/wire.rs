@@ -232,6 +232,13 @@ impl<'a> Reader<'a> {
                 self.pos += 1;
                 return Ok(u64::from(b));
             }
+            // Two bytes: the length of nearly every span (128 B to 16 KiB).
+            if let Some(&b1) = self.buf.get(self.pos + 1) {
+                if b1 < 0x80 {
+                    self.pos += 2;
+                    return Ok(u64::from(b & 0x7f) | (u64::from(b1) << 7));
+                }
+            }
         }
         self.read_varint_slow()
     }
@@ -479,6 +486,25 @@ mod tests {
             assert_eq!(r.read_varint().unwrap(), v);
             assert!(r.is_empty());
         }
+    }
+
+    /// Scenario: two-byte varints, read by their own fast path. Guarantees: what the general loop reads
+    /// (a padded zero included), and a truncated one is an error at its offset, not a read past the end.
+    #[test]
+    fn two_byte_varints_read_as_the_general_loop() {
+        for (bytes, want, used) in [
+            (&[0x80u8, 0x01][..], 128u64, 2usize),
+            (&[0xff, 0x7f, 0x05], 16_383, 2),
+            (&[0x80, 0x00], 0, 2),
+            (&[0xac, 0x02, 0x80], 300, 2),
+        ] {
+            let mut r = Reader::new(bytes, 0);
+            assert_eq!(r.read_varint().unwrap(), want, "{bytes:?}");
+            assert_eq!(r.offset(), used, "{bytes:?}");
+        }
+        let err = Reader::new(&[0x80], 7).read_varint().unwrap_err();
+        assert_eq!(err.offset, 7);
+        assert!(err.message.contains("truncated varint"));
     }
 
     #[test]

@@ -84,9 +84,12 @@ impl DecisionLog {
         }
         if self.ring.len() >= self.capacity {
             if let Some(old) = self.ring.pop_front() {
-                // The index may already point at a newer record of the same trace (decided twice).
-                if self.index.get(&old.trace_id) == Some(&self.base) {
-                    self.index.remove(&old.trace_id);
+                // The index may already point at a newer record of the same trace (decided twice): put back.
+                // Removed first, as that is what nearly always happens (one lookup, not two).
+                if let Some(seq) = self.index.remove(&old.trace_id) {
+                    if seq != self.base {
+                        self.index.insert(old.trace_id, seq);
+                    }
                 }
                 self.base += 1;
             }

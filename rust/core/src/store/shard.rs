@@ -518,6 +518,38 @@ impl Shard {
             .map(|(&s, _)| s)
     }
 
+    /// When a round (`poll`) next has work in this shard, on the engine clock: `i64::MIN` (at once) for late spans
+    /// to send, dropped traces stashed for the archive or decisions to record; else the first buffered trace's due
+    /// time (`decision_wait` after its first span, or earlier after its root); None when nothing waits. Entries of
+    /// traces already gone are popped on the way, as `poll` would.
+    pub fn next_due(&mut self) -> Option<i64> {
+        let stashed = self
+            .archive
+            .as_ref()
+            .is_some_and(|a| !a.traces.is_empty() || a.overflowed > 0);
+        let recorded = self.durable.as_ref().is_some_and(|d| !d.decided.is_empty());
+        if !self.late.is_empty() || stashed || recorded {
+            return Some(i64::MIN);
+        }
+        let wait = self.cfg.decision_wait_ns;
+        let mut next = None;
+        while let Some(&(slot, generation)) = self.due.front() {
+            if self.is_live(slot, generation) {
+                next = Some(self.traces[slot as usize].first_seen.saturating_add(wait));
+                break;
+            }
+            self.due.pop_front();
+        }
+        while let Some(&(slot, generation, due)) = self.root_due.front() {
+            if self.is_live(slot, generation) {
+                next = Some(next.map_or(due, |n: i64| n.min(due)));
+                break;
+            }
+            self.root_due.pop_front();
+        }
+        next
+    }
+
     /// The shard's clock never runs backwards.
     fn tick(&mut self, now: i64) -> i64 {
         self.clock = self.clock.max(now);
@@ -1088,7 +1120,12 @@ impl Shard {
         self.span_bytes -= t.framed_bytes();
         self.spans -= u64::from(t.view.span_count);
         self.chunks -= t.chunks.len() as u64;
-        t.chunks = Vec::new();
+        if t.chunks.capacity() > 4 {
+            t.chunks = Vec::new(); // a trace of many payloads does not leave its buffer to the free slot
+        } else {
+            // The next trace in this slot reuses it: most traces are one chunk, one allocation spared each.
+            t.chunks.clear();
+        }
         if t.view.extra.take().is_some() {
             self.extras -= 1;
         }
@@ -1282,6 +1319,8 @@ impl Shard {
             self.recent.push(id, now, &chunks);
         }
         out.append(&mut chunks);
+        // Emptied, its room goes back to the slot (see `free_slot`).
+        self.traces[s].chunks = chunks;
     }
 
     /// Replay: sends a buffered trace out with the decision it was given before a restart (its spans leave at
