@@ -291,10 +291,10 @@ class Engine:
             return TakenMessages(taken, spans, runs, rejected, events, stopped)
         raise stopped  # an internal error: raise it as ingest would
 
-    def any_buffered(self, trace_ids: bytes, sizes: list[int]) -> list[bool]:
-        """For runs of 16-byte trace IDs, concatenated (`sizes[i]` IDs in run i): whether any ID of each run is
-        still buffered, undecided."""
-        return self._native.any_buffered(trace_ids, sizes)
+    def first_buffered(self, trace_ids: bytes, sizes: list[int]) -> list[int]:
+        """For runs of 16-byte trace IDs, concatenated (`sizes[i]` IDs in run i): per run, the position of its
+        first ID still buffered, undecided (`sizes[i]` when none is). The lookups of a run stop there."""
+        return self._native.first_buffered(trace_ids, sizes)
 
     def buffered(self, trace_ids: list[bytes]) -> list[bool]:
         """Which of these 16-byte trace IDs are buffered, undecided."""
@@ -328,6 +328,17 @@ class Engine:
     def flush_kept(self, *, now: float | None = None) -> list[KeptPayload]:
         """`flush`, each payload a `KeptPayload` carrying its span count."""
         return self._native.flush_round_kept(self._now(now))[1]
+
+    def now(self) -> float:
+        """The engine's clock (`time.monotonic()`, or `time.time()` with tail storage or an archive), in seconds."""
+        return self._clock()
+
+    def next_due(self) -> tuple[float | None, float]:
+        """`(next due, arrival wait)` in seconds: when the next `poll_round` has work, on the engine's clock
+        (`-inf`: at once, late spans to send or dropped traces to archive; None: nothing waits), and the soonest
+        a trace taken from now on can be due. Cheap (no thread hop, no allocation): a decision loop asks it each
+        round and sleeps while nothing is due."""
+        return _native.engine_next_due(self._native)
 
     def poll_round_kept(self, *, now: float | None = None) -> tuple[int, list[KeptPayload]]:
         """`poll_round`, each payload a `KeptPayload` carrying its span count."""

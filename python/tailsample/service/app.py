@@ -70,6 +70,7 @@ from tailsample.service.reload import ConfigReloader
 from tailsample.ui.status import StatusPage
 
 log = logging.getLogger("tailsample.serve")
+IDLE_SLACK_S = 0.001  # a decision loop sleeping until a trace is due wakes this much after
 
 
 # The metrics and health check endpoints: a cap of their own (OTLP clients cannot starve them, nor they OTLP),
@@ -295,16 +296,20 @@ class Service:
     async def _decide_loop(self, loop: asyncio.AbstractEventLoop, pipeline: ServicePipeline) -> None:
         due = loop.time()
         while True:
+            idle = 0.0
             try:
-                await pipeline.decide(loop, self._executor)
+                idle = await pipeline.decide(loop, self._executor)
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let one bad tick stop decisions
                 log.exception("%s: decision tick failed", pipeline.id)
-            # On a fixed cadence: a round's own time is not added to the wait for the next (after a round longer
-            # than a tick, the next starts at once).
-            due = max(due + pipeline.tick, loop.time())
-            await asyncio.sleep(due - loop.time())
+            # On a fixed cadence while traces are due: a round's own time is not added to the wait for the next
+            # (after a round longer than a tick, the next starts at once). While none is, until one is (`idle`,
+            # bounded): an idle service does not wake every tick. A millisecond past due: the engine's clock may
+            # be the wall clock.
+            now = loop.time()
+            due = max(due + pipeline.tick, now + idle + (IDLE_SLACK_S if idle > 0 else 0.0))
+            await pipeline.sleep(due - now)
 
     # ---- endpoints ---------------------------------------------------------------------------------------------
 

@@ -144,6 +144,8 @@ class ConfigReloader:
             return done
 
         applied = await asyncio.get_running_loop().run_in_executor(self._executor, swap)
+        for _pid, pipeline, _sampler in plan:
+            pipeline.wake()  # a shorter decision_wait: a loop sleeping until the old due time must look again
         self.config = new
         self._on_applied(new)
         return applied

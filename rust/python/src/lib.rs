@@ -681,9 +681,15 @@ impl NativeEngine {
         kafka_ingest(py, &self.engine, messages, now)
     }
 
-    /// For runs of trace IDs (16 bytes each, concatenated; `sizes[i]` IDs in run i): whether any ID of each run
-    /// is still buffered, undecided. One call for many runs of a Kafka receiver's bookkeeping.
-    fn any_buffered(&self, py: Python<'_>, ids: &[u8], sizes: Vec<usize>) -> PyResult<Vec<bool>> {
+    /// For runs of trace IDs (16 bytes each, concatenated; `sizes[i]` IDs in run i): per run, the position of
+    /// its first ID still buffered, undecided (`sizes[i]` when none is). One call for many runs of a Kafka
+    /// receiver's bookkeeping, which asks again from that position: an ID already out is looked up once.
+    fn first_buffered(
+        &self,
+        py: Python<'_>,
+        ids: &[u8],
+        sizes: Vec<usize>,
+    ) -> PyResult<Vec<usize>> {
         let ids = bytes_to_ids(ids)?;
         if sizes.iter().sum::<usize>() != ids.len() {
             return Err(PyValueError::new_err(format!(
@@ -692,15 +698,16 @@ impl NativeEngine {
                 ids.len()
             )));
         }
-        let flags = run(py, || self.engine.buffered(&ids))?;
-        let mut at = 0;
-        Ok(sizes
-            .iter()
-            .map(|&n| {
-                at += n;
-                flags[at - n..at].iter().any(|&f| f)
-            })
-            .collect())
+        run(py, || {
+            let mut at = 0;
+            sizes
+                .iter()
+                .map(|&n| {
+                    at += n;
+                    self.engine.first_buffered(&ids[at - n..at])
+                })
+                .collect()
+        })
     }
 }
 
@@ -1020,6 +1027,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     add_archive(m)?;
     add_http_server(m)?;
     add_grpc_server(m)?;
+    add_schedule(m)?;
     Ok(())
 }
 
@@ -1689,4 +1697,37 @@ fn stop_server<S: Send>(
         let grace = Duration::from_secs_f64(grace.clamp(0.0, 3600.0));
         py.detach(move || stop(&mut s, grace));
     }
+}
+
+// ---- The decision loop's schedule (issue 24): when the next round has work. ----
+
+/// `(next due, arrival wait)` in seconds, for a decision loop that sleeps while nothing is due:
+/// - next due: on the engine's clock, when the next `poll_round` has work (`-inf`: at once, for late spans to send
+///   or dropped traces to archive); None when nothing waits;
+/// - arrival wait: the soonest a trace taken from now on can be due (`decision_wait`, or
+///   `decision_wait_after_root_received` when shorter and set).
+///
+/// Cheap: each shard locked briefly, no allocation; the loop calls it every round instead of a thread-pool hop.
+#[pyfunction]
+fn engine_next_due(py: Python<'_>, engine: &NativeEngine) -> PyResult<(Option<f64>, f64)> {
+    let (due, cfg) = run(py, || (engine.engine.next_due(), engine.engine.config()))?;
+    let root = cfg.decision_wait_after_root_received_ns;
+    let wait = if root > 0 {
+        root.min(cfg.decision_wait_ns)
+    } else {
+        cfg.decision_wait_ns
+    };
+    let seconds = |ns: i64| {
+        if ns == i64::MIN {
+            f64::NEG_INFINITY
+        } else {
+            ns as f64 / 1e9
+        }
+    };
+    Ok((due.map(seconds), seconds(wait)))
+}
+
+fn add_schedule(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(engine_next_due, m)?)?;
+    Ok(())
 }
