@@ -117,7 +117,7 @@ def test_ingest_messages_groups_runs_of_a_partition_skips_malformed_and_stops_at
     the engine holds. Guarantees: one run per stretch of one partition, its end offset after its last message
     and its trace IDs in order; the malformed message is counted in its run and reported; the EOF is handed back
     as an event; at the limit the call stops, `taken` naming the first message refused, nothing of it taken;
-    `any_buffered` follows the runs' IDs."""
+    `first_buffered` names each run's first ID still buffered (its size when none is)."""
     ck = pytest.importorskip("confluent_kafka")
     from tailsample.errors import BackpressureError
 
@@ -144,6 +144,7 @@ def test_ingest_messages_groups_runs_of_a_partition_skips_malformed_and_stops_at
     assert [ev.code() for ev in got.events] == [ck.KafkaError._PARTITION_EOF]
     assert e.buffered(tids) == [True, True, True, True, False, False]
     e.forget([tids[1]])
-    assert e.any_buffered(tids[0] + tids[1] + tids[1] + tids[4], [1, 1, 2, 0]) == [True, False, False, False]
+    assert e.first_buffered(tids[0] + tids[1] + tids[1] + tids[4], [1, 1, 2, 0]) == [0, 1, 2, 0]
+    assert e.first_buffered(tids[1] + tids[2] + tids[1] + tids[4] + tids[3], [2, 3]) == [1, 2]
     with pytest.raises(ValueError, match="sizes add up to 3"):
-        e.any_buffered(tids[0] + tids[1], [1, 2])
+        e.first_buffered(tids[0] + tids[1], [1, 2])

@@ -8,6 +8,7 @@ rendered with the `_total` suffix, as the collector's Prometheus reader does
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -176,8 +177,7 @@ class Registry:
             lines.append(f"# HELP {rendered} {help_text}")
             lines.append(f"# TYPE {rendered} {kind}")
             for pairs, value, suffix in rows:
-                lines.append(f"{rendered}{suffix}{_labels(tuple(k for k, _ in pairs), tuple(v for _, v in pairs))} "
-                             f"{_num(value)}")
+                lines.append(f"{rendered}{suffix}{_pair_labels(pairs)} {_num(value)}")
         for h in histograms:
             lines.extend(h.render())
         return "\n".join(lines) + "\n"
@@ -187,10 +187,20 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _labels(names: Sequence[str], values: Sequence[str]) -> str:
+# Label sets rendered are remembered: a scrape renders the same few hundred every time. Bounded, as label values
+# come from the traffic (service names, span names).
+@functools.lru_cache(maxsize=8192)
+def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
     if not names:
         return ""
     return "{" + ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)) + "}"
+
+
+@functools.lru_cache(maxsize=8192)
+def _pair_labels(pairs: tuple[tuple[str, str], ...]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join(f'{n}="{_escape(v)}"' for n, v in pairs) + "}"
 
 
 def _num(value: float) -> str:

@@ -47,7 +47,10 @@ from tailsample.receivers.sink import TrackedSink
 log = logging.getLogger("tailsample.receiver.kafka")
 
 _POLL_SECONDS = 0.1
-_BATCH = 500  # messages taken per consume call
+# Messages taken per consume call: the per-call costs (confluent-kafka's call, the engine's, the bookkeeping per
+# run) are shared by this many; a backlog is read in batches this size.
+_BATCH = 2000
+_MEASURE_SECONDS = 0.1  # the partition gauges' snapshot is refreshed at most this often (and after each commit)
 _CHECK_AHEAD = 16  # runs checked together behind a partition's first, once it is out
 _REVOKE_WAIT_SECONDS = 3.0  # at most, for decided traces' exports to finish before partitions are given up
 
@@ -63,6 +66,7 @@ class _Block:
     trace_ids: bytes  # 16 bytes each, concatenated, as the engine hands them back
     rounds: list[int]  # per pipeline: the round started when the run was taken
     decided: list[int | None] = field(default_factory=list)  # per pipeline: the round its traces left in
+    out: list[int] = field(default_factory=list)  # per pipeline: how many of `trace_ids`, from the first, are out
     checked: tuple[int, ...] = ()  # the pipelines' rounds (started, sent through) when it was last checked
 
 
@@ -89,6 +93,10 @@ class KafkaReceiver:
         self._paused = False
         self._held = 0  # messages consumed and not committed, over every partition
         self._snapshot: list[tuple[str, int, int, int, int]] = []  # topic, partition, lag, held back, committed
+        self._measured = 0.0  # monotonic time of the last snapshot
+        # The pipelines' rounds (started, sent through) at the last pass over the partitions: no run can become
+        # committable until one of them moves, so passes in between are skipped.
+        self._pass_key: tuple[int, ...] | None = None
         labels = ("receiver",)
         self._messages = registry.counter("tailsample_kafka_messages", "Kafka messages consumed", labels)
         self._spans = registry.counter("otelcol_receiver_accepted_spans",
@@ -131,11 +139,16 @@ class KafkaReceiver:
 
     def _run(self) -> None:
         try:
+            limit = self.settings.max_uncommitted_messages
             while not self._stop.is_set():
                 self._pause_or_resume()
-                self._take(self._consumer.consume(num_messages=_BATCH, timeout=_POLL_SECONDS))
-                self._commit_done()
-                self._measure()
+                # Never past max_uncommitted_messages by more than the batch already consumed.
+                batch = self._consumer.consume(num_messages=max(1, min(_BATCH, limit - self._held)),
+                                               timeout=_POLL_SECONDS)
+                self._take(batch)
+                committed = self._commit_done()
+                if committed or time.monotonic() - self._measured >= _MEASURE_SECONDS:
+                    self._measure()
             self._commit_done(wait=True)
             self._forget([tp for tp in self._partitions])
             self._consumer.close()
@@ -166,7 +179,8 @@ class KafkaReceiver:
         taken = 0
         for topic, partition, end, count, ids in runs:
             part = self._partitions.setdefault((topic, partition), _Partition())
-            part.messages.append(_Block(end, count, ids, rounds, [None] * len(self.pipelines)))
+            part.messages.append(_Block(end, count, ids, rounds, [None] * len(self.pipelines),
+                                        [0] * len(self.pipelines)))
             part.held += count
             part.consumed = end
             taken += count
@@ -234,10 +248,14 @@ class KafkaReceiver:
             todo = [m for m in messages if m.decided[i] is None]
             if not todo:
                 continue
-            pending = p.any_buffered(b"".join(m.trace_ids for m in todo), [len(m.trace_ids) // 16 for m in todo])
+            # From each run's first ID not known to be out: an ID out stays out (a late span of its trace is in a
+            # later run), so each is looked up until found out, and a waiting run costs one lookup per round.
+            firsts = p.first_buffered(b"".join(m.trace_ids[16 * m.out[i]:] for m in todo),
+                                      [len(m.trace_ids) // 16 - m.out[i] for m in todo])
             started = p.round_started  # read after the check: any round that took them out has started
-            for m, waiting in zip(todo, pending, strict=True):
-                if waiting:
+            for m, first in zip(todo, firsts, strict=True):
+                m.out[i] += first
+                if 16 * m.out[i] < len(m.trace_ids):
                     continue
                 # A late span of a decided trace leaves with the next round's output, not this one's.
                 m.decided[i] = max(started, m.rounds[i] + 1)
@@ -249,7 +267,15 @@ class KafkaReceiver:
         return all(d is not None and p.round_sent_through >= d for p, d in zip(self.pipelines, m.decided,
                                                                                  strict=True))
 
-    def _commit_done(self, *, wait: bool = False, only: Sequence[tuple[str, int]] | None = None) -> None:
+    def _commit_done(self, *, wait: bool = False, only: Sequence[tuple[str, int]] | None = None) -> bool:
+        """Commits, per partition, the runs whose traces are out, in one asynchronous commit (synchronous with
+        `wait`). Returns whether it sent one."""
+        if not wait and only is None:
+            # A run becomes committable only when a round starts or is sent through: between those, nothing to do.
+            key = tuple(n for p in self.pipelines for n in (p.round_started, p.round_sent_through))
+            if key == self._pass_key:
+                return False
+            self._pass_key = key
         ck = confluent_kafka()
         offsets = []
         for tp in only if only is not None else list(self._partitions):
@@ -274,9 +300,11 @@ class KafkaReceiver:
             if advanced is not None and advanced != part.committed:
                 part.committed = advanced
                 offsets.append(ck.TopicPartition(tp[0], tp[1], advanced))
-        if offsets:
-            self._consumer.commit(offsets=offsets, asynchronous=not wait)
-            self._commits.add(1, self.id)
+        if not offsets:
+            return False
+        self._consumer.commit(offsets=offsets, asynchronous=not wait)
+        self._commits.add(1, self.id)
+        return True
 
     def _forget(self, tps: Sequence[tuple[str, int]]) -> None:
         """Forget the traces of the messages not done in these partitions, unless another partition still held
@@ -322,6 +350,7 @@ class KafkaReceiver:
     # ---- metrics -------------------------------------------------------------------------------------------
 
     def _measure(self) -> None:
+        self._measured = time.monotonic()
         ck = confluent_kafka()
         snapshot = []
         for (topic, partition), part in self._partitions.items():

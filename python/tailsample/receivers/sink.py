@@ -45,9 +45,9 @@ class TrackedSink(Protocol):
     @property
     def round_sent_through(self) -> int: ...
 
-    def any_buffered(self, trace_ids: bytes, sizes: list[int]) -> list[bool]:
-        """For runs of 16-byte trace IDs, concatenated (`sizes[i]` IDs in run i): whether any of each run is still
-        buffered, undecided."""
+    def first_buffered(self, trace_ids: bytes, sizes: list[int]) -> list[int]:
+        """For runs of 16-byte trace IDs, concatenated (`sizes[i]` IDs in run i): per run, the position of its
+        first ID still buffered, undecided (`sizes[i]` when none is)."""
         ...
 
     def forget(self, trace_ids: list[bytes]) -> int:
