@@ -6,6 +6,7 @@
 //! whole or not at all (whole meaning every span the scan did not reject alone for nesting past `MAX_LEVELS`).
 //! Encoding kept spans happens outside the locks, cut at `max_payload_bytes` between spans.
 
+use parking_lot::{Mutex as ShardLock, MutexGuard as ShardGuard};
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -38,7 +39,7 @@ pub struct Engine {
     /// `reload` takes it written, so a payload is decoded and folded under one configuration and a round judges
     /// under one (see `reload`).
     live: RwLock<Live>,
-    shards: Box<[Mutex<Shard>]>,
+    shards: Box<[ShardLock<Shard>]>,
     router: RandomState,
     /// The engine's clock: the largest `now` seen. Shards read time from here, so it never runs backwards,
     /// whichever shard a call touches.
@@ -181,11 +182,15 @@ fn lock_round(m: &Mutex<u64>) -> MutexGuard<'_, u64> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    // A panic inside a shard is a bug, and the engine does not panic on input; if it ever happens, the shard's
-    // state is still memory-safe and the engine keeps serving rather than failing every later call.
-    m.lock().unwrap_or_else(|e| e.into_inner())
+// A panic inside a shard is a bug, and the engine does not panic on input; if it ever happens, the shard's state is
+// still memory-safe and the engine keeps serving (parking_lot's locks are not poisoned).
+fn lock(m: &ShardLock<Shard>) -> ShardGuard<'_, Shard> {
+    m.lock()
 }
+
+/// Decisions a round makes in a shard before it lets ingest waiting for that shard in (`ShardGuard::bump`): a
+/// round of tens of thousands of traces would otherwise stall every receiver for its whole length (tens of ms).
+const ROUND_SLICE: usize = 512;
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
@@ -194,7 +199,7 @@ impl Engine {
         let n = cfg.num_shards.min(cfg.num_traces).max(1);
         let shards = (0..n)
             .map(|i| {
-                Mutex::new(Shard::new(
+                ShardLock::new(Shard::new(
                     cfg.clone(),
                     share(cfg.num_traces, n, i),
                     share(cfg.sampled_cache_size, n, i),
@@ -649,7 +654,7 @@ impl Engine {
             }
         };
         let per_shard = self.route(&d, |_| true);
-        let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> = per_shard
+        let mut guards: Vec<(usize, ShardGuard<'_, Shard>)> = per_shard
             .iter()
             .enumerate()
             .filter(|(_, o)| !o.is_empty())
@@ -826,7 +831,7 @@ impl Engine {
 
     /// `poll_round`, each payload with its span count (for callers' metrics: no need to decode it again).
     pub fn poll_round_kept(&self, now: i64) -> (u64, Vec<Kept>) {
-        self.round(now, Shard::poll)
+        self.round(now, Shard::poll_some)
     }
 
     /// When the next `poll_round` has work, on the engine clock (`i64::MIN`: at once); None when nothing is
@@ -849,12 +854,21 @@ impl Engine {
 
     /// `flush_round`, each payload with its span count.
     pub fn flush_round_kept(&self, now: i64) -> (u64, Vec<Kept>) {
-        self.round(now, Shard::flush)
+        self.round(now, |shard, now, out, _| {
+            shard.flush(now, out);
+            true
+        })
     }
 
     /// One round of decisions over every shard; with tail storage, its decisions are written before its kept
-    /// spans leave.
-    fn round(&self, now: i64, each: fn(&mut Shard, i64, &mut Vec<Chunk>)) -> (u64, Vec<Kept>) {
+    /// spans leave. `each` decides at most its budget and says whether it finished; between two calls, ingest
+    /// waiting for the shard goes first. With tail storage a shard's part of a round is not cut: the round's
+    /// record covers the payloads written before it started.
+    fn round(
+        &self,
+        now: i64,
+        each: fn(&mut Shard, i64, &mut Vec<Chunk>, usize) -> bool,
+    ) -> (u64, Vec<Kept>) {
         let now = self.tick(now);
         // A round judges every shard under one configuration: a reload waits for it.
         let live = self.live_read();
@@ -867,10 +881,20 @@ impl Engine {
         let mut min_kept = u64::MAX;
         let mut pending_min: Option<u64> = None;
         let mut dropped = Vec::new();
+        let slice = if self.storage.is_some() {
+            usize::MAX
+        } else {
+            ROUND_SLICE
+        };
         for s in self.shards.iter() {
             let mut shard = lock(s);
-            let before = shard.memory_bytes();
-            each(&mut shard, now, &mut out);
+            let mut before = shard.memory_bytes();
+            while !each(&mut shard, now, &mut out, slice) {
+                // Ingest let in changes the shard's bytes itself: account for this slice's first.
+                self.account(before, shard.memory_bytes());
+                ShardGuard::bump(&mut shard);
+                before = shard.memory_bytes();
+            }
             let overflowed = shard.take_archived(&mut dropped);
             if overflowed > 0 {
                 self.archive_overflowed

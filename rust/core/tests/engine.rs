@@ -555,3 +555,79 @@ fn view_extras_are_counted_while_buffered_and_released_when_decided() {
         "no span bytes nor extras left"
     );
 }
+
+/// Scenario: 3,000 traces of 2 spans due at once (more than a round decides before it lets ingest in), and a
+/// late span of a trace decided early in the round. Guarantees: one poll decides every trace and sends every
+/// kept span, the late one included, exactly once; the accounting holds and nothing stays buffered.
+#[test]
+fn a_round_longer_than_its_slices_decides_everything_once() {
+    let e = engine(json!({"num_traces": 10_000}), always());
+    let mut rng = Rng(7);
+    let mut first = Vec::new();
+    for i in 0..30 {
+        let req = request(&mut rng, 200, 2, "svc");
+        if i == 0 {
+            first = req.resource_spans[0].scope_spans[0].spans[0]
+                .trace_id
+                .clone();
+        }
+        e.ingest(&req.encode_to_vec(), 100 * S).unwrap();
+    }
+    let out = e.poll(110 * S);
+    assert_eq!(span_ids(&out).len(), 6_000);
+    assert_eq!(stat(&e, "traces_sampled"), 3_000);
+    // Decided and held: a late span follows the decision at the next round.
+    let mut late = request(&mut Rng(8), 1, 1, "svc");
+    late.resource_spans[0].scope_spans[0].spans[0].trace_id = first;
+    e.ingest(&late.encode_to_vec(), 111 * S).unwrap();
+    assert_eq!(span_ids(&e.poll(111 * S)).len(), 1);
+    assert_eq!(stat(&e, "traces_in_memory"), 0);
+    invariant(&e);
+}
+
+/// Scenario: a decision round over 100,000 due traces of one span on one shard; once it runs, another thread
+/// sends one more span for each of the 100 traces the round decides last. Guarantees: ingest is let in during
+/// the round, so every one of those spans joins its trace before the trace is decided (none is a late span, as
+/// all would be behind a round that holds the shard throughout), and the round decides every trace.
+#[test]
+fn ingest_is_let_in_during_a_long_decision_round() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let e = engine(json!({"num_traces": 200_000}), always());
+    let mut rng = Rng(9);
+    let mut last = request(&mut rng, 1000, 1, "svc");
+    for _ in 0..100 {
+        last = request(&mut rng, 1000, 1, "svc");
+        e.ingest(&last.encode_to_vec(), 100 * S).unwrap();
+    }
+    let more: Vec<Vec<u8>> = last.resource_spans[0].scope_spans[0].spans[900..]
+        .iter()
+        .map(|s| {
+            let mut one = request(&mut rng, 1, 1, "svc");
+            one.resource_spans[0].scope_spans[0].spans[0].trace_id = s.trace_id.clone();
+            one.encode_to_vec()
+        })
+        .collect();
+    let running = AtomicBool::new(false);
+    let decided = std::thread::scope(|scope| {
+        let round = scope.spawn(|| {
+            running.store(true, Ordering::SeqCst);
+            e.poll(110 * S)
+        });
+        while !running.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5)); // the round has the shard
+        for p in &more {
+            e.ingest(p, 105 * S).unwrap();
+        }
+        round.join().unwrap()
+    });
+    assert_eq!(span_ids(&decided).len(), 100_100, "every span out once");
+    assert_eq!(
+        stat(&e, "late_spans_forwarded"),
+        0,
+        "the spans joined their traces in time"
+    );
+    assert_eq!(stat(&e, "traces_sampled"), 100_000);
+    invariant(&e);
+}

@@ -1423,8 +1423,15 @@ impl Shard {
 
     /// Decides every trace that is due at `now`; appends kept chunks (and late spans of kept traces) to `out`.
     pub fn poll(&mut self, now: i64, out: &mut Vec<Chunk>) {
+        self.poll_some(now, out, usize::MAX);
+    }
+
+    /// `poll`, stopping after `budget` decisions: false when traces due at `now` are left for the next call.
+    /// The late spans collected go out with the call that finishes.
+    pub fn poll_some(&mut self, now: i64, out: &mut Vec<Chunk>, budget: usize) -> bool {
         let now = self.tick(now);
         let wait = self.cfg.decision_wait_ns;
+        let mut left = budget;
         while let Some(&(slot, generation)) = self.due.front() {
             if !self.is_live(slot, generation) {
                 self.due.pop_front();
@@ -1434,6 +1441,10 @@ impl Shard {
             if due > now {
                 break;
             }
+            if left == 0 {
+                return false;
+            }
+            left -= 1;
             self.due.pop_front();
             self.decide(slot, due, now, Trigger::DecisionWait, out);
         }
@@ -1445,11 +1456,16 @@ impl Shard {
             if due > now {
                 break;
             }
+            if left == 0 {
+                return false;
+            }
+            left -= 1;
             self.root_due.pop_front();
             self.stats.decisions_after_root += 1;
             self.decide(slot, due, now, Trigger::RootReceived, out);
         }
         self.drain_late(out);
+        true
     }
 
     /// Decides (or, with `drop_pending_traces_on_shutdown`, drops) every buffered trace.
