@@ -878,9 +878,34 @@ class Server:
                 self.proc.wait()
 
 
+LAG_BUCKET = "decision_lag_le_"
+
+
+def lag_buckets(s: list[tuple[str, dict[str, str], float]]) -> dict[str, float]:
+    """tailsample's decision-lag histogram (`tailsample_decision_lag_seconds`, summed over pipelines), cumulative
+    counts keyed `decision_lag_le_<bound>`; empty for a system without it (the otelcol)."""
+    out: dict[str, float] = {}
+    for name, labels, value in s:
+        if name == "tailsample_decision_lag_seconds_bucket" and "le" in labels:
+            key = LAG_BUCKET + labels["le"]
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def lag_p99_ms(counters: dict[str, float]) -> float | None:
+    """The upper bound (ms) of the histogram bucket holding the 99th percentile of the decisions counted in
+    `counters` (deltas of `lag_buckets` over a run); None without decisions or without the histogram."""
+    buckets = sorted((float(k[len(LAG_BUCKET):]), v) for k, v in counters.items() if k.startswith(LAG_BUCKET))
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    total_count = buckets[-1][1]
+    return next(bound * 1e3 for bound, cumulative in buckets if cumulative >= 0.99 * total_count)
+
+
 def service_counters(s: list[tuple[str, dict[str, str], float]]) -> dict[str, float]:
-    """The counters both systems expose (the collector's names), from one scrape."""
-    return {
+    """The counters both systems expose (the collector's names), and tailsample's decision-lag buckets, from one
+    scrape."""
+    return {**lag_buckets(s),
         "receiver_accepted_spans": total(s, "otelcol_receiver_accepted_spans", transport=PROTOCOL),
         "receiver_refused_spans": total(s, "otelcol_receiver_refused_spans", transport=PROTOCOL),
         "traces_received": total(s, "otelcol_processor_tail_sampling_new_trace_id_received"),
@@ -910,6 +935,7 @@ class Run:
     export_wait_seconds: float
     failures: list[str]
     generator_limited: bool
+    decision_lag_p99_ms: float | None = None  # bucket bound; None for the otelcol (its timer is not exported so)
 
     @property
     def sustained(self) -> bool:
@@ -951,7 +977,7 @@ def measure(system: str, rate: float, seconds: float, data: list[Payload], sink:
                     raise
                 raise ServerDied(f"{system} exited with {server.proc.returncode} after the run at {rate:,.0f} "
                                  f"spans/s; its log ends with:\n{server.log.read_text()[-3000:]}") from None
-            m = {k: v - m0[k] for k, v in now.items()}
+            m = {k: v - m0.get(k, 0.0) for k, v in now.items()}
             m["exporter_queue_size"] += m0["exporter_queue_size"]
             sink_spans = sink.stats()["spans"] - sink0["spans"]
             done = (m["traces_sampled"] + m["traces_not_sampled"] >= m["traces_received"]
@@ -1002,7 +1028,7 @@ def measure(system: str, rate: float, seconds: float, data: list[Payload], sink:
         failures.append(f"kept {kept:,.0f} spans, exporter sent {m['exporter_sent_spans']:,.0f}, sink received "
                         f"{sink_spans:,}")
     return Run(system, rate, seconds, load, steady, cpu_total / max(1, load.ok_spans) * 1e6, rss, sink_cpu,
-               m, sink_spans, export_wait, failures, generator_limited)
+               m, sink_spans, export_wait, failures, generator_limited, lag_p99_ms(m))
 
 
 class ServerDied(RuntimeError):
@@ -1074,8 +1100,9 @@ def describe(run: Run) -> str:
             f"{run.load.latency_p50_ms:.0f}/{run.load.latency_p99_ms:.0f} ms, send lag p99 "
             f"{run.load.send_lag_p99_ms:.0f} ms; server CPU {run.server_cpu_steady:.2f} cores "
             f"({run.server_cpu_us_per_span:.2f} us/span), peak RSS {run.server_peak_rss_mib:.0f} MiB; generator "
-            f"{run.load.generator_cpu_per_second:.2f} cores; kept "
-            f"{run.metrics['traces_sampled'] * SPANS_PER_TRACE:,.0f} spans, sink {run.sink_spans:,}")
+            f"{run.load.generator_cpu_per_second:.2f} cores; "
+            f"{'' if run.decision_lag_p99_ms is None else f'decision lag p99 <= {run.decision_lag_p99_ms:,.0f} ms; '}"
+            f"kept {run.metrics['traces_sampled'] * SPANS_PER_TRACE:,.0f} spans, sink {run.sink_spans:,}")
     if run.failures:
         text += "\n      " + "\n      ".join(run.failures)
     return text
@@ -1152,6 +1179,9 @@ def summarize(system: str, runs: list[Run], deaths: list[dict[str, Any]]) -> dic
         "cpu_at_highest_cores": max((r.server_cpu_steady for r in runs if r.sustained
                                      and r.rate == max(sustained)), default=None),
         "run_at_50k_clean": bool(best_cpu and not best_cpu.failures),
+        # "at every rate": the worst of the sustained runs (bucket bounds), None for the otelcol
+        "decision_lag_p99_worst_ms": max((r.decision_lag_p99_ms for r in runs if r.sustained
+                                          and r.decision_lag_p99_ms is not None), default=None),
         "server_exits": deaths,
     }
 
@@ -1179,7 +1209,9 @@ def table(results: dict[str, Any]) -> str:
             ("server CPU at its highest sustained rate (cores)", "cpu_at_highest_cores", "{:.2f}"),
             ("CPU at 50k spans/s (cores)", "cpu_at_50k_cores", "{:.3f}"),
             ("CPU at 50k spans/s (us per span, decisions and export included)", "cpu_at_50k_us_per_span", "{:.2f}"),
-            ("peak RSS at 50k spans/s (MiB)", "peak_rss_at_50k_mib", "{:,.0f}")]
+            ("peak RSS at 50k spans/s (MiB)", "peak_rss_at_50k_mib", "{:,.0f}"),
+            ("decision lag p99 past due, worst over the sustained rates (ms, bucket bound)",
+             "decision_lag_p99_worst_ms", "<= {:,.0f}")]
 
     def cell(s: dict[str, Any] | None, key: str, fmt: str) -> str:
         if s is None or s.get(key) is None:

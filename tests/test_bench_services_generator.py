@@ -98,3 +98,25 @@ def test_one_record_per_request_whatever_the_answer() -> None:
     assert 0.5 <= late[2] - late[1] < 1.0  # timed out near its deadline, not at the end of the run
     want = sorted(bytes(services.pass_payload(data[i % 10], i // 10)) for i in range(14))
     assert sorted(body for _, _, body in got) == want
+
+
+def test_decision_lag_p99_is_the_bound_of_the_bucket_holding_it() -> None:
+    """Scenario: tailsample's decision-lag histogram scraped before and after a run (two pipelines, cumulative
+    buckets), and the otelcol's page, which has none. Guarantees: the buckets of both pipelines are summed; over the
+    run's deltas the 99th percentile lies in the first bucket whose cumulative count reaches 99 % of all
+    (here 0.1 s: 990 of 1,000 decisions by then); no decisions, or no histogram, give None."""
+    def page(counts: dict[str, float]) -> list[tuple[str, dict[str, str], float]]:
+        return [("tailsample_decision_lag_seconds_bucket", {"processor": p, "le": le}, n / 2)
+                for p in ("tail_sampling/a", "tail_sampling/b") for le, n in counts.items()] + [
+            ("otelcol_receiver_accepted_spans_total", {"transport": "http"}, 5.0)]
+
+    before = services.lag_buckets(page({"0.05": 100, "0.1": 100, "1": 100, "+Inf": 100}))
+    after = services.lag_buckets(page({"0.05": 700, "0.1": 1090, "1": 1100, "+Inf": 1100}))
+    assert after[services.LAG_BUCKET + "0.1"] == 1090
+    run = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    assert services.lag_p99_ms(run) == 100.0
+    run[services.LAG_BUCKET + "0.1"] = 980.0  # 98 %: the next bucket holds the 99th percentile
+    assert services.lag_p99_ms(run) == 1000.0
+    assert services.lag_p99_ms({k: 0.0 for k in run}) is None
+    assert services.lag_buckets([("otelcol_exporter_sent_spans_total", {}, 3.0)]) == {}
+    assert services.lag_p99_ms({"receiver_accepted_spans": 5.0}) is None
