@@ -946,7 +946,7 @@ impl Shard {
     }
 
     /// What this shard knows of a trace ID.
-    pub fn explain(&self, id: u128) -> Knowledge {
+    pub fn explain(&mut self, id: u128) -> Knowledge {
         if let Some(slot) = self.slot_of(id) {
             let t = &self.traces[slot as usize];
             return Knowledge::Pending {
