@@ -103,8 +103,11 @@ def test_three_instances_one_killed_lose_nothing(kafka_broker, tmp_path, rng: ra
         instances = [KafkaServe(tmp_path, f"ts{i}", kafka_broker.bootstrap, topic, backend.http_endpoint)
                      for i in range(3)]
         try:
-            wait_for(lambda: sum(len(i.partitions()) for i in instances) == 6, timeout=40, interval=0.2,
-                     what="6 partitions shared by the group")
+            # Two each, the group settled: with instances joining one after another, partitions move among them
+            # for a while (cooperative-sticky), and a partition moving between survivors mid-stream may send what
+            # its first owner had sent but not yet committed again.
+            wait_for(lambda: [len(i.partitions()) for i in instances] == [2, 2, 2], timeout=60, interval=0.2,
+                     what="6 partitions shared by the group, two each")
             # Pauses between whole traces (99 messages = 33 traces): a trace split by a pause stretched past the
             # 1 s window on a loaded machine is decided without its last span, which a survivor re-reading that
             # message alone cannot keep (a late span across a kill): not what this test is about.
@@ -132,8 +135,11 @@ def test_three_instances_one_killed_lose_nothing(kafka_broker, tmp_path, rng: ra
             assert all(by_trace[t] == spans[t] for t in keep), "every kept trace whole"
             duplicated = {t for (t, _), n in received.items() if n > 1}
             duplicate_spans = sum(n - 1 for n in received.values())
-            assert all(partition_of[t.hex().encode()] in killed for t in duplicated), \
-                "duplicates only from the killed instance's partitions"
+            stray = sorted({partition_of[t.hex().encode()] for t in duplicated} - killed)
+            assert not stray, (f"duplicates from partitions {stray}, not the killed instance's {sorted(killed)}; "
+                               "the survivors' rebalances and export retries:\n" + "\n".join(
+                                   line for i in survivors for line in i.log.read_text().splitlines()
+                                   if any(w in line for w in ("assigned", "revoked", "lost", "retry", "failed"))))
             assert max(received.values()) <= 2
             print(f"killed instance held {sorted(killed)}, {held_back:.0f} messages held back at the last scrape; "
                   f"{len(duplicated)} traces ({duplicate_spans} spans) received twice of {len(keep)} kept")
