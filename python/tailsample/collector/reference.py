@@ -169,7 +169,8 @@ CONFIG_KEYS: tuple[ConfigKey, ...] = (
     ConfigKey(
         "tailsample.decision_log_size",
         "100000",
-        "decisions remembered for `explain` (about 136 B each); 0 turns the log off",
+        "decisions remembered for `explain` (128 B each, and up to 64 B more of index once looked up); 0 turns "
+        "the log off",
         reference=False,
     ),
     ConfigKey(
