@@ -187,15 +187,12 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
+    return _pair_labels(tuple(zip(names, values, strict=True)))
+
+
 # Label sets rendered are remembered: a scrape renders the same few hundred every time. Bounded, as label values
 # come from the traffic (service names, span names).
-@functools.lru_cache(maxsize=8192)
-def _labels(names: tuple[str, ...], values: tuple[str, ...]) -> str:
-    if not names:
-        return ""
-    return "{" + ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)) + "}"
-
-
 @functools.lru_cache(maxsize=8192)
 def _pair_labels(pairs: tuple[tuple[str, str], ...]) -> str:
     if not pairs:

@@ -76,16 +76,7 @@ impl Calls {
         if self.targets[home].calls.load(Ordering::Acquire) == 0 {
             return home;
         }
-        let mut best = home;
-        let mut least = usize::MAX;
-        for (i, t) in self.targets.iter().enumerate() {
-            let n = t.calls.load(Ordering::Acquire);
-            if n < least || (n == least && i == home) {
-                least = n;
-                best = i;
-            }
-        }
-        best
+        least(&self.targets, home, |t| &t.calls)
     }
 }
 
@@ -239,20 +230,18 @@ fn stop_workers(halt: &watch::Sender<bool>, workers: &mut Vec<Worker>) {
 
 /// The worker to take the next connection: the least loaded, ties taken in turn (`turn` advances).
 fn pick(loads: &[Target], turn: &mut usize) -> usize {
-    let n = loads.len();
-    let first = *turn % n;
+    let first = *turn % loads.len();
     *turn = turn.wrapping_add(1);
-    let mut best = first;
-    let mut least = usize::MAX;
-    for k in 0..n {
-        let i = (first + k) % n;
-        let load = loads[i].load.load(Ordering::Acquire);
-        if load < least {
-            least = load;
-            best = i;
-        }
-    }
-    best
+    least(loads, first, |t| &t.load)
+}
+
+/// The worker whose `count` is lowest; of those tied, the first from `first` on (in turn, wrapping).
+fn least(targets: &[Target], first: usize, count: impl Fn(&Target) -> &AtomicUsize) -> usize {
+    let n = targets.len();
+    (0..n)
+        .map(|k| (first + k) % n)
+        .min_by_key(|&i| count(&targets[i]).load(Ordering::Acquire))
+        .unwrap_or(first)
 }
 
 async fn accept_loop<S: Protocol>(

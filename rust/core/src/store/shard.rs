@@ -531,23 +531,32 @@ impl Shard {
         if !self.late.is_empty() || stashed || recorded {
             return Some(i64::MIN);
         }
-        let wait = self.cfg.decision_wait_ns;
-        let mut next = None;
+        let first = self.due_front().map(|(_, due)| due);
+        let root = self.root_due_front().map(|(_, due)| due);
+        first.into_iter().chain(root).min()
+    }
+
+    /// The first live trace of `due` (stale entries popped on the way): its slot and due time.
+    fn due_front(&mut self) -> Option<(u32, i64)> {
         while let Some(&(slot, generation)) = self.due.front() {
             if self.is_live(slot, generation) {
-                next = Some(self.traces[slot as usize].first_seen.saturating_add(wait));
-                break;
+                let due = self.traces[slot as usize].first_seen;
+                return Some((slot, due.saturating_add(self.cfg.decision_wait_ns)));
             }
             self.due.pop_front();
         }
+        None
+    }
+
+    /// The first live trace of `root_due` (stale entries popped on the way): its slot and due time.
+    fn root_due_front(&mut self) -> Option<(u32, i64)> {
         while let Some(&(slot, generation, due)) = self.root_due.front() {
             if self.is_live(slot, generation) {
-                next = Some(next.map_or(due, |n: i64| n.min(due)));
-                break;
+                return Some((slot, due));
             }
             self.root_due.pop_front();
         }
-        next
+        None
     }
 
     /// The shard's clock never runs backwards.
@@ -1053,15 +1062,9 @@ impl Shard {
     /// (as the reference's single queue does). With `block_on_overflow` undecided traces are never pushed out
     /// here (`admit` refused the payload instead), so a held decision goes first.
     fn make_room(&mut self) {
-        let oldest_undecided = loop {
-            match self.due.front() {
-                Some(&(slot, generation)) if !self.is_live(slot, generation) => {
-                    self.due.pop_front();
-                }
-                Some(&(slot, _)) => break Some(self.traces[slot as usize].arrival),
-                None => break None,
-            }
-        };
+        let oldest_undecided = self
+            .due_front()
+            .map(|(slot, _)| self.traces[slot as usize].arrival);
         let resident_first = match (self.resident.oldest_arrival(), oldest_undecided) {
             (Some(r), Some(u)) => {
                 r < u || (self.cfg.block_on_overflow && self.buffered() < self.limit)
@@ -1421,23 +1424,12 @@ impl Shard {
         attrs
     }
 
-    /// Decides every trace that is due at `now`; appends kept chunks (and late spans of kept traces) to `out`.
-    pub fn poll(&mut self, now: i64, out: &mut Vec<Chunk>) {
-        self.poll_some(now, out, usize::MAX);
-    }
-
-    /// `poll`, stopping after `budget` decisions: false when traces due at `now` are left for the next call.
-    /// The late spans collected go out with the call that finishes.
+    /// Decides what is due at `now`, at most `budget` traces; appends kept chunks (and, once it finishes, late
+    /// spans of kept traces) to `out`. False when traces due at `now` are left for the next call.
     pub fn poll_some(&mut self, now: i64, out: &mut Vec<Chunk>, budget: usize) -> bool {
         let now = self.tick(now);
-        let wait = self.cfg.decision_wait_ns;
         let mut left = budget;
-        while let Some(&(slot, generation)) = self.due.front() {
-            if !self.is_live(slot, generation) {
-                self.due.pop_front();
-                continue;
-            }
-            let due = self.traces[slot as usize].first_seen.saturating_add(wait);
+        while let Some((slot, due)) = self.due_front() {
             if due > now {
                 break;
             }
@@ -1448,11 +1440,7 @@ impl Shard {
             self.due.pop_front();
             self.decide(slot, due, now, Trigger::DecisionWait, out);
         }
-        while let Some(&(slot, generation, due)) = self.root_due.front() {
-            if !self.is_live(slot, generation) {
-                self.root_due.pop_front();
-                continue;
-            }
+        while let Some((slot, due)) = self.root_due_front() {
             if due > now {
                 break;
             }
