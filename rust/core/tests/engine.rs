@@ -227,6 +227,44 @@ fn without_caches_late_spans_follow_the_decision_until_num_traces_pushes_it_out(
     invariant(&e);
 }
 
+/// One span of trace ID `[byte; 16]`, encoded.
+fn span_of_trace(rng: &mut Rng, byte: u8) -> Vec<u8> {
+    let mut req = request(rng, 1, 1, "svc");
+    req.resource_spans[0].scope_spans[0].spans[0].trace_id = vec![byte; 16];
+    req.encode_to_vec()
+}
+
+/// Scenario: caches off, `num_traces` 2 full (a held decision, A, and a buffered trace, B); one payload then
+/// brings a new trace C, a span of A and a new trace D (a payload's traces are taken in ID order: C, A, D).
+/// Guarantees, as when each held decision left the table at once: C's arrival pushes A's decision out, so A's
+/// span starts a new trace (not a late span) and pushes out B; D pushes out C; the counts stay exact.
+#[test]
+fn a_held_decision_pushed_out_mid_payload_is_gone_for_the_rest_of_it() {
+    let e = engine(json!({"num_traces": 2, "num_shards": 1}), always());
+    let rng = &mut Rng(21);
+    e.ingest(&span_of_trace(rng, 0xA0), 0).unwrap();
+    assert_eq!(span_ids(&e.poll(10 * S)).len(), 1);
+    assert_eq!(stat(&e, "decided_traces_in_memory"), 1);
+    e.ingest(&span_of_trace(rng, 0xB0), 11 * S).unwrap();
+    // Concatenated requests are one request holding both's resource spans.
+    let mut payload = span_of_trace(rng, 0x10);
+    payload.extend(span_of_trace(rng, 0xA0));
+    payload.extend(span_of_trace(rng, 0xD0));
+    e.ingest(&payload, 12 * S).unwrap();
+    assert_eq!(
+        stat(&e, "late_spans_forwarded") + stat(&e, "late_spans_dropped"),
+        0
+    );
+    assert_eq!(stat(&e, "traces_received"), 5);
+    assert_eq!(stat(&e, "traces_evicted"), 2, "B, then C");
+    assert_eq!(stat(&e, "traces_in_memory"), 2, "A again, and D");
+    assert_eq!(stat(&e, "decided_traces_in_memory"), 0);
+    invariant(&e);
+    assert_eq!(span_ids(&e.poll(30 * S)).len(), 2);
+    assert_eq!(stat(&e, "decided_traces_in_memory"), 2);
+    invariant(&e);
+}
+
 /// Scenario: maximum_trace_size_bytes smaller than a trace. Guarantees: not sampled at once, counted, its
 /// later spans dropped through the non-sampled cache.
 #[test]

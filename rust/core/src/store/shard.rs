@@ -317,6 +317,12 @@ pub struct Shard {
     resident: ResidentDecisions,
     /// Set while a trace is being decided: the table value that holds it once its slot is freed.
     hold: Option<u64>,
+    /// True while a decision slice runs (`poll_some`): the table changes of the traces it frees wait in
+    /// `table_updates` (a held value, or `None`: removed) and are applied together at its end (`settle_table`).
+    /// Each is a probe of a table too large for the cache; in one tight loop their misses overlap, where
+    /// between two decisions each stalled alone. Nothing reads the table during a slice.
+    deferring: bool,
+    table_updates: Vec<(Key, Option<u64>)>,
     /// New traces so far: the next one's arrival number.
     arrivals: u64,
     interner: Interner,
@@ -411,6 +417,8 @@ impl Shard {
             not_sampled: NotSampledFilter::new(non_sampled_cache),
             resident: ResidentDecisions::default(),
             hold: None,
+            deferring: false,
+            table_updates: Vec::new(),
             arrivals: 0,
             interner: Interner::new(),
             late: Vec::new(),
@@ -1140,17 +1148,37 @@ impl Shard {
         }
 
         // A decided trace held for its late spans keeps its ID in the table (one lookup either way).
-        match self.hold.take() {
+        let update = (Key::of(id), self.hold.take());
+        if self.deferring {
+            self.table_updates.push(update);
+        } else {
+            self.update_table(update);
+        }
+        self.free.push(slot);
+    }
+
+    #[inline]
+    fn update_table(&mut self, (key, held): (Key, Option<u64>)) {
+        match held {
             Some(held) => {
-                if let Some(v) = self.table.get_mut(&Key::of(id)) {
+                if let Some(v) = self.table.get_mut(&key) {
                     *v = held;
                 }
             }
             None => {
-                self.table.remove(&Key::of(id));
+                self.table.remove(&key);
             }
         }
-        self.free.push(slot);
+    }
+
+    /// Stops deferring and applies the table changes deferred (see `deferring`).
+    fn settle_table(&mut self) {
+        self.deferring = false;
+        let mut updates = std::mem::take(&mut self.table_updates);
+        for u in updates.drain(..) {
+            self.update_table(u);
+        }
+        self.table_updates = updates; // its room kept for the next slice
     }
 
     /// Drops stale queue entries once they outnumber the live traces.
@@ -1427,6 +1455,13 @@ impl Shard {
     /// Decides what is due at `now`, at most `budget` traces; appends kept chunks (and, once it finishes, late
     /// spans of kept traces) to `out`. False when traces due at `now` are left for the next call.
     pub fn poll_some(&mut self, now: i64, out: &mut Vec<Chunk>, budget: usize) -> bool {
+        self.deferring = true;
+        let done = self.poll_slice(now, out, budget);
+        self.settle_table();
+        done
+    }
+
+    fn poll_slice(&mut self, now: i64, out: &mut Vec<Chunk>, budget: usize) -> bool {
         let now = self.tick(now);
         let mut left = budget;
         while let Some((slot, due)) = self.due_front() {
