@@ -52,7 +52,9 @@ pub struct ShardStats {
 }
 
 /// Upper bounds (inclusive, ns) of the decision-lag histogram's buckets; one more bucket holds the rest.
-pub const LAG_BOUNDS_NS: [u64; 17] = [
+/// Finer around 100 ms, the lag a 50 ms decision tick is meant to keep the 99th percentile under: an SLO or an
+/// alert there reads 150 ms apart from 250.
+pub const LAG_BOUNDS_NS: [u64; 20] = [
     0,
     100_000,
     250_000,
@@ -63,7 +65,10 @@ pub const LAG_BOUNDS_NS: [u64; 17] = [
     10_000_000,
     25_000_000,
     50_000_000,
+    75_000_000,
     100_000_000,
+    150_000_000,
+    200_000_000,
     250_000_000,
     500_000_000,
     1_000_000_000,
