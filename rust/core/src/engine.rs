@@ -511,7 +511,7 @@ impl Engine {
             }
         }
         for order in &mut per_shard {
-            order.sort_unstable();
+            sort_by_trace(order);
         }
         per_shard
     }
@@ -1335,6 +1335,38 @@ pub fn inspect(payload: &[u8]) -> Result<PayloadSummary> {
     })
 }
 
+/// Sorts (trace ID, span index) pairs, as `sort_unstable` would, by sorting their runs: SDKs and agents mostly
+/// send a trace's spans next to each other, so a payload of 1,000 spans of 5-span traces has 200 runs to sort
+/// instead of 1,000 pairs (the sort was ~2.5 % of the service's CPU). Runs of one ID ordered by where they start
+/// keep each trace's span indices ascending. Spans interleaved one by one cost a pass more than sorting all.
+fn sort_by_trace(order: &mut Vec<(u128, u32)>) {
+    // (trace ID, start, end) of each run of equal IDs, in payload order.
+    let mut runs: Vec<(u128, u32, u32)> = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let id = order[start].0;
+        let mut end = start + 1;
+        while end < order.len() && order[end].0 == id {
+            end += 1;
+        }
+        runs.push((id, start as u32, end as u32));
+        start = end;
+    }
+    if runs.windows(2).all(|w| w[0].0 < w[1].0) {
+        return; // already grouped and in order (span indices ascend within a run)
+    }
+    if runs.len() * 2 > order.len() {
+        order.sort_unstable(); // mostly runs of one: sorting the pairs themselves is cheaper
+        return;
+    }
+    runs.sort_unstable_by_key(|&(id, start, _)| (id, start));
+    let mut sorted = Vec::with_capacity(order.len());
+    for (_, start, end) in runs {
+        sorted.extend_from_slice(&order[start as usize..end as usize]);
+    }
+    *order = sorted;
+}
+
 fn payloads(kept: Vec<Kept>) -> Vec<Vec<u8>> {
     kept.into_iter().map(|k| k.payload).collect()
 }
@@ -1528,5 +1560,63 @@ impl Engine {
             changed: true,
             traces_refolded,
         })
+    }
+}
+
+#[cfg(test)]
+mod sort_tests {
+    use super::sort_by_trace;
+
+    /// Payload-ordered pairs as `route` builds them: traces in runs of `run` spans, then `moves` random swaps.
+    fn pairs(seed: u64, traces: u64, run: usize, moves: usize) -> Vec<(u128, u32)> {
+        let mut x = seed;
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            x >> 33
+        };
+        let mut ids: Vec<u128> = Vec::new();
+        for _ in 0..traces {
+            let id = u128::from(next()) << 64 | u128::from(next() % 4); // some IDs repeat
+            ids.extend(std::iter::repeat_n(id, run));
+        }
+        for _ in 0..moves {
+            let (a, b) = (next() as usize % ids.len(), next() as usize % ids.len());
+            ids.swap(a, b);
+        }
+        ids.into_iter()
+            .enumerate()
+            .map(|(i, id)| (id, i as u32))
+            .collect()
+    }
+
+    /// Guarantee: the same order as sorting the pairs, whatever the runs: whole, split, interleaved, sorted.
+    #[test]
+    fn sorting_runs_orders_pairs_as_sorting_them() {
+        for seed in 0..50 {
+            for (traces, run, moves) in [
+                (200, 5, 0),
+                (200, 5, 30),
+                (50, 1, 0),
+                (300, 3, 900),
+                (1, 7, 0),
+            ] {
+                let mut got = pairs(seed, traces, run, moves);
+                let mut want = got.clone();
+                want.sort_unstable();
+                sort_by_trace(&mut got);
+                assert_eq!(
+                    got, want,
+                    "seed {seed}, {traces} traces of {run}, {moves} moves"
+                );
+            }
+        }
+        let mut sorted = vec![(1, 0), (1, 1), (2, 2), (3, 3)];
+        sort_by_trace(&mut sorted);
+        assert_eq!(sorted, vec![(1, 0), (1, 1), (2, 2), (3, 3)]);
+        let mut empty = Vec::new();
+        sort_by_trace(&mut empty);
+        assert!(empty.is_empty());
     }
 }
