@@ -9,6 +9,7 @@ pub mod recent;
 pub mod shadow;
 pub mod shard;
 pub mod stats;
+mod trace_table;
 
 pub use decision_log::{Record, Trigger};
 pub use shard::{Chunk, Knowledge, Shard};

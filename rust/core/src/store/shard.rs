@@ -6,11 +6,9 @@
 //! a second FIFO. Entries of traces decided or evicted in the meantime go stale (slot generation) and are
 //! skipped; the queues are compacted when stale entries outnumber live ones.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::{Index, IndexMut};
 use std::sync::Arc;
-
-use ahash::RandomState;
 
 use super::decision_cache::{NotSampledFilter, Resident, ResidentDecisions, SampledCache};
 use super::decision_log::{DecisionLog, Record, Trigger};
@@ -18,6 +16,7 @@ use super::intern::{Interner, Origin, Resource};
 use super::recent::{KeptSummary, KeptTrace, RecentKept};
 use super::shadow::{PackedVerdict, ShadowSet, ShadowVerdict};
 use super::stats::{PolicyCounters, ShardGauges, ShardStats};
+use super::trace_table::{Key, TraceTable};
 use crate::config::EngineConfig;
 use crate::consistent::{adjusted_count, read_ot, rewrite_span, span_trace_state, with_threshold};
 use crate::durable::{Decided, Verdict};
@@ -72,24 +71,6 @@ impl Trace {
     /// Bytes of its chunks (summed, not stored: most traces are one chunk, and a slot is held per trace).
     fn framed_bytes(&self) -> u64 {
         self.chunks.iter().map(|c| c.framed.len() as u64).sum()
-    }
-}
-
-/// A trace ID as the table's key: two `u64`s, so an entry is 24 bytes (a `u128` key aligns it to 32).
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Key(u64, u64);
-
-impl Key {
-    #[inline]
-    fn of(id: u128) -> Self {
-        Key((id >> 64) as u64, id as u64)
-    }
-}
-
-impl std::hash::Hash for Key {
-    #[inline]
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        h.write_u128((u128::from(self.0) << 64) | u128::from(self.1));
     }
 }
 
@@ -304,7 +285,7 @@ pub struct Shard {
     limit: usize,
     /// Trace ID → its slot (a buffered trace), or `HELD | arrival` (a decided trace held for its late spans; its
     /// outcome in `resident`). A `u64` value costs nothing over a `u32` beside a `u128` key.
-    table: HashMap<Key, u64, RandomState>,
+    table: TraceTable,
     traces: Slots,
     free: Vec<u32>,
     /// (slot, generation) in first-seen order.
@@ -408,7 +389,7 @@ impl Shard {
             policies,
             eval_order,
             limit,
-            table: HashMap::default(),
+            table: TraceTable::default(),
             traces: Slots::default(),
             free: Vec::new(),
             due: VecDeque::new(),
@@ -1532,7 +1513,7 @@ impl Shard {
         use std::mem::size_of;
         // What the allocator holds: slot pages, the table's buckets (an entry and a control byte each, at most
         // 7/8 full), the queues, free list and first segments as allocated, chunk and audit entries, extras.
-        let table = (self.table.capacity() * 8 / 7) * (size_of::<(Key, u64)>() + 1);
+        let table = self.table.bytes();
         let index = table
             + self.traces.capacity() * size_of::<Trace>()
             + self.due.capacity() * size_of::<(u32, u32)>()
