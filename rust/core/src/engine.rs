@@ -1343,14 +1343,9 @@ fn sort_by_trace(order: &mut Vec<(u128, u32)>) {
     // (trace ID, start, end) of each run of equal IDs, in payload order.
     let mut runs: Vec<(u128, u32, u32)> = Vec::new();
     let mut start = 0;
-    while start < order.len() {
-        let id = order[start].0;
-        let mut end = start + 1;
-        while end < order.len() && order[end].0 == id {
-            end += 1;
-        }
-        runs.push((id, start as u32, end as u32));
-        start = end;
+    for run in order.chunk_by(|a, b| a.0 == b.0) {
+        runs.push((run[0].0, start as u32, (start + run.len()) as u32));
+        start += run.len();
     }
     if runs.windows(2).all(|w| w[0].0 < w[1].0) {
         return; // already grouped and in order (span indices ascend within a run)

@@ -631,16 +631,8 @@ impl Shard {
                 Vec::new()
             },
         };
-        let mut start = 0;
-        while start < order.len() {
-            let id = order[start].0;
-            let mut end = start + 1;
-            while end < order.len() && order[end].0 == id {
-                end += 1;
-            }
-            let group = &order[start..end];
-            self.ingest_trace(d, id, group, now, segment, &mut seen);
-            start = end;
+        for group in order.chunk_by(|a, b| a.0 == b.0) {
+            self.ingest_trace(d, group[0].0, group, now, segment, &mut seen);
         }
     }
 
