@@ -1121,37 +1121,21 @@ impl Shard {
         }
 
         // A decided trace held for its late spans keeps its ID in the table (one lookup either way).
-        let update = (Key::of(id), self.hold.take());
+        let (key, held) = (Key::of(id), self.hold.take());
         if self.deferring {
-            self.table_updates.push(update);
+            self.table_updates.push((key, held));
         } else {
-            self.update_table(update);
+            self.table.replace_or_remove(&key, held);
         }
         self.free.push(slot);
-    }
-
-    #[inline]
-    fn update_table(&mut self, (key, held): (Key, Option<u64>)) {
-        match held {
-            Some(held) => {
-                if let Some(v) = self.table.get_mut(&key) {
-                    *v = held;
-                }
-            }
-            None => {
-                self.table.remove(&key);
-            }
-        }
     }
 
     /// Stops deferring and applies the table changes deferred (see `deferring`).
     fn settle_table(&mut self) {
         self.deferring = false;
-        let mut updates = std::mem::take(&mut self.table_updates);
-        for u in updates.drain(..) {
-            self.update_table(u);
+        for (key, held) in self.table_updates.drain(..) {
+            self.table.replace_or_remove(&key, held);
         }
-        self.table_updates = updates; // its room kept for the next slice
     }
 
     /// Drops stale queue entries once they outnumber the live traces.

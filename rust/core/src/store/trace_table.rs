@@ -83,6 +83,21 @@ impl TraceTable {
         old
     }
 
+    /// Sets the value of `key` if it is in the table (`Some`), or removes it (`None`).
+    #[inline]
+    pub(crate) fn replace_or_remove(&mut self, key: &Key, value: Option<u64>) {
+        match value {
+            Some(v) => {
+                if let Some(old) = self.get_mut(key) {
+                    *old = v;
+                }
+            }
+            None => {
+                self.remove(key);
+            }
+        }
+    }
+
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
