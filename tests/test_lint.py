@@ -5,19 +5,30 @@ misses), on spans shaped as the OpenTelemetry Python instrumentation sends them 
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otlp_builders import make_request, make_span, span_id, trace_id
+from sdk_traffic import SERVICES, encode, make_traffic
 from service_harness import service_config, serving, wait_for
 from tailsample import Config
 from tailsample.collector.fileformat import PayloadWriter
+from tailsample.errors import DecodeError
 from tailsample.incident.lint import AttributeInventory, header_aliases, keys_read, lint, near_misses, render_text
 
 SERVER = Span.SpanKind.SPAN_KIND_SERVER
@@ -104,6 +115,166 @@ def test_inventory_counts_types_and_examples_and_is_bounded() -> None:
     assert again.to_json() == inv.to_json()
 
 
+# ---- the inventory against a value-by-value reading of the same payloads (what it did in Python before the
+# engine's scan counted them): the oracle of the parity tests below.
+
+def _reference_type(v: AnyValue) -> str:
+    which = v.WhichOneof("value")
+    if which is None:
+        return "empty"
+    if which == "array_value":
+        return f"array<{'|'.join(sorted({_reference_type(x) for x in v.array_value.values}))}>"
+    return {"string_value": "string", "int_value": "int", "double_value": "double", "bool_value": "bool",
+            "bytes_value": "bytes", "kvlist_value": "map"}[which]
+
+
+def _reference_example(v: AnyValue) -> str | None:
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        return str(v.string_value[:64])
+    if which in ("int_value", "double_value", "bool_value"):
+        return str(getattr(v, which))
+    if which == "array_value":
+        return ",".join(x for x in (_reference_example(e) for e in v.array_value.values[:4]) if x is not None)[:64]
+    return None
+
+
+def reference_inventory(payloads: list[bytes], max_keys: int, max_examples: int) -> dict[str, object]:
+    """The inventory's JSON, read value by value with the protobuf runtime."""
+    keys: dict[str, dict[str, dict[str, Any]]] = {"span": {}, "resource": {}}
+    totals = {"payloads": 0, "spans": 0, "resources": 0, "keys_dropped": 0}
+    size = 0
+
+    def add(place: str, key: str, value: AnyValue) -> None:
+        nonlocal size
+        k = keys[place].get(key)
+        if k is None:
+            if size >= max_keys:
+                totals["keys_dropped"] += 1
+                return
+            k = keys[place][key] = {"count": 0, "types": Counter(), "examples": []}
+            size += 1
+        k["count"] += 1
+        k["types"][_reference_type(value)] += 1
+        ex = _reference_example(value)
+        if len(k["examples"]) < max_examples and ex is not None and ex not in k["examples"]:
+            k["examples"].append(ex)
+
+    for payload in payloads:
+        totals["payloads"] += 1
+        for rs in ExportTraceServiceRequest.FromString(payload).resource_spans:
+            totals["resources"] += 1
+            for a in rs.resource.attributes:
+                add("resource", a.key, a.value)
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    totals["spans"] += 1
+                    for a in span.attributes:
+                        add("span", a.key, a.value)
+    return {**totals, "max_keys": max_keys,
+            **{place: {key: {"count": k["count"], "types": dict(k["types"]), "examples": k["examples"]}
+                       for key, k in sorted(keys[place].items())} for place in ("span", "resource")}}
+
+
+def native_inventory(payloads: list[bytes], max_keys: int, max_examples: int) -> dict[str, object]:
+    inv = AttributeInventory(max_keys=max_keys, max_examples=max_examples)
+    for p in payloads:
+        inv.add_payload(p)
+    return dict(inv.to_json())
+
+
+def sdk_payloads() -> list[bytes]:
+    """What the OpenTelemetry Python SDK's OTLP exporters send for the three services of `sdk_traffic`, a batch
+    per service, plus the span attributes the instrumentations' other versions write (arrays, doubles)."""
+    memory = {name: InMemorySpanExporter() for name in SERVICES}
+    traffic = make_traffic(lambda name: memory[name], n=8)
+    traffic.shutdown()
+    out = [encode(m.get_finished_spans()) for m in memory.values()]
+    provider = TracerProvider(resource=Resource.create({"service.name": "cart", "host.cpus": 2, "up": 0.25}))
+    extra = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(extra))
+    tracer = provider.get_tracer("tests.lint")
+    for i, ratio in enumerate((0.1, 1e-05, 1e16, 2.5, -0.0, 123456789.125)):
+        with tracer.start_as_current_span("GET /work", attributes={
+                "http.request.header.x_force_trace": ["true", "yes"] if i % 2 else ["true"],
+                "app.ratio": ratio, "app.flags": [True, False], "app.ports": [80, 443 + i],
+                "app.scores": [0.5, ratio], "app.cached": i % 3 == 0, "app.empty": [],
+                "app.note": "é" * (60 + i)}):
+            pass
+    provider.shutdown()
+    out.append(encode(extra.get_finished_spans()))
+    return out
+
+
+def random_payloads(rng: random.Random, n: int) -> list[bytes]:
+    """Payloads with every value type, nested arrays, maps, long and non-ASCII strings, repeated keys."""
+    def value(depth: int = 0) -> AnyValue:
+        kind = rng.choice(["s", "s", "i", "d", "b", "bytes", "arr", "map", "empty"][:9 if depth < 2 else 5])
+        v = AnyValue()
+        if kind == "s":
+            v.string_value = rng.choice(["GET", "true", "", "ü" * rng.randrange(60, 70), "x" * rng.randrange(100)])
+        elif kind == "i":
+            v.int_value = rng.choice([0, -1, 200, 2**63 - 1, -(2**63), rng.randrange(-10**6, 10**6)])
+        elif kind == "d":
+            v.double_value = rng.choice([0.0, -0.0, 0.1, 1e-5, 1e16, 1e15, float("inf"), float("-inf"),
+                                         rng.uniform(-1e6, 1e6), rng.random() * 10 ** rng.randrange(-30, 30)])
+        elif kind == "b":
+            v.bool_value = rng.random() < 0.5
+        elif kind == "bytes":
+            v.bytes_value = bytes(rng.randrange(256) for _ in range(rng.randrange(8)))
+        elif kind == "arr":
+            v.array_value.values.extend(value(depth + 1) for _ in range(rng.randrange(6)))
+        elif kind == "map":
+            v.kvlist_value.values.add(key="k", value=value(depth + 1))
+        return v
+
+    keys = [f"k{i}" for i in range(12)] + ["http.request.header.x-force-trace", "é.key"]
+    out = []
+    for _ in range(n):
+        req = ExportTraceServiceRequest()
+        for _ in range(rng.randrange(1, 3)):
+            rs = req.resource_spans.add()
+            for _ in range(rng.randrange(3)):
+                rs.resource.attributes.add(key=rng.choice(keys), value=value())
+            for _ in range(rng.randrange(1, 3)):
+                ss = rs.scope_spans.add()
+                for _ in range(rng.randrange(1, 5)):
+                    span = ss.spans.add(trace_id=trace_id(rng), span_id=span_id(rng), name="s")
+                    for _ in range(rng.randrange(6)):
+                        span.attributes.add(key=rng.choice(keys), value=value())
+        out.append(req.SerializeToString())
+    return out
+
+
+@pytest.mark.parametrize("max_keys,max_examples", [(2000, 8), (5, 2), (1, 1)])
+def test_inventory_reads_sdk_payloads_as_the_value_by_value_reading(max_keys: int, max_examples: int) -> None:
+    payloads = sdk_payloads()
+    got = native_inventory(payloads, max_keys, max_examples)
+    assert got == reference_inventory(payloads, max_keys, max_examples)
+    if max_keys == 2000:
+        spans = got["span"]
+        assert isinstance(spans, dict)
+        assert spans["app.ratio"]["examples"] == ["0.1", "1e-05", "1e+16", "2.5", "-0.0", "123456789.125"]
+        assert spans["http.request.header.x_force_trace"]["types"] == {"array<string>": 6}
+        assert spans["app.empty"]["types"] == {"array<>": 6}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_inventory_reads_every_value_type_as_the_value_by_value_reading(seed: int) -> None:
+    rng = random.Random(seed)
+    payloads = random_payloads(rng, 30)
+    for max_keys, max_examples in ((2000, 8), (6, 3)):
+        assert native_inventory(payloads, max_keys, max_examples) == \
+            reference_inventory(payloads, max_keys, max_examples)
+
+
+def test_an_invalid_payload_is_a_decode_error_and_counts_nothing() -> None:
+    inv = AttributeInventory()
+    with pytest.raises(DecodeError):
+        inv.add_payload(b"\x0a\x05\x01")
+    assert (inv.payloads, inv.size) == (0, 0)
+
+
 SEED_FORCED = {"name": "forced-sampling-policy", "type": "string_attribute",
                "string_attribute": {"key": "http.request.header.x-force-trace", "values": ["true"]}}
 
@@ -173,6 +344,20 @@ def write_traffic(path: Path, payloads: list[bytes]) -> Path:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tailsample", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_check_config_traffic_names_the_payload_it_cannot_read(tmp_path: Path) -> None:
+    traffic = tmp_path / "traffic.pb"
+    writer = PayloadWriter(traffic, "proto")
+    writer.write(flask_request(forced=True))
+    writer.write(b"\x0a\x05\x01")  # resource_spans whose length runs past the end
+    writer.close()
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(json.dumps({"tail_sampling": {"policies": [SEED_FORCED]}}))
+    proc = run_cli("check-config", str(cfg), "--traffic", str(traffic))
+    assert proc.returncode == 1
+    assert f"{traffic}: payload 2: " in proc.stderr and "runs past the end" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_check_config_traffic_counts_matches_and_lints(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 //! Payload bytes as a receiver hands them to the core: the OTLP scanner, what consumers read of its result,
-//! the per-trace splitter, the OTLP/JSON transcoder, and a real `Engine` (ingest, poll, late spans, explain,
-//! kept traces, flush). A panic anywhere is a bug; an `Err` is not.
+//! the per-trace splitter, the attribute inventory's scan, the OTLP/JSON transcoder, and a real `Engine`
+//! (ingest, poll, late spans, explain, kept traces, flush). A panic anywhere is a bug; an `Err` is not.
 //!
 //! Also checked, because the scanner uses `from_utf8_unchecked` on ASCII fast paths and the engine re-emits
 //! kept spans byte for byte: every string it hands out is valid UTF-8, `inspect` and `split_by_trace` accept
@@ -11,6 +11,7 @@ use std::hint::black_box;
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
+use tailsample_core::otlp::attribute_keys::attribute_keys;
 use tailsample_core::otlp::decode::{decode, for_each_event, AttrKeys, AttrValue, Decoded};
 use tailsample_core::otlp::json::{json_to_proto, proto_to_json};
 use tailsample_core::otlp::split::split_by_trace;
@@ -212,6 +213,17 @@ fn stage(data: &[u8]) {
             );
         }
         Err(_) => assert!(!ok, "inspect rejected a payload decode accepts"),
+    }
+    match attribute_keys(data, 8) {
+        Ok(a) => {
+            assert!(ok, "attribute_keys accepted a payload decode rejects");
+            assert_eq!(
+                a.spans as usize,
+                decoded.as_ref().map_or(0, |d| d.spans.len())
+            );
+            assert!(a.keys.iter().all(|k| k.count > 0 && k.examples.len() <= 8));
+        }
+        Err(_) => assert!(!ok, "attribute_keys rejected a payload decode accepts"),
     }
     match split_by_trace(data) {
         Ok(parts) => {

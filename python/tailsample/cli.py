@@ -68,12 +68,17 @@ def _lint_policies(args: argparse.Namespace, cfg: Config) -> int:
         return 2
     if args.traffic:
         from tailsample.collector.fileformat import read_payloads
+        from tailsample.errors import DecodeError
         from tailsample.traffic.replay import replay
 
         inventory = AttributeInventory()
         for f in args.traffic:
-            for payload in read_payloads(Path(f)):
-                inventory.add_payload(payload)
+            for i, payload in enumerate(read_payloads(Path(f))):
+                try:
+                    inventory.add_payload(payload)
+                except DecodeError as exc:
+                    print(f"tailsample: {f}: payload {i + 1}: {exc}", file=sys.stderr)
+                    return 1
         report = replay(cfg, [Path(f) for f in args.traffic], None, progress=False,
                         console=Console(file=io.StringIO()))
         result = lint(cfg, inventory, report.policies)

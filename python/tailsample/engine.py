@@ -519,6 +519,14 @@ def split_by_trace(payload: bytes) -> list[tuple[bytes, bytes]]:
     return _native.split_by_trace(payload)
 
 
+def attribute_keys(payload: bytes, max_examples: int) -> tuple[
+        int, int, list[tuple[str, str, int, list[tuple[str, int]], list[str]]]]:
+    """The attribute keys of one payload, counted by the engine's scan: (spans, resources, rows), one row per key and
+    place in order of first appearance: (`span` or `resource`, key, count, [(value type, count)], the first
+    `max_examples` distinct examples). Spans the engine would reject alone are not counted. Raises `DecodeError`."""
+    return _native.attribute_keys(payload, max_examples)
+
+
 def inspect_payload(payload: bytes) -> dict[str, int]:
     """Validate a payload without an engine and describe it.
 
@@ -528,4 +536,4 @@ def inspect_payload(payload: bytes) -> dict[str, int]:
 
 
 __all__ = ["REJECT_REASONS", "ConfigVersion", "Engine", "Ingested", "KeptPayload", "Reloaded", "TakenMessages",
-           "inspect_payload", "split_by_trace"]
+           "attribute_keys", "inspect_payload", "split_by_trace"]

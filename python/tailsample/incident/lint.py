@@ -27,10 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypedDict
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-
 from tailsample.config import Config
+from tailsample.engine import attribute_keys
 
 Place = Literal["span", "resource", "any"]
 Expects = Literal["string", "number", "bool", "any"]
@@ -117,31 +115,6 @@ def strict_matching(config: Config) -> bool:
     return bool(config.normalized().get("tailsample", {}).get("strict_reference_matching", False))
 
 
-def value_type(v: AnyValue) -> str:
-    """`string`, `int`, `double`, `bool`, `bytes`, `map`, `empty`, or `array<T>` (T: the elements' types, `|`-joined;
-    `array<>` when empty)."""
-    which = v.WhichOneof("value")
-    if which is None:
-        return "empty"
-    if which == "array_value":
-        inner = sorted({value_type(x) for x in v.array_value.values})
-        return f"array<{'|'.join(inner)}>"
-    return {"string_value": "string", "int_value": "int", "double_value": "double", "bool_value": "bool",
-            "bytes_value": "bytes", "kvlist_value": "map"}[which]
-
-
-def _example(v: AnyValue) -> str | None:
-    """A short text of a scalar value, or of a string array's elements (the value a policy compares)."""
-    which = v.WhichOneof("value")
-    if which == "string_value":
-        return v.string_value[:64]
-    if which in ("int_value", "double_value", "bool_value"):
-        return str(getattr(v, which))
-    if which == "array_value":
-        return ",".join(x for x in (_example(e) for e in v.array_value.values[:4]) if x is not None)[:64]
-    return None
-
-
 class KeyStats(TypedDict):
     count: int
     types: dict[str, int]
@@ -180,36 +153,34 @@ class AttributeInventory:
         self._keys: dict[str, dict[str, _Key]] = {"span": {}, "resource": {}}
         self._size = 0
 
-    def _add(self, place: str, key: str, value: AnyValue) -> None:
-        table = self._keys[place]
-        k = table.get(key)
-        if k is None:
-            if self._size >= self.max_keys:
-                self.keys_dropped += 1
-                return
-            k = table[key] = _Key()
-            self._size += 1
-        k.count += 1
-        k.types[value_type(value)] += 1
-        if len(k.examples) < self.max_examples:
-            ex = _example(value)
-            if ex is not None and ex not in k.examples:
-                k.examples.append(ex)
-
     def add_payload(self, payload: bytes) -> None:
-        """Counts one ExportTraceServiceRequest's attribute keys (raises `google.protobuf.message.DecodeError` on a
-        payload that is not one; the engine has validated what the service passes here)."""
-        req = ExportTraceServiceRequest.FromString(payload)
+        """Counts one ExportTraceServiceRequest's attribute keys, as the engine's scan reads them
+        (`engine.attribute_keys`; raises `DecodeError` on a payload that is not one). Value types are named
+        `string`, `int`, `double`, `bool`, `bytes`, `map`, `empty` or `array<T>` (T: the elements' types,
+        `|`-joined; `array<>` when empty); examples are scalars as Python prints them, strings cut at 64
+        characters, an array as its first four elements' examples joined by commas."""
+        spans, resources, rows = attribute_keys(payload, self.max_examples)
         self.payloads += 1
-        for rs in req.resource_spans:
-            self.resources += 1
-            for kv in rs.resource.attributes:
-                self._add("resource", kv.key, kv.value)
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    self.spans += 1
-                    for kv in span.attributes:
-                        self._add("span", kv.key, kv.value)
+        self.spans += spans
+        self.resources += resources
+        for place, key, count, types, examples in rows:  # in order of first appearance: as value by value
+            table = self._keys[place]
+            k = table.get(key)
+            if k is None:
+                if self._size >= self.max_keys:
+                    self.keys_dropped += count
+                    continue
+                k = table[key] = _Key()
+                self._size += 1
+            k.count += count
+            k.types.update(dict(types))
+            # The row's first distinct examples: the first of them this key lacks are the ones it would have
+            # taken value by value.
+            for ex in examples:
+                if len(k.examples) >= self.max_examples:
+                    break
+                if ex not in k.examples:
+                    k.examples.append(ex)
 
     @property
     def size(self) -> int:
@@ -419,4 +390,4 @@ def render_text(report: Mapping[str, Any]) -> str:
 
 
 __all__ = ["AttributeInventory", "KeyRead", "LintReport", "NearMiss", "header_aliases", "keys_read", "lint",
-           "near_misses", "policy_near_misses", "render_text", "strict_matching", "value_type"]
+           "near_misses", "policy_near_misses", "render_text", "strict_matching"]

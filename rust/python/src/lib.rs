@@ -749,6 +749,38 @@ fn split_by_trace<'py>(
         .collect())
 }
 
+/// One attribute key at one place of a payload: (place, key, count, [(type, count)], examples).
+type KeyRow = (&'static str, String, u64, Vec<(String, u64)>, Vec<String>);
+
+/// The attribute keys of one payload for the attribute inventory (`otlp::attribute_keys`): (spans, resources,
+/// rows in order of first appearance). Raises DecodeError like `ingest`.
+#[pyfunction]
+fn attribute_keys(
+    py: Python<'_>,
+    payload: &[u8],
+    max_examples: usize,
+) -> PyResult<(u64, u64, Vec<KeyRow>)> {
+    let got = run(py, || {
+        tailsample_core::otlp::attribute_keys::attribute_keys(payload, max_examples).map(|a| {
+            let rows = a
+                .keys
+                .into_iter()
+                .map(|k| {
+                    let types = k
+                        .types
+                        .into_iter()
+                        .map(|(t, n)| (t.into_owned(), n))
+                        .collect();
+                    let examples = k.examples.into_iter().map(|e| e.into_owned()).collect();
+                    (k.place.name(), k.key.into_owned(), k.count, types, examples)
+                })
+                .collect();
+            (a.spans, a.resources, rows)
+        })
+    })?;
+    got.map_err(|e| to_py(py, e))
+}
+
 fn ids_to_bytes(ids: &[u128]) -> Vec<u8> {
     ids.iter().flat_map(|id| id.to_be_bytes()).collect()
 }
@@ -1016,6 +1048,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(error_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(parse_go_duration, m)?)?;
     m.add_function(wrap_pyfunction!(otlp_json_to_proto, m)?)?;
+    m.add_function(wrap_pyfunction!(attribute_keys, m)?)?;
     m.add_function(wrap_pyfunction!(split_by_trace, m)?)?;
     m.add_function(wrap_pyfunction!(memory_stats, m)?)?;
     m.add_function(wrap_pyfunction!(memory_purge, m)?)?;

@@ -401,7 +401,7 @@ impl<'a> Iterator for Entries<'a> {
 
 /// One `AnyValue` of an already validated message, its nested arrays and maps left raw (the scan validated them;
 /// a malformed field here, only possible for a hand-made `AttrValue`, ends the value).
-fn read_any_value(buf: &[u8]) -> AttrValue<'_> {
+pub(crate) fn read_any_value(buf: &[u8]) -> AttrValue<'_> {
     let mut r = Reader::new(buf, 0);
     let mut value = AttrValue::Empty;
     while !r.is_empty() {

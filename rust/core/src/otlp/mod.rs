@@ -1,5 +1,6 @@
 //! OTLP protobuf in and out: the wire format, the request scanner and the encoder of kept spans.
 
+pub mod attribute_keys;
 pub mod decode;
 pub mod encode;
 pub mod json;
