@@ -49,16 +49,11 @@ pub fn split_by_trace(payload: &[u8]) -> Result<Vec<(u128, Vec<u8>)>> {
     }
     order.sort_unstable_by_key(|&(id, i)| (first_seen[&id], i));
     let mut out = Vec::with_capacity(first_seen.len());
-    let mut start = 0;
-    while start < order.len() {
-        let id = order[start].0;
-        let mut end = start;
-        while end < order.len() && order[end].0 == id {
-            end += 1;
-        }
+    for trace in order.chunk_by(|a, b| a.0 == b.0) {
+        let id = trace[0].0;
         // Runs of spans under one scope, framed as `ScopeSpans.spans` entries.
         let mut runs: Vec<(usize, Vec<u8>, u32)> = Vec::new();
-        for &(_, i) in &order[start..end] {
+        for &(_, i) in trace {
             let span = &d.spans[i];
             let scope = span.scope as usize;
             if runs.last().is_none_or(|(s, _, _)| *s != scope) {
@@ -81,7 +76,6 @@ pub fn split_by_trace(payload: &[u8]) -> Result<Vec<(u128, Vec<u8>)>> {
         let mut payloads = encode_requests(&chunks, usize::MAX, |_, _| {});
         debug_assert_eq!(payloads.len(), 1);
         out.push((id, payloads.pop().unwrap_or_default()));
-        start = end;
     }
     Ok(out)
 }
