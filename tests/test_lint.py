@@ -27,7 +27,7 @@ from otlp_builders import make_request, make_span, span_id, trace_id
 from sdk_traffic import SERVICES, encode, make_traffic
 from service_harness import service_config, serving, wait_for
 from tailsample import Config
-from tailsample.collector.fileformat import PayloadWriter
+from tailsample.collector.fileformat import PayloadWriter, read_payloads
 from tailsample.errors import DecodeError
 from tailsample.incident.lint import AttributeInventory, header_aliases, keys_read, lint, near_misses, render_text
 
@@ -257,6 +257,15 @@ def test_inventory_reads_sdk_payloads_as_the_value_by_value_reading(max_keys: in
         assert spans["app.ratio"]["examples"] == ["0.1", "1e-05", "1e+16", "2.5", "-0.0", "123456789.125"]
         assert spans["http.request.header.x_force_trace"]["types"] == {"array<string>": 6}
         assert spans["app.empty"]["types"] == {"array<>": 6}
+
+
+@pytest.mark.parametrize("recording", ["python_flask-default", "node_express-default", "go_nethttp-default"])
+def test_inventory_reads_real_recordings_as_the_value_by_value_reading(recording: str) -> None:
+    """What the Python, Node and Go instrumentations sent (tests/data/realworld), counted alike."""
+    payloads = list(read_payloads(REALWORLD / f"{recording}.otlp.json"))
+    got = native_inventory(payloads, 2000, 8)
+    assert got == reference_inventory(payloads, 2000, 8)
+    assert got["spans"] and got["span"]
 
 
 @pytest.mark.parametrize("seed", range(6))
