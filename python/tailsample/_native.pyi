@@ -5,9 +5,9 @@ from typing import Any, final
 
 __all__ = ["KeptPayload", "NativeArchiveReader", "NativeBudget", "NativeConfig", "NativeEngine", "NativeQueue",
            "__version__", "archive_attach", "archive_recover", "archive_report", "attribute_keys", "config_check_keys",
-           "config_read",
-           "error_classes", "error_kinds", "inspect_payload", "memory_purge", "memory_stats", "otlp_json_to_proto",
-           "otlp_proto_to_json", "parse_go_duration", "shadow_report", "shadow_verdict", "split_by_trace"]
+           "config_read", "error_classes", "error_kinds", "gzip", "inspect_payload", "memory_purge", "memory_stats",
+           "otlp_json_to_proto", "otlp_proto_to_json", "parse_go_duration", "shadow_report", "shadow_verdict",
+           "split_by_trace"]
 
 __version__: str
 
@@ -123,6 +123,9 @@ def split_by_trace(payload: bytes) -> list[tuple[bytes, bytes]]: ...
 def attribute_keys(payload: bytes, max_examples: int) -> tuple[
         int, int, list[tuple[str, str, int, list[tuple[str, int]], list[str]]]]:
     """(spans, resources, [(place, key, count, [(type, count)], first distinct examples)]); raises DecodeError."""
+
+def gzip(data: bytes, level: int) -> bytes:
+    """One gzip member of `data` at `level` (0-9), compressed by zlib-rs without the GIL."""
 
 def memory_stats() -> dict[str, int]:
     """The Rust heap: `heap_bytes` live now (exact), `committed_bytes` and `peak_committed_bytes` mimalloc holds."""

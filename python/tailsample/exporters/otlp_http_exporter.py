@@ -10,10 +10,10 @@ import asyncio
 import email.utils
 import logging
 import time
-import zlib
 
 import aiohttp
 
+from tailsample import _native
 from tailsample.collector.otlp_status import decode_partial_success, decode_status
 from tailsample.collector.settings import OtlpExporterSettings
 from tailsample.collector.tls import client_context
@@ -43,9 +43,13 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+# The collector's gzip default (`DefaultCompression`, which Go's compress/flate runs as 6).
+GZIP_LEVEL = 6
+
+
 def _gzip(data: bytes) -> bytes:
-    c = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    return c.compress(data) + c.flush()
+    """At the collector's default gzip level, by the engine's zlib-rs (about twice the speed of Python's zlib)."""
+    return _native.gzip(data, GZIP_LEVEL)
 
 
 class OtlpHttpExporter(Exporter):

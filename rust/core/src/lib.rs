@@ -11,6 +11,7 @@ pub mod consistent;
 pub mod durable;
 pub mod engine;
 pub mod error;
+pub mod gzip;
 pub mod otlp;
 pub mod policy;
 pub mod propagation;

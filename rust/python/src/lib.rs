@@ -781,6 +781,13 @@ fn attribute_keys(
     got.map_err(|e| to_py(py, e))
 }
 
+/// One gzip member of `data` at `level` (the OTLP/HTTP exporter's `compression: gzip`), without the GIL.
+#[pyfunction]
+fn gzip<'py>(py: Python<'py>, data: &[u8], level: u32) -> PyResult<Bound<'py, PyBytes>> {
+    let z = run(py, || tailsample_core::gzip::gzip(data, level))?;
+    Ok(PyBytes::new(py, &z))
+}
+
 fn ids_to_bytes(ids: &[u128]) -> Vec<u8> {
     ids.iter().flat_map(|id| id.to_be_bytes()).collect()
 }
@@ -1049,6 +1056,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(parse_go_duration, m)?)?;
     m.add_function(wrap_pyfunction!(otlp_json_to_proto, m)?)?;
     m.add_function(wrap_pyfunction!(attribute_keys, m)?)?;
+    m.add_function(wrap_pyfunction!(gzip, m)?)?;
     m.add_function(wrap_pyfunction!(split_by_trace, m)?)?;
     m.add_function(wrap_pyfunction!(memory_stats, m)?)?;
     m.add_function(wrap_pyfunction!(memory_purge, m)?)?;
