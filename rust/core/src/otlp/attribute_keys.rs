@@ -6,7 +6,7 @@
 //!
 //! The texts are the inventory's: types `string`, `int`, `double`, `bool`, `bytes`, `map`, `empty` and
 //! `array<T>` (T the elements' types, sorted and `|`-joined, `array<>` when empty); examples as Python prints
-//! the value (`str()`), strings cut at 64 characters, a string array as its first four elements' examples joined
+//! the value (`str()`), strings cut at 64 characters, an array as its first four elements' examples joined
 //! by commas (cut at 64 characters), none for bytes, maps and empty values.
 
 use std::borrow::Cow;
