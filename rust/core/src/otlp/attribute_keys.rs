@@ -14,8 +14,7 @@ use std::collections::HashMap;
 
 use ahash::RandomState;
 
-use super::decode::{decode, read_any_value, AttrKeys, AttrValue};
-use super::wire::{text, Reader, WireType};
+use super::decode::{decode, key_values, AttrKeys, AttrValue};
 use crate::error::Result;
 
 /// Where an attribute was found.
@@ -78,20 +77,20 @@ pub fn attribute_keys(payload: &[u8], max_examples: usize) -> Result<AttributeKe
     for (r, spans) in d.resources.iter().zip(&span_of_resource) {
         match &r.raw {
             Some(Cow::Borrowed(raw)) => {
-                for (key, value) in attributes(raw, 1) {
+                for (key, value) in key_values(raw, 1) {
                     out.add(Place::Resource, key, value, Cow::Borrowed);
                 }
             }
             // A `resource` field repeated on the wire, merged into bytes of its own.
             Some(Cow::Owned(raw)) => {
-                for (key, value) in attributes(raw, 1) {
+                for (key, value) in key_values(raw, 1) {
                     out.add(Place::Resource, key, value, |s| Cow::Owned(s.to_string()));
                 }
             }
             None => {}
         }
         for &i in spans {
-            for (key, value) in attributes(d.spans[i].raw, 9) {
+            for (key, value) in key_values(d.spans[i].raw, 9) {
                 out.add(Place::Span, key, value, Cow::Borrowed);
             }
         }
@@ -153,33 +152,6 @@ impl<'a> Counter<'a> {
             }
         }
     }
-}
-
-/// The `KeyValue`s of a validated message's repeated field `field` (an attribute without a value reads `Empty`).
-fn attributes(raw: &[u8], field: u32) -> impl Iterator<Item = (&str, AttrValue<'_>)> {
-    let mut r = Reader::new(raw, 0);
-    std::iter::from_fn(move || {
-        while !r.is_empty() {
-            let (f, wt) = r.read_tag().ok()?;
-            if f != field || wt != WireType::Len {
-                r.skip(f, wt).ok()?;
-                continue;
-            }
-            let (kv, _) = r.read_len().ok()?;
-            let mut kr = Reader::new(kv, 0);
-            let (mut key, mut value) = ("", AttrValue::Empty);
-            while !kr.is_empty() {
-                let (f, wt) = kr.read_tag().ok()?;
-                match (f, wt) {
-                    (1, WireType::Len) => key = text(kr.read_len().ok()?.0),
-                    (2, WireType::Len) => value = read_any_value(kr.read_len().ok()?.0),
-                    _ => kr.skip(f, wt).ok()?,
-                }
-            }
-            return Some((key, value));
-        }
-        None
-    })
 }
 
 /// The inventory's name of a value's type.

@@ -321,15 +321,13 @@ impl<'a> AttrValue<'a> {
     /// The entries (key, value) of a map value, in order; nothing for any other value.
     #[inline]
     pub fn entries(&self) -> Entries<'a> {
-        Entries {
-            r: Reader::new(
-                match self {
-                    AttrValue::Map(b) => b,
-                    _ => &[],
-                },
-                0,
-            ),
-        }
+        key_values(
+            match self {
+                AttrValue::Map(b) => b,
+                _ => &[],
+            },
+            1,
+        )
     }
     /// `pcommon.Map.Get` on a map value: the first entry named `key`, `Absent` if none (or not a map).
     pub fn get(&self, key: &str) -> AttrValue<'a> {
@@ -365,16 +363,26 @@ impl<'a> Iterator for Elements<'a> {
     }
 }
 
-/// Entries of a `KeyValueList` (see `AttrValue::entries`).
+/// The `KeyValue`s of an already validated message's repeated field `field`, in order: a `KeyValueList`'s values
+/// (`AttrValue::entries`, field 1), a `Resource`'s attributes (1), a `Span`'s (9).
+pub(crate) fn key_values(message: &[u8], field: u32) -> Entries<'_> {
+    Entries {
+        r: Reader::new(message, 0),
+        field,
+    }
+}
+
+/// `KeyValue`s read in order (see `key_values`).
 #[derive(Clone)]
 pub struct Entries<'a> {
     r: Reader<'a>,
+    field: u32,
 }
 
 impl<'a> Iterator for Entries<'a> {
     type Item = (&'a str, AttrValue<'a>);
     fn next(&mut self) -> Option<(&'a str, AttrValue<'a>)> {
-        let kv = next_len_field(&mut self.r, 1)?;
+        let kv = next_len_field(&mut self.r, self.field)?;
         let mut r = Reader::new(kv, 0);
         let (mut key, mut value) = ("", AttrValue::Empty);
         while !r.is_empty() {
@@ -401,7 +409,7 @@ impl<'a> Iterator for Entries<'a> {
 
 /// One `AnyValue` of an already validated message, its nested arrays and maps left raw (the scan validated them;
 /// a malformed field here, only possible for a hand-made `AttrValue`, ends the value).
-pub(crate) fn read_any_value(buf: &[u8]) -> AttrValue<'_> {
+fn read_any_value(buf: &[u8]) -> AttrValue<'_> {
     let mut r = Reader::new(buf, 0);
     let mut value = AttrValue::Empty;
     while !r.is_empty() {
