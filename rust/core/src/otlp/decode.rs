@@ -808,8 +808,9 @@ fn scan_attribute<'a>(
 }
 
 /// The layout SDKs write for nearly every attribute, read without the general loop: the key (field 1), then the
-/// value (field 2) holding one ASCII string, a one-byte int or a bool, every length under 128. Anything else
-/// (and anything malformed) returns `None` and takes the general path, which validates and names errors.
+/// value (field 2) holding one ASCII string, an int (any varint, as ports and status codes need two bytes), a
+/// double or a one-byte bool, every length under 128. Anything else (and anything malformed) returns `None` and
+/// takes the general path, which validates and names errors.
 #[inline(always)]
 fn fast_key_value(buf: &[u8]) -> Option<(&str, AttrValue<'_>)> {
     let [0x0a, klen, rest @ ..] = buf else {
@@ -835,14 +836,35 @@ fn fast_key_value(buf: &[u8]) -> Option<(&str, AttrValue<'_>)> {
             AttrValue::Str(unsafe { std::str::from_utf8_unchecked(s) })
         }
         [0x18, n] if *n < 0x80 => AttrValue::Int(i64::from(*n)),
+        [0x18, varint @ ..] => AttrValue::Int(whole_varint(varint)? as i64),
         [0x10, b] if *b < 0x80 => AttrValue::Bool(*b != 0),
+        [0x21, bits @ ..] => {
+            AttrValue::Double(f64::from_bits(u64::from_le_bytes(bits.try_into().ok()?)))
+        }
         _ => return None,
     };
     Some((key, value))
 }
 
+/// The value of a varint that fills `bytes` exactly (at most 10 bytes; a tenth byte's bits past 64 dropped, as
+/// `Reader::read_varint` drops them), or `None`.
+#[inline(always)]
+fn whole_varint(bytes: &[u8]) -> Option<u64> {
+    let (last, body) = bytes.split_last()?;
+    if *last >= 0x80 || body.len() >= 10 || body.iter().any(|b| *b < 0x80) {
+        return None;
+    }
+    let value = body
+        .iter()
+        .enumerate()
+        .fold(0u64, |v, (i, b)| v | u64::from(b & 0x7f) << (7 * i));
+    Some(value | u64::from(*last) << (7 * body.len()))
+}
+
 /// A `KeyValue` at message level `level`; its value is one level more (see `MAX_LEVELS`), so a key-value at
-/// the limit is refused whatever its value, the fast path's scalars included.
+/// the limit is refused whatever its value, the fast path's scalars included. Inlined for the fast path; the
+/// general one is a call (its frame is large, and most attributes never need it).
+#[inline(always)]
 fn scan_key_value(buf: &[u8], base: usize, level: usize) -> WireResult<(&str, AttrValue<'_>)> {
     if level >= MAX_LEVELS {
         return Err(Fail::too_deep(base, "attribute values"));
@@ -853,6 +875,7 @@ fn scan_key_value(buf: &[u8], base: usize, level: usize) -> WireResult<(&str, At
     scan_key_value_general(buf, base, level)
 }
 
+#[inline(never)]
 fn scan_key_value_general(
     buf: &[u8],
     base: usize,
@@ -1240,11 +1263,17 @@ fn scan_span<'a>(
                     .read_fixed64()
                     .map_err(|e| e.at_field("end_time_unix_nano"))?;
             }
-            9 => match scan_attribute(&mut r, attr_index, keys, attrs) {
-                Ok(next) => attr_index = next,
-                Err(e) => {
-                    attr_index += 1;
-                    pending(&mut rejected, e)?;
+            // Attributes come in a run: read it whole here (0x4a: field 9, length-delimited).
+            9 => loop {
+                match scan_attribute(&mut r, attr_index, keys, attrs) {
+                    Ok(next) => attr_index = next,
+                    Err(e) => {
+                        attr_index += 1;
+                        pending(&mut rejected, e)?;
+                    }
+                }
+                if !r.next_tag_is(0x4a) {
+                    break;
                 }
             },
             10 | 12 | 14 => {
@@ -1515,24 +1544,44 @@ mod fast_path_tests {
             kv(b"k", b""),
             kv(b"", b"\x0a\x00"),
             kv(b"n", b"\x18\x7f"),
-            kv(b"n", b"\x18\x80\x01"), // two-byte int: general path
+            kv(b"n", b"\x18\x80\x01"),
+            kv(b"server.port", b"\x18\xbb\x03"), // 443
+            kv(b"n", b"\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"), // -1: ten bytes
+            kv(b"n", b"\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f"), // bits past 64 dropped
+            kv(b"n", b"\x18\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01"), // 11 bytes: an error
+            kv(b"n", b"\x18\x80"),               // truncated varint: an error
+            kv(b"n", b"\x18\x01\x01"),           // a varint, then a stray byte: an error
+            kv(b"n", b"\x18"),                   // no varint: an error
             kv(b"b", b"\x10\x01"),
             kv(b"b", b"\x10\x00"),
-            kv(b"d", b"\x21\0\0\0\0\0\0\xf0\x3f"), // double: general path
-            kv(b"s", b"\x0a\x02\xc3\xa9"),         // non-ASCII string: general path
-            kv(b"\xc3\xa9", b"\x0a\x01x"),         // non-ASCII key: general path
-            kv(b"s", b"\x0a\x01x\x18\x01"),        // two value fields, last wins: general path
+            kv(b"b", b"\x10\x81\x00"), // two-byte bool: general path
+            kv(b"d", b"\x21\0\0\0\0\0\0\xf0\x3f"),
+            kv(b"d", b"\x21\0\0\0\0\0\0\xf0"), // short double: an error
+            kv(b"d", b"\x21\0\0\0\0\0\0\xf0\x3f\x18\x01"), // two value fields, last wins
+            kv(b"s", b"\x0a\x02\xc3\xa9"),     // non-ASCII string: general path
+            kv(b"\xc3\xa9", b"\x0a\x01x"),     // non-ASCII key: general path
+            kv(b"s", b"\x0a\x01x\x18\x01"),    // two value fields, last wins: general path
             vec![0x12, 0x02, 0x18, 0x01, 0x0a, 0x01, b'k'], // value before key: general path
         ];
         for buf in &cases {
-            let general = scan_key_value_general(buf, 0, 0).expect("valid");
-            match fast_key_value(buf) {
-                Some(fast) => assert_eq!(fast, general, "{buf:?}"),
-                None => assert_eq!(scan_key_value(buf, 0, 0).expect("valid"), general),
+            match (fast_key_value(buf), scan_key_value_general(buf, 0, 0)) {
+                (Some(fast), Ok(general)) => assert_eq!(fast, general, "{buf:?}"),
+                (Some(fast), Err(e)) => panic!("fast path read {fast:?} from {buf:?}: {e:?}"),
+                (None, general) => assert_eq!(scan_key_value(buf, 0, 0), general, "{buf:?}"),
             }
         }
+        let int = |buf: &[u8]| match fast_key_value(buf) {
+            Some((_, AttrValue::Int(n))) => n,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(int(&kv(b"server.port", b"\x18\xbb\x03")), 443);
+        assert_eq!(
+            int(&kv(b"n", b"\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01")),
+            -1
+        );
         assert!(fast_key_value(&kv(b"http.route", b"\x0a\x05/cart")).is_some());
-        assert!(fast_key_value(&kv(b"n", b"\x18\x80\x01")).is_none());
+        assert!(fast_key_value(&kv(b"d", b"\x21\0\0\0\0\0\0\xf0\x3f")).is_some());
+        assert!(fast_key_value(&kv(b"b", b"\x10\x81\x00")).is_none());
         // malformed: the fast path declines, the general path names the error
         let truncated = &kv(b"key", b"\x0a\x05/ca")[..];
         assert!(fast_key_value(truncated).is_none());
