@@ -41,6 +41,27 @@ impl Default for AttrKeys {
     }
 }
 
+/// `a == b`, inline for the short keys of attributes (most are 8 to 40 bytes): words compared, the last one
+/// overlapping the one before, instead of a call to `memcmp`.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        return a == b;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+    let mut diff = word(a, n - 8) ^ word(b, n - 8);
+    let mut at = 0;
+    while at + 8 < n {
+        diff |= word(a, at) ^ word(b, at);
+        at += 8;
+    }
+    diff == 0
+}
+
 #[inline]
 fn bucket_of(key: &[u8]) -> usize {
     match key {
@@ -148,12 +169,12 @@ impl AttrKeys {
         self.strict
     }
     /// Slot of `key` (any of its spellings), if a policy reads it.
-    #[inline]
+    #[inline(always)]
     pub fn index_of(&self, key: &[u8]) -> Option<usize> {
         let mut at = self.buckets[bucket_of(key)];
         while at != 0 {
             let i = usize::from(at - 1);
-            if *self.spellings[i] == *key {
+            if same_bytes(&self.spellings[i], key) {
                 return Some(usize::from(self.slot_of[i]));
             }
             at = self.next[i];
@@ -225,6 +246,22 @@ mod attr_keys_tests {
 
     /// Scenario: a header key configured in one spelling, or in both (by two policies).
     /// Guarantees: both spellings read into one slot; strict keys match only as written.
+    #[test]
+    fn same_bytes_sees_a_difference_at_any_place_of_any_length() {
+        for n in 0usize..40 {
+            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
+            assert!(super::same_bytes(&a, &a.clone()), "{n}");
+            assert!(!super::same_bytes(&a, &a[..n.saturating_sub(1)]) || n == 0);
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x01;
+                assert!(!super::same_bytes(&a, &b), "{n} {at}");
+                b[at] = a[at] ^ 0x80;
+                assert!(!super::same_bytes(&a, &b), "{n} {at}");
+            }
+        }
+    }
+
     #[test]
     fn both_spellings_share_one_slot_unless_strict() {
         let dash = "http.request.header.x-force-trace";
