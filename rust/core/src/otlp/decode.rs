@@ -9,9 +9,7 @@
 
 use std::borrow::Cow;
 
-use super::wire::{
-    is_ascii, mistyped, text, Fail, Reader, RejectReason, WireResult, WireType, MAX_LEVELS,
-};
+use super::wire::{mistyped, text, Fail, Reader, RejectReason, WireResult, WireType, MAX_LEVELS};
 use crate::error::Error;
 
 /// The attribute keys that configured policies read; the scanner extracts only these.
@@ -824,6 +822,10 @@ fn scan_entity_ref(buf: &[u8], base: usize) -> WireResult<()> {
 
 /// Reads one `attributes` entry (a KeyValue); records its value if a policy reads its key and it is the first
 /// occurrence of that key (as `pcommon.Map.Get` returns the first). Returns the next attribute index.
+///
+/// Keys match as bytes, as Go's strings compare, so a key that is not valid UTF-8 matches no configured key;
+/// a string value is checked for UTF-8 only when it is recorded (it reads as "" if it is not valid). The
+/// attributes no policy reads, nearly all of them, are checked for their structure alone.
 #[inline]
 fn scan_attribute<'a>(
     r: &mut Reader<'a>,
@@ -833,23 +835,55 @@ fn scan_attribute<'a>(
 ) -> WireResult<usize> {
     let label = || format!("attributes[{index}]");
     let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-    let (key, value) = scan_key_value(bytes, off, r.level() + 1).map_err(|e| e.within(label()))?;
-    if !keys.is_empty() {
-        if let Some(k) = keys.index_of(key.as_bytes()) {
-            if !attrs[k].is_present() {
-                attrs[k] = value;
+    let level = r.level() + 1;
+    if level < MAX_LEVELS {
+        if let Some((key, value)) = fast_key_value(bytes) {
+            if let Some(k) = keys.index_of(key) {
+                if !attrs[k].is_present() {
+                    attrs[k] = value.read();
+                }
             }
+            return Ok(index + 1);
+        }
+    }
+    let (key, value) = scan_key_value(bytes, off, level).map_err(|e| e.within(label()))?;
+    if let Some(k) = keys.index_of(key) {
+        if !attrs[k].is_present() {
+            attrs[k] = value;
         }
     }
     Ok(index + 1)
 }
 
+/// A value the fast path read: its structure checked, a string's UTF-8 not yet (`read` checks it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scalar<'a> {
+    Empty,
+    Str(&'a [u8]),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+}
+
+impl<'a> Scalar<'a> {
+    #[inline(always)]
+    fn read(self) -> AttrValue<'a> {
+        match self {
+            Scalar::Empty => AttrValue::Empty,
+            Scalar::Str(s) => AttrValue::Str(text(s)),
+            Scalar::Int(n) => AttrValue::Int(n),
+            Scalar::Double(d) => AttrValue::Double(d),
+            Scalar::Bool(b) => AttrValue::Bool(b),
+        }
+    }
+}
+
 /// The layout SDKs write for nearly every attribute, read without the general loop: the key (field 1), then the
-/// value (field 2) holding one ASCII string, an int (any varint, as ports and status codes need two bytes), a
+/// value (field 2) holding one string, an int (any varint, as ports and status codes need two bytes), a
 /// double or a one-byte bool, every length under 128. Anything else (and anything malformed) returns `None` and
 /// takes the general path, which validates and names errors.
 #[inline(always)]
-fn fast_key_value(buf: &[u8]) -> Option<(&str, AttrValue<'_>)> {
+fn fast_key_value(buf: &[u8]) -> Option<(&[u8], Scalar<'_>)> {
     let [0x0a, klen, rest @ ..] = buf else {
         return None;
     };
@@ -861,22 +895,17 @@ fn fast_key_value(buf: &[u8]) -> Option<(&str, AttrValue<'_>)> {
     let [0x12, vlen, value @ ..] = rest else {
         return None;
     };
-    if *vlen >= 0x80 || usize::from(*vlen) != value.len() || !is_ascii(key) {
+    if *vlen >= 0x80 || usize::from(*vlen) != value.len() {
         return None;
     }
-    // SAFETY: checked ASCII, hence valid UTF-8.
-    let key = unsafe { std::str::from_utf8_unchecked(key) };
     let value = match value {
-        [] => AttrValue::Empty,
-        [0x0a, slen, s @ ..] if *slen < 0x80 && usize::from(*slen) == s.len() && is_ascii(s) => {
-            // SAFETY: checked ASCII, hence valid UTF-8.
-            AttrValue::Str(unsafe { std::str::from_utf8_unchecked(s) })
-        }
-        [0x18, n] if *n < 0x80 => AttrValue::Int(i64::from(*n)),
-        [0x18, varint @ ..] => AttrValue::Int(whole_varint(varint)? as i64),
-        [0x10, b] if *b < 0x80 => AttrValue::Bool(*b != 0),
+        [] => Scalar::Empty,
+        [0x0a, slen, s @ ..] if *slen < 0x80 && usize::from(*slen) == s.len() => Scalar::Str(s),
+        [0x18, n] if *n < 0x80 => Scalar::Int(i64::from(*n)),
+        [0x18, varint @ ..] => Scalar::Int(whole_varint(varint)? as i64),
+        [0x10, b] if *b < 0x80 => Scalar::Bool(*b != 0),
         [0x21, bits @ ..] => {
-            AttrValue::Double(f64::from_bits(u64::from_le_bytes(bits.try_into().ok()?)))
+            Scalar::Double(f64::from_bits(u64::from_le_bytes(bits.try_into().ok()?)))
         }
         _ => return None,
     };
@@ -902,14 +931,24 @@ fn whole_varint(bytes: &[u8]) -> Option<u64> {
 /// the limit is refused whatever its value, the fast path's scalars included. Inlined for the fast path; the
 /// general one is a call (its frame is large, and most attributes never need it).
 #[inline(always)]
-fn scan_key_value(buf: &[u8], base: usize, level: usize) -> WireResult<(&str, AttrValue<'_>)> {
+fn scan_key_value(buf: &[u8], base: usize, level: usize) -> WireResult<(&[u8], AttrValue<'_>)> {
     if level >= MAX_LEVELS {
         return Err(Fail::too_deep(base, "attribute values"));
     }
-    if let Some(kv) = fast_key_value(buf) {
-        return Ok(kv);
+    if let Some((key, value)) = fast_key_value(buf) {
+        return Ok((key, value.read()));
     }
     scan_key_value_general(buf, base, level)
+}
+
+/// Checks a `KeyValue` whose value nobody reads (in a map, an event, a link or a scope): no UTF-8 check of a
+/// fast-path string.
+#[inline(always)]
+fn check_key_value(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
+    if level < MAX_LEVELS && fast_key_value(buf).is_some() {
+        return Ok(());
+    }
+    scan_key_value(buf, base, level).map(|_| ())
 }
 
 #[inline(never)]
@@ -917,10 +956,10 @@ fn scan_key_value_general(
     buf: &[u8],
     base: usize,
     level: usize,
-) -> WireResult<(&str, AttrValue<'_>)> {
+) -> WireResult<(&[u8], AttrValue<'_>)> {
     let mut r = Reader::at_level(buf, base, level);
     let mut mistyped_field: Option<Fail> = None;
-    let mut key = "";
+    let mut key: &[u8] = b"";
     let mut value = AttrValue::Empty;
     while !r.is_empty() {
         let at = r.offset();
@@ -933,7 +972,7 @@ fn scan_key_value_general(
         match field {
             1 => {
                 let (bytes, _) = r.read_len().map_err(|e| e.at_field("key"))?;
-                key = text(bytes);
+                key = bytes;
             }
             2 => {
                 let (bytes, off) = r.read_len().map_err(|e| e.at_field("value"))?;
@@ -1048,7 +1087,7 @@ fn scan_kvlist(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
         if field == 1 {
             let label = || format!("values[{index}]");
             let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-            scan_key_value(bytes, off, level + 1).map_err(|e| e.within(label()))?;
+            check_key_value(bytes, off, level + 1).map_err(|e| e.within(label()))?;
             index += 1;
         } else {
             r.skip(field, wt)?;
@@ -1064,7 +1103,7 @@ fn scan_kvlist(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
 fn scan_plain_attribute(r: &mut Reader<'_>, index: usize) -> WireResult<()> {
     let label = || format!("attributes[{index}]");
     let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-    scan_key_value(bytes, off, r.level() + 1).map_err(|e| e.within(label()))?;
+    check_key_value(bytes, off, r.level() + 1).map_err(|e| e.within(label()))?;
     Ok(())
 }
 
@@ -1595,20 +1634,32 @@ mod fast_path_tests {
             kv(b"d", b"\x21\0\0\0\0\0\0\xf0\x3f"),
             kv(b"d", b"\x21\0\0\0\0\0\0\xf0"), // short double: an error
             kv(b"d", b"\x21\0\0\0\0\0\0\xf0\x3f\x18\x01"), // two value fields, last wins
-            kv(b"s", b"\x0a\x02\xc3\xa9"),     // non-ASCII string: general path
-            kv(b"\xc3\xa9", b"\x0a\x01x"),     // non-ASCII key: general path
+            kv(b"s", b"\x0a\x02\xc3\xa9"),     // non-ASCII string
+            kv(b"s", b"\x0a\x02\xc3\x28"),     // not UTF-8: reads as ""
+            kv(b"\xc3\xa9", b"\x0a\x01x"),     // non-ASCII key
+            kv(b"\xff\xfe", b"\x0a\x01x"),     // a key not UTF-8: its bytes
             kv(b"s", b"\x0a\x01x\x18\x01"),    // two value fields, last wins: general path
             vec![0x12, 0x02, 0x18, 0x01, 0x0a, 0x01, b'k'], // value before key: general path
         ];
         for buf in &cases {
-            match (fast_key_value(buf), scan_key_value_general(buf, 0, 0)) {
+            let fast = fast_key_value(buf).map(|(k, v)| (k, v.read()));
+            match (fast, scan_key_value_general(buf, 0, 0)) {
                 (Some(fast), Ok(general)) => assert_eq!(fast, general, "{buf:?}"),
                 (Some(fast), Err(e)) => panic!("fast path read {fast:?} from {buf:?}: {e:?}"),
                 (None, general) => assert_eq!(scan_key_value(buf, 0, 0), general, "{buf:?}"),
             }
+            assert_eq!(
+                check_key_value(buf, 0, 0).is_ok(),
+                scan_key_value_general(buf, 0, 0).is_ok(),
+                "{buf:?}"
+            );
         }
+        assert_eq!(
+            fast_key_value(&kv(b"s", b"\x0a\x02\xc3\x28")).map(|(_, v)| v.read()),
+            Some(AttrValue::Str(""))
+        );
         let int = |buf: &[u8]| match fast_key_value(buf) {
-            Some((_, AttrValue::Int(n))) => n,
+            Some((_, Scalar::Int(n))) => n,
             other => panic!("{other:?}"),
         };
         assert_eq!(int(&kv(b"server.port", b"\x18\xbb\x03")), 443);
