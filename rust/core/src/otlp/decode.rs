@@ -826,7 +826,7 @@ fn scan_entity_ref(buf: &[u8], base: usize) -> WireResult<()> {
 /// Keys match as bytes, as Go's strings compare, so a key that is not valid UTF-8 matches no configured key;
 /// a string value is checked for UTF-8 only when it is recorded (it reads as "" if it is not valid). The
 /// attributes no policy reads, nearly all of them, are checked for their structure alone.
-#[inline]
+#[inline(always)]
 fn scan_attribute<'a>(
     r: &mut Reader<'a>,
     index: usize,
