@@ -242,8 +242,6 @@ mod attr_keys_tests {
         prefix_must_start_the_key: "x.http.request.header.a-b" => ["x.http.request.header.a-b"];
     }
 
-    /// Scenario: a header key configured in one spelling, or in both (by two policies).
-    /// Guarantees: both spellings read into one slot; strict keys match only as written.
     #[test]
     fn same_bytes_sees_a_difference_at_any_place_of_any_length() {
         for n in 0usize..40 {
@@ -260,6 +258,8 @@ mod attr_keys_tests {
         }
     }
 
+    /// Scenario: a header key configured in one spelling, or in both (by two policies).
+    /// Guarantees: both spellings read into one slot; strict keys match only as written.
     #[test]
     fn both_spellings_share_one_slot_unless_strict() {
         let dash = "http.request.header.x-force-trace";

@@ -427,8 +427,8 @@ pub fn utf8(bytes: &[u8], offset: usize) -> WireResult<&str> {
         .map_err(|e| Fail::new(offset + e.valid_up_to(), "string is not valid UTF-8"))
 }
 
-/// Whether every byte is below 0x80. Attribute keys and values are mostly 4 to 40 bytes: read as words, the
-/// last one overlapping the one before, instead of finishing byte by byte.
+/// Whether every byte is below 0x80. The strings read (span names, the attribute values policies read) are
+/// mostly 4 to 40 bytes: read as words, the last one overlapping the one before, not finished byte by byte.
 #[inline(always)]
 pub(crate) fn is_ascii(bytes: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
