@@ -1,9 +1,13 @@
 //! Why a hand-written scanner and not prost: decode the same payloads both ways, same process, same run.
 //!
 //! `cargo bench -p tailsample-core --bench decode` prints spans/s for: the scanner (validating everything,
-//! extracting IDs/times/status and one policy attribute), prost decoding into owned structs (what generated
-//! types give), prost decoding and re-encoding each span (what byte-for-byte re-emission would cost with
-//! prost), and the whole engine (ingest + decide + re-encode kept spans).
+//! extracting IDs/times/status and the attributes the service reads with the seed policies: their forced-
+//! sampling header, RED metrics' `service.name`, the propagation audit's keys), prost decoding into owned
+//! structs (what generated types give), prost decoding and re-encoding each span (what byte-for-byte
+//! re-emission would cost with prost), and the whole engine (ingest + decide + re-encode kept spans).
+//!
+//! `TAILSAMPLE_BENCH_PAYLOADS=FILE` (an absolute path: cargo runs benches in the crate) takes the payloads of
+//! FILE (the file exporter's proto format, as `bench/workloads.py` writes them) instead of the synthetic ones.
 
 #[path = "../tests/common/otlp_prost.rs"]
 mod otlp_prost;
@@ -27,19 +31,51 @@ fn best_of<F: FnMut() -> usize>(rounds: usize, mut f: F) -> f64 {
     spans as f64 / best
 }
 
+/// The payloads of a file in the collector file exporter's proto format (each prefixed by its length, u32 BE).
+fn payloads_of(path: &str) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 4 <= data.len() {
+        let n = u32::from_be_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
+        out.push(data[at + 4..at + 4 + n].to_vec());
+        at += 4 + n;
+    }
+    out
+}
+
 fn main() {
-    let mut rng = Rng(0x5eed);
-    let payloads: Vec<Vec<u8>> = (0..200)
-        .map(|i| request(&mut rng, 1000, 10, &format!("svc-{}", i % 7)).encode_to_vec())
-        .collect();
-    let total_spans = 200 * 1000;
+    let payloads: Vec<Vec<u8>> = match std::env::var("TAILSAMPLE_BENCH_PAYLOADS") {
+        Ok(path) => payloads_of(&path),
+        Err(_) => {
+            let mut rng = Rng(0x5eed);
+            (0..200)
+                .map(|i| request(&mut rng, 1000, 10, &format!("svc-{}", i % 7)).encode_to_vec())
+                .collect()
+        }
+    };
+    let total_spans: usize = payloads
+        .iter()
+        .map(|p| decode(p, &AttrKeys::default()).unwrap().spans.len())
+        .sum();
     let bytes: usize = payloads.iter().map(Vec::len).sum();
     println!(
         "workload: {} payloads, {total_spans} spans, {:.0} bytes/span on the wire",
         payloads.len(),
         bytes as f64 / total_spans as f64
     );
-    let keys = AttrKeys::new(["http.request.header.x-force-trace"]);
+    let cfg = serde_json::json!({
+        "decision_wait": "10s", "num_traces": 100000,
+        "policies": [
+            {"name": "errors-policy", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
+            {"name": "latency-policy", "type": "latency", "latency": {"threshold_ms": 1000}},
+            {"name": "forced-sampling-policy", "type": "string_attribute", "string_attribute": {"key": "http.request.header.x-force-trace", "values": ["true"]}},
+            {"name": "probabilistic-policy", "type": "probabilistic", "probabilistic": {"sampling_percentage": 1}}
+        ]
+    });
+    let cfg = EngineConfig::from_value(&cfg).unwrap();
+    // What the service's engine reads with these policies (and its default audit and RED metrics).
+    let keys = cfg.attr_keys.clone();
 
     // TAILSAMPLE_BENCH_ONLY=scanner runs just the scanner (for profiling it).
     if std::env::var("TAILSAMPLE_BENCH_ONLY").as_deref() == Ok("scanner") {
@@ -93,16 +129,7 @@ fn main() {
             })
             .sum()
     });
-    let cfg = serde_json::json!({
-        "decision_wait": "10s", "num_traces": 100000,
-        "policies": [
-            {"name": "errors-policy", "type": "status_code", "status_code": {"status_codes": ["ERROR"]}},
-            {"name": "latency-policy", "type": "latency", "latency": {"threshold_ms": 1000}},
-            {"name": "forced-sampling-policy", "type": "string_attribute", "string_attribute": {"key": "http.request.header.x-force-trace", "values": ["true"]}},
-            {"name": "probabilistic-policy", "type": "probabilistic", "probabilistic": {"sampling_percentage": 1}}
-        ]
-    });
-    let engine = Engine::new(EngineConfig::from_value(&cfg).unwrap());
+    let engine = Engine::new(cfg);
     let mut clock = 0i64;
     let end_to_end = best_of(7, || {
         for p in &payloads {
