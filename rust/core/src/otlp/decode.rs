@@ -835,45 +835,37 @@ fn scan_attribute<'a>(
 ) -> WireResult<usize> {
     let label = || format!("attributes[{index}]");
     let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-    let level = r.level() + 1;
-    if level < MAX_LEVELS {
-        if let Some((key, value)) = fast_key_value(bytes) {
-            if let Some(k) = keys.index_of(key) {
-                if !attrs[k].is_present() {
-                    attrs[k] = value.read();
-                }
-            }
-            return Ok(index + 1);
-        }
-    }
-    let (key, value) = scan_key_value(bytes, off, level).map_err(|e| e.within(label()))?;
+    let (key, value) = scan_key_value(bytes, off, r.level() + 1).map_err(|e| e.within(label()))?;
     if let Some(k) = keys.index_of(key) {
         if !attrs[k].is_present() {
-            attrs[k] = value;
+            attrs[k] = value.read();
         }
     }
     Ok(index + 1)
 }
 
-/// A value the fast path read: its structure checked, a string's UTF-8 not yet (`read` checks it).
+/// A key-value's value, its structure checked: the fast path's scalars, whose string is not yet checked for
+/// UTF-8 (`read` checks it, for the values recorded), or what the general path read.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Scalar<'a> {
+enum Scanned<'a> {
     Empty,
     Str(&'a [u8]),
     Int(i64),
     Double(f64),
     Bool(bool),
+    Read(AttrValue<'a>),
 }
 
-impl<'a> Scalar<'a> {
+impl<'a> Scanned<'a> {
     #[inline(always)]
     fn read(self) -> AttrValue<'a> {
         match self {
-            Scalar::Empty => AttrValue::Empty,
-            Scalar::Str(s) => AttrValue::Str(text(s)),
-            Scalar::Int(n) => AttrValue::Int(n),
-            Scalar::Double(d) => AttrValue::Double(d),
-            Scalar::Bool(b) => AttrValue::Bool(b),
+            Scanned::Empty => AttrValue::Empty,
+            Scanned::Str(s) => AttrValue::Str(text(s)),
+            Scanned::Int(n) => AttrValue::Int(n),
+            Scanned::Double(d) => AttrValue::Double(d),
+            Scanned::Bool(b) => AttrValue::Bool(b),
+            Scanned::Read(v) => v,
         }
     }
 }
@@ -883,7 +875,7 @@ impl<'a> Scalar<'a> {
 /// double or a one-byte bool, every length under 128. Anything else (and anything malformed) returns `None` and
 /// takes the general path, which validates and names errors.
 #[inline(always)]
-fn fast_key_value(buf: &[u8]) -> Option<(&[u8], Scalar<'_>)> {
+fn fast_key_value(buf: &[u8]) -> Option<(&[u8], Scanned<'_>)> {
     let [0x0a, klen, rest @ ..] = buf else {
         return None;
     };
@@ -899,13 +891,12 @@ fn fast_key_value(buf: &[u8]) -> Option<(&[u8], Scalar<'_>)> {
         return None;
     }
     let value = match value {
-        [] => Scalar::Empty,
-        [0x0a, slen, s @ ..] if *slen < 0x80 && usize::from(*slen) == s.len() => Scalar::Str(s),
-        [0x18, n] if *n < 0x80 => Scalar::Int(i64::from(*n)),
-        [0x18, varint @ ..] => Scalar::Int(whole_varint(varint)? as i64),
-        [0x10, b] if *b < 0x80 => Scalar::Bool(*b != 0),
+        [] => Scanned::Empty,
+        [0x0a, slen, s @ ..] if *slen < 0x80 && usize::from(*slen) == s.len() => Scanned::Str(s),
+        [0x18, varint @ ..] => Scanned::Int(whole_varint(varint)? as i64),
+        [0x10, b] if *b < 0x80 => Scanned::Bool(*b != 0),
         [0x21, bits @ ..] => {
-            Scalar::Double(f64::from_bits(u64::from_le_bytes(bits.try_into().ok()?)))
+            Scanned::Double(f64::from_bits(u64::from_le_bytes(bits.try_into().ok()?)))
         }
         _ => return None,
     };
@@ -931,24 +922,15 @@ fn whole_varint(bytes: &[u8]) -> Option<u64> {
 /// the limit is refused whatever its value, the fast path's scalars included. Inlined for the fast path; the
 /// general one is a call (its frame is large, and most attributes never need it).
 #[inline(always)]
-fn scan_key_value(buf: &[u8], base: usize, level: usize) -> WireResult<(&[u8], AttrValue<'_>)> {
+fn scan_key_value(buf: &[u8], base: usize, level: usize) -> WireResult<(&[u8], Scanned<'_>)> {
     if level >= MAX_LEVELS {
         return Err(Fail::too_deep(base, "attribute values"));
     }
-    if let Some((key, value)) = fast_key_value(buf) {
-        return Ok((key, value.read()));
+    if let Some(kv) = fast_key_value(buf) {
+        return Ok(kv);
     }
-    scan_key_value_general(buf, base, level)
-}
-
-/// Checks a `KeyValue` whose value nobody reads (in a map, an event, a link or a scope): no UTF-8 check of a
-/// fast-path string.
-#[inline(always)]
-fn check_key_value(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
-    if level < MAX_LEVELS && fast_key_value(buf).is_some() {
-        return Ok(());
-    }
-    scan_key_value(buf, base, level).map(|_| ())
+    let (key, value) = scan_key_value_general(buf, base, level)?;
+    Ok((key, Scanned::Read(value)))
 }
 
 #[inline(never)]
@@ -1087,7 +1069,7 @@ fn scan_kvlist(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
         if field == 1 {
             let label = || format!("values[{index}]");
             let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-            check_key_value(bytes, off, level + 1).map_err(|e| e.within(label()))?;
+            scan_key_value(bytes, off, level + 1).map_err(|e| e.within(label()))?;
             index += 1;
         } else {
             r.skip(field, wt)?;
@@ -1103,7 +1085,7 @@ fn scan_kvlist(buf: &[u8], base: usize, level: usize) -> WireResult<()> {
 fn scan_plain_attribute(r: &mut Reader<'_>, index: usize) -> WireResult<()> {
     let label = || format!("attributes[{index}]");
     let (bytes, off) = r.read_len().map_err(|e| e.within(label()))?;
-    check_key_value(bytes, off, r.level() + 1).map_err(|e| e.within(label()))?;
+    scan_key_value(bytes, off, r.level() + 1).map_err(|e| e.within(label()))?;
     Ok(())
 }
 
@@ -1646,10 +1628,13 @@ mod fast_path_tests {
             match (fast, scan_key_value_general(buf, 0, 0)) {
                 (Some(fast), Ok(general)) => assert_eq!(fast, general, "{buf:?}"),
                 (Some(fast), Err(e)) => panic!("fast path read {fast:?} from {buf:?}: {e:?}"),
-                (None, general) => assert_eq!(scan_key_value(buf, 0, 0), general, "{buf:?}"),
+                (None, general) => {
+                    let read = scan_key_value(buf, 0, 0).map(|(k, v)| (k, v.read()));
+                    assert_eq!(read, general, "{buf:?}")
+                }
             }
             assert_eq!(
-                check_key_value(buf, 0, 0).is_ok(),
+                scan_key_value(buf, 0, 0).is_ok(),
                 scan_key_value_general(buf, 0, 0).is_ok(),
                 "{buf:?}"
             );
@@ -1659,7 +1644,7 @@ mod fast_path_tests {
             Some(AttrValue::Str(""))
         );
         let int = |buf: &[u8]| match fast_key_value(buf) {
-            Some((_, Scalar::Int(n))) => n,
+            Some((_, Scanned::Int(n))) => n,
             other => panic!("{other:?}"),
         };
         assert_eq!(int(&kv(b"server.port", b"\x18\xbb\x03")), 443);
