@@ -11,11 +11,14 @@
 
 #[path = "../tests/common/otlp_prost.rs"]
 mod otlp_prost;
+#[path = "../tests/common/payload_file.rs"]
+mod payload_file;
 
 use std::hint::black_box;
 use std::time::Instant;
 
 use otlp_prost::*;
+use payload_file::payloads_of;
 use prost::Message;
 use tailsample_core::otlp::{decode, AttrKeys};
 use tailsample_core::{Engine, EngineConfig};
@@ -29,19 +32,6 @@ fn best_of<F: FnMut() -> usize>(rounds: usize, mut f: F) -> f64 {
         best = best.min(t.elapsed().as_secs_f64());
     }
     spans as f64 / best
-}
-
-/// The payloads of a file in the collector file exporter's proto format (each prefixed by its length, u32 BE).
-fn payloads_of(path: &str) -> Vec<Vec<u8>> {
-    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 4 <= data.len() {
-        let n = u32::from_be_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
-        out.push(data[at + 4..at + 4 + n].to_vec());
-        at += 4 + n;
-    }
-    out
 }
 
 fn main() {

@@ -18,6 +18,10 @@
 //! payloads, and the rounds among them, are timed (the engine warmed up: its memory taken, as in a service
 //! that has run for a while); the final flush is not.
 
+#[path = "../tests/common/payload_file.rs"]
+mod payload_file;
+
+use payload_file::payloads_of;
 use tailsample_core::{Engine, EngineConfig};
 
 // The service's allocator (the extension's, `rust/python`): what a chunk per trace costs depends on it.
@@ -35,18 +39,6 @@ fn cpu_ns() -> u128 {
     ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }
 
-fn payloads(path: &str) -> Vec<Vec<u8>> {
-    let data = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut out = Vec::new();
-    let mut at = 0;
-    while at + 4 <= data.len() {
-        let n = u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
-        out.push(data[at + 4..at + 4 + n].to_vec());
-        at += 4 + n;
-    }
-    out
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -60,7 +52,7 @@ fn main() {
     }
     let text = std::fs::read_to_string(&args[1]).expect("config file");
     let cfg = EngineConfig::from_json(&text).unwrap_or_else(|e| panic!("{}: {e}", args[1]));
-    let data = payloads(&args[2]);
+    let data = payloads_of(&args[2]);
     let rounds: usize = args.get(3).map_or(5, |s| s.parse().expect("ROUNDS"));
     let thrash_mib: usize = args.get(4).map_or(8, |s| s.parse().expect("THRASH_MIB"));
     let rate: Option<f64> = args.get(5).map(|s| s.parse().expect("RATE"));
