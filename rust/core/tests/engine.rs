@@ -265,6 +265,93 @@ fn a_held_decision_pushed_out_mid_payload_is_gone_for_the_rest_of_it() {
     invariant(&e);
 }
 
+/// Scenario: caches off; 10,000 traces, every other one with its root (decided 1 s after it, the rest at
+/// decision_wait: decisions far out of arrival order), half of them kept; then a late span of each, then 5,000
+/// newer traces where 2,000 fit. Guarantees: every late span follows its own trace's decision across thousands of
+/// held decisions; newer traces push the oldest arrivals out first (3,000 of them), whatever order they were
+/// decided in, and the late spans of the rest still follow their decisions.
+#[test]
+fn held_decisions_follow_each_trace_and_leave_oldest_arrival_first() {
+    use std::collections::BTreeSet;
+    let half = json!([{"name": "half", "type": "probabilistic", "probabilistic": {"sampling_percentage": 50}}]);
+    let e = engine(
+        json!({"num_traces": 12_000, "num_shards": 1, "decision_wait_after_root_received": "1s"}),
+        half,
+    );
+    let rng = &mut Rng(33);
+    let ms = S / 1000;
+    let mut ids = Vec::new();
+    let mut kept = BTreeSet::new();
+    let mut next_poll = 0;
+    for i in 0..10_000i64 {
+        let mut req = request(rng, 2, 2, "svc");
+        if i % 2 == 1 {
+            req.resource_spans[0].scope_spans[0].spans.remove(0); // the root: decided at decision_wait
+        }
+        ids.push(
+            req.resource_spans[0].scope_spans[0].spans[0]
+                .trace_id
+                .clone(),
+        );
+        e.ingest(&req.encode_to_vec(), i * ms).unwrap();
+        if i * ms >= next_poll {
+            kept.extend(span_ids(&e.poll(i * ms)).into_iter().map(|(t, _)| t));
+            next_poll += 50 * ms;
+        }
+    }
+    kept.extend(span_ids(&e.poll(25 * S)).into_iter().map(|(t, _)| t));
+    assert_eq!(stat(&e, "traces_in_memory"), 0);
+    assert_eq!(stat(&e, "decided_traces_in_memory"), 10_000);
+    assert!((4_000..6_000).contains(&kept.len()), "{}", kept.len());
+    let late_of = |rng: &mut Rng, ids: &[Vec<u8>]| {
+        let mut req = request(rng, ids.len(), 1, "svc");
+        for (s, id) in req.resource_spans[0].scope_spans[0]
+            .spans
+            .iter_mut()
+            .zip(ids)
+        {
+            s.trace_id = id.clone();
+            s.parent_span_id = vec![7; 8];
+        }
+        req.encode_to_vec()
+    };
+    e.ingest(&late_of(rng, &ids), 26 * S).unwrap();
+    let forwarded: BTreeSet<Vec<u8>> = span_ids(&e.poll(26 * S))
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(
+        forwarded, kept,
+        "late spans leave with the kept traces only"
+    );
+    assert_eq!(stat(&e, "late_spans_forwarded"), kept.len() as u64);
+    assert_eq!(stat(&e, "late_spans_dropped"), 10_000 - kept.len() as u64);
+    assert_eq!(stat(&e, "traces_received"), 10_000);
+
+    // Rootless (due at 37 s, after what follows), one payload.
+    let newer: Vec<Vec<u8>> = (0..5_000).map(|_| rng.id16()).collect();
+    e.ingest(&late_of(rng, &newer), 27 * S).unwrap();
+    assert_eq!(stat(&e, "traces_evicted"), 0);
+    assert_eq!(stat(&e, "decided_traces_in_memory"), 7_000);
+    let (gone, held) = ids.split_at(3_000);
+    // Before the newer traces are due: what leaves is late spans only.
+    e.ingest(&late_of(rng, held), 33 * S).unwrap();
+    let forwarded: BTreeSet<Vec<u8>> = span_ids(&e.poll(33 * S))
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    let kept_held: BTreeSet<Vec<u8>> = held.iter().filter(|t| kept.contains(*t)).cloned().collect();
+    assert_eq!(
+        forwarded, kept_held,
+        "the 7,000 newest arrivals are still held"
+    );
+    assert_eq!(stat(&e, "traces_received"), 15_000);
+    // The 3,000 oldest arrivals were forgotten: a span of one is a new trace.
+    e.ingest(&late_of(rng, &gone[..1]), 34 * S).unwrap();
+    assert_eq!(stat(&e, "traces_received"), 15_001);
+    invariant(&e);
+}
+
 /// Scenario: maximum_trace_size_bytes smaller than a trace. Guarantees: not sampled at once, counted, its
 /// later spans dropped through the non-sampled cache.
 #[test]
