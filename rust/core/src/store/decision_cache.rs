@@ -247,9 +247,12 @@ impl NotSampledFilter {
 #[derive(Default)]
 pub struct ResidentDecisions {
     /// Ascending arrivals, oldest first; every block but the last is full, and `head` of the first are gone.
+    /// Blocks double from `FIRST_BLOCK` to `BLOCK` entries: a shard holding a few decisions takes a few KiB.
     blocks: VecDeque<Vec<Held>>,
     head: usize,
     queued: usize,
+    /// Entries the blocks have room for.
+    allocated: usize,
     /// Those decided after a later arrival was queued.
     out_of_order: BTreeMap<u64, Held>,
 }
@@ -275,7 +278,8 @@ pub enum Resident {
     NotKept,
 }
 
-/// Held traces per block of the queue (160 KiB).
+/// Held traces in the queue's first block, and at most in one block (160 KiB).
+const FIRST_BLOCK: usize = 64;
 const BLOCK: usize = 4096;
 /// Bytes per held trace beside its entry: its entry in the shard's table.
 const TABLE_ENTRY_BYTES: usize = 32;
@@ -296,10 +300,12 @@ impl ResidentDecisions {
             return;
         }
         match self.blocks.back_mut() {
-            Some(b) if b.len() < BLOCK => b.push(held),
-            _ => {
-                let mut b = Vec::with_capacity(BLOCK);
+            Some(b) if b.len() < b.capacity() => b.push(held),
+            last => {
+                let size = last.map_or(FIRST_BLOCK, |b| (b.capacity() * 2).min(BLOCK));
+                let mut b = Vec::with_capacity(size);
                 b.push(held);
+                self.allocated += b.capacity();
                 self.blocks.push_back(b);
             }
         }
@@ -346,7 +352,8 @@ impl ResidentDecisions {
         self.head += 1;
         self.queued -= 1;
         if self.head == self.blocks[0].len() {
-            self.blocks.pop_front(); // no block is ever empty
+            let gone = self.blocks.pop_front(); // no block is ever empty
+            self.allocated -= gone.map_or(0, |b| b.capacity());
             self.head = 0;
         }
         Some(id)
@@ -361,7 +368,7 @@ impl ResidentDecisions {
     }
 
     pub fn bytes(&self) -> usize {
-        self.blocks.len() * BLOCK * std::mem::size_of::<Held>()
+        self.allocated * std::mem::size_of::<Held>()
             + self.out_of_order.len() * OUT_OF_ORDER_BYTES
             + self.len() * TABLE_ENTRY_BYTES
     }
@@ -406,7 +413,7 @@ mod tests {
         assert_eq!(r.len(), 1);
         // 40 B a held trace in the queue (README: about 70 B with its table entry), the block allocated whole.
         assert_eq!(std::mem::size_of::<Held>(), 40);
-        assert_eq!(r.bytes(), BLOCK * 40 + TABLE_ENTRY_BYTES);
+        assert_eq!(r.bytes(), FIRST_BLOCK * 40 + TABLE_ENTRY_BYTES);
         assert_eq!(r.pop_oldest(), Some(id(2)));
         assert!(r.is_empty() && r.pop_oldest().is_none() && r.oldest_arrival().is_none());
         assert_eq!(r.bytes(), 0);
@@ -454,10 +461,20 @@ mod tests {
             assert_eq!(r.len(), model.len());
         }
         assert!(!r.out_of_order.is_empty() && r.blocks.len() > 1);
+        assert!(
+            r.blocks.iter().any(|b| b.capacity() == BLOCK),
+            "blocks grow to BLOCK"
+        );
+        let room: usize = r.blocks.iter().map(Vec::capacity).sum();
+        assert_eq!(
+            r.bytes(),
+            room * 40 + r.out_of_order.len() * OUT_OF_ORDER_BYTES + r.len() * TABLE_ENTRY_BYTES
+        );
         while let Some((_, (i, _))) = model.pop_first() {
             assert_eq!(r.pop_oldest(), Some(i));
         }
         assert!(r.is_empty() && r.pop_oldest().is_none());
+        assert_eq!(r.bytes(), 0);
     }
 
     /// Scenario: a filter sized for 100k IDs takes a million. Guarantees: the last 100k are all remembered,
