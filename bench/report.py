@@ -66,7 +66,7 @@ def engine_section(data: Any) -> list[str]:
     rows: dict[tuple[str, str | None, int, int], float] = {}
     for b in data["benchmarks"]:
         e = b["extra_info"]
-        if "spans_per_s" in e:
+        if "spans_per_s" in e and "stage" in e:  # engine stages only: the service parts have no stage
             rows[e["stage"], e.get("policies"), e["spans_per_payload"], e["spans_per_trace"]] = e["spans_per_s"]
     stages = [("decode", None), ("ingest", "seed"), ("decide", "seed"), ("end_to_end", "seed"),
               ("end_to_end", "heavy"), ("end_to_end", "extended")]
