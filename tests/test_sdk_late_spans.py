@@ -5,21 +5,18 @@ it: sent on for a kept trace, dropped for the others."""
 
 from __future__ import annotations
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import tailsample
 from sdk_traffic import SERVICES, encode, make_traffic
+from tailsample.traffic.synth import count_spans_by_trace
 
 
 def _spans_by_trace(payloads: list[bytes]) -> dict[str, int]:
-    spans: dict[str, int] = {}
-    for out in payloads:
-        for rs in ExportTraceServiceRequest.FromString(out).resource_spans:
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    spans[span.trace_id.hex()] = spans.get(span.trace_id.hex(), 0) + 1
-    return spans
+    counts: dict[bytes, int] = {}
+    for p in payloads:
+        count_spans_by_trace(p, counts)
+    return {t.hex(): n for t, n in counts.items()}
 
 
 def test_late_sdk_spans_follow_their_held_decision() -> None:

@@ -331,11 +331,15 @@ impl ResidentDecisions {
         self.blocks.front().and_then(|b| b.get(self.head))
     }
 
+    /// The oldest arrival in the queue, and among those held out of order.
+    fn fronts(&self) -> (Option<u64>, Option<u64>) {
+        let queued = self.queue_front().map(|h| h.arrival);
+        (queued, self.out_of_order.first_key_value().map(|(&a, _)| a))
+    }
+
     /// The arrival number of the oldest held trace.
     pub fn oldest_arrival(&self) -> Option<u64> {
-        let queued = self.queue_front().map(|h| h.arrival);
-        let other = self.out_of_order.first_key_value().map(|(&a, _)| a);
-        match (queued, other) {
+        match self.fronts() {
             (Some(q), Some(o)) => Some(q.min(o)),
             (q, o) => q.or(o),
         }
@@ -343,8 +347,7 @@ impl ResidentDecisions {
 
     /// Forgets the oldest held trace and returns its ID (a late span of it then starts a new trace).
     pub fn pop_oldest(&mut self) -> Option<u128> {
-        let queued = self.queue_front().map(|h| h.arrival);
-        let other = self.out_of_order.first_key_value().map(|(&a, _)| a);
+        let (queued, other) = self.fronts();
         if other.is_some_and(|o| queued.is_none_or(|q| o < q)) {
             return self.out_of_order.pop_first().map(|(_, h)| h.id());
         }
