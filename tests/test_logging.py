@@ -178,7 +178,9 @@ def test_the_json_formatter_writes_one_parseable_object_per_line(tracer: trace.T
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", paid["timestamp"])
     stamp = datetime.strptime(paid["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
     created = datetime.fromtimestamp(capture.records[0].created, tz=timezone.utc)
-    assert timedelta(0) <= created - stamp < timedelta(milliseconds=1)
+    # The stamp is the record's time cut to the millisecond; `created` is a float rounded to the microsecond here,
+    # so a record made at .2799997 s reads .280000 against a stamp of .279: the full millisecond is allowed.
+    assert timedelta(0) <= created - stamp <= timedelta(milliseconds=1)
     assert paid["level"] == "INFO" and paid["logger"] == logger.name
     assert paid["message"] == "order 42 paid\nsecond line"
     assert (paid["trace_id"], paid["span_id"]) == ids_of(span)
