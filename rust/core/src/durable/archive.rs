@@ -1657,6 +1657,7 @@ mod tests {
             seen,
             (50..55).chain(60..65).chain(70..75).collect::<Vec<u128>>()
         );
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1682,6 +1683,7 @@ mod tests {
         let big: Vec<Dropped> = (0..200).map(|i| trace(i, &o)).collect();
         assert_eq!(a.write(&big, 10_000), 0);
         assert_eq!(a.stats.traces_refused_budget, 200);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1709,6 +1711,7 @@ mod tests {
         let mut bad = body.clone();
         bad.truncate(body.len() - 3);
         assert!(decode_block(&bad).is_err());
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1742,6 +1745,7 @@ mod tests {
         // Writing goes on after the cut.
         a.write(&[trace(11, &o)], 3);
         assert_eq!(a.find(11).unwrap()[0].payload, payload(&trace(11, &o)));
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1771,6 +1775,7 @@ mod tests {
             a.truncations
         );
         assert_eq!(a.find(1).unwrap().len(), 1);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     /// The zstd level and block size survey behind `LEVEL` and `BLOCK_RAW_BYTES`: recompresses the blocks of
@@ -1972,6 +1977,7 @@ mod tests {
             assert_eq!(a.find(t.0).unwrap()[0].payload, payload(t));
         }
         check(&r, &traces);
+        fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -2012,5 +2018,6 @@ mod tests {
             search_index(&dir, 1, n, 128 * 3, Some(&fs)).unwrap().len(),
             3
         );
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
