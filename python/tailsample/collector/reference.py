@@ -253,7 +253,7 @@ LIMITS: tuple[Limit, ...] = (
     Limit(
         "decision caches",
         "oldest IDs forgotten (a late span then starts a new trace); an outcome without a cache (size 0, the "
-        "default) is held instead, as the reference holds it: the trace ID (about 70 B) stays in the `num_traces` "
+        "default) is held instead, as the reference holds it: the trace ID (80 to 120 B) stays in the `num_traces` "
         "table until newer arrivals push it out",
         "`sampled_cache_entries`, `non_sampled_cache_entries`, `non_sampled_cache_bytes`, "
         "`decided_traces_in_memory`, `limit_*_cache_size`",

@@ -281,8 +281,6 @@ pub enum Resident {
 /// Held traces in the queue's first block, and at most in one block (160 KiB).
 const FIRST_BLOCK: usize = 64;
 const BLOCK: usize = 4096;
-/// Bytes per held trace beside its entry: its entry in the shard's table.
-const TABLE_ENTRY_BYTES: usize = 32;
 /// Bytes per trace held out of order: its entry with the B-tree's share of a node.
 const OUT_OF_ORDER_BYTES: usize = std::mem::size_of::<(u64, Held)>() + 16;
 
@@ -345,6 +343,19 @@ impl ResidentDecisions {
         }
     }
 
+    /// The ID `n` places behind the queue's front: about the one `pop_oldest` returns `n` calls from now (those
+    /// held out of order aside), for its table entry to be prefetched.
+    pub fn queued_after(&self, n: usize) -> Option<u128> {
+        let mut i = self.head + n;
+        for b in &self.blocks {
+            match b.get(i) {
+                Some(h) => return Some(h.id()),
+                None => i -= b.len(),
+            }
+        }
+        None
+    }
+
     /// Forgets the oldest held trace and returns its ID (a late span of it then starts a new trace).
     pub fn pop_oldest(&mut self) -> Option<u128> {
         let (queued, other) = self.fronts();
@@ -370,10 +381,9 @@ impl ResidentDecisions {
         self.len() == 0
     }
 
+    /// Bytes the queue and the B-tree hold (a held trace's table entry is counted with the table).
     pub fn bytes(&self) -> usize {
-        self.allocated * std::mem::size_of::<Held>()
-            + self.out_of_order.len() * OUT_OF_ORDER_BYTES
-            + self.len() * TABLE_ENTRY_BYTES
+        self.allocated * std::mem::size_of::<Held>() + self.out_of_order.len() * OUT_OF_ORDER_BYTES
     }
 }
 
@@ -414,9 +424,9 @@ mod tests {
         assert_eq!(r.get(1), None);
         assert_eq!(r.get(2), Some(Resident::NotKept));
         assert_eq!(r.len(), 1);
-        // 40 B a held trace in the queue (README: about 70 B with its table entry), the block allocated whole.
+        // 40 B a held trace in the queue (README: about 90 B with its table entry), the block allocated whole.
         assert_eq!(std::mem::size_of::<Held>(), 40);
-        assert_eq!(r.bytes(), FIRST_BLOCK * 40 + TABLE_ENTRY_BYTES);
+        assert_eq!(r.bytes(), FIRST_BLOCK * 40);
         assert_eq!(r.pop_oldest(), Some(id(2)));
         assert!(r.is_empty() && r.pop_oldest().is_none() && r.oldest_arrival().is_none());
         assert_eq!(r.bytes(), 0);
@@ -471,8 +481,21 @@ mod tests {
         let room: usize = r.blocks.iter().map(Vec::capacity).sum();
         assert_eq!(
             r.bytes(),
-            room * 40 + r.out_of_order.len() * OUT_OF_ORDER_BYTES + r.len() * TABLE_ENTRY_BYTES
+            room * 40 + r.out_of_order.len() * OUT_OF_ORDER_BYTES
         );
+        // `queued_after` walks the blocks as one queue (its first entries gone), past their ends to `None`.
+        let queued: Vec<u128> = r
+            .blocks
+            .iter()
+            .flatten()
+            .skip(r.head)
+            .map(Held::id)
+            .collect();
+        assert_eq!(queued.len(), r.queued);
+        for n in (0..queued.len()).step_by(97).chain([queued.len() - 1]) {
+            assert_eq!(r.queued_after(n), Some(queued[n]), "{n}");
+        }
+        assert_eq!(r.queued_after(queued.len()), None);
         while let Some((_, (i, _))) = model.pop_first() {
             assert_eq!(r.pop_oldest(), Some(i));
         }
