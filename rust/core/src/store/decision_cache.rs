@@ -424,7 +424,7 @@ mod tests {
         assert_eq!(r.get(1), None);
         assert_eq!(r.get(2), Some(Resident::NotKept));
         assert_eq!(r.len(), 1);
-        // 40 B a held trace in the queue (README: about 90 B with its table entry), the block allocated whole.
+        // 40 B a held trace in the queue (README: 80 to 120 B with its table entry), the block allocated whole.
         assert_eq!(std::mem::size_of::<Held>(), 40);
         assert_eq!(r.bytes(), FIRST_BLOCK * 40);
         assert_eq!(r.pop_oldest(), Some(id(2)));
