@@ -118,17 +118,26 @@ impl TraceTable {
         self.hasher.hash_one(key)
     }
 
+    /// The part and index holding `key` (not the all-zero ID, which is held apart).
+    #[inline]
+    fn locate(&self, key: &Key) -> Option<(usize, usize)> {
+        let p = key.part();
+        if self.parts[p].len == 0 {
+            return None;
+        }
+        self.parts[p]
+            .probe(key, self.hash(key))
+            .ok()
+            .map(|i| (p, i))
+    }
+
     #[inline]
     pub(crate) fn get(&self, key: &Key) -> Option<&u64> {
         if *key == Key::EMPTY {
             return self.zero.as_ref();
         }
-        let hash = self.hash(key);
-        let part = &self.parts[key.part()];
-        if part.len == 0 {
-            return None;
-        }
-        part.probe(key, hash).ok().map(|i| &part.entries[i].value)
+        let (p, i) = self.locate(key)?;
+        Some(&self.parts[p].entries[i].value)
     }
 
     #[inline]
@@ -136,15 +145,8 @@ impl TraceTable {
         if *key == Key::EMPTY {
             return self.zero.as_mut();
         }
-        let hash = self.hash(key);
-        let part = &mut self.parts[key.part()];
-        if part.len == 0 {
-            return None;
-        }
-        match part.probe(key, hash) {
-            Ok(i) => Some(&mut part.entries[i].value),
-            Err(_) => None,
-        }
+        let (p, i) = self.locate(key)?;
+        Some(&mut self.parts[p].entries[i].value)
     }
 
     /// Asks the cache for the lines `key`'s lookup will read, without waiting for them: called a few traces
@@ -192,15 +194,9 @@ impl TraceTable {
             self.len -= usize::from(old.is_some());
             return old;
         }
-        let hash = self.hash(key);
+        let (p, mut hole) = self.locate(key)?;
         let hasher = &self.hasher;
-        let part = &mut self.parts[key.part()];
-        if part.len == 0 {
-            return None;
-        }
-        let Ok(mut hole) = part.probe(key, hash) else {
-            return None;
-        };
+        let part = &mut self.parts[p];
         let old = part.entries[hole].value;
         // Backward shift: each entry after the hole, up to the next empty one, moves into the hole when the hole
         // lies between its home and where it is (so every probe still finds it before an empty entry).
@@ -264,13 +260,10 @@ impl TraceTable {
 fn grow(part: &mut Part, hasher: &RandomState) {
     let size = (part.entries.len() * 2).max(MIN_ENTRIES);
     let old = std::mem::replace(&mut part.entries, vec![Entry::default(); size]);
-    let mask = size - 1;
     for e in old.into_iter().filter(|e| e.key != Key::EMPTY) {
-        let mut i = hasher.hash_one(e.key) as usize & mask;
-        while part.entries[i].key != Key::EMPTY {
-            i = (i + 1) & mask;
+        if let Err(i) = part.probe(&e.key, hasher.hash_one(e.key)) {
+            part.entries[i] = e;
         }
-        part.entries[i] = e;
     }
 }
 
