@@ -14,9 +14,9 @@ HTTP server in its own process that parses what it receives and counts the spans
 its own process, fresh for every offered rate, and driven by the same paced open-loop generator (one process:
 pre-built HTTP/1.1 requests written by asyncio Protocols over up to 64 keep-alive connections, one request
 outstanding on each, statuses parsed; `--client aiohttp` for the earlier aiohttp one) with the same payloads
-(bench/workloads.py: 1000 spans per request, 5 spans per trace, every trace whole in one request). The trace IDs
-are rewritten for each pass over the payload set (the pass number in their first two bytes, in place in each
-payload's one buffer), so no trace ID repeats within a run.
+(bench/workloads.py: 1000 spans per request, 5 spans per trace; a trace can straddle two requests, and a run
+ends on a trace boundary). The trace IDs are rewritten for each pass over the payload set (the pass number in
+their first two bytes, in place in each payload's one buffer), so no trace ID repeats within a run.
 
 A rate is *sustained* when, in that run:
   - every request was answered 200 within 10 s (no 429/503 refusal, no other status, no error or timeout);
@@ -361,7 +361,7 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes | bytearray
 async def _offer(spec: LoadSpec, data: list[Payload], worker: int, workers: int) -> dict[str, Any]:
     spans_per_request = data[0].spans
     interval = spans_per_request / spec.rate
-    n_requests = max(1, round(spec.seconds / interval))
+    n_requests = ends_on_trace_boundary(data, max(1, round(spec.seconds / interval)))
     records: list[tuple[float, float, float, int, int]] = []  # due, sent, answered, status, spans
     timeout = aiohttp.ClientTimeout(total=spec.timeout)
 
@@ -379,6 +379,19 @@ async def _offer(spec: LoadSpec, data: list[Payload], worker: int, workers: int)
         cores = await _paced(spec, data, worker, workers, interval, n_requests,
                              lambda body, spans, due: send(session, body, spans, due))
     return {"records": records, "cores": cores, "n_requests": n_requests, "interval": interval}
+
+
+def ends_on_trace_boundary(data: list[Payload], n_requests: int) -> int:
+    """The least request count from `n_requests` whose spans are whole traces: a trace can straddle two requests
+    (512 spans hold 102.4 traces of 5), and one cut at the end of a run would be half sent, which the checks of
+    what was kept (sampled traces x 5 spans) would count as a loss."""
+    per_pass = sum(p.spans for p in data)
+
+    def spans(n: int) -> int:
+        return (n // len(data)) * per_pass + sum(p.spans for p in data[:n % len(data)])
+
+    return next((n for n in range(n_requests, n_requests + len(data) * SPANS_PER_TRACE + 1)
+                 if spans(n) % SPANS_PER_TRACE == 0), n_requests)
 
 
 async def _schedule(spec: LoadSpec, worker: int, workers: int, interval: float,

@@ -120,3 +120,11 @@ def test_decision_lag_p99_is_the_bound_of_the_bucket_holding_it() -> None:
     assert services.lag_p99_ms({k: 0.0 for k in run}) is None
     assert services.lag_buckets([("otelcol_exporter_sent_spans_total", {}, 3.0)]) == {}
     assert services.lag_p99_ms({"receiver_accepted_spans": 5.0}) is None
+
+
+def test_a_run_ends_on_a_trace_boundary() -> None:
+    data = services.prepare(512, 2000)  # 512, 512, 512 and 464 spans: traces of 5 straddle requests
+    assert [p.spans for p in data] == [512, 512, 512, 464]
+    assert [services.ends_on_trace_boundary(data, n) for n in (1, 4, 5, 8)] == [4, 4, 8, 8]
+    whole = services.prepare(100, 1000)
+    assert services.ends_on_trace_boundary(whole, 25) == 25
