@@ -86,7 +86,7 @@ bench-results: bench-setup ## every published figure, side by side with the refe
 	$(BIN)/tailsample bench --seconds 4 --flat-out --json $(RESULTS)/harness-flat.json
 	$(BIN)/python bench/services.py --json $(RESULTS)/services.json
 	$(BIN)/python bench/service_shapes.py --json $(RESULTS)/services-shapes.json
-	$(BIN)/python bench/kafka_throughput.py --spans 600000 --backlog 60000 --json $(RESULTS)/kafka.json
+	$(BIN)/python bench/kafka_throughput.py --spans 600000 --backlog 240000 --json $(RESULTS)/kafka.json
 	$(BIN)/python bench/memory_shape.py --traces 40000 --json $(RESULTS)/memory-shape.json
 	$(BIN)/python bench/plots.py --benchmark-json $(RESULTS)/engine.json --memory-json $(RESULTS)/memory.json \
 		--out-dir bench/plots

@@ -8,9 +8,12 @@ is committed by the group (commits follow decisions and exports). spans/s = span
 broker, the producer and the instances share the machine: the figures say what this machine does, not how the
 design scales.
 
-Then a backlog (`--backlog`, 60,000 messages by default) produced beforehand, each one trace of 5 spans of about
+Then a backlog (`--backlog`, 240,000 messages by default) produced beforehand, each one trace of 5 spans of about
 360 B with ten attributes: one instance drains it, then two in a fresh group (started together: the broker delays
-a new group's first rebalance 3 s, so they split the partitions from the start). What the figures time:
+a new group's first rebalance 3 s, so they split the partitions from the start), and that pair again (`--pairs`,
+3 in all): this machine's speed drifts between runs, so two against one is taken within a pair, and the median of the
+pairs reported. The backlog is large enough that a drain lasts seconds, not the tenths of a second that the 0.1 s
+polling below would blur. What the figures time:
 - seconds and spans/s: from the first span taken to the last (polled every 0.1 s): consuming and ingesting. With
   decision_wait 2 s the first decisions fall after that, so this is the rate of taking, not of deciding;
 - CPU per span: the instances' own (utime + stime from /proc) over that window, so it does not depend on what
@@ -22,10 +25,11 @@ a new group's first rebalance 3 s, so they split the partitions from the start).
 - decision lag: the engines' decided minus due (`tailsample_decision_lag_seconds`): the mean, and the bound of
   the bucket holding the 99th percentile.
 On 2 shared cores the wall clock waits mostly for a CPU (the broker's JVM, librdkafka's threads, the instance,
-and whatever else runs) rather than on the instance; "each with its own core" is modelled from the spans per
-CPU-second.
+and whatever else runs) rather than on the instance; "each with its own core" is modelled from CPU time: an
+instance with a core of its own drains in its CPU seconds, so two drain in the larger of their two, and the
+modelled scale-out of a pair is the single instance's CPU seconds over that (`scale_out`).
 
-    python bench/kafka_throughput.py --spans 400000 --backlog 60000 --json bench/.data/results/kafka.json
+    python bench/kafka_throughput.py --spans 400000 --backlog 240000 --json bench/.data/results/kafka.json
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,15 +86,16 @@ def _messages(spans: int) -> tuple[list[tuple[bytes, bytes]], int]:
     return out, total
 
 
-def _serve(tmp: Path, name: str, bootstrap: str, topic: str,
-           group: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+def _serve(tmp: Path, name: str, bootstrap: str, topic: str, group: str | None = None,
+           num_traces: int | None = None) -> tuple[subprocess.Popen[bytes], int]:
     metrics = _free_port()
     seed = yaml.safe_load((ROOT / "python" / "tailsample" / "data" / "seed-config.yaml").read_text())
     ts = seed["processors"]["tail_sampling"] if "processors" in seed else seed
     cfg = {
         "receivers": {"kafka": {"brokers": [bootstrap], "topic": topic, "group_id": group or f"bench-{topic}",
                                 "initial_offset": "earliest", "session_timeout": "10s", "heartbeat_interval": "1s"}},
-        "processors": {"tail_sampling": {**ts, "decision_wait": "2s"}},
+        "processors": {"tail_sampling": {**ts, "decision_wait": "2s",
+                                         **({"num_traces": num_traces} if num_traces else {})}},
         "exporters": {"file": {"path": str(tmp / f"{name}.kept.proto"), "format": "proto"}},
         "service": {"pipelines": {"traces": {"receivers": ["kafka"], "processors": ["tail_sampling"],
                                              "exporters": ["file"]}},
@@ -232,15 +238,15 @@ def _group_committed(admin: Any, group: str) -> int:
     return sum(tp.offset for tp in result.topic_partitions if tp.offset >= 0)
 
 
-def drain(broker: Any, instances: int, topic: str, messages: int, spans: int,
-          group: str | None = None) -> dict[str, Any]:
-    """A backlog already in the topic, drained by `instances` in a fresh group."""
+def drain(broker: Any, instances: int, topic: str, messages: int, spans: int, group: str) -> dict[str, Any]:
+    """A backlog already in the topic, drained by `instances` in a fresh group (`group`, not used before)."""
     from confluent_kafka.admin import AdminClient
 
-    group = group or f"drain-{instances}"
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     with tempfile.TemporaryDirectory() as d:
-        procs = [_serve(Path(d), f"drain{i}", broker.bootstrap, topic, group) for i in range(instances)]
+        # num_traces above the backlog: every trace is still buffered when the drain ends (decision_wait 2 s).
+        procs = [_serve(Path(d), f"drain{i}", broker.bootstrap, topic, group, num_traces=2 * messages)
+                 for i in range(instances)]
         ports = [p for _, p in procs]
         try:
             deadline = time.monotonic() + 90
@@ -284,6 +290,21 @@ def drain(broker: Any, instances: int, topic: str, messages: int, spans: int,
             "traces_forgotten_in_rebalances": forgotten}
 
 
+def scale_out(drains: list[dict[str, Any]]) -> dict[str, Any]:
+    """Two instances against one, per pair of drains and the median over pairs: `shared`, their drain rates on the
+    shared cores; `modelled`, with a core each (the single instance's CPU seconds over the busier of the two's)."""
+    pairs = []
+    for pair in sorted({d["pair"] for d in drains}):
+        by_n = {d["instances"]: d for d in drains if d["pair"] == pair}
+        one, two = by_n.get(1), by_n.get(2)
+        if one is None or two is None or not one["spans_per_s"] or not max(two["cpu_seconds_per_instance"]):
+            continue
+        pairs.append({"pair": pair, "shared": two["spans_per_s"] / one["spans_per_s"],
+                      "modelled": one["cpu_seconds"] / max(two["cpu_seconds_per_instance"])})
+    return {"pairs": pairs, "shared": statistics.median(p["shared"] for p in pairs) if pairs else None,
+            "modelled": statistics.median(p["modelled"] for p in pairs) if pairs else None}
+
+
 def _at_most(seconds: float | None) -> str:
     return "n/a" if seconds is None else ("> 10 s" if seconds == float("inf") else f"≤ {seconds * 1e3:g} ms")
 
@@ -291,7 +312,8 @@ def _at_most(seconds: float | None) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spans", type=int, default=400_000)
-    ap.add_argument("--backlog", type=int, default=60_000, help="messages of one 5-span trace (0: none)")
+    ap.add_argument("--backlog", type=int, default=240_000, help="messages of one 5-span trace (0: none)")
+    ap.add_argument("--pairs", type=int, default=3, help="backlog drains by one instance then two, repeated")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     kafka = _broker_module()
@@ -314,10 +336,11 @@ def main() -> int:
             for key, value in _five_span_traces(a.backlog):
                 producer.produce("backlog", key=key, value=value)
             producer.flush(120)
-            for n in (1, 2):
-                row = drain(broker, n, "backlog", a.backlog, 5 * a.backlog)
-                print(json.dumps(row))
-                drains.append(row)
+            for pair in range(a.pairs):
+                for n in (1, 2):
+                    row = {"pair": pair, **drain(broker, n, "backlog", a.backlog, 5 * a.backlog, f"drain-{pair}-{n}")}
+                    print(json.dumps(row))
+                    drains.append(row)
     table = ["| instances | partitions | messages | spans | seconds (first produced to last committed) | "
              "spans/s | producing alone took |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -325,17 +348,19 @@ def main() -> int:
                      f"{r['seconds']:.1f} | {r['spans_per_s'] / 1e3:,.0f} k | {r['produce_seconds']:.1f} s |")
     if drains:
         table += ["", "Backlog drained (one trace of 5 spans per message, produced beforehand, each instance a fresh "
-                  "process). seconds, spans/s and CPU: from the first span taken to the last (consuming and "
+                  "process; one instance then two, in pairs, each drain a fresh group reading the topic from its "
+                  "start). seconds, spans/s and CPU: from the first span taken to the last (consuming and "
                   "ingesting; the first decisions are due 2 s after the first span, after the drain); through "
                   "commit: CPU from the first span taken until every message is committed (decisions, export to "
                   "the file and commits included, with the idle wait for decision_wait); decision lag: the "
                   "engines' decided minus due, the mean and the bucket bound holding the 99th percentile:", "",
-                  "| instances | messages | spans | seconds | spans/s | CPU per span | CPU per message | "
+                  "| pair | instances | messages | spans | seconds | spans/s | CPU per span | CPU per message | "
                   "spans per CPU-second | CPU per span through commit | decision lag mean | p99 |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in drains:
             lag = r.get("decision_lag_mean_s")
-            table.append(f"| {r['instances']} | {r['messages']:,} | {r['spans']:,} | {r['drain_seconds']:.2f} | "
+            table.append(f"| {r['pair'] + 1} | {r['instances']} | {r['messages']:,} | {r['spans']:,} | "
+                         f"{r['drain_seconds']:.2f} | "
                          f"{r['spans_per_s'] / 1e3:,.0f} k | {r['us_cpu_per_span']:.2f} us | "
                          f"{r['us_cpu_per_message']:.1f} us | {r['spans_per_cpu_second'] / 1e3:,.0f} k | "
                          f"{r['us_cpu_per_span_to_commit']:.2f} us | "
@@ -343,8 +368,8 @@ def main() -> int:
                          f"{_at_most(r.get('decision_lag_p99_at_most_s'))} |")
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps({"rows": rows, "drains": drains, "table_markdown": "\n".join(table)},
-                                     indent=2))
+        a.json.write_text(json.dumps({"rows": rows, "drains": drains, "scale_out": scale_out(drains),
+                                      "table_markdown": "\n".join(table)}, indent=2))
     print("\n".join(table))
     return 0
 

@@ -176,14 +176,12 @@ def kafka_section(data: Any) -> list[str]:
         # Right under the live table (the backlog's follow it after a blank line).
         at = lines.index("") if "" in lines else len(lines)
         lines[at:at] = ["", f"Two instances against one: {rows[1]['spans_per_s'] / rows[0]['spans_per_s']:.2f}x."]
-    drains = data.get("drains", [])
-    if len(drains) == 2 and drains[0]["spans_per_s"] and drains[0]["spans_per_cpu_second"]:
-        one, two = drains
-        # Each instance with a core of its own drains at its spans per CPU-second while it has work.
-        modelled = 2 * two["spans_per_cpu_second"] / one["spans_per_cpu_second"]
-        lines += ["", f"Backlog, two instances against one: {two['spans_per_s'] / one['spans_per_s']:.2f}x on the "
-                  f"shared cores; {modelled:.2f}x modelled with a core each (two instances' spans per CPU-second, "
-                  "times two, against one's)."]
+    scale = data.get("scale_out") or {}
+    if scale.get("pairs"):
+        each = ", ".join(f"{p['modelled']:.2f}x" for p in scale["pairs"])
+        lines += ["", f"Backlog, two instances against one (median of {len(scale['pairs'])} pairs): "
+                  f"{scale['shared']:.2f}x on the shared cores; {scale['modelled']:.2f}x modelled with a core each "
+                  f"(the single instance's CPU seconds over the busier of the two's; pairs: {each})."]
     return lines
 
 
