@@ -11,9 +11,9 @@ design scales.
 Then a backlog (`--backlog`, 240,000 messages by default) produced beforehand, each one trace of 5 spans of about
 360 B with ten attributes: one instance drains it, then two in a fresh group (started together: the broker delays
 a new group's first rebalance 3 s, so they split the partitions from the start), and that pair again (`--pairs`,
-3 in all): this machine's speed drifts between runs, so two against one is taken within a pair, and the median of the
-pairs reported. The backlog is large enough that a drain lasts seconds, not the tenths of a second that the 0.1 s
-polling below would blur. What the figures time:
+3 in all): this machine's speed drifts between runs, so two against one is taken within a pair, and the median
+of the pairs reported. The backlog is large enough that a drain lasts seconds, not the tenths of a second that
+the 0.1 s polling below would blur. What the figures time:
 - seconds and spans/s: from the first span taken to the last (polled every 0.1 s): consuming and ingesting. With
   decision_wait 2 s the first decisions fall after that, so this is the rate of taking, not of deciding;
 - CPU per span: the instances' own (utime + stime from /proc) over that window, so it does not depend on what
