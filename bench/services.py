@@ -1214,6 +1214,19 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a and b else None
 
 
+def wake_cost_us(wakes: int = 200, sleep_s: float = 0.005, repeats: int = 3) -> float:
+    """CPU (us, this thread's) that one sleep and wake costs on this machine, the median of `repeats` runs of
+    `wakes` sleeps: the least a receiver pays for a request that arrives while it waits (a VM's timer and
+    scheduler exits make it tens of microseconds), before reading a byte."""
+    runs = []
+    for _ in range(repeats):
+        start = time.thread_time_ns()
+        for _ in range(wakes):
+            time.sleep(sleep_s)
+        runs.append((time.thread_time_ns() - start) / wakes / 1e3)
+    return statistics.median(runs)
+
+
 def table(results: dict[str, Any]) -> str:
     summary, capacity = results["summary"], results["generator"]
     ts, oc = summary.get("tailsample"), summary.get("otelcol")
@@ -1259,6 +1272,10 @@ def table(results: dict[str, Any]) -> str:
                      f"{'' if capacity['limited'] else '>= '}{capacity['highest_rate']:,} spans/s on schedule, "
                      f"using {top['generator_cpu_per_second']:.2f} cores (the sink "
                      f"{top['sink_cpu_per_second']:.2f}) at that rate")
+    if results.get("wake_cost_us"):
+        lines.append(f"\none thread's sleep and wake on this machine: {results['wake_cost_us']:.0f} us of CPU "
+                     "(`time.sleep`, before the runs): the least a request costs a server thread that waited for it, "
+                     "whatever its size")
     return "\n".join(lines)
 
 
@@ -1326,6 +1343,8 @@ def main() -> int:
             capacity = generator_capacity(data, sink, [r for r in RATES if r >= min(200_000, max(rates))],
                                           args.capacity_seconds or min(args.seconds, 5.0), args.generators)
         ceiling = capacity["highest_rate"] if capacity["limited"] else math.inf
+        wake_us = wake_cost_us()
+        log(f"one thread's sleep and wake: {wake_us:.0f} us of CPU")
         summary, all_runs = {}, []
         with tempfile.TemporaryDirectory(prefix="tailsample-services-") as tmp:
             for system in systems:
@@ -1337,7 +1356,7 @@ def main() -> int:
             "quick": args.quick, "protocol": PROTOCOL, "seconds_per_run": args.seconds,
             "spans_per_payload": data[0].spans,
             "spans_per_trace": SPANS_PER_TRACE, "decision_wait_s": DECISION_WAIT, "cpu_count": os.cpu_count(),
-            "generator": capacity, "summary": summary,
+            "generator": capacity, "summary": summary, "wake_cost_us": wake_us,
             "ratios": {k: ratio(summary.get("tailsample", {}).get(k), summary.get("otelcol", {}).get(k))
                        for k in ("highest_sustained_rate", "cpu_at_50k_cores", "cpu_at_50k_us_per_span",
                                  "peak_rss_at_50k_mib")},

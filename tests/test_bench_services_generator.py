@@ -128,3 +128,9 @@ def test_a_run_ends_on_a_trace_boundary() -> None:
     assert [services.ends_on_trace_boundary(data, n) for n in (1, 4, 5, 8)] == [4, 4, 8, 8]
     whole = services.prepare(100, 1000)
     assert services.ends_on_trace_boundary(whole, 25) == 25
+
+
+def test_the_wake_cost_is_this_threads_cpu_per_sleep() -> None:
+    cost = services.wake_cost_us(wakes=20, sleep_s=0.002)
+    # CPU, not wall time: a 2 ms sleep costs the thread far less than 2 ms.
+    assert 0 < cost < 2_000
