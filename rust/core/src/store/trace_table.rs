@@ -153,12 +153,11 @@ impl TraceTable {
     /// ahead of their lookups, the misses overlap.
     #[inline]
     pub(crate) fn prefetch(&self, key: &Key) {
-        let hash = self.hash(key);
         let part = &self.parts[key.part()];
         if part.entries.is_empty() {
             return;
         }
-        let entry = &part.entries[hash as usize & part.mask()];
+        let entry = &part.entries[self.hash(key) as usize & part.mask()];
         prefetch_lines(entry);
     }
 
