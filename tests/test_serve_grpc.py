@@ -48,6 +48,27 @@ def test_export_ok_gzip_and_malformed(backend, rng):
         wait_for(lambda: s.metric('otelcol_exporter_sent_spans_total{exporter="otlp"}') == 2)
 
 
+def test_a_message_over_several_frames_is_taken_whole(backend, rng):
+    """2.5 MiB in one request, past the largest DATA frame a client may send (1 MiB): it comes in several frames and
+    is gathered before it is read; the small one after it is read from its one frame, as it came."""
+    cfg = service_config(exporters={"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True}}})
+    with serving(cfg) as s:
+        target = s.address("otlp/grpc")
+        tid = trace_id(rng)
+        ids = [span_id(rng) for _ in range(10)]
+        blob = {"blob": "x" * (256 << 10)}
+        big = make_request(service("checkout"), [make_span(tid, i, status=STATUS_ERROR, attributes=blob) for i in ids])
+        assert len(big) > 5 << 19
+        assert export(target, big) == b""
+        t2, small = error_trace(rng)
+        assert export(target, small) == b""
+        big_spans = {(tid.hex(), i.hex()) for i in ids}
+        wait_for(lambda: {(t, sid) for t, sid, *_ in backend.spans()} >= big_spans
+                 and any(t == t2.hex() for t, *_ in backend.spans()))
+        assert {(t, sid) for t, sid, *_ in backend.spans() if t == tid.hex()} == big_spans
+        assert s.metric('otelcol_receiver_accepted_spans_total{receiver="otlp",transport="grpc"}') == 11
+
+
 def test_message_over_max_recv_msg_size_is_resource_exhausted(backend, rng):
     cfg = service_config(exporters={"otlp": {"endpoint": backend.grpc_endpoint, "tls": {"insecure": True}}},
                          receivers={"otlp": {"protocols": {"grpc": {"endpoint": "127.0.0.1:0",
