@@ -368,8 +368,10 @@ LIMITS: tuple[Limit, ...] = (
     Limit(
         "OTLP/gRPC server threads (serve): 2 workers (Rust, off the GIL), a connection on one of them (the "
         "least loaded at accept), a call on its connection's worker unless that one runs another call (then the "
-        "least busy); `max_concurrent_streams` per connection; TLS handshake and HTTP/2 preface within 10 s",
-        "calls wait their turn; a connection without its preface in time is closed",
+        "least busy); `max_concurrent_streams` per connection; TLS handshake and HTTP/2 preface within 10 s; "
+        "HTTP/2 DATA frames of up to 1 MiB (SETTINGS_MAX_FRAME_SIZE; a frame is read whole before its call sees it)",
+        "calls wait their turn; a connection without its preface in time is closed; a larger frame is a "
+        "connection error (FRAME_SIZE_ERROR)",
         '`tailsample_listener_timed_out_connections_total{timeout="read_header"}`',
     ),
     Limit(
