@@ -66,7 +66,11 @@ pub(crate) async fn collect(
 
 /// Decompresses `raw` (`encoding`: gzip, deflate or zlib) to at most `limit` bytes.
 pub fn inflate(raw: &[u8], encoding: &str, limit: usize) -> Result<Vec<u8>, BodyError> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(if encoding == "gzip" {
+        gzip_size_hint(raw, limit)
+    } else {
+        0
+    });
     if encoding != "gzip" {
         inflate_stream(raw, true, &mut out, limit)?;
         return Ok(out);
@@ -90,6 +94,19 @@ pub fn inflate(raw: &[u8], encoding: &str, limit: usize) -> Result<Vec<u8>, Body
             return Ok(out);
         }
     }
+}
+
+/// The inflated size a gzip body states (its last member's ISIZE: the whole for the usual single member), so that
+/// the output is allocated once instead of grown and copied 64 KiB at a time; never more than `limit` + 1 or than
+/// deflate can expand the input to (1032:1), so a forged ISIZE reserves no more than the body could fill.
+fn gzip_size_hint(raw: &[u8], limit: usize) -> usize {
+    let Some(tail) = raw.len().checked_sub(4).map(|at| &raw[at..]) else {
+        return 0;
+    };
+    let isize = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as usize;
+    isize
+        .min(limit.saturating_add(1))
+        .min(raw.len().saturating_mul(1032))
 }
 
 /// The deflate data after a gzip member's header (RFC 1952).
@@ -201,6 +218,35 @@ mod tests {
         assert_eq!(inflate(&bomb, "gzip", 1 << 20), Err(BodyError::TooLarge));
         assert_eq!(inflate(&gz(&[1; 10]), "gzip", 10).unwrap().len(), 10);
         assert_eq!(inflate(&gz(&[1; 11]), "gzip", 10), Err(BodyError::TooLarge));
+    }
+
+    /// The output is sized from the gzip trailer once, within the limit and what the input could expand to.
+    #[test]
+    fn the_output_is_sized_from_isize_within_bounds() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let g = gz(&data);
+        assert_eq!(gzip_size_hint(&g, 1 << 20), data.len());
+        let out = inflate(&g, "gzip", 1 << 20).unwrap();
+        assert_eq!(out, data);
+        assert_eq!(out.capacity(), data.len(), "allocated once, from ISIZE");
+        assert_eq!(
+            gzip_size_hint(&g, 1000),
+            1001,
+            "no more than the limit and one byte"
+        );
+        let mut forged = gz(b"tiny");
+        let n = forged.len();
+        forged[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            gzip_size_hint(&forged, usize::MAX),
+            n * 1032,
+            "no more than deflate's ratio"
+        );
+        assert_eq!(
+            inflate(&forged, "gzip", 1 << 20),
+            Err(BodyError::Invalid("CRC check failed".into()))
+        );
+        assert_eq!(gzip_size_hint(b"abc", 10), 0);
     }
 
     #[test]
