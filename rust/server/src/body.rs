@@ -26,8 +26,7 @@ pub(crate) async fn collect(
     limit: usize,
     length: Option<u64>,
 ) -> Result<Bytes, BodyError> {
-    let mut first: Option<Bytes> = None;
-    let mut buf: Option<BytesMut> = None;
+    let mut body_so_far = Gathered::default();
     let mut size = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| BodyError::Aborted)?;
@@ -45,23 +44,49 @@ pub(crate) async fn collect(
             }
             return Err(BodyError::TooLarge);
         }
-        match (&mut first, &mut buf) {
-            (None, None) => first = Some(data), // the common case: one frame, no copy
+        body_so_far.push(data, length.map_or(size, |n| n as usize).clamp(size, limit));
+    }
+    Ok(body_so_far.freeze())
+}
+
+/// A body's bytes as its frames come: the first kept as it came (the common case is one frame: no copy), all of
+/// them gathered into one buffer once a second comes.
+#[derive(Default)]
+pub(crate) struct Gathered {
+    first: Option<Bytes>,
+    buf: Option<BytesMut>,
+}
+
+impl Gathered {
+    /// Adds a frame; `capacity`: what the whole is expected to hold, allocated when a second frame comes.
+    pub(crate) fn push(&mut self, data: Bytes, capacity: usize) {
+        match (self.first.take(), &mut self.buf) {
+            (None, None) => self.first = Some(data),
             (Some(f), None) => {
-                let cap = length.map_or(size, |n| n as usize).clamp(size, limit);
-                let mut b = BytesMut::with_capacity(cap);
-                b.extend_from_slice(f);
+                let mut b = BytesMut::with_capacity(capacity.max(f.len() + data.len()));
+                b.extend_from_slice(&f);
                 b.extend_from_slice(&data);
-                buf = Some(b);
+                self.buf = Some(b);
             }
             (_, Some(b)) => b.extend_from_slice(&data),
         }
     }
-    Ok(match (first, buf) {
-        (_, Some(b)) => b.freeze(),
-        (Some(f), None) => f,
-        (None, None) => Bytes::new(),
-    })
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match (&self.first, &self.buf) {
+            (_, Some(b)) => b,
+            (Some(f), None) => f,
+            (None, None) => &[],
+        }
+    }
+
+    pub(crate) fn freeze(self) -> Bytes {
+        match (self.first, self.buf) {
+            (_, Some(b)) => b.freeze(),
+            (Some(f), None) => f,
+            (None, None) => Bytes::new(),
+        }
+    }
 }
 
 /// Decompresses `raw` (`encoding`: gzip, deflate or zlib) to at most `limit` bytes.

@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::body::Gathered;
 use crate::listener::{self, Calls, Listening, OnRead, Protocol, Tapped};
 use crate::{
     inflate, observe_due, take, wire, Auth, BodyError, Counters, Hook, Intake, Purge, StartError,
@@ -478,23 +479,6 @@ async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Resp {
     consume(shared, payload).await
 }
 
-/// grpcio's words, before the message is read.
-fn too_large(len: usize, max: usize) -> Reject {
-    Reject(
-        RESOURCE_EXHAUSTED,
-        format!("Received message larger than max ({len} vs. {max})"),
-        Some("too_large"),
-    )
-}
-
-fn not_unary() -> Reject {
-    Reject(
-        UNIMPLEMENTED,
-        "a unary call takes a single request message".into(),
-        Some("malformed"),
-    )
-}
-
 /// The request's message, or why not; `Ok(None)` when the client went away mid-message.
 async fn read_message(shared: &Shared, req: Request<Incoming>) -> Result<Option<Bytes>, Reject> {
     let cfg = &shared.cfg;
@@ -518,10 +502,8 @@ async fn read_message(shared: &Shared, req: Request<Incoming>) -> Result<Option<
         .unwrap_or_default();
     let max = cfg.max_message;
     let mut body = req.into_body();
-    // The message so far while it is one frame (most are, from clients that honour MAX_FRAME_SIZE): taken as it
-    // came, without a copy; `buf` gathers it once a second frame comes.
-    let mut first: Option<Bytes> = None;
-    let mut buf = BytesMut::new();
+    // Most messages are one frame, from clients that honour MAX_FRAME_SIZE: taken as they came, without a copy.
+    let mut message_so_far = Gathered::default();
     let mut want: Option<(bool, usize)> = None;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
@@ -530,34 +512,31 @@ async fn read_message(shared: &Shared, req: Request<Incoming>) -> Result<Option<
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
-        match first.take() {
-            None if buf.is_empty() => first = Some(data),
-            earlier => {
-                if let Some(f) = earlier {
-                    buf.reserve(want.map_or(0, |(_, len)| len + 5));
-                    buf.extend_from_slice(&f);
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        let so_far: &[u8] = first.as_deref().unwrap_or(&buf);
+        message_so_far.push(data, want.map_or(0, |(_, len)| len + 5));
+        let so_far = message_so_far.as_slice();
         if want.is_none() && so_far.len() >= 5 {
             let len = u32::from_be_bytes([so_far[1], so_far[2], so_far[3], so_far[4]]) as usize;
             if len > max {
-                return Err(too_large(len, max));
+                // grpcio's words, before the message is read
+                return Err(Reject(
+                    RESOURCE_EXHAUSTED,
+                    format!("Received message larger than max ({len} vs. {max})"),
+                    Some("too_large"),
+                ));
             }
             want = Some((so_far[0] != 0, len));
         }
         if let Some((_, len)) = want {
             if so_far.len() > len + 5 {
-                return Err(not_unary());
+                return Err(Reject(
+                    UNIMPLEMENTED,
+                    "a unary call takes a single request message".into(),
+                    Some("malformed"),
+                ));
             }
         }
     }
-    let buf = match first {
-        Some(f) => f,
-        None => buf.freeze(),
-    };
+    let buf = message_so_far.freeze();
     let Some((compressed, len)) = want else {
         return Err(Reject(
             INVALID_ARGUMENT,
