@@ -11,9 +11,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -110,11 +112,17 @@ def emit_traces(exporter: Any, n: int) -> dict[str, str]:
     return kinds
 
 
+@pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_sdk_exporters_to_serve_keep_exactly_errors_and_slow_traces_whole(serve_factory, protocol):
+def test_sdk_exporters_to_serve_keep_exactly_errors_and_slow_traces_whole(serve_factory, protocol, gzip):
+    """The SDK's own exporters, uncompressed and gzip (as a collector's exporters send by default)."""
     serve = serve_factory()
-    exporter = (HttpExporter(endpoint=f"http://127.0.0.1:{serve.http_port}/v1/traces") if protocol == "http"
-                else GrpcExporter(endpoint=f"127.0.0.1:{serve.grpc_port}", insecure=True))
+    if protocol == "http":
+        exporter = HttpExporter(endpoint=f"http://127.0.0.1:{serve.http_port}/v1/traces",
+                                compression=HttpCompression.Gzip if gzip else HttpCompression.NoCompression)
+    else:
+        exporter = GrpcExporter(endpoint=f"127.0.0.1:{serve.grpc_port}", insecure=True,
+                                compression=grpc.Compression.Gzip if gzip else grpc.Compression.NoCompression)
     kinds = emit_traces(exporter, 12)
     expected = {t for t, k in kinds.items() if k != "ok"}
     wait_for(lambda: set(serve.kept()) == expected, timeout=15, what="the error and slow traces")
